@@ -1,0 +1,135 @@
+"""Conversions between protobuf messages and corral's domain values.
+
+Protobuf stops at the transport edge (CONVENTIONS.md); these functions are the
+edge. Conversion from the wire validates as it goes and names the offending
+field in its error, e.g. ``tasks[3].resources[1].scalar: must be finite, got nan``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+from corral.proto import messages_pb2 as pb
+from corral.resources import (
+    MILLI,
+    RANGE_NAMES,
+    SCALAR_NAMES,
+    RangeSet,
+    ResourceError,
+    Resources,
+    to_milli,
+    validate_name,
+    validate_role,
+)
+
+
+def resources_from_proto(items: Sequence[pb.Resource], path: str = "resources") -> Resources:
+    """Parse and validate wire resources; duplicates of one name and role add up."""
+    out = Resources()
+    for i, item in enumerate(items):
+        where = f"{path}[{i}]"
+        try:
+            validate_name(item.name)
+        except ResourceError as e:
+            raise ResourceError(f"{where}.name: {e}") from None
+        where = f"{path}[{i}] ({item.name})"
+        try:
+            validate_role(item.role)
+        except ResourceError as e:
+            raise ResourceError(f"{where}.role: {e}") from None
+        kind = item.WhichOneof("value")
+        key = (item.name, item.role)
+        if kind is None:
+            raise ResourceError(f"{where}: has no value")
+        if kind == "scalar":
+            if item.name in RANGE_NAMES:
+                raise ResourceError(f"{where}: {item.name} must be ranges, got a scalar")
+            milli = to_milli(item.scalar, f"{where}.scalar")
+            out = out + Resources(scalars={key: milli} if milli else {})
+        elif kind == "ranges":
+            if item.name in SCALAR_NAMES:
+                raise ResourceError(f"{where}: {item.name} must be a scalar, got ranges")
+            try:
+                rs = RangeSet.of((r.begin, r.end) for r in item.ranges.range)
+            except ResourceError as e:
+                raise ResourceError(f"{where}.ranges: {e}") from None
+            out = out + Resources(ranges={key: rs} if rs else {})
+        else:
+            if item.name in SCALAR_NAMES or item.name in RANGE_NAMES:
+                raise ResourceError(f"{where}: {item.name} cannot be a set")
+            s = frozenset(item.set.item)
+            out = out + Resources(sets={key: s} if s else {})
+    return out
+
+
+def resources_to_proto(resources: Resources) -> list[pb.Resource]:
+    out: list[pb.Resource] = []
+    for name, role in resources:
+        key = (name, role)
+        if key in resources.scalars:
+            out.append(pb.Resource(name=name, role=role, scalar=resources.scalars[key] / MILLI))
+        if key in resources.ranges:
+            rs = resources.ranges[key]
+            out.append(
+                pb.Resource(
+                    name=name,
+                    role=role,
+                    ranges=pb.Value.Ranges(
+                        range=[pb.Value.Range(begin=b, end=e) for b, e in rs.intervals]
+                    ),
+                )
+            )
+        if key in resources.sets:
+            out.append(
+                pb.Resource(name=name, role=role, set=pb.Value.Set(item=sorted(resources.sets[key])))
+            )
+    return out
+
+
+def attributes_from_proto(items: Iterable[pb.Attribute]) -> dict[str, str]:
+    return {a.name: a.value for a in items}
+
+
+def attributes_to_proto(attributes: Mapping[str, str]) -> list[pb.Attribute]:
+    return [pb.Attribute(name=k, value=v) for k, v in sorted(attributes.items())]
+
+
+def parse_attributes(text: str) -> dict[str, str]:
+    """Parse the agent flag syntax ``rack:r1;zone:a``."""
+    out: dict[str, str] = {}
+    for raw in text.split(";"):
+        item = raw.strip()
+        if not item:
+            continue
+        name, sep, value = item.partition(":")
+        if not sep or not name.strip():
+            raise ValueError(f"attribute {item!r}: expected NAME:VALUE")
+        out[name.strip()] = value.strip()
+    return out
+
+
+TERMINAL_STATES = frozenset(
+    {
+        pb.TASK_FINISHED,
+        pb.TASK_FAILED,
+        pb.TASK_KILLED,
+        pb.TASK_ERROR,
+        pb.TASK_LOST,
+        pb.TASK_DROPPED,
+        pb.TASK_GONE,
+        pb.TASK_GONE_BY_OPERATOR,
+    }
+)
+
+
+def is_terminal(state: int) -> bool:
+    return state in TERMINAL_STATES
+
+
+def state_name(state: int) -> str:
+    """``TASK_FINISHED`` -> ``FINISHED``."""
+    return pb.TaskState.Name(state).removeprefix("TASK_")  # type: ignore[arg-type]
+
+
+def reason_name(reason: int) -> str:
+    return pb.TaskStatus.Reason.Name(reason).removeprefix("REASON_")  # type: ignore[arg-type]

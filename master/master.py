@@ -1,0 +1,909 @@
+"""The master: state transitions for agents, frameworks, offers and tasks.
+
+The gRPC servicers in ``master/services/`` are thin: they validate, call one
+method here, and move messages between streams and outboxes. Everything here
+runs on one asyncio loop and is synchronous between awaits, so a transition is
+atomic without locks. Timers (allocation, offer expiry, heartbeats, framework
+failover) are owned by :meth:`Master.run` and cancelled on :meth:`Master.stop`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from corral import __version__
+from corral.codec import is_terminal, resources_from_proto, resources_to_proto
+from corral.master.allocator import Allocator
+from corral.master.allocator.events import (
+    AgentActivated,
+    AgentAdded,
+    AgentDeactivated,
+    FrameworkActivated,
+    FrameworkAdded,
+    FrameworkDeactivated,
+    FrameworkRemoved,
+    ResourcesRecovered,
+    ResourcesUsed,
+    Revived,
+    Suppressed,
+)
+from corral.master.state import (
+    AgentRecord,
+    FrameworkRecord,
+    MasterState,
+    OfferRecord,
+    Outbox,
+    TaskRecord,
+)
+from corral.master.validation import validate_task
+from corral.proto import agent_pb2, scheduler_pb2
+from corral.proto import messages_pb2 as pb
+from corral.resources import ResourceError, Resources
+
+log = structlog.get_logger(__name__)
+
+Event = scheduler_pb2.Event
+MasterMessage = agent_pb2.MasterMessage
+
+
+class CallError(Exception):
+    """A framework or operator call that cannot be carried out.
+
+    ``code`` is the gRPC status name the transport should answer with."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class MasterConfig:
+    allocation_interval_s: float = 1.0
+    #: after a change that frees resources, allocate this soon (batches bursts)
+    allocation_batch_s: float = 0.005
+    offer_timeout_s: float = 30.0
+    default_refuse_s: float = 5.0
+    agent_heartbeat_interval_s: float = 5.0
+    agent_heartbeat_misses: int = 3
+    framework_heartbeat_interval_s: float = 15.0
+    read_file_timeout_s: float = 5.0
+    read_file_default_length: int = 64 * 1024
+    read_file_max_length: int = 1024 * 1024
+
+
+def new_id(prefix: str = "") -> str:
+    return f"{prefix}{uuid.uuid4().hex[:16]}"
+
+
+class Master:
+    def __init__(
+        self,
+        config: MasterConfig | None = None,
+        *,
+        address: str = "",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config or MasterConfig()
+        self.clock = clock
+        self.state = MasterState()
+        self.allocator = Allocator()
+        self.info = pb.MasterInfo(
+            id=new_id(),
+            address=address,
+            hostname=socket.gethostname(),
+            version=__version__,
+            start_time=clock(),
+        )
+        self._agent_seq = itertools.count(1)
+        self._offer_seq = itertools.count(1)
+        self._file_seq = itertools.count(1)
+        self._file_requests: dict[
+            int, tuple[str, asyncio.Future[agent_pb2.AgentMessage.FileData]]
+        ] = {}
+        self._allocate_now = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.log = log.bind(master_id=self.info.id)
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the timers. They are cancelled and awaited by :meth:`stop`."""
+        self._tasks = [
+            asyncio.create_task(self._allocation_loop(), name="allocation"),
+            asyncio.create_task(self._housekeeping_loop(), name="housekeeping"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        for agent in self.state.agents.values():
+            if agent.outbox:
+                agent.outbox.close()
+        for fw in self.state.frameworks.values():
+            if fw.outbox:
+                fw.outbox.close()
+
+    def allocate_soon(self) -> None:
+        self._allocate_now.set()
+
+    async def _allocation_loop(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(
+                    self._allocate_now.wait(), timeout=self.config.allocation_interval_s
+                )
+                # A burst of finished tasks or declines arrives together; wait a
+                # moment so one cycle offers all of it.
+                await asyncio.sleep(self.config.allocation_batch_s)
+            except TimeoutError:
+                pass
+            self._allocate_now.clear()
+            try:
+                self.run_allocation()
+            except Exception:
+                self.log.exception("allocation.failed")
+
+    async def _housekeeping_loop(self) -> None:
+        tick = min(1.0, self.config.offer_timeout_s / 4, self.config.agent_heartbeat_interval_s)
+        last_fw_heartbeat = self.clock()
+        while True:
+            await asyncio.sleep(tick)
+            now = self.clock()
+            try:
+                self._expire_offers(now)
+                self._check_agent_heartbeats(now)
+                self._check_framework_failover(now)
+                if now - last_fw_heartbeat >= self.config.framework_heartbeat_interval_s:
+                    last_fw_heartbeat = now
+                    for fw in self.state.frameworks.values():
+                        if fw.connected and fw.outbox:
+                            fw.outbox.send(Event(type=Event.HEARTBEAT))
+            except Exception:
+                self.log.exception("housekeeping.failed")
+
+    # -- allocation and offers ------------------------------------------------
+
+    def run_allocation(self) -> int:
+        """One allocation cycle; returns how many offers were sent."""
+        now = self.clock()
+        by_framework: dict[str, list[pb.Offer]] = {}
+        for alloc in self.allocator.allocate(now):
+            fw = self.state.frameworks.get(alloc.framework_id)
+            agent = self.state.agents.get(alloc.agent_id)
+            if fw is None or agent is None or not fw.connected or fw.outbox is None:
+                self.allocator.handle(
+                    ResourcesRecovered(alloc.framework_id, alloc.agent_id, alloc.resources)
+                )
+                continue
+            offer_id = f"{self.info.id}-O{next(self._offer_seq)}"
+            record = OfferRecord(offer_id, fw.framework_id, agent.agent_id, alloc.resources, now)
+            self.state.offers[offer_id] = record
+            fw.offers.add(offer_id)
+            agent.offers.add(offer_id)
+            by_framework.setdefault(fw.framework_id, []).append(
+                pb.Offer(
+                    id=offer_id,
+                    framework_id=fw.framework_id,
+                    agent_id=agent.agent_id,
+                    hostname=agent.info.hostname,
+                    resources=resources_to_proto(alloc.resources),
+                    attributes=agent.info.attributes,
+                    role=fw.info.roles[0] if fw.info.roles else "*",
+                )
+            )
+        for fw_id, offers in by_framework.items():
+            outbox = self.state.frameworks[fw_id].outbox
+            assert outbox is not None
+            outbox.send(Event(type=Event.OFFERS, offers=Event.Offers(offers=offers)))
+        count = sum(len(o) for o in by_framework.values())
+        if count:
+            self.log.debug("offers.sent", offers=count, frameworks=len(by_framework))
+        return count
+
+    def _remove_offer(self, offer_id: str) -> OfferRecord | None:
+        offer = self.state.offers.pop(offer_id, None)
+        if offer is None:
+            return None
+        fw = self.state.frameworks.get(offer.framework_id)
+        if fw:
+            fw.offers.discard(offer_id)
+        agent = self.state.agents.get(offer.agent_id)
+        if agent:
+            agent.offers.discard(offer_id)
+        return offer
+
+    def _rescind(self, offer_id: str, refuse_s: float = 0.0) -> None:
+        offer = self._remove_offer(offer_id)
+        if offer is None:
+            return
+        self.allocator.handle(
+            ResourcesRecovered(
+                offer.framework_id, offer.agent_id, offer.resources, refuse_s, self.clock()
+            )
+        )
+        fw = self.state.frameworks.get(offer.framework_id)
+        if fw and fw.outbox:
+            fw.outbox.send(Event(type=Event.RESCIND, rescind=Event.Rescind(offer_id=offer_id)))
+        self.allocate_soon()
+
+    def _expire_offers(self, now: float) -> None:
+        limit = self.config.offer_timeout_s
+        expired = [o.offer_id for o in self.state.offers.values() if now - o.created_at >= limit]
+        for offer_id in expired:
+            self.log.info("offer.expired", offer_id=offer_id)
+            self._rescind(offer_id)
+
+    # -- agents ---------------------------------------------------------------
+
+    def register_agent(
+        self,
+        info: pb.AgentInfo,
+        total: Resources,
+        tasks: list[pb.TaskStatus],
+        frameworks: list[pb.FrameworkInfo],
+        outbox: Outbox[object],
+        task_infos: list[pb.TaskInfo] | None = None,
+    ) -> str:
+        """Admit a new agent, or re-admit a known one (same id) with the tasks
+        it still runs. Returns the agent id."""
+        now = self.clock()
+        agent_id = info.id
+        existing = self.state.agents.get(agent_id) if agent_id else None
+        if existing is not None:
+            self._reregister_agent(
+                existing, info, total, tasks, frameworks, outbox, now, task_infos or []
+            )
+        else:
+            if not agent_id:
+                agent_id = f"{self.info.id}-S{next(self._agent_seq)}"
+            stored = pb.AgentInfo()
+            stored.CopyFrom(info)
+            record = AgentRecord(agent_id, stored, total, now, now, outbox)
+            record.info.id = agent_id
+            self.state.agents[agent_id] = record
+            used = self._adopt_tasks(record, tasks, frameworks, task_infos or [])
+            self.allocator.handle(AgentAdded(agent_id, total, used))
+            self.log.info(
+                "agent.registered", agent_id=agent_id, hostname=info.hostname,
+                resources=total.format(), adopted_tasks=len(record.tasks),
+            )
+        outbox.send(
+            MasterMessage(
+                registered=MasterMessage.Registered(
+                    agent_id=agent_id,
+                    heartbeat_interval_s=self.config.agent_heartbeat_interval_s,
+                    master_info=self.info,
+                )
+            )
+        )
+        self.allocate_soon()
+        return agent_id
+
+    def _reregister_agent(
+        self,
+        agent: AgentRecord,
+        info: pb.AgentInfo,
+        total: Resources,
+        tasks: list[pb.TaskStatus],
+        frameworks: list[pb.FrameworkInfo],
+        outbox: Outbox[object],
+        now: float,
+        task_infos: list[pb.TaskInfo],
+    ) -> None:
+        if agent.outbox is not None and agent.outbox is not outbox:
+            agent.outbox.close()
+        agent.outbox = outbox
+        agent.connected = True
+        agent.last_heartbeat = now
+        agent.info.CopyFrom(info)
+        reported = {(t.framework_id, t.task_id) for t in tasks}
+        # Tasks the master believes run there but the agent no longer has
+        # ended while nobody watched: say so rather than let them vanish.
+        for fw_id, task_id in sorted(agent.tasks - reported):
+            task = self.state.task(fw_id, task_id)
+            if task is not None and not task.terminal:
+                self._master_update(
+                    task, pb.TASK_LOST, pb.TaskStatus.REASON_AGENT_RESTARTED,
+                    "the agent re-registered without this task",
+                )
+        new = [t for t in tasks if (t.framework_id, t.task_id) not in agent.tasks]
+        used = self._adopt_tasks(agent, new, frameworks, task_infos)
+        for fw_id, res in used.items():
+            self.allocator.handle(ResourcesUsed(fw_id, agent.agent_id, res))
+        self.allocator.handle(AgentActivated(agent.agent_id))
+        self.log.info("agent.reregistered", agent_id=agent.agent_id, tasks=len(tasks))
+
+    def _adopt_tasks(
+        self,
+        agent: AgentRecord,
+        tasks: list[pb.TaskStatus],
+        frameworks: list[pb.FrameworkInfo],
+        task_infos: list[pb.TaskInfo],
+    ) -> dict[str, Resources]:
+        """Take over tasks an agent reports that this master does not know
+        (it restarted). Their frameworks are re-created, disconnected, so they
+        can re-subscribe with the same id."""
+        infos = {f.id: f for f in frameworks}
+        by_task = {t.task_id: t for t in task_infos}
+        used: dict[str, Resources] = {}
+        for status in tasks:
+            if is_terminal(status.state):
+                continue
+            fw = self.state.frameworks.get(status.framework_id)
+            if fw is None:
+                fw_info = infos.get(status.framework_id) or pb.FrameworkInfo(
+                    id=status.framework_id, name="(recovered)"
+                )
+                fw = FrameworkRecord(
+                    status.framework_id, fw_info, self.clock(), None, connected=False,
+                    disconnected_at=self.clock(),
+                )
+                self.state.frameworks[fw.framework_id] = fw
+                self.allocator.handle(FrameworkAdded(fw.framework_id, tuple(fw_info.roles) or ("*",)))
+                self.allocator.handle(FrameworkDeactivated(fw.framework_id))
+            if status.task_id in fw.tasks:
+                continue
+            info = by_task.get(status.task_id) or pb.TaskInfo(
+                task_id=status.task_id, name=status.task_id
+            )
+            info.agent_id = agent.agent_id
+            try:
+                resources = resources_from_proto(info.resources)
+            except ResourceError:
+                resources = Resources()
+            record = TaskRecord(
+                status.task_id, fw.framework_id, agent.agent_id, info, resources,
+                status, self.clock(),
+            )
+            fw.tasks[status.task_id] = record
+            agent.tasks.add((fw.framework_id, status.task_id))
+            used[fw.framework_id] = used.get(fw.framework_id, Resources()) + resources
+        return {k: v for k, v in used.items() if v}
+
+    def agent_heartbeat(self, agent_id: str) -> None:
+        agent = self.state.agents.get(agent_id)
+        if agent is not None:
+            agent.last_heartbeat = self.clock()
+
+    def agent_disconnected(self, agent_id: str, outbox: Outbox[object]) -> None:
+        agent = self.state.agents.get(agent_id)
+        if agent is None or agent.outbox is not outbox:
+            return  # an older stream of an agent that already reconnected
+        outbox.close()
+        agent.outbox = None
+        if not agent.connected:
+            return
+        agent.connected = False
+        self.allocator.handle(AgentDeactivated(agent_id))
+        for offer_id in sorted(agent.offers):
+            self._rescind(offer_id)
+        for owner, fut in list(self._file_requests.values()):
+            if owner == agent_id and not fut.done():
+                fut.set_exception(CallError("UNAVAILABLE", f"agent {agent_id} disconnected"))
+        self.log.warning("agent.disconnected", agent_id=agent_id)
+
+    def _check_agent_heartbeats(self, now: float) -> None:
+        limit = self.config.agent_heartbeat_interval_s * self.config.agent_heartbeat_misses
+        for agent in list(self.state.agents.values()):
+            if agent.connected and agent.outbox and now - agent.last_heartbeat > limit:
+                self.log.warning(
+                    "agent.heartbeats_missed", agent_id=agent.agent_id,
+                    silent_s=round(now - agent.last_heartbeat, 1),
+                )
+                self.agent_disconnected(agent.agent_id, agent.outbox)
+
+    def agent_status_updates(self, agent_id: str, statuses: list[pb.TaskStatus]) -> None:
+        agent = self.state.agents.get(agent_id)
+        if agent is None:
+            return
+        forward: dict[str, list[pb.TaskStatus]] = {}
+        self_acks: list[MasterMessage.Acknowledgements.Ack] = []
+        for status in statuses:
+            task = self.state.task(status.framework_id, status.task_id)
+            fw = self.state.frameworks.get(status.framework_id)
+            if task is None or fw is None:
+                # Nobody will ever acknowledge it (framework torn down, or an
+                # update for a task already completed): acknowledge for them.
+                self_acks.append(
+                    MasterMessage.Acknowledgements.Ack(task_id=status.task_id, uuid=status.uuid)
+                )
+                continue
+            self._apply_status(task, status)
+            if fw.tearing_down:
+                self_acks.append(
+                    MasterMessage.Acknowledgements.Ack(task_id=status.task_id, uuid=status.uuid)
+                )
+                self._maybe_finish_teardown(fw)
+                continue
+            if status.uuid:
+                task.unacked_uuid = status.uuid
+            forward.setdefault(fw.framework_id, []).append(status)
+        if self_acks and agent.outbox:
+            agent.outbox.send(
+                MasterMessage(acknowledgements=MasterMessage.Acknowledgements(acks=self_acks))
+            )
+        for fw_id, items in forward.items():
+            self._send_updates(self.state.frameworks[fw_id], items)
+
+    def _apply_status(self, task: TaskRecord, status: pb.TaskStatus) -> None:
+        """Record a task's new state; on a terminal one give its resources back."""
+        was_terminal = task.terminal
+        task.status = status
+        if is_terminal(status.state) and not was_terminal:
+            agent = self.state.agents.get(task.agent_id)
+            if agent is not None:
+                agent.tasks.discard((task.framework_id, task.task_id))
+            if task.resources:
+                self.allocator.handle(
+                    ResourcesRecovered(task.framework_id, task.agent_id, task.resources)
+                )
+                self.allocate_soon()
+
+    def _send_updates(self, fw: FrameworkRecord, statuses: list[pb.TaskStatus]) -> None:
+        if not fw.connected or fw.outbox is None:
+            return  # the agent retries until the framework is back and acknowledges
+        if len(statuses) == 1:
+            fw.outbox.send(Event(type=Event.UPDATE, update=Event.Update(status=statuses[0])))
+        else:
+            fw.outbox.send(
+                Event(type=Event.UPDATE, updates=[Event.Update(status=s) for s in statuses])
+            )
+
+    def _master_update(
+        self, task: TaskRecord, state: int, reason: int, message: str
+    ) -> None:
+        """A status the master itself decides (no agent involved, no ack needed)."""
+        status = pb.TaskStatus(
+            task_id=task.task_id, state=state, reason=reason,  # type: ignore[arg-type]
+            message=message, source=pb.TaskStatus.SOURCE_MASTER, agent_id=task.agent_id,
+            framework_id=task.framework_id, timestamp=self.clock(),
+        )
+        self._apply_status(task, status)
+        fw = self.state.frameworks.get(task.framework_id)
+        if fw is not None:
+            self._complete_task(fw, task)
+            self._send_updates(fw, [status])
+
+    def _complete_task(self, fw: FrameworkRecord, task: TaskRecord) -> None:
+        if fw.tasks.pop(task.task_id, None) is not None:
+            fw.completed.append(task)
+
+    # -- frameworks -----------------------------------------------------------
+
+    def subscribe(self, info: pb.FrameworkInfo, outbox: Outbox[object]) -> FrameworkRecord:
+        """Register a new framework or re-subscribe a known one by id."""
+        now = self.clock()
+        fw = self.state.frameworks.get(info.id) if info.id else None
+        if info.id and fw is None:
+            raise CallError(
+                "NOT_FOUND",
+                f"framework_info.id: framework {info.id!r} is not known (it was torn down "
+                "or its failover timeout passed); subscribe without an id to start anew",
+            )
+        if fw is not None and fw.tearing_down:
+            raise CallError("FAILED_PRECONDITION", f"framework {info.id} is being torn down")
+        if fw is None:
+            fw_id = new_id("fw-")
+            stored = pb.FrameworkInfo()
+            stored.CopyFrom(info)
+            stored.id = fw_id
+            if not stored.roles:
+                stored.roles.append("*")
+            fw = FrameworkRecord(fw_id, stored, now, outbox)
+            self.state.frameworks[fw_id] = fw
+            self.allocator.handle(FrameworkAdded(fw_id, tuple(stored.roles)))
+            self.log.info("framework.subscribed", framework_id=fw_id, name=info.name)
+        else:
+            if fw.outbox is not None and fw.outbox is not outbox:
+                # The old stream loses: one connection per framework, the newest.
+                fw.outbox.send(
+                    Event(type=Event.ERROR, error=Event.Error(
+                        code="ABORTED", message="framework re-subscribed on another connection"))
+                )
+                fw.outbox.close()
+            fw.info.name = info.name or fw.info.name
+            fw.info.failover_timeout_s = info.failover_timeout_s
+            fw.outbox = outbox
+            fw.connected = True
+            fw.disconnected_at = None
+            self.allocator.handle(FrameworkActivated(fw.framework_id))
+            self.log.info("framework.resubscribed", framework_id=fw.framework_id)
+        outbox.send(
+            Event(
+                type=Event.SUBSCRIBED,
+                subscribed=Event.Subscribed(
+                    framework_id=fw.framework_id,
+                    heartbeat_interval_s=self.config.framework_heartbeat_interval_s,
+                    master_info=self.info,
+                ),
+            )
+        )
+        # Updates it missed while away: send them again now rather than waiting
+        # for the agents' retry timers.
+        pending = [t.status for t in fw.tasks.values() if t.unacked_uuid]
+        if pending:
+            self._send_updates(fw, pending)
+        self.allocate_soon()
+        return fw
+
+    def framework_disconnected(self, framework_id: str, outbox: Outbox[object]) -> None:
+        fw = self.state.frameworks.get(framework_id)
+        if fw is None or fw.outbox is not outbox:
+            return
+        outbox.close()
+        fw.outbox = None
+        fw.connected = False
+        fw.disconnected_at = self.clock()
+        for offer_id in sorted(fw.offers):
+            self._rescind(offer_id)
+        self.allocator.handle(FrameworkDeactivated(framework_id))
+        self.log.info(
+            "framework.disconnected", framework_id=framework_id,
+            failover_timeout_s=fw.info.failover_timeout_s,
+        )
+        if fw.info.failover_timeout_s <= 0:
+            self.teardown(framework_id, reason="disconnected with failover_timeout_s = 0")
+
+    def _check_framework_failover(self, now: float) -> None:
+        for fw in list(self.state.frameworks.values()):
+            if (
+                not fw.connected
+                and not fw.tearing_down
+                and fw.disconnected_at is not None
+                and now - fw.disconnected_at >= fw.info.failover_timeout_s
+            ):
+                self.teardown(fw.framework_id, reason="failover timeout passed")
+
+    def teardown(self, framework_id: str, reason: str = "teardown requested") -> None:
+        """Kill all of a framework's tasks and forget it once they have ended."""
+        fw = self.state.frameworks.get(framework_id)
+        if fw is None:
+            raise CallError("NOT_FOUND", f"framework_id: {framework_id!r} is not known")
+        if fw.tearing_down:
+            return
+        self.log.info("framework.teardown", framework_id=framework_id, reason=reason)
+        fw.tearing_down = True
+        for offer_id in sorted(fw.offers):
+            self._rescind(offer_id)
+        self.allocator.handle(FrameworkDeactivated(framework_id))
+        agents = {t.agent_id for t in fw.tasks.values()}
+        for agent_id in sorted(agents):
+            agent = self.state.agents.get(agent_id)
+            if agent is not None and agent.outbox is not None:
+                agent.outbox.send(
+                    MasterMessage(
+                        shutdown_framework=MasterMessage.ShutdownFramework(
+                            framework_id=framework_id
+                        )
+                    )
+                )
+        if fw.outbox is not None:
+            fw.outbox.close()
+            fw.outbox = None
+        fw.connected = False
+        self._maybe_finish_teardown(fw)
+
+    def _maybe_finish_teardown(self, fw: FrameworkRecord) -> None:
+        for task in list(fw.tasks.values()):
+            if task.terminal:
+                self._complete_task(fw, task)
+            elif not self._agent_connected(task.agent_id) and task.status.state == pb.TASK_STAGING:
+                self._complete_task(fw, task)
+        live = [t for t in fw.tasks.values() if self._agent_connected(t.agent_id)]
+        if live:
+            return
+        # Tasks on disconnected agents are killed by the agent when it comes
+        # back and learns the framework is gone; they are not ours to track.
+        for task in list(fw.tasks.values()):
+            agent = self.state.agents.get(task.agent_id)
+            if agent is not None:
+                agent.tasks.discard((fw.framework_id, task.task_id))
+            self._complete_task(fw, task)
+        self.state.frameworks.pop(fw.framework_id, None)
+        self.state.completed_frameworks.append(fw)
+        self.allocator.handle(FrameworkRemoved(fw.framework_id))
+        self.allocate_soon()
+        self.log.info("framework.removed", framework_id=fw.framework_id)
+
+    def _agent_connected(self, agent_id: str) -> bool:
+        agent = self.state.agents.get(agent_id)
+        return agent is not None and agent.connected
+
+    def _framework(self, framework_id: str) -> FrameworkRecord:
+        fw = self.state.frameworks.get(framework_id)
+        if fw is None or fw.tearing_down:
+            raise CallError("NOT_FOUND", f"framework_id: {framework_id!r} is not subscribed")
+        return fw
+
+    def accept(
+        self,
+        framework_id: str,
+        offer_ids: list[str],
+        operations: list[scheduler_pb2.Operation],
+        refuse_s: float | None,
+    ) -> None:
+        """Carry out LAUNCH operations on offers. Bad offers drop every task
+        (TASK_DROPPED); a bad task gets TASK_ERROR and the rest still launch."""
+        fw = self._framework(framework_id)
+        now = self.clock()
+        tasks = [
+            (f"accept.operations[{i}].launch.task_infos[{j}]", t)
+            for i, op in enumerate(operations)
+            if op.type in (scheduler_pb2.Operation.LAUNCH, scheduler_pb2.Operation.LAUNCH_GROUP)
+            for j, t in enumerate(op.launch.task_infos)
+        ]
+        unsupported = [
+            f"accept.operations[{i}].type: {scheduler_pb2.Operation.Type.Name(op.type)} "
+            "is not supported yet"
+            for i, op in enumerate(operations)
+            if op.type not in (scheduler_pb2.Operation.LAUNCH, scheduler_pb2.Operation.LAUNCH_GROUP)
+        ]
+        problem = self._check_offers(fw, offer_ids) or (unsupported[0] if unsupported else None)
+        if problem is not None:
+            # Valid offers among them go back; the tasks are dropped, never launched.
+            for offer_id in offer_ids:
+                offer = self.state.offers.get(offer_id)
+                if offer is not None and offer.framework_id == framework_id:
+                    self._remove_offer(offer_id)
+                    self.allocator.handle(
+                        ResourcesRecovered(framework_id, offer.agent_id, offer.resources)
+                    )
+            self.allocate_soon()
+            self._send_updates(fw, [
+                self._status_for(fw, t, pb.TASK_DROPPED, pb.TaskStatus.REASON_INVALID_OFFERS,
+                                 problem)
+                for _, t in tasks
+            ])
+            if not tasks:
+                raise CallError("INVALID_ARGUMENT", problem)
+            return
+        offers = [self._remove_offer(o) for o in offer_ids]
+        agent_id = offers[0].agent_id if offers and offers[0] else ""
+        available = Resources()
+        for offer in offers:
+            assert offer is not None
+            available = available + offer.resources
+        agent = self.state.agents[agent_id]
+        launched: list[pb.TaskInfo] = []
+        errors: list[pb.TaskStatus] = []
+        seen: set[str] = set()
+        for where, task in tasks:
+            problems, wanted = validate_task(task, where, available, {*fw.tasks, *seen})
+            if problems:
+                errors.append(self._status_for(
+                    fw, task, pb.TASK_ERROR, pb.TaskStatus.REASON_TASK_INVALID, "; ".join(problems)
+                ))
+                continue
+            seen.add(task.task_id)
+            available = available - wanted
+            stored = pb.TaskInfo()
+            stored.CopyFrom(task)
+            stored.agent_id = agent_id
+            status = pb.TaskStatus(
+                task_id=task.task_id, state=pb.TASK_STAGING, source=pb.TaskStatus.SOURCE_MASTER,
+                agent_id=agent_id, framework_id=framework_id, timestamp=now,
+            )
+            record = TaskRecord(task.task_id, framework_id, agent_id, stored, wanted, status, now)
+            fw.tasks[task.task_id] = record
+            agent.tasks.add((framework_id, task.task_id))
+            launched.append(stored)
+        if launched and agent.outbox is not None:
+            agent.outbox.send(
+                MasterMessage(run_tasks=MasterMessage.RunTasks(framework_info=fw.info, tasks=launched))
+            )
+        elif launched:
+            # The agent went away between offer and accept: the offer would
+            # have been rescinded, so this is a race; report it honestly.
+            for stored in launched:
+                self._master_update(
+                    fw.tasks[stored.task_id], pb.TASK_DROPPED,
+                    pb.TaskStatus.REASON_AGENT_DISCONNECTED, f"agent {agent_id} is disconnected",
+                )
+        if errors:
+            self._send_updates(fw, errors)
+        if available:
+            self.allocator.handle(
+                ResourcesRecovered(framework_id, agent_id, available, refuse_s or 0.0, now)
+            )
+            self.allocate_soon()
+        if launched:
+            self.log.debug("tasks.launched", framework_id=framework_id, agent_id=agent_id,
+                           count=len(launched))
+
+    def _check_offers(self, fw: FrameworkRecord, offer_ids: list[str]) -> str | None:
+        if not offer_ids:
+            return "accept.offer_ids: must name at least one offer"
+        if len(set(offer_ids)) != len(offer_ids):
+            return "accept.offer_ids: an offer is given more than once"
+        agents = set()
+        for i, offer_id in enumerate(offer_ids):
+            offer = self.state.offers.get(offer_id)
+            if offer is None:
+                return (
+                    f"accept.offer_ids[{i}]: offer {offer_id!r} is not valid "
+                    "(unknown, already used, rescinded or expired)"
+                )
+            if offer.framework_id != fw.framework_id:
+                return f"accept.offer_ids[{i}]: offer {offer_id!r} belongs to another framework"
+            agents.add(offer.agent_id)
+        if len(agents) > 1:
+            return "accept.offer_ids: offers must all be on the same agent"
+        return None
+
+    def _status_for(
+        self, fw: FrameworkRecord, task: pb.TaskInfo, state: int, reason: int, message: str
+    ) -> pb.TaskStatus:
+        return pb.TaskStatus(
+            task_id=task.task_id, state=state, reason=reason,  # type: ignore[arg-type]
+            message=message, source=pb.TaskStatus.SOURCE_MASTER, agent_id=task.agent_id,
+            framework_id=fw.framework_id, timestamp=self.clock(),
+        )
+
+    def decline(self, framework_id: str, offer_ids: list[str], refuse_s: float | None) -> None:
+        fw = self._framework(framework_id)
+        refuse = self.config.default_refuse_s if refuse_s is None else refuse_s
+        if refuse < 0 or refuse != refuse:
+            raise CallError(
+                "INVALID_ARGUMENT", f"decline.filters.refuse_seconds: must be >= 0, got {refuse}"
+            )
+        now = self.clock()
+        unknown = []
+        for offer_id in offer_ids:
+            offer = self.state.offers.get(offer_id)
+            if offer is None or offer.framework_id != fw.framework_id:
+                unknown.append(offer_id)
+                continue
+            self._remove_offer(offer_id)
+            self.allocator.handle(
+                ResourcesRecovered(framework_id, offer.agent_id, offer.resources, refuse, now)
+            )
+        self.allocate_soon()
+        if unknown:
+            raise CallError(
+                "NOT_FOUND", f"decline.offer_ids: not valid offers of this framework: {unknown}"
+            )
+
+    def revive(self, framework_id: str) -> None:
+        fw = self._framework(framework_id)
+        fw.suppressed = False
+        self.allocator.handle(Revived(framework_id))
+        self.allocate_soon()
+
+    def suppress(self, framework_id: str) -> None:
+        fw = self._framework(framework_id)
+        fw.suppressed = True
+        self.allocator.handle(Suppressed(framework_id))
+
+    def kill(self, framework_id: str, task_id: str, grace_s: float = 0.0) -> None:
+        fw = self._framework(framework_id)
+        task = fw.tasks.get(task_id)
+        if task is None:
+            raise CallError("NOT_FOUND", f"kill.task_id: task {task_id!r} is not a live task of "
+                            f"framework {framework_id}")
+        agent = self.state.agents.get(task.agent_id)
+        if agent is None or agent.outbox is None:
+            raise CallError(
+                "UNAVAILABLE", f"kill.task_id: the agent of task {task_id!r} is disconnected; "
+                "the kill will not reach it now, retry when it is back")
+        agent.outbox.send(
+            MasterMessage(kill_task=MasterMessage.KillTask(
+                framework_id=framework_id, task_id=task_id,
+                grace_period_s=grace_s or task.info.kill_policy.grace_period_s,
+            ))
+        )
+
+    def acknowledge(self, framework_id: str, acks: list[tuple[str, str, bytes]]) -> None:
+        """Forward acknowledgements ``(agent_id, task_id, uuid)`` to their agents."""
+        fw = self._framework(framework_id)
+        by_agent: dict[str, list[MasterMessage.Acknowledgements.Ack]] = {}
+        for agent_id, task_id, ack_uuid in acks:
+            task = fw.tasks.get(task_id)
+            if task is not None and task.unacked_uuid == ack_uuid:
+                task.unacked_uuid = b""
+                if task.terminal:
+                    self._complete_task(fw, task)
+            by_agent.setdefault(agent_id, []).append(
+                MasterMessage.Acknowledgements.Ack(task_id=task_id, uuid=ack_uuid)
+            )
+        for agent_id, items in by_agent.items():
+            agent = self.state.agents.get(agent_id)
+            if agent is not None and agent.outbox is not None:
+                agent.outbox.send(
+                    MasterMessage(acknowledgements=MasterMessage.Acknowledgements(acks=items))
+                )
+
+    def reconcile(self, framework_id: str, tasks: list[tuple[str, str]]) -> None:
+        """Send the latest state of the named tasks, or of every live task."""
+        fw = self._framework(framework_id)
+        out: list[pb.TaskStatus] = []
+        if not tasks:
+            records = list(fw.tasks.values())
+            out = [self._reconciled(t.status) for t in records]
+        for task_id, agent_id in tasks:
+            record = fw.tasks.get(task_id) or next(
+                (t for t in reversed(fw.completed) if t.task_id == task_id), None
+            )
+            if record is not None:
+                out.append(self._reconciled(record.status))
+            else:
+                out.append(pb.TaskStatus(
+                    task_id=task_id, agent_id=agent_id, framework_id=framework_id,
+                    state=pb.TASK_UNKNOWN, reason=pb.TaskStatus.REASON_RECONCILIATION,
+                    source=pb.TaskStatus.SOURCE_MASTER, message="task is not known to the master",
+                    timestamp=self.clock(),
+                ))
+        if out:
+            self._send_updates(fw, out)
+
+    def _reconciled(self, status: pb.TaskStatus) -> pb.TaskStatus:
+        copy = pb.TaskStatus()
+        copy.CopyFrom(status)
+        copy.reason = pb.TaskStatus.REASON_RECONCILIATION
+        copy.uuid = b""  # reconciliation answers need no acknowledgement
+        return copy
+
+    # -- operator -------------------------------------------------------------
+
+    def operator_kill(self, task_id: str, framework_id: str = "") -> None:
+        matches = self.state.find_task(task_id, framework_id)
+        if not matches:
+            raise CallError("NOT_FOUND", f"task_id: no live task {task_id!r}")
+        if len(matches) > 1:
+            raise CallError(
+                "FAILED_PRECONDITION",
+                f"task_id: {task_id!r} is used by {len(matches)} frameworks; give framework_id",
+            )
+        self.kill(matches[0].framework_id, task_id)
+
+    async def read_file(
+        self, task_id: str, framework_id: str, path: str, offset: int, length: int
+    ) -> tuple[bytes, int, pb.TaskStatus]:
+        matches = self.state.find_any_task(task_id, framework_id)
+        if not matches:
+            raise CallError("NOT_FOUND", f"task_id: no task {task_id!r}")
+        task = matches[0]
+        agent = self.state.agents.get(task.agent_id)
+        if agent is None or agent.outbox is None:
+            raise CallError("UNAVAILABLE", f"the agent of task {task_id!r} is not connected")
+        length = length or self.config.read_file_default_length
+        length = min(length, self.config.read_file_max_length)
+        request_id = next(self._file_seq)
+        fut: asyncio.Future[agent_pb2.AgentMessage.FileData] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._file_requests[request_id] = (agent.agent_id, fut)
+        agent.outbox.send(MasterMessage(read_file=MasterMessage.ReadFile(
+            request_id=request_id, task_id=f"{task.framework_id}/{task_id}", path=path,
+            offset=offset, length=length,
+        )))
+        try:
+            data = await asyncio.wait_for(fut, self.config.read_file_timeout_s)
+        except TimeoutError:
+            raise CallError("DEADLINE_EXCEEDED", "the agent did not answer in time") from None
+        finally:
+            self._file_requests.pop(request_id, None)
+        if data.error:
+            raise CallError("NOT_FOUND", data.error)
+        return data.data, data.size, task.status
+
+    def file_data(self, data: agent_pb2.AgentMessage.FileData) -> None:
+        entry = self._file_requests.get(data.request_id)
+        if entry is not None and not entry[1].done():
+            entry[1].set_result(data)
+
+
+def default_address(port: int) -> str:
+    host = os.environ.get("CORRAL_ADVERTISE_HOST", "127.0.0.1")
+    return f"{host}:{port}"

@@ -1,0 +1,84 @@
+"""Agent.Connect: the stream an agent dials to register and take commands."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+import grpc.aio
+import structlog
+
+from corral.master.master import Master
+from corral.master.state import Outbox
+from corral.master.validation import validate_agent_info
+from corral.proto import agent_pb2, agent_pb2_grpc
+
+log = structlog.get_logger(__name__)
+AgentMessage = agent_pb2.AgentMessage
+MasterMessage = agent_pb2.MasterMessage
+
+
+class AgentService(agent_pb2_grpc.AgentServicer):
+    def __init__(self, master: Master) -> None:
+        self.master = master
+
+    async def Connect(  # noqa: N802 - the name is gRPC's
+        self,
+        request_iterator: AsyncIterator[AgentMessage],
+        context: grpc.aio.ServicerContext[AgentMessage, MasterMessage],
+    ) -> None:
+        try:
+            first = await anext(request_iterator)
+        except StopAsyncIteration:
+            return
+        if first.WhichOneof("message") != "register":
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION, "the first message must be register"
+            )
+        reg = first.register
+        errors, total = validate_agent_info(reg.agent_info)
+        if errors:
+            log.warning("agent.rejected", hostname=reg.agent_info.hostname, errors=errors)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(errors))
+        outbox: Outbox[object] = Outbox()
+        agent_id = self.master.register_agent(
+            reg.agent_info, total, list(reg.tasks), list(reg.frameworks), outbox,
+            list(reg.task_infos),
+        )
+        reader = asyncio.create_task(self._read(request_iterator, agent_id, outbox))
+        try:
+            while True:
+                batch = await outbox.get_batch()
+                if batch is None:
+                    break
+                for message in batch:
+                    assert isinstance(message, MasterMessage)
+                    await context.write(message)
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            self.master.agent_disconnected(agent_id, outbox)
+
+    async def _read(
+        self, messages: AsyncIterator[AgentMessage], agent_id: str, outbox: Outbox[object]
+    ) -> None:
+        m = self.master
+        try:
+            async for message in messages:
+                try:
+                    kind = message.WhichOneof("message")
+                    m.agent_heartbeat(agent_id)
+                    if kind == "status_updates":
+                        m.agent_status_updates(agent_id, list(message.status_updates.statuses))
+                    elif kind == "file_data":
+                        m.file_data(message.file_data)
+                    elif kind == "register":
+                        outbox.send(MasterMessage(error=MasterMessage.Error(
+                            code="FAILED_PRECONDITION", message="already registered")))
+                except Exception:
+                    log.exception("agent.message_failed", agent_id=agent_id)
+        except (grpc.aio.AioRpcError, asyncio.CancelledError):
+            pass
+        finally:
+            outbox.close()

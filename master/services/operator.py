@@ -1,0 +1,132 @@
+"""Operator: unary calls for the CLI and UIs. Reads go through the master's
+state as it is now; writes call the same transitions frameworks use."""
+
+from __future__ import annotations
+
+import grpc
+import grpc.aio
+
+from corral.codec import resources_to_proto
+from corral.master.authz import authorize
+from corral.master.master import CallError, Master
+from corral.master.state import FrameworkRecord, TaskRecord
+from corral.proto import operator_pb2 as op
+from corral.proto import operator_pb2_grpc
+from corral.resources import Resources
+
+Ctx = grpc.aio.ServicerContext
+
+
+async def _fail(context: Ctx[object, object], err: CallError) -> None:
+    await context.abort(getattr(grpc.StatusCode, err.code), err.message)
+
+
+def _task_summary(task: TaskRecord) -> op.TaskSummary:
+    return op.TaskSummary(
+        task_info=task.info, framework_id=task.framework_id, status=task.status,
+        launched_time=task.launched_at,
+    )
+
+
+class OperatorService(operator_pb2_grpc.OperatorServicer):
+    def __init__(self, master: Master) -> None:
+        self.master = master
+
+    async def GetMasterInfo(  # noqa: N802
+        self, request: op.GetMasterInfoRequest, context: Ctx[object, object]
+    ) -> op.GetMasterInfoResponse:
+        return op.GetMasterInfoResponse(master_info=self.master.info, leading=True)
+
+    async def ListAgents(  # noqa: N802
+        self, request: op.ListAgentsRequest, context: Ctx[object, object]
+    ) -> op.ListAgentsResponse:
+        state = self.master.state
+        out = []
+        for agent in sorted(state.agents.values(), key=lambda a: a.agent_id):
+            used = state.used_on_agent(agent.agent_id)
+            offered = state.offered_on_agent(agent.agent_id)
+            out.append(op.AgentSummary(
+                agent_info=agent.info, connected=agent.connected,
+                total=resources_to_proto(agent.total),
+                allocated=resources_to_proto(used + offered),
+                offered=resources_to_proto(offered),
+                registered_time=agent.registered_at, last_heartbeat=agent.last_heartbeat,
+                task_count=len(agent.tasks),
+            ))
+        return op.ListAgentsResponse(agents=out)
+
+    async def ListFrameworks(  # noqa: N802
+        self, request: op.ListFrameworksRequest, context: Ctx[object, object]
+    ) -> op.ListFrameworksResponse:
+        state = self.master.state
+        return op.ListFrameworksResponse(
+            frameworks=[self._fw_summary(fw) for fw in state.frameworks.values()]
+        )
+
+    def _fw_summary(self, fw: FrameworkRecord) -> op.FrameworkSummary:
+        used = Resources()
+        for task in fw.tasks.values():
+            if not task.terminal:
+                used = used + task.resources
+        offered = Resources()
+        for offer_id in fw.offers:
+            offered = offered + self.master.state.offers[offer_id].resources
+        return op.FrameworkSummary(
+            framework_info=fw.info, connected=fw.connected, active=not fw.suppressed,
+            allocated=resources_to_proto(used + offered), offered=resources_to_proto(offered),
+            task_count=len(fw.tasks), registered_time=fw.registered_at,
+        )
+
+    async def ListTasks(  # noqa: N802
+        self, request: op.ListTasksRequest, context: Ctx[object, object]
+    ) -> op.ListTasksResponse:
+        state = self.master.state
+        if request.framework_id and request.framework_id not in state.frameworks:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, f"framework_id: {request.framework_id!r} is not known"
+            )
+        out: list[op.TaskSummary] = []
+        for fw in state.frameworks.values():
+            if request.framework_id and fw.framework_id != request.framework_id:
+                continue
+            if request.include_completed:
+                out += [_task_summary(t) for t in fw.completed]
+            out += [_task_summary(t) for t in fw.tasks.values()]
+        return op.ListTasksResponse(tasks=out)
+
+    async def KillTask(  # noqa: N802
+        self, request: op.KillTaskRequest, context: Ctx[object, object]
+    ) -> op.KillTaskResponse:
+        if not request.task_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "task_id: must not be empty")
+        if not authorize("", "kill_task", request.task_id):
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not allowed to kill tasks")
+        try:
+            self.master.operator_kill(request.task_id, request.framework_id)
+        except CallError as e:
+            await _fail(context, e)
+        return op.KillTaskResponse()
+
+    async def Teardown(  # noqa: N802
+        self, request: op.TeardownRequest, context: Ctx[object, object]
+    ) -> op.TeardownResponse:
+        try:
+            self.master.teardown(request.framework_id, reason="operator teardown")
+        except CallError as e:
+            await _fail(context, e)
+        return op.TeardownResponse()
+
+    async def ReadFile(  # noqa: N802
+        self, request: op.ReadFileRequest, context: Ctx[object, object]
+    ) -> op.ReadFileResponse:
+        if not request.task_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "task_id: must not be empty")
+        try:
+            data, size, status = await self.master.read_file(
+                request.task_id, request.framework_id, request.path or "stdout",
+                request.offset, request.length,
+            )
+        except CallError as e:
+            await _fail(context, e)
+            raise  # unreachable: abort raises
+        return op.ReadFileResponse(data=data, size=size, status=status)

@@ -1,0 +1,117 @@
+"""Pure checks of incoming messages (Mesos' validation.cpp is the model).
+
+Each function returns a list of sentences naming the field path and value;
+an empty list means valid. Servicers call these before anything touches state.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection
+
+from corral.codec import resources_from_proto
+from corral.proto import messages_pb2 as pb
+from corral.resources import ResourceError, Resources, validate_role
+
+_ID_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,200}$")
+_ID_RULE = "1-200 characters of [A-Za-z0-9_.:@-]"
+
+
+def validate_id(value: str, field: str) -> list[str]:
+    if not value:
+        return [f"{field}: must not be empty"]
+    if not _ID_RE.match(value):
+        return [f"{field}: must be {_ID_RULE}, got {value!r}"]
+    return []
+
+
+def validate_framework_info(info: pb.FrameworkInfo) -> list[str]:
+    errors: list[str] = []
+    if not info.name.strip():
+        errors.append("framework_info.name: must not be empty")
+    if info.id:
+        errors += validate_id(info.id, "framework_info.id")
+    if info.failover_timeout_s < 0 or info.failover_timeout_s != info.failover_timeout_s:
+        errors.append(
+            f"framework_info.failover_timeout_s: must be >= 0, got {info.failover_timeout_s}"
+        )
+    for i, role in enumerate(info.roles):
+        try:
+            validate_role(role)
+        except ResourceError as e:
+            errors.append(f"framework_info.roles[{i}]: {e}")
+    return errors
+
+
+def validate_agent_info(info: pb.AgentInfo) -> tuple[list[str], Resources]:
+    errors: list[str] = []
+    if not info.hostname:
+        errors.append("agent_info.hostname: must not be empty")
+    if info.id:
+        errors += validate_id(info.id, "agent_info.id")
+    total = Resources()
+    try:
+        total = resources_from_proto(info.resources, "agent_info.resources")
+    except ResourceError as e:
+        errors.append(str(e))
+    names = [a.name for a in info.attributes]
+    for i, name in enumerate(names):
+        if not name:
+            errors.append(f"agent_info.attributes[{i}].name: must not be empty")
+        elif names.count(name) > 1:
+            errors.append(f"agent_info.attributes[{i}].name: {name!r} given more than once")
+    return errors, total
+
+
+def validate_task(
+    task: pb.TaskInfo,
+    where: str,
+    available: Resources,
+    active_task_ids: Collection[str],
+) -> tuple[list[str], Resources]:
+    """Check one task of a LAUNCH against what its offers still hold.
+
+    ``where`` is the field path, e.g. ``accept.operations[0].launch.task_infos[2]``.
+    Returns the errors and the task's resources.
+    """
+    errors = validate_id(task.task_id, f"{where}.task_id")
+    if task.task_id in active_task_ids:
+        errors.append(f"{where}.task_id: {task.task_id!r} is already in use by a live task")
+    cmd = task.command
+    if cmd.shell and not cmd.value.strip():
+        errors.append(f"{where}.command.value: must not be empty")
+    if not cmd.shell and not (cmd.value or cmd.arguments):
+        errors.append(f"{where}.command: needs a value or arguments")
+    if task.kill_policy.grace_period_s < 0:
+        errors.append(
+            f"{where}.kill_policy.grace_period_s: must be >= 0, got {task.kill_policy.grace_period_s}"
+        )
+    try:
+        wanted = resources_from_proto(task.resources, f"{where}.resources")
+    except ResourceError as e:
+        return [*errors, str(e)], Resources()
+    if wanted.scalar("cpus") <= 0 and wanted.scalar("mem") <= 0:
+        errors.append(f"{where}.resources: must ask for some cpus or mem")
+    for name, role in wanted:
+        if name not in available.names() and not any(
+            n == name for n, _ in (*available.scalars, *available.ranges, *available.sets)
+        ):
+            errors.append(f"{where}.resources.{name}: unknown resource, the offer has none")
+            continue
+        if (name, role) in wanted.scalars:
+            have = available.scalars.get((name, role), 0)
+            want = wanted.scalars[(name, role)]
+            if want > have:
+                errors.append(
+                    f"{where}.resources.{name}: asks for {want / 1000:g} "
+                    f"but the offer has {have / 1000:g} left"
+                )
+        if (name, role) in wanted.ranges:
+            have_rs = available.ranges.get((name, role))
+            want_rs = wanted.ranges[(name, role)]
+            if have_rs is None or not have_rs.contains(want_rs):
+                errors.append(
+                    f"{where}.resources.{name}: {want_rs.format()} is not in the offer "
+                    f"({have_rs.format() if have_rs else 'none'} left)"
+                )
+    return errors, wanted

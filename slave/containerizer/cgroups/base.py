@@ -1,0 +1,101 @@
+"""The one interface both cgroup versions implement.
+
+A cgroup is named by a relative path (``"<prefix>/<container-id>"``) under each
+controller's mount; backends take their roots as arguments so they can be tested
+against a directory tree (as youki does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+CPU_PERIOD_US = 100_000
+
+
+@dataclass(frozen=True)
+class CgroupLimits:
+    cpu_shares: int  # v1 units (2..262144); v2 backends map them to cpu.weight
+    mem_bytes: int
+    cpu_quota_us: int | None = None  # per CPU_PERIOD_US; None means no hard cap
+    pids_max: int | None = None
+
+    @classmethod
+    def for_task(
+        cls, cpus_milli: int, mem_bytes: int, cpu_hard_cap: bool, pids_max: int | None
+    ) -> CgroupLimits:
+        # 1024 shares per CPU is the kernel's and Mesos' convention.
+        shares = max(2, min(262_144, cpus_milli * 1024 // 1000))
+        quota = max(1000, cpus_milli * CPU_PERIOD_US // 1000) if cpu_hard_cap else None
+        return cls(cpu_shares=shares, mem_bytes=mem_bytes, cpu_quota_us=quota, pids_max=pids_max)
+
+
+@dataclass(frozen=True)
+class CgroupStats:
+    cpu_time_ns: int
+    mem_bytes: int
+    mem_peak_bytes: int
+    mem_limit_bytes: int
+    oom_kills: int
+    pids: int
+    pids_limit: int  # 0 when unlimited
+    pids_max_events: int  # forks refused because pids.max was reached
+
+
+class CgroupBackend(ABC):
+    """Creates, limits, inspects, signals and removes the cgroups of containers.
+
+    ``remove`` and ``remove_prefix`` must be idempotent.
+    """
+
+    version: ClassVar[str]
+
+    @abstractmethod
+    def prepare_prefix(self, prefix: str) -> None:
+        """Create the parent of all containers (and enable controllers for it)."""
+
+    @abstractmethod
+    def remove_prefix(self, prefix: str) -> None:
+        """Best effort: remove the prefix directories that prepare_prefix created."""
+
+    @abstractmethod
+    def create(self, path: str, limits: CgroupLimits) -> tuple[Path, ...]:
+        """Create the container's cgroups with limits; return the cgroup.procs files to join."""
+
+    @abstractmethod
+    def dirs(self, path: str) -> tuple[Path, ...]:
+        """The container's cgroup directories (for checkpoints)."""
+
+    @abstractmethod
+    def procs(self, path: str) -> set[int]:
+        """Pids of every process in the container's cgroup."""
+
+    @abstractmethod
+    def kill_all(self, path: str) -> None:
+        """SIGKILL every process in the cgroup, without racing forks where the kernel allows."""
+
+    @abstractmethod
+    def stats(self, path: str) -> CgroupStats: ...
+
+    @abstractmethod
+    def remove(self, path: str) -> bool:
+        """Remove the container's cgroups: True when gone, False while still busy."""
+
+    def signal_all(self, path: str, sig: int) -> set[int]:
+        """Send ``sig`` to each process in the cgroup; return the pids signalled."""
+        pids = self.procs(path)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        return pids
+
+
+def kill_pids(pids: set[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)

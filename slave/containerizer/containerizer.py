@@ -1,0 +1,390 @@
+"""The containerizer: launch, watch, kill, measure and remove cgroup-limited tasks.
+
+Each task runs under its own supervisor process (see launcher.py), which records
+the exit status in ``<work_dir>/containers/<id>/exit_status.json``; the agent
+learns of it through pipes and a pidfd watched by the event loop, never by
+blocking. ``container.json`` beside it names the supervisor, task and cgroups so
+a restarted agent can re-attach (recovery is a later issue).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import os
+import shutil
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+from corral.slave.containerizer import checkpoint, forensics, launcher
+from corral.slave.containerizer.cgroups.base import CgroupBackend, CgroupLimits, CgroupStats
+from corral.slave.containerizer.cgroups.probe import probe
+from corral.slave.containerizer.errors import CgroupError, ContainerError
+from corral.slave.containerizer.model import ContainerConfig, Termination, Usage
+
+log = structlog.get_logger(__name__)
+
+LAUNCH_TIMEOUT_S = 30.0
+KILL_TIMEOUT_S = 10.0  # after the grace period, how long SIGKILL may take before we give up
+REMOVE_TIMEOUT_S = 5.0
+_POLL_MIN_S = 0.002
+_POLL_MAX_S = 0.05
+
+
+@dataclass(eq=False)
+class _Container:
+    config: ContainerConfig
+    cgroup: str
+    meta_dir: Path
+    supervisor_pid: int
+    done: asyncio.Future[Termination]
+    supervisor_gone: asyncio.Future[None]
+    task_pid: int = 0
+    killed: bool = False
+    kill_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class Containerizer:
+    """Runs tasks as supervised processes inside per-container cgroups.
+
+    Methods other than ``containers`` must be called from the event loop's thread.
+    """
+
+    def __init__(
+        self,
+        work_dir: Path,
+        cgroups: CgroupBackend | None = None,
+        cgroup_prefix: str = "corral",
+    ) -> None:
+        self.work_dir = work_dir
+        self.cgroups = cgroups if cgroups is not None else probe()
+        self.cgroup_prefix = cgroup_prefix.strip("/")
+        self._containers: dict[str, _Container] = {}
+        self._prefix_ready = False
+
+    def containers(self) -> list[str]:
+        return list(self._containers)
+
+    def _get(self, container_id: str) -> _Container:
+        try:
+            return self._containers[container_id]
+        except KeyError:
+            raise ContainerError(f"container {container_id!r} is not known") from None
+
+    async def launch(self, config: ContainerConfig) -> int:
+        """Start the task; return its pid once it has exec'd inside its cgroups.
+
+        A program that cannot be exec'd is not an error here: it ends with exit
+        code 127 (126 if not executable) and the reason in its stderr, as in a shell.
+        """
+        config.validate()
+        if config.container_id in self._containers:
+            raise ContainerError(f"container {config.container_id!r} already exists")
+        meta_dir = self.work_dir / "containers" / config.container_id
+        try:
+            meta_dir.mkdir(parents=True, exist_ok=True)
+            (meta_dir / "exit_status.json").unlink(missing_ok=True)
+            config.sandbox.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ContainerError(
+                f"cannot create the directories of container {config.container_id!r}: {e}"
+            ) from e
+        if not self._prefix_ready:
+            self.cgroups.prepare_prefix(self.cgroup_prefix)
+            self._prefix_ready = True
+        cgroup = f"{self.cgroup_prefix}/{config.container_id}"
+        limits = CgroupLimits.for_task(
+            config.cpus_milli, config.mem_bytes, config.cpu_hard_cap, config.pids_max
+        )
+        join = self.cgroups.create(cgroup, limits)
+        try:
+            spawned = self._spawn(config, join, meta_dir)
+        except OSError as e:
+            self.cgroups.remove(cgroup)
+            raise ContainerError(
+                f"cannot fork the supervisor of container {config.container_id!r}: {e}"
+            ) from e
+        loop = asyncio.get_running_loop()
+        c = _Container(
+            config=config,
+            cgroup=cgroup,
+            meta_dir=meta_dir,
+            supervisor_pid=spawned.supervisor_pid,
+            done=loop.create_future(),
+            supervisor_gone=loop.create_future(),
+        )
+        self._containers[config.container_id] = c
+        self._watch(c, spawned)
+        try:
+            report = await asyncio.wait_for(_read_to_eof(spawned.exec_fd), LAUNCH_TIMEOUT_S)
+        except TimeoutError:
+            report = b"Etimed out waiting for the task to exec\n"
+        task_pid, error = _parse_exec_report(report)
+        if error is not None or task_pid is None:
+            await self._abandon(c)
+            raise ContainerError(
+                f"cannot launch container {config.container_id!r}: "
+                f"{error or 'the supervisor exited before starting the task'}"
+            )
+        c.task_pid = task_pid
+        checkpoint.write_json(
+            meta_dir / "container.json",
+            {
+                "container_id": config.container_id,
+                "supervisor_pid": c.supervisor_pid,
+                "task_pid": task_pid,
+                "cgroup_version": self.cgroups.version,
+                "cgroups": [str(d) for d in self.cgroups.dirs(cgroup)],
+                "sandbox": str(config.sandbox),
+            },
+        )
+        log.debug(
+            "container.launched",
+            container_id=config.container_id,
+            pid=task_pid,
+            supervisor_pid=c.supervisor_pid,
+        )
+        return task_pid
+
+    def _spawn(
+        self, config: ContainerConfig, join: tuple[Path, ...], meta_dir: Path
+    ) -> launcher.Spawned:
+        spec = launcher.LaunchSpec(
+            exec_paths=launcher.exec_candidates(config.argv[0], config.env.get("PATH")),
+            argv=tuple(os.fsencode(a) for a in config.argv),
+            env={os.fsencode(k): os.fsencode(v) for k, v in config.env.items()},
+            cwd=os.fsencode(config.sandbox),
+            stdout=os.fsencode(config.sandbox / "stdout"),
+            stderr=os.fsencode(config.sandbox / "stderr"),
+            cgroup_procs=tuple(os.fsencode(p) for p in join),
+            status_path=os.fsencode(meta_dir / "exit_status.json"),
+            status_dir=os.fsencode(meta_dir),
+        )
+        # A collection in the child could run arbitrary __del__ code of the agent,
+        # so the child starts with gc off (as _posixsubprocess does).
+        gc_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return launcher.spawn(spec)
+        finally:
+            if gc_enabled:
+                gc.enable()
+
+    def _watch(self, c: _Container, spawned: launcher.Spawned) -> None:
+        loop = asyncio.get_running_loop()
+        # The supervisor is our child, so waitpid reaps it; a pidfd says when
+        # without a SIGCHLD handler that could steal other children's statuses.
+        pidfd = os.pidfd_open(c.supervisor_pid)
+
+        def on_supervisor_exit() -> None:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(c.supervisor_pid, os.WNOHANG)
+            if not c.supervisor_gone.done():
+                c.supervisor_gone.set_result(None)
+            on_done()
+
+        def on_done() -> None:
+            if c.done.done():
+                return
+            with contextlib.suppress(BlockingIOError):
+                if os.read(spawned.done_fd, 64):
+                    return
+            loop.remove_reader(spawned.done_fd)
+            os.close(spawned.done_fd)
+            c.done.set_result(self._termination(c))
+
+        os.set_blocking(spawned.done_fd, False)
+        loop.add_reader(pidfd, on_supervisor_exit)
+        loop.add_reader(spawned.done_fd, on_done)
+
+    def _termination(self, c: _Container) -> Termination:
+        status = checkpoint.read_json(c.meta_dir / "exit_status.json") or {}
+        exit_code = status.get("exit_code")
+        sig = status.get("signal")
+        stats = self._stats(c)
+        failed = sig is not None or exit_code != 0
+        found = forensics.limitation(stats, failed)
+        termination = Termination(
+            exit_code=exit_code if isinstance(exit_code, int) else None,
+            signal=sig if isinstance(sig, int) else None,
+            limitation=found,
+            killed=c.killed,
+            stderr_tail=forensics.stderr_tail(c.config.sandbox / "stderr"),
+            message=forensics.describe(exit_code, sig, found),
+        )
+        log.info(
+            "container.ended",
+            container_id=c.config.container_id,
+            exit_code=termination.exit_code,
+            signal=termination.signal,
+            killed=termination.killed,
+            limitation=None if found is None else found.kind,
+        )
+        return termination
+
+    def _stats(self, c: _Container) -> CgroupStats | None:
+        try:
+            return self.cgroups.stats(c.cgroup)
+        except (OSError, ValueError) as e:
+            log.warning(
+                "container.stats_unavailable", container_id=c.config.container_id, error=str(e)
+            )
+            return None
+
+    async def _abandon(self, c: _Container) -> None:
+        """Undo a launch that failed after the fork."""
+        with contextlib.suppress(ContainerError):
+            await self._terminate(c, grace_s=0.0)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(c.supervisor_gone), KILL_TIMEOUT_S)
+        await self.destroy(c.config.container_id)
+
+    async def wait(self, container_id: str) -> Termination:
+        """Resolve when the task has ended; any number of callers may wait."""
+        return await asyncio.shield(self._get(container_id).done)
+
+    async def kill(self, container_id: str, grace_s: float = 3.0) -> None:
+        """SIGTERM every process of the container, SIGKILL what is left after ``grace_s``.
+
+        Idempotent; returns when every process is gone and the exit is recorded.
+        """
+        c = self._get(container_id)
+        async with c.kill_lock:
+            if not c.done.done():
+                c.killed = True
+                log.info("container.killing", container_id=container_id, grace_s=grace_s)
+            await self._terminate(c, grace_s)
+
+    async def _terminate(self, c: _Container, grace_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        signalled: set[int] = set()
+        poll = _POLL_MIN_S
+        while pids := self.cgroups.procs(c.cgroup):
+            # Processes forked after the first round get their SIGTERM too.
+            for pid in pids - signalled:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+            signalled |= pids
+            if loop.time() >= deadline:
+                break
+            await asyncio.sleep(min(poll, max(0.0, deadline - loop.time())))
+            poll = min(poll * 2, _POLL_MAX_S)
+        hard_deadline = loop.time() + KILL_TIMEOUT_S
+        poll = _POLL_MIN_S
+        while pids := self.cgroups.procs(c.cgroup):
+            if loop.time() >= hard_deadline:
+                raise ContainerError(
+                    f"container {c.config.container_id!r} still has processes "
+                    f"{sorted(pids)} {KILL_TIMEOUT_S:.0f} s after SIGKILL"
+                )
+            self.cgroups.kill_all(c.cgroup)
+            await asyncio.sleep(poll)
+            poll = min(poll * 2, _POLL_MAX_S)
+        try:
+            await asyncio.wait_for(asyncio.shield(c.done), KILL_TIMEOUT_S)
+        except TimeoutError:
+            raise ContainerError(
+                f"the supervisor of container {c.config.container_id!r} "
+                f"(pid {c.supervisor_pid}) did not report the task's exit"
+            ) from None
+
+    async def usage(self, container_id: str) -> Usage:
+        c = self._get(container_id)
+        stats = self.cgroups.stats(c.cgroup)
+        return Usage(
+            cpu_time_s=stats.cpu_time_ns / 1e9,
+            mem_bytes=stats.mem_bytes,
+            mem_peak_bytes=stats.mem_peak_bytes,
+            pids=stats.pids,
+        )
+
+    async def destroy(self, container_id: str) -> None:
+        """Remove the container's cgroups and records; the sandbox stays. Idempotent.
+
+        Meant for after ``wait``: processes the task left behind (daemons) are killed.
+        """
+        c = self._containers.get(container_id)
+        if c is None:
+            return
+        if not c.done.done() or self.cgroups.procs(c.cgroup):
+            await self.kill(container_id, grace_s=0.0)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + REMOVE_TIMEOUT_S
+        while not self.cgroups.remove(c.cgroup):
+            if loop.time() >= deadline:
+                raise CgroupError(
+                    f"cgroup of container {container_id!r} still busy after {REMOVE_TIMEOUT_S} s"
+                )
+            await asyncio.sleep(_POLL_MIN_S)
+        try:
+            await asyncio.wait_for(asyncio.shield(c.supervisor_gone), KILL_TIMEOUT_S)
+        except TimeoutError:
+            log.warning(
+                "container.supervisor_lingers",
+                container_id=container_id,
+                supervisor_pid=c.supervisor_pid,
+            )
+        shutil.rmtree(c.meta_dir, ignore_errors=True)
+        del self._containers[container_id]
+
+    async def close(self, grace_s: float = 3.0) -> None:
+        """Kill and destroy every container, then remove the cgroup prefix."""
+        ids = list(self._containers)
+        results = await asyncio.gather(
+            *(self._close_one(i, grace_s) for i in ids), return_exceptions=True
+        )
+        for container_id, result in zip(ids, results, strict=True):
+            if isinstance(result, BaseException):
+                log.error("container.not_cleaned_up", container_id=container_id, error=str(result))
+        if self._prefix_ready:
+            self.cgroups.remove_prefix(self.cgroup_prefix)
+            self._prefix_ready = False
+
+    async def _close_one(self, container_id: str, grace_s: float) -> None:
+        c = self._containers.get(container_id)
+        if c is not None and not c.done.done():
+            await self.kill(container_id, grace_s)
+        await self.destroy(container_id)
+
+
+def _parse_exec_report(report: bytes) -> tuple[int | None, str | None]:
+    task_pid: int | None = None
+    error: str | None = None
+    for line in report.splitlines():
+        if line.startswith(b"P") and line[1:].isdigit():
+            task_pid = int(line[1:])
+        elif line.startswith(b"E"):
+            error = line[1:].decode(errors="replace")
+    return task_pid, error
+
+
+async def _read_to_eof(fd: int) -> bytes:
+    """Read a pipe until EOF through the event loop; closes ``fd``."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    chunks: list[bytes] = []
+    os.set_blocking(fd, False)
+
+    def on_readable() -> None:
+        try:
+            data = os.read(fd, 4096)
+        except BlockingIOError:
+            return
+        if data:
+            chunks.append(data)
+        elif not done.done():
+            done.set_result(None)
+
+    loop.add_reader(fd, on_readable)
+    try:
+        await done
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+    return b"".join(chunks)
