@@ -359,7 +359,8 @@ def validate_name(name: str) -> None:
 
 
 def validate_role(role: str) -> None:
-    if role and not _ROLE_RE.match(role):
+    """``*`` is the default role (unreserved), as in Mesos."""
+    if role and role != "*" and not _ROLE_RE.match(role):
         raise ResourceError(f"role {role!r}: must be path segments of [A-Za-z0-9_.-]")
 
 

@@ -1,0 +1,20 @@
+"""The framework SDK: write a scheduler in plain Python.
+
+    from corral.frameworks import Scheduler, SchedulerDriver, Task
+"""
+
+from corral.frameworks.driver import NotConnectedError, SchedulerDriver, SubscribeError
+from corral.frameworks.scheduler import Scheduler
+from corral.frameworks.types import MasterInfo, Offer, Task, TaskState, TaskStatus
+
+__all__ = [
+    "MasterInfo",
+    "NotConnectedError",
+    "Offer",
+    "Scheduler",
+    "SchedulerDriver",
+    "SubscribeError",
+    "Task",
+    "TaskState",
+    "TaskStatus",
+]

@@ -392,7 +392,7 @@ class Master:
         for owner, fut in list(self._file_requests.values()):
             if owner == agent_id and not fut.done():
                 fut.set_exception(CallError("UNAVAILABLE", f"agent {agent_id} disconnected"))
-        self.log.warning("agent.disconnected", agent_id=agent_id)
+        self.log.info("agent.disconnected", agent_id=agent_id)
 
     def _check_agent_heartbeats(self, now: float) -> None:
         limit = self.config.agent_heartbeat_interval_s * self.config.agent_heartbeat_misses

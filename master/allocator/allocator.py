@@ -62,8 +62,10 @@ class _Framework:
     roles: tuple[str, ...]
     active: bool = True
     suppressed: bool = False
-    # agent_id -> time until which that agent is refused
-    filters: dict[str, float] = field(default_factory=dict)
+    # agent_id -> (until, resources refused). As in Mesos' RefusedOfferFilter,
+    # the filter holds only while the agent has nothing beyond what was
+    # refused: once a task ends there, the larger offer goes out at once.
+    filters: dict[str, tuple[float, Resources]] = field(default_factory=dict)
     allocated: dict[str, Resources] = field(default_factory=dict)
 
 
@@ -122,7 +124,7 @@ class Allocator:
                 self._recover(framework_id, agent_id, resources)
                 fw = self._frameworks.get(framework_id)
                 if fw is not None and refuse_s > 0 and agent_id in self._agents:
-                    fw.filters[agent_id] = max(fw.filters.get(agent_id, 0.0), now + refuse_s)
+                    fw.filters[agent_id] = (now + refuse_s, resources)
             case Suppressed(framework_id):
                 self._frameworks[framework_id].suppressed = True
             case Revived(framework_id):
@@ -146,9 +148,10 @@ class Allocator:
                 fw = self._frameworks[fw_id]
                 if not fw.active or fw.suppressed:
                     continue
-                until = fw.filters.get(agent_id)
-                if until is not None:
-                    if until > now:
+                refused = fw.filters.get(agent_id)
+                if refused is not None:
+                    until, what = refused
+                    if until > now and what.contains(free):
                         continue
                     del fw.filters[agent_id]
                 self._use(fw_id, agent_id, free)
@@ -183,9 +186,9 @@ class Allocator:
             reasons.append("framework is disconnected")
         if fw.suppressed:
             reasons.append("framework has suppressed offers (it will be offered after REVIVE)")
-        filtered = sorted(a for a, until in fw.filters.items() if until > now)
+        filtered = sorted(a for a, (until, _) in fw.filters.items() if until > now)
         if filtered:
-            until = max(fw.filters[a] for a in filtered)
+            until = max(fw.filters[a][0] for a in filtered)
             reasons.append(
                 f"filtered on {len(filtered)} agent(s) until t+{until - now:.1f}s after declines"
             )

@@ -15,6 +15,7 @@ import gc
 import os
 import shutil
 import signal
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,18 @@ from corral.slave.containerizer.errors import CgroupError, ContainerError
 from corral.slave.containerizer.model import ContainerConfig, Termination, Usage
 
 log = structlog.get_logger(__name__)
+
+# grpcio's C core (1.85) has fork support on by default: its pthread_atfork
+# handlers restart about five grpc threads in every forked child, and those abort
+# the supervisor ("Check failed: wakeup_fd_->Wakeup().ok()") once it closes the
+# agent's fds. grpc reads the variable when it is imported, so this default only
+# helps when the containerizer is imported first; entry points should set it.
+_GRPC_FORK_ENV = "GRPC_ENABLE_FORK_SUPPORT"
+_FALSY = ("0", "false", "no", "off")
+_GRPC_IMPORTED_FORK_SAFE = (
+    "grpc" not in sys.modules or os.environ.get(_GRPC_FORK_ENV, "1").lower() in _FALSY
+)
+os.environ.setdefault(_GRPC_FORK_ENV, "0")
 
 LAUNCH_TIMEOUT_S = 30.0
 KILL_TIMEOUT_S = 10.0  # after the grace period, how long SIGKILL may take before we give up
@@ -59,6 +72,11 @@ class Containerizer:
         cgroups: CgroupBackend | None = None,
         cgroup_prefix: str = "corral",
     ) -> None:
+        if not _GRPC_IMPORTED_FORK_SAFE or os.environ.get(_GRPC_FORK_ENV, "").lower() not in _FALSY:
+            raise ContainerError(
+                f"grpc's fork support is on, which crashes container supervisors: set "
+                f"{_GRPC_FORK_ENV}=0 in the environment before grpc is imported"
+            )
         self.work_dir = work_dir
         self.cgroups = cgroups if cgroups is not None else probe()
         self.cgroup_prefix = cgroup_prefix.strip("/")

@@ -125,11 +125,6 @@ def _supervise(spec: LaunchSpec, exec_w: int, done_w: int) -> None:
     _reset_signals(ignore=(signal.SIGPIPE,))
     with contextlib.suppress(ValueError):
         signal.set_wakeup_fd(-1)
-    null = os.open(b"/dev/null", os.O_RDWR)
-    for target in (0, 1, 2):
-        os.dup2(null, target)
-    # Drop the agent's sockets, epoll and pipe fds so they die with the agent.
-    _close_fds_except(exec_w, done_w)
     # Orphans of the task are re-parented to us and reaped, not left as zombies
     # of an init that may not reap (this host's pid 1 does not).
     _prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
@@ -140,10 +135,17 @@ def _supervise(spec: LaunchSpec, exec_w: int, done_w: int) -> None:
         os._exit(_EXIT_SUPERVISOR_FAILED)
     if task == 0:
         try:
-            os.close(done_w)
+            _close_fds_except(exec_w)
             _exec_task(spec, exec_w)
         finally:
             os._exit(EXIT_SETUP_FAILED)
+    # Only now drop the agent's sockets, epoll and pipe fds (so they die with the
+    # agent): grpc's pthread_atfork handlers, which run in this process at the
+    # fork above, abort if its epoll wakeup fd has been closed.
+    null = os.open(b"/dev/null", os.O_RDWR)
+    for target in (0, 1, 2):
+        os.dup2(null, target)
+    _close_fds_except(exec_w, done_w)
     _write_all(exec_w, b"P%d\n" % task)
     os.close(exec_w)
     status: int | None = None

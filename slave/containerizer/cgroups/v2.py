@@ -47,20 +47,26 @@ class V2Backend(CgroupBackend):
 
     def _enable_subtree(self, cgroup: Path) -> None:
         text = files.read_text(cgroup / "cgroup.subtree_control") or ""
-        enabled = set(text.split())
-        for controller in self.controllers:
-            if controller in enabled:
-                continue
-            # One controller per write: a refused one must not hide the others.
+        enabled = {c.lstrip("+") for c in text.split()}
+        wanted = [c for c in self.controllers if c not in enabled]
+        if not wanted:
+            return
+        control = cgroup / "cgroup.subtree_control"
+        try:
+            files.write(control, " ".join(f"+{c}" for c in wanted))
+            return
+        except CgroupError:
+            pass
+        # One controller per write, so that a refused one does not hide the others.
+        for controller in wanted:
             try:
-                files.write(cgroup / "cgroup.subtree_control", f"+{controller}")
+                files.write(control, f"+{controller}")
             except CgroupError:
                 if controller == "memory":
                     raise
                 log.warning(
                     "cgroup.controller_unavailable", controller=controller, cgroup=str(cgroup)
                 )
-            enabled.add(controller)
 
     def prepare_prefix(self, prefix: str) -> None:
         current = self.root

@@ -1,0 +1,77 @@
+"""How clients find a master: ``--master``, then ``$CORRAL_MASTER``, then the
+file ``corral local`` writes (so the local cluster needs no flags)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from corral.errors import CorralError
+
+
+class ClusterNotFoundError(CorralError):
+    """No master address was given and no local cluster is running."""
+
+
+def state_dir() -> Path:
+    base = os.environ.get("CORRAL_HOME")
+    return Path(base) if base else Path.home() / ".corral"
+
+
+def local_file() -> Path:
+    return state_dir() / "local.json"
+
+
+def write_local(master: str, work_dir: Path) -> Path:
+    path = local_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"master": master, "pid": os.getpid(), "work_dir": str(work_dir)}))
+    tmp.replace(path)
+    return path
+
+
+def remove_local() -> None:
+    path = local_file()
+    try:
+        data = json.loads(path.read_text())
+        if data.get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def resolve_master(flag: str | None) -> str:
+    if flag:
+        return flag.removeprefix("grpc://")
+    env = os.environ.get("CORRAL_MASTER")
+    if env:
+        return env
+    path = local_file()
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ClusterNotFoundError(
+            "no cluster found: start one with `corral local`, or pass --master HOST:PORT "
+            "(or set CORRAL_MASTER)"
+        ) from None
+    except ValueError:
+        raise ClusterNotFoundError(f"{path} is corrupt; remove it and restart `corral local`") from None
+    pid = int(data.get("pid", 0))
+    if pid and not _alive(pid):
+        raise ClusterNotFoundError(
+            f"the local cluster recorded in {path} (pid {pid}) is not running; "
+            "start one with `corral local`"
+        )
+    return str(data["master"])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,94 @@
+"""``corral local``: a master and N agents in one process, no ZooKeeper."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from corral.master.master import MasterConfig
+from corral.master.server import MasterServer
+from corral.resources import Resources
+from corral.slave.agent import Agent, AgentConfig
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class LocalCluster:
+    """An embedded cluster: one standalone master and ``agents`` agents, each
+    with an equal share of this machine (or ``agent_resources`` each).
+
+    >>> async with LocalCluster(agents=2, work_dir=Path("/tmp/c")) as cluster:  # doctest: +SKIP
+    ...     print(cluster.master_address)
+    """
+
+    agents: int = 1
+    work_dir: Path = field(default_factory=lambda: Path("/tmp/corral-local"))
+    listen: str = "127.0.0.1:0"
+    agent_resources: Resources | None = None
+    master_config: MasterConfig = field(default_factory=MasterConfig)
+    cgroup_prefix: str = ""
+    attributes: list[dict[str, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.server = MasterServer(self.listen, self.master_config)
+        self.agent_list: list[Agent] = []
+        self.master_address = ""
+        self.cgroup_prefix = self.cgroup_prefix or f"corral/local-{os.getpid()}"
+
+    async def start(self) -> str:
+        self.master_address = await self.server.start()
+        for i in range(self.agents):
+            config = AgentConfig(
+                master=self.master_address,
+                work_dir=self.work_dir / f"agent-{i}",
+                resources=self.agent_resources,
+                attributes=self.attributes[i] if i < len(self.attributes) else {},
+                hostname=f"{os.uname().nodename}-agent-{i}",
+                cgroup_prefix=f"{self.cgroup_prefix}/agent-{i}",
+                share=(i, self.agents),
+            )
+            agent = Agent(config)
+            self.agent_list.append(agent)
+            await agent.start()
+        await asyncio.wait_for(
+            asyncio.gather(*(a.registered.wait() for a in self.agent_list)), timeout=30
+        )
+        return self.master_address
+
+    async def stop(self) -> None:
+        for agent in self.agent_list:
+            with contextlib.suppress(Exception):
+                await agent.stop()
+        await self.server.stop()
+
+    async def __aenter__(self) -> LocalCluster:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+async def serve_until_signal(cluster: LocalCluster) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+def fresh_work_dir(path: Path) -> Path:
+    """Sandboxes of a previous local run are not ours to resume (no recovery
+    yet): start clean so agent ids and sandboxes do not collide."""
+    if path.exists():
+        shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True, exist_ok=True)
+    return path

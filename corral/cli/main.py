@@ -1,0 +1,401 @@
+"""The ``corral`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import grpc
+from rich.console import Console
+
+from corral import __version__
+from corral import logging as corral_logging
+from corral.cli import views
+from corral.cli.discovery import ClusterNotFoundError, remove_local, resolve_master, write_local
+from corral.codec import parse_attributes
+from corral.errors import CorralError
+from corral.frameworks.batch import JobSpec, JobSpecError, TaskGroup, load_job
+from corral.resources import ResourceError, Resources
+
+F = TypeVar("F", bound=Callable[..., Any])
+console = Console()
+err_console = Console(stderr=True)
+
+
+def fail(message: str, code: int = 2) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    sys.exit(code)
+
+
+def handle_errors(fn: F) -> F:
+    """Turn expected failures into a sentence and a non-zero exit, not a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ClusterNotFoundError as e:
+            fail(str(e))
+        except (JobSpecError, ResourceError) as e:
+            fail(str(e))
+        except grpc.RpcError as e:
+            code = e.code() if hasattr(e, "code") else None
+            details = e.details() if hasattr(e, "details") else str(e)
+            if code == grpc.StatusCode.UNAVAILABLE:
+                fail(f"cannot reach the master: {details}")
+            fail(f"{code.name if code else 'error'}: {details}")
+        except CorralError as e:
+            fail(str(e))
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+        return None
+
+    return wrapper  # type: ignore[return-value]
+
+
+master_option = click.option(
+    "--master", "-m", envvar="CORRAL_MASTER", default=None, metavar="HOST:PORT",
+    help="Master to talk to (default: $CORRAL_MASTER, then the `corral local` cluster).",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="corral")
+@click.option("--log-level", default=None, help="debug, info, warning or error.")
+@click.pass_context
+def cli(ctx: click.Context, log_level: str | None) -> None:
+    """corral: a two-level datacenter resource scheduler (Mesos-style), in Python."""
+    ctx.ensure_object(dict)
+    ctx.obj["log_level"] = log_level
+
+
+def _daemon_logging(ctx: click.Context) -> None:
+    corral_logging.configure(ctx.obj.get("log_level") or os.environ.get("CORRAL_LOG_LEVEL") or "info")
+
+
+def _client_logging(ctx: click.Context) -> None:
+    corral_logging.configure(
+        ctx.obj.get("log_level") or os.environ.get("CORRAL_LOG_LEVEL") or "warning"
+    )
+
+
+# -- processes ----------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--agents", "-n", default=3, show_default=True, help="Number of agents.")
+@click.option("--port", default=5050, show_default=True, help="Master port (0: any free port).")
+@click.option("--work-dir", type=click.Path(path_type=Path), default=None,
+              help="Where sandboxes go (default: ~/.corral/local).")
+@click.option("--agent-resources", default=None, metavar="SPEC",
+              help='Resources of each agent, e.g. "cpus:1;mem:1024" (default: a share of this host).')
+@click.option("--submit", "job_file", type=click.Path(path_type=Path), default=None,
+              help="Run this job on the new cluster, show its result, then stop.")
+@click.option("--output/--no-output", default=True, help="With --submit: show each task's stdout.")
+@click.pass_context
+@handle_errors
+def local(
+    ctx: click.Context, agents: int, port: int, work_dir: Path | None,
+    agent_resources: str | None, job_file: Path | None, output: bool,
+) -> None:
+    """Start an embedded cluster: a master and N agents in one process, no ZooKeeper."""
+    from corral.cli.discovery import state_dir
+    from corral.cli.local import LocalCluster, fresh_work_dir, serve_until_signal
+
+    if agents < 1:
+        fail("--agents: must be at least 1")
+    ctx.obj["log_level"] = ctx.obj.get("log_level") or ("warning" if job_file else "info")
+    _daemon_logging(ctx)
+    spec = load_job(job_file) if job_file else None
+    res = Resources.parse(agent_resources) if agent_resources else None
+    wd = fresh_work_dir(work_dir or state_dir() / "local")
+
+    async def main() -> int:
+        cluster = LocalCluster(agents=agents, work_dir=wd, listen=f"127.0.0.1:{port}",
+                               agent_resources=res)
+        try:
+            await cluster.start()
+        except RuntimeError as e:
+            fail(f"could not start the master on port {port}: {e} (try --port 0)")
+        path = write_local(cluster.master_address, wd)
+        try:
+            console.print(
+                f"[bold green]corral local[/] master [bold]{cluster.master_address}[/] with "
+                f"{agents} agent(s); work dir {wd}", highlight=False,
+            )
+            for agent in cluster.agent_list:
+                console.print(f"  agent {agent.agent_id}: {agent.total.format()}", highlight=False)
+            if spec is None:
+                console.print(
+                    f"  clients find it through {path}; try `corral run -- echo hello`. "
+                    "Ctrl-C stops it.", highlight=False,
+                )
+                await serve_until_signal(cluster)
+                return 0
+            return await _submit(cluster.master_address, spec, output)
+        finally:
+            remove_local()
+            await cluster.stop()
+
+    sys.exit(asyncio.run(main()))
+
+
+@cli.command()
+@click.option("--listen", default="0.0.0.0:5050", show_default=True, metavar="HOST:PORT")
+@click.option("--advertise", default=None, metavar="HOST:PORT",
+              help="Address clients should use (default: the listen address).")
+@click.option("--offer-timeout", default=30.0, show_default=True, help="Seconds.")
+@click.option("--allocation-interval", default=1.0, show_default=True, help="Seconds.")
+@click.pass_context
+@handle_errors
+def master(
+    ctx: click.Context, listen: str, advertise: str | None, offer_timeout: float,
+    allocation_interval: float,
+) -> None:
+    """Run a standalone master."""
+    from corral.master.master import MasterConfig
+    from corral.master.server import MasterServer
+
+    _daemon_logging(ctx)
+    config = MasterConfig(offer_timeout_s=offer_timeout, allocation_interval_s=allocation_interval)
+
+    async def main() -> None:
+        import signal
+
+        server = MasterServer(listen, config)
+        await server.start()
+        if advertise and server.master is not None:
+            server.master.info.address = advertise
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await server.stop()
+
+    asyncio.run(main())
+
+
+@cli.command()
+@master_option
+@click.option("--work-dir", type=click.Path(path_type=Path), default=Path("/var/lib/corral/agent"),
+              show_default=True)
+@click.option("--resources", default=None, metavar="SPEC",
+              help='e.g. "cpus:4;mem:8192;disk:20000;ports:[31000-32000]" (default: detected).')
+@click.option("--attributes", default="", metavar="SPEC", help='e.g. "rack:r1;zone:a".')
+@click.option("--hostname", default=None)
+@click.option("--cgroup-prefix", default="corral", show_default=True)
+@click.pass_context
+@handle_errors
+def agent(
+    ctx: click.Context, master: str | None, work_dir: Path, resources: str | None,
+    attributes: str, hostname: str | None, cgroup_prefix: str,
+) -> None:
+    """Run a node agent that dials the master."""
+    import socket
+
+    from corral.slave.agent import AgentConfig, AgentRejected, run_agent
+
+    _daemon_logging(ctx)
+    try:
+        attrs = parse_attributes(attributes)
+    except ValueError as e:
+        fail(f"--attributes: {e}")
+    res = Resources.parse(resources) if resources else None
+    config = AgentConfig(
+        master=resolve_master(master), work_dir=work_dir, resources=res, attributes=attrs,
+        hostname=hostname or socket.gethostname(), cgroup_prefix=cgroup_prefix,
+    )
+    try:
+        asyncio.run(run_agent(config))
+    except AgentRejected as e:
+        fail(f"the master rejected this agent: {e}", 1)
+
+
+# -- batch work ---------------------------------------------------------------
+
+
+async def _submit(master_addr: str, spec: JobSpec, output: bool) -> int:
+    from corral.cli.jobs import ProgressView, collect_outputs, result_table, run_job
+
+    total = sum(g.count for g in spec.groups)
+    console.print(f"submitting job [bold]{spec.name}[/] ({total} task(s)) to {master_addr}",
+                  highlight=False)
+    view = ProgressView(console, total)
+    with view:
+        result = await run_job(master_addr, spec, framework_name=f"corral-submit:{spec.name}",
+                               on_update=view.update)
+    outputs = None
+    if output:
+        outputs = await collect_outputs(
+            master_addr, "", [p.task.task_id for p in result.progress if p.status is not None]
+        )
+    console.print(result_table(result, outputs))
+    failed = [p for p in result.progress if p.state is not None and p.state.name != "FINISHED"]
+    summary = (
+        f"{len(result.progress) - len(failed)}/{len(result.progress)} tasks finished "
+        f"in {result.elapsed_s:.1f}s"
+    )
+    if result.ok:
+        console.print(f"[bold green]job {result.job_id} succeeded:[/] {summary}", highlight=False)
+        return 0
+    console.print(f"[bold red]job {result.job_id} failed:[/] {summary}", highlight=False)
+    return 1
+
+
+def _parse_env(items: tuple[str, ...]) -> dict[str, str]:
+    env = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            fail(f"--env {item!r}: expected KEY=VALUE")
+        env[key] = value
+    return env
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@master_option
+@click.option("--cpus", default=0.1, show_default=True, type=float)
+@click.option("--mem", default=64.0, show_default=True, type=float, help="MiB.")
+@click.option("--env", "-e", multiple=True, metavar="KEY=VALUE")
+@click.option("--name", default="run", show_default=True)
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.pass_context
+@handle_errors
+def run(
+    ctx: click.Context, master: str | None, cpus: float, mem: float, env: tuple[str, ...],
+    name: str, command: tuple[str, ...],
+) -> None:
+    """Run one task and stream its output; exit with its exit code.
+
+    \b
+    corral run -- echo hello
+    corral run --cpus 1 --mem 256 -- python3 -c 'print(42)'
+    """
+    import shlex
+
+    from corral.cli.jobs import exit_code_of, follow_output, run_job
+    from corral.frameworks.batch.spec import parse_job
+
+    _client_logging(ctx)
+    addr = resolve_master(master)
+    cmd = command[0] if len(command) == 1 else shlex.join(command)
+    spec = parse_job({"name": name, "tasks": [{
+        "name": name, "command": cmd, "cpus": cpus, "mem": mem, "env": _parse_env(env),
+    }]})
+    assert isinstance(spec.groups[0], TaskGroup)
+
+    async def main() -> int:
+        result = await run_job(
+            addr, spec, framework_name="corral-run",
+            while_running=follow_output(addr, lambda job_id: f"{job_id}.{name}.0"),
+        )
+        p = result.progress[0]
+        if result.interrupted:
+            err_console.print("interrupted: the task was killed")
+            return 130
+        if p.state is not None and p.state.name not in ("FINISHED", "FAILED") or (
+            p.status is not None and p.status.reason.startswith("CONTAINER_LIMITATION")
+        ):
+            msg = p.status.message if p.status else ""
+            err_console.print(f"[red]task {p.state.name if p.state else '?'}:[/] {msg}",
+                              highlight=False)
+        return exit_code_of(p)
+
+    sys.exit(asyncio.run(main()))
+
+
+@cli.command()
+@master_option
+@click.argument("job_file", type=click.Path(path_type=Path))
+@click.option("--output/--no-output", default=False, help="Show each task's stdout at the end.")
+@click.pass_context
+@handle_errors
+def submit(ctx: click.Context, master: str | None, job_file: Path, output: bool) -> None:
+    """Run a job file (TOML) and show progress until it is done.
+
+    Exits non-zero if any task did not finish successfully.
+    """
+    _client_logging(ctx)
+    spec = load_job(job_file)
+    sys.exit(asyncio.run(_submit(resolve_master(master), spec, output)))
+
+
+@cli.command()
+@master_option
+@click.argument("task_id")
+@click.option("--framework", default="", help="Framework id, if several use this task id.")
+@click.pass_context
+@handle_errors
+def kill(ctx: click.Context, master: str | None, task_id: str, framework: str) -> None:
+    """Kill a task (SIGTERM, then SIGKILL after its grace period)."""
+    _client_logging(ctx)
+    views.kill_task(resolve_master(master), task_id, framework)
+    console.print(f"kill sent to task {task_id}", highlight=False)
+
+
+# -- views --------------------------------------------------------------------
+
+
+@cli.command()
+@master_option
+@click.pass_context
+@handle_errors
+def agents(ctx: click.Context, master: str | None) -> None:
+    """List agents with their resources."""
+    _client_logging(ctx)
+    console.print(views.agents_table(resolve_master(master)))
+
+
+@cli.command()
+@master_option
+@click.pass_context
+@handle_errors
+def frameworks(ctx: click.Context, master: str | None) -> None:
+    """List frameworks."""
+    _client_logging(ctx)
+    console.print(views.frameworks_table(resolve_master(master)))
+
+
+@cli.command()
+@master_option
+@click.option("--all", "-a", "include_completed", is_flag=True, help="Include completed tasks.")
+@click.option("--framework", default="", help="Only this framework's tasks.")
+@click.pass_context
+@handle_errors
+def tasks(ctx: click.Context, master: str | None, include_completed: bool, framework: str) -> None:
+    """List tasks with their states."""
+    _client_logging(ctx)
+    console.print(views.tasks_table(resolve_master(master), include_completed, framework))
+
+
+@cli.command()
+@master_option
+@click.argument("task_id")
+@click.option("--stderr", is_flag=True, help="Show stderr instead of stdout.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing while the task runs.")
+@click.option("--framework", default="")
+@click.pass_context
+@handle_errors
+def logs(
+    ctx: click.Context, master: str | None, task_id: str, stderr: bool, follow: bool,
+    framework: str,
+) -> None:
+    """Print a task's stdout (or stderr) from its sandbox."""
+    _client_logging(ctx)
+    views.print_logs(resolve_master(master), task_id, "stderr" if stderr else "stdout",
+                     follow, framework)
+
+
+def main() -> None:
+    cli(obj={})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""Batch job specs, read from TOML.
+
+    name = "squares"
+
+    [[tasks]]
+    name = "square"
+    command = "echo $((CORRAL_TASK_INDEX * CORRAL_TASK_INDEX))"
+    count = 10          # an array job: CORRAL_TASK_INDEX is 0..9
+    cpus = 0.1
+    mem = 32            # MiB
+    env = { GREETING = "hi" }
+
+Errors name the key: ``tasks[0].cpus: must be > 0, got -1``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from corral.frameworks.types import Task
+from corral.resources import Resources
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+MAX_TASKS = 100_000
+
+
+class JobSpecError(ValueError):
+    """A job file is malformed; the message names the key."""
+
+
+@dataclass(frozen=True)
+class TaskGroup:
+    name: str
+    command: str
+    cpus: float = 0.1
+    mem: float = 32.0
+    disk: float = 0.0
+    count: int = 1
+    env: Mapping[str, str] = field(default_factory=dict)
+    kill_grace_s: float = 3.0
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    name: str
+    groups: tuple[TaskGroup, ...]
+
+    def tasks(self, job_id: str) -> list[Task]:
+        """Expand the groups into tasks with ids ``JOB.GROUP.INDEX``."""
+        out = []
+        for group in self.groups:
+            resources = Resources.of(cpus=group.cpus, mem=group.mem, disk=group.disk)
+            for i in range(group.count):
+                env = {**group.env, "CORRAL_TASK_INDEX": str(i), "CORRAL_JOB": self.name}
+                out.append(Task(
+                    task_id=f"{job_id}.{group.name}.{i}",
+                    name=f"{group.name}[{i}]" if group.count > 1 else group.name,
+                    command=group.command,
+                    resources=resources,
+                    env=env,
+                    kill_grace_s=group.kill_grace_s,
+                ))
+        return out
+
+
+def load_job(path: Path) -> JobSpec:
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise JobSpecError(f"{path}: no such file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise JobSpecError(f"{path}: not valid TOML: {e}") from None
+    return parse_job(data, default_name=path.stem)
+
+
+def parse_job(data: Mapping[str, Any], default_name: str = "job") -> JobSpec:
+    name = data.get("name", default_name)
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise JobSpecError(f"name: must be 1-64 characters of [A-Za-z0-9_.-], got {name!r}")
+    unknown = set(data) - {"name", "tasks"}
+    if unknown:
+        raise JobSpecError(f"unknown key(s) at the top level: {sorted(unknown)}")
+    raw_groups = data.get("tasks")
+    if not isinstance(raw_groups, list) or not raw_groups:
+        raise JobSpecError("tasks: needs at least one [[tasks]] table")
+    groups = [_parse_group(g, i) for i, g in enumerate(raw_groups)]
+    names = [g.name for g in groups]
+    for i, n in enumerate(names):
+        if names.count(n) > 1:
+            raise JobSpecError(f"tasks[{i}].name: {n!r} is used by more than one group")
+    if sum(g.count for g in groups) > MAX_TASKS:
+        raise JobSpecError(f"tasks: a job may have at most {MAX_TASKS} tasks")
+    return JobSpec(name, tuple(groups))
+
+
+def _number(raw: Mapping[str, Any], key: str, where: str, default: float, minimum: float) -> float:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise JobSpecError(f"{where}.{key}: must be a number, got {value!r}")
+    if not math.isfinite(value) or value < minimum:
+        raise JobSpecError(f"{where}.{key}: must be >= {minimum:g}, got {value!r}")
+    return float(value)
+
+
+def _parse_group(raw: Any, index: int) -> TaskGroup:
+    where = f"tasks[{index}]"
+    if not isinstance(raw, dict):
+        raise JobSpecError(f"{where}: must be a table")
+    allowed = {"name", "command", "cpus", "mem", "disk", "count", "env", "kill_grace_s"}
+    unknown = set(raw) - allowed
+    if unknown:
+        raise JobSpecError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+    name = raw.get("name", f"task{index}")
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise JobSpecError(f"{where}.name: must be 1-64 characters of [A-Za-z0-9_.-], got {name!r}")
+    command = raw.get("command")
+    if not isinstance(command, str) or not command.strip():
+        raise JobSpecError(f"{where}.command: must be a non-empty string")
+    cpus = _number(raw, "cpus", where, 0.1, 0.0)
+    mem = _number(raw, "mem", where, 32.0, 0.0)
+    if cpus <= 0 and mem <= 0:
+        raise JobSpecError(f"{where}: needs cpus > 0 or mem > 0")
+    count = raw.get("count", 1)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise JobSpecError(f"{where}.count: must be an integer >= 1, got {count!r}")
+    env = raw.get("env", {})
+    if not isinstance(env, dict) or not all(
+        isinstance(k, str) and isinstance(v, str | int | float) for k, v in env.items()
+    ):
+        raise JobSpecError(f"{where}.env: must be a table of strings")
+    return TaskGroup(
+        name=name,
+        command=command,
+        cpus=cpus,
+        mem=mem,
+        disk=_number(raw, "disk", where, 0.0, 0.0),
+        count=count,
+        env={k: str(v) for k, v in env.items()},
+        kill_grace_s=_number(raw, "kill_grace_s", where, 3.0, 0.0),
+    )

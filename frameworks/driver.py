@@ -1,0 +1,298 @@
+"""The scheduler driver: owns the stream to the master so framework code is
+plain Python.
+
+It subscribes, dispatches events to the :class:`Scheduler` one at a time,
+acknowledges updates after the callback returns, and on a broken stream
+reconnects with backoff and re-subscribes with the same framework id (the
+master keeps the framework for its ``failover_timeout_s``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import socket
+from collections.abc import AsyncIterator, Iterable, Sequence
+
+import grpc
+import grpc.aio
+import structlog
+
+from corral.errors import CorralError
+from corral.frameworks.scheduler import Scheduler
+from corral.frameworks.types import MasterInfo, Offer, Task, TaskStatus
+from corral.proto import messages_pb2 as pb
+from corral.proto import scheduler_pb2, scheduler_pb2_grpc
+from corral.transport import Credentials, make_channel
+
+log = structlog.get_logger(__name__)
+Call = scheduler_pb2.Call
+Event = scheduler_pb2.Event
+
+_FATAL_CODES = {
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.UNAUTHENTICATED,
+}
+
+
+class SubscribeError(CorralError):
+    """The master refused the subscription; retrying would not help."""
+
+
+class NotConnectedError(CorralError):
+    """A call was made while the driver has no stream to the master."""
+
+
+class SchedulerDriver:
+    """Connects a :class:`Scheduler` to a master.
+
+    >>> driver = SchedulerDriver(MyScheduler(), name="my-fw", master="127.0.0.1:5050")  # doctest: +SKIP
+    >>> await driver.run()  # returns after driver.stop() or a teardown
+    """
+
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        *,
+        name: str,
+        master: str,
+        roles: Sequence[str] = ("*",),
+        framework_id: str = "",
+        failover_timeout_s: float = 60.0,
+        auto_acknowledge: bool = True,
+        partition_aware: bool = True,
+        credentials: Credentials | None = None,
+        reconnect_max_s: float = 5.0,
+    ) -> None:
+        self.scheduler = scheduler
+        self.master = master
+        self.framework_id = framework_id
+        self.auto_acknowledge = auto_acknowledge
+        self.credentials = credentials
+        self.reconnect_max_s = reconnect_max_s
+        self.drain_timeout_s = 2.0
+        caps = [pb.FrameworkInfo.TASK_KILLING_STATE]
+        if partition_aware:
+            caps.append(pb.FrameworkInfo.PARTITION_AWARE)
+        self.info = pb.FrameworkInfo(
+            name=name,
+            user=getpass.getuser(),
+            roles=list(roles),
+            failover_timeout_s=failover_timeout_s,
+            capabilities=caps,
+            hostname=socket.gethostname(),
+        )
+        self.master_info: MasterInfo | None = None
+        self.connected = asyncio.Event()
+        self._outq: asyncio.Queue[Call | None] | None = None
+        self._stopping = False
+        self._teardown = False
+        self._stopped = asyncio.Event()
+        self.log = log.bind(framework=name)
+
+    # -- calls ----------------------------------------------------------------
+
+    def _call(self, call: Call) -> None:
+        if self._outq is None:
+            raise NotConnectedError(
+                f"{Call.Type.Name(call.type)}: not connected to the master (reconnecting)"
+            )
+        call.framework_id = self.framework_id
+        self._outq.put_nowait(call)
+
+    def launch(
+        self,
+        offers: Offer | Sequence[Offer],
+        tasks: Iterable[Task],
+        refuse_s: float | None = None,
+    ) -> None:
+        """Launch tasks on one or more offers of the same agent. Resources the
+        tasks leave unused go back to the pool (refused for ``refuse_s`` if given)."""
+        offer_list = [offers] if isinstance(offers, Offer) else list(offers)
+        agent_id = offer_list[0].agent_id if offer_list else ""
+        accept = Call.Accept(
+            offer_ids=[o.id for o in offer_list],
+            operations=[
+                scheduler_pb2.Operation(
+                    type=scheduler_pb2.Operation.LAUNCH,
+                    launch=scheduler_pb2.Operation.Launch(
+                        task_infos=[t.to_proto(agent_id) for t in tasks]
+                    ),
+                )
+            ],
+        )
+        if refuse_s is not None:
+            accept.filters.refuse_seconds = refuse_s
+        self._call(Call(type=Call.ACCEPT, accept=accept))
+
+    def accept_raw(self, accept: Call.Accept) -> None:
+        """Send an ACCEPT built by hand (for operations the helpers do not cover)."""
+        self._call(Call(type=Call.ACCEPT, accept=accept))
+
+    def decline(self, offers: Offer | str | Sequence[Offer | str], refuse_s: float | None = None) -> None:
+        """Give offers back; the master will not re-offer the agent to this
+        framework for ``refuse_s`` (its default, 5 s, when None)."""
+        items = [offers] if isinstance(offers, Offer | str) else list(offers)
+        decline = Call.Decline(offer_ids=[o if isinstance(o, str) else o.id for o in items])
+        if refuse_s is not None:
+            decline.filters.refuse_seconds = refuse_s
+        self._call(Call(type=Call.DECLINE, decline=decline))
+
+    def revive(self) -> None:
+        """Ask for offers again after ``suppress`` and clear decline filters."""
+        self._call(Call(type=Call.REVIVE, revive=Call.Revive()))
+
+    def suppress(self) -> None:
+        """Stop offers until ``revive``: be polite when there is nothing to run."""
+        self._call(Call(type=Call.SUPPRESS, suppress=Call.Suppress()))
+
+    def kill(self, task_id: str, agent_id: str = "") -> None:
+        self._call(Call(type=Call.KILL, kill=Call.Kill(task_id=task_id, agent_id=agent_id)))
+
+    def acknowledge(self, statuses: Iterable[TaskStatus]) -> None:
+        acks = [
+            Call.Acknowledge(agent_id=s.agent_id, task_id=s.task_id, uuid=s.uuid)
+            for s in statuses
+            if s.uuid
+        ]
+        if acks:
+            self._call(Call(type=Call.ACKNOWLEDGE, acknowledges=acks))
+
+    def reconcile(self, tasks: Iterable[tuple[str, str]] = ()) -> None:
+        """Ask for the latest state of ``(task_id, agent_id)`` pairs, or of
+        every task when empty (implicit reconciliation)."""
+        self._call(Call(type=Call.RECONCILE, reconcile=Call.Reconcile(
+            tasks=[Call.Reconcile.Task(task_id=t, agent_id=a) for t, a in tasks])))
+
+    def teardown(self) -> None:
+        """End the framework: the master kills its tasks and forgets it."""
+        self._teardown = True
+        self._stopping = True
+        if self._outq is not None:
+            self._call(Call(type=Call.TEARDOWN))
+        else:
+            self._stopped.set()
+
+    def stop(self) -> None:
+        """Close the stream; the master keeps the framework for its failover timeout.
+        Calls already made (acknowledgements included) are sent first."""
+        self._stopping = True
+        self._stopped.set()
+
+    # -- the connection -------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect and dispatch events until ``stop()``/``teardown()``.
+        Raises :class:`SubscribeError` if the master refuses the framework."""
+        delay = 0.05
+        while not self._stopping:
+            channel = make_channel(self.master, self.credentials)
+            try:
+                await self._session(channel)
+                delay = 0.05
+            except grpc.aio.AioRpcError as e:
+                if e.code() in _FATAL_CODES:
+                    raise SubscribeError(f"{e.code().name}: {e.details()}") from None
+                self.log.info("driver.disconnected", code=e.code().name, details=e.details())
+            finally:
+                was_connected = self._outq is not None
+                self._outq = None
+                self.connected.clear()
+                await channel.close()
+            if was_connected:
+                await self.scheduler.disconnected(self)
+            if self._stopping:
+                break
+            await asyncio.sleep(delay)
+            delay = min(self.reconnect_max_s, delay * 2)
+
+    async def _session(self, channel: grpc.aio.Channel) -> None:
+        stub = scheduler_pb2_grpc.SchedulerStub(channel)
+        outq: asyncio.Queue[Call | None] = asyncio.Queue()
+        info = pb.FrameworkInfo()
+        info.CopyFrom(self.info)
+        info.id = self.framework_id
+        outq.put_nowait(Call(type=Call.SUBSCRIBE, subscribe=Call.Subscribe(framework_info=info)))
+
+        async def outgoing() -> AsyncIterator[Call]:
+            while True:
+                item = await outq.get()
+                if item is None:
+                    return
+                yield item
+
+        call = stub.Subscribe(outgoing())
+        stop_wait = asyncio.create_task(self._stopped.wait())
+        try:
+            events = aiter(call)
+            while True:
+                next_event = asyncio.ensure_future(anext(events))
+                done, _ = await asyncio.wait(
+                    {next_event, stop_wait}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if next_event not in done:
+                    next_event.cancel()
+                    return
+                try:
+                    event = next_event.result()
+                except StopAsyncIteration:
+                    if self._teardown:
+                        self._stopping = True
+                    return
+                if event.type == Event.SUBSCRIBED:
+                    self._outq = outq
+                await self._dispatch(event)
+        finally:
+            stop_wait.cancel()
+            outq.put_nowait(None)
+            if self._stopping and self._outq is not None:
+                # Half-close after the queued calls; the master then ends the
+                # stream, so draining it means everything was sent.
+                with contextlib.suppress(
+                    TimeoutError, grpc.aio.AioRpcError, asyncio.CancelledError, StopAsyncIteration
+                ):
+                    await asyncio.wait_for(self._drain(call), self.drain_timeout_s)
+            call.cancel()
+
+    @staticmethod
+    async def _drain(call: grpc.aio.StreamStreamCall[Call, Event]) -> None:
+        async for _ in call:
+            pass
+
+    async def _dispatch(self, event: Event) -> None:
+        s = self.scheduler
+        match event.type:
+            case Event.SUBSCRIBED:
+                sub = event.subscribed
+                self.framework_id = sub.framework_id
+                mi = sub.master_info
+                self.master_info = MasterInfo(mi.id, mi.address, mi.version)
+                self.connected.set()
+                self.log = log.bind(framework=self.info.name, framework_id=self.framework_id)
+                self.log.info("driver.subscribed", master=mi.address)
+                await s.registered(self, sub.framework_id, self.master_info)
+            case Event.OFFERS:
+                await s.offers(self, [Offer.from_proto(o) for o in event.offers.offers])
+            case Event.RESCIND:
+                await s.rescinded(self, event.rescind.offer_id)
+            case Event.UPDATE:
+                raw = [u.status for u in event.updates]
+                if event.HasField("update"):
+                    raw.insert(0, event.update.status)
+                statuses = [TaskStatus.from_proto(st) for st in raw]
+                for status in statuses:
+                    await s.status_update(self, status)
+                if self.auto_acknowledge and self._outq is not None:
+                    self.acknowledge(statuses)
+            case Event.MESSAGE:
+                await s.message(self, event.message.agent_id, event.message.data)
+            case Event.ERROR:
+                await s.error(self, event.error.code, event.error.message)
+            case Event.FAILURE | Event.HEARTBEAT:
+                pass
+            case _:
+                self.log.debug("driver.unknown_event", type=event.type)

@@ -1,0 +1,155 @@
+"""The values a framework author sees: plain frozen dataclasses, no protobuf."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from corral.codec import attributes_from_proto, resources_from_proto, resources_to_proto
+from corral.proto import messages_pb2 as pb
+from corral.resources import Resources
+
+
+class TaskState(enum.Enum):
+    STAGING = pb.TASK_STAGING
+    STARTING = pb.TASK_STARTING
+    RUNNING = pb.TASK_RUNNING
+    KILLING = pb.TASK_KILLING
+    FINISHED = pb.TASK_FINISHED
+    FAILED = pb.TASK_FAILED
+    KILLED = pb.TASK_KILLED
+    ERROR = pb.TASK_ERROR
+    LOST = pb.TASK_LOST
+    DROPPED = pb.TASK_DROPPED
+    UNREACHABLE = pb.TASK_UNREACHABLE
+    GONE = pb.TASK_GONE
+    GONE_BY_OPERATOR = pb.TASK_GONE_BY_OPERATOR
+    UNKNOWN = pb.TASK_UNKNOWN
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in _TERMINAL
+
+    @classmethod
+    def from_proto(cls, value: int) -> TaskState:
+        try:
+            return cls(value)
+        except ValueError:
+            return cls.UNKNOWN
+
+
+_TERMINAL = frozenset(
+    {
+        TaskState.FINISHED,
+        TaskState.FAILED,
+        TaskState.KILLED,
+        TaskState.ERROR,
+        TaskState.LOST,
+        TaskState.DROPPED,
+        TaskState.GONE,
+        TaskState.GONE_BY_OPERATOR,
+    }
+)
+
+
+@dataclass(frozen=True)
+class MasterInfo:
+    id: str
+    address: str
+    version: str
+
+
+@dataclass(frozen=True)
+class Offer:
+    """Resources of one agent offered to this framework until used, declined,
+    rescinded or expired."""
+
+    id: str
+    agent_id: str
+    hostname: str
+    resources: Resources
+    attributes: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_proto(cls, offer: pb.Offer) -> Offer:
+        return cls(
+            id=offer.id,
+            agent_id=offer.agent_id,
+            hostname=offer.hostname,
+            resources=resources_from_proto(offer.resources),
+            attributes=attributes_from_proto(offer.attributes),
+        )
+
+
+@dataclass(frozen=True)
+class TaskStatus:
+    task_id: str
+    state: TaskState
+    reason: str = ""
+    message: str = ""
+    agent_id: str = ""
+    source: str = ""
+    exit_code: int | None = None
+    signal: int | None = None
+    stderr_tail: str = ""
+    limit: int | None = None
+    peak: int | None = None
+    timestamp: float = 0.0
+    uuid: bytes = b""
+
+    @classmethod
+    def from_proto(cls, s: pb.TaskStatus) -> TaskStatus:
+        return cls(
+            task_id=s.task_id,
+            state=TaskState.from_proto(s.state),
+            reason=pb.TaskStatus.Reason.Name(s.reason).removeprefix("REASON_"),
+            message=s.message,
+            agent_id=s.agent_id,
+            source=pb.TaskStatus.Source.Name(s.source).removeprefix("SOURCE_"),
+            exit_code=s.exit_code if s.HasField("exit_code") else None,
+            signal=s.signal if s.HasField("signal") else None,
+            stderr_tail=s.stderr_tail,
+            limit=s.limit if s.HasField("limit") else None,
+            peak=s.peak if s.HasField("peak") else None,
+            timestamp=s.timestamp,
+            uuid=s.uuid,
+        )
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task to launch.
+
+    >>> Task("hello-1", "echo hello", Resources.of(cpus=0.1, mem=32))
+    ... # doctest: +ELLIPSIS
+    Task(task_id='hello-1', ...)
+    """
+
+    task_id: str
+    command: str | tuple[str, ...]
+    resources: Resources
+    name: str = ""
+    env: Mapping[str, str] = field(default_factory=dict)
+    kill_grace_s: float = 0.0
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def to_proto(self, agent_id: str) -> pb.TaskInfo:
+        if isinstance(self.command, str):
+            command = pb.CommandInfo(shell=True, value=self.command, environment=dict(self.env))
+        else:
+            command = pb.CommandInfo(
+                shell=False,
+                value=self.command[0] if self.command else "",
+                arguments=list(self.command),
+                environment=dict(self.env),
+            )
+        return pb.TaskInfo(
+            name=self.name or self.task_id,
+            task_id=self.task_id,
+            agent_id=agent_id,
+            resources=resources_to_proto(self.resources),
+            command=command,
+            kill_policy=pb.KillPolicy(grace_period_s=self.kill_grace_s),
+            labels=[pb.Label(key=k, value=v) for k, v in sorted(self.labels.items())],
+        )

@@ -1,0 +1,539 @@
+"""The agent: dials the master, registers, runs tasks, reports their states.
+
+One asyncio program. The connection loop reconnects with backoff whenever the
+stream breaks (a master restart, a network blip) and re-registers under the
+same agent id with the tasks it still runs, so nothing silently disappears.
+Task processes are owned by the containerizer; status updates by the status
+update manager.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import socket
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import grpc.aio
+import structlog
+
+from corral import __version__
+from corral.codec import attributes_to_proto, is_terminal, resources_from_proto, resources_to_proto
+from corral.proto import agent_pb2, agent_pb2_grpc
+from corral.proto import messages_pb2 as pb
+from corral.resources import MILLI, ResourceError, Resources
+from corral.slave import resources as detect
+from corral.slave.containerizer import ContainerConfig, ContainerError, Containerizer, Termination
+from corral.slave.status_updates import StatusUpdateManager, TaskKey
+from corral.transport import Credentials, make_channel
+
+log = structlog.get_logger(__name__)
+AgentMessage = agent_pb2.AgentMessage
+MasterMessage = agent_pb2.MasterMessage
+Reason = pb.TaskStatus
+
+COMPLETED_SANDBOXES_KEPT = 2000
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+class AgentRejected(Exception):
+    """The master refused this agent's registration (bad resources or attributes)."""
+
+
+@dataclass
+class AgentConfig:
+    master: str
+    work_dir: Path
+    resources: Resources | None = None
+    attributes: dict[str, str] = field(default_factory=dict)
+    hostname: str = field(default_factory=socket.gethostname)
+    cgroup_prefix: str = "corral"
+    default_kill_grace_s: float = 3.0
+    reconnect_min_s: float = 0.05
+    reconnect_max_s: float = 5.0
+    credentials: Credentials | None = None
+    #: i-th of n slices of this host, when several agents share it
+    share: tuple[int, int] = (0, 1)
+
+
+@dataclass
+class TaskRun:
+    framework_id: str
+    info: pb.TaskInfo
+    container_id: str
+    sandbox: Path
+    state: int = pb.TASK_STAGING
+    kill_requested: bool = False
+    launched: asyncio.Event = field(default_factory=asyncio.Event)
+    watcher: asyncio.Task[None] | None = None
+
+
+class Agent:
+    """A node agent.
+
+    >>> agent = Agent(AgentConfig(master="127.0.0.1:5050", work_dir=Path("/tmp/a")))  # doctest: +SKIP
+    >>> await agent.start(); await agent.registered.wait(); await agent.stop()
+    """
+
+    def __init__(self, config: AgentConfig, containerizer: Containerizer | None = None) -> None:
+        self.config = config
+        self.work_dir = config.work_dir
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.containerizer = containerizer or Containerizer(
+            self.work_dir, cgroup_prefix=config.cgroup_prefix
+        )
+        self.total = config.resources or detect.detect(self.work_dir, config.share)
+        self.agent_id = self._load_agent_id()
+        self.tasks: dict[TaskKey, TaskRun] = {}
+        self.frameworks: dict[str, pb.FrameworkInfo] = {}
+        self.completed: OrderedDict[TaskKey, Path] = OrderedDict()
+        self.registered = asyncio.Event()
+        self.fatal: BaseException | None = None
+        self._outq: asyncio.Queue[AgentMessage | None] | None = None
+        self._heartbeat_s = 5.0
+        self.updates = StatusUpdateManager(self._send_updates)
+        self._main: asyncio.Task[None] | None = None
+        self._timers: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._background: set[asyncio.Task[None]] = set()
+        self.log = log.bind(hostname=config.hostname)
+
+    # -- identity -------------------------------------------------------------
+
+    def _load_agent_id(self) -> str:
+        path = self.work_dir / "agent_id"
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            return ""
+
+    def _save_agent_id(self, agent_id: str) -> None:
+        path = self.work_dir / "agent_id"
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("w") as f:
+            f.write(agent_id)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+
+    def agent_info(self) -> pb.AgentInfo:
+        return pb.AgentInfo(
+            id=self.agent_id,
+            hostname=self.config.hostname,
+            resources=resources_to_proto(self.total),
+            attributes=attributes_to_proto(self.config.attributes),
+            work_dir=str(self.work_dir),
+            version=__version__,
+        )
+
+    # -- lifecycle ------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._main = asyncio.create_task(self._connection_loop(), name="agent-connection")
+        self._timers = asyncio.create_task(self._timer_loop(), name="agent-timers")
+
+    async def stop(self, kill_tasks: bool = True) -> None:
+        """Stop talking to the master; with ``kill_tasks`` also end every task."""
+        self._stopping = True
+        for t in (self._main, self._timers):
+            if t is not None:
+                t.cancel()
+        await asyncio.gather(
+            *(t for t in (self._main, self._timers) if t is not None), return_exceptions=True
+        )
+        watchers = [r.watcher for r in self.tasks.values() if r.watcher is not None]
+        if kill_tasks:
+            await self.containerizer.close()
+        for w in watchers:
+            w.cancel()
+        await asyncio.gather(*watchers, return_exceptions=True)
+
+    async def run(self) -> None:
+        """Run until cancelled or rejected by the master."""
+        await self.start()
+        assert self._main is not None
+        await self._main
+        if self.fatal is not None:
+            raise self.fatal
+
+    # -- connection -----------------------------------------------------------
+
+    async def _connection_loop(self) -> None:
+        delay = self.config.reconnect_min_s
+        while not self._stopping:
+            channel = make_channel(self.config.master, self.config.credentials)
+            try:
+                await self._session(channel)
+                delay = self.config.reconnect_min_s
+            except grpc.aio.AioRpcError as e:
+                if e.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                    self.fatal = AgentRejected(e.details() or "registration rejected")
+                    self.log.error("agent.rejected", reason=e.details())
+                    return
+                self.log.info("agent.connection_lost", code=e.code().name, details=e.details())
+            finally:
+                self._outq = None
+                self.registered.clear()
+                await channel.close()
+            if self._stopping:
+                return
+            await asyncio.sleep(delay)
+            delay = min(self.config.reconnect_max_s, delay * 2)
+
+    async def _session(self, channel: grpc.aio.Channel) -> None:
+        stub = agent_pb2_grpc.AgentStub(channel)
+        outq: asyncio.Queue[AgentMessage | None] = asyncio.Queue()
+        outq.put_nowait(self._register_message())
+
+        async def outgoing() -> AsyncIterator[AgentMessage]:
+            while True:
+                item = await outq.get()
+                if item is None:
+                    return
+                yield item
+
+        call = stub.Connect(outgoing())
+        try:
+            async for message in call:
+                kind = message.WhichOneof("message")
+                if kind == "registered":
+                    self._on_registered(message.registered, outq)
+                elif kind == "run_tasks":
+                    self._on_run_tasks(message.run_tasks)
+                elif kind == "kill_task":
+                    self._spawn_kill(
+                        message.kill_task.framework_id,
+                        message.kill_task.task_id,
+                        message.kill_task.grace_period_s,
+                    )
+                elif kind == "acknowledgements":
+                    now = time.time()
+                    for ack in message.acknowledgements.acks:
+                        self._on_ack(ack, now)
+                elif kind == "shutdown_framework":
+                    self._on_shutdown_framework(message.shutdown_framework.framework_id)
+                elif kind == "read_file":
+                    outq.put_nowait(self._read_file(message.read_file))
+                elif kind == "error":
+                    self.log.warning("master.error", message=message.error.message)
+        finally:
+            outq.put_nowait(None)
+            call.cancel()
+
+    def _register_message(self) -> AgentMessage:
+        statuses, infos = [], []
+        for key, run in self.tasks.items():
+            latest = self.updates.latest(key)
+            statuses.append(
+                latest
+                or pb.TaskStatus(
+                    task_id=run.info.task_id,
+                    framework_id=run.framework_id,
+                    state=run.state,  # type: ignore[arg-type]
+                    agent_id=self.agent_id,
+                    source=pb.TaskStatus.SOURCE_AGENT,
+                    timestamp=time.time(),
+                )
+            )
+            infos.append(run.info)
+        return AgentMessage(
+            register=AgentMessage.Register(
+                agent_info=self.agent_info(),
+                tasks=statuses,
+                frameworks=list(self.frameworks.values()),
+                task_infos=infos,
+            )
+        )
+
+    def _on_registered(
+        self, reg: MasterMessage.Registered, outq: asyncio.Queue[AgentMessage | None]
+    ) -> None:
+        if reg.agent_id != self.agent_id:
+            self.agent_id = reg.agent_id
+            self._save_agent_id(reg.agent_id)
+        self._heartbeat_s = reg.heartbeat_interval_s or 5.0
+        self._outq = outq
+        self.registered.set()
+        self.log = log.bind(hostname=self.config.hostname, agent_id=self.agent_id)
+        self.log.info("agent.registered", master=reg.master_info.address)
+        self.updates.resend_all(time.time())
+
+    def _send(self, message: AgentMessage) -> bool:
+        if self._outq is None:
+            return False
+        self._outq.put_nowait(message)
+        return True
+
+    def _send_updates(self, statuses: list[pb.TaskStatus]) -> bool:
+        return self._send(
+            AgentMessage(status_updates=AgentMessage.StatusUpdates(statuses=statuses))
+        )
+
+    async def _timer_loop(self) -> None:
+        last_heartbeat = 0.0
+        while True:
+            await asyncio.sleep(0.25)
+            now = time.time()
+            if self._outq is not None and now - last_heartbeat >= self._heartbeat_s:
+                last_heartbeat = now
+                self._send(AgentMessage(heartbeat=AgentMessage.Heartbeat(timestamp=now)))
+            self.updates.tick(now)
+
+    # -- tasks ----------------------------------------------------------------
+
+    def _on_run_tasks(self, run: MasterMessage.RunTasks) -> None:
+        fw = run.framework_info
+        self.frameworks[fw.id] = fw
+        for info in run.tasks:
+            key = (fw.id, info.task_id)
+            if key in self.tasks:
+                # The master re-sent a launch we already have (e.g. after a
+                # reconnect): running it twice would be worse than ignoring it.
+                self.log.warning("task.duplicate_launch", task_id=info.task_id)
+                continue
+            container_id = f"{_SAFE.sub('_', info.task_id)[:80]}-{uuid.uuid4().hex[:8]}"
+            sandbox = self.work_dir / "sandboxes" / _SAFE.sub("_", fw.id) / container_id
+            task = TaskRun(fw.id, info, container_id, sandbox)
+            self.tasks[key] = task
+            task.watcher = asyncio.create_task(self._run_task(task), name=f"task-{info.task_id}")
+
+    async def _run_task(self, run: TaskRun) -> None:
+        info = run.info
+        try:
+            self._update(run, pb.TASK_STARTING)
+            try:
+                await self.containerizer.launch(self._container_config(run))
+            except (ContainerError, ResourceError, OSError) as e:
+                self._update(
+                    run,
+                    pb.TASK_FAILED,
+                    Reason.REASON_CONTAINER_LAUNCH_FAILED,
+                    f"could not start the container: {e}",
+                )
+                return
+            run.launched.set()
+            if run.kill_requested:
+                self._spawn_kill(run.framework_id, info.task_id, 0.0)
+            else:
+                self._update(run, pb.TASK_RUNNING)
+            termination = await self.containerizer.wait(run.container_id)
+            self._terminal_update(run, termination)
+            await self.containerizer.destroy(run.container_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            self.log.exception("task.failed_unexpectedly", task_id=info.task_id)
+            if not is_terminal(run.state):
+                self._update(
+                    run, pb.TASK_FAILED, Reason.REASON_CONTAINER_LAUNCH_FAILED, f"agent error: {e}"
+                )
+
+    def _container_config(self, run: TaskRun) -> ContainerConfig:
+        info = run.info
+        wanted = resources_from_proto(info.resources)
+        cmd = info.command
+        if cmd.shell:
+            argv: tuple[str, ...] = ("/bin/sh", "-c", cmd.value)
+        else:
+            argv = tuple(cmd.arguments) or (cmd.value,)
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "LANG": os.environ.get("LANG", "C.UTF-8"),
+            "HOME": str(run.sandbox),
+            "CORRAL_SANDBOX": str(run.sandbox),
+            "CORRAL_TASK_ID": info.task_id,
+            "CORRAL_FRAMEWORK_ID": run.framework_id,
+            "CORRAL_AGENT_ID": self.agent_id,
+            "CORRAL_CPUS": f"{wanted.scalar('cpus') / MILLI:g}",
+            "CORRAL_MEM_MIB": f"{wanted.scalar('mem') / MILLI:g}",
+        }
+        ports = wanted.range("ports")
+        if ports:
+            env["CORRAL_PORTS"] = ",".join(
+                str(p) for b, e in ports.intervals for p in range(b, e + 1)
+            )[:4096]
+        env.update(cmd.environment)
+        mem_milli = wanted.scalar("mem") or self.total.scalar("mem")
+        return ContainerConfig(
+            container_id=run.container_id,
+            argv=argv,
+            env=env,
+            sandbox=run.sandbox,
+            cpus_milli=wanted.scalar("cpus") or 10,
+            mem_bytes=mem_milli * 1024 * 1024 // MILLI,
+        )
+
+    def _terminal_update(self, run: TaskRun, t: Termination) -> None:
+        extra: dict[str, object] = {"stderr_tail": t.stderr_tail}
+        if t.exit_code is not None:
+            extra["exit_code"] = t.exit_code
+        if t.signal is not None:
+            extra["signal"] = t.signal
+        if t.limitation is not None:
+            reason = {
+                "memory": Reason.REASON_CONTAINER_LIMITATION_MEMORY,
+                "pids": Reason.REASON_CONTAINER_LIMITATION_PIDS,
+                "disk": Reason.REASON_CONTAINER_LIMITATION_DISK,
+            }.get(t.limitation.kind, Reason.REASON_COMMAND_EXITED)
+            extra.update(limit=t.limitation.limit, peak=t.limitation.peak)
+            self._update(run, pb.TASK_FAILED, reason, t.limitation.message, **extra)
+        elif t.killed:
+            self._update(
+                run,
+                pb.TASK_KILLED,
+                Reason.REASON_TASK_KILLED_BY_REQUEST,
+                "killed on request",
+                **extra,
+            )
+        elif t.exit_code == 0:
+            self._update(
+                run,
+                pb.TASK_FINISHED,
+                Reason.REASON_COMMAND_EXITED,
+                "command exited with status 0",
+                **extra,
+            )
+        elif t.signal is not None:
+            name = signal.Signals(t.signal).name if t.signal in signal.Signals else str(t.signal)
+            self._update(
+                run,
+                pb.TASK_FAILED,
+                Reason.REASON_COMMAND_EXITED,
+                f"command was killed by signal {t.signal} ({name})",
+                **extra,
+            )
+        else:
+            self._update(
+                run,
+                pb.TASK_FAILED,
+                Reason.REASON_COMMAND_EXITED,
+                f"command exited with status {t.exit_code}",
+                **extra,
+            )
+
+    def _update(
+        self, run: TaskRun, state: int, reason: int = 0, message: str = "", **extra: object
+    ) -> None:
+        run.state = state
+        status = pb.TaskStatus(
+            task_id=run.info.task_id,
+            state=state,
+            reason=reason,  # type: ignore[arg-type]
+            message=message,
+            source=pb.TaskStatus.SOURCE_AGENT,
+            agent_id=self.agent_id,
+            framework_id=run.framework_id,
+            timestamp=time.time(),
+            **extra,  # type: ignore[arg-type]
+        )
+        self.updates.update(status, time.time())
+        self.log.debug("task.status", task_id=run.info.task_id, state=pb.TaskState.Name(state))  # type: ignore[arg-type]
+
+    def _on_ack(self, ack: MasterMessage.Acknowledgements.Ack, now: float) -> None:
+        # The master sends acks only for this agent's tasks; the framework id
+        # is found from the task id (unique per framework, and frameworks
+        # rarely share ids, so check every framework's entry).
+        for key in [k for k in self.updates.pending() if k[1] == ack.task_id]:
+            acked = self.updates.acknowledge(key, ack.uuid, now)
+            if acked is not None and is_terminal(acked.state):
+                run = self.tasks.pop(key, None)
+                if run is not None:
+                    self.completed[key] = run.sandbox
+                    while len(self.completed) > COMPLETED_SANDBOXES_KEPT:
+                        self.completed.popitem(last=False)
+
+    def _spawn_kill(self, framework_id: str, task_id: str, grace_s: float) -> None:
+        run = self.tasks.get((framework_id, task_id))
+        if run is None:
+            # Unknown here: say so with a terminal update so the framework is
+            # not left waiting for a task the master thinks exists.
+            status = pb.TaskStatus(
+                task_id=task_id,
+                framework_id=framework_id,
+                agent_id=self.agent_id,
+                state=pb.TASK_LOST,
+                reason=Reason.REASON_TASK_UNKNOWN,
+                message="the agent has no such task",
+                source=pb.TaskStatus.SOURCE_AGENT,
+                timestamp=time.time(),
+            )
+            self.updates.update(status, time.time())
+            return
+        run.kill_requested = True
+        if not run.launched.is_set() or is_terminal(run.state):
+            return  # _run_task kills it right after launch
+        grace = grace_s or run.info.kill_policy.grace_period_s or self.config.default_kill_grace_s
+        if run.state != pb.TASK_KILLING:
+            self._update(
+                run,
+                pb.TASK_KILLING,
+                Reason.REASON_TASK_KILLED_BY_REQUEST,
+                f"SIGTERM sent, SIGKILL after {grace:g}s",
+            )
+        task = asyncio.create_task(self._kill(run, grace))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _kill(self, run: TaskRun, grace_s: float) -> None:
+        try:
+            await self.containerizer.kill(run.container_id, grace_s)
+        except Exception:
+            self.log.exception("task.kill_failed", task_id=run.info.task_id)
+
+    def _on_shutdown_framework(self, framework_id: str) -> None:
+        for (fw_id, task_id), run in list(self.tasks.items()):
+            if fw_id == framework_id and not is_terminal(run.state):
+                self._spawn_kill(fw_id, task_id, 0.0)
+
+    # -- sandbox files --------------------------------------------------------
+
+    def _read_file(self, req: MasterMessage.ReadFile) -> AgentMessage:
+        def answer(**kw: object) -> AgentMessage:
+            return AgentMessage(file_data=AgentMessage.FileData(request_id=req.request_id, **kw))  # type: ignore[arg-type]
+
+        fw_id, _, task_id = req.task_id.partition("/")
+        key = (fw_id, task_id)
+        sandbox = self.tasks[key].sandbox if key in self.tasks else self.completed.get(key)
+        if sandbox is None:
+            return answer(error=f"task {task_id!r} has no sandbox on this agent")
+        path = (sandbox / (req.path or "stdout")).resolve()
+        if not path.is_relative_to(sandbox.resolve()):
+            return answer(error=f"path {req.path!r}: must stay inside the sandbox")
+        try:
+            with path.open("rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                f.seek(req.offset)
+                data = f.read(req.length)
+        except FileNotFoundError:
+            return answer(error=f"path {req.path!r}: no such file in the sandbox")
+        except OSError as e:
+            return answer(error=f"path {req.path!r}: {e.strerror}")
+        return answer(data=data, size=size)
+
+
+async def run_agent(config: AgentConfig) -> None:
+    """Run an agent until SIGTERM/SIGINT; tasks are killed on the way out."""
+    agent = Agent(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await agent.start()
+    waiter = asyncio.create_task(stop.wait())
+    assert agent._main is not None
+    await asyncio.wait({waiter, agent._main}, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiter
+    await agent.stop()
+    if agent.fatal is not None:
+        raise agent.fatal

@@ -1,0 +1,104 @@
+"""At-least-once delivery of task status updates, in order per task.
+
+Every update gets a uuid and waits in its task's queue. Only the head of each
+queue is in flight; it is resent with exponential backoff until the framework's
+acknowledgement comes back through the master, then the next one goes. That is
+Mesos' status update manager: retries may duplicate, never reorder, and the
+uuid lets a framework drop duplicates. Checkpointing the queues to disk so they
+survive an agent restart is the recovery issue's; this module keeps the seam
+(``pending()`` lists everything unacknowledged).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from corral.proto import messages_pb2 as pb
+
+TaskKey = tuple[str, str]  # (framework_id, task_id)
+
+
+@dataclass
+class _Stream:
+    queue: deque[pb.TaskStatus] = field(default_factory=deque)
+    next_retry: float = 0.0
+    backoff: float = 0.0
+
+
+class StatusUpdateManager:
+    def __init__(
+        self,
+        send: Callable[[list[pb.TaskStatus]], bool],
+        *,
+        initial_backoff_s: float = 2.0,
+        max_backoff_s: float = 60.0,
+    ) -> None:
+        """``send`` forwards updates to the master and says whether it could
+        (False while disconnected; they are resent on :meth:`resend_all`)."""
+        self._send = send
+        self._streams: dict[TaskKey, _Stream] = {}
+        self.initial_backoff_s = initial_backoff_s
+        self.max_backoff_s = max_backoff_s
+
+    def update(self, status: pb.TaskStatus, now: float) -> pb.TaskStatus:
+        """Queue a new update (a uuid is assigned) and send it if it is the head."""
+        status.uuid = uuid.uuid4().bytes
+        key = (status.framework_id, status.task_id)
+        stream = self._streams.setdefault(key, _Stream())
+        stream.queue.append(status)
+        if len(stream.queue) == 1:
+            self._transmit([key], now)
+        return status
+
+    def acknowledge(self, key: TaskKey, ack_uuid: bytes, now: float) -> pb.TaskStatus | None:
+        """Drop the head if ``ack_uuid`` matches it and send the next one.
+        Returns the acknowledged update; a stale or duplicate ack returns None."""
+        stream = self._streams.get(key)
+        if stream is None or not stream.queue or stream.queue[0].uuid != ack_uuid:
+            return None
+        acked = stream.queue.popleft()
+        if stream.queue:
+            stream.backoff = 0.0
+            self._transmit([key], now)
+        else:
+            del self._streams[key]
+        return acked
+
+    def tick(self, now: float) -> None:
+        """Resend heads whose retry time has come."""
+        due = [k for k, s in self._streams.items() if s.queue and s.next_retry <= now]
+        if due:
+            self._transmit(due, now)
+
+    def resend_all(self, now: float) -> None:
+        """After a (re)connection: every head goes again at once."""
+        for stream in self._streams.values():
+            stream.backoff = 0.0
+        self._transmit(list(self._streams), now)
+
+    def pending(self) -> dict[TaskKey, list[pb.TaskStatus]]:
+        return {k: list(s.queue) for k, s in self._streams.items()}
+
+    def latest(self, key: TaskKey) -> pb.TaskStatus | None:
+        stream = self._streams.get(key)
+        return stream.queue[-1] if stream and stream.queue else None
+
+    def forget_framework(self, framework_id: str) -> None:
+        for key in [k for k in self._streams if k[0] == framework_id]:
+            del self._streams[key]
+
+    def _transmit(self, keys: list[TaskKey], now: float) -> None:
+        heads = [self._streams[k].queue[0] for k in keys]
+        sent = self._send(heads)
+        for key in keys:
+            stream = self._streams[key]
+            if sent:
+                stream.backoff = min(
+                    self.max_backoff_s, (stream.backoff * 2) or self.initial_backoff_s
+                )
+                stream.next_retry = now + stream.backoff
+            else:
+                stream.next_retry = float("inf")  # until resend_all on reconnect
