@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+
 from corral.slave.containerizer import ContainerConfig, Containerizer
 
 

@@ -8,6 +8,7 @@ field in its error, e.g. ``tasks[3].resources[1].scalar: must be finite, got nan
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import TypeAlias
 
 from corral.proto import messages_pb2 as pb
 from corral.resources import (
@@ -74,15 +75,11 @@ def resources_to_proto(resources: Resources) -> list[pb.Resource]:
                 pb.Resource(
                     name=name,
                     role=role,
-                    ranges=pb.Value.Ranges(
-                        range=[pb.Value.Range(begin=b, end=e) for b, e in rs.intervals]
-                    ),
+                    ranges=pb.Value.Ranges(range=[pb.Value.Range(begin=b, end=e) for b, e in rs.intervals]),
                 )
             )
         if key in resources.sets:
-            out.append(
-                pb.Resource(name=name, role=role, set=pb.Value.Set(item=sorted(resources.sets[key])))
-            )
+            out.append(pb.Resource(name=name, role=role, set=pb.Value.Set(item=sorted(resources.sets[key]))))
     return out
 
 
@@ -122,14 +119,18 @@ TERMINAL_STATES = frozenset(
 )
 
 
+State: TypeAlias = pb.TaskState
+Reason: TypeAlias = pb.TaskStatus.Reason
+
+
 def is_terminal(state: int) -> bool:
     return state in TERMINAL_STATES
 
 
-def state_name(state: int) -> str:
+def state_name(state: State) -> str:
     """``TASK_FINISHED`` -> ``FINISHED``."""
-    return pb.TaskState.Name(state).removeprefix("TASK_")  # type: ignore[arg-type]
+    return pb.TaskState.Name(state).removeprefix("TASK_")
 
 
-def reason_name(reason: int) -> str:
-    return pb.TaskStatus.Reason.Name(reason).removeprefix("REASON_")  # type: ignore[arg-type]
+def reason_name(reason: Reason) -> str:
+    return pb.TaskStatus.Reason.Name(reason).removeprefix("REASON_")

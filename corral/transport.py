@@ -51,7 +51,8 @@ def bind(server: grpc.aio.Server, address: str, credentials: Credentials | None 
     """Bind ``host:port`` (port 0 picks a free one); returns the port."""
     creds = credentials or Credentials()
     if creds.secure:
-        assert creds.private_key is not None and creds.certificate_chain is not None
+        assert creds.private_key is not None
+        assert creds.certificate_chain is not None
         server_creds = grpc.ssl_server_credentials(
             [(creds.private_key, creds.certificate_chain)],
             root_certificates=creds.root_certificates,
@@ -66,9 +67,7 @@ def make_channel(address: str, credentials: Credentials | None = None) -> grpc.a
     if creds.secure:
         return grpc.aio.secure_channel(
             address,
-            grpc.ssl_channel_credentials(
-                creds.root_certificates, creds.private_key, creds.certificate_chain
-            ),
+            grpc.ssl_channel_credentials(creds.root_certificates, creds.private_key, creds.certificate_chain),
             options=_CHANNEL_OPTIONS,
         )
     return grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
@@ -80,9 +79,7 @@ def make_sync_channel(address: str, credentials: Credentials | None = None) -> g
     if creds.secure:
         return grpc.secure_channel(
             address,
-            grpc.ssl_channel_credentials(
-                creds.root_certificates, creds.private_key, creds.certificate_chain
-            ),
+            grpc.ssl_channel_credentials(creds.root_certificates, creds.private_key, creds.certificate_chain),
             options=_CHANNEL_OPTIONS,
         )
     return grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)

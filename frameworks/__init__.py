@@ -1,6 +1,6 @@
 """The framework SDK: write a scheduler in plain Python.
 
-    from corral.frameworks import Scheduler, SchedulerDriver, Task
+from corral.frameworks import Scheduler, SchedulerDriver, Task
 """
 
 from corral.frameworks.driver import NotConnectedError, SchedulerDriver, SubscribeError

@@ -119,9 +119,7 @@ class SchedulerDriver:
             operations=[
                 scheduler_pb2.Operation(
                     type=scheduler_pb2.Operation.LAUNCH,
-                    launch=scheduler_pb2.Operation.Launch(
-                        task_infos=[t.to_proto(agent_id) for t in tasks]
-                    ),
+                    launch=scheduler_pb2.Operation.Launch(task_infos=[t.to_proto(agent_id) for t in tasks]),
                 )
             ],
         )
@@ -155,9 +153,7 @@ class SchedulerDriver:
 
     def acknowledge(self, statuses: Iterable[TaskStatus]) -> None:
         acks = [
-            Call.Acknowledge(agent_id=s.agent_id, task_id=s.task_id, uuid=s.uuid)
-            for s in statuses
-            if s.uuid
+            Call.Acknowledge(agent_id=s.agent_id, task_id=s.task_id, uuid=s.uuid) for s in statuses if s.uuid
         ]
         if acks:
             self._call(Call(type=Call.ACKNOWLEDGE, acknowledges=acks))
@@ -165,8 +161,14 @@ class SchedulerDriver:
     def reconcile(self, tasks: Iterable[tuple[str, str]] = ()) -> None:
         """Ask for the latest state of ``(task_id, agent_id)`` pairs, or of
         every task when empty (implicit reconciliation)."""
-        self._call(Call(type=Call.RECONCILE, reconcile=Call.Reconcile(
-            tasks=[Call.Reconcile.Task(task_id=t, agent_id=a) for t, a in tasks])))
+        self._call(
+            Call(
+                type=Call.RECONCILE,
+                reconcile=Call.Reconcile(
+                    tasks=[Call.Reconcile.Task(task_id=t, agent_id=a) for t, a in tasks]
+                ),
+            )
+        )
 
     def teardown(self) -> None:
         """End the framework: the master kills its tasks and forgets it."""
@@ -202,7 +204,7 @@ class SchedulerDriver:
                 was_connected = self._outq is not None
                 self._outq = None
                 self.connected.clear()
-                await channel.close()
+                await channel.close(None)
             if was_connected:
                 await self.scheduler.disconnected(self)
             if self._stopping:
@@ -231,9 +233,7 @@ class SchedulerDriver:
             events = aiter(call)
             while True:
                 next_event = asyncio.ensure_future(anext(events))
-                done, _ = await asyncio.wait(
-                    {next_event, stop_wait}, return_when=asyncio.FIRST_COMPLETED
-                )
+                done, _ = await asyncio.wait({next_event, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
                 if next_event not in done:
                     next_event.cancel()
                     return

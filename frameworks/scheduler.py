@@ -38,9 +38,7 @@ class Scheduler:
         await SchedulerDriver(Hello(), name="hello", master="127.0.0.1:5050").run()
     """
 
-    async def registered(
-        self, driver: SchedulerDriver, framework_id: str, master: MasterInfo
-    ) -> None:
+    async def registered(self, driver: SchedulerDriver, framework_id: str, master: MasterInfo) -> None:
         """Subscribed (first time or again after a reconnect, with the same id)."""
 
     async def offers(self, driver: SchedulerDriver, offers: list[Offer]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import os
 import socket
 import time
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 import structlog
 
 from corral import __version__
-from corral.codec import is_terminal, resources_from_proto, resources_to_proto
+from corral.codec import Reason, State, is_terminal, resources_from_proto, resources_to_proto
 from corral.master.allocator import Allocator
 from corral.master.allocator.events import (
     AgentActivated,
@@ -107,9 +108,7 @@ class Master:
         self._agent_seq = itertools.count(1)
         self._offer_seq = itertools.count(1)
         self._file_seq = itertools.count(1)
-        self._file_requests: dict[
-            int, tuple[str, asyncio.Future[agent_pb2.AgentMessage.FileData]]
-        ] = {}
+        self._file_requests: dict[int, tuple[str, asyncio.Future[agent_pb2.AgentMessage.FileData]]] = {}
         self._allocate_now = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.log = log.bind(master_id=self.info.id)
@@ -141,9 +140,7 @@ class Master:
     async def _allocation_loop(self) -> None:
         while True:
             try:
-                await asyncio.wait_for(
-                    self._allocate_now.wait(), timeout=self.config.allocation_interval_s
-                )
+                await asyncio.wait_for(self._allocate_now.wait(), timeout=self.config.allocation_interval_s)
                 # A burst of finished tasks or declines arrives together; wait a
                 # moment so one cycle offers all of it.
                 await asyncio.sleep(self.config.allocation_batch_s)
@@ -183,9 +180,7 @@ class Master:
             fw = self.state.frameworks.get(alloc.framework_id)
             agent = self.state.agents.get(alloc.agent_id)
             if fw is None or agent is None or not fw.connected or fw.outbox is None:
-                self.allocator.handle(
-                    ResourcesRecovered(alloc.framework_id, alloc.agent_id, alloc.resources)
-                )
+                self.allocator.handle(ResourcesRecovered(alloc.framework_id, alloc.agent_id, alloc.resources))
                 continue
             offer_id = f"{self.info.id}-O{next(self._offer_seq)}"
             record = OfferRecord(offer_id, fw.framework_id, agent.agent_id, alloc.resources, now)
@@ -229,9 +224,7 @@ class Master:
         if offer is None:
             return
         self.allocator.handle(
-            ResourcesRecovered(
-                offer.framework_id, offer.agent_id, offer.resources, refuse_s, self.clock()
-            )
+            ResourcesRecovered(offer.framework_id, offer.agent_id, offer.resources, refuse_s, self.clock())
         )
         fw = self.state.frameworks.get(offer.framework_id)
         if fw and fw.outbox:
@@ -262,9 +255,7 @@ class Master:
         agent_id = info.id
         existing = self.state.agents.get(agent_id) if agent_id else None
         if existing is not None:
-            self._reregister_agent(
-                existing, info, total, tasks, frameworks, outbox, now, task_infos or []
-            )
+            self._reregister_agent(existing, info, total, tasks, frameworks, outbox, now, task_infos or [])
         else:
             if not agent_id:
                 agent_id = f"{self.info.id}-S{next(self._agent_seq)}"
@@ -276,8 +267,11 @@ class Master:
             used = self._adopt_tasks(record, tasks, frameworks, task_infos or [])
             self.allocator.handle(AgentAdded(agent_id, total, used))
             self.log.info(
-                "agent.registered", agent_id=agent_id, hostname=info.hostname,
-                resources=total.format(), adopted_tasks=len(record.tasks),
+                "agent.registered",
+                agent_id=agent_id,
+                hostname=info.hostname,
+                resources=total.format(),
+                adopted_tasks=len(record.tasks),
             )
         outbox.send(
             MasterMessage(
@@ -315,7 +309,9 @@ class Master:
             task = self.state.task(fw_id, task_id)
             if task is not None and not task.terminal:
                 self._master_update(
-                    task, pb.TASK_LOST, pb.TaskStatus.REASON_AGENT_RESTARTED,
+                    task,
+                    pb.TASK_LOST,
+                    pb.TaskStatus.REASON_AGENT_RESTARTED,
                     "the agent re-registered without this task",
                 )
         new = [t for t in tasks if (t.framework_id, t.task_id) not in agent.tasks]
@@ -347,7 +343,11 @@ class Master:
                     id=status.framework_id, name="(recovered)"
                 )
                 fw = FrameworkRecord(
-                    status.framework_id, fw_info, self.clock(), None, connected=False,
+                    status.framework_id,
+                    fw_info,
+                    self.clock(),
+                    None,
+                    connected=False,
                     disconnected_at=self.clock(),
                 )
                 self.state.frameworks[fw.framework_id] = fw
@@ -355,17 +355,20 @@ class Master:
                 self.allocator.handle(FrameworkDeactivated(fw.framework_id))
             if status.task_id in fw.tasks:
                 continue
-            info = by_task.get(status.task_id) or pb.TaskInfo(
-                task_id=status.task_id, name=status.task_id
-            )
+            info = by_task.get(status.task_id) or pb.TaskInfo(task_id=status.task_id, name=status.task_id)
             info.agent_id = agent.agent_id
             try:
                 resources = resources_from_proto(info.resources)
             except ResourceError:
                 resources = Resources()
             record = TaskRecord(
-                status.task_id, fw.framework_id, agent.agent_id, info, resources,
-                status, self.clock(),
+                status.task_id,
+                fw.framework_id,
+                agent.agent_id,
+                info,
+                resources,
+                status,
+                self.clock(),
             )
             fw.tasks[status.task_id] = record
             agent.tasks.add((fw.framework_id, status.task_id))
@@ -399,7 +402,8 @@ class Master:
         for agent in list(self.state.agents.values()):
             if agent.connected and agent.outbox and now - agent.last_heartbeat > limit:
                 self.log.warning(
-                    "agent.heartbeats_missed", agent_id=agent.agent_id,
+                    "agent.heartbeats_missed",
+                    agent_id=agent.agent_id,
                     silent_s=round(now - agent.last_heartbeat, 1),
                 )
                 self.agent_disconnected(agent.agent_id, agent.outbox)
@@ -416,24 +420,18 @@ class Master:
             if task is None or fw is None:
                 # Nobody will ever acknowledge it (framework torn down, or an
                 # update for a task already completed): acknowledge for them.
-                self_acks.append(
-                    MasterMessage.Acknowledgements.Ack(task_id=status.task_id, uuid=status.uuid)
-                )
+                self_acks.append(MasterMessage.Acknowledgements.Ack(task_id=status.task_id, uuid=status.uuid))
                 continue
             self._apply_status(task, status)
             if fw.tearing_down:
-                self_acks.append(
-                    MasterMessage.Acknowledgements.Ack(task_id=status.task_id, uuid=status.uuid)
-                )
+                self_acks.append(MasterMessage.Acknowledgements.Ack(task_id=status.task_id, uuid=status.uuid))
                 self._maybe_finish_teardown(fw)
                 continue
             if status.uuid:
                 task.unacked_uuid = status.uuid
             forward.setdefault(fw.framework_id, []).append(status)
         if self_acks and agent.outbox:
-            agent.outbox.send(
-                MasterMessage(acknowledgements=MasterMessage.Acknowledgements(acks=self_acks))
-            )
+            agent.outbox.send(MasterMessage(acknowledgements=MasterMessage.Acknowledgements(acks=self_acks)))
         for fw_id, items in forward.items():
             self._send_updates(self.state.frameworks[fw_id], items)
 
@@ -446,9 +444,7 @@ class Master:
             if agent is not None:
                 agent.tasks.discard((task.framework_id, task.task_id))
             if task.resources:
-                self.allocator.handle(
-                    ResourcesRecovered(task.framework_id, task.agent_id, task.resources)
-                )
+                self.allocator.handle(ResourcesRecovered(task.framework_id, task.agent_id, task.resources))
                 self.allocate_soon()
 
     def _send_updates(self, fw: FrameworkRecord, statuses: list[pb.TaskStatus]) -> None:
@@ -457,18 +453,19 @@ class Master:
         if len(statuses) == 1:
             fw.outbox.send(Event(type=Event.UPDATE, update=Event.Update(status=statuses[0])))
         else:
-            fw.outbox.send(
-                Event(type=Event.UPDATE, updates=[Event.Update(status=s) for s in statuses])
-            )
+            fw.outbox.send(Event(type=Event.UPDATE, updates=[Event.Update(status=s) for s in statuses]))
 
-    def _master_update(
-        self, task: TaskRecord, state: int, reason: int, message: str
-    ) -> None:
+    def _master_update(self, task: TaskRecord, state: State, reason: Reason, message: str) -> None:
         """A status the master itself decides (no agent involved, no ack needed)."""
         status = pb.TaskStatus(
-            task_id=task.task_id, state=state, reason=reason,  # type: ignore[arg-type]
-            message=message, source=pb.TaskStatus.SOURCE_MASTER, agent_id=task.agent_id,
-            framework_id=task.framework_id, timestamp=self.clock(),
+            task_id=task.task_id,
+            state=state,
+            reason=reason,
+            message=message,
+            source=pb.TaskStatus.SOURCE_MASTER,
+            agent_id=task.agent_id,
+            framework_id=task.framework_id,
+            timestamp=self.clock(),
         )
         self._apply_status(task, status)
         fw = self.state.frameworks.get(task.framework_id)
@@ -509,8 +506,12 @@ class Master:
             if fw.outbox is not None and fw.outbox is not outbox:
                 # The old stream loses: one connection per framework, the newest.
                 fw.outbox.send(
-                    Event(type=Event.ERROR, error=Event.Error(
-                        code="ABORTED", message="framework re-subscribed on another connection"))
+                    Event(
+                        type=Event.ERROR,
+                        error=Event.Error(
+                            code="ABORTED", message="framework re-subscribed on another connection"
+                        ),
+                    )
                 )
                 fw.outbox.close()
             fw.info.name = info.name or fw.info.name
@@ -550,7 +551,8 @@ class Master:
             self._rescind(offer_id)
         self.allocator.handle(FrameworkDeactivated(framework_id))
         self.log.info(
-            "framework.disconnected", framework_id=framework_id,
+            "framework.disconnected",
+            framework_id=framework_id,
             failover_timeout_s=fw.info.failover_timeout_s,
         )
         if fw.info.failover_timeout_s <= 0:
@@ -584,9 +586,7 @@ class Master:
             if agent is not None and agent.outbox is not None:
                 agent.outbox.send(
                     MasterMessage(
-                        shutdown_framework=MasterMessage.ShutdownFramework(
-                            framework_id=framework_id
-                        )
+                        shutdown_framework=MasterMessage.ShutdownFramework(framework_id=framework_id)
                     )
                 )
         if fw.outbox is not None:
@@ -597,9 +597,9 @@ class Master:
 
     def _maybe_finish_teardown(self, fw: FrameworkRecord) -> None:
         for task in list(fw.tasks.values()):
-            if task.terminal:
-                self._complete_task(fw, task)
-            elif not self._agent_connected(task.agent_id) and task.status.state == pb.TASK_STAGING:
+            if task.terminal or (
+                not self._agent_connected(task.agent_id) and task.status.state == pb.TASK_STAGING
+            ):
                 self._complete_task(fw, task)
         live = [t for t in fw.tasks.values() if self._agent_connected(t.agent_id)]
         if live:
@@ -645,8 +645,7 @@ class Master:
             for j, t in enumerate(op.launch.task_infos)
         ]
         unsupported = [
-            f"accept.operations[{i}].type: {scheduler_pb2.Operation.Type.Name(op.type)} "
-            "is not supported yet"
+            f"accept.operations[{i}].type: {scheduler_pb2.Operation.Type.Name(op.type)} is not supported yet"
             for i, op in enumerate(operations)
             if op.type not in (scheduler_pb2.Operation.LAUNCH, scheduler_pb2.Operation.LAUNCH_GROUP)
         ]
@@ -657,15 +656,15 @@ class Master:
                 offer = self.state.offers.get(offer_id)
                 if offer is not None and offer.framework_id == framework_id:
                     self._remove_offer(offer_id)
-                    self.allocator.handle(
-                        ResourcesRecovered(framework_id, offer.agent_id, offer.resources)
-                    )
+                    self.allocator.handle(ResourcesRecovered(framework_id, offer.agent_id, offer.resources))
             self.allocate_soon()
-            self._send_updates(fw, [
-                self._status_for(fw, t, pb.TASK_DROPPED, pb.TaskStatus.REASON_INVALID_OFFERS,
-                                 problem)
-                for _, t in tasks
-            ])
+            self._send_updates(
+                fw,
+                [
+                    self._status_for(fw, t, pb.TASK_DROPPED, pb.TaskStatus.REASON_INVALID_OFFERS, problem)
+                    for _, t in tasks
+                ],
+            )
             if not tasks:
                 raise CallError("INVALID_ARGUMENT", problem)
             return
@@ -682,9 +681,15 @@ class Master:
         for where, task in tasks:
             problems, wanted = validate_task(task, where, available, {*fw.tasks, *seen})
             if problems:
-                errors.append(self._status_for(
-                    fw, task, pb.TASK_ERROR, pb.TaskStatus.REASON_TASK_INVALID, "; ".join(problems)
-                ))
+                errors.append(
+                    self._status_for(
+                        fw,
+                        task,
+                        pb.TASK_ERROR,
+                        pb.TaskStatus.REASON_TASK_INVALID,
+                        "; ".join(problems),
+                    )
+                )
                 continue
             seen.add(task.task_id)
             available = available - wanted
@@ -692,8 +697,12 @@ class Master:
             stored.CopyFrom(task)
             stored.agent_id = agent_id
             status = pb.TaskStatus(
-                task_id=task.task_id, state=pb.TASK_STAGING, source=pb.TaskStatus.SOURCE_MASTER,
-                agent_id=agent_id, framework_id=framework_id, timestamp=now,
+                task_id=task.task_id,
+                state=pb.TASK_STAGING,
+                source=pb.TaskStatus.SOURCE_MASTER,
+                agent_id=agent_id,
+                framework_id=framework_id,
+                timestamp=now,
             )
             record = TaskRecord(task.task_id, framework_id, agent_id, stored, wanted, status, now)
             fw.tasks[task.task_id] = record
@@ -708,19 +717,20 @@ class Master:
             # have been rescinded, so this is a race; report it honestly.
             for stored in launched:
                 self._master_update(
-                    fw.tasks[stored.task_id], pb.TASK_DROPPED,
-                    pb.TaskStatus.REASON_AGENT_DISCONNECTED, f"agent {agent_id} is disconnected",
+                    fw.tasks[stored.task_id],
+                    pb.TASK_DROPPED,
+                    pb.TaskStatus.REASON_AGENT_DISCONNECTED,
+                    f"agent {agent_id} is disconnected",
                 )
         if errors:
             self._send_updates(fw, errors)
         if available:
-            self.allocator.handle(
-                ResourcesRecovered(framework_id, agent_id, available, refuse_s or 0.0, now)
-            )
+            self.allocator.handle(ResourcesRecovered(framework_id, agent_id, available, refuse_s or 0.0, now))
             self.allocate_soon()
         if launched:
-            self.log.debug("tasks.launched", framework_id=framework_id, agent_id=agent_id,
-                           count=len(launched))
+            self.log.debug(
+                "tasks.launched", framework_id=framework_id, agent_id=agent_id, count=len(launched)
+            )
 
     def _check_offers(self, fw: FrameworkRecord, offer_ids: list[str]) -> str | None:
         if not offer_ids:
@@ -743,21 +753,24 @@ class Master:
         return None
 
     def _status_for(
-        self, fw: FrameworkRecord, task: pb.TaskInfo, state: int, reason: int, message: str
+        self, fw: FrameworkRecord, task: pb.TaskInfo, state: State, reason: Reason, message: str
     ) -> pb.TaskStatus:
         return pb.TaskStatus(
-            task_id=task.task_id, state=state, reason=reason,  # type: ignore[arg-type]
-            message=message, source=pb.TaskStatus.SOURCE_MASTER, agent_id=task.agent_id,
-            framework_id=fw.framework_id, timestamp=self.clock(),
+            task_id=task.task_id,
+            state=state,
+            reason=reason,
+            message=message,
+            source=pb.TaskStatus.SOURCE_MASTER,
+            agent_id=task.agent_id,
+            framework_id=fw.framework_id,
+            timestamp=self.clock(),
         )
 
     def decline(self, framework_id: str, offer_ids: list[str], refuse_s: float | None) -> None:
         fw = self._framework(framework_id)
         refuse = self.config.default_refuse_s if refuse_s is None else refuse_s
-        if refuse < 0 or refuse != refuse:
-            raise CallError(
-                "INVALID_ARGUMENT", f"decline.filters.refuse_seconds: must be >= 0, got {refuse}"
-            )
+        if refuse < 0 or math.isnan(refuse):
+            raise CallError("INVALID_ARGUMENT", f"decline.filters.refuse_seconds: must be >= 0, got {refuse}")
         now = self.clock()
         unknown = []
         for offer_id in offer_ids:
@@ -771,9 +784,7 @@ class Master:
             )
         self.allocate_soon()
         if unknown:
-            raise CallError(
-                "NOT_FOUND", f"decline.offer_ids: not valid offers of this framework: {unknown}"
-            )
+            raise CallError("NOT_FOUND", f"decline.offer_ids: not valid offers of this framework: {unknown}")
 
     def revive(self, framework_id: str) -> None:
         fw = self._framework(framework_id)
@@ -790,18 +801,25 @@ class Master:
         fw = self._framework(framework_id)
         task = fw.tasks.get(task_id)
         if task is None:
-            raise CallError("NOT_FOUND", f"kill.task_id: task {task_id!r} is not a live task of "
-                            f"framework {framework_id}")
+            raise CallError(
+                "NOT_FOUND",
+                f"kill.task_id: task {task_id!r} is not a live task of framework {framework_id}",
+            )
         agent = self.state.agents.get(task.agent_id)
         if agent is None or agent.outbox is None:
             raise CallError(
-                "UNAVAILABLE", f"kill.task_id: the agent of task {task_id!r} is disconnected; "
-                "the kill will not reach it now, retry when it is back")
+                "UNAVAILABLE",
+                f"kill.task_id: the agent of task {task_id!r} is disconnected; "
+                "the kill will not reach it now, retry when it is back",
+            )
         agent.outbox.send(
-            MasterMessage(kill_task=MasterMessage.KillTask(
-                framework_id=framework_id, task_id=task_id,
-                grace_period_s=grace_s or task.info.kill_policy.grace_period_s,
-            ))
+            MasterMessage(
+                kill_task=MasterMessage.KillTask(
+                    framework_id=framework_id,
+                    task_id=task_id,
+                    grace_period_s=grace_s or task.info.kill_policy.grace_period_s,
+                )
+            )
         )
 
     def acknowledge(self, framework_id: str, acks: list[tuple[str, str, bytes]]) -> None:
@@ -820,9 +838,7 @@ class Master:
         for agent_id, items in by_agent.items():
             agent = self.state.agents.get(agent_id)
             if agent is not None and agent.outbox is not None:
-                agent.outbox.send(
-                    MasterMessage(acknowledgements=MasterMessage.Acknowledgements(acks=items))
-                )
+                agent.outbox.send(MasterMessage(acknowledgements=MasterMessage.Acknowledgements(acks=items)))
 
     def reconcile(self, framework_id: str, tasks: list[tuple[str, str]]) -> None:
         """Send the latest state of the named tasks, or of every live task."""
@@ -838,12 +854,18 @@ class Master:
             if record is not None:
                 out.append(self._reconciled(record.status))
             else:
-                out.append(pb.TaskStatus(
-                    task_id=task_id, agent_id=agent_id, framework_id=framework_id,
-                    state=pb.TASK_UNKNOWN, reason=pb.TaskStatus.REASON_RECONCILIATION,
-                    source=pb.TaskStatus.SOURCE_MASTER, message="task is not known to the master",
-                    timestamp=self.clock(),
-                ))
+                out.append(
+                    pb.TaskStatus(
+                        task_id=task_id,
+                        agent_id=agent_id,
+                        framework_id=framework_id,
+                        state=pb.TASK_UNKNOWN,
+                        reason=pb.TaskStatus.REASON_RECONCILIATION,
+                        source=pb.TaskStatus.SOURCE_MASTER,
+                        message="task is not known to the master",
+                        timestamp=self.clock(),
+                    )
+                )
         if out:
             self._send_updates(fw, out)
 
@@ -880,14 +902,19 @@ class Master:
         length = length or self.config.read_file_default_length
         length = min(length, self.config.read_file_max_length)
         request_id = next(self._file_seq)
-        fut: asyncio.Future[agent_pb2.AgentMessage.FileData] = (
-            asyncio.get_running_loop().create_future()
-        )
+        fut: asyncio.Future[agent_pb2.AgentMessage.FileData] = asyncio.get_running_loop().create_future()
         self._file_requests[request_id] = (agent.agent_id, fut)
-        agent.outbox.send(MasterMessage(read_file=MasterMessage.ReadFile(
-            request_id=request_id, task_id=f"{task.framework_id}/{task_id}", path=path,
-            offset=offset, length=length,
-        )))
+        agent.outbox.send(
+            MasterMessage(
+                read_file=MasterMessage.ReadFile(
+                    request_id=request_id,
+                    task_id=f"{task.framework_id}/{task_id}",
+                    path=path,
+                    offset=offset,
+                    length=length,
+                )
+            )
+        )
         try:
             data = await asyncio.wait_for(fut, self.config.read_file_timeout_s)
         except TimeoutError:

@@ -110,9 +110,7 @@ class FrameworkRecord:
     tearing_down: bool = False
     disconnected_at: float | None = None
     tasks: dict[str, TaskRecord] = field(default_factory=dict)
-    completed: deque[TaskRecord] = field(
-        default_factory=lambda: deque(maxlen=COMPLETED_TASKS_KEPT)
-    )
+    completed: deque[TaskRecord] = field(default_factory=lambda: deque(maxlen=COMPLETED_TASKS_KEPT))
     offers: set[str] = field(default_factory=set)
 
 

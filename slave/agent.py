@@ -27,7 +27,14 @@ import grpc.aio
 import structlog
 
 from corral import __version__
-from corral.codec import attributes_to_proto, is_terminal, resources_from_proto, resources_to_proto
+from corral.codec import (
+    Reason,
+    State,
+    attributes_to_proto,
+    is_terminal,
+    resources_from_proto,
+    resources_to_proto,
+)
 from corral.proto import agent_pb2, agent_pb2_grpc
 from corral.proto import messages_pb2 as pb
 from corral.resources import MILLI, ResourceError, Resources
@@ -39,7 +46,7 @@ from corral.transport import Credentials, make_channel
 log = structlog.get_logger(__name__)
 AgentMessage = agent_pb2.AgentMessage
 MasterMessage = agent_pb2.MasterMessage
-Reason = pb.TaskStatus
+TS = pb.TaskStatus
 
 COMPLETED_SANDBOXES_KEPT = 2000
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
@@ -71,7 +78,7 @@ class TaskRun:
     info: pb.TaskInfo
     container_id: str
     sandbox: Path
-    state: int = pb.TASK_STAGING
+    state: State = pb.TASK_STAGING
     kill_requested: bool = False
     launched: asyncio.Event = field(default_factory=asyncio.Event)
     watcher: asyncio.Task[None] | None = None
@@ -88,9 +95,7 @@ class Agent:
         self.config = config
         self.work_dir = config.work_dir
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        self.containerizer = containerizer or Containerizer(
-            self.work_dir, cgroup_prefix=config.cgroup_prefix
-        )
+        self.containerizer = containerizer or Containerizer(self.work_dir, cgroup_prefix=config.cgroup_prefix)
         self.total = config.resources or detect.detect(self.work_dir, config.share)
         self.agent_id = self._load_agent_id()
         self.tasks: dict[TaskKey, TaskRun] = {}
@@ -183,7 +188,7 @@ class Agent:
             finally:
                 self._outq = None
                 self.registered.clear()
-                await channel.close()
+                await channel.close(None)
             if self._stopping:
                 return
             await asyncio.sleep(delay)
@@ -238,7 +243,7 @@ class Agent:
                 or pb.TaskStatus(
                     task_id=run.info.task_id,
                     framework_id=run.framework_id,
-                    state=run.state,  # type: ignore[arg-type]
+                    state=run.state,
                     agent_id=self.agent_id,
                     source=pb.TaskStatus.SOURCE_AGENT,
                     timestamp=time.time(),
@@ -254,9 +259,7 @@ class Agent:
             )
         )
 
-    def _on_registered(
-        self, reg: MasterMessage.Registered, outq: asyncio.Queue[AgentMessage | None]
-    ) -> None:
+    def _on_registered(self, reg: MasterMessage.Registered, outq: asyncio.Queue[AgentMessage | None]) -> None:
         if reg.agent_id != self.agent_id:
             self.agent_id = reg.agent_id
             self._save_agent_id(reg.agent_id)
@@ -274,9 +277,7 @@ class Agent:
         return True
 
     def _send_updates(self, statuses: list[pb.TaskStatus]) -> bool:
-        return self._send(
-            AgentMessage(status_updates=AgentMessage.StatusUpdates(statuses=statuses))
-        )
+        return self._send(AgentMessage(status_updates=AgentMessage.StatusUpdates(statuses=statuses)))
 
     async def _timer_loop(self) -> None:
         last_heartbeat = 0.0
@@ -316,7 +317,7 @@ class Agent:
                 self._update(
                     run,
                     pb.TASK_FAILED,
-                    Reason.REASON_CONTAINER_LAUNCH_FAILED,
+                    TS.REASON_CONTAINER_LAUNCH_FAILED,
                     f"could not start the container: {e}",
                 )
                 return
@@ -333,9 +334,7 @@ class Agent:
         except Exception as e:
             self.log.exception("task.failed_unexpectedly", task_id=info.task_id)
             if not is_terminal(run.state):
-                self._update(
-                    run, pb.TASK_FAILED, Reason.REASON_CONTAINER_LAUNCH_FAILED, f"agent error: {e}"
-                )
+                self._update(run, pb.TASK_FAILED, TS.REASON_CONTAINER_LAUNCH_FAILED, f"agent error: {e}")
 
     def _container_config(self, run: TaskRun) -> ContainerConfig:
         info = run.info
@@ -358,9 +357,7 @@ class Agent:
         }
         ports = wanted.range("ports")
         if ports:
-            env["CORRAL_PORTS"] = ",".join(
-                str(p) for b, e in ports.intervals for p in range(b, e + 1)
-            )[:4096]
+            env["CORRAL_PORTS"] = ",".join(str(p) for b, e in ports.intervals for p in range(b, e + 1))[:4096]
         env.update(cmd.environment)
         mem_milli = wanted.scalar("mem") or self.total.scalar("mem")
         return ContainerConfig(
@@ -380,17 +377,17 @@ class Agent:
             extra["signal"] = t.signal
         if t.limitation is not None:
             reason = {
-                "memory": Reason.REASON_CONTAINER_LIMITATION_MEMORY,
-                "pids": Reason.REASON_CONTAINER_LIMITATION_PIDS,
-                "disk": Reason.REASON_CONTAINER_LIMITATION_DISK,
-            }.get(t.limitation.kind, Reason.REASON_COMMAND_EXITED)
+                "memory": TS.REASON_CONTAINER_LIMITATION_MEMORY,
+                "pids": TS.REASON_CONTAINER_LIMITATION_PIDS,
+                "disk": TS.REASON_CONTAINER_LIMITATION_DISK,
+            }.get(t.limitation.kind, TS.REASON_COMMAND_EXITED)
             extra.update(limit=t.limitation.limit, peak=t.limitation.peak)
             self._update(run, pb.TASK_FAILED, reason, t.limitation.message, **extra)
         elif t.killed:
             self._update(
                 run,
                 pb.TASK_KILLED,
-                Reason.REASON_TASK_KILLED_BY_REQUEST,
+                TS.REASON_TASK_KILLED_BY_REQUEST,
                 "killed on request",
                 **extra,
             )
@@ -398,16 +395,20 @@ class Agent:
             self._update(
                 run,
                 pb.TASK_FINISHED,
-                Reason.REASON_COMMAND_EXITED,
+                TS.REASON_COMMAND_EXITED,
                 "command exited with status 0",
                 **extra,
             )
         elif t.signal is not None:
-            name = signal.Signals(t.signal).name if t.signal in signal.Signals else str(t.signal)
+            name = (
+                signal.Signals(t.signal).name
+                if t.signal in {s.value for s in signal.Signals}
+                else str(t.signal)
+            )
             self._update(
                 run,
                 pb.TASK_FAILED,
-                Reason.REASON_COMMAND_EXITED,
+                TS.REASON_COMMAND_EXITED,
                 f"command was killed by signal {t.signal} ({name})",
                 **extra,
             )
@@ -415,19 +416,19 @@ class Agent:
             self._update(
                 run,
                 pb.TASK_FAILED,
-                Reason.REASON_COMMAND_EXITED,
+                TS.REASON_COMMAND_EXITED,
                 f"command exited with status {t.exit_code}",
                 **extra,
             )
 
     def _update(
-        self, run: TaskRun, state: int, reason: int = 0, message: str = "", **extra: object
+        self, run: TaskRun, state: State, reason: Reason = TS.REASON_UNSPECIFIED, message: str = "", **extra: object
     ) -> None:
         run.state = state
         status = pb.TaskStatus(
             task_id=run.info.task_id,
             state=state,
-            reason=reason,  # type: ignore[arg-type]
+            reason=reason,
             message=message,
             source=pb.TaskStatus.SOURCE_AGENT,
             agent_id=self.agent_id,
@@ -436,7 +437,7 @@ class Agent:
             **extra,  # type: ignore[arg-type]
         )
         self.updates.update(status, time.time())
-        self.log.debug("task.status", task_id=run.info.task_id, state=pb.TaskState.Name(state))  # type: ignore[arg-type]
+        self.log.debug("task.status", task_id=run.info.task_id, state=pb.TaskState.Name(state))
 
     def _on_ack(self, ack: MasterMessage.Acknowledgements.Ack, now: float) -> None:
         # The master sends acks only for this agent's tasks; the framework id
@@ -461,7 +462,7 @@ class Agent:
                 framework_id=framework_id,
                 agent_id=self.agent_id,
                 state=pb.TASK_LOST,
-                reason=Reason.REASON_TASK_UNKNOWN,
+                reason=TS.REASON_TASK_UNKNOWN,
                 message="the agent has no such task",
                 source=pb.TaskStatus.SOURCE_AGENT,
                 timestamp=time.time(),
@@ -476,7 +477,7 @@ class Agent:
             self._update(
                 run,
                 pb.TASK_KILLING,
-                Reason.REASON_TASK_KILLED_BY_REQUEST,
+                TS.REASON_TASK_KILLED_BY_REQUEST,
                 f"SIGTERM sent, SIGKILL after {grace:g}s",
             )
         task = asyncio.create_task(self._kill(run, grace))

@@ -96,9 +96,7 @@ class StatusUpdateManager:
         for key in keys:
             stream = self._streams[key]
             if sent:
-                stream.backoff = min(
-                    self.max_backoff_s, (stream.backoff * 2) or self.initial_backoff_s
-                )
+                stream.backoff = min(self.max_backoff_s, (stream.backoff * 2) or self.initial_backoff_s)
                 stream.next_retry = now + stream.backoff
             else:
                 stream.next_retry = float("inf")  # until resend_all on reconnect

@@ -61,8 +61,7 @@ def resolve_master(flag: str | None) -> str:
     pid = int(data.get("pid", 0))
     if pid and not _alive(pid):
         raise ClusterNotFoundError(
-            f"the local cluster recorded in {path} (pid {pid}) is not running; "
-            "start one with `corral local`"
+            f"the local cluster recorded in {path} (pid {pid}) is not running; start one with `corral local`"
         )
     return str(data["master"])
 

@@ -77,9 +77,7 @@ async def run_job(
     """Run ``spec`` on the cluster at ``master`` and wait for every task to end."""
     job_id = f"{spec.name}-{uuid.uuid4().hex[:6]}"
     scheduler = BatchScheduler(spec.tasks(job_id), on_update=on_update)
-    driver = SchedulerDriver(
-        scheduler, name=framework_name, master=master, failover_timeout_s=10.0
-    )
+    driver = SchedulerDriver(scheduler, name=framework_name, master=master, failover_timeout_s=10.0)
     started = time.monotonic()
     runner = asyncio.create_task(driver.run())
     interrupted = asyncio.Event()
@@ -87,7 +85,11 @@ async def run_job(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, interrupted.set)
     side = while_running(scheduler, job_id) if while_running else None
-    waits = {asyncio.ensure_future(scheduler.done.wait()), asyncio.ensure_future(interrupted.wait()), runner}
+    waits = {
+        asyncio.ensure_future(scheduler.done.wait()),
+        asyncio.ensure_future(interrupted.wait()),
+        runner,
+    }
     try:
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         if runner.done():
@@ -114,14 +116,16 @@ async def run_job(
             if not runner.done():
                 runner.cancel()
     return JobResult(
-        job_id, list(scheduler.progress.values()), time.monotonic() - started,
+        job_id,
+        list(scheduler.progress.values()),
+        time.monotonic() - started,
         interrupted=interrupted.is_set(),
     )
 
 
-def follow_output(master: str, task_id_of: Callable[[str], str]) -> Callable[
-    [BatchScheduler, str], asyncio.Future[None]
-]:
+def follow_output(
+    master: str, task_id_of: Callable[[str], str]
+) -> Callable[[BatchScheduler, str], asyncio.Future[None]]:
     """A ``while_running`` hook that streams one task's stdout and stderr."""
 
     def start(scheduler: BatchScheduler, job_id: str) -> asyncio.Future[None]:
@@ -149,8 +153,11 @@ async def _stream(master: str, scheduler: BatchScheduler, task_id: str) -> None:
                 try:
                     resp = await stub.ReadFile(
                         op.ReadFileRequest(
-                            task_id=task_id, framework_id=scheduler.framework_id, path=name,
-                            offset=offsets[name], length=256 * 1024,
+                            task_id=task_id,
+                            framework_id=scheduler.framework_id,
+                            path=name,
+                            offset=offsets[name],
+                            length=256 * 1024,
                         ),
                         timeout=5,
                     )
@@ -168,7 +175,7 @@ async def _stream(master: str, scheduler: BatchScheduler, task_id: str) -> None:
             if got == 0:
                 await asyncio.sleep(0.1)
     finally:
-        await channel.close()
+        await channel.close(None)
 
 
 class ProgressView:
@@ -247,7 +254,7 @@ def result_table(result: JobResult, outputs: dict[str, str] | None = None) -> Ta
             message = p.status.message
             if p.status.stderr_tail:
                 message += " | stderr: " + p.status.stderr_tail.strip().splitlines()[-1]
-        row = [
+        row: list[Text | str] = [
             p.task.name or p.task.task_id,
             Text(state, style=STATE_STYLE.get(p.state, "") if p.state else "dim"),
             exit_text,
@@ -271,9 +278,15 @@ async def collect_outputs(
 
     async def one(task_id: str) -> None:
         try:
-            resp = await stub.ReadFile(op.ReadFileRequest(
-                task_id=task_id, framework_id=framework_id, path="stdout", length=max_bytes,
-            ), timeout=5)
+            resp = await stub.ReadFile(
+                op.ReadFileRequest(
+                    task_id=task_id,
+                    framework_id=framework_id,
+                    path="stdout",
+                    length=max_bytes,
+                ),
+                timeout=5,
+            )
             out[task_id] = resp.data.decode(errors="replace")
         except grpc.aio.AioRpcError as e:
             out[task_id] = f"({e.details()})"
@@ -282,5 +295,5 @@ async def collect_outputs(
         for i in range(0, len(task_ids), 32):
             await asyncio.gather(*(one(t) for t in task_ids[i : i + 32]))
     finally:
-        await channel.close()
+        await channel.close(None)
     return out

@@ -60,7 +60,11 @@ def handle_errors(fn: F) -> F:
 
 
 master_option = click.option(
-    "--master", "-m", envvar="CORRAL_MASTER", default=None, metavar="HOST:PORT",
+    "--master",
+    "-m",
+    envvar="CORRAL_MASTER",
+    default=None,
+    metavar="HOST:PORT",
     help="Master to talk to (default: $CORRAL_MASTER, then the `corral local` cluster).",
 )
 
@@ -80,9 +84,7 @@ def _daemon_logging(ctx: click.Context) -> None:
 
 
 def _client_logging(ctx: click.Context) -> None:
-    corral_logging.configure(
-        ctx.obj.get("log_level") or os.environ.get("CORRAL_LOG_LEVEL") or "warning"
-    )
+    corral_logging.configure(ctx.obj.get("log_level") or os.environ.get("CORRAL_LOG_LEVEL") or "warning")
 
 
 # -- processes ----------------------------------------------------------------
@@ -91,18 +93,36 @@ def _client_logging(ctx: click.Context) -> None:
 @cli.command()
 @click.option("--agents", "-n", default=3, show_default=True, help="Number of agents.")
 @click.option("--port", default=5050, show_default=True, help="Master port (0: any free port).")
-@click.option("--work-dir", type=click.Path(path_type=Path), default=None,
-              help="Where sandboxes go (default: ~/.corral/local).")
-@click.option("--agent-resources", default=None, metavar="SPEC",
-              help='Resources of each agent, e.g. "cpus:1;mem:1024" (default: a share of this host).')
-@click.option("--submit", "job_file", type=click.Path(path_type=Path), default=None,
-              help="Run this job on the new cluster, show its result, then stop.")
+@click.option(
+    "--work-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where sandboxes go (default: ~/.corral/local).",
+)
+@click.option(
+    "--agent-resources",
+    default=None,
+    metavar="SPEC",
+    help='Resources of each agent, e.g. "cpus:1;mem:1024" (default: a share of this host).',
+)
+@click.option(
+    "--submit",
+    "job_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Run this job on the new cluster, show its result, then stop.",
+)
 @click.option("--output/--no-output", default=True, help="With --submit: show each task's stdout.")
 @click.pass_context
 @handle_errors
 def local(
-    ctx: click.Context, agents: int, port: int, work_dir: Path | None,
-    agent_resources: str | None, job_file: Path | None, output: bool,
+    ctx: click.Context,
+    agents: int,
+    port: int,
+    work_dir: Path | None,
+    agent_resources: str | None,
+    job_file: Path | None,
+    output: bool,
 ) -> None:
     """Start an embedded cluster: a master and N agents in one process, no ZooKeeper."""
     from corral.cli.discovery import state_dir
@@ -117,8 +137,7 @@ def local(
     wd = fresh_work_dir(work_dir or state_dir() / "local")
 
     async def main() -> int:
-        cluster = LocalCluster(agents=agents, work_dir=wd, listen=f"127.0.0.1:{port}",
-                               agent_resources=res)
+        cluster = LocalCluster(agents=agents, work_dir=wd, listen=f"127.0.0.1:{port}", agent_resources=res)
         try:
             await cluster.start()
         except RuntimeError as e:
@@ -127,14 +146,15 @@ def local(
         try:
             console.print(
                 f"[bold green]corral local[/] master [bold]{cluster.master_address}[/] with "
-                f"{agents} agent(s); work dir {wd}", highlight=False,
+                f"{agents} agent(s); work dir {wd}",
+                highlight=False,
             )
             for agent in cluster.agent_list:
                 console.print(f"  agent {agent.agent_id}: {agent.total.format()}", highlight=False)
             if spec is None:
                 console.print(
-                    f"  clients find it through {path}; try `corral run -- echo hello`. "
-                    "Ctrl-C stops it.", highlight=False,
+                    f"  clients find it through {path}; try `corral run -- echo hello`. Ctrl-C stops it.",
+                    highlight=False,
                 )
                 await serve_until_signal(cluster)
                 return 0
@@ -148,14 +168,21 @@ def local(
 
 @cli.command()
 @click.option("--listen", default="0.0.0.0:5050", show_default=True, metavar="HOST:PORT")
-@click.option("--advertise", default=None, metavar="HOST:PORT",
-              help="Address clients should use (default: the listen address).")
+@click.option(
+    "--advertise",
+    default=None,
+    metavar="HOST:PORT",
+    help="Address clients should use (default: the listen address).",
+)
 @click.option("--offer-timeout", default=30.0, show_default=True, help="Seconds.")
 @click.option("--allocation-interval", default=1.0, show_default=True, help="Seconds.")
 @click.pass_context
 @handle_errors
 def master(
-    ctx: click.Context, listen: str, advertise: str | None, offer_timeout: float,
+    ctx: click.Context,
+    listen: str,
+    advertise: str | None,
+    offer_timeout: float,
     allocation_interval: float,
 ) -> None:
     """Run a standalone master."""
@@ -184,18 +211,31 @@ def master(
 
 @cli.command()
 @master_option
-@click.option("--work-dir", type=click.Path(path_type=Path), default=Path("/var/lib/corral/agent"),
-              show_default=True)
-@click.option("--resources", default=None, metavar="SPEC",
-              help='e.g. "cpus:4;mem:8192;disk:20000;ports:[31000-32000]" (default: detected).')
+@click.option(
+    "--work-dir",
+    type=click.Path(path_type=Path),
+    default=Path("/var/lib/corral/agent"),
+    show_default=True,
+)
+@click.option(
+    "--resources",
+    default=None,
+    metavar="SPEC",
+    help='e.g. "cpus:4;mem:8192;disk:20000;ports:[31000-32000]" (default: detected).',
+)
 @click.option("--attributes", default="", metavar="SPEC", help='e.g. "rack:r1;zone:a".')
 @click.option("--hostname", default=None)
 @click.option("--cgroup-prefix", default="corral", show_default=True)
 @click.pass_context
 @handle_errors
 def agent(
-    ctx: click.Context, master: str | None, work_dir: Path, resources: str | None,
-    attributes: str, hostname: str | None, cgroup_prefix: str,
+    ctx: click.Context,
+    master: str | None,
+    work_dir: Path,
+    resources: str | None,
+    attributes: str,
+    hostname: str | None,
+    cgroup_prefix: str,
 ) -> None:
     """Run a node agent that dials the master."""
     import socket
@@ -209,8 +249,12 @@ def agent(
         fail(f"--attributes: {e}")
     res = Resources.parse(resources) if resources else None
     config = AgentConfig(
-        master=resolve_master(master), work_dir=work_dir, resources=res, attributes=attrs,
-        hostname=hostname or socket.gethostname(), cgroup_prefix=cgroup_prefix,
+        master=resolve_master(master),
+        work_dir=work_dir,
+        resources=res,
+        attributes=attrs,
+        hostname=hostname or socket.gethostname(),
+        cgroup_prefix=cgroup_prefix,
     )
     try:
         asyncio.run(run_agent(config))
@@ -225,12 +269,12 @@ async def _submit(master_addr: str, spec: JobSpec, output: bool) -> int:
     from corral.cli.jobs import ProgressView, collect_outputs, result_table, run_job
 
     total = sum(g.count for g in spec.groups)
-    console.print(f"submitting job [bold]{spec.name}[/] ({total} task(s)) to {master_addr}",
-                  highlight=False)
+    console.print(f"submitting job [bold]{spec.name}[/] ({total} task(s)) to {master_addr}", highlight=False)
     view = ProgressView(console, total)
     with view:
-        result = await run_job(master_addr, spec, framework_name=f"corral-submit:{spec.name}",
-                               on_update=view.update)
+        result = await run_job(
+            master_addr, spec, framework_name=f"corral-submit:{spec.name}", on_update=view.update
+        )
     outputs = None
     if output:
         outputs = await collect_outputs(
@@ -269,8 +313,13 @@ def _parse_env(items: tuple[str, ...]) -> dict[str, str]:
 @click.pass_context
 @handle_errors
 def run(
-    ctx: click.Context, master: str | None, cpus: float, mem: float, env: tuple[str, ...],
-    name: str, command: tuple[str, ...],
+    ctx: click.Context,
+    master: str | None,
+    cpus: float,
+    mem: float,
+    env: tuple[str, ...],
+    name: str,
+    command: tuple[str, ...],
 ) -> None:
     """Run one task and stream its output; exit with its exit code.
 
@@ -286,26 +335,38 @@ def run(
     _client_logging(ctx)
     addr = resolve_master(master)
     cmd = command[0] if len(command) == 1 else shlex.join(command)
-    spec = parse_job({"name": name, "tasks": [{
-        "name": name, "command": cmd, "cpus": cpus, "mem": mem, "env": _parse_env(env),
-    }]})
+    spec = parse_job(
+        {
+            "name": name,
+            "tasks": [
+                {
+                    "name": name,
+                    "command": cmd,
+                    "cpus": cpus,
+                    "mem": mem,
+                    "env": _parse_env(env),
+                }
+            ],
+        }
+    )
     assert isinstance(spec.groups[0], TaskGroup)
 
     async def main() -> int:
         result = await run_job(
-            addr, spec, framework_name="corral-run",
+            addr,
+            spec,
+            framework_name="corral-run",
             while_running=follow_output(addr, lambda job_id: f"{job_id}.{name}.0"),
         )
         p = result.progress[0]
         if result.interrupted:
             err_console.print("interrupted: the task was killed")
             return 130
-        if p.state is not None and p.state.name not in ("FINISHED", "FAILED") or (
+        if (p.state is not None and p.state.name not in ("FINISHED", "FAILED")) or (
             p.status is not None and p.status.reason.startswith("CONTAINER_LIMITATION")
         ):
             msg = p.status.message if p.status else ""
-            err_console.print(f"[red]task {p.state.name if p.state else '?'}:[/] {msg}",
-                              highlight=False)
+            err_console.print(f"[red]task {p.state.name if p.state else '?'}:[/] {msg}", highlight=False)
         return exit_code_of(p)
 
     sys.exit(asyncio.run(main()))
@@ -384,13 +445,16 @@ def tasks(ctx: click.Context, master: str | None, include_completed: bool, frame
 @click.pass_context
 @handle_errors
 def logs(
-    ctx: click.Context, master: str | None, task_id: str, stderr: bool, follow: bool,
+    ctx: click.Context,
+    master: str | None,
+    task_id: str,
+    stderr: bool,
+    follow: bool,
     framework: str,
 ) -> None:
     """Print a task's stdout (or stderr) from its sandbox."""
     _client_logging(ctx)
-    views.print_logs(resolve_master(master), task_id, "stderr" if stderr else "stdout",
-                     follow, framework)
+    views.print_logs(resolve_master(master), task_id, "stderr" if stderr else "stdout", follow, framework)
 
 
 def main() -> None:

@@ -15,8 +15,15 @@ from corral.resources import MILLI, Resources
 from corral.transport import make_sync_channel
 
 TIMEOUT_S = 10.0
-STYLE = {"FINISHED": "green", "RUNNING": "cyan", "FAILED": "red", "ERROR": "red",
-         "LOST": "red", "KILLED": "yellow", "DROPPED": "red"}
+STYLE = {
+    "FINISHED": "green",
+    "RUNNING": "cyan",
+    "FAILED": "red",
+    "ERROR": "red",
+    "LOST": "red",
+    "KILLED": "yellow",
+    "DROPPED": "red",
+}
 
 
 def _stub(master: str) -> operator_pb2_grpc.OperatorStub:
@@ -42,18 +49,32 @@ def _usage(used: Resources, total: Resources, name: str, unit: str = "") -> str:
 def agents_table(master: str) -> Table:
     resp = _stub(master).ListAgents(op.ListAgentsRequest(), timeout=TIMEOUT_S)
     table = Table(title=f"agents of {master}", title_justify="left")
-    for col in ("id", "hostname", "state", "cpus", "mem (MiB)", "disk (MiB)", "ports", "tasks",
-                "attributes", "heartbeat"):
+    for col in (
+        "id",
+        "hostname",
+        "state",
+        "cpus",
+        "mem (MiB)",
+        "disk (MiB)",
+        "ports",
+        "tasks",
+        "attributes",
+        "heartbeat",
+    ):
         table.add_column(col)
     for a in resp.agents:
         total = resources_from_proto(a.total)
         used = resources_from_proto(a.allocated)
         ports = total.range("ports")
         table.add_row(
-            a.agent_info.id, a.agent_info.hostname,
+            a.agent_info.id,
+            a.agent_info.hostname,
             Text("connected", style="green") if a.connected else Text("disconnected", style="red"),
-            _usage(used, total, "cpus"), _usage(used, total, "mem"), _usage(used, total, "disk"),
-            ports.format() if ports else "", str(a.task_count),
+            _usage(used, total, "cpus"),
+            _usage(used, total, "mem"),
+            _usage(used, total, "disk"),
+            ports.format() if ports else "",
+            str(a.task_count),
             ";".join(f"{x.name}:{x.value}" for x in a.agent_info.attributes),
             _ago(a.last_heartbeat),
         )
@@ -72,8 +93,12 @@ def frameworks_table(master: str) -> Table:
         if f.connected and not f.active:
             state = "suppressed"
         table.add_row(
-            f.framework_info.id, f.framework_info.name, ",".join(f.framework_info.roles),
-            state, str(f.task_count), str(resources_from_proto(f.allocated)),
+            f.framework_info.id,
+            f.framework_info.name,
+            ",".join(f.framework_info.roles),
+            state,
+            str(f.task_count),
+            str(resources_from_proto(f.allocated)),
             _ago(f.registered_time),
         )
     if not resp.frameworks:
@@ -92,15 +117,23 @@ def tasks_table(master: str, include_completed: bool, framework: str) -> Table:
     for t in resp.tasks:
         s = t.status
         state = state_name(s.state)
-        exit_text = str(s.exit_code) if s.HasField("exit_code") else (
-            f"sig {s.signal}" if s.HasField("signal") else "")
+        exit_text = (
+            str(s.exit_code)
+            if s.HasField("exit_code")
+            else (f"sig {s.signal}" if s.HasField("signal") else "")
+        )
         message = s.message
         if s.reason and state not in ("RUNNING", "STARTING", "FINISHED"):
             message = f"{reason_name(s.reason)}: {message}"
         table.add_row(
-            t.task_info.task_id, t.framework_id, t.task_info.agent_id,
-            Text(state, style=STYLE.get(state, "")), exit_text,
-            str(resources_from_proto(t.task_info.resources)), _ago(t.launched_time), message,
+            t.task_info.task_id,
+            t.framework_id,
+            t.task_info.agent_id,
+            Text(state, style=STYLE.get(state, "")),
+            exit_text,
+            str(resources_from_proto(t.task_info.resources)),
+            _ago(t.launched_time),
+            message,
         )
     if not resp.tasks:
         table.caption = "no tasks" + ("" if include_completed else " (use --all for completed ones)")
@@ -108,8 +141,7 @@ def tasks_table(master: str, include_completed: bool, framework: str) -> Table:
 
 
 def kill_task(master: str, task_id: str, framework: str) -> None:
-    _stub(master).KillTask(op.KillTaskRequest(task_id=task_id, framework_id=framework),
-                           timeout=TIMEOUT_S)
+    _stub(master).KillTask(op.KillTaskRequest(task_id=task_id, framework_id=framework), timeout=TIMEOUT_S)
 
 
 def print_logs(master: str, task_id: str, path: str, follow: bool, framework: str) -> None:
@@ -117,8 +149,10 @@ def print_logs(master: str, task_id: str, path: str, follow: bool, framework: st
     offset = 0
     out = sys.stdout.buffer
     while True:
-        resp = stub.ReadFile(op.ReadFileRequest(task_id=task_id, framework_id=framework,
-                                                path=path, offset=offset), timeout=TIMEOUT_S)
+        resp = stub.ReadFile(
+            op.ReadFileRequest(task_id=task_id, framework_id=framework, path=path, offset=offset),
+            timeout=TIMEOUT_S,
+        )
         if resp.data:
             out.write(resp.data)
             out.flush()

@@ -60,9 +60,7 @@ class BatchScheduler(Scheduler):
     def failed(self) -> list[TaskProgress]:
         return [p for p in self.progress.values() if p.state is not TaskState.FINISHED]
 
-    async def registered(
-        self, driver: SchedulerDriver, framework_id: str, master: MasterInfo
-    ) -> None:
+    async def registered(self, driver: SchedulerDriver, framework_id: str, master: MasterInfo) -> None:
         self.framework_id = framework_id
         if self.suppressed and self.pending:
             driver.revive()

@@ -58,14 +58,16 @@ class JobSpec:
             resources = Resources.of(cpus=group.cpus, mem=group.mem, disk=group.disk)
             for i in range(group.count):
                 env = {**group.env, "CORRAL_TASK_INDEX": str(i), "CORRAL_JOB": self.name}
-                out.append(Task(
-                    task_id=f"{job_id}.{group.name}.{i}",
-                    name=f"{group.name}[{i}]" if group.count > 1 else group.name,
-                    command=group.command,
-                    resources=resources,
-                    env=env,
-                    kill_grace_s=group.kill_grace_s,
-                ))
+                out.append(
+                    Task(
+                        task_id=f"{job_id}.{group.name}.{i}",
+                        name=f"{group.name}[{i}]" if group.count > 1 else group.name,
+                        command=group.command,
+                        resources=resources,
+                        env=env,
+                        kill_grace_s=group.kill_grace_s,
+                    )
+                )
         return out
 
 

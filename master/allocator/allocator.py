@@ -85,16 +85,16 @@ class Allocator:
             case AgentAdded(agent_id, total, used):
                 self._agents[agent_id] = _Agent(total=total)
                 self._update_total()
-                for fw, res in used.items():
-                    self._use(fw, agent_id, res)
+                for fw_id, res in used.items():
+                    self._use(fw_id, agent_id, res)
             case AgentRemoved(agent_id):
                 agent = self._agents.pop(agent_id, None)
                 if agent is not None:
-                    for fw_id, fw in self._frameworks.items():
-                        res = fw.allocated.pop(agent_id, None)
-                        if res is not None:
-                            self._sorter.unallocated(fw_id, res)
-                        fw.filters.pop(agent_id, None)
+                    for fw_id, framework in self._frameworks.items():
+                        held = framework.allocated.pop(agent_id, None)
+                        if held is not None:
+                            self._sorter.unallocated(fw_id, held)
+                        framework.filters.pop(agent_id, None)
                     self._update_total()
             case AgentActivated(agent_id):
                 self._agents[agent_id].active = True
@@ -107,12 +107,12 @@ class Allocator:
                 else:
                     self._frameworks[framework_id].active = True
             case FrameworkRemoved(framework_id):
-                fw = self._frameworks.pop(framework_id, None)
-                if fw is not None:
-                    for agent_id, res in fw.allocated.items():
-                        agent = self._agents.get(agent_id)
-                        if agent is not None:
-                            agent.allocated = agent.allocated.subtract_clamped(res)
+                removed = self._frameworks.pop(framework_id, None)
+                if removed is not None:
+                    for held_on, held in removed.allocated.items():
+                        holder = self._agents.get(held_on)
+                        if holder is not None:
+                            holder.allocated = holder.allocated.subtract_clamped(held)
                     self._sorter.remove(framework_id)
             case FrameworkActivated(framework_id):
                 self._frameworks[framework_id].active = True
@@ -122,15 +122,15 @@ class Allocator:
                 self._use(framework_id, agent_id, resources)
             case ResourcesRecovered(framework_id, agent_id, resources, refuse_s, now):
                 self._recover(framework_id, agent_id, resources)
-                fw = self._frameworks.get(framework_id)
-                if fw is not None and refuse_s > 0 and agent_id in self._agents:
-                    fw.filters[agent_id] = (now + refuse_s, resources)
+                refusing = self._frameworks.get(framework_id)
+                if refusing is not None and refuse_s > 0 and agent_id in self._agents:
+                    refusing.filters[agent_id] = (now + refuse_s, resources)
             case Suppressed(framework_id):
                 self._frameworks[framework_id].suppressed = True
             case Revived(framework_id):
-                fw = self._frameworks[framework_id]
-                fw.suppressed = False
-                fw.filters.clear()
+                revived = self._frameworks[framework_id]
+                revived.suppressed = False
+                revived.filters.clear()
 
     # -- decisions ------------------------------------------------------------
 
@@ -189,12 +189,8 @@ class Allocator:
         filtered = sorted(a for a, (until, _) in fw.filters.items() if until > now)
         if filtered:
             until = max(fw.filters[a][0] for a in filtered)
-            reasons.append(
-                f"filtered on {len(filtered)} agent(s) until t+{until - now:.1f}s after declines"
-            )
-        usable = [
-            a for a, ag in self._agents.items() if ag.active and _allocatable(ag.free())
-        ]
+            reasons.append(f"filtered on {len(filtered)} agent(s) until t+{until - now:.1f}s after declines")
+        usable = [a for a, ag in self._agents.items() if ag.active and _allocatable(ag.free())]
         if not usable:
             reasons.append("no agent has free resources above the minimum allocatable size")
         return reasons
@@ -236,6 +232,5 @@ class Allocator:
 
 def _allocatable(free: Resources) -> bool:
     return (
-        free.scalar("cpus") >= MIN_ALLOCATABLE_CPUS_MILLI
-        or free.scalar("mem") >= MIN_ALLOCATABLE_MEM_MILLI
+        free.scalar("cpus") >= MIN_ALLOCATABLE_CPUS_MILLI or free.scalar("mem") >= MIN_ALLOCATABLE_MEM_MILLI
     )

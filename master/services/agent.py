@@ -23,7 +23,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
     def __init__(self, master: Master) -> None:
         self.master = master
 
-    async def Connect(  # noqa: N802 - the name is gRPC's
+    async def Connect(
         self,
         request_iterator: AsyncIterator[AgentMessage],
         context: grpc.aio.ServicerContext[AgentMessage, MasterMessage],
@@ -33,9 +33,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         except StopAsyncIteration:
             return
         if first.WhichOneof("message") != "register":
-            await context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION, "the first message must be register"
-            )
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the first message must be register")
         reg = first.register
         errors, total = validate_agent_info(reg.agent_info)
         if errors:
@@ -43,7 +41,11 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(errors))
         outbox: Outbox[object] = Outbox()
         agent_id = self.master.register_agent(
-            reg.agent_info, total, list(reg.tasks), list(reg.frameworks), outbox,
+            reg.agent_info,
+            total,
+            list(reg.tasks),
+            list(reg.frameworks),
+            outbox,
             list(reg.task_infos),
         )
         reader = asyncio.create_task(self._read(request_iterator, agent_id, outbox))
@@ -74,8 +76,13 @@ class AgentService(agent_pb2_grpc.AgentServicer):
                     elif kind == "file_data":
                         m.file_data(message.file_data)
                     elif kind == "register":
-                        outbox.send(MasterMessage(error=MasterMessage.Error(
-                            code="FAILED_PRECONDITION", message="already registered")))
+                        outbox.send(
+                            MasterMessage(
+                                error=MasterMessage.Error(
+                                    code="FAILED_PRECONDITION", message="already registered"
+                                )
+                            )
+                        )
                 except Exception:
                     log.exception("agent.message_failed", agent_id=agent_id)
         except (grpc.aio.AioRpcError, asyncio.CancelledError):

@@ -23,7 +23,9 @@ async def _fail(context: Ctx[object, object], err: CallError) -> None:
 
 def _task_summary(task: TaskRecord) -> op.TaskSummary:
     return op.TaskSummary(
-        task_info=task.info, framework_id=task.framework_id, status=task.status,
+        task_info=task.info,
+        framework_id=task.framework_id,
+        status=task.status,
         launched_time=task.launched_at,
     )
 
@@ -32,12 +34,12 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
     def __init__(self, master: Master) -> None:
         self.master = master
 
-    async def GetMasterInfo(  # noqa: N802
+    async def GetMasterInfo(
         self, request: op.GetMasterInfoRequest, context: Ctx[object, object]
     ) -> op.GetMasterInfoResponse:
         return op.GetMasterInfoResponse(master_info=self.master.info, leading=True)
 
-    async def ListAgents(  # noqa: N802
+    async def ListAgents(
         self, request: op.ListAgentsRequest, context: Ctx[object, object]
     ) -> op.ListAgentsResponse:
         state = self.master.state
@@ -45,17 +47,21 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
         for agent in sorted(state.agents.values(), key=lambda a: a.agent_id):
             used = state.used_on_agent(agent.agent_id)
             offered = state.offered_on_agent(agent.agent_id)
-            out.append(op.AgentSummary(
-                agent_info=agent.info, connected=agent.connected,
-                total=resources_to_proto(agent.total),
-                allocated=resources_to_proto(used + offered),
-                offered=resources_to_proto(offered),
-                registered_time=agent.registered_at, last_heartbeat=agent.last_heartbeat,
-                task_count=len(agent.tasks),
-            ))
+            out.append(
+                op.AgentSummary(
+                    agent_info=agent.info,
+                    connected=agent.connected,
+                    total=resources_to_proto(agent.total),
+                    allocated=resources_to_proto(used + offered),
+                    offered=resources_to_proto(offered),
+                    registered_time=agent.registered_at,
+                    last_heartbeat=agent.last_heartbeat,
+                    task_count=len(agent.tasks),
+                )
+            )
         return op.ListAgentsResponse(agents=out)
 
-    async def ListFrameworks(  # noqa: N802
+    async def ListFrameworks(
         self, request: op.ListFrameworksRequest, context: Ctx[object, object]
     ) -> op.ListFrameworksResponse:
         state = self.master.state
@@ -72,12 +78,16 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
         for offer_id in fw.offers:
             offered = offered + self.master.state.offers[offer_id].resources
         return op.FrameworkSummary(
-            framework_info=fw.info, connected=fw.connected, active=not fw.suppressed,
-            allocated=resources_to_proto(used + offered), offered=resources_to_proto(offered),
-            task_count=len(fw.tasks), registered_time=fw.registered_at,
+            framework_info=fw.info,
+            connected=fw.connected,
+            active=not fw.suppressed,
+            allocated=resources_to_proto(used + offered),
+            offered=resources_to_proto(offered),
+            task_count=len(fw.tasks),
+            registered_time=fw.registered_at,
         )
 
-    async def ListTasks(  # noqa: N802
+    async def ListTasks(
         self, request: op.ListTasksRequest, context: Ctx[object, object]
     ) -> op.ListTasksResponse:
         state = self.master.state
@@ -94,7 +104,7 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
             out += [_task_summary(t) for t in fw.tasks.values()]
         return op.ListTasksResponse(tasks=out)
 
-    async def KillTask(  # noqa: N802
+    async def KillTask(
         self, request: op.KillTaskRequest, context: Ctx[object, object]
     ) -> op.KillTaskResponse:
         if not request.task_id:
@@ -107,7 +117,7 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
             await _fail(context, e)
         return op.KillTaskResponse()
 
-    async def Teardown(  # noqa: N802
+    async def Teardown(
         self, request: op.TeardownRequest, context: Ctx[object, object]
     ) -> op.TeardownResponse:
         try:
@@ -116,15 +126,18 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
             await _fail(context, e)
         return op.TeardownResponse()
 
-    async def ReadFile(  # noqa: N802
+    async def ReadFile(
         self, request: op.ReadFileRequest, context: Ctx[object, object]
     ) -> op.ReadFileResponse:
         if not request.task_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "task_id: must not be empty")
         try:
             data, size, status = await self.master.read_file(
-                request.task_id, request.framework_id, request.path or "stdout",
-                request.offset, request.length,
+                request.task_id,
+                request.framework_id,
+                request.path or "stdout",
+                request.offset,
+                request.length,
             )
         except CallError as e:
             await _fail(context, e)

@@ -48,7 +48,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
     def __init__(self, master: Master) -> None:
         self.master = master
 
-    async def Subscribe(  # noqa: N802 - the name is gRPC's
+    async def Subscribe(
         self,
         request_iterator: AsyncIterator[Call],
         context: grpc.aio.ServicerContext[Call, Event],
@@ -87,22 +87,33 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             await asyncio.gather(reader, return_exceptions=True)
             self.master.framework_disconnected(framework_id, outbox)
 
-    async def _read(
-        self, calls: AsyncIterator[Call], framework_id: str, outbox: Outbox[object]
-    ) -> None:
+    async def _read(self, calls: AsyncIterator[Call], framework_id: str, outbox: Outbox[object]) -> None:
         try:
             async for call in calls:
                 try:
                     self._dispatch(framework_id, call)
                 except CallError as e:
-                    outbox.send(Event(type=Event.ERROR, error=Event.Error(
-                        code=e.code, message=f"{Call.Type.Name(call.type)}: {e.message}")))
+                    outbox.send(
+                        Event(
+                            type=Event.ERROR,
+                            error=Event.Error(
+                                code=e.code, message=f"{Call.Type.Name(call.type)}: {e.message}"
+                            ),
+                        )
+                    )
                 except Exception:
                     # A bug on our side must not take the master down; the
                     # framework hears about it and keeps its stream.
                     log.exception("scheduler.call_failed", framework_id=framework_id)
-                    outbox.send(Event(type=Event.ERROR, error=Event.Error(
-                        code="INTERNAL", message=f"{Call.Type.Name(call.type)}: internal error")))
+                    outbox.send(
+                        Event(
+                            type=Event.ERROR,
+                            error=Event.Error(
+                                code="INTERNAL",
+                                message=f"{Call.Type.Name(call.type)}: internal error",
+                            ),
+                        )
+                    )
         except (grpc.aio.AioRpcError, asyncio.CancelledError):
             pass
         finally:
@@ -122,8 +133,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
                     if call.accept.filters.HasField("refuse_seconds")
                     else None
                 )
-                m.accept(framework_id, list(call.accept.offer_ids),
-                         list(call.accept.operations), refuse)
+                m.accept(framework_id, list(call.accept.offer_ids), list(call.accept.operations), refuse)
             case Call.DECLINE:
                 refuse = (
                     call.decline.filters.refuse_seconds
@@ -150,6 +160,4 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             case Call.SUBSCRIBE:
                 raise CallError("FAILED_PRECONDITION", "already subscribed on this stream")
             case _:
-                raise CallError(
-                    "INVALID_ARGUMENT", f"type: {Call.Type.Name(call.type)} is not supported"
-                )
+                raise CallError("INVALID_ARGUMENT", f"type: {Call.Type.Name(call.type)} is not supported")

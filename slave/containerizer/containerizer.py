@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
+
 from corral.slave.containerizer import checkpoint, forensics, launcher
 from corral.slave.containerizer.cgroups.base import CgroupBackend, CgroupLimits, CgroupStats
 from corral.slave.containerizer.cgroups.probe import probe
@@ -35,9 +36,7 @@ log = structlog.get_logger(__name__)
 # helps when the containerizer is imported first; entry points should set it.
 _GRPC_FORK_ENV = "GRPC_ENABLE_FORK_SUPPORT"
 _FALSY = ("0", "false", "no", "off")
-_GRPC_IMPORTED_FORK_SAFE = (
-    "grpc" not in sys.modules or os.environ.get(_GRPC_FORK_ENV, "1").lower() in _FALSY
-)
+_GRPC_IMPORTED_FORK_SAFE = "grpc" not in sys.modules or os.environ.get(_GRPC_FORK_ENV, "1").lower() in _FALSY
 os.environ.setdefault(_GRPC_FORK_ENV, "0")
 
 LAUNCH_TIMEOUT_S = 30.0
@@ -167,9 +166,7 @@ class Containerizer:
         )
         return task_pid
 
-    def _spawn(
-        self, config: ContainerConfig, join: tuple[Path, ...], meta_dir: Path
-    ) -> launcher.Spawned:
+    def _spawn(self, config: ContainerConfig, join: tuple[Path, ...], meta_dir: Path) -> launcher.Spawned:
         spec = launcher.LaunchSpec(
             exec_paths=launcher.exec_candidates(config.argv[0], config.env.get("PATH")),
             argv=tuple(os.fsencode(a) for a in config.argv),
@@ -249,9 +246,7 @@ class Containerizer:
         try:
             return self.cgroups.stats(c.cgroup)
         except (OSError, ValueError) as e:
-            log.warning(
-                "container.stats_unavailable", container_id=c.config.container_id, error=str(e)
-            )
+            log.warning("container.stats_unavailable", container_id=c.config.container_id, error=str(e))
             return None
 
     async def _abandon(self, c: _Container) -> None:
@@ -354,9 +349,7 @@ class Containerizer:
     async def close(self, grace_s: float = 3.0) -> None:
         """Kill and destroy every container, then remove the cgroup prefix."""
         ids = list(self._containers)
-        results = await asyncio.gather(
-            *(self._close_one(i, grace_s) for i in ids), return_exceptions=True
-        )
+        results = await asyncio.gather(*(self._close_one(i, grace_s) for i in ids), return_exceptions=True)
         for container_id, result in zip(ids, results, strict=True):
             if isinstance(result, BaseException):
                 log.error("container.not_cleaned_up", container_id=container_id, error=str(result))

@@ -54,9 +54,7 @@ def limitation(stats: CgroupStats | None, failed: bool) -> Limitation | None:
     if failed and stats.pids_max_events > 0 and stats.pids_limit > 0:
         return Limitation(
             kind="pids",
-            message=(
-                f"pids limit {stats.pids_limit} reached; {stats.pids_max_events} fork(s) refused"
-            ),
+            message=(f"pids limit {stats.pids_limit} reached; {stats.pids_max_events} fork(s) refused"),
             limit=stats.pids_limit,
             peak=stats.pids_limit,
         )

@@ -37,9 +37,7 @@ _prctl.restype = ctypes.c_int
 
 # Computed before any fork: resetting every handler means the task starts with
 # the dispositions a fresh process has (Python ignores SIGPIPE and SIGXFSZ).
-_SIGNALS = tuple(
-    s for s in sorted(signal.valid_signals()) if s not in (signal.SIGKILL, signal.SIGSTOP)
-)
+_SIGNALS = tuple(s for s in sorted(signal.valid_signals()) if s not in (signal.SIGKILL, signal.SIGSTOP))
 _MAX_FD = os.sysconf("SC_OPEN_MAX")
 EXIT_SETUP_FAILED = 126
 EXIT_NOT_FOUND = 127

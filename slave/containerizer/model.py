@@ -33,8 +33,7 @@ class ContainerConfig:
         """Raise ContainerError naming the first bad field."""
         if not _ID_RE.fullmatch(self.container_id) or self.container_id in {".", ".."}:
             raise ContainerError(
-                f"container_id: must be 1-200 characters of [A-Za-z0-9._-], "
-                f"got {self.container_id!r}"
+                f"container_id: must be 1-200 characters of [A-Za-z0-9._-], got {self.container_id!r}"
             )
         if not self.argv or not self.argv[0]:
             raise ContainerError(f"argv: must name a program, got {self.argv!r}")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import structlog
+
 from corral.slave.containerizer.cgroups import files
 from corral.slave.containerizer.cgroups.base import (
     CPU_PERIOD_US,

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import structlog
+
 from corral.slave.containerizer.cgroups import files
 from corral.slave.containerizer.cgroups.base import (
     CPU_PERIOD_US,
@@ -64,9 +65,7 @@ class V2Backend(CgroupBackend):
             except CgroupError:
                 if controller == "memory":
                     raise
-                log.warning(
-                    "cgroup.controller_unavailable", controller=controller, cgroup=str(cgroup)
-                )
+                log.warning("cgroup.controller_unavailable", controller=controller, cgroup=str(cgroup))
 
     def prepare_prefix(self, prefix: str) -> None:
         current = self.root

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import grpc
 import pytest
+
 from corral.slave.containerizer import ContainerConfig, Containerizer
 
 pytestmark = [

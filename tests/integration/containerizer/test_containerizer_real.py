@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from corral.slave.containerizer import ContainerConfig, ContainerError, Containerizer
 
 pytestmark = [
@@ -78,9 +79,7 @@ async def test_missing_binary_exits_127_like_a_shell(ctz: Containerizer, make_co
     await ctz.launch(config)
     termination = await ctz.wait(config.container_id)
     assert termination.exit_code == 127
-    assert termination.stderr_tail == (
-        "corral: exec no-such-program-xyz: No such file or directory"
-    )
+    assert termination.stderr_tail == ("corral: exec no-such-program-xyz: No such file or directory")
 
 
 async def test_task_runs_in_its_cgroup_with_a_clean_environment(
@@ -101,9 +100,7 @@ async def test_task_runs_in_its_cgroup_with_a_clean_environment(
 
 
 async def test_kill_reaches_the_whole_tree(ctz: Containerizer, make_config: Make) -> None:
-    config = make_config(
-        "/bin/sh", "-c", "sleep 1000 & setsid sh -c 'sleep 1000' & sleep 1000 & wait"
-    )
+    config = make_config("/bin/sh", "-c", "sleep 1000 & setsid sh -c 'sleep 1000' & sleep 1000 & wait")
     await ctz.launch(config)
     pids: set[int] = set()
 
@@ -138,9 +135,7 @@ async def test_kill_escalates_to_sigkill_after_grace(ctz: Containerizer, make_co
 
 
 async def test_out_of_memory_is_a_memory_limitation(ctz: Containerizer, make_config: Make) -> None:
-    config = make_config(
-        "/usr/bin/python3", "-c", "b = bytearray(200 * 1024 * 1024)", mem_bytes=32 << 20
-    )
+    config = make_config("/usr/bin/python3", "-c", "b = bytearray(200 * 1024 * 1024)", mem_bytes=32 << 20)
     await ctz.launch(config)
     termination = await ctz.wait(config.container_id)
     assert termination.signal == signal.SIGKILL
@@ -160,8 +155,7 @@ async def test_cpu_and_memory_limits_are_written(ctz: Containerizer, make_config
         config = make_config("/bin/sleep", "100", cpus_milli=cpus_milli, cpu_hard_cap=hard_cap)
         await ctz.launch(config)
         cpu, memory = (
-            Path("/sys/fs/cgroup") / c / ctz.cgroup_prefix / config.container_id
-            for c in ("cpu", "memory")
+            Path("/sys/fs/cgroup") / c / ctz.cgroup_prefix / config.container_id for c in ("cpu", "memory")
         )
         assert (cpu / "cpu.shares").read_text().strip() == shares
         assert (cpu / "cpu.cfs_quota_us").read_text().strip() == quota
@@ -174,9 +168,7 @@ async def test_cpu_and_memory_limits_are_written(ctz: Containerizer, make_config
 
 
 async def test_pids_limit_stops_a_fork_storm(ctz: Containerizer, make_config: Make) -> None:
-    config = make_config(
-        "/bin/sh", "-c", "for i in $(seq 50); do sleep 30 & done; wait", pids_max=10
-    )
+    config = make_config("/bin/sh", "-c", "for i in $(seq 50); do sleep 30 & done; wait", pids_max=10)
     await ctz.launch(config)
     termination = await asyncio.wait_for(ctz.wait(config.container_id), 20)
     assert termination.exit_code not in (None, 0)
@@ -206,9 +198,7 @@ async def test_usage_of_a_running_task(ctz: Containerizer, make_config: Make) ->
     assert usage.pids == 1
 
 
-async def test_200_sequential_and_50_concurrent_launches(
-    ctz: Containerizer, make_config: Make
-) -> None:
+async def test_200_sequential_and_50_concurrent_launches(ctz: Containerizer, make_config: Make) -> None:
     for _ in range(200):
         termination = await run(ctz, make_config("/bin/true"))
         assert termination.exit_code == 0  # type: ignore[attr-defined]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from corral.slave.containerizer.cgroups.probe import probe
 from corral.slave.containerizer.cgroups.v1 import V1Backend
 from corral.slave.containerizer.cgroups.v2 import V2Backend
@@ -17,8 +18,7 @@ def _mountinfo(tmp_path: Path, root: Path, v1: list[str], unified: bool) -> Path
         mount = root / controllers
         mount.mkdir(parents=True, exist_ok=True)
         lines.append(
-            f"{32 + n} 31 0:{29 + n} / {mount} rw,relatime shared:{n} - cgroup cgroup "
-            f"rw,{controllers}"
+            f"{32 + n} 31 0:{29 + n} / {mount} rw,relatime shared:{n} - cgroup cgroup rw,{controllers}"
         )
     if unified:
         (root / "unified").mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from corral.slave.containerizer.cgroups.base import CgroupLimits
 from corral.slave.containerizer.cgroups.v2 import V2Backend, shares_to_weight
 from corral.slave.containerizer.errors import CgroupError
@@ -47,9 +48,7 @@ def test_remove_prefix_removes_only_what_it_created(root: Path) -> None:
 def test_create_writes_limits(root: Path) -> None:
     backend = V2Backend(root)
     backend.prepare_prefix("corral")
-    limits = CgroupLimits.for_task(
-        cpus_milli=500, mem_bytes=64 << 20, cpu_hard_cap=False, pids_max=10
-    )
+    limits = CgroupLimits.for_task(cpus_milli=500, mem_bytes=64 << 20, cpu_hard_cap=False, pids_max=10)
     join = backend.create("corral/t1", limits)
     leaf = root / "corral" / "t1"
     assert join == (leaf / "cgroup.procs",)
@@ -64,9 +63,7 @@ def test_create_writes_limits(root: Path) -> None:
 
 def test_create_with_hard_cap_and_no_pids_limit(root: Path) -> None:
     backend = V2Backend(root)
-    limits = CgroupLimits.for_task(
-        cpus_milli=1500, mem_bytes=1 << 30, cpu_hard_cap=True, pids_max=None
-    )
+    limits = CgroupLimits.for_task(cpus_milli=1500, mem_bytes=1 << 30, cpu_hard_cap=True, pids_max=None)
     backend.create("t2", limits)
     assert (root / "t2" / "cpu.max").read_text() == "150000 100000"
     assert (root / "t2" / "pids.max").read_text() == "max"

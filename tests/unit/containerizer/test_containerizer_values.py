@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from corral.slave.containerizer import ContainerConfig, ContainerError
 from corral.slave.containerizer.cgroups.base import CgroupLimits, CgroupStats
 from corral.slave.containerizer.forensics import describe, limitation, stderr_tail
