@@ -82,6 +82,7 @@ class TaskRun:
     kill_requested: bool = False
     launched: asyncio.Event = field(default_factory=asyncio.Event)
     watcher: asyncio.Task[None] | None = None
+    kill_task: asyncio.Task[None] | None = None
 
 
 class Agent:
@@ -109,7 +110,6 @@ class Agent:
         self._main: asyncio.Task[None] | None = None
         self._timers: asyncio.Task[None] | None = None
         self._stopping = False
-        self._background: set[asyncio.Task[None]] = set()
         self.log = log.bind(hostname=config.hostname)
 
     # -- identity -------------------------------------------------------------
@@ -156,6 +156,7 @@ class Agent:
             *(t for t in (self._main, self._timers) if t is not None), return_exceptions=True
         )
         watchers = [r.watcher for r in self.tasks.values() if r.watcher is not None]
+        watchers += [r.kill_task for r in self.tasks.values() if r.kill_task is not None]
         if kill_tasks:
             await self.containerizer.close()
         for w in watchers:
@@ -327,8 +328,18 @@ class Agent:
             else:
                 self._update(run, pb.TASK_RUNNING)
             termination = await self.containerizer.wait(run.container_id)
+            # The main process is gone; the terminal update waits until every
+            # other process of the task is gone too (a kill in progress
+            # finishes its grace period, leftovers are killed by destroy), so
+            # "KILLED" or "FINISHED" means nothing of the task still runs.
+            if run.kill_task is not None:
+                with contextlib.suppress(Exception):
+                    await run.kill_task
+            try:
+                await self.containerizer.destroy(run.container_id)
+            except Exception:
+                self.log.exception("task.cleanup_failed", task_id=info.task_id)
             self._terminal_update(run, termination)
-            await self.containerizer.destroy(run.container_id)
         except asyncio.CancelledError:
             raise
         except Exception as e:
@@ -480,9 +491,8 @@ class Agent:
                 TS.REASON_TASK_KILLED_BY_REQUEST,
                 f"SIGTERM sent, SIGKILL after {grace:g}s",
             )
-        task = asyncio.create_task(self._kill(run, grace))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        if run.kill_task is None or run.kill_task.done():
+            run.kill_task = asyncio.create_task(self._kill(run, grace))
 
     async def _kill(self, run: TaskRun, grace_s: float) -> None:
         try:

@@ -344,7 +344,7 @@ class Containerizer:
                 supervisor_pid=c.supervisor_pid,
             )
         shutil.rmtree(c.meta_dir, ignore_errors=True)
-        del self._containers[container_id]
+        self._containers.pop(container_id, None)  # a concurrent destroy may have won
 
     async def close(self, grace_s: float = 3.0) -> None:
         """Kill and destroy every container, then remove the cgroup prefix."""

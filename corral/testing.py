@@ -1,0 +1,182 @@
+"""Test helpers that ship with corral: a real in-process cluster and a
+scheduler that records what it sees.
+
+A framework author's test needs only this module::
+
+    from corral.testing import local_cluster, RecordingScheduler, framework
+
+    async def test_hello(tmp_path):
+        async with local_cluster(tmp_path, agents=1) as cluster:
+            async with framework(cluster.master_address) as (driver, rec):
+                offer = await rec.next_offer()
+                driver.launch(offer, [Task("t1", "echo hi", Resources.of(cpus=0.1, mem=32))])
+                status = await rec.wait_terminal("t1")
+                assert status.state is TaskState.FINISHED
+
+Everything is real: gRPC over loopback, cgroups and processes (root needed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+from corral.cli.local import LocalCluster
+from corral.frameworks.driver import SchedulerDriver
+from corral.frameworks.scheduler import Scheduler
+from corral.frameworks.types import MasterInfo, Offer, TaskState, TaskStatus
+from corral.master.master import MasterConfig
+from corral.resources import Resources
+
+#: Fast timers so tests take milliseconds where production waits seconds.
+FAST_MASTER = MasterConfig(
+    allocation_interval_s=0.05,
+    offer_timeout_s=30.0,
+    agent_heartbeat_interval_s=0.5,
+    framework_heartbeat_interval_s=1.0,
+)
+
+
+@contextlib.asynccontextmanager
+async def local_cluster(
+    work_dir: Path,
+    agents: int = 2,
+    agent_resources: Resources | str | None = "cpus:2;mem:2048;disk:1024;ports:[31000-31099]",
+    master_config: MasterConfig = FAST_MASTER,
+    attributes: list[dict[str, str]] | None = None,
+) -> AsyncIterator[LocalCluster]:
+    """A master and agents in this process; stopped (tasks killed, cgroups
+    removed) on exit, also when the test fails."""
+    res = Resources.parse(agent_resources) if isinstance(agent_resources, str) else agent_resources
+    cluster = LocalCluster(
+        agents=agents,
+        work_dir=work_dir,
+        listen="127.0.0.1:0",
+        agent_resources=res,
+        master_config=master_config,
+        cgroup_prefix=f"corral-test-{uuid.uuid4().hex[:8]}",
+        attributes=attributes or [],
+    )
+    try:
+        await cluster.start()
+        yield cluster
+    finally:
+        await cluster.stop()
+
+
+class RecordingScheduler(Scheduler):
+    """Records offers, updates and errors; tests await what they expect."""
+
+    def __init__(self, decline_unused: bool = False) -> None:
+        self.offer_queue: asyncio.Queue[Offer] = asyncio.Queue()
+        self.updates: list[TaskStatus] = []
+        self.errors: list[tuple[str, str]] = []
+        self.rescinds: list[str] = []
+        self.framework_id = ""
+        self.subscriptions = 0
+        self.decline_unused = decline_unused
+        self._changed = asyncio.Condition()
+
+    async def registered(self, driver: SchedulerDriver, framework_id: str, master: MasterInfo) -> None:
+        self.framework_id = framework_id
+        self.subscriptions += 1
+
+    async def offers(self, driver: SchedulerDriver, offers: list[Offer]) -> None:
+        for offer in offers:
+            self.offer_queue.put_nowait(offer)
+
+    async def rescinded(self, driver: SchedulerDriver, offer_id: str) -> None:
+        self.rescinds.append(offer_id)
+        await self._notify()
+
+    async def status_update(self, driver: SchedulerDriver, status: TaskStatus) -> None:
+        self.updates.append(status)
+        await self._notify()
+
+    async def error(self, driver: SchedulerDriver, code: str, message: str) -> None:
+        self.errors.append((code, message))
+        await self._notify()
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def next_offer(self, timeout: float = 10.0, agent_id: str | None = None) -> Offer:
+        """The next offer (of ``agent_id`` if given); others are discarded."""
+        async with asyncio.timeout(timeout):
+            while True:
+                offer = await self.offer_queue.get()
+                if agent_id is None or offer.agent_id == agent_id:
+                    return offer
+
+    async def wait_for(
+        self, predicate: Callable[[], bool], timeout: float = 20.0, what: str = "condition"
+    ) -> None:
+        try:
+            async with asyncio.timeout(timeout), self._changed:
+                await self._changed.wait_for(predicate)
+        except TimeoutError:
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {what}; updates: "
+                f"{[(u.task_id, u.state.name, u.message) for u in self.updates[-10:]]}; "
+                f"errors: {self.errors[-5:]}"
+            ) from None
+
+    def latest(self, task_id: str) -> TaskStatus | None:
+        for status in reversed(self.updates):
+            if status.task_id == task_id:
+                return status
+        return None
+
+    async def wait_state(self, task_id: str, state: TaskState, timeout: float = 20.0) -> TaskStatus:
+        await self.wait_for(
+            lambda: any(u.task_id == task_id and u.state is state for u in self.updates),
+            timeout,
+            f"{task_id} to reach {state.name}",
+        )
+        return next(u for u in self.updates if u.task_id == task_id and u.state is state)
+
+    async def wait_terminal(self, task_id: str, timeout: float = 20.0) -> TaskStatus:
+        await self.wait_for(
+            lambda: (s := self.latest(task_id)) is not None and s.state.is_terminal,
+            timeout,
+            f"{task_id} to end",
+        )
+        status = self.latest(task_id)
+        assert status is not None
+        return status
+
+    async def wait_error(self, timeout: float = 10.0) -> tuple[str, str]:
+        count = len(self.errors)
+        await self.wait_for(lambda: len(self.errors) > count, timeout, "an ERROR event")
+        return self.errors[-1]
+
+
+@contextlib.asynccontextmanager
+async def framework(
+    master: str, name: str = "test-framework", scheduler: RecordingScheduler | None = None, **kw: object
+) -> AsyncIterator[tuple[SchedulerDriver, RecordingScheduler]]:
+    """A subscribed driver with a :class:`RecordingScheduler`; torn down on exit."""
+    rec = scheduler or RecordingScheduler()
+    driver = SchedulerDriver(rec, name=name, master=master, **kw)  # type: ignore[arg-type]
+    runner = asyncio.create_task(driver.run())
+    try:
+        async with asyncio.timeout(10):
+            while not driver.connected.is_set():
+                if runner.done():
+                    runner.result()
+                await asyncio.sleep(0.01)
+        yield driver, rec
+    finally:
+        if not runner.done():
+            with contextlib.suppress(Exception):
+                driver.teardown()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(runner, 5)
+        if not runner.done():
+            runner.cancel()
+            with contextlib.suppress(BaseException):
+                await runner

@@ -1,0 +1,32 @@
+"""Shared fixtures. Importing corral first turns off grpc's fork handlers
+(see corral/__init__.py) before any test imports grpc."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+import corral  # noqa: F401  (sets GRPC_ENABLE_FORK_SUPPORT=0 before grpc loads)
+from corral.cli.local import LocalCluster
+from corral.testing import local_cluster
+
+IS_ROOT = os.geteuid() == 0
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if IS_ROOT:
+        return
+    skip = pytest.mark.skip(reason="needs root (cgroups, namespaces)")
+    for item in items:
+        if "root" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[LocalCluster]:
+    """A real in-process master with two agents (cpus:2;mem:2048 each)."""
+    async with local_cluster(tmp_path / "cluster", agents=2) as c:
+        yield c

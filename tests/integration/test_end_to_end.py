@@ -1,0 +1,153 @@
+"""A master, two agents and a framework over real gRPC on loopback, running
+real processes in real cgroups."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from corral.cli.local import LocalCluster
+from corral.frameworks import Task, TaskState
+from corral.resources import Resources
+from corral.testing import framework
+
+pytestmark = [pytest.mark.root]
+SMALL = Resources.of(cpus=0.1, mem=32)
+
+
+def _pids_alive(pids: list[int]) -> list[int]:
+    alive = []
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        # A zombie is gone for our purposes; check its state.
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            alive.append(pid)
+    return alive
+
+
+async def test_fifty_tasks_finish_across_two_agents(cluster: LocalCluster) -> None:
+    async with framework(cluster.master_address) as (driver, rec):
+        pending = [Task(f"t{i}", f"echo task {i}", SMALL) for i in range(50)]
+        agents_used: set[str] = set()
+        async with asyncio.timeout(30):
+            while pending:
+                offer = await rec.next_offer()
+                take = []
+                left = offer.resources
+                while pending and left.contains(pending[0].resources) and len(take) < 15:
+                    task = pending.pop(0)
+                    take.append(task)
+                    left = left - task.resources
+                if take:
+                    agents_used.add(offer.agent_id)
+                    driver.launch(offer, take, refuse_s=0)
+                else:
+                    driver.decline(offer, refuse_s=0)
+        for i in range(50):
+            status = await rec.wait_terminal(f"t{i}")
+            assert status.state is TaskState.FINISHED, status
+            assert status.exit_code == 0
+        assert len(agents_used) == 2
+        # Every update arrived in order per task: STARTING, RUNNING, FINISHED.
+        states = [u.state for u in rec.updates if u.task_id == "t7"]
+        assert states == [TaskState.STARTING, TaskState.RUNNING, TaskState.FINISHED]
+
+
+async def test_failing_command_reports_exit_code_and_stderr(cluster: LocalCluster) -> None:
+    async with framework(cluster.master_address) as (driver, rec):
+        offer = await rec.next_offer()
+        driver.launch(offer, [Task("bad", "echo oops >&2; exit 3", SMALL)])
+        status = await rec.wait_terminal("bad")
+        assert status.state is TaskState.FAILED
+        assert status.exit_code == 3
+        assert "exited with status 3" in status.message
+        assert "oops" in status.stderr_tail
+
+
+async def test_kill_ends_task_and_its_whole_process_tree(cluster: LocalCluster) -> None:
+    async with framework(cluster.master_address) as (driver, rec):
+        offer = await rec.next_offer()
+        # A tree: the shell, two background sleeps, and one that ignores SIGTERM.
+        cmd = (
+            "sleep 1000 & a=$!; sleep 1000 & b=$!; (trap '' TERM; sleep 1000) & c=$!; "
+            'echo "$$ $a $b $c" > pids; wait'
+        )
+        driver.launch(offer, [Task("victim", cmd, SMALL, kill_grace_s=0.5)])
+        await rec.wait_state("victim", TaskState.RUNNING)
+        sandbox = _sandbox_of(cluster, "victim")
+        pid_file = sandbox / "pids"
+        async with asyncio.timeout(10):
+            while not pid_file.exists() or len(pid_file.read_text().split()) < 4:
+                await asyncio.sleep(0.05)
+        pids = [int(p) for p in pid_file.read_text().split()]
+        assert _pids_alive(pids) == pids
+        driver.kill("victim")
+        status = await rec.wait_terminal("victim")
+        assert status.state is TaskState.KILLED
+        assert any(u.state is TaskState.KILLING for u in rec.updates if u.task_id == "victim")
+        assert _pids_alive(pids) == []
+
+
+async def test_task_over_its_memory_limit_is_killed_and_reported(cluster: LocalCluster) -> None:
+    async with framework(cluster.master_address) as (driver, rec):
+        offer = await rec.next_offer()
+        hog = ("python3", "-c", "b = bytearray(300 * 1024 * 1024); print(len(b))")
+        driver.launch(offer, [Task("hog", hog, Resources.of(cpus=0.1, mem=64))])
+        status = await rec.wait_terminal("hog")
+        assert status.state is TaskState.FAILED
+        assert status.reason == "CONTAINER_LIMITATION_MEMORY"
+        assert status.signal == signal.SIGKILL
+        assert "64" in status.message
+        assert status.limit == 64 * 1024 * 1024
+
+
+async def test_declined_offer_is_refused_to_that_framework_but_offered_to_another(
+    tmp_path: Path,
+) -> None:
+    from corral.testing import local_cluster
+
+    async with (
+        local_cluster(tmp_path, agents=1) as cluster,
+        framework(cluster.master_address, "a") as (driver_a, rec_a),
+    ):
+        offer = await rec_a.next_offer()
+        driver_a.decline(offer, refuse_s=30)
+        async with framework(cluster.master_address, "b") as (_driver_b, rec_b):
+            offer_b = await rec_b.next_offer(timeout=5)
+            assert offer_b.agent_id == offer.agent_id
+            # Allocation runs every 50 ms here: 1.5 s is 30 chances to re-offer.
+            with pytest.raises(TimeoutError):
+                await rec_a.next_offer(timeout=1.5)
+
+
+async def test_decline_with_zero_refuse_is_offered_again(tmp_path: Path) -> None:
+    from corral.testing import local_cluster
+
+    async with (
+        local_cluster(tmp_path, agents=1) as cluster,
+        framework(cluster.master_address) as (driver, rec),
+    ):
+        offer = await rec.next_offer()
+        driver.decline(offer, refuse_s=0)
+        again = await rec.next_offer(timeout=5)
+        assert again.agent_id == offer.agent_id
+        assert again.id != offer.id
+
+
+def _sandbox_of(cluster: LocalCluster, task_id: str) -> Path:
+    for agent in cluster.agent_list:
+        for (_, tid), run in agent.tasks.items():
+            if tid == task_id:
+                return run.sandbox
+    raise AssertionError(f"no agent runs {task_id}")
