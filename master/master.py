@@ -483,16 +483,17 @@ class Master:
         """Register a new framework or re-subscribe a known one by id."""
         now = self.clock()
         fw = self.state.frameworks.get(info.id) if info.id else None
-        if info.id and fw is None:
+        if info.id and fw is None and any(f.framework_id == info.id for f in self.state.completed_frameworks):
             raise CallError(
                 "NOT_FOUND",
-                f"framework_info.id: framework {info.id!r} is not known (it was torn down "
-                "or its failover timeout passed); subscribe without an id to start anew",
+                f"framework_info.id: framework {info.id!r} was torn down; subscribe without an id",
             )
         if fw is not None and fw.tearing_down:
             raise CallError("FAILED_PRECONDITION", f"framework {info.id} is being torn down")
         if fw is None:
-            fw_id = new_id("fw-")
+            # An unknown id is accepted: after a restart of a standalone master
+            # its frameworks come back before their agents re-register.
+            fw_id = info.id or new_id("fw-")
             stored = pb.FrameworkInfo()
             stored.CopyFrom(info)
             stored.id = fw_id

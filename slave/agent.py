@@ -83,6 +83,7 @@ class TaskRun:
     launched: asyncio.Event = field(default_factory=asyncio.Event)
     watcher: asyncio.Task[None] | None = None
     kill_task: asyncio.Task[None] | None = None
+    pid: int = 0
 
 
 class Agent:
@@ -313,7 +314,7 @@ class Agent:
         try:
             self._update(run, pb.TASK_STARTING)
             try:
-                await self.containerizer.launch(self._container_config(run))
+                run.pid = await self.containerizer.launch(self._container_config(run))
             except (ContainerError, ResourceError, OSError) as e:
                 self._update(
                     run,
@@ -433,7 +434,12 @@ class Agent:
             )
 
     def _update(
-        self, run: TaskRun, state: State, reason: Reason = TS.REASON_UNSPECIFIED, message: str = "", **extra: object
+        self,
+        run: TaskRun,
+        state: State,
+        reason: Reason = TS.REASON_UNSPECIFIED,
+        message: str = "",
+        **extra: object,
     ) -> None:
         run.state = state
         status = pb.TaskStatus(

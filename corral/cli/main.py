@@ -24,8 +24,9 @@ from corral.frameworks.batch import JobSpec, JobSpecError, TaskGroup, load_job
 from corral.resources import ResourceError, Resources
 
 F = TypeVar("F", bound=Callable[..., Any])
-console = Console()
-err_console = Console(stderr=True)
+# Piped output gets wide tables rather than words folded at 80 columns.
+console = Console(width=None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "200")))
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
 def fail(message: str, code: int = 2) -> None:

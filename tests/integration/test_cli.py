@@ -1,0 +1,171 @@
+"""The CLI as a user runs it: `corral local` in the background, then clients
+that find it without flags."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.root]
+
+
+def _corral() -> list[str]:
+    script = Path(sys.executable).parent / "corral"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "corral.cli.main"]
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    home = tmp_path_factory.mktemp("corral-home")
+    env = {**os.environ, "CORRAL_HOME": str(home), "CORRAL_LOG_LEVEL": "warning"}
+    env.pop("CORRAL_MASTER", None)
+    proc = subprocess.Popen(
+        [*_corral(), "local", "--agents", "2", "--port", "0", "--agent-resources", "cpus:1;mem:1024"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (home / "local.json").exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                out = proc.stdout.read() if proc.stdout else ""
+                raise AssertionError(f"corral local did not start: {out}")
+            time.sleep(0.05)
+        yield env
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        assert proc.returncode == 0, proc.stdout.read() if proc.stdout else ""
+        # It removed its discovery file and every cgroup it made.
+        assert not (Path(env["CORRAL_HOME"]) / "local.json").exists()
+        leftovers = list(Path("/sys/fs/cgroup/memory/corral").glob(f"local-{proc.pid}*"))
+        assert leftovers == []
+
+
+def corral(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*_corral(), *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def test_run_prints_output_and_returns_exit_code(local: dict[str, str]) -> None:
+    ok = corral(local, "run", "--", "echo", "hello from corral")
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout == "hello from corral\n"
+
+    failed = corral(local, "run", "--", "sh", "-c", "echo to-stderr >&2; exit 7")
+    assert failed.returncode == 7
+    assert "to-stderr" in failed.stderr
+
+
+def test_run_with_env_and_resources(local: dict[str, str]) -> None:
+    res = corral(local, "run", "--cpus", "0.5", "--mem", "128", "-e", "WHO=world", "--", "echo hi $WHO")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "hi world"
+
+
+def test_run_reports_memory_limit(local: dict[str, str]) -> None:
+    res = corral(local, "run", "--mem", "48", "--", "python3", "-c", "b = bytearray(200 << 20)")
+    assert res.returncode == 128 + 9
+    assert "memory" in res.stderr
+
+
+def test_submit_shows_progress_and_fails_when_a_task_fails(local: dict[str, str], tmp_path: Path) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text(
+        'name = "good"\n[[tasks]]\nname = "sq"\ncount = 6\ncpus = 0.1\nmem = 32\n'
+        'command = "echo $((CORRAL_TASK_INDEX * CORRAL_TASK_INDEX))"\n'
+    )
+    res = corral(local, "submit", str(good), "--output")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "6/6 tasks finished" in res.stdout
+    assert "25" in res.stdout  # the output of sq[5]
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        'name = "bad"\n[[tasks]]\nname = "t"\ncount = 3\ncommand = "test $CORRAL_TASK_INDEX -ne 1"\n'
+    )
+    res = corral(local, "submit", str(bad))
+    assert res.returncode == 1
+    assert "2/3 tasks finished" in res.stdout
+    assert "FAILED" in res.stdout
+
+
+def test_views_list_agents_frameworks_and_tasks(local: dict[str, str]) -> None:
+    agents = corral(local, "agents")
+    assert agents.returncode == 0, agents.stderr
+    assert agents.stdout.count("connected") == 2
+    assert corral(local, "frameworks").returncode == 0
+    tasks = corral(local, "tasks", "--all")
+    assert tasks.returncode == 0
+
+
+def test_kill_and_logs(local: dict[str, str]) -> None:
+    proc = subprocess.Popen(
+        [*_corral(), "run", "--name", "sleeper", "--", "echo started; sleep 300"],
+        env=local,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        task_id = ""
+        while not task_id and time.monotonic() < deadline:
+            listing = corral(local, "tasks")
+            task_id = next((w for w in listing.stdout.split() if w.startswith("sleeper-")), "")
+            time.sleep(0.2)
+        assert task_id, "the task never showed up in `corral tasks`"
+        logs = corral(local, "logs", task_id)
+        assert "started" in logs.stdout
+        killed = corral(local, "kill", task_id)
+        assert killed.returncode == 0, killed.stderr
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode != 0
+        assert "started" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_clear_errors_without_a_cluster_and_for_bad_input(tmp_path: Path, local: dict[str, str]) -> None:
+    env = {**os.environ, "CORRAL_HOME": str(tmp_path)}
+    env.pop("CORRAL_MASTER", None)
+    res = corral(env, "agents")
+    assert res.returncode != 0
+    assert "no cluster found" in res.stderr
+    assert "Traceback" not in res.stderr
+
+    missing = corral(local, "submit", str(tmp_path / "nope.toml"))
+    assert missing.returncode != 0
+    assert "no such file" in missing.stderr
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[tasks]]\ncommand = "true"\ncpus = -1\n')
+    res = corral(local, "submit", str(bad))
+    assert res.returncode != 0
+    assert "tasks[0].cpus" in res.stderr
+
+    res = corral(local, "kill", "no-such-task")
+    assert res.returncode != 0
+    assert "no-such-task" in res.stderr
+
+
+def test_local_json_names_the_master(local: dict[str, str]) -> None:
+    data = json.loads((Path(local["CORRAL_HOME"]) / "local.json").read_text())
+    assert data["master"].startswith("127.0.0.1:")
