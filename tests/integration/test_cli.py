@@ -134,7 +134,7 @@ def test_kill_and_logs(local: dict[str, str]) -> None:
         assert "started" in logs.stdout
         killed = corral(local, "kill", task_id)
         assert killed.returncode == 0, killed.stderr
-        out, err = proc.communicate(timeout=30)
+        out, _err = proc.communicate(timeout=30)
         assert proc.returncode != 0
         assert "started" in out
     finally:

@@ -12,8 +12,8 @@ import pytest
 
 from corral.frameworks import Task, TaskState
 from corral.master.server import MasterServer
-from corral.proto import operator_pb2, operator_pb2_grpc
 from corral.proto import messages_pb2 as pb
+from corral.proto import operator_pb2, operator_pb2_grpc
 from corral.resources import Resources
 from corral.slave.agent import Agent, AgentConfig
 from corral.testing import FAST_MASTER, framework
