@@ -43,8 +43,18 @@ def start_cluster(agents: int, agent_resources: str, home: Path) -> tuple[subpro
     corral_bin = Path(sys.executable).parent / "corral"
     cmd = [str(corral_bin)] if corral_bin.exists() else [sys.executable, "-m", "corral.cli.main"]
     proc = subprocess.Popen(
-        [*cmd, "local", "--agents", str(agents), "--port", "0", "--agent-resources", agent_resources,
-         "--work-dir", str(home / "work")],
+        [
+            *cmd,
+            "local",
+            "--agents",
+            str(agents),
+            "--port",
+            "0",
+            "--agent-resources",
+            agent_resources,
+            "--work-dir",
+            str(home / "work"),
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
     )
@@ -57,9 +67,20 @@ def start_cluster(agents: int, agent_resources: str, home: Path) -> tuple[subpro
 
 
 async def run(master: str, tasks: int, cpus: float, mem: float, command: str) -> dict[str, float]:
-    spec = parse_job({"name": "bench", "tasks": [{
-        "name": "t", "command": command, "count": tasks, "cpus": cpus, "mem": mem,
-    }]})
+    spec = parse_job(
+        {
+            "name": "bench",
+            "tasks": [
+                {
+                    "name": "t",
+                    "command": command,
+                    "count": tasks,
+                    "cpus": cpus,
+                    "mem": mem,
+                }
+            ],
+        }
+    )
     scheduler = BatchScheduler(spec.tasks("bench"), clock=time.monotonic)
     driver = SchedulerDriver(scheduler, name="bench", master=master, failover_timeout_s=0)
     submitted = time.monotonic()

@@ -1,0 +1,24 @@
+"""The code in docs/frameworks.md runs, as written, against a real cluster."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.root]
+DOC = Path(__file__).resolve().parents[2] / "docs" / "frameworks.md"
+
+
+def _examples() -> str:
+    blocks = re.findall(r"```python\n# example: \w+\n(.*?)```", DOC.read_text(), re.S)
+    assert len(blocks) == 3, "docs/frameworks.md should hold three runnable examples"
+    return "\n".join(blocks)
+
+
+async def test_frameworks_guide_runs(tmp_path: Path) -> None:
+    namespace: dict[str, object] = {}
+    exec(compile(_examples(), str(DOC), "exec"), namespace)
+    test = namespace["test_countdown"]
+    await test(tmp_path)  # type: ignore[operator]
