@@ -172,16 +172,12 @@ def _write_status(spec: LaunchSpec, task: int, status: int | None) -> None:
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
+            # No fsync: the record must outlive the agent process, not the
+            # host (see checkpoint.py); rename keeps it atomic.
             os.write(fd, body + b"\n")
-            os.fsync(fd)
         finally:
             os.close(fd)
         os.rename(tmp, spec.status_path)
-        dir_fd = os.open(spec.status_dir, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
     except OSError:
         pass  # the agent reports a lost status; nothing better can be done here
 
