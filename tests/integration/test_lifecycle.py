@@ -29,6 +29,10 @@ async def _frameworks(address: str) -> operator_pb2.ListFrameworksResponse:
         return await stub.ListFrameworks(operator_pb2.ListFrameworksRequest())
 
 
+def _exists(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
 async def _poll(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
     async with asyncio.timeout(timeout):
         while not await predicate():
@@ -87,7 +91,7 @@ async def test_teardown_kills_tasks_and_removes_the_framework(cluster: LocalClus
 
         await _poll(gone, 15, "the framework to be removed")
         async with asyncio.timeout(10):
-            while Path(f"/proc/{pid}").exists():
+            while _exists(pid):
                 await asyncio.sleep(0.05)
 
 
@@ -99,7 +103,7 @@ async def test_framework_past_its_failover_timeout_is_torn_down(cluster: LocalCl
         pid = next(r for a in cluster.agent_list for r in a.tasks.values()).pid
         driver.stop()  # disconnect without teardown
         async with asyncio.timeout(15):
-            while Path(f"/proc/{pid}").exists():
+            while _exists(pid):
                 await asyncio.sleep(0.05)
 
         async def gone() -> bool:
