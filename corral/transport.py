@@ -6,7 +6,10 @@ a configuration change, not a hunt through the code.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import grpc
 import grpc.aio
@@ -28,6 +31,18 @@ _SERVER_OPTIONS = [
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
     ("grpc.so_reuseport", 0),
 ]
+
+
+T = TypeVar("T")
+
+
+async def drain(queue: asyncio.Queue[T | None]) -> AsyncIterator[T]:
+    """The request side of a client stream: what is put on ``queue``, until None."""
+    while True:
+        item = await queue.get()
+        if item is None:
+            return
+        yield item
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import getpass
 import socket
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import grpc
 import grpc.aio
@@ -24,7 +24,7 @@ from corral.frameworks.scheduler import Scheduler
 from corral.frameworks.types import MasterInfo, Offer, Task, TaskStatus
 from corral.proto import messages_pb2 as pb
 from corral.proto import scheduler_pb2, scheduler_pb2_grpc
-from corral.transport import Credentials, make_channel
+from corral.transport import Credentials, drain, make_channel
 
 log = structlog.get_logger(__name__)
 Call = scheduler_pb2.Call
@@ -220,14 +220,7 @@ class SchedulerDriver:
         info.id = self.framework_id
         outq.put_nowait(Call(type=Call.SUBSCRIBE, subscribe=Call.Subscribe(framework_info=info)))
 
-        async def outgoing() -> AsyncIterator[Call]:
-            while True:
-                item = await outq.get()
-                if item is None:
-                    return
-                yield item
-
-        call = stub.Subscribe(outgoing())
+        call = stub.Subscribe(drain(outq))
         stop_wait = asyncio.create_task(self._stopped.wait())
         try:
             events = aiter(call)

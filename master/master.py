@@ -457,16 +457,7 @@ class Master:
 
     def _master_update(self, task: TaskRecord, state: State, reason: Reason, message: str) -> None:
         """A status the master itself decides (no agent involved, no ack needed)."""
-        status = pb.TaskStatus(
-            task_id=task.task_id,
-            state=state,
-            reason=reason,
-            message=message,
-            source=pb.TaskStatus.SOURCE_MASTER,
-            agent_id=task.agent_id,
-            framework_id=task.framework_id,
-            timestamp=self.clock(),
-        )
+        status = self._status_for(task.framework_id, task.info, state, reason, message)
         self._apply_status(task, status)
         fw = self.state.frameworks.get(task.framework_id)
         if fw is not None:
@@ -662,7 +653,9 @@ class Master:
             self._send_updates(
                 fw,
                 [
-                    self._status_for(fw, t, pb.TASK_DROPPED, pb.TaskStatus.REASON_INVALID_OFFERS, problem)
+                    self._status_for(
+                        fw.framework_id, t, pb.TASK_DROPPED, pb.TaskStatus.REASON_INVALID_OFFERS, problem
+                    )
                     for _, t in tasks
                 ],
             )
@@ -684,7 +677,7 @@ class Master:
             if problems:
                 errors.append(
                     self._status_for(
-                        fw,
+                        fw.framework_id,
                         task,
                         pb.TASK_ERROR,
                         pb.TaskStatus.REASON_TASK_INVALID,
@@ -754,8 +747,9 @@ class Master:
         return None
 
     def _status_for(
-        self, fw: FrameworkRecord, task: pb.TaskInfo, state: State, reason: Reason, message: str
+        self, framework_id: str, task: pb.TaskInfo, state: State, reason: Reason, message: str
     ) -> pb.TaskStatus:
+        """A status the master decides itself (no agent involved, no ack needed)."""
         return pb.TaskStatus(
             task_id=task.task_id,
             state=state,
@@ -763,7 +757,7 @@ class Master:
             message=message,
             source=pb.TaskStatus.SOURCE_MASTER,
             agent_id=task.agent_id,
-            framework_id=fw.framework_id,
+            framework_id=framework_id,
             timestamp=self.clock(),
         )
 

@@ -18,7 +18,6 @@ import socket
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,7 +40,7 @@ from corral.resources import MILLI, ResourceError, Resources
 from corral.slave import resources as detect
 from corral.slave.containerizer import ContainerConfig, ContainerError, Containerizer, Termination
 from corral.slave.status_updates import StatusUpdateManager, TaskKey
-from corral.transport import Credentials, make_channel
+from corral.transport import Credentials, drain, make_channel
 
 log = structlog.get_logger(__name__)
 AgentMessage = agent_pb2.AgentMessage
@@ -201,14 +200,7 @@ class Agent:
         outq: asyncio.Queue[AgentMessage | None] = asyncio.Queue()
         outq.put_nowait(self._register_message())
 
-        async def outgoing() -> AsyncIterator[AgentMessage]:
-            while True:
-                item = await outq.get()
-                if item is None:
-                    return
-                yield item
-
-        call = stub.Connect(outgoing())
+        call = stub.Connect(drain(outq))
         try:
             async for message in call:
                 kind = message.WhichOneof("message")

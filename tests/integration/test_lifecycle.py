@@ -43,9 +43,11 @@ async def test_silent_agent_is_marked_disconnected_and_not_offered(tmp_path: Pat
     async with local_cluster(tmp_path, agents=2) as cluster:
         silent = cluster.agent_list[0]
         # Stop its heartbeats but keep the stream open: only the heartbeat
-        # timeout (3 x 0.5 s here) can notice.
+        # timeout (3 x 0.5 s here) can notice. It must not reconnect after the
+        # master drops it, as a hung agent would not.
         assert silent._timers is not None
         silent._timers.cancel()
+        silent._stopping = True
 
         async def marked() -> bool:
             agents = {a.agent_info.id: a.connected for a in (await _agents(cluster.master_address)).agents}
