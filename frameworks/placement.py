@@ -20,8 +20,17 @@ def pack(tasks: Sequence[Task], offer: Offer) -> tuple[list[Task], Resources]:
     task at the head does not block small ones behind it."""
     left = offer.resources
     chosen: list[Task] = []
+    # What is left only shrinks, so a request that did not fit once never
+    # will: remember it (by identity; array jobs share one Resources object),
+    # which turns a 10,000-task backlog into a few comparisons per offer.
+    too_big: set[int] = set()
     for task in tasks:
+        key = id(task.resources)
+        if key in too_big:
+            continue
         if left.contains(task.resources):
             chosen.append(task)
             left = left - task.resources
+        else:
+            too_big.add(key)
     return chosen, left
