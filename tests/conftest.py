@@ -30,3 +30,6 @@ async def cluster(tmp_path: Path) -> AsyncIterator[LocalCluster]:
     """A real in-process master with two agents (cpus:2;mem:2048 each)."""
     async with local_cluster(tmp_path / "cluster", agents=2) as c:
         yield c
+    # Every test cleans up the cgroups it made, even when it fails.
+    leftovers = [str(d) for d in c.agent_list[0].containerizer.cgroups.dirs(c.cgroup_prefix) if d.exists()]
+    assert leftovers == [], f"cgroups left behind: {leftovers}"

@@ -66,6 +66,12 @@ class LocalCluster:
             with contextlib.suppress(Exception):
                 await agent.stop()
         await self.server.stop()
+        # Each agent removes its own cgroups; the parent they share is only
+        # empty once all have stopped.
+        if self.agent_list:
+            for parent in self.agent_list[0].containerizer.cgroups.dirs(self.cgroup_prefix):
+                with contextlib.suppress(OSError):
+                    parent.rmdir()
 
     async def __aenter__(self) -> LocalCluster:
         await self.start()

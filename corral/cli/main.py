@@ -131,7 +131,9 @@ def local(
 
     if agents < 1:
         fail("--agents: must be at least 1")
-    ctx.obj["log_level"] = ctx.obj.get("log_level") or ("warning" if job_file else "info")
+    ctx.obj["log_level"] = (
+        ctx.obj.get("log_level") or os.environ.get("CORRAL_LOG_LEVEL") or ("warning" if job_file else "info")
+    )
     _daemon_logging(ctx)
     spec = load_job(job_file) if job_file else None
     res = Resources.parse(agent_resources) if agent_resources else None

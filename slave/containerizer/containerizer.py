@@ -3,8 +3,10 @@
 Each task runs under its own supervisor process (see launcher.py), which records
 the exit status in ``<work_dir>/containers/<id>/exit_status.json``; the agent
 learns of it through pipes and a pidfd watched by the event loop, never by
-blocking. ``container.json`` beside it names the supervisor, task and cgroups so
-a restarted agent can re-attach (recovery is a later issue).
+blocking. Supervisors are forked by a fork server (forkserver.py), a small helper
+process, so that launching does not fork the agent's large address space.
+``container.json`` beside it names the supervisor, task and cgroups so a
+restarted agent can re-attach (recovery is a later issue).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from corral.slave.containerizer import checkpoint, forensics, launcher
 from corral.slave.containerizer.cgroups.base import CgroupBackend, CgroupLimits, CgroupStats
 from corral.slave.containerizer.cgroups.probe import probe
 from corral.slave.containerizer.errors import CgroupError, ContainerError
+from corral.slave.containerizer.forkserver_client import ForkServerClient, ForkServerError
 from corral.slave.containerizer.model import ContainerConfig, Termination, Usage
 
 log = structlog.get_logger(__name__)
@@ -34,6 +37,7 @@ log = structlog.get_logger(__name__)
 # the supervisor ("Check failed: wakeup_fd_->Wakeup().ok()") once it closes the
 # agent's fds. grpc reads the variable when it is imported, so this default only
 # helps when the containerizer is imported first; entry points should set it.
+# Only the in-process fork path cares: the fork server never imports grpc.
 _GRPC_FORK_ENV = "GRPC_ENABLE_FORK_SUPPORT"
 _FALSY = ("0", "false", "no", "off")
 _GRPC_IMPORTED_FORK_SAFE = "grpc" not in sys.modules or os.environ.get(_GRPC_FORK_ENV, "1").lower() in _FALSY
@@ -70,8 +74,13 @@ class Containerizer:
         work_dir: Path,
         cgroups: CgroupBackend | None = None,
         cgroup_prefix: str = "corral",
+        *,
+        fork_server: bool = True,
     ) -> None:
-        if not _GRPC_IMPORTED_FORK_SAFE or os.environ.get(_GRPC_FORK_ENV, "").lower() not in _FALSY:
+        """``fork_server=False`` forks supervisors from this process (slower; for comparison)."""
+        if not fork_server and (
+            not _GRPC_IMPORTED_FORK_SAFE or os.environ.get(_GRPC_FORK_ENV, "").lower() not in _FALSY
+        ):
             raise ContainerError(
                 f"grpc's fork support is on, which crashes container supervisors: set "
                 f"{_GRPC_FORK_ENV}=0 in the environment before grpc is imported"
@@ -81,6 +90,15 @@ class Containerizer:
         self.cgroup_prefix = cgroup_prefix.strip("/")
         self._containers: dict[str, _Container] = {}
         self._prefix_ready = False
+        self._fork_server = ForkServerClient() if fork_server else None
+        self._reserved: set[str] = set()  # ids being launched
+        self._adopting: set[asyncio.Task[None]] = set()
+        self._adopting_ids: set[str] = set()  # launches cancelled while the server forked
+
+    @property
+    def fork_server_pid(self) -> int | None:
+        """The fork server's pid; None without one, before the first launch, or after close."""
+        return None if self._fork_server is None else self._fork_server.pid
 
     def containers(self) -> list[str]:
         return list(self._containers)
@@ -98,8 +116,16 @@ class Containerizer:
         code 127 (126 if not executable) and the reason in its stderr, as in a shell.
         """
         config.validate()
-        if config.container_id in self._containers:
+        if config.container_id in self._containers.keys() | self._reserved | self._adopting_ids:
             raise ContainerError(f"container {config.container_id!r} already exists")
+        # Reserved while the fork server works: launch awaits before registering.
+        self._reserved.add(config.container_id)
+        try:
+            return await self._launch(config)
+        finally:
+            self._reserved.discard(config.container_id)
+
+    async def _launch(self, config: ContainerConfig) -> int:
         meta_dir = self.work_dir / "containers" / config.container_id
         try:
             meta_dir.mkdir(parents=True, exist_ok=True)
@@ -117,24 +143,19 @@ class Containerizer:
             config.cpus_milli, config.mem_bytes, config.cpu_hard_cap, config.pids_max
         )
         join = self.cgroups.create(cgroup, limits)
+        spec = _launch_spec(config, join, meta_dir)
         try:
-            spawned = self._spawn(config, join, meta_dir)
-        except OSError as e:
-            self.cgroups.remove(cgroup)
+            if self._fork_server is None:
+                spawned = self._spawn_here(spec)
+            else:
+                spawned = await self._spawn_in_fork_server(self._fork_server, config, cgroup, meta_dir, spec)
+        except (OSError, ForkServerError) as e:
+            # After a fork server failure the task may have been forked anyway.
+            await self._discard_cgroup(cgroup)
             raise ContainerError(
                 f"cannot fork the supervisor of container {config.container_id!r}: {e}"
             ) from e
-        loop = asyncio.get_running_loop()
-        c = _Container(
-            config=config,
-            cgroup=cgroup,
-            meta_dir=meta_dir,
-            supervisor_pid=spawned.supervisor_pid,
-            done=loop.create_future(),
-            supervisor_gone=loop.create_future(),
-        )
-        self._containers[config.container_id] = c
-        self._watch(c, spawned)
+        c = self._register(config, cgroup, meta_dir, spawned)
         try:
             report = await asyncio.wait_for(_read_to_eof(spawned.exec_fd), LAUNCH_TIMEOUT_S)
         except TimeoutError:
@@ -166,18 +187,87 @@ class Containerizer:
         )
         return task_pid
 
-    def _spawn(self, config: ContainerConfig, join: tuple[Path, ...], meta_dir: Path) -> launcher.Spawned:
-        spec = launcher.LaunchSpec(
-            exec_paths=launcher.exec_candidates(config.argv[0], config.env.get("PATH")),
-            argv=tuple(os.fsencode(a) for a in config.argv),
-            env={os.fsencode(k): os.fsencode(v) for k, v in config.env.items()},
-            cwd=os.fsencode(config.sandbox),
-            stdout=os.fsencode(config.sandbox / "stdout"),
-            stderr=os.fsencode(config.sandbox / "stderr"),
-            cgroup_procs=tuple(os.fsencode(p) for p in join),
-            status_path=os.fsencode(meta_dir / "exit_status.json"),
-            status_dir=os.fsencode(meta_dir),
+    def _register(
+        self, config: ContainerConfig, cgroup: str, meta_dir: Path, spawned: launcher.Spawned
+    ) -> _Container:
+        loop = asyncio.get_running_loop()
+        c = _Container(
+            config=config,
+            cgroup=cgroup,
+            meta_dir=meta_dir,
+            supervisor_pid=spawned.supervisor_pid,
+            done=loop.create_future(),
+            supervisor_gone=loop.create_future(),
         )
+        self._containers[config.container_id] = c
+        self._watch(c, spawned)
+        return c
+
+    async def _spawn_in_fork_server(
+        self,
+        server: ForkServerClient,
+        config: ContainerConfig,
+        cgroup: str,
+        meta_dir: Path,
+        spec: launcher.LaunchSpec,
+    ) -> launcher.Spawned:
+        request = asyncio.ensure_future(server.spawn(spec))
+        try:
+            return await asyncio.shield(request)
+        except asyncio.CancelledError:
+            # The server may fork the task anyway: once it answers, take the
+            # container on and remove it, so that no task runs unknown to us.
+            # The id stays taken until then.
+            container_id = config.container_id
+            self._adopting_ids.add(container_id)
+
+            async def adopt() -> None:
+                try:
+                    try:
+                        spawned = await request
+                    except (OSError, ForkServerError):
+                        await self._discard_cgroup(cgroup)
+                        return
+                    c = self._register(config, cgroup, meta_dir, spawned)
+                finally:
+                    self._adopting_ids.discard(container_id)
+                # Once the exec report is complete the task is in its cgroup (or
+                # dead), so the kill cannot miss it.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(_read_to_eof(spawned.exec_fd), LAUNCH_TIMEOUT_S)
+                await self._abandon(c)
+
+            self._forget_task(asyncio.ensure_future(adopt()))
+            raise
+
+    def _forget_task(self, task: asyncio.Task[None]) -> None:
+        """Keep a fire-and-forget task referenced until it ends; log its failure."""
+        self._adopting.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._adopting.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.warning("container.cleanup_failed", error=str(t.exception()))
+
+        task.add_done_callback(done)
+
+    async def _discard_cgroup(self, cgroup: str) -> None:
+        """Kill whatever joined ``cgroup`` and remove it, within REMOVE_TIMEOUT_S."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + REMOVE_TIMEOUT_S
+        while True:
+            with contextlib.suppress(OSError, CgroupError):
+                if self.cgroups.procs(cgroup):
+                    self.cgroups.kill_all(cgroup)
+                if self.cgroups.remove(cgroup):
+                    return
+            if loop.time() >= deadline:
+                log.warning("container.cgroup_left", cgroup=cgroup)
+                return
+            await asyncio.sleep(_POLL_MIN_S)
+
+    def _spawn_here(self, spec: launcher.LaunchSpec) -> launcher.Spawned:
+        """Fork the supervisor from this process: the path before the fork server."""
         # A collection in the child could run arbitrary __del__ code of the agent,
         # so the child starts with gc off (as _posixsubprocess does).
         gc_enabled = gc.isenabled()
@@ -190,15 +280,19 @@ class Containerizer:
 
     def _watch(self, c: _Container, spawned: launcher.Spawned) -> None:
         loop = asyncio.get_running_loop()
-        # The supervisor is our child, so waitpid reaps it; a pidfd says when
-        # without a SIGCHLD handler that could steal other children's statuses.
-        pidfd = os.pidfd_open(c.supervisor_pid)
+        # A pidfd says when the supervisor ends without a SIGCHLD handler that
+        # could steal other children's statuses. The fork server opened it before
+        # it could reap the supervisor; in-process the supervisor is our child and
+        # cannot be reaped before we open one.
+        pidfd = spawned.pidfd if spawned.pidfd >= 0 else os.pidfd_open(c.supervisor_pid)
 
         def on_supervisor_exit() -> None:
             loop.remove_reader(pidfd)
-            os.close(pidfd)
+            # Reaps it if it is our child (in-process path); the fork server reaps
+            # its own. Through the pidfd, so a recycled pid is never reaped.
             with contextlib.suppress(ChildProcessError):
-                os.waitpid(c.supervisor_pid, os.WNOHANG)
+                os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
+            os.close(pidfd)
             if not c.supervisor_gone.done():
                 c.supervisor_gone.set_result(None)
             on_done()
@@ -353,6 +447,11 @@ class Containerizer:
         for container_id, result in zip(ids, results, strict=True):
             if isinstance(result, BaseException):
                 log.error("container.not_cleaned_up", container_id=container_id, error=str(result))
+        if self._adopting:
+            await asyncio.wait(self._adopting, timeout=KILL_TIMEOUT_S + REMOVE_TIMEOUT_S)
+        # After the containers: the server reaps their supervisors until it leaves.
+        if self._fork_server is not None:
+            await self._fork_server.close()
         if self._prefix_ready:
             self.cgroups.remove_prefix(self.cgroup_prefix)
             self._prefix_ready = False
@@ -362,6 +461,20 @@ class Containerizer:
         if c is not None and not c.done.done():
             await self.kill(container_id, grace_s)
         await self.destroy(container_id)
+
+
+def _launch_spec(config: ContainerConfig, join: tuple[Path, ...], meta_dir: Path) -> launcher.LaunchSpec:
+    return launcher.LaunchSpec(
+        exec_paths=launcher.exec_candidates(config.argv[0], config.env.get("PATH")),
+        argv=tuple(os.fsencode(a) for a in config.argv),
+        env={os.fsencode(k): os.fsencode(v) for k, v in config.env.items()},
+        cwd=os.fsencode(config.sandbox),
+        stdout=os.fsencode(config.sandbox / "stdout"),
+        stderr=os.fsencode(config.sandbox / "stderr"),
+        cgroup_procs=tuple(os.fsencode(p) for p in join),
+        status_path=os.fsencode(meta_dir / "exit_status.json"),
+        status_dir=os.fsencode(meta_dir),
+    )
 
 
 def _parse_exec_report(report: bytes) -> tuple[int | None, str | None]:

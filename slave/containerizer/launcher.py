@@ -18,6 +18,11 @@ Two close-on-exec pipes report back to the agent:
   exec'd (or died trying), so ``launch`` returns only once it is in its cgroups.
 * the *done* pipe: only the supervisor keeps it, and closes it once the exit
   status is on disk. EOF means the task has ended.
+
+By default ``spawn`` runs in the fork server (forkserver.py), a small fresh
+interpreter, rather than in the agent, so forking copies a few MB instead of the
+agent's address space. The fork server loads this file by path without the
+corral package or site-packages: it must import only the standard library.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import os
 import signal
 from dataclasses import dataclass
 
+_PR_SET_NAME = 15
 _PR_SET_CHILD_SUBREAPER = 36
 _libc = ctypes.CDLL(None, use_errno=True)
 _prctl = _libc.prctl
@@ -39,6 +45,8 @@ _prctl.restype = ctypes.c_int
 # the dispositions a fresh process has (Python ignores SIGPIPE and SIGXFSZ).
 _SIGNALS = tuple(s for s in sorted(signal.valid_signals()) if s not in (signal.SIGKILL, signal.SIGSTOP))
 _MAX_FD = os.sysconf("SC_OPEN_MAX")
+_SUPERVISOR_NAME = ctypes.create_string_buffer(b"corral-super")
+_SUPERVISOR_NAME_ADDR = ctypes.addressof(_SUPERVISOR_NAME)
 EXIT_SETUP_FAILED = 126
 EXIT_NOT_FOUND = 127
 _EXIT_SUPERVISOR_FAILED = 125
@@ -64,6 +72,59 @@ class Spawned:
     supervisor_pid: int
     exec_fd: int  # read end of the exec pipe
     done_fd: int  # read end of the done pipe
+    # A pidfd of the supervisor when it was opened by its parent before any
+    # reaping could happen (the fork server does), so the pid cannot have been
+    # reused; -1 when the caller is the parent and opens one itself.
+    pidfd: int = -1
+
+
+def spec_to_json(spec: LaunchSpec) -> dict[str, object]:
+    """``spec`` as JSON values for the fork server; latin-1 maps bytes to str losslessly."""
+
+    def s(b: bytes) -> str:
+        return b.decode("latin-1")
+
+    return {
+        "exec_paths": [s(p) for p in spec.exec_paths],
+        "argv": [s(a) for a in spec.argv],
+        "env": [[s(k), s(v)] for k, v in spec.env.items()],
+        "cwd": s(spec.cwd),
+        "stdout": s(spec.stdout),
+        "stderr": s(spec.stderr),
+        "cgroup_procs": [s(p) for p in spec.cgroup_procs],
+        "status_path": s(spec.status_path),
+        "status_dir": s(spec.status_dir),
+    }
+
+
+def spec_from_json(data: dict[str, object]) -> LaunchSpec:
+    """The inverse of ``spec_to_json``; raises ValueError on anything malformed."""
+
+    def b(value: object) -> bytes:
+        if not isinstance(value, str):
+            raise ValueError(f"expected a string, got {type(value).__name__}")
+        return value.encode("latin-1")
+
+    def seq(value: object) -> list[object]:
+        if not isinstance(value, list):
+            raise ValueError(f"expected a list, got {type(value).__name__}")
+        return value
+
+    env: dict[bytes, bytes] = {}
+    for pair in seq(data.get("env")):
+        key, value = seq(pair)
+        env[b(key)] = b(value)
+    return LaunchSpec(
+        exec_paths=tuple(b(p) for p in seq(data.get("exec_paths"))),
+        argv=tuple(b(a) for a in seq(data.get("argv"))),
+        env=env,
+        cwd=b(data.get("cwd")),
+        stdout=b(data.get("stdout")),
+        stderr=b(data.get("stderr")),
+        cgroup_procs=tuple(b(p) for p in seq(data.get("cgroup_procs"))),
+        status_path=b(data.get("status_path")),
+        status_dir=b(data.get("status_dir")),
+    )
 
 
 def exec_candidates(argv0: str, path_env: str | None) -> tuple[bytes, ...]:
@@ -94,6 +155,12 @@ def spawn(spec: LaunchSpec) -> Spawned:
     return Spawned(supervisor_pid=pid, exec_fd=exec_r, done_fd=done_r)
 
 
+def set_process_name(name: bytes) -> None:
+    """Set the name ps and top show (comm, at most 15 bytes); cmdline stays that of the parent."""
+    buf = ctypes.create_string_buffer(name[:15])
+    _prctl(_PR_SET_NAME, ctypes.addressof(buf), 0, 0, 0)
+
+
 def _reset_signals(ignore: tuple[int, ...] = ()) -> None:
     for sig in _SIGNALS:
         # Signals reserved by libc (32, 33) cannot be changed.
@@ -118,6 +185,9 @@ def _close_fds_except(*keep: int) -> None:
 
 def _supervise(spec: LaunchSpec, exec_w: int, done_w: int) -> None:
     os.setsid()
+    # Forked, not exec'd: without a name of its own it would look like its parent
+    # in ps. The buffer was made before the fork.
+    _prctl(_PR_SET_NAME, _SUPERVISOR_NAME_ADDR, 0, 0, 0)
     # Ignore SIGPIPE so that an agent which died before reading the pid cannot
     # take the supervisor (and the exit status) with it.
     _reset_signals(ignore=(signal.SIGPIPE,))
