@@ -38,7 +38,9 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[k]
 
 
-def start_cluster(agents: int, agent_resources: str, home: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_cluster(
+    agents: int, agent_resources: str | None, home: Path
+) -> tuple[subprocess.Popen[bytes], str]:
     env = {**os.environ, "CORRAL_HOME": str(home), "CORRAL_LOG_LEVEL": "warning"}
     corral_bin = Path(sys.executable).parent / "corral"
     cmd = [str(corral_bin)] if corral_bin.exists() else [sys.executable, "-m", "corral.cli.main"]
@@ -50,10 +52,9 @@ def start_cluster(agents: int, agent_resources: str, home: Path) -> tuple[subpro
             str(agents),
             "--port",
             "0",
-            "--agent-resources",
-            agent_resources,
             "--work-dir",
             str(home / "work"),
+            *(["--agent-resources", agent_resources] if agent_resources else []),
         ],
         env=env,
         stdout=subprocess.DEVNULL,
@@ -110,7 +111,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", type=int, default=1000)
     ap.add_argument("--agents", type=int, default=4)
-    ap.add_argument("--agent-resources", default="cpus:2;mem:2048")
+    ap.add_argument(
+        "--agent-resources",
+        default=None,
+        help="resources of each agent (default: `corral local`'s equal share of this machine)",
+    )
     ap.add_argument("--cpus", type=float, default=0.05)
     ap.add_argument("--mem", type=float, default=16)
     ap.add_argument("--command", default="true")
