@@ -4,10 +4,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import zkserver
+from zkserver import ZooKeeperServer
 
 import corral  # noqa: F401  (sets GRPC_ENABLE_FORK_SUPPORT=0 before grpc loads)
 from corral.cli.local import LocalCluster
@@ -33,3 +36,25 @@ async def cluster(tmp_path: Path) -> AsyncIterator[LocalCluster]:
     # Every test cleans up the cgroups it made, even when it fails.
     leftovers = [str(d) for d in c.agent_list[0].containerizer.cgroups.dirs(c.cgroup_prefix) if d.exists()]
     assert leftovers == [], f"cgroups left behind: {leftovers}"
+
+
+@pytest.fixture(scope="session")
+def zookeeper(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZooKeeperServer]:
+    """One real ZooKeeper server for the session; tests use their own paths."""
+    reason = zkserver.available()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must provide ZooKeeper: {reason}")
+        pytest.skip(reason)
+    server = ZooKeeperServer(tmp_path_factory.mktemp("zookeeper"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def zk_url(zookeeper: ZooKeeperServer) -> str:
+    """A fresh cluster path on the shared server."""
+    return f"zk://{zookeeper.hosts}/corral-test-{uuid.uuid4().hex[:8]}"

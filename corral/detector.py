@@ -1,0 +1,128 @@
+"""Finding the leading master, for agents, the framework SDK and the CLI.
+
+``host:port`` gives a :class:`StaticDetector`; ``zk://hosts/path`` a
+:class:`ZooKeeperDetector` that reads the same election znodes the masters
+write and follows every change of leader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any, Protocol
+
+import structlog
+from kazoo.exceptions import KazooException, NoNodeError
+
+from corral.zk import MEMBER_PREFIX, ZkUrl, decode_info, is_zk_url, make_client, parse_zk_url, sequence_of
+
+log = structlog.get_logger(__name__)
+
+
+class MasterDetector(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    def leader(self) -> str | None: ...
+    async def wait_leader(self, timeout: float) -> str: ...
+
+
+class StaticDetector:
+    """A fixed address: standalone masters and tests."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    def leader(self) -> str | None:
+        return self.address
+
+    async def wait_leader(self, timeout: float) -> str:
+        return self.address
+
+
+class ZooKeeperDetector:
+    """Follow the leader's address through ZooKeeper.
+
+    >>> d = ZooKeeperDetector(parse_zk_url("zk://127.0.0.1:2181/corral"))  # doctest: +SKIP
+    >>> await d.start(); address = await d.wait_leader(10)
+    """
+
+    def __init__(self, url: ZkUrl, session_timeout_s: float = 10.0) -> None:
+        self.url = url
+        self.client = make_client(url, session_timeout_s)
+        self.session_timeout_s = session_timeout_s
+        self._leader: dict[str, Any] | None = None
+        self._has_leader = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped = False
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        await asyncio.to_thread(self.client.start, self.session_timeout_s)
+        await asyncio.to_thread(self.client.ensure_path, self.url.leader_dir)
+        # ChildrenWatch re-arms itself and calls back on kazoo's thread.
+        self.client.ChildrenWatch(self.url.leader_dir, self._children_changed)
+
+    async def stop(self) -> None:
+        self._stopped = True
+        with contextlib.suppress(KazooException, OSError):
+            await asyncio.to_thread(self.client.stop)
+        with contextlib.suppress(KazooException, OSError):
+            await asyncio.to_thread(self.client.close)
+
+    def leader(self) -> str | None:
+        return str(self._leader["address"]) if self._leader else None
+
+    def leader_info(self) -> dict[str, Any] | None:
+        return self._leader
+
+    async def wait_leader(self, timeout: float) -> str:
+        """The leader's address, waiting up to ``timeout`` seconds for one."""
+        try:
+            async with asyncio.timeout(timeout):
+                while self._leader is None:
+                    await self._has_leader.wait()
+        except TimeoutError:
+            raise TimeoutError(f"no leading master in {self.url} after {timeout:g}s") from None
+        address = self.leader()
+        assert address is not None
+        return address
+
+    def _children_changed(self, children: list[str]) -> bool | None:
+        if self._stopped:
+            return False  # stop watching
+        members = sorted((c for c in children if c.startswith(MEMBER_PREFIX)), key=sequence_of)
+        info: dict[str, Any] | None = None
+        for name in members:  # the lowest readable one leads
+            try:
+                data, _ = self.client.get(f"{self.url.leader_dir}/{name}")
+            except NoNodeError:
+                continue
+            info = decode_info(data)
+            if info is not None and info.get("address"):
+                break
+            info = None
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._publish, info)
+        return None
+
+    def _publish(self, info: dict[str, Any] | None) -> None:
+        if info != self._leader:
+            log.info("detector.leader", address=info.get("address") if info else None)
+        self._leader = info
+        if info is None:
+            self._has_leader.clear()
+        else:
+            self._has_leader.set()
+
+
+def detector_for(master: str, session_timeout_s: float = 10.0) -> MasterDetector:
+    """``zk://...`` follows the leader through ZooKeeper; anything else is an address."""
+    if is_zk_url(master):
+        return ZooKeeperDetector(parse_zk_url(master), session_timeout_s)
+    return StaticDetector(master)

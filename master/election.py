@@ -1,0 +1,179 @@
+"""Leader election: who is the master right now.
+
+Two backends behind one small interface, so nothing else in the master knows
+which runs: :class:`StandaloneElection` (leads at once, no ZooKeeper) and
+:class:`ZooKeeperElection` (ephemeral sequential znodes, lowest sequence
+leads, each contender watches only its predecessor: no herd effect).
+
+A leader that loses its ZooKeeper connection stops leading at once (the
+``on_change`` callback with False): while disconnected it cannot know whether
+its session, and so its leadership, still exists. When the connection returns
+with the same session it may lead again; after the session is lost it
+contends anew with a new znode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import structlog
+from kazoo.client import KazooState
+from kazoo.exceptions import KazooException, NoNodeError
+from kazoo.protocol.states import WatchedEvent
+
+from corral.zk import MEMBER_PREFIX, ZkUrl, encode_info, make_client, sequence_of
+
+log = structlog.get_logger(__name__)
+
+OnChange = Callable[[bool], None]
+
+
+class Election(Protocol):
+    leading: bool
+
+    async def start(self, on_change: OnChange) -> None: ...
+    async def stop(self) -> None: ...
+
+
+class StandaloneElection:
+    """The only master: leads from the start."""
+
+    def __init__(self) -> None:
+        self.leading = False
+
+    async def start(self, on_change: OnChange) -> None:
+        self.leading = True
+        on_change(True)
+
+    async def stop(self) -> None:
+        self.leading = False
+
+
+class ZooKeeperElection:
+    """Contend for leadership under ``<url.path>/leader/``.
+
+    ``info`` (the MasterInfo as a dict) is the znode's data, which detectors
+    read to find the leader's address. Kazoo calls back on its own thread;
+    every decision is taken on the asyncio loop.
+    """
+
+    def __init__(self, url: ZkUrl, info: dict[str, Any], session_timeout_s: float = 10.0) -> None:
+        self.url = url
+        self.info = info
+        self.session_timeout_s = session_timeout_s
+        self.client = make_client(url, session_timeout_s)
+        self.leading = False
+        self.znode: str | None = None  # full path of our member znode
+        self._on_change: OnChange = lambda _: None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped = False
+        self._connected = True
+        self._check_lock = asyncio.Lock()
+        self._checks: set[asyncio.Task[None]] = set()
+
+    async def start(self, on_change: OnChange) -> None:
+        self._on_change = on_change
+        self._loop = asyncio.get_running_loop()
+        self.client.add_listener(self._state_listener)
+        await asyncio.to_thread(self.client.start, self.session_timeout_s)
+        await asyncio.to_thread(self.client.ensure_path, self.url.leader_dir)
+        await self._contend()
+
+    async def stop(self) -> None:
+        """Leave the election at once: closing the session deletes our znode,
+        so a successor takes over in milliseconds instead of a session timeout."""
+        self._stopped = True
+        self._set_leading(False)
+        for task in list(self._checks):
+            task.cancel()
+        await asyncio.gather(*self._checks, return_exceptions=True)
+        with contextlib.suppress(KazooException, OSError):
+            await asyncio.to_thread(self.client.stop)
+        with contextlib.suppress(KazooException, OSError):
+            await asyncio.to_thread(self.client.close)
+
+    # -- kazoo thread -> loop -------------------------------------------------
+
+    def _state_listener(self, state: str) -> None:
+        if self._loop is not None and not self._stopped:
+            self._loop.call_soon_threadsafe(self._on_state, state)
+
+    def _watch(self, _event: WatchedEvent) -> None:
+        if self._loop is not None and not self._stopped:
+            self._loop.call_soon_threadsafe(self._schedule_check)
+
+    # -- on the loop ----------------------------------------------------------
+
+    def _on_state(self, state: str) -> None:
+        if state == KazooState.SUSPENDED:
+            self._connected = False
+            if self.leading:
+                log.warning("election.suspended", znode=self.znode)
+            self._set_leading(False)
+        elif state == KazooState.LOST:
+            self._connected = False
+            self.znode = None  # the server deleted it with the session
+            log.warning("election.session_lost")
+            self._set_leading(False)
+        elif state == KazooState.CONNECTED:
+            self._connected = True
+            self._schedule_check()
+
+    def _schedule_check(self) -> None:
+        if not self._stopped:
+            task = asyncio.ensure_future(self._contend())
+            self._checks.add(task)
+            task.add_done_callback(self._checks.discard)
+
+    async def _contend(self) -> None:
+        async with self._check_lock:
+            if self._stopped or not self._connected:
+                return
+            try:
+                await asyncio.to_thread(self._contend_blocking)
+            except KazooException as e:
+                log.warning("election.check_failed", error=repr(e))
+                self._set_leading(False)
+
+    def _contend_blocking(self) -> None:
+        """(kazoo calls, run in a worker thread) Create our znode if needed,
+        then lead or watch the predecessor."""
+        client = self.client
+        if self.znode is None or client.exists(self.znode) is None:
+            self.znode = client.create(
+                f"{self.url.leader_dir}/{MEMBER_PREFIX}",
+                encode_info(self.info),
+                ephemeral=True,
+                sequence=True,
+            )
+        mine = self.znode.rsplit("/", 1)[1]
+        while True:
+            members = sorted(
+                (c for c in client.get_children(self.url.leader_dir) if c.startswith(MEMBER_PREFIX)),
+                key=sequence_of,
+            )
+            if mine not in members:
+                raise NoNodeError(self.znode)
+            index = members.index(mine)
+            if index == 0:
+                self._from_thread(True)
+                return
+            predecessor = f"{self.url.leader_dir}/{members[index - 1]}"
+            self._from_thread(False)
+            # Watch only the one just ahead of us; if it vanished meanwhile, look again.
+            if client.exists(predecessor, watch=self._watch) is not None:
+                return
+
+    def _from_thread(self, leading: bool) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._set_leading, leading)
+
+    def _set_leading(self, leading: bool) -> None:
+        if leading == self.leading or (leading and (self._stopped or not self._connected)):
+            return
+        self.leading = leading
+        log.info("election.leading" if leading else "election.not_leading", znode=self.znode)
+        self._on_change(leading)

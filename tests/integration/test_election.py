@@ -1,0 +1,118 @@
+"""Leader election and detection against a real ZooKeeper server."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from kazoo.client import KazooClient
+
+from corral.detector import StaticDetector, ZooKeeperDetector, detector_for
+from corral.master.election import StandaloneElection, ZooKeeperElection
+from corral.zk import ZkUrlError, parse_zk_url
+
+
+def _info(name: str) -> dict[str, Any]:
+    return {"id": name, "address": f"{name}.example:5050", "version": "test"}
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.changes: list[bool] = []
+        self.event = asyncio.Event()
+
+    def __call__(self, leading: bool) -> None:
+        self.changes.append(leading)
+        self.event.set()
+
+
+async def _until(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    try:
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://h:1/x", "starts with zk://"),
+        ("zk://h:2181", "needs a path"),
+        ("zk://h:2181/", "needs a path"),
+        ("zk://h/x", "not HOST:PORT"),
+        ("zk://h:2181/a/../b", "bad path"),
+    ],
+)
+def test_bad_zk_urls_are_refused_with_a_reason(url: str, problem: str) -> None:
+    with pytest.raises(ZkUrlError, match=problem):
+        parse_zk_url(url)
+
+
+def test_zk_url_and_static_detection() -> None:
+    url = parse_zk_url("zk://10.0.0.1:2181,10.0.0.2:2181/corral/prod/")
+    assert (url.hosts, url.path, url.leader_dir) == (
+        "10.0.0.1:2181,10.0.0.2:2181",
+        "/corral/prod",
+        "/corral/prod/leader",
+    )
+    assert isinstance(detector_for("127.0.0.1:5050"), StaticDetector)
+
+
+async def test_standalone_leads_at_once() -> None:
+    rec = Recorder()
+    election = StandaloneElection()
+    await election.start(rec)
+    assert election.leading
+    assert rec.changes == [True]
+
+
+async def test_lowest_leads_and_the_next_takes_over_when_it_leaves(zk_url: str) -> None:
+    url = parse_zk_url(zk_url)
+    recs = [Recorder() for _ in range(3)]
+    elections = [ZooKeeperElection(url, _info(f"m{i}"), session_timeout_s=2) for i in range(3)]
+    detector = ZooKeeperDetector(url, session_timeout_s=2)
+    try:
+        for election, rec in zip(elections, recs, strict=True):
+            await election.start(rec)
+        await detector.start()
+        await _until(lambda: elections[0].leading, 10, "m0 to lead")
+        assert [e.leading for e in elections] == [True, False, False]
+        assert await detector.wait_leader(10) == "m0.example:5050"
+
+        await elections[0].stop()  # a clean exit closes the session: fast hand-over
+        await _until(lambda: elections[1].leading, 5, "m1 to take over")
+        assert not elections[2].leading
+        await _until(lambda: detector.leader() == "m1.example:5050", 5, "the detector to follow")
+    finally:
+        for election in elections:
+            await election.stop()
+        await detector.stop()
+
+
+async def test_leader_whose_session_expires_steps_down_and_contends_again(zk_url: str) -> None:
+    url = parse_zk_url(zk_url)
+    first, second = Recorder(), Recorder()
+    leader = ZooKeeperElection(url, _info("a"), session_timeout_s=2)
+    follower = ZooKeeperElection(url, _info("b"), session_timeout_s=2)
+    try:
+        await leader.start(first)
+        await follower.start(second)
+        await _until(lambda: leader.leading, 10, "a to lead")
+        # Expire a's session for real (kazoo's own harness trick): a second
+        # client on the same session id, started and closed, ends it server-side.
+        session_id, password = leader.client.client_id
+        twin = KazooClient(hosts=url.hosts, client_id=(session_id, password))
+        await asyncio.to_thread(twin.start)
+        await asyncio.to_thread(twin.stop)
+        await asyncio.to_thread(twin.close)
+        await _until(lambda: follower.leading, 10, "b to take over")
+        await _until(lambda: False in first.changes, 10, "a to step down")
+        # a contends again with a new znode, now behind b.
+        await _until(lambda: leader.znode is not None, 10, "a to re-join the election")
+        assert not leader.leading
+    finally:
+        await leader.stop()
+        await follower.stop()

@@ -1,0 +1,120 @@
+"""A real ZooKeeper server (Debian's `zookeeper` package) for tests.
+
+Started in the foreground on a free loopback port with a private data dir and
+stopped by its pid (FACTS.md has the measurements behind these settings).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+JARS = ("/usr/share/java/zookeeper.jar", "/usr/share/java/slf4j-simple.jar")
+
+
+def available() -> str | None:
+    """None if a server can be started here, else the reason it cannot."""
+    if shutil.which("java") is None:
+        return "java is not installed (apt-get install zookeeper brings it)"
+    missing = [j for j in JARS if not Path(j).exists()]
+    if missing:
+        return f"ZooKeeper is not installed ({missing[0]} missing): apt-get install zookeeper"
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def four_letter(port: int, word: str, timeout: float = 1.0) -> str:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(word.encode())
+        chunks = []
+        while data := s.recv(4096):
+            chunks.append(data)
+    return b"".join(chunks).decode(errors="replace")
+
+
+class ZooKeeperServer:
+    """One standalone server. ``hosts`` is the kazoo connection string."""
+
+    def __init__(self, work_dir: Path, port: int | None = None) -> None:
+        self.work_dir = work_dir
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def hosts(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        data = self.work_dir / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        cfg = self.work_dir / "zoo.cfg"
+        cfg.write_text(
+            "\n".join(
+                [
+                    "tickTime=500",
+                    "initLimit=10",
+                    "syncLimit=5",
+                    f"dataDir={data}",
+                    f"clientPort={self.port}",
+                    "clientPortAddress=127.0.0.1",
+                    "maxClientCnxns=0",
+                    "admin.enableServer=false",
+                    "4lw.commands.whitelist=ruok,srvr,stat,mntr,cons,conf",
+                    # Without these a client asking for a 2 s session silently gets 4 s.
+                    "minSessionTimeout=1000",
+                    "maxSessionTimeout=60000",
+                ]
+            )
+            + "\n"
+        )
+        log = (self.work_dir / "zookeeper.log").open("wb")
+        self.proc = subprocess.Popen(
+            [
+                "java",
+                "-Xmx256m",
+                "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+                "-cp",
+                ":".join(JARS),
+                "org.apache.zookeeper.server.quorum.QuorumPeerMain",
+                str(cfg),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"ZooKeeper exited with {self.proc.returncode}: "
+                    + (self.work_dir / "zookeeper.log").read_text()[-2000:]
+                )
+            try:
+                if four_letter(self.port, "ruok") == "imok":
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"ZooKeeper did not answer ruok on port {self.port} within {timeout}s")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
