@@ -2,6 +2,7 @@
 
     python bench/container_launch.py -n 200 --concurrency 20 --json out.json
     python bench/container_launch.py --in-process   # fork from this process, no fork server
+    python bench/container_launch.py --no-isolation # no namespaces, no capability drop
 
 Needs root and a cgroup hierarchy (probed). Prints p50/p99 latency, launches/s
 and the CPU time (user+system) of this process and its children per launch.
@@ -23,7 +24,7 @@ from typing import Any
 
 import structlog
 
-from corral.slave.containerizer import ContainerConfig, Containerizer
+from corral.slave.containerizer import ContainerConfig, Containerizer, Isolation
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -31,7 +32,7 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def _one(ctz: Containerizer, work: Path) -> float:
+async def _one(ctz: Containerizer, work: Path, isolation: Isolation) -> float:
     container_id = uuid.uuid4().hex[:12]
     config = ContainerConfig(
         container_id=container_id,
@@ -40,6 +41,7 @@ async def _one(ctz: Containerizer, work: Path) -> float:
         sandbox=work / "sandboxes" / container_id,
         cpus_milli=100,
         mem_bytes=64 << 20,
+        isolation=isolation,
     )
     start = time.perf_counter()
     await ctz.launch(config)
@@ -51,12 +53,14 @@ async def _one(ctz: Containerizer, work: Path) -> float:
     return elapsed
 
 
-async def _phase(ctz: Containerizer, work: Path, n: int, concurrency: int) -> dict[str, Any]:
+async def _phase(
+    ctz: Containerizer, work: Path, n: int, concurrency: int, isolation: Isolation
+) -> dict[str, Any]:
     gate = asyncio.Semaphore(concurrency)
 
     async def bounded() -> float:
         async with gate:
-            return await _one(ctz, work)
+            return await _one(ctz, work, isolation)
 
     cpu_start = os.times()
     start = time.perf_counter()
@@ -80,10 +84,15 @@ async def _phase(ctz: Containerizer, work: Path, n: int, concurrency: int) -> di
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=200, help="containers per phase")
-    parser.add_argument("--concurrency", type=int, default=20)
+    parser.add_argument(
+        "--concurrency", type=int, action="append", help="concurrent phase(s) after the sequential one"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument(
         "--in-process", action="store_true", help="fork supervisors from this process (the old path)"
+    )
+    parser.add_argument(
+        "--no-isolation", action="store_true", help="Isolation.none(): no namespaces or capability drop"
     )
     parser.add_argument(
         "--ballast-mb",
@@ -92,6 +101,7 @@ async def main() -> None:
         help="allocate and touch this many MB first, to mimic an agent's larger heap",
     )
     args = parser.parse_args()
+    isolation = Isolation.none() if args.no_isolation else Isolation()
     ballast = [bytearray(1 << 20) for _ in range(args.ballast_mb)]
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     with tempfile.TemporaryDirectory(prefix="corral-bench-") as tmp:
@@ -102,14 +112,15 @@ async def main() -> None:
             fork_server=not args.in_process,
         )
         try:
-            results = [
-                await _phase(ctz, work, args.n, 1),
-                await _phase(ctz, work, args.n, args.concurrency),
-            ]
+            results = [await _phase(ctz, work, args.n, 1, isolation)]
+            for concurrency in args.concurrency or [20]:
+                results.append(await _phase(ctz, work, args.n, concurrency, isolation))
         finally:
             await ctz.close(grace_s=0.5)
     del ballast
-    mode = "in-process" if args.in_process else "fork server"
+    mode = ("in-process" if args.in_process else "fork server") + (
+        ", no isolation" if args.no_isolation else ", isolated"
+    )
     for r in results:
         print(
             f"{mode}, concurrency {r['concurrency']:>3}: n={r['n']} p50 {r['p50_ms']:.1f} ms  "

@@ -3,7 +3,7 @@
 from corral.slave.containerizer.cgroups.base import CgroupBackend
 from corral.slave.containerizer.containerizer import Containerizer
 from corral.slave.containerizer.errors import CgroupError, ContainerError
-from corral.slave.containerizer.model import ContainerConfig, Limitation, Termination, Usage
+from corral.slave.containerizer.model import ContainerConfig, Isolation, Limitation, Termination, Usage
 
 __all__ = [
     "CgroupBackend",
@@ -11,6 +11,7 @@ __all__ = [
     "ContainerConfig",
     "ContainerError",
     "Containerizer",
+    "Isolation",
     "Limitation",
     "Termination",
     "Usage",

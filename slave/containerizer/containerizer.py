@@ -28,6 +28,7 @@ from corral.slave.containerizer.cgroups.base import CgroupBackend, CgroupLimits,
 from corral.slave.containerizer.cgroups.probe import probe
 from corral.slave.containerizer.errors import CgroupError, ContainerError
 from corral.slave.containerizer.forkserver_client import ForkServerClient, ForkServerError
+from corral.slave.containerizer.isolation import launch_isolation
 from corral.slave.containerizer.model import ContainerConfig, Termination, Usage
 
 log = structlog.get_logger(__name__)
@@ -474,6 +475,7 @@ def _launch_spec(config: ContainerConfig, join: tuple[Path, ...], meta_dir: Path
         cgroup_procs=tuple(os.fsencode(p) for p in join),
         status_path=os.fsencode(meta_dir / "exit_status.json"),
         status_dir=os.fsencode(meta_dir),
+        isolation=launch_isolation(config.isolation, config.container_id),
     )
 
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import gc
-import importlib.util
+import importlib
 import json
 import os
 import select
@@ -50,16 +50,19 @@ MAX_DATAGRAM = 64 * 1024  # larger requests go through a memfd
 _REPLY_FDS = 3
 
 
+_PACKAGE = "_corral_forkserver"
+
+
 def _load_launcher() -> types.ModuleType:
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "launcher.py")
-    spec = importlib.util.spec_from_file_location("_corral_forkserver_launcher", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    # dataclasses looks the module up in sys.modules while building the classes.
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    """launcher.py, loaded as a module of a nameless package made of this folder.
+
+    launcher.py imports its siblings (kernel.py, network.py) relatively; the
+    package's ``__init__`` is not run, so only stdlib-only modules are loaded.
+    """
+    package = types.ModuleType(_PACKAGE)
+    package.__path__ = [os.path.dirname(os.path.abspath(__file__))]
+    sys.modules[_PACKAGE] = package
+    return importlib.import_module(f"{_PACKAGE}.launcher")
 
 
 def _reap() -> None:

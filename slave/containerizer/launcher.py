@@ -32,14 +32,20 @@ import ctypes
 import errno
 import os
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-_PR_SET_NAME = 15
-_PR_SET_CHILD_SUBREAPER = 36
-_libc = ctypes.CDLL(None, use_errno=True)
-_prctl = _libc.prctl
-_prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-_prctl.restype = ctypes.c_int
+# Relative, so that it works both as corral.slave.containerizer.launcher and
+# when the fork server loads this folder as a nameless package.
+from . import kernel, network
+
+# Not typing.TYPE_CHECKING: importing typing would cost the fork server memory.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
+
+_PR_SET_NAME = kernel.PR_SET_NAME
+_PR_SET_CHILD_SUBREAPER = kernel.PR_SET_CHILD_SUBREAPER
+_prctl = kernel._prctl  # the raw call: the supervisor cannot handle an exception
 
 # Computed before any fork: resetting every handler means the task starts with
 # the dispositions a fresh process has (Python ignores SIGPIPE and SIGXFSZ).
@@ -47,9 +53,31 @@ _SIGNALS = tuple(s for s in sorted(signal.valid_signals()) if s not in (signal.S
 _MAX_FD = os.sysconf("SC_OPEN_MAX")
 _SUPERVISOR_NAME = ctypes.create_string_buffer(b"corral-super")
 _SUPERVISOR_NAME_ADDR = ctypes.addressof(_SUPERVISOR_NAME)
+_INIT_NAME = ctypes.create_string_buffer(b"corral-init")
+_INIT_NAME_ADDR = ctypes.addressof(_INIT_NAME)
+# What the container's init passes on to the command (as tini does); SIGCHLD
+# is waited for too. SIGKILL/SIGSTOP from the host reach the init anyway.
+_FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+_INIT_WAITS = frozenset((*_FORWARDED, signal.SIGCHLD))
+_CAP_LAST = kernel.last_cap()
 EXIT_SETUP_FAILED = 126
 EXIT_NOT_FOUND = 127
 _EXIT_SUPERVISOR_FAILED = 125
+
+
+@dataclass(frozen=True)
+class IsolationSpec:
+    """The isolation of one task, as the launcher applies it; the defaults isolate nothing."""
+
+    pid_ns: bool = False  # the supervisor unshares CLONE_NEWPID; an init runs as PID 1
+    clone_flags: int = 0  # other namespaces, unshared by the task child (CLONE_NEWNS, ...)
+    hostname: bytes = b""  # set when clone_flags has CLONE_NEWUTS
+    network: str = "host"  # network.MODES
+    tmp_bytes: int = 0  # size of the private tmpfs on /tmp; 0 for none
+    uid: int = -1  # -1: stay root
+    gid: int = -1
+    cap_keep: int = -1  # capability mask to keep; -1: drop nothing
+    no_new_privs: bool = False
 
 
 @dataclass(frozen=True)
@@ -65,6 +93,7 @@ class LaunchSpec:
     cgroup_procs: tuple[bytes, ...]
     status_path: bytes
     status_dir: bytes
+    isolation: IsolationSpec = field(default_factory=IsolationSpec)
 
 
 @dataclass(frozen=True)
@@ -94,6 +123,17 @@ def spec_to_json(spec: LaunchSpec) -> dict[str, object]:
         "cgroup_procs": [s(p) for p in spec.cgroup_procs],
         "status_path": s(spec.status_path),
         "status_dir": s(spec.status_dir),
+        "isolation": {
+            "pid_ns": spec.isolation.pid_ns,
+            "clone_flags": spec.isolation.clone_flags,
+            "hostname": s(spec.isolation.hostname),
+            "network": spec.isolation.network,
+            "tmp_bytes": spec.isolation.tmp_bytes,
+            "uid": spec.isolation.uid,
+            "gid": spec.isolation.gid,
+            "cap_keep": spec.isolation.cap_keep,
+            "no_new_privs": spec.isolation.no_new_privs,
+        },
     }
 
 
@@ -110,6 +150,33 @@ def spec_from_json(data: dict[str, object]) -> LaunchSpec:
             raise ValueError(f"expected a list, got {type(value).__name__}")
         return value
 
+    def integer(value: object) -> int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(f"expected an integer, got {type(value).__name__}")
+        return value
+
+    def flag(value: object) -> bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"expected a boolean, got {type(value).__name__}")
+        return value
+
+    iso = data.get("isolation", {})
+    if not isinstance(iso, dict):
+        raise ValueError(f"isolation: expected an object, got {type(iso).__name__}")
+    network_mode = iso.get("network", "host")
+    if network_mode not in network.MODES:
+        raise ValueError(f"isolation.network: unknown mode {network_mode!r}")
+    isolation = IsolationSpec(
+        pid_ns=flag(iso.get("pid_ns", False)),
+        clone_flags=integer(iso.get("clone_flags", 0)),
+        hostname=b(iso.get("hostname", "")),
+        network=str(network_mode),
+        tmp_bytes=integer(iso.get("tmp_bytes", 0)),
+        uid=integer(iso.get("uid", -1)),
+        gid=integer(iso.get("gid", -1)),
+        cap_keep=integer(iso.get("cap_keep", -1)),
+        no_new_privs=flag(iso.get("no_new_privs", False)),
+    )
     env: dict[bytes, bytes] = {}
     for pair in seq(data.get("env")):
         key, value = seq(pair)
@@ -124,6 +191,7 @@ def spec_from_json(data: dict[str, object]) -> LaunchSpec:
         cgroup_procs=tuple(b(p) for p in seq(data.get("cgroup_procs"))),
         status_path=b(data.get("status_path")),
         status_dir=b(data.get("status_dir")),
+        isolation=isolation,
     )
 
 
@@ -194,26 +262,39 @@ def _supervise(spec: LaunchSpec, exec_w: int, done_w: int) -> None:
     with contextlib.suppress(ValueError):
         signal.set_wakeup_fd(-1)
     # Orphans of the task are re-parented to us and reaped, not left as zombies
-    # of an init that may not reap (this host's pid 1 does not).
+    # of an init that may not reap (this host's pid 1 does not). In a pid
+    # namespace they go to the container's init instead.
     _prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    # The container's init reports the command's wait status here, since as
+    # PID 1 of its namespace it cannot die of a signal it sends itself.
+    stage = b"create the status pipe"
     try:
+        report_r, report_w = os.pipe2(os.O_CLOEXEC)
+        if spec.isolation.pid_ns:
+            # Only our children enter the new namespace: the first one is its
+            # PID 1. The supervisor itself stays outside every namespace.
+            stage = b"unshare the pid namespace"
+            kernel.unshare(kernel.CLONE_NEWPID)
+        stage = b"fork the task"
         task = os.fork()
     except OSError as e:
-        _write_all(exec_w, b"Ecannot fork the task: " + os.strerror(e.errno or 0).encode() + b"\n")
+        reason = (e.strerror or os.strerror(e.errno or 0)).encode(errors="replace")
+        _write_all(exec_w, b"Ecannot " + stage + b": " + reason + b"\n")
         os._exit(_EXIT_SUPERVISOR_FAILED)
     if task == 0:
         try:
-            _close_fds_except(exec_w)
-            _exec_task(spec, exec_w)
+            _close_fds_except(exec_w, report_w)
+            _task_child(spec, exec_w, report_w)
         finally:
             os._exit(EXIT_SETUP_FAILED)
+    os.close(report_w)
     # Only now drop the agent's sockets, epoll and pipe fds (so they die with the
     # agent): grpc's pthread_atfork handlers, which run in this process at the
     # fork above, abort if its epoll wakeup fd has been closed.
     null = os.open(b"/dev/null", os.O_RDWR)
     for target in (0, 1, 2):
         os.dup2(null, target)
-    _close_fds_except(exec_w, done_w)
+    _close_fds_except(exec_w, done_w, report_r)
     _write_all(exec_w, b"P%d\n" % task)
     os.close(exec_w)
     status: int | None = None
@@ -221,6 +302,8 @@ def _supervise(spec: LaunchSpec, exec_w: int, done_w: int) -> None:
         _, status = os.waitpid(task, 0)
     except ChildProcessError:
         status = None
+    if status is not None and os.WIFEXITED(status):
+        status = _reported_status(report_r, status)
     _write_status(spec, task, status)
     os.close(done_w)
     while True:
@@ -229,6 +312,16 @@ def _supervise(spec: LaunchSpec, exec_w: int, done_w: int) -> None:
         except ChildProcessError:
             break
     os._exit(0)
+
+
+def _reported_status(report_r: int, status: int) -> int:
+    """The command's wait status as its init reported it, else the init's own."""
+    os.set_blocking(report_r, False)
+    try:
+        report = os.read(report_r, 64)
+    except OSError:
+        return status
+    return int(report) if report.isdigit() else status
 
 
 def _write_status(spec: LaunchSpec, task: int, status: int | None) -> None:
@@ -252,7 +345,25 @@ def _write_status(spec: LaunchSpec, task: int, status: int | None) -> None:
         pass  # the agent reports a lost status; nothing better can be done here
 
 
-def _exec_task(spec: LaunchSpec, exec_w: int) -> None:
+def _task_child(spec: LaunchSpec, exec_w: int, report_w: int) -> None:
+    """Set the container up, then exec the command (or, in a pid namespace, be its init).
+
+    The order matters:
+
+    1. join the cgroups first, so that everything below (and every byte the
+       task allocates) is accounted and killable from the host;
+    2. namespaces, mounts, hostname and loopback while still fully privileged
+       (they need CAP_SYS_ADMIN / CAP_NET_ADMIN); /proc is mounted after the
+       fork into the new pid namespace (the supervisor unshared it), so it
+       shows only the container's processes;
+    3. chdir and stdio (files opened as root, before any uid switch);
+    4. in a pid namespace, fork the command and stay behind as its init;
+    5. in the command: drop the bounding set (needs CAP_SETPCAP, so before the
+       uid switch), setgroups/setgid/setuid, capset, PR_SET_NO_NEW_PRIVS, exec.
+
+    Any failure goes to the agent as ``E cannot <stage>: <reason>``.
+    """
+    iso = spec.isolation
     stage = b"reset signals"
     try:
         _reset_signals()
@@ -264,6 +375,17 @@ def _exec_task(spec: LaunchSpec, exec_w: int) -> None:
                 os.write(fd, pid)
             finally:
                 os.close(fd)
+        if iso.clone_flags:
+            stage = b"unshare namespaces"
+            kernel.unshare(iso.clone_flags)
+        if iso.clone_flags & kernel.CLONE_NEWNS:
+            stage = b"set up mounts"
+            _mounts(spec)
+        if iso.clone_flags & kernel.CLONE_NEWUTS and iso.hostname:
+            stage = b"set the hostname"
+            kernel.sethostname(iso.hostname)
+        stage = b"set up the " + iso.network.encode() + b" network"
+        network.setup(iso.network)
         stage = b"chdir to " + spec.cwd
         os.chdir(spec.cwd)
         stage = b"open stdin, stdout and stderr"
@@ -276,10 +398,115 @@ def _exec_task(spec: LaunchSpec, exec_w: int) -> None:
         for fd in {stdin, stdout, stderr} - {0, 1, 2}:
             os.close(fd)
     except OSError as e:
-        reason = os.strerror(e.errno or 0).encode()
-        _write_all(exec_w, b"Ecannot " + stage + b": " + reason + b"\n")
-        os._exit(EXIT_SETUP_FAILED)
+        _fail(exec_w, stage, e)
+    if iso.pid_ns:
+        _init(spec, exec_w, report_w)
+    os.close(report_w)
+    _drop_privileges(spec, exec_w)
     _exec(spec)
+
+
+def _fail(exec_w: int, stage: bytes, e: OSError) -> NoReturn:
+    reason = (e.strerror or os.strerror(e.errno or 0)).encode(errors="replace")
+    _write_all(exec_w, b"Ecannot " + stage + b": " + reason + b"\n")
+    os._exit(EXIT_SETUP_FAILED)
+
+
+def _mounts(spec: LaunchSpec) -> None:
+    """Private propagation, a fresh /proc and a private /tmp; the host sees none of them.
+
+    /dev stays the host's until the root switch (images increment) brings a
+    minimal one.
+    """
+    iso = spec.isolation
+    kernel.mount(None, b"/", None, kernel.MS_REC | kernel.MS_PRIVATE, None)
+    if iso.pid_ns:
+        flags = kernel.MS_NOSUID | kernel.MS_NODEV | kernel.MS_NOEXEC
+        kernel.mount(b"proc", b"/proc", b"proc", flags, None)
+    if iso.tmp_bytes > 0:
+        # A sandbox under /tmp (tests, small setups) would vanish under the
+        # tmpfs: keep a handle on it and bind it back at the same path.
+        keep = spec.cwd if spec.cwd.startswith(b"/tmp/") else None
+        keep_fd = os.open(keep, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) if keep else -1
+        try:
+            data = b"size=%d,mode=1777" % iso.tmp_bytes
+            kernel.mount(b"tmpfs", b"/tmp", b"tmpfs", kernel.MS_NOSUID | kernel.MS_NODEV, data)
+            if keep:
+                os.makedirs(keep, 0o755, exist_ok=True)
+                kernel.mount(b"/proc/self/fd/%d" % keep_fd, keep, None, kernel.MS_BIND | kernel.MS_REC, None)
+        finally:
+            if keep_fd >= 0:
+                os.close(keep_fd)
+
+
+def _init(spec: LaunchSpec, exec_w: int, report_w: int) -> None:
+    """PID 1 of the container: fork the command, forward signals, reap, exit as it did.
+
+    Like tini: the signals are blocked and taken with sigwaitinfo, so none is
+    lost between the fork and the wait, and none hits PID 1's default action
+    (which the kernel would drop). When this process exits the kernel kills
+    everything left in the namespace.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, _INIT_WAITS)
+    try:
+        command = os.fork()
+    except OSError as e:
+        _fail(exec_w, b"fork the command", e)
+    if command == 0:
+        try:
+            os.close(report_w)
+            signal.pthread_sigmask(signal.SIG_SETMASK, ())
+            _drop_privileges(spec, exec_w)
+            _exec(spec)
+        finally:
+            os._exit(EXIT_SETUP_FAILED)
+    # The command's copy closes at exec, which is when the agent may go on.
+    os.close(exec_w)
+    _prctl(_PR_SET_NAME, _INIT_NAME_ADDR, 0, 0, 0)
+    for fd in (0, 1, 2):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    while True:
+        info = signal.sigwaitinfo(_INIT_WAITS)
+        if info.si_signo != signal.SIGCHLD:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(command, info.si_signo)
+            continue
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                pid = 0
+            if pid == 0:
+                break
+            if pid == command:
+                _write_all(report_w, b"%d" % status)
+                os._exit(128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status))
+
+
+def _drop_privileges(spec: LaunchSpec, exec_w: int) -> None:
+    iso = spec.isolation
+    stage = b"drop privileges"
+    try:
+        if iso.cap_keep >= 0:
+            stage = b"drop capabilities from the bounding set"
+            for cap in range(_CAP_LAST + 1):
+                if not iso.cap_keep & (1 << cap):
+                    kernel.prctl(kernel.PR_CAPBSET_DROP, cap)
+        if iso.uid >= 0:
+            stage = b"switch to uid %d gid %d" % (iso.uid, iso.gid)
+            os.setgroups([iso.gid])
+            os.setgid(iso.gid)
+            os.setuid(iso.uid)
+        if iso.cap_keep >= 0:
+            stage = b"drop capabilities"
+            effective, permitted, inheritable = kernel.capget()
+            kernel.capset(effective & iso.cap_keep, permitted & iso.cap_keep, inheritable & iso.cap_keep)
+        if iso.no_new_privs:
+            stage = b"set no_new_privs"
+            kernel.prctl(kernel.PR_SET_NO_NEW_PRIVS, 1)
+    except OSError as e:
+        _fail(exec_w, stage, e)
 
 
 def _exec(spec: LaunchSpec) -> None:

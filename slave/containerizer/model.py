@@ -4,12 +4,111 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from corral.slave.containerizer import network
 from corral.slave.containerizer.errors import ContainerError
+from corral.slave.containerizer.kernel import CAPABILITIES
 
 _ID_RE = re.compile(r"[A-Za-z0-9._-]{1,200}")
+_HOSTNAME_MAX = 63
+_LABEL_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?")
+_ID_MAX = 2**32 - 2  # (uid_t)-1 means "unchanged" to the kernel
+
+# Docker's default set (moby's oci/caps/defaults.go), names without CAP_.
+DEFAULT_CAPABILITIES = frozenset(
+    {
+        "CHOWN",
+        "DAC_OVERRIDE",
+        "FSETID",
+        "FOWNER",
+        "MKNOD",
+        "NET_RAW",
+        "SETGID",
+        "SETUID",
+        "SETFCAP",
+        "SETPCAP",
+        "NET_BIND_SERVICE",
+        "SYS_CHROOT",
+        "KILL",
+        "AUDIT_WRITE",
+    }
+)
+ALL_CAPABILITIES = frozenset(CAPABILITIES)
+
+
+def default_hostname(container_id: str) -> str:
+    """A valid hostname made from a container id: ``[._]`` become ``-``, at most 63 characters."""
+    name = re.sub(r"[^A-Za-z0-9-]", "-", container_id)[:_HOSTNAME_MAX].strip("-")
+    return name or "container"
+
+
+@dataclass(frozen=True)
+class Isolation:
+    """How a container is isolated from the host; the defaults isolate all this increment can.
+
+    ``network``: ``"host"`` (share the host's) or ``"none"`` (loopback only).
+    ``hostname``: None means :func:`default_hostname` of the container id.
+    ``user``: ``(uid, gid)`` to run the command as; None stays root.
+    ``capabilities``: names without ``CAP_``; None means
+    :data:`DEFAULT_CAPABILITIES`; :data:`ALL_CAPABILITIES` drops none.
+    The root filesystem, /dev and the user namespace are the host's (see
+    docs/architecture.md, Containerizer).
+    """
+
+    pid: bool = True
+    mount: bool = True
+    uts: bool = True
+    ipc: bool = True
+    network: str = "host"
+    hostname: str | None = None
+    user: tuple[int, int] | None = None
+    capabilities: frozenset[str] | None = None
+    no_new_privs: bool = True
+    tmp_size_bytes: int = 64 << 20
+
+    @classmethod
+    def none(cls) -> Isolation:
+        """No namespaces, host network, every capability: the behaviour before isolation."""
+        return cls(
+            pid=False,
+            mount=False,
+            uts=False,
+            ipc=False,
+            network="host",
+            capabilities=ALL_CAPABILITIES,
+            no_new_privs=False,
+        )
+
+    def validate(self) -> None:
+        """Raise ContainerError naming the first bad field."""
+        if self.network not in network.MODES:
+            raise ContainerError(
+                f"isolation.network: must be one of {', '.join(network.MODES)}, got {self.network!r}"
+            )
+        if self.hostname is not None and not _valid_hostname(self.hostname):
+            raise ContainerError(
+                "isolation.hostname: must be 1-63 characters of dot-separated labels of "
+                f"[A-Za-z0-9-] not starting or ending with '-', got {self.hostname!r}"
+            )
+        if self.user is not None and (
+            len(self.user) != 2 or not all(isinstance(i, int) and 0 <= i <= _ID_MAX for i in self.user)
+        ):
+            raise ContainerError(f"isolation.user: must be (uid, gid) in 0..{_ID_MAX}, got {self.user!r}")
+        if self.capabilities is not None:
+            unknown = sorted(c for c in self.capabilities if c not in CAPABILITIES)
+            if unknown:
+                raise ContainerError(
+                    f"isolation.capabilities: unknown capability {unknown[0]!r} "
+                    "(use names like 'NET_ADMIN', without CAP_)"
+                )
+        if self.mount and self.tmp_size_bytes < 0:
+            raise ContainerError(f"isolation.tmp_size_bytes: must be >= 0, got {self.tmp_size_bytes}")
+
+
+def _valid_hostname(name: str) -> bool:
+    return 0 < len(name) <= _HOSTNAME_MAX and all(_LABEL_RE.fullmatch(label) for label in name.split("."))
 
 
 @dataclass(frozen=True)
@@ -28,6 +127,7 @@ class ContainerConfig:
     mem_bytes: int
     cpu_hard_cap: bool = False
     pids_max: int | None = None
+    isolation: Isolation = field(default_factory=Isolation)
 
     def validate(self) -> None:
         """Raise ContainerError naming the first bad field."""
@@ -47,6 +147,7 @@ class ContainerConfig:
             "\0" in k or "=" in k or "\0" in v for k, v in self.env.items()
         ):
             raise ContainerError("argv/env: must not contain NUL bytes or '=' in names")
+        self.isolation.validate()
 
 
 @dataclass(frozen=True)

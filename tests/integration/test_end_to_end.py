@@ -13,6 +13,7 @@ import pytest
 from corral.cli.local import LocalCluster
 from corral.frameworks import Task, TaskState
 from corral.resources import Resources
+from corral.slave.agent import Agent, TaskRun
 from corral.testing import framework
 
 pytestmark = [pytest.mark.root]
@@ -79,18 +80,16 @@ async def test_kill_ends_task_and_its_whole_process_tree(cluster: LocalCluster) 
     async with framework(cluster.master_address) as (driver, rec):
         offer = await rec.next_offer()
         # A tree: the shell, two background sleeps, and one that ignores SIGTERM.
-        cmd = (
-            "sleep 1000 & a=$!; sleep 1000 & b=$!; (trap '' TERM; sleep 1000) & c=$!; "
-            'echo "$$ $a $b $c" > pids; wait'
-        )
+        cmd = "sleep 1000 & sleep 1000 & (trap '' TERM; sleep 1000) & wait"
         driver.launch(offer, [Task("victim", cmd, SMALL, kill_grace_s=0.5)])
         await rec.wait_state("victim", TaskState.RUNNING)
-        sandbox = _sandbox_of(cluster, "victim")
-        pid_file = sandbox / "pids"
+        # The task has its own pid namespace: find its processes from the host,
+        # through its cgroup.
+        agent, run = _run_of(cluster, "victim")
+        cgroup = f"{agent.containerizer.cgroup_prefix}/{run.container_id}"
         async with asyncio.timeout(10):
-            while not pid_file.exists() or len(pid_file.read_text().split()) < 4:
+            while len(pids := sorted(agent.containerizer.cgroups.procs(cgroup))) < 5:
                 await asyncio.sleep(0.05)
-        pids = [int(p) for p in pid_file.read_text().split()]
         assert _pids_alive(pids) == pids
         driver.kill("victim")
         status = await rec.wait_terminal("victim")
@@ -145,9 +144,9 @@ async def test_decline_with_zero_refuse_is_offered_again(tmp_path: Path) -> None
         assert again.id != offer.id
 
 
-def _sandbox_of(cluster: LocalCluster, task_id: str) -> Path:
+def _run_of(cluster: LocalCluster, task_id: str) -> tuple[Agent, TaskRun]:
     for agent in cluster.agent_list:
         for (_, tid), run in agent.tasks.items():
             if tid == task_id:
-                return run.sandbox
+                return agent, run
     raise AssertionError(f"no agent runs {task_id}")

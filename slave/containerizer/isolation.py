@@ -1,0 +1,50 @@
+"""Turn a container's :class:`Isolation` into what the launcher applies.
+
+Pure: the kernel calls themselves run in the launcher's child (launcher.py,
+through kernel.py and network.py).
+"""
+
+from __future__ import annotations
+
+from corral.slave.containerizer import kernel, network
+from corral.slave.containerizer.launcher import IsolationSpec
+from corral.slave.containerizer.model import (
+    ALL_CAPABILITIES,
+    DEFAULT_CAPABILITIES,
+    Isolation,
+    default_hostname,
+)
+
+
+def capability_mask(names: frozenset[str]) -> int:
+    mask = 0
+    for name in names:
+        mask |= 1 << kernel.CAPABILITIES[name]
+    return mask
+
+
+def launch_isolation(iso: Isolation, container_id: str) -> IsolationSpec:
+    """The launcher's view of ``iso`` (already validated) for ``container_id``."""
+    flags = 0
+    if iso.mount:
+        flags |= kernel.CLONE_NEWNS
+    if iso.uts:
+        flags |= kernel.CLONE_NEWUTS
+    if iso.ipc:
+        flags |= kernel.CLONE_NEWIPC
+    flags |= network.clone_flags(iso.network)
+    caps = DEFAULT_CAPABILITIES if iso.capabilities is None else iso.capabilities
+    hostname = iso.hostname if iso.hostname is not None else default_hostname(container_id)
+    uid, gid = iso.user if iso.user is not None else (-1, -1)
+    return IsolationSpec(
+        pid_ns=iso.pid,
+        clone_flags=flags,
+        hostname=hostname.encode() if iso.uts else b"",
+        network=iso.network,
+        tmp_bytes=iso.tmp_size_bytes if iso.mount else 0,
+        uid=uid,
+        gid=gid,
+        # Every capability we know of: drop nothing (not even ones newer than our table).
+        cap_keep=-1 if caps >= ALL_CAPABILITIES else capability_mask(caps),
+        no_new_privs=iso.no_new_privs,
+    )
