@@ -11,12 +11,16 @@ import asyncio
 import contextlib
 from typing import Any, Protocol
 
+import grpc
 import structlog
 from kazoo.exceptions import KazooException, NoNodeError
 
 from corral.zk import MEMBER_PREFIX, ZkUrl, decode_info, is_zk_url, make_client, parse_zk_url, sequence_of
 
 log = structlog.get_logger(__name__)
+
+#: Trailing metadata key in which a non-leading master names the leader.
+LEADER_METADATA_KEY = "corral-leader"
 
 
 class MasterDetector(Protocol):
@@ -126,3 +130,45 @@ def detector_for(master: str, session_timeout_s: float = 10.0) -> MasterDetector
     if is_zk_url(master):
         return ZooKeeperDetector(parse_zk_url(master), session_timeout_s)
     return StaticDetector(master)
+
+
+def leader_from_error(error: grpc.RpcError) -> str | None:
+    """The leader's address a non-leading master named, if any."""
+    trailing = getattr(error, "trailing_metadata", None)
+    metadata: Any = trailing() if callable(trailing) else None
+    for item in metadata or ():
+        key, value = item[0], item[1]
+        if key == LEADER_METADATA_KEY:
+            return value if isinstance(value, str) else bytes(value).decode()
+    return None
+
+
+class LeaderFinder:
+    """Where a client dials next: the master a non-leading one redirected us
+    to, else the detector's current leader. Used by agents and the SDK."""
+
+    def __init__(self, master: str, session_timeout_s: float = 10.0) -> None:
+        self.detector = detector_for(master, session_timeout_s)
+        self._redirect: str | None = None
+
+    async def start(self) -> None:
+        await self.detector.start()
+
+    async def stop(self) -> None:
+        await self.detector.stop()
+
+    async def address(self, timeout: float) -> str | None:
+        """The address to dial, or None if no leader is known within ``timeout``."""
+        if self._redirect is not None:
+            address, self._redirect = self._redirect, None
+            return address
+        try:
+            return await self.detector.wait_leader(timeout)
+        except TimeoutError:
+            return None
+
+    def failed(self, error: grpc.RpcError) -> None:
+        """Remember a redirect carried by an UNAVAILABLE answer."""
+        code = error.code() if callable(getattr(error, "code", None)) else None
+        if code == grpc.StatusCode.UNAVAILABLE:
+            self._redirect = leader_from_error(error)

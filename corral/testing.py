@@ -83,6 +83,9 @@ class RecordingScheduler(Scheduler):
     async def registered(self, driver: SchedulerDriver, framework_id: str, master: MasterInfo) -> None:
         self.framework_id = framework_id
         self.subscriptions += 1
+        # Offers of a previous connection (or a previous leader) are void.
+        while not self.offer_queue.empty():
+            self.offer_queue.get_nowait()
 
     async def offers(self, driver: SchedulerDriver, offers: list[Offer]) -> None:
         for offer in offers:

@@ -19,6 +19,7 @@ import grpc
 import grpc.aio
 import structlog
 
+from corral.detector import LeaderFinder
 from corral.errors import CorralError
 from corral.frameworks.scheduler import Scheduler
 from corral.frameworks.types import MasterInfo, Offer, Task, TaskStatus
@@ -191,26 +192,41 @@ class SchedulerDriver:
         """Connect and dispatch events until ``stop()``/``teardown()``.
         Raises :class:`SubscribeError` if the master refuses the framework."""
         delay = 0.05
-        while not self._stopping:
-            channel = make_channel(self.master, self.credentials)
-            try:
-                await self._session(channel)
-                delay = 0.05
-            except grpc.aio.AioRpcError as e:
-                if e.code() in _FATAL_CODES:
-                    raise SubscribeError(f"{e.code().name}: {e.details()}") from None
-                self.log.info("driver.disconnected", code=e.code().name, details=e.details())
-            finally:
-                was_connected = self._outq is not None
-                self._outq = None
-                self.connected.clear()
-                await channel.close(None)
-            if was_connected:
-                await self.scheduler.disconnected(self)
-            if self._stopping:
-                break
-            await asyncio.sleep(delay)
-            delay = min(self.reconnect_max_s, delay * 2)
+        finder = LeaderFinder(self.master)
+        await finder.start()
+        try:
+            while not self._stopping:
+                address = await finder.address(timeout=self.reconnect_max_s)
+                if address is None:
+                    self.log.warning("driver.no_leader", master=self.master)
+                elif await self._connect(finder, address):
+                    delay = 0.05
+                if self._stopping:
+                    break
+                await asyncio.sleep(delay)
+                delay = min(self.reconnect_max_s, delay * 2)
+        finally:
+            await finder.stop()
+
+    async def _connect(self, finder: LeaderFinder, address: str) -> bool:
+        """One session with the master at ``address``; True if it subscribed."""
+        channel = make_channel(address, self.credentials)
+        subscribed = False
+        try:
+            await self._session(channel)
+        except grpc.aio.AioRpcError as e:
+            if e.code() in _FATAL_CODES:
+                raise SubscribeError(f"{e.code().name}: {e.details()}") from None
+            finder.failed(e)
+            self.log.info("driver.disconnected", code=e.code().name, details=e.details())
+        finally:
+            subscribed = self._outq is not None
+            self._outq = None
+            self.connected.clear()
+            await channel.close(None)
+        if subscribed:
+            await self.scheduler.disconnected(self)
+        return subscribed
 
     async def _session(self, channel: grpc.aio.Channel) -> None:
         stub = scheduler_pb2_grpc.SchedulerStub(channel)

@@ -93,13 +93,14 @@ class Master:
         *,
         address: str = "",
         clock: Callable[[], float] = time.time,
+        master_id: str = "",
     ) -> None:
         self.config = config or MasterConfig()
         self.clock = clock
         self.state = MasterState()
         self.allocator = Allocator()
         self.info = pb.MasterInfo(
-            id=new_id(),
+            id=master_id or new_id(),
             address=address,
             hostname=socket.gethostname(),
             version=__version__,

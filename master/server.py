@@ -1,24 +1,40 @@
-"""A master process: the Master plus its gRPC server."""
+"""A master process: gRPC server, election, and the master core while leading.
+
+The process serves gRPC whether or not it leads. When the election says it
+leads, it starts a fresh :class:`Master`; when it stops leading (another was
+elected, or its ZooKeeper connection went), it stops that core at once, which
+closes every agent and framework stream so their clients go and find the new
+leader. Without ``zk`` the election is standalone and leads from the start.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import socket
+
 import structlog
 
-from corral.master.master import Master, MasterConfig
+from corral import __version__
+from corral.detector import MasterDetector, StaticDetector, ZooKeeperDetector
+from corral.master.election import Election, StandaloneElection, ZooKeeperElection
+from corral.master.leadership import Leadership
+from corral.master.master import Master, MasterConfig, new_id
 from corral.master.services.agent import AgentService
 from corral.master.services.operator import OperatorService
 from corral.master.services.scheduler import SchedulerService
 from corral.proto import agent_pb2_grpc, operator_pb2_grpc, scheduler_pb2_grpc
+from corral.proto import messages_pb2 as pb
 from corral.transport import Credentials, bind, make_server
+from corral.zk import parse_zk_url
 
 log = structlog.get_logger(__name__)
 
 
 class MasterServer:
-    """Serve a standalone master on ``host:port`` (port 0 picks a free one).
+    """Serve a master on ``host:port`` (port 0 picks a free one).
 
-    >>> server = MasterServer("127.0.0.1:0")   # doctest: +SKIP
-    >>> await server.start(); print(server.address); await server.stop()
+    >>> server = MasterServer("127.0.0.1:0", zk="zk://127.0.0.1:2181/corral")  # doctest: +SKIP
+    >>> await server.start(); print(server.address, server.leading); await server.stop()
     """
 
     def __init__(
@@ -26,30 +42,90 @@ class MasterServer:
         listen: str = "127.0.0.1:5050",
         config: MasterConfig | None = None,
         credentials: Credentials | None = None,
+        *,
+        zk: str | None = None,
+        zk_session_timeout_s: float = 10.0,
+        advertise: str | None = None,
     ) -> None:
         self.listen = listen
         self.config = config or MasterConfig()
         self.credentials = credentials
+        self.zk = zk
+        self.zk_session_timeout_s = zk_session_timeout_s
+        self.advertise = advertise
         self.master: Master | None = None
         self.address = ""
+        self.info = pb.MasterInfo(id=new_id(), hostname=socket.gethostname(), version=__version__)
+        self.election: Election = StandaloneElection()
+        self.detector: MasterDetector = StaticDetector("")
+        self.leadership = Leadership(self._leader_address)
         self._server = make_server(credentials)
+        self._transitions: list[asyncio.Task[None]] = []
+        self._lock = asyncio.Lock()
+
+    def _leader_address(self) -> str | None:
+        return self.detector.leader()
+
+    @property
+    def leading(self) -> bool:
+        return self.master is not None
 
     async def start(self) -> str:
         host = self.listen.rsplit(":", 1)[0]
         port = bind(self._server, self.listen, self.credentials)
-        self.address = f"{host}:{port}"
-        self.master = Master(self.config, address=self.address)
-        scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerService(self.master), self._server)
-        agent_pb2_grpc.add_AgentServicer_to_server(AgentService(self.master), self._server)
-        operator_pb2_grpc.add_OperatorServicer_to_server(OperatorService(self.master), self._server)
+        self.address = self.advertise or f"{host}:{port}"
+        self.info.address = self.address
+        scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerService(self.leadership), self._server)
+        agent_pb2_grpc.add_AgentServicer_to_server(AgentService(self.leadership), self._server)
+        operator_pb2_grpc.add_OperatorServicer_to_server(
+            OperatorService(self.leadership, self.info), self._server
+        )
         await self._server.start()
-        self.master.start()
-        log.info("master.started", address=self.address, master_id=self.master.info.id)
+        if self.zk:
+            url = parse_zk_url(self.zk)
+            info = {
+                "id": self.info.id,
+                "address": self.address,
+                "hostname": self.info.hostname,
+                "version": self.info.version,
+            }
+            self.election = ZooKeeperElection(url, info, self.zk_session_timeout_s)
+            self.detector = ZooKeeperDetector(url, self.zk_session_timeout_s)
+        else:
+            self.detector = StaticDetector(self.address)
+        await self.detector.start()
+        await self.election.start(self._on_leadership)
+        log.info("master.started", address=self.address, master_id=self.info.id, zk=self.zk)
         return self.address
 
+    def _on_leadership(self, leading: bool) -> None:
+        task = asyncio.ensure_future(self._become(leading))
+        self._transitions.append(task)
+        task.add_done_callback(self._transitions.remove)
+
+    async def _become(self, leading: bool) -> None:
+        async with self._lock:  # transitions happen one at a time, in order
+            if leading and self.master is None and self.election.leading:
+                master = Master(self.config, address=self.address, master_id=self.info.id)
+                master.start()
+                self.master = master
+                self.leadership.current = master
+                log.info("master.leading", address=self.address, master_id=self.info.id)
+            elif not leading and self.master is not None:
+                master, self.master = self.master, None
+                self.leadership.current = None
+                log.warning("master.stepped_down", master_id=self.info.id)
+                await master.stop()
+
     async def stop(self, grace_s: float = 1.0) -> None:
-        if self.master is not None:
-            await self.master.stop()
+        await self.election.stop()
+        await asyncio.gather(*self._transitions, return_exceptions=True)
+        async with self._lock:
+            if self.master is not None:
+                await self.master.stop()
+                self.master = None
+                self.leadership.current = None
+        await self.detector.stop()
         await self._server.stop(grace_s)
 
     async def wait(self) -> None:

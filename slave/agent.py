@@ -34,6 +34,7 @@ from corral.codec import (
     resources_from_proto,
     resources_to_proto,
 )
+from corral.detector import LeaderFinder
 from corral.proto import agent_pb2, agent_pb2_grpc
 from corral.proto import messages_pb2 as pb
 from corral.resources import MILLI, ResourceError, Resources
@@ -175,25 +176,42 @@ class Agent:
 
     async def _connection_loop(self) -> None:
         delay = self.config.reconnect_min_s
-        while not self._stopping:
-            channel = make_channel(self.config.master, self.config.credentials)
-            try:
-                await self._session(channel)
-                delay = self.config.reconnect_min_s
-            except grpc.aio.AioRpcError as e:
-                if e.code() == grpc.StatusCode.INVALID_ARGUMENT:
-                    self.fatal = AgentRejected(e.details() or "registration rejected")
-                    self.log.error("agent.rejected", reason=e.details())
-                    return
-                self.log.info("agent.connection_lost", code=e.code().name, details=e.details())
-            finally:
-                self._outq = None
-                self.registered.clear()
-                await channel.close(None)
-            if self._stopping:
-                return
-            await asyncio.sleep(delay)
-            delay = min(self.config.reconnect_max_s, delay * 2)
+        finder = LeaderFinder(self.config.master)
+        await finder.start()
+        try:
+            while not self._stopping:
+                address = await finder.address(timeout=self.config.reconnect_max_s)
+                if address is not None:
+                    if await self._connect(finder, address):
+                        delay = self.config.reconnect_min_s
+                    if self.fatal is not None or self._stopping:
+                        return
+                else:
+                    self.log.warning("agent.no_leader", master=self.config.master)
+                await asyncio.sleep(delay)
+                delay = min(self.config.reconnect_max_s, delay * 2)
+        finally:
+            await finder.stop()
+
+    async def _connect(self, finder: LeaderFinder, address: str) -> bool:
+        """One session with the master at ``address``; True if it was registered."""
+        channel = make_channel(address, self.config.credentials)
+        registered = False
+        try:
+            await self._session(channel)
+        except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                self.fatal = AgentRejected(e.details() or "registration rejected")
+                self.log.error("agent.rejected", reason=e.details())
+                return False
+            finder.failed(e)
+            self.log.info("agent.connection_lost", code=e.code().name, details=e.details())
+        finally:
+            registered = self.registered.is_set()
+            self._outq = None
+            self.registered.clear()
+            await channel.close(None)
+        return registered
 
     async def _session(self, channel: grpc.aio.Channel) -> None:
         stub = agent_pb2_grpc.AgentStub(channel)

@@ -3,11 +3,14 @@ file ``corral local`` writes (so the local cluster needs no flags)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
 
+from corral.detector import ZooKeeperDetector
 from corral.errors import CorralError
+from corral.zk import is_zk_url, parse_zk_url
 
 
 class ClusterNotFoundError(CorralError):
@@ -74,3 +77,22 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+async def leader_of(master: str, timeout: float = 10.0) -> str:
+    """The address to call: ``master`` itself, or the leader a ``zk://`` URL names."""
+    if not is_zk_url(master):
+        return master
+    detector = ZooKeeperDetector(parse_zk_url(master))
+    await detector.start()
+    try:
+        return await detector.wait_leader(timeout)
+    except TimeoutError as e:
+        raise ClusterNotFoundError(str(e)) from None
+    finally:
+        await detector.stop()
+
+
+def leader_address(master: str, timeout: float = 10.0) -> str:
+    """Blocking form of :func:`leader_of`, for one-shot CLI calls."""
+    return master if not is_zk_url(master) else asyncio.run(leader_of(master, timeout))

@@ -24,6 +24,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from corral.cli.discovery import leader_of
 from corral.frameworks.batch import BatchScheduler, JobSpec, TaskProgress
 from corral.frameworks.driver import SchedulerDriver
 from corral.frameworks.types import TaskState
@@ -135,7 +136,7 @@ def follow_output(
 
 
 async def _stream(master: str, scheduler: BatchScheduler, task_id: str) -> None:
-    channel = make_channel(master)
+    channel = make_channel(await leader_of(master))
     stub = operator_pb2_grpc.OperatorStub(channel)
     offsets = {"stdout": 0, "stderr": 0}
     sinks = {"stdout": sys.stdout.buffer, "stderr": sys.stderr.buffer}
@@ -272,7 +273,7 @@ async def collect_outputs(
     master: str, framework_id: str, task_ids: list[str], max_bytes: int = 2000
 ) -> dict[str, str]:
     """The beginning of each task's stdout, for the summary table."""
-    channel = make_channel(master)
+    channel = make_channel(await leader_of(master))
     stub = operator_pb2_grpc.OperatorStub(channel)
     out: dict[str, str] = {}
 

@@ -43,7 +43,7 @@ def handle_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except ClusterNotFoundError as e:
             fail(str(e))
-        except (JobSpecError, ResourceError) as e:
+        except (JobSpecError, ResourceError, ValueError) as e:
             fail(str(e))
         except grpc.RpcError as e:
             code = e.code() if hasattr(e, "code") else None
@@ -179,6 +179,13 @@ def local(
 )
 @click.option("--offer-timeout", default=30.0, show_default=True, help="Seconds.")
 @click.option("--allocation-interval", default=1.0, show_default=True, help="Seconds.")
+@click.option(
+    "--zk",
+    default=None,
+    metavar="zk://H1:P1,H2:P2/PATH",
+    help="Contend for leadership through ZooKeeper (default: standalone).",
+)
+@click.option("--zk-session-timeout", default=10.0, show_default=True, help="Seconds.")
 @click.pass_context
 @handle_errors
 def master(
@@ -187,21 +194,33 @@ def master(
     advertise: str | None,
     offer_timeout: float,
     allocation_interval: float,
+    zk: str | None,
+    zk_session_timeout: float,
 ) -> None:
-    """Run a standalone master."""
+    """Run a master: standalone, or one of several elected through ZooKeeper."""
+    import socket
+
     from corral.master.master import MasterConfig
     from corral.master.server import MasterServer
+    from corral.zk import parse_zk_url
 
     _daemon_logging(ctx)
     config = MasterConfig(offer_timeout_s=offer_timeout, allocation_interval_s=allocation_interval)
 
+    if zk:
+        parse_zk_url(zk)  # a clear error now rather than a stack trace later
+    public = advertise
+    if listen.startswith("0.0.0.0:") and not public:
+        # Clients must be told an address they can dial, not the wildcard.
+        public = f"{socket.gethostname()}:{listen.rsplit(':', 1)[1]}"
+
     async def main() -> None:
         import signal
 
-        server = MasterServer(listen, config)
+        server = MasterServer(
+            listen, config, zk=zk, zk_session_timeout_s=zk_session_timeout, advertise=public
+        )
         await server.start()
-        if advertise and server.master is not None:
-            server.master.info.address = advertise
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
+import grpc
 from rich.table import Table
 from rich.text import Text
 
+from corral.cli.discovery import leader_address
 from corral.codec import reason_name, resources_from_proto, state_name
+from corral.detector import leader_from_error
 from corral.proto import operator_pb2 as op
 from corral.proto import operator_pb2_grpc
 from corral.resources import MILLI, Resources
@@ -26,8 +31,32 @@ STYLE = {
 }
 
 
-def _stub(master: str) -> operator_pb2_grpc.OperatorStub:
-    return operator_pb2_grpc.OperatorStub(make_sync_channel(master))
+class _Operator:
+    """Operator calls that follow a non-leading master's redirect once."""
+
+    def __init__(self, master: str) -> None:
+        self.address = leader_address(master)
+
+    def __getattr__(self, method: str) -> Callable[..., Any]:
+        def call(request: object, timeout: float = TIMEOUT_S) -> Any:
+            for _ in range(2):
+                stub = operator_pb2_grpc.OperatorStub(make_sync_channel(self.address))
+                try:
+                    return getattr(stub, method)(request, timeout=timeout)
+                except grpc.RpcError as e:
+                    leader = leader_from_error(e)
+                    if leader is None or leader == self.address:
+                        raise
+                    self.address = leader
+            return getattr(operator_pb2_grpc.OperatorStub(make_sync_channel(self.address)), method)(
+                request, timeout=timeout
+            )
+
+        return call
+
+
+def _stub(master: str) -> _Operator:
+    return _Operator(master)
 
 
 def _ago(ts: float) -> str:
@@ -47,8 +76,9 @@ def _usage(used: Resources, total: Resources, name: str, unit: str = "") -> str:
 
 
 def agents_table(master: str) -> Table:
-    resp = _stub(master).ListAgents(op.ListAgentsRequest(), timeout=TIMEOUT_S)
-    table = Table(title=f"agents of {master}", title_justify="left")
+    stub = _stub(master)
+    resp = stub.ListAgents(op.ListAgentsRequest(), timeout=TIMEOUT_S)
+    table = Table(title=f"agents of {stub.address}", title_justify="left")
     for col in (
         "id",
         "hostname",
@@ -84,8 +114,9 @@ def agents_table(master: str) -> Table:
 
 
 def frameworks_table(master: str) -> Table:
-    resp = _stub(master).ListFrameworks(op.ListFrameworksRequest(), timeout=TIMEOUT_S)
-    table = Table(title=f"frameworks of {master}", title_justify="left")
+    stub = _stub(master)
+    resp = stub.ListFrameworks(op.ListFrameworksRequest(), timeout=TIMEOUT_S)
+    table = Table(title=f"frameworks of {stub.address}", title_justify="left")
     for col in ("id", "name", "roles", "state", "tasks", "allocated", "registered"):
         table.add_column(col)
     for f in resp.frameworks:
@@ -107,11 +138,12 @@ def frameworks_table(master: str) -> Table:
 
 
 def tasks_table(master: str, include_completed: bool, framework: str) -> Table:
-    resp = _stub(master).ListTasks(
+    stub = _stub(master)
+    resp = stub.ListTasks(
         op.ListTasksRequest(framework_id=framework, include_completed=include_completed),
         timeout=TIMEOUT_S,
     )
-    table = Table(title=f"tasks of {master}", title_justify="left")
+    table = Table(title=f"tasks of {stub.address}", title_justify="left")
     for col in ("task", "framework", "agent", "state", "exit", "resources", "started", "message"):
         table.add_column(col, overflow="fold")
     for t in resp.tasks:

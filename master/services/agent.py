@@ -9,6 +9,7 @@ import grpc
 import grpc.aio
 import structlog
 
+from corral.master.leadership import Leadership
 from corral.master.master import Master
 from corral.master.state import Outbox
 from corral.master.validation import validate_agent_info
@@ -20,14 +21,15 @@ MasterMessage = agent_pb2.MasterMessage
 
 
 class AgentService(agent_pb2_grpc.AgentServicer):
-    def __init__(self, master: Master) -> None:
-        self.master = master
+    def __init__(self, leadership: Leadership) -> None:
+        self.leadership = leadership
 
     async def Connect(
         self,
         request_iterator: AsyncIterator[AgentMessage],
         context: grpc.aio.ServicerContext[AgentMessage, MasterMessage],
     ) -> None:
+        master = await self.leadership.require(context)
         try:
             first = await anext(request_iterator)
         except StopAsyncIteration:
@@ -40,7 +42,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             log.warning("agent.rejected", hostname=reg.agent_info.hostname, errors=errors)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(errors))
         outbox: Outbox[object] = Outbox()
-        agent_id = self.master.register_agent(
+        agent_id = master.register_agent(
             reg.agent_info,
             total,
             list(reg.tasks),
@@ -48,7 +50,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             outbox,
             list(reg.task_infos),
         )
-        reader = asyncio.create_task(self._read(request_iterator, agent_id, outbox))
+        reader = asyncio.create_task(self._read(master, request_iterator, agent_id, outbox))
         try:
             while True:
                 batch = await outbox.get_batch()
@@ -60,12 +62,11 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         finally:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
-            self.master.agent_disconnected(agent_id, outbox)
+            master.agent_disconnected(agent_id, outbox)
 
     async def _read(
-        self, messages: AsyncIterator[AgentMessage], agent_id: str, outbox: Outbox[object]
+        self, m: Master, messages: AsyncIterator[AgentMessage], agent_id: str, outbox: Outbox[object]
     ) -> None:
-        m = self.master
         try:
             async for message in messages:
                 try:

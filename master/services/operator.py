@@ -8,8 +8,10 @@ import grpc.aio
 
 from corral.codec import resources_to_proto
 from corral.master.authz import authorize
+from corral.master.leadership import Leadership
 from corral.master.master import CallError, Master
 from corral.master.state import FrameworkRecord, TaskRecord
+from corral.proto import messages_pb2 as pb
 from corral.proto import operator_pb2 as op
 from corral.proto import operator_pb2_grpc
 from corral.resources import Resources
@@ -30,19 +32,41 @@ def _task_summary(task: TaskRecord) -> op.TaskSummary:
     )
 
 
+def _fw_summary(master: Master, fw: FrameworkRecord) -> op.FrameworkSummary:
+    used = Resources()
+    for task in fw.tasks.values():
+        if not task.terminal:
+            used = used + task.resources
+    offered = Resources()
+    for offer_id in fw.offers:
+        offered = offered + master.state.offers[offer_id].resources
+    return op.FrameworkSummary(
+        framework_info=fw.info,
+        connected=fw.connected,
+        active=not fw.suppressed,
+        allocated=resources_to_proto(used + offered),
+        offered=resources_to_proto(offered),
+        task_count=len(fw.tasks),
+        registered_time=fw.registered_at,
+    )
+
+
 class OperatorService(operator_pb2_grpc.OperatorServicer):
-    def __init__(self, master: Master) -> None:
-        self.master = master
+    def __init__(self, leadership: Leadership, info: pb.MasterInfo) -> None:
+        self.leadership = leadership
+        self.info = info
 
     async def GetMasterInfo(
         self, request: op.GetMasterInfoRequest, context: Ctx[object, object]
     ) -> op.GetMasterInfoResponse:
-        return op.GetMasterInfoResponse(master_info=self.master.info, leading=True)
+        # Answered leading or not: "who are you, and are you leading?"
+        return op.GetMasterInfoResponse(master_info=self.info, leading=self.leadership.current is not None)
 
     async def ListAgents(
         self, request: op.ListAgentsRequest, context: Ctx[object, object]
     ) -> op.ListAgentsResponse:
-        state = self.master.state
+        master = await self.leadership.require(context)
+        state = master.state
         out = []
         for agent in sorted(state.agents.values(), key=lambda a: a.agent_id):
             used = state.used_on_agent(agent.agent_id)
@@ -64,33 +88,16 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
     async def ListFrameworks(
         self, request: op.ListFrameworksRequest, context: Ctx[object, object]
     ) -> op.ListFrameworksResponse:
-        state = self.master.state
+        master = await self.leadership.require(context)
         return op.ListFrameworksResponse(
-            frameworks=[self._fw_summary(fw) for fw in state.frameworks.values()]
-        )
-
-    def _fw_summary(self, fw: FrameworkRecord) -> op.FrameworkSummary:
-        used = Resources()
-        for task in fw.tasks.values():
-            if not task.terminal:
-                used = used + task.resources
-        offered = Resources()
-        for offer_id in fw.offers:
-            offered = offered + self.master.state.offers[offer_id].resources
-        return op.FrameworkSummary(
-            framework_info=fw.info,
-            connected=fw.connected,
-            active=not fw.suppressed,
-            allocated=resources_to_proto(used + offered),
-            offered=resources_to_proto(offered),
-            task_count=len(fw.tasks),
-            registered_time=fw.registered_at,
+            frameworks=[_fw_summary(master, fw) for fw in master.state.frameworks.values()]
         )
 
     async def ListTasks(
         self, request: op.ListTasksRequest, context: Ctx[object, object]
     ) -> op.ListTasksResponse:
-        state = self.master.state
+        master = await self.leadership.require(context)
+        state = master.state
         if request.framework_id and request.framework_id not in state.frameworks:
             await context.abort(
                 grpc.StatusCode.NOT_FOUND, f"framework_id: {request.framework_id!r} is not known"
@@ -107,12 +114,13 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
     async def KillTask(
         self, request: op.KillTaskRequest, context: Ctx[object, object]
     ) -> op.KillTaskResponse:
+        master = await self.leadership.require(context)
         if not request.task_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "task_id: must not be empty")
         if not authorize("", "kill_task", request.task_id):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not allowed to kill tasks")
         try:
-            self.master.operator_kill(request.task_id, request.framework_id)
+            master.operator_kill(request.task_id, request.framework_id)
         except CallError as e:
             await _fail(context, e)
         return op.KillTaskResponse()
@@ -120,8 +128,9 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
     async def Teardown(
         self, request: op.TeardownRequest, context: Ctx[object, object]
     ) -> op.TeardownResponse:
+        master = await self.leadership.require(context)
         try:
-            self.master.teardown(request.framework_id, reason="operator teardown")
+            master.teardown(request.framework_id, reason="operator teardown")
         except CallError as e:
             await _fail(context, e)
         return op.TeardownResponse()
@@ -129,10 +138,11 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
     async def ReadFile(
         self, request: op.ReadFileRequest, context: Ctx[object, object]
     ) -> op.ReadFileResponse:
+        master = await self.leadership.require(context)
         if not request.task_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "task_id: must not be empty")
         try:
-            data, size, status = await self.master.read_file(
+            data, size, status = await master.read_file(
                 request.task_id,
                 request.framework_id,
                 request.path or "stdout",

@@ -16,6 +16,7 @@ import grpc.aio
 import structlog
 
 from corral.master.authz import authorize
+from corral.master.leadership import Leadership
 from corral.master.master import CallError, Master
 from corral.master.state import Outbox
 from corral.master.validation import validate_framework_info
@@ -45,14 +46,15 @@ def coalesce(batch: list[object]) -> list[Event]:
 
 
 class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
-    def __init__(self, master: Master) -> None:
-        self.master = master
+    def __init__(self, leadership: Leadership) -> None:
+        self.leadership = leadership
 
     async def Subscribe(
         self,
         request_iterator: AsyncIterator[Call],
         context: grpc.aio.ServicerContext[Call, Event],
     ) -> None:
+        master = await self.leadership.require(context)
         try:
             first = await anext(request_iterator)
         except StopAsyncIteration:
@@ -70,11 +72,11 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not allowed to subscribe")
         outbox: Outbox[object] = Outbox()
         try:
-            fw = self.master.subscribe(info, outbox)
+            fw = master.subscribe(info, outbox)
         except CallError as e:
             await context.abort(getattr(grpc.StatusCode, e.code), e.message)
         framework_id = fw.framework_id
-        reader = asyncio.create_task(self._read(request_iterator, framework_id, outbox))
+        reader = asyncio.create_task(self._read(master, request_iterator, framework_id, outbox))
         try:
             while True:
                 batch = await outbox.get_batch()
@@ -85,13 +87,15 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         finally:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
-            self.master.framework_disconnected(framework_id, outbox)
+            master.framework_disconnected(framework_id, outbox)
 
-    async def _read(self, calls: AsyncIterator[Call], framework_id: str, outbox: Outbox[object]) -> None:
+    async def _read(
+        self, master: Master, calls: AsyncIterator[Call], framework_id: str, outbox: Outbox[object]
+    ) -> None:
         try:
             async for call in calls:
                 try:
-                    self._dispatch(framework_id, call)
+                    self._dispatch(master, framework_id, call)
                 except CallError as e:
                     outbox.send(
                         Event(
@@ -119,8 +123,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         finally:
             outbox.close()
 
-    def _dispatch(self, framework_id: str, call: Call) -> None:
-        m = self.master
+    def _dispatch(self, m: Master, framework_id: str, call: Call) -> None:
         if call.framework_id and call.framework_id != framework_id:
             raise CallError(
                 "PERMISSION_DENIED",

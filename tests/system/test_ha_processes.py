@@ -1,0 +1,124 @@
+"""Separate processes as on real nodes: two `corral master --zk`, one
+`corral agent`, and CLI clients that only know the zk:// URL. `kill -9` of the
+leading master: the standby takes over within the session timeout and the
+clients follow it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+SESSION_S = 2
+
+
+def _corral() -> list[str]:
+    script = Path(sys.executable).parent / "corral"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "corral.cli.main"]
+
+
+def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CORRAL_LOG_LEVEL": "warning"}
+    return subprocess.run(
+        [*_corral(), *args], capture_output=True, text=True, timeout=timeout, env=env, check=False
+    )
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        yield procs
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def _spawn(procs: list[subprocess.Popen[bytes]], log: Path, *args: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "CORRAL_LOG_LEVEL": "info"}
+    with log.open("wb") as out:
+        p = subprocess.Popen([*_corral(), *args], stdout=out, stderr=subprocess.STDOUT, env=env)
+    procs.append(p)
+    return p
+
+
+def _leader_pid(masters: dict[int, subprocess.Popen[bytes]], zk_url: str) -> int:
+    res = _run("agents", "--master", zk_url)
+    assert res.returncode == 0, res.stderr
+    port = int(res.stdout.split("agents of ", 1)[1].split()[0].rsplit(":", 1)[1])
+    return masters[port].pid
+
+
+def test_kill_9_of_the_leader_and_clients_follow(
+    zk_url: str, tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    from zkserver import free_port
+
+    masters = {}
+    for i in range(2):
+        port = free_port()
+        masters[port] = _spawn(
+            processes,
+            tmp_path / f"master{i}.log",
+            "master",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--zk",
+            zk_url,
+            "--zk-session-timeout",
+            str(SESSION_S),
+        )
+    _spawn(
+        processes,
+        tmp_path / "agent.log",
+        "agent",
+        "--master",
+        zk_url,
+        "--work-dir",
+        str(tmp_path / "agent"),
+        "--resources",
+        "cpus:1;mem:512",
+        "--cgroup-prefix",
+        f"corral-test-ha-{os.getpid()}",
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        res = _run("agents", "--master", zk_url)
+        if res.returncode == 0 and "connected" in res.stdout:
+            break
+        assert time.monotonic() < deadline, f"no agent registered: {res.stdout} {res.stderr}"
+        time.sleep(0.2)
+
+    first = _run("run", "--master", zk_url, "--", "echo", "before")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == "before\n"
+
+    leader = _leader_pid(masters, zk_url)
+    os.kill(leader, signal.SIGKILL)
+    killed_at = time.monotonic()
+    while True:
+        res = _run("agents", "--master", zk_url)
+        if res.returncode == 0 and "connected" in res.stdout:
+            break
+        assert time.monotonic() - killed_at < SESSION_S + 15, f"no new leader: {res.stderr}"
+        time.sleep(0.2)
+    took = time.monotonic() - killed_at
+    assert _leader_pid(masters, zk_url) != leader
+    after = _run("run", "--master", zk_url, "--", "echo", "after")
+    assert after.returncode == 0, after.stderr
+    assert after.stdout == "after\n"
+    print(f"failover to a serving leader with the agent re-registered: {took:.1f}s")
