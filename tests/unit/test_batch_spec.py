@@ -1,0 +1,126 @@
+"""frameworks/batch/spec.py: TOML job specs, errors that name the key, expansion into tasks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from corral.frameworks.batch.spec import MAX_TASKS, JobSpec, JobSpecError, TaskGroup, load_job, parse_job
+from corral.resources import Resources
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def job(*groups: dict[str, Any], **top: Any) -> dict[str, Any]:
+    return {"name": "squares", **top, "tasks": list(groups)}
+
+
+def test_parse_good_job_with_defaults() -> None:
+    spec = parse_job(job({"command": "true"}, {"name": "b", "command": "x", "cpus": 1, "mem": 0, "count": 2}))
+    assert spec == JobSpec(
+        "squares",
+        (
+            TaskGroup(name="task0", command="true"),
+            TaskGroup(name="b", command="x", cpus=1.0, mem=0.0, count=2),
+        ),
+    )
+
+
+def test_name_defaults_to_file_stem() -> None:
+    assert parse_job({"tasks": [{"command": "true"}]}, default_name="nightly").name == "nightly"
+
+
+def test_count_expands_into_indexed_tasks() -> None:
+    spec = parse_job(
+        job(
+            {"name": "sq", "command": "echo $CORRAL_TASK_INDEX", "count": 3, "cpus": 0.1, "mem": 32},
+            {"name": "one", "command": "true", "env": {"GREETING": "hi", "N": 5}, "kill_grace_s": 1},
+        )
+    )
+    tasks = spec.tasks("J1")
+    assert [t.task_id for t in tasks] == ["J1.sq.0", "J1.sq.1", "J1.sq.2", "J1.one.0"]
+    assert [t.name for t in tasks] == ["sq[0]", "sq[1]", "sq[2]", "one"]
+    assert [t.env["CORRAL_TASK_INDEX"] for t in tasks] == ["0", "1", "2", "0"]
+    assert all(t.env["CORRAL_JOB"] == "squares" for t in tasks)
+    assert tasks[3].env["GREETING"] == "hi"
+    assert tasks[3].env["N"] == "5"
+    assert tasks[3].kill_grace_s == 1.0
+    assert tasks[0].resources == Resources.of(cpus=0.1, mem=32)
+    assert tasks[0].command == "echo $CORRAL_TASK_INDEX"
+
+
+BAD = [
+    ("unknown top key", job({"command": "x"}, priority=1), "unknown key(s) at the top level: ['priority']"),
+    ("bad job name", job({"command": "x"}, name="a b"), "name: must be"),
+    ("no tasks", {"name": "x"}, "tasks: needs at least one"),
+    ("empty tasks", job(), "tasks: needs at least one"),
+    ("group not a table", {"tasks": ["echo"]}, "tasks[0]: must be a table"),
+    ("unknown group key", job({"command": "x", "cpu": 1}), "tasks[0]: unknown key(s) ['cpu']"),
+    ("bad group name", job({"command": "x", "name": "a/b"}), "tasks[0].name: must be"),
+    ("no command", job({"name": "a"}), "tasks[0].command: must be a non-empty string"),
+    ("empty command", job({"command": "   "}), "tasks[0].command: must be a non-empty string"),
+    ("command list", job({"command": ["echo"]}), "tasks[0].command"),
+    ("cpus string", job({"command": "x", "cpus": "1"}), "tasks[0].cpus: must be a number, got '1'"),
+    ("cpus bool", job({"command": "x", "cpus": True}), "tasks[0].cpus: must be a number"),
+    ("negative mem", job({"command": "x", "mem": -1}), "tasks[0].mem: must be >= 0, got -1"),
+    ("nan cpus", job({"command": "x", "cpus": float("nan")}), "tasks[0].cpus"),
+    ("inf disk", job({"command": "x", "disk": float("inf")}), "tasks[0].disk"),
+    ("negative grace", job({"command": "x", "kill_grace_s": -1}), "tasks[0].kill_grace_s"),
+    ("no cpus or mem", job({"command": "x", "cpus": 0, "mem": 0}), "tasks[0]: needs cpus > 0 or mem > 0"),
+    ("count zero", job({"command": "x", "count": 0}), "tasks[0].count: must be an integer >= 1, got 0"),
+    ("count float", job({"command": "x", "count": 2.5}), "tasks[0].count"),
+    ("count string", job({"command": "x", "count": "3"}), "tasks[0].count"),
+    ("count bool", job({"command": "x", "count": True}), "tasks[0].count"),
+    ("env not table", job({"command": "x", "env": "A=1"}), "tasks[0].env: must be a table of strings"),
+    ("env nested", job({"command": "x", "env": {"A": {"b": 1}}}), "tasks[0].env"),
+    (
+        "duplicate group",
+        job({"name": "a", "command": "x"}, {"name": "b", "command": "x"}, {"name": "a", "command": "y"}),
+        "tasks[0].name: 'a' is used by more than one group",
+    ),
+    ("second group bad", job({"command": "x"}, {"command": "x", "mem": "lots"}), "tasks[1].mem"),
+    ("too many tasks", job({"command": "x", "count": MAX_TASKS + 1}), f"at most {MAX_TASKS} tasks"),
+]
+
+
+@pytest.mark.parametrize(("data", "expected"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_job_names_the_key(data: dict[str, Any], expected: str) -> None:
+    with pytest.raises(JobSpecError) as err:
+        parse_job(data)
+    assert expected in str(err.value)
+
+
+def test_load_job_missing_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    with pytest.raises(JobSpecError, match="no such file") as err:
+        load_job(missing)
+    assert str(missing) in str(err.value)
+
+
+def test_load_job_invalid_toml(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "x"\n[[tasks]\ncommand = \n')
+    with pytest.raises(JobSpecError, match="not valid TOML") as err:
+        load_job(bad)
+    assert str(bad) in str(err.value)
+
+
+def test_load_job_uses_stem_as_default_name(tmp_path: Path) -> None:
+    path = tmp_path / "nightly-etl.toml"
+    path.write_text('[[tasks]]\ncommand = "true"\ncount = 2\n')
+    spec = load_job(path)
+    assert spec.name == "nightly-etl"
+    assert [t.task_id for t in spec.tasks("J")] == ["J.task0.0", "J.task0.1"]
+
+
+def test_demo_example_loads() -> None:
+    spec = load_job(REPO / "examples" / "jobs" / "demo.toml")
+    assert spec.name == "demo"
+    assert [(g.name, g.count) for g in spec.groups] == [("prime-count", 12), ("hello", 1)]
+    tasks = spec.tasks("demo-1")
+    assert len(tasks) == 13
+    assert tasks[11].task_id == "demo-1.prime-count.11"
+    assert tasks[11].env["CORRAL_TASK_INDEX"] == "11"
+    assert tasks[0].resources == Resources.of(cpus=0.2, mem=64)
