@@ -39,7 +39,8 @@ def resources_from_proto(items: Sequence[pb.Resource], path: str = "resources") 
         except ResourceError as e:
             raise ResourceError(f"{where}.role: {e}") from None
         kind = item.WhichOneof("value")
-        key = (item.name, item.role)
+        # "*" is Mesos' name for the default role: unreserved, the same as "".
+        key = (item.name, "" if item.role == "*" else item.role)
         if kind is None:
             raise ResourceError(f"{where}: has no value")
         if kind == "scalar":
@@ -101,6 +102,8 @@ def parse_attributes(text: str) -> dict[str, str]:
         name, sep, value = item.partition(":")
         if not sep or not name.strip():
             raise ValueError(f"attribute {item!r}: expected NAME:VALUE")
+        if name.strip() in out:
+            raise ValueError(f"attribute {name.strip()!r}: given more than once")
         out[name.strip()] = value.strip()
     return out
 

@@ -197,8 +197,15 @@ class Resources:
             if key in scalars or key in ranges or key in sets:
                 raise ResourceError(f"{name}: given more than once")
             if value.startswith("["):
-                ranges[key] = RangeSet.parse(value)
+                if name in SCALAR_NAMES:
+                    raise ResourceError(f"{name}: must be a number, got ranges {value!r}")
+                try:
+                    ranges[key] = RangeSet.parse(value)
+                except ResourceError as e:
+                    raise ResourceError(f"{name}: {e}") from None
             elif value.startswith("{"):
+                if name in SCALAR_NAMES or name in RANGE_NAMES:
+                    raise ResourceError(f"{name}: cannot be a set, got {value!r}")
                 if not value.endswith("}"):
                     raise ResourceError(f"{name}: set must look like {{a,b}}")
                 sets[key] = frozenset(v.strip() for v in value[1:-1].split(",") if v.strip())
@@ -347,7 +354,9 @@ def _split_role(head: str) -> Key:
         if not rest.endswith(")"):
             raise ResourceError(f"{head!r}: role must look like NAME(ROLE)")
         role = rest[:-1]
-        if not _ROLE_RE.match(role):
+        if role == "*":
+            role = ""  # the default role: unreserved
+        elif not _ROLE_RE.match(role):
             raise ResourceError(f"{head!r}: bad role {role!r}")
     validate_name(name)
     return name, role

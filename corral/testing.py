@@ -86,6 +86,7 @@ class RecordingScheduler(Scheduler):
         # Offers of a previous connection (or a previous leader) are void.
         while not self.offer_queue.empty():
             self.offer_queue.get_nowait()
+        await self._notify()
 
     async def offers(self, driver: SchedulerDriver, offers: list[Offer]) -> None:
         for offer in offers:

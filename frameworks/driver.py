@@ -88,6 +88,9 @@ class SchedulerDriver:
             hostname=socket.gethostname(),
         )
         self.master_info: MasterInfo | None = None
+        #: Why the driver stopped on its own: a callback raised, or another
+        #: connection took the framework over. ``run()`` raises it.
+        self.failure: BaseException | None = None
         self.connected = asyncio.Event()
         self._outq: asyncio.Queue[Call | None] | None = None
         self._stopping = False
@@ -207,6 +210,8 @@ class SchedulerDriver:
                 delay = min(self.reconnect_max_s, delay * 2)
         finally:
             await finder.stop()
+        if self.failure is not None:
+            raise self.failure
 
     async def _connect(self, finder: LeaderFinder, address: str) -> bool:
         """One session with the master at ``address``; True if it subscribed."""
@@ -254,7 +259,16 @@ class SchedulerDriver:
                     return
                 if event.type == Event.SUBSCRIBED:
                     self._outq = outq
-                await self._dispatch(event)
+                try:
+                    await self._dispatch(event)
+                except Exception as e:
+                    # A scheduler bug: stop cleanly (queued calls still go
+                    # out) and let run() raise it; the updates of this event
+                    # stay unacknowledged, so they come again after a fix.
+                    self.log.exception("driver.callback_failed", event_type=Event.Type.Name(event.type))
+                    self.failure = e
+                    self.stop()
+                    return
         finally:
             stop_wait.cancel()
             outq.put_nowait(None)
@@ -300,6 +314,11 @@ class SchedulerDriver:
             case Event.MESSAGE:
                 await s.message(self, event.message.agent_id, event.message.data)
             case Event.ERROR:
+                if event.error.code == "ABORTED":
+                    # Another connection subscribed with our id: reconnecting
+                    # would only steal it back and forth.
+                    self.failure = SubscribeError(f"ABORTED: {event.error.message}")
+                    self.stop()
                 await s.error(self, event.error.code, event.error.message)
             case Event.FAILURE | Event.HEARTBEAT:
                 pass

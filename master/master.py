@@ -418,6 +418,21 @@ class Master:
         for status in statuses:
             task = self.state.task(status.framework_id, status.task_id)
             fw = self.state.frameworks.get(status.framework_id)
+            stale = task is not None and (
+                # Only the task's own agent speaks for it, and a task that
+                # ended stays ended (a late or replayed update must not
+                # revive it and return its resources twice).
+                task.agent_id != agent_id or (task.terminal and not is_terminal(status.state))
+            )
+            if stale:
+                self.log.warning(
+                    "status.ignored",
+                    task_id=status.task_id,
+                    from_agent=agent_id,
+                    state=pb.TaskState.Name(status.state),
+                )
+                self_acks.append(MasterMessage.Acknowledgements.Ack(task_id=status.task_id, uuid=status.uuid))
+                continue
             if task is None or fw is None:
                 # Nobody will ever acknowledge it (framework torn down, or an
                 # update for a task already completed): acknowledge for them.

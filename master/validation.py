@@ -80,7 +80,7 @@ def validate_task(
         errors.append(f"{where}.command.value: must not be empty")
     if not cmd.shell and not (cmd.value or cmd.arguments):
         errors.append(f"{where}.command: needs a value or arguments")
-    if task.kill_policy.grace_period_s < 0:
+    if not task.kill_policy.grace_period_s >= 0:  # also rejects NaN
         errors.append(
             f"{where}.kill_policy.grace_period_s: must be >= 0, got {task.kill_policy.grace_period_s}"
         )
@@ -101,6 +101,14 @@ def validate_task(
                 errors.append(
                     f"{where}.resources.{name}: asks for {want / 1000:g} "
                     f"but the offer has {have / 1000:g} left"
+                )
+        if (name, role) in wanted.sets:
+            have_set = available.sets.get((name, role), frozenset())
+            missing = wanted.sets[(name, role)] - have_set
+            if missing:
+                errors.append(
+                    f"{where}.resources.{name}: {sorted(missing)} not in the offer "
+                    f"({sorted(have_set) or 'none'} left)"
                 )
         if (name, role) in wanted.ranges:
             have_rs = available.ranges.get((name, role))

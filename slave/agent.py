@@ -15,6 +15,7 @@ import os
 import re
 import signal
 import socket
+import stat
 import time
 import uuid
 from collections import OrderedDict
@@ -221,30 +222,37 @@ class Agent:
         call = stub.Connect(drain(outq))
         try:
             async for message in call:
-                kind = message.WhichOneof("message")
-                if kind == "registered":
-                    self._on_registered(message.registered, outq)
-                elif kind == "run_tasks":
-                    self._on_run_tasks(message.run_tasks)
-                elif kind == "kill_task":
-                    self._spawn_kill(
-                        message.kill_task.framework_id,
-                        message.kill_task.task_id,
-                        message.kill_task.grace_period_s,
-                    )
-                elif kind == "acknowledgements":
-                    now = time.time()
-                    for ack in message.acknowledgements.acks:
-                        self._on_ack(ack, now)
-                elif kind == "shutdown_framework":
-                    self._on_shutdown_framework(message.shutdown_framework.framework_id)
-                elif kind == "read_file":
-                    outq.put_nowait(self._read_file(message.read_file))
-                elif kind == "error":
-                    self.log.warning("master.error", message=message.error.message)
+                try:
+                    self._handle(message, outq)
+                except Exception:
+                    # One bad message must not take the agent (and its tasks) down.
+                    self.log.exception("agent.message_failed", kind=message.WhichOneof("message"))
         finally:
             outq.put_nowait(None)
             call.cancel()
+
+    def _handle(self, message: MasterMessage, outq: asyncio.Queue[AgentMessage | None]) -> None:
+        kind = message.WhichOneof("message")
+        if kind == "registered":
+            self._on_registered(message.registered, outq)
+        elif kind == "run_tasks":
+            self._on_run_tasks(message.run_tasks)
+        elif kind == "kill_task":
+            self._spawn_kill(
+                message.kill_task.framework_id,
+                message.kill_task.task_id,
+                message.kill_task.grace_period_s,
+            )
+        elif kind == "acknowledgements":
+            now = time.time()
+            for ack in message.acknowledgements.acks:
+                self._on_ack(ack, now)
+        elif kind == "shutdown_framework":
+            self._on_shutdown_framework(message.shutdown_framework.framework_id)
+        elif kind == "read_file":
+            outq.put_nowait(self._read_file(message.read_file))
+        elif kind == "error":
+            self.log.warning("master.error", message=message.error.message)
 
     def _register_message(self) -> AgentMessage:
         statuses, infos = [], []
@@ -532,19 +540,28 @@ class Agent:
         sandbox = self.tasks[key].sandbox if key in self.tasks else self.completed.get(key)
         if sandbox is None:
             return answer(error=f"task {task_id!r} has no sandbox on this agent")
-        path = (sandbox / (req.path or "stdout")).resolve()
-        if not path.is_relative_to(sandbox.resolve()):
-            return answer(error=f"path {req.path!r}: must stay inside the sandbox")
+        name = req.path or "stdout"
+        if "\0" in name or name.startswith("/") or ".." in name.split("/"):
+            return answer(error=f"path {name!r}: must be a relative path inside the sandbox")
         try:
-            with path.open("rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                f.seek(req.offset)
-                data = f.read(req.length)
+            path = (sandbox / name).resolve()
+            if not path.is_relative_to(sandbox.resolve()):
+                return answer(error=f"path {name!r}: must stay inside the sandbox")
+            # The task owns its sandbox: never follow a last-moment symlink, and
+            # never block on a FIFO it put there (O_NONBLOCK, regular files only).
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode):
+                    return answer(error=f"path {name!r}: not a regular file")
+                data = os.pread(fd, min(req.length, 1 << 20), min(req.offset, st.st_size))
+            finally:
+                os.close(fd)
         except FileNotFoundError:
-            return answer(error=f"path {req.path!r}: no such file in the sandbox")
+            return answer(error=f"path {name!r}: no such file in the sandbox")
         except OSError as e:
-            return answer(error=f"path {req.path!r}: {e.strerror}")
-        return answer(data=data, size=size)
+            return answer(error=f"path {name!r}: {e.strerror}")
+        return answer(data=data, size=st.st_size)
 
 
 async def run_agent(config: AgentConfig) -> None:

@@ -141,6 +141,11 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
         master = await self.leadership.require(context)
         if not request.task_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "task_id: must not be empty")
+        path = request.path or "stdout"
+        if "\0" in path or path.startswith("/") or ".." in path.split("/"):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"path: must be relative to the sandbox, got {path!r}"
+            )
         try:
             data, size, status = await master.read_file(
                 request.task_id,

@@ -227,3 +227,42 @@ async def test_agent_with_malformed_resources_is_rejected(
         assert expected in (err.value.details() or "")
     assert all(a.info.hostname != "evil" for a in cluster.server.master.state.agents.values())  # type: ignore[union-attr]
     await _still_serves(cluster)
+
+
+@pytest.mark.parametrize(
+    "path", ["/etc/passwd", "../../../etc/passwd", "std\0out"], ids=["absolute", "dotdot", "nul"]
+)
+async def test_read_file_outside_the_sandbox_is_refused(cluster: LocalCluster, path: str) -> None:
+    async with framework(cluster.master_address) as (driver, rec):
+        offer = await rec.next_offer()
+        driver.launch(offer, [Task("files", "echo hi", SMALL)])
+        await rec.wait_terminal("files")
+        async with grpc.aio.insecure_channel(cluster.master_address) as channel:
+            stub = operator_pb2_grpc.OperatorStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.ReadFile(operator_pb2.ReadFileRequest(task_id="files", path=path))
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "path" in (err.value.details() or "")
+    await _still_serves(cluster)
+
+
+async def test_a_fifo_in_the_sandbox_does_not_hang_the_agent(cluster: LocalCluster) -> None:
+    async with framework(cluster.master_address) as (driver, rec):
+        offer = await rec.next_offer()
+        driver.launch(offer, [Task("fifo", "rm -f trap; mkfifo trap; echo ready; sleep 30", SMALL)])
+        await rec.wait_state("fifo", TaskState.RUNNING)
+        async with grpc.aio.insecure_channel(cluster.master_address) as channel:
+            stub = operator_pb2_grpc.OperatorStub(channel)
+            async with asyncio.timeout(10):
+                while (
+                    b"ready"
+                    not in (
+                        await stub.ReadFile(operator_pb2.ReadFileRequest(task_id="fifo", path="stdout"))
+                    ).data
+                ):
+                    await asyncio.sleep(0.05)
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.ReadFile(operator_pb2.ReadFileRequest(task_id="fifo", path="trap"), timeout=5)
+            assert err.value.code() == grpc.StatusCode.NOT_FOUND
+            assert "not a regular file" in (err.value.details() or "")
+    await _still_serves(cluster)

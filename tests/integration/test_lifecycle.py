@@ -130,3 +130,18 @@ async def test_reconcile_reports_known_and_unknown_tasks(cluster: LocalCluster) 
         driver.reconcile()  # implicit: every live task
         await rec.wait_for(lambda: len(rec.updates) > before, what="implicit reconciliation")
         assert rec.updates[-1].task_id == "r1"
+
+
+async def test_a_scheduler_callback_that_raises_stops_the_driver_with_that_error(
+    cluster: LocalCluster,
+) -> None:
+    from corral.frameworks import Scheduler, SchedulerDriver
+    from corral.frameworks.types import Offer
+
+    class Broken(Scheduler):
+        async def offers(self, driver: SchedulerDriver, offers: list[Offer]) -> None:
+            raise RuntimeError("scheduler bug")
+
+    driver = SchedulerDriver(Broken(), name="broken", master=cluster.master_address)
+    with pytest.raises(RuntimeError, match="scheduler bug"):
+        await asyncio.wait_for(driver.run(), 20)

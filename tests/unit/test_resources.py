@@ -265,23 +265,12 @@ def test_parse_rejects_and_names_field(text: str, field: str) -> None:
     assert field in str(err.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Resources.parse (corral/resources.py:199-204) checks the value kind only for "
-    "RANGE_NAMES given a scalar; cpus:[1-2], cpus:{a} and ports:{a} parse, while "
-    "codec.resources_from_proto rejects the same shapes",
-)
 @pytest.mark.parametrize("text", ["cpus:[1-2]", "mem:{a,b}", "ports:{a}"])
 def test_parse_rejects_wrong_kind_for_known_names(text: str) -> None:
     with pytest.raises(ResourceError, match=text.split(":", maxsplit=1)[0]):
         Resources.parse(text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: RangeSet.parse/of errors (corral/resources.py:77,92,100) are raised unwrapped by "
-    "Resources.parse, so 'ports:[5-3]' says 'range [5-3]: ...' without naming ports",
-)
 @pytest.mark.parametrize("text", ["ports:[5-3]", "ports:[a-b]", "ports:[1-2"])
 def test_parse_range_errors_name_the_resource(text: str) -> None:
     with pytest.raises(ResourceError, match="ports"):
@@ -351,12 +340,6 @@ def test_from_proto_zero_quantities_dropped() -> None:
     assert got.is_empty()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: validate_role (corral/resources.py:361-364) accepts role '*' as 'the default role "
-    "(unreserved), as in Mesos', but resources_from_proto (corral/codec.py:41) keys it as a "
-    "reservation for role '*', distinct from unreserved ''; cpus(*) cannot even be re-parsed",
-)
 def test_from_proto_star_role_is_unreserved() -> None:
     assert resources_from_proto([R(name="cpus", role="*", scalar=1)]) == Resources.of(cpus=1)
 
@@ -369,11 +352,6 @@ def test_parse_attributes() -> None:
             parse_attributes(bad)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: parse_attributes (corral/codec.py:94-104) keeps the last of duplicate names "
-    "('a:1;a:2' -> {'a': '2'}) where Resources.parse and validate_agent_info reject duplicates",
-)
 def test_parse_attributes_rejects_duplicates() -> None:
     with pytest.raises(ValueError, match="a"):
         parse_attributes("a:1;a:2")

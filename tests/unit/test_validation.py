@@ -122,22 +122,11 @@ def test_ports_with_no_ports_in_offer() -> None:
     assert errors == ["tasks[0].resources.ports: unknown resource, the offer has none"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: validate_task (master/validation.py:83) tests `grace_period_s < 0`, which NaN "
-    "passes; validate_framework_info uses `not x >= 0` for exactly this reason",
-)
 def test_nan_kill_grace_is_rejected() -> None:
     errors, _ = validate_task(task(kill_policy=pb.KillPolicy(grace_period_s=math.nan)), "t", OFFER, ())
     assert any("kill_policy.grace_period_s" in e for e in errors), errors
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: validate_task (master/validation.py:94-111) checks scalars and ranges against the "
-    "offer but not sets: zones:{c} against an offer of zones:{a,b} passes, and the master's "
-    "`available - wanted` (master/master.py:690) then raises ResourceError inside accept",
-)
 def test_set_item_not_in_offer_is_rejected() -> None:
     offer = OFFER + Resources.parse("zones:{a,b}")
     t = task(resources=[R(name="cpus", scalar=1), R(name="zones", set=V.Set(item=["c"]))])
@@ -145,12 +134,6 @@ def test_set_item_not_in_offer_is_rejected() -> None:
     assert any("tasks[0].resources.zones" in e for e in errors), errors
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: role '*' is accepted as 'the default role (unreserved)' by validate_role, but "
-    "resources_from_proto keys it as a reservation, so a task asking cpus(*) is told the "
-    "unreserved offer 'has 0 left' (corral/codec.py:41, master/validation.py:99)",
-)
 def test_star_role_task_fits_unreserved_offer() -> None:
     t = task(resources=[R(name="cpus", role="*", scalar=1)])
     assert validate_task(t, "tasks[0]", OFFER, ())[0] == []
