@@ -424,7 +424,8 @@ class Containerizer:
             await self.kill(container_id, grace_s=0.0)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + REMOVE_TIMEOUT_S
-        while not self.cgroups.remove(c.cgroup):
+        # Off the event loop: on v1 removal reclaims the task's page cache first.
+        while not await asyncio.to_thread(self.cgroups.remove, c.cgroup):
             if loop.time() >= deadline:
                 raise CgroupError(
                     f"cgroup of container {container_id!r} still busy after {REMOVE_TIMEOUT_S} s"

@@ -6,6 +6,7 @@ host that co-mounts ``cpu,cpuacct`` gets one directory for both.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar
@@ -155,6 +156,13 @@ class V1Backend(CgroupBackend):
         )
 
     def remove(self, path: str) -> bool:
+        # Page cache the task left (its stdout, files it wrote) stays charged
+        # to a removed v1 memory cgroup and keeps it alive as a "dying" cgroup;
+        # thousands of those slow every later mkdir and fork (measured here:
+        # 1,800 of them halved launches/s). force_empty drops the charges first.
+        memory = self.mounts["memory"] / path
+        with contextlib.suppress(OSError):
+            (memory / "memory.force_empty").write_text("0")
         gone = True
         for cgroup in self.dirs(path):
             gone = files.rmdir(cgroup) and gone
