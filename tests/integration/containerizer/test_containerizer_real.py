@@ -110,8 +110,8 @@ async def test_kill_reaches_the_whole_tree(ctz: Containerizer, make_config: Make
 
     await poll(four_procs, "the init, shell, 3 sleeps and a setsid shell in the cgroup")
     start = time.monotonic()
-    await ctz.kill(config.container_id, grace_s=3.0)
-    assert time.monotonic() - start < 2.0  # everything obeyed SIGTERM; no grace wasted
+    await ctz.kill(config.container_id, grace_s=30.0)
+    assert time.monotonic() - start < 15.0  # everything obeyed SIGTERM: far less than the grace
     termination = await ctz.wait(config.container_id)
     assert termination.killed
     assert termination.signal == signal.SIGTERM
