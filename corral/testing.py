@@ -37,6 +37,7 @@ FAST_MASTER = MasterConfig(
     offer_timeout_s=30.0,
     agent_heartbeat_interval_s=0.5,
     framework_heartbeat_interval_s=1.0,
+    agent_reregister_timeout_s=0.5,
 )
 
 

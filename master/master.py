@@ -28,6 +28,7 @@ from corral.master.allocator.events import (
     AgentActivated,
     AgentAdded,
     AgentDeactivated,
+    AgentUpdated,
     FrameworkActivated,
     FrameworkAdded,
     FrameworkDeactivated,
@@ -80,6 +81,9 @@ class MasterConfig:
     read_file_timeout_s: float = 5.0
     read_file_default_length: int = 64 * 1024
     read_file_max_length: int = 1024 * 1024
+    #: After a master starts, agents have this long to re-register with their
+    #: tasks; until then "unknown task" is not an answer it can give.
+    agent_reregister_timeout_s: float = 30.0
 
 
 def new_id(prefix: str = "") -> str:
@@ -111,6 +115,8 @@ class Master:
         self._file_seq = itertools.count(1)
         self._file_requests: dict[int, tuple[str, asyncio.Future[agent_pb2.AgentMessage.FileData]]] = {}
         self._allocate_now = asyncio.Event()
+        self._recovered_at = clock() + self.config.agent_reregister_timeout_s
+        self._deferred_reconciles: list[tuple[str, str, str]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.log = log.bind(master_id=self.info.id)
 
@@ -163,6 +169,7 @@ class Master:
                 self._expire_offers(now)
                 self._check_agent_heartbeats(now)
                 self._check_framework_failover(now)
+                self._answer_deferred_reconciles(now)
                 if now - last_fw_heartbeat >= self.config.framework_heartbeat_interval_s:
                     last_fw_heartbeat = now
                     for fw in self.state.frameworks.values():
@@ -283,6 +290,7 @@ class Master:
                 )
             )
         )
+        self._shutdown_dead_frameworks(self.state.agents[agent_id], tasks)
         self.allocate_soon()
         return agent_id
 
@@ -303,6 +311,17 @@ class Master:
         agent.connected = True
         agent.last_heartbeat = now
         agent.info.CopyFrom(info)
+        if total != agent.total:
+            # Restarted with other resources: offer what it has now. Tasks
+            # already running keep theirs, even if that over-commits it.
+            self.log.warning(
+                "agent.resources_changed",
+                agent_id=agent.agent_id,
+                was=agent.total.format(),
+                now=total.format(),
+            )
+            agent.total = total
+            self.allocator.handle(AgentUpdated(agent.agent_id, total))
         reported = {(t.framework_id, t.task_id) for t in tasks}
         # Tasks the master believes run there but the agent no longer has
         # ended while nobody watched: say so rather than let them vanish.
@@ -333,11 +352,12 @@ class Master:
         (it restarted). Their frameworks are re-created, disconnected, so they
         can re-subscribe with the same id."""
         infos = {f.id: f for f in frameworks}
-        by_task = {t.task_id: t for t in task_infos}
+        by_task = {(t.task_id): t for t in task_infos}
         used: dict[str, Resources] = {}
+        dead = self._dead_frameworks(tasks)
         for status in tasks:
-            if is_terminal(status.state):
-                continue
+            if status.framework_id in dead:
+                continue  # killed through ShutdownFramework, never adopted
             fw = self.state.frameworks.get(status.framework_id)
             if fw is None:
                 fw_info = infos.get(status.framework_id) or pb.FrameworkInfo(
@@ -358,8 +378,11 @@ class Master:
                 continue
             info = by_task.get(status.task_id) or pb.TaskInfo(task_id=status.task_id, name=status.task_id)
             info.agent_id = agent.agent_id
+            terminal = is_terminal(status.state)
             try:
-                resources = resources_from_proto(info.resources)
+                # A task that ended while no master watched holds nothing, but
+                # is adopted so its final update still reaches its framework.
+                resources = Resources() if terminal else resources_from_proto(info.resources)
             except ResourceError:
                 resources = Resources()
             record = TaskRecord(
@@ -372,9 +395,32 @@ class Master:
                 self.clock(),
             )
             fw.tasks[status.task_id] = record
+            if terminal:
+                record.unacked_uuid = status.uuid
+                continue
             agent.tasks.add((fw.framework_id, status.task_id))
             used[fw.framework_id] = used.get(fw.framework_id, Resources()) + resources
         return {k: v for k, v in used.items() if v}
+
+    def _dead_frameworks(self, tasks: list[pb.TaskStatus]) -> set[str]:
+        """Frameworks of reported tasks that were torn down (or are being):
+        an agent that was away during the teardown still runs their tasks."""
+        removed = {f.framework_id for f in self.state.completed_frameworks}
+        dead = set()
+        for status in tasks:
+            fw = self.state.frameworks.get(status.framework_id)
+            if (fw is None and status.framework_id in removed) or (fw is not None and fw.tearing_down):
+                dead.add(status.framework_id)
+        return dead
+
+    def _shutdown_dead_frameworks(self, agent: AgentRecord, tasks: list[pb.TaskStatus]) -> None:
+        if agent.outbox is None:
+            return
+        for framework_id in sorted(self._dead_frameworks(tasks)):
+            self.log.info("framework.shutdown_on_return", framework_id=framework_id, agent_id=agent.agent_id)
+            agent.outbox.send(
+                MasterMessage(shutdown_framework=MasterMessage.ShutdownFramework(framework_id=framework_id))
+            )
 
     def agent_heartbeat(self, agent_id: str) -> None:
         agent = self.state.agents.get(agent_id)
@@ -483,6 +529,9 @@ class Master:
     def _complete_task(self, fw: FrameworkRecord, task: TaskRecord) -> None:
         if fw.tasks.pop(task.task_id, None) is not None:
             fw.completed.append(task)
+        agent = self.state.agents.get(task.agent_id)
+        if agent is not None:
+            agent.tasks.discard((fw.framework_id, task.task_id))
 
     # -- frameworks -----------------------------------------------------------
 
@@ -858,27 +907,51 @@ class Master:
         if not tasks:
             records = list(fw.tasks.values())
             out = [self._reconciled(t.status) for t in records]
+        recovering = self.clock() < self._recovered_at
         for task_id, agent_id in tasks:
             record = fw.tasks.get(task_id) or next(
                 (t for t in reversed(fw.completed) if t.task_id == task_id), None
             )
             if record is not None:
                 out.append(self._reconciled(record.status))
+            elif recovering:
+                # Its agent may not have re-registered yet: answering UNKNOWN
+                # now could make the framework launch it a second time.
+                self._deferred_reconciles.append((framework_id, task_id, agent_id))
             else:
-                out.append(
-                    pb.TaskStatus(
-                        task_id=task_id,
-                        agent_id=agent_id,
-                        framework_id=framework_id,
-                        state=pb.TASK_UNKNOWN,
-                        reason=pb.TaskStatus.REASON_RECONCILIATION,
-                        source=pb.TaskStatus.SOURCE_MASTER,
-                        message="task is not known to the master",
-                        timestamp=self.clock(),
-                    )
-                )
+                out.append(self._unknown(framework_id, task_id, agent_id))
         if out:
             self._send_updates(fw, out)
+
+    def _unknown(self, framework_id: str, task_id: str, agent_id: str) -> pb.TaskStatus:
+        return pb.TaskStatus(
+            task_id=task_id,
+            agent_id=agent_id,
+            framework_id=framework_id,
+            state=pb.TASK_UNKNOWN,
+            reason=pb.TaskStatus.REASON_RECONCILIATION,
+            source=pb.TaskStatus.SOURCE_MASTER,
+            message="task is not known to the master",
+            timestamp=self.clock(),
+        )
+
+    def _answer_deferred_reconciles(self, now: float) -> None:
+        if not self._deferred_reconciles or now < self._recovered_at:
+            return
+        pending, self._deferred_reconciles = self._deferred_reconciles, []
+        for framework_id, task_id, agent_id in pending:
+            fw = self.state.frameworks.get(framework_id)
+            if fw is None or fw.tearing_down:
+                continue
+            record = fw.tasks.get(task_id) or next(
+                (t for t in reversed(fw.completed) if t.task_id == task_id), None
+            )
+            status = (
+                self._reconciled(record.status)
+                if record is not None
+                else self._unknown(framework_id, task_id, agent_id)
+            )
+            self._send_updates(fw, [status])
 
     def _reconciled(self, status: pb.TaskStatus) -> pb.TaskStatus:
         copy = pb.TaskStatus()

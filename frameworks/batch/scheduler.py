@@ -65,9 +65,17 @@ class BatchScheduler(Scheduler):
         if self.suppressed and self.pending:
             driver.revive()
             self.suppressed = False
-        # After a reconnect, learn the state of tasks we may have missed.
-        if any(p.status is not None for p in self.progress.values()):
-            driver.reconcile()
+        # After a reconnect, ask about every task we launched and have not
+        # seen end, by id: a launch lost with the old connection is answered
+        # UNKNOWN and goes back to the queue (implicit reconciliation would
+        # only cover tasks the master knows).
+        launched = [
+            (task_id, p.agent_id)
+            for task_id, p in self.progress.items()
+            if p.launched_at and not (p.state is not None and p.state.is_terminal)
+        ]
+        if launched:
+            driver.reconcile(launched)
 
     async def offers(self, driver: SchedulerDriver, offers: list[Offer]) -> None:
         for offer in offers:
@@ -97,6 +105,15 @@ class BatchScheduler(Scheduler):
             return
         if p.state is not None and p.state.is_terminal:
             return  # a duplicate (at-least-once delivery)
+        if status.state is TaskState.UNKNOWN:
+            # The master never heard of it: the launch was lost in flight.
+            p.status, p.launched_at = None, 0.0
+            if status.task_id not in self.pending:
+                self.pending.append(status.task_id)
+            if self.suppressed:
+                driver.revive()
+                self.suppressed = False
+            return
         if status.state is TaskState.DROPPED and p.drops < self.max_drops:
             p.drops += 1
             p.status = None

@@ -21,6 +21,7 @@ from corral.master.allocator.events import (
     AgentAdded,
     AgentDeactivated,
     AgentRemoved,
+    AgentUpdated,
     Event,
     FrameworkActivated,
     FrameworkAdded,
@@ -87,6 +88,9 @@ class Allocator:
                 self._update_total()
                 for fw_id, res in used.items():
                     self._use(fw_id, agent_id, res)
+            case AgentUpdated(agent_id, total):
+                self._agents[agent_id].total = total
+                self._update_total()
             case AgentRemoved(agent_id):
                 agent = self._agents.pop(agent_id, None)
                 if agent is not None:

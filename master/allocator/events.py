@@ -19,6 +19,14 @@ class AgentAdded:
 
 
 @dataclass(frozen=True, slots=True)
+class AgentUpdated:
+    """The agent re-registered with different total resources."""
+
+    agent_id: str
+    total: Resources
+
+
+@dataclass(frozen=True, slots=True)
 class AgentRemoved:
     agent_id: str
 
@@ -90,6 +98,7 @@ class Revived:
 
 Event = (
     AgentAdded
+    | AgentUpdated
     | AgentRemoved
     | AgentActivated
     | AgentDeactivated

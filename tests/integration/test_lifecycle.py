@@ -145,3 +145,36 @@ async def test_a_scheduler_callback_that_raises_stops_the_driver_with_that_error
     driver = SchedulerDriver(Broken(), name="broken", master=cluster.master_address)
     with pytest.raises(RuntimeError, match="scheduler bug"):
         await asyncio.wait_for(driver.run(), 20)
+
+
+async def test_teardown_while_an_agent_is_away_kills_its_tasks_when_it_returns(
+    cluster: LocalCluster,
+) -> None:
+    assert cluster.server.master is not None
+    master = cluster.server.master
+    async with framework(cluster.master_address) as (driver, rec):
+        offer = await rec.next_offer()
+        driver.launch(offer, [Task("away", "sleep 300", SMALL)])
+        await rec.wait_state("away", TaskState.RUNNING)
+        agent = next(a for a in cluster.agent_list if a.agent_id == offer.agent_id)
+        pid = next(iter(agent.tasks.values())).pid
+        # Cut the agent off and keep it from reconnecting for now.
+        agent._stopping = True
+        record = master.state.agents[agent.agent_id]
+        assert record.outbox is not None
+        master.agent_disconnected(agent.agent_id, record.outbox)
+        assert agent._main is not None
+        await asyncio.wait_for(agent._main, 10)
+        driver.teardown()
+
+        async def gone() -> bool:
+            return not (await _frameworks(cluster.master_address)).frameworks
+
+        await _poll(gone, 15, "the framework to be removed")
+        assert _exists(pid)  # nobody could tell the agent yet
+        # The agent comes back: the master tells it to kill what it still runs.
+        agent._stopping = False
+        agent._main = asyncio.create_task(agent._connection_loop())
+        async with asyncio.timeout(15):
+            while _exists(pid):
+                await asyncio.sleep(0.05)

@@ -77,3 +77,72 @@ async def test_agent_and_framework_survive_a_master_restart(tmp_path: Path) -> N
     finally:
         await agent.stop()
         await server.stop()
+
+
+async def test_task_that_ends_while_the_master_is_down_is_reported(tmp_path: Path) -> None:
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    server = MasterServer(address, FAST_MASTER)
+    await server.start()
+    agent = Agent(
+        AgentConfig(
+            master=address,
+            work_dir=tmp_path / "agent",
+            resources=Resources.parse("cpus:1;mem:512"),
+            cgroup_prefix="corral-test-restart2",
+        )
+    )
+    await agent.start()
+    try:
+        await asyncio.wait_for(agent.registered.wait(), 10)
+        async with framework(address, failover_timeout_s=30) as (driver, rec):
+            offer = await rec.next_offer()
+            driver.launch(offer, [Task("short", "sleep 1; exit 4", Resources.of(cpus=0.1, mem=32))])
+            await rec.wait_state("short", TaskState.RUNNING)
+            await server.stop()
+            # The task ends while no master runs; the agent keeps its update.
+            async with asyncio.timeout(15):
+                while "short" in {tid for _, tid in agent.tasks} and not any(
+                    s.task_id == "short" and s.state == pb.TASK_FAILED
+                    for q in agent.updates.pending().values()
+                    for s in q
+                ):
+                    await asyncio.sleep(0.05)
+            server = MasterServer(address, FAST_MASTER)
+            await server.start()
+            status = await rec.wait_terminal("short", timeout=20)
+            assert status.state is TaskState.FAILED
+            assert status.exit_code == 4
+    finally:
+        await agent.stop()
+        await server.stop()
+
+
+async def test_agent_back_with_other_resources_is_offered_what_it_has(tmp_path: Path) -> None:
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    server = MasterServer(address, FAST_MASTER)
+    await server.start()
+    config = AgentConfig(
+        master=address,
+        work_dir=tmp_path / "agent",
+        resources=Resources.parse("cpus:2;mem:1024"),
+        cgroup_prefix="corral-test-resize",
+    )
+    agent = Agent(config)
+    await agent.start()
+    try:
+        await asyncio.wait_for(agent.registered.wait(), 10)
+        first_id = agent.agent_id
+        await agent.stop()
+        config.resources = Resources.parse("cpus:1;mem:256")
+        agent = Agent(config)  # same work dir: same agent id
+        await agent.start()
+        await asyncio.wait_for(agent.registered.wait(), 10)
+        assert agent.agent_id == first_id
+        async with framework(address) as (_driver, rec):
+            offer = await rec.next_offer()
+            assert offer.resources == Resources.parse("cpus:1;mem:256")
+    finally:
+        await agent.stop()
+        await server.stop()
