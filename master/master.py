@@ -886,8 +886,11 @@ class Master:
         """Forward acknowledgements ``(agent_id, task_id, uuid)`` to their agents."""
         fw = self._framework(framework_id)
         by_agent: dict[str, list[MasterMessage.Acknowledgements.Ack]] = {}
-        for agent_id, task_id, ack_uuid in acks:
+        for named_agent, task_id, ack_uuid in acks:
             task = fw.tasks.get(task_id)
+            # The task's own agent, whatever the call says: a framework must
+            # not reach agents that do not run its tasks.
+            agent_id = task.agent_id if task is not None else named_agent
             if task is not None and task.unacked_uuid == ack_uuid:
                 task.unacked_uuid = b""
                 if task.terminal:
@@ -1009,9 +1012,10 @@ class Master:
             raise CallError("NOT_FOUND", data.error)
         return data.data, data.size, task.status
 
-    def file_data(self, data: agent_pb2.AgentMessage.FileData) -> None:
+    def file_data(self, agent_id: str, data: agent_pb2.AgentMessage.FileData) -> None:
         entry = self._file_requests.get(data.request_id)
-        if entry is not None and not entry[1].done():
+        # Only the agent that was asked may answer.
+        if entry is not None and entry[0] == agent_id and not entry[1].done():
             entry[1].set_result(data)
 
 

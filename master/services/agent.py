@@ -75,7 +75,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
                     if kind == "status_updates":
                         m.agent_status_updates(agent_id, list(message.status_updates.statuses))
                     elif kind == "file_data":
-                        m.file_data(message.file_data)
+                        m.file_data(agent_id, message.file_data)
                     elif kind == "register":
                         outbox.send(
                             MasterMessage(

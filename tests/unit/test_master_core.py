@@ -1,0 +1,134 @@
+"""The master's transitions driven directly, without gRPC: outboxes stand in
+for the streams, so each rule is checked in milliseconds."""
+
+from __future__ import annotations
+
+import pytest
+
+from corral.codec import resources_to_proto
+from corral.master.master import CallError, Master, MasterConfig
+from corral.master.state import Outbox
+from corral.proto import agent_pb2, scheduler_pb2
+from corral.proto import messages_pb2 as pb
+from corral.resources import Resources
+
+Event = scheduler_pb2.Event
+Operation = scheduler_pb2.Operation
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def drain(outbox: Outbox[object]) -> list[object]:
+    out = []
+    while not outbox._queue.empty():
+        item = outbox._queue.get_nowait()
+        if item is not None:
+            out.append(item)
+    return out
+
+
+def _agent(master: Master, name: str) -> tuple[str, Outbox[object]]:
+    outbox: Outbox[object] = Outbox()
+    total = Resources.parse("cpus:2;mem:1024")
+    info = pb.AgentInfo(hostname=name, resources=resources_to_proto(total))
+    agent_id = master.register_agent(info, total, [], [], outbox)
+    drain(outbox)
+    return agent_id, outbox
+
+
+def _offers(outbox: Outbox[object]) -> list[pb.Offer]:
+    return [
+        o for e in drain(outbox) if isinstance(e, Event) and e.type == Event.OFFERS for o in e.offers.offers
+    ]
+
+
+def _launch(master: Master, fw_id: str, offer: pb.Offer, task_id: str) -> None:
+    task = pb.TaskInfo(
+        task_id=task_id,
+        name=task_id,
+        resources=resources_to_proto(Resources.of(cpus=0.5, mem=64)),
+        command=pb.CommandInfo(shell=True, value="true"),
+    )
+    op = Operation(type=Operation.LAUNCH, launch=Operation.Launch(task_infos=[task]))
+    master.accept(fw_id, [offer.id], [op], refuse_s=None)
+
+
+@pytest.fixture
+def setup() -> tuple[Master, dict[str, tuple[str, Outbox[object]]], str, Outbox[object]]:
+    master = Master(MasterConfig(agent_reregister_timeout_s=0), clock=Clock())
+    agents = {name: _agent(master, name) for name in ("a", "b")}
+    fw_box: Outbox[object] = Outbox()
+    fw = master.subscribe(pb.FrameworkInfo(name="fw"), fw_box)
+    drain(fw_box)
+    return master, agents, fw.framework_id, fw_box
+
+
+def test_updates_only_from_the_tasks_own_agent_and_never_reviving(setup) -> None:  # type: ignore[no-untyped-def]
+    master, agents, fw_id, fw_box = setup
+    master.run_allocation()
+    offer = next(o for o in _offers(fw_box) if o.agent_id == agents["a"][0])
+    _launch(master, fw_id, offer, "t1")
+    a_id, b_id = agents["a"][0], agents["b"][0]
+
+    def update(agent_id: str, state: int) -> None:
+        status = pb.TaskStatus(task_id="t1", framework_id=fw_id, agent_id=agent_id, state=state, uuid=b"u")  # type: ignore[arg-type]
+        master.agent_status_updates(agent_id, [status])
+
+    update(b_id, pb.TASK_FINISHED)  # not b's task: ignored
+    task = master.state.task(fw_id, "t1")
+    assert task is not None
+    assert task.status.state == pb.TASK_STAGING
+    update(a_id, pb.TASK_FINISHED)
+    assert task.status.state == pb.TASK_FINISHED
+    free_after = master.allocator.free(a_id)
+    update(a_id, pb.TASK_RUNNING)  # a replay after the end: ignored
+    assert task.status.state == pb.TASK_FINISHED
+    update(a_id, pb.TASK_FINISHED)  # a duplicate: resources not returned twice
+    assert master.allocator.free(a_id) == free_after == Resources.parse("cpus:2;mem:1024")
+
+
+def test_acknowledgements_go_to_the_tasks_agent(setup) -> None:  # type: ignore[no-untyped-def]
+    master, agents, fw_id, fw_box = setup
+    master.run_allocation()
+    offer = next(o for o in _offers(fw_box) if o.agent_id == agents["a"][0])
+    _launch(master, fw_id, offer, "t1")
+    (_a_id, a_box), (b_id, b_box) = agents["a"], agents["b"]
+    drain(a_box)
+    drain(b_box)
+    master.acknowledge(fw_id, [(b_id, "t1", b"uuid")])  # names the wrong agent
+    assert drain(b_box) == []
+    acks = [
+        m for m in drain(a_box) if isinstance(m, agent_pb2.MasterMessage) and m.HasField("acknowledgements")
+    ]
+    assert [a.task_id for m in acks for a in m.acknowledgements.acks] == ["t1"]
+
+
+def test_only_the_asked_agent_may_answer_a_file_read(setup) -> None:  # type: ignore[no-untyped-def]
+    master, agents, _fw_id, _fw_box = setup
+    fut_owner = "a"
+    import asyncio
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        master._file_requests[7] = (agents[fut_owner][0], fut)
+        data = agent_pb2.AgentMessage.FileData(request_id=7, data=b"forged")
+        master.file_data(agents["b"][0], data)
+        assert not fut.done()
+        master.file_data(agents["a"][0], agent_pb2.AgentMessage.FileData(request_id=7, data=b"real"))
+        assert fut.result().data == b"real"
+
+    asyncio.run(scenario())
+
+
+def test_calls_for_unknown_frameworks_are_not_found(setup) -> None:  # type: ignore[no-untyped-def]
+    master, _agents, _fw_id, _fw_box = setup
+    with pytest.raises(CallError) as err:
+        master.kill("no-such-framework", "t1")
+    assert err.value.code == "NOT_FOUND"
