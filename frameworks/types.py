@@ -133,6 +133,11 @@ class Task:
     env: Mapping[str, str] = field(default_factory=dict)
     kill_grace_s: float = 0.0
     labels: Mapping[str, str] = field(default_factory=dict)
+    #: "host" (share the node's network) or "none" (loopback only)
+    network: str = "host"
+    #: (uid, gid) to run as; None runs as root inside the container
+    user: tuple[int, int] | None = None
+    hostname: str = ""
 
     def to_proto(self, agent_id: str) -> pb.TaskInfo:
         if isinstance(self.command, str):
@@ -144,7 +149,14 @@ class Task:
                 arguments=list(self.command),
                 environment=dict(self.env),
             )
+        container = pb.ContainerInfo(
+            hostname=self.hostname,
+            network=pb.ContainerInfo.NONE if self.network == "none" else pb.ContainerInfo.HOST,
+        )
+        if self.user is not None:
+            container.uid, container.gid = self.user
         return pb.TaskInfo(
+            container=container,
             name=self.name or self.task_id,
             task_id=self.task_id,
             agent_id=agent_id,

@@ -61,6 +61,24 @@ def validate_agent_info(info: pb.AgentInfo) -> tuple[list[str], Resources]:
     return errors, total
 
 
+_HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+
+
+def _validate_container(container: pb.ContainerInfo, where: str) -> list[str]:
+    errors = []
+    if container.image:
+        errors.append(f"{where}.image: images are not supported yet (the containers issue)")
+    if container.network == pb.ContainerInfo.BRIDGE:
+        errors.append(f"{where}.network: BRIDGE is not supported yet; use HOST or NONE")
+    elif container.network not in pb.ContainerInfo.NetworkMode.values():
+        errors.append(f"{where}.network: unknown mode {container.network}")
+    if container.hostname and not _HOSTNAME_RE.match(container.hostname):
+        errors.append(f"{where}.hostname: must be 1-63 letters, digits or '-', got {container.hostname!r}")
+    if container.HasField("gid") and not container.HasField("uid"):
+        errors.append(f"{where}.gid: given without uid")
+    return errors
+
+
 def validate_task(
     task: pb.TaskInfo,
     where: str,
@@ -84,6 +102,7 @@ def validate_task(
         errors.append(
             f"{where}.kill_policy.grace_period_s: must be >= 0, got {task.kill_policy.grace_period_s}"
         )
+    errors += _validate_container(task.container, f"{where}.container")
     try:
         wanted = resources_from_proto(task.resources, f"{where}.resources")
     except ResourceError as e:

@@ -189,12 +189,28 @@ class CommandInfo(_message.Message):
     def __init__(self, shell: _Optional[bool] = ..., value: _Optional[str] = ..., arguments: _Optional[_Iterable[str]] = ..., environment: _Optional[_Mapping[str, str]] = ..., user: _Optional[str] = ...) -> None: ...
 
 class ContainerInfo(_message.Message):
-    __slots__ = ("image", "hostname")
+    __slots__ = ("image", "hostname", "network", "uid", "gid")
+    class NetworkMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        NETWORK_UNSPECIFIED: _ClassVar[ContainerInfo.NetworkMode]
+        HOST: _ClassVar[ContainerInfo.NetworkMode]
+        NONE: _ClassVar[ContainerInfo.NetworkMode]
+        BRIDGE: _ClassVar[ContainerInfo.NetworkMode]
+    NETWORK_UNSPECIFIED: ContainerInfo.NetworkMode
+    HOST: ContainerInfo.NetworkMode
+    NONE: ContainerInfo.NetworkMode
+    BRIDGE: ContainerInfo.NetworkMode
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    GID_FIELD_NUMBER: _ClassVar[int]
     image: str
     hostname: str
-    def __init__(self, image: _Optional[str] = ..., hostname: _Optional[str] = ...) -> None: ...
+    network: ContainerInfo.NetworkMode
+    uid: int
+    gid: int
+    def __init__(self, image: _Optional[str] = ..., hostname: _Optional[str] = ..., network: _Optional[_Union[ContainerInfo.NetworkMode, str]] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ...) -> None: ...
 
 class KillPolicy(_message.Message):
     __slots__ = ("grace_period_s",)

@@ -40,7 +40,13 @@ from corral.proto import agent_pb2, agent_pb2_grpc
 from corral.proto import messages_pb2 as pb
 from corral.resources import MILLI, ResourceError, Resources
 from corral.slave import resources as detect
-from corral.slave.containerizer import ContainerConfig, ContainerError, Containerizer, Termination
+from corral.slave.containerizer import (
+    ContainerConfig,
+    ContainerError,
+    Containerizer,
+    Isolation,
+    Termination,
+)
 from corral.slave.status_updates import StatusUpdateManager, TaskKey
 from corral.transport import Credentials, drain, make_channel
 
@@ -390,6 +396,18 @@ class Agent:
             env["CORRAL_PORTS"] = ",".join(str(p) for b, e in ports.intervals for p in range(b, e + 1))[:4096]
         env.update(cmd.environment)
         mem_milli = wanted.scalar("mem") or self.total.scalar("mem")
+        container = info.container
+        user = None
+        if container.HasField("uid"):
+            user = (container.uid, container.gid if container.HasField("gid") else container.uid)
+            # The task must be able to write its own sandbox (stdout, files).
+            run.sandbox.mkdir(parents=True, exist_ok=True)
+            os.chown(run.sandbox, *user)
+        isolation = Isolation(
+            network="none" if container.network == pb.ContainerInfo.NONE else "host",
+            hostname=container.hostname or None,
+            user=user,
+        )
         return ContainerConfig(
             container_id=run.container_id,
             argv=argv,
@@ -397,6 +415,7 @@ class Agent:
             sandbox=run.sandbox,
             cpus_milli=wanted.scalar("cpus") or 10,
             mem_bytes=mem_milli * 1024 * 1024 // MILLI,
+            isolation=isolation,
         )
 
     def _terminal_update(self, run: TaskRun, t: Termination) -> None:

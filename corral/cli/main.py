@@ -331,6 +331,14 @@ def _parse_env(items: tuple[str, ...]) -> dict[str, str]:
 @click.option("--mem", default=64.0, show_default=True, type=float, help="MiB.")
 @click.option("--env", "-e", multiple=True, metavar="KEY=VALUE")
 @click.option("--name", default="run", show_default=True)
+@click.option(
+    "--network",
+    type=click.Choice(["host", "none"]),
+    default="host",
+    show_default=True,
+    help="none: a network namespace with loopback only.",
+)
+@click.option("--user", default=None, metavar="UID[:GID]", help="Run as this user (default root).")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
 @handle_errors
@@ -341,6 +349,8 @@ def run(
     mem: float,
     env: tuple[str, ...],
     name: str,
+    network: str,
+    user: str | None,
     command: tuple[str, ...],
 ) -> None:
     """Run one task and stream its output; exit with its exit code.
@@ -367,6 +377,8 @@ def run(
                     "cpus": cpus,
                     "mem": mem,
                     "env": _parse_env(env),
+                    "network": network,
+                    **({"user": user} if user else {}),
                 }
             ],
         }

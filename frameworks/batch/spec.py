@@ -44,6 +44,8 @@ class TaskGroup:
     count: int = 1
     env: Mapping[str, str] = field(default_factory=dict)
     kill_grace_s: float = 3.0
+    network: str = "host"
+    user: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,8 @@ class JobSpec:
                         resources=resources,
                         env=env,
                         kill_grace_s=group.kill_grace_s,
+                        network=group.network,
+                        user=group.user,
                     )
                 )
         return out
@@ -114,7 +118,7 @@ def _parse_group(raw: Any, index: int) -> TaskGroup:
     where = f"tasks[{index}]"
     if not isinstance(raw, dict):
         raise JobSpecError(f"{where}: must be a table")
-    allowed = {"name", "command", "cpus", "mem", "disk", "count", "env", "kill_grace_s"}
+    allowed = {"name", "command", "cpus", "mem", "disk", "count", "env", "kill_grace_s", "network", "user"}
     unknown = set(raw) - allowed
     if unknown:
         raise JobSpecError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
@@ -136,7 +140,12 @@ def _parse_group(raw: Any, index: int) -> TaskGroup:
         isinstance(k, str) and isinstance(v, str | int | float) for k, v in env.items()
     ):
         raise JobSpecError(f"{where}.env: must be a table of strings")
+    network = raw.get("network", "host")
+    if network not in ("host", "none"):
+        raise JobSpecError(f"{where}.network: must be 'host' or 'none', got {network!r}")
     return TaskGroup(
+        network=network,
+        user=parse_user(raw.get("user"), f"{where}.user"),
         name=name,
         command=command,
         cpus=cpus,
@@ -146,3 +155,17 @@ def _parse_group(raw: Any, index: int) -> TaskGroup:
         env={k: str(v) for k, v in env.items()},
         kill_grace_s=_number(raw, "kill_grace_s", where, 3.0, 0.0),
     )
+
+
+def parse_user(value: Any, where: str = "user") -> tuple[int, int] | None:
+    """``"65534:65534"``, ``"1000"`` (group = user) or ``65534`` -> (uid, gid)."""
+    if value is None:
+        return None
+    text = "" if isinstance(value, bool) else str(value)
+    uid, sep, gid = text.partition(":")
+    if not uid.isdigit() or (sep and not gid.isdigit()):
+        raise JobSpecError(f"{where}: must be UID or UID:GID with numbers, got {value!r}")
+    ids = (int(uid), int(gid) if sep else int(uid))
+    if max(ids) > 2**32 - 2:
+        raise JobSpecError(f"{where}: ids must be below 4294967295, got {value!r}")
+    return ids

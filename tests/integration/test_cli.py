@@ -169,3 +169,16 @@ def test_clear_errors_without_a_cluster_and_for_bad_input(tmp_path: Path, local:
 def test_local_json_names_the_master(local: dict[str, str]) -> None:
     data = json.loads((Path(local["CORRAL_HOME"]) / "local.json").read_text())
     assert data["master"].startswith("127.0.0.1:")
+
+
+def test_run_with_isolation_options(local: dict[str, str]) -> None:
+    res = corral(
+        local, "run", "--network", "none", "--user", "65534", "--", "sh", "-c", "id -u; cat /proc/net/dev"
+    )
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0] == "65534"
+    assert [ln.split(":")[0].strip() for ln in lines[3:]] == ["lo"]
+    bad = corral(local, "run", "--user", "nobody", "--", "true")
+    assert bad.returncode != 0
+    assert "user" in bad.stderr

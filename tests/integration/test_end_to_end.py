@@ -150,3 +150,55 @@ def _run_of(cluster: LocalCluster, task_id: str) -> tuple[Agent, TaskRun]:
             if tid == task_id:
                 return agent, run
     raise AssertionError(f"no agent runs {task_id}")
+
+
+async def test_task_isolation_options_reach_the_container(cluster: LocalCluster) -> None:
+    async with framework(cluster.master_address) as (driver, rec):
+        offer = await rec.next_offer()
+        cmd = (
+            "echo pid=$$ host=$(hostname) uid=$(id -u):$(id -g) "
+            "nets=$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | tr '\\n' ,); "
+            "echo written > out"
+        )
+        task = Task("iso", cmd, SMALL, network="none", user=(65534, 65534), hostname="box-1")
+        driver.launch(offer, [task])
+        status = await rec.wait_terminal("iso")
+        assert status.state is TaskState.FINISHED, status
+        async with asyncio.timeout(10):  # the agent files it once the ack is back
+            while (run := _done_run_of(cluster, "iso")) is None:
+                await asyncio.sleep(0.02)
+        stdout = (run / "stdout").read_text()
+        assert "pid=2 " in stdout  # PID 1 is the container's init
+        assert "host=box-1 " in stdout
+        assert "uid=65534:65534 " in stdout
+        assert "nets=lo," in stdout
+        assert (run / "out").read_text() == "written\n"  # the sandbox is the task's
+
+
+async def test_unsupported_container_options_are_task_errors(cluster: LocalCluster) -> None:
+    from corral.proto import messages_pb2 as pb
+
+    async with framework(cluster.master_address) as (driver, rec):
+        offer = await rec.next_offer()
+        info = Task("bridge", "true", SMALL).to_proto(offer.agent_id)
+        info.container.network = pb.ContainerInfo.BRIDGE
+        info.container.hostname = "not a hostname"
+        from corral.proto import scheduler_pb2
+
+        op = scheduler_pb2.Operation(
+            type=scheduler_pb2.Operation.LAUNCH, launch=scheduler_pb2.Operation.Launch(task_infos=[info])
+        )
+        driver.accept_raw(scheduler_pb2.Call.Accept(offer_ids=[offer.id], operations=[op]))
+        status = await rec.wait_terminal("bridge")
+        assert status.state is TaskState.ERROR
+        assert "container.network: BRIDGE is not supported yet" in status.message
+        assert "container.hostname" in status.message
+
+
+def _done_run_of(cluster: LocalCluster, task_id: str) -> Path | None:
+    """The sandbox of a finished task, once its agent has filed it."""
+    for agent in cluster.agent_list:
+        for (_, tid), sandbox in agent.completed.items():
+            if tid == task_id:
+                return sandbox
+    return None

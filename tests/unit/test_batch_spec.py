@@ -124,3 +124,17 @@ def test_demo_example_loads() -> None:
     assert tasks[11].task_id == "demo-1.prime-count.11"
     assert tasks[11].env["CORRAL_TASK_INDEX"] == "11"
     assert tasks[0].resources == Resources.of(cpus=0.2, mem=64)
+
+
+def test_network_and_user_options() -> None:
+    from corral.frameworks.batch.spec import parse_user
+
+    spec = parse_job({"tasks": [{"command": "true", "network": "none", "user": "1000:100"}]})
+    (task,) = spec.tasks("j")
+    assert (task.network, task.user) == ("none", (1000, 100))
+    assert parse_user(65534) == (65534, 65534)
+    for bad in ["nobody", "1:x", "-1", True]:
+        with pytest.raises(JobSpecError, match="user"):
+            parse_user(bad)
+    with pytest.raises(JobSpecError, match=r"tasks\[0\]\.network"):
+        parse_job({"tasks": [{"command": "true", "network": "bridge"}]})
