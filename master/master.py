@@ -38,6 +38,7 @@ from corral.master.allocator.events import (
     Revived,
     Suppressed,
 )
+from corral.master.registry import AGENTS, FRAMEWORKS, RegistryState, RegistryWriter
 from corral.master.state import (
     AgentRecord,
     FrameworkRecord,
@@ -116,6 +117,8 @@ class Master:
         self._file_requests: dict[int, tuple[str, asyncio.Future[agent_pb2.AgentMessage.FileData]]] = {}
         self._allocate_now = asyncio.Event()
         self._recovered_at = clock() + self.config.agent_reregister_timeout_s
+        #: durable record of agents and frameworks (set by the server)
+        self.registry: RegistryWriter | None = None
         self._deferred_reconciles: list[tuple[str, str, str]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.log = log.bind(master_id=self.info.id)
@@ -140,6 +143,46 @@ class Master:
         for fw in self.state.frameworks.values():
             if fw.outbox:
                 fw.outbox.close()
+
+    def recover(self, state: RegistryState) -> None:
+        """Before serving as a new leader: learn the agents and frameworks the
+        registry lists. Agents get ``agent_reregister_timeout_s`` to come back
+        with their tasks; frameworks their failover timeout to re-subscribe."""
+        now = self.clock()
+        deadline = now + self.config.agent_reregister_timeout_s
+        for agent_id, info in state.agents.items():
+            try:
+                total = resources_from_proto(info.resources)
+            except ResourceError:
+                self.log.warning("registry.bad_agent", agent_id=agent_id)
+                continue
+            record = AgentRecord(agent_id, info, total, now, now, None, connected=False)
+            record.reregister_deadline = deadline
+            self.state.agents[agent_id] = record
+            self.allocator.handle(AgentAdded(agent_id, total))
+            self.allocator.handle(AgentDeactivated(agent_id))
+        for framework_id, fw_info in state.frameworks.items():
+            fw = FrameworkRecord(framework_id, fw_info, now, None, connected=False, disconnected_at=now)
+            self.state.frameworks[framework_id] = fw
+            self.allocator.handle(FrameworkAdded(framework_id, tuple(fw_info.roles) or ("*",)))
+            self.allocator.handle(FrameworkDeactivated(framework_id))
+        self.log.info("master.recovered", agents=len(state.agents), frameworks=len(state.frameworks))
+
+    def _record(self, kind: str, key: str, data: bytes | None) -> None:
+        if self.registry is not None:
+            self.registry.put(kind, key, data)
+
+    def _check_reregistration(self, now: float) -> None:
+        for agent in self.state.agents.values():
+            if agent.reregister_deadline is not None and now >= agent.reregister_deadline:
+                agent.reregister_deadline = None
+                if not agent.connected:
+                    agent.unreachable = True
+                    self.log.warning(
+                        "agent.unreachable",
+                        agent_id=agent.agent_id,
+                        reason="did not re-register after failover",
+                    )
 
     def allocate_soon(self) -> None:
         self._allocate_now.set()
@@ -169,6 +212,7 @@ class Master:
                 self._expire_offers(now)
                 self._check_agent_heartbeats(now)
                 self._check_framework_failover(now)
+                self._check_reregistration(now)
                 self._answer_deferred_reconciles(now)
                 if now - last_fw_heartbeat >= self.config.framework_heartbeat_interval_s:
                     last_fw_heartbeat = now
@@ -272,6 +316,7 @@ class Master:
             record = AgentRecord(agent_id, stored, total, now, now, outbox)
             record.info.id = agent_id
             self.state.agents[agent_id] = record
+            self._record(AGENTS, agent_id, stored.SerializeToString())
             used = self._adopt_tasks(record, tasks, frameworks, task_infos or [])
             self.allocator.handle(AgentAdded(agent_id, total, used))
             self.log.info(
@@ -310,6 +355,10 @@ class Master:
         agent.outbox = outbox
         agent.connected = True
         agent.last_heartbeat = now
+        agent.reregister_deadline = None
+        agent.unreachable = False
+        if agent.info.SerializeToString() != info.SerializeToString():
+            self._record(AGENTS, agent.agent_id, info.SerializeToString())
         agent.info.CopyFrom(info)
         if total != agent.total:
             # Restarted with other resources: offer what it has now. Tasks
@@ -523,7 +572,8 @@ class Master:
         self._apply_status(task, status)
         fw = self.state.frameworks.get(task.framework_id)
         if fw is not None:
-            self._complete_task(fw, task)
+            if is_terminal(state):
+                self._complete_task(fw, task)
             self._send_updates(fw, [status])
 
     def _complete_task(self, fw: FrameworkRecord, task: TaskRecord) -> None:
@@ -557,6 +607,7 @@ class Master:
                 stored.roles.append("*")
             fw = FrameworkRecord(fw_id, stored, now, outbox)
             self.state.frameworks[fw_id] = fw
+            self._record(FRAMEWORKS, fw_id, stored.SerializeToString())
             self.allocator.handle(FrameworkAdded(fw_id, tuple(stored.roles)))
             self.log.info("framework.subscribed", framework_id=fw_id, name=info.name)
         else:
@@ -670,6 +721,7 @@ class Master:
             self._complete_task(fw, task)
         self.state.frameworks.pop(fw.framework_id, None)
         self.state.completed_frameworks.append(fw)
+        self._record(FRAMEWORKS, fw.framework_id, None)
         self.allocator.handle(FrameworkRemoved(fw.framework_id))
         self.allocate_soon()
         self.log.info("framework.removed", framework_id=fw.framework_id)
@@ -927,6 +979,22 @@ class Master:
             self._send_updates(fw, out)
 
     def _unknown(self, framework_id: str, task_id: str, agent_id: str) -> pb.TaskStatus:
+        agent = self.state.agents.get(agent_id)
+        if agent is not None and agent.unreachable:
+            # Its agent was admitted but did not come back after a failover:
+            # the task may still run there (Mesos answers the same).
+            fw = self.state.frameworks.get(framework_id)
+            aware = fw is not None and pb.FrameworkInfo.PARTITION_AWARE in fw.info.capabilities
+            return pb.TaskStatus(
+                task_id=task_id,
+                agent_id=agent_id,
+                framework_id=framework_id,
+                state=pb.TASK_UNREACHABLE if aware else pb.TASK_LOST,
+                reason=pb.TaskStatus.REASON_AGENT_DISCONNECTED,
+                source=pb.TaskStatus.SOURCE_MASTER,
+                message=f"agent {agent_id} did not re-register after the master failed over",
+                timestamp=self.clock(),
+            )
         return pb.TaskStatus(
             task_id=task_id,
             agent_id=agent_id,

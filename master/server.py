@@ -10,15 +10,18 @@ leader. Without ``zk`` the election is standalone and leads from the start.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 
 import structlog
+from kazoo.exceptions import KazooException
 
 from corral import __version__
 from corral.detector import MasterDetector, StaticDetector, ZooKeeperDetector
 from corral.master.election import Election, StandaloneElection, ZooKeeperElection
 from corral.master.leadership import Leadership
 from corral.master.master import Master, MasterConfig, new_id
+from corral.master.registry import InMemoryRegistry, Registry, RegistryWriter, ZooKeeperRegistry
 from corral.master.services.agent import AgentService
 from corral.master.services.operator import OperatorService
 from corral.master.services.scheduler import SchedulerService
@@ -61,6 +64,8 @@ class MasterServer:
         self.leadership = Leadership(self._leader_address)
         self._server = make_server(credentials)
         self._transitions: list[asyncio.Task[None]] = []
+        self.registry: Registry = InMemoryRegistry()
+        self._writer: RegistryWriter | None = None
         self._lock = asyncio.Lock()
 
     def _leader_address(self) -> str | None:
@@ -89,8 +94,10 @@ class MasterServer:
                 "hostname": self.info.hostname,
                 "version": self.info.version,
             }
-            self.election = ZooKeeperElection(url, info, self.zk_session_timeout_s)
+            election = ZooKeeperElection(url, info, self.zk_session_timeout_s)
+            self.election = election
             self.detector = ZooKeeperDetector(url, self.zk_session_timeout_s)
+            self.registry = ZooKeeperRegistry(election.client, url, lambda: election.znode)
         else:
             self.detector = StaticDetector(self.address)
         await self.detector.start()
@@ -106,9 +113,20 @@ class MasterServer:
     async def _become(self, leading: bool) -> None:
         async with self._lock:  # transitions happen one at a time, in order
             if leading and self.master is None and self.election.leading:
+                try:
+                    state = await asyncio.to_thread(self.registry.load)
+                except KazooException as e:
+                    log.error("registry.load_failed", error=repr(e))
+                    return  # not serving; the next leadership change tries again
+                if not self.election.leading:
+                    return  # lost it while loading
                 master = Master(self.config, address=self.address, master_id=self.info.id)
+                master.recover(state)
+                writer = RegistryWriter(self.registry, self._fenced)
+                writer.start()
+                master.registry = writer
                 master.start()
-                self.master = master
+                self.master, self._writer = master, writer
                 self.leadership.current = master
                 log.info("master.leading", address=self.address, master_id=self.info.id)
             elif not leading and self.master is not None:
@@ -116,8 +134,19 @@ class MasterServer:
                 self.leadership.current = None
                 log.warning("master.stepped_down", master_id=self.info.id)
                 await master.stop()
+                if self._writer is not None:
+                    await self._writer.stop()
+                    self._writer = None
+
+    def _fenced(self) -> None:
+        """A registry write was refused: we are not the leader any more."""
+        self._on_leadership(False)
 
     async def stop(self, grace_s: float = 1.0) -> None:
+        if self._writer is not None:
+            # Let queued registry writes land while we still hold the fence.
+            with contextlib.suppress(TimeoutError):
+                await self._writer.flush(timeout=2.0)
         await self.election.stop()
         await asyncio.gather(*self._transitions, return_exceptions=True)
         async with self._lock:
@@ -125,6 +154,9 @@ class MasterServer:
                 await self.master.stop()
                 self.master = None
                 self.leadership.current = None
+            if self._writer is not None:
+                await self._writer.stop()
+                self._writer = None
         await self.detector.stop()
         await self._server.stop(grace_s)
 

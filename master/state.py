@@ -97,6 +97,10 @@ class AgentRecord:
     #: (framework_id, task_id) of live tasks on this agent
     tasks: set[tuple[str, str]] = field(default_factory=set)
     offers: set[str] = field(default_factory=set)
+    #: recovered from the registry: must re-register before this time
+    reregister_deadline: float | None = None
+    #: recovered but did not re-register in time
+    unreachable: bool = False
 
 
 @dataclass

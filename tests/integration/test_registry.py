@@ -1,0 +1,102 @@
+"""The durable registry in a real ZooKeeper: fenced writes, and a new leader
+that knows which agents and frameworks to wait for."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from kazoo.client import KazooClient
+
+from corral.frameworks import Task, TaskState
+from corral.master.master import MasterConfig
+from corral.master.registry import AGENTS, FRAMEWORKS, FencedError, Write, ZooKeeperRegistry
+from corral.master.server import MasterServer
+from corral.proto import messages_pb2 as pb
+from corral.resources import Resources
+from corral.slave.agent import Agent, AgentConfig
+from corral.testing import FAST_MASTER, framework
+from corral.zk import parse_zk_url
+
+
+async def _until(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    try:
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
+
+
+def test_a_deposed_leader_cannot_write_the_registry(zk_url: str) -> None:
+    url = parse_zk_url(zk_url)
+    client = KazooClient(hosts=url.hosts)
+    client.start()
+    try:
+        client.ensure_path(url.leader_dir)
+        fence = client.create(f"{url.leader_dir}/member_", b"{}", ephemeral=True, sequence=True)
+        registry = ZooKeeperRegistry(client, url, lambda: fence)
+        info = pb.FrameworkInfo(id="fw-1", name="one")
+        registry.apply(Write(FRAMEWORKS, "fw-1", info.SerializeToString()))
+        assert set(registry.load().frameworks) == {"fw-1"}
+        client.delete(fence)  # what the server does when our session ends
+        with pytest.raises(FencedError):
+            registry.apply(Write(FRAMEWORKS, "fw-2", pb.FrameworkInfo(id="fw-2").SerializeToString()))
+        with pytest.raises(FencedError):
+            registry.apply(Write(FRAMEWORKS, "fw-1", None))
+        assert set(registry.load().frameworks) == {"fw-1"}  # nothing landed
+        assert registry.load().agents == {}
+        assert AGENTS == "agents"
+    finally:
+        client.stop()
+        client.close()
+
+
+@pytest.mark.root
+async def test_new_leader_recovers_the_registry_and_reports_agents_that_never_return(
+    zk_url: str, tmp_path: Path
+) -> None:
+    config = MasterConfig(**{**FAST_MASTER.__dict__, "agent_reregister_timeout_s": 1.0})
+    masters = [MasterServer("127.0.0.1:0", config, zk=zk_url, zk_session_timeout_s=2) for _ in range(2)]
+    agent = Agent(
+        AgentConfig(
+            master=zk_url,
+            work_dir=tmp_path / "agent",
+            resources=Resources.parse("cpus:1;mem:512"),
+            cgroup_prefix="corral-test-registry",
+        )
+    )
+    try:
+        for m in masters:
+            await m.start()
+        await _until(lambda: masters[0].leading, 10, "the first master to lead")
+        leader, standby = masters
+        await agent.start()
+        await asyncio.wait_for(agent.registered.wait(), 10)
+        async with framework(zk_url, failover_timeout_s=60) as (driver, rec):
+            offer = await rec.next_offer()
+            driver.launch(offer, [Task("stranded", "sleep 300", Resources.of(cpus=0.1, mem=32))])
+            await rec.wait_state("stranded", TaskState.RUNNING)
+            assert leader.master is not None
+            assert leader.master.registry is not None
+            await leader.master.registry.flush()
+            # The agent goes away for good (its task keeps running, unseen)...
+            agent._stopping = True
+            assert agent._main is not None
+            agent._main.cancel()
+            # ...and the leader dies.
+            await leader.stop()
+            await _until(lambda: standby.master is not None, 10, "the standby to lead")
+            assert standby.master is not None
+            # It knows the agent and the framework from the registry.
+            assert agent.agent_id in standby.master.state.agents
+            assert driver.framework_id in standby.master.state.frameworks
+            await rec.wait_for(lambda: rec.subscriptions >= 2, 15, "the framework to re-subscribe")
+            driver.reconcile([("stranded", offer.agent_id)])
+            status = await rec.wait_state("stranded", TaskState.UNREACHABLE, timeout=15)
+            assert "did not re-register" in status.message
+    finally:
+        await agent.stop()
+        for m in masters:
+            await m.stop()
