@@ -186,6 +186,12 @@ def local(
     help="Contend for leadership through ZooKeeper (default: standalone).",
 )
 @click.option("--zk-session-timeout", default=10.0, show_default=True, help="Seconds.")
+@click.option(
+    "--agent-reregister-timeout",
+    default=30.0,
+    show_default=True,
+    help="Seconds a new leader waits for known agents to come back.",
+)
 @click.pass_context
 @handle_errors
 def master(
@@ -196,6 +202,7 @@ def master(
     allocation_interval: float,
     zk: str | None,
     zk_session_timeout: float,
+    agent_reregister_timeout: float,
 ) -> None:
     """Run a master: standalone, or one of several elected through ZooKeeper."""
     import socket
@@ -205,7 +212,11 @@ def master(
     from corral.zk import parse_zk_url
 
     _daemon_logging(ctx)
-    config = MasterConfig(offer_timeout_s=offer_timeout, allocation_interval_s=allocation_interval)
+    config = MasterConfig(
+        offer_timeout_s=offer_timeout,
+        allocation_interval_s=allocation_interval,
+        agent_reregister_timeout_s=agent_reregister_timeout,
+    )
 
     if zk:
         parse_zk_url(zk)  # a clear error now rather than a stack trace later
