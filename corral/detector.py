@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Coroutine
 from typing import Any, Protocol
 
 import grpc
@@ -28,6 +29,7 @@ class MasterDetector(Protocol):
     async def stop(self) -> None: ...
     def leader(self) -> str | None: ...
     async def wait_leader(self, timeout: float) -> str: ...
+    async def wait_moved(self, address: str) -> None: ...
 
 
 class StaticDetector:
@@ -48,6 +50,10 @@ class StaticDetector:
     async def wait_leader(self, timeout: float) -> str:
         return self.address
 
+    async def wait_moved(self, address: str) -> None:
+        """A fixed address never moves: wait forever (until cancelled)."""
+        await asyncio.Event().wait()
+
 
 class ZooKeeperDetector:
     """Follow the leader's address through ZooKeeper.
@@ -62,6 +68,7 @@ class ZooKeeperDetector:
         self.session_timeout_s = session_timeout_s
         self._leader: dict[str, Any] | None = None
         self._has_leader = asyncio.Event()
+        self._change = asyncio.Event()  # replaced after every change
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped = False
 
@@ -97,6 +104,15 @@ class ZooKeeperDetector:
         assert address is not None
         return address
 
+    async def wait_moved(self, address: str) -> None:
+        """Return once a leader other than ``address`` is elected: a client
+        still connected there (a frozen or partitioned old leader) must move."""
+        while True:
+            leader = self.leader()
+            if leader is not None and leader != address:
+                return
+            await self._change.wait()
+
     def _children_changed(self, children: list[str]) -> bool | None:
         if self._stopped:
             return False  # stop watching
@@ -123,6 +139,8 @@ class ZooKeeperDetector:
             self._has_leader.clear()
         else:
             self._has_leader.set()
+        change, self._change = self._change, asyncio.Event()
+        change.set()
 
 
 def detector_for(master: str, session_timeout_s: float = 10.0) -> MasterDetector:
@@ -166,6 +184,24 @@ class LeaderFinder:
             return await self.detector.wait_leader(timeout)
         except TimeoutError:
             return None
+
+    async def session(self, session: Coroutine[Any, Any, None], address: str) -> None:
+        """Run a client's session with ``address`` until it ends, or until
+        another master is elected: a partitioned or frozen old leader may keep
+        the stream open long after it stopped leading."""
+        run = asyncio.ensure_future(session)
+        moved = asyncio.ensure_future(self.detector.wait_moved(address))
+        try:
+            await asyncio.wait({run, moved}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in (run, moved):
+                if not t.done():
+                    t.cancel()
+            await asyncio.gather(run, moved, return_exceptions=True)
+        if run.done() and not run.cancelled() and run.exception() is not None:
+            raise run.exception()  # type: ignore[misc]
+        if moved.done() and not moved.cancelled():
+            log.info("detector.leader_moved", away_from=address, to=self.detector.leader())
 
     def failed(self, error: grpc.RpcError) -> None:
         """Remember a redirect carried by an UNAVAILABLE answer."""

@@ -218,7 +218,7 @@ class SchedulerDriver:
         channel = make_channel(address, self.credentials)
         subscribed = False
         try:
-            await self._session(channel)
+            await finder.session(self._session(channel), address)
         except grpc.aio.AioRpcError as e:
             if e.code() in _FATAL_CODES:
                 raise SubscribeError(f"{e.code().name}: {e.details()}") from None

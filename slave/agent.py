@@ -205,7 +205,7 @@ class Agent:
         channel = make_channel(address, self.config.credentials)
         registered = False
         try:
-            await self._session(channel)
+            await finder.session(self._session(channel), address)
         except grpc.aio.AioRpcError as e:
             if e.code() == grpc.StatusCode.INVALID_ARGUMENT:
                 self.fatal = AgentRejected(e.details() or "registration rejected")

@@ -122,3 +122,70 @@ def test_kill_9_of_the_leader_and_clients_follow(
     assert after.returncode == 0, after.stderr
     assert after.stdout == "after\n"
     print(f"failover to a serving leader with the agent re-registered: {took:.1f}s")
+
+
+def test_a_frozen_leader_is_replaced_and_steps_down_when_it_thaws(
+    zk_url: str, tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    """SIGSTOP the leader past its session (as a partition would): the standby
+    takes over, clients move to it, and the thawed one no longer leads."""
+    from zkserver import free_port
+
+    masters = {}
+    for i in range(2):
+        port = free_port()
+        masters[port] = _spawn(
+            processes,
+            tmp_path / f"master{i}.log",
+            "master",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--zk",
+            zk_url,
+            "--zk-session-timeout",
+            str(SESSION_S),
+        )
+    _spawn(
+        processes,
+        tmp_path / "agent.log",
+        "agent",
+        "--master",
+        zk_url,
+        "--work-dir",
+        str(tmp_path / "agent"),
+        "--resources",
+        "cpus:1;mem:512",
+        "--cgroup-prefix",
+        f"corral-test-freeze-{os.getpid()}",
+    )
+    deadline = time.monotonic() + 30
+    while not ((res := _run("agents", "--master", zk_url)).returncode == 0 and "connected" in res.stdout):
+        assert time.monotonic() < deadline, f"no agent registered: {res.stdout} {res.stderr}"
+        time.sleep(0.2)
+    leader = _leader_pid(masters, zk_url)
+    old_port = next(p for p, proc in masters.items() if proc.pid == leader)
+    os.kill(leader, signal.SIGSTOP)
+    try:
+        frozen_at = time.monotonic()
+        while True:
+            res = _run("agents", "--master", zk_url, timeout=30)
+            if res.returncode == 0 and "connected" in res.stdout and f":{old_port} " not in res.stdout:
+                break
+            assert time.monotonic() - frozen_at < SESSION_S + 20, f"no new leader: {res.stdout} {res.stderr}"
+            time.sleep(0.3)
+        ok = _run("run", "--master", zk_url, "--", "echo", "while-frozen")
+        assert ok.returncode == 0, ok.stderr
+        assert ok.stdout == "while-frozen\n"
+    finally:
+        os.kill(leader, signal.SIGCONT)
+    # Thawed, it finds its session gone and refuses to act as leader.
+    old = f"127.0.0.1:{old_port}"
+    deadline = time.monotonic() + 15
+    while True:
+        res = _run("agents", "--master", old)
+        if res.returncode == 0 and f"agents of 127.0.0.1:{old_port}" not in res.stdout:
+            break  # it redirected us to the real leader
+        assert time.monotonic() < deadline, "the thawed master still answers as leader"
+        time.sleep(0.2)
+    log = (tmp_path / "master0.log").read_text() + (tmp_path / "master1.log").read_text()
+    assert "master.stepped_down" in log
