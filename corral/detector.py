@@ -14,7 +14,9 @@ from typing import Any, Protocol
 
 import grpc
 import structlog
+from kazoo.client import KazooState
 from kazoo.exceptions import KazooException, NoNodeError
+from kazoo.protocol.states import WatchedEvent
 
 from corral.zk import MEMBER_PREFIX, ZkUrl, decode_info, is_zk_url, make_client, parse_zk_url, sequence_of
 
@@ -58,6 +60,12 @@ class StaticDetector:
 class ZooKeeperDetector:
     """Follow the leader's address through ZooKeeper.
 
+    Robust to what kazoo's ChildrenWatch is not: ZooKeeper being down at start
+    (the client keeps connecting in the background), the path being deleted
+    and recreated, and a lost connection (the leader is then unknown, not the
+    last one seen). A one-shot watch makes changes quick; a slow re-read is
+    the safety net.
+
     >>> d = ZooKeeperDetector(parse_zk_url("zk://127.0.0.1:2181/corral"))  # doctest: +SKIP
     >>> await d.start(); address = await d.wait_leader(10)
     """
@@ -69,18 +77,25 @@ class ZooKeeperDetector:
         self._leader: dict[str, Any] | None = None
         self._has_leader = asyncio.Event()
         self._change = asyncio.Event()  # replaced after every change
+        self._kick = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._poller: asyncio.Task[None] | None = None
         self._stopped = False
+        self.resync_s = min(1.0, session_timeout_s / 4)
 
     async def start(self) -> None:
+        """Never blocks on ZooKeeper: connecting goes on in the background."""
         self._loop = asyncio.get_running_loop()
-        await asyncio.to_thread(self.client.start, self.session_timeout_s)
-        await asyncio.to_thread(self.client.ensure_path, self.url.leader_dir)
-        # ChildrenWatch re-arms itself and calls back on kazoo's thread.
-        self.client.ChildrenWatch(self.url.leader_dir, self._children_changed)
+        self.client.add_listener(self._state_listener)
+        self.client.start_async()
+        self._poller = asyncio.create_task(self._poll(), name="detector")
 
     async def stop(self) -> None:
         self._stopped = True
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
         with contextlib.suppress(KazooException, OSError):
             await asyncio.to_thread(self.client.stop)
         with contextlib.suppress(KazooException, OSError):
@@ -113,22 +128,50 @@ class ZooKeeperDetector:
                 return
             await self._change.wait()
 
-    def _children_changed(self, children: list[str]) -> bool | None:
-        if self._stopped:
-            return False  # stop watching
-        members = sorted((c for c in children if c.startswith(MEMBER_PREFIX)), key=sequence_of)
-        info: dict[str, Any] | None = None
-        for name in members:  # the lowest readable one leads
+    # -- kazoo thread -> loop -------------------------------------------------
+
+    def _state_listener(self, state: str) -> None:
+        if self._loop is None or self._stopped:
+            return
+        if state in (KazooState.SUSPENDED, KazooState.LOST):
+            # Cut off from ZooKeeper we cannot know who leads.
+            self._loop.call_soon_threadsafe(self._publish, None)
+        self._loop.call_soon_threadsafe(self._kick.set)
+
+    def _watch(self, _event: WatchedEvent) -> None:
+        if self._loop is not None and not self._stopped:
+            self._loop.call_soon_threadsafe(self._kick.set)
+
+    # -- on the loop ----------------------------------------------------------
+
+    async def _poll(self) -> None:
+        while not self._stopped:
+            if self.client.connected:
+                try:
+                    info = await asyncio.to_thread(self._read)
+                except KazooException as e:
+                    log.debug("detector.read_failed", error=repr(e))
+                else:
+                    self._publish(info)
+            self._kick.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), self.resync_s)
+
+    def _read(self) -> dict[str, Any] | None:
+        """(worker thread) The lowest member with readable data, or None."""
+        try:
+            children = self.client.get_children(self.url.leader_dir, watch=self._watch)
+        except NoNodeError:
+            self.client.exists(self.url.leader_dir, watch=self._watch)
+            return None
+        for name in sorted((c for c in children if c.startswith(MEMBER_PREFIX)), key=sequence_of):
             try:
                 data, _ = self.client.get(f"{self.url.leader_dir}/{name}")
             except NoNodeError:
                 continue
             info = decode_info(data)
             if info is not None and info.get("address"):
-                break
-            info = None
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._publish, info)
+                return info
         return None
 
     def _publish(self, info: dict[str, Any] | None) -> None:
@@ -203,8 +246,9 @@ class LeaderFinder:
         if moved.done() and not moved.cancelled():
             log.info("detector.leader_moved", away_from=address, to=self.detector.leader())
 
-    def failed(self, error: grpc.RpcError) -> None:
-        """Remember a redirect carried by an UNAVAILABLE answer."""
+    def failed(self, error: grpc.RpcError, address: str = "") -> None:
+        """Remember a redirect carried by an UNAVAILABLE answer from ``address``."""
         code = error.code() if callable(getattr(error, "code", None)) else None
         if code == grpc.StatusCode.UNAVAILABLE:
-            self._redirect = leader_from_error(error)
+            leader = leader_from_error(error)
+            self._redirect = leader if leader != address else None

@@ -222,7 +222,7 @@ class SchedulerDriver:
         except grpc.aio.AioRpcError as e:
             if e.code() in _FATAL_CODES:
                 raise SubscribeError(f"{e.code().name}: {e.details()}") from None
-            finder.failed(e)
+            finder.failed(e, address)
             self.log.info("driver.disconnected", code=e.code().name, details=e.details())
         finally:
             subscribed = self._outq is not None

@@ -73,6 +73,7 @@ class ZooKeeperElection:
         self._connected = True
         self._check_lock = asyncio.Lock()
         self._checks: set[asyncio.Task[None]] = set()
+        self._generation = 0
 
     async def start(self, on_change: OnChange) -> None:
         self._on_change = on_change
@@ -108,6 +109,9 @@ class ZooKeeperElection:
     # -- on the loop ----------------------------------------------------------
 
     def _on_state(self, state: str) -> None:
+        if state in (KazooState.SUSPENDED, KazooState.LOST):
+            # Decisions taken before this point are stale (see _from_thread).
+            self._generation += 1
         if state == KazooState.SUSPENDED:
             self._connected = False
             if self.leading:
@@ -129,25 +133,36 @@ class ZooKeeperElection:
             task.add_done_callback(self._checks.discard)
 
     async def _contend(self) -> None:
-        async with self._check_lock:
-            if self._stopped or not self._connected:
-                return
-            try:
-                await asyncio.to_thread(self._contend_blocking)
-            except KazooException as e:
-                log.warning("election.check_failed", error=repr(e))
-                self._set_leading(False)
+        delay = 0.1
+        while True:
+            async with self._check_lock:
+                if self._stopped or not self._connected:
+                    return
+                generation = self._generation
+                try:
+                    await asyncio.to_thread(self._contend_blocking, generation)
+                    return
+                except KazooException as e:
+                    log.warning("election.check_failed", error=repr(e))
+                    self._set_leading(False)
+            # Still connected but it failed (e.g. the path was deleted): retry.
+            await asyncio.sleep(delay)
+            delay = min(5.0, delay * 2)
 
-    def _contend_blocking(self) -> None:
+    def _contend_blocking(self, generation: int) -> None:
         """(kazoo calls, run in a worker thread) Create our znode if needed,
-        then lead or watch the predecessor."""
+        then lead (watching our own znode) or watch the predecessor."""
         client = self.client
         if self.znode is None or client.exists(self.znode) is None:
+            # Our znode is gone (deleted by hand, or with a session): whatever
+            # we believed, we do not lead until the new one is first.
+            self._from_thread(False, generation)
             self.znode = client.create(
                 f"{self.url.leader_dir}/{MEMBER_PREFIX}",
                 encode_info(self.info),
                 ephemeral=True,
                 sequence=True,
+                makepath=True,
             )
         mine = self.znode.rsplit("/", 1)[1]
         while True:
@@ -159,17 +174,28 @@ class ZooKeeperElection:
                 raise NoNodeError(self.znode)
             index = members.index(mine)
             if index == 0:
-                self._from_thread(True)
+                # A leader watches its own znode: if it disappears while the
+                # session lives, another contender already took over.
+                if client.exists(self.znode, watch=self._watch) is None:
+                    continue
+                self._from_thread(True, generation)
                 return
             predecessor = f"{self.url.leader_dir}/{members[index - 1]}"
-            self._from_thread(False)
+            self._from_thread(False, generation)
             # Watch only the one just ahead of us; if it vanished meanwhile, look again.
             if client.exists(predecessor, watch=self._watch) is not None:
                 return
 
-    def _from_thread(self, leading: bool) -> None:
+    def _from_thread(self, leading: bool, generation: int) -> None:
         assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._set_leading, leading)
+        self._loop.call_soon_threadsafe(self._decide, leading, generation)
+
+    def _decide(self, leading: bool, generation: int) -> None:
+        # A "you lead" computed before a suspension or a lost session must
+        # not land after it.
+        if leading and generation != self._generation:
+            return
+        self._set_leading(leading)
 
     def _set_leading(self, leading: bool) -> None:
         if leading == self.leading or (leading and (self._stopped or not self._connected)):

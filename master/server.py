@@ -69,7 +69,9 @@ class MasterServer:
         self._lock = asyncio.Lock()
 
     def _leader_address(self) -> str | None:
-        return self.detector.leader()
+        leader = self.detector.leader()
+        # Never send a client back to ourselves: we just refused to lead.
+        return leader if leader != self.address else None
 
     @property
     def leading(self) -> bool:

@@ -211,7 +211,7 @@ class Agent:
                 self.fatal = AgentRejected(e.details() or "registration rejected")
                 self.log.error("agent.rejected", reason=e.details())
                 return False
-            finder.failed(e)
+            finder.failed(e, address)
             self.log.info("agent.connection_lost", code=e.code().name, details=e.details())
         finally:
             registered = self.registered.is_set()

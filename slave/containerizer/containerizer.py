@@ -23,7 +23,7 @@ from pathlib import Path
 
 import structlog
 
-from corral.slave.containerizer import checkpoint, forensics, launcher
+from corral.slave.containerizer import checkpoint, forensics, kernel, launcher
 from corral.slave.containerizer.cgroups.base import CgroupBackend, CgroupLimits, CgroupStats
 from corral.slave.containerizer.cgroups.probe import probe
 from corral.slave.containerizer.errors import CgroupError, ContainerError
@@ -92,6 +92,12 @@ class Containerizer:
         self._containers: dict[str, _Container] = {}
         self._prefix_ready = False
         self._fork_server = ForkServerClient() if fork_server else None
+        if fork_server:
+            # Supervisors orphaned by a fork server that died are re-parented
+            # to us, and reaped by _watch, instead of to a pid 1 that may
+            # never reap them.
+            with contextlib.suppress(OSError):
+                kernel.prctl(kernel.PR_SET_CHILD_SUBREAPER, 1)
         self._reserved: set[str] = set()  # ids being launched
         self._adopting: set[asyncio.Task[None]] = set()
         self._adopting_ids: set[str] = set()  # launches cancelled while the server forked

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kazoo.client import KazooClient
+from kazoo.exceptions import NotEmptyError
+from zkserver import ZooKeeperServer
 
 from corral.detector import StaticDetector, ZooKeeperDetector, detector_for
 from corral.master.election import StandaloneElection, ZooKeeperElection
@@ -116,3 +119,75 @@ async def test_leader_whose_session_expires_steps_down_and_contends_again(zk_url
     finally:
         await leader.stop()
         await follower.stop()
+
+
+async def test_a_leader_whose_znode_is_deleted_steps_down(zk_url: str) -> None:
+    url = parse_zk_url(zk_url)
+    a = ZooKeeperElection(url, _info("a"), session_timeout_s=2)
+    b = ZooKeeperElection(url, _info("b"), session_timeout_s=2)
+    try:
+        await a.start(Recorder())
+        await b.start(Recorder())
+        await _until(lambda: a.leading, 10, "a to lead")
+        assert a.znode is not None
+        await asyncio.to_thread(a.client.delete, a.znode)
+        await _until(lambda: b.leading, 10, "b to take over")
+        await _until(lambda: not a.leading, 10, "a to step down")
+        await _until(lambda: a.znode is not None and a.znode != "", 10, "a to contend again")
+        await asyncio.sleep(0.5)
+        assert [a.leading, b.leading] == [False, True]  # never two leaders
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def test_deleting_the_cluster_path_leaves_one_leader_once_it_is_back(zk_url: str) -> None:
+    url = parse_zk_url(zk_url)
+    elections = [ZooKeeperElection(url, _info(n), session_timeout_s=2) for n in ("a", "b")]
+    detector = ZooKeeperDetector(url, session_timeout_s=2)
+    try:
+        for e in elections:
+            await e.start(Recorder())
+        await detector.start()
+        await _until(lambda: elections[0].leading, 10, "a to lead")
+        await detector.wait_leader(10)
+        # The contenders re-create their znodes as soon as they see them go,
+        # which can race the recursive delete: try a few times.
+        for _ in range(10):
+            try:
+                await asyncio.to_thread(elections[0].client.delete, url.path, recursive=True)
+                break
+            except NotEmptyError:
+                continue
+        # Both re-contend (makepath), exactly one leads, the detector follows it.
+        await _until(lambda: sum(e.leading for e in elections) == 1, 15, "exactly one leader")
+        await asyncio.sleep(0.5)
+        leaders = [e for e in elections if e.leading]
+        assert len(leaders) == 1
+        await _until(lambda: detector.leader() == leaders[0].info["address"], 10, "the detector to follow")
+    finally:
+        for e in elections:
+            await e.stop()
+        await detector.stop()
+
+
+async def test_detector_survives_zookeeper_down_at_start(tmp_path: Path) -> None:
+    server = ZooKeeperServer(tmp_path / "zk")
+    url = parse_zk_url(f"zk://127.0.0.1:{server.port}/late")
+    detector = ZooKeeperDetector(url, session_timeout_s=2)
+    election = ZooKeeperElection(url, _info("late"), session_timeout_s=2)
+    try:
+        await detector.start()  # nothing listens yet: must not raise or block
+        with pytest.raises(TimeoutError):
+            await detector.wait_leader(0.5)
+        await asyncio.to_thread(server.start)
+        await election.start(Recorder())
+        assert await detector.wait_leader(15) == "late.example:5050"
+        # ZooKeeper goes away: the leader is no longer known, not the stale one.
+        await asyncio.to_thread(server.stop)
+        await _until(lambda: detector.leader() is None, 15, "the detector to forget the leader")
+        await _until(lambda: not election.leading, 15, "the leader to step down")
+    finally:
+        await election.stop()
+        await detector.stop()
+        server.stop()

@@ -182,7 +182,7 @@ async def test_task_survives_the_fork_server_being_killed(
     assert alive(task_pid)
     assert alive(supervisor)
     # The containerizer still watches it through the pipes and pidfd it got.
-    await ctz.kill(config.container_id, grace_s=1.0)
+    await ctz.kill(config.container_id, grace_s=10.0)
     termination = await ctz.wait(config.container_id)
     assert (termination.killed, termination.signal) == (True, signal.SIGTERM)
     assert json.loads((meta / "exit_status.json").read_text())["signal"] == signal.SIGTERM

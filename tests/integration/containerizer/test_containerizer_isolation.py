@@ -220,7 +220,7 @@ async def test_an_escaped_daemon_dies_with_its_task(ctz: Containerizer, make_con
         return sum(c == "sleep 1000" for c in cmdlines.values()) == 2
 
     await poll(two_sleeps, "the task's and the daemon's sleep")
-    await ctz.kill(config.container_id, grace_s=1.0)
+    await ctz.kill(config.container_id, grace_s=10.0)
     termination = await ctz.wait(config.container_id)
     assert (termination.killed, termination.signal) == (True, signal.SIGTERM)
     await poll(lambda: all(_state(p) is None for p in cmdlines), f"{cmdlines} reaped")
