@@ -118,3 +118,101 @@ class ZooKeeperServer:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+
+
+class ZooKeeperEnsemble:
+    """Three (or n) servers on loopback forming one quorum (FACTS.md recipe)."""
+
+    def __init__(self, work_dir: Path, size: int = 3) -> None:
+        self.work_dir = work_dir
+        self.size = size
+        self.ports = [
+            (free_port(), free_port(), free_port()) for _ in range(size)
+        ]  # client, quorum, election
+        self.procs: list[subprocess.Popen[bytes] | None] = [None] * size
+
+    @property
+    def hosts(self) -> str:
+        return ",".join(f"127.0.0.1:{client}" for client, _, _ in self.ports)
+
+    def _cfg(self, i: int) -> Path:
+        node = self.work_dir / f"node{i + 1}"
+        data = node / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        (data / "myid").write_text(f"{i + 1}\n")
+        servers = [f"server.{j + 1}=127.0.0.1:{q}:{e}" for j, (_, q, e) in enumerate(self.ports)]
+        cfg = node / "zoo.cfg"
+        cfg.write_text(
+            "\n".join(
+                [
+                    "tickTime=500",
+                    "initLimit=10",
+                    "syncLimit=5",
+                    f"dataDir={data}",
+                    f"clientPort={self.ports[i][0]}",
+                    "clientPortAddress=127.0.0.1",
+                    "maxClientCnxns=0",
+                    "admin.enableServer=false",
+                    "4lw.commands.whitelist=ruok,srvr,stat,mntr,cons,conf",
+                    "minSessionTimeout=1000",
+                    "maxSessionTimeout=60000",
+                    *servers,
+                ]
+            )
+            + "\n"
+        )
+        return cfg
+
+    def start_node(self, i: int) -> None:
+        cfg = self._cfg(i)
+        log = (self.work_dir / f"node{i + 1}.log").open("ab")
+        self.procs[i] = subprocess.Popen(
+            [
+                "java",
+                "-Xmx256m",
+                "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+                "-cp",
+                ":".join(JARS),
+                "org.apache.zookeeper.server.quorum.QuorumPeerMain",
+                str(self._cfg(i)),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+
+    def stop_node(self, i: int) -> None:
+        proc = self.procs[i]
+        self.procs[i] = None
+        if proc is None or proc.poll() is not None:
+            return
+        os.killpg(proc.pid, signal.SIGKILL)  # a lost node, not a polite one
+        proc.wait()
+
+    def mode(self, i: int) -> str:
+        try:
+            out = four_letter(self.ports[i][0], "srvr")
+        except OSError:
+            return "down"
+        for line in out.splitlines():
+            if line.startswith("Mode:"):
+                return line.split(":", 1)[1].strip()
+        return "not serving"
+
+    def wait_serving(self, nodes: list[int], timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(self.mode(i) in ("leader", "follower") for i in nodes):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"ensemble nodes {nodes} not serving: {[self.mode(i) for i in nodes]}")
+
+    def start(self) -> None:
+        for i in range(self.size):
+            self.start_node(i)
+        self.wait_serving(list(range(self.size)))
+
+    def stop(self) -> None:
+        for i in range(self.size):
+            self.stop_node(i)

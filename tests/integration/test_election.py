@@ -191,3 +191,32 @@ async def test_detector_survives_zookeeper_down_at_start(tmp_path: Path) -> None
         await election.stop()
         await detector.stop()
         server.stop()
+
+
+@pytest.mark.slow
+async def test_leader_steps_down_on_quorum_loss_and_leads_again_when_it_returns(tmp_path: Path) -> None:
+    from zkserver import ZooKeeperEnsemble, available
+
+    if (reason := available()) is not None:
+        pytest.skip(reason)
+    ensemble = ZooKeeperEnsemble(tmp_path / "ensemble")
+    await asyncio.to_thread(ensemble.start)
+    url = parse_zk_url(f"zk://{ensemble.hosts}/quorum")
+    rec = Recorder()
+    election = ZooKeeperElection(url, _info("q"), session_timeout_s=2)
+    try:
+        await election.start(rec)
+        await _until(lambda: election.leading, 15, "the master to lead")
+        # Two of three nodes lost: no quorum, nobody may lead.
+        await asyncio.to_thread(ensemble.stop_node, 1)
+        await asyncio.to_thread(ensemble.stop_node, 2)
+        await _until(lambda: not election.leading, 15, "the master to step down without quorum")
+        # Quorum back: it contends again and leads.
+        await asyncio.to_thread(ensemble.start_node, 1)
+        await asyncio.to_thread(ensemble.start_node, 2)
+        await asyncio.to_thread(ensemble.wait_serving, [0, 1, 2])
+        await _until(lambda: election.leading, 30, "the master to lead again")
+        assert rec.changes[:3] == [True, False, True]
+    finally:
+        await election.stop()
+        await asyncio.to_thread(ensemble.stop)
