@@ -18,6 +18,7 @@ import os
 import shutil
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -369,7 +370,10 @@ class Containerizer:
         """
         c = self._get(container_id)
         async with c.kill_lock:
-            if not c.done.done():
+            # A task whose exit the supervisor already recorded ended on its
+            # own, even if the loop has not read the news yet: not killed.
+            ended = (c.meta_dir / "exit_status.json").exists()
+            if not c.done.done() and not ended:
                 c.killed = True
                 log.info("container.killing", container_id=container_id, grace_s=grace_s)
             await self._terminate(c, grace_s)
@@ -382,8 +386,7 @@ class Containerizer:
         while pids := self.cgroups.procs(c.cgroup):
             # Processes forked after the first round get their SIGTERM too.
             for pid in pids - signalled:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGTERM)
+                _signal_if_member(pid, self.cgroups.procs, c.cgroup, signal.SIGTERM)
             signalled |= pids
             if loop.time() >= deadline:
                 break
@@ -521,3 +524,22 @@ async def _read_to_eof(fd: int) -> bytes:
         loop.remove_reader(fd)
         os.close(fd)
     return b"".join(chunks)
+
+
+def _signal_if_member(pid: int, procs: Callable[[str], set[int]], cgroup: str, sig: int) -> None:
+    """Signal ``pid`` only if it is still the process we read from the cgroup.
+
+    A pid read from cgroup.procs may exit and be reused by an unrelated
+    process before we signal it. A pidfd pins the process; checking the
+    cgroup again after opening it proves it is still ours.
+    """
+    try:
+        fd = os.pidfd_open(pid)
+    except (ProcessLookupError, OSError):
+        return
+    try:
+        if pid in procs(cgroup):
+            with contextlib.suppress(ProcessLookupError, OSError):
+                signal.pidfd_send_signal(fd, sig)
+    finally:
+        os.close(fd)
