@@ -449,6 +449,9 @@ class Master:
                 continue
             agent.tasks.add((fw.framework_id, status.task_id))
             used[fw.framework_id] = used.get(fw.framework_id, Resources()) + resources
+            # A framework that was told the task was unreachable (or that
+            # never heard of this master) learns it is back, as Mesos does.
+            self._send_updates(fw, [self._reconciled(status)])
         return {k: v for k, v in used.items() if v}
 
     def _dead_frameworks(self, tasks: list[pb.TaskStatus]) -> set[str]:

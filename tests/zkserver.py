@@ -174,7 +174,7 @@ class ZooKeeperEnsemble:
                 "-cp",
                 ":".join(JARS),
                 "org.apache.zookeeper.server.quorum.QuorumPeerMain",
-                str(self._cfg(i)),
+                str(cfg),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

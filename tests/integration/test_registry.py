@@ -96,6 +96,19 @@ async def test_new_leader_recovers_the_registry_and_reports_agents_that_never_re
             driver.reconcile([("stranded", offer.agent_id)])
             status = await rec.wait_state("stranded", TaskState.UNREACHABLE, timeout=15)
             assert "did not re-register" in status.message
+            # The agent comes back: the task reconciles to RUNNING, same process.
+            before = len(rec.updates)
+            pid = next(iter(agent.tasks.values())).pid
+            agent._stopping = False
+            agent._main = asyncio.create_task(agent._connection_loop())
+            await rec.wait_for(
+                lambda: any(
+                    u.task_id == "stranded" and u.state is TaskState.RUNNING for u in rec.updates[before:]
+                ),
+                15,
+                "the task to be RUNNING again",
+            )
+            assert next(iter(agent.tasks.values())).pid == pid
     finally:
         await agent.stop()
         for m in masters:
