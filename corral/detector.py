@@ -18,7 +18,16 @@ from kazoo.client import KazooState
 from kazoo.exceptions import KazooException, NoNodeError
 from kazoo.protocol.states import WatchedEvent
 
-from corral.zk import MEMBER_PREFIX, ZkUrl, decode_info, is_zk_url, make_client, parse_zk_url, sequence_of
+from corral.zk import (
+    DEFAULT_SESSION_TIMEOUT_S,
+    MEMBER_PREFIX,
+    ZkUrl,
+    decode_info,
+    is_zk_url,
+    make_client,
+    parse_zk_url,
+    sequence_of,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -70,7 +79,7 @@ class ZooKeeperDetector:
     >>> await d.start(); address = await d.wait_leader(10)
     """
 
-    def __init__(self, url: ZkUrl, session_timeout_s: float = 10.0) -> None:
+    def __init__(self, url: ZkUrl, session_timeout_s: float = DEFAULT_SESSION_TIMEOUT_S) -> None:
         self.url = url
         self.client = make_client(url, session_timeout_s)
         self.session_timeout_s = session_timeout_s
@@ -186,7 +195,7 @@ class ZooKeeperDetector:
         change.set()
 
 
-def detector_for(master: str, session_timeout_s: float = 10.0) -> MasterDetector:
+def detector_for(master: str, session_timeout_s: float = DEFAULT_SESSION_TIMEOUT_S) -> MasterDetector:
     """``zk://...`` follows the leader through ZooKeeper; anything else is an address."""
     if is_zk_url(master):
         return ZooKeeperDetector(parse_zk_url(master), session_timeout_s)
@@ -208,7 +217,7 @@ class LeaderFinder:
     """Where a client dials next: the master a non-leading one redirected us
     to, else the detector's current leader. Used by agents and the SDK."""
 
-    def __init__(self, master: str, session_timeout_s: float = 10.0) -> None:
+    def __init__(self, master: str, session_timeout_s: float = DEFAULT_SESSION_TIMEOUT_S) -> None:
         self.detector = detector_for(master, session_timeout_s)
         self._redirect: str | None = None
 

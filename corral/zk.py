@@ -22,6 +22,12 @@ from kazoo.client import KazooClient
 from corral.errors import CorralError
 
 LEADER_DIR = "leader"
+#: A dead leader is replaced about this long after it died (plus ~1.5 s), so
+#: 5 s fails over in ~6.5 s: faster than the 4-8 s the Mesos paper reports for
+#: its 10 s default, while a master must stall (not just be busy: kazoo pings
+#: from its own thread) for over 3 s before its session is at risk. See
+#: docs/operator.md.
+DEFAULT_SESSION_TIMEOUT_S = 5.0
 MEMBER_PREFIX = "member_"
 _HOST_RE = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
 

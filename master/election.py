@@ -24,7 +24,7 @@ from kazoo.client import KazooState
 from kazoo.exceptions import KazooException, NoNodeError
 from kazoo.protocol.states import WatchedEvent
 
-from corral.zk import MEMBER_PREFIX, ZkUrl, encode_info, make_client, sequence_of
+from corral.zk import DEFAULT_SESSION_TIMEOUT_S, MEMBER_PREFIX, ZkUrl, encode_info, make_client, sequence_of
 
 log = structlog.get_logger(__name__)
 
@@ -60,7 +60,9 @@ class ZooKeeperElection:
     every decision is taken on the asyncio loop.
     """
 
-    def __init__(self, url: ZkUrl, info: dict[str, Any], session_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, url: ZkUrl, info: dict[str, Any], session_timeout_s: float = DEFAULT_SESSION_TIMEOUT_S
+    ) -> None:
         self.url = url
         self.info = info
         self.session_timeout_s = session_timeout_s

@@ -28,7 +28,7 @@ from corral.master.services.scheduler import SchedulerService
 from corral.proto import agent_pb2_grpc, operator_pb2_grpc, scheduler_pb2_grpc
 from corral.proto import messages_pb2 as pb
 from corral.transport import Credentials, bind, make_server
-from corral.zk import parse_zk_url
+from corral.zk import DEFAULT_SESSION_TIMEOUT_S, parse_zk_url
 
 log = structlog.get_logger(__name__)
 
@@ -47,7 +47,7 @@ class MasterServer:
         credentials: Credentials | None = None,
         *,
         zk: str | None = None,
-        zk_session_timeout_s: float = 10.0,
+        zk_session_timeout_s: float = DEFAULT_SESSION_TIMEOUT_S,
         advertise: str | None = None,
     ) -> None:
         self.listen = listen

@@ -9,12 +9,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-import zkserver
-from zkserver import ZooKeeperServer
 
 import corral  # noqa: F401  (sets GRPC_ENABLE_FORK_SUPPORT=0 before grpc loads)
+from corral import testing_zookeeper as zkserver
 from corral.cli.local import LocalCluster
 from corral.testing import local_cluster
+from corral.testing_zookeeper import ZooKeeperServer
 
 IS_ROOT = os.geteuid() == 0
 

@@ -185,7 +185,7 @@ def local(
     metavar="zk://H1:P1,H2:P2/PATH",
     help="Contend for leadership through ZooKeeper (default: standalone).",
 )
-@click.option("--zk-session-timeout", default=10.0, show_default=True, help="Seconds.")
+@click.option("--zk-session-timeout", default=5.0, show_default=True, help="Seconds (see docs/operator.md).")
 @click.option(
     "--agent-reregister-timeout",
     default=30.0,

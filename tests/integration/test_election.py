@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from kazoo.client import KazooClient
 from kazoo.exceptions import NotEmptyError
-from zkserver import ZooKeeperServer
 
 from corral.detector import StaticDetector, ZooKeeperDetector, detector_for
 from corral.master.election import StandaloneElection, ZooKeeperElection
+from corral.testing_zookeeper import ZooKeeperServer
 from corral.zk import ZkUrlError, parse_zk_url
 
 
@@ -195,7 +195,7 @@ async def test_detector_survives_zookeeper_down_at_start(tmp_path: Path) -> None
 
 @pytest.mark.slow
 async def test_leader_steps_down_on_quorum_loss_and_leads_again_when_it_returns(tmp_path: Path) -> None:
-    from zkserver import ZooKeeperEnsemble, available
+    from corral.testing_zookeeper import ZooKeeperEnsemble, available
 
     if (reason := available()) is not None:
         pytest.skip(reason)

@@ -66,7 +66,7 @@ def _leader_pid(masters: dict[int, subprocess.Popen[bytes]], zk_url: str) -> int
 def test_kill_9_of_the_leader_and_clients_follow(
     zk_url: str, tmp_path: Path, processes: list[subprocess.Popen[bytes]]
 ) -> None:
-    from zkserver import free_port
+    from corral.testing_zookeeper import free_port
 
     masters = {}
     for i in range(2):
@@ -129,7 +129,7 @@ def test_a_frozen_leader_is_replaced_and_steps_down_when_it_thaws(
 ) -> None:
     """SIGSTOP the leader past its session (as a partition would): the standby
     takes over, clients move to it, and the thawed one no longer leads."""
-    from zkserver import free_port
+    from corral.testing_zookeeper import free_port
 
     masters = {}
     for i in range(2):

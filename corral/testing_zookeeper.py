@@ -1,4 +1,4 @@
-"""A real ZooKeeper server (Debian's `zookeeper` package) for tests.
+"""Real ZooKeeper servers (Debian's `zookeeper` package) for tests and benchmarks.
 
 Started in the foreground on a free loopback port with a private data dir and
 stopped by its pid (FACTS.md has the measurements behind these settings).
