@@ -5,6 +5,8 @@ clients follow it."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -189,3 +191,100 @@ def test_a_frozen_leader_is_replaced_and_steps_down_when_it_thaws(
         time.sleep(0.2)
     log = (tmp_path / "master0.log").read_text() + (tmp_path / "master1.log").read_text()
     assert "master.stepped_down" in log
+
+
+def _alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
+def _task_pids(work: Path) -> dict[str, int]:
+    """task id -> pid, from the agents' container records (container ids start with the task id)."""
+    out: dict[str, int] = {}
+    for record in work.glob("agent*/containers/*/container.json"):
+        data = json.loads(record.read_text())
+        task_id = data["container_id"].rsplit("-", 1)[0]
+        assert task_id not in out, f"{task_id} runs twice"
+        out[task_id] = int(data["task_pid"])
+    return out
+
+
+async def test_kill_9_of_the_leader_with_100_running_tasks(
+    zk_url: str, tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    """Three masters, two agents, 100 long tasks: kill -9 the leader. Every
+    task keeps running (same pid), the framework keeps its id and sees every
+    task's state, nothing runs twice, and new launches work."""
+    from corral.frameworks import Task, TaskState
+    from corral.resources import Resources
+    from corral.testing import framework
+    from corral.testing_zookeeper import free_port
+
+    masters = {}
+    for i in range(3):
+        port = free_port()
+        masters[port] = _spawn(
+            processes,
+            tmp_path / f"master{i}.log",
+            "master",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--zk",
+            zk_url,
+            "--zk-session-timeout",
+            str(SESSION_S),
+            "--allocation-interval",
+            "0.2",
+        )
+    for i in range(2):
+        _spawn(
+            processes,
+            tmp_path / f"agent{i}.log",
+            "agent",
+            "--master",
+            zk_url,
+            "--work-dir",
+            str(tmp_path / f"agent{i}"),
+            "--hostname",
+            f"agent{i}",
+            "--resources",
+            "cpus:2;mem:2048",
+            "--cgroup-prefix",
+            f"corral-test-100-{os.getpid()}/a{i}",
+        )
+    small = Resources.of(cpus=0.01, mem=8)
+    async with framework(zk_url, failover_timeout_s=60) as (driver, rec):
+        pending = [Task(f"long-{i}", "sleep 300", small) for i in range(100)]
+        async with asyncio.timeout(60):
+            while pending:
+                offer = await rec.next_offer(timeout=30)
+                take, left = [], offer.resources
+                while pending and left.contains(small):
+                    take.append(pending.pop())
+                    left = left - small
+                driver.launch(offer, take, refuse_s=0)
+        await rec.wait_for(
+            lambda: sum(u.state is TaskState.RUNNING for u in rec.updates) >= 100, 60, "100 tasks RUNNING"
+        )
+        pids = _task_pids(tmp_path)
+        assert len(pids) == 100
+        framework_id = driver.framework_id
+        leader = _leader_pid(masters, zk_url)
+        os.kill(leader, signal.SIGKILL)
+        await rec.wait_for(lambda: rec.subscriptions >= 2, SESSION_S + 20, "the framework to re-subscribe")
+        assert driver.framework_id == framework_id
+        # Every task's state, from the new leader, once the agents are back.
+        async with asyncio.timeout(30):
+            while True:
+                before = len(rec.updates)
+                driver.reconcile([(f"long-{i}", "") for i in range(100)])
+                await rec.wait_for(lambda n=before: len(rec.updates) >= n + 100, 20, "100 answers")
+                answers = {u.task_id: u.state for u in rec.updates[before:]}
+                if all(state is TaskState.RUNNING for state in answers.values()) and len(answers) == 100:
+                    break
+                await asyncio.sleep(0.5)
+        assert _task_pids(tmp_path) == pids  # nothing relaunched, nothing twice
+        assert all(_alive(pid) for pid in pids.values())
+        # New launches resume.
+        offer = await rec.next_offer(timeout=30)
+        driver.launch(offer, [Task("after", "echo after", small)])
+        assert (await rec.wait_terminal("after", timeout=30)).state is TaskState.FINISHED
