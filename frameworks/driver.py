@@ -65,6 +65,7 @@ class SchedulerDriver:
         framework_id: str = "",
         failover_timeout_s: float = 60.0,
         auto_acknowledge: bool = True,
+        auto_reconcile: bool = True,
         partition_aware: bool = True,
         credentials: Credentials | None = None,
         reconnect_max_s: float = 5.0,
@@ -73,6 +74,10 @@ class SchedulerDriver:
         self.master = master
         self.framework_id = framework_id
         self.auto_acknowledge = auto_acknowledge
+        self.auto_reconcile = auto_reconcile
+        #: live tasks seen in updates: task id -> agent id (for reconciliation)
+        self._live: dict[str, str] = {}
+        self._subscribed_before = False
         self.credentials = credentials
         self.reconnect_max_s = reconnect_max_s
         self.drain_timeout_s = 2.0
@@ -118,6 +123,9 @@ class SchedulerDriver:
         tasks leave unused go back to the pool (refused for ``refuse_s`` if given)."""
         offer_list = [offers] if isinstance(offers, Offer) else list(offers)
         agent_id = offer_list[0].agent_id if offer_list else ""
+        tasks = list(tasks)
+        for task in tasks:
+            self._live[task.task_id] = agent_id
         accept = Call.Accept(
             offer_ids=[o.id for o in offer_list],
             operations=[
@@ -297,7 +305,15 @@ class SchedulerDriver:
                 self.connected.set()
                 self.log = log.bind(framework=self.info.name, framework_id=self.framework_id)
                 self.log.info("driver.subscribed", master=mi.address)
+                resubscribed = self._subscribed_before
+                self._subscribed_before = True
                 await s.registered(self, sub.framework_id, self.master_info)
+                if resubscribed and self.auto_reconcile:
+                    # Whatever happened while we were away (a failover, a
+                    # partition), ask for the latest state of every task we
+                    # know by id, and of every task the master knows.
+                    self.reconcile(sorted(self._live.items()))
+                    self.reconcile()
             case Event.OFFERS:
                 await s.offers(self, [Offer.from_proto(o) for o in event.offers.offers])
             case Event.RESCIND:
@@ -308,6 +324,10 @@ class SchedulerDriver:
                     raw.insert(0, event.update.status)
                 statuses = [TaskStatus.from_proto(st) for st in raw]
                 for status in statuses:
+                    if status.state.is_terminal:
+                        self._live.pop(status.task_id, None)
+                    else:
+                        self._live[status.task_id] = status.agent_id
                     await s.status_update(self, status)
                 if self.auto_acknowledge and self._outq is not None:
                     self.acknowledge(statuses)

@@ -28,6 +28,7 @@ from corral.master.allocator.events import (
     AgentActivated,
     AgentAdded,
     AgentDeactivated,
+    AgentRemoved,
     AgentUpdated,
     FrameworkActivated,
     FrameworkAdded,
@@ -85,6 +86,9 @@ class MasterConfig:
     #: After a master starts, agents have this long to re-register with their
     #: tasks; until then "unknown task" is not an answer it can give.
     agent_reregister_timeout_s: float = 30.0
+    #: An agent unreachable this long is gone: its tasks are reported GONE and
+    #: it must come back as a new agent.
+    agent_gone_timeout_s: float = 600.0
 
 
 def new_id(prefix: str = "") -> str:
@@ -178,11 +182,21 @@ class Master:
                 agent.reregister_deadline = None
                 if not agent.connected:
                     agent.unreachable = True
+                    agent.unreachable_since = now
                     self.log.warning(
                         "agent.unreachable",
                         agent_id=agent.agent_id,
                         reason="did not re-register after failover",
                     )
+            if (
+                agent.unreachable
+                and not agent.gone
+                and now - agent.unreachable_since >= self.config.agent_gone_timeout_s
+            ):
+                agent.gone = True
+                self.allocator.handle(AgentRemoved(agent.agent_id))
+                self._record(AGENTS, agent.agent_id, None)
+                self.log.warning("agent.gone", agent_id=agent.agent_id)
 
     def allocate_soon(self) -> None:
         self._allocate_now.set()
@@ -306,6 +320,13 @@ class Master:
         now = self.clock()
         agent_id = info.id
         existing = self.state.agents.get(agent_id) if agent_id else None
+        if existing is not None and existing.gone:
+            raise CallError(
+                "FAILED_PRECONDITION",
+                f"agent {agent_id} was unreachable for longer than "
+                f"{self.config.agent_gone_timeout_s:g}s and is gone: its tasks were reported "
+                "GONE; register as a new agent",
+            )
         if existing is not None:
             self._reregister_agent(existing, info, total, tasks, frameworks, outbox, now, task_infos or [])
         else:
@@ -983,6 +1004,19 @@ class Master:
 
     def _unknown(self, framework_id: str, task_id: str, agent_id: str) -> pb.TaskStatus:
         agent = self.state.agents.get(agent_id)
+        if agent is not None and agent.gone:
+            fw = self.state.frameworks.get(framework_id)
+            aware = fw is not None and pb.FrameworkInfo.PARTITION_AWARE in fw.info.capabilities
+            return pb.TaskStatus(
+                task_id=task_id,
+                agent_id=agent_id,
+                framework_id=framework_id,
+                state=pb.TASK_GONE if aware else pb.TASK_LOST,
+                reason=pb.TaskStatus.REASON_AGENT_REMOVED,
+                source=pb.TaskStatus.SOURCE_MASTER,
+                message=f"agent {agent_id} was unreachable for too long and is gone",
+                timestamp=self.clock(),
+            )
         if agent is not None and agent.unreachable:
             # Its agent was admitted but did not come back after a failover:
             # the task may still run there (Mesos answers the same).

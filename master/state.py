@@ -99,8 +99,11 @@ class AgentRecord:
     offers: set[str] = field(default_factory=set)
     #: recovered from the registry: must re-register before this time
     reregister_deadline: float | None = None
-    #: recovered but did not re-register in time
+    #: recovered but did not re-register in time (since when)
     unreachable: bool = False
+    unreachable_since: float = 0.0
+    #: unreachable for too long: its tasks are gone, it may not come back as itself
+    gone: bool = False
 
 
 @dataclass

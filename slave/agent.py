@@ -211,6 +211,9 @@ class Agent:
                 self.fatal = AgentRejected(e.details() or "registration rejected")
                 self.log.error("agent.rejected", reason=e.details())
                 return False
+            if e.code() == grpc.StatusCode.FAILED_PRECONDITION and "is gone" in (e.details() or ""):
+                await self._start_over(e.details() or "")
+                return False
             finder.failed(e, address)
             self.log.info("agent.connection_lost", code=e.code().name, details=e.details())
         finally:
@@ -259,6 +262,24 @@ class Agent:
             outq.put_nowait(self._read_file(message.read_file))
         elif kind == "error":
             self.log.warning("master.error", message=message.error.message)
+
+    async def _start_over(self, reason: str) -> None:
+        """The master declared this agent gone (its frameworks were told its
+        tasks are GONE): kill what still runs and come back as a new agent."""
+        self.log.warning("agent.gone", reason=reason, tasks=len(self.tasks))
+        for run in self.tasks.values():
+            for t in (run.watcher, run.kill_task):
+                if t is not None:
+                    t.cancel()
+        await asyncio.gather(
+            *(t for r in self.tasks.values() for t in (r.watcher, r.kill_task) if t is not None),
+            return_exceptions=True,
+        )
+        await self.containerizer.close()
+        self.tasks.clear()
+        self.updates = StatusUpdateManager(self._send_updates)
+        self.agent_id = ""
+        (self.work_dir / "agent_id").unlink(missing_ok=True)
 
     def _register_message(self) -> AgentMessage:
         statuses, infos = [], []

@@ -33,6 +33,8 @@ class TaskProgress:
     drops: int = 0
     launched_at: float = 0.0
     finished_at: float = 0.0
+    #: the subscription (see BatchScheduler.epoch) it was launched under
+    epoch: int = 0
 
     @property
     def state(self) -> TaskState | None:
@@ -53,6 +55,7 @@ class BatchScheduler(Scheduler):
         self.done = asyncio.Event()
         self.suppressed = False
         self.framework_id = ""
+        self.epoch = 0
         if not self.tasks:
             self.done.set()
 
@@ -62,6 +65,7 @@ class BatchScheduler(Scheduler):
 
     async def registered(self, driver: SchedulerDriver, framework_id: str, master: MasterInfo) -> None:
         self.framework_id = framework_id
+        self.epoch += 1
         if self.suppressed and self.pending:
             driver.revive()
             self.suppressed = False
@@ -93,6 +97,7 @@ class BatchScheduler(Scheduler):
             for task in chosen:
                 p = self.progress[task.task_id]
                 p.agent_id, p.hostname, p.launched_at = offer.agent_id, offer.hostname, now
+                p.epoch = self.epoch
             # Leftovers come straight back (refuse 0): we may want them next cycle.
             driver.launch(offer, chosen, refuse_s=0.0)
         if not self.pending and not self.suppressed:
@@ -106,6 +111,10 @@ class BatchScheduler(Scheduler):
         if p.state is not None and p.state.is_terminal:
             return  # a duplicate (at-least-once delivery)
         if status.state is TaskState.UNKNOWN:
+            if p.epoch == self.epoch or not p.launched_at:
+                # Launched under this subscription (a late answer about an
+                # earlier attempt) or already queued again: never twice.
+                return
             # The master never heard of it: the launch was lost in flight.
             p.status, p.launched_at = None, 0.0
             if status.task_id not in self.pending:

@@ -10,7 +10,7 @@ import grpc.aio
 import structlog
 
 from corral.master.leadership import Leadership
-from corral.master.master import Master
+from corral.master.master import CallError, Master
 from corral.master.state import Outbox
 from corral.master.validation import validate_agent_info
 from corral.proto import agent_pb2, agent_pb2_grpc
@@ -42,14 +42,18 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             log.warning("agent.rejected", hostname=reg.agent_info.hostname, errors=errors)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(errors))
         outbox: Outbox[object] = Outbox()
-        agent_id = master.register_agent(
-            reg.agent_info,
-            total,
-            list(reg.tasks),
-            list(reg.frameworks),
-            outbox,
-            list(reg.task_infos),
-        )
+        try:
+            agent_id = master.register_agent(
+                reg.agent_info,
+                total,
+                list(reg.tasks),
+                list(reg.frameworks),
+                outbox,
+                list(reg.task_infos),
+            )
+        except CallError as e:
+            await context.abort(getattr(grpc.StatusCode, e.code), e.message)
+            raise  # unreachable: abort raises
         reader = asyncio.create_task(self._read(master, request_iterator, agent_id, outbox))
         try:
             while True:

@@ -76,6 +76,15 @@ async def test_non_leader_redirects_and_clients_follow_a_failover(zk_url: str, t
             )
             await rec.wait_for(lambda: rec.subscriptions >= 2, 15, "the framework to re-subscribe")
             assert driver.framework_id == framework_id
+            # The SDK reconciled by itself: the task's state came back.
+            await rec.wait_for(
+                lambda: any(
+                    u.task_id == "survivor" and u.reason == "RECONCILIATION" and u.state is TaskState.RUNNING
+                    for u in rec.updates
+                ),
+                15,
+                "the SDK's own reconciliation",
+            )
             assert next(iter(agent.tasks.values())).pid == pid  # still the same process
             assert standby.master is not None
             task = standby.master.state.task(framework_id, "survivor")

@@ -113,3 +113,61 @@ async def test_new_leader_recovers_the_registry_and_reports_agents_that_never_re
         await agent.stop()
         for m in masters:
             await m.stop()
+
+
+@pytest.mark.root
+async def test_an_agent_away_too_long_is_gone_and_comes_back_as_a_new_agent(
+    zk_url: str, tmp_path: Path
+) -> None:
+    config = MasterConfig(
+        **{**FAST_MASTER.__dict__, "agent_reregister_timeout_s": 0.5, "agent_gone_timeout_s": 1.0}
+    )
+    masters = [MasterServer("127.0.0.1:0", config, zk=zk_url, zk_session_timeout_s=2) for _ in range(2)]
+    agent = Agent(
+        AgentConfig(
+            master=zk_url,
+            work_dir=tmp_path / "agent",
+            resources=Resources.parse("cpus:1;mem:512"),
+            cgroup_prefix="corral-test-gone",
+        )
+    )
+    try:
+        for m in masters:
+            await m.start()
+        await _until(lambda: masters[0].leading, 10, "the first master to lead")
+        leader, standby = masters
+        await agent.start()
+        await asyncio.wait_for(agent.registered.wait(), 10)
+        old_id = agent.agent_id
+        async with framework(zk_url, failover_timeout_s=60) as (driver, rec):
+            offer = await rec.next_offer()
+            driver.launch(offer, [Task("doomed", "sleep 300", Resources.of(cpus=0.1, mem=32))])
+            await rec.wait_state("doomed", TaskState.RUNNING)
+            pid = next(iter(agent.tasks.values())).pid
+            assert leader.master is not None
+            assert leader.master.registry is not None
+            await leader.master.registry.flush()
+            agent._stopping = True
+            assert agent._main is not None
+            agent._main.cancel()
+            await leader.stop()
+            await _until(lambda: standby.master is not None, 10, "the standby to lead")
+            await rec.wait_for(lambda: rec.subscriptions >= 2, 15, "the framework to re-subscribe")
+            # The driver reconciles by itself after re-subscribing; ask again
+            # until the answer is GONE.
+            async with asyncio.timeout(20):
+                while (s := rec.latest("doomed")) is None or s.state is not TaskState.GONE:
+                    driver.reconcile([("doomed", old_id)])
+                    await asyncio.sleep(0.3)
+            # Back after being declared gone: its task is killed and it joins
+            # as a new agent.
+            agent._stopping = False
+            agent._main = asyncio.create_task(agent._connection_loop())
+            await _until(
+                lambda: agent.agent_id not in ("", old_id) and agent.registered.is_set(), 20, "a new id"
+            )
+            await _until(lambda: not Path(f"/proc/{pid}").exists(), 10, "the gone task to be killed")
+    finally:
+        await agent.stop()
+        for m in masters:
+            await m.stop()
