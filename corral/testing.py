@@ -185,3 +185,16 @@ async def framework(
             runner.cancel()
             with contextlib.suppress(BaseException):
                 await runner
+
+
+async def eventually(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``predicate`` until it holds; fail naming ``what`` after ``timeout`` s.
+
+    Tests wait for what a user would see, with a deadline, never a bare sleep.
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 JARS = ("/usr/share/java/zookeeper.jar", "/usr/share/java/slf4j-simple.jar")
@@ -42,6 +43,46 @@ def four_letter(port: int, word: str, timeout: float = 1.0) -> str:
     return b"".join(chunks).decode(errors="replace")
 
 
+def write_config(path: Path, data: Path, client_port: int, servers: Sequence[str] = ()) -> Path:
+    """A zoo.cfg for tests: fast ticks, loopback only, no admin server."""
+    lines = [
+        "tickTime=500",
+        "initLimit=10",
+        "syncLimit=5",
+        f"dataDir={data}",
+        f"clientPort={client_port}",
+        "clientPortAddress=127.0.0.1",
+        "maxClientCnxns=0",
+        "admin.enableServer=false",
+        "4lw.commands.whitelist=ruok,srvr,stat,mntr,cons,conf",
+        # Without these a client asking for a 2 s session silently gets 4 s.
+        "minSessionTimeout=1000",
+        "maxSessionTimeout=60000",
+        *servers,
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def spawn_server(cfg: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    """Start one server in the foreground, in its own process group."""
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [
+                "java",
+                "-Xmx256m",
+                "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+                "-cp",
+                ":".join(JARS),
+                "org.apache.zookeeper.server.quorum.QuorumPeerMain",
+                str(cfg),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
 class ZooKeeperServer:
     """One standalone server. ``hosts`` is the kazoo connection string."""
 
@@ -57,42 +98,8 @@ class ZooKeeperServer:
     def start(self, timeout: float = 30.0) -> None:
         data = self.work_dir / "data"
         data.mkdir(parents=True, exist_ok=True)
-        cfg = self.work_dir / "zoo.cfg"
-        cfg.write_text(
-            "\n".join(
-                [
-                    "tickTime=500",
-                    "initLimit=10",
-                    "syncLimit=5",
-                    f"dataDir={data}",
-                    f"clientPort={self.port}",
-                    "clientPortAddress=127.0.0.1",
-                    "maxClientCnxns=0",
-                    "admin.enableServer=false",
-                    "4lw.commands.whitelist=ruok,srvr,stat,mntr,cons,conf",
-                    # Without these a client asking for a 2 s session silently gets 4 s.
-                    "minSessionTimeout=1000",
-                    "maxSessionTimeout=60000",
-                ]
-            )
-            + "\n"
-        )
-        log = (self.work_dir / "zookeeper.log").open("wb")
-        self.proc = subprocess.Popen(
-            [
-                "java",
-                "-Xmx256m",
-                "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
-                "-cp",
-                ":".join(JARS),
-                "org.apache.zookeeper.server.quorum.QuorumPeerMain",
-                str(cfg),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
+        cfg = write_config(self.work_dir / "zoo.cfg", data, self.port)
+        self.proc = spawn_server(cfg, self.work_dir / "zookeeper.log")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -141,46 +148,10 @@ class ZooKeeperEnsemble:
         data.mkdir(parents=True, exist_ok=True)
         (data / "myid").write_text(f"{i + 1}\n")
         servers = [f"server.{j + 1}=127.0.0.1:{q}:{e}" for j, (_, q, e) in enumerate(self.ports)]
-        cfg = node / "zoo.cfg"
-        cfg.write_text(
-            "\n".join(
-                [
-                    "tickTime=500",
-                    "initLimit=10",
-                    "syncLimit=5",
-                    f"dataDir={data}",
-                    f"clientPort={self.ports[i][0]}",
-                    "clientPortAddress=127.0.0.1",
-                    "maxClientCnxns=0",
-                    "admin.enableServer=false",
-                    "4lw.commands.whitelist=ruok,srvr,stat,mntr,cons,conf",
-                    "minSessionTimeout=1000",
-                    "maxSessionTimeout=60000",
-                    *servers,
-                ]
-            )
-            + "\n"
-        )
-        return cfg
+        return write_config(node / "zoo.cfg", data, self.ports[i][0], servers)
 
     def start_node(self, i: int) -> None:
-        cfg = self._cfg(i)
-        log = (self.work_dir / f"node{i + 1}.log").open("ab")
-        self.procs[i] = subprocess.Popen(
-            [
-                "java",
-                "-Xmx256m",
-                "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
-                "-cp",
-                ":".join(JARS),
-                "org.apache.zookeeper.server.quorum.QuorumPeerMain",
-                str(cfg),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
+        self.procs[i] = spawn_server(self._cfg(i), self.work_dir / f"node{i + 1}.log")
 
     def stop_node(self, i: int) -> None:
         proc = self.procs[i]

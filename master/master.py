@@ -1003,45 +1003,25 @@ class Master:
             self._send_updates(fw, out)
 
     def _unknown(self, framework_id: str, task_id: str, agent_id: str) -> pb.TaskStatus:
+        """The answer about a task this master does not know."""
         agent = self.state.agents.get(agent_id)
+        fw = self.state.frameworks.get(framework_id)
+        aware = fw is not None and pb.FrameworkInfo.PARTITION_AWARE in fw.info.capabilities
+        state: State = pb.TASK_UNKNOWN
+        reason: Reason = pb.TaskStatus.REASON_RECONCILIATION
+        message = "task is not known to the master"
         if agent is not None and agent.gone:
-            fw = self.state.frameworks.get(framework_id)
-            aware = fw is not None and pb.FrameworkInfo.PARTITION_AWARE in fw.info.capabilities
-            return pb.TaskStatus(
-                task_id=task_id,
-                agent_id=agent_id,
-                framework_id=framework_id,
-                state=pb.TASK_GONE if aware else pb.TASK_LOST,
-                reason=pb.TaskStatus.REASON_AGENT_REMOVED,
-                source=pb.TaskStatus.SOURCE_MASTER,
-                message=f"agent {agent_id} was unreachable for too long and is gone",
-                timestamp=self.clock(),
-            )
-        if agent is not None and agent.unreachable:
+            state = pb.TASK_GONE if aware else pb.TASK_LOST
+            reason = pb.TaskStatus.REASON_AGENT_REMOVED
+            message = f"agent {agent_id} was unreachable for too long and is gone"
+        elif agent is not None and agent.unreachable:
             # Its agent was admitted but did not come back after a failover:
             # the task may still run there (Mesos answers the same).
-            fw = self.state.frameworks.get(framework_id)
-            aware = fw is not None and pb.FrameworkInfo.PARTITION_AWARE in fw.info.capabilities
-            return pb.TaskStatus(
-                task_id=task_id,
-                agent_id=agent_id,
-                framework_id=framework_id,
-                state=pb.TASK_UNREACHABLE if aware else pb.TASK_LOST,
-                reason=pb.TaskStatus.REASON_AGENT_DISCONNECTED,
-                source=pb.TaskStatus.SOURCE_MASTER,
-                message=f"agent {agent_id} did not re-register after the master failed over",
-                timestamp=self.clock(),
-            )
-        return pb.TaskStatus(
-            task_id=task_id,
-            agent_id=agent_id,
-            framework_id=framework_id,
-            state=pb.TASK_UNKNOWN,
-            reason=pb.TaskStatus.REASON_RECONCILIATION,
-            source=pb.TaskStatus.SOURCE_MASTER,
-            message="task is not known to the master",
-            timestamp=self.clock(),
-        )
+            state = pb.TASK_UNREACHABLE if aware else pb.TASK_LOST
+            reason = pb.TaskStatus.REASON_AGENT_DISCONNECTED
+            message = f"agent {agent_id} did not re-register after the master failed over"
+        info = pb.TaskInfo(task_id=task_id, agent_id=agent_id)
+        return self._status_for(framework_id, info, state, reason, message)
 
     def _answer_deferred_reconciles(self, now: float) -> None:
         if not self._deferred_reconciles or now < self._recovered_at:

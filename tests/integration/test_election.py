@@ -12,6 +12,7 @@ from kazoo.exceptions import NotEmptyError
 
 from corral.detector import StaticDetector, ZooKeeperDetector, detector_for
 from corral.master.election import StandaloneElection, ZooKeeperElection
+from corral.testing import eventually
 from corral.testing_zookeeper import ZooKeeperServer
 from corral.zk import ZkUrlError, parse_zk_url
 
@@ -28,15 +29,6 @@ class Recorder:
     def __call__(self, leading: bool) -> None:
         self.changes.append(leading)
         self.event.set()
-
-
-async def _until(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    try:
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
 
 
 @pytest.mark.parametrize(
@@ -81,14 +73,14 @@ async def test_lowest_leads_and_the_next_takes_over_when_it_leaves(zk_url: str) 
         for election, rec in zip(elections, recs, strict=True):
             await election.start(rec)
         await detector.start()
-        await _until(lambda: elections[0].leading, 10, "m0 to lead")
+        await eventually(lambda: elections[0].leading, 10, "m0 to lead")
         assert [e.leading for e in elections] == [True, False, False]
         assert await detector.wait_leader(10) == "m0.example:5050"
 
         await elections[0].stop()  # a clean exit closes the session: fast hand-over
-        await _until(lambda: elections[1].leading, 5, "m1 to take over")
+        await eventually(lambda: elections[1].leading, 5, "m1 to take over")
         assert not elections[2].leading
-        await _until(lambda: detector.leader() == "m1.example:5050", 5, "the detector to follow")
+        await eventually(lambda: detector.leader() == "m1.example:5050", 5, "the detector to follow")
     finally:
         for election in elections:
             await election.stop()
@@ -103,7 +95,7 @@ async def test_leader_whose_session_expires_steps_down_and_contends_again(zk_url
     try:
         await leader.start(first)
         await follower.start(second)
-        await _until(lambda: leader.leading, 10, "a to lead")
+        await eventually(lambda: leader.leading, 10, "a to lead")
         # Expire a's session for real (kazoo's own harness trick): a second
         # client on the same session id, started and closed, ends it server-side.
         session_id, password = leader.client.client_id
@@ -111,10 +103,10 @@ async def test_leader_whose_session_expires_steps_down_and_contends_again(zk_url
         await asyncio.to_thread(twin.start)
         await asyncio.to_thread(twin.stop)
         await asyncio.to_thread(twin.close)
-        await _until(lambda: follower.leading, 10, "b to take over")
-        await _until(lambda: False in first.changes, 10, "a to step down")
+        await eventually(lambda: follower.leading, 10, "b to take over")
+        await eventually(lambda: False in first.changes, 10, "a to step down")
         # a contends again with a new znode, now behind b.
-        await _until(lambda: leader.znode is not None, 10, "a to re-join the election")
+        await eventually(lambda: leader.znode is not None, 10, "a to re-join the election")
         assert not leader.leading
     finally:
         await leader.stop()
@@ -128,12 +120,12 @@ async def test_a_leader_whose_znode_is_deleted_steps_down(zk_url: str) -> None:
     try:
         await a.start(Recorder())
         await b.start(Recorder())
-        await _until(lambda: a.leading, 10, "a to lead")
+        await eventually(lambda: a.leading, 10, "a to lead")
         assert a.znode is not None
         await asyncio.to_thread(a.client.delete, a.znode)
-        await _until(lambda: b.leading, 10, "b to take over")
-        await _until(lambda: not a.leading, 10, "a to step down")
-        await _until(lambda: a.znode is not None and a.znode != "", 10, "a to contend again")
+        await eventually(lambda: b.leading, 10, "b to take over")
+        await eventually(lambda: not a.leading, 10, "a to step down")
+        await eventually(lambda: a.znode is not None and a.znode != "", 10, "a to contend again")
         await asyncio.sleep(0.5)
         assert [a.leading, b.leading] == [False, True]  # never two leaders
     finally:
@@ -149,7 +141,7 @@ async def test_deleting_the_cluster_path_leaves_one_leader_once_it_is_back(zk_ur
         for e in elections:
             await e.start(Recorder())
         await detector.start()
-        await _until(lambda: elections[0].leading, 10, "a to lead")
+        await eventually(lambda: elections[0].leading, 10, "a to lead")
         await detector.wait_leader(10)
         # The contenders re-create their znodes as soon as they see them go,
         # which can race the recursive delete: try a few times.
@@ -160,11 +152,13 @@ async def test_deleting_the_cluster_path_leaves_one_leader_once_it_is_back(zk_ur
             except NotEmptyError:
                 continue
         # Both re-contend (makepath), exactly one leads, the detector follows it.
-        await _until(lambda: sum(e.leading for e in elections) == 1, 15, "exactly one leader")
+        await eventually(lambda: sum(e.leading for e in elections) == 1, 15, "exactly one leader")
         await asyncio.sleep(0.5)
         leaders = [e for e in elections if e.leading]
         assert len(leaders) == 1
-        await _until(lambda: detector.leader() == leaders[0].info["address"], 10, "the detector to follow")
+        await eventually(
+            lambda: detector.leader() == leaders[0].info["address"], 10, "the detector to follow"
+        )
     finally:
         for e in elections:
             await e.stop()
@@ -185,8 +179,8 @@ async def test_detector_survives_zookeeper_down_at_start(tmp_path: Path) -> None
         assert await detector.wait_leader(15) == "late.example:5050"
         # ZooKeeper goes away: the leader is no longer known, not the stale one.
         await asyncio.to_thread(server.stop)
-        await _until(lambda: detector.leader() is None, 15, "the detector to forget the leader")
-        await _until(lambda: not election.leading, 15, "the leader to step down")
+        await eventually(lambda: detector.leader() is None, 15, "the detector to forget the leader")
+        await eventually(lambda: not election.leading, 15, "the leader to step down")
     finally:
         await election.stop()
         await detector.stop()
@@ -206,16 +200,16 @@ async def test_leader_steps_down_on_quorum_loss_and_leads_again_when_it_returns(
     election = ZooKeeperElection(url, _info("q"), session_timeout_s=2)
     try:
         await election.start(rec)
-        await _until(lambda: election.leading, 15, "the master to lead")
+        await eventually(lambda: election.leading, 15, "the master to lead")
         # Two of three nodes lost: no quorum, nobody may lead.
         await asyncio.to_thread(ensemble.stop_node, 1)
         await asyncio.to_thread(ensemble.stop_node, 2)
-        await _until(lambda: not election.leading, 15, "the master to step down without quorum")
+        await eventually(lambda: not election.leading, 15, "the master to step down without quorum")
         # Quorum back: it contends again and leads.
         await asyncio.to_thread(ensemble.start_node, 1)
         await asyncio.to_thread(ensemble.start_node, 2)
         await asyncio.to_thread(ensemble.wait_serving, [0, 1, 2])
-        await _until(lambda: election.leading, 30, "the master to lead again")
+        await eventually(lambda: election.leading, 30, "the master to lead again")
         assert rec.changes[:3] == [True, False, True]
     finally:
         await election.stop()

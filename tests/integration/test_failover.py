@@ -16,18 +16,9 @@ from corral.master.server import MasterServer
 from corral.proto import operator_pb2, operator_pb2_grpc
 from corral.resources import Resources
 from corral.slave.agent import Agent, AgentConfig
-from corral.testing import FAST_MASTER, framework
+from corral.testing import FAST_MASTER, eventually, framework
 
 pytestmark = [pytest.mark.root]
-
-
-async def _until(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    try:
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
 
 
 async def test_non_leader_redirects_and_clients_follow_a_failover(zk_url: str, tmp_path: Path) -> None:
@@ -43,7 +34,7 @@ async def test_non_leader_redirects_and_clients_follow_a_failover(zk_url: str, t
     try:
         for m in masters:
             await m.start()
-        await _until(lambda: masters[0].leading, 10, "the first master to lead")
+        await eventually(lambda: masters[0].leading, 10, "the first master to lead")
         assert not masters[1].leading
         leader, standby = masters
 
@@ -68,8 +59,8 @@ async def test_non_leader_redirects_and_clients_follow_a_failover(zk_url: str, t
             framework_id = driver.framework_id
 
             await leader.stop()  # a clean exit: the standby takes over at once
-            await _until(lambda: standby.leading, 10, "the standby to lead")
-            await _until(
+            await eventually(lambda: standby.leading, 10, "the standby to lead")
+            await eventually(
                 lambda: standby.master is not None and agent_id in standby.master.state.agents,
                 15,
                 "the agent to re-register with the new leader",

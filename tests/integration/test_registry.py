@@ -16,17 +16,8 @@ from corral.master.server import MasterServer
 from corral.proto import messages_pb2 as pb
 from corral.resources import Resources
 from corral.slave.agent import Agent, AgentConfig
-from corral.testing import FAST_MASTER, framework
+from corral.testing import FAST_MASTER, eventually, framework
 from corral.zk import parse_zk_url
-
-
-async def _until(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    try:
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
 
 
 def test_a_deposed_leader_cannot_write_the_registry(zk_url: str) -> None:
@@ -70,7 +61,7 @@ async def test_new_leader_recovers_the_registry_and_reports_agents_that_never_re
     try:
         for m in masters:
             await m.start()
-        await _until(lambda: masters[0].leading, 10, "the first master to lead")
+        await eventually(lambda: masters[0].leading, 10, "the first master to lead")
         leader, standby = masters
         await agent.start()
         await asyncio.wait_for(agent.registered.wait(), 10)
@@ -87,7 +78,7 @@ async def test_new_leader_recovers_the_registry_and_reports_agents_that_never_re
             agent._main.cancel()
             # ...and the leader dies.
             await leader.stop()
-            await _until(lambda: standby.master is not None, 10, "the standby to lead")
+            await eventually(lambda: standby.master is not None, 10, "the standby to lead")
             assert standby.master is not None
             # It knows the agent and the framework from the registry.
             assert agent.agent_id in standby.master.state.agents
@@ -134,7 +125,7 @@ async def test_an_agent_away_too_long_is_gone_and_comes_back_as_a_new_agent(
     try:
         for m in masters:
             await m.start()
-        await _until(lambda: masters[0].leading, 10, "the first master to lead")
+        await eventually(lambda: masters[0].leading, 10, "the first master to lead")
         leader, standby = masters
         await agent.start()
         await asyncio.wait_for(agent.registered.wait(), 10)
@@ -151,7 +142,7 @@ async def test_an_agent_away_too_long_is_gone_and_comes_back_as_a_new_agent(
             assert agent._main is not None
             agent._main.cancel()
             await leader.stop()
-            await _until(lambda: standby.master is not None, 10, "the standby to lead")
+            await eventually(lambda: standby.master is not None, 10, "the standby to lead")
             await rec.wait_for(lambda: rec.subscriptions >= 2, 15, "the framework to re-subscribe")
             # The driver reconciles by itself after re-subscribing; ask again
             # until the answer is GONE.
@@ -163,10 +154,10 @@ async def test_an_agent_away_too_long_is_gone_and_comes_back_as_a_new_agent(
             # as a new agent.
             agent._stopping = False
             agent._main = asyncio.create_task(agent._connection_loop())
-            await _until(
+            await eventually(
                 lambda: agent.agent_id not in ("", old_id) and agent.registered.is_set(), 20, "a new id"
             )
-            await _until(lambda: not Path(f"/proc/{pid}").exists(), 10, "the gone task to be killed")
+            await eventually(lambda: not Path(f"/proc/{pid}").exists(), 10, "the gone task to be killed")
     finally:
         await agent.stop()
         for m in masters:
