@@ -123,8 +123,9 @@ async def test_kill_escalates_to_sigkill_after_grace(ctz: Containerizer, make_co
     config = make_config("/bin/sh", "-c", "trap '' TERM; sleep 1000")
     await ctz.launch(config)
     cgroup = f"{ctz.cgroup_prefix}/{config.container_id}"
-    # The container's init, sh and sleep (dash may exec its last command).
-    await poll(lambda: len(ctz.cgroups.procs(cgroup)) >= 2, "init and the task in the cgroup")
+    # Wait for sleep itself: only then is the trap certainly in place
+    # (dash may exec sleep as its last command, or fork it).
+    await poll(lambda: "sleep" in _comms(ctz.cgroups.procs(cgroup)), "sleep running in the cgroup")
     pids = ctz.cgroups.procs(cgroup)
     start = time.monotonic()
     await ctz.kill(config.container_id, grace_s=0.5)
@@ -220,3 +221,13 @@ async def test_duplicate_and_unknown_ids_are_refused(ctz: Containerizer, make_co
         await ctz.wait("nope")
     assert ctz.containers() == [config.container_id]
     # close() in the fixture kills and removes this one.
+
+
+def _comms(pids: set[int]) -> set[str]:
+    out = set()
+    for pid in pids:
+        try:
+            out.add(Path(f"/proc/{pid}/comm").read_text().strip())
+        except OSError:
+            continue
+    return out
