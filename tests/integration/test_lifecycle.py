@@ -178,3 +178,28 @@ async def test_teardown_while_an_agent_is_away_kills_its_tasks_when_it_returns(
         async with asyncio.timeout(15):
             while _exists(pid):
                 await asyncio.sleep(0.05)
+
+
+async def test_a_second_driver_with_the_same_id_takes_over_and_the_first_stops(
+    cluster: LocalCluster,
+) -> None:
+    from corral.frameworks import SchedulerDriver, SubscribeError
+    from corral.testing import RecordingScheduler
+
+    first = SchedulerDriver(RecordingScheduler(), name="twin", master=cluster.master_address)
+    first_run = asyncio.create_task(first.run())
+    await asyncio.wait_for(first.connected.wait(), 10)
+    second = SchedulerDriver(
+        RecordingScheduler(), name="twin", master=cluster.master_address, framework_id=first.framework_id
+    )
+    second_run = asyncio.create_task(second.run())
+    try:
+        await asyncio.wait_for(second.connected.wait(), 10)
+        # The first is told it was replaced and stops for good, no reconnect loop.
+        with pytest.raises(SubscribeError, match="ABORTED"):
+            await asyncio.wait_for(first_run, 10)
+        await asyncio.sleep(0.5)
+        assert second.connected.is_set()
+    finally:
+        second.teardown()
+        await asyncio.wait_for(second_run, 10)
