@@ -22,7 +22,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ import corral  # noqa: F401  (before grpc: see corral/__init__.py)
 from corral.frameworks import Offer, Scheduler, SchedulerDriver
 from corral.frameworks.types import MasterInfo
 from corral.proto import operator_pb2, operator_pb2_grpc
+from corral.testing import corral_command, terminate
 from corral.testing_zookeeper import ZooKeeperServer, free_port
 
 
@@ -50,11 +50,6 @@ class Watcher(Scheduler):
     async def offers(self, driver: SchedulerDriver, offers: list[Offer]) -> None:
         self.last_offer_at = time.monotonic()
         driver.decline(offers, refuse_s=0.2)
-
-
-def corral_cmd() -> list[str]:
-    script = Path(sys.executable).parent / "corral"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "corral.cli.main"]
 
 
 def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -87,7 +82,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, float]:
             port = free_port()
             p = spawn(
                 [
-                    *corral_cmd(),
+                    *corral_command(),
                     "master",
                     "--listen",
                     f"127.0.0.1:{port}",
@@ -106,7 +101,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, float]:
             procs.append(
                 spawn(
                     [
-                        *corral_cmd(),
+                        *corral_command(),
                         "agent",
                         "--master",
                         url,
@@ -161,15 +156,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, float]:
         await asyncio.wait_for(runner, 10)
         return {k: round(v, 2) for k, v in sorted(figures.items())}
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        terminate(procs)
         zk.stop()
 
 

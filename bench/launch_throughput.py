@@ -21,7 +21,6 @@ import os
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ import corral  # noqa: F401  (before grpc: see corral/__init__.py)
 from corral.frameworks.batch import BatchScheduler, parse_job
 from corral.frameworks.driver import SchedulerDriver
 from corral.frameworks.types import TaskState
+from corral.testing import corral_command
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -42,8 +42,7 @@ def start_cluster(
     agents: int, agent_resources: str | None, home: Path
 ) -> tuple[subprocess.Popen[bytes], str]:
     env = {**os.environ, "CORRAL_HOME": str(home), "CORRAL_LOG_LEVEL": "warning"}
-    corral_bin = Path(sys.executable).parent / "corral"
-    cmd = [str(corral_bin)] if corral_bin.exists() else [sys.executable, "-m", "corral.cli.main"]
+    cmd = corral_command()
     proc = subprocess.Popen(
         [
             *cmd,

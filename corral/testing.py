@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
+import subprocess
+import sys
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 
 from corral.cli.local import LocalCluster
@@ -198,3 +201,23 @@ async def eventually(predicate: Callable[[], bool], timeout: float, what: str) -
                 await asyncio.sleep(0.02)
     except TimeoutError:
         raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
+
+
+def corral_command() -> list[str]:
+    """How to run the ``corral`` CLI of this installation as a subprocess."""
+    script = Path(sys.executable).parent / "corral"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "corral.cli.main"]
+
+
+def terminate(procs: Iterable[subprocess.Popen[bytes]], timeout_s: float = 20.0) -> None:
+    """SIGTERM every process still running, then wait; SIGKILL whatever hangs."""
+    procs = list(procs)
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()

@@ -7,19 +7,15 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from corral.testing import corral_command
+
 pytestmark = [pytest.mark.root]
-
-
-def _corral() -> list[str]:
-    script = Path(sys.executable).parent / "corral"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "corral.cli.main"]
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +24,7 @@ def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     env = {**os.environ, "CORRAL_HOME": str(home), "CORRAL_LOG_LEVEL": "warning"}
     env.pop("CORRAL_MASTER", None)
     proc = subprocess.Popen(
-        [*_corral(), "local", "--agents", "2", "--port", "0", "--agent-resources", "cpus:1;mem:1024"],
+        [*corral_command(), "local", "--agents", "2", "--port", "0", "--agent-resources", "cpus:1;mem:1024"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -58,7 +54,7 @@ def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
 
 def corral(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*_corral(), *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+        [*corral_command(), *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
 
 
@@ -116,7 +112,7 @@ def test_views_list_agents_frameworks_and_tasks(local: dict[str, str]) -> None:
 
 def test_kill_and_logs(local: dict[str, str]) -> None:
     proc = subprocess.Popen(
-        [*_corral(), "run", "--name", "sleeper", "--", "echo started; sleep 300"],
+        [*corral_command(), "run", "--name", "sleeper", "--", "echo started; sleep 300"],
         env=local,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

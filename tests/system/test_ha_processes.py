@@ -10,26 +10,23 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from corral.testing import corral_command, terminate
+from corral.testing_zookeeper import free_port
+
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 SESSION_S = 2
-
-
-def _corral() -> list[str]:
-    script = Path(sys.executable).parent / "corral"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "corral.cli.main"]
 
 
 def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "CORRAL_LOG_LEVEL": "warning"}
     return subprocess.run(
-        [*_corral(), *args], capture_output=True, text=True, timeout=timeout, env=env, check=False
+        [*corral_command(), *args], capture_output=True, text=True, timeout=timeout, env=env, check=False
     )
 
 
@@ -39,21 +36,55 @@ def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
     try:
         yield procs
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        terminate(procs)
+
+
+def _masters(
+    procs: list[subprocess.Popen[bytes]], tmp_path: Path, zk_url: str, count: int, *extra: str
+) -> dict[int, subprocess.Popen[bytes]]:
+    """``count`` masters contending through ``zk_url``, by port."""
+    masters = {}
+    for i in range(count):
+        port = free_port()
+        masters[port] = _spawn(
+            procs,
+            tmp_path / f"master{i}.log",
+            "master",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--zk",
+            zk_url,
+            "--zk-session-timeout",
+            str(SESSION_S),
+            *extra,
+        )
+    return masters
+
+
+def _agent(
+    procs: list[subprocess.Popen[bytes]], tmp_path: Path, zk_url: str, name: str, resources: str
+) -> None:
+    _spawn(
+        procs,
+        tmp_path / f"{name}.log",
+        "agent",
+        "--master",
+        zk_url,
+        "--work-dir",
+        str(tmp_path / name),
+        "--hostname",
+        name,
+        "--resources",
+        resources,
+        "--cgroup-prefix",
+        f"corral-test-{os.getpid()}-{name}",
+    )
 
 
 def _spawn(procs: list[subprocess.Popen[bytes]], log: Path, *args: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "CORRAL_LOG_LEVEL": "info"}
     with log.open("wb") as out:
-        p = subprocess.Popen([*_corral(), *args], stdout=out, stderr=subprocess.STDOUT, env=env)
+        p = subprocess.Popen([*corral_command(), *args], stdout=out, stderr=subprocess.STDOUT, env=env)
     procs.append(p)
     return p
 
@@ -68,35 +99,8 @@ def _leader_pid(masters: dict[int, subprocess.Popen[bytes]], zk_url: str) -> int
 def test_kill_9_of_the_leader_and_clients_follow(
     zk_url: str, tmp_path: Path, processes: list[subprocess.Popen[bytes]]
 ) -> None:
-    from corral.testing_zookeeper import free_port
-
-    masters = {}
-    for i in range(2):
-        port = free_port()
-        masters[port] = _spawn(
-            processes,
-            tmp_path / f"master{i}.log",
-            "master",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--zk",
-            zk_url,
-            "--zk-session-timeout",
-            str(SESSION_S),
-        )
-    _spawn(
-        processes,
-        tmp_path / "agent.log",
-        "agent",
-        "--master",
-        zk_url,
-        "--work-dir",
-        str(tmp_path / "agent"),
-        "--resources",
-        "cpus:1;mem:512",
-        "--cgroup-prefix",
-        f"corral-test-ha-{os.getpid()}",
-    )
+    masters = _masters(processes, tmp_path, zk_url, 2)
+    _agent(processes, tmp_path, zk_url, "agent", "cpus:1;mem:512")
     deadline = time.monotonic() + 30
     while True:
         res = _run("agents", "--master", zk_url)
@@ -131,35 +135,8 @@ def test_a_frozen_leader_is_replaced_and_steps_down_when_it_thaws(
 ) -> None:
     """SIGSTOP the leader past its session (as a partition would): the standby
     takes over, clients move to it, and the thawed one no longer leads."""
-    from corral.testing_zookeeper import free_port
-
-    masters = {}
-    for i in range(2):
-        port = free_port()
-        masters[port] = _spawn(
-            processes,
-            tmp_path / f"master{i}.log",
-            "master",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--zk",
-            zk_url,
-            "--zk-session-timeout",
-            str(SESSION_S),
-        )
-    _spawn(
-        processes,
-        tmp_path / "agent.log",
-        "agent",
-        "--master",
-        zk_url,
-        "--work-dir",
-        str(tmp_path / "agent"),
-        "--resources",
-        "cpus:1;mem:512",
-        "--cgroup-prefix",
-        f"corral-test-freeze-{os.getpid()}",
-    )
+    masters = _masters(processes, tmp_path, zk_url, 2)
+    _agent(processes, tmp_path, zk_url, "agent", "cpus:1;mem:512")
     deadline = time.monotonic() + 30
     while not ((res := _run("agents", "--master", zk_url)).returncode == 0 and "connected" in res.stdout):
         assert time.monotonic() < deadline, f"no agent registered: {res.stdout} {res.stderr}"
@@ -217,40 +194,10 @@ async def test_kill_9_of_the_leader_with_100_running_tasks(
     from corral.frameworks import Task, TaskState
     from corral.resources import Resources
     from corral.testing import framework
-    from corral.testing_zookeeper import free_port
 
-    masters = {}
-    for i in range(3):
-        port = free_port()
-        masters[port] = _spawn(
-            processes,
-            tmp_path / f"master{i}.log",
-            "master",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--zk",
-            zk_url,
-            "--zk-session-timeout",
-            str(SESSION_S),
-            "--allocation-interval",
-            "0.2",
-        )
+    masters = _masters(processes, tmp_path, zk_url, 3, "--allocation-interval", "0.2")
     for i in range(2):
-        _spawn(
-            processes,
-            tmp_path / f"agent{i}.log",
-            "agent",
-            "--master",
-            zk_url,
-            "--work-dir",
-            str(tmp_path / f"agent{i}"),
-            "--hostname",
-            f"agent{i}",
-            "--resources",
-            "cpus:2;mem:2048",
-            "--cgroup-prefix",
-            f"corral-test-100-{os.getpid()}/a{i}",
-        )
+        _agent(processes, tmp_path, zk_url, f"agent{i}", "cpus:2;mem:2048")
     small = Resources.of(cpus=0.01, mem=8)
     async with framework(zk_url, failover_timeout_s=60) as (driver, rec):
         pending = [Task(f"long-{i}", "sleep 300", small) for i in range(100)]
