@@ -550,16 +550,28 @@ class Master:
                     from_agent=agent_id,
                     state=pb.TaskState.Name(status.state),
                 )
-                self_acks.append(MasterMessage.Acknowledgements.Ack(task_id=status.task_id, uuid=status.uuid))
+                self_acks.append(
+                    MasterMessage.Acknowledgements.Ack(
+                        task_id=status.task_id, uuid=status.uuid, framework_id=status.framework_id
+                    )
+                )
                 continue
             if task is None or fw is None:
                 # Nobody will ever acknowledge it (framework torn down, or an
                 # update for a task already completed): acknowledge for them.
-                self_acks.append(MasterMessage.Acknowledgements.Ack(task_id=status.task_id, uuid=status.uuid))
+                self_acks.append(
+                    MasterMessage.Acknowledgements.Ack(
+                        task_id=status.task_id, uuid=status.uuid, framework_id=status.framework_id
+                    )
+                )
                 continue
             self._apply_status(task, status)
             if fw.tearing_down:
-                self_acks.append(MasterMessage.Acknowledgements.Ack(task_id=status.task_id, uuid=status.uuid))
+                self_acks.append(
+                    MasterMessage.Acknowledgements.Ack(
+                        task_id=status.task_id, uuid=status.uuid, framework_id=status.framework_id
+                    )
+                )
                 self._maybe_finish_teardown(fw)
                 continue
             if status.uuid:
@@ -972,7 +984,7 @@ class Master:
                 if task.terminal:
                     self._complete_task(fw, task)
             by_agent.setdefault(agent_id, []).append(
-                MasterMessage.Acknowledgements.Ack(task_id=task_id, uuid=ack_uuid)
+                MasterMessage.Acknowledgements.Ack(task_id=task_id, uuid=ack_uuid, framework_id=framework_id)
             )
         for agent_id, items in by_agent.items():
             agent = self.state.agents.get(agent_id)

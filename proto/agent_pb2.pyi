@@ -81,12 +81,14 @@ class MasterMessage(_message.Message):
     class Acknowledgements(_message.Message):
         __slots__ = ("acks",)
         class Ack(_message.Message):
-            __slots__ = ("task_id", "uuid")
+            __slots__ = ("task_id", "uuid", "framework_id")
             TASK_ID_FIELD_NUMBER: _ClassVar[int]
             UUID_FIELD_NUMBER: _ClassVar[int]
+            FRAMEWORK_ID_FIELD_NUMBER: _ClassVar[int]
             task_id: str
             uuid: bytes
-            def __init__(self, task_id: _Optional[str] = ..., uuid: _Optional[bytes] = ...) -> None: ...
+            framework_id: str
+            def __init__(self, task_id: _Optional[str] = ..., uuid: _Optional[bytes] = ..., framework_id: _Optional[str] = ...) -> None: ...
         ACKS_FIELD_NUMBER: _ClassVar[int]
         acks: _containers.RepeatedCompositeFieldContainer[MasterMessage.Acknowledgements.Ack]
         def __init__(self, acks: _Optional[_Iterable[_Union[MasterMessage.Acknowledgements.Ack, _Mapping]]] = ...) -> None: ...

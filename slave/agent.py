@@ -515,17 +515,16 @@ class Agent:
         self.log.debug("task.status", task_id=run.info.task_id, state=pb.TaskState.Name(state))
 
     def _on_ack(self, ack: MasterMessage.Acknowledgements.Ack, now: float) -> None:
-        # The master sends acks only for this agent's tasks; the framework id
-        # is found from the task id (unique per framework, and frameworks
-        # rarely share ids, so check every framework's entry).
-        for key in [k for k in self.updates.pending() if k[1] == ack.task_id]:
-            acked = self.updates.acknowledge(key, ack.uuid, now)
-            if acked is not None and is_terminal(acked.state):
-                run = self.tasks.pop(key, None)
-                if run is not None:
-                    self.completed[key] = run.sandbox
-                    while len(self.completed) > COMPLETED_SANDBOXES_KEPT:
-                        self.completed.popitem(last=False)
+        # The ack names its task exactly: no scan of every pending update,
+        # which made acknowledging n tasks cost O(n^2).
+        key = (ack.framework_id, ack.task_id)
+        acked = self.updates.acknowledge(key, ack.uuid, now)
+        if acked is not None and is_terminal(acked.state):
+            run = self.tasks.pop(key, None)
+            if run is not None:
+                self.completed[key] = run.sandbox
+                while len(self.completed) > COMPLETED_SANDBOXES_KEPT:
+                    self.completed.popitem(last=False)
 
     def _spawn_kill(self, framework_id: str, task_id: str, grace_s: float) -> None:
         run = self.tasks.get((framework_id, task_id))
