@@ -47,7 +47,9 @@ from corral.slave.containerizer import (
     Isolation,
     Termination,
 )
+from corral.slave.containerizer.images import ImageStore
 from corral.slave.status_updates import StatusUpdateManager, TaskKey
+from corral.slave.task_image import with_image
 from corral.transport import Credentials, drain, make_channel
 
 log = structlog.get_logger(__name__)
@@ -77,6 +79,8 @@ class AgentConfig:
     credentials: Credentials | None = None
     #: i-th of n slices of this host, when several agents share it
     share: tuple[int, int] = (0, 1)
+    #: where task images are kept (shared with `corral image`); None: <work_dir>/images
+    image_store: Path | None = None
 
 
 @dataclass
@@ -106,6 +110,7 @@ class Agent:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.containerizer = containerizer or Containerizer(self.work_dir, cgroup_prefix=config.cgroup_prefix)
         self.total = config.resources or detect.detect(self.work_dir, config.share)
+        self.images = ImageStore(config.image_store or self.work_dir / "images")
         self.agent_id = self._load_agent_id()
         self.tasks: dict[TaskKey, TaskRun] = {}
         self.frameworks: dict[str, pb.FrameworkInfo] = {}
@@ -359,7 +364,8 @@ class Agent:
         try:
             self._update(run, pb.TASK_STARTING)
             try:
-                run.pid = await self.containerizer.launch(self._container_config(run))
+                config = await with_image(self._container_config(run), info, self.images)
+                run.pid = await self.containerizer.launch(config)
             except (ContainerError, ResourceError, OSError) as e:
                 self._update(
                     run,

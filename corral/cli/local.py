@@ -54,6 +54,7 @@ class LocalCluster:
                 hostname=f"{os.uname().nodename}-agent-{i}",
                 cgroup_prefix=f"{self.cgroup_prefix}/agent-{i}",
                 share=(i, self.agents),
+                image_store=self.work_dir / "images",
             )
             agent = Agent(config)
             self.agent_list.append(agent)

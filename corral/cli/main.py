@@ -259,6 +259,13 @@ def master(
 @click.option("--attributes", default="", metavar="SPEC", help='e.g. "rack:r1;zone:a".')
 @click.option("--hostname", default=None)
 @click.option("--cgroup-prefix", default="corral", show_default=True)
+@click.option(
+    "--image-store",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Image store shared with `corral image` (default: $CORRAL_IMAGE_STORE, "
+    "$CORRAL_HOME/images or /var/lib/corral/images).",
+)
 @click.pass_context
 @handle_errors
 def agent(
@@ -269,11 +276,13 @@ def agent(
     attributes: str,
     hostname: str | None,
     cgroup_prefix: str,
+    image_store: Path | None,
 ) -> None:
     """Run a node agent that dials the master."""
     import socket
 
     from corral.slave.agent import AgentConfig, AgentRejected, run_agent
+    from corral.slave.containerizer.images import default_store_dir
 
     _daemon_logging(ctx)
     try:
@@ -288,6 +297,7 @@ def agent(
         attributes=attrs,
         hostname=hostname or socket.gethostname(),
         cgroup_prefix=cgroup_prefix,
+        image_store=image_store or default_store_dir(),
     )
     try:
         asyncio.run(run_agent(config))
