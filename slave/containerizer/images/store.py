@@ -230,6 +230,8 @@ class ImageStore:
             tar = tarfile.open(path, "r:*")  # noqa: SIM115 (closed by the with below)
         except FileNotFoundError:
             raise ImageError(f"{source}: no such image file") from None
+        except tarfile.ReadError:
+            raise ImageError(f"{source}: not a readable tarball (plain, gzip, bzip2 or xz tar)") from None
         except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
             raise ImageError(f"{source}: not a readable tarball: {e}") from None
         with tar:
