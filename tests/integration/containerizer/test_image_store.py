@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import stat
 import tarfile
+import tempfile
 import threading
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from corral.cli.main import cli
 from corral.slave.containerizer.images import ImageError, ImageStore
+from corral.slave.containerizer.images.unpack import unpack_layer
 from corral.testing_images import busybox_layers, layer_tar, write_docker, write_oci
 
 pytestmark = [
@@ -235,3 +240,36 @@ def test_layer_tar_helper_round_trips(tmp_path: Path) -> None:
     data = layer_tar([("d/", None), ("d/f", b"x"), ("d/l", "->f")])
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         assert tar.getnames() == ["d", "d/f", "d/l"]
+
+
+_NAMES = st.lists(
+    st.sampled_from(["a", "b", "..", ".", "", "c.wh.", ".wh.a", ".wh..wh..opq"]), min_size=1, max_size=4
+)
+_MEMBER = st.tuples(
+    _NAMES.map("/".join),
+    st.sampled_from([tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE]),
+    st.sampled_from(["a", "../canary", "/", "../../..", "b/a", "canary"]),
+)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(members=st.lists(_MEMBER, min_size=1, max_size=8))
+def test_no_layer_writes_outside_itself(tmp_path: Path, members: list[tuple[str, bytes, str]]) -> None:
+    """Whatever the member names, link targets and order: nothing outside the layer changes."""
+    work = Path(tempfile.mkdtemp(dir=tmp_path))
+    canary = work / "canary"
+    canary.mkdir()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, kind, link in members:
+            if not name.strip("/."):
+                continue
+            info = _member(name, kind, link, size=1 if kind == tarfile.REGTYPE else 0)
+            tar.addfile(info, io.BytesIO(b"x") if kind == tarfile.REGTYPE else None)
+    dest = work / "layer"
+    dest.mkdir()
+    buf.seek(0)
+    with contextlib.suppress(ImageError):
+        unpack_layer(buf, dest, "fuzz")
+    assert os.listdir(canary) == []
+    assert sorted(os.listdir(work)) == ["canary", "layer"]
