@@ -128,6 +128,7 @@ def local(
     """Start an embedded cluster: a master and N agents in one process, no ZooKeeper."""
     from corral.cli.discovery import state_dir
     from corral.cli.local import LocalCluster, fresh_work_dir, serve_until_signal
+    from corral.slave.containerizer.images import default_store_dir
 
     if agents < 1:
         fail("--agents: must be at least 1")
@@ -140,7 +141,13 @@ def local(
     wd = fresh_work_dir(work_dir or state_dir() / "local")
 
     async def main() -> int:
-        cluster = LocalCluster(agents=agents, work_dir=wd, listen=f"127.0.0.1:{port}", agent_resources=res)
+        cluster = LocalCluster(
+            agents=agents,
+            work_dir=wd,
+            listen=f"127.0.0.1:{port}",
+            agent_resources=res,
+            image_store=default_store_dir(),  # where `corral image import` puts them
+        )
         try:
             await cluster.start()
         except RuntimeError as e:
@@ -360,7 +367,18 @@ def _parse_env(items: tuple[str, ...]) -> dict[str, str]:
     help="none: a network namespace with loopback only.",
 )
 @click.option("--user", default=None, metavar="UID[:GID]", help="Run as this user (default root).")
-@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.option(
+    "--image", default="", metavar="NAME[:TAG]|TARBALL", help="Run on this image (see `corral image`)."
+)
+@click.option(
+    "--volume",
+    "-v",
+    multiple=True,
+    metavar="HOST:CONTAINER[:ro]",
+    help="Bind-mount a host path (on the agent) into the container.",
+)
+@click.option("--read-only", is_flag=True, help="With --image: a read-only root.")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 @handle_errors
 def run(
@@ -372,6 +390,9 @@ def run(
     name: str,
     network: str,
     user: str | None,
+    image: str,
+    volume: tuple[str, ...],
+    read_only: bool,
     command: tuple[str, ...],
 ) -> None:
     """Run one task and stream its output; exit with its exit code.
@@ -379,6 +400,7 @@ def run(
     \b
     corral run -- echo hello
     corral run --cpus 1 --mem 256 -- python3 -c 'print(42)'
+    corral run --image busybox:test -v /srv/data:/data:ro -- ls /data
     """
     import shlex
 
@@ -387,7 +409,16 @@ def run(
 
     _client_logging(ctx)
     addr = resolve_master(master)
+    if not command and not image:
+        fail("give a command (or an --image whose Entrypoint/Cmd to run)")
     cmd = command[0] if len(command) == 1 else shlex.join(command)
+    volumes = []
+    for v in volume:
+        host, sep, rest = v.partition(":")
+        target, _, mode = rest.partition(":")
+        if not sep or not host or not target or mode not in ("", "ro", "rw"):
+            fail(f"--volume: must be HOST:CONTAINER[:ro|rw], got {v!r}")
+        volumes.append({"host_path": host, "container_path": target, "read_only": mode == "ro"})
     spec = parse_job(
         {
             "name": name,
@@ -400,6 +431,8 @@ def run(
                     "env": _parse_env(env),
                     "network": network,
                     **({"user": user} if user else {}),
+                    **({"image": image, "read_only_root": read_only} if image else {}),
+                    **({"volumes": volumes} if volumes else {}),
                 }
             ],
         }
@@ -418,7 +451,7 @@ def run(
             err_console.print("interrupted: the task was killed")
             return 130
         if (p.state is not None and p.state.name not in ("FINISHED", "FAILED")) or (
-            p.status is not None and p.status.reason.startswith("CONTAINER_LIMITATION")
+            p.status is not None and p.status.reason.startswith(("CONTAINER_LIMITATION", "CONTAINER_LAUNCH"))
         ):
             msg = p.status.message if p.status else ""
             err_console.print(f"[red]task {p.state.name if p.state else '?'}:[/] {msg}", highlight=False)
