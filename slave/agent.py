@@ -77,6 +77,11 @@ class AgentConfig:
     credentials: Credentials | None = None
     #: i-th of n slices of this host, when several agents share it
     share: tuple[int, int] = (0, 1)
+    #: how often a task's sandbox is measured against its ``disk`` resource
+    disk_watch_interval_s: float = 15.0
+    #: processes (and threads) one task may have at once, so a fork bomb
+    #: cannot take the node down; None means unlimited
+    task_pids_max: int | None = 4096
 
 
 @dataclass
@@ -104,7 +109,11 @@ class Agent:
         self.config = config
         self.work_dir = config.work_dir
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        self.containerizer = containerizer or Containerizer(self.work_dir, cgroup_prefix=config.cgroup_prefix)
+        self.containerizer = containerizer or Containerizer(
+            self.work_dir,
+            cgroup_prefix=config.cgroup_prefix,
+            disk_watch_interval_s=config.disk_watch_interval_s,
+        )
         self.total = config.resources or detect.detect(self.work_dir, config.share)
         self.agent_id = self._load_agent_id()
         self.tasks: dict[TaskKey, TaskRun] = {}
@@ -437,6 +446,9 @@ class Agent:
             cpus_milli=wanted.scalar("cpus") or 10,
             mem_bytes=mem_milli * 1024 * 1024 // MILLI,
             isolation=isolation,
+            pids_max=self.config.task_pids_max,
+            # A task that asked for no disk is not limited (as in Mesos).
+            disk_bytes=(wanted.scalar("disk") * 1024 * 1024 // MILLI) or None,
         )
 
     def _terminal_update(self, run: TaskRun, t: Termination) -> None:

@@ -259,6 +259,20 @@ def master(
 @click.option("--attributes", default="", metavar="SPEC", help='e.g. "rack:r1;zone:a".')
 @click.option("--hostname", default=None)
 @click.option("--cgroup-prefix", default="corral", show_default=True)
+@click.option(
+    "--disk-watch-interval",
+    type=click.FloatRange(min=0.1),
+    default=15.0,
+    show_default=True,
+    help="Seconds between measurements of each sandbox against its task's disk.",
+)
+@click.option(
+    "--task-pids-max",
+    type=click.IntRange(min=0),
+    default=4096,
+    show_default=True,
+    help="Processes and threads one task may have at once (0: unlimited).",
+)
 @click.pass_context
 @handle_errors
 def agent(
@@ -269,6 +283,8 @@ def agent(
     attributes: str,
     hostname: str | None,
     cgroup_prefix: str,
+    disk_watch_interval: float,
+    task_pids_max: int,
 ) -> None:
     """Run a node agent that dials the master."""
     import socket
@@ -288,6 +304,8 @@ def agent(
         attributes=attrs,
         hostname=hostname or socket.gethostname(),
         cgroup_prefix=cgroup_prefix,
+        disk_watch_interval_s=disk_watch_interval,
+        task_pids_max=task_pids_max or None,
     )
     try:
         asyncio.run(run_agent(config))
