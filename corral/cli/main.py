@@ -501,6 +501,42 @@ def tasks(ctx: click.Context, master: str | None, include_completed: bool, frame
 
 @cli.command()
 @master_option
+@click.option("--agent", default="", help="Only tasks on this agent.")
+@click.option("--framework", default="", help="Only this framework's tasks.")
+@click.option("--task", default="", help="Only this task.")
+@click.option("--interval", type=click.FloatRange(min=0.2), default=2.0, show_default=True)
+@click.option("--once", is_flag=True, help="Print one table (two samples, one interval apart) and exit.")
+@click.pass_context
+@handle_errors
+def top(
+    ctx: click.Context, master: str | None, agent: str, framework: str, task: str, interval: float, once: bool
+) -> None:
+    """Live CPU, memory, pids and disk of running tasks."""
+    import time
+
+    from rich.live import Live
+
+    from corral.cli import top as topview
+
+    _client_logging(ctx)
+    address = resolve_master(master)
+    usages, errors, leader = topview.sample(address, agent, framework, task)
+    if once:
+        time.sleep(interval)
+        previous = topview.index(usages)
+        usages, errors, leader = topview.sample(address, agent, framework, task)
+        console.print(topview.usage_table(usages, previous, errors, f"tasks of {leader}"))
+        return
+    with Live(console=console, auto_refresh=False) as live:
+        while True:
+            previous = topview.index(usages)
+            time.sleep(interval)
+            usages, errors, leader = topview.sample(address, agent, framework, task)
+            live.update(topview.usage_table(usages, previous, errors, f"tasks of {leader}"), refresh=True)
+
+
+@cli.command()
+@master_option
 @click.argument("task_id")
 @click.option("--stderr", is_flag=True, help="Show stderr instead of stdout.")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing while the task runs.")
