@@ -17,7 +17,13 @@ from rich.console import Console
 from corral import __version__
 from corral import logging as corral_logging
 from corral.cli import views
-from corral.cli.discovery import ClusterNotFoundError, remove_local, resolve_master, write_local
+from corral.cli.discovery import (
+    CLUSTER_META_KEY,
+    ClusterNotFoundError,
+    remove_local,
+    resolve_master,
+    write_local,
+)
 from corral.codec import parse_attributes
 from corral.errors import CorralError
 from corral.frameworks.batch import JobSpec, JobSpecError, TaskGroup, load_job
@@ -60,14 +66,24 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-master_option = click.option(
-    "--master",
-    "-m",
-    envvar="CORRAL_MASTER",
-    default=None,
-    metavar="HOST:PORT",
-    help="Master to talk to (default: $CORRAL_MASTER, then the `corral local` cluster).",
-)
+def master_option(fn: F) -> F:
+    """``--master`` and ``--cluster NAME`` (a `corral cluster up` cluster; read by resolve_master)."""
+    fn = click.option(
+        "--cluster",
+        default=None,
+        metavar="NAME",
+        expose_value=False,
+        callback=lambda ctx, _param, value: ctx.meta.__setitem__(CLUSTER_META_KEY, value),
+        help="Talk to this `corral cluster up` cluster.",
+    )(fn)
+    return click.option(
+        "--master",
+        "-m",
+        envvar="CORRAL_MASTER",
+        default=None,
+        metavar="HOST:PORT",
+        help="Master to talk to (default: $CORRAL_MASTER, then the `corral local` cluster).",
+    )(fn)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -554,6 +570,11 @@ def logs(
     """Print a task's stdout (or stderr) from its sandbox."""
     _client_logging(ctx)
     views.print_logs(resolve_master(master), task_id, "stderr" if stderr else "stdout", follow, framework)
+
+
+from corral.cli.cluster import cluster  # noqa: E402  (the group looks main's helpers up lazily)
+
+cli.add_command(cluster)
 
 
 def main() -> None:
