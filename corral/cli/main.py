@@ -16,7 +16,7 @@ from rich.console import Console
 
 from corral import __version__
 from corral import logging as corral_logging
-from corral.cli import views
+from corral.cli import images, views
 from corral.cli.discovery import (
     CLUSTER_META_KEY,
     ClusterNotFoundError,
@@ -575,6 +575,7 @@ def logs(
 from corral.cli.cluster import cluster  # noqa: E402  (the group looks main's helpers up lazily)
 
 cli.add_command(cluster)
+cli.add_command(images.image)
 
 
 def main() -> None:

@@ -24,13 +24,14 @@ from pathlib import Path
 
 import structlog
 
-from corral.slave.containerizer import checkpoint, disk, forensics, kernel, launcher
+from corral.slave.containerizer import checkpoint, disk, forensics, kernel, launcher, overlay
 from corral.slave.containerizer.cgroups.base import CgroupBackend, CgroupLimits, CgroupStats
 from corral.slave.containerizer.cgroups.probe import probe
 from corral.slave.containerizer.errors import CgroupError, ContainerError
 from corral.slave.containerizer.forkserver_client import ForkServerClient, ForkServerError
 from corral.slave.containerizer.isolation import launch_isolation
 from corral.slave.containerizer.model import ContainerConfig, Limitation, Termination, Usage
+from corral.slave.containerizer.rootfs import MountSpec, RootfsSpec
 
 log = structlog.get_logger(__name__)
 
@@ -163,6 +164,13 @@ class Containerizer:
             raise ContainerError(
                 f"cannot create the directories of container {config.container_id!r}: {e}"
             ) from e
+        try:
+            filesystem = overlay.prepare(
+                config.rootfs, config.volumes, config.sandbox, config.workdir, meta_dir
+            )
+        except ContainerError:
+            shutil.rmtree(meta_dir, ignore_errors=True)
+            raise
         if not self._prefix_ready:
             self.cgroups.prepare_prefix(self.cgroup_prefix)
             self._prefix_ready = True
@@ -171,7 +179,7 @@ class Containerizer:
             config.cpus_milli, config.mem_bytes, config.cpu_hard_cap, config.pids_max
         )
         join = self.cgroups.create(cgroup, limits)
-        spec = _launch_spec(config, join, meta_dir)
+        spec = _launch_spec(config, join, meta_dir, filesystem)
         try:
             if self._fork_server is None:
                 spawned = self._spawn_here(spec)
@@ -180,6 +188,7 @@ class Containerizer:
         except (OSError, ForkServerError) as e:
             # After a fork server failure the task may have been forked anyway.
             await self._discard_cgroup(cgroup)
+            shutil.rmtree(meta_dir / "overlay", ignore_errors=True)
             raise ContainerError(
                 f"cannot fork the supervisor of container {config.container_id!r}: {e}"
             ) from e
@@ -485,15 +494,13 @@ class Containerizer:
                 return
             except TimeoutError:
                 pass
-            used = await asyncio.to_thread(disk.usage_bytes, c.config.sandbox)
+            used = await asyncio.to_thread(disk.usage_bytes, *_writable_dirs(c))
             c.disk_used = used
             if used <= limit or c.done.done():
                 continue
             c.limitation = Limitation(
                 kind="disk",
-                message=(
-                    f"disk limit {forensics.mib(limit)} exceeded: the sandbox holds {forensics.mib(used)}"
-                ),
+                message=(f"disk limit {forensics.mib(limit)} exceeded: the task wrote {forensics.mib(used)}"),
                 limit=limit,
                 peak=used,
             )
@@ -510,7 +517,7 @@ class Containerizer:
         stats = self.cgroups.stats(c.cgroup)
         disk_used = c.disk_used
         if disk_used is None:
-            disk_used = await asyncio.to_thread(disk.usage_bytes, c.config.sandbox)
+            disk_used = await asyncio.to_thread(disk.usage_bytes, *_writable_dirs(c))
         return Usage(
             cpu_time_s=stats.cpu_time_ns / 1e9,
             mem_bytes=stats.mem_bytes,
@@ -578,18 +585,32 @@ class Containerizer:
         await self.destroy(container_id)
 
 
-def _launch_spec(config: ContainerConfig, join: tuple[Path, ...], meta_dir: Path) -> launcher.LaunchSpec:
+def _writable_dirs(c: _Container) -> tuple[Path, ...]:
+    """What a task's disk limit covers: its sandbox and, on an image, the overlay's upper layer."""
+    return (c.config.sandbox, c.meta_dir / "overlay" / "upper")
+
+
+def _launch_spec(
+    config: ContainerConfig,
+    join: tuple[Path, ...],
+    meta_dir: Path,
+    filesystem: tuple[RootfsSpec | None, tuple[MountSpec, ...], bytes],
+) -> launcher.LaunchSpec:
+    rootfs, mounts, cwd = filesystem
     return launcher.LaunchSpec(
         exec_paths=launcher.exec_candidates(config.argv[0], config.env.get("PATH")),
         argv=tuple(os.fsencode(a) for a in config.argv),
         env={os.fsencode(k): os.fsencode(v) for k, v in config.env.items()},
-        cwd=os.fsencode(config.sandbox),
+        cwd=cwd,
         stdout=os.fsencode(config.sandbox / "stdout"),
         stderr=os.fsencode(config.sandbox / "stderr"),
         cgroup_procs=tuple(os.fsencode(p) for p in join),
         status_path=os.fsencode(meta_dir / "exit_status.json"),
         status_dir=os.fsencode(meta_dir),
         isolation=launch_isolation(config.isolation, config.container_id),
+        rootfs=rootfs,
+        mounts=mounts,
+        sandbox=os.fsencode(config.sandbox),
     )
 
 

@@ -87,7 +87,7 @@ async def test_a_sandbox_over_its_disk_limit_ends_the_task(ctz: Containerizer, m
     assert termination.limitation.kind == "disk"
     assert termination.limitation.limit == 4 * MiB
     assert termination.limitation.peak >= 8 * MiB
-    assert "disk limit 4.0 MiB exceeded: the sandbox holds" in termination.message
+    assert "disk limit 4.0 MiB exceeded: the task wrote" in termination.message
 
 
 async def test_a_task_within_its_disk_limit_ends_normally(ctz: Containerizer, make_config: Make) -> None:
