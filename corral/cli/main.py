@@ -259,6 +259,25 @@ def master(
 @click.option("--attributes", default="", metavar="SPEC", help='e.g. "rack:r1;zone:a".')
 @click.option("--hostname", default=None)
 @click.option("--cgroup-prefix", default="corral", show_default=True)
+@click.option(
+    "--recover",
+    type=click.Choice(["reconnect", "cleanup"]),
+    default="reconnect",
+    show_default=True,
+    help="At start: re-attach to the tasks a previous run left, or kill and forget them.",
+)
+@click.option(
+    "--gc-delay",
+    default=7 * 86400.0,
+    show_default=True,
+    help="Seconds a finished task's sandbox is kept (less as the work disk fills).",
+)
+@click.option(
+    "--gc-disk-headroom",
+    default=0.1,
+    show_default=True,
+    help="Fraction of the work disk kept free: sandboxes go sooner as usage nears 1 - this.",
+)
 @click.pass_context
 @handle_errors
 def agent(
@@ -269,11 +288,15 @@ def agent(
     attributes: str,
     hostname: str | None,
     cgroup_prefix: str,
+    recover: str,
+    gc_delay: float,
+    gc_disk_headroom: float,
 ) -> None:
     """Run a node agent that dials the master."""
     import socket
 
     from corral.slave.agent import AgentConfig, AgentRejected, run_agent
+    from corral.slave.checkpoints import CheckpointError
 
     _daemon_logging(ctx)
     try:
@@ -288,11 +311,16 @@ def agent(
         attributes=attrs,
         hostname=hostname or socket.gethostname(),
         cgroup_prefix=cgroup_prefix,
+        recover=recover,
+        gc_delay_s=gc_delay,
+        gc_disk_headroom=gc_disk_headroom,
     )
     try:
         asyncio.run(run_agent(config))
     except AgentRejected as e:
         fail(f"the master rejected this agent: {e}", 1)
+    except CheckpointError as e:
+        fail(str(e), 1)
 
 
 # -- batch work ---------------------------------------------------------------
