@@ -39,6 +39,7 @@ from corral.master.allocator.events import (
     Revived,
     Suppressed,
 )
+from corral.master.liveness import Liveness
 from corral.master.registry import AGENTS, FRAMEWORKS, RegistryState, RegistryWriter
 from corral.master.state import (
     AgentRecord,
@@ -89,6 +90,10 @@ class MasterConfig:
     #: An agent unreachable this long is gone: its tasks are reported GONE and
     #: it must come back as a new agent.
     agent_gone_timeout_s: float = 600.0
+    #: At most max(1, this fraction of the agents) are marked unreachable
+    #: within any agent_unreachable_window_s (see master/liveness.py).
+    agent_unreachable_fraction: float = 0.1
+    agent_unreachable_window_s: float = 60.0
 
 
 def new_id(prefix: str = "") -> str:
@@ -126,6 +131,7 @@ class Master:
         self._deferred_reconciles: list[tuple[str, str, str]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.log = log.bind(master_id=self.info.id)
+        self.liveness = Liveness(self)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -194,6 +200,7 @@ class Master:
                 and now - agent.unreachable_since >= self.config.agent_gone_timeout_s
             ):
                 agent.gone = True
+                self.liveness.gone(agent)
                 self.allocator.handle(AgentRemoved(agent.agent_id))
                 self._record(AGENTS, agent.agent_id, None)
                 self.log.warning("agent.gone", agent_id=agent.agent_id)
@@ -225,6 +232,7 @@ class Master:
             try:
                 self._expire_offers(now)
                 self._check_agent_heartbeats(now)
+                self.liveness.check(now)
                 self._check_framework_failover(now)
                 self._check_reregistration(now)
                 self._answer_deferred_reconciles(now)
@@ -377,7 +385,7 @@ class Master:
         agent.connected = True
         agent.last_heartbeat = now
         agent.reregister_deadline = None
-        agent.unreachable = False
+        was_unreachable, agent.unreachable = agent.unreachable, False
         if agent.info.SerializeToString() != info.SerializeToString():
             self._record(AGENTS, agent.agent_id, info.SerializeToString())
         agent.info.CopyFrom(info)
@@ -409,6 +417,8 @@ class Master:
         for fw_id, res in used.items():
             self.allocator.handle(ResourcesUsed(fw_id, agent.agent_id, res))
         self.allocator.handle(AgentActivated(agent.agent_id))
+        if was_unreachable:
+            self.liveness.returned(agent, tasks)
         self.log.info("agent.reregistered", agent_id=agent.agent_id, tasks=len(tasks))
 
     def _adopt_tasks(

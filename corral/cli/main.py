@@ -192,6 +192,26 @@ def local(
     show_default=True,
     help="Seconds a new leader waits for known agents to come back.",
 )
+@click.option("--agent-heartbeat-interval", default=5.0, show_default=True, help="Seconds.")
+@click.option(
+    "--agent-heartbeat-misses",
+    default=3,
+    show_default=True,
+    help="Missed heartbeats after which an agent is unreachable.",
+)
+@click.option(
+    "--agent-gone-timeout",
+    default=600.0,
+    show_default=True,
+    help="Seconds unreachable after which an agent is gone and its tasks GONE.",
+)
+@click.option(
+    "--agent-unreachable-fraction",
+    default=0.1,
+    show_default=True,
+    help="At most this fraction of the agents (at least one) is marked unreachable per window; 1: no limit.",
+)
+@click.option("--agent-unreachable-window", default=60.0, show_default=True, help="Seconds.")
 @click.pass_context
 @handle_errors
 def master(
@@ -203,6 +223,11 @@ def master(
     zk: str | None,
     zk_session_timeout: float,
     agent_reregister_timeout: float,
+    agent_heartbeat_interval: float,
+    agent_heartbeat_misses: int,
+    agent_gone_timeout: float,
+    agent_unreachable_fraction: float,
+    agent_unreachable_window: float,
 ) -> None:
     """Run a master: standalone, or one of several elected through ZooKeeper."""
     import socket
@@ -216,6 +241,11 @@ def master(
         offer_timeout_s=offer_timeout,
         allocation_interval_s=allocation_interval,
         agent_reregister_timeout_s=agent_reregister_timeout,
+        agent_heartbeat_interval_s=agent_heartbeat_interval,
+        agent_heartbeat_misses=agent_heartbeat_misses,
+        agent_gone_timeout_s=agent_gone_timeout,
+        agent_unreachable_fraction=agent_unreachable_fraction,
+        agent_unreachable_window_s=agent_unreachable_window,
     )
 
     if zk:
