@@ -39,6 +39,7 @@ from corral.detector import LeaderFinder
 from corral.proto import agent_pb2, agent_pb2_grpc
 from corral.proto import messages_pb2 as pb
 from corral.resources import MILLI, ResourceError, Resources
+from corral.slave import gc as sandbox_gc
 from corral.slave import recovery
 from corral.slave import resources as detect
 from corral.slave.checkpoints import Checkpoints, TaskCheckpoint
@@ -86,6 +87,7 @@ class AgentConfig:
     #: as the work disk fills (see slave/gc.py)
     gc_delay_s: float = 7 * 86400.0
     gc_disk_headroom: float = 0.1
+    gc_interval_s: float = sandbox_gc.GC_INTERVAL_S
 
 
 @dataclass
@@ -333,9 +335,16 @@ class Agent:
 
     async def _timer_loop(self) -> None:
         last_heartbeat = 0.0
+        next_gc = time.time() + self.config.gc_interval_s
         while True:
             await asyncio.sleep(0.25)
             now = time.time()
+            if now >= next_gc:
+                next_gc = now + self.config.gc_interval_s
+                try:
+                    sandbox_gc.collect(self, now)
+                except OSError as e:
+                    self.log.warning("sandboxes.gc_failed", error=str(e))
             if self._outq is not None and now - last_heartbeat >= self._heartbeat_s:
                 last_heartbeat = now
                 self._send(AgentMessage(heartbeat=AgentMessage.Heartbeat(timestamp=now)))
@@ -557,8 +566,7 @@ class Agent:
                 self.completed[key] = run.sandbox
                 self.completed_at[key] = now
                 while len(self.completed) > COMPLETED_SANDBOXES_KEPT:
-                    old, _ = self.completed.popitem(last=False)
-                    self.completed_at.pop(old, None)
+                    sandbox_gc.remove(self, next(iter(self.completed)))
 
     def _spawn_kill(self, framework_id: str, task_id: str, grace_s: float) -> None:
         run = self.tasks.get((framework_id, task_id))

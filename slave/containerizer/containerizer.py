@@ -507,6 +507,9 @@ class Containerizer:
 
         def on_supervisor_exit() -> None:
             loop.remove_reader(pidfd)
+            # Ours to reap only if this process adopted it (a subreaper above it).
+            with contextlib.suppress(ChildProcessError):
+                os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
             os.close(pidfd)
             c.supervisor_gone.set_result(None)
             self._recovered_done(c)
@@ -540,12 +543,15 @@ class Containerizer:
                     self._recovered_done(c)
 
     async def detach(self) -> None:
-        """Stop watching re-attached containers (the agent stops without killing tasks)."""
+        """Stop polling re-attached containers and close the fork server; the
+        containers run on (the agent stops without killing tasks)."""
         if self._poller is not None:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
             self._poller = None
+        if self._fork_server is not None:
+            await self._fork_server.close()
 
     async def cleanup_leftovers(self, keep: set[str]) -> list[str]:
         """Kill and remove containers not in ``keep`` that an earlier agent left:
