@@ -39,7 +39,7 @@ from corral.master.allocator.events import (
     Revived,
     Suppressed,
 )
-from corral.master.liveness import Liveness
+from corral.master.liveness import Liveness, partition_aware
 from corral.master.registry import AGENTS, FRAMEWORKS, RegistryState, RegistryWriter
 from corral.master.state import (
     AgentRecord,
@@ -1066,6 +1066,10 @@ class Master:
     def _reconciled(self, status: pb.TaskStatus) -> pb.TaskStatus:
         copy = pb.TaskStatus()
         copy.CopyFrom(status)
+        if copy.state == pb.TASK_UNREACHABLE and not partition_aware(
+            self.state.frameworks.get(copy.framework_id)
+        ):
+            copy.state = pb.TASK_LOST  # what it was told (master/liveness.py)
         copy.reason = pb.TaskStatus.REASON_RECONCILIATION
         copy.uuid = b""  # reconciliation answers need no acknowledgement
         return copy

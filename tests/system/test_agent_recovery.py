@@ -255,9 +255,9 @@ async def test_a_stopped_agent_goes_unreachable_then_running_again(
         "--listen",
         address,
         "--agent-heartbeat-interval",
-        "0.3",
+        "0.5",
         "--agent-heartbeat-misses",
-        "3",
+        "4",
         "--agent-unreachable-fraction",
         "1",
     )

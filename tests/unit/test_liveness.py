@@ -144,3 +144,12 @@ def test_an_agent_unreachable_for_too_long_is_gone(aware: bool) -> None:
     assert record.gone
     with pytest.raises(Exception, match="is gone"):
         master.register_agent(record.info, record.total, [], [], Outbox())
+
+
+@pytest.mark.parametrize("aware", [True, False])
+def test_reconciliation_answers_what_each_framework_was_told(aware: bool) -> None:
+    master, clock, agents, fw_id, fw_box = _cluster(aware)
+    _silence(master, clock, agents, 3.5)
+    drain(fw_box)
+    master.reconcile(fw_id, [("t1", agents[1][0])])
+    assert _states(fw_box, "t1") == [pb.TASK_UNREACHABLE if aware else pb.TASK_LOST]
