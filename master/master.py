@@ -41,6 +41,7 @@ from corral.master.allocator.events import (
     Revived,
     Suppressed,
 )
+from corral.master.liveness import Liveness, partition_aware
 from corral.master.registry import AGENTS, FRAMEWORKS, RegistryState, RegistryWriter
 from corral.master.state import (
     AgentRecord,
@@ -80,6 +81,10 @@ class MasterConfig:
     #: An agent unreachable this long is gone: its tasks are reported GONE and
     #: it must come back as a new agent.
     agent_gone_timeout_s: float = 600.0
+    #: At most max(1, this fraction of the agents) are marked unreachable
+    #: within any agent_unreachable_window_s (see master/liveness.py).
+    agent_unreachable_fraction: float = 0.1
+    agent_unreachable_window_s: float = 60.0
 
 
 def new_id(prefix: str = "") -> str:
@@ -116,6 +121,7 @@ class Master:
         self._deferred_reconciles: list[tuple[str, str, str]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.log = log.bind(master_id=self.info.id)
+        self.liveness = Liveness(self)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -184,6 +190,7 @@ class Master:
                 and now - agent.unreachable_since >= self.config.agent_gone_timeout_s
             ):
                 agent.gone = True
+                self.liveness.gone(agent)
                 self.allocator.handle(AgentRemoved(agent.agent_id))
                 self._record(AGENTS, agent.agent_id, None)
                 self.log.warning("agent.gone", agent_id=agent.agent_id)
@@ -215,6 +222,7 @@ class Master:
             try:
                 self._expire_offers(now)
                 self._check_agent_heartbeats(now)
+                self.liveness.check(now)
                 self._check_framework_failover(now)
                 self._check_reregistration(now)
                 self._answer_deferred_reconciles(now)
@@ -367,7 +375,7 @@ class Master:
         agent.connected = True
         agent.last_heartbeat = now
         agent.reregister_deadline = None
-        agent.unreachable = False
+        was_unreachable, agent.unreachable = agent.unreachable, False
         if agent.info.SerializeToString() != info.SerializeToString():
             self._record(AGENTS, agent.agent_id, info.SerializeToString())
         agent.info.CopyFrom(info)
@@ -399,6 +407,8 @@ class Master:
         for fw_id, res in used.items():
             self.allocator.handle(ResourcesUsed(fw_id, agent.agent_id, res))
         self.allocator.handle(AgentActivated(agent.agent_id))
+        if was_unreachable:
+            self.liveness.returned(agent, tasks)
         self.log.info("agent.reregistered", agent_id=agent.agent_id, tasks=len(tasks))
 
     def _adopt_tasks(
@@ -1044,6 +1054,10 @@ class Master:
     def _reconciled(self, status: pb.TaskStatus) -> pb.TaskStatus:
         copy = pb.TaskStatus()
         copy.CopyFrom(status)
+        if copy.state == pb.TASK_UNREACHABLE and not partition_aware(
+            self.state.frameworks.get(copy.framework_id)
+        ):
+            copy.state = pb.TASK_LOST  # what it was told (master/liveness.py)
         copy.reason = pb.TaskStatus.REASON_RECONCILIATION
         copy.uuid = b""  # reconciliation answers need no acknowledgement
         return copy

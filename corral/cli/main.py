@@ -208,6 +208,26 @@ def local(
     show_default=True,
     help="Seconds a new leader waits for known agents to come back.",
 )
+@click.option("--agent-heartbeat-interval", default=5.0, show_default=True, help="Seconds.")
+@click.option(
+    "--agent-heartbeat-misses",
+    default=3,
+    show_default=True,
+    help="Missed heartbeats after which an agent is unreachable.",
+)
+@click.option(
+    "--agent-gone-timeout",
+    default=600.0,
+    show_default=True,
+    help="Seconds unreachable after which an agent is gone and its tasks GONE.",
+)
+@click.option(
+    "--agent-unreachable-fraction",
+    default=0.1,
+    show_default=True,
+    help="At most this fraction of the agents (at least one) is marked unreachable per window; 1: no limit.",
+)
+@click.option("--agent-unreachable-window", default=60.0, show_default=True, help="Seconds.")
 @click.pass_context
 @handle_errors
 def master(
@@ -219,6 +239,11 @@ def master(
     zk: str | None,
     zk_session_timeout: float,
     agent_reregister_timeout: float,
+    agent_heartbeat_interval: float,
+    agent_heartbeat_misses: int,
+    agent_gone_timeout: float,
+    agent_unreachable_fraction: float,
+    agent_unreachable_window: float,
 ) -> None:
     """Run a master: standalone, or one of several elected through ZooKeeper."""
     import socket
@@ -232,6 +257,11 @@ def master(
         offer_timeout_s=offer_timeout,
         allocation_interval_s=allocation_interval,
         agent_reregister_timeout_s=agent_reregister_timeout,
+        agent_heartbeat_interval_s=agent_heartbeat_interval,
+        agent_heartbeat_misses=agent_heartbeat_misses,
+        agent_gone_timeout_s=agent_gone_timeout,
+        agent_unreachable_fraction=agent_unreachable_fraction,
+        agent_unreachable_window_s=agent_unreachable_window,
     )
 
     if zk:
@@ -289,6 +319,25 @@ def master(
     show_default=True,
     help="Processes and threads one task may have at once (0: unlimited).",
 )
+@click.option(
+    "--recover",
+    type=click.Choice(["reconnect", "cleanup"]),
+    default="reconnect",
+    show_default=True,
+    help="At start: re-attach to the tasks a previous run left, or kill and forget them.",
+)
+@click.option(
+    "--gc-delay",
+    default=7 * 86400.0,
+    show_default=True,
+    help="Seconds a finished task's sandbox is kept (less as the work disk fills).",
+)
+@click.option(
+    "--gc-disk-headroom",
+    default=0.1,
+    show_default=True,
+    help="Fraction of the work disk kept free: sandboxes go sooner as usage nears 1 - this.",
+)
 @click.pass_context
 @handle_errors
 def agent(
@@ -301,11 +350,15 @@ def agent(
     cgroup_prefix: str,
     disk_watch_interval: float,
     task_pids_max: int,
+    recover: str,
+    gc_delay: float,
+    gc_disk_headroom: float,
 ) -> None:
     """Run a node agent that dials the master."""
     import socket
 
     from corral.slave.agent import AgentConfig, AgentRejected, run_agent
+    from corral.slave.checkpoints import CheckpointError
 
     _daemon_logging(ctx)
     try:
@@ -322,11 +375,16 @@ def agent(
         cgroup_prefix=cgroup_prefix,
         disk_watch_interval_s=disk_watch_interval,
         task_pids_max=task_pids_max or None,
+        recover=recover,
+        gc_delay_s=gc_delay,
+        gc_disk_headroom=gc_disk_headroom,
     )
     try:
         asyncio.run(run_agent(config))
     except AgentRejected as e:
         fail(f"the master rejected this agent: {e}", 1)
+    except CheckpointError as e:
+        fail(str(e), 1)
 
 
 # -- batch work ---------------------------------------------------------------

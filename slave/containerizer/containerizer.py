@@ -24,7 +24,7 @@ from pathlib import Path
 
 import structlog
 
-from corral.slave.containerizer import checkpoint, disk, forensics, kernel, launcher, overlay
+from corral.slave.containerizer import checkpoint, disk, forensics, kernel, launcher, overlay, reattach
 from corral.slave.containerizer.cgroups.base import CgroupBackend, CgroupLimits, CgroupStats
 from corral.slave.containerizer.cgroups.probe import probe
 from corral.slave.containerizer.errors import CgroupError, ContainerError
@@ -53,6 +53,7 @@ FREEZE_TIMEOUT_S = 5.0
 DISK_WATCH_INTERVAL_S = 15.0  # Mesos' default for its disk/du isolator
 _POLL_MIN_S = 0.002
 _POLL_MAX_S = 0.05
+RECOVERED_POLL_S = 0.5
 
 
 @dataclass(eq=False)
@@ -72,6 +73,8 @@ class _Container:
     disk_used: int | None = None
     disk_watch: asyncio.Future[None] | None = None
     kill_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: with the pid, identifies the supervisor to a restarted agent (see reattach.py)
+    supervisor_start: int | None = None
 
     @property
     def state(self) -> str:
@@ -123,6 +126,8 @@ class Containerizer:
         self._reserved: set[str] = set()  # ids being launched
         self._adopting: set[asyncio.Task[None]] = set()
         self._adopting_ids: set[str] = set()  # launches cancelled while the server forked
+        self._recovered: dict[str, _Container] = {}  # re-attached, exit status polled
+        self._poller: asyncio.Task[None] | None = None
 
     @property
     def fork_server_pid(self) -> int | None:
@@ -212,6 +217,7 @@ class Containerizer:
             {
                 "container_id": config.container_id,
                 "supervisor_pid": c.supervisor_pid,
+                "supervisor_start": c.supervisor_start,
                 "task_pid": task_pid,
                 "cgroup_version": self.cgroups.version,
                 "cgroups": [str(d) for d in self.cgroups.dirs(cgroup)],
@@ -324,6 +330,7 @@ class Containerizer:
         # it could reap the supervisor; in-process the supervisor is our child and
         # cannot be reaped before we open one.
         pidfd = spawned.pidfd if spawned.pidfd >= 0 else os.pidfd_open(c.supervisor_pid)
+        c.supervisor_start = reattach.start_time_of(c.supervisor_pid, pidfd)
 
         def on_supervisor_exit() -> None:
             loop.remove_reader(pidfd)
@@ -562,6 +569,130 @@ class Containerizer:
         shutil.rmtree(c.meta_dir, ignore_errors=True)
         self._containers.pop(container_id, None)  # a concurrent destroy may have won
 
+    # -- recovery (an earlier agent process launched these) -----------------------
+
+    def recover(self, container_id: str, sandbox: Path) -> str:
+        """Re-attach to a container an earlier agent process launched.
+
+        Returns ``"running"`` (its supervisor still runs: ``wait`` resolves when
+        the task ends), ``"ended"`` (it ended while no agent watched; ``wait``
+        returns how) or ``"lost"`` (no live supervisor and no exit status:
+        whatever is left in its cgroup is killed by ``destroy``). Every case
+        registers the container, so ``wait``, ``kill`` and ``destroy`` work.
+        Raises ContainerError if ``container.json`` is damaged.
+        """
+        meta_dir = self.work_dir / "containers" / container_id
+        try:
+            record = reattach.read_record(meta_dir)
+        except reattach.RecordError as e:
+            raise ContainerError(f"{meta_dir / 'container.json'}: {e}") from None
+        if not self._prefix_ready:
+            self.cgroups.prepare_prefix(self.cgroup_prefix)
+            self._prefix_ready = True
+        loop = asyncio.get_running_loop()
+        config = ContainerConfig(
+            container_id=container_id, argv=("?",), env={}, sandbox=sandbox, cpus_milli=1, mem_bytes=1
+        )
+        c = _Container(
+            config=config,
+            cgroup=f"{self.cgroup_prefix}/{container_id}",
+            meta_dir=meta_dir,
+            supervisor_pid=0 if record is None else record.supervisor_pid,
+            done=loop.create_future(),
+            supervisor_gone=loop.create_future(),
+            task_pid=0 if record is None else record.task_pid,
+            supervisor_start=None if record is None else record.supervisor_start,
+        )
+        self._containers[container_id] = c
+        pidfd = (
+            None if record is None else reattach.open_process(record.supervisor_pid, record.supervisor_start)
+        )
+        ended = (meta_dir / "exit_status.json").exists()
+        if pidfd is None:
+            c.supervisor_gone.set_result(None)
+            if ended:
+                c.done.set_result(self._termination(c))
+                return "ended"
+            c.done.set_result(Termination(None, None, None, False, "", "no exit status was recorded"))
+            return "lost"
+
+        def on_supervisor_exit() -> None:
+            loop.remove_reader(pidfd)
+            # Ours to reap only if this process adopted it (a subreaper above it).
+            with contextlib.suppress(ChildProcessError):
+                os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
+            os.close(pidfd)
+            c.supervisor_gone.set_result(None)
+            self._recovered_done(c)
+
+        loop.add_reader(pidfd, on_supervisor_exit)
+        if ended:
+            self._recovered_done(c)
+            return "ended"
+        self._recovered[container_id] = c
+        if self._poller is None or self._poller.done():
+            self._poller = asyncio.create_task(self._poll_recovered(), name="containerizer-recovered")
+        return "running"
+
+    def task_pid(self, container_id: str) -> int:
+        """The task's pid as recorded at launch (0 if unknown)."""
+        return self._get(container_id).task_pid
+
+    def _recovered_done(self, c: _Container) -> None:
+        self._recovered.pop(c.config.container_id, None)
+        if not c.done.done():
+            c.done.set_result(self._termination(c))
+
+    async def _poll_recovered(self) -> None:
+        """Notice exit statuses of re-attached containers (there is no done pipe to
+        them any more; the pidfd covers a supervisor that exits, this one a
+        supervisor still reaping the task's orphans)."""
+        while self._recovered:
+            await asyncio.sleep(RECOVERED_POLL_S)
+            for c in list(self._recovered.values()):
+                if (c.meta_dir / "exit_status.json").exists():
+                    self._recovered_done(c)
+
+    async def detach(self) -> None:
+        """Stop polling re-attached containers and close the fork server; the
+        containers run on (the agent stops without killing tasks)."""
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+            self._poller = None
+        if self._fork_server is not None:
+            await self._fork_server.close()
+
+    async def cleanup_leftovers(self, keep: set[str]) -> list[str]:
+        """Kill and remove containers not in ``keep`` that an earlier agent left:
+        their processes, cgroups and records (their sandboxes stay for GC)."""
+        found: set[str] = set()
+        containers = self.work_dir / "containers"
+        if containers.is_dir():
+            found |= {d.name for d in containers.iterdir() if d.is_dir()}
+        for prefix_dir in self.cgroups.dirs(self.cgroup_prefix):
+            if prefix_dir.is_dir():
+                found |= {d.name for d in prefix_dir.iterdir() if d.is_dir()}
+        leftovers = sorted(found - keep)
+        for container_id in leftovers:
+            meta_dir = containers / container_id
+            with contextlib.suppress(reattach.RecordError):
+                record = reattach.read_record(meta_dir)
+                pidfd = (
+                    None
+                    if record is None
+                    else reattach.open_process(record.supervisor_pid, record.supervisor_start)
+                )
+                if pidfd is not None:
+                    with contextlib.suppress(OSError):
+                        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                    os.close(pidfd)
+            await self._discard_cgroup(f"{self.cgroup_prefix}/{container_id}")
+            shutil.rmtree(meta_dir, ignore_errors=True)
+            log.info("container.leftover_removed", container_id=container_id)
+        return leftovers
+
     async def close(self, grace_s: float = 3.0) -> None:
         """Kill and destroy every container, then remove the cgroup prefix."""
         ids = list(self._containers)
@@ -569,6 +700,7 @@ class Containerizer:
         for container_id, result in zip(ids, results, strict=True):
             if isinstance(result, BaseException):
                 log.error("container.not_cleaned_up", container_id=container_id, error=str(result))
+        await self.detach()
         if self._adopting:
             await asyncio.wait(self._adopting, timeout=KILL_TIMEOUT_S + REMOVE_TIMEOUT_S)
         # After the containers: the server reaps their supervisors until it leaves.
