@@ -341,6 +341,10 @@ class Allocator:
                     out = out + res
         return out
 
+    def held(self, framework_id: str, agent_id: str) -> dict[str, Resources]:
+        """What the framework holds on the agent, by the role it is charged to."""
+        return dict(self._frameworks[framework_id].held.get(agent_id, {}))
+
     def allocated_on(self, framework_id: str, agent_id: str) -> Resources:
         out = Resources()
         for res in self._frameworks[framework_id].held.get(agent_id, {}).values():
