@@ -138,12 +138,16 @@ def main() -> None:
         )
     result["full_cycles"] = cycles
     largest = max(sizes)
-    ev = events(largest[0], largest[1], args.events)
-    result["events"] = ev
-    print(
-        f"per event on {largest[0]} agents x {largest[1]} frameworks: task end + cycle "
-        f"{ev['task_end_and_cycle_us']:.1f} us, decline + cycle {ev['decline_and_cycle_us']:.1f} us"
-    )
+    smallest = min(sizes)
+    per_event = []
+    for agents, frameworks in sorted({smallest, largest}):
+        ev = events(agents, frameworks, args.events)
+        per_event.append(ev)
+        print(
+            f"per event on {agents:>6} agents x {frameworks:>5} frameworks: task end + cycle "
+            f"{ev['task_end_and_cycle_us']:.1f} us, decline + cycle {ev['decline_and_cycle_us']:.1f} us"
+        )
+    result["events"] = per_event
     mem = memory(min(largest[0], 20_000))
     result["memory"] = mem
     print(f"memory per agent: {mem['bytes_per_agent'] / 1024:.2f} KiB ({mem['agents']} agents, tracemalloc)")
