@@ -20,7 +20,7 @@ from corral.cli import views
 from corral.cli.discovery import ClusterNotFoundError, remove_local, resolve_master, write_local
 from corral.codec import parse_attributes
 from corral.errors import CorralError
-from corral.frameworks.batch import JobSpec, JobSpecError, TaskGroup, load_job
+from corral.frameworks.batch import JobSpecError, TaskGroup
 from corral.resources import ResourceError, Resources
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -114,6 +114,7 @@ def _client_logging(ctx: click.Context) -> None:
     help="Run this job on the new cluster, show its result, then stop.",
 )
 @click.option("--output/--no-output", default=True, help="With --submit: show each task's stdout.")
+@click.option("--batch/--no-batch", default=True, help="Also run the batch framework service.")
 @click.pass_context
 @handle_errors
 def local(
@@ -124,6 +125,7 @@ def local(
     agent_resources: str | None,
     job_file: Path | None,
     output: bool,
+    batch: bool,
 ) -> None:
     """Start an embedded cluster: a master and N agents in one process, no ZooKeeper."""
     from corral.cli.discovery import state_dir
@@ -135,7 +137,9 @@ def local(
         ctx.obj.get("log_level") or os.environ.get("CORRAL_LOG_LEVEL") or ("warning" if job_file else "info")
     )
     _daemon_logging(ctx)
-    spec = load_job(job_file) if job_file else None
+    from corral.cli.batch import read_job_file, submit_local
+
+    job = read_job_file(job_file) if job_file else None
     res = Resources.parse(agent_resources) if agent_resources else None
     wd = fresh_work_dir(work_dir or state_dir() / "local")
 
@@ -154,14 +158,24 @@ def local(
             )
             for agent in cluster.agent_list:
                 console.print(f"  agent {agent.agent_id}: {agent.total.format()}", highlight=False)
-            if spec is None:
+            if job is None:
+                service = None
+                if batch:
+                    from corral.frameworks.batch.service import BatchService
+
+                    service = BatchService(cluster.master_address, wd / "batch.db")
+                    console.print(f"  batch framework API at {await service.start()}", highlight=False)
                 console.print(
                     f"  clients find it through {path}; try `corral run -- echo hello`. Ctrl-C stops it.",
                     highlight=False,
                 )
-                await serve_until_signal(cluster)
+                try:
+                    await serve_until_signal(cluster)
+                finally:
+                    if service is not None:
+                        await service.stop()
                 return 0
-            return await _submit(cluster.master_address, spec, output)
+            return await submit_local(cluster.master_address, job[0], job[1], output)
         finally:
             remove_local()
             await cluster.stop()
@@ -298,34 +312,6 @@ def agent(
 # -- batch work ---------------------------------------------------------------
 
 
-async def _submit(master_addr: str, spec: JobSpec, output: bool) -> int:
-    from corral.cli.jobs import ProgressView, collect_outputs, result_table, run_job
-
-    total = sum(g.count for g in spec.groups)
-    console.print(f"submitting job [bold]{spec.name}[/] ({total} task(s)) to {master_addr}", highlight=False)
-    view = ProgressView(console, total)
-    with view:
-        result = await run_job(
-            master_addr, spec, framework_name=f"corral-submit:{spec.name}", on_update=view.update
-        )
-    outputs = None
-    if output:
-        outputs = await collect_outputs(
-            master_addr, "", [p.task.task_id for p in result.progress if p.status is not None]
-        )
-    console.print(result_table(result, outputs))
-    failed = [p for p in result.progress if p.state is not None and p.state.name != "FINISHED"]
-    summary = (
-        f"{len(result.progress) - len(failed)}/{len(result.progress)} tasks finished "
-        f"in {result.elapsed_s:.1f}s"
-    )
-    if result.ok:
-        console.print(f"[bold green]job {result.job_id} succeeded:[/] {summary}", highlight=False)
-        return 0
-    console.print(f"[bold red]job {result.job_id} failed:[/] {summary}", highlight=False)
-    return 1
-
-
 def _parse_env(items: tuple[str, ...]) -> dict[str, str]:
     env = {}
     for item in items:
@@ -419,22 +405,6 @@ def run(
 
 @cli.command()
 @master_option
-@click.argument("job_file", type=click.Path(path_type=Path))
-@click.option("--output/--no-output", default=False, help="Show each task's stdout at the end.")
-@click.pass_context
-@handle_errors
-def submit(ctx: click.Context, master: str | None, job_file: Path, output: bool) -> None:
-    """Run a job file (TOML) and show progress until it is done.
-
-    Exits non-zero if any task did not finish successfully.
-    """
-    _client_logging(ctx)
-    spec = load_job(job_file)
-    sys.exit(asyncio.run(_submit(resolve_master(master), spec, output)))
-
-
-@cli.command()
-@master_option
 @click.argument("task_id")
 @click.option("--framework", default="", help="Framework id, if several use this task id.")
 @click.pass_context
@@ -502,7 +472,19 @@ def logs(
     views.print_logs(resolve_master(master), task_id, "stderr" if stderr else "stdout", follow, framework)
 
 
+def _register() -> None:
+    """Commands that live in their own modules (one line each)."""
+    from corral.cli import batch, frameworks_cmd
+
+    cli.add_command(frameworks_cmd.framework)
+    cli.add_command(batch.submit)
+    cli.add_command(batch.jobs)
+    cli.add_command(batch.job)
+    cli.add_command(batch.cancel)
+
+
 def main() -> None:
+    _register()
     cli(obj={})
 
 
