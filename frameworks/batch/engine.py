@@ -295,10 +295,14 @@ class BatchEngine(Scheduler):
         now = self.clock()
         todo = [self.tasks[t] for t in self.pending if self.tasks[t].not_before <= now]
         busy: dict[tuple[str, str], set[str]] = {}
+        # Refuse an unused offer for a while, but not past the end of a retry's
+        # backoff: that task will want it then.
+        waits = [self.tasks[t].not_before - now for t in self.pending if self.tasks[t].not_before > now]
+        refuse_s = max(0.05, min([self.decline_refuse_s, *waits]))
         for offer in offers:
             chosen = self._place(todo, offer, busy) if todo else []
             if not chosen:
-                driver.decline(offer, refuse_s=self.decline_refuse_s)
+                driver.decline(offer, refuse_s=refuse_s)
                 continue
             taken = {t.id for t in chosen}
             todo = [t for t in todo if t.id not in taken]
