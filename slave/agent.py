@@ -19,6 +19,7 @@ import stat
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,7 @@ from corral.proto import agent_pb2, agent_pb2_grpc
 from corral.proto import messages_pb2 as pb
 from corral.resources import MILLI, ResourceError, Resources
 from corral.slave import resources as detect
+from corral.slave import usage
 from corral.slave.containerizer import (
     ContainerConfig,
     ContainerError,
@@ -77,6 +79,11 @@ class AgentConfig:
     credentials: Credentials | None = None
     #: i-th of n slices of this host, when several agents share it
     share: tuple[int, int] = (0, 1)
+    #: how often a task's sandbox is measured against its ``disk`` resource
+    disk_watch_interval_s: float = 15.0
+    #: processes (and threads) one task may have at once, so a fork bomb
+    #: cannot take the node down; None means unlimited
+    task_pids_max: int | None = 4096
 
 
 @dataclass
@@ -104,10 +111,15 @@ class Agent:
         self.config = config
         self.work_dir = config.work_dir
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        self.containerizer = containerizer or Containerizer(self.work_dir, cgroup_prefix=config.cgroup_prefix)
+        self.containerizer = containerizer or Containerizer(
+            self.work_dir,
+            cgroup_prefix=config.cgroup_prefix,
+            disk_watch_interval_s=config.disk_watch_interval_s,
+        )
         self.total = config.resources or detect.detect(self.work_dir, config.share)
         self.agent_id = self._load_agent_id()
         self.tasks: dict[TaskKey, TaskRun] = {}
+        self._answers: set[asyncio.Task[None]] = set()
         self.frameworks: dict[str, pb.FrameworkInfo] = {}
         self.completed: OrderedDict[TaskKey, Path] = OrderedDict()
         self.registered = asyncio.Event()
@@ -260,6 +272,8 @@ class Agent:
             self._on_shutdown_framework(message.shutdown_framework.framework_id)
         elif kind == "read_file":
             outq.put_nowait(self._read_file(message.read_file))
+        elif kind == "get_usage":
+            self._answer_later(usage.collect(self.tasks, self.containerizer, message.get_usage), outq)
         elif kind == "error":
             self.log.warning("master.error", message=message.error.message)
 
@@ -437,6 +451,9 @@ class Agent:
             cpus_milli=wanted.scalar("cpus") or 10,
             mem_bytes=mem_milli * 1024 * 1024 // MILLI,
             isolation=isolation,
+            pids_max=self.config.task_pids_max,
+            # A task that asked for no disk is not limited (as in Mesos).
+            disk_bytes=(wanted.scalar("disk") * 1024 * 1024 // MILLI) or None,
         )
 
     def _terminal_update(self, run: TaskRun, t: Termination) -> None:
@@ -567,6 +584,21 @@ class Agent:
         for (fw_id, task_id), run in list(self.tasks.items()):
             if fw_id == framework_id and not is_terminal(run.state):
                 self._spawn_kill(fw_id, task_id, 0.0)
+
+    def _answer_later(
+        self, answer: Coroutine[object, object, AgentMessage], outq: asyncio.Queue[AgentMessage | None]
+    ) -> None:
+        """Send the answer to a master's question once it is ready, off the read loop."""
+
+        async def send() -> None:
+            try:
+                outq.put_nowait(await answer)
+            except Exception:
+                self.log.exception("agent.answer_failed")
+
+        task = asyncio.ensure_future(send())
+        self._answers.add(task)
+        task.add_done_callback(self._answers.discard)
 
     # -- sandbox files --------------------------------------------------------
 

@@ -16,8 +16,14 @@ from rich.console import Console
 
 from corral import __version__
 from corral import logging as corral_logging
-from corral.cli import views
-from corral.cli.discovery import ClusterNotFoundError, remove_local, resolve_master, write_local
+from corral.cli import images, views
+from corral.cli.discovery import (
+    CLUSTER_META_KEY,
+    ClusterNotFoundError,
+    remove_local,
+    resolve_master,
+    write_local,
+)
 from corral.codec import parse_attributes
 from corral.errors import CorralError
 from corral.frameworks.batch import JobSpecError, TaskGroup
@@ -60,14 +66,24 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-master_option = click.option(
-    "--master",
-    "-m",
-    envvar="CORRAL_MASTER",
-    default=None,
-    metavar="HOST:PORT",
-    help="Master to talk to (default: $CORRAL_MASTER, then the `corral local` cluster).",
-)
+def master_option(fn: F) -> F:
+    """``--master`` and ``--cluster NAME`` (a `corral cluster up` cluster; read by resolve_master)."""
+    fn = click.option(
+        "--cluster",
+        default=None,
+        metavar="NAME",
+        expose_value=False,
+        callback=lambda ctx, _param, value: ctx.meta.__setitem__(CLUSTER_META_KEY, value),
+        help="Talk to this `corral cluster up` cluster.",
+    )(fn)
+    return click.option(
+        "--master",
+        "-m",
+        envvar="CORRAL_MASTER",
+        default=None,
+        metavar="HOST:PORT",
+        help="Master to talk to (default: $CORRAL_MASTER, then the `corral local` cluster).",
+    )(fn)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -273,6 +289,20 @@ def master(
 @click.option("--attributes", default="", metavar="SPEC", help='e.g. "rack:r1;zone:a".')
 @click.option("--hostname", default=None)
 @click.option("--cgroup-prefix", default="corral", show_default=True)
+@click.option(
+    "--disk-watch-interval",
+    type=click.FloatRange(min=0.1),
+    default=15.0,
+    show_default=True,
+    help="Seconds between measurements of each sandbox against its task's disk.",
+)
+@click.option(
+    "--task-pids-max",
+    type=click.IntRange(min=0),
+    default=4096,
+    show_default=True,
+    help="Processes and threads one task may have at once (0: unlimited).",
+)
 @click.pass_context
 @handle_errors
 def agent(
@@ -283,6 +313,8 @@ def agent(
     attributes: str,
     hostname: str | None,
     cgroup_prefix: str,
+    disk_watch_interval: float,
+    task_pids_max: int,
 ) -> None:
     """Run a node agent that dials the master."""
     import socket
@@ -302,6 +334,8 @@ def agent(
         attributes=attrs,
         hostname=hostname or socket.gethostname(),
         cgroup_prefix=cgroup_prefix,
+        disk_watch_interval_s=disk_watch_interval,
+        task_pids_max=task_pids_max or None,
     )
     try:
         asyncio.run(run_agent(config))
@@ -453,6 +487,42 @@ def tasks(ctx: click.Context, master: str | None, include_completed: bool, frame
 
 @cli.command()
 @master_option
+@click.option("--agent", default="", help="Only tasks on this agent.")
+@click.option("--framework", default="", help="Only this framework's tasks.")
+@click.option("--task", default="", help="Only this task.")
+@click.option("--interval", type=click.FloatRange(min=0.2), default=2.0, show_default=True)
+@click.option("--once", is_flag=True, help="Print one table (two samples, one interval apart) and exit.")
+@click.pass_context
+@handle_errors
+def top(
+    ctx: click.Context, master: str | None, agent: str, framework: str, task: str, interval: float, once: bool
+) -> None:
+    """Live CPU, memory, pids and disk of running tasks."""
+    import time
+
+    from rich.live import Live
+
+    from corral.cli import top as topview
+
+    _client_logging(ctx)
+    address = resolve_master(master)
+    usages, errors, leader = topview.sample(address, agent, framework, task)
+    if once:
+        time.sleep(interval)
+        previous = topview.index(usages)
+        usages, errors, leader = topview.sample(address, agent, framework, task)
+        console.print(topview.usage_table(usages, previous, errors, f"tasks of {leader}"))
+        return
+    with Live(console=console, auto_refresh=False) as live:
+        while True:
+            previous = topview.index(usages)
+            time.sleep(interval)
+            usages, errors, leader = topview.sample(address, agent, framework, task)
+            live.update(topview.usage_table(usages, previous, errors, f"tasks of {leader}"), refresh=True)
+
+
+@cli.command()
+@master_option
 @click.argument("task_id")
 @click.option("--stderr", is_flag=True, help="Show stderr instead of stdout.")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing while the task runs.")
@@ -470,6 +540,12 @@ def logs(
     """Print a task's stdout (or stderr) from its sandbox."""
     _client_logging(ctx)
     views.print_logs(resolve_master(master), task_id, "stderr" if stderr else "stdout", follow, framework)
+
+
+from corral.cli.cluster import cluster  # noqa: E402  (the group looks main's helpers up lazily)
+
+cli.add_command(cluster)
+cli.add_command(images.image)
 
 
 def _register() -> None:
