@@ -137,6 +137,7 @@ class ContainerConfig:
     rootfs: Rootfs | None = None
     volumes: tuple[Volume, ...] = ()
     workdir: str = ""
+    disk_bytes: int | None = None  # the sandbox's limit; None means unlimited
 
     def validate(self) -> None:
         """Raise ContainerError naming the first bad field."""
@@ -152,6 +153,8 @@ class ContainerConfig:
             raise ContainerError(f"mem_bytes: must be > 0, got {self.mem_bytes}")
         if self.pids_max is not None and self.pids_max <= 0:
             raise ContainerError(f"pids_max: must be > 0 or None, got {self.pids_max}")
+        if self.disk_bytes is not None and self.disk_bytes <= 0:
+            raise ContainerError(f"disk_bytes: must be > 0 or None, got {self.disk_bytes}")
         if any("\0" in a for a in self.argv) or any(
             "\0" in k or "=" in k or "\0" in v for k, v in self.env.items()
         ):
@@ -194,7 +197,14 @@ class Termination:
 
 @dataclass(frozen=True)
 class Usage:
+    """A container's live statistics; a limit of 0 means none."""
+
     cpu_time_s: float
     mem_bytes: int
     mem_peak_bytes: int
     pids: int
+    mem_limit_bytes: int = 0
+    pids_limit: int = 0
+    disk_bytes: int = 0
+    disk_limit_bytes: int = 0
+    state: str = "running"

@@ -252,13 +252,15 @@ _MEMBER = st.tuples(
 )
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(members=st.lists(_MEMBER, min_size=1, max_size=8))
 def test_no_layer_writes_outside_itself(tmp_path: Path, members: list[tuple[str, bytes, str]]) -> None:
     """Whatever the member names, link targets and order: nothing outside the layer changes."""
     work = Path(tempfile.mkdtemp(dir=tmp_path))
     canary = work / "canary"
-    canary.mkdir()
+    canary.mkdir(mode=0o700)
+    os.chmod(canary, 0o700)
+    before = os.stat(canary)
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for name, kind, link in members:
@@ -273,3 +275,9 @@ def test_no_layer_writes_outside_itself(tmp_path: Path, members: list[tuple[str,
         unpack_layer(buf, dest, "fuzz")
     assert os.listdir(canary) == []
     assert sorted(os.listdir(work)) == ["canary", "layer"]
+    after = os.stat(canary)
+    assert (after.st_mode, after.st_uid, after.st_mtime_ns) == (
+        before.st_mode,
+        before.st_uid,
+        before.st_mtime_ns,
+    )
