@@ -86,15 +86,32 @@ async def _phase(
     # This process's own CPU time, not its children's: forking a large agent is
     # paid here in system time, which is what the fork server moves away.
     return {
-        "agent_sys_ms_per_launch": (cpu.system - cpu_start.system) * 1000 / n,
-        "agent_user_ms_per_launch": (cpu.user - cpu_start.user) * 1000 / n,
         "n": n,
         "concurrency": concurrency,
+        "latencies": latencies,
+        "wall_s": wall,
+        "sys_s": cpu.system - cpu_start.system,
+        "user_s": cpu.user - cpu_start.user,
+    }
+
+
+def _summary(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Figures over the rounds of one phase (raw latencies pooled)."""
+    latencies = [x for p in parts for x in p["latencies"]]
+    n = len(latencies)
+    wall = sum(p["wall_s"] for p in parts)
+    out = {
+        "n": n,
+        "concurrency": parts[0]["concurrency"],
         "p50_ms": _percentile(latencies, 0.5) * 1000,
         "p99_ms": _percentile(latencies, 0.99) * 1000,
         "mean_ms": statistics.fmean(latencies) * 1000,
         "launches_per_s": n / wall,
     }
+    if "sys_s" in parts[0]:
+        out["agent_sys_ms_per_launch"] = sum(p["sys_s"] for p in parts) * 1000 / n
+        out["agent_user_ms_per_launch"] = sum(p["user_s"] for p in parts) * 1000 / n
+    return out
 
 
 def _bundle(work: Path, layers: tuple[Path, ...], runtime: str) -> Path:
@@ -143,14 +160,7 @@ async def _runtime_phase(runtime: str, bundle: Path, n: int, concurrency: int) -
     start = time.perf_counter()
     latencies = await asyncio.gather(*(one() for _ in range(n)))
     wall = time.perf_counter() - start
-    return {
-        "n": n,
-        "concurrency": concurrency,
-        "p50_ms": _percentile(latencies, 0.5) * 1000,
-        "p99_ms": _percentile(latencies, 0.99) * 1000,
-        "mean_ms": statistics.fmean(latencies) * 1000,
-        "launches_per_s": n / wall,
-    }
+    return {"n": n, "concurrency": concurrency, "latencies": latencies, "wall_s": wall}
 
 
 def _runtime_loop(runtime: str, bundle: Path, n: int, concurrencies: list[int]) -> list[dict[str, Any]]:
@@ -207,6 +217,12 @@ async def main() -> None:
     parser.add_argument(
         "--runtimes", default="", help="with --image: also time these OCI runtimes, e.g. runc,crun"
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="split -n into this many rounds, interleaving corral and the runtimes",
+    )
     parser.add_argument("--runtime-loop", help=argparse.SUPPRESS)
     parser.add_argument("--bundle", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -217,7 +233,14 @@ async def main() -> None:
     ballast = [bytearray(1 << 20) for _ in range(args.ballast_mb)]
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     concurrencies = args.concurrency or [20]
-    runtimes: dict[str, list[dict[str, Any]]] = {}
+    names = [r for r in args.runtimes.split(",") if r] if args.image else []
+    for runtime in names:
+        if shutil.which(runtime) is None:
+            raise SystemExit(f"{runtime} is not installed (apt-get install {runtime})")
+    rounds = max(1, args.rounds)
+    per_round = max(1, args.n // rounds)
+    ours: dict[int, list[dict[str, Any]]] = {c: [] for c in [1, *concurrencies]}
+    theirs: dict[str, dict[int, list[dict[str, Any]]]] = {r: {c: [] for c in ours} for r in names}
     with tempfile.TemporaryDirectory(prefix="corral-bench-") as tmp:
         work = Path(tmp)
         rootfs = None
@@ -230,16 +253,23 @@ async def main() -> None:
             cgroup_prefix=f"corral-bench-{uuid.uuid4().hex[:8]}",
             fork_server=not args.in_process,
         )
+        bundles = _mount_bundles(work, rootfs, names) if rootfs is not None and names else {}
         try:
-            results = [await _phase(ctz, work, args.n, 1, isolation, rootfs)]
-            for concurrency in concurrencies:
-                results.append(await _phase(ctz, work, args.n, concurrency, isolation, rootfs))
+            # Rounds interleave corral and the runtimes, so a change in the
+            # machine's load hits all of them alike.
+            for _ in range(rounds):
+                for c, parts in ours.items():
+                    parts.append(await _phase(ctz, work, per_round, c, isolation, rootfs))
+                for runtime, bundle in bundles.items():
+                    phases = await asyncio.to_thread(_runtime_loop, runtime, bundle, per_round, concurrencies)
+                    for phase in phases:
+                        theirs[runtime][phase["concurrency"]].append(phase)
         finally:
             await ctz.close(grace_s=0.5)
-        if rootfs is not None and args.runtimes:
-            runtimes = await asyncio.to_thread(
-                _time_runtimes, work, rootfs, args.runtimes, args.n, concurrencies
-            )
+            if bundles:
+                kernel.umount2(bytes(work / "rootfs"), kernel.MNT_DETACH)
+    results = [_summary(parts) for parts in ours.values()]
+    runtimes = {r: [_summary(parts) for parts in by_c.values()] for r, by_c in theirs.items()}
     del ballast
     mode = ("in-process" if args.in_process else "fork server") + (
         ", no isolation" if args.no_isolation else ", isolated"
@@ -279,23 +309,14 @@ async def main() -> None:
         )
 
 
-def _time_runtimes(
-    work: Path, rootfs: Rootfs, names: str, n: int, concurrencies: list[int]
-) -> dict[str, list[dict[str, Any]]]:
-    """The same /bin/true through each OCI runtime, on the image's layers mounted read-only."""
+def _mount_bundles(work: Path, rootfs: Rootfs, names: list[str]) -> dict[str, Path]:
+    """A bundle per runtime on the image's layers, mounted read-only at ``work/rootfs``
+    (the caller unmounts it)."""
     target = work / "rootfs"
     target.mkdir()
     lower = ":".join(str(p) for p in reversed(rootfs.layers))
     kernel.mount(b"overlay", bytes(target), b"overlay", kernel.MS_RDONLY, f"lowerdir={lower}".encode())
-    try:
-        out = {}
-        for runtime in [r for r in names.split(",") if r]:
-            if shutil.which(runtime) is None:
-                raise SystemExit(f"{runtime} is not installed (apt-get install {runtime})")
-            out[runtime] = _runtime_loop(runtime, _bundle(work, rootfs.layers, runtime), n, concurrencies)
-        return out
-    finally:
-        kernel.umount2(bytes(target), kernel.MNT_DETACH)
+    return {runtime: _bundle(work, rootfs.layers, runtime) for runtime in names}
 
 
 if __name__ == "__main__":
