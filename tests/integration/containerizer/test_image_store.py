@@ -287,3 +287,16 @@ def test_no_layer_writes_outside_itself(tmp_path: Path, members: list[tuple[str,
         before.st_uid,
         before.st_mtime_ns,
     )
+
+
+def test_a_tarball_named_by_a_task_is_imported_without_moving_tags(
+    tmp_path: Path, layers: list[bytes]
+) -> None:
+    store = ImageStore(tmp_path / "store")
+    mine = store.import_tarball(write_docker(tmp_path / "mine.tar", layers, "busybox:test"))
+    other = write_oci(tmp_path / "other.tar", layers, "busybox:test", config={"Cmd": ["/bin/true"]})
+    found = store.obtain(str(other))
+    assert found.id != mine.id
+    assert found.names == ()
+    assert store.resolve("busybox:test").id == mine.id
+    assert store.obtain(str(other)).id == found.id  # again: the layers are not read twice
