@@ -107,6 +107,8 @@ class Containerizer:
         self._adopting_ids: set[str] = set()  # launches cancelled while the server forked
         self._recovered: dict[str, _Container] = {}  # re-attached, exit status polled
         self._poller: asyncio.Task[None] | None = None
+        #: the prefix was made by an earlier agent process: ours to remove too
+        self._adopted_prefix = False
 
     @property
     def fork_server_pid(self) -> int | None:
@@ -478,6 +480,7 @@ class Containerizer:
         if not self._prefix_ready:
             self.cgroups.prepare_prefix(self.cgroup_prefix)
             self._prefix_ready = True
+        self._adopted_prefix = True
         loop = asyncio.get_running_loop()
         config = ContainerConfig(
             container_id=container_id, argv=("?",), env={}, sandbox=sandbox, cpus_milli=1, mem_bytes=1
@@ -564,6 +567,7 @@ class Containerizer:
             if prefix_dir.is_dir():
                 found |= {d.name for d in prefix_dir.iterdir() if d.is_dir()}
         leftovers = sorted(found - keep)
+        self._adopted_prefix = self._adopted_prefix or bool(found)
         for container_id in leftovers:
             meta_dir = containers / container_id
             with contextlib.suppress(reattach.RecordError):
@@ -598,6 +602,11 @@ class Containerizer:
         if self._prefix_ready:
             self.cgroups.remove_prefix(self.cgroup_prefix)
             self._prefix_ready = False
+        if self._adopted_prefix:
+            for prefix_dir in self.cgroups.dirs(self.cgroup_prefix):
+                with contextlib.suppress(OSError):
+                    prefix_dir.rmdir()
+            self._adopted_prefix = False
 
     async def _close_one(self, container_id: str, grace_s: float) -> None:
         c = self._containers.get(container_id)

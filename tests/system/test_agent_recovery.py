@@ -37,6 +37,11 @@ def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
         yield procs
     finally:
         terminate(procs)
+    # The last agent (a recovered one too) removed its cgroups and their prefix.
+    assert not list(Path("/sys/fs/cgroup").glob(f"*/{PREFIX}"))
+
+
+PREFIX = f"corral-test-{os.getpid()}-recovery"
 
 
 def spawn(procs: list[subprocess.Popen[bytes]], log: Path, *args: str) -> subprocess.Popen[bytes]:
@@ -59,7 +64,7 @@ def agent_args(address: str, work_dir: Path, *extra: str) -> list[str]:
         "--resources",
         "cpus:60;mem:8192",
         "--cgroup-prefix",
-        f"corral-test-{os.getpid()}-recovery",
+        PREFIX,
         *extra,
     ]
 
