@@ -23,22 +23,29 @@ import structlog
 
 from corral import __version__
 from corral.codec import Reason, State, is_terminal, resources_from_proto, resources_to_proto
-from corral.master.allocator import Allocator
+from corral.master.allocator import Allocator, AllocatorError, RoleInfo
+from corral.master.allocator import Reason as Why
 from corral.master.allocator.events import (
     AgentActivated,
     AgentAdded,
     AgentDeactivated,
+    AgentDraining,
     AgentRemoved,
     AgentUpdated,
     FrameworkActivated,
     FrameworkAdded,
     FrameworkDeactivated,
     FrameworkRemoved,
+    QuotaSet,
+    Reserved,
     ResourcesRecovered,
     ResourcesUsed,
     Revived,
+    RoleWeight,
     Suppressed,
+    Unreserved,
 )
+from corral.master.allocator.events import Event as AllocatorEvent
 from corral.master.registry import AGENTS, FRAMEWORKS, RegistryState, RegistryWriter
 from corral.master.state import (
     AgentRecord,
@@ -89,6 +96,14 @@ class MasterConfig:
     #: An agent unreachable this long is gone: its tasks are reported GONE and
     #: it must come back as a new agent.
     agent_gone_timeout_s: float = 600.0
+
+
+_SUPPORTED_OPERATIONS = (
+    scheduler_pb2.Operation.LAUNCH,
+    scheduler_pb2.Operation.LAUNCH_GROUP,
+    scheduler_pb2.Operation.RESERVE,
+    scheduler_pb2.Operation.UNRESERVE,
+)
 
 
 def new_id(prefix: str = "") -> str:
@@ -246,10 +261,12 @@ class Master:
             fw = self.state.frameworks.get(alloc.framework_id)
             agent = self.state.agents.get(alloc.agent_id)
             if fw is None or agent is None or not fw.connected or fw.outbox is None:
-                self.allocator.handle(ResourcesRecovered(alloc.framework_id, alloc.agent_id, alloc.resources))
+                self.allocator.handle(
+                    ResourcesRecovered(alloc.framework_id, alloc.agent_id, alloc.resources, role=alloc.role)
+                )
                 continue
             offer_id = f"{self.info.id}-O{next(self._offer_seq)}"
-            record = OfferRecord(offer_id, fw.framework_id, agent.agent_id, alloc.resources, now)
+            record = OfferRecord(offer_id, fw.framework_id, agent.agent_id, alloc.resources, now, alloc.role)
             self.state.offers[offer_id] = record
             fw.offers.add(offer_id)
             agent.offers.add(offer_id)
@@ -261,7 +278,7 @@ class Master:
                     hostname=agent.info.hostname,
                     resources=resources_to_proto(alloc.resources),
                     attributes=agent.info.attributes,
-                    role=fw.info.roles[0] if fw.info.roles else "*",
+                    role=alloc.role,
                 )
             )
         for fw_id, offers in by_framework.items():
@@ -290,7 +307,9 @@ class Master:
         if offer is None:
             return
         self.allocator.handle(
-            ResourcesRecovered(offer.framework_id, offer.agent_id, offer.resources, refuse_s, self.clock())
+            ResourcesRecovered(
+                offer.framework_id, offer.agent_id, offer.resources, refuse_s, self.clock(), offer.role
+            )
         )
         fw = self.state.frameworks.get(offer.framework_id)
         if fw and fw.outbox:
@@ -591,7 +610,11 @@ class Master:
             if agent is not None:
                 agent.tasks.discard((task.framework_id, task.task_id))
             if task.resources:
-                self.allocator.handle(ResourcesRecovered(task.framework_id, task.agent_id, task.resources))
+                self.allocator.handle(
+                    ResourcesRecovered(
+                        task.framework_id, task.agent_id, task.resources, role=task.role or None
+                    )
+                )
                 self.allocate_soon()
 
     def _send_updates(self, fw: FrameworkRecord, statuses: list[pb.TaskStatus]) -> None:
@@ -641,11 +664,13 @@ class Master:
             stored.id = fw_id
             if not stored.roles:
                 stored.roles.append("*")
+            self._allocator_call(FrameworkAdded(fw_id, tuple(stored.roles)))
             fw = FrameworkRecord(fw_id, stored, now, outbox)
             self.state.frameworks[fw_id] = fw
             self._record(FRAMEWORKS, fw_id, stored.SerializeToString())
-            self.allocator.handle(FrameworkAdded(fw_id, tuple(stored.roles)))
-            self.log.info("framework.subscribed", framework_id=fw_id, name=info.name)
+            self.log.info(
+                "framework.subscribed", framework_id=fw_id, name=info.name, roles=list(stored.roles)
+            )
         else:
             if fw.outbox is not None and fw.outbox is not outbox:
                 # The old stream loses: one connection per framework, the newest.
@@ -658,6 +683,13 @@ class Master:
                     )
                 )
                 fw.outbox.close()
+            roles = list(info.roles) or ["*"]
+            if roles != list(fw.info.roles):
+                # Re-subscribing with other roles changes them (Mesos' UPDATE_FRAMEWORK).
+                self._allocator_call(FrameworkAdded(fw.framework_id, tuple(roles)))
+                del fw.info.roles[:]
+                fw.info.roles.extend(roles)
+                self._record(FRAMEWORKS, fw.framework_id, fw.info.SerializeToString())
             fw.info.name = info.name or fw.info.name
             fw.info.failover_timeout_s = info.failover_timeout_s
             fw.outbox = outbox
@@ -792,16 +824,21 @@ class Master:
         unsupported = [
             f"accept.operations[{i}].type: {scheduler_pb2.Operation.Type.Name(op.type)} is not supported yet"
             for i, op in enumerate(operations)
-            if op.type not in (scheduler_pb2.Operation.LAUNCH, scheduler_pb2.Operation.LAUNCH_GROUP)
+            if op.type not in _SUPPORTED_OPERATIONS
         ]
         problem = self._check_offers(fw, offer_ids) or (unsupported[0] if unsupported else None)
+        conversions: list[tuple[Resources, bool]] = []
+        if problem is None:
+            problem, conversions = self._check_reservations(offer_ids, operations)
         if problem is not None:
             # Valid offers among them go back; the tasks are dropped, never launched.
             for offer_id in offer_ids:
                 offer = self.state.offers.get(offer_id)
                 if offer is not None and offer.framework_id == framework_id:
                     self._remove_offer(offer_id)
-                    self.allocator.handle(ResourcesRecovered(framework_id, offer.agent_id, offer.resources))
+                    self.allocator.handle(
+                        ResourcesRecovered(framework_id, offer.agent_id, offer.resources, role=offer.role)
+                    )
             self.allocate_soon()
             self._send_updates(
                 fw,
@@ -822,6 +859,20 @@ class Master:
             assert offer is not None
             available = available + offer.resources
         agent = self.state.agents[agent_id]
+        role = offers[0].role if offers and offers[0] else "*"
+        for res, unreserve in conversions:
+            # Checked above against the offers, which the allocator still
+            # counts as this framework's: RESERVE/UNRESERVE cannot fail here.
+            event = Unreserved if unreserve else Reserved
+            self.allocator.handle(event(agent_id, res, framework_id))
+            source, converted = (res, res.unreserved()) if unreserve else (res.unreserved(), res)
+            available = available.subtract_clamped(source) + converted
+            self.log.info(
+                "resources.unreserved" if unreserve else "resources.reserved",
+                framework_id=framework_id,
+                agent_id=agent_id,
+                resources=res.format(),
+            )
         launched: list[pb.TaskInfo] = []
         errors: list[pb.TaskStatus] = []
         seen: set[str] = set()
@@ -851,7 +902,7 @@ class Master:
                 framework_id=framework_id,
                 timestamp=now,
             )
-            record = TaskRecord(task.task_id, framework_id, agent_id, stored, wanted, status, now)
+            record = TaskRecord(task.task_id, framework_id, agent_id, stored, wanted, status, now, role=role)
             fw.tasks[task.task_id] = record
             agent.tasks.add((framework_id, task.task_id))
             launched.append(stored)
@@ -872,12 +923,62 @@ class Master:
         if errors:
             self._send_updates(fw, errors)
         if available:
-            self.allocator.handle(ResourcesRecovered(framework_id, agent_id, available, refuse_s or 0.0, now))
+            self.allocator.handle(
+                ResourcesRecovered(framework_id, agent_id, available, refuse_s or 0.0, now, role)
+            )
             self.allocate_soon()
         if launched:
             self.log.debug(
                 "tasks.launched", framework_id=framework_id, agent_id=agent_id, count=len(launched)
             )
+
+    def _check_reservations(
+        self, offer_ids: list[str], operations: list[scheduler_pb2.Operation]
+    ) -> tuple[str | None, list[tuple[Resources, bool]]]:
+        """RESERVE and UNRESERVE operations, checked in order against the
+        offers: ``(problem, [(resources, unreserve)])``. A framework reserves
+        for the role its offer was made to, and only what the offer holds."""
+        conversions: list[tuple[Resources, bool]] = []
+        ops = [
+            (i, op)
+            for i, op in enumerate(operations)
+            if op.type in (scheduler_pb2.Operation.RESERVE, scheduler_pb2.Operation.UNRESERVE)
+        ]
+        if not ops:
+            return None, conversions
+        available = Resources()
+        roles = set()
+        for offer_id in offer_ids:
+            offer = self.state.offers[offer_id]
+            available = available + offer.resources
+            roles.add(offer.role)
+        for i, op in ops:
+            unreserve = op.type == scheduler_pb2.Operation.UNRESERVE
+            where = f"accept.operations[{i}].{'unreserve' if unreserve else 'reserve'}.resources"
+            items = op.unreserve.resources if unreserve else op.reserve.resources
+            try:
+                res = resources_from_proto(items, where)
+            except ResourceError as e:
+                return str(e), []
+            if not res:
+                return f"{where}: must name at least one resource", []
+            targets = res.roles()
+            if "" in targets:
+                return f"{where}: every resource must name the role to reserve for, got {res}", []
+            bad = sorted(targets - roles)
+            if bad:
+                return (
+                    f"{where}: role(s) {', '.join(repr(r) for r in bad)} are not the role of the offer "
+                    f"({', '.join(sorted(roles))}); a framework reserves for the role it was offered in",
+                    [],
+                )
+            needed = res if unreserve else res.unreserved()
+            if not available.contains(needed):
+                return f"{where}: {needed} is not in the offer (it has {available})", []
+            converted = res.unreserved() if unreserve else res
+            available = available.subtract_clamped(needed) + converted
+            conversions.append((res, unreserve))
+        return None, conversions
 
     def _check_offers(self, fw: FrameworkRecord, offer_ids: list[str]) -> str | None:
         if not offer_ids:
@@ -928,22 +1029,90 @@ class Master:
                 continue
             self._remove_offer(offer_id)
             self.allocator.handle(
-                ResourcesRecovered(framework_id, offer.agent_id, offer.resources, refuse, now)
+                ResourcesRecovered(framework_id, offer.agent_id, offer.resources, refuse, now, offer.role)
             )
         self.allocate_soon()
         if unknown:
             raise CallError("NOT_FOUND", f"decline.offer_ids: not valid offers of this framework: {unknown}")
 
-    def revive(self, framework_id: str) -> None:
+    def revive(self, framework_id: str, roles: tuple[str, ...] = ()) -> None:
+        """Offers again in ``roles`` (every role when empty); clears decline filters."""
         fw = self._framework(framework_id)
-        fw.suppressed = False
-        self.allocator.handle(Revived(framework_id))
+        self._allocator_call(Revived(framework_id, roles), "revive.roles")
+        if not roles:
+            fw.suppressed = False
         self.allocate_soon()
 
-    def suppress(self, framework_id: str) -> None:
+    def suppress(self, framework_id: str, roles: tuple[str, ...] = ()) -> None:
+        """No offers in ``roles`` (every role when empty) until REVIVE."""
         fw = self._framework(framework_id)
-        fw.suppressed = True
-        self.allocator.handle(Suppressed(framework_id))
+        self._allocator_call(Suppressed(framework_id, roles), "suppress.roles")
+        if not roles or set(roles) >= set(fw.info.roles):
+            fw.suppressed = True
+        # Outstanding offers stay valid, as in Mesos: the framework may be
+        # accepting one right now.
+
+    def _allocator_call(self, event: AllocatorEvent, what: str = "") -> None:
+        """Hand a request from a framework or an operator to the allocator;
+        a refusal becomes INVALID_ARGUMENT with the allocator's sentence."""
+        try:
+            self.allocator.handle(event)
+        except AllocatorError as e:
+            message = str(e)
+            if what and not message.startswith(what.split(".", maxsplit=1)[0]):
+                message = f"{what}: {message}"
+            raise CallError("INVALID_ARGUMENT", message) from None
+
+    # -- allocation policy (operator) ----------------------------------------
+
+    def explain(self, framework_id: str) -> list[Why]:
+        """Why a framework is not being offered resources (empty: nothing in its way)."""
+        fw = self.state.frameworks.get(framework_id)
+        if fw is None:
+            raise CallError("NOT_FOUND", f"framework_id: {framework_id!r} is not known")
+        return self.allocator.explain(framework_id, self.clock())
+
+    def roles(self) -> list[RoleInfo]:
+        return self.allocator.roles()
+
+    def set_weights(self, weights: list[tuple[str, float]]) -> None:
+        """Set role weights, all or none: every one is checked first."""
+        if not weights:
+            raise CallError("INVALID_ARGUMENT", "weights: give at least one ROLE=WEIGHT")
+        trial = Allocator()
+        for i, (role, weight) in enumerate(weights):
+            try:
+                trial.handle(RoleWeight(role, weight))
+            except AllocatorError as e:
+                raise CallError("INVALID_ARGUMENT", f"weights[{i}]: {e}") from None
+        for role, weight in weights:
+            self._allocator_call(RoleWeight(role, weight))
+        self.log.info("roles.weights", weights=dict(weights))
+        self.allocate_soon()
+
+    def set_quota(
+        self, role: str, guarantee: Resources, limit: Resources | None, force: bool = False
+    ) -> None:
+        self._allocator_call(QuotaSet(role, guarantee, limit, force))
+        self.log.info(
+            "roles.quota",
+            role=role,
+            guarantee=guarantee.format(),
+            limit=None if limit is None else limit.format(),
+        )
+        self.allocate_soon()
+
+    def drain_agent(self, agent_id: str, draining: bool = True) -> None:
+        """Maintenance: a draining agent keeps its tasks and offers nothing."""
+        agent = self.state.agents.get(agent_id)
+        if agent is None or agent.gone:
+            raise CallError("NOT_FOUND", f"agent_id: {agent_id!r} is not known")
+        self._allocator_call(AgentDraining(agent_id, draining))
+        if draining:
+            for offer_id in sorted(agent.offers):
+                self._rescind(offer_id)
+        self.log.info("agent.draining" if draining else "agent.undrained", agent_id=agent_id)
+        self.allocate_soon()
 
     def kill(self, framework_id: str, task_id: str, grace_s: float = 0.0) -> None:
         fw = self._framework(framework_id)

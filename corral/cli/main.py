@@ -16,7 +16,7 @@ from rich.console import Console
 
 from corral import __version__
 from corral import logging as corral_logging
-from corral.cli import views
+from corral.cli import allocation, views
 from corral.cli.discovery import ClusterNotFoundError, remove_local, resolve_master, write_local
 from corral.codec import parse_attributes
 from corral.errors import CorralError
@@ -500,6 +500,14 @@ def logs(
     """Print a task's stdout (or stderr) from its sandbox."""
     _client_logging(ctx)
     views.print_logs(resolve_master(master), task_id, "stderr" if stderr else "stdout", follow, framework)
+
+
+cli.add_command(allocation.explain)
+cli.add_command(allocation.roles)
+cli.add_command(allocation.weights)
+cli.add_command(allocation.quota)
+cli.add_command(allocation.drain)
+cli.add_command(allocation.undrain)
 
 
 def main() -> None:

@@ -1,0 +1,200 @@
+"""CLI commands about allocation: why a framework gets no offers, roles,
+weights, quota, and agents under maintenance.
+
+    corral explain FRAMEWORK          # id or name
+    corral roles
+    corral weights set ROLE=WEIGHT [ROLE=WEIGHT ...]
+    corral quota set ROLE [--guarantee SPEC] [--limit SPEC] [--force]
+    corral quota remove ROLE
+    corral drain AGENT_ID / corral undrain AGENT_ID
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+from rich.table import Table
+
+from corral.cli.discovery import resolve_master
+from corral.cli.views import TIMEOUT_S, _stub
+from corral.codec import resources_from_proto, resources_to_proto
+from corral.proto import operator_pb2 as op
+from corral.resources import Resources
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+master_option = click.option(
+    "--master",
+    "-m",
+    envvar="CORRAL_MASTER",
+    default=None,
+    metavar="HOST:PORT",
+    help="Master to talk to (default: $CORRAL_MASTER, then the `corral local` cluster).",
+)
+
+
+def _command(fn: F) -> F:
+    """Client logging and the CLI's error handling (a sentence, not a traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from corral.cli import main  # the CLI's entry module, imported by now
+
+        main._client_logging(click.get_current_context())
+        return main.handle_errors(fn)(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _print(*items: object) -> None:
+    from corral.cli.main import console
+
+    console.print(*items, highlight=False)
+
+
+def _framework_id(master: str, framework: str) -> str:
+    """An id as it is, or the id of the one framework with that name."""
+    resp = _stub(master).ListFrameworks(op.ListFrameworksRequest(), timeout=TIMEOUT_S)
+    ids = {f.framework_info.id for f in resp.frameworks}
+    if framework in ids:
+        return framework
+    named = sorted(f.framework_info.id for f in resp.frameworks if f.framework_info.name == framework)
+    if len(named) == 1:
+        return str(named[0])
+    if named:
+        raise click.UsageError(
+            f"{len(named)} frameworks are named {framework!r}; give an id: {', '.join(named)}"
+        )
+    return framework  # let the master say it is not known
+
+
+@click.command()
+@master_option
+@click.argument("framework")
+@_command
+def explain(master: str | None, framework: str) -> None:
+    """Why FRAMEWORK (id or name) is not being offered resources."""
+    address = resolve_master(master)
+    fw_id = _framework_id(address, framework)
+    resp = _stub(address).Explain(op.ExplainRequest(framework_id=fw_id), timeout=TIMEOUT_S)
+    roles = ", ".join(resp.roles)
+    if not resp.reasons:
+        _print(f"{fw_id} (roles {roles}): nothing stands in its way; it gets the next offer that fits")
+        return
+    _print(f"{fw_id} (roles {roles}) is not offered resources because:")
+    for r in resp.reasons:
+        _print(f"  - [{r.kind}] {r.message}")
+
+
+@click.command()
+@master_option
+@_command
+def roles(master: str | None) -> None:
+    """List roles with weights, shares, quota and what they consume."""
+    stub = _stub(resolve_master(master))
+    resp = stub.ListRoles(op.ListRolesRequest(), timeout=TIMEOUT_S)
+    table = Table(title=f"roles of {stub.address}", title_justify="left")
+    for col in ("role", "weight", "frameworks", "share", "guarantee", "limit", "consumed"):
+        table.add_column(col)
+    for r in resp.roles:
+        table.add_row(
+            r.role,
+            f"{r.weight:g}",
+            ",".join(r.frameworks),
+            f"{r.share:.3f}",
+            resources_from_proto(r.guarantee).format(),
+            resources_from_proto(r.limit).format() if r.has_limit else "",
+            resources_from_proto(r.consumed).format(),
+        )
+    if not resp.roles:
+        table.caption = "no roles yet"
+    _print(table)
+
+
+@click.group()
+def weights() -> None:
+    """Role weights (a role with weight 2 gets twice the share of weight 1)."""
+
+
+@weights.command("set")
+@master_option
+@click.argument("assignments", nargs=-1, required=True, metavar="ROLE=WEIGHT...")
+@_command
+def weights_set(master: str | None, assignments: tuple[str, ...]) -> None:
+    """Set the weights of roles, e.g. `corral weights set eng=2 ops=1`."""
+    items = []
+    for text in assignments:
+        role, sep, value = text.partition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = math.nan
+        if not sep or not role or math.isnan(weight):
+            raise click.BadParameter(f"{text!r}: expected ROLE=WEIGHT, e.g. eng=2", param_hint="ROLE=WEIGHT")
+        items.append(op.SetWeightsRequest.Weight(role=role, weight=weight))
+    _stub(resolve_master(master)).SetWeights(op.SetWeightsRequest(weights=items), timeout=TIMEOUT_S)
+    _print("weights set: " + ", ".join(f"{w.role}={w.weight:g}" for w in items))
+
+
+@click.group()
+def quota() -> None:
+    """Role quota: a guarantee offered first, a limit never exceeded."""
+
+
+@quota.command("set")
+@master_option
+@click.argument("role")
+@click.option("--guarantee", default="", metavar="SPEC", help='e.g. "cpus:8;mem:16384"')
+@click.option("--limit", default=None, metavar="SPEC", help='e.g. "cpus:16" (default: no limit)')
+@click.option("--force", is_flag=True, help="Accept a guarantee above the cluster's total.")
+@_command
+def quota_set(master: str | None, role: str, guarantee: str, limit: str | None, force: bool) -> None:
+    """Set ROLE's quota."""
+    g = Resources.parse(guarantee)
+    lim = Resources.parse(limit) if limit is not None else None
+    request = op.SetQuotaRequest(
+        role=role,
+        guarantee=resources_to_proto(g),
+        limit=resources_to_proto(lim or Resources()),
+        has_limit=lim is not None,
+        force=force,
+    )
+    _stub(resolve_master(master)).SetQuota(request, timeout=TIMEOUT_S)
+    _print(f"quota of {role}: guarantee {g.format() or 'none'}, limit {lim.format() if lim else 'none'}")
+
+
+@quota.command("remove")
+@master_option
+@click.argument("role")
+@_command
+def quota_remove(master: str | None, role: str) -> None:
+    """Remove ROLE's quota."""
+    _stub(resolve_master(master)).SetQuota(op.SetQuotaRequest(role=role), timeout=TIMEOUT_S)
+    _print(f"quota of {role} removed")
+
+
+@click.command()
+@master_option
+@click.argument("agent_id")
+@_command
+def drain(master: str | None, agent_id: str) -> None:
+    """Put an agent under maintenance: its tasks keep running, it offers nothing."""
+    _stub(resolve_master(master)).DrainAgent(op.DrainAgentRequest(agent_id=agent_id), timeout=TIMEOUT_S)
+    _print(f"agent {agent_id} is draining (at {time.strftime('%H:%M:%S')}); `corral undrain` ends it")
+
+
+@click.command()
+@master_option
+@click.argument("agent_id")
+@_command
+def undrain(master: str | None, agent_id: str) -> None:
+    """Bring a drained agent back into service."""
+    _stub(resolve_master(master)).DrainAgent(
+        op.DrainAgentRequest(agent_id=agent_id, undo=True), timeout=TIMEOUT_S
+    )
+    _print(f"agent {agent_id} is back in service")
