@@ -54,7 +54,7 @@ def _command(fn: F) -> F:
 def _print(*items: object) -> None:
     from corral.cli.main import console
 
-    console.print(*items, highlight=False)
+    console.print(*items, highlight=False, markup=False)
 
 
 def _framework_id(master: str, framework: str) -> str:
