@@ -183,7 +183,7 @@ class Master:
         for framework_id, fw_info in state.frameworks.items():
             fw = FrameworkRecord(framework_id, fw_info, now, None, connected=False, disconnected_at=now)
             self.state.frameworks[framework_id] = fw
-            self.allocator.handle(FrameworkAdded(framework_id, tuple(fw_info.roles) or ("*",)))
+            self._add_known_framework(framework_id, fw_info)
             self.allocator.handle(FrameworkDeactivated(framework_id))
         self.log.info("master.recovered", agents=len(state.agents), frameworks=len(state.frameworks))
 
@@ -461,7 +461,7 @@ class Master:
                     disconnected_at=self.clock(),
                 )
                 self.state.frameworks[fw.framework_id] = fw
-                self.allocator.handle(FrameworkAdded(fw.framework_id, tuple(fw_info.roles) or ("*",)))
+                self._add_known_framework(fw.framework_id, fw_info)
                 self.allocator.handle(FrameworkDeactivated(fw.framework_id))
             if status.task_id in fw.tasks:
                 continue
@@ -672,6 +672,13 @@ class Master:
                 "framework.subscribed", framework_id=fw_id, name=info.name, roles=list(stored.roles)
             )
         else:
+            roles = list(info.roles) or ["*"]
+            if roles != list(fw.info.roles):
+                # Re-subscribing with other roles changes them (Mesos' UPDATE_FRAMEWORK).
+                self._allocator_call(FrameworkAdded(fw.framework_id, tuple(roles)))
+                del fw.info.roles[:]
+                fw.info.roles.extend(roles)
+                self._record(FRAMEWORKS, fw.framework_id, fw.info.SerializeToString())
             if fw.outbox is not None and fw.outbox is not outbox:
                 # The old stream loses: one connection per framework, the newest.
                 fw.outbox.send(
@@ -683,13 +690,6 @@ class Master:
                     )
                 )
                 fw.outbox.close()
-            roles = list(info.roles) or ["*"]
-            if roles != list(fw.info.roles):
-                # Re-subscribing with other roles changes them (Mesos' UPDATE_FRAMEWORK).
-                self._allocator_call(FrameworkAdded(fw.framework_id, tuple(roles)))
-                del fw.info.roles[:]
-                fw.info.roles.extend(roles)
-                self._record(FRAMEWORKS, fw.framework_id, fw.info.SerializeToString())
             fw.info.name = info.name or fw.info.name
             fw.info.failover_timeout_s = info.failover_timeout_s
             fw.outbox = outbox
@@ -864,7 +864,15 @@ class Master:
             # Checked above against the offers, which the allocator still
             # counts as this framework's: RESERVE/UNRESERVE cannot fail here.
             event = Unreserved if unreserve else Reserved
-            self.allocator.handle(event(agent_id, res, framework_id))
+            try:
+                self.allocator.handle(event(agent_id, res, framework_id))
+            except AllocatorError as e:
+                # Offers of two roles in one ACCEPT: the combined offer held
+                # it, no single role's part does. Skip it, launch the rest.
+                if fw.outbox is not None:
+                    error = Event.Error(code="INVALID_ARGUMENT", message=f"ACCEPT: {e}")
+                    fw.outbox.send(Event(type=Event.ERROR, error=error))
+                continue
             source, converted = (res, res.unreserved()) if unreserve else (res.unreserved(), res)
             available = available.subtract_clamped(source) + converted
             self.log.info(
@@ -1051,6 +1059,15 @@ class Master:
             fw.suppressed = True
         # Outstanding offers stay valid, as in Mesos: the framework may be
         # accepting one right now.
+
+    def _add_known_framework(self, framework_id: str, info: pb.FrameworkInfo) -> None:
+        """A framework learnt from the registry or an agent, not from its own
+        SUBSCRIBE: roles it cannot have are replaced by '*' rather than refused."""
+        try:
+            self.allocator.handle(FrameworkAdded(framework_id, tuple(info.roles) or ("*",)))
+        except AllocatorError as e:
+            self.log.warning("framework.bad_roles", framework_id=framework_id, error=str(e))
+            self.allocator.handle(FrameworkAdded(framework_id, ("*",)))
 
     def _allocator_call(self, event: AllocatorEvent, what: str = "") -> None:
         """Hand a request from a framework or an operator to the allocator;
