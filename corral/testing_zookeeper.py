@@ -34,8 +34,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def four_letter(port: int, word: str, timeout: float = 1.0) -> str:
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+def four_letter(port: int, word: str, timeout: float = 1.0, host: str = "127.0.0.1") -> str:
+    with socket.create_connection((host, port), timeout=timeout) as s:
         s.sendall(word.encode())
         chunks = []
         while data := s.recv(4096):
@@ -43,15 +43,17 @@ def four_letter(port: int, word: str, timeout: float = 1.0) -> str:
     return b"".join(chunks).decode(errors="replace")
 
 
-def write_config(path: Path, data: Path, client_port: int, servers: Sequence[str] = ()) -> Path:
-    """A zoo.cfg for tests: fast ticks, loopback only, no admin server."""
+def write_config(
+    path: Path, data: Path, client_port: int, servers: Sequence[str] = (), address: str = "127.0.0.1"
+) -> Path:
+    """A zoo.cfg for tests: fast ticks, one address (loopback by default), no admin server."""
     lines = [
         "tickTime=500",
         "initLimit=10",
         "syncLimit=5",
         f"dataDir={data}",
         f"clientPort={client_port}",
-        "clientPortAddress=127.0.0.1",
+        f"clientPortAddress={address}",
         "maxClientCnxns=0",
         "admin.enableServer=false",
         "4lw.commands.whitelist=ruok,srvr,stat,mntr,cons,conf",
@@ -64,11 +66,13 @@ def write_config(path: Path, data: Path, client_port: int, servers: Sequence[str
     return path
 
 
-def spawn_server(cfg: Path, log_path: Path) -> subprocess.Popen[bytes]:
-    """Start one server in the foreground, in its own process group."""
+def spawn_server(cfg: Path, log_path: Path, prefix: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+    """Start one server in the foreground, in its own process group (``prefix``:
+    a launcher to run it through, e.g. into a network namespace)."""
     with log_path.open("ab") as log:
         return subprocess.Popen(
             [
+                *prefix,
                 "java",
                 "-Xmx256m",
                 "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
@@ -77,6 +81,7 @@ def spawn_server(cfg: Path, log_path: Path) -> subprocess.Popen[bytes]:
                 "org.apache.zookeeper.server.quorum.QuorumPeerMain",
                 str(cfg),
             ],
+            stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -11,49 +11,21 @@ weights, quota, and agents under maintenance.
 
 from __future__ import annotations
 
-import functools
 import math
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
 
 import click
 from rich.table import Table
 
 from corral.cli.discovery import resolve_master
+from corral.cli.main import _client_logging, console, handle_errors, master_option
 from corral.cli.views import TIMEOUT_S, _stub
 from corral.codec import resources_from_proto, resources_to_proto
 from corral.proto import operator_pb2 as op
 from corral.resources import Resources
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-master_option = click.option(
-    "--master",
-    "-m",
-    envvar="CORRAL_MASTER",
-    default=None,
-    metavar="HOST:PORT",
-    help="Master to talk to (default: $CORRAL_MASTER, then the `corral local` cluster).",
-)
-
-
-def _command(fn: F) -> F:
-    """Client logging and the CLI's error handling (a sentence, not a traceback)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from corral.cli import main  # the CLI's entry module, imported by now
-
-        main._client_logging(click.get_current_context())
-        return main.handle_errors(fn)(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
-
 
 def _print(*items: object) -> None:
-    from corral.cli.main import console
-
     console.print(*items, highlight=False, markup=False)
 
 
@@ -76,9 +48,11 @@ def _framework_id(master: str, framework: str) -> str:
 @click.command()
 @master_option
 @click.argument("framework")
-@_command
-def explain(master: str | None, framework: str) -> None:
+@click.pass_context
+@handle_errors
+def explain(ctx: click.Context, master: str | None, framework: str) -> None:
     """Why FRAMEWORK (id or name) is not being offered resources."""
+    _client_logging(ctx)
     address = resolve_master(master)
     fw_id = _framework_id(address, framework)
     resp = _stub(address).Explain(op.ExplainRequest(framework_id=fw_id), timeout=TIMEOUT_S)
@@ -93,9 +67,11 @@ def explain(master: str | None, framework: str) -> None:
 
 @click.command()
 @master_option
-@_command
-def roles(master: str | None) -> None:
+@click.pass_context
+@handle_errors
+def roles(ctx: click.Context, master: str | None) -> None:
     """List roles with weights, shares, quota and what they consume."""
+    _client_logging(ctx)
     stub = _stub(resolve_master(master))
     resp = stub.ListRoles(op.ListRolesRequest(), timeout=TIMEOUT_S)
     table = Table(title=f"roles of {stub.address}", title_justify="left")
@@ -124,9 +100,11 @@ def weights() -> None:
 @weights.command("set")
 @master_option
 @click.argument("assignments", nargs=-1, required=True, metavar="ROLE=WEIGHT...")
-@_command
-def weights_set(master: str | None, assignments: tuple[str, ...]) -> None:
+@click.pass_context
+@handle_errors
+def weights_set(ctx: click.Context, master: str | None, assignments: tuple[str, ...]) -> None:
     """Set the weights of roles, e.g. `corral weights set eng=2 ops=1`."""
+    _client_logging(ctx)
     items = []
     for text in assignments:
         role, sep, value = text.partition("=")
@@ -152,9 +130,13 @@ def quota() -> None:
 @click.option("--guarantee", default="", metavar="SPEC", help='e.g. "cpus:8;mem:16384"')
 @click.option("--limit", default=None, metavar="SPEC", help='e.g. "cpus:16" (default: no limit)')
 @click.option("--force", is_flag=True, help="Accept a guarantee above the cluster's total.")
-@_command
-def quota_set(master: str | None, role: str, guarantee: str, limit: str | None, force: bool) -> None:
+@click.pass_context
+@handle_errors
+def quota_set(
+    ctx: click.Context, master: str | None, role: str, guarantee: str, limit: str | None, force: bool
+) -> None:
     """Set ROLE's quota."""
+    _client_logging(ctx)
     g = Resources.parse(guarantee)
     lim = Resources.parse(limit) if limit is not None else None
     request = op.SetQuotaRequest(
@@ -171,9 +153,11 @@ def quota_set(master: str | None, role: str, guarantee: str, limit: str | None, 
 @quota.command("remove")
 @master_option
 @click.argument("role")
-@_command
-def quota_remove(master: str | None, role: str) -> None:
+@click.pass_context
+@handle_errors
+def quota_remove(ctx: click.Context, master: str | None, role: str) -> None:
     """Remove ROLE's quota."""
+    _client_logging(ctx)
     _stub(resolve_master(master)).SetQuota(op.SetQuotaRequest(role=role), timeout=TIMEOUT_S)
     _print(f"quota of {role} removed")
 
@@ -181,9 +165,11 @@ def quota_remove(master: str | None, role: str) -> None:
 @click.command()
 @master_option
 @click.argument("agent_id")
-@_command
-def drain(master: str | None, agent_id: str) -> None:
+@click.pass_context
+@handle_errors
+def drain(ctx: click.Context, master: str | None, agent_id: str) -> None:
     """Put an agent under maintenance: its tasks keep running, it offers nothing."""
+    _client_logging(ctx)
     _stub(resolve_master(master)).DrainAgent(op.DrainAgentRequest(agent_id=agent_id), timeout=TIMEOUT_S)
     _print(f"agent {agent_id} is draining (at {time.strftime('%H:%M:%S')}); `corral undrain` ends it")
 
@@ -191,9 +177,11 @@ def drain(master: str | None, agent_id: str) -> None:
 @click.command()
 @master_option
 @click.argument("agent_id")
-@_command
-def undrain(master: str | None, agent_id: str) -> None:
+@click.pass_context
+@handle_errors
+def undrain(ctx: click.Context, master: str | None, agent_id: str) -> None:
     """Bring a drained agent back into service."""
+    _client_logging(ctx)
     _stub(resolve_master(master)).DrainAgent(
         op.DrainAgentRequest(agent_id=agent_id, undo=True), timeout=TIMEOUT_S
     )

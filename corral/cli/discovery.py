@@ -8,9 +8,14 @@ import json
 import os
 from pathlib import Path
 
+import click
+
 from corral.detector import ZooKeeperDetector
 from corral.errors import CorralError
 from corral.zk import is_zk_url, parse_zk_url
+
+#: Where ``--cluster NAME`` leaves its value in the click context (see resolve_master).
+CLUSTER_META_KEY = "corral.cluster"
 
 
 class ClusterNotFoundError(CorralError):
@@ -46,6 +51,12 @@ def remove_local() -> None:
 
 
 def resolve_master(flag: str | None) -> str:
+    """The master to talk to: ``--cluster NAME``, ``--master``, ``$CORRAL_MASTER``,
+    the running ``corral local``, then the only ``corral cluster up`` cluster."""
+    ctx = click.get_current_context(silent=True)
+    cluster = ctx.meta.get(CLUSTER_META_KEY) if ctx is not None else None
+    if cluster:
+        return _cluster_master(cluster)
     if flag:
         return flag.removeprefix("grpc://")
     env = os.environ.get("CORRAL_MASTER")
@@ -55,9 +66,15 @@ def resolve_master(flag: str | None) -> str:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
+        from corral.cluster.state import list_clusters
+
+        clusters = list_clusters()
+        if len(clusters) == 1:
+            return _cluster_master(clusters[0])
         raise ClusterNotFoundError(
-            "no cluster found: start one with `corral local`, or pass --master HOST:PORT "
-            "(or set CORRAL_MASTER)"
+            "no cluster found: start one with `corral local` or `corral cluster up`, or pass "
+            "--master HOST:PORT (or set CORRAL_MASTER)"
+            + (f", or --cluster NAME (one of {', '.join(clusters)})" if clusters else "")
         ) from None
     except ValueError:
         raise ClusterNotFoundError(f"{path} is corrupt; remove it and restart `corral local`") from None
@@ -67,6 +84,17 @@ def resolve_master(flag: str | None) -> str:
             f"the local cluster recorded in {path} (pid {pid}) is not running; start one with `corral local`"
         )
     return str(data["master"])
+
+
+def _cluster_master(name: str) -> str:
+    """The zk:// URL of a ``corral cluster up`` cluster, from its state file."""
+    from corral.cluster.state import ClusterState
+    from corral.cluster.topology import TopologyError
+
+    try:
+        return ClusterState.load(name).plan.zk_url
+    except TopologyError as e:
+        raise ClusterNotFoundError(str(e)) from None
 
 
 def _alive(pid: int) -> bool:

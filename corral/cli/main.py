@@ -16,11 +16,17 @@ from rich.console import Console
 
 from corral import __version__
 from corral import logging as corral_logging
-from corral.cli import allocation, views
-from corral.cli.discovery import ClusterNotFoundError, remove_local, resolve_master, write_local
+from corral.cli import images, views
+from corral.cli.discovery import (
+    CLUSTER_META_KEY,
+    ClusterNotFoundError,
+    remove_local,
+    resolve_master,
+    write_local,
+)
 from corral.codec import parse_attributes
 from corral.errors import CorralError
-from corral.frameworks.batch import JobSpec, JobSpecError, TaskGroup, load_job
+from corral.frameworks.batch import JobSpecError, TaskGroup
 from corral.resources import ResourceError, Resources
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -60,14 +66,24 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-master_option = click.option(
-    "--master",
-    "-m",
-    envvar="CORRAL_MASTER",
-    default=None,
-    metavar="HOST:PORT",
-    help="Master to talk to (default: $CORRAL_MASTER, then the `corral local` cluster).",
-)
+def master_option(fn: F) -> F:
+    """``--master`` and ``--cluster NAME`` (a `corral cluster up` cluster; read by resolve_master)."""
+    fn = click.option(
+        "--cluster",
+        default=None,
+        metavar="NAME",
+        expose_value=False,
+        callback=lambda ctx, _param, value: ctx.meta.__setitem__(CLUSTER_META_KEY, value),
+        help="Talk to this `corral cluster up` cluster.",
+    )(fn)
+    return click.option(
+        "--master",
+        "-m",
+        envvar="CORRAL_MASTER",
+        default=None,
+        metavar="HOST:PORT",
+        help="Master to talk to (default: $CORRAL_MASTER, then the `corral local` cluster).",
+    )(fn)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -114,6 +130,7 @@ def _client_logging(ctx: click.Context) -> None:
     help="Run this job on the new cluster, show its result, then stop.",
 )
 @click.option("--output/--no-output", default=True, help="With --submit: show each task's stdout.")
+@click.option("--batch/--no-batch", default=True, help="Also run the batch framework service.")
 @click.pass_context
 @handle_errors
 def local(
@@ -124,6 +141,7 @@ def local(
     agent_resources: str | None,
     job_file: Path | None,
     output: bool,
+    batch: bool,
 ) -> None:
     """Start an embedded cluster: a master and N agents in one process, no ZooKeeper."""
     from corral.cli.discovery import state_dir
@@ -135,7 +153,9 @@ def local(
         ctx.obj.get("log_level") or os.environ.get("CORRAL_LOG_LEVEL") or ("warning" if job_file else "info")
     )
     _daemon_logging(ctx)
-    spec = load_job(job_file) if job_file else None
+    from corral.cli.batch import read_job_file, submit_local
+
+    job = read_job_file(job_file) if job_file else None
     res = Resources.parse(agent_resources) if agent_resources else None
     wd = fresh_work_dir(work_dir or state_dir() / "local")
 
@@ -154,14 +174,24 @@ def local(
             )
             for agent in cluster.agent_list:
                 console.print(f"  agent {agent.agent_id}: {agent.total.format()}", highlight=False)
-            if spec is None:
+            if job is None:
+                service = None
+                if batch:
+                    from corral.frameworks.batch.service import BatchService
+
+                    service = BatchService(cluster.master_address, wd / "batch.db")
+                    console.print(f"  batch framework API at {await service.start()}", highlight=False)
                 console.print(
                     f"  clients find it through {path}; try `corral run -- echo hello`. Ctrl-C stops it.",
                     highlight=False,
                 )
-                await serve_until_signal(cluster)
+                try:
+                    await serve_until_signal(cluster)
+                finally:
+                    if service is not None:
+                        await service.stop()
                 return 0
-            return await _submit(cluster.master_address, spec, output)
+            return await submit_local(cluster.master_address, job[0], job[1], output)
         finally:
             remove_local()
             await cluster.stop()
@@ -192,6 +222,26 @@ def local(
     show_default=True,
     help="Seconds a new leader waits for known agents to come back.",
 )
+@click.option("--agent-heartbeat-interval", default=5.0, show_default=True, help="Seconds.")
+@click.option(
+    "--agent-heartbeat-misses",
+    default=3,
+    show_default=True,
+    help="Missed heartbeats after which an agent is unreachable.",
+)
+@click.option(
+    "--agent-gone-timeout",
+    default=600.0,
+    show_default=True,
+    help="Seconds unreachable after which an agent is gone and its tasks GONE.",
+)
+@click.option(
+    "--agent-unreachable-fraction",
+    default=0.1,
+    show_default=True,
+    help="At most this fraction of the agents (at least one) is marked unreachable per window; 1: no limit.",
+)
+@click.option("--agent-unreachable-window", default=60.0, show_default=True, help="Seconds.")
 @click.pass_context
 @handle_errors
 def master(
@@ -203,6 +253,11 @@ def master(
     zk: str | None,
     zk_session_timeout: float,
     agent_reregister_timeout: float,
+    agent_heartbeat_interval: float,
+    agent_heartbeat_misses: int,
+    agent_gone_timeout: float,
+    agent_unreachable_fraction: float,
+    agent_unreachable_window: float,
 ) -> None:
     """Run a master: standalone, or one of several elected through ZooKeeper."""
     import socket
@@ -216,6 +271,11 @@ def master(
         offer_timeout_s=offer_timeout,
         allocation_interval_s=allocation_interval,
         agent_reregister_timeout_s=agent_reregister_timeout,
+        agent_heartbeat_interval_s=agent_heartbeat_interval,
+        agent_heartbeat_misses=agent_heartbeat_misses,
+        agent_gone_timeout_s=agent_gone_timeout,
+        agent_unreachable_fraction=agent_unreachable_fraction,
+        agent_unreachable_window_s=agent_unreachable_window,
     )
 
     if zk:
@@ -259,6 +319,39 @@ def master(
 @click.option("--attributes", default="", metavar="SPEC", help='e.g. "rack:r1;zone:a".')
 @click.option("--hostname", default=None)
 @click.option("--cgroup-prefix", default="corral", show_default=True)
+@click.option(
+    "--disk-watch-interval",
+    type=click.FloatRange(min=0.1),
+    default=15.0,
+    show_default=True,
+    help="Seconds between measurements of each sandbox against its task's disk.",
+)
+@click.option(
+    "--task-pids-max",
+    type=click.IntRange(min=0),
+    default=4096,
+    show_default=True,
+    help="Processes and threads one task may have at once (0: unlimited).",
+)
+@click.option(
+    "--recover",
+    type=click.Choice(["reconnect", "cleanup"]),
+    default="reconnect",
+    show_default=True,
+    help="At start: re-attach to the tasks a previous run left, or kill and forget them.",
+)
+@click.option(
+    "--gc-delay",
+    default=7 * 86400.0,
+    show_default=True,
+    help="Seconds a finished task's sandbox is kept (less as the work disk fills).",
+)
+@click.option(
+    "--gc-disk-headroom",
+    default=0.1,
+    show_default=True,
+    help="Fraction of the work disk kept free: sandboxes go sooner as usage nears 1 - this.",
+)
 @click.pass_context
 @handle_errors
 def agent(
@@ -269,11 +362,17 @@ def agent(
     attributes: str,
     hostname: str | None,
     cgroup_prefix: str,
+    disk_watch_interval: float,
+    task_pids_max: int,
+    recover: str,
+    gc_delay: float,
+    gc_disk_headroom: float,
 ) -> None:
     """Run a node agent that dials the master."""
     import socket
 
     from corral.slave.agent import AgentConfig, AgentRejected, run_agent
+    from corral.slave.checkpoints import CheckpointError
 
     _daemon_logging(ctx)
     try:
@@ -288,42 +387,21 @@ def agent(
         attributes=attrs,
         hostname=hostname or socket.gethostname(),
         cgroup_prefix=cgroup_prefix,
+        disk_watch_interval_s=disk_watch_interval,
+        task_pids_max=task_pids_max or None,
+        recover=recover,
+        gc_delay_s=gc_delay,
+        gc_disk_headroom=gc_disk_headroom,
     )
     try:
         asyncio.run(run_agent(config))
     except AgentRejected as e:
         fail(f"the master rejected this agent: {e}", 1)
+    except CheckpointError as e:
+        fail(str(e), 1)
 
 
 # -- batch work ---------------------------------------------------------------
-
-
-async def _submit(master_addr: str, spec: JobSpec, output: bool) -> int:
-    from corral.cli.jobs import ProgressView, collect_outputs, result_table, run_job
-
-    total = sum(g.count for g in spec.groups)
-    console.print(f"submitting job [bold]{spec.name}[/] ({total} task(s)) to {master_addr}", highlight=False)
-    view = ProgressView(console, total)
-    with view:
-        result = await run_job(
-            master_addr, spec, framework_name=f"corral-submit:{spec.name}", on_update=view.update
-        )
-    outputs = None
-    if output:
-        outputs = await collect_outputs(
-            master_addr, "", [p.task.task_id for p in result.progress if p.status is not None]
-        )
-    console.print(result_table(result, outputs))
-    failed = [p for p in result.progress if p.state is not None and p.state.name != "FINISHED"]
-    summary = (
-        f"{len(result.progress) - len(failed)}/{len(result.progress)} tasks finished "
-        f"in {result.elapsed_s:.1f}s"
-    )
-    if result.ok:
-        console.print(f"[bold green]job {result.job_id} succeeded:[/] {summary}", highlight=False)
-        return 0
-    console.print(f"[bold red]job {result.job_id} failed:[/] {summary}", highlight=False)
-    return 1
 
 
 def _parse_env(items: tuple[str, ...]) -> dict[str, str]:
@@ -419,22 +497,6 @@ def run(
 
 @cli.command()
 @master_option
-@click.argument("job_file", type=click.Path(path_type=Path))
-@click.option("--output/--no-output", default=False, help="Show each task's stdout at the end.")
-@click.pass_context
-@handle_errors
-def submit(ctx: click.Context, master: str | None, job_file: Path, output: bool) -> None:
-    """Run a job file (TOML) and show progress until it is done.
-
-    Exits non-zero if any task did not finish successfully.
-    """
-    _client_logging(ctx)
-    spec = load_job(job_file)
-    sys.exit(asyncio.run(_submit(resolve_master(master), spec, output)))
-
-
-@cli.command()
-@master_option
 @click.argument("task_id")
 @click.option("--framework", default="", help="Framework id, if several use this task id.")
 @click.pass_context
@@ -483,6 +545,42 @@ def tasks(ctx: click.Context, master: str | None, include_completed: bool, frame
 
 @cli.command()
 @master_option
+@click.option("--agent", default="", help="Only tasks on this agent.")
+@click.option("--framework", default="", help="Only this framework's tasks.")
+@click.option("--task", default="", help="Only this task.")
+@click.option("--interval", type=click.FloatRange(min=0.2), default=2.0, show_default=True)
+@click.option("--once", is_flag=True, help="Print one table (two samples, one interval apart) and exit.")
+@click.pass_context
+@handle_errors
+def top(
+    ctx: click.Context, master: str | None, agent: str, framework: str, task: str, interval: float, once: bool
+) -> None:
+    """Live CPU, memory, pids and disk of running tasks."""
+    import time
+
+    from rich.live import Live
+
+    from corral.cli import top as topview
+
+    _client_logging(ctx)
+    address = resolve_master(master)
+    usages, errors, leader = topview.sample(address, agent, framework, task)
+    if once:
+        time.sleep(interval)
+        previous = topview.index(usages)
+        usages, errors, leader = topview.sample(address, agent, framework, task)
+        console.print(topview.usage_table(usages, previous, errors, f"tasks of {leader}"))
+        return
+    with Live(console=console, auto_refresh=False) as live:
+        while True:
+            previous = topview.index(usages)
+            time.sleep(interval)
+            usages, errors, leader = topview.sample(address, agent, framework, task)
+            live.update(topview.usage_table(usages, previous, errors, f"tasks of {leader}"), refresh=True)
+
+
+@cli.command()
+@master_option
 @click.argument("task_id")
 @click.option("--stderr", is_flag=True, help="Show stderr instead of stdout.")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing while the task runs.")
@@ -502,15 +600,31 @@ def logs(
     views.print_logs(resolve_master(master), task_id, "stderr" if stderr else "stdout", follow, framework)
 
 
-cli.add_command(allocation.explain)
-cli.add_command(allocation.roles)
-cli.add_command(allocation.weights)
-cli.add_command(allocation.quota)
-cli.add_command(allocation.drain)
-cli.add_command(allocation.undrain)
+from corral.cli.cluster import cluster  # noqa: E402  (the group looks main's helpers up lazily)
+
+cli.add_command(cluster)
+cli.add_command(images.image)
+
+
+def _register() -> None:
+    """Commands that live in their own modules (one line each)."""
+    from corral.cli import allocation, batch, frameworks_cmd
+
+    cli.add_command(frameworks_cmd.framework)
+    cli.add_command(batch.submit)
+    cli.add_command(batch.jobs)
+    cli.add_command(batch.job)
+    cli.add_command(batch.cancel)
+    cli.add_command(allocation.explain)
+    cli.add_command(allocation.roles)
+    cli.add_command(allocation.weights)
+    cli.add_command(allocation.quota)
+    cli.add_command(allocation.drain)
+    cli.add_command(allocation.undrain)
 
 
 def main() -> None:
+    _register()
     cli(obj={})
 
 

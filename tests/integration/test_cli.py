@@ -86,7 +86,7 @@ def test_submit_shows_progress_and_fails_when_a_task_fails(local: dict[str, str]
         'name = "good"\n[[tasks]]\nname = "sq"\ncount = 6\ncpus = 0.1\nmem = 32\n'
         'command = "echo $((CORRAL_TASK_INDEX * CORRAL_TASK_INDEX))"\n'
     )
-    res = corral(local, "submit", str(good), "--output")
+    res = corral(local, "submit", str(good), "--wait", "--output")
     assert res.returncode == 0, res.stdout + res.stderr
     assert "6/6 tasks finished" in res.stdout
     assert "25" in res.stdout  # the output of sq[5]
@@ -95,7 +95,7 @@ def test_submit_shows_progress_and_fails_when_a_task_fails(local: dict[str, str]
     bad.write_text(
         'name = "bad"\n[[tasks]]\nname = "t"\ncount = 3\ncommand = "test $CORRAL_TASK_INDEX -ne 1"\n'
     )
-    res = corral(local, "submit", str(bad))
+    res = corral(local, "submit", str(bad), "--wait")
     assert res.returncode == 1
     assert "2/3 tasks finished" in res.stdout
     assert "FAILED" in res.stdout
@@ -128,6 +128,14 @@ def test_kill_and_logs(local: dict[str, str]) -> None:
         assert task_id, "the task never showed up in `corral tasks`"
         logs = corral(local, "logs", task_id)
         assert "started" in logs.stdout
+        top = corral(local, "top", "--once", "--interval", "0.3", "--task", task_id)
+        assert top.returncode == 0, top.stderr
+        assert task_id in top.stdout
+        assert "running" in top.stdout
+        assert "4096" in top.stdout  # the agent's default pids limit
+        missing = corral(local, "top", "--once", "--task", "no-such-task")
+        assert missing.returncode != 0
+        assert "no running task 'no-such-task'" in missing.stderr
         killed = corral(local, "kill", task_id)
         assert killed.returncode == 0, killed.stderr
         out, _err = proc.communicate(timeout=30)
