@@ -269,6 +269,12 @@ class Resources:
     # -- arithmetic -----------------------------------------------------------
 
     def __add__(self, other: Resources) -> Resources:
+        # Immutable, so adding nothing can return the other operand as it is
+        # (the allocator's hot path: an empty allocation plus an offer).
+        if not (other.scalars or other.ranges or other.sets):
+            return self
+        if not (self.scalars or self.ranges or self.sets):
+            return other
         scalars = dict(self.scalars)
         for key, v in other.scalars.items():
             scalars[key] = scalars.get(key, 0) + v
@@ -288,6 +294,10 @@ class Resources:
 
     def subtract_clamped(self, other: Resources) -> Resources:
         """Subtract what is there and ignore the rest (never negative)."""
+        if other is self:
+            return _NONE
+        if not (other.scalars or other.ranges or other.sets):
+            return self
         scalars = dict(self.scalars)
         for key, v in other.scalars.items():
             left = scalars.get(key, 0) - v
@@ -341,6 +351,9 @@ class Resources:
 
     def __str__(self) -> str:
         return self.format() or "(none)"
+
+
+_NONE = Resources()
 
 
 def _head(name: str, role: str) -> str:

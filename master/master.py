@@ -23,6 +23,8 @@ import structlog
 
 from corral import __version__
 from corral.codec import Reason, State, is_terminal, resources_from_proto, resources_to_proto
+from corral.errors import CallError
+from corral.master.agent_queries import AgentQueries
 from corral.master.allocator import Allocator
 from corral.master.allocator.events import (
     AgentActivated,
@@ -39,6 +41,7 @@ from corral.master.allocator.events import (
     Revived,
     Suppressed,
 )
+from corral.master.liveness import Liveness, partition_aware
 from corral.master.registry import AGENTS, FRAMEWORKS, RegistryState, RegistryWriter
 from corral.master.state import (
     AgentRecord,
@@ -57,17 +60,6 @@ log = structlog.get_logger(__name__)
 
 Event = scheduler_pb2.Event
 MasterMessage = agent_pb2.MasterMessage
-
-
-class CallError(Exception):
-    """A framework or operator call that cannot be carried out.
-
-    ``code`` is the gRPC status name the transport should answer with."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -89,6 +81,10 @@ class MasterConfig:
     #: An agent unreachable this long is gone: its tasks are reported GONE and
     #: it must come back as a new agent.
     agent_gone_timeout_s: float = 600.0
+    #: At most max(1, this fraction of the agents) are marked unreachable
+    #: within any agent_unreachable_window_s (see master/liveness.py).
+    agent_unreachable_fraction: float = 0.1
+    agent_unreachable_window_s: float = 60.0
 
 
 def new_id(prefix: str = "") -> str:
@@ -117,8 +113,7 @@ class Master:
         )
         self._agent_seq = itertools.count(1)
         self._offer_seq = itertools.count(1)
-        self._file_seq = itertools.count(1)
-        self._file_requests: dict[int, tuple[str, asyncio.Future[agent_pb2.AgentMessage.FileData]]] = {}
+        self.queries = AgentQueries()
         self._allocate_now = asyncio.Event()
         self._recovered_at = clock() + self.config.agent_reregister_timeout_s
         #: durable record of agents and frameworks (set by the server)
@@ -126,6 +121,7 @@ class Master:
         self._deferred_reconciles: list[tuple[str, str, str]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.log = log.bind(master_id=self.info.id)
+        self.liveness = Liveness(self)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -194,6 +190,7 @@ class Master:
                 and now - agent.unreachable_since >= self.config.agent_gone_timeout_s
             ):
                 agent.gone = True
+                self.liveness.gone(agent)
                 self.allocator.handle(AgentRemoved(agent.agent_id))
                 self._record(AGENTS, agent.agent_id, None)
                 self.log.warning("agent.gone", agent_id=agent.agent_id)
@@ -225,6 +222,7 @@ class Master:
             try:
                 self._expire_offers(now)
                 self._check_agent_heartbeats(now)
+                self.liveness.check(now)
                 self._check_framework_failover(now)
                 self._check_reregistration(now)
                 self._answer_deferred_reconciles(now)
@@ -377,7 +375,7 @@ class Master:
         agent.connected = True
         agent.last_heartbeat = now
         agent.reregister_deadline = None
-        agent.unreachable = False
+        was_unreachable, agent.unreachable = agent.unreachable, False
         if agent.info.SerializeToString() != info.SerializeToString():
             self._record(AGENTS, agent.agent_id, info.SerializeToString())
         agent.info.CopyFrom(info)
@@ -409,6 +407,8 @@ class Master:
         for fw_id, res in used.items():
             self.allocator.handle(ResourcesUsed(fw_id, agent.agent_id, res))
         self.allocator.handle(AgentActivated(agent.agent_id))
+        if was_unreachable:
+            self.liveness.returned(agent, tasks)
         self.log.info("agent.reregistered", agent_id=agent.agent_id, tasks=len(tasks))
 
     def _adopt_tasks(
@@ -512,9 +512,7 @@ class Master:
         self.allocator.handle(AgentDeactivated(agent_id))
         for offer_id in sorted(agent.offers):
             self._rescind(offer_id)
-        for owner, fut in list(self._file_requests.values()):
-            if owner == agent_id and not fut.done():
-                fut.set_exception(CallError("UNAVAILABLE", f"agent {agent_id} disconnected"))
+        self.queries.agent_gone(agent_id)
         self.log.info("agent.disconnected", agent_id=agent_id)
 
     def _check_agent_heartbeats(self, now: float) -> None:
@@ -1056,6 +1054,10 @@ class Master:
     def _reconciled(self, status: pb.TaskStatus) -> pb.TaskStatus:
         copy = pb.TaskStatus()
         copy.CopyFrom(status)
+        if copy.state == pb.TASK_UNREACHABLE and not partition_aware(
+            self.state.frameworks.get(copy.framework_id)
+        ):
+            copy.state = pb.TASK_LOST  # what it was told (master/liveness.py)
         copy.reason = pb.TaskStatus.REASON_RECONCILIATION
         copy.uuid = b""  # reconciliation answers need no acknowledgement
         return copy
@@ -1083,13 +1085,10 @@ class Master:
         agent = self.state.agents.get(task.agent_id)
         if agent is None or agent.outbox is None:
             raise CallError("UNAVAILABLE", f"the agent of task {task_id!r} is not connected")
-        length = length or self.config.read_file_default_length
-        length = min(length, self.config.read_file_max_length)
-        request_id = next(self._file_seq)
-        fut: asyncio.Future[agent_pb2.AgentMessage.FileData] = asyncio.get_running_loop().create_future()
-        self._file_requests[request_id] = (agent.agent_id, fut)
-        agent.outbox.send(
-            MasterMessage(
+        length = min(length or self.config.read_file_default_length, self.config.read_file_max_length)
+
+        def build(request_id: int) -> MasterMessage:
+            return MasterMessage(
                 read_file=MasterMessage.ReadFile(
                     request_id=request_id,
                     task_id=f"{task.framework_id}/{task_id}",
@@ -1098,22 +1097,47 @@ class Master:
                     length=length,
                 )
             )
-        )
-        try:
-            data = await asyncio.wait_for(fut, self.config.read_file_timeout_s)
-        except TimeoutError:
-            raise CallError("DEADLINE_EXCEEDED", "the agent did not answer in time") from None
-        finally:
-            self._file_requests.pop(request_id, None)
+
+        data = await self.queries.ask(agent, build, self.config.read_file_timeout_s)
+        assert isinstance(data, agent_pb2.AgentMessage.FileData)
         if data.error:
             raise CallError("NOT_FOUND", data.error)
         return data.data, data.size, task.status
 
     def file_data(self, agent_id: str, data: agent_pb2.AgentMessage.FileData) -> None:
-        entry = self._file_requests.get(data.request_id)
-        # Only the agent that was asked may answer.
-        if entry is not None and entry[0] == agent_id and not entry[1].done():
-            entry[1].set_result(data)
+        self.queries.answer(agent_id, data.request_id, data)
+
+    async def usage(
+        self, agent_id: str = "", framework_id: str = "", task_id: str = ""
+    ) -> tuple[list[pb.TaskUsage], list[str]]:
+        """Live usage of running tasks, optionally of one agent, framework or task.
+
+        Agents that cannot answer are named in the second list; filters that
+        match nothing raise CallError NOT_FOUND.
+        """
+        if agent_id and agent_id not in self.state.agents:
+            raise CallError("NOT_FOUND", f"agent_id: no agent {agent_id!r}")
+        if framework_id and framework_id not in self.state.frameworks:
+            raise CallError("NOT_FOUND", f"framework_id: no framework {framework_id!r}")
+        wanted: dict[str, list[str]] = {}
+        if task_id or framework_id:
+            tasks = (
+                self.state.find_task(task_id, framework_id)
+                if task_id
+                else list(self.state.frameworks[framework_id].tasks.values())
+            )
+            if task_id and not tasks:
+                raise CallError("NOT_FOUND", f"task_id: no running task {task_id!r}")
+            for t in tasks:
+                if not agent_id or t.agent_id == agent_id:
+                    wanted.setdefault(t.agent_id, []).append(f"{t.framework_id}/{t.task_id}")
+            agents = [self.state.agents[a] for a in wanted if a in self.state.agents]
+        else:
+            agents = [a for a in self.state.agents.values() if not agent_id or a.agent_id == agent_id]
+        return await self.queries.usage(agents, wanted, self.config.read_file_timeout_s)
+
+    def usage_data(self, agent_id: str, data: agent_pb2.AgentMessage.Usage) -> None:
+        self.queries.answer(agent_id, data.request_id, data)
 
 
 def default_address(port: int) -> str:

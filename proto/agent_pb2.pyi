@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AgentMessage(_message.Message):
-    __slots__ = ("register", "heartbeat", "status_updates", "file_data")
+    __slots__ = ("register", "heartbeat", "status_updates", "file_data", "usage")
     class Register(_message.Message):
         __slots__ = ("agent_info", "tasks", "frameworks", "task_infos")
         AGENT_INFO_FIELD_NUMBER: _ClassVar[int]
@@ -41,18 +41,27 @@ class AgentMessage(_message.Message):
         size: int
         error: str
         def __init__(self, request_id: _Optional[int] = ..., data: _Optional[bytes] = ..., size: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+    class Usage(_message.Message):
+        __slots__ = ("request_id", "tasks")
+        REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+        TASKS_FIELD_NUMBER: _ClassVar[int]
+        request_id: int
+        tasks: _containers.RepeatedCompositeFieldContainer[_messages_pb2.TaskUsage]
+        def __init__(self, request_id: _Optional[int] = ..., tasks: _Optional[_Iterable[_Union[_messages_pb2.TaskUsage, _Mapping]]] = ...) -> None: ...
     REGISTER_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     STATUS_UPDATES_FIELD_NUMBER: _ClassVar[int]
     FILE_DATA_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
     register: AgentMessage.Register
     heartbeat: AgentMessage.Heartbeat
     status_updates: AgentMessage.StatusUpdates
     file_data: AgentMessage.FileData
-    def __init__(self, register: _Optional[_Union[AgentMessage.Register, _Mapping]] = ..., heartbeat: _Optional[_Union[AgentMessage.Heartbeat, _Mapping]] = ..., status_updates: _Optional[_Union[AgentMessage.StatusUpdates, _Mapping]] = ..., file_data: _Optional[_Union[AgentMessage.FileData, _Mapping]] = ...) -> None: ...
+    usage: AgentMessage.Usage
+    def __init__(self, register: _Optional[_Union[AgentMessage.Register, _Mapping]] = ..., heartbeat: _Optional[_Union[AgentMessage.Heartbeat, _Mapping]] = ..., status_updates: _Optional[_Union[AgentMessage.StatusUpdates, _Mapping]] = ..., file_data: _Optional[_Union[AgentMessage.FileData, _Mapping]] = ..., usage: _Optional[_Union[AgentMessage.Usage, _Mapping]] = ...) -> None: ...
 
 class MasterMessage(_message.Message):
-    __slots__ = ("registered", "run_tasks", "kill_task", "acknowledgements", "shutdown_framework", "read_file", "error")
+    __slots__ = ("registered", "run_tasks", "kill_task", "acknowledgements", "shutdown_framework", "read_file", "error", "get_usage")
     class Registered(_message.Message):
         __slots__ = ("agent_id", "heartbeat_interval_s", "master_info")
         AGENT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -117,6 +126,13 @@ class MasterMessage(_message.Message):
         message: str
         code: str
         def __init__(self, message: _Optional[str] = ..., code: _Optional[str] = ...) -> None: ...
+    class GetUsage(_message.Message):
+        __slots__ = ("request_id", "task_ids")
+        REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+        TASK_IDS_FIELD_NUMBER: _ClassVar[int]
+        request_id: int
+        task_ids: _containers.RepeatedScalarFieldContainer[str]
+        def __init__(self, request_id: _Optional[int] = ..., task_ids: _Optional[_Iterable[str]] = ...) -> None: ...
     REGISTERED_FIELD_NUMBER: _ClassVar[int]
     RUN_TASKS_FIELD_NUMBER: _ClassVar[int]
     KILL_TASK_FIELD_NUMBER: _ClassVar[int]
@@ -124,6 +140,7 @@ class MasterMessage(_message.Message):
     SHUTDOWN_FRAMEWORK_FIELD_NUMBER: _ClassVar[int]
     READ_FILE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    GET_USAGE_FIELD_NUMBER: _ClassVar[int]
     registered: MasterMessage.Registered
     run_tasks: MasterMessage.RunTasks
     kill_task: MasterMessage.KillTask
@@ -131,4 +148,5 @@ class MasterMessage(_message.Message):
     shutdown_framework: MasterMessage.ShutdownFramework
     read_file: MasterMessage.ReadFile
     error: MasterMessage.Error
-    def __init__(self, registered: _Optional[_Union[MasterMessage.Registered, _Mapping]] = ..., run_tasks: _Optional[_Union[MasterMessage.RunTasks, _Mapping]] = ..., kill_task: _Optional[_Union[MasterMessage.KillTask, _Mapping]] = ..., acknowledgements: _Optional[_Union[MasterMessage.Acknowledgements, _Mapping]] = ..., shutdown_framework: _Optional[_Union[MasterMessage.ShutdownFramework, _Mapping]] = ..., read_file: _Optional[_Union[MasterMessage.ReadFile, _Mapping]] = ..., error: _Optional[_Union[MasterMessage.Error, _Mapping]] = ...) -> None: ...
+    get_usage: MasterMessage.GetUsage
+    def __init__(self, registered: _Optional[_Union[MasterMessage.Registered, _Mapping]] = ..., run_tasks: _Optional[_Union[MasterMessage.RunTasks, _Mapping]] = ..., kill_task: _Optional[_Union[MasterMessage.KillTask, _Mapping]] = ..., acknowledgements: _Optional[_Union[MasterMessage.Acknowledgements, _Mapping]] = ..., shutdown_framework: _Optional[_Union[MasterMessage.ShutdownFramework, _Mapping]] = ..., read_file: _Optional[_Union[MasterMessage.ReadFile, _Mapping]] = ..., error: _Optional[_Union[MasterMessage.Error, _Mapping]] = ..., get_usage: _Optional[_Union[MasterMessage.GetUsage, _Mapping]] = ...) -> None: ...

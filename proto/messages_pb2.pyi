@@ -327,3 +327,35 @@ class TaskStatus(_message.Message):
     limit: int
     peak: int
     def __init__(self, task_id: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., reason: _Optional[_Union[TaskStatus.Reason, str]] = ..., message: _Optional[str] = ..., source: _Optional[_Union[TaskStatus.Source, str]] = ..., agent_id: _Optional[str] = ..., framework_id: _Optional[str] = ..., timestamp: _Optional[float] = ..., uuid: _Optional[bytes] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., stderr_tail: _Optional[str] = ..., limit: _Optional[int] = ..., peak: _Optional[int] = ...) -> None: ...
+
+class TaskUsage(_message.Message):
+    __slots__ = ("framework_id", "task_id", "agent_id", "state", "cpu_time_s", "mem_bytes", "mem_peak_bytes", "mem_limit_bytes", "pids", "pids_limit", "disk_bytes", "disk_limit_bytes", "cpus", "timestamp")
+    FRAMEWORK_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    CPU_TIME_S_FIELD_NUMBER: _ClassVar[int]
+    MEM_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEM_PEAK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEM_LIMIT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PIDS_FIELD_NUMBER: _ClassVar[int]
+    PIDS_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    DISK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DISK_LIMIT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CPUS_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    framework_id: str
+    task_id: str
+    agent_id: str
+    state: str
+    cpu_time_s: float
+    mem_bytes: int
+    mem_peak_bytes: int
+    mem_limit_bytes: int
+    pids: int
+    pids_limit: int
+    disk_bytes: int
+    disk_limit_bytes: int
+    cpus: float
+    timestamp: float
+    def __init__(self, framework_id: _Optional[str] = ..., task_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., state: _Optional[str] = ..., cpu_time_s: _Optional[float] = ..., mem_bytes: _Optional[int] = ..., mem_peak_bytes: _Optional[int] = ..., mem_limit_bytes: _Optional[int] = ..., pids: _Optional[int] = ..., pids_limit: _Optional[int] = ..., disk_bytes: _Optional[int] = ..., disk_limit_bytes: _Optional[int] = ..., cpus: _Optional[float] = ..., timestamp: _Optional[float] = ...) -> None: ...

@@ -148,3 +148,21 @@ class ReadFileResponse(_message.Message):
     size: int
     status: _messages_pb2.TaskStatus
     def __init__(self, data: _Optional[bytes] = ..., size: _Optional[int] = ..., status: _Optional[_Union[_messages_pb2.TaskStatus, _Mapping]] = ...) -> None: ...
+
+class GetUsageRequest(_message.Message):
+    __slots__ = ("agent_id", "framework_id", "task_id")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    FRAMEWORK_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    framework_id: str
+    task_id: str
+    def __init__(self, agent_id: _Optional[str] = ..., framework_id: _Optional[str] = ..., task_id: _Optional[str] = ...) -> None: ...
+
+class GetUsageResponse(_message.Message):
+    __slots__ = ("usages", "errors")
+    USAGES_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    usages: _containers.RepeatedCompositeFieldContainer[_messages_pb2.TaskUsage]
+    errors: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, usages: _Optional[_Iterable[_Union[_messages_pb2.TaskUsage, _Mapping]]] = ..., errors: _Optional[_Iterable[str]] = ...) -> None: ...

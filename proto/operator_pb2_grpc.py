@@ -69,6 +69,11 @@ class OperatorStub:
                 request_serializer=corral_dot_proto_dot_operator__pb2.ReadFileRequest.SerializeToString,
                 response_deserializer=corral_dot_proto_dot_operator__pb2.ReadFileResponse.FromString,
                 _registered_method=True)
+        self.GetUsage = channel.unary_unary(
+                '/corral.v1.Operator/GetUsage',
+                request_serializer=corral_dot_proto_dot_operator__pb2.GetUsageRequest.SerializeToString,
+                response_deserializer=corral_dot_proto_dot_operator__pb2.GetUsageResponse.FromString,
+                _registered_method=True)
 
 
 class OperatorServicer:
@@ -116,6 +121,12 @@ class OperatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetUsage(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OperatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -153,6 +164,11 @@ def add_OperatorServicer_to_server(servicer, server):
                     servicer.ReadFile,
                     request_deserializer=corral_dot_proto_dot_operator__pb2.ReadFileRequest.FromString,
                     response_serializer=corral_dot_proto_dot_operator__pb2.ReadFileResponse.SerializeToString,
+            ),
+            'GetUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUsage,
+                    request_deserializer=corral_dot_proto_dot_operator__pb2.GetUsageRequest.FromString,
+                    response_serializer=corral_dot_proto_dot_operator__pb2.GetUsageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -344,6 +360,33 @@ class Operator:
             '/corral.v1.Operator/ReadFile',
             corral_dot_proto_dot_operator__pb2.ReadFileRequest.SerializeToString,
             corral_dot_proto_dot_operator__pb2.ReadFileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corral.v1.Operator/GetUsage',
+            corral_dot_proto_dot_operator__pb2.GetUsageRequest.SerializeToString,
+            corral_dot_proto_dot_operator__pb2.GetUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

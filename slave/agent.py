@@ -19,6 +19,7 @@ import stat
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +40,10 @@ from corral.detector import LeaderFinder
 from corral.proto import agent_pb2, agent_pb2_grpc
 from corral.proto import messages_pb2 as pb
 from corral.resources import MILLI, ResourceError, Resources
+from corral.slave import gc as sandbox_gc
+from corral.slave import recovery, usage
 from corral.slave import resources as detect
+from corral.slave.checkpoints import Checkpoints, TaskCheckpoint
 from corral.slave.containerizer import (
     ContainerConfig,
     ContainerError,
@@ -77,6 +81,19 @@ class AgentConfig:
     credentials: Credentials | None = None
     #: i-th of n slices of this host, when several agents share it
     share: tuple[int, int] = (0, 1)
+    #: how often a task's sandbox is measured against its ``disk`` resource
+    disk_watch_interval_s: float = 15.0
+    #: processes (and threads) one task may have at once, so a fork bomb
+    #: cannot take the node down; None means unlimited
+    task_pids_max: int | None = 4096
+    #: at start: "reconnect" re-attaches to the tasks an earlier run left,
+    #: "cleanup" kills them and forgets them (see slave/recovery.py)
+    recover: str = "reconnect"
+    #: finished sandboxes are removed this long after their task ended, sooner
+    #: as the work disk fills (see slave/gc.py)
+    gc_delay_s: float = 7 * 86400.0
+    gc_disk_headroom: float = 0.1
+    gc_interval_s: float = sandbox_gc.GC_INTERVAL_S
 
 
 @dataclass
@@ -91,6 +108,8 @@ class TaskRun:
     watcher: asyncio.Task[None] | None = None
     kill_task: asyncio.Task[None] | None = None
     pid: int = 0
+    #: re-attached after an agent restart
+    recovered: bool = False
 
 
 class Agent:
@@ -104,17 +123,25 @@ class Agent:
         self.config = config
         self.work_dir = config.work_dir
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        self.containerizer = containerizer or Containerizer(self.work_dir, cgroup_prefix=config.cgroup_prefix)
+        self.containerizer = containerizer or Containerizer(
+            self.work_dir,
+            cgroup_prefix=config.cgroup_prefix,
+            disk_watch_interval_s=config.disk_watch_interval_s,
+        )
         self.total = config.resources or detect.detect(self.work_dir, config.share)
-        self.agent_id = self._load_agent_id()
+        self.checkpoints = Checkpoints(self.work_dir)
+        self.agent_id = ""  # learnt from the checkpoints in start()
         self.tasks: dict[TaskKey, TaskRun] = {}
+        self._answers: set[asyncio.Task[None]] = set()
         self.frameworks: dict[str, pb.FrameworkInfo] = {}
         self.completed: OrderedDict[TaskKey, Path] = OrderedDict()
+        #: when each completed task ended (its sandbox's age for GC)
+        self.completed_at: dict[TaskKey, float] = {}
         self.registered = asyncio.Event()
         self.fatal: BaseException | None = None
         self._outq: asyncio.Queue[AgentMessage | None] | None = None
         self._heartbeat_s = 5.0
-        self.updates = StatusUpdateManager(self._send_updates)
+        self.updates = StatusUpdateManager(self._send_updates, journal=recovery.Journal(self))
         self._main: asyncio.Task[None] | None = None
         self._timers: asyncio.Task[None] | None = None
         self._stopping = False
@@ -122,21 +149,8 @@ class Agent:
 
     # -- identity -------------------------------------------------------------
 
-    def _load_agent_id(self) -> str:
-        path = self.work_dir / "agent_id"
-        try:
-            return path.read_text().strip()
-        except FileNotFoundError:
-            return ""
-
     def _save_agent_id(self, agent_id: str) -> None:
-        path = self.work_dir / "agent_id"
-        tmp = path.with_suffix(".tmp")
-        with tmp.open("w") as f:
-            f.write(agent_id)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)
+        self.checkpoints.save_agent(agent_id)
 
     def agent_info(self) -> pb.AgentInfo:
         return pb.AgentInfo(
@@ -151,6 +165,8 @@ class Agent:
     # -- lifecycle ------------------------------------------------------------
 
     async def start(self) -> None:
+        """Recover from the checkpoints (raises CheckpointError if one is damaged), then connect."""
+        await recovery.recover(self)
         self._main = asyncio.create_task(self._connection_loop(), name="agent-connection")
         self._timers = asyncio.create_task(self._timer_loop(), name="agent-timers")
 
@@ -167,6 +183,8 @@ class Agent:
         watchers += [r.kill_task for r in self.tasks.values() if r.kill_task is not None]
         if kill_tasks:
             await self.containerizer.close()
+        else:
+            await self.containerizer.detach()
         for w in watchers:
             w.cancel()
         await asyncio.gather(*watchers, return_exceptions=True)
@@ -260,6 +278,8 @@ class Agent:
             self._on_shutdown_framework(message.shutdown_framework.framework_id)
         elif kind == "read_file":
             outq.put_nowait(self._read_file(message.read_file))
+        elif kind == "get_usage":
+            self._answer_later(usage.collect(self.tasks, self.containerizer, message.get_usage), outq)
         elif kind == "error":
             self.log.warning("master.error", message=message.error.message)
 
@@ -277,9 +297,9 @@ class Agent:
         )
         await self.containerizer.close()
         self.tasks.clear()
-        self.updates = StatusUpdateManager(self._send_updates)
+        self.updates = StatusUpdateManager(self._send_updates, journal=recovery.Journal(self))
         self.agent_id = ""
-        (self.work_dir / "agent_id").unlink(missing_ok=True)
+        self.checkpoints.forget_agent()
 
     def _register_message(self) -> AgentMessage:
         statuses, infos = [], []
@@ -328,9 +348,16 @@ class Agent:
 
     async def _timer_loop(self) -> None:
         last_heartbeat = 0.0
+        next_gc = time.time() + self.config.gc_interval_s
         while True:
             await asyncio.sleep(0.25)
             now = time.time()
+            if now >= next_gc:
+                next_gc = now + self.config.gc_interval_s
+                try:
+                    sandbox_gc.collect(self, now)
+                except OSError as e:
+                    self.log.warning("sandboxes.gc_failed", error=str(e))
             if self._outq is not None and now - last_heartbeat >= self._heartbeat_s:
                 last_heartbeat = now
                 self._send(AgentMessage(heartbeat=AgentMessage.Heartbeat(timestamp=now)))
@@ -340,6 +367,8 @@ class Agent:
 
     def _on_run_tasks(self, run: MasterMessage.RunTasks) -> None:
         fw = run.framework_info
+        if self.frameworks.get(fw.id) != fw:
+            self.checkpoints.save_framework(fw)
         self.frameworks[fw.id] = fw
         for info in run.tasks:
             key = (fw.id, info.task_id)
@@ -351,6 +380,8 @@ class Agent:
             container_id = f"{_SAFE.sub('_', info.task_id)[:80]}-{uuid.uuid4().hex[:8]}"
             sandbox = self.work_dir / "sandboxes" / _SAFE.sub("_", fw.id) / container_id
             task = TaskRun(fw.id, info, container_id, sandbox)
+            # Checkpointed before anything runs, so a restarted agent knows of it.
+            self.checkpoints.save_task(TaskCheckpoint(fw.id, info, container_id, sandbox))
             self.tasks[key] = task
             task.watcher = asyncio.create_task(self._run_task(task), name=f"task-{info.task_id}")
 
@@ -373,6 +404,22 @@ class Agent:
                 self._spawn_kill(run.framework_id, info.task_id, 0.0)
             else:
                 self._update(run, pb.TASK_RUNNING)
+            await self._follow(run)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            self.log.exception("task.failed_unexpectedly", task_id=info.task_id)
+            if not is_terminal(run.state):
+                self._update(run, pb.TASK_FAILED, TS.REASON_CONTAINER_LAUNCH_FAILED, f"agent error: {e}")
+
+    def _spawn_follow(self, run: TaskRun, lost: str) -> asyncio.Task[None]:
+        return asyncio.create_task(self._follow(run, lost), name=f"task-{run.info.task_id}")
+
+    async def _follow(self, run: TaskRun, lost: str = "") -> None:
+        """Wait for a launched (or re-attached) task to end and send its terminal
+        update; ``lost`` says why its end cannot be known (it is reported TASK_LOST)."""
+        info = run.info
+        try:
             termination = await self.containerizer.wait(run.container_id)
             # The main process is gone; the terminal update waits until every
             # other process of the task is gone too (a kill in progress
@@ -385,7 +432,10 @@ class Agent:
                 await self.containerizer.destroy(run.container_id)
             except Exception:
                 self.log.exception("task.cleanup_failed", task_id=info.task_id)
-            self._terminal_update(run, termination)
+            if lost:
+                self._update(run, pb.TASK_LOST, TS.REASON_AGENT_RESTARTED, lost)
+            else:
+                self._terminal_update(run, termination)
         except asyncio.CancelledError:
             raise
         except Exception as e:
@@ -437,6 +487,9 @@ class Agent:
             cpus_milli=wanted.scalar("cpus") or 10,
             mem_bytes=mem_milli * 1024 * 1024 // MILLI,
             isolation=isolation,
+            pids_max=self.config.task_pids_max,
+            # A task that asked for no disk is not limited (as in Mesos).
+            disk_bytes=(wanted.scalar("disk") * 1024 * 1024 // MILLI) or None,
         )
 
     def _terminal_update(self, run: TaskRun, t: Termination) -> None:
@@ -453,7 +506,8 @@ class Agent:
             }.get(t.limitation.kind, TS.REASON_COMMAND_EXITED)
             extra.update(limit=t.limitation.limit, peak=t.limitation.peak)
             self._update(run, pb.TASK_FAILED, reason, t.limitation.message, **extra)
-        elif t.killed:
+        elif t.killed or (run.recovered and run.state == pb.TASK_KILLING):
+            # Asked to stop, it stopped while no agent watched.
             self._update(
                 run,
                 pb.TASK_KILLED,
@@ -522,9 +576,13 @@ class Agent:
         if acked is not None and is_terminal(acked.state):
             run = self.tasks.pop(key, None)
             if run is not None:
+                self.checkpoints.complete_task(
+                    TaskCheckpoint(run.framework_id, run.info, run.container_id, run.sandbox), now
+                )
                 self.completed[key] = run.sandbox
+                self.completed_at[key] = now
                 while len(self.completed) > COMPLETED_SANDBOXES_KEPT:
-                    self.completed.popitem(last=False)
+                    sandbox_gc.remove(self, next(iter(self.completed)))
 
     def _spawn_kill(self, framework_id: str, task_id: str, grace_s: float) -> None:
         run = self.tasks.get((framework_id, task_id))
@@ -567,6 +625,21 @@ class Agent:
         for (fw_id, task_id), run in list(self.tasks.items()):
             if fw_id == framework_id and not is_terminal(run.state):
                 self._spawn_kill(fw_id, task_id, 0.0)
+
+    def _answer_later(
+        self, answer: Coroutine[object, object, AgentMessage], outq: asyncio.Queue[AgentMessage | None]
+    ) -> None:
+        """Send the answer to a master's question once it is ready, off the read loop."""
+
+        async def send() -> None:
+            try:
+                outq.put_nowait(await answer)
+            except Exception:
+                self.log.exception("agent.answer_failed")
+
+        task = asyncio.ensure_future(send())
+        self._answers.add(task)
+        task.add_done_callback(self._answers.discard)
 
     # -- sandbox files --------------------------------------------------------
 

@@ -4,9 +4,10 @@ Every update gets a uuid and waits in its task's queue. Only the head of each
 queue is in flight; it is resent with exponential backoff until the framework's
 acknowledgement comes back through the master, then the next one goes. That is
 Mesos' status update manager: retries may duplicate, never reorder, and the
-uuid lets a framework drop duplicates. Checkpointing the queues to disk so they
-survive an agent restart is the recovery issue's; this module keeps the seam
-(``pending()`` lists everything unacknowledged).
+uuid lets a framework drop duplicates. A :class:`Journal` checkpoints every
+update before it is sent and every acknowledgement before the next update
+goes, so a restarted agent restores the queues (:meth:`~StatusUpdateManager.restore`)
+and delivery stays at-least-once across restarts (see slave/checkpoints.py).
 """
 
 from __future__ import annotations
@@ -15,10 +16,19 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from corral.proto import messages_pb2 as pb
 
 TaskKey = tuple[str, str]  # (framework_id, task_id)
+
+
+class Journal(Protocol):
+    """Where updates and acknowledgements are checkpointed, in the order they happen."""
+
+    def updated(self, status: pb.TaskStatus) -> None: ...
+
+    def acknowledged(self, key: TaskKey, uuid: bytes) -> None: ...
 
 
 @dataclass
@@ -35,6 +45,7 @@ class StatusUpdateManager:
         *,
         initial_backoff_s: float = 2.0,
         max_backoff_s: float = 60.0,
+        journal: Journal | None = None,
     ) -> None:
         """``send`` forwards updates to the master and says whether it could
         (False while disconnected; they are resent on :meth:`resend_all`)."""
@@ -42,11 +53,14 @@ class StatusUpdateManager:
         self._streams: dict[TaskKey, _Stream] = {}
         self.initial_backoff_s = initial_backoff_s
         self.max_backoff_s = max_backoff_s
+        self.journal = journal
 
     def update(self, status: pb.TaskStatus, now: float) -> pb.TaskStatus:
         """Queue a new update (a uuid is assigned) and send it if it is the head."""
         status.uuid = uuid.uuid4().bytes
         key = (status.framework_id, status.task_id)
+        if self.journal is not None:
+            self.journal.updated(status)  # before it can be sent
         stream = self._streams.setdefault(key, _Stream())
         stream.queue.append(status)
         if len(stream.queue) == 1:
@@ -59,6 +73,8 @@ class StatusUpdateManager:
         stream = self._streams.get(key)
         if stream is None or not stream.queue or stream.queue[0].uuid != ack_uuid:
             return None
+        if self.journal is not None:
+            self.journal.acknowledged(key, ack_uuid)
         acked = stream.queue.popleft()
         if stream.queue:
             stream.backoff = 0.0
@@ -66,6 +82,14 @@ class StatusUpdateManager:
         else:
             del self._streams[key]
         return acked
+
+    def restore(self, key: TaskKey, pending: list[pb.TaskStatus]) -> None:
+        """Queue checkpointed updates (uuids kept) that were not acknowledged;
+        they go out at the next :meth:`resend_all`."""
+        if pending:
+            stream = self._streams.setdefault(key, _Stream())
+            stream.queue.extend(pending)
+            stream.next_retry = float("inf")
 
     def tick(self, now: float) -> None:
         """Resend heads whose retry time has come."""

@@ -16,7 +16,7 @@ from rich.console import Console
 
 from corral import __version__
 from corral import logging as corral_logging
-from corral.cli import views
+from corral.cli import images, views
 from corral.cli.discovery import (
     CLUSTER_META_KEY,
     ClusterNotFoundError,
@@ -208,6 +208,26 @@ def local(
     show_default=True,
     help="Seconds a new leader waits for known agents to come back.",
 )
+@click.option("--agent-heartbeat-interval", default=5.0, show_default=True, help="Seconds.")
+@click.option(
+    "--agent-heartbeat-misses",
+    default=3,
+    show_default=True,
+    help="Missed heartbeats after which an agent is unreachable.",
+)
+@click.option(
+    "--agent-gone-timeout",
+    default=600.0,
+    show_default=True,
+    help="Seconds unreachable after which an agent is gone and its tasks GONE.",
+)
+@click.option(
+    "--agent-unreachable-fraction",
+    default=0.1,
+    show_default=True,
+    help="At most this fraction of the agents (at least one) is marked unreachable per window; 1: no limit.",
+)
+@click.option("--agent-unreachable-window", default=60.0, show_default=True, help="Seconds.")
 @click.pass_context
 @handle_errors
 def master(
@@ -219,6 +239,11 @@ def master(
     zk: str | None,
     zk_session_timeout: float,
     agent_reregister_timeout: float,
+    agent_heartbeat_interval: float,
+    agent_heartbeat_misses: int,
+    agent_gone_timeout: float,
+    agent_unreachable_fraction: float,
+    agent_unreachable_window: float,
 ) -> None:
     """Run a master: standalone, or one of several elected through ZooKeeper."""
     import socket
@@ -232,6 +257,11 @@ def master(
         offer_timeout_s=offer_timeout,
         allocation_interval_s=allocation_interval,
         agent_reregister_timeout_s=agent_reregister_timeout,
+        agent_heartbeat_interval_s=agent_heartbeat_interval,
+        agent_heartbeat_misses=agent_heartbeat_misses,
+        agent_gone_timeout_s=agent_gone_timeout,
+        agent_unreachable_fraction=agent_unreachable_fraction,
+        agent_unreachable_window_s=agent_unreachable_window,
     )
 
     if zk:
@@ -275,6 +305,39 @@ def master(
 @click.option("--attributes", default="", metavar="SPEC", help='e.g. "rack:r1;zone:a".')
 @click.option("--hostname", default=None)
 @click.option("--cgroup-prefix", default="corral", show_default=True)
+@click.option(
+    "--disk-watch-interval",
+    type=click.FloatRange(min=0.1),
+    default=15.0,
+    show_default=True,
+    help="Seconds between measurements of each sandbox against its task's disk.",
+)
+@click.option(
+    "--task-pids-max",
+    type=click.IntRange(min=0),
+    default=4096,
+    show_default=True,
+    help="Processes and threads one task may have at once (0: unlimited).",
+)
+@click.option(
+    "--recover",
+    type=click.Choice(["reconnect", "cleanup"]),
+    default="reconnect",
+    show_default=True,
+    help="At start: re-attach to the tasks a previous run left, or kill and forget them.",
+)
+@click.option(
+    "--gc-delay",
+    default=7 * 86400.0,
+    show_default=True,
+    help="Seconds a finished task's sandbox is kept (less as the work disk fills).",
+)
+@click.option(
+    "--gc-disk-headroom",
+    default=0.1,
+    show_default=True,
+    help="Fraction of the work disk kept free: sandboxes go sooner as usage nears 1 - this.",
+)
 @click.pass_context
 @handle_errors
 def agent(
@@ -285,11 +348,17 @@ def agent(
     attributes: str,
     hostname: str | None,
     cgroup_prefix: str,
+    disk_watch_interval: float,
+    task_pids_max: int,
+    recover: str,
+    gc_delay: float,
+    gc_disk_headroom: float,
 ) -> None:
     """Run a node agent that dials the master."""
     import socket
 
     from corral.slave.agent import AgentConfig, AgentRejected, run_agent
+    from corral.slave.checkpoints import CheckpointError
 
     _daemon_logging(ctx)
     try:
@@ -304,11 +373,18 @@ def agent(
         attributes=attrs,
         hostname=hostname or socket.gethostname(),
         cgroup_prefix=cgroup_prefix,
+        disk_watch_interval_s=disk_watch_interval,
+        task_pids_max=task_pids_max or None,
+        recover=recover,
+        gc_delay_s=gc_delay,
+        gc_disk_headroom=gc_disk_headroom,
     )
     try:
         asyncio.run(run_agent(config))
     except AgentRejected as e:
         fail(f"the master rejected this agent: {e}", 1)
+    except CheckpointError as e:
+        fail(str(e), 1)
 
 
 # -- batch work ---------------------------------------------------------------
@@ -499,6 +575,42 @@ def tasks(ctx: click.Context, master: str | None, include_completed: bool, frame
 
 @cli.command()
 @master_option
+@click.option("--agent", default="", help="Only tasks on this agent.")
+@click.option("--framework", default="", help="Only this framework's tasks.")
+@click.option("--task", default="", help="Only this task.")
+@click.option("--interval", type=click.FloatRange(min=0.2), default=2.0, show_default=True)
+@click.option("--once", is_flag=True, help="Print one table (two samples, one interval apart) and exit.")
+@click.pass_context
+@handle_errors
+def top(
+    ctx: click.Context, master: str | None, agent: str, framework: str, task: str, interval: float, once: bool
+) -> None:
+    """Live CPU, memory, pids and disk of running tasks."""
+    import time
+
+    from rich.live import Live
+
+    from corral.cli import top as topview
+
+    _client_logging(ctx)
+    address = resolve_master(master)
+    usages, errors, leader = topview.sample(address, agent, framework, task)
+    if once:
+        time.sleep(interval)
+        previous = topview.index(usages)
+        usages, errors, leader = topview.sample(address, agent, framework, task)
+        console.print(topview.usage_table(usages, previous, errors, f"tasks of {leader}"))
+        return
+    with Live(console=console, auto_refresh=False) as live:
+        while True:
+            previous = topview.index(usages)
+            time.sleep(interval)
+            usages, errors, leader = topview.sample(address, agent, framework, task)
+            live.update(topview.usage_table(usages, previous, errors, f"tasks of {leader}"), refresh=True)
+
+
+@cli.command()
+@master_option
 @click.argument("task_id")
 @click.option("--stderr", is_flag=True, help="Show stderr instead of stdout.")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing while the task runs.")
@@ -521,6 +633,7 @@ def logs(
 from corral.cli.cluster import cluster  # noqa: E402  (the group looks main's helpers up lazily)
 
 cli.add_command(cluster)
+cli.add_command(images.image)
 
 
 def main() -> None:

@@ -55,8 +55,12 @@ class _Operator:
         return call
 
 
-def _stub(master: str) -> _Operator:
+def operator_stub(master: str) -> _Operator:
+    """An Operator API client for ``master`` that follows a redirect to the leader."""
     return _Operator(master)
+
+
+_stub = operator_stub
 
 
 def _ago(ts: float) -> str:

@@ -38,9 +38,19 @@ class AgentActivated:
 
 @dataclass(frozen=True, slots=True)
 class AgentDeactivated:
-    """Disconnected or draining: keep its allocations, offer nothing from it."""
+    """Disconnected: keep its allocations, offer nothing from it."""
 
     agent_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class AgentDraining:
+    """An operator put the agent under maintenance (``draining=True``): it
+    keeps what is allocated and offers nothing until ``draining=False``.
+    Independent of the connection, which :class:`AgentActivated` tracks."""
+
+    agent_id: str
+    draining: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +82,7 @@ class ResourcesUsed:
     framework_id: str
     agent_id: str
     resources: Resources
+    role: str | None = None  # None: the framework's role that holds such resources
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,16 +95,67 @@ class ResourcesRecovered:
     resources: Resources
     refuse_s: float = 0.0
     now: float = 0.0
+    role: str | None = None  # None: taken from whichever of its roles holds them
 
 
 @dataclass(frozen=True, slots=True)
 class Suppressed:
+    """No offers to the framework in ``roles`` (every role when empty) until revived."""
+
     framework_id: str
+    roles: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class Revived:
+    """Offers again in ``roles`` (every role when empty); clears decline filters."""
+
     framework_id: str
+    roles: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RoleWeight:
+    """Operator: the weight of ``role`` among its siblings (default 1)."""
+
+    role: str
+    weight: float
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaSet:
+    """Operator: ``guarantee`` is offered to ``role`` first, even while others
+    are hungry; ``limit`` (None: none) is never exceeded. Both count the role's
+    sub-roles, reservations and unreserved allocations (Mesos 1.9 semantics).
+    An empty guarantee with no limit removes the quota. Guarantees above the
+    cluster's total are refused unless ``force``."""
+
+    role: str
+    guarantee: Resources = field(default_factory=Resources)
+    limit: Resources | None = None
+    force: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Reserved:
+    """Dynamic reservation: unreserved ``resources`` (given with their target
+    role, e.g. ``cpus(ml):2``) on the agent become reserved for that role.
+    With ``framework_id``: taken from what that framework holds there (a
+    RESERVE operation in ACCEPT); without: from the agent's free resources
+    (an operator's reservation)."""
+
+    agent_id: str
+    resources: Resources
+    framework_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Unreserved:
+    """The reverse of :class:`Reserved`: reserved ``resources`` become unreserved."""
+
+    agent_id: str
+    resources: Resources
+    framework_id: str | None = None
 
 
 Event = (
@@ -102,6 +164,7 @@ Event = (
     | AgentRemoved
     | AgentActivated
     | AgentDeactivated
+    | AgentDraining
     | FrameworkAdded
     | FrameworkRemoved
     | FrameworkActivated
@@ -110,4 +173,8 @@ Event = (
     | ResourcesRecovered
     | Suppressed
     | Revived
+    | RoleWeight
+    | QuotaSet
+    | Reserved
+    | Unreserved
 )

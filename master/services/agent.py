@@ -9,8 +9,9 @@ import grpc
 import grpc.aio
 import structlog
 
+from corral.errors import CallError
 from corral.master.leadership import Leadership
-from corral.master.master import CallError, Master
+from corral.master.master import Master
 from corral.master.state import Outbox
 from corral.master.validation import validate_agent_info
 from corral.proto import agent_pb2, agent_pb2_grpc
@@ -80,6 +81,8 @@ class AgentService(agent_pb2_grpc.AgentServicer):
                         m.agent_status_updates(agent_id, list(message.status_updates.statuses))
                     elif kind == "file_data":
                         m.file_data(agent_id, message.file_data)
+                    elif kind == "usage":
+                        m.usage_data(agent_id, message.usage)
                     elif kind == "register":
                         outbox.send(
                             MasterMessage(

@@ -7,9 +7,10 @@ import grpc
 import grpc.aio
 
 from corral.codec import resources_to_proto
+from corral.errors import CallError
 from corral.master.authz import authorize
 from corral.master.leadership import Leadership
-from corral.master.master import CallError, Master
+from corral.master.master import Master
 from corral.master.state import FrameworkRecord, TaskRecord
 from corral.proto import messages_pb2 as pb
 from corral.proto import operator_pb2 as op
@@ -158,3 +159,14 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
             await _fail(context, e)
             raise  # unreachable: abort raises
         return op.ReadFileResponse(data=data, size=size, status=status)
+
+    async def GetUsage(
+        self, request: op.GetUsageRequest, context: Ctx[object, object]
+    ) -> op.GetUsageResponse:
+        master = await self.leadership.require(context)
+        try:
+            usages, errors = await master.usage(request.agent_id, request.framework_id, request.task_id)
+        except CallError as e:
+            await _fail(context, e)
+            raise  # unreachable: abort raises
+        return op.GetUsageResponse(usages=usages, errors=errors)

@@ -15,9 +15,10 @@ import grpc
 import grpc.aio
 import structlog
 
+from corral.errors import CallError
 from corral.master.authz import authorize
 from corral.master.leadership import Leadership
-from corral.master.master import CallError, Master
+from corral.master.master import Master
 from corral.master.state import Outbox
 from corral.master.validation import validate_framework_info
 from corral.proto import scheduler_pb2, scheduler_pb2_grpc

@@ -24,13 +24,14 @@ from pathlib import Path
 
 import structlog
 
-from corral.slave.containerizer import checkpoint, forensics, kernel, launcher
+from corral.slave.containerizer import checkpoint, disk, forensics, kernel, launcher, overlay, reattach
 from corral.slave.containerizer.cgroups.base import CgroupBackend, CgroupLimits, CgroupStats
 from corral.slave.containerizer.cgroups.probe import probe
 from corral.slave.containerizer.errors import CgroupError, ContainerError
 from corral.slave.containerizer.forkserver_client import ForkServerClient, ForkServerError
 from corral.slave.containerizer.isolation import launch_isolation
-from corral.slave.containerizer.model import ContainerConfig, Termination, Usage
+from corral.slave.containerizer.model import ContainerConfig, Limitation, Termination, Usage
+from corral.slave.containerizer.rootfs import MountSpec, RootfsSpec
 
 log = structlog.get_logger(__name__)
 
@@ -48,8 +49,11 @@ os.environ.setdefault(_GRPC_FORK_ENV, "0")
 LAUNCH_TIMEOUT_S = 30.0
 KILL_TIMEOUT_S = 10.0  # after the grace period, how long SIGKILL may take before we give up
 REMOVE_TIMEOUT_S = 5.0
+FREEZE_TIMEOUT_S = 5.0
+DISK_WATCH_INTERVAL_S = 15.0  # Mesos' default for its disk/du isolator
 _POLL_MIN_S = 0.002
 _POLL_MAX_S = 0.05
+RECOVERED_POLL_S = 0.5
 
 
 @dataclass(eq=False)
@@ -62,7 +66,21 @@ class _Container:
     supervisor_gone: asyncio.Future[None]
     task_pid: int = 0
     killed: bool = False
+    paused: bool = False
+    # A limit the agent enforced itself (disk); the kernel's (memory, pids) are
+    # read from the cgroup when the task ends.
+    limitation: Limitation | None = None
+    disk_used: int | None = None
+    disk_watch: asyncio.Future[None] | None = None
     kill_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: with the pid, identifies the supervisor to a restarted agent (see reattach.py)
+    supervisor_start: int | None = None
+
+    @property
+    def state(self) -> str:
+        if self.done.done():
+            return "stopped"
+        return "paused" if self.paused else "running"
 
 
 class Containerizer:
@@ -78,8 +96,13 @@ class Containerizer:
         cgroup_prefix: str = "corral",
         *,
         fork_server: bool = True,
+        disk_watch_interval_s: float = DISK_WATCH_INTERVAL_S,
     ) -> None:
-        """``fork_server=False`` forks supervisors from this process (slower; for comparison)."""
+        """``fork_server=False`` forks supervisors from this process (slower; for comparison).
+
+        Containers with ``disk_bytes`` have their sandbox measured every
+        ``disk_watch_interval_s`` and are killed when they hold more.
+        """
         if not fork_server and (
             not _GRPC_IMPORTED_FORK_SAFE or os.environ.get(_GRPC_FORK_ENV, "").lower() not in _FALSY
         ):
@@ -90,6 +113,7 @@ class Containerizer:
         self.work_dir = work_dir
         self.cgroups = cgroups if cgroups is not None else probe()
         self.cgroup_prefix = cgroup_prefix.strip("/")
+        self.disk_watch_interval_s = disk_watch_interval_s
         self._containers: dict[str, _Container] = {}
         self._prefix_ready = False
         self._fork_server = ForkServerClient() if fork_server else None
@@ -102,6 +126,8 @@ class Containerizer:
         self._reserved: set[str] = set()  # ids being launched
         self._adopting: set[asyncio.Task[None]] = set()
         self._adopting_ids: set[str] = set()  # launches cancelled while the server forked
+        self._recovered: dict[str, _Container] = {}  # re-attached, exit status polled
+        self._poller: asyncio.Task[None] | None = None
 
     @property
     def fork_server_pid(self) -> int | None:
@@ -143,6 +169,13 @@ class Containerizer:
             raise ContainerError(
                 f"cannot create the directories of container {config.container_id!r}: {e}"
             ) from e
+        try:
+            filesystem = overlay.prepare(
+                config.rootfs, config.volumes, config.sandbox, config.workdir, meta_dir
+            )
+        except ContainerError:
+            shutil.rmtree(meta_dir, ignore_errors=True)
+            raise
         if not self._prefix_ready:
             self.cgroups.prepare_prefix(self.cgroup_prefix)
             self._prefix_ready = True
@@ -151,7 +184,7 @@ class Containerizer:
             config.cpus_milli, config.mem_bytes, config.cpu_hard_cap, config.pids_max
         )
         join = self.cgroups.create(cgroup, limits)
-        spec = _launch_spec(config, join, meta_dir)
+        spec = _launch_spec(config, join, meta_dir, filesystem)
         try:
             if self._fork_server is None:
                 spawned = self._spawn_here(spec)
@@ -160,6 +193,7 @@ class Containerizer:
         except (OSError, ForkServerError) as e:
             # After a fork server failure the task may have been forked anyway.
             await self._discard_cgroup(cgroup)
+            shutil.rmtree(meta_dir / "overlay", ignore_errors=True)
             raise ContainerError(
                 f"cannot fork the supervisor of container {config.container_id!r}: {e}"
             ) from e
@@ -176,11 +210,14 @@ class Containerizer:
                 f"{error or 'the supervisor exited before starting the task'}"
             )
         c.task_pid = task_pid
+        if config.disk_bytes is not None and self.disk_watch_interval_s > 0:
+            c.disk_watch = asyncio.ensure_future(self._watch_disk(c, config.disk_bytes))
         checkpoint.write_json(
             meta_dir / "container.json",
             {
                 "container_id": config.container_id,
                 "supervisor_pid": c.supervisor_pid,
+                "supervisor_start": c.supervisor_start,
                 "task_pid": task_pid,
                 "cgroup_version": self.cgroups.version,
                 "cgroups": [str(d) for d in self.cgroups.dirs(cgroup)],
@@ -293,6 +330,7 @@ class Containerizer:
         # it could reap the supervisor; in-process the supervisor is our child and
         # cannot be reaped before we open one.
         pidfd = spawned.pidfd if spawned.pidfd >= 0 else os.pidfd_open(c.supervisor_pid)
+        c.supervisor_start = reattach.start_time_of(c.supervisor_pid, pidfd)
 
         def on_supervisor_exit() -> None:
             loop.remove_reader(pidfd)
@@ -313,6 +351,7 @@ class Containerizer:
                     return
             loop.remove_reader(spawned.done_fd)
             os.close(spawned.done_fd)
+            c.paused = False
             c.done.set_result(self._termination(c))
 
         os.set_blocking(spawned.done_fd, False)
@@ -325,7 +364,7 @@ class Containerizer:
         sig = status.get("signal")
         stats = self._stats(c)
         failed = sig is not None or exit_code != 0
-        found = forensics.limitation(stats, failed)
+        found = c.limitation or forensics.limitation(stats, failed)
         termination = Termination(
             exit_code=exit_code if isinstance(exit_code, int) else None,
             signal=sig if isinstance(sig, int) else None,
@@ -376,6 +415,10 @@ class Containerizer:
             if not c.done.done() and not ended:
                 c.killed = True
                 log.info("container.killing", container_id=container_id, grace_s=grace_s)
+            if c.paused:
+                # A frozen task cannot act on SIGTERM: thaw it so it may end cleanly.
+                self.cgroups.set_frozen(c.cgroup, False)
+                c.paused = False
             await self._terminate(c, grace_s)
 
     async def _terminate(self, c: _Container, grace_s: float) -> None:
@@ -411,14 +454,87 @@ class Containerizer:
                 f"(pid {c.supervisor_pid}) did not report the task's exit"
             ) from None
 
+    def state(self, container_id: str) -> str:
+        """``"running"``, ``"paused"`` or ``"stopped"`` (ended, not yet destroyed)."""
+        return self._get(container_id).state
+
+    async def pause(self, container_id: str) -> None:
+        """Freeze every process of a running container (cgroup freezer).
+
+        Raises ContainerError if it is not running, or cannot be frozen within
+        FREEZE_TIMEOUT_S (it is then thawed again).
+        """
+        c = self._get(container_id)
+        async with c.kill_lock:
+            if c.state != "running" or c.killed:
+                raise ContainerError(f"container {container_id!r} cannot be paused: it is {c.state}")
+            self.cgroups.set_frozen(c.cgroup, True)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + FREEZE_TIMEOUT_S
+            poll = _POLL_MIN_S
+            while not self.cgroups.frozen(c.cgroup):
+                if loop.time() >= deadline or c.done.done():
+                    self.cgroups.set_frozen(c.cgroup, False)
+                    raise ContainerError(
+                        f"container {container_id!r} could not be frozen within {FREEZE_TIMEOUT_S:.0f} s"
+                    )
+                await asyncio.sleep(poll)
+                poll = min(poll * 2, _POLL_MAX_S)
+            c.paused = True
+            log.info("container.paused", container_id=container_id)
+
+    async def resume(self, container_id: str) -> None:
+        """Thaw a paused container; raises ContainerError if it is not paused."""
+        c = self._get(container_id)
+        async with c.kill_lock:
+            if c.state != "paused":
+                raise ContainerError(f"container {container_id!r} cannot be resumed: it is {c.state}")
+            self.cgroups.set_frozen(c.cgroup, False)
+            c.paused = False
+            log.info("container.resumed", container_id=container_id)
+
+    async def _watch_disk(self, c: _Container, limit: int) -> None:
+        container_id = c.config.container_id
+        while True:
+            try:
+                await asyncio.wait_for(asyncio.shield(c.done), self.disk_watch_interval_s)
+                return
+            except TimeoutError:
+                pass
+            used = await asyncio.to_thread(disk.usage_bytes, *_writable_dirs(c))
+            c.disk_used = used
+            if used <= limit or c.done.done():
+                continue
+            c.limitation = Limitation(
+                kind="disk",
+                message=(f"disk limit {forensics.mib(limit)} exceeded: the task wrote {forensics.mib(used)}"),
+                limit=limit,
+                peak=used,
+            )
+            log.warning("container.disk_limit", container_id=container_id, limit=limit, used=used)
+            try:
+                await self.kill(container_id, grace_s=0.0)
+            except ContainerError as e:
+                log.warning("container.disk_kill_failed", container_id=container_id, error=str(e))
+            return
+
     async def usage(self, container_id: str) -> Usage:
+        """Live statistics; disk is the last measurement, or measured now without a disk limit."""
         c = self._get(container_id)
         stats = self.cgroups.stats(c.cgroup)
+        disk_used = c.disk_used
+        if disk_used is None:
+            disk_used = await asyncio.to_thread(disk.usage_bytes, *_writable_dirs(c))
         return Usage(
             cpu_time_s=stats.cpu_time_ns / 1e9,
             mem_bytes=stats.mem_bytes,
             mem_peak_bytes=stats.mem_peak_bytes,
             pids=stats.pids,
+            mem_limit_bytes=stats.mem_limit_bytes,
+            pids_limit=stats.pids_limit,
+            disk_bytes=disk_used,
+            disk_limit_bytes=c.config.disk_bytes or 0,
+            state=c.state,
         )
 
     async def destroy(self, container_id: str) -> None:
@@ -429,6 +545,8 @@ class Containerizer:
         c = self._containers.get(container_id)
         if c is None:
             return
+        if c.disk_watch is not None:
+            c.disk_watch.cancel()
         if not c.done.done() or self.cgroups.procs(c.cgroup):
             await self.kill(container_id, grace_s=0.0)
         loop = asyncio.get_running_loop()
@@ -451,6 +569,130 @@ class Containerizer:
         shutil.rmtree(c.meta_dir, ignore_errors=True)
         self._containers.pop(container_id, None)  # a concurrent destroy may have won
 
+    # -- recovery (an earlier agent process launched these) -----------------------
+
+    def recover(self, container_id: str, sandbox: Path) -> str:
+        """Re-attach to a container an earlier agent process launched.
+
+        Returns ``"running"`` (its supervisor still runs: ``wait`` resolves when
+        the task ends), ``"ended"`` (it ended while no agent watched; ``wait``
+        returns how) or ``"lost"`` (no live supervisor and no exit status:
+        whatever is left in its cgroup is killed by ``destroy``). Every case
+        registers the container, so ``wait``, ``kill`` and ``destroy`` work.
+        Raises ContainerError if ``container.json`` is damaged.
+        """
+        meta_dir = self.work_dir / "containers" / container_id
+        try:
+            record = reattach.read_record(meta_dir)
+        except reattach.RecordError as e:
+            raise ContainerError(f"{meta_dir / 'container.json'}: {e}") from None
+        if not self._prefix_ready:
+            self.cgroups.prepare_prefix(self.cgroup_prefix)
+            self._prefix_ready = True
+        loop = asyncio.get_running_loop()
+        config = ContainerConfig(
+            container_id=container_id, argv=("?",), env={}, sandbox=sandbox, cpus_milli=1, mem_bytes=1
+        )
+        c = _Container(
+            config=config,
+            cgroup=f"{self.cgroup_prefix}/{container_id}",
+            meta_dir=meta_dir,
+            supervisor_pid=0 if record is None else record.supervisor_pid,
+            done=loop.create_future(),
+            supervisor_gone=loop.create_future(),
+            task_pid=0 if record is None else record.task_pid,
+            supervisor_start=None if record is None else record.supervisor_start,
+        )
+        self._containers[container_id] = c
+        pidfd = (
+            None if record is None else reattach.open_process(record.supervisor_pid, record.supervisor_start)
+        )
+        ended = (meta_dir / "exit_status.json").exists()
+        if pidfd is None:
+            c.supervisor_gone.set_result(None)
+            if ended:
+                c.done.set_result(self._termination(c))
+                return "ended"
+            c.done.set_result(Termination(None, None, None, False, "", "no exit status was recorded"))
+            return "lost"
+
+        def on_supervisor_exit() -> None:
+            loop.remove_reader(pidfd)
+            # Ours to reap only if this process adopted it (a subreaper above it).
+            with contextlib.suppress(ChildProcessError):
+                os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
+            os.close(pidfd)
+            c.supervisor_gone.set_result(None)
+            self._recovered_done(c)
+
+        loop.add_reader(pidfd, on_supervisor_exit)
+        if ended:
+            self._recovered_done(c)
+            return "ended"
+        self._recovered[container_id] = c
+        if self._poller is None or self._poller.done():
+            self._poller = asyncio.create_task(self._poll_recovered(), name="containerizer-recovered")
+        return "running"
+
+    def task_pid(self, container_id: str) -> int:
+        """The task's pid as recorded at launch (0 if unknown)."""
+        return self._get(container_id).task_pid
+
+    def _recovered_done(self, c: _Container) -> None:
+        self._recovered.pop(c.config.container_id, None)
+        if not c.done.done():
+            c.done.set_result(self._termination(c))
+
+    async def _poll_recovered(self) -> None:
+        """Notice exit statuses of re-attached containers (there is no done pipe to
+        them any more; the pidfd covers a supervisor that exits, this one a
+        supervisor still reaping the task's orphans)."""
+        while self._recovered:
+            await asyncio.sleep(RECOVERED_POLL_S)
+            for c in list(self._recovered.values()):
+                if (c.meta_dir / "exit_status.json").exists():
+                    self._recovered_done(c)
+
+    async def detach(self) -> None:
+        """Stop polling re-attached containers and close the fork server; the
+        containers run on (the agent stops without killing tasks)."""
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+            self._poller = None
+        if self._fork_server is not None:
+            await self._fork_server.close()
+
+    async def cleanup_leftovers(self, keep: set[str]) -> list[str]:
+        """Kill and remove containers not in ``keep`` that an earlier agent left:
+        their processes, cgroups and records (their sandboxes stay for GC)."""
+        found: set[str] = set()
+        containers = self.work_dir / "containers"
+        if containers.is_dir():
+            found |= {d.name for d in containers.iterdir() if d.is_dir()}
+        for prefix_dir in self.cgroups.dirs(self.cgroup_prefix):
+            if prefix_dir.is_dir():
+                found |= {d.name for d in prefix_dir.iterdir() if d.is_dir()}
+        leftovers = sorted(found - keep)
+        for container_id in leftovers:
+            meta_dir = containers / container_id
+            with contextlib.suppress(reattach.RecordError):
+                record = reattach.read_record(meta_dir)
+                pidfd = (
+                    None
+                    if record is None
+                    else reattach.open_process(record.supervisor_pid, record.supervisor_start)
+                )
+                if pidfd is not None:
+                    with contextlib.suppress(OSError):
+                        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                    os.close(pidfd)
+            await self._discard_cgroup(f"{self.cgroup_prefix}/{container_id}")
+            shutil.rmtree(meta_dir, ignore_errors=True)
+            log.info("container.leftover_removed", container_id=container_id)
+        return leftovers
+
     async def close(self, grace_s: float = 3.0) -> None:
         """Kill and destroy every container, then remove the cgroup prefix."""
         ids = list(self._containers)
@@ -458,6 +700,7 @@ class Containerizer:
         for container_id, result in zip(ids, results, strict=True):
             if isinstance(result, BaseException):
                 log.error("container.not_cleaned_up", container_id=container_id, error=str(result))
+        await self.detach()
         if self._adopting:
             await asyncio.wait(self._adopting, timeout=KILL_TIMEOUT_S + REMOVE_TIMEOUT_S)
         # After the containers: the server reaps their supervisors until it leaves.
@@ -474,18 +717,32 @@ class Containerizer:
         await self.destroy(container_id)
 
 
-def _launch_spec(config: ContainerConfig, join: tuple[Path, ...], meta_dir: Path) -> launcher.LaunchSpec:
+def _writable_dirs(c: _Container) -> tuple[Path, ...]:
+    """What a task's disk limit covers: its sandbox and, on an image, the overlay's upper layer."""
+    return (c.config.sandbox, c.meta_dir / "overlay" / "upper")
+
+
+def _launch_spec(
+    config: ContainerConfig,
+    join: tuple[Path, ...],
+    meta_dir: Path,
+    filesystem: tuple[RootfsSpec | None, tuple[MountSpec, ...], bytes],
+) -> launcher.LaunchSpec:
+    rootfs, mounts, cwd = filesystem
     return launcher.LaunchSpec(
         exec_paths=launcher.exec_candidates(config.argv[0], config.env.get("PATH")),
         argv=tuple(os.fsencode(a) for a in config.argv),
         env={os.fsencode(k): os.fsencode(v) for k, v in config.env.items()},
-        cwd=os.fsencode(config.sandbox),
+        cwd=cwd,
         stdout=os.fsencode(config.sandbox / "stdout"),
         stderr=os.fsencode(config.sandbox / "stderr"),
         cgroup_procs=tuple(os.fsencode(p) for p in join),
         status_path=os.fsencode(meta_dir / "exit_status.json"),
         status_dir=os.fsencode(meta_dir),
         isolation=launch_isolation(config.isolation, config.container_id),
+        rootfs=rootfs,
+        mounts=mounts,
+        sandbox=os.fsencode(config.sandbox),
     )
 
 

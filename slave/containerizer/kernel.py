@@ -1,8 +1,8 @@
 """The kernel calls that isolate a container, through ctypes on libc.
 
-The one seam for unshare, mount, umount2, sethostname, prctl and capset (and
-pivot_root with the images increment): tests can replace these functions with
-a recorder. Every call raises ``OSError(errno, "<call>: <reason>")`` on failure.
+The one seam for unshare, mount, umount2, pivot_root, sethostname, prctl and
+capset: tests can replace these functions with a recorder. Every call raises
+``OSError(errno, "<call>: <reason>")`` on failure.
 
 Standard library only: the fork server loads launcher.py, which imports this
 module, without the corral package or site-packages (see forkserver.py).
@@ -21,13 +21,19 @@ CLONE_NEWIPC = 0x08000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 
+MS_RDONLY = 1
 MS_NOSUID = 2
 MS_NODEV = 4
 MS_NOEXEC = 8
+MS_REMOUNT = 32
 MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
+MS_STRICTATIME = 1 << 24
 MNT_DETACH = 2
+
+# pivot_root(2) has no glibc wrapper: the syscall number per architecture.
+_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "arm64": 41, "ppc64le": 203, "s390x": 217, "riscv64": 41}
 
 PR_SET_NAME = 15
 PR_CAPBSET_DROP = 24
@@ -104,6 +110,8 @@ def _fn(name: str, *argtypes: type) -> ctypes._NamedFuncPointer:
 _unshare = _fn("unshare", ctypes.c_int)
 _mount = _fn("mount", ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p)
 _umount2 = _fn("umount2", ctypes.c_char_p, ctypes.c_int)
+_syscall = _libc["syscall"]
+_syscall.restype = ctypes.c_long
 _sethostname = _fn("sethostname", ctypes.c_char_p, ctypes.c_size_t)
 _prctl = _fn("prctl", ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
 
@@ -141,6 +149,14 @@ def mount(source: bytes | None, target: bytes, fstype: bytes | None, flags: int,
 
 def umount2(target: bytes, flags: int = 0) -> None:
     _check(_umount2(target, flags), "umount2 " + target.decode("latin-1"))
+
+
+def pivot_root(new_root: bytes, put_old: bytes) -> None:
+    number = _SYS_PIVOT_ROOT.get(os.uname().machine)
+    if number is None:
+        raise OSError(38, f"pivot_root: unknown syscall number on {os.uname().machine}")
+    result = _syscall(ctypes.c_long(number), ctypes.c_char_p(new_root), ctypes.c_char_p(put_old))
+    _check(int(result), "pivot_root " + new_root.decode("latin-1"))
 
 
 def sethostname(name: bytes) -> None:

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 # Relative, so that it works both as corral.slave.containerizer.launcher and
 # when the fork server loads this folder as a nameless package.
 from . import kernel, network
+from . import rootfs as fs
 
 # Not typing.TYPE_CHECKING: importing typing would cost the fork server memory.
 TYPE_CHECKING = False
@@ -94,6 +95,10 @@ class LaunchSpec:
     status_path: bytes
     status_dir: bytes
     isolation: IsolationSpec = field(default_factory=IsolationSpec)
+    # An image to pivot into (needs CLONE_NEWNS); None keeps the host's tree.
+    rootfs: fs.RootfsSpec | None = None
+    mounts: tuple[fs.MountSpec, ...] = ()  # volumes
+    sandbox: bytes = b""  # host path; volumes without an image may be created under it
 
 
 @dataclass(frozen=True)
@@ -134,6 +139,9 @@ def spec_to_json(spec: LaunchSpec) -> dict[str, object]:
             "cap_keep": spec.isolation.cap_keep,
             "no_new_privs": spec.isolation.no_new_privs,
         },
+        "rootfs": None if spec.rootfs is None else fs.rootfs_spec_to_json(spec.rootfs),
+        "mounts": [fs.mount_spec_to_json(m) for m in spec.mounts],
+        "sandbox": s(spec.sandbox),
     }
 
 
@@ -192,6 +200,9 @@ def spec_from_json(data: dict[str, object]) -> LaunchSpec:
         status_path=b(data.get("status_path")),
         status_dir=b(data.get("status_dir")),
         isolation=isolation,
+        rootfs=None if data.get("rootfs") is None else fs.rootfs_spec_from_json(data.get("rootfs")),
+        mounts=tuple(fs.mount_spec_from_json(m) for m in seq(data.get("mounts", []))),
+        sandbox=b(data.get("sandbox", "")),
     )
 
 
@@ -352,11 +363,14 @@ def _task_child(spec: LaunchSpec, exec_w: int, report_w: int) -> None:
 
     1. join the cgroups first, so that everything below (and every byte the
        task allocates) is accounted and killable from the host;
-    2. namespaces, mounts, hostname and loopback while still fully privileged
-       (they need CAP_SYS_ADMIN / CAP_NET_ADMIN); /proc is mounted after the
-       fork into the new pid namespace (the supervisor unshared it), so it
-       shows only the container's processes;
-    3. chdir and stdio (files opened as root, before any uid switch);
+    2. stdio (host paths, opened as root before the root switch and any uid
+       switch);
+    3. namespaces, mounts (with an image: overlayfs, /proc, /dev, /sys,
+       /tmp, sandbox, volumes, then pivot_root; see rootfs.py), hostname and
+       loopback while still fully privileged (they need CAP_SYS_ADMIN /
+       CAP_NET_ADMIN); /proc is mounted after the fork into the new pid
+       namespace (the supervisor unshared it), so it shows only the
+       container's processes; then chdir;
     4. in a pid namespace, fork the command and stay behind as its init;
     5. in the command: drop the bounding set (needs CAP_SETPCAP, so before the
        uid switch), setgroups/setgid/setuid, capset, PR_SET_NO_NEW_PRIVS, exec.
@@ -375,19 +389,8 @@ def _task_child(spec: LaunchSpec, exec_w: int, report_w: int) -> None:
                 os.write(fd, pid)
             finally:
                 os.close(fd)
-        if iso.clone_flags:
-            stage = b"unshare namespaces"
-            kernel.unshare(iso.clone_flags)
-        if iso.clone_flags & kernel.CLONE_NEWNS:
-            stage = b"set up mounts"
-            _mounts(spec)
-        if iso.clone_flags & kernel.CLONE_NEWUTS and iso.hostname:
-            stage = b"set the hostname"
-            kernel.sethostname(iso.hostname)
-        stage = b"set up the " + iso.network.encode() + b" network"
-        network.setup(iso.network)
-        stage = b"chdir to " + spec.cwd
-        os.chdir(spec.cwd)
+        # Before the mounts: stdout and stderr are host paths, out of reach
+        # once the container's root is switched.
         stage = b"open stdin, stdout and stderr"
         stdin = os.open(b"/dev/null", os.O_RDONLY)
         out_flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
@@ -397,6 +400,24 @@ def _task_child(spec: LaunchSpec, exec_w: int, report_w: int) -> None:
             os.dup2(fd, target)
         for fd in {stdin, stdout, stderr} - {0, 1, 2}:
             os.close(fd)
+        if iso.clone_flags:
+            stage = b"unshare namespaces"
+            kernel.unshare(iso.clone_flags)
+        if spec.rootfs is not None:
+            stage = b"set up the root filesystem"
+            fs.enter_image(spec.rootfs, spec.mounts, spec.cwd, iso.tmp_bytes)
+        elif iso.clone_flags & kernel.CLONE_NEWNS:
+            stage = b"set up mounts"
+            _mounts(spec)
+            stage = b"mount volumes"
+            fs.mount_on_host(spec.mounts, spec.sandbox)
+        if iso.clone_flags & kernel.CLONE_NEWUTS and iso.hostname:
+            stage = b"set the hostname"
+            kernel.sethostname(iso.hostname)
+        stage = b"set up the " + iso.network.encode() + b" network"
+        network.setup(iso.network)
+        stage = b"chdir to " + spec.cwd
+        os.chdir(spec.cwd)
     except OSError as e:
         _fail(exec_w, stage, e)
     if iso.pid_ns:
@@ -415,8 +436,7 @@ def _fail(exec_w: int, stage: bytes, e: OSError) -> NoReturn:
 def _mounts(spec: LaunchSpec) -> None:
     """Private propagation, a fresh /proc and a private /tmp; the host sees none of them.
 
-    /dev stays the host's until the root switch (images increment) brings a
-    minimal one.
+    Without an image /dev stays the host's; with one, rootfs.py builds a minimal one.
     """
     iso = spec.isolation
     kernel.mount(None, b"/", None, kernel.MS_REC | kernel.MS_PRIVATE, None)

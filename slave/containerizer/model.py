@@ -10,6 +10,8 @@ from pathlib import Path
 from corral.slave.containerizer import network
 from corral.slave.containerizer.errors import ContainerError
 from corral.slave.containerizer.kernel import CAPABILITIES
+from corral.slave.containerizer.overlay import Rootfs
+from corral.slave.containerizer.volumes import Volume
 
 _ID_RE = re.compile(r"[A-Za-z0-9._-]{1,200}")
 _HOSTNAME_MAX = 63
@@ -53,8 +55,9 @@ class Isolation:
     ``user``: ``(uid, gid)`` to run the command as; None stays root.
     ``capabilities``: names without ``CAP_``; None means
     :data:`DEFAULT_CAPABILITIES`; :data:`ALL_CAPABILITIES` drops none.
-    The root filesystem, /dev and the user namespace are the host's (see
-    docs/architecture.md, Containerizer).
+    Without an image (``ContainerConfig.rootfs``) the root filesystem and /dev
+    are the host's; the user namespace always is (see docs/architecture.md,
+    Containerizer).
     """
 
     pid: bool = True
@@ -117,6 +120,9 @@ class ContainerConfig:
 
     ``argv`` is exec'd directly (the agent passes ``("/bin/sh", "-c", cmd)`` for
     shell commands); a bare ``argv[0]`` is looked up in ``env["PATH"]``.
+    ``rootfs``: an image's layers to run on (None: the host's tree);
+    ``workdir``: the working directory inside it ("" is the sandbox, mounted at
+    /mnt/sandbox). Both, and ``volumes``, need ``isolation.mount``.
     """
 
     container_id: str
@@ -128,6 +134,10 @@ class ContainerConfig:
     cpu_hard_cap: bool = False
     pids_max: int | None = None
     isolation: Isolation = field(default_factory=Isolation)
+    rootfs: Rootfs | None = None
+    volumes: tuple[Volume, ...] = ()
+    workdir: str = ""
+    disk_bytes: int | None = None  # the sandbox's limit; None means unlimited
 
     def validate(self) -> None:
         """Raise ContainerError naming the first bad field."""
@@ -143,11 +153,23 @@ class ContainerConfig:
             raise ContainerError(f"mem_bytes: must be > 0, got {self.mem_bytes}")
         if self.pids_max is not None and self.pids_max <= 0:
             raise ContainerError(f"pids_max: must be > 0 or None, got {self.pids_max}")
+        if self.disk_bytes is not None and self.disk_bytes <= 0:
+            raise ContainerError(f"disk_bytes: must be > 0 or None, got {self.disk_bytes}")
         if any("\0" in a for a in self.argv) or any(
             "\0" in k or "=" in k or "\0" in v for k, v in self.env.items()
         ):
             raise ContainerError("argv/env: must not contain NUL bytes or '=' in names")
         self.isolation.validate()
+        if (self.rootfs is not None or self.volumes) and not self.isolation.mount:
+            raise ContainerError("isolation.mount: an image or volumes need the mount namespace")
+        if self.rootfs is not None:
+            self.rootfs.validate()
+        for i, volume in enumerate(self.volumes):
+            volume.validate(f"volumes[{i}]")
+        if self.workdir and (self.rootfs is None or not self.workdir.startswith("/") or "\0" in self.workdir):
+            raise ContainerError(
+                f"workdir: must be an absolute path and needs an image, got {self.workdir!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -175,7 +197,14 @@ class Termination:
 
 @dataclass(frozen=True)
 class Usage:
+    """A container's live statistics; a limit of 0 means none."""
+
     cpu_time_s: float
     mem_bytes: int
     mem_peak_bytes: int
     pids: int
+    mem_limit_bytes: int = 0
+    pids_limit: int = 0
+    disk_bytes: int = 0
+    disk_limit_bytes: int = 0
+    state: str = "running"

@@ -128,6 +128,14 @@ def test_kill_and_logs(local: dict[str, str]) -> None:
         assert task_id, "the task never showed up in `corral tasks`"
         logs = corral(local, "logs", task_id)
         assert "started" in logs.stdout
+        top = corral(local, "top", "--once", "--interval", "0.3", "--task", task_id)
+        assert top.returncode == 0, top.stderr
+        assert task_id in top.stdout
+        assert "running" in top.stdout
+        assert "4096" in top.stdout  # the agent's default pids limit
+        missing = corral(local, "top", "--once", "--task", "no-such-task")
+        assert missing.returncode != 0
+        assert "no running task 'no-such-task'" in missing.stderr
         killed = corral(local, "kill", task_id)
         assert killed.returncode == 0, killed.stderr
         out, _err = proc.communicate(timeout=30)

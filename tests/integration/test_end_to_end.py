@@ -202,3 +202,32 @@ def _done_run_of(cluster: LocalCluster, task_id: str) -> Path | None:
             if tid == task_id:
                 return sandbox
     return None
+
+
+async def test_task_over_its_disk_is_failed_with_the_disk_reason(cluster: LocalCluster) -> None:
+    for agent in cluster.agent_list:
+        agent.containerizer.disk_watch_interval_s = 0.05
+    async with framework(cluster.master_address) as (driver, rec):
+        offer = await rec.next_offer()
+        writer = "head -c 6291456 /dev/zero > big; sleep 60"
+        driver.launch(offer, [Task("filler", writer, Resources.of(cpus=0.1, mem=32, disk=2))])
+        status = await rec.wait_terminal("filler")
+        assert status.state is TaskState.FAILED
+        assert status.reason == "CONTAINER_LIMITATION_DISK"
+        assert status.limit == 2 * 1024 * 1024
+        assert "disk limit 2.0 MiB exceeded" in status.message
+
+
+async def test_a_fork_bomb_is_bounded_by_the_agents_pids_limit(cluster: LocalCluster) -> None:
+    assert cluster.agent_list[0].config.task_pids_max == 4096  # the default
+    for agent in cluster.agent_list:
+        agent.config.task_pids_max = 64  # smaller, so the test stays cheap
+    async with framework(cluster.master_address) as (driver, rec):
+        offer = await rec.next_offer()
+        # Forks until refused, then fails: the limit, not the host, stops it.
+        bomb = "for i in $(seq 1000); do sleep 60 & done; wait"
+        driver.launch(offer, [Task("bomb", bomb, Resources.of(cpus=0.1, mem=256))])
+        status = await rec.wait_terminal("bomb", timeout=30)
+        assert status.state is TaskState.FAILED
+        assert status.reason == "CONTAINER_LIMITATION_PIDS"
+        assert "pids limit 64 reached" in status.message

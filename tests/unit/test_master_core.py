@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from corral.codec import resources_to_proto
-from corral.master.master import CallError, Master, MasterConfig
+from corral.errors import CallError
+from corral.master.master import Master, MasterConfig
 from corral.master.state import Outbox
 from corral.proto import agent_pb2, scheduler_pb2
 from corral.proto import messages_pb2 as pb
@@ -117,7 +118,7 @@ def test_only_the_asked_agent_may_answer_a_file_read(setup) -> None:  # type: ig
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        master._file_requests[7] = (agents[fut_owner][0], fut)
+        master.queries._pending[7] = (agents[fut_owner][0], fut)
         data = agent_pb2.AgentMessage.FileData(request_id=7, data=b"forged")
         master.file_data(agents["b"][0], data)
         assert not fut.done()

@@ -83,6 +83,17 @@ class CgroupBackend(ABC):
     def stats(self, path: str) -> CgroupStats: ...
 
     @abstractmethod
+    def set_frozen(self, path: str, frozen: bool) -> None:
+        """Ask the kernel to freeze (or thaw) every process of the cgroup; see ``frozen``.
+
+        Raises CgroupError when the host cannot freeze (v1 without the freezer).
+        """
+
+    @abstractmethod
+    def frozen(self, path: str) -> bool:
+        """True once every process of the cgroup is frozen (freezing takes a moment)."""
+
+    @abstractmethod
     def remove(self, path: str) -> bool:
         """Remove the container's cgroups: True when gone, False while still busy."""
 

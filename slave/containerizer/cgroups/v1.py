@@ -137,6 +137,19 @@ class V1Backend(CgroupBackend):
         finally:
             files.write(state, "THAWED")
 
+    def _freezer_state(self, path: str) -> Path:
+        freezer = self._dir("freezer", path)
+        if freezer is None:
+            raise CgroupError("pausing needs the cgroup v1 freezer controller, which is not mounted")
+        return freezer / "freezer.state"
+
+    def set_frozen(self, path: str, frozen: bool) -> None:
+        files.write(self._freezer_state(path), "FROZEN" if frozen else "THAWED")
+
+    def frozen(self, path: str) -> bool:
+        # FREEZING while some task has not stopped yet; FROZEN once all have.
+        return (files.read_text(self._freezer_state(path)) or "").strip() == "FROZEN"
+
     def stats(self, path: str) -> CgroupStats:
         memory = self.mounts["memory"] / path
         cpuacct = self._dir("cpuacct", path)

@@ -148,6 +148,13 @@ class V2Backend(CgroupBackend):
             if frozen:
                 files.write(freeze, "0")
 
+    def set_frozen(self, path: str, frozen: bool) -> None:
+        files.write(self._dir(path) / "cgroup.freeze", "1" if frozen else "0")
+
+    def frozen(self, path: str) -> bool:
+        # cgroup.events says "frozen 1" once every process has stopped.
+        return files.read_flat_keyed(self._dir(path) / "cgroup.events").get("frozen", 0) == 1
+
     def stats(self, path: str) -> CgroupStats:
         cgroup = self._dir(path)
         current = files.read_int(cgroup / "memory.current")

@@ -285,7 +285,10 @@ async def test_launches_leave_no_zombies(ctz: Containerizer, make_config: Make) 
 async def test_50_concurrent_launches_share_one_lazily_started_server(
     ctz: Containerizer, make_config: Make
 ) -> None:
-    configs = [make_config("/bin/sleep", "0.5") for _ in range(50)]
+    # Each waits for a gate in its sandbox (its cwd), so none can end (and
+    # leave /proc) before it is checked.
+    wait_for_gate = "while [ ! -e gate ]; do sleep 0.02; done"
+    configs = [make_config("/bin/sh", "-c", wait_for_gate) for _ in range(50)]
     pids = await asyncio.gather(*(ctz.launch(c) for c in configs))
     assert len(set(pids)) == 50
     server = ctz.fork_server_pid
@@ -293,6 +296,8 @@ async def test_50_concurrent_launches_share_one_lazily_started_server(
     for config, pid in zip(configs, pids, strict=True):
         cgroup = _read(f"/proc/{pid}/cgroup")
         assert f"{ctz.cgroup_prefix}/{config.container_id}" in cgroup
+    for config in configs:
+        (config.sandbox / "gate").touch()
     ends = await asyncio.gather(*(asyncio.wait_for(ctz.wait(c.container_id), 30) for c in configs))
     assert [t.exit_code for t in ends] == [0] * 50
     await asyncio.gather(*(ctz.destroy(c.container_id) for c in configs))

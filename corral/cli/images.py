@@ -1,0 +1,102 @@
+"""``corral image``: import, list and remove images in a host's image store.
+
+The store is the one the agents of this host use (``corral agent --image-store``):
+an image imported here can be named by ``NAME:TAG`` in a task.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from corral import logging as corral_logging
+from corral.slave.containerizer.images import ImageError, ImageStore, default_store_dir
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _store_option(fn: F) -> F:
+    return click.option(
+        "--store",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=None,
+        help="Image store directory (default: $CORRAL_IMAGE_STORE, $CORRAL_HOME/images "
+        "or /var/lib/corral/images, as for `corral agent`).",
+    )(fn)
+
+
+def _errors(fn: F) -> F:
+    """An ImageError or OSError is one sentence and exit status 2, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (ImageError, OSError) as e:
+            click.echo(f"error: {e}", err=True)
+            raise SystemExit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+@click.group("image")
+@click.pass_context
+def image(ctx: click.Context) -> None:
+    """Container images: OCI image-layout or `docker save` tarballs in the local store."""
+    obj = ctx.obj if isinstance(ctx.obj, dict) else {}
+    corral_logging.configure(obj.get("log_level") or os.environ.get("CORRAL_LOG_LEVEL") or "warning")
+
+
+@image.command("import")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--name", default=None, metavar="NAME[:TAG]", help="Tag it so (default: the names it carries).")
+@_store_option
+@_errors
+def import_(file: Path, name: str | None, store: Path | None) -> None:
+    """Import FILE: verify every layer's digest and unpack new layers into the store."""
+    found = ImageStore(store or default_store_dir()).import_tarball(file, name)
+    names = ", ".join(found.names) or "(no name; use the id)"
+    click.echo(f"imported {found.id[:19]} as {names}: {len(found.layers)} layer(s)")
+
+
+@image.command("list")
+@_store_option
+@_errors
+def list_(store: Path | None) -> None:
+    """List the images in the store."""
+    images = ImageStore(store or default_store_dir()).images()
+    rows = [("NAME", "ID", "LAYERS", "SIZE")]
+    for found in images:
+        for name in found.names or ("<none>",):
+            rows.append((name, found.id[7:19], str(len(found.layers)), _human(found.size_bytes)))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+@image.command("rm")
+@click.argument("ref")
+@_store_option
+@_errors
+def rm(ref: str, store: Path | None) -> None:
+    """Untag REF (NAME[:TAG] or an image id); drop the image and its unused layers once nameless."""
+    removed = ImageStore(store or default_store_dir()).remove(ref)
+    click.echo(f"untagged {', '.join(removed.refs) or '(nothing)'}")
+    if removed.image:
+        click.echo(f"removed {removed.image[:19]} and {len(removed.layers)} layer(s)")
+    if removed.layers_in_use:
+        click.echo(f"kept {len(removed.layers_in_use)} layer(s) mounted by running containers")

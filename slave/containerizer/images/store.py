@@ -1,0 +1,396 @@
+"""The content-addressed image store shared by the agents of a host and ``corral image``.
+
+Layout under the store's root::
+
+    layers/sha256/<hex>/          one unpacked layer, keyed by the sha256 of its
+                                  uncompressed tar (the config's diff_id), so the
+                                  same layer from an OCI and a docker-save tarball
+                                  is stored once
+    images/sha256/<hex>.json      an image: its layer chain (bottom first) and the
+                                  config a container needs; <hex> is its config digest
+    refs.json                     name:tag -> image id
+    tmp/                          layers being unpacked
+    lock                          flock(2) taken to change refs.json, images/ or layers/
+
+A layer is unpacked into ``tmp/`` while its digest is computed, and renamed into
+``layers/`` only when the digest matches: a layer directory, once it exists, is
+complete and verified, and it is never modified. Two importers of the same
+layer (agents on first use, ``corral image import``) both unpack it; the first
+rename wins and the other drops its copy. Readers take no lock: records and
+refs are replaced by rename.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import gzip
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import structlog
+
+from corral.slave.containerizer.images.errors import ImageError
+from corral.slave.containerizer.images.formats import ImageConfig, LayerRef, normal_member, read_manifest
+from corral.slave.containerizer.images.unpack import unpack_layer
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_STORE = Path("/var/lib/corral/images")
+_REF_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:-]{0,254}")
+_ID_PREFIX_RE = re.compile(r"(sha256:)?[0-9a-f]{12,64}")
+_STALE_TMP_S = 24 * 3600
+_CHUNK = 1 << 20
+
+
+def default_store_dir() -> Path:
+    """``$CORRAL_IMAGE_STORE``, else ``$CORRAL_HOME/images``, else /var/lib/corral/images."""
+    if os.environ.get("CORRAL_IMAGE_STORE"):
+        return Path(os.environ["CORRAL_IMAGE_STORE"])
+    if os.environ.get("CORRAL_HOME"):
+        return Path(os.environ["CORRAL_HOME"]) / "images"
+    return DEFAULT_STORE
+
+
+def is_path_ref(image: str) -> bool:
+    """A task's image names a tarball (imported on first use) when it is an absolute path."""
+    return image.startswith("/")
+
+
+def normalize_ref(ref: str) -> str:
+    """``name`` → ``name:latest``; raises ImageError for anything that is not a name[:tag]."""
+    if not _REF_RE.fullmatch(ref) or ".." in ref or ref.endswith((":", "/")):
+        raise ImageError(f"image name {ref!r}: must look like NAME[:TAG] (letters, digits, '._/-')")
+    last = ref.rsplit("/", 1)[-1]
+    return ref if ":" in last else ref + ":latest"
+
+
+@dataclass(frozen=True)
+class Image:
+    """An image in the store."""
+
+    id: str  # sha256:<hex> of its config
+    layers: tuple[str, ...]  # diff_ids, bottom first
+    config: ImageConfig
+    names: tuple[str, ...] = ()
+    size_bytes: int = 0  # of the tarball it was imported from
+
+
+@dataclass(frozen=True)
+class Removed:
+    refs: tuple[str, ...]
+    image: str | None  # the image id, if its record went too
+    layers: tuple[str, ...]  # layers deleted
+    layers_in_use: tuple[str, ...]  # layers kept because a container mounts them
+
+
+class _HashingReader(io.RawIOBase):
+    """Passes reads through and hashes every byte."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self.sha256 = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._raw.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        self.sha256.update(data)
+        return n
+
+    def drain(self) -> None:
+        while self.read(_CHUNK):
+            pass
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self.sha256.hexdigest()
+
+
+class ImageStore:
+    """Images and layers under ``root`` (created on first write)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._layers = root / "layers" / "sha256"
+        self._images = root / "images" / "sha256"
+        self._refs = root / "refs.json"
+        self._tmp = root / "tmp"
+
+    # -- reading ---------------------------------------------------------------
+
+    def layer_dir(self, diff_id: str) -> Path:
+        return self._layers / diff_id.removeprefix("sha256:")
+
+    def layer_dirs(self, image: Image) -> tuple[Path, ...]:
+        """The image's layer directories, bottom first; ImageError if one is missing."""
+        dirs = tuple(self.layer_dir(d) for d in image.layers)
+        for i, d in enumerate(dirs):
+            if not d.is_dir():
+                raise ImageError(
+                    f"image {image.id}: layer {i} ({image.layers[i]}) is missing from the store "
+                    f"{self.root}; import the image again"
+                )
+        return dirs
+
+    def refs(self) -> dict[str, str]:
+        try:
+            data = json.loads(self._refs.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as e:
+            raise ImageError(f"image store {self.root}: refs.json is unreadable: {e}") from None
+        return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
+
+    def images(self) -> list[Image]:
+        """Every image in the store, with its names."""
+        refs = self.refs()
+        out = []
+        for path in sorted(self._images.glob("*.json")) if self._images.is_dir() else []:
+            image = self._load("sha256:" + path.stem)
+            if image is not None:
+                out.append(self._named(image, refs))
+        return out
+
+    def resolve(self, ref: str) -> Image:
+        """The image named ``ref`` (NAME[:TAG], or its id or an id prefix of 12+ hex digits)."""
+        refs = self.refs()
+        if _ID_PREFIX_RE.fullmatch(ref):
+            hexd = ref.removeprefix("sha256:")
+            found = [p.stem for p in self._images.glob(f"{hexd}*.json")] if self._images.is_dir() else []
+            if len(found) > 1:
+                raise ImageError(f"image id {ref!r} is ambiguous: {len(found)} images start with it")
+            if found:
+                image = self._load("sha256:" + found[0])
+                if image is not None:
+                    return self._named(image, refs)
+        name = normalize_ref(ref)
+        image_id = refs.get(name)
+        image = self._load(image_id) if image_id else None
+        if image is None:
+            raise ImageError(
+                f"image {ref!r} is not in the image store {self.root} "
+                f"(import it with `corral image import FILE --name {name}`)"
+            )
+        return self._named(image, refs)
+
+    def obtain(self, image: str) -> Image:
+        """What a task's ``image`` field names: a tarball path (imported now) or a stored image."""
+        if is_path_ref(image):
+            return self.import_tarball(Path(image))
+        return self.resolve(image)
+
+    def _load(self, image_id: str) -> Image | None:
+        path = self._images / (image_id.removeprefix("sha256:") + ".json")
+        try:
+            data = json.loads(path.read_text())
+            return Image(
+                id=data["id"],
+                layers=tuple(data["layers"]),
+                config=ImageConfig.from_json(data["config"], str(path)),
+                size_bytes=int(data.get("size_bytes", 0)),
+            )
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ImageError(f"image record {path} is unreadable: {e}") from None
+
+    @staticmethod
+    def _named(image: Image, refs: dict[str, str]) -> Image:
+        names = tuple(sorted(n for n, i in refs.items() if i == image.id))
+        return Image(image.id, image.layers, image.config, names, image.size_bytes)
+
+    # -- writing ---------------------------------------------------------------
+
+    def import_tarball(self, path: Path, name: str | None = None) -> Image:
+        """Import an OCI image-layout or docker-save tarball; tag it ``name`` (else the names it carries).
+
+        Layers already in the store are not read again. Raises ImageError naming
+        the file, and the layer when a digest does not match.
+        """
+        source = str(path)
+        wanted = normalize_ref(name) if name else None
+        self._prepare()
+        try:
+            tar = tarfile.open(path, "r:*")  # noqa: SIM115 (closed by the with below)
+        except FileNotFoundError:
+            raise ImageError(f"{source}: no such image file") from None
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+            raise ImageError(f"{source}: not a readable tarball: {e}") from None
+        with tar:
+            try:
+                manifest = read_manifest(tar, source, wanted)
+                members = {normal_member(m.name): m for m in tar.getmembers()}
+                for i, layer in enumerate(manifest.layers):
+                    self._ensure_layer(tar, members, layer, i, source)
+            except (tarfile.TarError, EOFError, zlib.error) as e:
+                raise ImageError(f"{source}: corrupt tarball: {e}") from None
+        size = path.stat().st_size
+        record = {
+            "id": manifest.image_id,
+            "layers": [layer.diff_id for layer in manifest.layers],
+            "config": manifest.config.to_json(),
+            "format": manifest.format,
+            "source": os.path.abspath(source),
+            "size_bytes": size,
+            "imported_at": time.time(),
+        }
+        names = (wanted,) if wanted else tuple(normalize_ref(n) for n in manifest.names)
+        with self._locked():
+            _write_json(self._images / (manifest.image_id.removeprefix("sha256:") + ".json"), record)
+            if names:
+                refs = self.refs()
+                refs.update(dict.fromkeys(names, manifest.image_id))
+                _write_json(self._refs, refs)
+        log.info("image.imported", image=manifest.image_id, names=list(names), layers=len(manifest.layers))
+        return Image(manifest.image_id, tuple(record["layers"]), manifest.config, names, size)  # type: ignore[arg-type]
+
+    def remove(self, ref: str) -> Removed:
+        """Untag ``ref`` (all names of the image if ``ref`` is its id); drop the image
+        once nameless, and the layers no other image uses and no container mounts."""
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        with self._locked():
+            image = self.resolve(ref)
+            refs = self.refs()
+            by_id = _ID_PREFIX_RE.fullmatch(ref) is not None and ref not in refs
+            dropped = image.names if by_id else (normalize_ref(ref),)
+            for n in dropped:
+                refs.pop(n, None)
+            _write_json(self._refs, refs)
+            if image.id in refs.values():
+                return Removed(tuple(dropped), None, (), ())
+            (self._images / (image.id.removeprefix("sha256:") + ".json")).unlink(missing_ok=True)
+            still_used = {layer for other in self.images() for layer in other.layers}
+            in_use = layers_in_use(self._layers)
+            removed, kept = [], []
+            for layer in dict.fromkeys(image.layers):
+                hexd = layer.removeprefix("sha256:")
+                if layer in still_used:
+                    continue
+                if hexd in in_use:
+                    kept.append(layer)
+                    continue
+                src = self._layers / hexd
+                if src.is_dir():
+                    # Out of layers/ in one step, so no reader sees half a layer.
+                    doomed = Path(tempfile.mkdtemp(prefix="rm-", dir=self._tmp))
+                    os.rename(src, doomed / "layer")
+                    shutil.rmtree(doomed, ignore_errors=True)
+                    removed.append(layer)
+        log.info("image.removed", image=image.id, refs=list(dropped), layers=len(removed), in_use=len(kept))
+        return Removed(tuple(dropped), image.id, tuple(removed), tuple(kept))
+
+    def _prepare(self) -> None:
+        for d in (self._layers, self._images, self._tmp):
+            d.mkdir(parents=True, exist_ok=True)
+        now = time.time()
+        for entry in self._tmp.iterdir():
+            with contextlib.suppress(OSError):
+                if now - entry.lstat().st_mtime > _STALE_TMP_S:
+                    shutil.rmtree(entry, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _ensure_layer(
+        self,
+        tar: tarfile.TarFile,
+        members: dict[str, tarfile.TarInfo],
+        layer: LayerRef,
+        index: int,
+        source: str,
+    ) -> None:
+        final = self.layer_dir(layer.diff_id)
+        if final.is_dir():
+            return
+        label = f"{index} ({layer.member})"
+        member = members.get(layer.member)
+        blob = tar.extractfile(member) if member is not None and member.isfile() else None
+        if blob is None:
+            raise ImageError(f"{source}: layer {label} is missing from the tarball")
+        tmp = Path(tempfile.mkdtemp(prefix=final.name[:12] + "-", dir=self._tmp))
+        try:
+            with blob:
+                os.chmod(tmp, 0o755)
+                magic = blob.read(2)
+                blob.seek(0)
+                raw = _HashingReader(blob)
+                plain = raw
+                if magic == b"\x1f\x8b":
+                    plain = _HashingReader(gzip.GzipFile(fileobj=raw, mode="rb"))  # type: ignore[arg-type]
+                try:
+                    stats = unpack_layer(plain, tmp, label)  # type: ignore[arg-type]
+                    plain.drain()
+                    raw.drain()
+                except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+                    raise ImageError(f"{source}: layer {label} is corrupt: {e}") from None
+                except ImageError as e:
+                    raise ImageError(f"{source}: {e}") from None
+            for expected, actual in ((layer.blob_digest, raw.digest), (layer.diff_id, plain.digest)):
+                if expected is not None and expected != actual:
+                    raise ImageError(
+                        f"{source}: layer {label} digest mismatch: expected {expected}, got {actual}"
+                    )
+            try:
+                os.rename(tmp, final)
+            except OSError:
+                if not final.is_dir():
+                    raise
+                # Another importer finished the same layer first: keep theirs.
+                shutil.rmtree(tmp, ignore_errors=True)
+            log.debug(
+                "image.layer_unpacked", layer=layer.diff_id, files=stats.files, whiteouts=stats.whiteouts
+            )
+            if stats.devices_skipped:
+                log.warning("image.devices_skipped", layer=layer.diff_id, count=stats.devices_skipped)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+
+def layers_in_use(layers_root: Path) -> set[str]:
+    """Hex digests of the layers under ``layers_root`` that some mount (in any
+    process's mount namespace, e.g. a running container's overlay) refers to."""
+    needle = str(layers_root) + "/"
+    found: set[str] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "mountinfo").read_text()
+        except OSError:
+            continue
+        start = text.find(needle)
+        while start >= 0:
+            hexd = text[start + len(needle) : start + len(needle) + 64]
+            found.add(hexd)
+            start = text.find(needle, start + 1)
+    return found
+
+
+def _write_json(path: Path, data: object) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    os.rename(tmp, path)

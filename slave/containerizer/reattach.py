@@ -1,0 +1,99 @@
+"""Find the supervisors an earlier agent process started, safely against pid reuse.
+
+A pid alone names a process only while it lives: once the supervisor exits and
+is reaped, the kernel may give its pid to anything. A process is identified by
+its pid *and* its start time (field 22 of ``/proc/PID/stat``, in clock ticks
+since boot), recorded at launch in ``container.json``. Recovery opens a pidfd
+first, which pins whichever process holds the pid now, and only then compares
+the start time: a match means the pidfd names our supervisor, and it stays
+valid (readable once the supervisor exits) however the pid is reused later.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def start_time(pid: int) -> int | None:
+    """The start time of ``pid`` in clock ticks since boot; None if it does not exist."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    # comm (field 2) may hold spaces and parentheses: split after the last ')'.
+    fields = raw[raw.rfind(b")") + 2 :].split()
+    try:
+        return int(fields[19])  # field 22 overall; this list starts at field 3
+    except (IndexError, ValueError):
+        return None
+
+
+def alive(pidfd: int) -> bool:
+    """Whether the process behind ``pidfd`` still runs (a pidfd polls readable once it exits)."""
+    readable, _, _ = select.select([pidfd], [], [], 0)
+    return not readable
+
+
+def start_time_of(pid: int, pidfd: int) -> int | None:
+    """The start time of the process ``pidfd`` names (whose pid is ``pid``), None once it has exited."""
+    value = start_time(pid)
+    # Read while it still lived: the stat was its own, not a successor's.
+    return value if value is not None and alive(pidfd) else None
+
+
+def open_process(pid: int, expected_start: int | None) -> int | None:
+    """A pidfd of ``pid`` if it is still the process that started at ``expected_start``."""
+    if pid <= 0 or expected_start is None:
+        return None
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        return None
+    if start_time(pid) != expected_start or not alive(fd):
+        os.close(fd)
+        return None
+    return fd
+
+
+@dataclass(frozen=True)
+class ContainerRecord:
+    """``container.json``: who supervises a container and where its pieces are."""
+
+    container_id: str
+    supervisor_pid: int
+    supervisor_start: int | None
+    task_pid: int
+    sandbox: Path
+
+
+class RecordError(ValueError):
+    """``container.json`` exists but cannot be trusted."""
+
+
+def read_record(meta_dir: Path) -> ContainerRecord | None:
+    """The record in ``meta_dir``; None if the launch never wrote one. Raises RecordError."""
+    path = meta_dir / "container.json"
+    try:
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise RecordError(f"not valid JSON ({e})") from None
+    try:
+        start = data.get("supervisor_start")
+        record = ContainerRecord(
+            container_id=str(data["container_id"]),
+            supervisor_pid=int(data["supervisor_pid"]),
+            supervisor_start=None if start is None else int(start),
+            task_pid=int(data.get("task_pid", 0)),
+            sandbox=Path(str(data["sandbox"])),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise RecordError(f"missing or malformed field ({e})") from None
+    if record.container_id != meta_dir.name:
+        raise RecordError(f"container_id {record.container_id!r} is not its folder's name")
+    return record

@@ -1,0 +1,310 @@
+"""The container's filesystem, set up by its init in its own mount namespace.
+
+Standard library only: this runs in the fork server's children (see
+launcher.py), after ``fork`` and before ``exec``, so it must not log, lock or
+import anything new. Every step raises ``OSError(errno, "<step>: <reason>")``.
+
+With an image (:class:`RootfsSpec`), in this order:
+
+1. ``/`` made recursively private, so nothing below reaches the host;
+2. overlayfs on ``root``: the image's layers read-only below, the
+   container's own upper and work directories above;
+3. a fresh ``/proc``; ``/dev`` as a small tmpfs with ``null``, ``zero``,
+   ``full``, ``random``, ``urandom`` and ``tty`` bind-mounted from the host, a
+   new ``devpts`` instance on ``/dev/pts`` (``/dev/ptmx`` links to it), a
+   tmpfs on ``/dev/shm`` and the ``fd``/``stdin``/``stdout``/``stderr`` links;
+   ``/sys`` read-only; a tmpfs on ``/tmp``;
+4. the sandbox bind-mounted at ``sandbox_target`` (``/mnt/sandbox``);
+5. the volumes (bind mounts, read-only when asked, and tmpfs);
+6. the root itself remounted read-only when asked (the mounts above stay
+   writable);
+7. ``pivot_root`` into it and the old root detached.
+
+Paths inside the image are resolved component by component without following
+symlinks (an image could otherwise point a mount target at a host path), and
+missing directories are created in the container's upper layer.
+
+Without an image the volumes are mounted on the host's tree in the private
+namespace: a target under the sandbox is created there, any other must exist.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from dataclasses import dataclass
+
+from . import kernel
+
+DEV_NODES = (b"null", b"zero", b"full", b"random", b"urandom", b"tty")
+DEV_LINKS = (
+    (b"fd", b"/proc/self/fd"),
+    (b"stdin", b"/proc/self/fd/0"),
+    (b"stdout", b"/proc/self/fd/1"),
+    (b"stderr", b"/proc/self/fd/2"),
+    (b"ptmx", b"pts/ptmx"),
+)
+_DEV_TMPFS = b"mode=755,size=65536k"
+_SHM_TMPFS = b"mode=1777,size=65536k"
+_DEVPTS = b"newinstance,ptmxmode=0666,mode=0620,gid=5"
+
+
+@dataclass(frozen=True)
+class MountSpec:
+    """One volume: ``kind`` is "bind" (``source`` is a host path) or "tmpfs"."""
+
+    kind: str
+    target: bytes  # absolute: in the image's root, or on the host without an image
+    source: bytes = b""
+    read_only: bool = False
+    size_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class RootfsSpec:
+    """An image root: where to mount it, its layers and the container's own layer."""
+
+    root: bytes  # an empty directory (host path) the overlay is mounted on
+    lowerdirs: tuple[bytes, ...]  # bottom first
+    upperdir: bytes
+    workdir: bytes
+    read_only: bool = False
+    sandbox: bytes = b""  # host path of the sandbox
+    sandbox_target: bytes = b"/mnt/sandbox"
+
+
+def mount_spec_to_json(m: MountSpec) -> dict[str, object]:
+    return {
+        "kind": m.kind,
+        "target": m.target.decode("latin-1"),
+        "source": m.source.decode("latin-1"),
+        "read_only": m.read_only,
+        "size_bytes": m.size_bytes,
+    }
+
+
+def rootfs_spec_to_json(r: RootfsSpec) -> dict[str, object]:
+    return {
+        "root": r.root.decode("latin-1"),
+        "lowerdirs": [d.decode("latin-1") for d in r.lowerdirs],
+        "upperdir": r.upperdir.decode("latin-1"),
+        "workdir": r.workdir.decode("latin-1"),
+        "read_only": r.read_only,
+        "sandbox": r.sandbox.decode("latin-1"),
+        "sandbox_target": r.sandbox_target.decode("latin-1"),
+    }
+
+
+def _b(value: object, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise ValueError(f"{what}: expected a string")
+    return value.encode("latin-1")
+
+
+def _flag(value: object, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{what}: expected a boolean")
+    return value
+
+
+def mount_spec_from_json(data: object) -> MountSpec:
+    if not isinstance(data, dict):
+        raise ValueError("mounts: expected objects")
+    kind = data.get("kind")
+    if kind not in ("bind", "tmpfs"):
+        raise ValueError(f"mounts.kind: unknown {kind!r}")
+    size = data.get("size_bytes", 0)
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise ValueError("mounts.size_bytes: expected an integer >= 0")
+    return MountSpec(
+        kind=str(kind),
+        target=_b(data.get("target"), "mounts.target"),
+        source=_b(data.get("source", ""), "mounts.source"),
+        read_only=_flag(data.get("read_only", False), "mounts.read_only"),
+        size_bytes=size,
+    )
+
+
+def rootfs_spec_from_json(data: object) -> RootfsSpec:
+    if not isinstance(data, dict):
+        raise ValueError("rootfs: expected an object")
+    lower = data.get("lowerdirs")
+    if not isinstance(lower, list) or not lower:
+        raise ValueError("rootfs.lowerdirs: expected a non-empty list")
+    return RootfsSpec(
+        root=_b(data.get("root"), "rootfs.root"),
+        lowerdirs=tuple(_b(d, "rootfs.lowerdirs") for d in lower),
+        upperdir=_b(data.get("upperdir"), "rootfs.upperdir"),
+        workdir=_b(data.get("workdir"), "rootfs.workdir"),
+        read_only=_flag(data.get("read_only", False), "rootfs.read_only"),
+        sandbox=_b(data.get("sandbox", ""), "rootfs.sandbox"),
+        sandbox_target=_b(data.get("sandbox_target", "/mnt/sandbox"), "rootfs.sandbox_target"),
+    )
+
+
+class _Step:
+    """Names the step in progress, so an OSError says what failed."""
+
+    name = b""
+
+
+def _err(step: bytes, e: OSError) -> OSError:
+    reason = e.strerror or os.strerror(e.errno or 0)
+    return OSError(e.errno or errno.EIO, step.decode("latin-1") + ": " + reason)
+
+
+def enter_image(spec: RootfsSpec, mounts: tuple[MountSpec, ...], cwd: bytes, tmp_bytes: int) -> None:
+    """Build the container's root in this (new, unshared) mount namespace and pivot into it."""
+    step = _Step()
+    try:
+        _enter_image(spec, mounts, cwd, tmp_bytes, step)
+    except OSError as e:
+        raise _err(step.name, e) from None
+
+
+def _enter_image(
+    spec: RootfsSpec, mounts: tuple[MountSpec, ...], cwd: bytes, tmp_bytes: int, step: _Step
+) -> None:
+    root = spec.root
+    step.name = b"make / private"
+    kernel.mount(None, b"/", None, kernel.MS_REC | kernel.MS_PRIVATE, None)
+    step.name = b"mount the image (overlayfs)"
+    # overlayfs lists the top layer first.
+    lower = b":".join(reversed(spec.lowerdirs))
+    data = b"lowerdir=" + lower + b",upperdir=" + spec.upperdir + b",workdir=" + spec.workdir
+    kernel.mount(b"overlay", root, b"overlay", 0, data)
+    nosuid_nodev_noexec = kernel.MS_NOSUID | kernel.MS_NODEV | kernel.MS_NOEXEC
+
+    step.name = b"mount /proc"
+    kernel.mount(b"proc", inside(root, b"/proc", True), b"proc", nosuid_nodev_noexec, None)
+
+    step.name = b"mount /dev"
+    dev = inside(root, b"/dev", True)
+    kernel.mount(b"tmpfs", dev, b"tmpfs", kernel.MS_NOSUID | kernel.MS_STRICTATIME, _DEV_TMPFS)
+    for name in DEV_NODES:
+        step.name = b"bind /dev/" + name
+        target = dev + b"/" + name
+        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666))
+        kernel.mount(b"/dev/" + name, target, None, kernel.MS_BIND, None)
+    step.name = b"mount /dev/pts"
+    os.mkdir(dev + b"/pts", 0o755)
+    kernel.mount(b"devpts", dev + b"/pts", b"devpts", kernel.MS_NOSUID | kernel.MS_NOEXEC, _DEVPTS)
+    step.name = b"mount /dev/shm"
+    os.mkdir(dev + b"/shm", 0o1777)
+    kernel.mount(b"shm", dev + b"/shm", b"tmpfs", nosuid_nodev_noexec, _SHM_TMPFS)
+    step.name = b"link /dev entries"
+    for name, target in DEV_LINKS:
+        os.symlink(target, dev + b"/" + name)
+
+    step.name = b"mount /sys read-only"
+    sys_dir = inside(root, b"/sys", True)
+    try:
+        kernel.mount(b"sysfs", sys_dir, b"sysfs", nosuid_nodev_noexec | kernel.MS_RDONLY, None)
+    except OSError:
+        # Not allowed in some network namespaces: the host's, read-only.
+        kernel.mount(b"/sys", sys_dir, None, kernel.MS_BIND | kernel.MS_REC, None)
+        kernel.mount(None, sys_dir, None, kernel.MS_REMOUNT | kernel.MS_BIND | kernel.MS_RDONLY, None)
+
+    if tmp_bytes > 0:
+        step.name = b"mount /tmp"
+        data = b"size=%d,mode=1777" % tmp_bytes
+        kernel.mount(
+            b"tmpfs", inside(root, b"/tmp", True), b"tmpfs", kernel.MS_NOSUID | kernel.MS_NODEV, data
+        )
+
+    step.name = b"bind the sandbox at " + spec.sandbox_target
+    target = inside(root, spec.sandbox_target, True)
+    kernel.mount(spec.sandbox, target, None, kernel.MS_BIND | kernel.MS_REC, None)
+
+    for m in mounts:
+        step.name = b"mount volume " + m.target
+        _mount_volume(m, inside(root, m.target, True, as_file=_is_file(m)))
+
+    step.name = b"create the working directory " + cwd
+    inside(root, cwd, True)
+
+    if spec.read_only:
+        step.name = b"make the root read-only"
+        flags = kernel.MS_REMOUNT | kernel.MS_BIND | kernel.MS_RDONLY
+        kernel.mount(None, root, None, flags, None)
+
+    step.name = b"pivot_root"
+    os.chdir(root)
+    kernel.pivot_root(b".", b".")
+    # The old root is now stacked on "/": detach it (the namespace is private).
+    kernel.umount2(b".", kernel.MNT_DETACH)
+    os.chdir(b"/")
+
+
+def mount_on_host(mounts: tuple[MountSpec, ...], sandbox: bytes) -> None:
+    """Volumes of a container without an image, in its private mount namespace."""
+    step = _Step()
+    try:
+        for m in mounts:
+            step.name = b"mount volume " + m.target
+            if m.target.startswith(sandbox + b"/"):
+                target = inside(sandbox, m.target[len(sandbox) :], True, as_file=_is_file(m))
+            else:
+                target = m.target
+                os.stat(target)
+            _mount_volume(m, target)
+    except OSError as e:
+        raise _err(step.name, e) from None
+
+
+def _is_file(m: MountSpec) -> bool:
+    if m.kind != "bind":
+        return False
+    try:
+        return not stat.S_ISDIR(os.stat(m.source).st_mode)
+    except OSError:
+        return False
+
+
+def _mount_volume(m: MountSpec, target: bytes) -> None:
+    if m.kind == "tmpfs":
+        flags = kernel.MS_NOSUID | kernel.MS_NODEV | (kernel.MS_RDONLY if m.read_only else 0)
+        data = b"mode=1777,size=%d" % m.size_bytes
+        kernel.mount(b"tmpfs", target, b"tmpfs", flags, data)
+        return
+    kernel.mount(m.source, target, None, kernel.MS_BIND | kernel.MS_REC, None)
+    if m.read_only:
+        # Only the top mount: a recursively read-only bind needs mount_setattr (5.12+).
+        kernel.mount(None, target, None, kernel.MS_REMOUNT | kernel.MS_BIND | kernel.MS_RDONLY, None)
+
+
+def inside(root: bytes, path: bytes, create: bool, as_file: bool = False) -> bytes:
+    """``root`` + ``path`` with no symlink followed; missing parts created when ``create``.
+
+    The last component is made a directory, or an empty file when ``as_file``
+    (a bind mount of a file needs a file to cover).
+    """
+    parts = [p for p in path.split(b"/") if p and p != b"."]
+    if b".." in parts:
+        raise OSError(errno.EINVAL, f"{path.decode('latin-1')}: '..' is not allowed")
+    cur = root.rstrip(b"/")
+    for i, part in enumerate(parts):
+        cur = cur + b"/" + part
+        last = i == len(parts) - 1
+        try:
+            st = os.lstat(cur)
+        except FileNotFoundError:
+            if not create:
+                raise
+            if last and as_file:
+                os.close(
+                    os.open(cur, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+                )
+            else:
+                os.mkdir(cur, 0o755)
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            raise OSError(
+                errno.ELOOP, f"{path.decode('latin-1')}: a symlink in the image at {part.decode('latin-1')}"
+            )
+        if not last and not stat.S_ISDIR(st.st_mode):
+            raise OSError(
+                errno.ENOTDIR, f"{path.decode('latin-1')}: {part.decode('latin-1')} is not a directory"
+            )
+    return cur or b"/"

@@ -1,0 +1,90 @@
+"""Garbage collection of finished tasks' sandboxes: a pure policy and a small shell.
+
+A finished task's sandbox stays for ``corral logs`` until it is older than the
+allowed age, which shrinks as the work disk fills. Mesos' rule
+(``slave/gc.cpp``, flags ``--gc_delay`` and ``--gc_disk_headroom``)::
+
+    max_age = gc_delay * max(0, 1 - gc_disk_headroom - disk_usage)
+
+so with the default one-week delay and 10% headroom a half-full disk keeps
+sandboxes for 2.8 days and a disk 90% full keeps none. The policy is a pure
+function of the finished tasks, the time and the disk usage; the shell
+measures the disk and removes what the policy names.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import structlog
+
+if TYPE_CHECKING:
+    from corral.slave.agent import Agent
+
+log = structlog.get_logger(__name__)
+
+#: How often the agent looks (seconds); the policy is cheap, the disk measure a statvfs.
+GC_INTERVAL_S = 60.0
+#: Removals per round, so a long-due backlog does not stall the agent's loop.
+MAX_REMOVALS_PER_ROUND = 200
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A finished task's sandbox: its container id and when its task ended."""
+
+    container_id: str
+    ended_at: float
+
+
+def max_age_s(gc_delay_s: float, disk_usage: float, headroom: float) -> float:
+    """How old a finished sandbox may get at this disk usage (0..1)."""
+    return gc_delay_s * max(0.0, 1.0 - headroom - disk_usage)
+
+
+def due(
+    finished: Sequence[Finished], now: float, gc_delay_s: float, disk_usage: float, headroom: float
+) -> list[str]:
+    """Container ids whose sandboxes should go now, oldest first."""
+    limit = max_age_s(gc_delay_s, disk_usage, headroom)
+    old = [f for f in finished if now - f.ended_at >= limit]
+    return [f.container_id for f in sorted(old, key=lambda f: f.ended_at)]
+
+
+def disk_usage(path: Path) -> float:
+    """Used fraction of the filesystem holding ``path``."""
+    st = os.statvfs(path)
+    total = st.f_blocks * st.f_frsize
+    return 0.0 if total == 0 else 1.0 - (st.f_bavail * st.f_frsize) / total
+
+
+def collect(agent: Agent, now: float) -> int:
+    """One round of the shell: remove due sandboxes and their records; returns how many."""
+    config = agent.config
+    finished = [
+        Finished(path.name, agent.completed_at.get(key, now)) for key, path in agent.completed.items()
+    ]
+    names = due(finished, now, config.gc_delay_s, disk_usage(agent.work_dir), config.gc_disk_headroom)
+    names = names[:MAX_REMOVALS_PER_ROUND]
+    if not names:
+        return 0
+    wanted = set(names)
+    for key, path in list(agent.completed.items()):
+        if path.name in wanted:
+            remove(agent, key)
+    log.info("sandboxes.collected", count=len(names))
+    return len(names)
+
+
+def remove(agent: Agent, key: tuple[str, str]) -> None:
+    """Forget a finished task: its sandbox and its checkpoint."""
+    path = agent.completed.pop(key, None)
+    agent.completed_at.pop(key, None)
+    if path is not None:
+        shutil.rmtree(path, ignore_errors=True)
+        agent.checkpoints.remove_task(path.name)

@@ -1,0 +1,83 @@
+"""Agent recovery in one process: an agent object stops without killing its
+tasks and a new one takes over the same work directory; sandbox GC."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from corral.frameworks import Task, TaskState
+from corral.master.server import MasterServer
+from corral.resources import Resources
+from corral.slave.agent import Agent, AgentConfig
+from corral.testing import FAST_MASTER, eventually, framework
+from corral.testing_zookeeper import free_port
+
+pytestmark = [pytest.mark.root]
+
+
+def _agent(address: str, work_dir: Path, **kw: object) -> Agent:
+    return Agent(
+        AgentConfig(
+            master=address,
+            work_dir=work_dir,
+            resources=Resources.parse("cpus:2;mem:1024"),
+            cgroup_prefix="corral-test-recovery-int",
+            **kw,  # type: ignore[arg-type]
+        )
+    )
+
+
+async def test_a_new_agent_process_takes_over_tasks_and_finished_sandboxes(tmp_path: Path) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    server = MasterServer(address, FAST_MASTER)
+    await server.start()
+    agent = _agent(address, tmp_path / "agent")
+    await agent.start()
+    try:
+        async with framework(address, failover_timeout_s=30) as (driver, rec):
+            small = Resources.of(cpus=0.1, mem=32)
+            driver.launch(
+                await rec.next_offer(), [Task("done", "echo out", small), Task("long", "sleep 300", small)]
+            )
+            await rec.wait_state("done", TaskState.FINISHED)
+            await rec.wait_state("long", TaskState.RUNNING)
+            await eventually(lambda: len(agent.completed) == 1, 10, "the finished task's ack")
+            agent_id, pid = agent.agent_id, agent.tasks[(driver.framework_id, "long")].pid
+            await agent.stop(kill_tasks=False)
+
+            agent = _agent(address, tmp_path / "agent")
+            await agent.start()
+            assert agent.agent_id == agent_id
+            assert agent.tasks[(driver.framework_id, "long")].pid == pid
+            key = (driver.framework_id, "done")
+            assert key in agent.completed  # corral logs still works for it
+            await asyncio.wait_for(agent.registered.wait(), 10)
+            driver.kill("long")
+            assert (await rec.wait_terminal("long")).state is TaskState.KILLED
+    finally:
+        await agent.stop()
+        await server.stop()
+
+
+async def test_finished_sandboxes_are_collected_after_the_delay(tmp_path: Path) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    server = MasterServer(address, FAST_MASTER)
+    await server.start()
+    agent = _agent(address, tmp_path / "agent", gc_delay_s=1.0, gc_disk_headroom=0.0, gc_interval_s=0.2)
+    await agent.start()
+    try:
+        async with framework(address) as (driver, rec):
+            driver.launch(await rec.next_offer(), [Task("t", "echo out", Resources.of(cpus=0.1, mem=32))])
+            await rec.wait_state("t", TaskState.FINISHED)
+            await eventually(lambda: len(agent.completed) == 1, 10, "the finished task's ack")
+            (sandbox,) = agent.completed.values()
+            assert (sandbox / "stdout").read_text() == "out\n"
+            await eventually(lambda: not sandbox.exists(), 10, "the sandbox to be collected")
+            assert not agent.completed
+            assert not list((tmp_path / "agent" / "meta" / "tasks").iterdir())
+    finally:
+        await agent.stop()
+        await server.stop()

@@ -1,0 +1,336 @@
+"""Agent recovery with real processes: `corral master` and `corral agent` run as
+their own processes; the agent is killed with SIGKILL while its tasks run, end
+and are being killed, then started again. Nothing is restarted and every final
+state reaches the framework."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from corral.frameworks import Task, TaskState
+from corral.resources import Resources
+from corral.testing import RecordingScheduler, corral_command, eventually, framework, terminate
+from corral.testing_zookeeper import free_port
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+ORDER = [
+    TaskState.STAGING,
+    TaskState.STARTING,
+    TaskState.RUNNING,
+    TaskState.KILLING,
+]
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        yield procs
+    finally:
+        terminate(procs)
+
+
+def spawn(procs: list[subprocess.Popen[bytes]], log: Path, *args: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "CORRAL_LOG_LEVEL": "info"}
+    with log.open("ab") as out:
+        p = subprocess.Popen([*corral_command(), *args], stdout=out, stderr=subprocess.STDOUT, env=env)
+    procs.append(p)
+    return p
+
+
+def agent_args(address: str, work_dir: Path, *extra: str) -> list[str]:
+    return [
+        "agent",
+        "--master",
+        address,
+        "--work-dir",
+        str(work_dir),
+        "--hostname",
+        "recovering",
+        "--resources",
+        "cpus:60;mem:8192",
+        "--cgroup-prefix",
+        f"corral-test-{os.getpid()}-recovery",
+        *extra,
+    ]
+
+
+def containers(work_dir: Path) -> dict[str, dict[str, object]]:
+    """container.json of every container, by task id (container ids are ``<task>-<hex>``)."""
+    out = {}
+    for path in (work_dir / "containers").glob("*/container.json"):
+        record = json.loads(path.read_text())
+        out[path.parent.name.rsplit("-", 1)[0]] = record
+    return out
+
+
+def sandbox(work_dir: Path, task_id: str) -> Path:
+    (found,) = (work_dir / "sandboxes").glob(f"*/{task_id}-*")
+    return found
+
+
+def alive(pid: object) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
+def exists(path: str) -> bool:
+    return Path(path).exists()
+
+
+def check_not_restarted(
+    work_dir: Path, before: dict[str, dict[str, object]], running: list[str], started: list[str]
+) -> None:
+    """Re-attached, not restarted: same live pids, and every command started once."""
+    after = containers(work_dir)
+    for t in running:
+        assert after[t]["task_pid"] == before[t]["task_pid"], t
+        assert after[t]["supervisor_pid"] == before[t]["supervisor_pid"], t
+        assert alive(after[t]["task_pid"]), t
+    for t in started:
+        assert (sandbox(work_dir, t) / "starts").read_text() == "started\n", t
+
+
+def check_delivery(rec: RecordingScheduler, task_id: str) -> list[TaskState]:
+    """Every update with a uuid, deduplicated by uuid: in order, exactly one terminal."""
+    seen: set[bytes] = set()
+    states = []
+    for u in rec.updates:
+        if u.task_id == task_id and u.uuid and u.uuid not in seen:
+            seen.add(u.uuid)
+            states.append(u.state)
+    terminal = [s for s in states if s.is_terminal]
+    assert len(terminal) == 1, f"{task_id}: {states}"
+    assert states[-1].is_terminal, f"{task_id}: {states}"
+    ranks = [ORDER.index(s) for s in states[:-1]]
+    assert ranks == sorted(ranks), f"{task_id}: out of order {states}"
+    return states
+
+
+async def test_kill_9_of_the_agent_with_50_tasks_in_mixed_states(
+    tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    spawn(processes, tmp_path / "master.log", "master", "--listen", address)
+    work_dir = tmp_path / "agent"
+    agent = spawn(processes, tmp_path / "agent.log", *agent_args(address, work_dir))
+    small = Resources.of(cpus=0.1, mem=16)
+    running = [f"run-{i}" for i in range(20)]
+    finishing = [f"fin-{i}" for i in range(15)]
+    killing = [f"kill-{i}" for i in range(15)]
+    tasks = [Task(t, "echo started >> starts; exec sleep 600", small) for t in running]
+    tasks += [
+        Task(t, f"echo started >> starts; while [ ! -e go ]; do sleep 0.05; done; exit {3 * (i % 2)}", small)
+        for i, t in enumerate(finishing)
+    ]
+    # Half stop 1 s after SIGTERM (while no agent watches), half ignore it and
+    # need the restarted agent's SIGKILL after the grace period.
+    tasks += [
+        Task(
+            t,
+            ("trap 'sleep 1; exit 0' TERM; " if i < 8 else "trap '' TERM; ")
+            + "echo started >> starts; while :; do sleep 0.1; done",
+            small,
+            kill_grace_s=2,
+        )
+        for i, t in enumerate(killing)
+    ]
+    async with framework(address, failover_timeout_s=120) as (driver, rec):
+        offer = await rec.next_offer(timeout=30)
+        driver.launch(offer, tasks)
+        await rec.wait_for(
+            lambda: all((s := rec.latest(t.task_id)) and s.state is TaskState.RUNNING for t in tasks),
+            60,
+            "every task RUNNING",
+        )
+        await eventually(
+            lambda: all((sandbox(work_dir, t.task_id) / "starts").exists() for t in tasks),
+            20,
+            "every task to have started its command (and set its traps)",
+        )
+        before = containers(work_dir)
+        assert len(before) == 50
+        for t in killing:
+            driver.kill(t)
+        await rec.wait_for(
+            lambda: all((s := rec.latest(t)) and s.state is TaskState.KILLING for t in killing),
+            20,
+            "KILLING of the tasks being killed",
+        )
+
+        agent.send_signal(signal.SIGKILL)
+        agent.wait(10)
+        for t in finishing:
+            (sandbox(work_dir, t) / "go").touch()
+        status_files = [
+            work_dir / "containers" / sandbox(work_dir, t).name / "exit_status.json"
+            for t in finishing + killing[:8]
+        ]
+        await eventually(
+            lambda: all(p.exists() for p in status_files), 20, "tasks to end while the agent is down"
+        )
+
+        spawn(processes, tmp_path / "agent.log", *agent_args(address, work_dir))
+        await rec.wait_for(
+            lambda: all((s := rec.latest(t)) and s.state.is_terminal for t in finishing + killing),
+            40,
+            "the final state of every task that ended",
+        )
+        for i, t in enumerate(finishing):
+            states = check_delivery(rec, t)
+            assert states[-1] is (TaskState.FAILED if i % 2 else TaskState.FINISHED), (t, states)
+        for t in killing:
+            assert check_delivery(rec, t)[-1] is TaskState.KILLED, t
+        # The running tasks were re-attached, not restarted: same pids, one start each.
+        check_not_restarted(work_dir, before, running, [t.task_id for t in tasks])
+        for t in running:
+            assert rec.latest(t).state is TaskState.RUNNING  # type: ignore[union-attr]
+        # Still under control after the restart.
+        driver.kill(running[0])
+        assert (await rec.wait_terminal(running[0])).state is TaskState.KILLED
+
+
+async def test_a_corrupt_checkpoint_is_refused_and_cleanup_kills_the_leftovers(
+    tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    spawn(processes, tmp_path / "master.log", "master", "--listen", address)
+    work_dir = tmp_path / "agent"
+    agent = spawn(processes, tmp_path / "agent.log", *agent_args(address, work_dir))
+    async with framework(address, failover_timeout_s=120) as (driver, rec):
+        offer = await rec.next_offer(timeout=30)
+        driver.launch(offer, [Task("victim", "exec sleep 600", Resources.of(cpus=0.1, mem=16))])
+        await rec.wait_state("victim", TaskState.RUNNING)
+        (record,) = containers(work_dir).values()
+        agent.send_signal(signal.SIGKILL)
+        agent.wait(10)
+
+        (log,) = (work_dir / "meta" / "tasks").glob("victim-*/updates.log")
+        data = bytearray(log.read_bytes())
+        data[12] ^= 0x20  # inside the first record, not its end
+        log.write_bytes(bytes(data))
+        refused = await asyncio.to_thread(
+            subprocess.run,
+            [*corral_command(), *agent_args(address, work_dir)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert refused.returncode != 0
+        message = " ".join(refused.stderr.split())
+        assert str(log) in message, refused.stderr
+        assert "record 1: checksum mismatch" in message
+        assert "--recover=cleanup" in message
+        assert alive(record["task_pid"])  # it guessed nothing, killed nothing
+
+        spawn(processes, tmp_path / "agent.log", *agent_args(address, work_dir, "--recover=cleanup"))
+        status = await rec.wait_terminal("victim", timeout=30)
+        assert status.state is TaskState.LOST
+        assert status.reason == "AGENT_RESTARTED"
+        await eventually(lambda: not alive(record["task_pid"]), 10, "the leftover task to be killed")
+        assert not list((work_dir / "containers").iterdir())
+        assert not any(map(exists, record["cgroups"]))  # type: ignore[call-overload]
+
+
+async def test_a_stopped_agent_goes_unreachable_then_running_again(
+    tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    """SIGSTOP freezes the agent (its tasks run on): the master hears nothing past
+    its heartbeat timeout, marks it unreachable, and the frameworks learn it;
+    SIGCONT heals the partition."""
+    address = f"127.0.0.1:{free_port()}"
+    spawn(
+        processes,
+        tmp_path / "master.log",
+        "master",
+        "--listen",
+        address,
+        "--agent-heartbeat-interval",
+        "0.5",
+        "--agent-heartbeat-misses",
+        "4",
+        "--agent-unreachable-fraction",
+        "1",
+    )
+    work_dir = tmp_path / "agent"
+    agent = spawn(processes, tmp_path / "agent.log", *agent_args(address, work_dir))
+    small = Resources.of(cpus=0.1, mem=16)
+    async with (
+        framework(address, name="aware", failover_timeout_s=60) as (aware, rec),
+        framework(address, name="unaware", failover_timeout_s=60, partition_aware=False) as (unaware, old),
+    ):
+        offer = await rec.next_offer(timeout=30)
+        aware.launch(offer, [Task(f"a{i}", "exec sleep 600", small) for i in range(3)])
+        unaware.launch(await old.next_offer(timeout=30), [Task("u0", "exec sleep 600", small)])
+        for i in range(3):
+            await rec.wait_state(f"a{i}", TaskState.RUNNING)
+        await old.wait_state("u0", TaskState.RUNNING)
+        before = containers(work_dir)
+
+        agent.send_signal(signal.SIGSTOP)
+        try:
+            for i in range(3):
+                status = await rec.wait_state(f"a{i}", TaskState.UNREACHABLE, timeout=15)
+                assert "stopped answering" in status.message
+            await old.wait_state("u0", TaskState.LOST, timeout=15)
+        finally:
+            agent.send_signal(signal.SIGCONT)
+        for i in range(3):
+            await rec.wait_for(
+                lambda i=i: rec.latest(f"a{i}").state is TaskState.RUNNING,  # type: ignore[misc, union-attr]
+                20,
+                f"a{i} RUNNING again",
+            )
+        # Told LOST, the unaware framework may have replaced it: it is killed (Mesos does the same).
+        await old.wait_state("u0", TaskState.KILLED, timeout=20)
+        check_not_restarted(work_dir, before, [f"a{i}" for i in range(3)], [])
+
+
+async def test_no_update_is_lost_across_a_master_restart(
+    tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    """Tasks end while the master is down (kill -9): their final updates wait in
+    the agent's checkpointed queue and reach the framework through the new master."""
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    master = spawn(processes, tmp_path / "master.log", "master", "--listen", address)
+    work_dir = tmp_path / "agent"
+    spawn(processes, tmp_path / "agent.log", *agent_args(address, work_dir))
+    small = Resources.of(cpus=0.1, mem=16)
+    names = [f"t{i}" for i in range(10)]
+    async with framework(address, failover_timeout_s=120) as (driver, rec):
+        driver.launch(
+            await rec.next_offer(timeout=30),
+            [Task(t, "while [ ! -e go ]; do sleep 0.05; done; exit 0", small) for t in names],
+        )
+        await rec.wait_for(
+            lambda: all((s := rec.latest(t)) and s.state is TaskState.RUNNING for t in names), 30, "RUNNING"
+        )
+        master.send_signal(signal.SIGKILL)
+        master.wait(10)
+        for t in names:
+            (sandbox(work_dir, t) / "go").touch()
+        await eventually(
+            lambda: all(
+                (work_dir / "containers" / sandbox(work_dir, t).name).exists() is False for t in names
+            ),
+            20,
+            "the tasks to end and be cleaned up while no master runs",
+        )
+        spawn(processes, tmp_path / "master.log", "master", "--listen", address)
+        await rec.wait_for(
+            lambda: all((s := rec.latest(t)) and s.state is TaskState.FINISHED for t in names),
+            40,
+            "every FINISHED through the new master",
+        )
+        for t in names:
+            assert check_delivery(rec, t)[-1] is TaskState.FINISHED

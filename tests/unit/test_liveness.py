@@ -1,0 +1,155 @@
+"""Agents that stop answering, driven through the master core with a fake clock:
+unreachable (rate-limited), back again, gone."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from test_master_core import Clock, _agent, _launch, _offers, drain
+
+from corral.master.liveness import unreachable_budget
+from corral.master.master import Master, MasterConfig
+from corral.master.state import Outbox
+from corral.proto import agent_pb2, scheduler_pb2
+from corral.proto import messages_pb2 as pb
+
+Event = scheduler_pb2.Event
+CONFIG = MasterConfig(
+    agent_reregister_timeout_s=0,
+    agent_heartbeat_interval_s=1.0,
+    agent_heartbeat_misses=3,
+    agent_gone_timeout_s=100.0,
+    agent_unreachable_fraction=0.5,
+    agent_unreachable_window_s=60.0,
+)
+
+
+def test_the_budget_table() -> None:
+    # 10 agents, half may go per minute: 5 at once, then none until the window moves on.
+    assert unreachable_budget([], 0.0, 10, 0.5, 60.0) == 5
+    assert unreachable_budget([0.0] * 5, 30.0, 10, 0.5, 60.0) == 0
+    assert unreachable_budget([0.0] * 5, 60.0, 10, 0.5, 60.0) == 5
+    assert unreachable_budget([], 0.0, 3, 0.1, 60.0) == 1  # always at least one
+    assert unreachable_budget([0.0] * 50, 1.0, 10, 1.0, 60.0) == 10  # 1.0: no limit
+
+
+@given(
+    st.lists(st.floats(0, 1000), max_size=30),
+    st.floats(0, 1000),
+    st.integers(1, 100),
+    st.floats(0.01, 0.99),
+)
+def test_never_more_than_the_fraction_in_a_window(marks: list[float], now: float, n: int, f: float) -> None:
+    budget = unreachable_budget(marks, now, n, f, 60.0)
+    recent = sum(1 for t in marks if now - t < 60.0)
+    assert budget >= 0
+    assert budget + recent <= max(1, int(f * n)) or budget == 0
+
+
+def _states(box: Outbox[object], task_id: str) -> list[int]:
+    out = []
+    for e in drain(box):
+        if isinstance(e, Event) and e.type == Event.UPDATE:
+            for s in [e.update.status] if e.HasField("update") else [u.status for u in e.updates]:
+                if s.task_id == task_id:
+                    out.append(s.state)
+    return out
+
+
+def _cluster(aware: bool) -> tuple[Master, Clock, list[tuple[str, Outbox[object]]], str, Outbox[object]]:
+    clock = Clock()
+    master = Master(CONFIG, clock=clock)
+    agents = [_agent(master, f"a{i}") for i in range(4)]
+    fw_box: Outbox[object] = Outbox()
+    caps = [pb.FrameworkInfo.PARTITION_AWARE] if aware else []
+    fw = master.subscribe(pb.FrameworkInfo(name="fw", capabilities=caps), fw_box)  # type: ignore[arg-type]
+    drain(fw_box)
+    master.run_allocation()
+    for offer in _offers(fw_box):
+        n = [a for a, _ in agents].index(offer.agent_id)
+        _launch(master, fw.framework_id, offer, f"t{n}")
+    for n, (agent_id, _) in enumerate(agents):
+        running = pb.TaskStatus(
+            task_id=f"t{n}", framework_id=fw.framework_id, agent_id=agent_id, state=pb.TASK_RUNNING, uuid=b"r"
+        )
+        master.agent_status_updates(agent_id, [running])
+    drain(fw_box)
+    return master, clock, agents, fw.framework_id, fw_box
+
+
+def _silence(master: Master, clock: Clock, agents: list[tuple[str, Outbox[object]]], seconds: float) -> None:
+    """Every agent but the first stops answering for ``seconds``."""
+    clock.now += seconds
+    master.agent_heartbeat(agents[0][0])
+    master._check_agent_heartbeats(clock.now)
+    master.liveness.check(clock.now)
+
+
+@pytest.mark.parametrize("aware", [True, False])
+def test_silent_agents_become_unreachable_at_the_rate_limit(aware: bool) -> None:
+    master, clock, agents, fw_id, fw_box = _cluster(aware)
+    _silence(master, clock, agents, 3.5)
+    # 3 silent agents, fraction 0.5 of 4: two now, the third after the window.
+    told = {}
+    for e in drain(fw_box):
+        if isinstance(e, Event) and e.type == Event.UPDATE:
+            s = e.update.status
+            told[s.task_id] = s.state
+    expected = pb.TASK_UNREACHABLE if aware else pb.TASK_LOST
+    assert sorted(told.items()) == [("t1", expected), ("t2", expected)]
+    assert [master.state.agents[a].unreachable for a, _ in agents] == [False, True, True, False]
+    task = master.state.task(fw_id, "t1")
+    assert task is not None
+    assert task.status.state == pb.TASK_UNREACHABLE
+    _silence(master, clock, agents, 30.0)
+    assert not master.state.agents[agents[3][0]].unreachable
+    _silence(master, clock, agents, 30.0)
+    assert master.state.agents[agents[3][0]].unreachable
+
+
+@pytest.mark.parametrize("aware", [True, False])
+def test_an_unreachable_agent_that_comes_back(aware: bool) -> None:
+    master, clock, agents, fw_id, fw_box = _cluster(aware)
+    _silence(master, clock, agents, 3.5)
+    drain(fw_box)
+    agent_id = agents[1][0]
+    record = master.state.agents[agent_id]
+    outbox: Outbox[object] = Outbox()
+    running = pb.TaskStatus(task_id="t1", framework_id=fw_id, agent_id=agent_id, state=pb.TASK_RUNNING)
+    master.register_agent(record.info, record.total, [running], [], outbox)
+    kills = [
+        m.kill_task.task_id
+        for m in drain(outbox)
+        if isinstance(m, agent_pb2.MasterMessage) and m.HasField("kill_task")
+    ]
+    if aware:
+        assert _states(fw_box, "t1") == [pb.TASK_RUNNING]  # its real state again
+        assert kills == []
+    else:
+        assert kills == ["t1"]  # told LOST, perhaps replaced: Mesos kills it
+    assert not record.unreachable
+
+
+@pytest.mark.parametrize("aware", [True, False])
+def test_an_agent_unreachable_for_too_long_is_gone(aware: bool) -> None:
+    master, clock, agents, fw_id, fw_box = _cluster(aware)
+    _silence(master, clock, agents, 3.5)
+    drain(fw_box)
+    _silence(master, clock, agents, 101.0)
+    master._check_reregistration(clock.now)
+    assert _states(fw_box, "t1") == ([pb.TASK_GONE] if aware else [])
+    assert master.state.task(fw_id, "t1") is None
+    record = master.state.agents[agents[1][0]]
+    assert record.gone
+    with pytest.raises(Exception, match="is gone"):
+        master.register_agent(record.info, record.total, [], [], Outbox())
+
+
+@pytest.mark.parametrize("aware", [True, False])
+def test_reconciliation_answers_what_each_framework_was_told(aware: bool) -> None:
+    master, clock, agents, fw_id, fw_box = _cluster(aware)
+    _silence(master, clock, agents, 3.5)
+    drain(fw_box)
+    master.reconcile(fw_id, [("t1", agents[1][0])])
+    assert _states(fw_box, "t1") == [pb.TASK_UNREACHABLE if aware else pb.TASK_LOST]
