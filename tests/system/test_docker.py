@@ -1,5 +1,5 @@
 """docker/ for real (opt-in: ``CORRAL_TEST_DOCKER=1 pytest -m docker``, about
-8 minutes here, most of it debootstrap; ``CORRAL_DOCKER_BASE_TAR=rootfs.tar``
+6 minutes here, most of it debootstrap; ``CORRAL_DOCKER_BASE_TAR=rootfs.tar``
 imports a saved base instead).
 
 A private dockerd (its own data and exec roots, no iptables, no docker0) builds
