@@ -26,7 +26,7 @@ from corral.cli.discovery import (
 )
 from corral.codec import parse_attributes
 from corral.errors import CorralError
-from corral.frameworks.batch import JobSpec, JobSpecError, TaskGroup, load_job
+from corral.frameworks.batch import JobSpecError, TaskGroup
 from corral.resources import ResourceError, Resources
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -130,6 +130,7 @@ def _client_logging(ctx: click.Context) -> None:
     help="Run this job on the new cluster, show its result, then stop.",
 )
 @click.option("--output/--no-output", default=True, help="With --submit: show each task's stdout.")
+@click.option("--batch/--no-batch", default=True, help="Also run the batch framework service.")
 @click.pass_context
 @handle_errors
 def local(
@@ -140,6 +141,7 @@ def local(
     agent_resources: str | None,
     job_file: Path | None,
     output: bool,
+    batch: bool,
 ) -> None:
     """Start an embedded cluster: a master and N agents in one process, no ZooKeeper."""
     from corral.cli.discovery import state_dir
@@ -151,7 +153,9 @@ def local(
         ctx.obj.get("log_level") or os.environ.get("CORRAL_LOG_LEVEL") or ("warning" if job_file else "info")
     )
     _daemon_logging(ctx)
-    spec = load_job(job_file) if job_file else None
+    from corral.cli.batch import read_job_file, submit_local
+
+    job = read_job_file(job_file) if job_file else None
     res = Resources.parse(agent_resources) if agent_resources else None
     wd = fresh_work_dir(work_dir or state_dir() / "local")
 
@@ -170,14 +174,24 @@ def local(
             )
             for agent in cluster.agent_list:
                 console.print(f"  agent {agent.agent_id}: {agent.total.format()}", highlight=False)
-            if spec is None:
+            if job is None:
+                service = None
+                if batch:
+                    from corral.frameworks.batch.service import BatchService
+
+                    service = BatchService(cluster.master_address, wd / "batch.db")
+                    console.print(f"  batch framework API at {await service.start()}", highlight=False)
                 console.print(
                     f"  clients find it through {path}; try `corral run -- echo hello`. Ctrl-C stops it.",
                     highlight=False,
                 )
-                await serve_until_signal(cluster)
+                try:
+                    await serve_until_signal(cluster)
+                finally:
+                    if service is not None:
+                        await service.stop()
                 return 0
-            return await _submit(cluster.master_address, spec, output)
+            return await submit_local(cluster.master_address, job[0], job[1], output)
         finally:
             remove_local()
             await cluster.stop()
@@ -390,34 +404,6 @@ def agent(
 # -- batch work ---------------------------------------------------------------
 
 
-async def _submit(master_addr: str, spec: JobSpec, output: bool) -> int:
-    from corral.cli.jobs import ProgressView, collect_outputs, result_table, run_job
-
-    total = sum(g.count for g in spec.groups)
-    console.print(f"submitting job [bold]{spec.name}[/] ({total} task(s)) to {master_addr}", highlight=False)
-    view = ProgressView(console, total)
-    with view:
-        result = await run_job(
-            master_addr, spec, framework_name=f"corral-submit:{spec.name}", on_update=view.update
-        )
-    outputs = None
-    if output:
-        outputs = await collect_outputs(
-            master_addr, "", [p.task.task_id for p in result.progress if p.status is not None]
-        )
-    console.print(result_table(result, outputs))
-    failed = [p for p in result.progress if p.state is not None and p.state.name != "FINISHED"]
-    summary = (
-        f"{len(result.progress) - len(failed)}/{len(result.progress)} tasks finished "
-        f"in {result.elapsed_s:.1f}s"
-    )
-    if result.ok:
-        console.print(f"[bold green]job {result.job_id} succeeded:[/] {summary}", highlight=False)
-        return 0
-    console.print(f"[bold red]job {result.job_id} failed:[/] {summary}", highlight=False)
-    return 1
-
-
 def _parse_env(items: tuple[str, ...]) -> dict[str, str]:
     env = {}
     for item in items:
@@ -507,22 +493,6 @@ def run(
         return exit_code_of(p)
 
     sys.exit(asyncio.run(main()))
-
-
-@cli.command()
-@master_option
-@click.argument("job_file", type=click.Path(path_type=Path))
-@click.option("--output/--no-output", default=False, help="Show each task's stdout at the end.")
-@click.pass_context
-@handle_errors
-def submit(ctx: click.Context, master: str | None, job_file: Path, output: bool) -> None:
-    """Run a job file (TOML) and show progress until it is done.
-
-    Exits non-zero if any task did not finish successfully.
-    """
-    _client_logging(ctx)
-    spec = load_job(job_file)
-    sys.exit(asyncio.run(_submit(resolve_master(master), spec, output)))
 
 
 @cli.command()
@@ -636,7 +606,19 @@ cli.add_command(cluster)
 cli.add_command(images.image)
 
 
+def _register() -> None:
+    """Commands that live in their own modules (one line each)."""
+    from corral.cli import batch, frameworks_cmd
+
+    cli.add_command(frameworks_cmd.framework)
+    cli.add_command(batch.submit)
+    cli.add_command(batch.jobs)
+    cli.add_command(batch.job)
+    cli.add_command(batch.cancel)
+
+
 def main() -> None:
+    _register()
     cli(obj={})
 
 

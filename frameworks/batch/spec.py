@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from corral.frameworks.batch.cron import CronError, parse_cron
+from corral.frameworks.batch.policy import POLICY_KEYS, Policy, check_dag, parse_policy
 from corral.frameworks.types import Task
 from corral.resources import Resources
 
@@ -46,12 +48,16 @@ class TaskGroup:
     kill_grace_s: float = 3.0
     network: str = "host"
     user: tuple[int, int] | None = None
+    #: retries, timeout, constraints, unique host, dependencies (policy.py)
+    policy: Policy = field(default_factory=Policy)
 
 
 @dataclass(frozen=True)
 class JobSpec:
     name: str
     groups: tuple[TaskGroup, ...]
+    #: a cron expression: the batch service starts a run of the job at these times
+    schedule: str = ""
 
     def tasks(self, job_id: str) -> list[Task]:
         """Expand the groups into tasks with ids ``JOB.GROUP.INDEX``."""
@@ -77,21 +83,63 @@ class JobSpec:
 
 def load_job(path: Path) -> JobSpec:
     try:
-        data = tomllib.loads(path.read_text())
+        text = path.read_text()
+        data = tomllib.loads(text)
     except FileNotFoundError:
         raise JobSpecError(f"{path}: no such file") from None
     except tomllib.TOMLDecodeError as e:
         raise JobSpecError(f"{path}: not valid TOML: {e}") from None
-    return parse_job(data, default_name=path.stem)
+    try:
+        return parse_job(data, default_name=path.stem)
+    except JobSpecError as e:
+        line = locate(text, str(e))
+        raise JobSpecError(f"{path}:{line}: {e}" if line else f"{path}: {e}") from None
+
+
+_WHERE_RE = re.compile(r"^tasks\[(\d+)\](?:\.([A-Za-z_]+))?|^([A-Za-z_]+):")
+
+
+def locate(text: str, message: str) -> int:
+    """The line of a TOML job file an error message (``tasks[2].cpus: ...``) is about, or 0."""
+    m = _WHERE_RE.match(message)
+    if m is None:
+        return 0
+    lines = text.splitlines()
+    start, end = 0, len(lines)
+    key = m[3] or m[2]
+    if m[1] is not None:
+        headers = [i for i, line in enumerate(lines) if line.strip().startswith("[[tasks]]")]
+        group = int(m[1])
+        if group >= len(headers):
+            return 0
+        start = headers[group]
+        end = headers[group + 1] if group + 1 < len(headers) else len(lines)
+        if key is None:
+            key = next((k for k in re.findall(r"'(\w+)'", message) if k), None)
+    elif key == "tasks":
+        return 0
+    if key:
+        for i in range(start, end):
+            if re.match(rf"\s*{re.escape(key)}\s*=", lines[i]):
+                return i + 1
+    return start + 1 if m[1] is not None else 0
 
 
 def parse_job(data: Mapping[str, Any], default_name: str = "job") -> JobSpec:
     name = data.get("name", default_name)
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise JobSpecError(f"name: must be 1-64 characters of [A-Za-z0-9_.-], got {name!r}")
-    unknown = set(data) - {"name", "tasks"}
+    unknown = set(data) - {"name", "tasks", "schedule"}
     if unknown:
-        raise JobSpecError(f"unknown key(s) at the top level: {sorted(unknown)}")
+        raise JobSpecError(
+            f"unknown key(s) at the top level: {sorted(unknown)}; allowed: ['name', 'schedule', 'tasks']"
+        )
+    schedule = data.get("schedule", "")
+    try:
+        if schedule != "":
+            parse_cron(schedule)
+    except CronError as e:
+        raise JobSpecError(f"schedule: {e}") from None
     raw_groups = data.get("tasks")
     if not isinstance(raw_groups, list) or not raw_groups:
         raise JobSpecError("tasks: needs at least one [[tasks]] table")
@@ -102,7 +150,8 @@ def parse_job(data: Mapping[str, Any], default_name: str = "job") -> JobSpec:
             raise JobSpecError(f"tasks[{i}].name: {n!r} is used by more than one group")
     if sum(g.count for g in groups) > MAX_TASKS:
         raise JobSpecError(f"tasks: a job may have at most {MAX_TASKS} tasks")
-    return JobSpec(name, tuple(groups))
+    check_dag(names, [g.policy.after for g in groups], JobSpecError)
+    return JobSpec(name, tuple(groups), schedule=schedule)
 
 
 def _number(raw: Mapping[str, Any], key: str, where: str, default: float, minimum: float) -> float:
@@ -119,6 +168,7 @@ def _parse_group(raw: Any, index: int) -> TaskGroup:
     if not isinstance(raw, dict):
         raise JobSpecError(f"{where}: must be a table")
     allowed = {"name", "command", "cpus", "mem", "disk", "count", "env", "kill_grace_s", "network", "user"}
+    allowed |= POLICY_KEYS
     unknown = set(raw) - allowed
     if unknown:
         raise JobSpecError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
@@ -154,6 +204,7 @@ def _parse_group(raw: Any, index: int) -> TaskGroup:
         count=count,
         env={k: str(v) for k, v in env.items()},
         kill_grace_s=_number(raw, "kill_grace_s", where, 3.0, 0.0),
+        policy=parse_policy(raw, where, JobSpecError),
     )
 
 

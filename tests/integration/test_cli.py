@@ -86,7 +86,7 @@ def test_submit_shows_progress_and_fails_when_a_task_fails(local: dict[str, str]
         'name = "good"\n[[tasks]]\nname = "sq"\ncount = 6\ncpus = 0.1\nmem = 32\n'
         'command = "echo $((CORRAL_TASK_INDEX * CORRAL_TASK_INDEX))"\n'
     )
-    res = corral(local, "submit", str(good), "--output")
+    res = corral(local, "submit", str(good), "--wait", "--output")
     assert res.returncode == 0, res.stdout + res.stderr
     assert "6/6 tasks finished" in res.stdout
     assert "25" in res.stdout  # the output of sq[5]
@@ -95,7 +95,7 @@ def test_submit_shows_progress_and_fails_when_a_task_fails(local: dict[str, str]
     bad.write_text(
         'name = "bad"\n[[tasks]]\nname = "t"\ncount = 3\ncommand = "test $CORRAL_TASK_INDEX -ne 1"\n'
     )
-    res = corral(local, "submit", str(bad))
+    res = corral(local, "submit", str(bad), "--wait")
     assert res.returncode == 1
     assert "2/3 tasks finished" in res.stdout
     assert "FAILED" in res.stdout

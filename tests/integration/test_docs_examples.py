@@ -13,7 +13,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "frameworks.md"
 
 def _examples() -> str:
     blocks = re.findall(r"```python\n# example: \w+\n(.*?)```", DOC.read_text(), re.S)
-    assert len(blocks) == 3, "docs/frameworks.md should hold three runnable examples"
+    assert len(blocks) == 4, "docs/frameworks.md should hold four runnable examples"
     return "\n".join(blocks)
 
 
@@ -21,4 +21,6 @@ async def test_frameworks_guide_runs(tmp_path: Path) -> None:
     namespace: dict[str, object] = {}
     exec(compile(_examples(), str(DOC), "exec"), namespace)
     test = namespace["test_countdown"]
-    await test(tmp_path)  # type: ignore[operator]
+    await test(tmp_path / "countdown")  # type: ignore[operator]
+    plugin_test = namespace["test_plugin"]
+    await plugin_test(tmp_path / "plugin")  # type: ignore[operator]

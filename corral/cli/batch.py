@@ -1,0 +1,366 @@
+"""``corral submit``, ``jobs``, ``job``, ``cancel``: batch jobs.
+
+With a batch service running (``corral local`` starts one; so does
+``corral framework run batch``, found through ``$CORRAL_HOME/batch.json``)
+``submit`` hands the job to it and returns (``--wait`` follows it to the end).
+Without one, or with ``--local``, the CLI runs the same engine itself with an
+in-memory store for as long as the job runs, as a short-lived framework.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+import time
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from corral.cli.discovery import resolve_master
+from corral.cli.main import _client_logging, console, fail, handle_errors, master_option
+from corral.frameworks.batch.spec import JobSpecError, load_job
+
+STATE_STYLE = {
+    "FINISHED": "green",
+    "SUCCEEDED": "green",
+    "FAILED": "red",
+    "SKIPPED": "yellow",
+    "CANCELLED": "yellow",
+    "RUNNING": "cyan",
+}
+JOB_FINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
+
+
+def read_job_file(path: Path) -> tuple[dict[str, Any], str]:
+    """The job table (validated here, so errors name the line) and its default name."""
+    load_job(path)  # raises JobSpecError naming the file, line and key
+    data = tomllib.loads(path.read_text())
+    return data, path.stem
+
+
+def service_for(master_flag: str | None) -> dict[str, Any] | None:
+    """The running batch service to use, unless ``--master`` points at another cluster."""
+    from corral.frameworks.batch.service import find_service
+
+    found = find_service()
+    if found is None:
+        return None
+    if master_flag and master_flag.removeprefix("grpc://") != found.get("master"):
+        return None
+    return found
+
+
+def _client(master_flag: str | None, batch: str | None) -> Any:
+    from corral.frameworks.batch.api import BatchClient
+
+    if batch:
+        return BatchClient(batch)
+    found = service_for(master_flag)
+    if found is None:
+        fail("no batch service found: start one with `corral local` or `corral framework run batch`")
+    assert found is not None
+    return BatchClient(str(found["address"]))
+
+
+batch_option = click.option(
+    "--batch",
+    envvar="CORRAL_BATCH",
+    default=None,
+    metavar="HOST:PORT",
+    help="The batch service's API (default: $CORRAL_BATCH, then the one in $CORRAL_HOME/batch.json).",
+)
+
+
+# -- following a job ---------------------------------------------------------
+
+
+class JobProgress:
+    """A live line on a terminal, plain lines (at most one a second) otherwise."""
+
+    def __init__(self, out: Console) -> None:
+        self.out = out
+        self.live: Live | None = None
+        self._last = ""
+        self._last_print = 0.0
+
+    def __enter__(self) -> JobProgress:
+        if self.out.is_terminal:
+            self.live = Live(Text(""), console=self.out, refresh_per_second=8)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.__exit__(None, None, None)
+        elif self._last:
+            self.out.print(self._last, highlight=False)
+
+    def show(self, job: dict[str, Any]) -> None:
+        counts = job.get("counts", {})
+        done = sum(n for s, n in counts.items() if s in ("FINISHED", "FAILED", "CANCELLED", "SKIPPED"))
+        parts = [f"{done}/{job['total']} done"]
+        parts += [f"{s.lower()} {counts[s]}" for s in sorted(counts) if s not in ("PENDING",)]
+        if counts.get("PENDING"):
+            parts.append(f"pending {counts['PENDING']}")
+        line = ", ".join(parts)
+        if self.live is not None:
+            self.live.update(Text(line, style="bold"))
+        elif line != self._last and time.monotonic() - self._last_print >= 1.0:
+            self.out.print(line, highlight=False)
+            self._last_print = time.monotonic()
+        self._last = line
+
+
+def job_table(job: dict[str, Any], outputs: dict[str, str] | None = None) -> Table:
+    """Per task: state, tries, exit code, agent, time, output, message."""
+    table = Table(title=f"job {job['id']} ({job['state'].lower()})", title_justify="left")
+    for col in ("task", "state", "tries", "exit", "agent", "time", "task id"):
+        table.add_column(col, justify="right" if col in ("tries", "exit", "time") else "left")
+    if outputs is not None:
+        table.add_column("output")
+    table.add_column("message", overflow="fold")
+    for t in job.get("tasks", []):
+        last = t["history"][-1] if t["history"] else None
+        exit_text = ""
+        if last is not None and last["exit_code"] is not None:
+            exit_text = str(last["exit_code"])
+        elif last is not None and last["signal"]:
+            exit_text = f"sig {last['signal']}"
+        took = ""
+        if last is not None and last["finished_at"]:
+            took = f"{last['finished_at'] - last['launched_at']:.2f}s"
+        row: list[Text | str] = [
+            f"{t['group']}[{t['index']}]",
+            Text(t["state"], style=STATE_STYLE.get(t["state"], "")),
+            str(t["attempts"]),
+            exit_text,
+            t["hostname"] or t["agent_id"],
+            took,
+            last["task_id"] if last else "",
+        ]
+        if outputs is not None:
+            row.append(outputs.get(last["task_id"], "").strip() if last else "")
+        row.append("" if t["state"] == "FINISHED" else t["message"])
+        table.add_row(*row)
+    return table
+
+
+async def print_result(job: dict[str, Any], master: str | None, output: bool) -> int:
+    """The table and a summary line; 0 if the job succeeded."""
+    outputs = None
+    if output and master:
+        from corral.cli.jobs import collect_outputs
+
+        ids = [t["history"][-1]["task_id"] for t in job["tasks"] if t["history"]]
+        outputs = await collect_outputs(master, "", ids)
+    console.print(job_table(job, outputs))
+    finished = job["counts"].get("FINISHED", 0)
+    took = (job["finished_at"] or time.time()) - job["submitted_at"]
+    summary = f"{finished}/{job['total']} tasks finished in {took:.1f}s"
+    if job["state"] == "SUCCEEDED":
+        console.print(f"[bold green]job {job['id']} succeeded:[/] {summary}", highlight=False)
+        return 0
+    console.print(f"[bold red]job {job['id']} {job['state'].lower()}:[/] {summary}", highlight=False)
+    return 1
+
+
+def wait_for(fetch: Callable[[], dict[str, Any]], poll_s: float = 0.3) -> dict[str, Any]:
+    """Poll ``fetch`` until the job ends, showing progress."""
+    with JobProgress(console) as progress:
+        while True:
+            job = fetch()
+            progress.show(job)
+            if job["state"] in JOB_FINAL:
+                return job
+            time.sleep(poll_s)
+
+
+# -- running a job without a service -------------------------------------------
+
+
+async def run_local_job(
+    master: str, data: dict[str, Any], default_name: str, on_change: Callable[[dict[str, Any]], None]
+) -> dict[str, Any]:
+    """Run one job with an in-process engine (in-memory store); tear the
+    framework down at the end or on Ctrl-C (which kills what still runs)."""
+    from corral.frameworks.batch.engine import BatchEngine
+    from corral.frameworks.batch.store import Store
+    from corral.frameworks.driver import SchedulerDriver
+
+    engine = BatchEngine(Store(":memory:"))
+    job_id = engine.submit(data, default_name=default_name)["job_id"]
+    driver = SchedulerDriver(
+        engine, name=f"corral-submit:{engine.jobs[job_id].name}", master=master, failover_timeout_s=10.0
+    )
+    runner = asyncio.create_task(driver.run())
+    interrupted = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, interrupted.set)
+    try:
+        seen = -1
+        while not runner.done() and not interrupted.is_set():
+            if driver.connected.is_set():
+                engine.tick()
+            if engine.version != seen:
+                seen = engine.version
+                on_change(engine.job_view(job_id))
+            if engine.jobs[job_id].state in JOB_FINAL:
+                break
+            await asyncio.sleep(0.05)
+        if runner.done():
+            runner.result()  # raises SubscribeError and the like
+        if interrupted.is_set():
+            engine.cancel(job_id)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        if not runner.done():
+            with contextlib.suppress(Exception):
+                driver.teardown()
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(runner, 5.0)
+            if not runner.done():
+                runner.cancel()
+    return engine.job_view(job_id)
+
+
+async def submit_local(master: str, data: dict[str, Any], default_name: str, output: bool) -> int:
+    """Run a job in this process and print its result (``corral local --submit`` too)."""
+    console.print(f"running job [bold]{data.get('name', default_name)}[/] on {master}", highlight=False)
+    with JobProgress(console) as progress:
+        job = await run_local_job(master, data, default_name, progress.show)
+    return await print_result(job, master, output)
+
+
+# -- commands ------------------------------------------------------------------
+
+
+@click.command()
+@master_option
+@batch_option
+@click.argument("job_file", type=click.Path(path_type=Path))
+@click.option("--wait", "-w", is_flag=True, help="Follow the job to its end; exit non-zero if it failed.")
+@click.option("--local", "in_process", is_flag=True, help="Run the job from this process, not the service.")
+@click.option("--output/--no-output", default=False, help="Show each task's stdout at the end.")
+@click.pass_context
+@handle_errors
+def submit(
+    ctx: click.Context,
+    master: str | None,
+    batch: str | None,
+    job_file: Path,
+    wait: bool,
+    in_process: bool,
+    output: bool,
+) -> None:
+    """Submit a job file (TOML).
+
+    With a batch service (see `corral framework run batch`), the job is kept
+    there and this returns at once (--wait follows it). Otherwise, or with
+    --local, it runs from this process until done, with progress.
+    """
+    _client_logging(ctx)
+    data, default_name = read_job_file(job_file)
+    if not in_process and (batch or service_for(master) is not None):
+        client = _client(master, batch)
+        answer = client.submit(data, default_name)
+        if "periodic_id" in answer:
+            console.print(
+                f"periodic job [bold]{answer['periodic_id']}[/] scheduled ({data.get('schedule')})",
+                highlight=False,
+            )
+            return
+        job_id = answer["job_id"]
+        console.print(f"submitted job [bold]{job_id}[/]", highlight=False)
+        if not wait:
+            return
+        job = wait_for(lambda: client.job(job_id))
+        state = client.state()
+        sys.exit(asyncio.run(print_result(job, state.get("master") or None, output)))
+    if data.get("schedule"):
+        fail("schedule: periodic jobs need the batch service (`corral framework run batch`)")
+    sys.exit(asyncio.run(submit_local(resolve_master(master), data, default_name, output)))
+
+
+@click.command()
+@master_option
+@batch_option
+@click.pass_context
+@handle_errors
+def jobs(ctx: click.Context, master: str | None, batch: str | None) -> None:
+    """List the batch service's jobs and periodic jobs."""
+    _client_logging(ctx)
+    data = _client(master, batch).jobs()
+    table = Table(title="jobs", title_justify="left")
+    for col in ("id", "state", "done", "failed", "submitted", "took"):
+        table.add_column(col)
+    for j in data["jobs"]:
+        counts = j["counts"]
+        done = sum(counts.get(s, 0) for s in ("FINISHED", "FAILED", "CANCELLED", "SKIPPED"))
+        took = f"{j['finished_at'] - j['submitted_at']:.1f}s" if j["finished_at"] else ""
+        table.add_row(
+            j["id"],
+            Text(j["state"], style=STATE_STYLE.get(j["state"], "")),
+            f"{done}/{j['total']}",
+            str(counts.get("FAILED", 0)),
+            time.strftime("%H:%M:%S", time.localtime(j["submitted_at"])),
+            took,
+        )
+    console.print(table)
+    if data["periodic"]:
+        periodic = Table(title="periodic jobs", title_justify="left")
+        for col in ("id", "schedule", "next run", "last job"):
+            periodic.add_column(col)
+        for p in data["periodic"]:
+            nxt = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(p["next_run"]))
+            periodic.add_row(p["id"], p["schedule"], nxt, p["last_job"])
+        console.print(periodic)
+
+
+@click.command()
+@master_option
+@batch_option
+@click.argument("job_id")
+@click.option("--attempts", "-a", is_flag=True, help="List every attempt of every task.")
+@click.pass_context
+@handle_errors
+def job(ctx: click.Context, master: str | None, batch: str | None, job_id: str, attempts: bool) -> None:
+    """Show a job: per task its state, tries, exit code and agent."""
+    _client_logging(ctx)
+    data = _client(master, batch).job(job_id)
+    console.print(job_table(data))
+    if attempts:
+        table = Table(title="attempts", title_justify="left")
+        for col in ("task id", "state", "exit", "agent", "message"):
+            table.add_column(col)
+        for t in data["tasks"]:
+            for a in t["history"]:
+                code = "" if a["exit_code"] is None else str(a["exit_code"])
+                table.add_row(a["task_id"], a["state"], code, a["hostname"] or a["agent_id"], a["message"])
+        console.print(table)
+
+
+@click.command()
+@master_option
+@batch_option
+@click.argument("job_id")
+@click.pass_context
+@handle_errors
+def cancel(ctx: click.Context, master: str | None, batch: str | None, job_id: str) -> None:
+    """Cancel a job (its running tasks are killed) or remove a periodic job."""
+    _client_logging(ctx)
+    answer = _client(master, batch).cancel(job_id)
+    console.print(f"{job_id}: {answer['result']}", highlight=False)
+
+
+__all__ = ["JobSpecError", "cancel", "job", "jobs", "submit", "submit_local"]

@@ -1,0 +1,519 @@
+"""The batch engine: a scheduler whose every job, task and attempt lives in a
+:class:`~corral.frameworks.batch.store.Store`.
+
+A task is one index of a task group; each try of it is an *attempt* with its
+own task id at the master (``JOB.GROUP.INDEX.aN``), so a retry never reuses an
+id and every try keeps its agent, exit code and message. Task states:
+
+    WAITING -> PENDING -> STAGING -> RUNNING -> FINISHED
+       |          ^  (failed, retries left: after a backoff)  |
+       v          +-------------------------------------------+-> FAILED (retries exhausted)
+    SKIPPED (a dependency failed)                  CANCELLED (the job was cancelled)
+
+An attempt is written before its launch is sent and its end is written
+before the update is acknowledged, so after a crash the engine knows every
+attempt that may run; on subscribing it reconciles them with the master, and
+one the master never heard of (UNKNOWN: the launch was lost with the crash)
+goes back to PENDING without counting as a failure. A finished task never
+runs again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any
+
+import structlog
+
+from corral.frameworks.batch.cron import parse_cron
+from corral.frameworks.batch.spec import JobSpec, TaskGroup, parse_job
+from corral.frameworks.batch.store import AttemptRow, JobRow, PeriodicRow, Store, TaskRow, dumps
+from corral.frameworks.constraints import satisfies
+from corral.frameworks.driver import NotConnectedError, SchedulerDriver
+from corral.frameworks.interest import OfferInterest
+from corral.frameworks.scheduler import Scheduler
+from corral.frameworks.types import MasterInfo, Offer, Task, TaskState, TaskStatus
+from corral.resources import Resources
+
+log = structlog.get_logger(__name__)
+
+FINAL = frozenset({"FINISHED", "FAILED", "CANCELLED", "SKIPPED"})
+JOB_FINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
+#: how often a kill (timeout, cancel) is sent again while the task still runs
+KILL_RETRY_S = 5.0
+
+
+class UnknownJobError(KeyError):
+    """No job (or periodic job) has this id."""
+
+
+class BatchEngine(Scheduler):
+    """Runs the jobs in ``store``; :meth:`submit` adds one, :meth:`tick` drives timers."""
+
+    def __init__(
+        self, store: Store, clock: Callable[[], float] = time.time, decline_refuse_s: float = 1.0
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.decline_refuse_s = decline_refuse_s
+        self.interest = OfferInterest()
+        self.driver: SchedulerDriver | None = None
+        self.jobs: dict[str, JobRow] = {}
+        self.specs: dict[str, JobSpec] = {}
+        self.tasks: dict[str, TaskRow] = {}
+        self.job_tasks: dict[str, list[str]] = {}
+        self.attempts: dict[str, AttemptRow] = {}
+        self.task_attempts: dict[str, list[str]] = {}
+        self.live: dict[str, AttemptRow] = {}
+        self.periodic: dict[str, PeriodicRow] = {}
+        #: PENDING task ids in order (a dict as an ordered set)
+        self.pending: dict[str, None] = {}
+        self._kills: dict[str, float] = {}
+        self._task_defs: dict[str, dict[str, Task]] = {}
+        #: bumped on every change, for watchers
+        self.version = 0
+        snap = store.load()
+        self.framework_id = snap.framework_id
+        for job in snap.jobs:
+            try:
+                self.specs[job.id] = parse_job(json.loads(job.spec))
+            except ValueError as e:  # written by an older version that accepted it
+                log.error("batch.spec_unreadable", job_id=job.id, error=str(e))
+                continue
+            self.jobs[job.id] = job
+            self.job_tasks[job.id] = []
+        for task in snap.tasks:
+            if task.job_id in self.jobs:
+                self._add_task(task)
+        for attempt in snap.attempts:
+            if attempt.task in self.tasks:
+                self._add_attempt(attempt)
+        for p in snap.periodic:
+            self.periodic[p.id] = p
+
+    # -- bookkeeping ----------------------------------------------------------
+
+    def _add_task(self, task: TaskRow) -> None:
+        self.tasks[task.id] = task
+        self.job_tasks[task.job_id].append(task.id)
+        if task.state == "PENDING":
+            self.pending[task.id] = None
+
+    def _add_attempt(self, attempt: AttemptRow) -> None:
+        self.attempts[attempt.id] = attempt
+        self.task_attempts.setdefault(attempt.task, []).append(attempt.id)
+        if not TaskState[attempt.state].is_terminal:
+            self.live[attempt.id] = attempt
+
+    def _set_state(self, task: TaskRow, state: str, message: str | None = None) -> None:
+        task.state = state
+        if message is not None:
+            task.message = message
+        if state == "PENDING":
+            self.pending[task.id] = None
+        else:
+            self.pending.pop(task.id, None)
+        self.store.save(task)
+
+    def group(self, task: TaskRow) -> TaskGroup:
+        spec = self.specs[task.job_id]
+        return next(g for g in spec.groups if g.name == task.grp)
+
+    def _task_def(self, task: TaskRow) -> Task:
+        defs = self._task_defs.get(task.job_id)
+        if defs is None:
+            defs = {t.task_id: t for t in self.specs[task.job_id].tasks(task.job_id)}
+            self._task_defs[task.job_id] = defs
+        return defs[task.id]
+
+    # -- the API ----------------------------------------------------------------
+
+    def submit(self, data: Mapping[str, Any], default_name: str = "job") -> dict[str, str]:
+        """Validate and store a job (or, with ``schedule``, a periodic job).
+        Raises JobSpecError naming the key."""
+        spec = parse_job(data, default_name=default_name)
+        raw = {**data, "name": spec.name}
+        if spec.schedule:
+            cron = parse_cron(spec.schedule)
+            now = self.clock()
+            row = PeriodicRow(spec.name, spec.schedule, dumps(raw), cron.next_after_ts(now), created_at=now)
+            self.store.save(row)
+            self.periodic[row.id] = row
+            self.version += 1
+            log.info("batch.periodic_added", periodic_id=row.id, schedule=row.schedule)
+            return {"periodic_id": row.id, "next_run": str(row.next_run)}
+        return {"job_id": self._start_job(spec, raw)}
+
+    def _start_job(self, spec: JobSpec, raw: Mapping[str, Any], periodic: str = "") -> str:
+        job_id = f"{spec.name}-{uuid.uuid4().hex[:6]}"
+        stored = {k: v for k, v in raw.items() if k != "schedule"}
+        job = JobRow(job_id, spec.name, dumps(stored), "RUNNING", self.clock(), periodic=periodic)
+        with self.store.transaction():
+            self.store.save(job)
+            self.jobs[job_id] = job
+            self.specs[job_id] = parse_job(stored)
+            self.job_tasks[job_id] = []
+            for group in spec.groups:
+                state = "WAITING" if group.policy.after else "PENDING"
+                for i in range(group.count):
+                    task = TaskRow(f"{job_id}.{group.name}.{i}", job_id, group.name, i, state)
+                    self.store.save(task)
+                    self._add_task(task)
+        self.version += 1
+        log.info("batch.job_submitted", job_id=job_id, tasks=len(self.job_tasks[job_id]))
+        if self.driver is not None:
+            self.interest.update(self.driver, self._wants_offers(self.clock()))
+        return job_id
+
+    def cancel(self, job_id: str) -> str:
+        """Cancel a running job (its tasks are killed) or remove a periodic job."""
+        if job_id in self.periodic:
+            self.store.delete_periodic(job_id)
+            del self.periodic[job_id]
+            self.version += 1
+            return "periodic job removed"
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise UnknownJobError(job_id)
+        if job.state in JOB_FINAL:
+            return f"job already {job.state.lower()}"
+        with self.store.transaction():
+            job.state = "CANCELLED"
+            self.store.save(job)
+            for tid in self.job_tasks[job_id]:
+                task = self.tasks[tid]
+                if task.state in ("WAITING", "PENDING"):
+                    self._set_state(task, "CANCELLED", "cancelled")
+            self._advance(job)
+        self.version += 1
+        self._send_kills(self.clock())
+        return "cancelled"
+
+    def job_view(self, job_id: str) -> dict[str, Any]:
+        """A job with its tasks and their attempts, as JSON-ready data."""
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise UnknownJobError(job_id)
+        tasks = [self.tasks[t] for t in self.job_tasks[job_id]]
+        return {
+            **self._job_summary(job),
+            "tasks": [
+                {
+                    "id": t.id,
+                    "group": t.grp,
+                    "index": t.idx,
+                    "state": t.state,
+                    "attempts": t.attempts,
+                    "failures": t.failures,
+                    "exit_code": t.exit_code,
+                    "agent_id": t.agent_id,
+                    "hostname": t.hostname,
+                    "message": t.message,
+                    "not_before": t.not_before,
+                    "history": [
+                        self._attempt_view(self.attempts[a]) for a in self.task_attempts.get(t.id, [])
+                    ],
+                }
+                for t in tasks
+            ],
+        }
+
+    def jobs_view(self) -> dict[str, Any]:
+        """Every job (summaries, newest last) and every periodic job."""
+        return {
+            "jobs": [self._job_summary(j) for j in self.jobs.values()],
+            "periodic": [
+                {"id": p.id, "schedule": p.schedule, "next_run": p.next_run, "last_job": p.last_job}
+                for p in self.periodic.values()
+            ],
+        }
+
+    def _job_summary(self, job: JobRow) -> dict[str, Any]:
+        counts: dict[str, int] = {}
+        for tid in self.job_tasks[job.id]:
+            state = self.tasks[tid].state
+            counts[state] = counts.get(state, 0) + 1
+        return {
+            "id": job.id,
+            "name": job.name,
+            "state": job.state,
+            "submitted_at": job.submitted_at,
+            "finished_at": job.finished_at,
+            "periodic": job.periodic,
+            "total": len(self.job_tasks[job.id]),
+            "counts": counts,
+        }
+
+    @staticmethod
+    def _attempt_view(a: AttemptRow) -> dict[str, Any]:
+        return {
+            "task_id": a.id,
+            "number": a.number,
+            "state": a.state,
+            "agent_id": a.agent_id,
+            "hostname": a.hostname,
+            "launched_at": a.launched_at,
+            "finished_at": a.finished_at,
+            "exit_code": a.exit_code,
+            "signal": a.signal,
+            "reason": a.reason,
+            "message": a.message,
+            "timed_out": a.timed_out,
+        }
+
+    # -- scheduler callbacks -----------------------------------------------------
+
+    async def registered(self, driver: SchedulerDriver, framework_id: str, master: MasterInfo) -> None:
+        self.driver = driver
+        if framework_id != self.framework_id:
+            self.framework_id = framework_id
+            self.store.set_framework_id(framework_id)
+        self.interest.reset()
+        # Every attempt that may be running, by id: the master answers with its
+        # state, or UNKNOWN if the launch never reached it.
+        live = [(a.id, a.agent_id) for a in self.live.values()]
+        if live:
+            driver.reconcile(live)
+        self.interest.update(driver, self._wants_offers(self.clock()))
+
+    def forget_framework(self) -> None:
+        """The master no longer knows our framework id (torn down or timed out):
+        its tasks were killed, so every live attempt is lost and tried again."""
+        now = self.clock()
+        with self.store.transaction():
+            self.framework_id = ""
+            self.store.set_framework_id("")
+            for a in list(self.live.values()):
+                self._end_attempt(a, "LOST", now, message="the framework was removed by the master")
+        self.version += 1
+
+    async def offers(self, driver: SchedulerDriver, offers: list[Offer]) -> None:
+        now = self.clock()
+        todo = [self.tasks[t] for t in self.pending if self.tasks[t].not_before <= now]
+        busy: dict[tuple[str, str], set[str]] = {}
+        # Refuse an unused offer for a while, but not past the end of a retry's
+        # backoff: that task will want it then.
+        waits = [self.tasks[t].not_before - now for t in self.pending if self.tasks[t].not_before > now]
+        refuse_s = max(0.05, min([self.decline_refuse_s, *waits]))
+        for offer in offers:
+            chosen = self._place(todo, offer, busy) if todo else []
+            if not chosen:
+                driver.decline(offer, refuse_s=refuse_s)
+                continue
+            taken = {t.id for t in chosen}
+            todo = [t for t in todo if t.id not in taken]
+            launch = []
+            with self.store.transaction():
+                for task in chosen:
+                    task.attempts += 1
+                    attempt = AttemptRow(
+                        f"{task.id}.a{task.attempts}",
+                        task.id,
+                        task.attempts,
+                        offer.agent_id,
+                        offer.hostname,
+                        TaskState.STAGING.name,
+                        now,
+                    )
+                    task.current, task.agent_id, task.hostname = attempt.id, offer.agent_id, offer.hostname
+                    self._set_state(task, "STAGING")
+                    self.store.save(attempt)
+                    self._add_attempt(attempt)
+                    base = self._task_def(task)
+                    env = {**base.env, "CORRAL_JOB_ID": task.job_id, "CORRAL_ATTEMPT": str(task.attempts)}
+                    launch.append(replace(base, task_id=attempt.id, env=env))
+            # Leftovers come straight back (refuse 0): we may want them next cycle.
+            driver.launch(offer, launch, refuse_s=0.0)
+            self.version += 1
+        self.interest.update(driver, self._wants_offers(now))
+
+    def _place(
+        self, todo: list[TaskRow], offer: Offer, busy: dict[tuple[str, str], set[str]]
+    ) -> list[TaskRow]:
+        """The tasks (in order) that fit this offer together: resources,
+        constraints, one per host. A group refused once is skipped for the rest."""
+        left = offer.resources
+        chosen: list[TaskRow] = []
+        refused: set[tuple[str, str]] = set()
+        resources: dict[tuple[str, str], Resources] = {}
+        for task in todo:
+            key = (task.job_id, task.grp)
+            if key in refused:
+                continue
+            group = self.group(task)
+            res = resources.get(key)
+            if res is None:
+                res = resources[key] = self._task_def(task).resources
+            if not left.contains(res) or satisfies(offer, group.policy.constraints) is not None:
+                refused.add(key)
+                continue
+            if group.policy.unique_host:
+                hosts = busy.get(key)
+                if hosts is None:
+                    hosts = busy[key] = {
+                        a.agent_id
+                        for a in self.live.values()
+                        if self.tasks[a.task].job_id == key[0] and self.tasks[a.task].grp == key[1]
+                    }
+                if offer.agent_id in hosts:
+                    refused.add(key)
+                    continue
+                hosts.add(offer.agent_id)
+            chosen.append(task)
+            left = left - res
+        return chosen
+
+    async def status_update(self, driver: SchedulerDriver, status: TaskStatus) -> None:
+        attempt = self.attempts.get(status.task_id)
+        if attempt is None or attempt.id not in self.live:
+            return  # not ours, or a duplicate of an end already recorded
+        now = self.clock()
+        task = self.tasks[attempt.task]
+        with self.store.transaction():
+            if status.agent_id:
+                attempt.agent_id = status.agent_id
+            if status.state is TaskState.UNKNOWN:
+                # The master never heard of it: the launch was lost (we crashed
+                # or the connection broke before it went out). Not a failure.
+                self._end_attempt(attempt, "LOST", now, message="launch lost before reaching the master")
+            elif status.state.is_terminal:
+                self._end_attempt(attempt, status.state.name, now, status)
+            else:
+                attempt.state = status.state.name
+                self.store.save(attempt)
+                if task.current == attempt.id and task.state in ("STAGING", "RUNNING"):
+                    running = status.state in (TaskState.RUNNING, TaskState.KILLING, TaskState.UNREACHABLE)
+                    self._set_state(task, "RUNNING" if running else "STAGING", status.message or "")
+        self.version += 1
+        self.interest.update(driver, self._wants_offers(now))
+
+    def _end_attempt(
+        self, attempt: AttemptRow, state: str, now: float, status: TaskStatus | None = None, message: str = ""
+    ) -> None:
+        """Record the end of an attempt and decide the task's next state (in a transaction)."""
+        task = self.tasks[attempt.task]
+        job = self.jobs[task.job_id]
+        group = self.group(task)
+        attempt.state, attempt.finished_at = state, now
+        if status is not None:
+            attempt.exit_code, attempt.signal = status.exit_code, status.signal
+            attempt.reason = status.reason
+            message = status.message
+            if status.stderr_tail and state != "FINISHED":
+                message += " | stderr: " + status.stderr_tail.strip().splitlines()[-1][:200]
+        if attempt.timed_out:
+            message = f"timed out after {group.policy.timeout_s:g}s; {message}"
+        attempt.message = message
+        self.store.save(attempt)
+        self.live.pop(attempt.id, None)
+        self._kills.pop(attempt.id, None)
+        if task.current != attempt.id:
+            return
+        task.current = ""
+        task.exit_code = attempt.exit_code
+        lost = status is None or state == "DROPPED"  # never ran: try again, not a failure
+        if state == "FINISHED":
+            self._set_state(task, "FINISHED", "")
+        elif job.state == "CANCELLED":
+            self._set_state(task, "CANCELLED", "cancelled")
+        elif lost:
+            self._set_state(task, "PENDING", message)
+        else:
+            task.failures += 1
+            if task.failures <= group.policy.retries:
+                task.not_before = now + group.policy.backoff(task.failures)
+                self._set_state(task, "PENDING", f"try {task.attempts} {state.lower()}: {message}")
+            else:
+                self._set_state(task, "FAILED", message)
+        self._advance(job)
+
+    def _advance(self, job: JobRow) -> None:
+        """Release groups whose dependencies finished, skip those whose failed,
+        and close the job when every task is final (in a transaction)."""
+        tasks = [self.tasks[t] for t in self.job_tasks[job.id]]
+        spec = self.specs[job.id]
+        changed = True
+        while changed:
+            changed = False
+            states: dict[str, set[str]] = {}
+            for t in tasks:
+                states.setdefault(t.grp, set()).add(t.state)
+            for group in spec.groups:
+                if "WAITING" not in states.get(group.name, set()):
+                    continue
+                deps = [states.get(d, set()) for d in group.policy.after]
+                failed = next(
+                    (
+                        d
+                        for d, s in zip(group.policy.after, deps, strict=True)
+                        if s & {"FAILED", "SKIPPED", "CANCELLED"}
+                    ),
+                    None,
+                )
+                if failed is None and not all(s == {"FINISHED"} for s in deps):
+                    continue
+                for t in tasks:
+                    if t.grp == group.name and t.state == "WAITING":
+                        if failed is not None:
+                            self._set_state(t, "SKIPPED", f"not run: group {failed!r} did not finish")
+                        else:
+                            self._set_state(t, "PENDING")
+                changed = True
+        if not all(t.state in FINAL for t in tasks):
+            return
+        if job.state == "RUNNING":
+            job.state = "SUCCEEDED" if all(t.state == "FINISHED" for t in tasks) else "FAILED"
+        if not job.finished_at:
+            job.finished_at = self.clock()
+            self.store.save(job)
+            log.info("batch.job_ended", job_id=job.id, state=job.state)
+
+    def _wants_offers(self, now: float) -> bool:
+        return any(self.tasks[t].not_before <= now for t in self.pending)
+
+    # -- timers ---------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Timeouts, kills of cancelled jobs, periodic runs, revive after a
+        backoff. Call every fraction of a second while connected."""
+        now = self.clock()
+        for p in list(self.periodic.values()):
+            if now >= p.next_run:
+                self._run_periodic(p, now)
+        self._send_kills(now)
+        if self.driver is not None and self.driver.connected.is_set():
+            self.interest.update(self.driver, self._wants_offers(now))
+
+    def _run_periodic(self, p: PeriodicRow, now: float) -> None:
+        raw = json.loads(p.spec)
+        job_id = self._start_job(parse_job(raw), raw, periodic=p.id)
+        p.last_job = job_id
+        p.next_run = parse_cron(p.schedule).next_after_ts(now)
+        self.store.save(p)
+        log.info("batch.periodic_run", periodic_id=p.id, job_id=job_id)
+
+    def _send_kills(self, now: float) -> None:
+        driver = self.driver
+        for a in list(self.live.values()):
+            task = self.tasks[a.task]
+            job = self.jobs[task.job_id]
+            timeout = self.group(task).policy.timeout_s
+            expired = timeout is not None and now - a.launched_at > timeout
+            if not expired and job.state != "CANCELLED":
+                continue
+            if expired and not a.timed_out:
+                a.timed_out = True
+                self.store.save(a)
+            if now - self._kills.get(a.id, -KILL_RETRY_S) < KILL_RETRY_S:
+                continue
+            if driver is None or not driver.connected.is_set():
+                continue
+            try:
+                driver.kill(a.id, a.agent_id)
+            except NotConnectedError:
+                continue
+            self._kills[a.id] = now

@@ -1,0 +1,208 @@
+"""The batch service's durable state: SQLite in WAL mode.
+
+Jobs, their tasks, every attempt (the task id the master saw, agent, state,
+exit code) and periodic schedules. Every change is committed before the
+status update that caused it is acknowledged, and every attempt before its
+launch is sent, so a killed service restarts knowing exactly what ran.
+``synchronous=NORMAL`` in WAL mode survives a killed process; only a power
+loss may lose the last commits (then the master's reconciliation still tells
+the truth about tasks that ran).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, spec TEXT NOT NULL, state TEXT NOT NULL,
+    submitted_at REAL NOT NULL, finished_at REAL NOT NULL DEFAULT 0, periodic TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS tasks (
+    id TEXT PRIMARY KEY, job_id TEXT NOT NULL, grp TEXT NOT NULL, idx INTEGER NOT NULL,
+    state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, failures INTEGER NOT NULL DEFAULT 0,
+    not_before REAL NOT NULL DEFAULT 0, current TEXT NOT NULL DEFAULT '',
+    agent_id TEXT NOT NULL DEFAULT '', hostname TEXT NOT NULL DEFAULT '',
+    exit_code INTEGER, message TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS tasks_job ON tasks (job_id);
+CREATE TABLE IF NOT EXISTS attempts (
+    id TEXT PRIMARY KEY, task TEXT NOT NULL, number INTEGER NOT NULL,
+    agent_id TEXT NOT NULL, hostname TEXT NOT NULL, state TEXT NOT NULL,
+    launched_at REAL NOT NULL, finished_at REAL NOT NULL DEFAULT 0,
+    exit_code INTEGER, signal INTEGER, reason TEXT NOT NULL DEFAULT '',
+    message TEXT NOT NULL DEFAULT '', timed_out INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS attempts_task ON attempts (task);
+CREATE TABLE IF NOT EXISTS periodic (
+    id TEXT PRIMARY KEY, schedule TEXT NOT NULL, spec TEXT NOT NULL,
+    next_run REAL NOT NULL, last_job TEXT NOT NULL DEFAULT '', created_at REAL NOT NULL
+);
+"""
+
+
+@dataclass
+class JobRow:
+    id: str
+    name: str
+    spec: str  # the job's table as JSON
+    state: str  # RUNNING, SUCCEEDED, FAILED, CANCELLED
+    submitted_at: float
+    finished_at: float = 0.0
+    periodic: str = ""
+
+
+@dataclass
+class TaskRow:
+    id: str  # JOB.GROUP.INDEX
+    job_id: str
+    grp: str
+    idx: int
+    #: WAITING (dependencies), PENDING, STAGING, RUNNING, FINISHED, FAILED, CANCELLED, SKIPPED
+    state: str
+    attempts: int = 0
+    failures: int = 0
+    not_before: float = 0.0
+    current: str = ""  # the live attempt's id
+    agent_id: str = ""
+    hostname: str = ""
+    exit_code: int | None = None
+    message: str = ""
+
+
+@dataclass
+class AttemptRow:
+    id: str  # the task id the master sees: JOB.GROUP.INDEX.aN
+    task: str
+    number: int
+    agent_id: str
+    hostname: str
+    state: str  # a TaskState name
+    launched_at: float
+    finished_at: float = 0.0
+    exit_code: int | None = None
+    signal: int | None = None
+    reason: str = ""
+    message: str = ""
+    timed_out: bool = False
+
+
+@dataclass
+class PeriodicRow:
+    id: str
+    schedule: str
+    spec: str
+    next_run: float
+    last_job: str = ""
+    created_at: float = 0.0
+
+
+@dataclass
+class Snapshot:
+    """Everything in the store, for a restart."""
+
+    framework_id: str = ""
+    jobs: list[JobRow] = field(default_factory=list)
+    tasks: list[TaskRow] = field(default_factory=list)
+    attempts: list[AttemptRow] = field(default_factory=list)
+    periodic: list[PeriodicRow] = field(default_factory=list)
+
+
+_TABLES: dict[type[Any], str] = {
+    JobRow: "jobs",
+    TaskRow: "tasks",
+    AttemptRow: "attempts",
+    PeriodicRow: "periodic",
+}
+
+
+class Store:
+    """One SQLite database; writes go through :meth:`save` inside :meth:`transaction`."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+        self._depth = 0
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group writes into one commit (nested uses join the outer one)."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        else:
+            self.db.execute("COMMIT")
+        finally:
+            self._depth = 0
+
+    def save(self, row: JobRow | TaskRow | AttemptRow | PeriodicRow) -> None:
+        """Insert or replace one row (commits at once outside a transaction)."""
+        table = _TABLES[type(row)]
+        data = asdict(row)
+        if isinstance(row, AttemptRow):
+            data["timed_out"] = int(row.timed_out)
+        cols = ", ".join(data)
+        marks = ", ".join("?" for _ in data)
+        # An upsert keeps the rowid, so rows load back in the order they were made.
+        updates = ", ".join(f"{c} = excluded.{c}" for c in data if c != "id")
+        self.db.execute(
+            f"INSERT INTO {table} ({cols}) VALUES ({marks}) ON CONFLICT(id) DO UPDATE SET {updates}",
+            tuple(data.values()),
+        )
+
+    def delete_periodic(self, periodic_id: str) -> None:
+        self.db.execute("DELETE FROM periodic WHERE id = ?", (periodic_id,))
+
+    def set_framework_id(self, framework_id: str) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('framework_id', ?)", (framework_id,)
+        )
+
+    def load(self) -> Snapshot:
+        """Read everything back."""
+        snap = Snapshot()
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'framework_id'").fetchone()
+        snap.framework_id = row[0] if row else ""
+        snap.jobs = self._rows(JobRow, "ORDER BY submitted_at, id")
+        snap.tasks = self._rows(TaskRow, "ORDER BY rowid")
+        snap.attempts = self._rows(AttemptRow, "ORDER BY rowid")
+        snap.periodic = self._rows(PeriodicRow, "ORDER BY id")
+        for a in snap.attempts:
+            a.timed_out = bool(a.timed_out)
+        return snap
+
+    def _rows(self, cls: type[Any], order: str) -> list[Any]:
+        names = [f.name for f in fields(cls)]
+        cur = self.db.execute(f"SELECT {', '.join(names)} FROM {_TABLES[cls]} {order}")
+        return [cls(**dict(zip(names, r, strict=True))) for r in cur.fetchall()]
+
+
+def dumps(data: Any) -> str:
+    """JSON for a spec column (sorted keys, so equal specs compare equal)."""
+    return json.dumps(data, sort_keys=True)

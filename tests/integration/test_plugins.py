@@ -1,0 +1,125 @@
+"""Framework plugins are found through entry points, also from a package
+installed from outside the repo (examples/plugin-hello)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from corral.cli.local import LocalCluster
+from corral.frameworks.plugins import PluginError, as_plugin, discover, find
+from corral.frameworks.scheduler import Scheduler
+from corral.testing import corral_command
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "plugin-hello"
+
+
+@pytest.fixture(scope="module")
+def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """examples/plugin-hello pip-installed into a directory of its own, as a user would install it."""
+    pytest.importorskip("setuptools", reason="building the example offline needs setuptools in the venv")
+    target = tmp_path_factory.mktemp("site")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(target),
+            str(EXAMPLE),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return target
+
+
+def env_with(path: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(path), "CORRAL_LOG_LEVEL": "warning"}
+
+
+def test_the_bundled_batch_framework_is_a_plugin() -> None:
+    assert "batch" in [p.name for p in discover()]
+    assert find("batch").load().name == "batch"
+    with pytest.raises(PluginError, match=r"no framework plugin named 'nope' \(installed: .*batch"):
+        find("nope")
+    with pytest.raises(PluginError, match="must name a FrameworkPlugin or a Scheduler subclass"):
+        as_plugin("x", 42)
+    assert as_plugin("s", Scheduler).description.startswith("Callbacks of a framework scheduler")
+
+
+def test_framework_list_shows_an_installed_third_party_plugin(plugin_path: Path) -> None:
+    res = subprocess.run(
+        [*corral_command(), "framework", "list"],
+        env=env_with(plugin_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "hello" in res.stdout
+    assert "corral-hello" in res.stdout
+    assert "corral_hello:Hello" in res.stdout
+    assert "batch" in res.stdout
+
+
+@pytest.mark.root
+async def test_framework_run_runs_the_plugin(
+    cluster: LocalCluster, plugin_path: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "hello.toml"
+    config.write_text('[framework]\nname = "hello-test"\n[scheduler]\ncount = 3\ncommand = "echo hi"\n')
+    proc = await asyncio.create_subprocess_exec(
+        *corral_command(),
+        "framework",
+        "run",
+        "hello",
+        "--master",
+        cluster.master_address,
+        "--config",
+        str(config),
+        env=env_with(plugin_path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, err.decode()
+    assert sorted(out.decode().split("\n"))[1:] == [f"hello-{i} FINISHED" for i in range(3)]
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[scheduler]\ncolour = 1\n")
+    res = await asyncio.create_subprocess_exec(
+        *corral_command(),
+        "framework",
+        "run",
+        "hello",
+        "--master",
+        cluster.master_address,
+        "--config",
+        str(bad),
+        env=env_with(plugin_path),
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(res.communicate(), 60)
+    assert res.returncode != 0
+    assert "config.scheduler: Hello does not take these settings" in err.decode()
+    assert "colour" in err.decode()
