@@ -70,8 +70,8 @@ def run(tasks: int, agents: int, agent_resources: str, home: Path, timeout: floa
         procs.append(framework)
         wait_until((home / "batch.json").exists, 30, "the batch service")
         client = BatchClient(json.loads((home / "batch.json").read_text())["address"])
-        spec = {"name": "bench", "tasks": [{"name": "t", "command": "true", "count": tasks, "cpus": 0.01}]}
-        spec["tasks"][0]["mem"] = 4
+        spec = {"name": "bench", "tasks": [{"name": "t", "command": "true", "count": tasks, "cpus": 0.05}]}
+        spec["tasks"][0]["mem"] = 8
         started = time.monotonic()
         job_id = client.submit(spec)["job_id"]
         submitted = time.monotonic() - started
@@ -100,13 +100,24 @@ def run(tasks: int, agents: int, agent_resources: str, home: Path, timeout: floa
         }
     finally:
         terminate(reversed(procs))
+        remove_cgroups(f"corral-bench-{os.getpid()}")
+
+
+def remove_cgroups(prefix: str) -> None:
+    """The agents remove their tasks' cgroups; the parent they share is ours."""
+    for root in [Path("/sys/fs/cgroup") / prefix, *Path("/sys/fs/cgroup").glob(f"*/{prefix}")]:
+        if root.is_dir():
+            for d in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+                d.rmdir()
+            root.rmdir()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=int, default=10_000)
     parser.add_argument("--agents", type=int, default=4)
-    parser.add_argument("--agent-resources", default="cpus:8;mem:8192;disk:1024")
+    # 40 tasks at once per agent: more only queues in the agents of a 2-core machine.
+    parser.add_argument("--agent-resources", default="cpus:2;mem:4096;disk:1024")
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()

@@ -289,13 +289,14 @@ class BatchEngine(Scheduler):
         if framework_id != self.framework_id:
             self.framework_id = framework_id
             self.store.set_framework_id(framework_id)
-        self.interest.reset()
         # Every attempt that may be running, by id: the master answers with its
         # state, or UNKNOWN if the launch never reached it.
         live = [(a.id, a.agent_id) for a in self.live.values()]
         if live:
             driver.reconcile(live)
-        self.interest.update(driver, self._wants_offers(self.clock()))
+        # The same master may still hold us suppressed (a reconnect, a restart
+        # of this service); a new leader does not: say what we want either way.
+        self.interest.sync(driver, self._wants_offers(self.clock()))
 
     def forget_framework(self) -> None:
         """The master no longer knows our framework id (torn down or timed out):

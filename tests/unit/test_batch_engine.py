@@ -91,6 +91,8 @@ async def test_a_restart_keeps_finished_tasks_and_retries_only_lost_launches(tmp
     await again.status_update(d2, status(ids[1], TaskState.FINISHED, 0))
     await again.offers(d2, [offer(1)])
     assert [t.task_id for t in driver2.launched] == [f"{job_id}.g.2.a2"]
+    # Said explicitly on subscribing (the master may still hold it suppressed), then revived.
+    assert driver2.calls[:2] == ["suppress", "revive"]
     task2 = again.tasks[f"{job_id}.g.2"]
     assert (task2.attempts, task2.failures) == (2, 0)
     await again.status_update(d2, status(f"{job_id}.g.2.a2", TaskState.FINISHED, 0))
