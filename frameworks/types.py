@@ -70,6 +70,8 @@ class Offer:
     hostname: str
     resources: Resources
     attributes: Mapping[str, str] = field(default_factory=dict)
+    #: the role the resources are allocated to (one of the framework's roles)
+    role: str = "*"
 
     @classmethod
     def from_proto(cls, offer: pb.Offer) -> Offer:
@@ -79,6 +81,7 @@ class Offer:
             hostname=offer.hostname,
             resources=resources_from_proto(offer.resources),
             attributes=attributes_from_proto(offer.attributes),
+            role=offer.role or "*",
         )
 
 

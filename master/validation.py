@@ -38,6 +38,13 @@ def validate_framework_info(info: pb.FrameworkInfo) -> list[str]:
             validate_role(role)
         except ResourceError as e:
             errors.append(f"framework_info.roles[{i}]: {e}")
+            continue
+        if not role:
+            errors.append(f"framework_info.roles[{i}]: must not be empty ('*' is the default role)")
+        elif role != "*" and ("*" in role or any(p in (".", "..") for p in role.split("/"))):
+            errors.append(f"framework_info.roles[{i}]: role {role!r}: '.', '..' and '*' are not role names")
+    if len(set(info.roles)) != len(info.roles):
+        errors.append("framework_info.roles: a role is given more than once")
     return errors
 
 

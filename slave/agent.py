@@ -190,6 +190,7 @@ class Agent:
             await self.containerizer.close()
         else:
             await self.containerizer.detach()
+        self.checkpoints.close()
         for w in watchers:
             w.cancel()
         await asyncio.gather(*watchers, return_exceptions=True)
@@ -582,9 +583,7 @@ class Agent:
         if acked is not None and is_terminal(acked.state):
             run = self.tasks.pop(key, None)
             if run is not None:
-                self.checkpoints.complete_task(
-                    TaskCheckpoint(run.framework_id, run.info, run.container_id, run.sandbox), now
-                )
+                self.checkpoints.complete_task(run.container_id, now)
                 self.completed[key] = run.sandbox
                 self.completed_at[key] = now
                 while len(self.completed) > COMPLETED_SANDBOXES_KEPT:

@@ -651,13 +651,19 @@ cli.add_command(images.image)
 
 def _register() -> None:
     """Commands that live in their own modules (one line each)."""
-    from corral.cli import batch, frameworks_cmd
+    from corral.cli import allocation, batch, frameworks_cmd
 
     cli.add_command(frameworks_cmd.framework)
     cli.add_command(batch.submit)
     cli.add_command(batch.jobs)
     cli.add_command(batch.job)
     cli.add_command(batch.cancel)
+    cli.add_command(allocation.explain)
+    cli.add_command(allocation.roles)
+    cli.add_command(allocation.weights)
+    cli.add_command(allocation.quota)
+    cli.add_command(allocation.drain)
+    cli.add_command(allocation.undrain)
 
 
 def main() -> None:
