@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from corral.slave.containerizer import ContainerConfig, ContainerError, Containerizer
+from corral.slave.containerizer import ContainerConfig, ContainerError, Containerizer, kernel
 from corral.slave.containerizer.images import Image, ImageStore
 from corral.slave.containerizer.model import Termination
 from corral.slave.containerizer.overlay import Rootfs
@@ -193,6 +193,25 @@ async def test_bind_volumes_read_only_and_read_write_and_a_sized_tmpfs(
     assert "size=8192k" in lines[2]
     assert (rw / "x").read_text() == "yes\n"
     assert not (ro / "x").exists()
+
+
+async def test_a_read_only_volume_is_read_only_all_the_way_down(
+    ctz: Containerizer, make_config: Make, image: tuple[ImageStore, Image], tmp_path: Path
+) -> None:
+    """A mount below the volume's source (here a tmpfs) is read-only in the container too."""
+    source = tmp_path / "ro-tree"
+    (source / "sub").mkdir(parents=True)
+    kernel.mount(b"tmpfs", bytes(source / "sub"), b"tmpfs", 0, b"size=1m")
+    try:
+        script = "echo x > /data/sub/x 2>/dev/null && echo writable || echo ro-refused"
+        config = on_image(
+            make_config, image, "/bin/sh", "-c", script, volumes=(Volume("/data", str(source), True),)
+        )
+        termination, out, err = await run(ctz, config)
+    finally:
+        kernel.umount2(bytes(source / "sub"))
+    assert termination.exit_code == 0, err
+    assert out == "ro-refused\n"
 
 
 async def test_volumes_without_an_image_are_mounted_on_the_host_tree_in_private(
