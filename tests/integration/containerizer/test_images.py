@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from corral.slave.containerizer.images import Image, ImageStore
 from corral.slave.containerizer.model import Termination
 from corral.slave.containerizer.overlay import Rootfs
 from corral.slave.containerizer.volumes import Volume
+from corral.slave.task_image import image_user
 from corral.testing_images import build_busybox_image
 
 pytestmark = [
@@ -276,3 +278,22 @@ async def test_a_command_missing_from_the_image_exits_127(
     termination, _, err = await run(ctz, on_image(make_config, image, "python3", "-c", "1"))
     assert termination.exit_code == 127
     assert "python3" in err
+
+
+def test_the_image_user_is_looked_up_in_the_image(image: tuple[ImageStore, Image], tmp_path: Path) -> None:
+    store, found = image
+    layers = store.layer_dirs(found)
+    assert image_user("nobody", layers) == (65534, 65534)
+    assert image_user("nobody:root", layers) == (65534, 0)
+    assert image_user("1000", layers) == (1000, 1000)
+    assert image_user("1000:50", layers) == (1000, 50)
+    with pytest.raises(ContainerError, match="no user 'daemon' in its /etc/passwd"):
+        image_user("daemon", layers)
+    with pytest.raises(ContainerError, match="no group 'wheel' in its /etc/group"):
+        image_user("nobody:wheel", layers)
+    # A layer on top that deletes /etc/passwd (a whiteout) leaves no users.
+    top = tmp_path / "top"
+    (top / "etc").mkdir(parents=True)
+    os.mknod(top / "etc" / "passwd", stat.S_IFCHR, os.makedev(0, 0))
+    with pytest.raises(ContainerError, match="no user 'nobody'"):
+        image_user("nobody", (*layers, top))
