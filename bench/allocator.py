@@ -30,7 +30,8 @@ from corral.master.allocator import Allocator
 from corral.master.allocator.events import AgentAdded, FrameworkAdded, ResourcesRecovered
 from corral.resources import Resources
 
-AGENT = Resources.parse("cpus:32;mem:131072;disk:1048576;ports:[31000-32000]")
+AGENT_SPEC = "cpus:32;mem:131072;disk:1048576;ports:[31000-32000]"
+AGENT = Resources.parse(AGENT_SPEC)
 TASK = Resources.parse("cpus:1;mem:1024")
 SIZES = [(1_000, 10), (10_000, 100), (10_000, 1_000), (50_000, 200)]
 
@@ -40,7 +41,8 @@ def build(agents: int, frameworks: int) -> Allocator:
     for f in range(frameworks):
         a.handle(FrameworkAdded(f"f{f:05d}"))
     for i in range(agents):
-        a.handle(AgentAdded(f"a{i:06d}", AGENT))
+        # each agent its own objects, as the master's (parsed from its own message)
+        a.handle(AgentAdded(f"a{i:06d}", Resources.parse(AGENT_SPEC)))
     return a
 
 
@@ -109,7 +111,7 @@ def memory(agents: int) -> dict[str, float]:
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     for i in range(agents):
-        a.handle(AgentAdded(f"a{i:06d}", AGENT))
+        a.handle(AgentAdded(f"a{i:06d}", Resources.parse(AGENT_SPEC)))
     a.allocate(0.0)
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()

@@ -177,6 +177,7 @@ class Allocator:
         self._total: Quantities = {}
         self._quota_roles: set[str] = set()
         self._min_allocatable = [dict(m) for m in min_allocatable]
+        self._min_names = {n for m in self._min_allocatable for n in m}
 
     # -- events ---------------------------------------------------------------
 
@@ -684,9 +685,17 @@ class Allocator:
         if not res.scalars:
             return False
         q: dict[str, int] = {}
+        wanted = self._min_names
         for (n, _), v in res.scalars.items():
-            q[n] = q.get(n, 0) + v
-        return any(all(q.get(n, 0) >= v for n, v in m.items()) for m in self._min_allocatable)
+            if n in wanted:
+                q[n] = q.get(n, 0) + v
+        for m in self._min_allocatable:
+            for n, v in m.items():
+                if q.get(n, 0) < v:
+                    break
+            else:
+                return True
+        return False
 
     # -- offers under reservations and quota ----------------------------------
 
