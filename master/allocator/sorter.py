@@ -65,7 +65,9 @@ class DRFSorter:
     """
 
     def __init__(self, total: Mapping[str, int] | None = None) -> None:
-        self._total: dict[str, int] = dict(total or {})
+        # Shared, not copied: the allocator keeps one total for every sorter
+        # and changes it in place, then calls set_total to mark orders stale.
+        self._total: Mapping[str, int] = total if total is not None else {}
         self._weights: dict[str, float] = {}
         self._alloc: dict[str, Quantities] = {}
         self._key: dict[str, float] = {}  # weighted share of active clients in _order
@@ -170,7 +172,7 @@ class DRFSorter:
         return Resources(scalars={(n, ""): v for n, v in self._total.items() if v})
 
     def set_total(self, total: Resources | Mapping[str, int]) -> None:
-        self._total = quantities(total) if isinstance(total, Resources) else dict(total)
+        self._total = quantities(total) if isinstance(total, Resources) else total
         self._stale = True
 
     def share(self, client: str) -> float:
@@ -263,7 +265,7 @@ class RoleSorter:
     def __init__(self) -> None:
         self._nodes: dict[str, DRFSorter] = {"": DRFSorter()}
         self._weights: dict[str, float] = {}
-        self._total: dict[str, int] = {}
+        self._total: Mapping[str, int] = {}
         self._active: set[str] = set()
 
     def add(self, role: str) -> None:
@@ -338,7 +340,8 @@ class RoleSorter:
             path = up
 
     def set_total(self, total: Mapping[str, int]) -> None:
-        self._total = dict(total)
+        """``total`` is shared with the nodes, not copied (see DRFSorter)."""
+        self._total = total
         for node in self._nodes.values():
             node.set_total(self._total)
 
