@@ -273,6 +273,8 @@ class Allocator:
         headroom = self._headroom() if self._quota_roles else None
         if headroom is not None:
             for agent_id in agents:
+                if not headroom.required:
+                    break  # every guarantee is met: stage 1 has nothing left to do
                 if agent_id in self._candidates:
                     self._allocate_agent(agent_id, now, 1, headroom, out)
         for agent_id in agents:
@@ -320,7 +322,8 @@ class Allocator:
             self._use(fw_id, role, agent_id, offer)
             if headroom is not None:
                 headroom.taken(offer)
-                headroom.required = self._required()
+                if headroom.required:  # once met, guarantees stay met within a cycle
+                    headroom.required = self._required()
             out.append(Allocation(fw_id, agent_id, offer, role))
             served.add(fw_id)
             if agent_id not in self._candidates:
@@ -705,7 +708,7 @@ class Allocator:
         role and its ancestors; in stage 1 the guarantee still missing; the
         headroom other roles' guarantees need)."""
         free = agent.free
-        path = ancestors_and_self(role) if role != DEFAULT_ROLE else [role]
+        path = ancestors_and_self(role)
         # Per limited role on the path: (depth, what is left under its limit).
         budgets: list[tuple[int, dict[str, int]]] = []
         for depth, p in enumerate(path):
@@ -719,7 +722,7 @@ class Allocator:
             if stage == 1:
                 for n, need in self._unmet(role).items():
                     unreserved_cap[n] = min(unreserved_cap.get(n, need), need)
-        if not budgets and unreserved_cap is None and not agent.reserved:
+        if not budgets and not unreserved_cap and not agent.reserved:
             return free
         depth_of = {p: d for d, p in enumerate(path)}
         scalars: dict[tuple[str, str], int] = {}

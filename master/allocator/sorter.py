@@ -16,6 +16,7 @@ that marks the order stale and it is rebuilt once, at the next read.
 
 from __future__ import annotations
 
+import functools
 from bisect import bisect_left, insort
 from collections.abc import Iterator, Mapping
 from typing import Protocol
@@ -239,10 +240,11 @@ def parent_of(role: str) -> str:
     return head
 
 
-def ancestors_and_self(role: str) -> list[str]:
-    """``eng/ml/x`` -> ``["eng", "eng/ml", "eng/ml/x"]``."""
+@functools.lru_cache(maxsize=65536)
+def ancestors_and_self(role: str) -> tuple[str, ...]:
+    """``eng/ml/x`` -> ``("eng", "eng/ml", "eng/ml/x")`` (cached: the hot path asks often)."""
     parts = role.split("/")
-    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    return tuple("/".join(parts[: i + 1]) for i in range(len(parts)))
 
 
 def is_within(role: str, ancestor: str) -> bool:
