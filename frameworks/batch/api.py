@@ -3,7 +3,7 @@
     GET  /v1/state               framework id, master, connected
     GET  /v1/jobs                every job (summaries) and periodic job
     POST /v1/jobs                {"spec": {...job table...}, "default_name": "x"} -> {"job_id": ...}
-    GET  /v1/jobs/ID             the job, its tasks and every attempt
+    GET  /v1/jobs/ID             the job, its tasks and every attempt (?tasks=0: the summary only)
     POST /v1/jobs/ID/cancel      cancel a job, or remove a periodic job
 
 A bad spec is a 400 whose ``error`` names the key; an unknown id a 404. The
@@ -90,7 +90,8 @@ class ApiServer:
         line = (await reader.readline()).decode("latin-1").split()
         if len(line) != 3:
             raise ValueError("malformed request line")
-        method, path = line[0], line[1].split("?", 1)[0]
+        method = line[0]
+        path, _, query = line[1].partition("?")
         length = 0
         while True:
             header = (await reader.readline()).decode("latin-1")
@@ -102,9 +103,9 @@ class ApiServer:
         if length > MAX_BODY:
             return 413, {"error": f"request body over {MAX_BODY} bytes"}
         body = json.loads(await reader.readexactly(length)) if length else {}
-        return self.route(method, path, body)
+        return self.route(method, path, body, query)
 
-    def route(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+    def route(self, method: str, path: str, body: Any, query: str = "") -> tuple[int, Any]:
         """One request -> (HTTP status, JSON body)."""
         parts = [p for p in path.split("/") if p]
         if parts[:1] != ["v1"]:
@@ -122,7 +123,7 @@ class ApiServer:
                     default = body.get("default_name", "job")
                     return 200, self.engine.submit(body["spec"], default_name=str(default))
                 case "GET", ["jobs", job_id]:
-                    return 200, self.engine.job_view(job_id)
+                    return 200, self.engine.job_view(job_id, with_tasks="tasks=0" not in query.split("&"))
                 case "POST", ["jobs", job_id, "cancel"]:
                     return 200, {"id": job_id, "result": self.engine.cancel(job_id)}
                 case _:
@@ -169,8 +170,8 @@ class BatchClient:
     def jobs(self) -> dict[str, Any]:
         return dict(self._call("GET", "jobs"))
 
-    def job(self, job_id: str) -> dict[str, Any]:
-        return dict(self._call("GET", f"jobs/{job_id}"))
+    def job(self, job_id: str, with_tasks: bool = True) -> dict[str, Any]:
+        return dict(self._call("GET", f"jobs/{job_id}" + ("" if with_tasks else "?tasks=0")))
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         return dict(self._call("POST", f"jobs/{job_id}/cancel", {}))
