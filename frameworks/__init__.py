@@ -5,7 +5,7 @@ from corral.frameworks import Scheduler, SchedulerDriver, Task
 
 from corral.frameworks.driver import NotConnectedError, SchedulerDriver, SubscribeError
 from corral.frameworks.scheduler import Scheduler
-from corral.frameworks.types import MasterInfo, Offer, Task, TaskState, TaskStatus
+from corral.frameworks.types import MasterInfo, Offer, Task, TaskState, TaskStatus, Volume
 
 __all__ = [
     "MasterInfo",
@@ -17,4 +17,5 @@ __all__ = [
     "Task",
     "TaskState",
     "TaskStatus",
+    "Volume",
 ]
