@@ -41,7 +41,7 @@ from corral.proto import agent_pb2, agent_pb2_grpc
 from corral.proto import messages_pb2 as pb
 from corral.resources import MILLI, ResourceError, Resources
 from corral.slave import gc as sandbox_gc
-from corral.slave import recovery, usage
+from corral.slave import health, recovery, usage
 from corral.slave import resources as detect
 from corral.slave.checkpoints import Checkpoints, TaskCheckpoint
 from corral.slave.containerizer import (
@@ -110,6 +110,8 @@ class TaskRun:
     pid: int = 0
     #: re-attached after an agent restart
     recovered: bool = False
+    #: why the agent itself killed it (a failed health check), for the terminal update
+    kill_reason: tuple[Reason, str] | None = None
 
 
 class Agent:
@@ -404,7 +406,12 @@ class Agent:
                 self._spawn_kill(run.framework_id, info.task_id, 0.0)
             else:
                 self._update(run, pb.TASK_RUNNING)
-            await self._follow(run)
+            checker = health.start(self, run)
+            try:
+                await self._follow(run)
+            finally:
+                if checker is not None:
+                    checker.cancel()
         except asyncio.CancelledError:
             raise
         except Exception as e:
@@ -508,13 +515,8 @@ class Agent:
             self._update(run, pb.TASK_FAILED, reason, t.limitation.message, **extra)
         elif t.killed or (run.recovered and run.state == pb.TASK_KILLING):
             # Asked to stop, it stopped while no agent watched.
-            self._update(
-                run,
-                pb.TASK_KILLED,
-                TS.REASON_TASK_KILLED_BY_REQUEST,
-                "killed on request",
-                **extra,
-            )
+            reason, message = run.kill_reason or (TS.REASON_TASK_KILLED_BY_REQUEST, "killed on request")
+            self._update(run, pb.TASK_KILLED, reason, message, **extra)
         elif t.exit_code == 0:
             self._update(
                 run,
