@@ -124,7 +124,13 @@ _TABLES: dict[type[Any], str] = {
 
 
 class Store:
-    """One SQLite database; writes go through :meth:`save` inside :meth:`transaction`."""
+    """One SQLite database; writes go through :meth:`save` inside :meth:`transaction`.
+
+    A subclass with its own ``schema`` and ``tables`` (row class -> table; a
+    ``meta`` table is expected) reuses the rest (the service framework does)."""
+
+    schema = SCHEMA
+    tables: dict[type[Any], str] = _TABLES
 
     def __init__(self, path: Path | str) -> None:
         self.path = str(path)
@@ -133,7 +139,7 @@ class Store:
         self.db = sqlite3.connect(self.path, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA)
+        self.db.executescript(self.schema)
         self._depth = 0
 
     def close(self) -> None:
@@ -161,12 +167,10 @@ class Store:
         finally:
             self._depth = 0
 
-    def save(self, row: JobRow | TaskRow | AttemptRow | PeriodicRow) -> None:
+    def save(self, row: Any) -> None:
         """Insert or replace one row (commits at once outside a transaction)."""
-        table = _TABLES[type(row)]
-        data = asdict(row)
-        if isinstance(row, AttemptRow):
-            data["timed_out"] = int(row.timed_out)
+        table = self.tables[type(row)]
+        data = {k: int(v) if isinstance(v, bool) else v for k, v in asdict(row).items()}
         cols = ", ".join(data)
         marks = ", ".join("?" for _ in data)
         # An upsert keeps the rowid, so rows load back in the order they were made.
@@ -199,7 +203,7 @@ class Store:
 
     def _rows(self, cls: type[Any], order: str) -> list[Any]:
         names = [f.name for f in fields(cls)]
-        cur = self.db.execute(f"SELECT {', '.join(names)} FROM {_TABLES[cls]} {order}")
+        cur = self.db.execute(f"SELECT {', '.join(names)} FROM {self.tables[cls]} {order}")
         return [cls(**dict(zip(names, r, strict=True))) for r in cur.fetchall()]
 
 
