@@ -156,3 +156,17 @@ def test_a_walk_of_updates_keeps_healthy_at_or_above_the_minimum(
             live.append(Live(f"n{seq}", 2, True, seq))
     assert all(i.version == 2 for i in live)
     assert len(live) == instances
+
+
+def test_the_documented_specs_parse() -> None:
+    import re
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    doc = (root / "docs" / "frameworks.md").read_text()
+    section = doc.split("## The bundled service framework", 1)[1]
+    block = re.search(r"```toml\n(.*?)```", section, re.S)
+    assert block is not None
+    assert parse_service(tomllib.loads(block[1])).unique_attributes == ("rack",)
+    spec, _ = load_service(root / "examples" / "services" / "web.toml")
+    assert spec.health is not None
