@@ -6,7 +6,7 @@ from corral.frameworks import Scheduler, SchedulerDriver, Task
 from corral.frameworks.driver import NotConnectedError, SchedulerDriver, SubscribeError
 from corral.frameworks.health import HealthCheck
 from corral.frameworks.scheduler import Scheduler
-from corral.frameworks.types import MasterInfo, Offer, Task, TaskState, TaskStatus
+from corral.frameworks.types import MasterInfo, Offer, Task, TaskState, TaskStatus, Volume
 
 __all__ = [
     "HealthCheck",
@@ -19,4 +19,5 @@ __all__ = [
     "Task",
     "TaskState",
     "TaskStatus",
+    "Volume",
 ]

@@ -19,12 +19,14 @@ import grpc
 import grpc.aio
 import structlog
 
+from corral.codec import resources_to_proto
 from corral.detector import LeaderFinder
 from corral.errors import CorralError
 from corral.frameworks.scheduler import Scheduler
 from corral.frameworks.types import MasterInfo, Offer, Task, TaskStatus
 from corral.proto import messages_pb2 as pb
 from corral.proto import scheduler_pb2, scheduler_pb2_grpc
+from corral.resources import Resources
 from corral.transport import Credentials, drain, make_channel
 
 log = structlog.get_logger(__name__)
@@ -62,6 +64,7 @@ class SchedulerDriver:
         name: str,
         master: str,
         roles: Sequence[str] = ("*",),
+        role: str | None = None,
         framework_id: str = "",
         failover_timeout_s: float = 60.0,
         auto_acknowledge: bool = True,
@@ -84,6 +87,8 @@ class SchedulerDriver:
         caps = [pb.FrameworkInfo.TASK_KILLING_STATE]
         if partition_aware:
             caps.append(pb.FrameworkInfo.PARTITION_AWARE)
+        if role is not None:
+            roles = (role,)  # the single-role spelling
         self.info = pb.FrameworkInfo(
             name=name,
             user=getpass.getuser(),
@@ -152,13 +157,40 @@ class SchedulerDriver:
             decline.filters.refuse_seconds = refuse_s
         self._call(Call(type=Call.DECLINE, decline=decline))
 
-    def revive(self) -> None:
-        """Ask for offers again after ``suppress`` and clear decline filters."""
-        self._call(Call(type=Call.REVIVE, revive=Call.Revive()))
+    def revive(self, roles: Sequence[str] = ()) -> None:
+        """Ask for offers again after ``suppress`` and clear decline filters,
+        in ``roles`` (every role of the framework when empty)."""
+        self._call(Call(type=Call.REVIVE, revive=Call.Revive(roles=list(roles))))
 
-    def suppress(self) -> None:
-        """Stop offers until ``revive``: be polite when there is nothing to run."""
-        self._call(Call(type=Call.SUPPRESS, suppress=Call.Suppress()))
+    def suppress(self, roles: Sequence[str] = ()) -> None:
+        """Stop offers until ``revive``: be polite when there is nothing to
+        run. Only in ``roles`` when given; every role when empty."""
+        self._call(Call(type=Call.SUPPRESS, suppress=Call.Suppress(roles=list(roles))))
+
+    def reserve(self, offer: Offer, resources: Resources | str, refuse_s: float | None = None) -> None:
+        """Reserve part of an offer for the role it was made to, e.g.
+        ``driver.reserve(offer, "cpus(ml):2;mem(ml):1024")``; the rest goes back.
+        The reserved resources come back in later offers to that role only."""
+        self._convert(offer, resources, refuse_s, unreserve=False)
+
+    def unreserve(self, offer: Offer, resources: Resources | str, refuse_s: float | None = None) -> None:
+        """Give reserved resources of an offer back to everyone."""
+        self._convert(offer, resources, refuse_s, unreserve=True)
+
+    def _convert(
+        self, offer: Offer, resources: Resources | str, refuse_s: float | None, *, unreserve: bool
+    ) -> None:
+        res = Resources.parse(resources) if isinstance(resources, str) else resources
+        items = resources_to_proto(res)
+        operation = scheduler_pb2.Operation
+        if unreserve:
+            op = operation(type=operation.UNRESERVE, unreserve=operation.Unreserve(resources=items))
+        else:
+            op = operation(type=operation.RESERVE, reserve=operation.Reserve(resources=items))
+        accept = Call.Accept(offer_ids=[offer.id], operations=[op])
+        if refuse_s is not None:
+            accept.filters.refuse_seconds = refuse_s
+        self._call(Call(type=Call.ACCEPT, accept=accept))
 
     def kill(self, task_id: str, agent_id: str = "") -> None:
         self._call(Call(type=Call.KILL, kill=Call.Kill(task_id=task_id, agent_id=agent_id)))

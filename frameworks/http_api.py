@@ -46,8 +46,8 @@ class JsonServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)
 
-    def route(self, method: str, path: str, body: Any) -> tuple[int, Any]:
-        """One request -> (HTTP status, JSON body)."""
+    def route(self, method: str, path: str, body: Any, query: str = "") -> tuple[int, Any]:
+        """One request -> (HTTP status, JSON body); ``query`` is what follows ``?``."""
         return 404, {"error": f"no such endpoint: {method} {path}"}
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -74,7 +74,8 @@ class JsonServer:
         line = (await reader.readline()).decode("latin-1").split()
         if len(line) != 3:
             raise ValueError("malformed request line")
-        method, path = line[0], line[1].split("?", 1)[0]
+        method = line[0]
+        path, _, query = line[1].partition("?")
         length = 0
         while True:
             header = (await reader.readline()).decode("latin-1")
@@ -86,7 +87,7 @@ class JsonServer:
         if length > MAX_BODY:
             return 413, {"error": f"request body over {MAX_BODY} bytes"}
         body = json.loads(await reader.readexactly(length)) if length else {}
-        return self.route(method, path, body)
+        return self.route(method, path, body, query)
 
 
 class JsonClient:

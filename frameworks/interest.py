@@ -7,8 +7,9 @@ keeps track of whether it did, so it calls the driver only on a change::
     ...
     interest.update(driver, wants_offers=bool(pending))
 
-After a re-subscription call :meth:`OfferInterest.reset`: a new master (or a
-new connection) offers again until told otherwise.
+After (re-)subscribing call :meth:`OfferInterest.sync`: whether the master
+still holds the framework suppressed (the same master after a reconnect) or
+not (a new leader), it is told the current wish explicitly.
 """
 
 from __future__ import annotations
@@ -23,8 +24,13 @@ class OfferInterest:
         self.suppressed = False
 
     def reset(self) -> None:
-        """Forget the last call (after subscribing, offers flow again)."""
+        """Forget the last call (the next :meth:`update` that wants offers does not revive)."""
         self.suppressed = False
+
+    def sync(self, driver: SchedulerDriver, wants_offers: bool) -> None:
+        """Send the current wish whatever was sent before (after subscribing)."""
+        self.suppressed = wants_offers
+        self.update(driver, wants_offers)
 
     def update(self, driver: SchedulerDriver, wants_offers: bool) -> None:
         """Suppress when nothing is wanted, revive when something is; only on a change.

@@ -71,6 +71,8 @@ class Offer:
     hostname: str
     resources: Resources
     attributes: Mapping[str, str] = field(default_factory=dict)
+    #: the role the resources are allocated to (one of the framework's roles)
+    role: str = "*"
 
     @classmethod
     def from_proto(cls, offer: pb.Offer) -> Offer:
@@ -80,6 +82,7 @@ class Offer:
             hostname=offer.hostname,
             resources=resources_from_proto(offer.resources),
             attributes=attributes_from_proto(offer.attributes),
+            role=offer.role or "*",
         )
 
 
@@ -122,6 +125,33 @@ class TaskStatus:
 
 
 @dataclass(frozen=True)
+class Volume:
+    """A volume of a task's container.
+
+    ``container_path``: absolute (in the image; without an image, an existing
+    path on the agent) or relative to the sandbox. With ``host_path`` it is a
+    bind mount of that path on the agent, else a tmpfs of ``tmpfs_size_bytes``
+    (0: 64 MiB).
+
+    >>> Volume("/data", "/srv/shared", read_only=True)
+    Volume(container_path='/data', host_path='/srv/shared', read_only=True, tmpfs_size_bytes=0)
+    """
+
+    container_path: str
+    host_path: str = ""
+    read_only: bool = False
+    tmpfs_size_bytes: int = 0
+
+    def to_proto(self) -> pb.Volume:
+        return pb.Volume(
+            container_path=self.container_path,
+            host_path=self.host_path,
+            read_only=self.read_only,
+            tmpfs_size_bytes=self.tmpfs_size_bytes,
+        )
+
+
+@dataclass(frozen=True)
 class Task:
     """A task to launch.
 
@@ -143,6 +173,13 @@ class Task:
     user: tuple[int, int] | None = None
     hostname: str = ""
     health_check: HealthCheck | None = None
+    #: NAME[:TAG] in the agent's image store, or an absolute tarball path on the
+    #: agent; "" runs on the host's filesystem. With an image, an empty
+    #: ``command`` runs the image's Entrypoint and Cmd.
+    image: str = ""
+    volumes: tuple[Volume, ...] = ()
+    #: the image's root is read-only (/tmp, the sandbox and volumes stay writable)
+    read_only_root: bool = False
 
     def to_proto(self, agent_id: str) -> pb.TaskInfo:
         if isinstance(self.command, str):
@@ -157,6 +194,9 @@ class Task:
         container = pb.ContainerInfo(
             hostname=self.hostname,
             network=pb.ContainerInfo.NONE if self.network == "none" else pb.ContainerInfo.HOST,
+            image=self.image,
+            volumes=[v.to_proto() for v in self.volumes],
+            read_only_root=self.read_only_root,
         )
         if self.user is not None:
             container.uid, container.gid = self.user

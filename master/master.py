@@ -25,22 +25,29 @@ from corral import __version__
 from corral.codec import Reason, State, is_terminal, resources_from_proto, resources_to_proto
 from corral.errors import CallError
 from corral.master.agent_queries import AgentQueries
-from corral.master.allocator import Allocator
+from corral.master.allocator import Allocator, AllocatorError, RoleInfo
+from corral.master.allocator import Reason as Why
 from corral.master.allocator.events import (
     AgentActivated,
     AgentAdded,
     AgentDeactivated,
+    AgentDraining,
     AgentRemoved,
     AgentUpdated,
     FrameworkActivated,
     FrameworkAdded,
     FrameworkDeactivated,
     FrameworkRemoved,
+    QuotaSet,
+    Reserved,
     ResourcesRecovered,
     ResourcesUsed,
     Revived,
+    RoleWeight,
     Suppressed,
+    Unreserved,
 )
+from corral.master.allocator.events import Event as AllocatorEvent
 from corral.master.liveness import Liveness, partition_aware
 from corral.master.registry import AGENTS, FRAMEWORKS, RegistryState, RegistryWriter
 from corral.master.state import (
@@ -85,6 +92,14 @@ class MasterConfig:
     #: within any agent_unreachable_window_s (see master/liveness.py).
     agent_unreachable_fraction: float = 0.1
     agent_unreachable_window_s: float = 60.0
+
+
+_SUPPORTED_OPERATIONS = (
+    scheduler_pb2.Operation.LAUNCH,
+    scheduler_pb2.Operation.LAUNCH_GROUP,
+    scheduler_pb2.Operation.RESERVE,
+    scheduler_pb2.Operation.UNRESERVE,
+)
 
 
 def new_id(prefix: str = "") -> str:
@@ -164,7 +179,7 @@ class Master:
         for framework_id, fw_info in state.frameworks.items():
             fw = FrameworkRecord(framework_id, fw_info, now, None, connected=False, disconnected_at=now)
             self.state.frameworks[framework_id] = fw
-            self.allocator.handle(FrameworkAdded(framework_id, tuple(fw_info.roles) or ("*",)))
+            self._add_known_framework(framework_id, fw_info)
             self.allocator.handle(FrameworkDeactivated(framework_id))
         self.log.info("master.recovered", agents=len(state.agents), frameworks=len(state.frameworks))
 
@@ -244,10 +259,12 @@ class Master:
             fw = self.state.frameworks.get(alloc.framework_id)
             agent = self.state.agents.get(alloc.agent_id)
             if fw is None or agent is None or not fw.connected or fw.outbox is None:
-                self.allocator.handle(ResourcesRecovered(alloc.framework_id, alloc.agent_id, alloc.resources))
+                self.allocator.handle(
+                    ResourcesRecovered(alloc.framework_id, alloc.agent_id, alloc.resources, role=alloc.role)
+                )
                 continue
             offer_id = f"{self.info.id}-O{next(self._offer_seq)}"
-            record = OfferRecord(offer_id, fw.framework_id, agent.agent_id, alloc.resources, now)
+            record = OfferRecord(offer_id, fw.framework_id, agent.agent_id, alloc.resources, now, alloc.role)
             self.state.offers[offer_id] = record
             fw.offers.add(offer_id)
             agent.offers.add(offer_id)
@@ -259,7 +276,7 @@ class Master:
                     hostname=agent.info.hostname,
                     resources=resources_to_proto(alloc.resources),
                     attributes=agent.info.attributes,
-                    role=fw.info.roles[0] if fw.info.roles else "*",
+                    role=alloc.role,
                 )
             )
         for fw_id, offers in by_framework.items():
@@ -288,7 +305,9 @@ class Master:
         if offer is None:
             return
         self.allocator.handle(
-            ResourcesRecovered(offer.framework_id, offer.agent_id, offer.resources, refuse_s, self.clock())
+            ResourcesRecovered(
+                offer.framework_id, offer.agent_id, offer.resources, refuse_s, self.clock(), offer.role
+            )
         )
         fw = self.state.frameworks.get(offer.framework_id)
         if fw and fw.outbox:
@@ -442,7 +461,7 @@ class Master:
                     disconnected_at=self.clock(),
                 )
                 self.state.frameworks[fw.framework_id] = fw
-                self.allocator.handle(FrameworkAdded(fw.framework_id, tuple(fw_info.roles) or ("*",)))
+                self._add_known_framework(fw.framework_id, fw_info)
                 self.allocator.handle(FrameworkDeactivated(fw.framework_id))
             if status.task_id in fw.tasks:
                 continue
@@ -589,7 +608,11 @@ class Master:
             if agent is not None:
                 agent.tasks.discard((task.framework_id, task.task_id))
             if task.resources:
-                self.allocator.handle(ResourcesRecovered(task.framework_id, task.agent_id, task.resources))
+                self.allocator.handle(
+                    ResourcesRecovered(
+                        task.framework_id, task.agent_id, task.resources, role=task.role or None
+                    )
+                )
                 self.allocate_soon()
 
     def _send_updates(self, fw: FrameworkRecord, statuses: list[pb.TaskStatus]) -> None:
@@ -639,12 +662,21 @@ class Master:
             stored.id = fw_id
             if not stored.roles:
                 stored.roles.append("*")
+            self._allocator_call(FrameworkAdded(fw_id, tuple(stored.roles)))
             fw = FrameworkRecord(fw_id, stored, now, outbox)
             self.state.frameworks[fw_id] = fw
             self._record(FRAMEWORKS, fw_id, stored.SerializeToString())
-            self.allocator.handle(FrameworkAdded(fw_id, tuple(stored.roles)))
-            self.log.info("framework.subscribed", framework_id=fw_id, name=info.name)
+            self.log.info(
+                "framework.subscribed", framework_id=fw_id, name=info.name, roles=list(stored.roles)
+            )
         else:
+            roles = list(info.roles) or ["*"]
+            if roles != list(fw.info.roles):
+                # Re-subscribing with other roles changes them (Mesos' UPDATE_FRAMEWORK).
+                self._allocator_call(FrameworkAdded(fw.framework_id, tuple(roles)))
+                del fw.info.roles[:]
+                fw.info.roles.extend(roles)
+                self._record(FRAMEWORKS, fw.framework_id, fw.info.SerializeToString())
             if fw.outbox is not None and fw.outbox is not outbox:
                 # The old stream loses: one connection per framework, the newest.
                 fw.outbox.send(
@@ -790,16 +822,21 @@ class Master:
         unsupported = [
             f"accept.operations[{i}].type: {scheduler_pb2.Operation.Type.Name(op.type)} is not supported yet"
             for i, op in enumerate(operations)
-            if op.type not in (scheduler_pb2.Operation.LAUNCH, scheduler_pb2.Operation.LAUNCH_GROUP)
+            if op.type not in _SUPPORTED_OPERATIONS
         ]
         problem = self._check_offers(fw, offer_ids) or (unsupported[0] if unsupported else None)
+        conversions: list[tuple[Resources, bool]] = []
+        if problem is None:
+            problem, conversions = self._check_reservations(offer_ids, operations)
         if problem is not None:
             # Valid offers among them go back; the tasks are dropped, never launched.
             for offer_id in offer_ids:
                 offer = self.state.offers.get(offer_id)
                 if offer is not None and offer.framework_id == framework_id:
                     self._remove_offer(offer_id)
-                    self.allocator.handle(ResourcesRecovered(framework_id, offer.agent_id, offer.resources))
+                    self.allocator.handle(
+                        ResourcesRecovered(framework_id, offer.agent_id, offer.resources, role=offer.role)
+                    )
             self.allocate_soon()
             self._send_updates(
                 fw,
@@ -820,6 +857,28 @@ class Master:
             assert offer is not None
             available = available + offer.resources
         agent = self.state.agents[agent_id]
+        role = offers[0].role if offers and offers[0] else "*"
+        for res, unreserve in conversions:
+            # Checked above against the offers, which the allocator still
+            # counts as this framework's: RESERVE/UNRESERVE cannot fail here.
+            event = Unreserved if unreserve else Reserved
+            try:
+                self.allocator.handle(event(agent_id, res, framework_id))
+            except AllocatorError as e:
+                # Offers of two roles in one ACCEPT: the combined offer held
+                # it, no single role's part does. Skip it, launch the rest.
+                if fw.outbox is not None:
+                    error = Event.Error(code="INVALID_ARGUMENT", message=f"ACCEPT: {e}")
+                    fw.outbox.send(Event(type=Event.ERROR, error=error))
+                continue
+            source, converted = (res, res.unreserved()) if unreserve else (res.unreserved(), res)
+            available = available.subtract_clamped(source) + converted
+            self.log.info(
+                "resources.unreserved" if unreserve else "resources.reserved",
+                framework_id=framework_id,
+                agent_id=agent_id,
+                resources=res.format(),
+            )
         launched: list[pb.TaskInfo] = []
         errors: list[pb.TaskStatus] = []
         seen: set[str] = set()
@@ -849,7 +908,7 @@ class Master:
                 framework_id=framework_id,
                 timestamp=now,
             )
-            record = TaskRecord(task.task_id, framework_id, agent_id, stored, wanted, status, now)
+            record = TaskRecord(task.task_id, framework_id, agent_id, stored, wanted, status, now, role=role)
             fw.tasks[task.task_id] = record
             agent.tasks.add((framework_id, task.task_id))
             launched.append(stored)
@@ -870,12 +929,62 @@ class Master:
         if errors:
             self._send_updates(fw, errors)
         if available:
-            self.allocator.handle(ResourcesRecovered(framework_id, agent_id, available, refuse_s or 0.0, now))
+            self.allocator.handle(
+                ResourcesRecovered(framework_id, agent_id, available, refuse_s or 0.0, now, role)
+            )
             self.allocate_soon()
         if launched:
             self.log.debug(
                 "tasks.launched", framework_id=framework_id, agent_id=agent_id, count=len(launched)
             )
+
+    def _check_reservations(
+        self, offer_ids: list[str], operations: list[scheduler_pb2.Operation]
+    ) -> tuple[str | None, list[tuple[Resources, bool]]]:
+        """RESERVE and UNRESERVE operations, checked in order against the
+        offers: ``(problem, [(resources, unreserve)])``. A framework reserves
+        for the role its offer was made to, and only what the offer holds."""
+        conversions: list[tuple[Resources, bool]] = []
+        ops = [
+            (i, op)
+            for i, op in enumerate(operations)
+            if op.type in (scheduler_pb2.Operation.RESERVE, scheduler_pb2.Operation.UNRESERVE)
+        ]
+        if not ops:
+            return None, conversions
+        available = Resources()
+        roles = set()
+        for offer_id in offer_ids:
+            offer = self.state.offers[offer_id]
+            available = available + offer.resources
+            roles.add(offer.role)
+        for i, op in ops:
+            unreserve = op.type == scheduler_pb2.Operation.UNRESERVE
+            where = f"accept.operations[{i}].{'unreserve' if unreserve else 'reserve'}.resources"
+            items = op.unreserve.resources if unreserve else op.reserve.resources
+            try:
+                res = resources_from_proto(items, where)
+            except ResourceError as e:
+                return str(e), []
+            if not res:
+                return f"{where}: must name at least one resource", []
+            targets = res.roles()
+            if "" in targets:
+                return f"{where}: every resource must name the role to reserve for, got {res}", []
+            bad = sorted(targets - roles)
+            if bad:
+                return (
+                    f"{where}: role(s) {', '.join(repr(r) for r in bad)} are not the role of the offer "
+                    f"({', '.join(sorted(roles))}); a framework reserves for the role it was offered in",
+                    [],
+                )
+            needed = res if unreserve else res.unreserved()
+            if not available.contains(needed):
+                return f"{where}: {needed} is not in the offer (it has {available})", []
+            converted = res.unreserved() if unreserve else res
+            available = available.subtract_clamped(needed) + converted
+            conversions.append((res, unreserve))
+        return None, conversions
 
     def _check_offers(self, fw: FrameworkRecord, offer_ids: list[str]) -> str | None:
         if not offer_ids:
@@ -926,22 +1035,99 @@ class Master:
                 continue
             self._remove_offer(offer_id)
             self.allocator.handle(
-                ResourcesRecovered(framework_id, offer.agent_id, offer.resources, refuse, now)
+                ResourcesRecovered(framework_id, offer.agent_id, offer.resources, refuse, now, offer.role)
             )
         self.allocate_soon()
         if unknown:
             raise CallError("NOT_FOUND", f"decline.offer_ids: not valid offers of this framework: {unknown}")
 
-    def revive(self, framework_id: str) -> None:
+    def revive(self, framework_id: str, roles: tuple[str, ...] = ()) -> None:
+        """Offers again in ``roles`` (every role when empty); clears decline filters."""
         fw = self._framework(framework_id)
-        fw.suppressed = False
-        self.allocator.handle(Revived(framework_id))
+        self._allocator_call(Revived(framework_id, roles), "revive.roles")
+        if not roles:
+            fw.suppressed = False
         self.allocate_soon()
 
-    def suppress(self, framework_id: str) -> None:
+    def suppress(self, framework_id: str, roles: tuple[str, ...] = ()) -> None:
+        """No offers in ``roles`` (every role when empty) until REVIVE."""
         fw = self._framework(framework_id)
-        fw.suppressed = True
-        self.allocator.handle(Suppressed(framework_id))
+        self._allocator_call(Suppressed(framework_id, roles), "suppress.roles")
+        if not roles or set(roles) >= set(fw.info.roles):
+            fw.suppressed = True
+        # Outstanding offers stay valid, as in Mesos: the framework may be
+        # accepting one right now.
+
+    def _add_known_framework(self, framework_id: str, info: pb.FrameworkInfo) -> None:
+        """A framework learnt from the registry or an agent, not from its own
+        SUBSCRIBE: roles it cannot have are replaced by '*' rather than refused."""
+        try:
+            self.allocator.handle(FrameworkAdded(framework_id, tuple(info.roles) or ("*",)))
+        except AllocatorError as e:
+            self.log.warning("framework.bad_roles", framework_id=framework_id, error=str(e))
+            self.allocator.handle(FrameworkAdded(framework_id, ("*",)))
+
+    def _allocator_call(self, event: AllocatorEvent, what: str = "") -> None:
+        """Hand a request from a framework or an operator to the allocator;
+        a refusal becomes INVALID_ARGUMENT with the allocator's sentence."""
+        try:
+            self.allocator.handle(event)
+        except AllocatorError as e:
+            message = str(e)
+            if what and not message.startswith(what.split(".", maxsplit=1)[0]):
+                message = f"{what}: {message}"
+            raise CallError("INVALID_ARGUMENT", message) from None
+
+    # -- allocation policy (operator) ----------------------------------------
+
+    def explain(self, framework_id: str) -> list[Why]:
+        """Why a framework is not being offered resources (empty: nothing in its way)."""
+        fw = self.state.frameworks.get(framework_id)
+        if fw is None:
+            raise CallError("NOT_FOUND", f"framework_id: {framework_id!r} is not known")
+        return self.allocator.explain(framework_id, self.clock())
+
+    def roles(self) -> list[RoleInfo]:
+        return self.allocator.roles()
+
+    def set_weights(self, weights: list[tuple[str, float]]) -> None:
+        """Set role weights, all or none: every one is checked first."""
+        if not weights:
+            raise CallError("INVALID_ARGUMENT", "weights: give at least one ROLE=WEIGHT")
+        trial = Allocator()
+        for i, (role, weight) in enumerate(weights):
+            try:
+                trial.handle(RoleWeight(role, weight))
+            except AllocatorError as e:
+                raise CallError("INVALID_ARGUMENT", f"weights[{i}]: {e}") from None
+        for role, weight in weights:
+            self._allocator_call(RoleWeight(role, weight))
+        self.log.info("roles.weights", weights=dict(weights))
+        self.allocate_soon()
+
+    def set_quota(
+        self, role: str, guarantee: Resources, limit: Resources | None, force: bool = False
+    ) -> None:
+        self._allocator_call(QuotaSet(role, guarantee, limit, force))
+        self.log.info(
+            "roles.quota",
+            role=role,
+            guarantee=guarantee.format(),
+            limit=None if limit is None else limit.format(),
+        )
+        self.allocate_soon()
+
+    def drain_agent(self, agent_id: str, draining: bool = True) -> None:
+        """Maintenance: a draining agent keeps its tasks and offers nothing."""
+        agent = self.state.agents.get(agent_id)
+        if agent is None or agent.gone:
+            raise CallError("NOT_FOUND", f"agent_id: {agent_id!r} is not known")
+        self._allocator_call(AgentDraining(agent_id, draining))
+        if draining:
+            for offer_id in sorted(agent.offers):
+                self._rescind(offer_id)
+        self.log.info("agent.draining" if draining else "agent.undrained", agent_id=agent_id)
+        self.allocate_soon()
 
     def kill(self, framework_id: str, task_id: str, grace_s: float = 0.0) -> None:
         fw = self._framework(framework_id)

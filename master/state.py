@@ -70,6 +70,8 @@ class TaskRecord:
     launched_at: float
     #: uuid of the latest status the framework has not acknowledged yet
     unacked_uuid: bytes = b""
+    #: the role its resources are allocated to (the offer's); "" if unknown (adopted)
+    role: str = ""
 
     @property
     def terminal(self) -> bool:
@@ -83,6 +85,7 @@ class OfferRecord:
     agent_id: str
     resources: Resources
     created_at: float
+    role: str = "*"  # the role the resources are allocated to
 
 
 @dataclass

@@ -38,6 +38,13 @@ def validate_framework_info(info: pb.FrameworkInfo) -> list[str]:
             validate_role(role)
         except ResourceError as e:
             errors.append(f"framework_info.roles[{i}]: {e}")
+            continue
+        if not role:
+            errors.append(f"framework_info.roles[{i}]: must not be empty ('*' is the default role)")
+        elif role != "*" and ("*" in role or any(p in (".", "..") for p in role.split("/"))):
+            errors.append(f"framework_info.roles[{i}]: role {role!r}: '.', '..' and '*' are not role names")
+    if len(set(info.roles)) != len(info.roles):
+        errors.append("framework_info.roles: a role is given more than once")
     return errors
 
 
@@ -64,10 +71,63 @@ def validate_agent_info(info: pb.AgentInfo) -> tuple[list[str], Resources]:
 _HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 
 
+_IMAGE_REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:-]{0,254}$")
+_RESERVED_PATHS = ("/proc", "/dev", "/sys")
+_MAX_TMPFS_BYTES = 1 << 40
+_MAX_VOLUMES = 64
+
+
+def _validate_image(image: str, where: str) -> list[str]:
+    if image.startswith("/"):
+        if "\0" in image or ".." in image.split("/") or len(image) > 4096:
+            return [f"{where}.image: a tarball path must be absolute, without '..' or NUL, got {image!r}"]
+        return []
+    if not _IMAGE_REF_RE.match(image) or ".." in image or image.endswith((":", "/")):
+        return [
+            f"{where}.image: must be NAME[:TAG] (letters, digits, '._/-') or the absolute path "
+            f"of an image tarball on the agent, got {image!r}"
+        ]
+    return []
+
+
+def _validate_volume(volume: pb.Volume, where: str) -> list[str]:
+    path = volume.container_path
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if not path or "\0" in path:
+        return [f"{where}.container_path: must be a non-empty path without NUL"]
+    if ".." in parts:
+        return [f"{where}.container_path: must not contain '..', got {path!r}"]
+    if not parts:
+        return [f"{where}.container_path: must not be the root, got {path!r}"]
+    canonical = "/" + "/".join(parts)
+    if path.startswith("/") and any(canonical == r or canonical.startswith(r + "/") for r in _RESERVED_PATHS):
+        return [f"{where}.container_path: {canonical} is managed by the containerizer"]
+    if volume.host_path:
+        if not volume.host_path.startswith("/") or "\0" in volume.host_path:
+            return [f"{where}.host_path: must be an absolute path, got {volume.host_path!r}"]
+        if volume.tmpfs_size_bytes:
+            return [f"{where}.tmpfs_size_bytes: only for tmpfs volumes (without host_path)"]
+    elif volume.tmpfs_size_bytes > _MAX_TMPFS_BYTES:
+        size = volume.tmpfs_size_bytes
+        return [f"{where}.tmpfs_size_bytes: must be at most {_MAX_TMPFS_BYTES}, got {size}"]
+    return []
+
+
 def _validate_container(container: pb.ContainerInfo, where: str) -> list[str]:
     errors = []
     if container.image:
-        errors.append(f"{where}.image: images are not supported yet (the containers issue)")
+        errors += _validate_image(container.image, where)
+    elif container.read_only_root:
+        errors.append(f"{where}.read_only_root: needs an image")
+    if len(container.volumes) > _MAX_VOLUMES:
+        errors.append(f"{where}.volumes: at most {_MAX_VOLUMES}, got {len(container.volumes)}")
+    seen: set[str] = set()
+    for i, volume in enumerate(container.volumes[:_MAX_VOLUMES]):
+        errors += _validate_volume(volume, f"{where}.volumes[{i}]")
+        key = volume.container_path.rstrip("/")
+        if key in seen:
+            errors.append(f"{where}.volumes[{i}].container_path: {volume.container_path!r} is used twice")
+        seen.add(key)
     if container.network == pb.ContainerInfo.BRIDGE:
         errors.append(f"{where}.network: BRIDGE is not supported yet; use HOST or NONE")
     elif container.network not in pb.ContainerInfo.NetworkMode.values():
@@ -117,9 +177,10 @@ def validate_task(
     if task.task_id in active_task_ids:
         errors.append(f"{where}.task_id: {task.task_id!r} is already in use by a live task")
     cmd = task.command
-    if cmd.shell and not cmd.value.strip():
+    # With an image, no command means the image's Entrypoint and Cmd.
+    if cmd.shell and not cmd.value.strip() and not task.container.image:
         errors.append(f"{where}.command.value: must not be empty")
-    if not cmd.shell and not (cmd.value or cmd.arguments):
+    if not cmd.shell and not (cmd.value or cmd.arguments) and not task.container.image:
         errors.append(f"{where}.command: needs a value or arguments")
     if not task.kill_policy.grace_period_s >= 0:  # also rejects NaN
         errors.append(

@@ -189,7 +189,7 @@ class CommandInfo(_message.Message):
     def __init__(self, shell: _Optional[bool] = ..., value: _Optional[str] = ..., arguments: _Optional[_Iterable[str]] = ..., environment: _Optional[_Mapping[str, str]] = ..., user: _Optional[str] = ...) -> None: ...
 
 class ContainerInfo(_message.Message):
-    __slots__ = ("image", "hostname", "network", "uid", "gid")
+    __slots__ = ("image", "hostname", "network", "uid", "gid", "volumes", "read_only_root")
     class NetworkMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         NETWORK_UNSPECIFIED: _ClassVar[ContainerInfo.NetworkMode]
@@ -205,12 +205,28 @@ class ContainerInfo(_message.Message):
     NETWORK_FIELD_NUMBER: _ClassVar[int]
     UID_FIELD_NUMBER: _ClassVar[int]
     GID_FIELD_NUMBER: _ClassVar[int]
+    VOLUMES_FIELD_NUMBER: _ClassVar[int]
+    READ_ONLY_ROOT_FIELD_NUMBER: _ClassVar[int]
     image: str
     hostname: str
     network: ContainerInfo.NetworkMode
     uid: int
     gid: int
-    def __init__(self, image: _Optional[str] = ..., hostname: _Optional[str] = ..., network: _Optional[_Union[ContainerInfo.NetworkMode, str]] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ...) -> None: ...
+    volumes: _containers.RepeatedCompositeFieldContainer[Volume]
+    read_only_root: bool
+    def __init__(self, image: _Optional[str] = ..., hostname: _Optional[str] = ..., network: _Optional[_Union[ContainerInfo.NetworkMode, str]] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., volumes: _Optional[_Iterable[_Union[Volume, _Mapping]]] = ..., read_only_root: _Optional[bool] = ...) -> None: ...
+
+class Volume(_message.Message):
+    __slots__ = ("container_path", "host_path", "read_only", "tmpfs_size_bytes")
+    CONTAINER_PATH_FIELD_NUMBER: _ClassVar[int]
+    HOST_PATH_FIELD_NUMBER: _ClassVar[int]
+    READ_ONLY_FIELD_NUMBER: _ClassVar[int]
+    TMPFS_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    container_path: str
+    host_path: str
+    read_only: bool
+    tmpfs_size_bytes: int
+    def __init__(self, container_path: _Optional[str] = ..., host_path: _Optional[str] = ..., read_only: _Optional[bool] = ..., tmpfs_size_bytes: _Optional[int] = ...) -> None: ...
 
 class KillPolicy(_message.Message):
     __slots__ = ("grace_period_s",)

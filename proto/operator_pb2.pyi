@@ -20,7 +20,7 @@ class GetMasterInfoResponse(_message.Message):
     def __init__(self, master_info: _Optional[_Union[_messages_pb2.MasterInfo, _Mapping]] = ..., leading: _Optional[bool] = ...) -> None: ...
 
 class AgentSummary(_message.Message):
-    __slots__ = ("agent_info", "connected", "total", "allocated", "offered", "registered_time", "last_heartbeat", "task_count")
+    __slots__ = ("agent_info", "connected", "total", "allocated", "offered", "registered_time", "last_heartbeat", "task_count", "draining")
     AGENT_INFO_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
@@ -29,6 +29,7 @@ class AgentSummary(_message.Message):
     REGISTERED_TIME_FIELD_NUMBER: _ClassVar[int]
     LAST_HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     TASK_COUNT_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
     agent_info: _messages_pb2.AgentInfo
     connected: bool
     total: _containers.RepeatedCompositeFieldContainer[_messages_pb2.Resource]
@@ -37,7 +38,8 @@ class AgentSummary(_message.Message):
     registered_time: float
     last_heartbeat: float
     task_count: int
-    def __init__(self, agent_info: _Optional[_Union[_messages_pb2.AgentInfo, _Mapping]] = ..., connected: _Optional[bool] = ..., total: _Optional[_Iterable[_Union[_messages_pb2.Resource, _Mapping]]] = ..., allocated: _Optional[_Iterable[_Union[_messages_pb2.Resource, _Mapping]]] = ..., offered: _Optional[_Iterable[_Union[_messages_pb2.Resource, _Mapping]]] = ..., registered_time: _Optional[float] = ..., last_heartbeat: _Optional[float] = ..., task_count: _Optional[int] = ...) -> None: ...
+    draining: bool
+    def __init__(self, agent_info: _Optional[_Union[_messages_pb2.AgentInfo, _Mapping]] = ..., connected: _Optional[bool] = ..., total: _Optional[_Iterable[_Union[_messages_pb2.Resource, _Mapping]]] = ..., allocated: _Optional[_Iterable[_Union[_messages_pb2.Resource, _Mapping]]] = ..., offered: _Optional[_Iterable[_Union[_messages_pb2.Resource, _Mapping]]] = ..., registered_time: _Optional[float] = ..., last_heartbeat: _Optional[float] = ..., task_count: _Optional[int] = ..., draining: _Optional[bool] = ...) -> None: ...
 
 class ListAgentsRequest(_message.Message):
     __slots__ = ()
@@ -148,6 +150,111 @@ class ReadFileResponse(_message.Message):
     size: int
     status: _messages_pb2.TaskStatus
     def __init__(self, data: _Optional[bytes] = ..., size: _Optional[int] = ..., status: _Optional[_Union[_messages_pb2.TaskStatus, _Mapping]] = ...) -> None: ...
+
+class ExplainRequest(_message.Message):
+    __slots__ = ("framework_id",)
+    FRAMEWORK_ID_FIELD_NUMBER: _ClassVar[int]
+    framework_id: str
+    def __init__(self, framework_id: _Optional[str] = ...) -> None: ...
+
+class ExplainReason(_message.Message):
+    __slots__ = ("kind", "message", "role", "agents", "until")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    AGENTS_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    message: str
+    role: str
+    agents: int
+    until: float
+    def __init__(self, kind: _Optional[str] = ..., message: _Optional[str] = ..., role: _Optional[str] = ..., agents: _Optional[int] = ..., until: _Optional[float] = ...) -> None: ...
+
+class ExplainResponse(_message.Message):
+    __slots__ = ("reasons", "roles")
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    ROLES_FIELD_NUMBER: _ClassVar[int]
+    reasons: _containers.RepeatedCompositeFieldContainer[ExplainReason]
+    roles: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, reasons: _Optional[_Iterable[_Union[ExplainReason, _Mapping]]] = ..., roles: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RoleSummary(_message.Message):
+    __slots__ = ("role", "weight", "frameworks", "share", "guarantee", "limit", "has_limit", "consumed")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    FRAMEWORKS_FIELD_NUMBER: _ClassVar[int]
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    GUARANTEE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    HAS_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    CONSUMED_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    weight: float
+    frameworks: _containers.RepeatedScalarFieldContainer[str]
+    share: float
+    guarantee: _containers.RepeatedCompositeFieldContainer[_messages_pb2.Resource]
+    limit: _containers.RepeatedCompositeFieldContainer[_messages_pb2.Resource]
+    has_limit: bool
+    consumed: _containers.RepeatedCompositeFieldContainer[_messages_pb2.Resource]
+    def __init__(self, role: _Optional[str] = ..., weight: _Optional[float] = ..., frameworks: _Optional[_Iterable[str]] = ..., share: _Optional[float] = ..., guarantee: _Optional[_Iterable[_Union[_messages_pb2.Resource, _Mapping]]] = ..., limit: _Optional[_Iterable[_Union[_messages_pb2.Resource, _Mapping]]] = ..., has_limit: _Optional[bool] = ..., consumed: _Optional[_Iterable[_Union[_messages_pb2.Resource, _Mapping]]] = ...) -> None: ...
+
+class ListRolesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListRolesResponse(_message.Message):
+    __slots__ = ("roles",)
+    ROLES_FIELD_NUMBER: _ClassVar[int]
+    roles: _containers.RepeatedCompositeFieldContainer[RoleSummary]
+    def __init__(self, roles: _Optional[_Iterable[_Union[RoleSummary, _Mapping]]] = ...) -> None: ...
+
+class SetWeightsRequest(_message.Message):
+    __slots__ = ("weights",)
+    class Weight(_message.Message):
+        __slots__ = ("role", "weight")
+        ROLE_FIELD_NUMBER: _ClassVar[int]
+        WEIGHT_FIELD_NUMBER: _ClassVar[int]
+        role: str
+        weight: float
+        def __init__(self, role: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    weights: _containers.RepeatedCompositeFieldContainer[SetWeightsRequest.Weight]
+    def __init__(self, weights: _Optional[_Iterable[_Union[SetWeightsRequest.Weight, _Mapping]]] = ...) -> None: ...
+
+class SetWeightsResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SetQuotaRequest(_message.Message):
+    __slots__ = ("role", "guarantee", "limit", "has_limit", "force")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    GUARANTEE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    HAS_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    guarantee: _containers.RepeatedCompositeFieldContainer[_messages_pb2.Resource]
+    limit: _containers.RepeatedCompositeFieldContainer[_messages_pb2.Resource]
+    has_limit: bool
+    force: bool
+    def __init__(self, role: _Optional[str] = ..., guarantee: _Optional[_Iterable[_Union[_messages_pb2.Resource, _Mapping]]] = ..., limit: _Optional[_Iterable[_Union[_messages_pb2.Resource, _Mapping]]] = ..., has_limit: _Optional[bool] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class SetQuotaResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DrainAgentRequest(_message.Message):
+    __slots__ = ("agent_id", "undo")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    UNDO_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    undo: bool
+    def __init__(self, agent_id: _Optional[str] = ..., undo: _Optional[bool] = ...) -> None: ...
+
+class DrainAgentResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class GetUsageRequest(_message.Message):
     __slots__ = ("agent_id", "framework_id", "task_id")

@@ -69,6 +69,31 @@ class OperatorStub:
                 request_serializer=corral_dot_proto_dot_operator__pb2.ReadFileRequest.SerializeToString,
                 response_deserializer=corral_dot_proto_dot_operator__pb2.ReadFileResponse.FromString,
                 _registered_method=True)
+        self.Explain = channel.unary_unary(
+                '/corral.v1.Operator/Explain',
+                request_serializer=corral_dot_proto_dot_operator__pb2.ExplainRequest.SerializeToString,
+                response_deserializer=corral_dot_proto_dot_operator__pb2.ExplainResponse.FromString,
+                _registered_method=True)
+        self.ListRoles = channel.unary_unary(
+                '/corral.v1.Operator/ListRoles',
+                request_serializer=corral_dot_proto_dot_operator__pb2.ListRolesRequest.SerializeToString,
+                response_deserializer=corral_dot_proto_dot_operator__pb2.ListRolesResponse.FromString,
+                _registered_method=True)
+        self.SetWeights = channel.unary_unary(
+                '/corral.v1.Operator/SetWeights',
+                request_serializer=corral_dot_proto_dot_operator__pb2.SetWeightsRequest.SerializeToString,
+                response_deserializer=corral_dot_proto_dot_operator__pb2.SetWeightsResponse.FromString,
+                _registered_method=True)
+        self.SetQuota = channel.unary_unary(
+                '/corral.v1.Operator/SetQuota',
+                request_serializer=corral_dot_proto_dot_operator__pb2.SetQuotaRequest.SerializeToString,
+                response_deserializer=corral_dot_proto_dot_operator__pb2.SetQuotaResponse.FromString,
+                _registered_method=True)
+        self.DrainAgent = channel.unary_unary(
+                '/corral.v1.Operator/DrainAgent',
+                request_serializer=corral_dot_proto_dot_operator__pb2.DrainAgentRequest.SerializeToString,
+                response_deserializer=corral_dot_proto_dot_operator__pb2.DrainAgentResponse.FromString,
+                _registered_method=True)
         self.GetUsage = channel.unary_unary(
                 '/corral.v1.Operator/GetUsage',
                 request_serializer=corral_dot_proto_dot_operator__pb2.GetUsageRequest.SerializeToString,
@@ -121,6 +146,37 @@ class OperatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Explain(self, request, context):
+        """Allocation: why a framework gets no offers, roles, weights, quota, maintenance.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRoles(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetWeights(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetQuota(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DrainAgent(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetUsage(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -164,6 +220,31 @@ def add_OperatorServicer_to_server(servicer, server):
                     servicer.ReadFile,
                     request_deserializer=corral_dot_proto_dot_operator__pb2.ReadFileRequest.FromString,
                     response_serializer=corral_dot_proto_dot_operator__pb2.ReadFileResponse.SerializeToString,
+            ),
+            'Explain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Explain,
+                    request_deserializer=corral_dot_proto_dot_operator__pb2.ExplainRequest.FromString,
+                    response_serializer=corral_dot_proto_dot_operator__pb2.ExplainResponse.SerializeToString,
+            ),
+            'ListRoles': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRoles,
+                    request_deserializer=corral_dot_proto_dot_operator__pb2.ListRolesRequest.FromString,
+                    response_serializer=corral_dot_proto_dot_operator__pb2.ListRolesResponse.SerializeToString,
+            ),
+            'SetWeights': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetWeights,
+                    request_deserializer=corral_dot_proto_dot_operator__pb2.SetWeightsRequest.FromString,
+                    response_serializer=corral_dot_proto_dot_operator__pb2.SetWeightsResponse.SerializeToString,
+            ),
+            'SetQuota': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetQuota,
+                    request_deserializer=corral_dot_proto_dot_operator__pb2.SetQuotaRequest.FromString,
+                    response_serializer=corral_dot_proto_dot_operator__pb2.SetQuotaResponse.SerializeToString,
+            ),
+            'DrainAgent': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainAgent,
+                    request_deserializer=corral_dot_proto_dot_operator__pb2.DrainAgentRequest.FromString,
+                    response_serializer=corral_dot_proto_dot_operator__pb2.DrainAgentResponse.SerializeToString,
             ),
             'GetUsage': grpc.unary_unary_rpc_method_handler(
                     servicer.GetUsage,
@@ -360,6 +441,141 @@ class Operator:
             '/corral.v1.Operator/ReadFile',
             corral_dot_proto_dot_operator__pb2.ReadFileRequest.SerializeToString,
             corral_dot_proto_dot_operator__pb2.ReadFileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Explain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corral.v1.Operator/Explain',
+            corral_dot_proto_dot_operator__pb2.ExplainRequest.SerializeToString,
+            corral_dot_proto_dot_operator__pb2.ExplainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRoles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corral.v1.Operator/ListRoles',
+            corral_dot_proto_dot_operator__pb2.ListRolesRequest.SerializeToString,
+            corral_dot_proto_dot_operator__pb2.ListRolesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetWeights(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corral.v1.Operator/SetWeights',
+            corral_dot_proto_dot_operator__pb2.SetWeightsRequest.SerializeToString,
+            corral_dot_proto_dot_operator__pb2.SetWeightsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetQuota(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corral.v1.Operator/SetQuota',
+            corral_dot_proto_dot_operator__pb2.SetQuotaRequest.SerializeToString,
+            corral_dot_proto_dot_operator__pb2.SetQuotaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DrainAgent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corral.v1.Operator/DrainAgent',
+            corral_dot_proto_dot_operator__pb2.DrainAgentRequest.SerializeToString,
+            corral_dot_proto_dot_operator__pb2.DrainAgentResponse.FromString,
             options,
             channel_credentials,
             insecure,

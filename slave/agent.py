@@ -51,7 +51,9 @@ from corral.slave.containerizer import (
     Isolation,
     Termination,
 )
+from corral.slave.containerizer.images import ImageStore
 from corral.slave.status_updates import StatusUpdateManager, TaskKey
+from corral.slave.task_image import with_image
 from corral.transport import Credentials, drain, make_channel
 
 log = structlog.get_logger(__name__)
@@ -94,6 +96,8 @@ class AgentConfig:
     gc_delay_s: float = 7 * 86400.0
     gc_disk_headroom: float = 0.1
     gc_interval_s: float = sandbox_gc.GC_INTERVAL_S
+    #: where task images are kept (shared with `corral image`); None: <work_dir>/images
+    image_store: Path | None = None
 
 
 @dataclass
@@ -131,6 +135,7 @@ class Agent:
             disk_watch_interval_s=config.disk_watch_interval_s,
         )
         self.total = config.resources or detect.detect(self.work_dir, config.share)
+        self.images = ImageStore(config.image_store or self.work_dir / "images")
         self.checkpoints = Checkpoints(self.work_dir)
         self.agent_id = ""  # learnt from the checkpoints in start()
         self.tasks: dict[TaskKey, TaskRun] = {}
@@ -187,6 +192,7 @@ class Agent:
             await self.containerizer.close()
         else:
             await self.containerizer.detach()
+        self.checkpoints.close()
         for w in watchers:
             w.cancel()
         await asyncio.gather(*watchers, return_exceptions=True)
@@ -392,7 +398,8 @@ class Agent:
         try:
             self._update(run, pb.TASK_STARTING)
             try:
-                run.pid = await self.containerizer.launch(self._container_config(run))
+                config = await with_image(self._container_config(run), info, self.images)
+                run.pid = await self.containerizer.launch(config)
             except (ContainerError, ResourceError, OSError) as e:
                 self._update(
                     run,
@@ -578,9 +585,7 @@ class Agent:
         if acked is not None and is_terminal(acked.state):
             run = self.tasks.pop(key, None)
             if run is not None:
-                self.checkpoints.complete_task(
-                    TaskCheckpoint(run.framework_id, run.info, run.container_id, run.sandbox), now
-                )
+                self.checkpoints.complete_task(run.container_id, now)
                 self.completed[key] = run.sandbox
                 self.completed_at[key] = now
                 while len(self.completed) > COMPLETED_SANDBOXES_KEPT:

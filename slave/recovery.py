@@ -26,12 +26,7 @@ import structlog
 
 from corral.codec import is_terminal
 from corral.proto import messages_pb2 as pb
-from corral.slave.checkpoints import (
-    CheckpointError,
-    append_ack,
-    append_update,
-    read_record,
-)
+from corral.slave.checkpoints import CheckpointError, read_record
 from corral.slave.containerizer import ContainerError
 from corral.slave.status_updates import TaskKey
 
@@ -44,7 +39,7 @@ MODES = ("reconnect", "cleanup")
 
 
 class Journal:
-    """Checkpoints the agent's status updates into each task's update log."""
+    """Checkpoints the agent's status updates and acknowledgements into its journal."""
 
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
@@ -52,12 +47,12 @@ class Journal:
     def updated(self, status: pb.TaskStatus) -> None:
         run = self.agent.tasks.get((status.framework_id, status.task_id))
         if run is not None:  # an update about a task this agent never had is not kept
-            append_update(self.agent.checkpoints.log_path(run.container_id), status)
+            self.agent.checkpoints.record_update(run.container_id, status)
 
     def acknowledged(self, key: TaskKey, uuid: bytes) -> None:
         run = self.agent.tasks.get(key)
         if run is not None:
-            append_ack(self.agent.checkpoints.log_path(run.container_id), uuid)
+            self.agent.checkpoints.record_ack(run.container_id, uuid)
 
 
 async def recover(agent: Agent) -> None:

@@ -213,7 +213,7 @@ async def run_local_job(
                 engine.tick()
             if engine.version != seen:
                 seen = engine.version
-                on_change(engine.job_view(job_id))
+                on_change(engine.job_view(job_id, with_tasks=False))
             if engine.jobs[job_id].state in JOB_FINAL:
                 break
             await asyncio.sleep(0.05)
@@ -284,7 +284,8 @@ def submit(
         console.print(f"submitted job [bold]{job_id}[/]", highlight=False)
         if not wait:
             return
-        job = wait_for(lambda: client.job(job_id))
+        wait_for(lambda: client.job(job_id, with_tasks=False))
+        job = client.job(job_id)
         state = client.state()
         sys.exit(asyncio.run(print_result(job, state.get("master") or None, output)))
     if data.get("schedule"):

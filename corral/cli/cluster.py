@@ -49,6 +49,7 @@ _STATE_STYLE = {
     "leading": "bold green",
     "leader": "green",
     "follower": "cyan",
+    "standalone": "green",
     "standby": "cyan",
     "connected": "green",
     "down": "red",

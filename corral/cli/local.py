@@ -36,6 +36,8 @@ class LocalCluster:
     master_config: MasterConfig = field(default_factory=MasterConfig)
     cgroup_prefix: str = ""
     attributes: list[dict[str, str]] = field(default_factory=list)
+    #: the agents' shared image store; None: <work_dir>/images
+    image_store: Path | None = None
 
     def __post_init__(self) -> None:
         self.server = MasterServer(self.listen, self.master_config)
@@ -54,6 +56,7 @@ class LocalCluster:
                 hostname=f"{os.uname().nodename}-agent-{i}",
                 cgroup_prefix=f"{self.cgroup_prefix}/agent-{i}",
                 share=(i, self.agents),
+                image_store=self.image_store or self.work_dir / "images",
             )
             agent = Agent(config)
             self.agent_list.append(agent)

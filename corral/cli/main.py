@@ -148,6 +148,7 @@ def local(
     """Start an embedded cluster: a master and N agents in one process, no ZooKeeper."""
     from corral.cli.discovery import state_dir
     from corral.cli.local import LocalCluster, fresh_work_dir, serve_until_signal
+    from corral.slave.containerizer.images import default_store_dir
 
     if agents < 1:
         fail("--agents: must be at least 1")
@@ -162,7 +163,13 @@ def local(
     wd = fresh_work_dir(work_dir or state_dir() / "local")
 
     async def main() -> int:
-        cluster = LocalCluster(agents=agents, work_dir=wd, listen=f"127.0.0.1:{port}", agent_resources=res)
+        cluster = LocalCluster(
+            agents=agents,
+            work_dir=wd,
+            listen=f"127.0.0.1:{port}",
+            agent_resources=res,
+            image_store=default_store_dir(),  # where `corral image import` puts them
+        )
         try:
             await cluster.start()
         except RuntimeError as e:
@@ -330,6 +337,13 @@ def master(
 @click.option("--hostname", default=None)
 @click.option("--cgroup-prefix", default="corral", show_default=True)
 @click.option(
+    "--image-store",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Image store shared with `corral image` (default: $CORRAL_IMAGE_STORE, "
+    "$CORRAL_HOME/images or /var/lib/corral/images).",
+)
+@click.option(
     "--disk-watch-interval",
     type=click.FloatRange(min=0.1),
     default=15.0,
@@ -377,12 +391,14 @@ def agent(
     recover: str,
     gc_delay: float,
     gc_disk_headroom: float,
+    image_store: Path | None,
 ) -> None:
     """Run a node agent that dials the master."""
     import socket
 
     from corral.slave.agent import AgentConfig, AgentRejected, run_agent
     from corral.slave.checkpoints import CheckpointError
+    from corral.slave.containerizer.images import default_store_dir
 
     _daemon_logging(ctx)
     try:
@@ -402,6 +418,7 @@ def agent(
         recover=recover,
         gc_delay_s=gc_delay,
         gc_disk_headroom=gc_disk_headroom,
+        image_store=image_store or default_store_dir(),
     )
     try:
         asyncio.run(run_agent(config))
@@ -438,7 +455,18 @@ def _parse_env(items: tuple[str, ...]) -> dict[str, str]:
     help="none: a network namespace with loopback only.",
 )
 @click.option("--user", default=None, metavar="UID[:GID]", help="Run as this user (default root).")
-@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.option(
+    "--image", default="", metavar="NAME[:TAG]|TARBALL", help="Run on this image (see `corral image`)."
+)
+@click.option(
+    "--volume",
+    "-v",
+    multiple=True,
+    metavar="HOST:CONTAINER[:ro]",
+    help="Bind-mount a host path (on the agent) into the container.",
+)
+@click.option("--read-only", is_flag=True, help="With --image: a read-only root.")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 @handle_errors
 def run(
@@ -450,6 +478,9 @@ def run(
     name: str,
     network: str,
     user: str | None,
+    image: str,
+    volume: tuple[str, ...],
+    read_only: bool,
     command: tuple[str, ...],
 ) -> None:
     """Run one task and stream its output; exit with its exit code.
@@ -457,6 +488,7 @@ def run(
     \b
     corral run -- echo hello
     corral run --cpus 1 --mem 256 -- python3 -c 'print(42)'
+    corral run --image busybox:test -v /srv/data:/data:ro -- ls /data
     """
     import shlex
 
@@ -465,7 +497,16 @@ def run(
 
     _client_logging(ctx)
     addr = resolve_master(master)
+    if not command and not image:
+        fail("give a command (or an --image whose Entrypoint/Cmd to run)")
     cmd = command[0] if len(command) == 1 else shlex.join(command)
+    volumes = []
+    for v in volume:
+        host, sep, rest = v.partition(":")
+        target, _, mode = rest.partition(":")
+        if not sep or not host or not target or mode not in ("", "ro", "rw"):
+            fail(f"--volume: must be HOST:CONTAINER[:ro|rw], got {v!r}")
+        volumes.append({"host_path": host, "container_path": target, "read_only": mode == "ro"})
     spec = parse_job(
         {
             "name": name,
@@ -478,6 +519,8 @@ def run(
                     "env": _parse_env(env),
                     "network": network,
                     **({"user": user} if user else {}),
+                    **({"image": image, "read_only_root": read_only} if image else {}),
+                    **({"volumes": volumes} if volumes else {}),
                 }
             ],
         }
@@ -496,7 +539,7 @@ def run(
             err_console.print("interrupted: the task was killed")
             return 130
         if (p.state is not None and p.state.name not in ("FINISHED", "FAILED")) or (
-            p.status is not None and p.status.reason.startswith("CONTAINER_LIMITATION")
+            p.status is not None and p.status.reason.startswith(("CONTAINER_LIMITATION", "CONTAINER_LAUNCH"))
         ):
             msg = p.status.message if p.status else ""
             err_console.print(f"[red]task {p.state.name if p.state else '?'}:[/] {msg}", highlight=False)
@@ -618,7 +661,7 @@ cli.add_command(images.image)
 
 def _register() -> None:
     """Commands that live in their own modules (one line each)."""
-    from corral.cli import batch, frameworks_cmd, service
+    from corral.cli import allocation, batch, frameworks_cmd, service
 
     cli.add_command(frameworks_cmd.framework)
     cli.add_command(service.service)
@@ -626,6 +669,12 @@ def _register() -> None:
     cli.add_command(batch.jobs)
     cli.add_command(batch.job)
     cli.add_command(batch.cancel)
+    cli.add_command(allocation.explain)
+    cli.add_command(allocation.roles)
+    cli.add_command(allocation.weights)
+    cli.add_command(allocation.quota)
+    cli.add_command(allocation.drain)
+    cli.add_command(allocation.undrain)
 
 
 def main() -> None:

@@ -103,7 +103,11 @@ def agents_table(master: str) -> Table:
         table.add_row(
             a.agent_info.id,
             a.agent_info.hostname,
-            Text("connected", style="green") if a.connected else Text("disconnected", style="red"),
+            Text("draining", style="yellow")
+            if a.draining
+            else Text("connected", style="green")
+            if a.connected
+            else Text("disconnected", style="red"),
             _usage(used, total, "cpus"),
             _usage(used, total, "mem"),
             _usage(used, total, "disk"),

@@ -47,6 +47,7 @@ MIB = 1024 * 1024
 #: Memory of a master's or ZooKeeper node's cgroup; an agent's is its share plus this.
 DAEMON_MEM_BYTES = 1024 * MIB
 STOP_GRACE_S = 15.0
+_ZK_SERVING = ("leader", "follower", "standalone")
 _MASTER_STATE = {True: "leading", False: "standby", None: "not answering"}
 
 
@@ -105,12 +106,15 @@ def _check_host(spec: ClusterSpec) -> None:
 
         for host in parse_zk_url(spec.zk).hosts.split(","):
             name = host.rsplit(":", 1)[0].strip("[]")
-            with contextlib.suppress(ValueError):
-                if ipaddress.ip_address(name).is_loopback:
-                    raise TopologyError(
-                        f"--zk {spec.zk}: {name} is the host's loopback, which the nodes' namespaces "
-                        "cannot reach; give an address of this host that is not loopback"
-                    )
+            try:
+                loopback = ipaddress.ip_address(name).is_loopback
+            except ValueError:  # a host name: resolved by the nodes
+                loopback = name == "localhost"
+            if loopback:
+                raise TopologyError(
+                    f"--zk {spec.zk}: {name} is the host's loopback, which the nodes' namespaces "
+                    "cannot reach; give an address of this host that is not loopback"
+                )
 
 
 def up(
@@ -119,8 +123,7 @@ def up(
     """Create and start the cluster; return its state once a master leads and all agents are in."""
     say = on_progress or (lambda _msg: None)
     topology.validate_name(spec.name)
-    if state_path(spec.name).exists():
-        raise ClusterError(f"a cluster named {spec.name!r} exists; `corral cluster down {spec.name}` first")
+    _refuse_existing(spec.name)
     _check_host(spec)
     from corral.cli.discovery import state_dir
 
@@ -129,6 +132,7 @@ def up(
     ip = netns.Ip()
     started = time.monotonic()
     with _host_lock():
+        _refuse_existing(spec.name)  # again, now that no other `up` can be making it
         used = netns.host_networks(ip) + _other_clusters_subnets()
         plan = topology.plan(spec, topology.choose_subnet(used), default_resources(spec.agents, directory))
         state = ClusterState(plan=plan, directory=directory, created_at=time.time())
@@ -138,8 +142,12 @@ def up(
         except BaseException:
             down(state)
             raise
+
+    def took() -> str:
+        return f"{time.monotonic() - started:.1f}s"
+
     try:
-        say(f"network {plan.subnet} on bridge {plan.bridge}")
+        say(f"{took()} network {plan.subnet} on bridge {plan.bridge}")
         backend = probe()
         gateway = plan.bridge_address if not plan.own_zookeeper else None
         for n in plan.nodes:
@@ -151,12 +159,12 @@ def up(
                 _start_zookeeper(state, backend, n)
             state.save()
             _wait(
-                lambda: all(_zk_mode(n) in ("leader", "follower") for n in plan.role("zookeeper")),
+                lambda: all(_zk_mode(n) in _ZK_SERVING for n in plan.role("zookeeper")),
                 deadline,
                 "the ZooKeeper ensemble to serve",
                 state,
             )
-            say(f"ZooKeeper ensemble serving: {plan.zk_url}")
+            say(f"{took()} ZooKeeper ensemble serving: {plan.zk_url}")
         for n in plan.role("master"):
             _start_corral(state, backend, n, topology.master_args(plan, n))
         for n in plan.role("agent"):
@@ -164,14 +172,16 @@ def up(
             work.mkdir(parents=True, exist_ok=True)
             _start_corral(state, backend, n, topology.agent_args(plan, n, work))
         state.save()
+        say(f"{took()} {len(plan.role('master'))} master(s) and {len(plan.role('agent'))} agent(s) started")
         _wait(lambda: _leader(plan) is not None, deadline, "a master to lead", state)
+        say(f"{took()} a master leads")
         _wait(
             lambda: _connected_agents(plan) >= len(plan.role("agent")),
             deadline,
             "every agent to register",
             state,
         )
-        say(f"up in {time.monotonic() - started:.1f}s")
+        say(f"{took()} every agent registered")
     except BaseException:
         with contextlib.suppress(Exception):
             for line in _failure_logs(state):
@@ -179,6 +189,11 @@ def up(
         down(state)
         raise
     return state
+
+
+def _refuse_existing(name: str) -> None:
+    if state_path(name).exists():
+        raise ClusterError(f"a cluster named {name!r} exists; `corral cluster down {name}` first")
 
 
 def _other_clusters_subnets() -> list[ipaddress.IPv4Network]:
@@ -261,11 +276,13 @@ def _wait(predicate: Callable[[], bool], deadline: float, what: str, state: Clus
 
 
 def _failure_logs(state: ClusterState) -> list[str]:
+    """The last lines of the nodes that exited (of every node if none did)."""
+    dead = [name for name, p in state.processes.items() if not alive(p)]
     lines = []
-    for name in state.processes:
+    for name in dead or list(state.processes):
         path = state.directory / f"{name}.log"
         with contextlib.suppress(OSError):
-            tail = path.read_text(errors="replace").splitlines()[-5:]
+            tail = path.read_text(errors="replace").splitlines()[-(5 if dead else 2) :]
             lines += [f"{name}: {line}" for line in tail]
     return lines
 

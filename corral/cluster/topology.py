@@ -188,7 +188,9 @@ def node_cgroup(p: Plan, n: NodePlan) -> str:
 
 
 def zookeeper_servers(p: Plan) -> list[str]:
-    """The ``server.N=`` lines every ZooKeeper node's zoo.cfg holds."""
+    """The ``server.N=`` lines every ZooKeeper node's zoo.cfg holds (none for one node: standalone)."""
+    if len(p.role("zookeeper")) == 1:
+        return []
     return [f"server.{n.index}={n.address}:{ZK_QUORUM_PORT}:{ZK_ELECTION_PORT}" for n in p.role("zookeeper")]
 
 

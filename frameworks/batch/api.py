@@ -4,7 +4,7 @@
     GET  /v1/state               framework id, master, connected
     GET  /v1/jobs                every job (summaries) and periodic job
     POST /v1/jobs                {"spec": {...job table...}, "default_name": "x"} -> {"job_id": ...}
-    GET  /v1/jobs/ID             the job, its tasks and every attempt
+    GET  /v1/jobs/ID             the job, its tasks and every attempt (?tasks=0: the summary only)
     POST /v1/jobs/ID/cancel      cancel a job, or remove a periodic job
 
 A bad spec is a 400 whose ``error`` names the key; an unknown id a 404.
@@ -38,7 +38,7 @@ class ApiServer(JsonServer):
         self.engine = engine
         self.state = state or (lambda: {"framework_id": engine.framework_id})
 
-    def route(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+    def route(self, method: str, path: str, body: Any, query: str = "") -> tuple[int, Any]:
         """One request -> (HTTP status, JSON body)."""
         parts = [p for p in path.split("/") if p]
         if parts[:1] != ["v1"]:
@@ -56,7 +56,7 @@ class ApiServer(JsonServer):
                     default = body.get("default_name", "job")
                     return 200, self.engine.submit(body["spec"], default_name=str(default))
                 case "GET", ["jobs", job_id]:
-                    return 200, self.engine.job_view(job_id)
+                    return 200, self.engine.job_view(job_id, with_tasks="tasks=0" not in query.split("&"))
                 case "POST", ["jobs", job_id, "cancel"]:
                     return 200, {"id": job_id, "result": self.engine.cancel(job_id)}
                 case _:
@@ -82,8 +82,8 @@ class BatchClient(JsonClient):
     def jobs(self) -> dict[str, Any]:
         return dict(self._call("GET", "jobs"))
 
-    def job(self, job_id: str) -> dict[str, Any]:
-        return dict(self._call("GET", f"jobs/{job_id}"))
+    def job(self, job_id: str, with_tasks: bool = True) -> dict[str, Any]:
+        return dict(self._call("GET", f"jobs/{job_id}" + ("" if with_tasks else "?tasks=0")))
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         return dict(self._call("POST", f"jobs/{job_id}/cancel", {}))

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
@@ -74,6 +75,10 @@ class BatchEngine(Scheduler):
         self.pending: dict[str, None] = {}
         self._kills: dict[str, float] = {}
         self._task_defs: dict[str, dict[str, Task]] = {}
+        #: per (job, group): its task ids and how many are in each state, so a
+        #: task's end costs O(groups), not O(tasks of the job)
+        self.group_tasks: dict[tuple[str, str], list[str]] = {}
+        self.counts: dict[tuple[str, str], Counter[str]] = {}
         #: bumped on every change, for watchers
         self.version = 0
         snap = store.load()
@@ -100,6 +105,9 @@ class BatchEngine(Scheduler):
     def _add_task(self, task: TaskRow) -> None:
         self.tasks[task.id] = task
         self.job_tasks[task.job_id].append(task.id)
+        key = (task.job_id, task.grp)
+        self.group_tasks.setdefault(key, []).append(task.id)
+        self.counts.setdefault(key, Counter())[task.state] += 1
         if task.state == "PENDING":
             self.pending[task.id] = None
 
@@ -110,6 +118,9 @@ class BatchEngine(Scheduler):
             self.live[attempt.id] = attempt
 
     def _set_state(self, task: TaskRow, state: str, message: str | None = None) -> None:
+        counts = self.counts[(task.job_id, task.grp)]
+        counts[task.state] -= 1
+        counts[state] += 1
         task.state = state
         if message is not None:
             task.message = message
@@ -193,11 +204,13 @@ class BatchEngine(Scheduler):
         self._send_kills(self.clock())
         return "cancelled"
 
-    def job_view(self, job_id: str) -> dict[str, Any]:
-        """A job with its tasks and their attempts, as JSON-ready data."""
+    def job_view(self, job_id: str, with_tasks: bool = True) -> dict[str, Any]:
+        """A job with its tasks and their attempts (or only its summary), as JSON-ready data."""
         job = self.jobs.get(job_id)
         if job is None:
             raise UnknownJobError(job_id)
+        if not with_tasks:
+            return self._job_summary(job)
         tasks = [self.tasks[t] for t in self.job_tasks[job_id]]
         return {
             **self._job_summary(job),
@@ -232,11 +245,15 @@ class BatchEngine(Scheduler):
             ],
         }
 
+    def job_counts(self, job_id: str) -> Counter[str]:
+        """How many of the job's tasks are in each state."""
+        total: Counter[str] = Counter()
+        for group in self.specs[job_id].groups:
+            total.update(self.counts.get((job_id, group.name), Counter()))
+        return +total
+
     def _job_summary(self, job: JobRow) -> dict[str, Any]:
-        counts: dict[str, int] = {}
-        for tid in self.job_tasks[job.id]:
-            state = self.tasks[tid].state
-            counts[state] = counts.get(state, 0) + 1
+        counts = dict(self.job_counts(job.id))
         return {
             "id": job.id,
             "name": job.name,
@@ -272,13 +289,14 @@ class BatchEngine(Scheduler):
         if framework_id != self.framework_id:
             self.framework_id = framework_id
             self.store.set_framework_id(framework_id)
-        self.interest.reset()
         # Every attempt that may be running, by id: the master answers with its
         # state, or UNKNOWN if the launch never reached it.
         live = [(a.id, a.agent_id) for a in self.live.values()]
         if live:
             driver.reconcile(live)
-        self.interest.update(driver, self._wants_offers(self.clock()))
+        # The same master may still hold us suppressed (a reconnect, a restart
+        # of this service); a new leader does not: say what we want either way.
+        self.interest.sync(driver, self._wants_offers(self.clock()))
 
     def forget_framework(self) -> None:
         """The master no longer knows our framework id (torn down or timed out):
@@ -434,39 +452,38 @@ class BatchEngine(Scheduler):
     def _advance(self, job: JobRow) -> None:
         """Release groups whose dependencies finished, skip those whose failed,
         and close the job when every task is final (in a transaction)."""
-        tasks = [self.tasks[t] for t in self.job_tasks[job.id]]
         spec = self.specs[job.id]
         changed = True
         while changed:
             changed = False
-            states: dict[str, set[str]] = {}
-            for t in tasks:
-                states.setdefault(t.grp, set()).add(t.state)
             for group in spec.groups:
-                if "WAITING" not in states.get(group.name, set()):
+                if not self.counts[(job.id, group.name)]["WAITING"]:
                     continue
-                deps = [states.get(d, set()) for d in group.policy.after]
+                deps = [self.counts[(job.id, d)] for d in group.policy.after]
                 failed = next(
                     (
                         d
-                        for d, s in zip(group.policy.after, deps, strict=True)
-                        if s & {"FAILED", "SKIPPED", "CANCELLED"}
+                        for d, c in zip(group.policy.after, deps, strict=True)
+                        if c["FAILED"] or c["SKIPPED"] or c["CANCELLED"]
                     ),
                     None,
                 )
-                if failed is None and not all(s == {"FINISHED"} for s in deps):
+                sizes = [len(self.group_tasks[(job.id, d)]) for d in group.policy.after]
+                if failed is None and any(c["FINISHED"] < n for c, n in zip(deps, sizes, strict=True)):
                     continue
-                for t in tasks:
-                    if t.grp == group.name and t.state == "WAITING":
+                for tid in self.group_tasks[(job.id, group.name)]:
+                    t = self.tasks[tid]
+                    if t.state == "WAITING":
                         if failed is not None:
                             self._set_state(t, "SKIPPED", f"not run: group {failed!r} did not finish")
                         else:
                             self._set_state(t, "PENDING")
                 changed = True
-        if not all(t.state in FINAL for t in tasks):
+        counts = self.job_counts(job.id)
+        if sum(counts.values()) != sum(counts[s] for s in FINAL):
             return
         if job.state == "RUNNING":
-            job.state = "SUCCEEDED" if all(t.state == "FINISHED" for t in tasks) else "FAILED"
+            job.state = "SUCCEEDED" if counts["FINISHED"] == sum(counts.values()) else "FAILED"
         if not job.finished_at:
             job.finished_at = self.clock()
             self.store.save(job)

@@ -9,6 +9,15 @@
     cpus = 0.1
     mem = 32            # MiB
     env = { GREETING = "hi" }
+    image = "busybox:1.35"   # optional: NAME[:TAG] in the agents' image store, or a tarball path
+    read_only_root = false   # with an image
+
+    [[tasks.volumes]]        # optional, repeatable
+    container_path = "/data" # absolute in the image, or relative to the sandbox
+    host_path = "/srv/data"  # a bind mount; without it, a tmpfs of tmpfs_size_mib
+    read_only = true
+
+With an image, ``command`` may be left out to run the image's Entrypoint and Cmd.
 
 Errors name the key: ``tasks[0].cpus: must be > 0, got -1``.
 """
@@ -25,7 +34,7 @@ from typing import Any
 
 from corral.frameworks.batch.cron import CronError, parse_cron
 from corral.frameworks.batch.policy import POLICY_KEYS, Policy, check_dag, parse_policy
-from corral.frameworks.types import Task
+from corral.frameworks.types import Task, Volume
 from corral.resources import Resources
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -48,6 +57,9 @@ class TaskGroup:
     kill_grace_s: float = 3.0
     network: str = "host"
     user: tuple[int, int] | None = None
+    image: str = ""
+    read_only_root: bool = False
+    volumes: tuple[Volume, ...] = ()
     #: retries, timeout, constraints, unique host, dependencies (policy.py)
     policy: Policy = field(default_factory=Policy)
 
@@ -76,6 +88,9 @@ class JobSpec:
                         kill_grace_s=group.kill_grace_s,
                         network=group.network,
                         user=group.user,
+                        image=group.image,
+                        read_only_root=group.read_only_root,
+                        volumes=group.volumes,
                     )
                 )
         return out
@@ -167,7 +182,21 @@ def _parse_group(raw: Any, index: int) -> TaskGroup:
     where = f"tasks[{index}]"
     if not isinstance(raw, dict):
         raise JobSpecError(f"{where}: must be a table")
-    allowed = {"name", "command", "cpus", "mem", "disk", "count", "env", "kill_grace_s", "network", "user"}
+    allowed = {
+        "name",
+        "command",
+        "cpus",
+        "mem",
+        "disk",
+        "count",
+        "env",
+        "kill_grace_s",
+        "network",
+        "user",
+        "image",
+        "read_only_root",
+        "volumes",
+    }
     allowed |= POLICY_KEYS
     unknown = set(raw) - allowed
     if unknown:
@@ -175,8 +204,16 @@ def _parse_group(raw: Any, index: int) -> TaskGroup:
     name = raw.get("name", f"task{index}")
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise JobSpecError(f"{where}.name: must be 1-64 characters of [A-Za-z0-9_.-], got {name!r}")
-    command = raw.get("command")
-    if not isinstance(command, str) or not command.strip():
+    image = raw.get("image", "")
+    if not isinstance(image, str):
+        raise JobSpecError(f"{where}.image: must be a string (NAME[:TAG] or a tarball path), got {image!r}")
+    read_only_root = raw.get("read_only_root", False)
+    if not isinstance(read_only_root, bool):
+        raise JobSpecError(f"{where}.read_only_root: must be true or false, got {read_only_root!r}")
+    if read_only_root and not image:
+        raise JobSpecError(f"{where}.read_only_root: needs an image")
+    command = raw.get("command", "" if image else None)
+    if not isinstance(command, str) or not (command.strip() or image):
         raise JobSpecError(f"{where}.command: must be a non-empty string")
     cpus = _number(raw, "cpus", where, 0.1, 0.0)
     mem = _number(raw, "mem", where, 32.0, 0.0)
@@ -204,8 +241,37 @@ def _parse_group(raw: Any, index: int) -> TaskGroup:
         count=count,
         env={k: str(v) for k, v in env.items()},
         kill_grace_s=_number(raw, "kill_grace_s", where, 3.0, 0.0),
+        image=image,
+        read_only_root=read_only_root,
+        volumes=_parse_volumes(raw.get("volumes", []), f"{where}.volumes"),
         policy=parse_policy(raw, where, JobSpecError),
     )
+
+
+def _parse_volumes(raw: Any, where: str) -> tuple[Volume, ...]:
+    if not isinstance(raw, list):
+        raise JobSpecError(f"{where}: must be an array of tables ([[tasks.volumes]])")
+    out = []
+    for i, v in enumerate(raw):
+        at = f"{where}[{i}]"
+        if not isinstance(v, dict):
+            raise JobSpecError(f"{at}: must be a table")
+        unknown = set(v) - {"container_path", "host_path", "read_only", "tmpfs_size_mib"}
+        if unknown:
+            raise JobSpecError(f"{at}: unknown key(s) {sorted(unknown)}")
+        path, host = v.get("container_path"), v.get("host_path", "")
+        if not isinstance(path, str) or not path:
+            raise JobSpecError(f"{at}.container_path: must be a non-empty string")
+        if not isinstance(host, str) or (host and not host.startswith("/")):
+            raise JobSpecError(f"{at}.host_path: must be an absolute path, got {host!r}")
+        read_only = v.get("read_only", False)
+        if not isinstance(read_only, bool):
+            raise JobSpecError(f"{at}.read_only: must be true or false, got {read_only!r}")
+        size_mib = _number(v, "tmpfs_size_mib", at, 0.0, 0.0)
+        if host and size_mib:
+            raise JobSpecError(f"{at}.tmpfs_size_mib: only for tmpfs volumes (without host_path)")
+        out.append(Volume(path, host, read_only, int(size_mib * (1 << 20))))
+    return tuple(out)
 
 
 def parse_user(value: Any, where: str = "user") -> tuple[int, int] | None:

@@ -15,7 +15,7 @@ import contextlib
 import json
 import sqlite3
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -169,16 +169,12 @@ class Store:
 
     def save(self, row: Any) -> None:
         """Insert or replace one row (commits at once outside a transaction)."""
-        table = self.tables[type(row)]
-        data = {k: int(v) if isinstance(v, bool) else v for k, v in asdict(row).items()}
-        cols = ", ".join(data)
-        marks = ", ".join("?" for _ in data)
-        # An upsert keeps the rowid, so rows load back in the order they were made.
-        updates = ", ".join(f"{c} = excluded.{c}" for c in data if c != "id")
-        self.db.execute(
-            f"INSERT INTO {table} ({cols}) VALUES ({marks}) ON CONFLICT(id) DO UPDATE SET {updates}",
-            tuple(data.values()),
-        )
+        cls = type(row)
+        if cls not in _UPSERTS:
+            _UPSERTS[cls] = _upsert(cls, self.tables[cls])
+        sql, names = _UPSERTS[cls]
+        values = tuple(getattr(row, n) for n in names)  # not asdict(): it deep-copies, 5x slower
+        self.db.execute(sql, values)
 
     def delete_periodic(self, periodic_id: str) -> None:
         self.db.execute("DELETE FROM periodic WHERE id = ?", (periodic_id,))
@@ -205,6 +201,21 @@ class Store:
         names = [f.name for f in fields(cls)]
         cur = self.db.execute(f"SELECT {', '.join(names)} FROM {self.tables[cls]} {order}")
         return [cls(**dict(zip(names, r, strict=True))) for r in cur.fetchall()]
+
+
+def _upsert(cls: type[Any], table: str) -> tuple[str, tuple[str, ...]]:
+    """The upsert of a row type and its columns. An upsert (not REPLACE) keeps
+    the rowid, so rows load back in the order they were made."""
+    names = tuple(f.name for f in fields(cls))
+    updates = ", ".join(f"{c} = excluded.{c}" for c in names if c != "id")
+    marks = ", ".join("?" for _ in names)
+    sql = f"INSERT INTO {table} ({', '.join(names)}) VALUES ({marks})"
+    sql += f" ON CONFLICT(id) DO UPDATE SET {updates}"
+    return sql, names
+
+
+#: per row type (a subclass's too, made on first use)
+_UPSERTS = {cls: _upsert(cls, table) for cls, table in _TABLES.items()}
 
 
 def dumps(data: Any) -> str:

@@ -38,7 +38,7 @@ class ServiceApiServer(JsonServer):
         self.engine = engine
         self.state = state or (lambda: {"framework_id": engine.framework_id})
 
-    def route(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+    def route(self, method: str, path: str, body: Any, query: str = "") -> tuple[int, Any]:
         parts = [p for p in path.split("/") if p]
         if parts[:1] != ["v1"]:
             return 404, {"error": f"no such endpoint {path!r}"}

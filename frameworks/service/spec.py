@@ -35,7 +35,7 @@ import math
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -176,12 +176,8 @@ class ServiceSpec:
             network=self.network,
             user=self.user,
             health_check=self.health.check(numbers) if self.health is not None else None,
-            **({"image": self.image} if self.image else {}),
+            image=self.image,
         )
-
-
-#: Task grows an ``image`` field with the container images work; until then a spec with one is refused.
-TASK_HAS_IMAGE = "image" in {f.name for f in fields(Task)}
 
 
 def same_deployment(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
@@ -292,8 +288,6 @@ def parse_service(data: Mapping[str, Any], default_name: str = "service") -> Ser
     image = data.get("image", "")
     if not isinstance(image, str):
         raise ServiceSpecError(f"image: must be a string, got {image!r}")
-    if image and not TASK_HAS_IMAGE:
-        raise ServiceSpecError("image: this version of corral cannot run container images yet")
     instances = _integer(data, "instances", "", 1, 0, MAX_INSTANCES)
     cpus = _number(data, "cpus", "", 0.1)
     mem = _number(data, "mem", "", 32.0)

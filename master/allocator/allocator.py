@@ -385,6 +385,9 @@ class Allocator:
             )
         return out
 
+    def has_agent(self, agent_id: str) -> bool:
+        return agent_id in self._agents
+
     def draining(self, agent_id: str) -> bool:
         return self._agents[agent_id].draining
 

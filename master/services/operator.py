@@ -6,7 +6,7 @@ from __future__ import annotations
 import grpc
 import grpc.aio
 
-from corral.codec import resources_to_proto
+from corral.codec import resources_from_proto, resources_to_proto
 from corral.errors import CallError
 from corral.master.authz import authorize
 from corral.master.leadership import Leadership
@@ -15,7 +15,7 @@ from corral.master.state import FrameworkRecord, TaskRecord
 from corral.proto import messages_pb2 as pb
 from corral.proto import operator_pb2 as op
 from corral.proto import operator_pb2_grpc
-from corral.resources import Resources
+from corral.resources import ResourceError, Resources
 
 Ctx = grpc.aio.ServicerContext
 
@@ -76,12 +76,19 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
                 op.AgentSummary(
                     agent_info=agent.info,
                     connected=agent.connected,
-                    total=resources_to_proto(agent.total),
+                    # with dynamic reservations, which only the allocator knows
+                    total=resources_to_proto(
+                        master.allocator.agent_total(agent.agent_id)
+                        if master.allocator.has_agent(agent.agent_id)
+                        else agent.total
+                    ),
                     allocated=resources_to_proto(used + offered),
                     offered=resources_to_proto(offered),
                     registered_time=agent.registered_at,
                     last_heartbeat=agent.last_heartbeat,
                     task_count=len(agent.tasks),
+                    draining=master.allocator.has_agent(agent.agent_id)
+                    and master.allocator.draining(agent.agent_id),
                 )
             )
         return op.ListAgentsResponse(agents=out)
@@ -159,6 +166,86 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
             await _fail(context, e)
             raise  # unreachable: abort raises
         return op.ReadFileResponse(data=data, size=size, status=status)
+
+    # -- allocation -----------------------------------------------------------
+
+    async def Explain(self, request: op.ExplainRequest, context: Ctx[object, object]) -> op.ExplainResponse:
+        master = await self.leadership.require(context)
+        try:
+            reasons = master.explain(request.framework_id)
+        except CallError as e:
+            await _fail(context, e)
+            raise  # unreachable: abort raises
+        fw = master.state.frameworks[request.framework_id]
+        return op.ExplainResponse(
+            reasons=[
+                op.ExplainReason(kind=r.kind, message=r.message, role=r.role, agents=r.agents, until=r.until)
+                for r in reasons
+            ],
+            roles=list(fw.info.roles),
+        )
+
+    async def ListRoles(
+        self, request: op.ListRolesRequest, context: Ctx[object, object]
+    ) -> op.ListRolesResponse:
+        master = await self.leadership.require(context)
+        return op.ListRolesResponse(
+            roles=[
+                op.RoleSummary(
+                    role=r.role,
+                    weight=r.weight,
+                    frameworks=list(r.frameworks),
+                    share=r.share,
+                    guarantee=resources_to_proto(r.guarantee),
+                    limit=resources_to_proto(r.limit or Resources()),
+                    has_limit=r.limit is not None,
+                    consumed=resources_to_proto(r.consumed),
+                )
+                for r in master.roles()
+            ]
+        )
+
+    async def SetWeights(
+        self, request: op.SetWeightsRequest, context: Ctx[object, object]
+    ) -> op.SetWeightsResponse:
+        master = await self.leadership.require(context)
+        if not authorize("", "set_weights"):
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not allowed to set weights")
+        try:
+            master.set_weights([(w.role, w.weight) for w in request.weights])
+        except CallError as e:
+            await _fail(context, e)
+        return op.SetWeightsResponse()
+
+    async def SetQuota(
+        self, request: op.SetQuotaRequest, context: Ctx[object, object]
+    ) -> op.SetQuotaResponse:
+        master = await self.leadership.require(context)
+        if not authorize("", "set_quota", request.role):
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not allowed to set quota")
+        try:
+            guarantee = resources_from_proto(request.guarantee, "guarantee")
+            limit = resources_from_proto(request.limit, "limit") if request.has_limit else None
+        except ResourceError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+            raise  # unreachable: abort raises
+        try:
+            master.set_quota(request.role, guarantee, limit, request.force)
+        except CallError as e:
+            await _fail(context, e)
+        return op.SetQuotaResponse()
+
+    async def DrainAgent(
+        self, request: op.DrainAgentRequest, context: Ctx[object, object]
+    ) -> op.DrainAgentResponse:
+        master = await self.leadership.require(context)
+        if not authorize("", "drain_agent", request.agent_id):
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not allowed to drain agents")
+        try:
+            master.drain_agent(request.agent_id, draining=not request.undo)
+        except CallError as e:
+            await _fail(context, e)
+        return op.DrainAgentResponse()
 
     async def GetUsage(
         self, request: op.GetUsageRequest, context: Ctx[object, object]

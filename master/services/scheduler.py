@@ -146,9 +146,9 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
                 )
                 m.decline(framework_id, list(call.decline.offer_ids), refuse)
             case Call.REVIVE:
-                m.revive(framework_id)
+                m.revive(framework_id, tuple(call.revive.roles))
             case Call.SUPPRESS:
-                m.suppress(framework_id)
+                m.suppress(framework_id, tuple(call.suppress.roles))
             case Call.KILL:
                 m.kill(framework_id, call.kill.task_id)
             case Call.ACKNOWLEDGE:

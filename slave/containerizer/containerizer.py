@@ -128,6 +128,8 @@ class Containerizer:
         self._adopting_ids: set[str] = set()  # launches cancelled while the server forked
         self._recovered: dict[str, _Container] = {}  # re-attached, exit status polled
         self._poller: asyncio.Task[None] | None = None
+        #: the prefix was made by an earlier agent process: ours to remove too
+        self._adopted_prefix = False
 
     @property
     def fork_server_pid(self) -> int | None:
@@ -589,6 +591,7 @@ class Containerizer:
         if not self._prefix_ready:
             self.cgroups.prepare_prefix(self.cgroup_prefix)
             self._prefix_ready = True
+        self._adopted_prefix = True
         loop = asyncio.get_running_loop()
         config = ContainerConfig(
             container_id=container_id, argv=("?",), env={}, sandbox=sandbox, cpus_milli=1, mem_bytes=1
@@ -675,23 +678,37 @@ class Containerizer:
             if prefix_dir.is_dir():
                 found |= {d.name for d in prefix_dir.iterdir() if d.is_dir()}
         leftovers = sorted(found - keep)
-        for container_id in leftovers:
-            meta_dir = containers / container_id
-            with contextlib.suppress(reattach.RecordError):
-                record = reattach.read_record(meta_dir)
-                pidfd = (
-                    None
-                    if record is None
-                    else reattach.open_process(record.supervisor_pid, record.supervisor_start)
-                )
-                if pidfd is not None:
-                    with contextlib.suppress(OSError):
-                        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-                    os.close(pidfd)
-            await self._discard_cgroup(f"{self.cgroup_prefix}/{container_id}")
-            shutil.rmtree(meta_dir, ignore_errors=True)
-            log.info("container.leftover_removed", container_id=container_id)
+        self._adopted_prefix = self._adopted_prefix or bool(found)
+        await asyncio.gather(*(self._remove_leftover(containers / c) for c in leftovers))
         return leftovers
+
+    async def _remove_leftover(self, meta_dir: Path) -> None:
+        container_id = meta_dir.name
+        pidfd = None
+        with contextlib.suppress(reattach.RecordError):
+            record = reattach.read_record(meta_dir)
+            if record is not None:
+                pidfd = reattach.open_process(record.supervisor_pid, record.supervisor_start)
+        # The task first: its supervisor, still alive, reaps it and leaves;
+        # killed first, it would leave the task a zombie of whatever adopts it.
+        await self._discard_cgroup(f"{self.cgroup_prefix}/{container_id}")
+        if pidfd is not None:
+            await self._end_supervisor(pidfd)
+        shutil.rmtree(meta_dir, ignore_errors=True)
+        log.info("container.leftover_removed", container_id=container_id)
+
+    async def _end_supervisor(self, pidfd: int) -> None:
+        """Give a leftover supervisor KILL_TIMEOUT_S to leave on its own, then SIGKILL it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + KILL_TIMEOUT_S
+        try:
+            while reattach.alive(pidfd) and loop.time() < deadline:
+                await asyncio.sleep(_POLL_MAX_S)
+            if reattach.alive(pidfd):
+                with contextlib.suppress(OSError):
+                    signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        finally:
+            os.close(pidfd)
 
     async def close(self, grace_s: float = 3.0) -> None:
         """Kill and destroy every container, then remove the cgroup prefix."""
@@ -709,6 +726,11 @@ class Containerizer:
         if self._prefix_ready:
             self.cgroups.remove_prefix(self.cgroup_prefix)
             self._prefix_ready = False
+        if self._adopted_prefix:
+            for prefix_dir in self.cgroups.dirs(self.cgroup_prefix):
+                with contextlib.suppress(OSError):
+                    prefix_dir.rmdir()
+            self._adopted_prefix = False
 
     async def _close_one(self, container_id: str, grace_s: float) -> None:
         c = self._containers.get(container_id)

@@ -403,14 +403,18 @@ def _task_child(spec: LaunchSpec, exec_w: int, report_w: int) -> None:
         if iso.clone_flags:
             stage = b"unshare namespaces"
             kernel.unshare(iso.clone_flags)
+        # In the new mount namespace (a bind from another one is EINVAL), and
+        # before the private /tmp could hide a source under /tmp.
+        stage = b"open the volumes"
+        sources = fs.open_sources(spec.mounts)
         if spec.rootfs is not None:
             stage = b"set up the root filesystem"
-            fs.enter_image(spec.rootfs, spec.mounts, spec.cwd, iso.tmp_bytes)
+            fs.enter_image(spec.rootfs, spec.mounts, sources, spec.cwd, iso.tmp_bytes)
         elif iso.clone_flags & kernel.CLONE_NEWNS:
             stage = b"set up mounts"
             _mounts(spec)
             stage = b"mount volumes"
-            fs.mount_on_host(spec.mounts, spec.sandbox)
+            fs.mount_on_host(spec.mounts, sources, spec.sandbox)
         if iso.clone_flags & kernel.CLONE_NEWUTS and iso.hostname:
             stage = b"set the hostname"
             kernel.sethostname(iso.hostname)

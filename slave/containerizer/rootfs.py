@@ -154,17 +154,46 @@ def _err(step: bytes, e: OSError) -> OSError:
     return OSError(e.errno or errno.EIO, step.decode("latin-1") + ": " + reason)
 
 
-def enter_image(spec: RootfsSpec, mounts: tuple[MountSpec, ...], cwd: bytes, tmp_bytes: int) -> None:
-    """Build the container's root in this (new, unshared) mount namespace and pivot into it."""
+def open_sources(mounts: tuple[MountSpec, ...]) -> tuple[int, ...]:
+    """An ``O_PATH`` fd per mount's host source (-1 for tmpfs), opened before any mount
+    can hide it (a private /tmp covers sources under /tmp); close-on-exec."""
+    fds = []
+    for m in mounts:
+        if m.kind != "bind":
+            fds.append(-1)
+            continue
+        try:
+            fds.append(os.open(m.source, os.O_PATH | os.O_CLOEXEC))
+        except OSError as e:
+            raise _err(b"open volume source " + m.source, e) from None
+    return tuple(fds)
+
+
+def _fd_path(fd: int) -> bytes:
+    return b"/proc/self/fd/%d" % fd
+
+
+def enter_image(
+    spec: RootfsSpec, mounts: tuple[MountSpec, ...], sources: tuple[int, ...], cwd: bytes, tmp_bytes: int
+) -> None:
+    """Build the container's root in this (new, unshared) mount namespace and pivot into it.
+
+    ``sources``: from :func:`open_sources`.
+    """
     step = _Step()
     try:
-        _enter_image(spec, mounts, cwd, tmp_bytes, step)
+        _enter_image(spec, mounts, sources, cwd, tmp_bytes, step)
     except OSError as e:
         raise _err(step.name, e) from None
 
 
 def _enter_image(
-    spec: RootfsSpec, mounts: tuple[MountSpec, ...], cwd: bytes, tmp_bytes: int, step: _Step
+    spec: RootfsSpec,
+    mounts: tuple[MountSpec, ...],
+    sources: tuple[int, ...],
+    cwd: bytes,
+    tmp_bytes: int,
+    step: _Step,
 ) -> None:
     root = spec.root
     step.name = b"make / private"
@@ -217,9 +246,9 @@ def _enter_image(
     target = inside(root, spec.sandbox_target, True)
     kernel.mount(spec.sandbox, target, None, kernel.MS_BIND | kernel.MS_REC, None)
 
-    for m in mounts:
+    for m, fd in zip(mounts, sources, strict=True):
         step.name = b"mount volume " + m.target
-        _mount_volume(m, inside(root, m.target, True, as_file=_is_file(m)))
+        _mount_volume(m, fd, inside(root, m.target, True, as_file=_is_file(fd)))
 
     step.name = b"create the working directory " + cwd
     inside(root, cwd, True)
@@ -237,38 +266,33 @@ def _enter_image(
     os.chdir(b"/")
 
 
-def mount_on_host(mounts: tuple[MountSpec, ...], sandbox: bytes) -> None:
+def mount_on_host(mounts: tuple[MountSpec, ...], sources: tuple[int, ...], sandbox: bytes) -> None:
     """Volumes of a container without an image, in its private mount namespace."""
     step = _Step()
     try:
-        for m in mounts:
+        for m, fd in zip(mounts, sources, strict=True):
             step.name = b"mount volume " + m.target
             if m.target.startswith(sandbox + b"/"):
-                target = inside(sandbox, m.target[len(sandbox) :], True, as_file=_is_file(m))
+                target = inside(sandbox, m.target[len(sandbox) :], True, as_file=_is_file(fd))
             else:
                 target = m.target
                 os.stat(target)
-            _mount_volume(m, target)
+            _mount_volume(m, fd, target)
     except OSError as e:
         raise _err(step.name, e) from None
 
 
-def _is_file(m: MountSpec) -> bool:
-    if m.kind != "bind":
-        return False
-    try:
-        return not stat.S_ISDIR(os.stat(m.source).st_mode)
-    except OSError:
-        return False
+def _is_file(fd: int) -> bool:
+    return fd >= 0 and not stat.S_ISDIR(os.fstat(fd).st_mode)
 
 
-def _mount_volume(m: MountSpec, target: bytes) -> None:
+def _mount_volume(m: MountSpec, fd: int, target: bytes) -> None:
     if m.kind == "tmpfs":
         flags = kernel.MS_NOSUID | kernel.MS_NODEV | (kernel.MS_RDONLY if m.read_only else 0)
         data = b"mode=1777,size=%d" % m.size_bytes
         kernel.mount(b"tmpfs", target, b"tmpfs", flags, data)
         return
-    kernel.mount(m.source, target, None, kernel.MS_BIND | kernel.MS_REC, None)
+    kernel.mount(_fd_path(fd), target, None, kernel.MS_BIND | kernel.MS_REC, None)
     if m.read_only:
         # Only the top mount: a recursively read-only bind needs mount_setattr (5.12+).
         kernel.mount(None, target, None, kernel.MS_REMOUNT | kernel.MS_BIND | kernel.MS_RDONLY, None)

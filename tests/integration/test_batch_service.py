@@ -291,3 +291,67 @@ async def test_kill_9_of_the_service_mid_job_loses_nothing_and_reruns_nothing(
         # Anything else is a launch lost with the killed process, never a second run.
         assert set(states) <= {"FINISHED", "LOST"}, (t["id"], states)
     print(f"finished before the kill: {finished_before}/30", file=sys.stderr)
+
+
+@pytest.mark.skipif(
+    not os.environ.get("CORRAL_TEST_BATCH_FAILOVER"),
+    reason="set CORRAL_TEST_BATCH_FAILOVER=1: passed 14 of 16 runs; one hung in teardown and one "
+    "crashed the interpreter (segfault in libpython with kazoo threads alive), cause not found yet",
+)
+async def test_a_master_failover_mid_job_loses_nothing_and_reruns_nothing(
+    zk_url: str, tmp_path: Path, shared_dir: Path
+) -> None:
+    from corral.master.server import MasterServer
+    from corral.resources import Resources
+    from corral.slave.agent import Agent, AgentConfig
+    from corral.testing import FAST_MASTER
+
+    masters = [MasterServer("127.0.0.1:0", FAST_MASTER, zk=zk_url, zk_session_timeout_s=2) for _ in range(2)]
+    prefix = f"corral-test-{uuid.uuid4().hex[:8]}"
+    agents = [
+        Agent(
+            AgentConfig(
+                master=zk_url,
+                work_dir=tmp_path / f"agent-{i}",
+                resources=Resources.parse("cpus:2;mem:1024"),
+                cgroup_prefix=f"{prefix}/agent-{i}",
+                hostname=f"failover-agent-{i}",
+            )
+        )
+        for i in range(2)
+    ]
+    out = shared_dir / "out"
+    svc: BatchService | None = None
+    try:
+        for m in masters:
+            await m.start()
+        await eventually(lambda: masters[0].leading, 10, "the first master to lead")
+        for a in agents:
+            await a.start()
+        await asyncio.wait_for(asyncio.gather(*(a.registered.wait() for a in agents)), 10)
+        svc = BatchService(zk_url, tmp_path / "batch.db", record=False)
+        await svc.start()
+        engine = svc.engine
+        command = f"sleep 0.3; echo $CORRAL_TASK_INDEX >> {out}"
+        job_id = engine.submit({"name": "ha", "tasks": [{"command": command, "count": 24, "cpus": 0.5}]})[
+            "job_id"
+        ]
+        await eventually(lambda: engine.job_counts(job_id)["FINISHED"] >= 4, 20, "4 tasks to finish")
+        await masters[0].stop()
+        await eventually(lambda: masters[1].leading, 10, "the standby to lead")
+        job = await finished(engine, job_id, 40)
+    finally:
+        steps = [("the batch service", svc.stop())] if svc is not None else []
+        steps += [(f"agent {i}", a.stop()) for i, a in enumerate(agents)]
+        steps += [(f"master {i}", m.stop()) for i, m in enumerate(masters)]
+        for what, step in steps:
+            try:
+                await asyncio.wait_for(step, 20)
+            except TimeoutError:
+                raise AssertionError(f"stopping {what} took more than 20 s") from None
+    assert job["state"] == "SUCCEEDED"
+    assert sorted(int(x) for x in out.read_text().split()) == list(range(24))
+    for t in job["tasks"]:
+        states = [a["state"] for a in t["history"]]
+        assert states.count("FINISHED") == 1, (t["id"], states)
+        assert set(states) <= {"FINISHED", "LOST"}, (t["id"], states)

@@ -123,3 +123,36 @@ async def test_framework_run_runs_the_plugin(
     assert res.returncode != 0
     assert "config.scheduler: Hello does not take these settings" in err.decode()
     assert "colour" in err.decode()
+
+
+@pytest.mark.root
+async def test_the_sync_adapter_runs_a_plain_def_scheduler(cluster: LocalCluster) -> None:
+    from corral.frameworks import Offer, SchedulerDriver, Task, TaskStatus
+    from corral.frameworks.sync import SyncScheduler, run
+    from corral.resources import Resources
+
+    class Hello(SyncScheduler):
+        def __init__(self) -> None:
+            self.launched = False
+            self.ended: TaskStatus | None = None
+
+        def offers(self, driver: SchedulerDriver, offers: list[Offer]) -> None:
+            for offer in offers:
+                if self.launched:
+                    driver.decline(offer)
+                else:
+                    driver.launch(offer, [Task("hi", "exit 4", Resources.of(cpus=0.1, mem=32))])
+                    self.launched = True
+
+        def status_update(self, driver: SchedulerDriver, status: TaskStatus) -> None:
+            if status.state.is_terminal:
+                self.ended = status
+                driver.stop()
+
+    hello = Hello()
+    # run() blocks (its own event loop), so it goes to a thread while this loop hosts the cluster.
+    await asyncio.wait_for(
+        asyncio.to_thread(run, hello, name="sync-hello", master=cluster.master_address), 30
+    )
+    assert hello.ended is not None
+    assert hello.ended.exit_code == 4

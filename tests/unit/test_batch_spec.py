@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from corral.frameworks.batch.spec import MAX_TASKS, JobSpec, JobSpecError, TaskGroup, load_job, parse_job
+from corral.frameworks.types import Volume
 from corral.resources import Resources
 
 REPO = Path(__file__).resolve().parents[2]
@@ -82,7 +83,58 @@ BAD = [
     ),
     ("second group bad", job({"command": "x"}, {"command": "x", "mem": "lots"}), "tasks[1].mem"),
     ("too many tasks", job({"command": "x", "count": MAX_TASKS + 1}), f"at most {MAX_TASKS} tasks"),
+    ("image not a string", job({"command": "x", "image": 3}), "tasks[0].image: must be a string"),
+    (
+        "read-only root alone",
+        job({"command": "x", "read_only_root": True}),
+        "tasks[0].read_only_root: needs an image",
+    ),
+    ("volumes not a list", job({"command": "x", "volumes": {"a": 1}}), "tasks[0].volumes: must be an array"),
+    (
+        "volume no path",
+        job({"command": "x", "volumes": [{"host_path": "/s"}]}),
+        "tasks[0].volumes[0].container_path",
+    ),
+    (
+        "volume relative host",
+        job({"command": "x", "volumes": [{"container_path": "/d", "host_path": "s"}]}),
+        "tasks[0].volumes[0].host_path: must be an absolute path",
+    ),
+    (
+        "volume unknown key",
+        job({"command": "x", "volumes": [{"container_path": "/d", "ro": True}]}),
+        "tasks[0].volumes[0]: unknown key(s) ['ro']",
+    ),
+    (
+        "tmpfs size on bind",
+        job({"command": "x", "volumes": [{"container_path": "/d", "host_path": "/s", "tmpfs_size_mib": 1}]}),
+        "tasks[0].volumes[0].tmpfs_size_mib: only for tmpfs volumes",
+    ),
 ]
+
+
+def test_image_and_volumes_reach_the_tasks() -> None:
+    spec = parse_job(
+        job(
+            {
+                "name": "img",
+                "image": "busybox:test",
+                "read_only_root": True,
+                "volumes": [
+                    {"container_path": "/data", "host_path": "/srv", "read_only": True},
+                    {"container_path": "scratch", "tmpfs_size_mib": 16},
+                ],
+            }
+        )
+    )
+    (task,) = spec.tasks("J")
+    assert task.image == "busybox:test"
+    assert task.read_only_root
+    assert task.command == ""  # the image's Entrypoint and Cmd
+    assert task.volumes == (Volume("/data", "/srv", True, 0), Volume("scratch", "", False, 16 << 20))
+    info = task.to_proto("agent")
+    assert info.container.image == "busybox:test"
+    assert info.container.volumes[1].tmpfs_size_bytes == 16 << 20
 
 
 @pytest.mark.parametrize(("data", "expected"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])

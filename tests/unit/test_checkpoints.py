@@ -1,28 +1,31 @@
-"""Checkpoint records and the status update log: what survives, what is refused."""
+"""Checkpoint records and the agent's journal: what survives, what is refused."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from corral.proto import messages_pb2 as pb
 from corral.slave.checkpoints import (
+    COMPACT_MIN_BYTES,
     CheckpointError,
     Checkpoints,
     TaskCheckpoint,
-    append_ack,
-    append_update,
     read_record,
-    replay,
     write_record,
 )
 
 
 def status(task: str, state: int, uuid: bytes) -> pb.TaskStatus:
     return pb.TaskStatus(task_id=task, framework_id="fw", state=state, uuid=uuid)  # type: ignore[arg-type]
+
+
+def task(container_id: str, tmp_path: Path) -> TaskCheckpoint:
+    info = pb.TaskInfo(task_id=container_id.split("-", maxsplit=1)[0])
+    return TaskCheckpoint("fw", info, container_id, tmp_path / "sb")
 
 
 def test_a_record_round_trips_and_a_flipped_byte_is_refused_naming_the_file(tmp_path: Path) -> None:
@@ -45,71 +48,114 @@ def test_a_torn_record_is_refused(tmp_path: Path) -> None:
         read_record(path)
 
 
-def test_the_update_log_replays_pending_updates_in_order(tmp_path: Path) -> None:
-    log = tmp_path / "updates.log"
+def test_the_journal_replays_tasks_and_pending_updates_in_order(tmp_path: Path) -> None:
+    cp = Checkpoints(tmp_path)
+    cp.save_agent("agent-1")
+    cp.save_framework(pb.FrameworkInfo(id="fw", name="x"))
+    cp.save_task(task("t-1", tmp_path))
+    cp.save_task(task("d-1", tmp_path))
     a, b, c = status("t", pb.TASK_STARTING, b"a"), status("t", pb.TASK_RUNNING, b"b"), status("t", 2, b"c")
     for s in (a, b):
-        append_update(log, s)
-    append_ack(log, b"a")
-    append_update(log, c)
-    stream = replay(log)
-    assert [u.uuid for u in stream.updates] == [b"a", b"b", b"c"]
-    assert [u.uuid for u in stream.pending] == [b"b", b"c"]
-    assert stream.latest == c
+        cp.record_update("t-1", s)
+    cp.record_ack("t-1", b"a")
+    cp.record_update("t-1", c)
+    cp.record_update("d-1", status("d", pb.TASK_FINISHED, b"d"))
+    cp.record_ack("d-1", b"d")
+    cp.complete_task("d-1", 42.0)
+    cp.close()
+    for _ in range(2):  # load compacts; the compacted journal says the same
+        loaded = Checkpoints(tmp_path).load()
+        assert loaded.agent_id == "agent-1"
+        assert list(loaded.frameworks) == ["fw"]
+        by_id = {t.container_id: t for t in loaded.tasks}
+        assert [u.uuid for u in by_id["t-1"].updates.pending] == [b"b", b"c"]
+        assert by_id["t-1"].updates.latest == c
+        assert by_id["d-1"].completed_at == 42.0
+        assert by_id["d-1"].updates.pending == []
 
 
-def test_a_record_cut_short_at_the_end_is_dropped_and_cut_off_the_file(tmp_path: Path) -> None:
-    log = tmp_path / "updates.log"
-    append_update(log, status("t", pb.TASK_RUNNING, b"a"))
-    whole = log.read_bytes()
-    append_update(log, status("t", pb.TASK_FINISHED, b"b"))
-    log.write_bytes(log.read_bytes()[:-7])
-    assert [u.uuid for u in replay(log).updates] == [b"a"]
-    assert log.read_bytes() == whole  # the next append starts on a fresh line
-    append_ack(log, b"a")
-    assert replay(log).pending == []
+def test_an_acknowledged_latest_state_survives_compaction(tmp_path: Path) -> None:
+    cp = Checkpoints(tmp_path)
+    cp.save_task(task("t-1", tmp_path))
+    cp.record_update("t-1", status("t", pb.TASK_RUNNING, b"r"))
+    cp.record_ack("t-1", b"r")
+    cp.compact()
+    (loaded,) = Checkpoints(tmp_path).load().tasks
+    assert loaded.updates.pending == []
+    assert loaded.updates.latest is not None
+    assert loaded.updates.latest.state == pb.TASK_RUNNING
 
 
-def test_damage_inside_the_log_is_refused_with_the_record_number(tmp_path: Path) -> None:
-    log = tmp_path / "updates.log"
+def test_forgotten_tasks_are_gone_and_the_journal_stays_small(tmp_path: Path) -> None:
+    cp = Checkpoints(tmp_path)
+    padding = "x" * 2000
+    for i in range(2000):  # ~4 MiB of events: compacted on the way
+        t = task(f"t{i}-1", tmp_path)
+        t.info.name = padding
+        cp.save_task(t)
+        cp.record_update(t.container_id, status(f"t{i}", pb.TASK_FINISHED, b"u"))
+        cp.record_ack(t.container_id, b"u")
+        cp.complete_task(t.container_id, 1.0)
+        cp.remove_task(t.container_id)
+    cp.close()
+    assert cp.journal.stat().st_size < 2 * COMPACT_MIN_BYTES
+    assert Checkpoints(tmp_path).load().tasks == []
+
+
+def test_a_line_cut_short_at_the_end_is_dropped_and_cut_off(tmp_path: Path) -> None:
+    cp = Checkpoints(tmp_path)
+    cp.save_task(task("t-1", tmp_path))
+    cp.record_update("t-1", status("t", pb.TASK_RUNNING, b"a"))
+    cp.close()
+    whole = cp.journal.read_bytes()
+    cp.record_update("t-1", status("t", pb.TASK_FINISHED, b"b"))
+    cp.close()
+    cp.journal.write_bytes(cp.journal.read_bytes()[:-7])
+    (loaded,) = Checkpoints(tmp_path).load().tasks
+    assert [u.uuid for u in loaded.updates.pending] == [b"a"]
+    assert cp.journal.read_bytes() == whole  # later appends start on a fresh line
+
+
+def test_damage_inside_the_journal_is_refused_with_the_record_number(tmp_path: Path) -> None:
+    cp = Checkpoints(tmp_path)
+    cp.save_task(task("t-1", tmp_path))
     for u in (b"a", b"b", b"c"):
-        append_update(log, status("t", pb.TASK_RUNNING, u))
-    lines = log.read_bytes().split(b"\n")
+        cp.record_update("t-1", status("t", pb.TASK_RUNNING, u))
+    cp.close()
+    lines = cp.journal.read_bytes().split(b"\n")
     lines[1] = lines[1][:20] + b"X" + lines[1][21:]
-    log.write_bytes(b"\n".join(lines))
-    with pytest.raises(CheckpointError, match="record 2: checksum mismatch"):
-        replay(log)
+    cp.journal.write_bytes(b"\n".join(lines))
+    with pytest.raises(CheckpointError, match="record 2: checksum mismatch") as e:
+        Checkpoints(tmp_path).load()
+    assert str(cp.journal) in str(e.value)
 
 
+def test_an_event_about_an_unknown_task_is_refused(tmp_path: Path) -> None:
+    cp = Checkpoints(tmp_path)
+    cp.save_task(task("t-1", tmp_path))
+    cp.close()
+    with cp.journal.open("ab") as f:
+        other = Checkpoints(tmp_path / "other")
+        other.save_task(task("x-1", tmp_path))
+        other.record_update("x-1", status("x", pb.TASK_RUNNING, b"a"))
+        other.close()
+        f.write(other.journal.read_bytes().split(b"\n")[1] + b"\n")
+    with pytest.raises(CheckpointError, match="record 2: update of unknown container 'x-1'"):
+        Checkpoints(tmp_path).load()
+
+
+@settings(max_examples=50)
 @given(st.binary(max_size=200))
-def test_garbage_never_crashes_replay(tmp_path_factory: pytest.TempPathFactory, junk: bytes) -> None:
-    log = tmp_path_factory.mktemp("log") / "updates.log"
-    append_update(log, status("t", pb.TASK_RUNNING, b"a"))
-    with log.open("ab") as f:
+def test_garbage_never_crashes_the_replay(tmp_path_factory: pytest.TempPathFactory, junk: bytes) -> None:
+    root = tmp_path_factory.mktemp("j")
+    cp = Checkpoints(root)
+    cp.save_task(task("t-1", root))
+    cp.close()
+    with cp.journal.open("ab") as f:
         f.write(junk + b"\n")
     error = None
     try:
-        replay(log)
+        Checkpoints(root).load()
     except CheckpointError as e:
         error = str(e)
-    assert error is None or str(log) in error
-
-
-def test_an_agent_checkpoint_round_trips(tmp_path: Path) -> None:
-    cp = Checkpoints(tmp_path)
-    cp.save_agent("agent-1")
-    cp.save_framework(pb.FrameworkInfo(id="fw/1", name="x"))
-    task = TaskCheckpoint("fw/1", pb.TaskInfo(task_id="t"), "t-123", tmp_path / "sb")
-    cp.save_task(task)
-    append_update(cp.log_path("t-123"), status("t", pb.TASK_RUNNING, b"u"))
-    done = TaskCheckpoint("fw/1", pb.TaskInfo(task_id="d"), "d-123", tmp_path / "sb2")
-    cp.save_task(done)
-    cp.complete_task(done, 42.0)
-    loaded = cp.load()
-    assert loaded.agent_id == "agent-1"
-    assert list(loaded.frameworks) == ["fw/1"]
-    by_id = {t.container_id: t for t in loaded.tasks}
-    assert by_id["t-123"].info.task_id == "t"
-    assert [u.uuid for u in by_id["t-123"].updates.pending] == [b"u"]
-    assert by_id["d-123"].completed_at == 42.0
-    assert not cp.log_path("d-123").exists()
+    assert error is None or str(cp.journal) in error

@@ -133,3 +133,38 @@ def test_state_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     loaded.remove()
     with pytest.raises(TopologyError, match="no cluster named 'dev'"):
         ClusterState.load("dev")
+
+
+def test_clients_find_a_cluster_by_name_or_as_the_only_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import click
+
+    from corral.cli.discovery import CLUSTER_META_KEY, ClusterNotFoundError, resolve_master
+
+    monkeypatch.setenv("CORRAL_HOME", str(tmp_path))
+    monkeypatch.delenv("CORRAL_MASTER", raising=False)
+    with pytest.raises(ClusterNotFoundError, match="corral cluster up"):
+        resolve_master(None)
+    ClusterState(plan=_plan(), directory=tmp_path / "d", created_at=1.0).save()
+    assert resolve_master(None) == _plan().zk_url  # the only cluster, no flag needed
+    assert resolve_master("h:1") == "h:1"
+    with click.Context(click.Command("x")) as ctx:
+        ctx.meta[CLUSTER_META_KEY] = "dev"
+        assert resolve_master("h:1") == _plan().zk_url  # --cluster wins
+        ctx.meta[CLUSTER_META_KEY] = "nope"
+        with pytest.raises(ClusterNotFoundError, match="no cluster named 'nope' \\(known: dev\\)"):
+            resolve_master(None)
+
+
+def test_the_launcher_names_what_it_could_not_enter(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    res = subprocess.run(
+        [sys.executable, "-m", "corral.cluster.enter", "--netns", str(tmp_path / "none"), "--hostname", "h",
+         "--", "true"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert res.returncode == 125
+    assert f"cannot start true in {tmp_path / 'none'}" in res.stderr

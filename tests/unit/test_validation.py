@@ -95,7 +95,78 @@ BAD_TASKS = [
         f"{WHERE}.resources: must ask for some cpus or mem",
     ),
     ("no resources at all", task(resources=[]), f"{WHERE}.resources: must ask for some cpus or mem"),
+    (
+        "bad image name",
+        task(container=pb.ContainerInfo(image="bad name!")),
+        f"{WHERE}.container.image: must be",
+    ),
+    (
+        "image path with ..",
+        task(container=pb.ContainerInfo(image="/srv/../etc/x.tar")),
+        f"{WHERE}.container.image: a tarball path must be absolute",
+    ),
+    (
+        "read-only root without image",
+        task(container=pb.ContainerInfo(read_only_root=True)),
+        f"{WHERE}.container.read_only_root: needs an image",
+    ),
+    (
+        "volume without a path",
+        task(container=pb.ContainerInfo(volumes=[pb.Volume(host_path="/srv")])),
+        f"{WHERE}.container.volumes[0].container_path: must be a non-empty path",
+    ),
+    (
+        "volume escaping",
+        task(container=pb.ContainerInfo(volumes=[pb.Volume(container_path="a/../../b")])),
+        f"{WHERE}.container.volumes[0].container_path: must not contain '..'",
+    ),
+    (
+        "volume over /proc",
+        task(container=pb.ContainerInfo(image="x", volumes=[pb.Volume(container_path="/proc/sys")])),
+        f"{WHERE}.container.volumes[0].container_path: /proc/sys is managed by the containerizer",
+    ),
+    (
+        "relative host path",
+        task(container=pb.ContainerInfo(volumes=[pb.Volume(container_path="/d", host_path="srv")])),
+        f"{WHERE}.container.volumes[0].host_path: must be an absolute path",
+    ),
+    (
+        "tmpfs size on a bind",
+        task(
+            container=pb.ContainerInfo(
+                volumes=[pb.Volume(container_path="/d", host_path="/s", tmpfs_size_bytes=1)]
+            )
+        ),
+        f"{WHERE}.container.volumes[0].tmpfs_size_bytes: only for tmpfs volumes",
+    ),
+    (
+        "huge tmpfs",
+        task(container=pb.ContainerInfo(volumes=[pb.Volume(container_path="/d", tmpfs_size_bytes=1 << 50)])),
+        f"{WHERE}.container.volumes[0].tmpfs_size_bytes: must be at most",
+    ),
+    (
+        "same volume path twice",
+        task(
+            container=pb.ContainerInfo(
+                volumes=[pb.Volume(container_path="/d"), pb.Volume(container_path="/d/")]
+            )
+        ),
+        f"{WHERE}.container.volumes[1].container_path: '/d/' is used twice",
+    ),
 ]
+
+
+def test_image_tasks_and_volumes_are_valid() -> None:
+    volumes = [
+        pb.Volume(container_path="/data", host_path="/srv", read_only=True),
+        pb.Volume(container_path="t"),
+    ]
+    for image in ("busybox", "busybox:1.35", "registry:5000/team/app:v1", "/srv/images/app.tar"):
+        t = task(container=pb.ContainerInfo(image=image, volumes=volumes, read_only_root=True))
+        assert validate_task(t, WHERE, OFFER, ())[0] == [], image
+    # With an image, no command runs its Entrypoint and Cmd.
+    t = task(command=pb.CommandInfo(shell=True), container=pb.ContainerInfo(image="busybox"))
+    assert validate_task(t, WHERE, OFFER, ())[0] == []
 
 
 @pytest.mark.parametrize(("t", "expected"), [row[1:] for row in BAD_TASKS], ids=[row[0] for row in BAD_TASKS])

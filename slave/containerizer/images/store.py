@@ -190,9 +190,13 @@ class ImageStore:
         return self._named(image, refs)
 
     def obtain(self, image: str) -> Image:
-        """What a task's ``image`` field names: a tarball path (imported now) or a stored image."""
+        """What a task's ``image`` field names: a tarball path (imported now) or a stored image.
+
+        A tarball imported this way is not tagged with the names it carries: a
+        task must not move the operator's tags.
+        """
         if is_path_ref(image):
-            return self.import_tarball(Path(image))
+            return self.import_tarball(Path(image), tag=False)
         return self.resolve(image)
 
     def _load(self, image_id: str) -> Image | None:
@@ -217,8 +221,9 @@ class ImageStore:
 
     # -- writing ---------------------------------------------------------------
 
-    def import_tarball(self, path: Path, name: str | None = None) -> Image:
-        """Import an OCI image-layout or docker-save tarball; tag it ``name`` (else the names it carries).
+    def import_tarball(self, path: Path, name: str | None = None, *, tag: bool = True) -> Image:
+        """Import an OCI image-layout or docker-save tarball; tag it ``name`` (else the names it
+        carries; none when ``tag`` is false).
 
         Layers already in the store are not read again. Raises ImageError naming
         the file, and the layer when a digest does not match.
@@ -230,6 +235,8 @@ class ImageStore:
             tar = tarfile.open(path, "r:*")  # noqa: SIM115 (closed by the with below)
         except FileNotFoundError:
             raise ImageError(f"{source}: no such image file") from None
+        except tarfile.ReadError:
+            raise ImageError(f"{source}: not a readable tarball (plain, gzip, bzip2 or xz tar)") from None
         except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
             raise ImageError(f"{source}: not a readable tarball: {e}") from None
         with tar:
@@ -250,9 +257,11 @@ class ImageStore:
             "size_bytes": size,
             "imported_at": time.time(),
         }
-        names = (wanted,) if wanted else tuple(normalize_ref(n) for n in manifest.names)
+        names = (wanted,) if wanted else tuple(normalize_ref(n) for n in manifest.names) if tag else ()
+        record_path = self._images / (manifest.image_id.removeprefix("sha256:") + ".json")
         with self._locked():
-            _write_json(self._images / (manifest.image_id.removeprefix("sha256:") + ".json"), record)
+            if not record_path.exists() or names:
+                _write_json(record_path, record)
             if names:
                 refs = self.refs()
                 refs.update(dict.fromkeys(names, manifest.image_id))

@@ -65,8 +65,27 @@ def unpack_layer(stream: IO[bytes], dest: Path, layer: str) -> UnpackStats:
     # Directory modes last and deepest first: a read-only directory must still
     # take its entries, and creating entries changes a directory's mtime.
     for path, member in sorted(dirs, key=lambda d: len(d[0].parts), reverse=True):
-        _own(path, member)
+        # A later member may have replaced it, or one of its parents, with a
+        # symlink: apply only to what is still a real directory of the layer.
+        try:
+            if _real_dir(dest, path):
+                _own(path, member)
+        except OSError as e:
+            raise ImageError(f"layer {layer}: cannot set up directory {member.name!r}: {e}") from None
     return stats
+
+
+def _real_dir(dest: Path, path: Path) -> bool:
+    """``path`` is a directory reached from ``dest`` through directories only (no symlink)."""
+    cur = dest
+    for part in path.relative_to(dest).parts:
+        cur = cur / part
+        try:
+            if not stat.S_ISDIR(os.lstat(cur).st_mode):
+                return False
+        except FileNotFoundError:
+            return False
+    return True
 
 
 def _parts(name: str, layer: str) -> list[str]:

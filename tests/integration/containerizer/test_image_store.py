@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import stat
 import tarfile
+import tempfile
 import threading
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from corral.cli.main import cli
 from corral.slave.containerizer.images import ImageError, ImageStore
+from corral.slave.containerizer.images.unpack import unpack_layer
 from corral.testing_images import busybox_layers, layer_tar, write_docker, write_oci
 
 pytestmark = [
@@ -235,3 +240,63 @@ def test_layer_tar_helper_round_trips(tmp_path: Path) -> None:
     data = layer_tar([("d/", None), ("d/f", b"x"), ("d/l", "->f")])
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         assert tar.getnames() == ["d", "d/f", "d/l"]
+
+
+_NAMES = st.lists(
+    st.sampled_from(["a", "b", "..", ".", "", "c.wh.", ".wh.a", ".wh..wh..opq"]), min_size=1, max_size=4
+)
+_MEMBER = st.tuples(
+    _NAMES.map("/".join),
+    st.sampled_from([tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE]),
+    # Link targets stay inside the test's own directory even if followed (the
+    # canary, or it by an absolute path): a regression must not touch the host.
+    st.sampled_from(["a", "b/a", "canary", "..", "../canary", "../../canary", "CANARY"]),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(members=st.lists(_MEMBER, min_size=1, max_size=8))
+# A directory, then a symlink in its place: its mode must not land on the target.
+@example(members=[("b", tarfile.DIRTYPE, "a"), ("b", tarfile.SYMTYPE, "CANARY")])
+@example(members=[("b/a", tarfile.DIRTYPE, "a"), ("b", tarfile.SYMTYPE, "../canary")])
+def test_no_layer_writes_outside_itself(tmp_path: Path, members: list[tuple[str, bytes, str]]) -> None:
+    """Whatever the member names, link targets and order: nothing outside the layer changes."""
+    work = Path(tempfile.mkdtemp(dir=tmp_path))
+    canary = work / "canary"
+    canary.mkdir(mode=0o700)
+    os.chmod(canary, 0o700)
+    before = os.stat(canary)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, kind, link in members:
+            if not name.strip("/."):
+                continue
+            target = str(canary) if link == "CANARY" else link
+            info = _member(name, kind, target, size=1 if kind == tarfile.REGTYPE else 0)
+            tar.addfile(info, io.BytesIO(b"x") if kind == tarfile.REGTYPE else None)
+    dest = work / "layer"
+    dest.mkdir()
+    buf.seek(0)
+    with contextlib.suppress(ImageError):
+        unpack_layer(buf, dest, "fuzz")
+    assert os.listdir(canary) == []
+    assert sorted(os.listdir(work)) == ["canary", "layer"]
+    after = os.stat(canary)
+    assert (after.st_mode, after.st_uid, after.st_mtime_ns) == (
+        before.st_mode,
+        before.st_uid,
+        before.st_mtime_ns,
+    )
+
+
+def test_a_tarball_named_by_a_task_is_imported_without_moving_tags(
+    tmp_path: Path, layers: list[bytes]
+) -> None:
+    store = ImageStore(tmp_path / "store")
+    mine = store.import_tarball(write_docker(tmp_path / "mine.tar", layers, "busybox:test"))
+    other = write_oci(tmp_path / "other.tar", layers, "busybox:test", config={"Cmd": ["/bin/true"]})
+    found = store.obtain(str(other))
+    assert found.id != mine.id
+    assert found.names == ()
+    assert store.resolve("busybox:test").id == mine.id
+    assert store.obtain(str(other)).id == found.id  # again: the layers are not read twice

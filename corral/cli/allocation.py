@@ -1,0 +1,188 @@
+"""CLI commands about allocation: why a framework gets no offers, roles,
+weights, quota, and agents under maintenance.
+
+    corral explain FRAMEWORK          # id or name
+    corral roles
+    corral weights set ROLE=WEIGHT [ROLE=WEIGHT ...]
+    corral quota set ROLE [--guarantee SPEC] [--limit SPEC] [--force]
+    corral quota remove ROLE
+    corral drain AGENT_ID / corral undrain AGENT_ID
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import click
+from rich.table import Table
+
+from corral.cli.discovery import resolve_master
+from corral.cli.main import _client_logging, console, handle_errors, master_option
+from corral.cli.views import TIMEOUT_S, _stub
+from corral.codec import resources_from_proto, resources_to_proto
+from corral.proto import operator_pb2 as op
+from corral.resources import Resources
+
+
+def _print(*items: object) -> None:
+    console.print(*items, highlight=False, markup=False)
+
+
+def _framework_id(master: str, framework: str) -> str:
+    """An id as it is, or the id of the one framework with that name."""
+    resp = _stub(master).ListFrameworks(op.ListFrameworksRequest(), timeout=TIMEOUT_S)
+    ids = {f.framework_info.id for f in resp.frameworks}
+    if framework in ids:
+        return framework
+    named = sorted(f.framework_info.id for f in resp.frameworks if f.framework_info.name == framework)
+    if len(named) == 1:
+        return str(named[0])
+    if named:
+        raise click.UsageError(
+            f"{len(named)} frameworks are named {framework!r}; give an id: {', '.join(named)}"
+        )
+    return framework  # let the master say it is not known
+
+
+@click.command()
+@master_option
+@click.argument("framework")
+@click.pass_context
+@handle_errors
+def explain(ctx: click.Context, master: str | None, framework: str) -> None:
+    """Why FRAMEWORK (id or name) is not being offered resources."""
+    _client_logging(ctx)
+    address = resolve_master(master)
+    fw_id = _framework_id(address, framework)
+    resp = _stub(address).Explain(op.ExplainRequest(framework_id=fw_id), timeout=TIMEOUT_S)
+    roles = ", ".join(resp.roles)
+    if not resp.reasons:
+        _print(f"{fw_id} (roles {roles}): nothing stands in its way; it gets the next offer that fits")
+        return
+    _print(f"{fw_id} (roles {roles}) is not offered resources because:")
+    for r in resp.reasons:
+        _print(f"  - [{r.kind}] {r.message}")
+
+
+@click.command()
+@master_option
+@click.pass_context
+@handle_errors
+def roles(ctx: click.Context, master: str | None) -> None:
+    """List roles with weights, shares, quota and what they consume."""
+    _client_logging(ctx)
+    stub = _stub(resolve_master(master))
+    resp = stub.ListRoles(op.ListRolesRequest(), timeout=TIMEOUT_S)
+    table = Table(title=f"roles of {stub.address}", title_justify="left")
+    for col in ("role", "weight", "frameworks", "share", "guarantee", "limit", "consumed"):
+        table.add_column(col)
+    for r in resp.roles:
+        table.add_row(
+            r.role,
+            f"{r.weight:g}",
+            ",".join(r.frameworks),
+            f"{r.share:.3f}",
+            resources_from_proto(r.guarantee).format(),
+            resources_from_proto(r.limit).format() if r.has_limit else "",
+            resources_from_proto(r.consumed).format(),
+        )
+    if not resp.roles:
+        table.caption = "no roles yet"
+    _print(table)
+
+
+@click.group()
+def weights() -> None:
+    """Role weights (a role with weight 2 gets twice the share of weight 1)."""
+
+
+@weights.command("set")
+@master_option
+@click.argument("assignments", nargs=-1, required=True, metavar="ROLE=WEIGHT...")
+@click.pass_context
+@handle_errors
+def weights_set(ctx: click.Context, master: str | None, assignments: tuple[str, ...]) -> None:
+    """Set the weights of roles, e.g. `corral weights set eng=2 ops=1`."""
+    _client_logging(ctx)
+    items = []
+    for text in assignments:
+        role, sep, value = text.partition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = math.nan
+        if not sep or not role or math.isnan(weight):
+            raise click.BadParameter(f"{text!r}: expected ROLE=WEIGHT, e.g. eng=2", param_hint="ROLE=WEIGHT")
+        items.append(op.SetWeightsRequest.Weight(role=role, weight=weight))
+    _stub(resolve_master(master)).SetWeights(op.SetWeightsRequest(weights=items), timeout=TIMEOUT_S)
+    _print("weights set: " + ", ".join(f"{w.role}={w.weight:g}" for w in items))
+
+
+@click.group()
+def quota() -> None:
+    """Role quota: a guarantee offered first, a limit never exceeded."""
+
+
+@quota.command("set")
+@master_option
+@click.argument("role")
+@click.option("--guarantee", default="", metavar="SPEC", help='e.g. "cpus:8;mem:16384"')
+@click.option("--limit", default=None, metavar="SPEC", help='e.g. "cpus:16" (default: no limit)')
+@click.option("--force", is_flag=True, help="Accept a guarantee above the cluster's total.")
+@click.pass_context
+@handle_errors
+def quota_set(
+    ctx: click.Context, master: str | None, role: str, guarantee: str, limit: str | None, force: bool
+) -> None:
+    """Set ROLE's quota."""
+    _client_logging(ctx)
+    g = Resources.parse(guarantee)
+    lim = Resources.parse(limit) if limit is not None else None
+    request = op.SetQuotaRequest(
+        role=role,
+        guarantee=resources_to_proto(g),
+        limit=resources_to_proto(lim or Resources()),
+        has_limit=lim is not None,
+        force=force,
+    )
+    _stub(resolve_master(master)).SetQuota(request, timeout=TIMEOUT_S)
+    _print(f"quota of {role}: guarantee {g.format() or 'none'}, limit {lim.format() if lim else 'none'}")
+
+
+@quota.command("remove")
+@master_option
+@click.argument("role")
+@click.pass_context
+@handle_errors
+def quota_remove(ctx: click.Context, master: str | None, role: str) -> None:
+    """Remove ROLE's quota."""
+    _client_logging(ctx)
+    _stub(resolve_master(master)).SetQuota(op.SetQuotaRequest(role=role), timeout=TIMEOUT_S)
+    _print(f"quota of {role} removed")
+
+
+@click.command()
+@master_option
+@click.argument("agent_id")
+@click.pass_context
+@handle_errors
+def drain(ctx: click.Context, master: str | None, agent_id: str) -> None:
+    """Put an agent under maintenance: its tasks keep running, it offers nothing."""
+    _client_logging(ctx)
+    _stub(resolve_master(master)).DrainAgent(op.DrainAgentRequest(agent_id=agent_id), timeout=TIMEOUT_S)
+    _print(f"agent {agent_id} is draining (at {time.strftime('%H:%M:%S')}); `corral undrain` ends it")
+
+
+@click.command()
+@master_option
+@click.argument("agent_id")
+@click.pass_context
+@handle_errors
+def undrain(ctx: click.Context, master: str | None, agent_id: str) -> None:
+    """Bring a drained agent back into service."""
+    _client_logging(ctx)
+    _stub(resolve_master(master)).DrainAgent(
+        op.DrainAgentRequest(agent_id=agent_id, undo=True), timeout=TIMEOUT_S
+    )
+    _print(f"agent {agent_id} is back in service")
