@@ -174,3 +174,33 @@ async def test_cli_deploy_list_status_scale_rm(cluster: LocalCluster, tmp_path: 
         await eventually(lambda: "sleepy" not in fw.engine.services, 20, "removal")
     finally:
         await fw.stop()
+
+
+async def test_a_restarted_framework_keeps_its_instances(cluster: LocalCluster, tmp_path: Path) -> None:
+    db = tmp_path / "service.db"
+    fw = ServiceFramework(cluster.master_address, db, record=False)
+    await fw.start()
+    try:
+        fw.engine.deploy({"name": "keep", "command": "sleep 600", "instances": 2})
+        await eventually(lambda: fw.engine.healthy_count("keep") == 2, 20, "2 instances")
+        before = {i.id for i in fw.engine.active("keep")}
+    finally:
+        await fw.stop()  # the master keeps the tasks for the failover timeout
+    again = ServiceFramework(cluster.master_address, db, record=False)
+    await again.start()
+    try:
+        await eventually(
+            lambda: again.driver is not None and again.driver.connected.is_set(), 20, "resubscribed"
+        )
+        assert again.engine.services["keep"].state == "RUNNING"
+        # Reconciled, not relaunched: the same two tasks, still running.
+        await eventually(
+            lambda: {i.id for i in again.engine.active("keep") if i.state == "RUNNING"} == before,
+            20,
+            "the same instances after reconciliation",
+        )
+        assert again.engine.services["keep"].next_seq == 2, "nothing was launched again"
+        again.engine.remove("keep")
+        await eventually(lambda: "keep" not in again.engine.services, 20, "removal")
+    finally:
+        await again.stop()
