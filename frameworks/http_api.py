@@ -121,3 +121,7 @@ class JsonClient:
             raise self.error(message) from None
         except (urllib.error.URLError, OSError) as e:
             raise self.error(f"cannot reach {self.what} at {self.address}: {e}") from None
+
+    def state(self) -> dict[str, Any]:
+        """``GET /v1/state``: the framework id, the master, whether it is connected."""
+        return dict(self._call("GET", "state"))

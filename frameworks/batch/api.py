@@ -73,9 +73,6 @@ class BatchClient(JsonClient):
     error = BatchApiError
     what = "the batch service"
 
-    def state(self) -> dict[str, Any]:
-        return dict(self._call("GET", "state"))
-
     def submit(self, spec: dict[str, Any], default_name: str = "job") -> dict[str, str]:
         return dict(self._call("POST", "jobs", {"spec": spec, "default_name": default_name}))
 

@@ -73,9 +73,6 @@ class ServiceClient(JsonClient):
     error = ServiceApiError
     what = "the service framework"
 
-    def state(self) -> dict[str, Any]:
-        return dict(self._call("GET", "state"))
-
     def deploy(self, spec: dict[str, Any], default_name: str = "service") -> dict[str, Any]:
         return dict(self._call("POST", "services", {"spec": spec, "default_name": default_name}))
 
