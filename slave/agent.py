@@ -413,12 +413,7 @@ class Agent:
                 self._spawn_kill(run.framework_id, info.task_id, 0.0)
             else:
                 self._update(run, pb.TASK_RUNNING)
-            checker = health.start(self, run)
-            try:
-                await self._follow(run)
-            finally:
-                if checker is not None:
-                    checker.cancel()
+            await self._follow_checked(run)
         except asyncio.CancelledError:
             raise
         except Exception as e:
@@ -427,7 +422,16 @@ class Agent:
                 self._update(run, pb.TASK_FAILED, TS.REASON_CONTAINER_LAUNCH_FAILED, f"agent error: {e}")
 
     def _spawn_follow(self, run: TaskRun, lost: str) -> asyncio.Task[None]:
-        return asyncio.create_task(self._follow(run, lost), name=f"task-{run.info.task_id}")
+        return asyncio.create_task(self._follow_checked(run, lost), name=f"task-{run.info.task_id}")
+
+    async def _follow_checked(self, run: TaskRun, lost: str = "") -> None:
+        """:meth:`_follow`, running the task's health check meanwhile (if it has one)."""
+        checker = None if lost else health.start(self, run)
+        try:
+            await self._follow(run, lost)
+        finally:
+            if checker is not None:
+                checker.cancel()
 
     async def _follow(self, run: TaskRun, lost: str = "") -> None:
         """Wait for a launched (or re-attached) task to end and send its terminal

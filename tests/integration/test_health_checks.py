@@ -4,12 +4,18 @@ refused by the master naming the field."""
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import pytest
 
 from corral.cli.local import LocalCluster
 from corral.frameworks import HealthCheck, Task, TaskState
+from corral.master.server import MasterServer
 from corral.resources import Resources
-from corral.testing import framework
+from corral.slave.agent import Agent, AgentConfig
+from corral.testing import FAST_MASTER, framework
+from corral.testing_zookeeper import free_port
 
 pytestmark = [pytest.mark.root]
 SMALL = Resources.of(cpus=0.1, mem=32)
@@ -61,3 +67,41 @@ async def test_master_refuses_a_bad_health_check(cluster: LocalCluster) -> None:
         end = await rec.wait_terminal("bad")
         assert end.state in (TaskState.ERROR, TaskState.DROPPED), end
         assert "health_check.port: must be 1-65535" in end.message
+
+
+async def test_a_reattached_task_is_checked_again(tmp_path: Path) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    server = MasterServer(address, FAST_MASTER)
+    await server.start()
+
+    def make() -> Agent:
+        return Agent(
+            AgentConfig(
+                master=address,
+                work_dir=tmp_path / "agent",
+                resources=Resources.parse("cpus:2;mem:1024"),
+                cgroup_prefix="corral-test-health-recovery",
+            )
+        )
+
+    agent = make()
+    await agent.start()
+    try:
+        # Healthy while "alive" exists in the sandbox; the test removes it after the restart.
+        check = HealthCheck("command", command="test -f alive", interval_s=0.2, consecutive_failures=2)
+        task = Task("svc", "touch alive; sleep 300", SMALL, health_check=check)
+        async with framework(address, failover_timeout_s=30) as (driver, rec):
+            driver.launch(await rec.next_offer(), [task])
+            await rec.wait_for(lambda: any(u.healthy is True for u in rec.updates), 10, "healthy")
+            sandbox = agent.tasks[(driver.framework_id, "svc")].sandbox
+            await agent.stop(kill_tasks=False)
+            agent = make()
+            await agent.start()
+            await asyncio.wait_for(agent.registered.wait(), 10)
+            (sandbox / "alive").unlink()
+            end = await rec.wait_terminal("svc", timeout=20)
+            assert end.state is TaskState.KILLED, end
+            assert end.reason == "TASK_UNHEALTHY", end
+    finally:
+        await agent.stop()
+        await server.stop()
