@@ -85,7 +85,7 @@ def list_services(ctx: click.Context, master: str | None, address: str | None) -
             + (f" (stable v{s['stable_version']})" if s["stable_version"] != s["version"] else ""),
             f"{s['healthy']}/{s['instances']}",
             str(s["instances"]),
-            s["message"],
+            s["message"] + (f"; {s['waiting_count']} waiting: {s['waiting']}" if s["waiting"] else ""),
         )
     console.print(table)
 
@@ -103,7 +103,7 @@ def status(ctx: click.Context, master: str | None, address: str | None, name: st
     console.print(
         f"[bold]{s['name']}[/] {s['state']} v{s['version']} (stable v{s['stable_version']}): "
         f"{s['healthy']}/{s['instances']} healthy, at least {s['min_healthy']} during updates; "
-        f"{s['message']}",
+        f"{s['message']}" + (f"; waiting: {s['waiting']}" if s["waiting"] else ""),
         highlight=False,
     )
     table = Table(title="instances", title_justify="left")

@@ -68,6 +68,8 @@ class ServiceEngine(Scheduler):
         self.instances: dict[str, InstanceRow] = {}
         #: instances to start per service, from the last plan
         self.wanted: dict[str, int] = {}
+        #: why the last offer could not take a wanted instance, per service
+        self.waiting: dict[str, str] = {}
         self._kills: dict[str, float] = {}
         #: bumped on every change, for watchers
         self.version = 0
@@ -225,6 +227,8 @@ class ServiceEngine(Scheduler):
             "deploy_failures": svc.deploy_failures,
             "not_before": svc.not_before,
             "message": svc.message,
+            "waiting": self.waiting.get(svc.name, "") if self.wanted.get(svc.name) else "",
+            "waiting_count": self.wanted.get(svc.name, 0),
         }
 
     # -- planning -----------------------------------------------------------------
@@ -367,17 +371,22 @@ class ServiceEngine(Scheduler):
             count = wanted
             spec = self.spec(svc)
             while count > 0:
-                if not self._fits_placement(svc, spec, offer):
+                refused = self._placement_refusal(svc, spec, offer)
+                if refused is not None:
+                    self.waiting[name] = f"{offer.hostname}: {refused}"
                     break
                 need = spec.resources
                 try:
                     ports = left.range("ports").first(spec.ports) if spec.ports else RangeSet()
                 except ResourceError:
+                    self.waiting[name] = f"{offer.hostname}: not {spec.ports} free port(s)"
                     break
                 if ports:
                     need = need + Resources.of(ranges={"ports": ports})
                 if not left.contains(need):
+                    self.waiting[name] = f"{offer.hostname}: not enough resources (needs {spec.resources})"
                     break
+                self.waiting.pop(name, None)
                 svc.next_seq += 1
                 inst = InstanceRow(
                     id=f"{name}.{svc.next_seq}.v{svc.version}",
@@ -401,21 +410,23 @@ class ServiceEngine(Scheduler):
             self.wanted[name] = count
         return tasks
 
-    def _fits_placement(self, svc: ServiceRow, spec: ServiceSpec, offer: Offer) -> bool:
-        if satisfies(offer, spec.constraints) is not None:
-            return False
+    def _placement_refusal(self, svc: ServiceRow, spec: ServiceSpec, offer: Offer) -> str | None:
+        """Why an instance may not go on this offer's agent (None: it may)."""
+        failed = satisfies(offer, spec.constraints)
+        if failed is not None:
+            return f"constraint {failed} not met"
         if not spec.unique_host and not spec.unique_attributes:
-            return True
+            return None
         others = [i for i in self.live(svc.name) if i.state != "UNREACHABLE" or i.agent_id == offer.agent_id]
         if spec.unique_host and any(i.agent_id == offer.agent_id for i in others):
-            return False
+            return "unique hostname: an instance runs there"
         for attr in spec.unique_attributes:
             value = offer.attributes.get(attr)
             if value is None:
-                return False  # cannot spread over an attribute the agent does not have
+                return f"unique {attr}: the agent has no attribute {attr!r}"
             if any(json.loads(i.attributes).get(attr) == value for i in others):
-                return False
-        return True
+                return f"unique {attr}: an instance runs on {attr}={value}"
+        return None
 
     async def status_update(self, driver: SchedulerDriver, status: TaskStatus) -> None:
         inst = self.instances.get(status.task_id)

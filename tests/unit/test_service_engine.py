@@ -70,6 +70,11 @@ async def test_one_per_rack_and_zone_constraint() -> None:
     # r1 once, r2 once; a4 is zone b; a5 has no rack; the third instance waits.
     assert placed in ({"a1", "a3"}, {"a2", "a3"})
     assert engine.wanted["s"] == 1
+    assert engine.services_view()[0]["waiting"] in (
+        "host-a5: unique rack: the agent has no attribute 'rack'",
+        "host-a2: unique rack: an instance runs on rack=r1",
+        "host-a1: unique rack: an instance runs on rack=r1",
+    )
 
 
 async def test_unique_host_spreads_and_ports_come_from_the_offer() -> None:
