@@ -85,9 +85,15 @@ def list_services(ctx: click.Context, master: str | None, address: str | None) -
             + (f" (stable v{s['stable_version']})" if s["stable_version"] != s["version"] else ""),
             f"{s['healthy']}/{s['instances']}",
             str(s["instances"]),
-            s["message"] + (f"; {s['waiting_count']} waiting: {s['waiting']}" if s["waiting"] else ""),
+            _message(s),
         )
     console.print(table)
+
+
+def _message(s: dict[str, Any]) -> str:
+    if s.get("waiting"):
+        return f"{s['message']}; {s.get('waiting_count')} waiting: {s['waiting']}"
+    return str(s["message"])
 
 
 @service.command()
@@ -103,7 +109,7 @@ def status(ctx: click.Context, master: str | None, address: str | None, name: st
     console.print(
         f"[bold]{s['name']}[/] {s['state']} v{s['version']} (stable v{s['stable_version']}): "
         f"{s['healthy']}/{s['instances']} healthy, at least {s['min_healthy']} during updates; "
-        f"{s['message']}" + (f"; waiting: {s['waiting']}" if s["waiting"] else ""),
+        f"{s['message']}" + (f"; waiting: {s['waiting']}" if s.get("waiting") else ""),
         highlight=False,
     )
     table = Table(title="instances", title_justify="left")
