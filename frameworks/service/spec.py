@@ -306,6 +306,7 @@ def parse_service(data: Mapping[str, Any], default_name: str = "service") -> Ser
     if not isinstance(unique_host, bool):
         raise ServiceSpecError(f"unique_host: must be true or false, got {unique_host!r}")
     constraints, unique_attributes = _constraints(data.get("constraints", []))
+    _check_satisfiable(constraints, unique_attributes, instances)
     if "hostname" in unique_attributes:
         unique_host = True
         unique_attributes = tuple(a for a in unique_attributes if a != "hostname")
@@ -364,6 +365,24 @@ def _constraints(raw: Any) -> tuple[tuple[Constraint, ...], tuple[str, ...]]:
         except ValueError as e:
             raise ServiceSpecError(f"constraints[{i}]: {e}, or 'unique ATTRIBUTE'") from None
     return tuple(constraints), tuple(dict.fromkeys(unique))
+
+
+def _check_satisfiable(constraints: tuple[Constraint, ...], unique: tuple[str, ...], instances: int) -> None:
+    """Refuse constraints no cluster can meet: an attribute pinned to two
+    values, or more instances than values allowed to one-per-value attributes."""
+    allowed: dict[str, set[str]] = {}
+    for c in constraints:
+        if c.op in ("==", "in"):
+            values = set(c.values) if c.attribute not in allowed else allowed[c.attribute] & set(c.values)
+            if not values:
+                raise ServiceSpecError(f"constraints: no value of {c.attribute!r} meets them all (at {c})")
+            allowed[c.attribute] = values
+    for attr in unique:
+        if attr in allowed and instances > len(allowed[attr]):
+            raise ServiceSpecError(
+                f"constraints: 'unique {attr}' with {attr} limited to {sorted(allowed[attr])} "
+                f"can place at most {len(allowed[attr])} of {instances} instances"
+            )
 
 
 def _health(data: Mapping[str, Any], ports: int) -> HealthSpec | None:

@@ -54,6 +54,11 @@ BAD = [
     ({"ports": 100}, "ports: must be an integer from 0 to 16"),
     ({"env": {"A": [1]}}, "env: must be a table of strings"),
     ({"constraints": ["rack ~ r1"]}, "constraints[0]:"),
+    ({"constraints": ["rack == r1", "rack in [r2, r3]"]}, "constraints: no value of 'rack' meets them all"),
+    (
+        {"instances": 3, "constraints": ["unique rack", "rack in [r1, r2]"]},
+        "'unique rack' with rack limited to ['r1', 'r2'] can place at most 2 of 3",
+    ),
     ({"health_check": {"type": "grpc"}}, "health_check.type: must be one of"),
     ({"health_check": {"type": "tcp"}}, "health_check.port_index: the service has 0 port(s)"),
     ({"health_check": {"type": "command"}}, "health_check.command: a command check needs"),
