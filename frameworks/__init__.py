@@ -4,10 +4,12 @@ from corral.frameworks import Scheduler, SchedulerDriver, Task
 """
 
 from corral.frameworks.driver import NotConnectedError, SchedulerDriver, SubscribeError
+from corral.frameworks.health import HealthCheck
 from corral.frameworks.scheduler import Scheduler
 from corral.frameworks.types import MasterInfo, Offer, Task, TaskState, TaskStatus, Volume
 
 __all__ = [
+    "HealthCheck",
     "MasterInfo",
     "NotConnectedError",
     "Offer",

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from corral.codec import attributes_from_proto, resources_from_proto, resources_to_proto
+from corral.frameworks.health import HealthCheck
 from corral.proto import messages_pb2 as pb
 from corral.resources import Resources
 
@@ -100,6 +101,8 @@ class TaskStatus:
     peak: int | None = None
     timestamp: float = 0.0
     uuid: bytes = b""
+    #: the agent's health check verdict (None: no check, or no verdict yet)
+    healthy: bool | None = None
 
     @classmethod
     def from_proto(cls, s: pb.TaskStatus) -> TaskStatus:
@@ -117,6 +120,7 @@ class TaskStatus:
             peak=s.peak if s.HasField("peak") else None,
             timestamp=s.timestamp,
             uuid=s.uuid,
+            healthy=s.healthy if s.HasField("healthy") else None,
         )
 
 
@@ -168,6 +172,7 @@ class Task:
     #: (uid, gid) to run as; None runs as root inside the container
     user: tuple[int, int] | None = None
     hostname: str = ""
+    health_check: HealthCheck | None = None
     #: NAME[:TAG] in the agent's image store, or an absolute tarball path on the
     #: agent; "" runs on the host's filesystem. With an image, an empty
     #: ``command`` runs the image's Entrypoint and Cmd.
@@ -195,7 +200,7 @@ class Task:
         )
         if self.user is not None:
             container.uid, container.gid = self.user
-        return pb.TaskInfo(
+        info = pb.TaskInfo(
             container=container,
             name=self.name or self.task_id,
             task_id=self.task_id,
@@ -205,3 +210,6 @@ class Task:
             kill_policy=pb.KillPolicy(grace_period_s=self.kill_grace_s),
             labels=[pb.Label(key=k, value=v) for k, v in sorted(self.labels.items())],
         )
+        if self.health_check is not None:
+            info.health_check.CopyFrom(self.health_check.to_proto())
+        return info

@@ -139,6 +139,29 @@ def _validate_container(container: pb.ContainerInfo, where: str) -> list[str]:
     return errors
 
 
+def validate_health_check(check: pb.HealthCheck, where: str) -> list[str]:
+    """A task's health check: a known type with what that type needs, sane times."""
+    errors = []
+    kind = check.type
+    if kind not in (pb.HealthCheck.COMMAND, pb.HealthCheck.TCP, pb.HealthCheck.HTTP):
+        errors.append(f"{where}.type: must be COMMAND, TCP or HTTP, got {kind}")
+    if kind == pb.HealthCheck.COMMAND:
+        cmd = check.command
+        if (cmd.shell and not cmd.value.strip()) or (not cmd.shell and not (cmd.value or cmd.arguments)):
+            errors.append(f"{where}.command: a COMMAND check needs a command")
+    elif kind in (pb.HealthCheck.TCP, pb.HealthCheck.HTTP) and not 1 <= check.port <= 65535:
+        errors.append(f"{where}.port: must be 1-65535 for a TCP or HTTP check, got {check.port}")
+    if check.path and (kind != pb.HealthCheck.HTTP or not check.path.startswith("/")):
+        errors.append(f"{where}.path: only for HTTP checks, and must start with '/', got {check.path!r}")
+    for name in ("interval_s", "timeout_s", "grace_period_s"):
+        value = getattr(check, name)
+        if not 0 <= value <= 86400:  # also rejects NaN
+            errors.append(f"{where}.{name}: must be 0-86400 seconds (0: the default), got {value}")
+    if check.consecutive_failures > 1000:
+        errors.append(f"{where}.consecutive_failures: must be at most 1000, got {check.consecutive_failures}")
+    return errors
+
+
 def validate_task(
     task: pb.TaskInfo,
     where: str,
@@ -164,6 +187,8 @@ def validate_task(
             f"{where}.kill_policy.grace_period_s: must be >= 0, got {task.kill_policy.grace_period_s}"
         )
     errors += _validate_container(task.container, f"{where}.container")
+    if task.HasField("health_check"):
+        errors += validate_health_check(task.health_check, f"{where}.health_check")
     try:
         wanted = resources_from_proto(task.resources, f"{where}.resources")
     except ResourceError as e:

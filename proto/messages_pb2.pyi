@@ -242,8 +242,38 @@ class Label(_message.Message):
     value: str
     def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
 
+class HealthCheck(_message.Message):
+    __slots__ = ("type", "command", "port", "path", "interval_s", "timeout_s", "grace_period_s", "consecutive_failures")
+    class Type(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        TYPE_UNSPECIFIED: _ClassVar[HealthCheck.Type]
+        COMMAND: _ClassVar[HealthCheck.Type]
+        TCP: _ClassVar[HealthCheck.Type]
+        HTTP: _ClassVar[HealthCheck.Type]
+    TYPE_UNSPECIFIED: HealthCheck.Type
+    COMMAND: HealthCheck.Type
+    TCP: HealthCheck.Type
+    HTTP: HealthCheck.Type
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    GRACE_PERIOD_S_FIELD_NUMBER: _ClassVar[int]
+    CONSECUTIVE_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    type: HealthCheck.Type
+    command: CommandInfo
+    port: int
+    path: str
+    interval_s: float
+    timeout_s: float
+    grace_period_s: float
+    consecutive_failures: int
+    def __init__(self, type: _Optional[_Union[HealthCheck.Type, str]] = ..., command: _Optional[_Union[CommandInfo, _Mapping]] = ..., port: _Optional[int] = ..., path: _Optional[str] = ..., interval_s: _Optional[float] = ..., timeout_s: _Optional[float] = ..., grace_period_s: _Optional[float] = ..., consecutive_failures: _Optional[int] = ...) -> None: ...
+
 class TaskInfo(_message.Message):
-    __slots__ = ("name", "task_id", "agent_id", "resources", "command", "container", "kill_policy", "labels")
+    __slots__ = ("name", "task_id", "agent_id", "resources", "command", "container", "kill_policy", "labels", "health_check")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -252,6 +282,7 @@ class TaskInfo(_message.Message):
     CONTAINER_FIELD_NUMBER: _ClassVar[int]
     KILL_POLICY_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_CHECK_FIELD_NUMBER: _ClassVar[int]
     name: str
     task_id: str
     agent_id: str
@@ -260,10 +291,11 @@ class TaskInfo(_message.Message):
     container: ContainerInfo
     kill_policy: KillPolicy
     labels: _containers.RepeatedCompositeFieldContainer[Label]
-    def __init__(self, name: _Optional[str] = ..., task_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., resources: _Optional[_Iterable[_Union[Resource, _Mapping]]] = ..., command: _Optional[_Union[CommandInfo, _Mapping]] = ..., container: _Optional[_Union[ContainerInfo, _Mapping]] = ..., kill_policy: _Optional[_Union[KillPolicy, _Mapping]] = ..., labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ...) -> None: ...
+    health_check: HealthCheck
+    def __init__(self, name: _Optional[str] = ..., task_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., resources: _Optional[_Iterable[_Union[Resource, _Mapping]]] = ..., command: _Optional[_Union[CommandInfo, _Mapping]] = ..., container: _Optional[_Union[ContainerInfo, _Mapping]] = ..., kill_policy: _Optional[_Union[KillPolicy, _Mapping]] = ..., labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., health_check: _Optional[_Union[HealthCheck, _Mapping]] = ...) -> None: ...
 
 class TaskStatus(_message.Message):
-    __slots__ = ("task_id", "state", "reason", "message", "source", "agent_id", "framework_id", "timestamp", "uuid", "exit_code", "signal", "stderr_tail", "limit", "peak")
+    __slots__ = ("task_id", "state", "reason", "message", "source", "agent_id", "framework_id", "timestamp", "uuid", "exit_code", "signal", "stderr_tail", "limit", "peak", "healthy")
     class Source(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         SOURCE_UNSPECIFIED: _ClassVar[TaskStatus.Source]
@@ -295,6 +327,8 @@ class TaskStatus(_message.Message):
         REASON_RECONCILIATION: _ClassVar[TaskStatus.Reason]
         REASON_TASK_UNKNOWN: _ClassVar[TaskStatus.Reason]
         REASON_TASK_KILLED_DURING_LAUNCH: _ClassVar[TaskStatus.Reason]
+        REASON_TASK_HEALTH_CHECK_STATUS_UPDATED: _ClassVar[TaskStatus.Reason]
+        REASON_TASK_UNHEALTHY: _ClassVar[TaskStatus.Reason]
     REASON_UNSPECIFIED: TaskStatus.Reason
     REASON_COMMAND_EXITED: TaskStatus.Reason
     REASON_CONTAINER_LIMITATION_MEMORY: TaskStatus.Reason
@@ -314,6 +348,8 @@ class TaskStatus(_message.Message):
     REASON_RECONCILIATION: TaskStatus.Reason
     REASON_TASK_UNKNOWN: TaskStatus.Reason
     REASON_TASK_KILLED_DURING_LAUNCH: TaskStatus.Reason
+    REASON_TASK_HEALTH_CHECK_STATUS_UPDATED: TaskStatus.Reason
+    REASON_TASK_UNHEALTHY: TaskStatus.Reason
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
@@ -328,6 +364,7 @@ class TaskStatus(_message.Message):
     STDERR_TAIL_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     PEAK_FIELD_NUMBER: _ClassVar[int]
+    HEALTHY_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     state: TaskState
     reason: TaskStatus.Reason
@@ -342,7 +379,8 @@ class TaskStatus(_message.Message):
     stderr_tail: str
     limit: int
     peak: int
-    def __init__(self, task_id: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., reason: _Optional[_Union[TaskStatus.Reason, str]] = ..., message: _Optional[str] = ..., source: _Optional[_Union[TaskStatus.Source, str]] = ..., agent_id: _Optional[str] = ..., framework_id: _Optional[str] = ..., timestamp: _Optional[float] = ..., uuid: _Optional[bytes] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., stderr_tail: _Optional[str] = ..., limit: _Optional[int] = ..., peak: _Optional[int] = ...) -> None: ...
+    healthy: bool
+    def __init__(self, task_id: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., reason: _Optional[_Union[TaskStatus.Reason, str]] = ..., message: _Optional[str] = ..., source: _Optional[_Union[TaskStatus.Source, str]] = ..., agent_id: _Optional[str] = ..., framework_id: _Optional[str] = ..., timestamp: _Optional[float] = ..., uuid: _Optional[bytes] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., stderr_tail: _Optional[str] = ..., limit: _Optional[int] = ..., peak: _Optional[int] = ..., healthy: _Optional[bool] = ...) -> None: ...
 
 class TaskUsage(_message.Message):
     __slots__ = ("framework_id", "task_id", "agent_id", "state", "cpu_time_s", "mem_bytes", "mem_peak_bytes", "mem_limit_bytes", "pids", "pids_limit", "disk_bytes", "disk_limit_bytes", "cpus", "timestamp")

@@ -40,7 +40,7 @@ from corral.proto import agent_pb2, agent_pb2_grpc
 from corral.proto import messages_pb2 as pb
 from corral.resources import MILLI, ResourceError, Resources
 from corral.slave import gc as sandbox_gc
-from corral.slave import recovery, sandbox_files, usage
+from corral.slave import health, recovery, sandbox_files, usage
 from corral.slave import resources as detect
 from corral.slave.checkpoints import Checkpoints, TaskCheckpoint
 from corral.slave.containerizer import (
@@ -113,6 +113,8 @@ class TaskRun:
     pid: int = 0
     #: re-attached after an agent restart
     recovered: bool = False
+    #: why the agent itself killed it (a failed health check), for the terminal update
+    kill_reason: tuple[Reason, str] | None = None
 
 
 class Agent:
@@ -410,7 +412,7 @@ class Agent:
                 self._spawn_kill(run.framework_id, info.task_id, 0.0)
             else:
                 self._update(run, pb.TASK_RUNNING)
-            await self._follow(run)
+            await self._follow_checked(run)
         except asyncio.CancelledError:
             raise
         except Exception as e:
@@ -419,7 +421,16 @@ class Agent:
                 self._update(run, pb.TASK_FAILED, TS.REASON_CONTAINER_LAUNCH_FAILED, f"agent error: {e}")
 
     def _spawn_follow(self, run: TaskRun, lost: str) -> asyncio.Task[None]:
-        return asyncio.create_task(self._follow(run, lost), name=f"task-{run.info.task_id}")
+        return asyncio.create_task(self._follow_checked(run, lost), name=f"task-{run.info.task_id}")
+
+    async def _follow_checked(self, run: TaskRun, lost: str = "") -> None:
+        """:meth:`_follow`, running the task's health check meanwhile (if it has one)."""
+        checker = None if lost else health.start(self, run)
+        try:
+            await self._follow(run, lost)
+        finally:
+            if checker is not None:
+                checker.cancel()
 
     async def _follow(self, run: TaskRun, lost: str = "") -> None:
         """Wait for a launched (or re-attached) task to end and send its terminal
@@ -514,13 +525,8 @@ class Agent:
             self._update(run, pb.TASK_FAILED, reason, t.limitation.message, **extra)
         elif t.killed or (run.recovered and run.state == pb.TASK_KILLING):
             # Asked to stop, it stopped while no agent watched.
-            self._update(
-                run,
-                pb.TASK_KILLED,
-                TS.REASON_TASK_KILLED_BY_REQUEST,
-                "killed on request",
-                **extra,
-            )
+            reason, message = run.kill_reason or (TS.REASON_TASK_KILLED_BY_REQUEST, "killed on request")
+            self._update(run, pb.TASK_KILLED, reason, message, **extra)
         elif t.exit_code == 0:
             self._update(
                 run,

@@ -131,6 +131,7 @@ def _client_logging(ctx: click.Context) -> None:
 )
 @click.option("--output/--no-output", default=True, help="With --submit: show each task's stdout.")
 @click.option("--batch/--no-batch", default=True, help="Also run the batch framework service.")
+@click.option("--services/--no-services", default=True, help="Also run the service framework.")
 @click.pass_context
 @handle_errors
 def local(
@@ -142,6 +143,7 @@ def local(
     job_file: Path | None,
     output: bool,
     batch: bool,
+    services: bool,
 ) -> None:
     """Start an embedded cluster: a master and N agents in one process, no ZooKeeper."""
     from corral.cli.discovery import state_dir
@@ -188,6 +190,12 @@ def local(
 
                     service = BatchService(cluster.master_address, wd / "batch.db")
                     console.print(f"  batch framework API at {await service.start()}", highlight=False)
+                hosted = None
+                if services:
+                    from corral.frameworks.service.service import ServiceFramework
+
+                    hosted = ServiceFramework(cluster.master_address, wd / "service.db")
+                    console.print(f"  service framework API at {await hosted.start()}", highlight=False)
                 console.print(
                     f"  clients find it through {path}; try `corral run -- echo hello`. Ctrl-C stops it.",
                     highlight=False,
@@ -195,6 +203,8 @@ def local(
                 try:
                     await serve_until_signal(cluster)
                 finally:
+                    if hosted is not None:
+                        await hosted.stop()
                     if service is not None:
                         await service.stop()
                 return 0
@@ -651,9 +661,10 @@ cli.add_command(images.image)
 
 def _register() -> None:
     """Commands that live in their own modules (one line each)."""
-    from corral.cli import allocation, batch, frameworks_cmd
+    from corral.cli import allocation, batch, frameworks_cmd, service
 
     cli.add_command(frameworks_cmd.framework)
+    cli.add_command(service.service)
     cli.add_command(batch.submit)
     cli.add_command(batch.jobs)
     cli.add_command(batch.job)

@@ -165,11 +165,14 @@ def tasks_table(master: str, include_completed: bool, framework: str) -> Table:
         message = s.message
         if s.reason and state not in ("RUNNING", "STARTING", "FINISHED"):
             message = f"{reason_name(s.reason)}: {message}"
+        label = state
+        if s.HasField("healthy") and state == "RUNNING":
+            label = "RUNNING healthy" if s.healthy else "RUNNING unhealthy"
         table.add_row(
             t.task_info.task_id,
             t.framework_id,
             t.task_info.agent_id,
-            Text(state, style=STYLE.get(state, "")),
+            Text(label, style=STYLE.get(state, "") if label != "RUNNING unhealthy" else "red"),
             exit_text,
             str(resources_from_proto(t.task_info.resources)),
             _ago(t.launched_time),

@@ -124,7 +124,13 @@ _TABLES: dict[type[Any], str] = {
 
 
 class Store:
-    """One SQLite database; writes go through :meth:`save` inside :meth:`transaction`."""
+    """One SQLite database; writes go through :meth:`save` inside :meth:`transaction`.
+
+    A subclass with its own ``schema`` and ``tables`` (row class -> table; a
+    ``meta`` table is expected) reuses the rest (the service framework does)."""
+
+    schema = SCHEMA
+    tables: dict[type[Any], str] = _TABLES
 
     def __init__(self, path: Path | str) -> None:
         self.path = str(path)
@@ -133,7 +139,7 @@ class Store:
         self.db = sqlite3.connect(self.path, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA)
+        self.db.executescript(self.schema)
         self._depth = 0
 
     def close(self) -> None:
@@ -161,9 +167,12 @@ class Store:
         finally:
             self._depth = 0
 
-    def save(self, row: JobRow | TaskRow | AttemptRow | PeriodicRow) -> None:
+    def save(self, row: Any) -> None:
         """Insert or replace one row (commits at once outside a transaction)."""
-        sql, names = _UPSERTS[type(row)]
+        cls = type(row)
+        if cls not in _UPSERTS:
+            _UPSERTS[cls] = _upsert(cls, self.tables[cls])
+        sql, names = _UPSERTS[cls]
         values = tuple(getattr(row, n) for n in names)  # not asdict(): it deep-copies, 5x slower
         self.db.execute(sql, values)
 
@@ -190,22 +199,23 @@ class Store:
 
     def _rows(self, cls: type[Any], order: str) -> list[Any]:
         names = [f.name for f in fields(cls)]
-        cur = self.db.execute(f"SELECT {', '.join(names)} FROM {_TABLES[cls]} {order}")
+        cur = self.db.execute(f"SELECT {', '.join(names)} FROM {self.tables[cls]} {order}")
         return [cls(**dict(zip(names, r, strict=True))) for r in cur.fetchall()]
 
 
-def _upsert(cls: type[Any]) -> tuple[str, tuple[str, ...]]:
+def _upsert(cls: type[Any], table: str) -> tuple[str, tuple[str, ...]]:
     """The upsert of a row type and its columns. An upsert (not REPLACE) keeps
     the rowid, so rows load back in the order they were made."""
     names = tuple(f.name for f in fields(cls))
     updates = ", ".join(f"{c} = excluded.{c}" for c in names if c != "id")
     marks = ", ".join("?" for _ in names)
-    sql = f"INSERT INTO {_TABLES[cls]} ({', '.join(names)}) VALUES ({marks})"
+    sql = f"INSERT INTO {table} ({', '.join(names)}) VALUES ({marks})"
     sql += f" ON CONFLICT(id) DO UPDATE SET {updates}"
     return sql, names
 
 
-_UPSERTS = {cls: _upsert(cls) for cls in _TABLES}
+#: per row type (a subclass's too, made on first use)
+_UPSERTS = {cls: _upsert(cls, table) for cls, table in _TABLES.items()}
 
 
 def dumps(data: Any) -> str:

@@ -1,0 +1,155 @@
+"""``corral service deploy|list|status|scale|rm``: long-running services.
+
+They talk to the service framework's API: the one ``corral local`` starts,
+or ``corral framework run service`` (found through
+``$CORRAL_HOME/service.json``), or ``--service HOST:PORT``.
+"""
+
+from __future__ import annotations
+
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+from rich.text import Text
+
+from corral.cli.main import _client_logging, console, fail, handle_errors, master_option
+from corral.frameworks.service.spec import load_service
+
+STYLE = {"RUNNING": "green", "DEPLOYING": "cyan", "ROLLING_BACK": "yellow", "DELETING": "yellow"}
+
+service_option = click.option(
+    "--service",
+    "address",
+    envvar="CORRAL_SERVICE",
+    default=None,
+    metavar="HOST:PORT",
+    help="The service framework's API (default: $CORRAL_SERVICE, then $CORRAL_HOME/service.json).",
+)
+
+
+def _client(master_flag: str | None, address: str | None) -> Any:
+    from corral.frameworks.service.api import ServiceClient
+    from corral.frameworks.service.service import find_service
+
+    if address:
+        return ServiceClient(address)
+    found = find_service()
+    if found is None or (master_flag and master_flag.removeprefix("grpc://") != found.get("master")):
+        fail("no service framework found: start one with `corral local` or `corral framework run service`")
+    assert found is not None
+    return ServiceClient(str(found["address"]))
+
+
+@click.group()
+def service() -> None:
+    """Long-running services: keep N healthy instances, roll out new versions."""
+
+
+@service.command()
+@master_option
+@service_option
+@click.argument("spec_file", type=click.Path(path_type=Path))
+@click.pass_context
+@handle_errors
+def deploy(ctx: click.Context, master: str | None, address: str | None, spec_file: Path) -> None:
+    """Create a service from a TOML file, or roll out a new version of it."""
+    _client_logging(ctx)
+    load_service(spec_file)  # raises ServiceSpecError naming the file, line and key
+    data = tomllib.loads(spec_file.read_text())
+    answer = _client(master, address).deploy(data, spec_file.stem)
+    console.print(
+        f"service [bold]{answer['name']}[/] v{answer['version']}: {answer['result']}", highlight=False
+    )
+
+
+@service.command(name="list")
+@master_option
+@service_option
+@click.pass_context
+@handle_errors
+def list_services(ctx: click.Context, master: str | None, address: str | None) -> None:
+    """Every service: state, version, healthy/instances."""
+    _client_logging(ctx)
+    table = Table(title="services", title_justify="left")
+    for col in ("name", "state", "version", "healthy", "instances", "message"):
+        table.add_column(col, overflow="fold")
+    for s in _client(master, address).services():
+        table.add_row(
+            s["name"],
+            Text(s["state"], style=STYLE.get(s["state"], "")),
+            f"v{s['version']}"
+            + (f" (stable v{s['stable_version']})" if s["stable_version"] != s["version"] else ""),
+            f"{s['healthy']}/{s['instances']}",
+            str(s["instances"]),
+            _message(s),
+        )
+    console.print(table)
+
+
+def _message(s: dict[str, Any]) -> str:
+    if s.get("waiting"):
+        return f"{s['message']}; {s.get('waiting_count')} waiting: {s['waiting']}"
+    return str(s["message"])
+
+
+@service.command()
+@master_option
+@service_option
+@click.argument("name")
+@click.pass_context
+@handle_errors
+def status(ctx: click.Context, master: str | None, address: str | None, name: str) -> None:
+    """One service and its recent instances."""
+    _client_logging(ctx)
+    s = _client(master, address).service(name)
+    console.print(
+        f"[bold]{s['name']}[/] {s['state']} v{s['version']} (stable v{s['stable_version']}): "
+        f"{s['healthy']}/{s['instances']} healthy, at least {s['min_healthy']} during updates; "
+        f"{s['message']}" + (f"; waiting: {s['waiting']}" if s.get("waiting") else ""),
+        highlight=False,
+    )
+    table = Table(title="instances", title_justify="left")
+    for col in ("id", "version", "state", "healthy", "agent", "ports", "age", "message"):
+        table.add_column(col, overflow="fold")
+    now = time.time()
+    for i in s["instances_detail"]:
+        healthy = "" if i["healthy"] is None else ("yes" if i["healthy"] else "no")
+        age = f"{(i['ended_at'] or now) - i['launched_at']:.0f}s"
+        table.add_row(
+            i["id"], f"v{i['version']}", i["state"], healthy, i["hostname"], i["ports"], age, i["message"]
+        )
+    console.print(table)
+
+
+@service.command()
+@master_option
+@service_option
+@click.argument("name")
+@click.argument("instances", type=click.IntRange(min=0, max=1000))
+@click.pass_context
+@handle_errors
+def scale(ctx: click.Context, master: str | None, address: str | None, name: str, instances: int) -> None:
+    """Keep INSTANCES instances of a service."""
+    _client_logging(ctx)
+    _client(master, address).scale(name, instances)
+    console.print(f"service [bold]{name}[/] scaled to {instances}", highlight=False)
+
+
+@service.command(name="rm")
+@master_option
+@service_option
+@click.argument("name")
+@click.pass_context
+@handle_errors
+def remove(ctx: click.Context, master: str | None, address: str | None, name: str) -> None:
+    """Stop every instance of a service and forget it."""
+    _client_logging(ctx)
+    answer = _client(master, address).remove(name)
+    console.print(f"service [bold]{name}[/]: {answer['result']}", highlight=False)
+
+
+__all__ = ["service"]

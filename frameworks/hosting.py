@@ -1,0 +1,230 @@
+"""Running a bundled framework as a long-lived service: an engine (a
+:class:`~corral.frameworks.Scheduler` with durable state), its HTTP API and a
+driver that re-subscribes with the framework id kept in the engine's store.
+
+The batch and service frameworks are both this shape; each is a subclass that
+makes its store, engine and API. It records its API address in
+``$CORRAL_HOME/<kind>.json`` where the CLI looks for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+
+from corral.cli.discovery import state_dir
+from corral.frameworks.driver import SchedulerDriver, SubscribeError
+from corral.frameworks.http_api import JsonServer
+from corral.frameworks.plugins import PluginContext, PluginError
+from corral.frameworks.scheduler import Scheduler
+
+log = structlog.get_logger(__name__)
+TICK_S = 0.2
+#: a week: how long the master keeps our tasks while the service is down
+DEFAULT_FAILOVER_TIMEOUT_S = 7 * 24 * 3600.0
+
+
+class Engine(Protocol):
+    """What a hosted engine offers besides the Scheduler callbacks."""
+
+    framework_id: str
+
+    def tick(self) -> None: ...
+
+    def forget_framework(self) -> None: ...
+
+
+def discovery_file(kind: str) -> Path:
+    """Where a running service of this kind records its address."""
+    return state_dir() / f"{kind}.json"
+
+
+def find_running(kind: str) -> dict[str, Any] | None:
+    """The running service's record (address, master, db, pid), or None."""
+    try:
+        data = json.loads(discovery_file(kind).read_text())
+        os.kill(int(data["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return dict(data)
+
+
+CONFIG_KEYS = frozenset({"db", "listen", "name", "failover_timeout_s"})
+
+
+class FrameworkHost:
+    """A framework that lives until :meth:`stop` (or a signal). Subclasses set
+    ``kind`` and make ``self.engine`` and ``self.api`` in :meth:`build`."""
+
+    kind = "framework"
+    engine: Scheduler
+    api: JsonServer
+
+    def __init__(
+        self,
+        master: str,
+        db: Path | str,
+        *,
+        listen: str = "127.0.0.1:0",
+        name: str = "",
+        failover_timeout_s: float = DEFAULT_FAILOVER_TIMEOUT_S,
+        record: bool = True,
+    ) -> None:
+        self.master = master
+        self.db = db
+        self.name = name or self.kind
+        self.failover_timeout_s = failover_timeout_s
+        self.record = record
+        self.driver: SchedulerDriver | None = None
+        self.address = ""
+        self._drive_task: asyncio.Task[None] | None = None
+        self._tick_task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.failed = asyncio.Event()
+        self.failure: BaseException | None = None
+        self.build(db, listen)
+
+    def build(self, db: Path | str, listen: str) -> None:
+        """Open the store and make ``self.engine`` and ``self.api`` (subclasses)."""
+        raise NotImplementedError
+
+    @classmethod
+    async def run_plugin(cls, ctx: PluginContext) -> int:
+        """``corral framework run KIND [--config FILE]``: serve until a signal.
+
+        Config keys: ``db`` (default ``$CORRAL_HOME/frameworks/KIND/KIND.db``),
+        ``listen`` (default 127.0.0.1:0), ``name``, ``failover_timeout_s``."""
+        unknown = set(ctx.config) - CONFIG_KEYS
+        if unknown:
+            raise PluginError(f"config: unknown key(s) {sorted(unknown)}; allowed: {sorted(CONFIG_KEYS)}")
+        host = cls(
+            ctx.master,
+            Path(ctx.config.get("db", ctx.state_dir / f"{cls.kind}.db")),
+            listen=str(ctx.config.get("listen", "127.0.0.1:0")),
+            name=str(ctx.config.get("name", cls.kind)),
+            failover_timeout_s=float(ctx.config.get("failover_timeout_s", DEFAULT_FAILOVER_TIMEOUT_S)),
+        )
+        address = await host.start()
+        log.warning("framework.serving", kind=cls.kind, address=address, db=str(host.db), master=ctx.master)
+        try:
+            return await host.serve_until_signal()
+        finally:
+            await host.stop()
+
+    @property
+    def _engine(self) -> Engine:
+        return self.engine  # type: ignore[return-value]
+
+    def close_store(self) -> None:
+        """Close the engine's database (subclasses)."""
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "framework_id": self._engine.framework_id,
+            "master": self.master,
+            "connected": bool(self.driver and self.driver.connected.is_set()),
+            "db": str(self.db),
+            "pid": os.getpid(),
+        }
+
+    async def start(self) -> str:
+        """Serve the API and subscribe; returns the API address."""
+        self.address = await self.api.start()
+        if self.record:
+            path = discovery_file(self.kind)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(
+                json.dumps(
+                    {"address": self.address, "master": self.master, "db": str(self.db), "pid": os.getpid()}
+                )
+            )
+            tmp.replace(path)
+        self._drive_task = asyncio.create_task(self._drive())
+        self._tick_task = asyncio.create_task(self._tick())
+        log.info(
+            "framework.service_started",
+            kind=self.kind,
+            address=self.address,
+            db=str(self.db),
+            master=self.master,
+        )
+        return self.address
+
+    async def stop(self) -> None:
+        """Close the connection (the master keeps our tasks for the failover
+        timeout), the API and the database."""
+        self._stopping = True
+        if self.driver is not None:
+            self.driver.stop()
+        if self._tick_task is not None:
+            self._tick_task.cancel()
+        for t in (self._drive_task, self._tick_task):
+            if t is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(t, 5.0)
+        await self.api.stop()
+        if self.record:
+            path = discovery_file(self.kind)
+            with contextlib.suppress(OSError, ValueError):
+                if json.loads(path.read_text()).get("pid") == os.getpid():
+                    path.unlink()
+        self.close_store()
+
+    async def _drive(self) -> None:
+        try:
+            while not self._stopping:
+                self.driver = SchedulerDriver(
+                    self.engine,
+                    name=self.name,
+                    master=self.master,
+                    framework_id=self._engine.framework_id,
+                    failover_timeout_s=self.failover_timeout_s,
+                )
+                try:
+                    await self.driver.run()
+                    return
+                except SubscribeError as e:
+                    if str(e).startswith("NOT_FOUND") and self._engine.framework_id:
+                        log.warning("framework.forgotten", kind=self.kind, error=str(e))
+                        self._engine.forget_framework()
+                        continue
+                    raise
+        except Exception as e:
+            log.exception("framework.driver_failed", kind=self.kind)
+            self.failure = e
+            self.failed.set()
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            try:
+                self._engine.tick()
+            except Exception as e:  # a bug: stop rather than run on in a bad state
+                log.exception("framework.tick_failed", kind=self.kind)
+                self.failure = e
+                self.failed.set()
+                return
+
+    async def serve_until_signal(self) -> int:
+        """Run until SIGTERM/SIGINT (0) or a fatal error (1)."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self.failed.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+        return 1 if self.failure is not None else 0
