@@ -273,7 +273,7 @@ class Allocator:
         headroom = self._headroom() if self._quota_roles else None
         if headroom is not None:
             for agent_id in agents:
-                if not headroom.required:
+                if not headroom.required and not self._any_unmet():
                     break  # every guarantee is met: stage 1 has nothing left to do
                 if agent_id in self._candidates:
                     self._allocate_agent(agent_id, now, 1, headroom, out)
@@ -758,6 +758,14 @@ class Allocator:
                     n: g - r.consumed.get(n, 0) for n, g in r.guarantee.items() if g > r.consumed.get(n, 0)
                 }
         return {}
+
+    def _any_unmet(self) -> bool:
+        """Whether some role (nested ones too) is still below its guarantee."""
+        for role in self._quota_roles:
+            r = self._roles[role]
+            if any(g > r.consumed.get(n, 0) for n, g in r.guarantee.items()):
+                return True
+        return False
 
     def _top_guarantees(self) -> list[str]:
         out = []

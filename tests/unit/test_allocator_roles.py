@@ -393,3 +393,23 @@ def test_re_adding_a_framework_with_other_roles_moves_it() -> None:
     assert [r.role for r in a.roles() if "f" in r.frameworks] == ["a", "b"]
     a.handle(ResourcesRecovered("f", "a01" if first.agent_id == "a00" else "a00", CPU4, 0.0, 1.0, "a"))
     assert [r.role for r in a.roles() if "f" in r.frameworks] == ["b"]
+
+
+def test_a_nested_guarantee_is_served_first_too() -> None:
+    # eng's guarantee (cpus:4) is met by eng/web alone; eng/ml's own (cpus:4)
+    # still gets served in stage 1 before the hungry "big" role.
+    a = make(
+        *agents(4),
+        RoleWeight("big", 10.0),
+        QuotaSet("eng", guarantee=Resources.parse("cpus:4")),
+        QuotaSet("eng/ml", guarantee=Resources.parse("cpus:4")),
+        FrameworkAdded("web", ("eng/web",)),
+        FrameworkAdded("greedy", ("big",)),
+    )
+    simulate(a, {"web": TASK, "greedy": TASK})
+    a.handle(FrameworkAdded("ml", ("eng/ml",)))
+    for fw in ("web", "greedy"):
+        for agent_id in [f"a{i:02d}" for i in range(4)]:
+            a.handle(ResourcesRecovered(fw, agent_id, a.allocated_on(fw, agent_id), 0.0, 500.0))
+    launched = simulate(a, {"web": TASK, "greedy": TASK, "ml": TASK})
+    assert launched["ml"] >= 4
