@@ -1,4 +1,4 @@
-"""``corral cluster up|status|down|list``: multi-node test clusters on one host."""
+"""``corral cluster up|status|down|list|kill|start|link``: multi-node test clusters on one host."""
 
 from __future__ import annotations
 
@@ -53,6 +53,7 @@ _STATE_STYLE = {
     "standby": "cyan",
     "connected": "green",
     "down": "red",
+    "paused": "yellow",
     "disconnected": "red",
     "not answering": "yellow",
     "not registered": "yellow",
@@ -211,3 +212,54 @@ def list_() -> None:
     for name in names:
         state = ClusterState.load(name)
         _console().print(f"{name}\t{state.plan.subnet}\t{state.plan.zk_url}", highlight=False)
+
+
+@cluster.command()
+@click.argument("name")
+@click.argument("node")
+@click.option(
+    "--signal",
+    "-s",
+    "sig",
+    type=click.Choice(["KILL", "TERM", "STOP", "CONT"]),
+    default="KILL",
+    show_default=True,
+    help="STOP pauses the node, CONT resumes it.",
+)
+@handle_errors
+def kill(name: str, node: str, sig: str) -> None:
+    """Signal one node's process (default: kill -9), e.g. `corral cluster kill test master1`."""
+    import signal
+
+    from corral.cluster import runner
+    from corral.cluster.state import ClusterState
+
+    pid = runner.signal_node(ClusterState.load(name), node, signal.Signals[f"SIG{sig}"])
+    _console().print(f"SIG{sig} sent to {node} (pid {pid})", highlight=False)
+
+
+@cluster.command()
+@click.argument("name")
+@click.argument("node")
+@handle_errors
+def start(name: str, node: str) -> None:
+    """Start a killed node again, as it was (an agent recovers its tasks)."""
+    from corral.cluster import runner
+    from corral.cluster.state import ClusterState
+
+    proc = runner.start_node(ClusterState.load(name), node)
+    _console().print(f"{node} started (pid {proc.pid})", highlight=False)
+
+
+@cluster.command()
+@click.argument("name")
+@click.argument("node")
+@click.argument("state", type=click.Choice(["up", "down"]))
+@handle_errors
+def link(name: str, node: str, state: str) -> None:
+    """Take a node's link down (a network partition) or up again."""
+    from corral.cluster import runner
+    from corral.cluster.state import ClusterState
+
+    runner.set_link(ClusterState.load(name), node, state == "up")
+    _console().print(f"{node}: link {state}", highlight=False)

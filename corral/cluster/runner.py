@@ -33,7 +33,15 @@ import structlog
 
 from corral import testing_zookeeper as zk
 from corral.cluster import netns, topology
-from corral.cluster.state import ClusterState, Process, alive, list_clusters, start_ticks, state_path
+from corral.cluster.state import (
+    ClusterState,
+    Process,
+    alive,
+    list_clusters,
+    process_state,
+    start_ticks,
+    state_path,
+)
 from corral.cluster.topology import ClusterSpec, NodePlan, Plan, TopologyError
 from corral.errors import CorralError
 from corral.resources import Resources
@@ -170,12 +178,8 @@ def up(
                 state,
             )
             say(f"{took()} ZooKeeper ensemble serving: {plan.zk_url}")
-        for n in plan.role("master"):
-            _start_corral(state, backend, n, topology.master_args(plan, n))
-        for n in plan.role("agent"):
-            work = directory / n.name / "work"
-            work.mkdir(parents=True, exist_ok=True)
-            _start_corral(state, backend, n, topology.agent_args(plan, n, work))
+        for n in (*plan.role("master"), *plan.role("agent")):
+            _start_node(state, backend, n)
         state.save()
         say(f"{took()} {len(plan.role('master'))} master(s) and {len(plan.role('agent'))} agent(s) started")
         _wait(lambda: _leader(plan) is not None, deadline, "a master to lead", state)
@@ -244,6 +248,17 @@ def _record(state: ClusterState, n: NodePlan, proc: subprocess.Popen[bytes]) -> 
     state.processes[n.name] = Process(proc.pid, ticks if ticks is not None else -1)
     # The node outlives this command: nobody here will wait for it.
     proc.returncode = 0
+
+
+def _start_node(state: ClusterState, backend: CgroupBackend, n: NodePlan) -> None:
+    if n.role == "zookeeper":
+        _start_zookeeper(state, backend, n)
+    elif n.role == "master":
+        _start_corral(state, backend, n, topology.master_args(state.plan, n))
+    else:
+        work = state.directory / n.name / "work"
+        work.mkdir(parents=True, exist_ok=True)
+        _start_corral(state, backend, n, topology.agent_args(state.plan, n, work))
 
 
 def _start_zookeeper(state: ClusterState, backend: CgroupBackend, n: NodePlan) -> None:
@@ -370,13 +385,13 @@ def status(state: ClusterState) -> list[NodeStatus]:
         proc = state.processes.get(n.name)
         running = proc is not None and alive(proc)
         detail = ""
-        if n.role == "zookeeper":
+        if running and proc is not None and process_state(proc) in ("T", "t"):
+            role_state = "paused"  # SIGSTOPped: asking it would only time out
+        elif n.role == "zookeeper":
             role_state = _zk_mode(n) if running else "down"
         elif n.role == "master":
             leading = _master_leading(n) if running else None
-            role_state = (
-                "down" if not running else {True: "leading", False: "standby", None: "not answering"}[leading]
-            )
+            role_state = "down" if not running else _MASTER_STATE[leading]
         else:
             connected, attrs = agents.get(n.hostname, (None, n.attributes))
             role_state = (
@@ -400,6 +415,40 @@ def status(state: ClusterState) -> list[NodeStatus]:
             )
         )
     return out
+
+
+# -- faults: what a test (or the fault-injection harness) does to one node ----------
+
+
+def _running(state: ClusterState, name: str) -> Process | None:
+    state.plan.node(name)  # names the node in the error if it is not one
+    proc = state.processes.get(name)
+    return proc if proc is not None and alive(proc) else None
+
+
+def start_node(state: ClusterState, name: str) -> Process:
+    """Start a node whose process is gone again: same namespace, address, cgroup,
+    work directory and arguments (an agent recovers its tasks from its work dir)."""
+    if (proc := _running(state, name)) is not None:
+        raise ClusterError(f"{name} is running (pid {proc.pid}); kill it first")
+    _start_node(state, probe(), state.plan.node(name))
+    state.save()
+    return state.processes[name]
+
+
+def signal_node(state: ClusterState, name: str, sig: signal.Signals) -> int:
+    """Send ``sig`` to the node's process (KILL, TERM, STOP, CONT); return its pid."""
+    proc = _running(state, name)
+    if proc is None:
+        raise ClusterError(f"{name} is not running; `corral cluster start {state.name} {name}` starts it")
+    os.kill(proc.pid, sig)
+    return proc.pid
+
+
+def set_link(state: ClusterState, name: str, up: bool) -> None:
+    """Cut (``up=False``) or restore the node's only link, its veth on the bridge: a partition."""
+    n = state.plan.node(name)
+    netns.Ip().run("link", "set", n.veth, "up" if up else "down")
 
 
 # -- down ---------------------------------------------------------------------------

@@ -95,12 +95,17 @@ def start_ticks(pid: int) -> int | None:
     return int(fields[19])  # field 22 overall; fields[0] is field 3 (state)
 
 
+def process_state(proc: Process) -> str | None:
+    """The recorded process's state letter (``R``, ``S``, ``T`` when stopped, ...),
+    or None if it is gone or its pid now belongs to another process."""
+    if start_ticks(proc.pid) != proc.start_ticks:
+        return None
+    try:
+        return Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
 def alive(proc: Process) -> bool:
     """The very process recorded is still running (not a zombie, not a reused pid)."""
-    if start_ticks(proc.pid) != proc.start_ticks:
-        return False
-    try:
-        state = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
+    return process_state(proc) not in (None, "Z", "X")

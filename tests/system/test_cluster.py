@@ -1,7 +1,8 @@
 """`corral cluster up|status|down` for real: ZooKeeper, 3 masters and 2 agents,
 each a process in its own network namespace on a bridge the cluster makes.
 A batch job runs across the agents, `kill -9` of the leading master brings
-another leader, and `down` leaves no namespace, link, process, cgroup or mount.
+another leader, single-node faults work (restart, pause, link down), and
+`down` leaves no namespace, link, process, cgroup or mount.
 Traffic goes only to addresses on the cluster's own bridge."""
 
 from __future__ import annotations
@@ -131,7 +132,9 @@ def _nothing_left(state: dict[str, object], home: Path) -> None:
     assert not Path(cluster_dir).exists()
 
 
-def test_up_job_across_agents_failover_and_down_leaves_nothing(cluster: Cluster, tmp_path: Path) -> None:
+def test_up_job_across_agents_failover_faults_and_down_leaves_nothing(
+    cluster: Cluster, tmp_path: Path
+) -> None:
     nodes = cluster.status()
     assert [n for n, s in nodes.items() if not s["alive"]] == []
     assert {nodes[f"zk{i}"]["state"] for i in (1, 2, 3)} <= {"leader", "follower"}
@@ -169,6 +172,25 @@ def test_up_job_across_agents_failover_and_down_leaves_nothing(cluster: Cluster,
     after = cluster.run("run", "--cluster", cluster.name, "--", "echo", "after")
     assert after.returncode == 0, after.stderr
     assert after.stdout == "after\n"
+
+    # Faults on one node: the killed master starts again as a standby; a paused
+    # agent shows as paused; a node's link goes down and up.
+    res = cluster.run("cluster", "start", cluster.name, leader)
+    assert res.returncode == 0, res.stderr
+    restarted_at = time.monotonic()
+    while cluster.status()[leader]["state"] != "standby":
+        assert time.monotonic() - restarted_at < 60, f"{leader} did not come back: {cluster.status()}"
+        time.sleep(0.5)
+    assert cluster.run("cluster", "kill", cluster.name, "agent2", "--signal", "STOP").returncode == 0
+    assert cluster.status()["agent2"]["state"] == "paused"
+    assert cluster.run("cluster", "kill", cluster.name, "agent2", "--signal", "CONT").returncode == 0
+    plan = cluster.state["plan"]
+    assert isinstance(plan, dict)
+    veth = next(n["veth"] for n in plan["nodes"] if n["name"] == "agent1")
+    assert cluster.run("cluster", "link", cluster.name, "agent1", "down").returncode == 0
+    assert "state DOWN" in _ip("-o", "link", "show", veth)
+    assert cluster.run("cluster", "link", cluster.name, "agent1", "up").returncode == 0
+    assert ",UP" in _ip("-o", "link", "show", veth)
 
     started = time.monotonic()
     down = cluster.run("cluster", "down", cluster.name, timeout=120)
