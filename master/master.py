@@ -49,7 +49,7 @@ from corral.master.allocator.events import (
 )
 from corral.master.allocator.events import Event as AllocatorEvent
 from corral.master.liveness import Liveness, partition_aware
-from corral.master.registry import AGENTS, FRAMEWORKS, RegistryState, RegistryWriter
+from corral.master.registry import AGENTS, FRAMEWORKS, ROLES, RegistryState, RegistryWriter, role_key
 from corral.master.state import (
     AgentRecord,
     FrameworkRecord,
@@ -59,7 +59,7 @@ from corral.master.state import (
     TaskRecord,
 )
 from corral.master.validation import validate_task
-from corral.proto import agent_pb2, scheduler_pb2
+from corral.proto import agent_pb2, operator_pb2, scheduler_pb2
 from corral.proto import messages_pb2 as pb
 from corral.resources import ResourceError, Resources
 
@@ -181,7 +181,44 @@ class Master:
             self.state.frameworks[framework_id] = fw
             self._add_known_framework(framework_id, fw_info)
             self.allocator.handle(FrameworkDeactivated(framework_id))
-        self.log.info("master.recovered", agents=len(state.agents), frameworks=len(state.frameworks))
+        for summary in state.roles.values():
+            self._restore_role(summary)
+        self.log.info(
+            "master.recovered",
+            agents=len(state.agents),
+            frameworks=len(state.frameworks),
+            roles=len(state.roles),
+        )
+
+    def _restore_role(self, summary: operator_pb2.RoleSummary) -> None:
+        """Weights and quota an earlier leader recorded; forced, as they were
+        accepted then (the cluster may not have re-registered yet)."""
+        try:
+            if summary.weight and summary.weight != 1.0:
+                self.allocator.handle(RoleWeight(summary.role, summary.weight))
+            guarantee = resources_from_proto(summary.guarantee)
+            limit = resources_from_proto(summary.limit) if summary.has_limit else None
+            if guarantee or limit is not None:
+                self.allocator.handle(QuotaSet(summary.role, guarantee, limit, force=True))
+        except (AllocatorError, ResourceError) as e:
+            self.log.warning("registry.bad_role", role=summary.role, error=str(e))
+
+    def _record_role(self, role: str) -> None:
+        """Persist a role's weight and quota, so a new leader keeps them."""
+        for info in self.allocator.roles():
+            if info.role != role:
+                continue
+            if info.weight == 1.0 and not info.guarantee and info.limit is None:
+                self._record(ROLES, role_key(role), None)
+                return
+            summary = operator_pb2.RoleSummary(
+                role=role,
+                weight=info.weight,
+                guarantee=resources_to_proto(info.guarantee),
+                limit=resources_to_proto(info.limit or Resources()),
+                has_limit=info.limit is not None,
+            )
+            self._record(ROLES, role_key(role), summary.SerializeToString())
 
     def _record(self, kind: str, key: str, data: bytes | None) -> None:
         if self.registry is not None:
@@ -1102,6 +1139,7 @@ class Master:
                 raise CallError("INVALID_ARGUMENT", f"weights[{i}]: {e}") from None
         for role, weight in weights:
             self._allocator_call(RoleWeight(role, weight))
+            self._record_role(role)
         self.log.info("roles.weights", weights=dict(weights))
         self.allocate_soon()
 
@@ -1109,6 +1147,7 @@ class Master:
         self, role: str, guarantee: Resources, limit: Resources | None, force: bool = False
     ) -> None:
         self._allocator_call(QuotaSet(role, guarantee, limit, force))
+        self._record_role(role)
         self.log.info(
             "roles.quota",
             role=role,

@@ -15,6 +15,7 @@ Layout under the cluster path::
 
     <path>/registry/agents/<agent_id>          AgentInfo (protobuf bytes)
     <path>/registry/frameworks/<framework_id>  FrameworkInfo (protobuf bytes)
+    <path>/registry/roles/<role, '/' as %2F>   RoleSummary: weight and quota (protobuf bytes)
 """
 
 from __future__ import annotations
@@ -31,12 +32,15 @@ from kazoo.exceptions import KazooException, NoNodeError, RolledBackError
 
 from corral.errors import CorralError
 from corral.proto import messages_pb2 as pb
+from corral.proto import operator_pb2 as op
 from corral.zk import ZkUrl
 
 log = structlog.get_logger(__name__)
 
 AGENTS = "agents"
 FRAMEWORKS = "frameworks"
+#: Role weights and quota set by operators (key: the role, '/' written %2F).
+ROLES = "roles"
 
 
 class FencedError(CorralError):
@@ -47,13 +51,36 @@ class FencedError(CorralError):
 class RegistryState:
     agents: dict[str, pb.AgentInfo] = field(default_factory=dict)
     frameworks: dict[str, pb.FrameworkInfo] = field(default_factory=dict)
+    roles: dict[str, op.RoleSummary] = field(default_factory=dict)
+
+
+def role_key(role: str) -> str:
+    """A role as one znode name: ``eng/ml`` -> ``eng%2Fml``."""
+    return role.replace("%", "%25").replace("/", "%2F")
+
+
+def _parse(kind: str, data: bytes) -> pb.AgentInfo | pb.FrameworkInfo | op.RoleSummary:
+    if kind == AGENTS:
+        return pb.AgentInfo.FromString(data)
+    if kind == FRAMEWORKS:
+        return pb.FrameworkInfo.FromString(data)
+    return op.RoleSummary.FromString(data)
 
 
 @dataclass(frozen=True)
 class Write:
-    kind: str  # AGENTS or FRAMEWORKS
+    kind: str  # AGENTS, FRAMEWORKS or ROLES
     key: str
     data: bytes | None  # None deletes
+
+
+def _table(state: RegistryState, kind: str) -> dict[str, object]:
+    tables: dict[str, dict[str, object]] = {
+        AGENTS: state.agents,  # type: ignore[dict-item]
+        FRAMEWORKS: state.frameworks,  # type: ignore[dict-item]
+        ROLES: state.roles,  # type: ignore[dict-item]
+    }
+    return tables[kind]
 
 
 class Registry(Protocol):
@@ -68,16 +95,14 @@ class InMemoryRegistry:
         self.state = RegistryState()
 
     def load(self) -> RegistryState:
-        return RegistryState(dict(self.state.agents), dict(self.state.frameworks))
+        return RegistryState(dict(self.state.agents), dict(self.state.frameworks), dict(self.state.roles))
 
     def apply(self, write: Write) -> None:
-        table: dict[str, object] = self.state.agents if write.kind == AGENTS else self.state.frameworks  # type: ignore[assignment]
+        table = _table(self.state, write.kind)
         if write.data is None:
             table.pop(write.key, None)
-        elif write.kind == AGENTS:
-            self.state.agents[write.key] = pb.AgentInfo.FromString(write.data)
         else:
-            self.state.frameworks[write.key] = pb.FrameworkInfo.FromString(write.data)
+            table[write.key] = _parse(write.kind, write.data)
 
 
 class ZooKeeperRegistry:
@@ -91,7 +116,7 @@ class ZooKeeperRegistry:
 
     def load(self) -> RegistryState:
         state = RegistryState()
-        for kind in (AGENTS, FRAMEWORKS):
+        for kind in (AGENTS, FRAMEWORKS, ROLES):
             base = f"{self.root}/{kind}"
             self.client.ensure_path(base)
             for name in self.client.get_children(base):
@@ -100,10 +125,7 @@ class ZooKeeperRegistry:
                 except NoNodeError:
                     continue
                 try:
-                    if kind == AGENTS:
-                        state.agents[name] = pb.AgentInfo.FromString(data)
-                    else:
-                        state.frameworks[name] = pb.FrameworkInfo.FromString(data)
+                    _table(state, kind)[name] = _parse(kind, data)
                 except Exception:  # a corrupt entry must not stop a failover
                     log.exception("registry.corrupt_entry", path=f"{base}/{name}")
         return state

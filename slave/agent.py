@@ -15,7 +15,6 @@ import os
 import re
 import signal
 import socket
-import stat
 import time
 import uuid
 from collections import OrderedDict
@@ -41,7 +40,7 @@ from corral.proto import agent_pb2, agent_pb2_grpc
 from corral.proto import messages_pb2 as pb
 from corral.resources import MILLI, ResourceError, Resources
 from corral.slave import gc as sandbox_gc
-from corral.slave import recovery, usage
+from corral.slave import recovery, sandbox_files, usage
 from corral.slave import resources as detect
 from corral.slave.checkpoints import Checkpoints, TaskCheckpoint
 from corral.slave.containerizer import (
@@ -657,28 +656,11 @@ class Agent:
         sandbox = self.tasks[key].sandbox if key in self.tasks else self.completed.get(key)
         if sandbox is None:
             return answer(error=f"task {task_id!r} has no sandbox on this agent")
-        name = req.path or "stdout"
-        if "\0" in name or name.startswith("/") or ".." in name.split("/"):
-            return answer(error=f"path {name!r}: must be a relative path inside the sandbox")
         try:
-            path = (sandbox / name).resolve()
-            if not path.is_relative_to(sandbox.resolve()):
-                return answer(error=f"path {name!r}: must stay inside the sandbox")
-            # The task owns its sandbox: never follow a last-moment symlink, and
-            # never block on a FIFO it put there (O_NONBLOCK, regular files only).
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
-            try:
-                st = os.fstat(fd)
-                if not stat.S_ISREG(st.st_mode):
-                    return answer(error=f"path {name!r}: not a regular file")
-                data = os.pread(fd, min(req.length, 1 << 20), min(req.offset, st.st_size))
-            finally:
-                os.close(fd)
-        except FileNotFoundError:
-            return answer(error=f"path {name!r}: no such file in the sandbox")
-        except OSError as e:
-            return answer(error=f"path {name!r}: {e.strerror}")
-        return answer(data=data, size=st.st_size)
+            data, size = sandbox_files.read(sandbox, req.path or "stdout", req.offset, req.length)
+        except sandbox_files.SandboxFileError as e:
+            return answer(error=str(e))
+        return answer(data=data, size=size)
 
 
 async def run_agent(config: AgentConfig) -> None:

@@ -128,13 +128,18 @@ def up(
     from corral.cli.discovery import state_dir
 
     directory = state_dir() / "clusters" / spec.name
-    directory.mkdir(parents=True, exist_ok=True)
     ip = netns.Ip()
     started = time.monotonic()
     with _host_lock():
         _refuse_existing(spec.name)  # again, now that no other `up` can be making it
         used = netns.host_networks(ip) + _other_clusters_subnets()
-        plan = topology.plan(spec, topology.choose_subnet(used), default_resources(spec.agents, directory))
+        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            shares = default_resources(spec.agents, directory)
+            plan = topology.plan(spec, topology.choose_subnet(used), shares)
+        except BaseException:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
         state = ClusterState(plan=plan, directory=directory, created_at=time.time())
         state.save()
         try:
@@ -208,7 +213,9 @@ def _limits(n: NodePlan) -> CgroupLimits:
     if n.role == "agent":
         res = Resources.parse(n.resources) if n.resources else Resources()
         cpus_milli = res.scalar("cpus") or 1000
-        mem = res.scalar("mem") // 1000 * MIB + DAEMON_MEM_BYTES // 2
+        # Without a mem share the agent advertises the host's memory: no tighter cap then.
+        host_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        mem = res.scalar("mem") // 1000 * MIB + DAEMON_MEM_BYTES // 2 if res.scalar("mem") else host_bytes
         return CgroupLimits(cpu_shares=max(2, cpus_milli * 1024 // 1000), mem_bytes=mem)
     return CgroupLimits(cpu_shares=1024, mem_bytes=DAEMON_MEM_BYTES)
 

@@ -13,6 +13,7 @@ from typing import Literal
 
 from corral.codec import parse_attributes
 from corral.errors import CorralError
+from corral.resources import ResourceError, Resources
 
 Role = Literal["zookeeper", "master", "agent"]
 
@@ -129,6 +130,11 @@ def _check_counts(spec: ClusterSpec) -> None:
             f"--agent-resources: give one for every agent or {spec.agents} (one per agent), "
             f"got {len(spec.agent_resources)}"
         )
+    for text in spec.agent_resources:
+        try:
+            Resources.parse(text)
+        except ResourceError as e:
+            raise TopologyError(f"--agent-resources {text!r}: {e}") from None
     if not spec.zk_session_timeout_s > 0:
         raise TopologyError(f"--zk-session-timeout: must be > 0, got {spec.zk_session_timeout_s}")
 

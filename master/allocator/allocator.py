@@ -177,6 +177,7 @@ class Allocator:
         self._total: Quantities = {}
         self._quota_roles: set[str] = set()
         self._min_allocatable = [dict(m) for m in min_allocatable]
+        self._min_names = {n for m in self._min_allocatable for n in m}
 
     # -- events ---------------------------------------------------------------
 
@@ -272,6 +273,8 @@ class Allocator:
         headroom = self._headroom() if self._quota_roles else None
         if headroom is not None:
             for agent_id in agents:
+                if not headroom.required:
+                    break  # every guarantee is met: stage 1 has nothing left to do
                 if agent_id in self._candidates:
                     self._allocate_agent(agent_id, now, 1, headroom, out)
         for agent_id in agents:
@@ -319,7 +322,8 @@ class Allocator:
             self._use(fw_id, role, agent_id, offer)
             if headroom is not None:
                 headroom.taken(offer)
-                headroom.required = self._required()
+                if headroom.required:  # once met, guarantees stay met within a cycle
+                    headroom.required = self._required()
             out.append(Allocation(fw_id, agent_id, offer, role))
             served.add(fw_id)
             if agent_id not in self._candidates:
@@ -684,9 +688,17 @@ class Allocator:
         if not res.scalars:
             return False
         q: dict[str, int] = {}
+        wanted = self._min_names
         for (n, _), v in res.scalars.items():
-            q[n] = q.get(n, 0) + v
-        return any(all(q.get(n, 0) >= v for n, v in m.items()) for m in self._min_allocatable)
+            if n in wanted:
+                q[n] = q.get(n, 0) + v
+        for m in self._min_allocatable:
+            for n, v in m.items():
+                if q.get(n, 0) < v:
+                    break
+            else:
+                return True
+        return False
 
     # -- offers under reservations and quota ----------------------------------
 
@@ -696,7 +708,7 @@ class Allocator:
         role and its ancestors; in stage 1 the guarantee still missing; the
         headroom other roles' guarantees need)."""
         free = agent.free
-        path = ancestors_and_self(role) if role != DEFAULT_ROLE else [role]
+        path = ancestors_and_self(role)
         # Per limited role on the path: (depth, what is left under its limit).
         budgets: list[tuple[int, dict[str, int]]] = []
         for depth, p in enumerate(path):
@@ -710,7 +722,7 @@ class Allocator:
             if stage == 1:
                 for n, need in self._unmet(role).items():
                     unreserved_cap[n] = min(unreserved_cap.get(n, need), need)
-        if not budgets and unreserved_cap is None and not agent.reserved:
+        if not budgets and not unreserved_cap and not agent.reserved:
             return free
         depth_of = {p: d for d, p in enumerate(path)}
         scalars: dict[tuple[str, str], int] = {}

@@ -16,6 +16,7 @@ that marks the order stale and it is rebuilt once, at the next read.
 
 from __future__ import annotations
 
+import functools
 from bisect import bisect_left, insort
 from collections.abc import Iterator, Mapping
 from typing import Protocol
@@ -65,7 +66,9 @@ class DRFSorter:
     """
 
     def __init__(self, total: Mapping[str, int] | None = None) -> None:
-        self._total: dict[str, int] = dict(total or {})
+        # Shared, not copied: the allocator keeps one total for every sorter
+        # and changes it in place, then calls set_total to mark orders stale.
+        self._total: Mapping[str, int] = total if total is not None else {}
         self._weights: dict[str, float] = {}
         self._alloc: dict[str, Quantities] = {}
         self._key: dict[str, float] = {}  # weighted share of active clients in _order
@@ -170,7 +173,7 @@ class DRFSorter:
         return Resources(scalars={(n, ""): v for n, v in self._total.items() if v})
 
     def set_total(self, total: Resources | Mapping[str, int]) -> None:
-        self._total = quantities(total) if isinstance(total, Resources) else dict(total)
+        self._total = quantities(total) if isinstance(total, Resources) else total
         self._stale = True
 
     def share(self, client: str) -> float:
@@ -237,10 +240,11 @@ def parent_of(role: str) -> str:
     return head
 
 
-def ancestors_and_self(role: str) -> list[str]:
-    """``eng/ml/x`` -> ``["eng", "eng/ml", "eng/ml/x"]``."""
+@functools.lru_cache(maxsize=65536)
+def ancestors_and_self(role: str) -> tuple[str, ...]:
+    """``eng/ml/x`` -> ``("eng", "eng/ml", "eng/ml/x")`` (cached: the hot path asks often)."""
     parts = role.split("/")
-    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    return tuple("/".join(parts[: i + 1]) for i in range(len(parts)))
 
 
 def is_within(role: str, ancestor: str) -> bool:
@@ -263,7 +267,7 @@ class RoleSorter:
     def __init__(self) -> None:
         self._nodes: dict[str, DRFSorter] = {"": DRFSorter()}
         self._weights: dict[str, float] = {}
-        self._total: dict[str, int] = {}
+        self._total: Mapping[str, int] = {}
         self._active: set[str] = set()
 
     def add(self, role: str) -> None:
@@ -338,7 +342,8 @@ class RoleSorter:
             path = up
 
     def set_total(self, total: Mapping[str, int]) -> None:
-        self._total = dict(total)
+        """``total`` is shared with the nodes, not copied (see DRFSorter)."""
+        self._total = total
         for node in self._nodes.values():
             node.set_total(self._total)
 

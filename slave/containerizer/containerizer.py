@@ -19,6 +19,7 @@ import shutil
 import signal
 import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,8 +101,9 @@ class Containerizer:
     ) -> None:
         """``fork_server=False`` forks supervisors from this process (slower; for comparison).
 
-        Containers with ``disk_bytes`` have their sandbox measured every
-        ``disk_watch_interval_s`` and are killed when they hold more.
+        What each container wrote (sandbox, overlay upper layer) is measured
+        every ``disk_watch_interval_s`` (0 turns it off); one over its
+        ``disk_bytes`` is killed.
         """
         if not fork_server and (
             not _GRPC_IMPORTED_FORK_SAFE or os.environ.get(_GRPC_FORK_ENV, "").lower() not in _FALSY
@@ -114,6 +116,7 @@ class Containerizer:
         self.cgroups = cgroups if cgroups is not None else probe()
         self.cgroup_prefix = cgroup_prefix.strip("/")
         self.disk_watch_interval_s = disk_watch_interval_s
+        self._du_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="corral-du")
         self._containers: dict[str, _Container] = {}
         self._prefix_ready = False
         self._fork_server = ForkServerClient() if fork_server else None
@@ -212,8 +215,7 @@ class Containerizer:
                 f"{error or 'the supervisor exited before starting the task'}"
             )
         c.task_pid = task_pid
-        if config.disk_bytes is not None and self.disk_watch_interval_s > 0:
-            c.disk_watch = asyncio.ensure_future(self._watch_disk(c, config.disk_bytes))
+        self._start_disk_watch(c)
         checkpoint.write_json(
             meta_dir / "container.json",
             {
@@ -495,17 +497,28 @@ class Containerizer:
             c.paused = False
             log.info("container.resumed", container_id=container_id)
 
-    async def _watch_disk(self, c: _Container, limit: int) -> None:
+    def _start_disk_watch(self, c: _Container) -> None:
+        if self.disk_watch_interval_s > 0 and c.disk_watch is None:
+            c.disk_watch = asyncio.ensure_future(self._watch_disk(c, c.config.disk_bytes))
+
+    async def _watch_disk(self, c: _Container, limit: int | None) -> None:
+        """Measure what the task wrote every interval (the first time after at most
+        1 s, so ``usage`` soon has a figure); kill it when over ``limit``."""
         container_id = c.config.container_id
+        loop = asyncio.get_running_loop()
+        wait_s = min(1.0, self.disk_watch_interval_s)
         while True:
             try:
-                await asyncio.wait_for(asyncio.shield(c.done), self.disk_watch_interval_s)
+                await asyncio.wait_for(asyncio.shield(c.done), wait_s)
                 return
             except TimeoutError:
                 pass
-            used = await asyncio.to_thread(disk.usage_bytes, *_writable_dirs(c))
+            wait_s = self.disk_watch_interval_s
+            # One thread for every du: a big sandbox delays the next measurement,
+            # not the default executor's other users (image imports, cgroup removal).
+            used = await loop.run_in_executor(self._du_pool, disk.usage_bytes, *_writable_dirs(c))
             c.disk_used = used
-            if used <= limit or c.done.done():
+            if limit is None or used <= limit or c.done.done():
                 continue
             c.limitation = Limitation(
                 kind="disk",
@@ -521,12 +534,10 @@ class Containerizer:
             return
 
     async def usage(self, container_id: str) -> Usage:
-        """Live statistics; disk is the last measurement, or measured now without a disk limit."""
+        """Live statistics; disk is the last background measurement (0 before the first)."""
         c = self._get(container_id)
         stats = self.cgroups.stats(c.cgroup)
-        disk_used = c.disk_used
-        if disk_used is None:
-            disk_used = await asyncio.to_thread(disk.usage_bytes, *_writable_dirs(c))
+        disk_used = c.disk_used or 0
         return Usage(
             cpu_time_s=stats.cpu_time_ns / 1e9,
             mem_bytes=stats.mem_bytes,
@@ -549,6 +560,8 @@ class Containerizer:
             return
         if c.disk_watch is not None:
             c.disk_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await c.disk_watch
         if not c.done.done() or self.cgroups.procs(c.cgroup):
             await self.kill(container_id, grace_s=0.0)
         loop = asyncio.get_running_loop()
@@ -664,13 +677,16 @@ class Containerizer:
     async def detach(self) -> None:
         """Stop polling re-attached containers and close the fork server; the
         containers run on (the agent stops without killing tasks)."""
+        await self._stop_poller()
+        if self._fork_server is not None:
+            await self._fork_server.close()
+
+    async def _stop_poller(self) -> None:
         if self._poller is not None:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
             self._poller = None
-        if self._fork_server is not None:
-            await self._fork_server.close()
 
     async def cleanup_leftovers(self, keep: set[str]) -> list[str]:
         """Kill and remove containers not in ``keep`` that an earlier agent left:
@@ -722,12 +738,14 @@ class Containerizer:
         for container_id, result in zip(ids, results, strict=True):
             if isinstance(result, BaseException):
                 log.error("container.not_cleaned_up", container_id=container_id, error=str(result))
-        await self.detach()
+        await self._stop_poller()
         if self._adopting:
             await asyncio.wait(self._adopting, timeout=KILL_TIMEOUT_S + REMOVE_TIMEOUT_S)
-        # After the containers: the server reaps their supervisors until it leaves.
+        # After the containers and the launches being adopted: the server reaps
+        # their supervisors until it leaves.
         if self._fork_server is not None:
             await self._fork_server.close()
+        self._du_pool.shutdown(wait=False, cancel_futures=True)
         if self._prefix_ready:
             self.cgroups.remove_prefix(self.cgroup_prefix)
             self._prefix_ready = False

@@ -32,6 +32,11 @@ MS_PRIVATE = 1 << 18
 MS_STRICTATIME = 1 << 24
 MNT_DETACH = 2
 
+MOUNT_ATTR_RDONLY = 0x1
+AT_RECURSIVE = 0x8000
+_AT_FDCWD = -100
+_SYS_MOUNT_SETATTR = 442  # the same on every architecture (new syscalls share numbers)
+
 # pivot_root(2) has no glibc wrapper: the syscall number per architecture.
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "arm64": 41, "ppc64le": 203, "s390x": 217, "riscv64": 41}
 
@@ -157,6 +162,29 @@ def pivot_root(new_root: bytes, put_old: bytes) -> None:
         raise OSError(38, f"pivot_root: unknown syscall number on {os.uname().machine}")
     result = _syscall(ctypes.c_long(number), ctypes.c_char_p(new_root), ctypes.c_char_p(put_old))
     _check(int(result), "pivot_root " + new_root.decode("latin-1"))
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = (
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    )
+
+
+def mount_setattr_recursive(path: bytes, attr_set: int) -> None:
+    """mount_setattr(2) with AT_RECURSIVE (Linux 5.12+): set ``attr_set`` on a whole mount tree."""
+    attr = _MountAttr(attr_set, 0, 0, 0)
+    result = _syscall(
+        ctypes.c_long(_SYS_MOUNT_SETATTR),
+        ctypes.c_int(_AT_FDCWD),
+        ctypes.c_char_p(path),
+        ctypes.c_uint(AT_RECURSIVE),
+        ctypes.byref(attr),
+        ctypes.c_size_t(ctypes.sizeof(attr)),
+    )
+    _check(int(result), "mount_setattr " + path.decode("latin-1"))
 
 
 def sethostname(name: bytes) -> None:

@@ -294,8 +294,14 @@ def _mount_volume(m: MountSpec, fd: int, target: bytes) -> None:
         return
     kernel.mount(_fd_path(fd), target, None, kernel.MS_BIND | kernel.MS_REC, None)
     if m.read_only:
-        # Only the top mount: a recursively read-only bind needs mount_setattr (5.12+).
-        kernel.mount(None, target, None, kernel.MS_REMOUNT | kernel.MS_BIND | kernel.MS_RDONLY, None)
+        try:
+            # The whole tree, mounts below the source included (Linux 5.12+).
+            kernel.mount_setattr_recursive(target, kernel.MOUNT_ATTR_RDONLY)
+        except OSError as e:
+            if e.errno != errno.ENOSYS:
+                raise
+            # Older kernels: only the top mount becomes read-only.
+            kernel.mount(None, target, None, kernel.MS_REMOUNT | kernel.MS_BIND | kernel.MS_RDONLY, None)
 
 
 def inside(root: bytes, path: bytes, create: bool, as_file: bool = False) -> bytes:

@@ -47,6 +47,8 @@ async def test_tasks_run_on_an_image_by_name_and_by_tarball_path(
         write_oci(tmp_path / "bb.tar", layers, "busybox:test")
     )
     tarball = write_docker(tmp_path / "bb-docker.tar", layers, None)
+    config = {"User": "nobody", "Entrypoint": ["/bin/sh", "-c"], "Cmd": ["id -u; pwd"], "WorkingDir": "/srv"}
+    as_nobody = write_oci(tmp_path / "nobody.tar", layers, None, config=config)
     data = tmp_path / "data"
     data.mkdir()
     (data / "in").write_text("from the host\n")
@@ -71,6 +73,7 @@ async def test_tasks_run_on_an_image_by_name_and_by_tarball_path(
             image="busybox:test",
             read_only_root=True,
         ),
+        Task("as-user", "", SMALL, image=str(as_nobody)),  # the image's User, Entrypoint, WorkingDir
     ]
     async with framework(cluster.master_address) as (driver, rec):
         driver.launch(await rec.next_offer(), tasks)
@@ -86,6 +89,7 @@ async def test_tasks_run_on_an_image_by_name_and_by_tarball_path(
     ]
     assert _stdout(cluster, "by-path") == "hello from the image\n"
     assert _stdout(cluster, "ro-root") == "refused\n"
+    assert _stdout(cluster, "as-user") == "65534\n/srv\n"
 
 
 async def test_bad_images_and_volumes_fail_their_task_and_the_agent_keeps_serving(

@@ -11,9 +11,10 @@ from kazoo.client import KazooClient
 
 from corral.frameworks import Task, TaskState
 from corral.master.master import MasterConfig
-from corral.master.registry import AGENTS, FRAMEWORKS, FencedError, Write, ZooKeeperRegistry
+from corral.master.registry import AGENTS, FRAMEWORKS, ROLES, FencedError, Write, ZooKeeperRegistry, role_key
 from corral.master.server import MasterServer
 from corral.proto import messages_pb2 as pb
+from corral.proto import operator_pb2
 from corral.resources import Resources
 from corral.slave.agent import Agent, AgentConfig
 from corral.testing import FAST_MASTER, eventually, framework
@@ -31,6 +32,9 @@ def test_a_deposed_leader_cannot_write_the_registry(zk_url: str) -> None:
         info = pb.FrameworkInfo(id="fw-1", name="one")
         registry.apply(Write(FRAMEWORKS, "fw-1", info.SerializeToString()))
         assert set(registry.load().frameworks) == {"fw-1"}
+        role = operator_pb2.RoleSummary(role="eng/ml", weight=2.0)
+        registry.apply(Write(ROLES, role_key("eng/ml"), role.SerializeToString()))  # one znode
+        assert [r.role for r in registry.load().roles.values()] == ["eng/ml"]
         client.delete(fence)  # what the server does when our session ends
         with pytest.raises(FencedError):
             registry.apply(Write(FRAMEWORKS, "fw-2", pb.FrameworkInfo(id="fw-2").SerializeToString()))

@@ -39,10 +39,13 @@ async def test_usage_of_running_tasks_with_their_limits_and_filters(cluster: Loc
         await rec.wait_state("spin", TaskState.RUNNING)
         await rec.wait_state("idle", TaskState.RUNNING)
 
-        for _ in range(200):  # the spinning task uses CPU and writes its file
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 15
+        while True:  # the spinning task uses CPU and writes its file (measured after ~1 s)
             resp = await stub.GetUsage(op.GetUsageRequest(task_id="spin"))
             if resp.usages and resp.usages[0].cpu_time_s > 0.05 and resp.usages[0].disk_bytes >= MiB:
                 break
+            assert loop.time() < deadline, f"no CPU or disk use measured: {list(resp.usages)}"
             await asyncio.sleep(0.05)
         everything = await stub.GetUsage(op.GetUsageRequest())
         assert not everything.errors

@@ -148,7 +148,7 @@ def test_up_job_across_agents_failover_and_down_leaves_nothing(cluster: Cluster,
         'name = "spread"\n[[tasks]]\nname = "where"\ncount = 2\ncpus = 0.8\nmem = 32\n'
         "command = \"sleep 1; ip -4 -o addr show dev eth0 | awk '{print $4}'\"\n"
     )
-    res = cluster.run("submit", "--cluster", cluster.name, "--output", str(job))
+    res = cluster.run("submit", "--local", "--cluster", cluster.name, "--output", str(job))
     assert res.returncode == 0, res.stdout + res.stderr
     agents = {nodes["agent1"]["address"], nodes["agent2"]["address"]}
     assert {a for a in agents if f"{a}/24" in res.stdout} == agents, res.stdout

@@ -379,3 +379,17 @@ def test_quota_above_the_cluster_can_be_forced() -> None:
     a.handle(QuotaSet("q", Resources.parse("cpus:100"), force=True))
     (info,) = [r for r in a.roles() if r.role == "q"]
     assert info.guarantee == Resources.parse("cpus:100")
+
+
+def test_re_adding_a_framework_with_other_roles_moves_it() -> None:
+    a = make(*agents(2), FrameworkAdded("f", ("a",)))
+    (first, _) = a.allocate(0.0)
+    assert first.role == "a"
+    a.handle(FrameworkAdded("f", ("b",)))  # re-subscribed with another role
+    a.handle(ResourcesRecovered("f", first.agent_id, CPU4, 0.0, 0.0))
+    (offer,) = a.allocate(1.0)
+    assert offer.role == "b"
+    assert a.allocated("f", "a") == CPU4  # what it still holds in 'a' stays charged there
+    assert [r.role for r in a.roles() if "f" in r.frameworks] == ["a", "b"]
+    a.handle(ResourcesRecovered("f", "a01" if first.agent_id == "a00" else "a00", CPU4, 0.0, 1.0, "a"))
+    assert [r.role for r in a.roles() if "f" in r.frameworks] == ["b"]

@@ -120,3 +120,9 @@ def offer(attributes: dict[str, str], hostname: str = "h1") -> Offer:
 def test_constraints_match_attributes(text: str, attributes: dict[str, str], ok: bool) -> None:
     assert parse_constraint(text).matches(offer(attributes).attributes, "h1") is ok
     assert str(parse_constraint(str(parse_constraint(text)))) == str(parse_constraint(text))
+
+
+def test_the_example_pipeline_parses() -> None:
+    spec = load_job(Path(__file__).resolve().parents[2] / "examples" / "jobs" / "pipeline.toml")
+    assert [g.policy.after for g in spec.groups] == [(), ("fetch",), ("flaky-transform",)]
+    assert spec.groups[1].policy.retries == 5

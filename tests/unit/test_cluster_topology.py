@@ -92,6 +92,7 @@ def test_commands_of_masters_and_agents() -> None:
         ({"zk_nodes": 2}, "--zk-nodes: must be odd"),
         ({"agents": 3, "agent_resources": ("cpus:1", "cpus:2")}, "--agent-resources: give one"),
         ({"agent_attributes": ("rack",)}, "--agent-attributes 'rack'"),
+        ({"agent_resources": ("cpus:x",)}, "--agent-resources 'cpus:x'"),
         ({"zk_session_timeout_s": 0.0}, "--zk-session-timeout"),
     ],
 )

@@ -133,3 +133,39 @@ def test_calls_for_unknown_frameworks_are_not_found(setup) -> None:  # type: ign
     with pytest.raises(CallError) as err:
         master.kill("no-such-framework", "t1")
     assert err.value.code == "NOT_FOUND"
+
+
+class _RegistryStub:
+    """Stands in for the RegistryWriter: applies writes at once."""
+
+    def __init__(self) -> None:
+        from corral.master.registry import InMemoryRegistry
+
+        self.registry = InMemoryRegistry()
+
+    def put(self, kind: str, key: str, data: bytes | None) -> None:
+        from corral.master.registry import Write
+
+        self.registry.apply(Write(kind, key, data))
+
+
+def test_weights_and_quota_are_recorded_and_a_new_leader_keeps_them() -> None:
+    master = Master(MasterConfig(), clock=Clock())
+    stub = _RegistryStub()
+    master.registry = stub  # type: ignore[assignment]
+    _agent(master, "a1")
+    master.set_weights([("eng/ml", 2.0), ("ops", 1.0)])
+    master.set_quota("eng", Resources.parse("cpus:1"), Resources.parse("cpus:2"))
+    with pytest.raises(CallError, match=r"weights\[1\]: weight of role 'x'"):
+        master.set_weights([("ops", 3.0), ("x", 0.0)])  # all or nothing: ops stays 1
+    state = stub.registry.load()
+    assert sorted(r.role for r in state.roles.values()) == ["eng", "eng/ml"]  # ops has the default
+    successor = Master(MasterConfig(), clock=Clock())
+    successor.recover(state)
+    roles = {r.role: r for r in successor.roles()}
+    assert roles["eng/ml"].weight == 2.0
+    assert roles["eng"].guarantee == Resources.parse("cpus:1")
+    assert roles["eng"].limit == Resources.parse("cpus:2")
+    master.set_quota("eng", Resources(), None)  # removed: the record goes too
+    master.set_weights([("eng/ml", 1.0)])
+    assert stub.registry.load().roles == {}

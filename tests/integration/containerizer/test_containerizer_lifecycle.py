@@ -100,6 +100,7 @@ async def test_a_task_within_its_disk_limit_ends_normally(ctz: Containerizer, ma
 
 
 async def test_usage_reports_live_statistics_and_limits(ctz: Containerizer, make_config: Make) -> None:
+    ctz.disk_watch_interval_s = 0.05
     config = make_config(
         "/bin/sh",
         "-c",

@@ -10,16 +10,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from corral.slave.containerizer import ContainerConfig, ContainerError, Containerizer
+from corral.slave.containerizer import ContainerConfig, ContainerError, Containerizer, kernel
 from corral.slave.containerizer.images import Image, ImageStore
 from corral.slave.containerizer.model import Termination
 from corral.slave.containerizer.overlay import Rootfs
 from corral.slave.containerizer.volumes import Volume
+from corral.slave.task_image import image_user
 from corral.testing_images import build_busybox_image
 
 pytestmark = [
@@ -195,6 +197,25 @@ async def test_bind_volumes_read_only_and_read_write_and_a_sized_tmpfs(
     assert not (ro / "x").exists()
 
 
+async def test_a_read_only_volume_is_read_only_all_the_way_down(
+    ctz: Containerizer, make_config: Make, image: tuple[ImageStore, Image], tmp_path: Path
+) -> None:
+    """A mount below the volume's source (here a tmpfs) is read-only in the container too."""
+    source = tmp_path / "ro-tree"
+    (source / "sub").mkdir(parents=True)
+    kernel.mount(b"tmpfs", bytes(source / "sub"), b"tmpfs", 0, b"size=1m")
+    try:
+        script = "echo x > /data/sub/x 2>/dev/null && echo writable || echo ro-refused"
+        config = on_image(
+            make_config, image, "/bin/sh", "-c", script, volumes=(Volume("/data", str(source), True),)
+        )
+        termination, out, err = await run(ctz, config)
+    finally:
+        kernel.umount2(bytes(source / "sub"))
+    assert termination.exit_code == 0, err
+    assert out == "ro-refused\n"
+
+
 async def test_volumes_without_an_image_are_mounted_on_the_host_tree_in_private(
     ctz: Containerizer, make_config: Make, tmp_path: Path
 ) -> None:
@@ -257,3 +278,22 @@ async def test_a_command_missing_from_the_image_exits_127(
     termination, _, err = await run(ctz, on_image(make_config, image, "python3", "-c", "1"))
     assert termination.exit_code == 127
     assert "python3" in err
+
+
+def test_the_image_user_is_looked_up_in_the_image(image: tuple[ImageStore, Image], tmp_path: Path) -> None:
+    store, found = image
+    layers = store.layer_dirs(found)
+    assert image_user("nobody", layers) == (65534, 65534)
+    assert image_user("nobody:root", layers) == (65534, 0)
+    assert image_user("1000", layers) == (1000, 1000)
+    assert image_user("1000:50", layers) == (1000, 50)
+    with pytest.raises(ContainerError, match="no user 'daemon' in its /etc/passwd"):
+        image_user("daemon", layers)
+    with pytest.raises(ContainerError, match="no group 'wheel' in its /etc/group"):
+        image_user("nobody:wheel", layers)
+    # A layer on top that deletes /etc/passwd (a whiteout) leaves no users.
+    top = tmp_path / "top"
+    (top / "etc").mkdir(parents=True)
+    os.mknod(top / "etc" / "passwd", stat.S_IFCHR, os.makedev(0, 0))
+    with pytest.raises(ContainerError, match="no user 'nobody'"):
+        image_user("nobody", (*layers, top))
