@@ -642,6 +642,11 @@ class Containerizer:
             self._recovered_done(c)
 
         loop.add_reader(pidfd, on_supervisor_exit)
+        # An agent killed in the middle of a SIGKILL round (freeze, kill, thaw)
+        # leaves the cgroup frozen: the task could then neither run nor end.
+        # (A task paused on purpose is resumed: pauses are not checkpointed.)
+        with contextlib.suppress(OSError, CgroupError):
+            self.cgroups.set_frozen(c.cgroup, False)
         if ended:
             self._recovered_done(c)
             return "ended"

@@ -45,13 +45,18 @@ async def test_a_new_agent_process_takes_over_tasks_and_finished_sandboxes(tmp_p
             await rec.wait_state("done", TaskState.FINISHED)
             await rec.wait_state("long", TaskState.RUNNING)
             await eventually(lambda: len(agent.completed) == 1, 10, "the finished task's ack")
-            agent_id, pid = agent.agent_id, agent.tasks[(driver.framework_id, "long")].pid
+            run = agent.tasks[(driver.framework_id, "long")]
+            agent_id, pid = agent.agent_id, run.pid
+            cgroup = f"{agent.containerizer.cgroup_prefix}/{run.container_id}"
             await agent.stop(kill_tasks=False)
+            # As if it had died in the middle of a SIGKILL round (freeze, kill, thaw).
+            agent.containerizer.cgroups.set_frozen(cgroup, True)
 
             agent = _agent(address, tmp_path / "agent")
             await agent.start()
             assert agent.agent_id == agent_id
             assert agent.tasks[(driver.framework_id, "long")].pid == pid
+            assert not agent.containerizer.cgroups.frozen(cgroup)  # thawed, it can end
             key = (driver.framework_id, "done")
             assert key in agent.completed  # corral logs still works for it
             await asyncio.wait_for(agent.registered.wait(), 10)
