@@ -42,6 +42,7 @@ from corral.resources import MILLI, ResourceError, Resources
 from corral.slave import gc as sandbox_gc
 from corral.slave import recovery, sandbox_files, usage
 from corral.slave import resources as detect
+from corral.slave import work_dir as work_dir_modes
 from corral.slave.checkpoints import Checkpoints, TaskCheckpoint
 from corral.slave.containerizer import (
     ContainerConfig,
@@ -125,14 +126,15 @@ class Agent:
     def __init__(self, config: AgentConfig, containerizer: Containerizer | None = None) -> None:
         self.config = config
         self.work_dir = config.work_dir
-        self.work_dir.mkdir(parents=True, exist_ok=True)
+        image_store = config.image_store or self.work_dir / "images"
+        work_dir_modes.secure_work_dir(self.work_dir, image_store)
         self.containerizer = containerizer or Containerizer(
             self.work_dir,
             cgroup_prefix=config.cgroup_prefix,
             disk_watch_interval_s=config.disk_watch_interval_s,
         )
         self.total = config.resources or detect.detect(self.work_dir, config.share)
-        self.images = ImageStore(config.image_store or self.work_dir / "images")
+        self.images = ImageStore(image_store)
         self.checkpoints = Checkpoints(self.work_dir)
         self.agent_id = ""  # learnt from the checkpoints in start()
         self.tasks: dict[TaskKey, TaskRun] = {}
@@ -475,10 +477,10 @@ class Agent:
         mem_milli = wanted.scalar("mem") or self.total.scalar("mem")
         container = info.container
         user = None
+        work_dir_modes.make_sandbox(run.sandbox)
         if container.HasField("uid"):
             user = (container.uid, container.gid if container.HasField("gid") else container.uid)
             # The task must be able to write its own sandbox (stdout, files).
-            run.sandbox.mkdir(parents=True, exist_ok=True)
             os.chown(run.sandbox, *user)
         isolation = Isolation(
             network="none" if container.network == pb.ContainerInfo.NONE else "host",

@@ -272,6 +272,7 @@ class ImageStore:
     def remove(self, ref: str) -> Removed:
         """Untag ``ref`` (all names of the image if ``ref`` is its id); drop the image
         once nameless, and the layers no other image uses and no container mounts."""
+        self._make_root()
         self._tmp.mkdir(parents=True, exist_ok=True)
         with self._locked():
             image = self.resolve(ref)
@@ -304,7 +305,14 @@ class ImageStore:
         log.info("image.removed", image=image.id, refs=list(dropped), layers=len(removed), in_use=len(kept))
         return Removed(tuple(dropped), image.id, tuple(removed), tuple(kept))
 
+    def _make_root(self) -> None:
+        # 0700: layers may hold setuid binaries no host user may reach (CVE-2021-41091).
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.root.stat().st_mode & 0o077:
+            os.chmod(self.root, 0o700)
+
     def _prepare(self) -> None:
+        self._make_root()
         for d in (self._layers, self._images, self._tmp):
             d.mkdir(parents=True, exist_ok=True)
         now = time.time()
@@ -315,7 +323,7 @@ class ImageStore:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
+        self._make_root()
         fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
