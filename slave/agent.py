@@ -98,6 +98,9 @@ class AgentConfig:
     gc_interval_s: float = sandbox_gc.GC_INTERVAL_S
     #: where task images are kept (shared with `corral image`); None: <work_dir>/images
     image_store: Path | None = None
+    #: directories under which a task may name an image tarball by path
+    #: (``--image-import-dir``); none: tasks name images in the store only
+    image_import_dirs: tuple[Path, ...] = ()
 
 
 @dataclass
@@ -397,7 +400,9 @@ class Agent:
         try:
             self._update(run, pb.TASK_STARTING)
             try:
-                config = await with_image(self._container_config(run), info, self.images)
+                config = await with_image(
+                    self._container_config(run), info, self.images, self.config.image_import_dirs
+                )
                 run.pid = await self.containerizer.launch(config)
             except (ContainerError, ResourceError, OSError) as e:
                 self._update(

@@ -2,9 +2,10 @@
 
 The agent builds a task's :class:`ContainerConfig` for the host (agent.py);
 this module applies ``TaskInfo.container``: it resolves the image in the
-agent's image store (a ``NAME:TAG``, or a tarball path imported on first use,
-off the event loop), puts the container's root on its layers and applies the
-image's config the way Docker does where the task says nothing:
+agent's image store (a ``NAME:TAG``, or a tarball path under one of the
+agent's ``--image-import-dir`` imported on first use, off the event loop),
+puts the container's root on its layers and applies the image's config the
+way Docker does where the task says nothing:
 
 * ``Env``: the image's, then corral's ``CORRAL_*`` variables (the sandbox is
   ``/mnt/sandbox`` inside, also as ``$MESOS_SANDBOX``, and ``$HOME`` unless
@@ -39,8 +40,13 @@ def _has_command(command: pb.CommandInfo) -> bool:
     return bool(command.arguments or command.value)
 
 
-async def with_image(config: ContainerConfig, info: pb.TaskInfo, store: ImageStore) -> ContainerConfig:
-    """``config`` with the task's image and volumes; raises ContainerError (ImageError) with a sentence."""
+async def with_image(
+    config: ContainerConfig, info: pb.TaskInfo, store: ImageStore, import_dirs: tuple[Path, ...] = ()
+) -> ContainerConfig:
+    """``config`` with the task's image and volumes; raises ContainerError (ImageError) with a sentence.
+
+    A tarball path is imported only from under ``import_dirs`` (ImageStore.obtain).
+    """
     container = info.container
     volumes = tuple(
         Volume(v.container_path, v.host_path, v.read_only, v.tmpfs_size_bytes) for v in container.volumes
@@ -49,7 +55,7 @@ async def with_image(config: ContainerConfig, info: pb.TaskInfo, store: ImageSto
         if container.read_only_root:
             raise ContainerError("container.read_only_root: needs an image")
         return replace(config, volumes=volumes) if volumes else config
-    image = await asyncio.to_thread(store.obtain, container.image)
+    image = await asyncio.to_thread(store.obtain, container.image, import_dirs)
     layers = store.layer_dirs(image)
     env = {"PATH": DEFAULT_PATH}
     env.update(entry.split("=", 1) for entry in image.config.env)  # type: ignore[misc]

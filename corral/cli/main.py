@@ -334,6 +334,14 @@ def master(
     "$CORRAL_HOME/images or /var/lib/corral/images).",
 )
 @click.option(
+    "--image-import-dir",
+    "image_import_dirs",
+    multiple=True,
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="A directory under which tasks may name image tarballs by path (repeatable; "
+    "default none: tasks name images imported with `corral image import`).",
+)
+@click.option(
     "--disk-watch-interval",
     type=click.FloatRange(min=0.1),
     default=15.0,
@@ -382,6 +390,7 @@ def agent(
     gc_delay: float,
     gc_disk_headroom: float,
     image_store: Path | None,
+    image_import_dirs: tuple[Path, ...],
 ) -> None:
     """Run a node agent that dials the master."""
     import socket
@@ -409,6 +418,7 @@ def agent(
         gc_delay_s=gc_delay,
         gc_disk_headroom=gc_disk_headroom,
         image_store=image_store or default_store_dir(),
+        image_import_dirs=tuple(p.resolve() for p in image_import_dirs),
     )
     try:
         asyncio.run(run_agent(config))

@@ -23,6 +23,7 @@ refs are replaced by rename.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import gzip
 import hashlib
@@ -31,6 +32,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tarfile
 import tempfile
 import time
@@ -189,14 +191,18 @@ class ImageStore:
             )
         return self._named(image, refs)
 
-    def obtain(self, image: str) -> Image:
+    def obtain(self, image: str, import_dirs: tuple[Path, ...] = ()) -> Image:
         """What a task's ``image`` field names: a tarball path (imported now) or a stored image.
 
-        A tarball imported this way is not tagged with the names it carries: a
-        task must not move the operator's tags.
+        A path is accepted only under one of ``import_dirs`` (the agent's
+        ``--image-import-dir``), walked without following any symlink, and
+        only a regular file: a task must not make the agent read a root-only
+        file, another task's file or a FIFO. A tarball imported this way is not
+        tagged with the names it carries: a task must not move the operator's tags.
         """
         if is_path_ref(image):
-            return self.import_tarball(Path(image), tag=False)
+            with open_import(image, import_dirs) as f:
+                return self.import_tarball(Path(image), tag=False, fileobj=f)
         return self.resolve(image)
 
     def _load(self, image_id: str) -> Image | None:
@@ -221,7 +227,9 @@ class ImageStore:
 
     # -- writing ---------------------------------------------------------------
 
-    def import_tarball(self, path: Path, name: str | None = None, *, tag: bool = True) -> Image:
+    def import_tarball(
+        self, path: Path, name: str | None = None, *, tag: bool = True, fileobj: IO[bytes] | None = None
+    ) -> Image:
         """Import an OCI image-layout or docker-save tarball; tag it ``name`` (else the names it
         carries; none when ``tag`` is false).
 
@@ -232,7 +240,7 @@ class ImageStore:
         wanted = normalize_ref(name) if name else None
         self._prepare()
         try:
-            tar = tarfile.open(path, "r:*")  # noqa: SIM115 (closed by the with below)
+            tar = tarfile.open(path, "r:*", fileobj=fileobj)  # noqa: SIM115 (closed by the with below)
         except FileNotFoundError:
             raise ImageError(f"{source}: no such image file") from None
         except tarfile.ReadError:
@@ -247,7 +255,7 @@ class ImageStore:
                     self._ensure_layer(tar, members, layer, i, source)
             except (tarfile.TarError, EOFError, zlib.error) as e:
                 raise ImageError(f"{source}: corrupt tarball: {e}") from None
-        size = path.stat().st_size
+        size = os.fstat(fileobj.fileno()).st_size if fileobj is not None else path.stat().st_size
         record = {
             "id": manifest.image_id,
             "layers": [layer.diff_id for layer in manifest.layers],
@@ -385,6 +393,61 @@ class ImageStore:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+
+
+def open_import(image: str, import_dirs: tuple[Path, ...]) -> IO[bytes]:
+    """Open a task's tarball path for reading: under an import dir, no symlink, a regular file.
+
+    Raises ImageError saying which rule the path breaks.
+    """
+    path = Path(image)
+    if not import_dirs:
+        raise ImageError(
+            f"image {image!r}: this agent imports no tarball paths (no --image-import-dir); "
+            f"import it with `corral image import FILE --name NAME` and give the task NAME"
+        )
+    if ".." in path.parts or "\0" in image:
+        raise ImageError(f"image {image!r}: a tarball path must not contain '..'")
+    for top in (Path(os.path.abspath(d)) for d in import_dirs):
+        if path.is_relative_to(top) and path != top:
+            return _open_beneath(top, path.relative_to(top).parts, image)
+    raise ImageError(
+        f"image {image!r}: tarball paths are accepted only under this agent's --image-import-dir "
+        f"({', '.join(str(d) for d in import_dirs)})"
+    )
+
+
+def _open_beneath(top: Path, parts: tuple[str, ...], image: str) -> IO[bytes]:
+    try:
+        fd = os.open(top, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as e:
+        raise ImageError(f"image {image!r}: the import directory {top} is unusable: {e.strerror}") from None
+    try:
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            flags = os.O_NOFOLLOW | os.O_CLOEXEC
+            # O_NONBLOCK: opening a FIFO must not wait for a writer.
+            flags |= os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY if last else os.O_PATH | os.O_DIRECTORY
+            try:
+                nfd = os.open(part, flags, dir_fd=fd)
+            except FileNotFoundError:
+                raise ImageError(f"{image}: no such image file") from None
+            except OSError as e:
+                if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise ImageError(
+                        f"image {image!r}: a tarball path must not go through a symlink (or a non-directory)"
+                    ) from None
+                raise ImageError(f"image {image!r}: cannot open it: {e.strerror}") from None
+            os.close(fd)
+            fd = nfd
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ImageError(f"image {image!r}: not a regular file")
+        os.set_blocking(fd, True)
+        f = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    return f
 
 
 def layers_in_use(layers_root: Path) -> set[str]:

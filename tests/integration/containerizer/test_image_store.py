@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import stat
 import tarfile
 import tempfile
@@ -295,8 +296,36 @@ def test_a_tarball_named_by_a_task_is_imported_without_moving_tags(
     store = ImageStore(tmp_path / "store")
     mine = store.import_tarball(write_docker(tmp_path / "mine.tar", layers, "busybox:test"))
     other = write_oci(tmp_path / "other.tar", layers, "busybox:test", config={"Cmd": ["/bin/true"]})
-    found = store.obtain(str(other))
+    found = store.obtain(str(other), (tmp_path,))
     assert found.id != mine.id
     assert found.names == ()
     assert store.resolve("busybox:test").id == mine.id
-    assert store.obtain(str(other)).id == found.id  # again: the layers are not read twice
+    assert store.obtain(str(other), (tmp_path,)).id == found.id  # again: the layers are not read twice
+
+
+def test_a_task_names_tarballs_only_under_import_dirs_and_only_regular_files(
+    tmp_path: Path, layers: list[bytes]
+) -> None:
+    store = ImageStore(tmp_path / "store")
+    top = tmp_path / "in"
+    (top / "sub").mkdir(parents=True)
+    good = write_docker(top / "sub" / "good.tar", layers, None)
+    outside = write_docker(tmp_path / "outside.tar", layers, None)
+    (top / "link.tar").symlink_to(outside)
+    (top / "linkdir").symlink_to(tmp_path)
+    os.mkfifo(top / "fifo.tar")
+    refused = {
+        str(good): ("no --image-import-dir", ()),
+        str(outside): ("accepted only under this agent's --image-import-dir", (top,)),
+        str(top / "sub" / ".." / ".." / "outside.tar"): ("must not contain '..'", (top,)),
+        str(top / "link.tar"): ("through a symlink", (top,)),
+        str(top / "linkdir" / "outside.tar"): ("through a symlink", (top,)),
+        str(top / "fifo.tar"): ("not a regular file", (top,)),  # and does not block on the FIFO
+        str(top / "sub"): ("not a regular file", (top,)),
+        str(top / "none.tar"): ("no such image file", (top,)),
+    }
+    for image, (message, dirs) in refused.items():
+        with pytest.raises(ImageError, match=re.escape(message)):
+            store.obtain(image, dirs)
+    assert store.images() == []
+    assert store.obtain(str(good), (top,)).layers
