@@ -101,6 +101,9 @@ class AgentConfig:
     #: directories under which a task may name an image tarball by path
     #: (``--image-import-dir``); none: tasks name images in the store only
     image_import_dirs: tuple[Path, ...] = ()
+    #: host paths (and what is below them) tasks may bind-mount as volumes
+    #: (``--allowed-host-paths``); none: tmpfs and sandbox volumes only
+    allowed_host_paths: tuple[Path, ...] = ()
 
 
 @dataclass
@@ -401,7 +404,11 @@ class Agent:
             self._update(run, pb.TASK_STARTING)
             try:
                 config = await with_image(
-                    self._container_config(run), info, self.images, self.config.image_import_dirs
+                    self._container_config(run),
+                    info,
+                    self.images,
+                    self.config.image_import_dirs,
+                    self.config.allowed_host_paths,
                 )
                 run.pid = await self.containerizer.launch(config)
             except (ContainerError, ResourceError, OSError) as e:

@@ -41,15 +41,23 @@ def _has_command(command: pb.CommandInfo) -> bool:
 
 
 async def with_image(
-    config: ContainerConfig, info: pb.TaskInfo, store: ImageStore, import_dirs: tuple[Path, ...] = ()
+    config: ContainerConfig,
+    info: pb.TaskInfo,
+    store: ImageStore,
+    import_dirs: tuple[Path, ...] = (),
+    allowed_host_paths: tuple[Path, ...] = (),
 ) -> ContainerConfig:
     """``config`` with the task's image and volumes; raises ContainerError (ImageError) with a sentence.
 
-    A tarball path is imported only from under ``import_dirs`` (ImageStore.obtain).
+    A tarball path is imported only from under ``import_dirs`` (ImageStore.obtain),
+    a host path bound only from under ``allowed_host_paths`` (Volume.allowed).
     """
     container = info.container
     volumes = tuple(
-        Volume(v.container_path, v.host_path, v.read_only, v.tmpfs_size_bytes) for v in container.volumes
+        Volume(v.container_path, v.host_path, v.read_only, v.tmpfs_size_bytes).allowed(
+            f"volumes[{i}]", allowed_host_paths
+        )
+        for i, v in enumerate(container.volumes)
     )
     if not container.image:
         if container.read_only_root:

@@ -40,6 +40,8 @@ class LocalCluster:
     image_store: Path | None = None
     #: where tasks may name image tarballs by path (AgentConfig.image_import_dirs)
     image_import_dirs: tuple[Path, ...] = ()
+    #: host paths tasks may bind (AgentConfig.allowed_host_paths)
+    allowed_host_paths: tuple[Path, ...] = ()
 
     def __post_init__(self) -> None:
         self.server = MasterServer(self.listen, self.master_config)
@@ -60,6 +62,7 @@ class LocalCluster:
                 share=(i, self.agents),
                 image_store=self.image_store or self.work_dir / "images",
                 image_import_dirs=self.image_import_dirs,
+                allowed_host_paths=self.allowed_host_paths,
             )
             agent = Agent(config)
             self.agent_list.append(agent)

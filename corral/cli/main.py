@@ -342,6 +342,13 @@ def master(
     "default none: tasks name images imported with `corral image import`).",
 )
 @click.option(
+    "--allowed-host-paths",
+    default="",
+    metavar="PATH[,PATH]",
+    help="Host paths (and what is below them) tasks may bind-mount as volumes "
+    "(default none: only tmpfs and sandbox volumes).",
+)
+@click.option(
     "--disk-watch-interval",
     type=click.FloatRange(min=0.1),
     default=15.0,
@@ -391,6 +398,7 @@ def agent(
     gc_disk_headroom: float,
     image_store: Path | None,
     image_import_dirs: tuple[Path, ...],
+    allowed_host_paths: str,
 ) -> None:
     """Run a node agent that dials the master."""
     import socket
@@ -419,6 +427,7 @@ def agent(
         gc_disk_headroom=gc_disk_headroom,
         image_store=image_store or default_store_dir(),
         image_import_dirs=tuple(p.resolve() for p in image_import_dirs),
+        allowed_host_paths=_allowed_host_paths(allowed_host_paths),
     )
     try:
         asyncio.run(run_agent(config))
@@ -683,3 +692,12 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def _allowed_host_paths(spec: str) -> tuple[Path, ...]:
+    """``--allowed-host-paths``: comma-separated absolute paths."""
+    paths = tuple(Path(p.strip()) for p in spec.split(",") if p.strip())
+    for p in paths:
+        if not p.is_absolute():
+            fail(f"--allowed-host-paths: {str(p)!r} is not an absolute path")
+    return paths

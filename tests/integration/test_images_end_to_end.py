@@ -25,7 +25,12 @@ SMALL = Resources.of(cpus=0.1, mem=32)
 
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[LocalCluster]:
-    async with local_cluster(tmp_path / "cluster", agents=1, image_import_dirs=(tmp_path / "in",)) as c:
+    async with local_cluster(
+        tmp_path / "cluster",
+        agents=1,
+        image_import_dirs=(tmp_path / "in",),
+        allowed_host_paths=(tmp_path / "data",),
+    ) as c:
         yield c
     # After the agent's shutdown: no overlay, no container directory, no half-imported layer.
     mounts = Path("/proc/self/mountinfo").read_text()  # noqa: ASYNC240 (a small proc file)
@@ -106,6 +111,8 @@ async def test_bad_images_and_volumes_fail_their_task_and_the_agent_keeps_servin
     garbage.write_bytes(b"no image here" * 100)
     good = write_oci(top / "good.tar", layers, "busybox:test")
     outside = write_oci(tmp_path / "outside.tar", layers, "busybox:test")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "escape").symlink_to(tmp_path / "in")
     (top / "link.tar").symlink_to(outside)
     os.mkfifo(top / "fifo.tar")
     bad = {
@@ -131,6 +138,20 @@ async def test_bad_images_and_volumes_fail_their_task_and_the_agent_keeps_servin
         "volume": (
             Task("volume", "true", SMALL, image=str(good), volumes=(Volume("/d", str(tmp_path / "absent")),)),
             "volumes[0].host_path",
+        ),
+        "host-root": (
+            Task("host-root", "true", SMALL, volumes=(Volume("t", ""), Volume("/h", "/"))),
+            "volumes[1].host_path: / (really /) is not under this agent's --allowed-host-paths",
+        ),
+        "escape": (
+            Task(
+                "escape",
+                "true",
+                SMALL,
+                image=str(good),
+                volumes=(Volume("/e", str(tmp_path / "data/escape")),),
+            ),
+            f"(really {top}) is not under",
         ),
     }
     async with framework(cluster.master_address) as (driver, rec):
