@@ -409,9 +409,11 @@ class Agent:
                     self.images,
                     self.config.image_import_dirs,
                     self.config.allowed_host_paths,
+                    lease=self._lease_file(run),
                 )
                 run.pid = await self.containerizer.launch(config)
             except (ContainerError, ResourceError, OSError) as e:
+                self.images.release(self._lease_file(run))
                 self._update(
                     run,
                     pb.TASK_FAILED,
@@ -452,6 +454,7 @@ class Agent:
                 await self.containerizer.destroy(run.container_id)
             except Exception:
                 self.log.exception("task.cleanup_failed", task_id=info.task_id)
+            self.images.release(self._lease_file(run))
             if lost:
                 self._update(run, pb.TASK_LOST, TS.REASON_AGENT_RESTARTED, lost)
             else:
@@ -462,6 +465,10 @@ class Agent:
             self.log.exception("task.failed_unexpectedly", task_id=info.task_id)
             if not is_terminal(run.state):
                 self._update(run, pb.TASK_FAILED, TS.REASON_CONTAINER_LAUNCH_FAILED, f"agent error: {e}")
+
+    def _lease_file(self, run: TaskRun) -> Path:
+        """Holds the task's image layers from `corral image rm` until the container is destroyed."""
+        return self.work_dir / "containers" / run.container_id / "layers"
 
     def _container_config(self, run: TaskRun) -> ContainerConfig:
         info = run.info

@@ -46,11 +46,14 @@ async def with_image(
     store: ImageStore,
     import_dirs: tuple[Path, ...] = (),
     allowed_host_paths: tuple[Path, ...] = (),
+    lease: Path | None = None,
 ) -> ContainerConfig:
     """``config`` with the task's image and volumes; raises ContainerError (ImageError) with a sentence.
 
     A tarball path is imported only from under ``import_dirs`` (ImageStore.obtain),
     a host path bound only from under ``allowed_host_paths`` (Volume.allowed).
+    With ``lease`` (the container's ``containers/<id>/layers``) the image's
+    layers are leased so `corral image rm` keeps them (ImageStore.lease).
     """
     container = info.container
     volumes = tuple(
@@ -64,7 +67,10 @@ async def with_image(
             raise ContainerError("container.read_only_root: needs an image")
         return replace(config, volumes=volumes) if volumes else config
     image = await asyncio.to_thread(store.obtain, container.image, import_dirs)
-    layers = store.layer_dirs(image)
+    if lease is not None:
+        layers = await asyncio.to_thread(store.lease, image, lease)
+    else:
+        layers = store.layer_dirs(image)
     env = {"PATH": DEFAULT_PATH}
     env.update(entry.split("=", 1) for entry in image.config.env)  # type: ignore[misc]
     env.update({k: v for k, v in config.env.items() if k.startswith("CORRAL_")})

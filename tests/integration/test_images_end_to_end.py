@@ -37,6 +37,8 @@ async def cluster(tmp_path: Path) -> AsyncIterator[LocalCluster]:
     assert str(tmp_path) not in mounts
     assert os.listdir(tmp_path / "cluster" / "agent-0" / "containers") == []
     assert os.listdir(tmp_path / "cluster" / "images" / "tmp") == []
+    # Every launch leased its layers, and every lease ended with its container.
+    assert os.listdir(tmp_path / "cluster" / "images" / "leases") == []
 
 
 def _stdout(cluster: LocalCluster, task_id: str) -> str:

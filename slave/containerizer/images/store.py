@@ -10,7 +10,10 @@ Layout under the store's root::
                                   config a container needs; <hex> is its config digest
     refs.json                     name:tag -> image id
     tmp/                          layers being unpacked
-    lock                          flock(2) taken to change refs.json, images/ or layers/
+    leases/<hash>                 the path of a container's lease file (a launch's
+                                  layers, kept until that file is gone)
+    lock                          flock(2): shared to lease layers, exclusive to
+                                  write records and refs and to remove
 
 A layer is unpacked into ``tmp/`` while its digest is computed, and renamed into
 ``layers/`` only when the digest matches: a layer directory, once it exists, is
@@ -35,6 +38,7 @@ import shutil
 import stat
 import tarfile
 import tempfile
+import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -133,6 +137,7 @@ class ImageStore:
         self._images = root / "images" / "sha256"
         self._refs = root / "refs.json"
         self._tmp = root / "tmp"
+        self._leases = root / "leases"
 
     # -- reading ---------------------------------------------------------------
 
@@ -268,6 +273,13 @@ class ImageStore:
         names = (wanted,) if wanted else tuple(normalize_ref(n) for n in manifest.names) if tag else ()
         record_path = self._images / (manifest.image_id.removeprefix("sha256:") + ".json")
         with self._locked():
+            # Under the lock `rm` takes: a layer it removed meanwhile is not recorded as present.
+            for i, layer in enumerate(manifest.layers):
+                if not self.layer_dir(layer.diff_id).is_dir():
+                    raise ImageError(
+                        f"{source}: layer {i} ({layer.diff_id}) was removed while importing "
+                        f"(a concurrent `corral image rm`); import again"
+                    )
             if not record_path.exists() or names:
                 _write_json(record_path, record)
             if names:
@@ -294,7 +306,7 @@ class ImageStore:
                 return Removed(tuple(dropped), None, (), ())
             (self._images / (image.id.removeprefix("sha256:") + ".json")).unlink(missing_ok=True)
             still_used = {layer for other in self.images() for layer in other.layers}
-            in_use = layers_in_use(self._layers)
+            in_use = layers_in_use(self._layers) | self._leased()
             removed, kept = [], []
             for layer in dict.fromkeys(image.layers):
                 hexd = layer.removeprefix("sha256:")
@@ -319,6 +331,46 @@ class ImageStore:
         if self.root.stat().st_mode & 0o077:
             os.chmod(self.root, 0o700)
 
+    def lease(self, image: Image, holder: Path) -> tuple[Path, ...]:
+        """Keep ``image``'s layers from ``rm`` while the file ``holder`` exists (a container's
+        ``containers/<id>/layers``, removed with it); return the layer directories.
+
+        Checked and written under the shared store lock, so an ``rm`` (exclusive)
+        either ran before (ImageError: a layer is missing) or sees the lease.
+        """
+        self._make_root()
+        self._leases.mkdir(exist_ok=True)
+        with self._locked(shared=True):
+            dirs = self.layer_dirs(image)
+            holder.parent.mkdir(parents=True, exist_ok=True)
+            _write_json(holder, list(image.layers))
+            _write_text(self._lease_pointer(holder), str(holder.absolute()))
+        return dirs
+
+    def release(self, holder: Path) -> None:
+        """End a lease (a lease whose holder file is gone is ended anyway)."""
+        holder.unlink(missing_ok=True)
+        self._lease_pointer(holder).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            holder.parent.rmdir()  # the container's directory, if the launch left it empty
+
+    def _lease_pointer(self, holder: Path) -> Path:
+        return self._leases / hashlib.sha256(os.fsencode(holder.absolute())).hexdigest()[:40]
+
+    def _leased(self) -> set[str]:
+        """Hex digests of the leased layers; drops pointers whose holder is gone (caller holds the lock)."""
+        found: set[str] = set()
+        for pointer in self._leases.iterdir() if self._leases.is_dir() else []:
+            try:
+                layers = json.loads(Path(pointer.read_text()).read_text())
+            except FileNotFoundError:
+                pointer.unlink(missing_ok=True)
+                continue
+            except (OSError, ValueError):
+                continue
+            found |= {str(d).removeprefix("sha256:") for d in layers if isinstance(d, str)}
+        return found
+
     def _prepare(self) -> None:
         self._make_root()
         for d in (self._layers, self._images, self._tmp):
@@ -330,11 +382,11 @@ class ImageStore:
                     shutil.rmtree(entry, ignore_errors=True)
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
+    def _locked(self, shared: bool = False) -> Iterator[None]:
         self._make_root()
         fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
             yield
         finally:
             os.close(fd)
@@ -453,24 +505,40 @@ def _open_beneath(top: Path, parts: tuple[str, ...], image: str) -> IO[bytes]:
 def layers_in_use(layers_root: Path) -> set[str]:
     """Hex digests of the layers under ``layers_root`` that some mount (in any
     process's mount namespace, e.g. a running container's overlay) refers to."""
-    needle = str(layers_root) + "/"
     found: set[str] = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            text = (entry / "mountinfo").read_text()
+            text = (entry / "mountinfo").read_text(errors="surrogateescape")
         except OSError:
             continue
-        start = text.find(needle)
+        found |= layers_in_mountinfo(text, layers_root)
+    return found
+
+
+_OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
+
+
+def layers_in_mountinfo(text: str, layers_root: Path) -> set[str]:
+    """The layer digests a mountinfo text refers to; the kernel escapes space, tab,
+    newline, backslash (and ',' '=' in overlay options) as ``\\ooo``, decoded first."""
+    needle = str(layers_root) + "/"
+    found: set[str] = set()
+    for line in text.splitlines():
+        decoded = _OCTAL_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), line)
+        start = decoded.find(needle)
         while start >= 0:
-            hexd = text[start + len(needle) : start + len(needle) + 64]
-            found.add(hexd)
-            start = text.find(needle, start + 1)
+            found.add(decoded[start + len(needle) : start + len(needle) + 64])
+            start = decoded.find(needle, start + 1)
     return found
 
 
 def _write_json(path: Path, data: object) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    _write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(text)
     os.rename(tmp, path)
