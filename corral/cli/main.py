@@ -131,6 +131,19 @@ def _client_logging(ctx: click.Context) -> None:
 )
 @click.option("--output/--no-output", default=True, help="With --submit: show each task's stdout.")
 @click.option("--batch/--no-batch", default=True, help="Also run the batch framework service.")
+@click.option(
+    "--allowed-host-paths",
+    default="",
+    metavar="PATH[,PATH]",
+    help="Host paths tasks may bind-mount as volumes (default none), as for `corral agent`.",
+)
+@click.option(
+    "--image-import-dir",
+    "image_import_dirs",
+    multiple=True,
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="A directory under which tasks may name image tarballs by path (repeatable), as for `corral agent`.",
+)
 @click.pass_context
 @handle_errors
 def local(
@@ -142,6 +155,8 @@ def local(
     job_file: Path | None,
     output: bool,
     batch: bool,
+    allowed_host_paths: str,
+    image_import_dirs: tuple[Path, ...],
 ) -> None:
     """Start an embedded cluster: a master and N agents in one process, no ZooKeeper."""
     from corral.cli.discovery import state_dir
@@ -167,6 +182,8 @@ def local(
             listen=f"127.0.0.1:{port}",
             agent_resources=res,
             image_store=default_store_dir(),  # where `corral image import` puts them
+            image_import_dirs=tuple(p.resolve() for p in image_import_dirs),
+            allowed_host_paths=_allowed_host_paths(allowed_host_paths),
         )
         try:
             await cluster.start()

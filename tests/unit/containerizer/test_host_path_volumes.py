@@ -53,3 +53,14 @@ def test_the_launcher_refuses_a_source_that_is_no_longer_its_real_path(tmp_path:
     assert e.value.errno == errno.ELOOP
     (fd,) = open_sources((MountSpec("bind", b"/d", os.fsencode(tmp_path / "real")),))
     os.close(fd)
+
+
+def test_the_agent_flag_takes_absolute_paths_only(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from corral.cli.main import cli
+
+    args = ["agent", "--master", "127.0.0.1:1", "--work-dir", str(tmp_path / "w"), "--allowed-host-paths"]
+    result = CliRunner().invoke(cli, [*args, "/srv/data,relative"], obj={})
+    assert result.exit_code == 2
+    assert "--allowed-host-paths: 'relative' is not an absolute path" in result.output
