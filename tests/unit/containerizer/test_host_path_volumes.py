@@ -55,12 +55,13 @@ def test_the_launcher_refuses_a_source_that_is_no_longer_its_real_path(tmp_path:
     os.close(fd)
 
 
-def test_the_agent_flag_takes_absolute_paths_only(tmp_path: Path) -> None:
-    from click.testing import CliRunner
+def test_the_agent_flag_takes_absolute_paths_only(capsys: pytest.CaptureFixture[str]) -> None:
+    # The parser itself: invoking `corral agent` in-process would reconfigure this process's logging.
+    from corral.cli.main import _allowed_host_paths
 
-    from corral.cli.main import cli
-
-    args = ["agent", "--master", "127.0.0.1:1", "--work-dir", str(tmp_path / "w"), "--allowed-host-paths"]
-    result = CliRunner().invoke(cli, [*args, "/srv/data,relative"], obj={})
-    assert result.exit_code == 2
-    assert "--allowed-host-paths: 'relative' is not an absolute path" in result.output
+    assert _allowed_host_paths("/srv/data, /scratch,") == (Path("/srv/data"), Path("/scratch"))
+    assert _allowed_host_paths("") == ()
+    with pytest.raises(SystemExit) as e:
+        _allowed_host_paths("/srv/data,relative")
+    assert e.value.code == 2
+    assert "--allowed-host-paths: 'relative' is not an absolute path" in capsys.readouterr().err
