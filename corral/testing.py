@@ -51,6 +51,8 @@ async def local_cluster(
     agent_resources: Resources | str | None = "cpus:2;mem:2048;disk:1024;ports:[31000-31099]",
     master_config: MasterConfig = FAST_MASTER,
     attributes: list[dict[str, str]] | None = None,
+    image_import_dirs: tuple[Path, ...] = (),
+    allowed_host_paths: tuple[Path, ...] = (),
 ) -> AsyncIterator[LocalCluster]:
     """A master and agents in this process; stopped (tasks killed, cgroups
     removed) on exit, also when the test fails."""
@@ -63,6 +65,8 @@ async def local_cluster(
         master_config=master_config,
         cgroup_prefix=f"corral-test-{uuid.uuid4().hex[:8]}",
         attributes=attributes or [],
+        image_import_dirs=image_import_dirs,
+        allowed_host_paths=allowed_host_paths,
     )
     try:
         await cluster.start()

@@ -173,9 +173,9 @@ class Task:
     user: tuple[int, int] | None = None
     hostname: str = ""
     health_check: HealthCheck | None = None
-    #: NAME[:TAG] in the agent's image store, or an absolute tarball path on the
-    #: agent; "" runs on the host's filesystem. With an image, an empty
-    #: ``command`` runs the image's Entrypoint and Cmd.
+    #: NAME[:TAG] in the agent's image store, or an absolute tarball path under
+    #: one of the agent's ``--image-import-dir`` (none by default); "" runs on
+    #: the host's filesystem. With an image, an empty ``command`` runs the image's Entrypoint and Cmd.
     image: str = ""
     volumes: tuple[Volume, ...] = ()
     #: the image's root is read-only (/tmp, the sandbox and volumes stay writable)

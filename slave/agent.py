@@ -42,6 +42,7 @@ from corral.resources import MILLI, ResourceError, Resources
 from corral.slave import gc as sandbox_gc
 from corral.slave import health, recovery, sandbox_files, usage
 from corral.slave import resources as detect
+from corral.slave import work_dir as work_dir_modes
 from corral.slave.checkpoints import Checkpoints, TaskCheckpoint
 from corral.slave.containerizer import (
     ContainerConfig,
@@ -97,6 +98,12 @@ class AgentConfig:
     gc_interval_s: float = sandbox_gc.GC_INTERVAL_S
     #: where task images are kept (shared with `corral image`); None: <work_dir>/images
     image_store: Path | None = None
+    #: directories under which a task may name an image tarball by path
+    #: (``--image-import-dir``); none: tasks name images in the store only
+    image_import_dirs: tuple[Path, ...] = ()
+    #: host paths (and what is below them) tasks may bind-mount as volumes
+    #: (``--allowed-host-paths``); none: tmpfs and sandbox volumes only
+    allowed_host_paths: tuple[Path, ...] = ()
 
 
 @dataclass
@@ -127,14 +134,15 @@ class Agent:
     def __init__(self, config: AgentConfig, containerizer: Containerizer | None = None) -> None:
         self.config = config
         self.work_dir = config.work_dir
-        self.work_dir.mkdir(parents=True, exist_ok=True)
+        image_store = config.image_store or self.work_dir / "images"
+        work_dir_modes.secure_work_dir(self.work_dir, image_store)
         self.containerizer = containerizer or Containerizer(
             self.work_dir,
             cgroup_prefix=config.cgroup_prefix,
             disk_watch_interval_s=config.disk_watch_interval_s,
         )
         self.total = config.resources or detect.detect(self.work_dir, config.share)
-        self.images = ImageStore(config.image_store or self.work_dir / "images")
+        self.images = ImageStore(image_store)
         self.checkpoints = Checkpoints(self.work_dir)
         self.agent_id = ""  # learnt from the checkpoints in start()
         self.tasks: dict[TaskKey, TaskRun] = {}
@@ -397,9 +405,17 @@ class Agent:
         try:
             self._update(run, pb.TASK_STARTING)
             try:
-                config = await with_image(self._container_config(run), info, self.images)
+                config = await with_image(
+                    self._container_config(run),
+                    info,
+                    self.images,
+                    self.config.image_import_dirs,
+                    self.config.allowed_host_paths,
+                    lease=self._lease_file(run),
+                )
                 run.pid = await self.containerizer.launch(config)
             except (ContainerError, ResourceError, OSError) as e:
+                self.images.release(self._lease_file(run))
                 self._update(
                     run,
                     pb.TASK_FAILED,
@@ -449,6 +465,7 @@ class Agent:
                 await self.containerizer.destroy(run.container_id)
             except Exception:
                 self.log.exception("task.cleanup_failed", task_id=info.task_id)
+            self.images.release(self._lease_file(run))
             if lost:
                 self._update(run, pb.TASK_LOST, TS.REASON_AGENT_RESTARTED, lost)
             else:
@@ -459,6 +476,10 @@ class Agent:
             self.log.exception("task.failed_unexpectedly", task_id=info.task_id)
             if not is_terminal(run.state):
                 self._update(run, pb.TASK_FAILED, TS.REASON_CONTAINER_LAUNCH_FAILED, f"agent error: {e}")
+
+    def _lease_file(self, run: TaskRun) -> Path:
+        """Holds the task's image layers from `corral image rm` until the container is destroyed."""
+        return self.work_dir / "containers" / run.container_id / "layers"
 
     def _container_config(self, run: TaskRun) -> ContainerConfig:
         info = run.info
@@ -486,10 +507,10 @@ class Agent:
         mem_milli = wanted.scalar("mem") or self.total.scalar("mem")
         container = info.container
         user = None
+        work_dir_modes.make_sandbox(run.sandbox)
         if container.HasField("uid"):
             user = (container.uid, container.gid if container.HasField("gid") else container.uid)
             # The task must be able to write its own sandbox (stdout, files).
-            run.sandbox.mkdir(parents=True, exist_ok=True)
             os.chown(run.sandbox, *user)
         isolation = Isolation(
             network="none" if container.network == pb.ContainerInfo.NONE else "host",

@@ -38,6 +38,10 @@ class LocalCluster:
     attributes: list[dict[str, str]] = field(default_factory=list)
     #: the agents' shared image store; None: <work_dir>/images
     image_store: Path | None = None
+    #: where tasks may name image tarballs by path (AgentConfig.image_import_dirs)
+    image_import_dirs: tuple[Path, ...] = ()
+    #: host paths tasks may bind (AgentConfig.allowed_host_paths)
+    allowed_host_paths: tuple[Path, ...] = ()
 
     def __post_init__(self) -> None:
         self.server = MasterServer(self.listen, self.master_config)
@@ -57,6 +61,8 @@ class LocalCluster:
                 cgroup_prefix=f"{self.cgroup_prefix}/agent-{i}",
                 share=(i, self.agents),
                 image_store=self.image_store or self.work_dir / "images",
+                image_import_dirs=self.image_import_dirs,
+                allowed_host_paths=self.allowed_host_paths,
             )
             agent = Agent(config)
             self.agent_list.append(agent)

@@ -132,6 +132,19 @@ def _client_logging(ctx: click.Context) -> None:
 @click.option("--output/--no-output", default=True, help="With --submit: show each task's stdout.")
 @click.option("--batch/--no-batch", default=True, help="Also run the batch framework service.")
 @click.option("--services/--no-services", default=True, help="Also run the service framework.")
+@click.option(
+    "--allowed-host-paths",
+    default="",
+    metavar="PATH[,PATH]",
+    help="Host paths tasks may bind-mount as volumes (default none), as for `corral agent`.",
+)
+@click.option(
+    "--image-import-dir",
+    "image_import_dirs",
+    multiple=True,
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="A directory under which tasks may name image tarballs by path (repeatable), as for `corral agent`.",
+)
 @click.pass_context
 @handle_errors
 def local(
@@ -144,6 +157,8 @@ def local(
     output: bool,
     batch: bool,
     services: bool,
+    allowed_host_paths: str,
+    image_import_dirs: tuple[Path, ...],
 ) -> None:
     """Start an embedded cluster: a master and N agents in one process, no ZooKeeper."""
     from corral.cli.discovery import state_dir
@@ -169,6 +184,8 @@ def local(
             listen=f"127.0.0.1:{port}",
             agent_resources=res,
             image_store=default_store_dir(),  # where `corral image import` puts them
+            image_import_dirs=tuple(p.resolve() for p in image_import_dirs),
+            allowed_host_paths=_allowed_host_paths(allowed_host_paths),
         )
         try:
             await cluster.start()
@@ -344,6 +361,21 @@ def master(
     "$CORRAL_HOME/images or /var/lib/corral/images).",
 )
 @click.option(
+    "--image-import-dir",
+    "image_import_dirs",
+    multiple=True,
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="A directory under which tasks may name image tarballs by path (repeatable; "
+    "default none: tasks name images imported with `corral image import`).",
+)
+@click.option(
+    "--allowed-host-paths",
+    default="",
+    metavar="PATH[,PATH]",
+    help="Host paths (and what is below them) tasks may bind-mount as volumes "
+    "(default none: only tmpfs and sandbox volumes).",
+)
+@click.option(
     "--disk-watch-interval",
     type=click.FloatRange(min=0.1),
     default=15.0,
@@ -392,6 +424,8 @@ def agent(
     gc_delay: float,
     gc_disk_headroom: float,
     image_store: Path | None,
+    image_import_dirs: tuple[Path, ...],
+    allowed_host_paths: str,
 ) -> None:
     """Run a node agent that dials the master."""
     import socket
@@ -419,6 +453,8 @@ def agent(
         gc_delay_s=gc_delay,
         gc_disk_headroom=gc_disk_headroom,
         image_store=image_store or default_store_dir(),
+        image_import_dirs=tuple(p.resolve() for p in image_import_dirs),
+        allowed_host_paths=_allowed_host_paths(allowed_host_paths),
     )
     try:
         asyncio.run(run_agent(config))
@@ -684,3 +720,12 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def _allowed_host_paths(spec: str) -> tuple[Path, ...]:
+    """``--allowed-host-paths``: comma-separated absolute paths."""
+    paths = tuple(Path(p.strip()) for p in spec.split(",") if p.strip())
+    for p in paths:
+        if not p.is_absolute():
+            fail(f"--allowed-host-paths: {str(p)!r} is not an absolute path")
+    return paths

@@ -9,7 +9,7 @@
     cpus = 0.1
     mem = 32            # MiB
     env = { GREETING = "hi" }
-    image = "busybox:1.35"   # optional: NAME[:TAG] in the agents' image store, or a tarball path
+    image = "busybox:1.35"   # optional: NAME[:TAG] in the image store, or a tarball path (--image-import-dir)
     read_only_root = false   # with an image
 
     [[tasks.volumes]]        # optional, repeatable

@@ -33,6 +33,7 @@ from corral.slave.containerizer.forkserver_client import ForkServerClient, ForkS
 from corral.slave.containerizer.isolation import launch_isolation
 from corral.slave.containerizer.model import ContainerConfig, Limitation, Termination, Usage
 from corral.slave.containerizer.rootfs import MountSpec, RootfsSpec
+from corral.slave.work_dir import PRIVATE, ensure_dir
 
 log = structlog.get_logger(__name__)
 
@@ -167,6 +168,7 @@ class Containerizer:
     async def _launch(self, config: ContainerConfig) -> int:
         meta_dir = self.work_dir / "containers" / config.container_id
         try:
+            ensure_dir(meta_dir.parent, PRIVATE)  # overlay upper dirs: see slave/work_dir.py
             meta_dir.mkdir(parents=True, exist_ok=True)
             (meta_dir / "exit_status.json").unlink(missing_ok=True)
             config.sandbox.mkdir(parents=True, exist_ok=True)

@@ -44,6 +44,7 @@ def launch_isolation(iso: Isolation, container_id: str) -> IsolationSpec:
         tmp_bytes=iso.tmp_size_bytes if iso.mount else 0,
         uid=uid,
         gid=gid,
+        groups=iso.groups if iso.user is not None else (),
         # Every capability we know of: drop nothing (not even ones newer than our table).
         cap_keep=-1 if caps >= ALL_CAPABILITIES else capability_mask(caps),
         no_new_privs=iso.no_new_privs,

@@ -77,6 +77,7 @@ class IsolationSpec:
     tmp_bytes: int = 0  # size of the private tmpfs on /tmp; 0 for none
     uid: int = -1  # -1: stay root
     gid: int = -1
+    groups: tuple[int, ...] = ()  # supplementary groups besides gid (with uid >= 0)
     cap_keep: int = -1  # capability mask to keep; -1: drop nothing
     no_new_privs: bool = False
 
@@ -136,6 +137,7 @@ def spec_to_json(spec: LaunchSpec) -> dict[str, object]:
             "tmp_bytes": spec.isolation.tmp_bytes,
             "uid": spec.isolation.uid,
             "gid": spec.isolation.gid,
+            "groups": list(spec.isolation.groups),
             "cap_keep": spec.isolation.cap_keep,
             "no_new_privs": spec.isolation.no_new_privs,
         },
@@ -182,6 +184,7 @@ def spec_from_json(data: dict[str, object]) -> LaunchSpec:
         tmp_bytes=integer(iso.get("tmp_bytes", 0)),
         uid=integer(iso.get("uid", -1)),
         gid=integer(iso.get("gid", -1)),
+        groups=tuple(integer(g) for g in seq(iso.get("groups", []))),
         cap_keep=integer(iso.get("cap_keep", -1)),
         no_new_privs=flag(iso.get("no_new_privs", False)),
     )
@@ -519,7 +522,7 @@ def _drop_privileges(spec: LaunchSpec, exec_w: int) -> None:
                     kernel.prctl(kernel.PR_CAPBSET_DROP, cap)
         if iso.uid >= 0:
             stage = b"switch to uid %d gid %d" % (iso.uid, iso.gid)
-            os.setgroups([iso.gid])
+            os.setgroups(list(dict.fromkeys((iso.gid, *iso.groups))))
             os.setgid(iso.gid)
             os.setuid(iso.uid)
         if iso.cap_keep >= 0:

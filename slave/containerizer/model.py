@@ -67,6 +67,8 @@ class Isolation:
     network: str = "host"
     hostname: str | None = None
     user: tuple[int, int] | None = None
+    #: supplementary groups with ``user`` (e.g. from an image's /etc/group)
+    groups: tuple[int, ...] = ()
     capabilities: frozenset[str] | None = None
     no_new_privs: bool = True
     tmp_size_bytes: int = 64 << 20
@@ -99,6 +101,8 @@ class Isolation:
             len(self.user) != 2 or not all(isinstance(i, int) and 0 <= i <= _ID_MAX for i in self.user)
         ):
             raise ContainerError(f"isolation.user: must be (uid, gid) in 0..{_ID_MAX}, got {self.user!r}")
+        if len(self.groups) > 65536 or not all(isinstance(g, int) and 0 <= g <= _ID_MAX for g in self.groups):
+            raise ContainerError(f"isolation.groups: must be at most 65536 gids in 0..{_ID_MAX}")
         if self.capabilities is not None:
             unknown = sorted(c for c in self.capabilities if c not in CAPABILITIES)
             if unknown:

@@ -64,6 +64,7 @@ def prepare(
     overlay = meta_dir / "overlay"
     try:
         shutil.rmtree(overlay, ignore_errors=True)
+        overlay.mkdir(parents=True, mode=0o700)  # no host user reaches the upper dir
         for d in ("upper", "work", "root"):
             (overlay / d).mkdir(parents=True, mode=0o755)
     except OSError as e:

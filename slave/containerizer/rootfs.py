@@ -163,9 +163,23 @@ def open_sources(mounts: tuple[MountSpec, ...]) -> tuple[int, ...]:
             fds.append(-1)
             continue
         try:
-            fds.append(os.open(m.source, os.O_PATH | os.O_CLOEXEC))
+            fd = os.open(m.source, os.O_PATH | os.O_CLOEXEC)
         except OSError as e:
+            for opened in fds:
+                if opened >= 0:
+                    os.close(opened)
             raise _err(b"open volume source " + m.source, e) from None
+        fds.append(fd)
+        # The agent checked the source's real path against --allowed-host-paths:
+        # a component swapped for a symlink since then must not redirect the bind.
+        if os.readlink(_fd_path(fd)) != m.source:
+            for opened in fds:
+                if opened >= 0:
+                    os.close(opened)
+            raise OSError(
+                errno.ELOOP,
+                "volume source " + m.source.decode("latin-1") + ": is not its real path (a symlink?)",
+            )
     return tuple(fds)
 
 

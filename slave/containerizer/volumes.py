@@ -9,7 +9,7 @@ the container's init (rootfs.py); this module checks and translates them.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from corral.slave.containerizer.errors import ContainerError
@@ -58,6 +58,34 @@ class Volume:
                 f"got {self.tmpfs_size_bytes}"
             )
 
+    def allowed(self, where: str, allowed_host_paths: tuple[Path, ...]) -> Volume:
+        """This volume with ``host_path`` resolved to its real path, if that is under one of
+        ``allowed_host_paths`` (the agent's ``--allowed-host-paths``); ContainerError otherwise.
+
+        tmpfs volumes need no permission. The launcher binds the real path and
+        refuses it if it is no longer its own real path (a symlink swapped in).
+        """
+        if not self.host_path:
+            return self
+        if not allowed_host_paths:
+            raise ContainerError(
+                f"{where}.host_path: {self.host_path}: this agent allows no host paths "
+                f"(corral agent --allowed-host-paths PATH[,PATH])"
+            )
+        try:
+            real = os.path.realpath(self.host_path, strict=True)
+        except OSError as e:
+            raise ContainerError(
+                f"{where}.host_path: {self.host_path} cannot be used on this agent: {e.strerror}"
+            ) from None
+        for prefix in allowed_host_paths:
+            if Path(real).is_relative_to(os.path.realpath(prefix)):
+                return replace(self, host_path=real)
+        raise ContainerError(
+            f"{where}.host_path: {self.host_path} (really {real}) is not under this agent's "
+            f"--allowed-host-paths ({', '.join(str(p) for p in allowed_host_paths)})"
+        )
+
     def mount_spec(self, where: str, sandbox: Path, sandbox_target: str, image: bool) -> MountSpec:
         """The launcher's mount; raises ContainerError if a bind source is missing on this host."""
         if self.host_path:
@@ -74,7 +102,7 @@ class Volume:
         return MountSpec(
             kind=self.kind,
             target=os.fsencode(os.path.normpath(target)),
-            source=os.fsencode(self.host_path),
+            source=os.fsencode(os.path.realpath(self.host_path)) if self.host_path else b"",
             read_only=self.read_only,
             size_bytes=self.tmpfs_size_bytes or DEFAULT_TMPFS_BYTES,
         )

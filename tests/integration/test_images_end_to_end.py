@@ -25,13 +25,20 @@ SMALL = Resources.of(cpus=0.1, mem=32)
 
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[LocalCluster]:
-    async with local_cluster(tmp_path / "cluster", agents=1) as c:
+    async with local_cluster(
+        tmp_path / "cluster",
+        agents=1,
+        image_import_dirs=(tmp_path / "in",),
+        allowed_host_paths=(tmp_path / "data",),
+    ) as c:
         yield c
     # After the agent's shutdown: no overlay, no container directory, no half-imported layer.
     mounts = Path("/proc/self/mountinfo").read_text()  # noqa: ASYNC240 (a small proc file)
     assert str(tmp_path) not in mounts
     assert os.listdir(tmp_path / "cluster" / "agent-0" / "containers") == []
     assert os.listdir(tmp_path / "cluster" / "images" / "tmp") == []
+    # Every launch leased its layers, and every lease ended with its container.
+    assert os.listdir(tmp_path / "cluster" / "images" / "leases") == []
 
 
 def _stdout(cluster: LocalCluster, task_id: str) -> str:
@@ -46,9 +53,10 @@ async def test_tasks_run_on_an_image_by_name_and_by_tarball_path(
     ImageStore(cluster.work_dir / "images").import_tarball(
         write_oci(tmp_path / "bb.tar", layers, "busybox:test")
     )
-    tarball = write_docker(tmp_path / "bb-docker.tar", layers, None)
+    (tmp_path / "in").mkdir()
+    tarball = write_docker(tmp_path / "in" / "bb-docker.tar", layers, None)
     config = {"User": "nobody", "Entrypoint": ["/bin/sh", "-c"], "Cmd": ["id -u; pwd"], "WorkingDir": "/srv"}
-    as_nobody = write_oci(tmp_path / "nobody.tar", layers, None, config=config)
+    as_nobody = write_oci(tmp_path / "in" / "nobody.tar", layers, None, config=config)
     data = tmp_path / "data"
     data.mkdir()
     (data / "in").write_text("from the host\n")
@@ -96,19 +104,26 @@ async def test_bad_images_and_volumes_fail_their_task_and_the_agent_keeps_servin
     cluster: LocalCluster, tmp_path: Path
 ) -> None:
     layers = busybox_layers()
+    top = tmp_path / "in"
+    top.mkdir()
     # A layer of its own: a layer already in the store (from good.tar) is not read again.
     extra = layer_tar([("etc/", None), ("etc/extra", b"only in the corrupt image\n")])
-    corrupt = write_oci(tmp_path / "corrupt.tar", [*layers, extra], "bad:1", corrupt_layer=2)
-    garbage = tmp_path / "garbage.tar"
+    corrupt = write_oci(top / "corrupt.tar", [*layers, extra], "bad:1", corrupt_layer=2)
+    garbage = top / "garbage.tar"
     garbage.write_bytes(b"no image here" * 100)
-    good = write_oci(tmp_path / "good.tar", layers, "busybox:test")
+    good = write_oci(top / "good.tar", layers, "busybox:test")
+    outside = write_oci(tmp_path / "outside.tar", layers, "busybox:test")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "escape").symlink_to(tmp_path / "in")
+    (top / "link.tar").symlink_to(outside)
+    os.mkfifo(top / "fifo.tar")
     bad = {
         "unknown-name": (
             Task("unknown-name", "true", SMALL, image="nope:1"),
             "image 'nope:1' is not in the image",
         ),
         "missing-file": (
-            Task("missing-file", "true", SMALL, image=str(tmp_path / "none.tar")),
+            Task("missing-file", "true", SMALL, image=str(top / "none.tar")),
             "no such image file",
         ),
         "digest": (Task("digest", "true", SMALL, image=str(corrupt)), "layer 2 (blobs/sha256/"),
@@ -116,9 +131,29 @@ async def test_bad_images_and_volumes_fail_their_task_and_the_agent_keeps_servin
             Task("garbage", "true", SMALL, image=str(garbage)),
             "not a readable tarball (plain, gzip",
         ),
+        "outside": (
+            Task("outside", "true", SMALL, image=str(outside)),
+            "accepted only under this agent's --image-import-dir",
+        ),
+        "symlink": (Task("symlink", "true", SMALL, image=str(top / "link.tar")), "through a symlink"),
+        "fifo": (Task("fifo", "true", SMALL, image=str(top / "fifo.tar")), "not a regular file"),
         "volume": (
             Task("volume", "true", SMALL, image=str(good), volumes=(Volume("/d", str(tmp_path / "absent")),)),
             "volumes[0].host_path",
+        ),
+        "host-root": (
+            Task("host-root", "true", SMALL, volumes=(Volume("t", ""), Volume("/h", "/"))),
+            "volumes[1].host_path: / (really /) is not under this agent's --allowed-host-paths",
+        ),
+        "escape": (
+            Task(
+                "escape",
+                "true",
+                SMALL,
+                image=str(good),
+                volumes=(Volume("/e", str(tmp_path / "data/escape")),),
+            ),
+            f"(really {top}) is not under",
         ),
     }
     async with framework(cluster.master_address) as (driver, rec):

@@ -10,7 +10,10 @@ Layout under the store's root::
                                   config a container needs; <hex> is its config digest
     refs.json                     name:tag -> image id
     tmp/                          layers being unpacked
-    lock                          flock(2) taken to change refs.json, images/ or layers/
+    leases/<hash>                 the path of a container's lease file (a launch's
+                                  layers, kept until that file is gone)
+    lock                          flock(2): shared to lease layers, exclusive to
+                                  write records and refs and to remove
 
 A layer is unpacked into ``tmp/`` while its digest is computed, and renamed into
 ``layers/`` only when the digest matches: a layer directory, once it exists, is
@@ -23,6 +26,7 @@ refs are replaced by rename.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import gzip
 import hashlib
@@ -31,8 +35,10 @@ import json
 import os
 import re
 import shutil
+import stat
 import tarfile
 import tempfile
+import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -131,6 +137,7 @@ class ImageStore:
         self._images = root / "images" / "sha256"
         self._refs = root / "refs.json"
         self._tmp = root / "tmp"
+        self._leases = root / "leases"
 
     # -- reading ---------------------------------------------------------------
 
@@ -189,14 +196,18 @@ class ImageStore:
             )
         return self._named(image, refs)
 
-    def obtain(self, image: str) -> Image:
+    def obtain(self, image: str, import_dirs: tuple[Path, ...] = ()) -> Image:
         """What a task's ``image`` field names: a tarball path (imported now) or a stored image.
 
-        A tarball imported this way is not tagged with the names it carries: a
-        task must not move the operator's tags.
+        A path is accepted only under one of ``import_dirs`` (the agent's
+        ``--image-import-dir``), walked without following any symlink, and
+        only a regular file: a task must not make the agent read a root-only
+        file, another task's file or a FIFO. A tarball imported this way is not
+        tagged with the names it carries: a task must not move the operator's tags.
         """
         if is_path_ref(image):
-            return self.import_tarball(Path(image), tag=False)
+            with open_import(image, import_dirs) as f:
+                return self.import_tarball(Path(image), tag=False, fileobj=f)
         return self.resolve(image)
 
     def _load(self, image_id: str) -> Image | None:
@@ -221,7 +232,9 @@ class ImageStore:
 
     # -- writing ---------------------------------------------------------------
 
-    def import_tarball(self, path: Path, name: str | None = None, *, tag: bool = True) -> Image:
+    def import_tarball(
+        self, path: Path, name: str | None = None, *, tag: bool = True, fileobj: IO[bytes] | None = None
+    ) -> Image:
         """Import an OCI image-layout or docker-save tarball; tag it ``name`` (else the names it
         carries; none when ``tag`` is false).
 
@@ -232,7 +245,7 @@ class ImageStore:
         wanted = normalize_ref(name) if name else None
         self._prepare()
         try:
-            tar = tarfile.open(path, "r:*")  # noqa: SIM115 (closed by the with below)
+            tar = tarfile.open(path, "r:*", fileobj=fileobj)  # noqa: SIM115 (closed by the with below)
         except FileNotFoundError:
             raise ImageError(f"{source}: no such image file") from None
         except tarfile.ReadError:
@@ -247,7 +260,7 @@ class ImageStore:
                     self._ensure_layer(tar, members, layer, i, source)
             except (tarfile.TarError, EOFError, zlib.error) as e:
                 raise ImageError(f"{source}: corrupt tarball: {e}") from None
-        size = path.stat().st_size
+        size = os.fstat(fileobj.fileno()).st_size if fileobj is not None else path.stat().st_size
         record = {
             "id": manifest.image_id,
             "layers": [layer.diff_id for layer in manifest.layers],
@@ -260,6 +273,13 @@ class ImageStore:
         names = (wanted,) if wanted else tuple(normalize_ref(n) for n in manifest.names) if tag else ()
         record_path = self._images / (manifest.image_id.removeprefix("sha256:") + ".json")
         with self._locked():
+            # Under the lock `rm` takes: a layer it removed meanwhile is not recorded as present.
+            for i, layer in enumerate(manifest.layers):
+                if not self.layer_dir(layer.diff_id).is_dir():
+                    raise ImageError(
+                        f"{source}: layer {i} ({layer.diff_id}) was removed while importing "
+                        f"(a concurrent `corral image rm`); import again"
+                    )
             if not record_path.exists() or names:
                 _write_json(record_path, record)
             if names:
@@ -272,6 +292,7 @@ class ImageStore:
     def remove(self, ref: str) -> Removed:
         """Untag ``ref`` (all names of the image if ``ref`` is its id); drop the image
         once nameless, and the layers no other image uses and no container mounts."""
+        self._make_root()
         self._tmp.mkdir(parents=True, exist_ok=True)
         with self._locked():
             image = self.resolve(ref)
@@ -285,7 +306,7 @@ class ImageStore:
                 return Removed(tuple(dropped), None, (), ())
             (self._images / (image.id.removeprefix("sha256:") + ".json")).unlink(missing_ok=True)
             still_used = {layer for other in self.images() for layer in other.layers}
-            in_use = layers_in_use(self._layers)
+            in_use = layers_in_use(self._layers) | self._leased()
             removed, kept = [], []
             for layer in dict.fromkeys(image.layers):
                 hexd = layer.removeprefix("sha256:")
@@ -304,7 +325,54 @@ class ImageStore:
         log.info("image.removed", image=image.id, refs=list(dropped), layers=len(removed), in_use=len(kept))
         return Removed(tuple(dropped), image.id, tuple(removed), tuple(kept))
 
+    def _make_root(self) -> None:
+        # 0700: layers may hold setuid binaries no host user may reach (CVE-2021-41091).
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.root.stat().st_mode & 0o077:
+            os.chmod(self.root, 0o700)
+
+    def lease(self, image: Image, holder: Path) -> tuple[Path, ...]:
+        """Keep ``image``'s layers from ``rm`` while the file ``holder`` exists (a container's
+        ``containers/<id>/layers``, removed with it); return the layer directories.
+
+        Checked and written under the shared store lock, so an ``rm`` (exclusive)
+        either ran before (ImageError: a layer is missing) or sees the lease.
+        """
+        self._make_root()
+        self._leases.mkdir(exist_ok=True)
+        with self._locked(shared=True):
+            dirs = self.layer_dirs(image)
+            holder.parent.mkdir(parents=True, exist_ok=True)
+            _write_json(holder, list(image.layers))
+            _write_text(self._lease_pointer(holder), str(holder.absolute()))
+        return dirs
+
+    def release(self, holder: Path) -> None:
+        """End a lease (a lease whose holder file is gone is ended anyway)."""
+        holder.unlink(missing_ok=True)
+        self._lease_pointer(holder).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            holder.parent.rmdir()  # the container's directory, if the launch left it empty
+
+    def _lease_pointer(self, holder: Path) -> Path:
+        return self._leases / hashlib.sha256(os.fsencode(holder.absolute())).hexdigest()[:40]
+
+    def _leased(self) -> set[str]:
+        """Hex digests of the leased layers; drops pointers whose holder is gone (caller holds the lock)."""
+        found: set[str] = set()
+        for pointer in self._leases.iterdir() if self._leases.is_dir() else []:
+            try:
+                layers = json.loads(Path(pointer.read_text()).read_text())
+            except FileNotFoundError:
+                pointer.unlink(missing_ok=True)
+                continue
+            except (OSError, ValueError):
+                continue
+            found |= {str(d).removeprefix("sha256:") for d in layers if isinstance(d, str)}
+        return found
+
     def _prepare(self) -> None:
+        self._make_root()
         for d in (self._layers, self._images, self._tmp):
             d.mkdir(parents=True, exist_ok=True)
         now = time.time()
@@ -314,11 +382,11 @@ class ImageStore:
                     shutil.rmtree(entry, ignore_errors=True)
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
+    def _locked(self, shared: bool = False) -> Iterator[None]:
+        self._make_root()
         fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
             yield
         finally:
             os.close(fd)
@@ -379,27 +447,98 @@ class ImageStore:
             raise
 
 
+def open_import(image: str, import_dirs: tuple[Path, ...]) -> IO[bytes]:
+    """Open a task's tarball path for reading: under an import dir, no symlink, a regular file.
+
+    Raises ImageError saying which rule the path breaks.
+    """
+    path = Path(image)
+    if not import_dirs:
+        raise ImageError(
+            f"image {image!r}: this agent imports no tarball paths (no --image-import-dir); "
+            f"import it with `corral image import FILE --name NAME` and give the task NAME"
+        )
+    if ".." in path.parts or "\0" in image:
+        raise ImageError(f"image {image!r}: a tarball path must not contain '..'")
+    for top in (Path(os.path.abspath(d)) for d in import_dirs):
+        if path.is_relative_to(top) and path != top:
+            return _open_beneath(top, path.relative_to(top).parts, image)
+    raise ImageError(
+        f"image {image!r}: tarball paths are accepted only under this agent's --image-import-dir "
+        f"({', '.join(str(d) for d in import_dirs)})"
+    )
+
+
+def _open_beneath(top: Path, parts: tuple[str, ...], image: str) -> IO[bytes]:
+    try:
+        fd = os.open(top, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as e:
+        raise ImageError(f"image {image!r}: the import directory {top} is unusable: {e.strerror}") from None
+    try:
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            flags = os.O_NOFOLLOW | os.O_CLOEXEC
+            # O_NONBLOCK: opening a FIFO must not wait for a writer.
+            flags |= os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY if last else os.O_PATH | os.O_DIRECTORY
+            try:
+                nfd = os.open(part, flags, dir_fd=fd)
+            except FileNotFoundError:
+                raise ImageError(f"{image}: no such image file") from None
+            except OSError as e:
+                if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise ImageError(
+                        f"image {image!r}: a tarball path must not go through a symlink (or a non-directory)"
+                    ) from None
+                raise ImageError(f"image {image!r}: cannot open it: {e.strerror}") from None
+            os.close(fd)
+            fd = nfd
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ImageError(f"image {image!r}: not a regular file")
+        os.set_blocking(fd, True)
+        f = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    return f
+
+
 def layers_in_use(layers_root: Path) -> set[str]:
     """Hex digests of the layers under ``layers_root`` that some mount (in any
     process's mount namespace, e.g. a running container's overlay) refers to."""
-    needle = str(layers_root) + "/"
     found: set[str] = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            text = (entry / "mountinfo").read_text()
+            text = (entry / "mountinfo").read_text(errors="surrogateescape")
         except OSError:
             continue
-        start = text.find(needle)
+        found |= layers_in_mountinfo(text, layers_root)
+    return found
+
+
+_OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
+
+
+def layers_in_mountinfo(text: str, layers_root: Path) -> set[str]:
+    """The layer digests a mountinfo text refers to; the kernel escapes space, tab,
+    newline, backslash (and ',' '=' in overlay options) as ``\\ooo``, decoded first."""
+    needle = str(layers_root) + "/"
+    found: set[str] = set()
+    for line in text.splitlines():
+        decoded = _OCTAL_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), line)
+        start = decoded.find(needle)
         while start >= 0:
-            hexd = text[start + len(needle) : start + len(needle) + 64]
-            found.add(hexd)
-            start = text.find(needle, start + 1)
+            found.add(decoded[start + len(needle) : start + len(needle) + 64])
+            start = decoded.find(needle, start + 1)
     return found
 
 
 def _write_json(path: Path, data: object) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    _write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(text)
     os.rename(tmp, path)

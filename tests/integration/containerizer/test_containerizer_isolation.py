@@ -195,6 +195,13 @@ async def test_user_runs_as_nobody_without_capabilities(ctz: Containerizer, make
     assert status["CapBnd"] == f"{capability_mask(DEFAULT_CAPABILITIES):016x}"
 
 
+async def test_user_gets_its_supplementary_groups(ctz: Containerizer, make_config: Make) -> None:
+    config = make_config("/bin/sh", "-c", "id -G", isolation=Isolation(user=(65534, 65534), groups=(50, 999)))
+    termination, out = await run(ctz, config)
+    assert termination.exit_code == 0, termination.stderr_tail
+    assert sorted(out.split(), key=int) == ["50", "999", "65534"]
+
+
 async def test_no_isolation_keeps_the_old_behaviour(ctz: Containerizer, make_config: Make) -> None:
     config = make_config(
         "/bin/sh",

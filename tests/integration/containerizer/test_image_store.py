@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
+import shutil
 import stat
 import tarfile
 import tempfile
@@ -18,6 +20,7 @@ from hypothesis import strategies as st
 
 from corral.cli.main import cli
 from corral.slave.containerizer.images import ImageError, ImageStore
+from corral.slave.containerizer.images.store import layers_in_mountinfo
 from corral.slave.containerizer.images.unpack import unpack_layer
 from corral.testing_images import busybox_layers, layer_tar, write_docker, write_oci
 
@@ -295,8 +298,87 @@ def test_a_tarball_named_by_a_task_is_imported_without_moving_tags(
     store = ImageStore(tmp_path / "store")
     mine = store.import_tarball(write_docker(tmp_path / "mine.tar", layers, "busybox:test"))
     other = write_oci(tmp_path / "other.tar", layers, "busybox:test", config={"Cmd": ["/bin/true"]})
-    found = store.obtain(str(other))
+    found = store.obtain(str(other), (tmp_path,))
     assert found.id != mine.id
     assert found.names == ()
     assert store.resolve("busybox:test").id == mine.id
-    assert store.obtain(str(other)).id == found.id  # again: the layers are not read twice
+    assert store.obtain(str(other), (tmp_path,)).id == found.id  # again: the layers are not read twice
+
+
+def test_a_task_names_tarballs_only_under_import_dirs_and_only_regular_files(
+    tmp_path: Path, layers: list[bytes]
+) -> None:
+    store = ImageStore(tmp_path / "store")
+    top = tmp_path / "in"
+    (top / "sub").mkdir(parents=True)
+    good = write_docker(top / "sub" / "good.tar", layers, None)
+    outside = write_docker(tmp_path / "outside.tar", layers, None)
+    (top / "link.tar").symlink_to(outside)
+    (top / "linkdir").symlink_to(tmp_path)
+    os.mkfifo(top / "fifo.tar")
+    refused = {
+        str(good): ("no --image-import-dir", ()),
+        str(outside): ("accepted only under this agent's --image-import-dir", (top,)),
+        str(top / "sub" / ".." / ".." / "outside.tar"): ("must not contain '..'", (top,)),
+        str(top / "link.tar"): ("through a symlink", (top,)),
+        str(top / "linkdir" / "outside.tar"): ("through a symlink", (top,)),
+        str(top / "fifo.tar"): ("not a regular file", (top,)),  # and does not block on the FIFO
+        str(top / "sub"): ("not a regular file", (top,)),
+        str(top / "none.tar"): ("no such image file", (top,)),
+    }
+    for image, (message, dirs) in refused.items():
+        with pytest.raises(ImageError, match=re.escape(message)):
+            store.obtain(image, dirs)
+    assert store.images() == []
+    assert store.obtain(str(good), (top,)).layers
+
+
+def test_rm_keeps_layers_a_container_leases_until_the_lease_ends(tmp_path: Path, layers: list[bytes]) -> None:
+    store = ImageStore(tmp_path / "store")
+    image = store.import_tarball(write_oci(tmp_path / "oci.tar", layers, "a:1"))
+    holder = tmp_path / "work" / "containers" / "c1" / "layers"
+    dirs = store.lease(image, holder)
+    assert dirs == store.layer_dirs(image)
+    removed = store.remove("a:1")
+    assert removed.layers == ()
+    assert set(removed.layers_in_use) == set(image.layers)
+    assert all(d.is_dir() for d in dirs)
+    # A lease whose holder is gone (the container destroyed) no longer holds anything.
+    store.import_tarball(write_oci(tmp_path / "oci.tar", layers, "a:1"))
+    holder.unlink()
+    assert set(store.remove("a:1").layers) == set(image.layers)
+    assert os.listdir(tmp_path / "store" / "leases") == []
+    # Leasing an image whose layers went fails clearly instead of mounting nothing.
+    with pytest.raises(ImageError, match="is missing from the store"):
+        store.lease(image, holder)
+    store.release(holder)
+    assert not holder.parent.exists()
+
+
+def test_an_import_does_not_record_a_layer_rm_removed_meanwhile(
+    tmp_path: Path, layers: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = ImageStore(tmp_path / "store")
+    path = write_oci(tmp_path / "oci.tar", layers, "a:1")
+    ensure = ImageStore._ensure_layer
+
+    def ensure_then_lose(self: ImageStore, *args: object) -> None:
+        ensure(self, *args)  # type: ignore[arg-type]
+        shutil.rmtree(self.layer_dir(args[2].diff_id))  # type: ignore[attr-defined]  # as a racing rm would
+
+    monkeypatch.setattr(ImageStore, "_ensure_layer", ensure_then_lose)
+    with pytest.raises(ImageError, match="was removed while importing"):
+        store.import_tarball(path)
+    assert store.images() == []
+
+
+def test_layers_in_use_decodes_mountinfo_escapes(tmp_path: Path) -> None:
+    root = tmp_path / "my store" / "layers" / "sha256"
+    hexd = "ab" * 32
+    escaped = str(root).replace(" ", "\\040")
+    line = (
+        f"1234 1 0:99 / /x rw,relatime shared:1 - overlay overlay "
+        f"rw,lowerdir={escaped}/{hexd}:{escaped}/{'cd' * 32},upperdir=/u,workdir=/w\n"
+    )
+    assert layers_in_mountinfo(line, root) == {hexd, "cd" * 32}
+    assert layers_in_mountinfo(line.replace("\\040", " "), root / "other") == set()

@@ -21,7 +21,7 @@ from corral.slave.containerizer.images import Image, ImageStore
 from corral.slave.containerizer.model import Termination
 from corral.slave.containerizer.overlay import Rootfs
 from corral.slave.containerizer.volumes import Volume
-from corral.slave.task_image import image_user
+from corral.slave.task_image import MAX_ID_FILE, image_user
 from corral.testing_images import build_busybox_image
 
 pytestmark = [
@@ -283,14 +283,31 @@ async def test_a_command_missing_from_the_image_exits_127(
 def test_the_image_user_is_looked_up_in_the_image(image: tuple[ImageStore, Image], tmp_path: Path) -> None:
     store, found = image
     layers = store.layer_dirs(found)
-    assert image_user("nobody", layers) == (65534, 65534)
-    assert image_user("nobody:root", layers) == (65534, 0)
-    assert image_user("1000", layers) == (1000, 1000)
-    assert image_user("1000:50", layers) == (1000, 50)
+    assert image_user("nobody", layers) == (65534, 65534, ())
+    assert image_user("nobody:root", layers) == (65534, 0, ())
+    assert image_user("65534", layers) == (65534, 65534, ())  # a listed uid: its primary gid
+    assert image_user("1000", layers) == (1000, 0, ())  # an unlisted uid: gid 0, as runc
+    assert image_user("1000:50", layers) == (1000, 50, ())
     with pytest.raises(ContainerError, match="no user 'daemon' in its /etc/passwd"):
         image_user("daemon", layers)
     with pytest.raises(ContainerError, match="no group 'wheel' in its /etc/group"):
         image_user("nobody:wheel", layers)
+    # Supplementary groups from /etc/group, as runc: only without an explicit group.
+    users = tmp_path / "users"
+    (users / "etc").mkdir(parents=True)
+    (users / "etc" / "passwd").write_text("root:x:0:0::/:/bin/sh\napp:x:1000:1000::/:/bin/sh\n")
+    (users / "etc" / "group").write_text("app:x:1000:\nstaff:x:50:root,app\ndocker:x:999:app\nx:x:7:other\n")
+    assert image_user("app", (*layers, users)) == (1000, 1000, (50, 999))
+    assert image_user("1000", (*layers, users)) == (1000, 1000, (50, 999))
+    assert image_user("app:staff", (*layers, users)) == (1000, 50, ())
+    assert image_user("2000", (*layers, users)) == (2000, 0, ())
+    # Only the first MiB of the files is read.
+    padding = "#" * 100 + "\n"
+    (users / "etc" / "passwd").write_text(
+        padding * (MAX_ID_FILE // len(padding) + 1) + "late:x:5:5::/:/bin/sh\n"
+    )
+    with pytest.raises(ContainerError, match="no user 'late'"):
+        image_user("late", (*layers, users))
     # A layer on top that deletes /etc/passwd (a whiteout) leaves no users.
     top = tmp_path / "top"
     (top / "etc").mkdir(parents=True)
