@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,9 @@ pytestmark = [pytest.mark.root]
 WEB: dict[str, Any] = {
     "name": "web",
     "instances": 3,
-    "command": f"exec {sys.executable} -m http.server $PORT0 --bind 127.0.0.1",
+    # python3 from PATH, not sys.executable: a venv under /tmp is hidden by the
+    # container's private /tmp.
+    "command": "exec python3 -m http.server $PORT0 --bind 127.0.0.1",
     "cpus": 0.1,
     "mem": 64,
     "ports": 1,
