@@ -426,10 +426,15 @@ async def test_no_update_is_lost_across_a_master_restart(
         )
         spawn(processes, tmp_path / "master.log", "master", "--listen", address)
         await listening(address)
+        # The agent's own update (with its uuid), not just the new master's
+        # answer to the driver's reconciliation, which can come first.
         await rec.wait_for(
-            lambda: all((s := rec.latest(t)) and s.state is TaskState.FINISHED for t in names),
+            lambda: all(
+                any(u.task_id == t and u.uuid and u.state is TaskState.FINISHED for u in rec.updates)
+                for t in names
+            ),
             40,
-            "every FINISHED through the new master",
+            "every agent's FINISHED (with its uuid) through the new master",
         )
         for t in names:
             assert check_delivery(rec, t)[-1] is TaskState.FINISHED
