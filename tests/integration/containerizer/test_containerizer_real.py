@@ -114,7 +114,9 @@ async def test_kill_reaches_the_whole_tree(ctz: Containerizer, make_config: Make
     assert time.monotonic() - start < 15.0  # everything obeyed SIGTERM: far less than the grace
     termination = await ctz.wait(config.container_id)
     assert termination.killed
-    assert termination.signal == signal.SIGTERM
+    # The shell dies of the SIGTERM, or (when its children die of it first)
+    # returns from `wait` and exits: killed either way, never SIGKILLed.
+    assert termination.signal in (signal.SIGTERM, None)
     await poll(lambda: not any(alive(p) for p in pids), f"all of {sorted(pids)} gone from /proc")
     await ctz.kill(config.container_id)  # idempotent
 
