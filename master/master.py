@@ -458,7 +458,12 @@ class Master:
                     pb.TaskStatus.REASON_AGENT_RESTARTED,
                     "the agent re-registered without this task",
                 )
-        new = [t for t in tasks if (t.framework_id, t.task_id) not in agent.tasks]
+        new = [
+            t
+            for t in tasks
+            if (t.framework_id, t.task_id) not in agent.tasks
+            and (t.framework_id, t.task_id) not in agent.lost_tasks
+        ]
         used = self._adopt_tasks(agent, new, frameworks, task_infos)
         for fw_id, res in used.items():
             self.allocator.handle(ResourcesUsed(fw_id, agent.agent_id, res))
@@ -500,7 +505,19 @@ class Master:
                 self.state.frameworks[fw.framework_id] = fw
                 self._add_known_framework(fw.framework_id, fw_info)
                 self.allocator.handle(FrameworkDeactivated(fw.framework_id))
-            if status.task_id in fw.tasks:
+            known = fw.tasks.get(status.task_id)
+            if known is not None:
+                if known.agent_id != agent.agent_id and not is_terminal(status.state) and agent.outbox:
+                    # Its framework, told it was lost, launched another task
+                    # under this id elsewhere: this one must not run on.
+                    self.log.warning("task.duplicate_killed", task_id=status.task_id, agent_id=agent.agent_id)
+                    agent.outbox.send(
+                        MasterMessage(
+                            kill_task=MasterMessage.KillTask(
+                                framework_id=fw.framework_id, task_id=status.task_id
+                            )
+                        )
+                    )
                 continue
             info = by_task.get(status.task_id) or pb.TaskInfo(task_id=status.task_id, name=status.task_id)
             info.agent_id = agent.agent_id
@@ -589,6 +606,18 @@ class Master:
         forward: dict[str, list[pb.TaskStatus]] = {}
         self_acks: list[MasterMessage.Acknowledgements.Ack] = []
         for status in statuses:
+            key = (status.framework_id, status.task_id)
+            if key in agent.lost_tasks:
+                # Set aside while the agent was away: its framework was told
+                # TASK_LOST (and may run a new task under this id); only its end matters.
+                if is_terminal(status.state):
+                    self.liveness.release_lost(agent, key)
+                self_acks.append(
+                    MasterMessage.Acknowledgements.Ack(
+                        task_id=status.task_id, uuid=status.uuid, framework_id=status.framework_id
+                    )
+                )
+                continue
             task = self.state.task(status.framework_id, status.task_id)
             fw = self.state.frameworks.get(status.framework_id)
             stale = task is not None and (
@@ -644,13 +673,15 @@ class Master:
             agent = self.state.agents.get(task.agent_id)
             if agent is not None:
                 agent.tasks.discard((task.framework_id, task.task_id))
-            if task.resources:
-                self.allocator.handle(
-                    ResourcesRecovered(
-                        task.framework_id, task.agent_id, task.resources, role=task.role or None
-                    )
-                )
-                self.allocate_soon()
+            self.release_resources(task)
+
+    def release_resources(self, task: TaskRecord) -> None:
+        """Give an ended task's resources back to the allocator."""
+        if task.resources:
+            self.allocator.handle(
+                ResourcesRecovered(task.framework_id, task.agent_id, task.resources, role=task.role or None)
+            )
+            self.allocate_soon()
 
     def _send_updates(self, fw: FrameworkRecord, statuses: list[pb.TaskStatus]) -> None:
         if not fw.connected or fw.outbox is None:
@@ -921,6 +952,11 @@ class Master:
         seen: set[str] = set()
         for where, task in tasks:
             problems, wanted = validate_task(task, where, available, {*fw.tasks, *seen})
+            if (framework_id, task.task_id) in agent.lost_tasks:
+                problems.append(
+                    f"{where}.task_id: {task.task_id!r} was reported lost on this agent and is "
+                    "still being killed there; launch it elsewhere or later"
+                )
             if problems:
                 errors.append(
                     self._status_for(
