@@ -49,7 +49,15 @@ from corral.master.allocator.events import (
 )
 from corral.master.allocator.events import Event as AllocatorEvent
 from corral.master.liveness import Liveness, partition_aware
-from corral.master.registry import AGENTS, FRAMEWORKS, ROLES, RegistryState, RegistryWriter, role_key
+from corral.master.registry import (
+    AGENTS,
+    FRAMEWORKS,
+    MAINTENANCE,
+    ROLES,
+    RegistryState,
+    RegistryWriter,
+    role_key,
+)
 from corral.master.state import (
     AgentRecord,
     FrameworkRecord,
@@ -183,6 +191,9 @@ class Master:
             self.allocator.handle(FrameworkDeactivated(framework_id))
         for summary in state.roles.values():
             self._restore_role(summary)
+        for agent_id, maintenance in state.maintenance.items():
+            if agent_id in self.state.agents:
+                self._restore_maintenance(self.state.agents[agent_id], maintenance)
         self.log.info(
             "master.recovered",
             agents=len(state.agents),
@@ -220,6 +231,30 @@ class Master:
             )
             self._record(ROLES, role_key(role), summary.SerializeToString())
 
+    def _record_maintenance(self, agent: AgentRecord) -> None:
+        """Persist an agent's drain mark and dynamic reservations (none: no record)."""
+        draining = self.allocator.has_agent(agent.agent_id) and self.allocator.draining(agent.agent_id)
+        if not draining and not agent.dynamic_reserved:
+            self._record(MAINTENANCE, agent.agent_id, None)
+            return
+        record = operator_pb2.AgentMaintenance(
+            draining=draining, reservations=resources_to_proto(agent.dynamic_reserved)
+        )
+        self._record(MAINTENANCE, agent.agent_id, record.SerializeToString())
+
+    def _restore_maintenance(self, agent: AgentRecord, record: operator_pb2.AgentMaintenance) -> None:
+        """What an earlier leader recorded about an agent: before its tasks come back,
+        so the resources they use are reserved again when they are adopted."""
+        try:
+            reserved = resources_from_proto(record.reservations)
+            if reserved:
+                self.allocator.handle(Reserved(agent.agent_id, reserved))
+                agent.dynamic_reserved = reserved
+            if record.draining:
+                self.allocator.handle(AgentDraining(agent.agent_id, True))
+        except (AllocatorError, ResourceError) as e:
+            self.log.warning("registry.bad_maintenance", agent_id=agent.agent_id, error=str(e))
+
     def _record(self, kind: str, key: str, data: bytes | None) -> None:
         if self.registry is not None:
             self.registry.put(kind, key, data)
@@ -245,6 +280,7 @@ class Master:
                 self.liveness.gone(agent)
                 self.allocator.handle(AgentRemoved(agent.agent_id))
                 self._record(AGENTS, agent.agent_id, None)
+                self._record(MAINTENANCE, agent.agent_id, None)
                 self.log.warning("agent.gone", agent_id=agent.agent_id)
 
     def allocate_soon(self) -> None:
@@ -941,6 +977,10 @@ class Master:
                 continue
             source, converted = (res, res.unreserved()) if unreserve else (res.unreserved(), res)
             available = available.subtract_clamped(source) + converted
+            agent.dynamic_reserved = (
+                agent.dynamic_reserved.subtract_clamped(res) if unreserve else agent.dynamic_reserved + res
+            )
+            self._record_maintenance(agent)
             self.log.info(
                 "resources.unreserved" if unreserve else "resources.reserved",
                 framework_id=framework_id,
@@ -1198,6 +1238,7 @@ class Master:
         if agent is None or agent.gone:
             raise CallError("NOT_FOUND", f"agent_id: {agent_id!r} is not known")
         self._allocator_call(AgentDraining(agent_id, draining))
+        self._record_maintenance(agent)
         if draining:
             for offer_id in sorted(agent.offers):
                 self._rescind(offer_id)

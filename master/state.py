@@ -112,6 +112,9 @@ class AgentRecord:
     #: may reuse their ids. They hold their resources until the agent returns
     #: (they are killed) or is gone (see master/liveness.py).
     lost_tasks: dict[tuple[str, str], TaskRecord] = field(default_factory=dict)
+    #: reserved by RESERVE operations (not its static reservations), kept in
+    #: the registry with the drain mark so a new leader keeps both
+    dynamic_reserved: Resources = field(default_factory=Resources)
 
 
 @dataclass
