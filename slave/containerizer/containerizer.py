@@ -30,7 +30,7 @@ from corral.slave.containerizer.cgroups.base import CgroupBackend, CgroupLimits,
 from corral.slave.containerizer.cgroups.probe import probe
 from corral.slave.containerizer.errors import CgroupError, ContainerError
 from corral.slave.containerizer.forkserver_client import ForkServerClient, ForkServerError
-from corral.slave.containerizer.isolation import launch_isolation
+from corral.slave.containerizer.isolation import image_etc_files, launch_isolation
 from corral.slave.containerizer.model import ContainerConfig, Limitation, Termination, Usage
 from corral.slave.containerizer.rootfs import MountSpec, RootfsSpec
 from corral.slave.work_dir import PRIVATE, ensure_dir
@@ -182,7 +182,12 @@ class Containerizer:
             ) from e
         try:
             filesystem = overlay.prepare(
-                config.rootfs, config.volumes, config.sandbox, config.workdir, meta_dir
+                config.rootfs,
+                config.volumes,
+                config.sandbox,
+                config.workdir,
+                meta_dir,
+                image_etc_files(config.isolation, config.container_id) if config.rootfs is not None else (),
             )
         except ContainerError:
             shutil.rmtree(meta_dir, ignore_errors=True)

@@ -6,7 +6,10 @@ through kernel.py and network.py).
 
 from __future__ import annotations
 
+import socket
+
 from corral.slave.containerizer import kernel, network
+from corral.slave.containerizer.etc_files import etc_files
 from corral.slave.containerizer.launcher import IsolationSpec
 from corral.slave.containerizer.model import (
     ALL_CAPABILITIES,
@@ -34,7 +37,7 @@ def launch_isolation(iso: Isolation, container_id: str) -> IsolationSpec:
         flags |= kernel.CLONE_NEWIPC
     flags |= network.clone_flags(iso.network)
     caps = DEFAULT_CAPABILITIES if iso.capabilities is None else iso.capabilities
-    hostname = iso.hostname if iso.hostname is not None else default_hostname(container_id)
+    hostname = container_hostname(iso, container_id)
     uid, gid = iso.user if iso.user is not None else (-1, -1)
     return IsolationSpec(
         pid_ns=iso.pid,
@@ -49,3 +52,15 @@ def launch_isolation(iso: Isolation, container_id: str) -> IsolationSpec:
         cap_keep=-1 if caps >= ALL_CAPABILITIES else capability_mask(caps),
         no_new_privs=iso.no_new_privs,
     )
+
+
+def container_hostname(iso: Isolation, container_id: str) -> str:
+    """The hostname the task sees: its UTS namespace's, or the host's without one."""
+    if not iso.uts:
+        return socket.gethostname()
+    return iso.hostname if iso.hostname is not None else default_hostname(container_id)
+
+
+def image_etc_files(iso: Isolation, container_id: str) -> tuple[tuple[bytes, bytes], ...]:
+    """What an image container gets in /etc (see etc_files.py)."""
+    return etc_files(container_hostname(iso, container_id), iso.network)
