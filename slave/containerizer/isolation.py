@@ -6,17 +6,21 @@ through kernel.py and network.py).
 
 from __future__ import annotations
 
+import os
 import socket
+from pathlib import Path
 
-from corral.slave.containerizer import kernel, network
+from corral.slave.containerizer import kernel, launcher, network
 from corral.slave.containerizer.etc_files import etc_files
 from corral.slave.containerizer.launcher import IsolationSpec
 from corral.slave.containerizer.model import (
     ALL_CAPABILITIES,
     DEFAULT_CAPABILITIES,
+    ContainerConfig,
     Isolation,
     default_hostname,
 )
+from corral.slave.containerizer.rootfs import MountSpec, RootfsSpec
 
 
 def capability_mask(names: frozenset[str]) -> int:
@@ -64,3 +68,29 @@ def container_hostname(iso: Isolation, container_id: str) -> str:
 def image_etc_files(iso: Isolation, container_id: str) -> tuple[tuple[bytes, bytes], ...]:
     """What an image container gets in /etc (see etc_files.py)."""
     return etc_files(container_hostname(iso, container_id), iso.network)
+
+
+def launch_spec(
+    config: ContainerConfig,
+    join: tuple[Path, ...],
+    meta_dir: Path,
+    filesystem: tuple[RootfsSpec | None, tuple[MountSpec, ...], bytes],
+) -> launcher.LaunchSpec:
+    """What the launcher needs to start ``config``: ``join`` the cgroups'
+    procs files, ``filesystem`` from overlay.prepare."""
+    rootfs, mounts, cwd = filesystem
+    return launcher.LaunchSpec(
+        exec_paths=launcher.exec_candidates(config.argv[0], config.env.get("PATH")),
+        argv=tuple(os.fsencode(a) for a in config.argv),
+        env={os.fsencode(k): os.fsencode(v) for k, v in config.env.items()},
+        cwd=cwd,
+        stdout=os.fsencode(config.sandbox / "stdout"),
+        stderr=os.fsencode(config.sandbox / "stderr"),
+        cgroup_procs=tuple(os.fsencode(p) for p in join),
+        status_path=os.fsencode(meta_dir / "exit_status.json"),
+        status_dir=os.fsencode(meta_dir),
+        isolation=launch_isolation(config.isolation, config.container_id),
+        rootfs=rootfs,
+        mounts=mounts,
+        sandbox=os.fsencode(config.sandbox),
+    )
