@@ -189,6 +189,7 @@ class Launcher:
             )
             agent.tasks.add((fw.framework_id, task.task_id))
             launched.append(stored)
+        m.counters.tasks_launched += len(launched)
         if launched and agent.outbox is not None:
             agent.outbox.send(
                 MasterMessage(run_tasks=MasterMessage.RunTasks(framework_info=fw.info, tasks=launched))

@@ -43,6 +43,7 @@ from corral.master.allocator.events import (
 from corral.master.allocator.events import Event as AllocatorEvent
 from corral.master.launch import Launcher
 from corral.master.liveness import Liveness
+from corral.master.metrics import MasterCounters
 from corral.master.policy import AllocationPolicy
 from corral.master.reconciliation import Reconciliation
 from corral.master.registry import (
@@ -129,6 +130,7 @@ class Master:
         self._tasks: list[asyncio.Task[None]] = []
         self.log = log.bind(master_id=self.info.id)
         self.liveness = Liveness(self)
+        self.counters = MasterCounters()
         self.launcher = Launcher(self)
         self.policy = AllocationPolicy(self)
         self.reconciliation = Reconciliation(self)
@@ -260,6 +262,7 @@ class Master:
 
     def run_allocation(self) -> int:
         """One allocation cycle; returns how many offers were sent."""
+        started = time.perf_counter()
         now = self.clock()
         by_framework: dict[str, list[pb.Offer]] = {}
         for alloc in self.allocator.allocate(now):
@@ -293,6 +296,9 @@ class Master:
         count = sum(len(o) for o in by_framework.values())
         if count:
             self.log.debug("offers.sent", offers=count, frameworks=len(by_framework))
+        self.counters.allocation_runs += 1
+        self.counters.allocation_seconds += time.perf_counter() - started
+        self.counters.offers_sent += count
         return count
 
     def _remove_offer(self, offer_id: str) -> OfferRecord | None:
@@ -445,6 +451,7 @@ class Master:
         was_terminal = task.terminal
         task.status = status
         if is_terminal(status.state) and not was_terminal:
+            self.counters.tasks_ended[pb.TaskState.Name(status.state)] += 1
             agent = self.state.agents.get(task.agent_id)
             if agent is not None:
                 agent.tasks.discard((task.framework_id, task.task_id))

@@ -36,11 +36,13 @@ from corral.codec import (
     resources_to_proto,
 )
 from corral.detector import LeaderFinder
+from corral.metrics import MetricsServer
 from corral.proto import agent_pb2, agent_pb2_grpc
 from corral.proto import messages_pb2 as pb
 from corral.resources import MILLI, ResourceError, Resources
 from corral.slave import gc as sandbox_gc
 from corral.slave import health, recovery, sandbox_files, usage
+from corral.slave import metrics as agent_metrics
 from corral.slave import resources as detect
 from corral.slave import work_dir as work_dir_modes
 from corral.slave.checkpoints import Checkpoints, CheckpointWriteError, TaskCheckpoint
@@ -104,6 +106,8 @@ class AgentConfig:
     #: host paths (and what is below them) tasks may bind-mount as volumes
     #: (``--allowed-host-paths``); none: tmpfs and sandbox volumes only
     allowed_host_paths: tuple[Path, ...] = ()
+    #: serve Prometheus metrics on this HOST:PORT (``--metrics-listen``)
+    metrics_listen: str | None = None
 
 
 @dataclass
@@ -165,6 +169,11 @@ class Agent:
         self._stopping = False
         self._trash_emptier: asyncio.Task[int] | None = None
         self.log = log.bind(hostname=config.hostname)
+
+    @property
+    def connected(self) -> bool:
+        """Whether a stream to the leading master is up."""
+        return self._outq is not None
 
     # -- identity -------------------------------------------------------------
 
@@ -774,12 +783,18 @@ async def run_agent(config: AgentConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await agent.start()
+    metrics = None
+    if config.metrics_listen:
+        metrics = MetricsServer(config.metrics_listen, lambda: agent_metrics.collect(agent, __version__))
+        await metrics.start()
     waiter = asyncio.create_task(stop.wait())
     assert agent._main is not None
     await asyncio.wait({waiter, agent._main}, return_when=asyncio.FIRST_COMPLETED)
     waiter.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await waiter
+    if metrics is not None:
+        await metrics.stop()
     await agent.stop()
     if agent.fatal is not None:
         raise agent.fatal
