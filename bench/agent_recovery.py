@@ -221,7 +221,8 @@ async def measure(n: int, work: Path) -> dict[str, float]:
         result["all_acked_after_start_s"] = round(acked_at - t1, 3)
         result["reregistered_after_ended_s"] = round(float(registered["_ts"]) - t1, 3)  # type: ignore[arg-type]
         driver.stop()
-        await asyncio.wait_for(runner, 10)
+        async with asyncio.timeout(10):
+            await runner
     finally:
         if not runner.done():
             runner.cancel()
@@ -285,7 +286,8 @@ async def update_throughput(m: int, work: Path) -> dict[str, float]:
         # allocation are not the update path) to the last acknowledgement.
         elapsed = time.monotonic() - sched.first_at
         driver.stop()
-        await asyncio.wait_for(runner, 10)
+        async with asyncio.timeout(10):
+            await runner
     finally:
         await agent.stop()
         terminate(procs)

@@ -153,7 +153,8 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, float]:
                 figures.setdefault("c_framework_offered_s", scheduler.last_offer_at - killed)
             await asyncio.sleep(0.02)
         driver.teardown()
-        await asyncio.wait_for(runner, 10)
+        async with asyncio.timeout(10):
+            await runner
         return {k: round(v, 2) for k, v in sorted(figures.items())}
     finally:
         terminate(procs)

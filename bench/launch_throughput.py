@@ -85,10 +85,12 @@ async def run(master: str, tasks: int, cpus: float, mem: float, command: str) ->
     driver = SchedulerDriver(scheduler, name="bench", master=master, failover_timeout_s=0)
     submitted = time.monotonic()
     runner = asyncio.create_task(driver.run())
-    await asyncio.wait_for(scheduler.done.wait(), timeout=600)
+    async with asyncio.timeout(600):
+        await scheduler.done.wait()
     elapsed = time.monotonic() - submitted
     driver.teardown()
-    await asyncio.wait_for(runner, 10)
+    async with asyncio.timeout(10):
+        await runner
     done = list(scheduler.progress.values())
     finished = [p for p in done if p.state is TaskState.FINISHED]
     launch = [p.finished_at - p.launched_at for p in finished]

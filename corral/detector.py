@@ -164,7 +164,8 @@ class ZooKeeperDetector:
                     self._publish(info)
             self._kick.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), self.resync_s)
+                async with asyncio.timeout(self.resync_s):
+                    await self._kick.wait()
 
     def _read(self) -> dict[str, Any] | None:
         """(worker thread) The lowest member with readable data, or None."""

@@ -189,7 +189,8 @@ async def framework(
             with contextlib.suppress(Exception):
                 driver.teardown()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(runner, 5)
+                async with asyncio.timeout(5):
+                    await runner
         if not runner.done():
             runner.cancel()
             with contextlib.suppress(BaseException):

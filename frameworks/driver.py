@@ -318,7 +318,8 @@ class SchedulerDriver:
                 with contextlib.suppress(
                     TimeoutError, grpc.aio.AioRpcError, asyncio.CancelledError, StopAsyncIteration
                 ):
-                    await asyncio.wait_for(self._drain(call), self.drain_timeout_s)
+                    async with asyncio.timeout(self.drain_timeout_s):
+                        await self._drain(call)
             call.cancel()
 
     @staticmethod

@@ -169,7 +169,8 @@ class FrameworkHost:
         for t in (self._drive_task, self._tick_task):
             if t is not None:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await asyncio.wait_for(t, 5.0)
+                    async with asyncio.timeout(5.0):
+                        await t
         await self.api.stop()
         if self.record:
             path = discovery_file(self.kind)

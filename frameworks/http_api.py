@@ -44,7 +44,8 @@ class JsonServer:
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+                async with asyncio.timeout(2.0):
+                    await self._server.wait_closed()
 
     def route(self, method: str, path: str, body: Any, query: str = "") -> tuple[int, Any]:
         """One request -> (HTTP status, JSON body); ``query`` is what follows ``?``."""
@@ -52,7 +53,8 @@ class JsonServer:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            status, body = await asyncio.wait_for(self._request(reader), 10.0)
+            async with asyncio.timeout(10.0):
+                status, body = await self._request(reader)
         except (TimeoutError, ValueError, asyncio.IncompleteReadError, ConnectionError) as e:
             status, body = 400, {"error": f"bad request: {e!r}"}
         except Exception as e:  # a bug must not take the service down

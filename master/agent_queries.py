@@ -42,7 +42,8 @@ class AgentQueries:
         self._pending[request_id] = (agent.agent_id, fut)
         try:
             agent.outbox.send(build(request_id))
-            return await asyncio.wait_for(fut, timeout_s)
+            async with asyncio.timeout(timeout_s):
+                return await fut
         except TimeoutError:
             raise CallError("DEADLINE_EXCEEDED", f"agent {agent.agent_id} did not answer in time") from None
         finally:

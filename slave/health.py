@@ -127,7 +127,8 @@ async def run_command(
     except OSError as e:
         return Result(False, f"command check could not start: {e}")
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            out, _ = await proc.communicate()
     except TimeoutError:
         return Result(False, f"command check timed out after {timeout_s:g}s")
     finally:
@@ -135,7 +136,8 @@ async def run_command(
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(proc.wait(), 5.0)
+                async with asyncio.timeout(5.0):
+                    await proc.wait()
     tail = out.decode(errors="replace").strip()[-OUTPUT_TAIL:]
     if proc.returncode == 0:
         return Result(True, "command check passed")
@@ -201,7 +203,8 @@ async def _in_thread(fn: Callable[[], Result], timeout_s: float) -> Result:
     # must never be left in a task's namespace.
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="health")
     try:
-        return await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(pool, fn), timeout_s + 1)
+        async with asyncio.timeout(timeout_s + 1):
+            return await asyncio.get_running_loop().run_in_executor(pool, fn)
     except TimeoutError:
         return Result(False, f"check timed out after {timeout_s:g}s")
     finally:

@@ -228,7 +228,8 @@ async def run_local_job(
             with contextlib.suppress(Exception):
                 driver.teardown()
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(runner, 5.0)
+                async with asyncio.timeout(5.0):
+                    await runner
             if not runner.done():
                 runner.cancel()
     return engine.job_view(job_id)

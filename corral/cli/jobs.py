@@ -98,7 +98,8 @@ async def run_job(
         if side is not None:
             if scheduler.done.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(side), 5.0)
+                    async with asyncio.timeout(5.0):
+                        await asyncio.shield(side)
             side.cancel()
             with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
                 await side
@@ -113,7 +114,8 @@ async def run_job(
             with contextlib.suppress(Exception):
                 driver.teardown()
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(runner, 5.0)
+                async with asyncio.timeout(5.0):
+                    await runner
             if not runner.done():
                 runner.cancel()
     return JobResult(

@@ -67,7 +67,8 @@ class LocalCluster:
             agent = Agent(config)
             self.agent_list.append(agent)
             await agent.start()
-        await asyncio.wait_for(asyncio.gather(*(a.registered.wait() for a in self.agent_list)), timeout=30)
+        async with asyncio.timeout(30):
+            await asyncio.gather(*(a.registered.wait() for a in self.agent_list))
         return self.master_address
 
     async def stop(self) -> None:

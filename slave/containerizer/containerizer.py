@@ -215,7 +215,8 @@ class Containerizer:
             ) from e
         c = self._register(config, cgroup, meta_dir, spawned)
         try:
-            report = await asyncio.wait_for(read_to_eof(spawned.exec_fd), LAUNCH_TIMEOUT_S)
+            async with asyncio.timeout(LAUNCH_TIMEOUT_S):
+                report = await read_to_eof(spawned.exec_fd)
         except TimeoutError:
             report = b"Etimed out waiting for the task to exec\n"
         task_pid, error = parse_exec_report(report)
@@ -294,7 +295,8 @@ class Containerizer:
                 # Once the exec report is complete the task is in its cgroup (or
                 # dead), so the kill cannot miss it.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(read_to_eof(spawned.exec_fd), LAUNCH_TIMEOUT_S)
+                    async with asyncio.timeout(LAUNCH_TIMEOUT_S):
+                        await read_to_eof(spawned.exec_fd)
                 await self._abandon(c)
 
             self._forget_task(asyncio.ensure_future(adopt()))
@@ -419,7 +421,8 @@ class Containerizer:
         with contextlib.suppress(ContainerError):
             await self._terminate(c, grace_s=0.0)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(c.supervisor_gone), KILL_TIMEOUT_S)
+            async with asyncio.timeout(KILL_TIMEOUT_S):
+                await asyncio.shield(c.supervisor_gone)
         await self.destroy(c.config.container_id)
 
     async def wait(self, container_id: str) -> Termination:
@@ -472,7 +475,8 @@ class Containerizer:
             await asyncio.sleep(poll)
             poll = min(poll * 2, _POLL_MAX_S)
         try:
-            await asyncio.wait_for(asyncio.shield(c.done), KILL_TIMEOUT_S)
+            async with asyncio.timeout(KILL_TIMEOUT_S):
+                await asyncio.shield(c.done)
         except TimeoutError:
             raise ContainerError(
                 f"the supervisor of container {c.config.container_id!r} "
@@ -533,7 +537,8 @@ class Containerizer:
         wait_s = min(1.0, self.disk_watch_interval_s)
         while True:
             try:
-                await asyncio.wait_for(asyncio.shield(c.done), wait_s)
+                async with asyncio.timeout(wait_s):
+                    await asyncio.shield(c.done)
                 return
             except TimeoutError:
                 pass
@@ -598,7 +603,8 @@ class Containerizer:
                 )
             await asyncio.sleep(_POLL_MIN_S)
         try:
-            await asyncio.wait_for(asyncio.shield(c.supervisor_gone), KILL_TIMEOUT_S)
+            async with asyncio.timeout(KILL_TIMEOUT_S):
+                await asyncio.shield(c.supervisor_gone)
         except TimeoutError:
             log.warning(
                 "container.supervisor_lingers",

@@ -88,7 +88,8 @@ class ForkServerClient:
                 if attempt == 2:
                     raise ForkServerError(f"cannot send to the fork server: {e}", e.errno or 0) from e
         try:
-            reply, fds = await asyncio.wait_for(reply_fut, REPLY_TIMEOUT_S)
+            async with asyncio.timeout(REPLY_TIMEOUT_S):
+                reply, fds = await reply_fut
         except TimeoutError:
             self._lost(f"no reply within {REPLY_TIMEOUT_S:.0f} s", kill=True)
             raise ForkServerError(f"the fork server did not answer within {REPLY_TIMEOUT_S:.0f} s") from None
@@ -154,7 +155,8 @@ class ForkServerClient:
         self._ready = loop.create_future()
         loop.add_reader(ours.fileno(), self._on_readable)
         try:
-            await asyncio.wait_for(asyncio.shield(self._ready), START_TIMEOUT_S)
+            async with asyncio.timeout(START_TIMEOUT_S):
+                await asyncio.shield(self._ready)
         except TimeoutError:
             self._lost(f"not ready within {START_TIMEOUT_S:.0f} s", kill=True)
             raise ForkServerError(f"the fork server was not ready within {START_TIMEOUT_S:.0f} s") from None
@@ -177,7 +179,8 @@ class ForkServerClient:
                             sock.send(body)
                         return
                     except BlockingIOError:
-                        await asyncio.wait_for(_writable(sock), REPLY_TIMEOUT_S)
+                        async with asyncio.timeout(REPLY_TIMEOUT_S):
+                            await _writable(sock)
         finally:
             if memfd >= 0:
                 os.close(memfd)

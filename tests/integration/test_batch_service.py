@@ -293,10 +293,6 @@ async def test_kill_9_of_the_service_mid_job_loses_nothing_and_reruns_nothing(
     print(f"finished before the kill: {finished_before}/30", file=sys.stderr)
 
 
-@pytest.mark.skipif(
-    not os.environ.get("CORRAL_TEST_BATCH_FAILOVER"),
-    reason="opt-in (CORRAL_TEST_BATCH_FAILOVER=1): once crashed the interpreter under load, cause not found",
-)
 async def test_a_master_failover_mid_job_loses_nothing_and_reruns_nothing(
     zk_url: str, tmp_path: Path, shared_dir: Path
 ) -> None:
