@@ -30,8 +30,8 @@ from typing import Any
 
 import structlog
 
-from corral.frameworks.batch.cron import parse_cron
-from corral.frameworks.batch.spec import JobSpec, TaskGroup, parse_job
+from corral.frameworks.batch.cron import Cron, parse_cron
+from corral.frameworks.batch.spec import JobSpec, JobSpecError, TaskGroup, parse_job
 from corral.frameworks.batch.store import AttemptRow, JobRow, PeriodicRow, Store, TaskRow, dumps
 from corral.frameworks.constraints import satisfies
 from corral.frameworks.driver import NotConnectedError, SchedulerDriver
@@ -99,6 +99,8 @@ class BatchEngine(Scheduler):
                 self._add_attempt(attempt)
         for p in snap.periodic:
             self.periodic[p.id] = p
+            if p.state == "ACTIVE":
+                self._periodic_spec(p)  # a bad one is marked FAILED now, not when it is due
 
     # -- bookkeeping ----------------------------------------------------------
 
@@ -205,10 +207,11 @@ class BatchEngine(Scheduler):
         return "cancelled"
 
     def job_view(self, job_id: str, with_tasks: bool = True) -> dict[str, Any]:
-        """A job with its tasks and their attempts (or only its summary), as JSON-ready data."""
+        """A job with its tasks and their attempts (or only its summary), as JSON-ready data;
+        for a periodic job's id, :meth:`periodic_view`."""
         job = self.jobs.get(job_id)
         if job is None:
-            raise UnknownJobError(job_id)
+            return self.periodic_view(job_id)
         if not with_tasks:
             return self._job_summary(job)
         tasks = [self.tasks[t] for t in self.job_tasks[job_id]]
@@ -239,11 +242,28 @@ class BatchEngine(Scheduler):
         """Every job (summaries, newest last) and every periodic job."""
         return {
             "jobs": [self._job_summary(j) for j in self.jobs.values()],
-            "periodic": [
-                {"id": p.id, "schedule": p.schedule, "next_run": p.next_run, "last_job": p.last_job}
-                for p in self.periodic.values()
-            ],
+            "periodic": [self._periodic_summary(p) for p in self.periodic.values()],
         }
+
+    @staticmethod
+    def _periodic_summary(p: PeriodicRow) -> dict[str, Any]:
+        return {
+            "id": p.id,
+            "kind": "periodic",
+            "schedule": p.schedule,
+            "next_run": p.next_run,
+            "last_job": p.last_job,
+            "state": p.state,
+            "message": p.message,
+        }
+
+    def periodic_view(self, periodic_id: str) -> dict[str, Any]:
+        """A periodic job: its schedule, state (FAILED says why) and its runs."""
+        p = self.periodic.get(periodic_id)
+        if p is None:
+            raise UnknownJobError(periodic_id)
+        runs = [self._job_summary(j) for j in self.jobs.values() if j.periodic == periodic_id]
+        return {**self._periodic_summary(p), "created_at": p.created_at, "runs": runs}
 
     def job_counts(self, job_id: str) -> Counter[str]:
         """How many of the job's tasks are in each state."""
@@ -499,19 +519,49 @@ class BatchEngine(Scheduler):
         backoff. Call every fraction of a second while connected."""
         now = self.clock()
         for p in list(self.periodic.values()):
-            if now >= p.next_run:
+            if p.state == "ACTIVE" and now >= p.next_run:
                 self._run_periodic(p, now)
         self._send_kills(now)
         if self.driver is not None and self.driver.connected.is_set():
             self.interest.update(self.driver, self._wants_offers(now))
 
     def _run_periodic(self, p: PeriodicRow, now: float) -> None:
-        raw = json.loads(p.spec)
-        job_id = self._start_job(parse_job(raw), raw, periodic=p.id)
+        checked = self._periodic_spec(p)
+        if checked is None:
+            return
+        spec, raw, cron = checked
+        job_id = self._start_job(spec, raw, periodic=p.id)
         p.last_job = job_id
-        p.next_run = parse_cron(p.schedule).next_after_ts(now)
+        p.next_run = cron.next_after_ts(now)
         self.store.save(p)
         log.info("batch.periodic_run", periodic_id=p.id, job_id=job_id)
+
+    def _periodic_spec(self, p: PeriodicRow) -> tuple[JobSpec, dict[str, Any], Cron] | None:
+        """A stored periodic job's spec, raw table and schedule; or None after
+        marking it FAILED with the reason (a row written by an older version, or
+        by hand, must not stop the service from serving the others)."""
+        try:
+            if not isinstance(p.schedule, str) or not isinstance(p.spec, str):
+                raise JobSpecError("the stored schedule and spec must be text")
+            if isinstance(p.next_run, bool) or not isinstance(p.next_run, int | float):
+                raise JobSpecError(f"next_run: must be a time in seconds, got {p.next_run!r}")
+            try:
+                raw = json.loads(p.spec)
+            except ValueError as e:
+                raise JobSpecError(f"not valid JSON: {e}") from None
+            if not isinstance(raw, dict):
+                raise JobSpecError(f"must be a table, got {type(raw).__name__}")
+            spec = parse_job(raw)
+            cron = parse_cron(p.schedule)
+        except (ValueError, TypeError) as e:  # JobSpecError, CronError; TypeError: a shape parse_job missed
+            problem = f"stored spec unreadable: {e}"
+            log.error("batch.periodic_invalid", periodic_id=p.id, error=problem)
+            with self.store.transaction():
+                p.state, p.message = "FAILED", f"{problem} (submit it again to replace it)"
+                self.store.save(p)
+            self.version += 1
+            return None
+        return spec, raw, cron
 
     def _send_kills(self, now: float) -> None:
         driver = self.driver

@@ -4,6 +4,8 @@ store, reconciliation, retries, and the cost of a big job (no cluster)."""
 from __future__ import annotations
 
 import asyncio
+import json
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any, cast
@@ -137,3 +139,50 @@ async def test_a_10000_task_job_is_scheduled_in_linear_time() -> None:
     took = time.perf_counter() - started
     assert engine.jobs[job_id].state == "SUCCEEDED"
     assert took < 30, f"{took:.1f}s for 10,000 tasks"  # ~2 s here; quadratic would be minutes
+
+
+OLD_PERIODIC_TABLE = """CREATE TABLE periodic (
+    id TEXT PRIMARY KEY, schedule TEXT NOT NULL, spec TEXT NOT NULL,
+    next_run REAL NOT NULL, last_job TEXT NOT NULL DEFAULT '', created_at REAL NOT NULL
+)"""
+
+
+async def test_a_bad_stored_periodic_job_is_marked_failed_and_the_others_run(tmp_path: Path) -> None:
+    db = tmp_path / "b.db"
+    good = json.dumps({"name": "good", "tasks": [{"command": "true"}]})
+    rows = [
+        ("good", "* * * * * *", good),
+        ("badjson", "* * * * * *", "{not json"),
+        ("badspec", "* * * * * *", json.dumps({"name": "badspec", "tasks": [{"cpus": -1}]})),
+        ("badcron", "61 * * * *", good),
+        ("notatable", "* * * * * *", "[1, 2]"),
+    ]
+    # As a database made before periodic jobs had a state: the store adds the columns.
+    with sqlite3.connect(db) as conn:
+        conn.execute(OLD_PERIODIC_TABLE)
+        conn.executemany("INSERT INTO periodic VALUES (?, ?, ?, 0, '', 0)", rows)
+    now = [1000.0]
+    engine = BatchEngine(Store(db), clock=lambda: now[0])
+    states = {p["id"]: (p["state"], p["message"]) for p in engine.jobs_view()["periodic"]}
+    assert states["good"] == ("ACTIVE", "")
+    assert states["badjson"][0] == "FAILED"
+    assert "not valid JSON" in states["badjson"][1]
+    assert "tasks[0].command" in states["badspec"][1]
+    assert "minute" in states["badcron"][1]
+    assert "must be a table, got list" in states["notatable"][1]
+    engine.tick()  # raised ValueError before: the service died on every start
+    runs = [j for j in engine.jobs.values() if j.periodic]
+    assert [j.periodic for j in runs] == ["good"]
+    view = engine.job_view("badspec")  # what `corral job badspec` shows
+    assert view["kind"] == "periodic"
+    assert (view["state"], view["runs"]) == ("FAILED", [])
+    assert engine.job_view("good")["runs"][0]["id"] == runs[0].id
+    engine.store.close()
+    # Kept across a restart; submitting it again replaces it.
+    again = BatchEngine(Store(db), clock=lambda: now[0])
+    assert again.periodic["badspec"].state == "FAILED"
+    again.submit({"name": "badspec", "schedule": "* * * * * *", "tasks": [{"command": "true"}]})
+    assert again.periodic["badspec"].state == "ACTIVE"
+    now[0] += 1
+    again.tick()
+    assert {j.periodic for j in again.jobs.values() if j.periodic} == {"good", "badspec"}
