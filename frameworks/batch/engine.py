@@ -14,8 +14,9 @@ An attempt is written before its launch is sent and its end is written
 before the update is acknowledged, so after a crash the engine knows every
 attempt that may run; on subscribing it reconciles them with the master, and
 one the master never heard of (UNKNOWN: the launch was lost with the crash)
-goes back to PENDING without counting as a failure. A finished task never
-runs again.
+goes back to PENDING without counting as a failure. So does an attempt whose
+agent was lost (LOST, GONE, DROPPED: not the task's fault), up to
+:data:`MAX_RESCHEDULES` times per task. A finished task never runs again.
 """
 
 from __future__ import annotations
@@ -46,6 +47,14 @@ FINAL = frozenset({"FINISHED", "FAILED", "CANCELLED", "SKIPPED"})
 JOB_FINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
 #: how often a kill (timeout, cancel) is sent again while the task still runs
 KILL_RETRY_S = 5.0
+#: ends that say the task's agent (or the offer it was launched on) was lost, not
+#: that the task failed: tried again without using a retry, as Mesos, Aurora and
+#: Nomad reschedule off a lost node (UNREACHABLE is not an end: it becomes GONE,
+#: or LOST for a framework that is not partition-aware, or the task comes back)
+INFRASTRUCTURE_ENDS = frozenset({"LOST", "GONE", "GONE_BY_OPERATOR", "DROPPED"})
+#: but at most this many times per task, so a task that keeps losing its
+#: agent (or takes agents down with it) cannot loop forever
+MAX_RESCHEDULES = 10
 
 
 class UnknownJobError(KeyError):
@@ -225,6 +234,7 @@ class BatchEngine(Scheduler):
                     "state": t.state,
                     "attempts": t.attempts,
                     "failures": t.failures,
+                    "reschedules": t.reschedules,
                     "exit_code": t.exit_code,
                     "agent_id": t.agent_id,
                     "hostname": t.hostname,
@@ -453,13 +463,23 @@ class BatchEngine(Scheduler):
             return
         task.current = ""
         task.exit_code = attempt.exit_code
-        lost = status is None or state == "DROPPED"  # never ran: try again, not a failure
+        # Not the task's fault (its launch or its agent was lost): try again
+        # without a retry; but a try that ran past its timeout failed whatever ended it.
+        lost = (status is None or state in INFRASTRUCTURE_ENDS) and not attempt.timed_out
         if state == "FINISHED":
             self._set_state(task, "FINISHED", "")
         elif job.state == "CANCELLED":
             self._set_state(task, "CANCELLED", "cancelled")
         elif lost:
-            self._set_state(task, "PENDING", message)
+            task.reschedules += 1
+            if task.reschedules > MAX_RESCHEDULES:
+                why = f"lost {task.reschedules} times to its agent or launch (limit {MAX_RESCHEDULES})"
+                self._set_state(task, "FAILED", f"{why}; last: {state.lower()}: {message}")
+            else:
+                n = f"{task.reschedules}/{MAX_RESCHEDULES}"
+                self._set_state(
+                    task, "PENDING", f"try {task.attempts} {state.lower()}, rescheduled ({n}): {message}"
+                )
         else:
             task.failures += 1
             if task.failures <= group.policy.retries:

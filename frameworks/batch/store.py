@@ -30,7 +30,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, failures INTEGER NOT NULL DEFAULT 0,
     not_before REAL NOT NULL DEFAULT 0, current TEXT NOT NULL DEFAULT '',
     agent_id TEXT NOT NULL DEFAULT '', hostname TEXT NOT NULL DEFAULT '',
-    exit_code INTEGER, message TEXT NOT NULL DEFAULT ''
+    exit_code INTEGER, message TEXT NOT NULL DEFAULT '', reschedules INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS tasks_job ON tasks (job_id);
 CREATE TABLE IF NOT EXISTS attempts (
@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS periodic (
 ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("periodic", "state", "TEXT NOT NULL DEFAULT 'ACTIVE'"),
     ("periodic", "message", "TEXT NOT NULL DEFAULT ''"),
+    ("tasks", "reschedules", "INTEGER NOT NULL DEFAULT 0"),
 )
 
 
@@ -82,6 +83,8 @@ class TaskRow:
     hostname: str = ""
     exit_code: int | None = None
     message: str = ""
+    #: tries ended by the infrastructure (agent lost, launch lost), not charged to ``failures``
+    reschedules: int = 0
 
 
 @dataclass

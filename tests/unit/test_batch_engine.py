@@ -186,3 +186,61 @@ async def test_a_bad_stored_periodic_job_is_marked_failed_and_the_others_run(tmp
     now[0] += 1
     again.tick()
     assert {j.periodic for j in again.jobs.values() if j.periodic} == {"good", "badspec"}
+
+
+async def test_a_lost_agent_reschedules_the_task_without_using_a_retry() -> None:
+    engine = BatchEngine(Store(":memory:"))
+    job_id = engine.submit(job(1, retries=0))["job_id"]  # no retry at all
+    driver = await subscribe(engine)
+    d = cast(SchedulerDriver, driver)
+    task = engine.tasks[f"{job_id}.g.0"]
+    # Not partition-aware frameworks hear LOST; aware ones UNREACHABLE, then GONE.
+    for n, ends in enumerate([[TaskState.LOST], [TaskState.UNREACHABLE, TaskState.GONE]], start=1):
+        await engine.offers(d, [offer(n)])
+        attempt = f"{job_id}.g.0.a{n}"
+        await engine.status_update(d, status(attempt, TaskState.RUNNING))
+        for state in ends:
+            await engine.status_update(d, status(attempt, state))
+        assert (task.state, task.failures, task.reschedules) == ("PENDING", 0, n)
+        assert f"rescheduled ({n}/10)" in task.message
+    await engine.offers(d, [offer(9)])
+    await engine.status_update(d, status(f"{job_id}.g.0.a3", TaskState.FINISHED, 0))
+    assert engine.jobs[job_id].state == "SUCCEEDED"
+    view = engine.job_view(job_id)["tasks"][0]
+    assert [a["state"] for a in view["history"]] == ["LOST", "GONE", "FINISHED"]
+    assert (view["failures"], view["reschedules"]) == (0, 2)
+
+
+async def test_reschedules_after_lost_agents_are_capped() -> None:
+    engine = BatchEngine(Store(":memory:"))
+    job_id = engine.submit(job(1, retries=3))["job_id"]
+    driver = await subscribe(engine)
+    d = cast(SchedulerDriver, driver)
+    task = engine.tasks[f"{job_id}.g.0"]
+    for n in range(1, 12):  # 10 reschedules, then the 11th loss ends it
+        assert task.state == "PENDING", (n, task.message)
+        await engine.offers(d, [offer(n)])
+        await engine.status_update(d, status(f"{job_id}.g.0.a{n}", TaskState.LOST))
+    assert task.state == "FAILED"
+    assert (task.attempts, task.failures, task.reschedules) == (11, 0, 11)
+    assert "lost 11 times to its agent or launch (limit 10)" in task.message
+    assert engine.jobs[job_id].state == "FAILED"
+
+
+async def test_a_real_failure_still_uses_a_retry_after_a_reschedule() -> None:
+    now = [1000.0]
+    engine = BatchEngine(Store(":memory:"), clock=lambda: now[0])
+    job_id = engine.submit(job(1, retries=1, backoff_s=5))["job_id"]
+    driver = await subscribe(engine)
+    d = cast(SchedulerDriver, driver)
+    task = engine.tasks[f"{job_id}.g.0"]
+    await engine.offers(d, [offer(1)])
+    await engine.status_update(d, status(f"{job_id}.g.0.a1", TaskState.GONE))
+    assert task.not_before == 0.0  # at once: no backoff for a lost agent
+    await engine.offers(d, [offer(2)])
+    await engine.status_update(d, status(f"{job_id}.g.0.a2", TaskState.FAILED, 1))
+    assert (task.state, task.failures, task.not_before) == ("PENDING", 1, 1005.0)
+    now[0] = 1005.0
+    await engine.offers(d, [offer(3)])
+    await engine.status_update(d, status(f"{job_id}.g.0.a3", TaskState.FAILED, 1))
+    assert (task.state, task.failures, task.reschedules) == ("FAILED", 2, 1)
