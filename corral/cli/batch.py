@@ -323,9 +323,10 @@ def jobs(ctx: click.Context, master: str | None, batch: str | None) -> None:
 
 
 def periodic_table(rows: list[dict[str, Any]]) -> Table:
-    """Periodic jobs: schedule, state, next run, last job and, if it failed, why."""
+    """Periodic jobs: schedule, concurrency policy, state, next run, last job and a note
+    (why it failed, or that a run was skipped)."""
     table = Table(title="periodic jobs", title_justify="left")
-    for col in ("id", "schedule", "state", "next run", "last job"):
+    for col in ("id", "schedule", "policy", "state", "next run", "last job"):
         table.add_column(col)
     table.add_column("message", overflow="fold")
     for p in rows:
@@ -336,6 +337,7 @@ def periodic_table(rows: list[dict[str, Any]]) -> Table:
         table.add_row(
             p["id"],
             str(p["schedule"]),
+            p.get("concurrency_policy", ""),
             Text(state, style=STATE_STYLE.get(state, "")),
             nxt,
             p["last_job"],

@@ -80,6 +80,8 @@ class BatchEngine(Scheduler):
         self.task_attempts: dict[str, list[str]] = {}
         self.live: dict[str, AttemptRow] = {}
         self.periodic: dict[str, PeriodicRow] = {}
+        #: each readable periodic job's concurrency policy (spec.CONCURRENCY_POLICIES)
+        self.periodic_policy: dict[str, str] = {}
         #: PENDING task ids in order (a dict as an ordered set)
         self.pending: dict[str, None] = {}
         self._kills: dict[str, float] = {}
@@ -165,6 +167,7 @@ class BatchEngine(Scheduler):
             row = PeriodicRow(spec.name, spec.schedule, dumps(raw), cron.next_after_ts(now), created_at=now)
             self.store.save(row)
             self.periodic[row.id] = row
+            self.periodic_policy[row.id] = spec.concurrency_policy
             self.version += 1
             log.info("batch.periodic_added", periodic_id=row.id, schedule=row.schedule)
             return {"periodic_id": row.id, "next_run": str(row.next_run)}
@@ -172,7 +175,7 @@ class BatchEngine(Scheduler):
 
     def _start_job(self, spec: JobSpec, raw: Mapping[str, Any], periodic: str = "") -> str:
         job_id = f"{spec.name}-{uuid.uuid4().hex[:6]}"
-        stored = {k: v for k, v in raw.items() if k != "schedule"}
+        stored = {k: v for k, v in raw.items() if k not in ("schedule", "concurrency_policy")}
         job = JobRow(job_id, spec.name, dumps(stored), "RUNNING", self.clock(), periodic=periodic)
         with self.store.transaction():
             self.store.save(job)
@@ -196,11 +199,16 @@ class BatchEngine(Scheduler):
         if job_id in self.periodic:
             self.store.delete_periodic(job_id)
             del self.periodic[job_id]
+            self.periodic_policy.pop(job_id, None)
             self.version += 1
             return "periodic job removed"
         job = self.jobs.get(job_id)
         if job is None:
             raise UnknownJobError(job_id)
+        return self._cancel_job(job)
+
+    def _cancel_job(self, job: JobRow, message: str = "cancelled") -> str:
+        job_id = job.id
         if job.state in JOB_FINAL:
             return f"job already {job.state.lower()}"
         with self.store.transaction():
@@ -209,7 +217,7 @@ class BatchEngine(Scheduler):
             for tid in self.job_tasks[job_id]:
                 task = self.tasks[tid]
                 if task.state in ("WAITING", "PENDING"):
-                    self._set_state(task, "CANCELLED", "cancelled")
+                    self._set_state(task, "CANCELLED", message)
             self._advance(job)
         self.version += 1
         self._send_kills(self.clock())
@@ -255,12 +263,12 @@ class BatchEngine(Scheduler):
             "periodic": [self._periodic_summary(p) for p in self.periodic.values()],
         }
 
-    @staticmethod
-    def _periodic_summary(p: PeriodicRow) -> dict[str, Any]:
+    def _periodic_summary(self, p: PeriodicRow) -> dict[str, Any]:
         return {
             "id": p.id,
             "kind": "periodic",
             "schedule": p.schedule,
+            "concurrency_policy": self.periodic_policy.get(p.id, ""),
             "next_run": p.next_run,
             "last_job": p.last_job,
             "state": p.state,
@@ -550,9 +558,21 @@ class BatchEngine(Scheduler):
         if checked is None:
             return
         spec, raw, cron = checked
-        job_id = self._start_job(spec, raw, periodic=p.id)
-        p.last_job = job_id
         p.next_run = cron.next_after_ts(now)
+        running = [j for j in self.jobs.values() if j.periodic == p.id and j.state == "RUNNING"]
+        if running and spec.concurrency_policy == "forbid":
+            when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now))
+            p.message = f"the run due at {when} was skipped: {running[-1].id} still runs (forbid)"
+            self.store.save(p)
+            self.version += 1
+            log.info("batch.periodic_skipped", periodic_id=p.id, running=running[-1].id)
+            return
+        if running and spec.concurrency_policy == "replace":
+            for j in running:
+                self._cancel_job(j, "cancelled: replaced by the next run of its periodic job")
+                log.info("batch.periodic_replaced", periodic_id=p.id, job_id=j.id)
+        job_id = self._start_job(spec, raw, periodic=p.id)
+        p.last_job, p.message = job_id, ""
         self.store.save(p)
         log.info("batch.periodic_run", periodic_id=p.id, job_id=job_id)
 
@@ -581,6 +601,7 @@ class BatchEngine(Scheduler):
                 self.store.save(p)
             self.version += 1
             return None
+        self.periodic_policy[p.id] = spec.concurrency_policy
         return spec, raw, cron
 
     def _send_kills(self, now: float) -> None:

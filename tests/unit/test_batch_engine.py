@@ -244,3 +244,63 @@ async def test_a_real_failure_still_uses_a_retry_after_a_reschedule() -> None:
     await engine.offers(d, [offer(3)])
     await engine.status_update(d, status(f"{job_id}.g.0.a3", TaskState.FAILED, 1))
     assert (task.state, task.failures, task.reschedules) == ("FAILED", 2, 1)
+
+
+async def periodic_engine(policy: str | None) -> tuple[BatchEngine, RecordingDriver, list[float]]:
+    """An engine with a periodic job due every 10 s (first at t=1010) whose run is one long task."""
+    now = [1000.0]
+    engine = BatchEngine(Store(":memory:"), clock=lambda: now[0])
+    spec: dict[str, Any] = {"name": "p", "schedule": "*/10 * * * * *", "tasks": [{"command": "sleep 99"}]}
+    if policy is not None:
+        spec["concurrency_policy"] = policy
+    engine.submit(spec)
+    driver = await subscribe(engine)
+    return engine, driver, now
+
+
+async def runs_after_two_due_times(engine: BatchEngine, driver: RecordingDriver, now: list[float]) -> None:
+    """The first run starts and runs; the second comes due while it still does."""
+    d = cast(SchedulerDriver, driver)
+    now[0] = 1010.0
+    engine.tick()
+    await engine.offers(d, [offer(1)])
+    await engine.status_update(d, status(driver.launched[0].task_id, TaskState.RUNNING))
+    now[0] = 1020.0
+    engine.tick()
+
+
+async def test_periodic_forbid_skips_a_run_while_the_last_one_runs() -> None:
+    engine, driver, now = await periodic_engine(None)  # forbid is the default
+    await runs_after_two_due_times(engine, driver, now)
+    (first,) = engine.jobs.values()
+    assert first.state == "RUNNING"
+    view = engine.job_view("p")
+    assert view["concurrency_policy"] == "forbid"
+    assert f"{first.id} still runs (forbid)" in view["message"]
+    assert view["next_run"] == 1030.0  # skipped, not postponed
+    d = cast(SchedulerDriver, driver)
+    await engine.status_update(d, status(driver.launched[0].task_id, TaskState.FINISHED, 0))
+    now[0] = 1030.0
+    engine.tick()
+    assert len(engine.jobs) == 2
+    assert engine.job_view("p")["message"] == ""
+
+
+async def test_periodic_allow_starts_runs_side_by_side() -> None:
+    engine, driver, now = await periodic_engine("allow")
+    await runs_after_two_due_times(engine, driver, now)
+    assert [j.state for j in engine.jobs.values()] == ["RUNNING", "RUNNING"]
+
+
+async def test_periodic_replace_cancels_the_running_one() -> None:
+    engine, driver, now = await periodic_engine("Replace")
+    await runs_after_two_due_times(engine, driver, now)
+    first, second = engine.jobs.values()
+    assert (first.state, second.state) == ("CANCELLED", "RUNNING")
+    assert driver.killed == [driver.launched[0].task_id]
+    assert engine.periodic["p"].last_job == second.id
+    # The cancelled run's task ends KILLED, which does not touch the new run.
+    d = cast(SchedulerDriver, driver)
+    await engine.status_update(d, status(driver.launched[0].task_id, TaskState.KILLED))
+    assert engine.job_view(first.id)["tasks"][0]["state"] == "CANCELLED"
+    assert second.state == "RUNNING"
