@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 
 from corral.cli.local import LocalCluster
-from corral.frameworks.driver import SchedulerDriver
+from corral.frameworks.driver import SchedulerDriver, tear_down
 from corral.frameworks.scheduler import Scheduler
 from corral.frameworks.types import MasterInfo, Offer, TaskState, TaskStatus
 from corral.master.master import MasterConfig
@@ -236,15 +236,7 @@ async def framework(
                 await asyncio.sleep(0.01)
         yield driver, rec
     finally:
-        if not runner.done():
-            with contextlib.suppress(Exception):
-                driver.teardown()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(runner, 5)
-        if not runner.done():
-            runner.cancel()
-            with contextlib.suppress(BaseException):
-                await runner
+        await tear_down(driver, runner)
 
 
 async def eventually(predicate: Callable[[], bool], timeout: float, what: str) -> None:

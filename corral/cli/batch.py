@@ -10,7 +10,6 @@ in-memory store for as long as the job runs, as a short-lived framework.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import sys
 import time
@@ -194,7 +193,7 @@ async def run_local_job(
     framework down at the end or on Ctrl-C (which kills what still runs)."""
     from corral.frameworks.batch.engine import BatchEngine
     from corral.frameworks.batch.store import Store
-    from corral.frameworks.driver import SchedulerDriver
+    from corral.frameworks.driver import SchedulerDriver, tear_down
 
     engine = BatchEngine(Store(":memory:"))
     job_id = engine.submit(data, default_name=default_name)["job_id"]
@@ -224,13 +223,7 @@ async def run_local_job(
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        if not runner.done():
-            with contextlib.suppress(Exception):
-                driver.teardown()
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(runner, 5.0)
-            if not runner.done():
-                runner.cancel()
+        await tear_down(driver, runner)
     return engine.job_view(job_id)
 
 

@@ -26,7 +26,7 @@ from rich.text import Text
 
 from corral.cli.discovery import leader_of
 from corral.frameworks.batch import BatchScheduler, JobSpec, TaskProgress
-from corral.frameworks.driver import SchedulerDriver
+from corral.frameworks.driver import SchedulerDriver, tear_down
 from corral.frameworks.types import TaskState
 from corral.proto import operator_pb2 as op
 from corral.proto import operator_pb2_grpc
@@ -108,14 +108,7 @@ async def run_job(
         for w in waits:
             if w is not runner:
                 w.cancel()
-        if not runner.done():
-            # Tear the framework down: the master kills whatever still runs.
-            with contextlib.suppress(Exception):
-                driver.teardown()
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(runner, 5.0)
-            if not runner.done():
-                runner.cancel()
+        await tear_down(driver, runner)  # the master kills whatever still runs
     return JobResult(
         job_id,
         list(scheduler.progress.values()),
