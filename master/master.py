@@ -49,7 +49,15 @@ from corral.master.allocator.events import (
 )
 from corral.master.allocator.events import Event as AllocatorEvent
 from corral.master.liveness import Liveness, partition_aware
-from corral.master.registry import AGENTS, FRAMEWORKS, ROLES, RegistryState, RegistryWriter, role_key
+from corral.master.registry import (
+    AGENTS,
+    FRAMEWORKS,
+    MAINTENANCE,
+    ROLES,
+    RegistryState,
+    RegistryWriter,
+    role_key,
+)
 from corral.master.state import (
     AgentRecord,
     FrameworkRecord,
@@ -183,6 +191,9 @@ class Master:
             self.allocator.handle(FrameworkDeactivated(framework_id))
         for summary in state.roles.values():
             self._restore_role(summary)
+        for agent_id, maintenance in state.maintenance.items():
+            if agent_id in self.state.agents:
+                self._restore_maintenance(self.state.agents[agent_id], maintenance)
         self.log.info(
             "master.recovered",
             agents=len(state.agents),
@@ -220,6 +231,30 @@ class Master:
             )
             self._record(ROLES, role_key(role), summary.SerializeToString())
 
+    def _record_maintenance(self, agent: AgentRecord) -> None:
+        """Persist an agent's drain mark and dynamic reservations (none: no record)."""
+        draining = self.allocator.has_agent(agent.agent_id) and self.allocator.draining(agent.agent_id)
+        if not draining and not agent.dynamic_reserved:
+            self._record(MAINTENANCE, agent.agent_id, None)
+            return
+        record = operator_pb2.AgentMaintenance(
+            draining=draining, reservations=resources_to_proto(agent.dynamic_reserved)
+        )
+        self._record(MAINTENANCE, agent.agent_id, record.SerializeToString())
+
+    def _restore_maintenance(self, agent: AgentRecord, record: operator_pb2.AgentMaintenance) -> None:
+        """What an earlier leader recorded about an agent: before its tasks come back,
+        so the resources they use are reserved again when they are adopted."""
+        try:
+            reserved = resources_from_proto(record.reservations)
+            if reserved:
+                self.allocator.handle(Reserved(agent.agent_id, reserved))
+                agent.dynamic_reserved = reserved
+            if record.draining:
+                self.allocator.handle(AgentDraining(agent.agent_id, True))
+        except (AllocatorError, ResourceError) as e:
+            self.log.warning("registry.bad_maintenance", agent_id=agent.agent_id, error=str(e))
+
     def _record(self, kind: str, key: str, data: bytes | None) -> None:
         if self.registry is not None:
             self.registry.put(kind, key, data)
@@ -245,6 +280,7 @@ class Master:
                 self.liveness.gone(agent)
                 self.allocator.handle(AgentRemoved(agent.agent_id))
                 self._record(AGENTS, agent.agent_id, None)
+                self._record(MAINTENANCE, agent.agent_id, None)
                 self.log.warning("agent.gone", agent_id=agent.agent_id)
 
     def allocate_soon(self) -> None:
@@ -458,7 +494,12 @@ class Master:
                     pb.TaskStatus.REASON_AGENT_RESTARTED,
                     "the agent re-registered without this task",
                 )
-        new = [t for t in tasks if (t.framework_id, t.task_id) not in agent.tasks]
+        new = [
+            t
+            for t in tasks
+            if (t.framework_id, t.task_id) not in agent.tasks
+            and (t.framework_id, t.task_id) not in agent.lost_tasks
+        ]
         used = self._adopt_tasks(agent, new, frameworks, task_infos)
         for fw_id, res in used.items():
             self.allocator.handle(ResourcesUsed(fw_id, agent.agent_id, res))
@@ -500,7 +541,19 @@ class Master:
                 self.state.frameworks[fw.framework_id] = fw
                 self._add_known_framework(fw.framework_id, fw_info)
                 self.allocator.handle(FrameworkDeactivated(fw.framework_id))
-            if status.task_id in fw.tasks:
+            known = fw.tasks.get(status.task_id)
+            if known is not None:
+                if known.agent_id != agent.agent_id and not is_terminal(status.state) and agent.outbox:
+                    # Its framework, told it was lost, launched another task
+                    # under this id elsewhere: this one must not run on.
+                    self.log.warning("task.duplicate_killed", task_id=status.task_id, agent_id=agent.agent_id)
+                    agent.outbox.send(
+                        MasterMessage(
+                            kill_task=MasterMessage.KillTask(
+                                framework_id=fw.framework_id, task_id=status.task_id
+                            )
+                        )
+                    )
                 continue
             info = by_task.get(status.task_id) or pb.TaskInfo(task_id=status.task_id, name=status.task_id)
             info.agent_id = agent.agent_id
@@ -589,6 +642,18 @@ class Master:
         forward: dict[str, list[pb.TaskStatus]] = {}
         self_acks: list[MasterMessage.Acknowledgements.Ack] = []
         for status in statuses:
+            key = (status.framework_id, status.task_id)
+            if key in agent.lost_tasks:
+                # Set aside while the agent was away: its framework was told
+                # TASK_LOST (and may run a new task under this id); only its end matters.
+                if is_terminal(status.state):
+                    self.liveness.release_lost(agent, key)
+                self_acks.append(
+                    MasterMessage.Acknowledgements.Ack(
+                        task_id=status.task_id, uuid=status.uuid, framework_id=status.framework_id
+                    )
+                )
+                continue
             task = self.state.task(status.framework_id, status.task_id)
             fw = self.state.frameworks.get(status.framework_id)
             stale = task is not None and (
@@ -644,13 +709,15 @@ class Master:
             agent = self.state.agents.get(task.agent_id)
             if agent is not None:
                 agent.tasks.discard((task.framework_id, task.task_id))
-            if task.resources:
-                self.allocator.handle(
-                    ResourcesRecovered(
-                        task.framework_id, task.agent_id, task.resources, role=task.role or None
-                    )
-                )
-                self.allocate_soon()
+            self.release_resources(task)
+
+    def release_resources(self, task: TaskRecord) -> None:
+        """Give an ended task's resources back to the allocator."""
+        if task.resources:
+            self.allocator.handle(
+                ResourcesRecovered(task.framework_id, task.agent_id, task.resources, role=task.role or None)
+            )
+            self.allocate_soon()
 
     def _send_updates(self, fw: FrameworkRecord, statuses: list[pb.TaskStatus]) -> None:
         if not fw.connected or fw.outbox is None:
@@ -910,6 +977,10 @@ class Master:
                 continue
             source, converted = (res, res.unreserved()) if unreserve else (res.unreserved(), res)
             available = available.subtract_clamped(source) + converted
+            agent.dynamic_reserved = (
+                agent.dynamic_reserved.subtract_clamped(res) if unreserve else agent.dynamic_reserved + res
+            )
+            self._record_maintenance(agent)
             self.log.info(
                 "resources.unreserved" if unreserve else "resources.reserved",
                 framework_id=framework_id,
@@ -921,6 +992,11 @@ class Master:
         seen: set[str] = set()
         for where, task in tasks:
             problems, wanted = validate_task(task, where, available, {*fw.tasks, *seen})
+            if (framework_id, task.task_id) in agent.lost_tasks:
+                problems.append(
+                    f"{where}.task_id: {task.task_id!r} was reported lost on this agent and is "
+                    "still being killed there; launch it elsewhere or later"
+                )
             if problems:
                 errors.append(
                     self._status_for(
@@ -1162,6 +1238,7 @@ class Master:
         if agent is None or agent.gone:
             raise CallError("NOT_FOUND", f"agent_id: {agent_id!r} is not known")
         self._allocator_call(AgentDraining(agent_id, draining))
+        self._record_maintenance(agent)
         if draining:
             for offer_id in sorted(agent.offers):
                 self._rescind(offer_id)

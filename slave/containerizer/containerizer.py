@@ -52,6 +52,8 @@ LAUNCH_TIMEOUT_S = 30.0
 KILL_TIMEOUT_S = 10.0  # after the grace period, how long SIGKILL may take before we give up
 REMOVE_TIMEOUT_S = 5.0
 FREEZE_TIMEOUT_S = 5.0
+#: in a container's meta dir while it is paused on purpose
+PAUSED_MARK = "paused"
 DISK_WATCH_INTERVAL_S = 15.0  # Mesos' default for its disk/du isolator
 _POLL_MIN_S = 0.002
 _POLL_MAX_S = 0.05
@@ -77,6 +79,8 @@ class _Container:
     kill_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     #: with the pid, identifies the supervisor to a restarted agent (see reattach.py)
     supervisor_start: int | None = None
+    #: stops watching its supervisor (removes the loop's readers, closes their fds)
+    unwatch: Callable[[], None] | None = None
 
     @property
     def state(self) -> str:
@@ -360,9 +364,18 @@ class Containerizer:
             c.paused = False
             c.done.set_result(self._termination(c))
 
+        def unwatch() -> None:
+            if not c.supervisor_gone.done():
+                loop.remove_reader(pidfd)
+                os.close(pidfd)
+            if not c.done.done():
+                loop.remove_reader(spawned.done_fd)
+                os.close(spawned.done_fd)
+
         os.set_blocking(spawned.done_fd, False)
         loop.add_reader(pidfd, on_supervisor_exit)
         loop.add_reader(spawned.done_fd, on_done)
+        c.unwatch = unwatch
 
     def _termination(self, c: _Container) -> Termination:
         status = checkpoint.read_json(c.meta_dir / "exit_status.json") or {}
@@ -425,6 +438,7 @@ class Containerizer:
                 # A frozen task cannot act on SIGTERM: thaw it so it may end cleanly.
                 self.cgroups.set_frozen(c.cgroup, False)
                 c.paused = False
+                (c.meta_dir / PAUSED_MARK).unlink(missing_ok=True)
             await self._terminate(c, grace_s)
 
     async def _terminate(self, c: _Container, grace_s: float) -> None:
@@ -487,6 +501,8 @@ class Containerizer:
                 await asyncio.sleep(poll)
                 poll = min(poll * 2, _POLL_MAX_S)
             c.paused = True
+            # Kept on disk so a restarted agent leaves it paused (see recover).
+            (c.meta_dir / PAUSED_MARK).touch()
             log.info("container.paused", container_id=container_id)
 
     async def resume(self, container_id: str) -> None:
@@ -497,6 +513,7 @@ class Containerizer:
                 raise ContainerError(f"container {container_id!r} cannot be resumed: it is {c.state}")
             self.cgroups.set_frozen(c.cgroup, False)
             c.paused = False
+            (c.meta_dir / PAUSED_MARK).unlink(missing_ok=True)
             log.info("container.resumed", container_id=container_id)
 
     def _start_disk_watch(self, c: _Container) -> None:
@@ -588,7 +605,14 @@ class Containerizer:
 
     # -- recovery (an earlier agent process launched these) -----------------------
 
-    def recover(self, container_id: str, sandbox: Path) -> str:
+    def recover(
+        self,
+        container_id: str,
+        sandbox: Path,
+        config: ContainerConfig | None = None,
+        *,
+        rebooted: bool = False,
+    ) -> str:
         """Re-attach to a container an earlier agent process launched.
 
         Returns ``"running"`` (its supervisor still runs: ``wait`` resolves when
@@ -596,7 +620,13 @@ class Containerizer:
         returns how) or ``"lost"`` (no live supervisor and no exit status:
         whatever is left in its cgroup is killed by ``destroy``). Every case
         registers the container, so ``wait``, ``kill`` and ``destroy`` work.
-        Raises ContainerError if ``container.json`` is damaged.
+        ``config`` (rebuilt from the task) brings back its limits: a running
+        one is measured against its disk limit again. A container paused on
+        purpose stays paused. After a reboot (``rebooted``) no process of the
+        earlier boot can live, so pids are not even probed: one recorded then
+        may name an unrelated process now, and with start times counted from
+        boot even the start time may match. Raises ContainerError if
+        ``container.json`` is damaged.
         """
         meta_dir = self.work_dir / "containers" / container_id
         try:
@@ -608,9 +638,10 @@ class Containerizer:
             self._prefix_ready = True
         self._adopted_prefix = True
         loop = asyncio.get_running_loop()
-        config = ContainerConfig(
-            container_id=container_id, argv=("?",), env={}, sandbox=sandbox, cpus_milli=1, mem_bytes=1
-        )
+        if config is None:
+            config = ContainerConfig(
+                container_id=container_id, argv=("?",), env={}, sandbox=sandbox, cpus_milli=1, mem_bytes=1
+            )
         c = _Container(
             config=config,
             cgroup=f"{self.cgroup_prefix}/{container_id}",
@@ -623,7 +654,9 @@ class Containerizer:
         )
         self._containers[container_id] = c
         pidfd = (
-            None if record is None else reattach.open_process(record.supervisor_pid, record.supervisor_start)
+            None
+            if record is None or rebooted
+            else reattach.open_process(record.supervisor_pid, record.supervisor_start)
         )
         ended = (meta_dir / "exit_status.json").exists()
         if pidfd is None:
@@ -643,15 +676,27 @@ class Containerizer:
             c.supervisor_gone.set_result(None)
             self._recovered_done(c)
 
+        def unwatch() -> None:
+            if not c.supervisor_gone.done():
+                loop.remove_reader(pidfd)
+                os.close(pidfd)
+
         loop.add_reader(pidfd, on_supervisor_exit)
+        c.unwatch = unwatch
         # An agent killed in the middle of a SIGKILL round (freeze, kill, thaw)
         # leaves the cgroup frozen: the task could then neither run nor end.
-        # (A task paused on purpose is resumed: pauses are not checkpointed.)
+        # Only a pause the mark on disk vouches for stays.
+        mark = meta_dir / PAUSED_MARK
         with contextlib.suppress(OSError, CgroupError):
-            self.cgroups.set_frozen(c.cgroup, False)
+            if mark.exists() and not ended and self.cgroups.frozen(c.cgroup):
+                c.paused = True
+            else:
+                self.cgroups.set_frozen(c.cgroup, False)
+                mark.unlink(missing_ok=True)
         if ended:
             self._recovered_done(c)
             return "ended"
+        self._start_disk_watch(c)
         self._recovered[container_id] = c
         if self._poller is None or self._poller.done():
             self._poller = asyncio.create_task(self._poll_recovered(), name="containerizer-recovered")
@@ -678,8 +723,18 @@ class Containerizer:
 
     async def detach(self) -> None:
         """Stop polling re-attached containers and close the fork server; the
-        containers run on (the agent stops without killing tasks)."""
+        containers run on (the agent stops without killing tasks), and nothing
+        here acts on them any more: a new containerizer takes them over."""
         await self._stop_poller()
+        watches = []
+        for c in self._containers.values():
+            if c.unwatch is not None:
+                c.unwatch()
+                c.unwatch = None
+            if c.disk_watch is not None:
+                c.disk_watch.cancel()
+                watches.append(c.disk_watch)
+        await asyncio.gather(*watches, return_exceptions=True)
         if self._fork_server is not None:
             await self._fork_server.close()
 
