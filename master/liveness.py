@@ -160,7 +160,7 @@ class Liveness:
             task.status = status
             restored += 1
             if fw is not None:
-                m._send_updates(fw, [m._reconciled(status)])
+                m._send_updates(fw, [m.reconciliation.reconciled(status)])
         for key, task in sorted(agent.lost_tasks.items()):
             status = by_key.get(key)
             if status is None or is_terminal(status.state):

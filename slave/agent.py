@@ -444,12 +444,20 @@ class Agent:
 
     def _drop(self, framework_id: str, task_id: str, message: str) -> None:
         """TASK_DROPPED for a task never started (nothing of it to recover: not checkpointed)."""
+        self._report_untracked(
+            framework_id, task_id, pb.TASK_DROPPED, TS.REASON_CONTAINER_LAUNCH_FAILED, message
+        )
+
+    def _report_untracked(
+        self, framework_id: str, task_id: str, state: State, reason: Reason, message: str
+    ) -> None:
+        """A terminal update about a task this agent does not run (so not journaled)."""
         status = pb.TaskStatus(
             task_id=task_id,
             framework_id=framework_id,
             agent_id=self.agent_id,
-            state=pb.TASK_DROPPED,
-            reason=TS.REASON_CONTAINER_LAUNCH_FAILED,
+            state=state,
+            reason=reason,
             message=message,
             source=pb.TaskStatus.SOURCE_AGENT,
             timestamp=time.time(),
@@ -697,17 +705,8 @@ class Agent:
         if run is None:
             # Unknown here: say so with a terminal update so the framework is
             # not left waiting for a task the master thinks exists.
-            status = pb.TaskStatus(
-                task_id=task_id,
-                framework_id=framework_id,
-                agent_id=self.agent_id,
-                state=pb.TASK_LOST,
-                reason=TS.REASON_TASK_UNKNOWN,
-                message="the agent has no such task",
-                source=pb.TaskStatus.SOURCE_AGENT,
-                timestamp=time.time(),
-            )
-            self.updates.update(status, time.time())
+            message = "the agent has no such task"
+            self._report_untracked(framework_id, task_id, pb.TASK_LOST, TS.REASON_TASK_UNKNOWN, message)
             return
         run.kill_requested = True
         if not run.launched.is_set() or is_terminal(run.state):

@@ -26,13 +26,13 @@ from pathlib import Path
 import structlog
 
 from corral.slave.containerizer import checkpoint, disk, forensics, kernel, launcher, overlay, reattach
-from corral.slave.containerizer.cgroups.base import CgroupBackend, CgroupLimits, CgroupStats
+from corral.slave.containerizer.cgroups.base import CgroupBackend, CgroupLimits, CgroupStats, signal_if_member
 from corral.slave.containerizer.cgroups.probe import probe
 from corral.slave.containerizer.errors import CgroupError, ContainerError
+from corral.slave.containerizer.exec_report import parse_exec_report, read_to_eof
 from corral.slave.containerizer.forkserver_client import ForkServerClient, ForkServerError
-from corral.slave.containerizer.isolation import launch_isolation
+from corral.slave.containerizer.isolation import image_etc_files, launch_spec
 from corral.slave.containerizer.model import ContainerConfig, Limitation, Termination, Usage
-from corral.slave.containerizer.rootfs import MountSpec, RootfsSpec
 from corral.slave.work_dir import PRIVATE, ensure_dir
 
 log = structlog.get_logger(__name__)
@@ -182,7 +182,12 @@ class Containerizer:
             ) from e
         try:
             filesystem = overlay.prepare(
-                config.rootfs, config.volumes, config.sandbox, config.workdir, meta_dir
+                config.rootfs,
+                config.volumes,
+                config.sandbox,
+                config.workdir,
+                meta_dir,
+                image_etc_files(config.isolation, config.container_id) if config.rootfs is not None else (),
             )
         except ContainerError:
             shutil.rmtree(meta_dir, ignore_errors=True)
@@ -195,7 +200,7 @@ class Containerizer:
             config.cpus_milli, config.mem_bytes, config.cpu_hard_cap, config.pids_max
         )
         join = self.cgroups.create(cgroup, limits)
-        spec = _launch_spec(config, join, meta_dir, filesystem)
+        spec = launch_spec(config, join, meta_dir, filesystem)
         try:
             if self._fork_server is None:
                 spawned = self._spawn_here(spec)
@@ -210,10 +215,10 @@ class Containerizer:
             ) from e
         c = self._register(config, cgroup, meta_dir, spawned)
         try:
-            report = await asyncio.wait_for(_read_to_eof(spawned.exec_fd), LAUNCH_TIMEOUT_S)
+            report = await asyncio.wait_for(read_to_eof(spawned.exec_fd), LAUNCH_TIMEOUT_S)
         except TimeoutError:
             report = b"Etimed out waiting for the task to exec\n"
-        task_pid, error = _parse_exec_report(report)
+        task_pid, error = parse_exec_report(report)
         if error is not None or task_pid is None:
             await self._abandon(c)
             raise ContainerError(
@@ -289,7 +294,7 @@ class Containerizer:
                 # Once the exec report is complete the task is in its cgroup (or
                 # dead), so the kill cannot miss it.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(_read_to_eof(spawned.exec_fd), LAUNCH_TIMEOUT_S)
+                    await asyncio.wait_for(read_to_eof(spawned.exec_fd), LAUNCH_TIMEOUT_S)
                 await self._abandon(c)
 
             self._forget_task(asyncio.ensure_future(adopt()))
@@ -449,7 +454,7 @@ class Containerizer:
         while pids := self.cgroups.procs(c.cgroup):
             # Processes forked after the first round get their SIGTERM too.
             for pid in pids - signalled:
-                _signal_if_member(pid, self.cgroups.procs, c.cgroup, signal.SIGTERM)
+                signal_if_member(pid, self.cgroups.procs, c.cgroup, signal.SIGTERM)
             signalled |= pids
             if loop.time() >= deadline:
                 break
@@ -822,83 +827,3 @@ class Containerizer:
 def _writable_dirs(c: _Container) -> tuple[Path, ...]:
     """What a task's disk limit covers: its sandbox and, on an image, the overlay's upper layer."""
     return (c.config.sandbox, c.meta_dir / "overlay" / "upper")
-
-
-def _launch_spec(
-    config: ContainerConfig,
-    join: tuple[Path, ...],
-    meta_dir: Path,
-    filesystem: tuple[RootfsSpec | None, tuple[MountSpec, ...], bytes],
-) -> launcher.LaunchSpec:
-    rootfs, mounts, cwd = filesystem
-    return launcher.LaunchSpec(
-        exec_paths=launcher.exec_candidates(config.argv[0], config.env.get("PATH")),
-        argv=tuple(os.fsencode(a) for a in config.argv),
-        env={os.fsencode(k): os.fsencode(v) for k, v in config.env.items()},
-        cwd=cwd,
-        stdout=os.fsencode(config.sandbox / "stdout"),
-        stderr=os.fsencode(config.sandbox / "stderr"),
-        cgroup_procs=tuple(os.fsencode(p) for p in join),
-        status_path=os.fsencode(meta_dir / "exit_status.json"),
-        status_dir=os.fsencode(meta_dir),
-        isolation=launch_isolation(config.isolation, config.container_id),
-        rootfs=rootfs,
-        mounts=mounts,
-        sandbox=os.fsencode(config.sandbox),
-    )
-
-
-def _parse_exec_report(report: bytes) -> tuple[int | None, str | None]:
-    task_pid: int | None = None
-    error: str | None = None
-    for line in report.splitlines():
-        if line.startswith(b"P") and line[1:].isdigit():
-            task_pid = int(line[1:])
-        elif line.startswith(b"E"):
-            error = line[1:].decode(errors="replace")
-    return task_pid, error
-
-
-async def _read_to_eof(fd: int) -> bytes:
-    """Read a pipe until EOF through the event loop; closes ``fd``."""
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[None] = loop.create_future()
-    chunks: list[bytes] = []
-    os.set_blocking(fd, False)
-
-    def on_readable() -> None:
-        try:
-            data = os.read(fd, 4096)
-        except BlockingIOError:
-            return
-        if data:
-            chunks.append(data)
-        elif not done.done():
-            done.set_result(None)
-
-    loop.add_reader(fd, on_readable)
-    try:
-        await done
-    finally:
-        loop.remove_reader(fd)
-        os.close(fd)
-    return b"".join(chunks)
-
-
-def _signal_if_member(pid: int, procs: Callable[[str], set[int]], cgroup: str, sig: int) -> None:
-    """Signal ``pid`` only if it is still the process we read from the cgroup.
-
-    A pid read from cgroup.procs may exit and be reused by an unrelated
-    process before we signal it. A pidfd pins the process; checking the
-    cgroup again after opening it proves it is still ours.
-    """
-    try:
-        fd = os.pidfd_open(pid)
-    except (ProcessLookupError, OSError):
-        return
-    try:
-        if pid in procs(cgroup):
-            with contextlib.suppress(ProcessLookupError, OSError):
-                signal.pidfd_send_signal(fd, sig)
-    finally:
-        os.close(fd)
