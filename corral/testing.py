@@ -28,11 +28,13 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 
 from corral.cli.local import LocalCluster
-from corral.frameworks.driver import SchedulerDriver
+from corral.frameworks.driver import SchedulerDriver, tear_down
 from corral.frameworks.scheduler import Scheduler
 from corral.frameworks.types import MasterInfo, Offer, TaskState, TaskStatus
 from corral.master.master import MasterConfig
+from corral.master.server import MasterServer
 from corral.resources import Resources
+from corral.slave.agent import Agent, AgentConfig
 
 #: Fast timers so tests take milliseconds where production waits seconds.
 FAST_MASTER = MasterConfig(
@@ -73,6 +75,58 @@ async def local_cluster(
         yield cluster
     finally:
         await cluster.stop()
+
+
+@contextlib.asynccontextmanager
+async def elected_cluster(
+    zk_url: str,
+    work_dir: Path,
+    masters: int = 2,
+    master_config: MasterConfig = FAST_MASTER,
+    agent_resources: str = "cpus:1;mem:512",
+    zk_session_timeout_s: float = 2.0,
+) -> AsyncIterator[tuple[list[MasterServer], Agent]]:
+    """``masters`` masters elected through the ZooKeeper at ``zk_url`` (the
+    first one leads) and one agent that follows the leader, registered; all
+    stopped on exit (tasks killed, cgroups removed), also when the test fails."""
+    servers = [
+        MasterServer("127.0.0.1:0", master_config, zk=zk_url, zk_session_timeout_s=zk_session_timeout_s)
+        for _ in range(masters)
+    ]
+    agent = Agent(
+        AgentConfig(
+            master=zk_url,
+            work_dir=work_dir / "agent",
+            resources=Resources.parse(agent_resources),
+            cgroup_prefix=f"corral-test-{uuid.uuid4().hex[:8]}",
+        )
+    )
+    try:
+        for m in servers:
+            await m.start()
+        await eventually(lambda: servers[0].leading, 10, "the first master to lead")
+        await agent.start()
+        async with asyncio.timeout(10):
+            await agent.registered.wait()
+        yield servers, agent
+    finally:
+        await agent.stop()
+        for m in servers:
+            await m.stop()
+
+
+def agent_goes_away(agent: Agent) -> None:
+    """The agent stops talking to any master (as if its host were cut off);
+    its tasks keep running. :func:`agent_comes_back` undoes it."""
+    agent._stopping = True
+    assert agent._main is not None
+    agent._main.cancel()
+
+
+def agent_comes_back(agent: Agent) -> None:
+    """The agent after :func:`agent_goes_away`: it connects to the leader again."""
+    agent._stopping = False
+    agent._main = asyncio.create_task(agent._connection_loop())
 
 
 class RecordingScheduler(Scheduler):
@@ -185,16 +239,7 @@ async def framework(
                 await asyncio.sleep(0.01)
         yield driver, rec
     finally:
-        if not runner.done():
-            with contextlib.suppress(Exception):
-                driver.teardown()
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(5):
-                    await runner
-        if not runner.done():
-            runner.cancel()
-            with contextlib.suppress(BaseException):
-                await runner
+        await tear_down(driver, runner)
 
 
 async def eventually(predicate: Callable[[], bool], timeout: float, what: str) -> None:

@@ -43,6 +43,19 @@ def four_letter(port: int, word: str, timeout: float = 1.0, host: str = "127.0.0
     return b"".join(chunks).decode(errors="replace")
 
 
+def server_mode(port: int, host: str = "127.0.0.1", timeout: float = 1.0) -> str:
+    """A server's role from its ``srvr`` answer: ``leader``, ``follower`` or
+    ``standalone``; ``not serving`` (up, no quorum) or ``down`` (no answer)."""
+    try:
+        out = four_letter(port, "srvr", timeout=timeout, host=host)
+    except OSError:
+        return "down"
+    for line in out.splitlines():
+        if line.startswith("Mode:"):
+            return line.split(":", 1)[1].strip()
+    return "not serving"
+
+
 def write_config(
     path: Path, data: Path, client_port: int, servers: Sequence[str] = (), address: str = "127.0.0.1"
 ) -> Path:
@@ -167,14 +180,7 @@ class ZooKeeperEnsemble:
         proc.wait()
 
     def mode(self, i: int) -> str:
-        try:
-            out = four_letter(self.ports[i][0], "srvr")
-        except OSError:
-            return "down"
-        for line in out.splitlines():
-            if line.startswith("Mode:"):
-                return line.split(":", 1)[1].strip()
-        return "not serving"
+        return server_mode(self.ports[i][0])
 
     def wait_serving(self, nodes: list[int], timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout

@@ -290,6 +290,10 @@ class SchedulerDriver:
                 done, _ = await asyncio.wait({next_event, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
                 if next_event not in done:
                     next_event.cancel()
+                    # Let the cancelled read end before the stream is drained
+                    # below: two readers of one stream are an error.
+                    # (asyncio.wait: the read's cancellation is not ours to raise.)
+                    await asyncio.wait({next_event})
                     return
                 try:
                     event = next_event.result()
@@ -377,3 +381,21 @@ class SchedulerDriver:
                 pass
             case _:
                 self.log.debug("driver.unknown_event", type=event.type)
+
+
+async def tear_down(driver: SchedulerDriver, runner: asyncio.Task[None], timeout_s: float = 5.0) -> None:
+    """End the framework whose ``driver.run()`` is ``runner``, for a ``finally``:
+    unless run() already returned, tear the framework down (the master kills
+    whatever still runs), wait up to ``timeout_s`` for run() to return, and
+    cancel it if it has not. Never raises; run()'s own error, if any, stays
+    for the caller to read from ``runner``."""
+    if runner.done():
+        return
+    with contextlib.suppress(Exception):
+        driver.teardown()
+    await asyncio.wait({runner}, timeout=timeout_s)
+    if not runner.done():
+        runner.cancel()
+        await asyncio.wait({runner}, timeout=timeout_s)
+    if runner.done() and not runner.cancelled():
+        runner.exception()  # seen: an error while tearing down is no "never retrieved" warning

@@ -3,7 +3,9 @@ service) and the CLI's clients.
 
 The server is a few lines on asyncio streams (one request per connection), so
 it runs in its framework's event loop and needs no lock. A subclass supplies
-:meth:`JsonServer.route`. It listens on loopback only: anyone on the host who
+:meth:`JsonServer.route`; a framework's API subclasses :class:`EngineApiServer`,
+which serves ``GET /v1/state`` and hands the rest of ``/v1/...`` to
+:meth:`EngineApiServer.route_v1`. It listens on loopback only: anyone on the host who
 can reach it can submit work, as anyone who can reach the master can.
 """
 
@@ -14,7 +16,8 @@ import contextlib
 import json
 import urllib.error
 import urllib.request
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Generic, Protocol, TypeVar
 
 import structlog
 
@@ -90,6 +93,45 @@ class JsonServer:
             return 413, {"error": f"request body over {MAX_BODY} bytes"}
         body = json.loads(await reader.readexactly(length)) if length else {}
         return self.route(method, path, body, query)
+
+
+class FrameworkEngine(Protocol):
+    """What :class:`EngineApiServer` needs of an engine."""
+
+    framework_id: str
+
+
+E = TypeVar("E", bound=FrameworkEngine)
+
+
+class EngineApiServer(JsonServer, Generic[E]):
+    """Serves a framework engine on ``listen``: ``GET /v1/state`` (``state()``,
+    by default the framework id) and whatever :meth:`route_v1` answers."""
+
+    def __init__(
+        self,
+        engine: E,
+        listen: str = "127.0.0.1:0",
+        state: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        super().__init__(listen)
+        self.engine = engine
+        self.state = state or (lambda: {"framework_id": engine.framework_id})
+
+    def route(self, method: str, path: str, body: Any, query: str = "") -> tuple[int, Any]:
+        """One request -> (HTTP status, JSON body)."""
+        parts = [p for p in path.split("/") if p]
+        if parts[:1] != ["v1"]:
+            return 404, {"error": f"no such endpoint {path!r}"}
+        if method == "GET" and parts[1:] == ["state"]:
+            return 200, self.state()
+        answer = self.route_v1(method, parts[1:], body, query)
+        return answer if answer is not None else (404, {"error": f"no such endpoint: {method} {path}"})
+
+    def route_v1(self, method: str, parts: list[str], body: Any, query: str) -> tuple[int, Any] | None:
+        """A request below ``/v1/`` (``parts``: the path's segments after it) ->
+        (HTTP status, JSON body), or None: no such endpoint."""
+        return None
 
 
 class JsonClient:

@@ -10,7 +10,6 @@ in-memory store for as long as the job runs, as a short-lived framework.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import sys
 import time
@@ -194,7 +193,7 @@ async def run_local_job(
     framework down at the end or on Ctrl-C (which kills what still runs)."""
     from corral.frameworks.batch.engine import BatchEngine
     from corral.frameworks.batch.store import Store
-    from corral.frameworks.driver import SchedulerDriver
+    from corral.frameworks.driver import SchedulerDriver, tear_down
 
     engine = BatchEngine(Store(":memory:"))
     job_id = engine.submit(data, default_name=default_name)["job_id"]
@@ -224,14 +223,7 @@ async def run_local_job(
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        if not runner.done():
-            with contextlib.suppress(Exception):
-                driver.teardown()
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                async with asyncio.timeout(5.0):
-                    await runner
-            if not runner.done():
-                runner.cancel()
+        await tear_down(driver, runner)
     return engine.job_view(job_id)
 
 
@@ -320,13 +312,31 @@ def jobs(ctx: click.Context, master: str | None, batch: str | None) -> None:
         )
     console.print(table)
     if data["periodic"]:
-        periodic = Table(title="periodic jobs", title_justify="left")
-        for col in ("id", "schedule", "next run", "last job"):
-            periodic.add_column(col)
-        for p in data["periodic"]:
+        console.print(periodic_table(data["periodic"]))
+
+
+def periodic_table(rows: list[dict[str, Any]]) -> Table:
+    """Periodic jobs: schedule, concurrency policy, state, next run, last job and a note
+    (why it failed, or that a run was skipped)."""
+    table = Table(title="periodic jobs", title_justify="left")
+    for col in ("id", "schedule", "policy", "state", "next run", "last job"):
+        table.add_column(col)
+    table.add_column("message", overflow="fold")
+    for p in rows:
+        state = p.get("state", "ACTIVE")
+        nxt = ""
+        if state == "ACTIVE" and isinstance(p["next_run"], int | float):
             nxt = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(p["next_run"]))
-            periodic.add_row(p["id"], p["schedule"], nxt, p["last_job"])
-        console.print(periodic)
+        table.add_row(
+            p["id"],
+            str(p["schedule"]),
+            p.get("concurrency_policy", ""),
+            Text(state, style=STATE_STYLE.get(state, "")),
+            nxt,
+            p["last_job"],
+            Text(p.get("message", "")),  # not markup: a message may hold "[[tasks]]"
+        )
+    return table
 
 
 @click.command()
@@ -337,9 +347,20 @@ def jobs(ctx: click.Context, master: str | None, batch: str | None) -> None:
 @click.pass_context
 @handle_errors
 def job(ctx: click.Context, master: str | None, batch: str | None, job_id: str, attempts: bool) -> None:
-    """Show a job: per task its state, tries, exit code and agent."""
+    """Show a job: per task its state, tries, exit code and agent (or a periodic job and its runs)."""
     _client_logging(ctx)
     data = _client(master, batch).job(job_id)
+    if data.get("kind") == "periodic":
+        console.print(periodic_table([data]))
+        if data["runs"]:
+            runs = Table(title="runs", title_justify="left")
+            for col in ("job", "state", "submitted"):
+                runs.add_column(col)
+            for j in data["runs"]:
+                when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(j["submitted_at"]))
+                runs.add_row(j["id"], Text(j["state"], style=STATE_STYLE.get(j["state"], "")), when)
+            console.print(runs)
+        return
     console.print(job_table(data))
     if attempts:
         table = Table(title="attempts", title_justify="left")

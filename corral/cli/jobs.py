@@ -26,7 +26,7 @@ from rich.text import Text
 
 from corral.cli.discovery import leader_of
 from corral.frameworks.batch import BatchScheduler, JobSpec, TaskProgress
-from corral.frameworks.driver import SchedulerDriver
+from corral.frameworks.driver import SchedulerDriver, tear_down
 from corral.frameworks.types import TaskState
 from corral.proto import operator_pb2 as op
 from corral.proto import operator_pb2_grpc
@@ -109,15 +109,7 @@ async def run_job(
         for w in waits:
             if w is not runner:
                 w.cancel()
-        if not runner.done():
-            # Tear the framework down: the master kills whatever still runs.
-            with contextlib.suppress(Exception):
-                driver.teardown()
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                async with asyncio.timeout(5.0):
-                    await runner
-            if not runner.done():
-                runner.cancel()
+        await tear_down(driver, runner)  # the master kills whatever still runs
     return JobResult(
         job_id,
         list(scheduler.progress.values()),

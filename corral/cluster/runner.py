@@ -313,14 +313,7 @@ def _failure_logs(state: ClusterState) -> list[str]:
 
 
 def _zk_mode(n: NodePlan) -> str:
-    try:
-        out = zk.four_letter(topology.ZK_CLIENT_PORT, "srvr", timeout=1.0, host=n.address)
-    except OSError:
-        return "down"
-    for line in out.splitlines():
-        if line.startswith("Mode:"):
-            return line.split(":", 1)[1].strip()
-    return "not serving"
+    return zk.server_mode(topology.ZK_CLIENT_PORT, host=n.address)
 
 
 def _operator(address: str) -> tuple[grpc.Channel, Any]:

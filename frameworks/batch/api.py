@@ -12,42 +12,24 @@ A bad spec is a 400 whose ``error`` names the key; an unknown id a 404.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from corral.errors import CorralError
 from corral.frameworks.batch.engine import BatchEngine, UnknownJobError
 from corral.frameworks.batch.spec import JobSpecError
-from corral.frameworks.http_api import JsonClient, JsonServer
+from corral.frameworks.http_api import EngineApiServer, JsonClient
 
 
 class BatchApiError(CorralError):
     """The batch service refused a request (the message says why) or is unreachable."""
 
 
-class ApiServer(JsonServer):
+class ApiServer(EngineApiServer[BatchEngine]):
     """Serves :class:`BatchEngine` over HTTP on ``listen`` (HOST:PORT, port 0: any)."""
 
-    def __init__(
-        self,
-        engine: BatchEngine,
-        listen: str = "127.0.0.1:0",
-        state: Callable[[], dict[str, Any]] | None = None,
-    ) -> None:
-        super().__init__(listen)
-        self.engine = engine
-        self.state = state or (lambda: {"framework_id": engine.framework_id})
-
-    def route(self, method: str, path: str, body: Any, query: str = "") -> tuple[int, Any]:
-        """One request -> (HTTP status, JSON body)."""
-        parts = [p for p in path.split("/") if p]
-        if parts[:1] != ["v1"]:
-            return 404, {"error": f"no such endpoint {path!r}"}
-        parts = parts[1:]
+    def route_v1(self, method: str, parts: list[str], body: Any, query: str) -> tuple[int, Any] | None:
         try:
             match method, parts:
-                case "GET", ["state"]:
-                    return 200, self.state()
                 case "GET", ["jobs"]:
                     return 200, self.engine.jobs_view()
                 case "POST", ["jobs"]:
@@ -60,7 +42,7 @@ class ApiServer(JsonServer):
                 case "POST", ["jobs", job_id, "cancel"]:
                     return 200, {"id": job_id, "result": self.engine.cancel(job_id)}
                 case _:
-                    return 404, {"error": f"no such endpoint: {method} {path}"}
+                    return None
         except JobSpecError as e:
             return 400, {"error": str(e)}
         except UnknownJobError as e:

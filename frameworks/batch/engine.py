@@ -14,8 +14,9 @@ An attempt is written before its launch is sent and its end is written
 before the update is acknowledged, so after a crash the engine knows every
 attempt that may run; on subscribing it reconciles them with the master, and
 one the master never heard of (UNKNOWN: the launch was lost with the crash)
-goes back to PENDING without counting as a failure. A finished task never
-runs again.
+goes back to PENDING without counting as a failure. So does an attempt whose
+agent was lost (LOST, GONE, DROPPED: not the task's fault), up to
+:data:`MAX_RESCHEDULES` times per task. A finished task never runs again.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from typing import Any
 
 import structlog
 
-from corral.frameworks.batch.cron import parse_cron
-from corral.frameworks.batch.spec import JobSpec, TaskGroup, parse_job
+from corral.frameworks.batch.cron import Cron, parse_cron
+from corral.frameworks.batch.spec import JobSpec, JobSpecError, TaskGroup, parse_job
 from corral.frameworks.batch.store import AttemptRow, JobRow, PeriodicRow, Store, TaskRow, dumps
 from corral.frameworks.constraints import satisfies
 from corral.frameworks.driver import NotConnectedError, SchedulerDriver
@@ -46,6 +47,14 @@ FINAL = frozenset({"FINISHED", "FAILED", "CANCELLED", "SKIPPED"})
 JOB_FINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
 #: how often a kill (timeout, cancel) is sent again while the task still runs
 KILL_RETRY_S = 5.0
+#: ends that say the task's agent (or the offer it was launched on) was lost, not
+#: that the task failed: tried again without using a retry, as Mesos, Aurora and
+#: Nomad reschedule off a lost node (UNREACHABLE is not an end: it becomes GONE,
+#: or LOST for a framework that is not partition-aware, or the task comes back)
+INFRASTRUCTURE_ENDS = frozenset({"LOST", "GONE", "GONE_BY_OPERATOR", "DROPPED"})
+#: but at most this many times per task, so a task that keeps losing its
+#: agent (or takes agents down with it) cannot loop forever
+MAX_RESCHEDULES = 10
 
 
 class UnknownJobError(KeyError):
@@ -71,6 +80,8 @@ class BatchEngine(Scheduler):
         self.task_attempts: dict[str, list[str]] = {}
         self.live: dict[str, AttemptRow] = {}
         self.periodic: dict[str, PeriodicRow] = {}
+        #: each readable periodic job's concurrency policy (spec.CONCURRENCY_POLICIES)
+        self.periodic_policy: dict[str, str] = {}
         #: PENDING task ids in order (a dict as an ordered set)
         self.pending: dict[str, None] = {}
         self._kills: dict[str, float] = {}
@@ -99,6 +110,8 @@ class BatchEngine(Scheduler):
                 self._add_attempt(attempt)
         for p in snap.periodic:
             self.periodic[p.id] = p
+            if p.state == "ACTIVE":
+                self._periodic_spec(p)  # a bad one is marked FAILED now, not when it is due
 
     # -- bookkeeping ----------------------------------------------------------
 
@@ -154,6 +167,7 @@ class BatchEngine(Scheduler):
             row = PeriodicRow(spec.name, spec.schedule, dumps(raw), cron.next_after_ts(now), created_at=now)
             self.store.save(row)
             self.periodic[row.id] = row
+            self.periodic_policy[row.id] = spec.concurrency_policy
             self.version += 1
             log.info("batch.periodic_added", periodic_id=row.id, schedule=row.schedule)
             return {"periodic_id": row.id, "next_run": str(row.next_run)}
@@ -161,7 +175,7 @@ class BatchEngine(Scheduler):
 
     def _start_job(self, spec: JobSpec, raw: Mapping[str, Any], periodic: str = "") -> str:
         job_id = f"{spec.name}-{uuid.uuid4().hex[:6]}"
-        stored = {k: v for k, v in raw.items() if k != "schedule"}
+        stored = {k: v for k, v in raw.items() if k not in ("schedule", "concurrency_policy")}
         job = JobRow(job_id, spec.name, dumps(stored), "RUNNING", self.clock(), periodic=periodic)
         with self.store.transaction():
             self.store.save(job)
@@ -185,11 +199,16 @@ class BatchEngine(Scheduler):
         if job_id in self.periodic:
             self.store.delete_periodic(job_id)
             del self.periodic[job_id]
+            self.periodic_policy.pop(job_id, None)
             self.version += 1
             return "periodic job removed"
         job = self.jobs.get(job_id)
         if job is None:
             raise UnknownJobError(job_id)
+        return self._cancel_job(job)
+
+    def _cancel_job(self, job: JobRow, message: str = "cancelled") -> str:
+        job_id = job.id
         if job.state in JOB_FINAL:
             return f"job already {job.state.lower()}"
         with self.store.transaction():
@@ -198,17 +217,18 @@ class BatchEngine(Scheduler):
             for tid in self.job_tasks[job_id]:
                 task = self.tasks[tid]
                 if task.state in ("WAITING", "PENDING"):
-                    self._set_state(task, "CANCELLED", "cancelled")
+                    self._set_state(task, "CANCELLED", message)
             self._advance(job)
         self.version += 1
         self._send_kills(self.clock())
         return "cancelled"
 
     def job_view(self, job_id: str, with_tasks: bool = True) -> dict[str, Any]:
-        """A job with its tasks and their attempts (or only its summary), as JSON-ready data."""
+        """A job with its tasks and their attempts (or only its summary), as JSON-ready data;
+        for a periodic job's id, :meth:`periodic_view`."""
         job = self.jobs.get(job_id)
         if job is None:
-            raise UnknownJobError(job_id)
+            return self.periodic_view(job_id)
         if not with_tasks:
             return self._job_summary(job)
         tasks = [self.tasks[t] for t in self.job_tasks[job_id]]
@@ -222,6 +242,7 @@ class BatchEngine(Scheduler):
                     "state": t.state,
                     "attempts": t.attempts,
                     "failures": t.failures,
+                    "reschedules": t.reschedules,
                     "exit_code": t.exit_code,
                     "agent_id": t.agent_id,
                     "hostname": t.hostname,
@@ -239,11 +260,28 @@ class BatchEngine(Scheduler):
         """Every job (summaries, newest last) and every periodic job."""
         return {
             "jobs": [self._job_summary(j) for j in self.jobs.values()],
-            "periodic": [
-                {"id": p.id, "schedule": p.schedule, "next_run": p.next_run, "last_job": p.last_job}
-                for p in self.periodic.values()
-            ],
+            "periodic": [self._periodic_summary(p) for p in self.periodic.values()],
         }
+
+    def _periodic_summary(self, p: PeriodicRow) -> dict[str, Any]:
+        return {
+            "id": p.id,
+            "kind": "periodic",
+            "schedule": p.schedule,
+            "concurrency_policy": self.periodic_policy.get(p.id, ""),
+            "next_run": p.next_run,
+            "last_job": p.last_job,
+            "state": p.state,
+            "message": p.message,
+        }
+
+    def periodic_view(self, periodic_id: str) -> dict[str, Any]:
+        """A periodic job: its schedule, state (FAILED says why) and its runs."""
+        p = self.periodic.get(periodic_id)
+        if p is None:
+            raise UnknownJobError(periodic_id)
+        runs = [self._job_summary(j) for j in self.jobs.values() if j.periodic == periodic_id]
+        return {**self._periodic_summary(p), "created_at": p.created_at, "runs": runs}
 
     def job_counts(self, job_id: str) -> Counter[str]:
         """How many of the job's tasks are in each state."""
@@ -433,13 +471,23 @@ class BatchEngine(Scheduler):
             return
         task.current = ""
         task.exit_code = attempt.exit_code
-        lost = status is None or state == "DROPPED"  # never ran: try again, not a failure
+        # Not the task's fault (its launch or its agent was lost): try again
+        # without a retry; but a try that ran past its timeout failed whatever ended it.
+        lost = (status is None or state in INFRASTRUCTURE_ENDS) and not attempt.timed_out
         if state == "FINISHED":
             self._set_state(task, "FINISHED", "")
         elif job.state == "CANCELLED":
             self._set_state(task, "CANCELLED", "cancelled")
         elif lost:
-            self._set_state(task, "PENDING", message)
+            task.reschedules += 1
+            if task.reschedules > MAX_RESCHEDULES:
+                why = f"lost {task.reschedules} times to its agent or launch (limit {MAX_RESCHEDULES})"
+                self._set_state(task, "FAILED", f"{why}; last: {state.lower()}: {message}")
+            else:
+                n = f"{task.reschedules}/{MAX_RESCHEDULES}"
+                self._set_state(
+                    task, "PENDING", f"try {task.attempts} {state.lower()}, rescheduled ({n}): {message}"
+                )
         else:
             task.failures += 1
             if task.failures <= group.policy.retries:
@@ -499,19 +547,62 @@ class BatchEngine(Scheduler):
         backoff. Call every fraction of a second while connected."""
         now = self.clock()
         for p in list(self.periodic.values()):
-            if now >= p.next_run:
+            if p.state == "ACTIVE" and now >= p.next_run:
                 self._run_periodic(p, now)
         self._send_kills(now)
         if self.driver is not None and self.driver.connected.is_set():
             self.interest.update(self.driver, self._wants_offers(now))
 
     def _run_periodic(self, p: PeriodicRow, now: float) -> None:
-        raw = json.loads(p.spec)
-        job_id = self._start_job(parse_job(raw), raw, periodic=p.id)
-        p.last_job = job_id
-        p.next_run = parse_cron(p.schedule).next_after_ts(now)
+        checked = self._periodic_spec(p)
+        if checked is None:
+            return
+        spec, raw, cron = checked
+        p.next_run = cron.next_after_ts(now)
+        running = [j for j in self.jobs.values() if j.periodic == p.id and j.state == "RUNNING"]
+        if running and spec.concurrency_policy == "forbid":
+            when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now))
+            p.message = f"the run due at {when} was skipped: {running[-1].id} still runs (forbid)"
+            self.store.save(p)
+            self.version += 1
+            log.info("batch.periodic_skipped", periodic_id=p.id, running=running[-1].id)
+            return
+        if running and spec.concurrency_policy == "replace":
+            for j in running:
+                self._cancel_job(j, "cancelled: replaced by the next run of its periodic job")
+                log.info("batch.periodic_replaced", periodic_id=p.id, job_id=j.id)
+        job_id = self._start_job(spec, raw, periodic=p.id)
+        p.last_job, p.message = job_id, ""
         self.store.save(p)
         log.info("batch.periodic_run", periodic_id=p.id, job_id=job_id)
+
+    def _periodic_spec(self, p: PeriodicRow) -> tuple[JobSpec, dict[str, Any], Cron] | None:
+        """A stored periodic job's spec, raw table and schedule; or None after
+        marking it FAILED with the reason (a row written by an older version, or
+        by hand, must not stop the service from serving the others)."""
+        try:
+            if not isinstance(p.schedule, str) or not isinstance(p.spec, str):
+                raise JobSpecError("the stored schedule and spec must be text")
+            if isinstance(p.next_run, bool) or not isinstance(p.next_run, int | float):
+                raise JobSpecError(f"next_run: must be a time in seconds, got {p.next_run!r}")
+            try:
+                raw = json.loads(p.spec)
+            except ValueError as e:
+                raise JobSpecError(f"not valid JSON: {e}") from None
+            if not isinstance(raw, dict):
+                raise JobSpecError(f"must be a table, got {type(raw).__name__}")
+            spec = parse_job(raw)
+            cron = parse_cron(p.schedule)
+        except (ValueError, TypeError) as e:  # JobSpecError, CronError; TypeError: a shape parse_job missed
+            problem = f"stored spec unreadable: {e}"
+            log.error("batch.periodic_invalid", periodic_id=p.id, error=problem)
+            with self.store.transaction():
+                p.state, p.message = "FAILED", f"{problem} (submit it again to replace it)"
+                self.store.save(p)
+            self.version += 1
+            return None
+        self.periodic_policy[p.id] = spec.concurrency_policy
+        return spec, raw, cron
 
     def _send_kills(self, now: float) -> None:
         driver = self.driver

@@ -1,6 +1,8 @@
 """Batch job specs, read from TOML.
 
     name = "squares"
+    schedule = "*/5 * * * *"           # optional: a periodic job (cron, UTC; needs the batch service)
+    concurrency_policy = "forbid"      # with a schedule: allow | forbid (default) | replace
 
     [[tasks]]
     name = "square"
@@ -39,6 +41,11 @@ from corral.resources import Resources
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 MAX_TASKS = 100_000
+#: what a periodic job does when a run is due while an earlier one still runs, as a
+#: Kubernetes CronJob's concurrencyPolicy: start it anyway (allow), skip it
+#: (forbid, the default: a slow run never piles up), or cancel the earlier one (replace)
+CONCURRENCY_POLICIES = ("allow", "forbid", "replace")
+TOP_KEYS = ("concurrency_policy", "name", "schedule", "tasks")
 
 
 class JobSpecError(ValueError):
@@ -70,6 +77,8 @@ class JobSpec:
     groups: tuple[TaskGroup, ...]
     #: a cron expression: the batch service starts a run of the job at these times
     schedule: str = ""
+    #: with a schedule: one of CONCURRENCY_POLICIES
+    concurrency_policy: str = "forbid"
 
     def tasks(self, job_id: str) -> list[Task]:
         """Expand the groups into tasks with ids ``JOB.GROUP.INDEX``."""
@@ -144,17 +153,22 @@ def parse_job(data: Mapping[str, Any], default_name: str = "job") -> JobSpec:
     name = data.get("name", default_name)
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise JobSpecError(f"name: must be 1-64 characters of [A-Za-z0-9_.-], got {name!r}")
-    unknown = set(data) - {"name", "tasks", "schedule"}
+    unknown = set(data) - set(TOP_KEYS)
     if unknown:
-        raise JobSpecError(
-            f"unknown key(s) at the top level: {sorted(unknown)}; allowed: ['name', 'schedule', 'tasks']"
-        )
+        raise JobSpecError(f"unknown key(s) at the top level: {sorted(unknown)}; allowed: {list(TOP_KEYS)}")
     schedule = data.get("schedule", "")
     try:
         if schedule != "":
             parse_cron(schedule)
     except CronError as e:
         raise JobSpecError(f"schedule: {e}") from None
+    policy = data.get("concurrency_policy", "forbid")
+    if not isinstance(policy, str) or policy.lower() not in CONCURRENCY_POLICIES:
+        raise JobSpecError(
+            f"concurrency_policy: must be one of {', '.join(CONCURRENCY_POLICIES)}, got {policy!r}"
+        )
+    if "concurrency_policy" in data and not schedule:
+        raise JobSpecError("concurrency_policy: only for a periodic job (one with a schedule)")
     raw_groups = data.get("tasks")
     if not isinstance(raw_groups, list) or not raw_groups:
         raise JobSpecError("tasks: needs at least one [[tasks]] table")
@@ -166,7 +180,7 @@ def parse_job(data: Mapping[str, Any], default_name: str = "job") -> JobSpec:
     if sum(g.count for g in groups) > MAX_TASKS:
         raise JobSpecError(f"tasks: a job may have at most {MAX_TASKS} tasks")
     check_dag(names, [g.policy.after for g in groups], JobSpecError)
-    return JobSpec(name, tuple(groups), schedule=schedule)
+    return JobSpec(name, tuple(groups), schedule=schedule, concurrency_policy=policy.lower())
 
 
 def _number(raw: Mapping[str, Any], key: str, where: str, default: float, minimum: float) -> float:

@@ -30,7 +30,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, failures INTEGER NOT NULL DEFAULT 0,
     not_before REAL NOT NULL DEFAULT 0, current TEXT NOT NULL DEFAULT '',
     agent_id TEXT NOT NULL DEFAULT '', hostname TEXT NOT NULL DEFAULT '',
-    exit_code INTEGER, message TEXT NOT NULL DEFAULT ''
+    exit_code INTEGER, message TEXT NOT NULL DEFAULT '', reschedules INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS tasks_job ON tasks (job_id);
 CREATE TABLE IF NOT EXISTS attempts (
@@ -43,9 +43,17 @@ CREATE TABLE IF NOT EXISTS attempts (
 CREATE INDEX IF NOT EXISTS attempts_task ON attempts (task);
 CREATE TABLE IF NOT EXISTS periodic (
     id TEXT PRIMARY KEY, schedule TEXT NOT NULL, spec TEXT NOT NULL,
-    next_run REAL NOT NULL, last_job TEXT NOT NULL DEFAULT '', created_at REAL NOT NULL
+    next_run REAL NOT NULL, last_job TEXT NOT NULL DEFAULT '', created_at REAL NOT NULL,
+    state TEXT NOT NULL DEFAULT 'ACTIVE', message TEXT NOT NULL DEFAULT ''
 );
 """
+#: columns added after a table was first released: (table, column, declaration);
+#: a database made before gets them with ALTER TABLE when it is opened
+ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("periodic", "state", "TEXT NOT NULL DEFAULT 'ACTIVE'"),
+    ("periodic", "message", "TEXT NOT NULL DEFAULT ''"),
+    ("tasks", "reschedules", "INTEGER NOT NULL DEFAULT 0"),
+)
 
 
 @dataclass
@@ -75,6 +83,8 @@ class TaskRow:
     hostname: str = ""
     exit_code: int | None = None
     message: str = ""
+    #: tries ended by the infrastructure (agent lost, launch lost), not charged to ``failures``
+    reschedules: int = 0
 
 
 @dataclass
@@ -102,6 +112,10 @@ class PeriodicRow:
     next_run: float
     last_job: str = ""
     created_at: float = 0.0
+    #: ACTIVE, or FAILED: its stored spec or schedule cannot be read (``message`` says why)
+    #: and it no longer runs; submitting it again replaces it
+    state: str = "ACTIVE"
+    message: str = ""
 
 
 @dataclass
@@ -131,6 +145,7 @@ class Store:
 
     schema = SCHEMA
     tables: dict[type[Any], str] = _TABLES
+    added_columns = ADDED_COLUMNS
 
     def __init__(self, path: Path | str) -> None:
         self.path = str(path)
@@ -140,7 +155,18 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(self.schema)
+        self._add_columns()
         self._depth = 0
+
+    def _add_columns(self) -> None:
+        """Bring a database made by an older version up to this schema."""
+        mine = set(self.tables.values())
+        for table, column, declaration in self.added_columns:
+            if table not in mine:
+                continue
+            have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     def close(self) -> None:
         self.db.close()

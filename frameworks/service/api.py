@@ -12,11 +12,10 @@ A bad spec is a 400 whose ``error`` names the key; an unknown name a 404.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from corral.errors import CorralError
-from corral.frameworks.http_api import JsonClient, JsonServer
+from corral.frameworks.http_api import EngineApiServer, JsonClient
 from corral.frameworks.service.engine import ServiceEngine, UnknownServiceError
 from corral.frameworks.service.spec import ServiceSpecError
 
@@ -25,28 +24,13 @@ class ServiceApiError(CorralError):
     """The service framework refused a request (the message says why) or is unreachable."""
 
 
-class ServiceApiServer(JsonServer):
+class ServiceApiServer(EngineApiServer[ServiceEngine]):
     """Serves :class:`ServiceEngine` over HTTP on ``listen``."""
 
-    def __init__(
-        self,
-        engine: ServiceEngine,
-        listen: str = "127.0.0.1:0",
-        state: Callable[[], dict[str, Any]] | None = None,
-    ) -> None:
-        super().__init__(listen)
-        self.engine = engine
-        self.state = state or (lambda: {"framework_id": engine.framework_id})
-
-    def route(self, method: str, path: str, body: Any, query: str = "") -> tuple[int, Any]:
-        parts = [p for p in path.split("/") if p]
-        if parts[:1] != ["v1"]:
-            return 404, {"error": f"no such endpoint {path!r}"}
+    def route_v1(self, method: str, parts: list[str], body: Any, query: str) -> tuple[int, Any] | None:
         body = body if isinstance(body, dict) else {}
         try:
-            match method, parts[1:]:
-                case "GET", ["state"]:
-                    return 200, self.state()
+            match method, parts:
                 case "GET", ["services"]:
                     return 200, {"services": self.engine.services_view()}
                 case "POST", ["services"]:
@@ -60,7 +44,7 @@ class ServiceApiServer(JsonServer):
                 case "POST", ["services", name, "remove"]:
                     return 200, self.engine.remove(name)
                 case _:
-                    return 404, {"error": f"no such endpoint: {method} {path}"}
+                    return None
         except ServiceSpecError as e:
             return 400, {"error": str(e)}
         except UnknownServiceError as e:

@@ -34,12 +34,20 @@ after Mesos' ``HierarchicalAllocatorProcess``:
 Speed (``bench/allocator.py``): the set of agents with something allocatable
 is kept up to date, so a cycle visits only those; shares come from per-name
 integer totals; sorters are kept ordered incrementally (see ``sorter.py``).
+
+This module holds the events, the cycle, the queries and the accounting (what
+each framework, agent and role holds); the rest is one job a module:
+``model.py`` (the values and per-agent/framework/role records), ``sorter.py``
+(the role tree and DRF order), ``quota.py`` (offers under limits,
+guarantees and headroom; quota requests), ``reservations.py`` (which
+reserve/unreserve requests are granted and what they convert), ``roles.py``
+(role names, the role an allocation is charged to) and ``explain.py`` (why a
+framework gets nothing).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 
 from corral.master.allocator.events import (
     AgentActivated,
@@ -62,101 +70,57 @@ from corral.master.allocator.events import (
     Suppressed,
     Unreserved,
 )
+from corral.master.allocator.explain import explain
+from corral.master.allocator.model import (
+    DEFAULT_MIN_ALLOCATABLE,
+    DEFAULT_ROLE,
+    EMPTY,
+    MIN_ALLOCATABLE_CPUS_MILLI,
+    MIN_ALLOCATABLE_MEM_MILLI,
+    REASON_KINDS,
+    AgentState,
+    Allocation,
+    AllocatorError,
+    FrameworkState,
+    Reason,
+    RoleInfo,
+    RoleState,
+    has_reserved,
+    to_resources,
+)
+from corral.master.allocator.quota import (
+    Headroom,
+    any_unmet,
+    check_quota,
+    make_headroom,
+    offer_for,
+    required,
+    unmet,
+)
+from corral.master.allocator.reservations import check_reservation, convert_total
+from corral.master.allocator.roles import check_role, check_roles_of, role_for
 from corral.master.allocator.sorter import (
     DRFSorter,
     Quantities,
     RoleSorter,
     ancestors_and_self,
     check_weight,
-    is_within,
     quantities,
 )
-from corral.resources import MILLI, ResourceError, Resources, format_milli, validate_role
+from corral.resources import Resources
 
-#: Below this an agent's leftovers are crumbs nobody can use (Mesos' defaults:
-#: cpus 0.01 or mem 32 MiB make an offer worth sending).
-MIN_ALLOCATABLE_CPUS_MILLI = 10
-MIN_ALLOCATABLE_MEM_MILLI = 32 * MILLI
-DEFAULT_MIN_ALLOCATABLE: tuple[Mapping[str, int], ...] = (
-    {"cpus": MIN_ALLOCATABLE_CPUS_MILLI},
-    {"mem": MIN_ALLOCATABLE_MEM_MILLI},
-)
-
-DEFAULT_ROLE = "*"
-_EMPTY = Resources()
-
-
-class AllocatorError(ValueError):
-    """A request the allocator refuses (bad weight, quota, role or
-    reservation); the message names what is wrong. Nothing has changed."""
-
-
-@dataclass(frozen=True, slots=True)
-class Allocation:
-    framework_id: str
-    agent_id: str
-    resources: Resources
-    role: str = DEFAULT_ROLE
-
-
-#: Kinds of :class:`Reason`, in the order :meth:`Allocator.explain` lists them.
-REASON_KINDS = (
-    "unknown",
-    "disconnected",
-    "suppressed",
-    "filtered",
-    "quota_limit",
-    "share",
-    "nothing_fits",
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Reason:
-    """One reason a framework is not being offered resources."""
-
-    kind: str  # one of REASON_KINDS
-    message: str
-    role: str = ""
-    agents: int = 0  # "filtered": on how many agents
-    until: float = 0.0  # "filtered": the latest expiry
-
-
-@dataclass(slots=True)
-class _Agent:
-    total: Resources
-    free: Resources
-    allocated: Resources = _EMPTY
-    active: bool = True
-    draining: bool = False
-    reserved: bool = False  # any reserved resources in total
-
-    def offerable(self) -> bool:
-        return self.active and not self.draining
-
-
-@dataclass(slots=True)
-class _Framework:
-    roles: tuple[str, ...]
-    weight: float = 1.0
-    active: bool = True
-    suppressed: set[str] = field(default_factory=set)
-    # agent_id -> (until, resources refused). As in Mesos' RefusedOfferFilter,
-    # the filter holds only while the agent has nothing beyond what was
-    # refused: once a task ends there, the larger offer goes out at once.
-    filters: dict[str, tuple[float, Resources]] = field(default_factory=dict)
-    held: dict[str, dict[str, Resources]] = field(default_factory=dict)  # agent -> role -> resources
-
-    def wants(self, role: str) -> bool:
-        return self.active and role in self.roles and role not in self.suppressed
-
-
-@dataclass(slots=True)
-class _Role:
-    frameworks: DRFSorter
-    guarantee: Quantities = field(default_factory=dict)
-    limit: Quantities | None = None
-    consumed: Quantities = field(default_factory=dict)  # this role and its sub-roles
+__all__ = [
+    "DEFAULT_MIN_ALLOCATABLE",
+    "DEFAULT_ROLE",
+    "MIN_ALLOCATABLE_CPUS_MILLI",
+    "MIN_ALLOCATABLE_MEM_MILLI",
+    "REASON_KINDS",
+    "Allocation",
+    "Allocator",
+    "AllocatorError",
+    "Reason",
+    "RoleInfo",
+]
 
 
 class Allocator:
@@ -168,9 +132,9 @@ class Allocator:
     a framework or agent already removed) are ignored."""
 
     def __init__(self, min_allocatable: Iterable[Mapping[str, int]] = DEFAULT_MIN_ALLOCATABLE) -> None:
-        self._agents: dict[str, _Agent] = {}
-        self._frameworks: dict[str, _Framework] = {}
-        self._roles: dict[str, _Role] = {}
+        self._agents: dict[str, AgentState] = {}
+        self._frameworks: dict[str, FrameworkState] = {}
+        self._roles: dict[str, RoleState] = {}
         self._role_sorter = RoleSorter()
         self._weights: dict[str, float] = {}
         self._candidates: set[str] = set()  # offerable agents with something allocatable
@@ -186,20 +150,20 @@ class Allocator:
             case AgentAdded(agent_id, total, used):
                 if agent_id in self._agents:
                     self._remove_agent(agent_id)
-                agent = _Agent(total=total, free=total, reserved=_has_reserved(total))
+                agent = AgentState(total=total, free=total, reserved=has_reserved(total))
                 self._agents[agent_id] = agent
                 self._consume_free_reservations(agent, 1)
                 self._add_total(quantities(total), 1)
                 for fw_id, res in sorted(used.items()):
                     if fw_id in self._frameworks:
-                        self._use(fw_id, self._role_for(fw_id, res, None), agent_id, res)
+                        self._use(fw_id, role_for(self._frameworks[fw_id], res, None), agent_id, res)
                 self._refresh_candidate(agent_id)
             case AgentUpdated(agent_id, total):
                 agent = self._agents[agent_id]
                 self._add_total(quantities(agent.total), -1)
                 self._consume_free_reservations(agent, -1)
                 agent.total = total
-                agent.reserved = _has_reserved(total)
+                agent.reserved = has_reserved(total)
                 agent.free = total.subtract_clamped(agent.allocated)
                 self._consume_free_reservations(agent, 1)
                 self._add_total(quantities(total), 1)
@@ -230,7 +194,10 @@ class Allocator:
             case ResourcesUsed(framework_id, agent_id, resources, role):
                 if framework_id in self._frameworks and agent_id in self._agents:
                     self._use(
-                        framework_id, self._role_for(framework_id, resources, role), agent_id, resources
+                        framework_id,
+                        role_for(self._frameworks[framework_id], resources, role),
+                        agent_id,
+                        resources,
                     )
             case ResourcesRecovered(framework_id, agent_id, resources, refuse_s, now, role):
                 self._recover(framework_id, agent_id, resources, role)
@@ -239,15 +206,15 @@ class Allocator:
                     refusing.filters[agent_id] = (now + refuse_s, resources)
             case Suppressed(framework_id, roles):
                 fw = self._frameworks[framework_id]
-                fw.suppressed |= set(self._check_roles_of(framework_id, roles, "suppress"))
+                fw.suppressed |= set(check_roles_of(fw, framework_id, roles, "suppress"))
                 self._refresh_framework(framework_id)
             case Revived(framework_id, roles):
                 fw = self._frameworks[framework_id]
-                fw.suppressed -= set(self._check_roles_of(framework_id, roles, "revive"))
+                fw.suppressed -= set(check_roles_of(fw, framework_id, roles, "revive"))
                 fw.filters.clear()
                 self._refresh_framework(framework_id)
             case RoleWeight(role, weight):
-                self._check_role(role, "weight")
+                check_role(role, "weight")
                 try:
                     check_weight(f"role {role!r}", weight)
                 except ValueError as e:
@@ -270,10 +237,14 @@ class Allocator:
         if not self._candidates:
             return out
         agents = sorted(self._candidates)
-        headroom = self._headroom() if self._quota_roles else None
+        headroom = (
+            make_headroom(self._roles, self._quota_roles, self._agents.values())
+            if self._quota_roles
+            else None
+        )
         if headroom is not None:
             for agent_id in agents:
-                if not headroom.required and not self._any_unmet():
+                if not headroom.required and not any_unmet(self._roles, self._quota_roles):
                     break  # every guarantee is met: stage 1 has nothing left to do
                 if agent_id in self._candidates:
                     self._allocate_agent(agent_id, now, 1, headroom, out)
@@ -287,7 +258,7 @@ class Allocator:
         return out
 
     def _allocate_agent(
-        self, agent_id: str, now: float, stage: int, headroom: _Headroom | None, out: list[Allocation]
+        self, agent_id: str, now: float, stage: int, headroom: Headroom | None, out: list[Allocation]
     ) -> None:
         agent = self._agents[agent_id]
         served: set[str] = set()
@@ -295,12 +266,12 @@ class Allocator:
         while True:
             chosen: tuple[str, str, Resources] | None = None
             for role in self._role_sorter.iter_roles():
-                if stage == 1 and not self._unmet(role):
+                if stage == 1 and not unmet(self._roles, role):
                     continue
                 if simple and not self._quota_roles:
                     offer = agent.free
                 else:
-                    offer = self._offer(agent, role, stage, headroom)
+                    offer = offer_for(self._roles, agent, role, stage, headroom)
                 if not offer or not self._allocatable(offer):
                     continue
                 for fw_id in self._roles[role].frameworks.iter_active():
@@ -323,7 +294,7 @@ class Allocator:
             if headroom is not None:
                 headroom.taken(offer)
                 if headroom.required:  # once met, guarantees stay met within a cycle
-                    headroom.required = self._required()
+                    headroom.required = required(self._roles, self._quota_roles)
             out.append(Allocation(fw_id, agent_id, offer, role))
             served.add(fw_id)
             if agent_id not in self._candidates:
@@ -382,9 +353,9 @@ class Allocator:
                     weight=self._weights.get(name, 1.0),
                     frameworks=tuple(r.frameworks.clients()),
                     share=self._role_sorter.share(name),
-                    guarantee=_resources(r.guarantee),
-                    limit=None if r.limit is None else _resources(r.limit),
-                    consumed=_resources(r.consumed),
+                    guarantee=to_resources(r.guarantee),
+                    limit=None if r.limit is None else to_resources(r.limit),
+                    consumed=to_resources(r.consumed),
                 )
             )
         return out
@@ -398,59 +369,16 @@ class Allocator:
     def explain(self, framework_id: str, now: float) -> list[Reason]:
         """Why ``framework_id`` is not being offered resources. Empty when
         nothing stands in its way (it should get the next offer that fits)."""
-        fw = self._frameworks.get(framework_id)
-        if fw is None:
-            return [Reason("unknown", f"framework {framework_id} is not known to the allocator")]
-        reasons: list[Reason] = []
-        if not fw.active:
-            reasons.append(Reason("disconnected", "framework is disconnected"))
-        for role in fw.roles:
-            if role in fw.suppressed:
-                reasons.append(
-                    Reason(
-                        "suppressed",
-                        f"framework has suppressed offers in role {role!r} (it will be offered after REVIVE)",
-                        role=role,
-                    )
-                )
-        filtered = sorted(a for a, (until, _) in fw.filters.items() if until > now and a in self._agents)
-        if filtered:
-            until = max(fw.filters[a][0] for a in filtered)
-            reasons.append(
-                Reason(
-                    "filtered",
-                    f"filtered on {len(filtered)} agent(s) until t+{until - now:.1f}s after declines"
-                    " (REVIVE clears the filters)",
-                    agents=len(filtered),
-                    until=until,
-                )
-            )
-        wanted = [r for r in fw.roles if r not in fw.suppressed]
-        for role in wanted:
-            at = self._at_limit(role)
-            if at:
-                reasons.append(Reason("quota_limit", at, role=role))
-        for role in wanted:
-            behind = self._behind(framework_id, role)
-            if behind:
-                reasons.append(Reason("share", behind, role=role))
-        fits = 0
-        draining = 0
-        for agent_id in self._candidates:
-            agent = self._agents[agent_id]
-            if any(self._allocatable(self._offer(agent, role, 2, None)) for role in wanted):
-                fits += 1
-        draining = sum(1 for a in self._agents.values() if a.draining)
-        if wanted and not fits:
-            extra = f" ({draining} agent(s) draining)" if draining else ""
-            reasons.append(
-                Reason(
-                    "nothing_fits",
-                    "no agent has free resources for roles "
-                    f"{', '.join(repr(r) for r in wanted)} above the minimum allocatable size{extra}",
-                )
-            )
-        return reasons
+        return explain(
+            framework_id,
+            self._frameworks.get(framework_id),
+            now,
+            self._agents,
+            self._candidates,
+            self._roles,
+            self._role_sorter,
+            self._allocatable,
+        )
 
     # -- agents and frameworks -----------------------------------------------
 
@@ -473,14 +401,14 @@ class Allocator:
     def _add_framework(self, framework_id: str, roles: tuple[str, ...], weight: float) -> None:
         roles = tuple(dict.fromkeys(roles)) or (DEFAULT_ROLE,)
         for role in roles:
-            self._check_role(role, "framework role")
+            check_role(role, "framework role")
         try:
             check_weight(f"framework {framework_id!r}", weight)
         except ValueError as e:
             raise AllocatorError(str(e)) from None
         fw = self._frameworks.get(framework_id)
         if fw is None:
-            fw = self._frameworks[framework_id] = _Framework(roles=roles, weight=weight)
+            fw = self._frameworks[framework_id] = FrameworkState(roles=roles, weight=weight)
         else:
             fw.active = True
             fw.weight = weight
@@ -512,7 +440,7 @@ class Allocator:
                 self._refresh_role(role)
         del self._frameworks[framework_id]
 
-    def _holds_in(self, fw: _Framework, role: str) -> bool:
+    def _holds_in(self, fw: FrameworkState, role: str) -> bool:
         return any(role in by_role for by_role in fw.held.values())
 
     def _refresh_framework(self, framework_id: str) -> None:
@@ -529,49 +457,15 @@ class Allocator:
     def _refresh_role(self, role: str) -> None:
         self._role_sorter.set_active(role, self._roles[role].frameworks.has_active())
 
-    def _role(self, role: str) -> _Role:
+    def _role(self, role: str) -> RoleState:
         r = self._roles.get(role)
         if r is None:
             for path in ancestors_and_self(role):
                 if path not in self._roles:
-                    self._roles[path] = _Role(DRFSorter(self._total))
+                    self._roles[path] = RoleState(DRFSorter(self._total))
             r = self._roles[role]
             self._role_sorter.add(role)
         return r
-
-    def _check_role(self, role: str, what: str) -> None:
-        if not isinstance(role, str) or not role:
-            raise AllocatorError(f"{what}: a role must be a non-empty name, got {role!r}")
-        if role == DEFAULT_ROLE:
-            return
-        try:
-            validate_role(role)
-        except ResourceError as e:
-            raise AllocatorError(f"{what}: {e}") from None
-        if "*" in role or any(part in (".", "..") for part in role.split("/")):
-            raise AllocatorError(f"{what}: role {role!r}: '.', '..' and '*' are not role names")
-
-    def _check_roles_of(self, framework_id: str, roles: tuple[str, ...], what: str) -> tuple[str, ...]:
-        fw = self._frameworks[framework_id]
-        unknown = [r for r in roles if r not in fw.roles]
-        if unknown:
-            raise AllocatorError(
-                f"{what}.roles: framework {framework_id} is not subscribed to role(s) "
-                f"{', '.join(repr(r) for r in unknown)} (its roles: {', '.join(fw.roles)})"
-            )
-        return roles or fw.roles
-
-    def _role_for(self, framework_id: str, res: Resources, role: str | None) -> str:
-        """The role an allocation is charged to: the one given if the
-        framework has it, else the first whose reservations it holds, else its first."""
-        fw = self._frameworks[framework_id]
-        if role is not None and role in fw.roles:
-            return role
-        reserved = {r for r in res.roles() if r}
-        for candidate in fw.roles:
-            if reserved and all(is_within(candidate, r) for r in reserved):
-                return candidate
-        return fw.roles[0]
 
     # -- accounting -----------------------------------------------------------
 
@@ -587,7 +481,7 @@ class Allocator:
         if agent.reserved:
             self._consume_free_reservations(agent, 1)
         by_role = fw.held.setdefault(agent_id, {})
-        by_role[role] = by_role.get(role, _EMPTY) + resources
+        by_role[role] = by_role.get(role, EMPTY) + resources
         q = quantities(resources)
         r = self._role(role)
         if not r.frameworks.contains(framework_id):
@@ -658,7 +552,7 @@ class Allocator:
                 else:
                     consumed.pop(n, None)
 
-    def _consume_free_reservations(self, agent: _Agent, sign: int) -> None:
+    def _consume_free_reservations(self, agent: AgentState, sign: int) -> None:
         """Unallocated reservations count toward their role's quota consumption."""
         if not agent.reserved:
             return
@@ -700,186 +594,10 @@ class Allocator:
                 return True
         return False
 
-    # -- offers under reservations and quota ----------------------------------
-
-    def _offer(self, agent: _Agent, role: str, stage: int, headroom: _Headroom | None) -> Resources:
-        """What ``agent`` can offer ``role`` now: its reservations for the role
-        or an ancestor, and unreserved resources cut by quota (limits of the
-        role and its ancestors; in stage 1 the guarantee still missing; the
-        headroom other roles' guarantees need)."""
-        free = agent.free
-        path = ancestors_and_self(role)
-        # Per limited role on the path: (depth, what is left under its limit).
-        budgets: list[tuple[int, dict[str, int]]] = []
-        for depth, p in enumerate(path):
-            limited = self._roles.get(p)
-            if limited is not None and limited.limit is not None:
-                used = limited.consumed
-                budgets.append((depth, {n: lim - used.get(n, 0) for n, lim in limited.limit.items()}))
-        unreserved_cap: dict[str, int] | None = None
-        if headroom is not None:
-            unreserved_cap = headroom.allowed(role, self)
-            if stage == 1:
-                for n, need in self._unmet(role).items():
-                    unreserved_cap[n] = min(unreserved_cap.get(n, need), need)
-        if not budgets and not unreserved_cap and not agent.reserved:
-            return free
-        depth_of = {p: d for d, p in enumerate(path)}
-        scalars: dict[tuple[str, str], int] = {}
-        # Reservations for the deepest ancestors first: they count against the
-        # fewest limits (a reservation already counts for its own subtree).
-        reserved = [(k, v) for k, v in free.scalars.items() if k[1] and k[1] in depth_of]
-        reserved.sort(key=lambda kv: -depth_of[kv[0][1]])
-        unreserved = [(k, v) for k, v in free.scalars.items() if not k[1]]
-        for (n, res_role), v in [*reserved, *unreserved]:
-            d = depth_of[res_role] if res_role else -1
-            take = v
-            if not res_role and unreserved_cap is not None and n in unreserved_cap:
-                take = min(take, unreserved_cap[n])
-            for depth, left in budgets:
-                if depth > d and n in left:
-                    take = min(take, left[n])
-            if take <= 0:
-                continue
-            for depth, left in budgets:
-                if depth > d and n in left:
-                    left[n] -= take
-            scalars[(n, res_role)] = take
-        ranges = {k: v for k, v in free.ranges.items() if not k[1] or k[1] in depth_of}
-        sets = {k: v for k, v in free.sets.items() if not k[1] or k[1] in depth_of}
-        return Resources(scalars, ranges, sets)
-
-    def _unmet(self, role: str) -> Quantities:
-        """What the nearest guarantee on ``role``'s path still misses."""
-        for p in reversed(ancestors_and_self(role)):
-            r = self._roles.get(p)
-            if r is not None and r.guarantee:
-                return {
-                    n: g - r.consumed.get(n, 0) for n, g in r.guarantee.items() if g > r.consumed.get(n, 0)
-                }
-        return {}
-
-    def _any_unmet(self) -> bool:
-        """Whether some role (nested ones too) is still below its guarantee."""
-        for role in self._quota_roles:
-            r = self._roles[role]
-            if any(g > r.consumed.get(n, 0) for n, g in r.guarantee.items()):
-                return True
-        return False
-
-    def _top_guarantees(self) -> list[str]:
-        out = []
-        for role in sorted(self._quota_roles):
-            if not self._roles[role].guarantee:
-                continue
-            if any(self._roles[p].guarantee for p in ancestors_and_self(role)[:-1] if p in self._roles):
-                continue
-            out.append(role)
-        return out
-
-    def _required(self) -> dict[str, Quantities]:
-        """Per top guaranteed role, what its guarantee still misses."""
-        out: dict[str, Quantities] = {}
-        for role in self._top_guarantees():
-            unmet = self._unmet(role)
-            if unmet:
-                out[role] = unmet
-        return out
-
-    def _headroom(self) -> _Headroom | None:
-        if not any(self._roles[r].guarantee for r in self._quota_roles):
-            return None
-        available: dict[str, int] = {}
-        for agent in self._agents.values():
-            if agent.offerable():
-                for (n, r), v in agent.free.scalars.items():
-                    if not r:
-                        available[n] = available.get(n, 0) + v
-        return _Headroom(available, self._required())
-
-    def _at_limit(self, role: str) -> str:
-        for p in ancestors_and_self(role):
-            r = self._roles.get(p)
-            if r is None or r.limit is None:
-                continue
-            full = [n for n, lim in sorted(r.limit.items()) if r.consumed.get(n, 0) >= lim]
-            if full:
-                what = ", ".join(
-                    f"{n} {format_milli(r.consumed.get(n, 0))} of {format_milli(r.limit[n])}" for n in full
-                )
-                via = "" if p == role else f" (through role {p!r})"
-                return f"role {role!r} is at its quota limit{via}: {what}"
-        return ""
-
-    def _behind(self, framework_id: str, role: str) -> str:
-        """Who is offered before ``framework_id`` in ``role``, if anyone."""
-        r = self._roles.get(role)
-        if r is None or not r.frameworks.is_active(framework_id):
-            return ""
-        mine = r.frameworks.weighted_share(framework_id)
-        ahead = []
-        for other in r.frameworks.iter_active():
-            if other == framework_id:
-                break
-            ahead.append(other)
-        role_ahead = []
-        for other_role in self._role_sorter.iter_roles():
-            if other_role == role:
-                break
-            role_ahead.append(other_role)
-        parts = []
-        if ahead:
-            parts.append(
-                f"its weighted dominant share {mine:.3f} in role {role!r} is above {len(ahead)} other "
-                f"framework(s) offered first (lowest: {ahead[0]} at "
-                f"{r.frameworks.weighted_share(ahead[0]):.3f})"
-            )
-        if role_ahead:
-            parts.append(
-                f"role {role!r} (weighted share {self._role_sorter.weighted_share(role):.3f}) comes after "
-                f"{len(role_ahead)} role(s) with lower shares (first: {role_ahead[0]!r} at "
-                f"{self._role_sorter.weighted_share(role_ahead[0]):.3f})"
-            )
-        return "; ".join(parts)
-
     # -- operator and framework requests --------------------------------------
 
     def _set_quota(self, role: str, guarantee: Resources, limit: Resources | None, force: bool) -> None:
-        self._check_role(role, "quota.role")
-        if role == DEFAULT_ROLE:
-            raise AllocatorError("quota.role: the default role '*' cannot have quota")
-        for what, res in (("guarantee", guarantee), ("limit", limit)):
-            if res is None:
-                continue
-            if res.ranges or res.sets:
-                raise AllocatorError(f"quota.{what}: only scalars (cpus, mem, ...) can have quota, got {res}")
-            if any(r for r in res.roles()):
-                raise AllocatorError(f"quota.{what}: quota is for unreserved quantities, got {res}")
-        g = quantities(guarantee)
-        lim = None if limit is None else quantities(limit)
-        if lim is not None:
-            over = [n for n, v in sorted(g.items()) if v > lim.get(n, 0) and n in lim]
-            if over:
-                raise AllocatorError(
-                    f"quota.guarantee: {', '.join(over)} above the limit for role {role!r} "
-                    f"(guarantee {guarantee}, limit {limit})"
-                )
-        if not force and g:
-            # All top-level guarantees together must fit in the cluster.
-            wanted: dict[str, int] = dict(g)
-            for other in self._top_guarantees():
-                if not is_within(other, role) and not is_within(role, other):
-                    for n, v in self._roles[other].guarantee.items():
-                        wanted[n] = wanted.get(n, 0) + v
-            above = [n for n, v in sorted(wanted.items()) if v > self._total.get(n, 0)]
-            if above:
-                detail = ", ".join(
-                    f"{n} {format_milli(wanted[n])} > {format_milli(self._total.get(n, 0))}" for n in above
-                )
-                raise AllocatorError(
-                    f"quota.guarantee for role {role!r}: guarantees above the cluster's total ({detail});"
-                    " use force to set it anyway"
-                )
+        g, lim = check_quota(self._roles, self._quota_roles, self._total, role, guarantee, limit, force)
         r = self._role(role)
         r.guarantee = g
         r.limit = lim
@@ -891,124 +609,22 @@ class Allocator:
     def _reserve(
         self, agent_id: str, resources: Resources, framework_id: str | None, unreserve: bool
     ) -> None:
-        what = "unreserve" if unreserve else "reserve"
-        agent = self._agents.get(agent_id)
-        if agent is None:
-            raise AllocatorError(f"{what}: agent {agent_id!r} is not known")
-        if not resources:
-            raise AllocatorError(f"{what}: no resources given")
-        targets = resources.roles()
-        if "" in targets:
-            raise AllocatorError(
-                f"{what}: every resource must name its role, as in cpus(ml):2; got {resources}"
-            )
-        for role in targets:
-            self._check_role(role, f"{what}.role")
-            if role == DEFAULT_ROLE:
-                raise AllocatorError(f"{what}: resources cannot be reserved for the default role '*'")
-        plain = resources.unreserved()
-        source, converted = (resources, plain) if unreserve else (plain, resources)
-        if framework_id is not None:
-            fw = self._frameworks.get(framework_id)
-            if fw is None:
-                raise AllocatorError(f"{what}: framework {framework_id!r} is not known")
-            bad = [t for t in sorted(targets) if not any(is_within(r, t) for r in fw.roles)]
-            if bad:
-                raise AllocatorError(
-                    f"{what}: role(s) {', '.join(repr(t) for t in bad)} unknown to framework {framework_id} "
-                    f"(its roles: {', '.join(fw.roles)})"
-                )
-            by_role = fw.held.get(agent_id, {})
-            holder = next(
-                (
-                    r
-                    for r in sorted(by_role)
-                    if by_role[r].contains(source) and all(is_within(r, t) for t in targets)
-                ),
-                None,
-            )
-            if holder is None:
-                held = Resources()
-                for res in by_role.values():
-                    held = held + res
-                raise AllocatorError(
-                    f"{what}: {resources} on agent {agent_id}: the framework's offer there does not hold "
-                    f"{source} (it holds {held or '(none)'})"
-                )
-            by_role[holder] = by_role[holder].subtract_clamped(source) + converted
-            agent.total = agent.total.subtract_clamped(source) + converted
-            agent.allocated = agent.allocated.subtract_clamped(source) + converted
-            agent.reserved = _has_reserved(agent.total)
+        c = check_reservation(
+            self._agents, self._frameworks, self._roles, agent_id, resources, framework_id, unreserve
+        )
+        agent = self._agents[agent_id]
+        if framework_id is not None and c.holder is not None:
+            # Within what the framework holds: its allocation changes kind, not size.
+            by_role = self._frameworks[framework_id].held[agent_id]
+            by_role[c.holder] = by_role[c.holder].subtract_clamped(c.source) + c.converted
+            convert_total(agent, c)
+            agent.allocated = agent.allocated.subtract_clamped(c.source) + c.converted
             return
-        if not agent.free.contains(source):
-            raise AllocatorError(
-                f"{what}: {resources} on agent {agent_id}: not there to {what}; "
-                f"its unallocated resources are {agent.free or '(none)'}"
-            )
-        if not unreserve:
-            q = quantities(resources)
-            for role in sorted(targets):
-                for p in ancestors_and_self(role):
-                    r = self._roles.get(p)
-                    if r is not None and r.limit is not None:
-                        over = [
-                            n for n, v in q.items() if n in r.limit and r.consumed.get(n, 0) + v > r.limit[n]
-                        ]
-                        if over:
-                            raise AllocatorError(
-                                f"reserve: {resources} would put role {p!r} above its quota limit for "
-                                f"{', '.join(over)}"
-                            )
         self._consume_free_reservations(agent, -1)
-        agent.total = agent.total.subtract_clamped(source) + converted
-        agent.free = agent.free.subtract_clamped(source) + converted
-        agent.reserved = _has_reserved(agent.total)
+        convert_total(agent, c)
+        agent.free = agent.free.subtract_clamped(c.source) + c.converted
         if agent.reserved:
-            for role in targets:
+            for role in c.targets:
                 self._role(role)
         self._consume_free_reservations(agent, 1)
         self._refresh_candidate(agent_id)
-
-
-@dataclass
-class _Headroom:
-    """Unreserved resources still unallocated on offerable agents, and what
-    each top-level guaranteed role still needs of them."""
-
-    available: dict[str, int]
-    required: dict[str, Quantities]
-
-    def taken(self, offer: Resources) -> None:
-        for (n, r), v in offer.scalars.items():
-            if not r:
-                self.available[n] = self.available.get(n, 0) - v
-
-    def allowed(self, role: str, allocator: Allocator) -> dict[str, int]:
-        """How much of each name ``role`` may take without eating into the
-        headroom other roles' guarantees need."""
-        need: dict[str, int] = {}
-        for g, unmet in self.required.items():
-            if is_within(role, g):
-                continue
-            for n, v in unmet.items():
-                need[n] = need.get(n, 0) + v
-        return {n: max(0, self.available.get(n, 0) - v) for n, v in need.items()}
-
-
-@dataclass(frozen=True, slots=True)
-class RoleInfo:
-    role: str
-    weight: float
-    frameworks: tuple[str, ...]
-    share: float
-    guarantee: Resources
-    limit: Resources | None
-    consumed: Resources
-
-
-def _has_reserved(res: Resources) -> bool:
-    return any(r for r in res.roles())
-
-
-def _resources(q: Mapping[str, int]) -> Resources:
-    return Resources(scalars={(n, ""): v for n, v in q.items() if v > 0})

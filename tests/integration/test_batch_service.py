@@ -21,6 +21,7 @@ from corral.cli.local import LocalCluster
 from corral.frameworks.batch.api import BatchClient
 from corral.frameworks.batch.engine import JOB_FINAL, BatchEngine
 from corral.frameworks.batch.service import BatchService
+from corral.frameworks.batch.store import Store
 from corral.testing import corral_command, eventually, local_cluster
 
 pytestmark = [pytest.mark.root]
@@ -164,6 +165,43 @@ async def test_periodic_jobs_run_on_their_schedule(service: BatchService) -> Non
     )
     engine.cancel("tick")
     assert "tick" not in engine.jobs_view()["periodic"]
+
+
+async def test_a_broken_stored_periodic_job_is_reported_and_the_service_serves_the_rest(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    db = tmp_path / "batch.db"
+    Store(db).close()  # the schema
+    good = json.dumps({"name": "good", "tasks": [{"command": "true"}]})
+    with sqlite3.connect(db) as conn:  # as an older version, or a hand edit, may have left them
+        conn.execute(
+            "INSERT INTO periodic (id, schedule, spec, next_run, created_at) VALUES"
+            " ('broken', '* * * * * *', '{\"name\": \"broken\", \"tasks\": 3}', 0, 0),"
+            " ('good', '* * * * * *', ?, 0, 0)",
+            (good,),
+        )
+    svc = BatchService(cluster.master_address, db, record=False)
+    await svc.start()
+    try:
+        engine = svc.engine
+        job_id = engine.submit({"name": "once", "tasks": [{"command": "true"}]})["job_id"]
+        await finished(engine, job_id)
+        await eventually(
+            lambda: any(j.periodic == "good" and j.state == "SUCCEEDED" for j in engine.jobs.values()),
+            15,
+            "a run of the good periodic job",
+        )
+        assert not svc.failed.is_set(), svc.failure
+        wide = {**os.environ, "CORRAL_LOG_LEVEL": "warning", "COLUMNS": "300"}  # the reason on one line
+        code, out = await cli("job", "broken", "--batch", svc.address, env=wide)
+        assert code == 0, out
+        assert "FAILED" in out
+        assert "tasks: needs at least one [[tasks]] table" in out
+        code, out = await cli("jobs", "--batch", svc.address)
+        assert "broken" in out
+        assert "ACTIVE" in out  # the good one
+    finally:
+        await svc.stop()
 
 
 async def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:

@@ -3,7 +3,6 @@ the leader goes, agents and frameworks follow the new one with nothing lost."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import grpc
@@ -12,31 +11,17 @@ import pytest
 
 from corral.detector import leader_from_error
 from corral.frameworks import Task, TaskState
-from corral.master.server import MasterServer
 from corral.proto import operator_pb2, operator_pb2_grpc
 from corral.resources import Resources
-from corral.slave.agent import Agent, AgentConfig
-from corral.testing import FAST_MASTER, eventually, framework
+from corral.testing import elected_cluster, eventually, framework
 
 pytestmark = [pytest.mark.root]
 
 
 async def test_non_leader_redirects_and_clients_follow_a_failover(zk_url: str, tmp_path: Path) -> None:
-    masters = [MasterServer("127.0.0.1:0", FAST_MASTER, zk=zk_url, zk_session_timeout_s=2) for _ in range(2)]
-    agent = Agent(
-        AgentConfig(
-            master=zk_url,
-            work_dir=tmp_path / "agent",
-            resources=Resources.parse("cpus:1;mem:512"),
-            cgroup_prefix="corral-test-failover",
-        )
-    )
-    try:
-        for m in masters:
-            await m.start()
-        await eventually(lambda: masters[0].leading, 10, "the first master to lead")
-        assert not masters[1].leading
-        leader, standby = masters
+    async with elected_cluster(zk_url, tmp_path) as ((leader, standby), agent):
+        assert leader.leading
+        assert not standby.leading
 
         # A non-leading master answers with UNAVAILABLE and names the leader.
         async with grpc.aio.insecure_channel(standby.address) as channel:
@@ -48,8 +33,6 @@ async def test_non_leader_redirects_and_clients_follow_a_failover(zk_url: str, t
             info = await stub.GetMasterInfo(operator_pb2.GetMasterInfoRequest())
             assert not info.leading
 
-        await agent.start()
-        await asyncio.wait_for(agent.registered.wait(), 10)
         agent_id = agent.agent_id
         async with framework(zk_url, failover_timeout_s=30) as (driver, rec):
             offer = await rec.next_offer()
@@ -88,7 +71,3 @@ async def test_non_leader_redirects_and_clients_follow_a_failover(zk_url: str, t
             assert (await rec.wait_terminal("after")).state is TaskState.FINISHED
             driver.kill("survivor")
             assert (await rec.wait_terminal("survivor")).state is TaskState.KILLED
-    finally:
-        await agent.stop()
-        for m in masters:
-            await m.stop()

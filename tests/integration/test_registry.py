@@ -21,12 +21,17 @@ from corral.master.registry import (
     ZooKeeperRegistry,
     role_key,
 )
-from corral.master.server import MasterServer
 from corral.proto import messages_pb2 as pb
 from corral.proto import operator_pb2
 from corral.resources import Resources
-from corral.slave.agent import Agent, AgentConfig
-from corral.testing import FAST_MASTER, eventually, framework
+from corral.testing import (
+    FAST_MASTER,
+    agent_comes_back,
+    agent_goes_away,
+    elected_cluster,
+    eventually,
+    framework,
+)
 from corral.zk import parse_zk_url
 
 
@@ -65,61 +70,41 @@ async def test_new_leader_recovers_the_registry_and_reports_agents_that_never_re
     zk_url: str, tmp_path: Path
 ) -> None:
     config = MasterConfig(**{**FAST_MASTER.__dict__, "agent_reregister_timeout_s": 1.0})
-    masters = [MasterServer("127.0.0.1:0", config, zk=zk_url, zk_session_timeout_s=2) for _ in range(2)]
-    agent = Agent(
-        AgentConfig(
-            master=zk_url,
-            work_dir=tmp_path / "agent",
-            resources=Resources.parse("cpus:1;mem:512"),
-            cgroup_prefix="corral-test-registry",
+    async with (
+        elected_cluster(zk_url, tmp_path, master_config=config) as ((leader, standby), agent),
+        framework(zk_url, failover_timeout_s=60) as (driver, rec),
+    ):
+        offer = await rec.next_offer()
+        driver.launch(offer, [Task("stranded", "sleep 300", Resources.of(cpus=0.1, mem=32))])
+        await rec.wait_state("stranded", TaskState.RUNNING)
+        assert leader.master is not None
+        assert leader.master.registry is not None
+        await leader.master.registry.flush()
+        # The agent goes away for good (its task keeps running, unseen)...
+        agent_goes_away(agent)
+        # ...and the leader dies.
+        await leader.stop()
+        await eventually(lambda: standby.master is not None, 10, "the standby to lead")
+        assert standby.master is not None
+        # It knows the agent and the framework from the registry.
+        assert agent.agent_id in standby.master.state.agents
+        assert driver.framework_id in standby.master.state.frameworks
+        await rec.wait_for(lambda: rec.subscriptions >= 2, 15, "the framework to re-subscribe")
+        driver.reconcile([("stranded", offer.agent_id)])
+        status = await rec.wait_state("stranded", TaskState.UNREACHABLE, timeout=15)
+        assert "did not re-register" in status.message
+        # The agent comes back: the task reconciles to RUNNING, same process.
+        before = len(rec.updates)
+        pid = next(iter(agent.tasks.values())).pid
+        agent_comes_back(agent)
+        await rec.wait_for(
+            lambda: any(
+                u.task_id == "stranded" and u.state is TaskState.RUNNING for u in rec.updates[before:]
+            ),
+            15,
+            "the task to be RUNNING again",
         )
-    )
-    try:
-        for m in masters:
-            await m.start()
-        await eventually(lambda: masters[0].leading, 10, "the first master to lead")
-        leader, standby = masters
-        await agent.start()
-        await asyncio.wait_for(agent.registered.wait(), 10)
-        async with framework(zk_url, failover_timeout_s=60) as (driver, rec):
-            offer = await rec.next_offer()
-            driver.launch(offer, [Task("stranded", "sleep 300", Resources.of(cpus=0.1, mem=32))])
-            await rec.wait_state("stranded", TaskState.RUNNING)
-            assert leader.master is not None
-            assert leader.master.registry is not None
-            await leader.master.registry.flush()
-            # The agent goes away for good (its task keeps running, unseen)...
-            agent._stopping = True
-            assert agent._main is not None
-            agent._main.cancel()
-            # ...and the leader dies.
-            await leader.stop()
-            await eventually(lambda: standby.master is not None, 10, "the standby to lead")
-            assert standby.master is not None
-            # It knows the agent and the framework from the registry.
-            assert agent.agent_id in standby.master.state.agents
-            assert driver.framework_id in standby.master.state.frameworks
-            await rec.wait_for(lambda: rec.subscriptions >= 2, 15, "the framework to re-subscribe")
-            driver.reconcile([("stranded", offer.agent_id)])
-            status = await rec.wait_state("stranded", TaskState.UNREACHABLE, timeout=15)
-            assert "did not re-register" in status.message
-            # The agent comes back: the task reconciles to RUNNING, same process.
-            before = len(rec.updates)
-            pid = next(iter(agent.tasks.values())).pid
-            agent._stopping = False
-            agent._main = asyncio.create_task(agent._connection_loop())
-            await rec.wait_for(
-                lambda: any(
-                    u.task_id == "stranded" and u.state is TaskState.RUNNING for u in rec.updates[before:]
-                ),
-                15,
-                "the task to be RUNNING again",
-            )
-            assert next(iter(agent.tasks.values())).pid == pid
-    finally:
-        await agent.stop()
-        for m in masters:
-            await m.stop()
+        assert next(iter(agent.tasks.values())).pid == pid
 
 
 @pytest.mark.root
@@ -129,22 +114,7 @@ async def test_an_agent_away_too_long_is_gone_and_comes_back_as_a_new_agent(
     config = MasterConfig(
         **{**FAST_MASTER.__dict__, "agent_reregister_timeout_s": 0.5, "agent_gone_timeout_s": 1.0}
     )
-    masters = [MasterServer("127.0.0.1:0", config, zk=zk_url, zk_session_timeout_s=2) for _ in range(2)]
-    agent = Agent(
-        AgentConfig(
-            master=zk_url,
-            work_dir=tmp_path / "agent",
-            resources=Resources.parse("cpus:1;mem:512"),
-            cgroup_prefix="corral-test-gone",
-        )
-    )
-    try:
-        for m in masters:
-            await m.start()
-        await eventually(lambda: masters[0].leading, 10, "the first master to lead")
-        leader, standby = masters
-        await agent.start()
-        await asyncio.wait_for(agent.registered.wait(), 10)
+    async with elected_cluster(zk_url, tmp_path, master_config=config) as ((leader, standby), agent):
         old_id = agent.agent_id
         async with framework(zk_url, failover_timeout_s=60) as (driver, rec):
             offer = await rec.next_offer()
@@ -154,9 +124,7 @@ async def test_an_agent_away_too_long_is_gone_and_comes_back_as_a_new_agent(
             assert leader.master is not None
             assert leader.master.registry is not None
             await leader.master.registry.flush()
-            agent._stopping = True
-            assert agent._main is not None
-            agent._main.cancel()
+            agent_goes_away(agent)
             await leader.stop()
             await eventually(lambda: standby.master is not None, 10, "the standby to lead")
             await rec.wait_for(lambda: rec.subscriptions >= 2, 15, "the framework to re-subscribe")
@@ -168,13 +136,8 @@ async def test_an_agent_away_too_long_is_gone_and_comes_back_as_a_new_agent(
                     await asyncio.sleep(0.3)
             # Back after being declared gone: its task is killed and it joins
             # as a new agent.
-            agent._stopping = False
-            agent._main = asyncio.create_task(agent._connection_loop())
+            agent_comes_back(agent)
             await eventually(
                 lambda: agent.agent_id not in ("", old_id) and agent.registered.is_set(), 20, "a new id"
             )
             await eventually(lambda: not Path(f"/proc/{pid}").exists(), 10, "the gone task to be killed")
-    finally:
-        await agent.stop()
-        for m in masters:
-            await m.stop()

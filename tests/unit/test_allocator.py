@@ -13,9 +13,10 @@ import math
 from pathlib import Path
 
 import pytest
+from allocator_model import AllocatorModel, make, part_of
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import initialize, invariant, precondition, rule
 
 import corral.master.allocator as allocator_pkg
 from corral.master.allocator import Allocation, Allocator, DRFSorter
@@ -24,7 +25,6 @@ from corral.master.allocator.events import (
     AgentAdded,
     AgentDeactivated,
     AgentRemoved,
-    Event,
     FrameworkActivated,
     FrameworkAdded,
     FrameworkDeactivated,
@@ -37,13 +37,6 @@ from corral.master.allocator.events import (
 from corral.resources import RangeSet, Resources, dominant_share
 
 AGENT = Resources.parse("cpus:4;mem:4096;ports:[31000-31009]")
-
-
-def make(*events: Event) -> Allocator:
-    a = Allocator()
-    for e in events:
-        a.handle(e)
-    return a
 
 
 def by_agent(allocs: list[Allocation]) -> dict[str, str]:
@@ -361,25 +354,9 @@ agent_totals = st.builds(
 )
 
 
-def _part(held: Resources, k: int) -> Resources:
-    """Roughly k/4 of ``held``: scalars scaled, the lowest ports."""
-    scalars = {key: v * k // 4 for key, v in held.scalars.items() if v * k // 4}
-    ranges = {}
-    for key, rs in held.ranges.items():
-        n = rs.size() * k // 4
-        if n:
-            ranges[key] = rs.first(n)
-    return Resources(scalars, ranges)
-
-
-class AllocatorMachine(RuleBasedStateMachine):
+class AllocatorMachine(AllocatorModel):
     def __init__(self) -> None:
         super().__init__()
-        self.alloc = Allocator()
-        self.events: list[Event | float] = []  # a float is an allocate(now)
-        self.outputs: list[list[Allocation]] = []
-        self.now = 0.0
-        self.n = 0
         self.totals: dict[str, Resources] = {}
         self.active_agents: set[str] = set()
         self.frameworks: set[str] = set()
@@ -387,14 +364,6 @@ class AllocatorMachine(RuleBasedStateMachine):
         self.suppressed: set[str] = set()
         self.removed_fws: list[str] = []
         self.held: dict[tuple[str, str], Resources] = {}  # (framework, agent) -> resources
-
-    def send(self, event: Event) -> None:
-        self.events.append(event)
-        self.alloc.handle(event)
-
-    def fresh(self, prefix: str) -> str:
-        self.n += 1
-        return f"{prefix}{self.n}"
 
     @initialize(total=agent_totals)
     def start(self, total: Resources) -> None:
@@ -439,9 +408,7 @@ class AllocatorMachine(RuleBasedStateMachine):
     def allocate(self, dt: float) -> None:
         self.now += dt
         free_before = {a: self.alloc.free(a) for a in self.totals}
-        self.events.append(self.now)
-        out = self.alloc.allocate(self.now)
-        self.outputs.append(out)
+        out = self.cycle()
         assert len({x.agent_id for x in out}) == len(out), "an agent was offered twice in one cycle"
         for x in out:
             assert x.framework_id not in self.suppressed, f"suppressed {x.framework_id} got {x}"
@@ -456,7 +423,7 @@ class AllocatorMachine(RuleBasedStateMachine):
     def recover(self, data: st.DataObject, k: int, refuse_s: float) -> None:
         fw, agent_id = data.draw(st.sampled_from(sorted(self.held)))
         held = self.held[(fw, agent_id)]
-        back = _part(held, k)
+        back = part_of(held, k)
         self.send(ResourcesRecovered(fw, agent_id, back, refuse_s, self.now))
         left = held - back
         if left:
@@ -469,7 +436,7 @@ class AllocatorMachine(RuleBasedStateMachine):
     def use(self, data: st.DataObject, k: int) -> None:
         fw = data.draw(st.sampled_from(sorted(self.frameworks)))
         agent_id = data.draw(st.sampled_from(sorted(self.totals)))
-        part = _part(self.alloc.free(agent_id), k)
+        part = part_of(self.alloc.free(agent_id), k)
         self.send(ResourcesUsed(fw, agent_id, part))
         self.held[(fw, agent_id)] = self.held.get((fw, agent_id), Resources()) + part
 
@@ -535,16 +502,6 @@ class AllocatorMachine(RuleBasedStateMachine):
                     mine = mine + res
             assert self.alloc.allocated(fw) == mine, fw
             assert math.isclose(self.alloc.share(fw), dominant_share(mine, cluster)), fw
-
-    def teardown(self) -> None:
-        replay = Allocator()
-        outputs = []
-        for item in self.events:
-            if isinstance(item, float):
-                outputs.append(replay.allocate(item))
-            else:
-                replay.handle(item)
-        assert outputs == self.outputs, "same events gave different allocations"
 
 
 AllocatorMachine.TestCase.settings = settings(max_examples=75, stateful_step_count=35, deadline=None)

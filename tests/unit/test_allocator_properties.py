@@ -15,11 +15,12 @@ replayed give the same allocations.
 
 from __future__ import annotations
 
+from allocator_model import AllocatorModel, part_of
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import initialize, invariant, precondition, rule
 
-from corral.master.allocator import Allocation, Allocator, AllocatorError
+from corral.master.allocator import AllocatorError
 from corral.master.allocator.events import (
     AgentAdded,
     AgentDraining,
@@ -54,17 +55,6 @@ agent_totals = st.builds(
 )
 
 
-def _part(held: Resources, k: int) -> Resources:
-    """Roughly k/4 of ``held``: scalars scaled, the lowest ports."""
-    scalars = {key: v * k // 4 for key, v in held.scalars.items() if v * k // 4}
-    ranges = {}
-    for key, rs in held.ranges.items():
-        n = rs.size() * k // 4
-        if n:
-            ranges[key] = rs.first(n)
-    return Resources(scalars, ranges)
-
-
 def _scalars(res: Resources) -> dict[str, int]:
     out: dict[str, int] = {}
     for (n, _), v in res.scalars.items():
@@ -72,14 +62,9 @@ def _scalars(res: Resources) -> dict[str, int]:
     return out
 
 
-class RolesMachine(RuleBasedStateMachine):
+class RolesMachine(AllocatorModel):
     def __init__(self) -> None:
         super().__init__()
-        self.alloc = Allocator()
-        self.events: list[Event | float] = []
-        self.outputs: list[list[Allocation]] = []
-        self.now = 0.0
-        self.n = 0
         self.totals: dict[str, Resources] = {}
         self.draining: set[str] = set()
         self.fw_roles: dict[str, tuple[str, ...]] = {}
@@ -88,14 +73,6 @@ class RolesMachine(RuleBasedStateMachine):
         self.held: dict[tuple[str, str, str], Resources] = {}  # (framework, agent, role)
 
     # -- plumbing -------------------------------------------------------------
-
-    def send(self, event: Event) -> None:
-        self.events.append(event)
-        self.alloc.handle(event)
-
-    def fresh(self, prefix: str) -> str:
-        self.n += 1
-        return f"{prefix}{self.n}"
 
     def resync(self, fw: str, agent_id: str) -> None:
         """After a conversion the allocator chose which role's holding
@@ -158,9 +135,7 @@ class RolesMachine(RuleBasedStateMachine):
     def allocate(self, dt: float) -> None:
         self.now += dt
         before = {role: self.consumption(role) for role in self.limits}
-        self.events.append(self.now)
-        out = self.alloc.allocate(self.now)
-        self.outputs.append(out)
+        out = self.cycle()
         for x in out:
             assert x.role in self.fw_roles[x.framework_id], x
             assert (x.framework_id, x.role) not in self.suppressed, f"suppressed got {x}"
@@ -182,7 +157,7 @@ class RolesMachine(RuleBasedStateMachine):
         key = data.draw(st.sampled_from(sorted(self.held)))
         fw, agent_id, role = key
         held = self.held[key]
-        back = _part(held, k)
+        back = part_of(held, k)
         self.send(ResourcesRecovered(fw, agent_id, back, refuse_s, self.now, role))
         left = held - back
         if left:
@@ -201,7 +176,7 @@ class RolesMachine(RuleBasedStateMachine):
             {k: v for k, v in free.scalars.items() if not k[1]},
             {k: v for k, v in free.ranges.items() if not k[1]},
         )
-        part = _part(unreserved, k)
+        part = part_of(unreserved, k)
         self.send(ResourcesUsed(fw, agent_id, part, role))
         if part:
             key = (fw, agent_id, role)
@@ -304,16 +279,6 @@ class RolesMachine(RuleBasedStateMachine):
             for agent_id in self.totals:
                 mine = {r: res for (f, a, r), res in self.held.items() if (f, a) == (fw, agent_id) and res}
                 assert self.alloc.held(fw, agent_id) == mine, (fw, agent_id)
-
-    def teardown(self) -> None:
-        replay = Allocator()
-        outputs = []
-        for item in self.events:
-            if isinstance(item, float):
-                outputs.append(replay.allocate(item))
-            else:
-                replay.handle(item)
-        assert outputs == self.outputs, "same events gave different allocations"
 
 
 RolesMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)

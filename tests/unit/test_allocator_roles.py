@@ -8,6 +8,7 @@ shares are worked out in the comments.
 from __future__ import annotations
 
 import pytest
+from allocator_model import make
 
 from corral.master.allocator import Allocation, Allocator, AllocatorError, RoleSorter
 from corral.master.allocator.events import (
@@ -27,13 +28,6 @@ from corral.resources import Resources
 
 CPU4 = Resources.parse("cpus:4;mem:4096")
 TASK = Resources.parse("cpus:1;mem:64")
-
-
-def make(*events: Event) -> Allocator:
-    a = Allocator()
-    for e in events:
-        a.handle(e)
-    return a
 
 
 def agents(n: int, total: Resources = CPU4) -> list[Event]:

@@ -4,6 +4,8 @@ store, reconciliation, retries, and the cost of a big job (no cluster)."""
 from __future__ import annotations
 
 import asyncio
+import json
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any, cast
@@ -137,3 +139,168 @@ async def test_a_10000_task_job_is_scheduled_in_linear_time() -> None:
     took = time.perf_counter() - started
     assert engine.jobs[job_id].state == "SUCCEEDED"
     assert took < 30, f"{took:.1f}s for 10,000 tasks"  # ~2 s here; quadratic would be minutes
+
+
+OLD_PERIODIC_TABLE = """CREATE TABLE periodic (
+    id TEXT PRIMARY KEY, schedule TEXT NOT NULL, spec TEXT NOT NULL,
+    next_run REAL NOT NULL, last_job TEXT NOT NULL DEFAULT '', created_at REAL NOT NULL
+)"""
+
+
+async def test_a_bad_stored_periodic_job_is_marked_failed_and_the_others_run(tmp_path: Path) -> None:
+    db = tmp_path / "b.db"
+    good = json.dumps({"name": "good", "tasks": [{"command": "true"}]})
+    rows = [
+        ("good", "* * * * * *", good),
+        ("badjson", "* * * * * *", "{not json"),
+        ("badspec", "* * * * * *", json.dumps({"name": "badspec", "tasks": [{"cpus": -1}]})),
+        ("badcron", "61 * * * *", good),
+        ("notatable", "* * * * * *", "[1, 2]"),
+    ]
+    # As a database made before periodic jobs had a state: the store adds the columns.
+    with sqlite3.connect(db) as conn:
+        conn.execute(OLD_PERIODIC_TABLE)
+        conn.executemany("INSERT INTO periodic VALUES (?, ?, ?, 0, '', 0)", rows)
+    now = [1000.0]
+    engine = BatchEngine(Store(db), clock=lambda: now[0])
+    states = {p["id"]: (p["state"], p["message"]) for p in engine.jobs_view()["periodic"]}
+    assert states["good"] == ("ACTIVE", "")
+    assert states["badjson"][0] == "FAILED"
+    assert "not valid JSON" in states["badjson"][1]
+    assert "tasks[0].command" in states["badspec"][1]
+    assert "minute" in states["badcron"][1]
+    assert "must be a table, got list" in states["notatable"][1]
+    engine.tick()  # raised ValueError before: the service died on every start
+    runs = [j for j in engine.jobs.values() if j.periodic]
+    assert [j.periodic for j in runs] == ["good"]
+    view = engine.job_view("badspec")  # what `corral job badspec` shows
+    assert view["kind"] == "periodic"
+    assert (view["state"], view["runs"]) == ("FAILED", [])
+    assert engine.job_view("good")["runs"][0]["id"] == runs[0].id
+    engine.store.close()
+    # Kept across a restart; submitting it again replaces it.
+    again = BatchEngine(Store(db), clock=lambda: now[0])
+    assert again.periodic["badspec"].state == "FAILED"
+    again.submit({"name": "badspec", "schedule": "* * * * * *", "tasks": [{"command": "true"}]})
+    assert again.periodic["badspec"].state == "ACTIVE"
+    now[0] += 1
+    again.tick()
+    assert {j.periodic for j in again.jobs.values() if j.periodic} == {"good", "badspec"}
+
+
+async def test_a_lost_agent_reschedules_the_task_without_using_a_retry() -> None:
+    engine = BatchEngine(Store(":memory:"))
+    job_id = engine.submit(job(1, retries=0))["job_id"]  # no retry at all
+    driver = await subscribe(engine)
+    d = cast(SchedulerDriver, driver)
+    task = engine.tasks[f"{job_id}.g.0"]
+    # Not partition-aware frameworks hear LOST; aware ones UNREACHABLE, then GONE.
+    for n, ends in enumerate([[TaskState.LOST], [TaskState.UNREACHABLE, TaskState.GONE]], start=1):
+        await engine.offers(d, [offer(n)])
+        attempt = f"{job_id}.g.0.a{n}"
+        await engine.status_update(d, status(attempt, TaskState.RUNNING))
+        for state in ends:
+            await engine.status_update(d, status(attempt, state))
+        assert (task.state, task.failures, task.reschedules) == ("PENDING", 0, n)
+        assert f"rescheduled ({n}/10)" in task.message
+    await engine.offers(d, [offer(9)])
+    await engine.status_update(d, status(f"{job_id}.g.0.a3", TaskState.FINISHED, 0))
+    assert engine.jobs[job_id].state == "SUCCEEDED"
+    view = engine.job_view(job_id)["tasks"][0]
+    assert [a["state"] for a in view["history"]] == ["LOST", "GONE", "FINISHED"]
+    assert (view["failures"], view["reschedules"]) == (0, 2)
+
+
+async def test_reschedules_after_lost_agents_are_capped() -> None:
+    engine = BatchEngine(Store(":memory:"))
+    job_id = engine.submit(job(1, retries=3))["job_id"]
+    driver = await subscribe(engine)
+    d = cast(SchedulerDriver, driver)
+    task = engine.tasks[f"{job_id}.g.0"]
+    for n in range(1, 12):  # 10 reschedules, then the 11th loss ends it
+        assert task.state == "PENDING", (n, task.message)
+        await engine.offers(d, [offer(n)])
+        await engine.status_update(d, status(f"{job_id}.g.0.a{n}", TaskState.LOST))
+    assert task.state == "FAILED"
+    assert (task.attempts, task.failures, task.reschedules) == (11, 0, 11)
+    assert "lost 11 times to its agent or launch (limit 10)" in task.message
+    assert engine.jobs[job_id].state == "FAILED"
+
+
+async def test_a_real_failure_still_uses_a_retry_after_a_reschedule() -> None:
+    now = [1000.0]
+    engine = BatchEngine(Store(":memory:"), clock=lambda: now[0])
+    job_id = engine.submit(job(1, retries=1, backoff_s=5))["job_id"]
+    driver = await subscribe(engine)
+    d = cast(SchedulerDriver, driver)
+    task = engine.tasks[f"{job_id}.g.0"]
+    await engine.offers(d, [offer(1)])
+    await engine.status_update(d, status(f"{job_id}.g.0.a1", TaskState.GONE))
+    assert task.not_before == 0.0  # at once: no backoff for a lost agent
+    await engine.offers(d, [offer(2)])
+    await engine.status_update(d, status(f"{job_id}.g.0.a2", TaskState.FAILED, 1))
+    assert (task.state, task.failures, task.not_before) == ("PENDING", 1, 1005.0)
+    now[0] = 1005.0
+    await engine.offers(d, [offer(3)])
+    await engine.status_update(d, status(f"{job_id}.g.0.a3", TaskState.FAILED, 1))
+    assert (task.state, task.failures, task.reschedules) == ("FAILED", 2, 1)
+
+
+async def periodic_engine(policy: str | None) -> tuple[BatchEngine, RecordingDriver, list[float]]:
+    """An engine with a periodic job due every 10 s (first at t=1010) whose run is one long task."""
+    now = [1000.0]
+    engine = BatchEngine(Store(":memory:"), clock=lambda: now[0])
+    spec: dict[str, Any] = {"name": "p", "schedule": "*/10 * * * * *", "tasks": [{"command": "sleep 99"}]}
+    if policy is not None:
+        spec["concurrency_policy"] = policy
+    engine.submit(spec)
+    driver = await subscribe(engine)
+    return engine, driver, now
+
+
+async def runs_after_two_due_times(engine: BatchEngine, driver: RecordingDriver, now: list[float]) -> None:
+    """The first run starts and runs; the second comes due while it still does."""
+    d = cast(SchedulerDriver, driver)
+    now[0] = 1010.0
+    engine.tick()
+    await engine.offers(d, [offer(1)])
+    await engine.status_update(d, status(driver.launched[0].task_id, TaskState.RUNNING))
+    now[0] = 1020.0
+    engine.tick()
+
+
+async def test_periodic_forbid_skips_a_run_while_the_last_one_runs() -> None:
+    engine, driver, now = await periodic_engine(None)  # forbid is the default
+    await runs_after_two_due_times(engine, driver, now)
+    (first,) = engine.jobs.values()
+    assert first.state == "RUNNING"
+    view = engine.job_view("p")
+    assert view["concurrency_policy"] == "forbid"
+    assert f"{first.id} still runs (forbid)" in view["message"]
+    assert view["next_run"] == 1030.0  # skipped, not postponed
+    d = cast(SchedulerDriver, driver)
+    await engine.status_update(d, status(driver.launched[0].task_id, TaskState.FINISHED, 0))
+    now[0] = 1030.0
+    engine.tick()
+    assert len(engine.jobs) == 2
+    assert engine.job_view("p")["message"] == ""
+
+
+async def test_periodic_allow_starts_runs_side_by_side() -> None:
+    engine, driver, now = await periodic_engine("allow")
+    await runs_after_two_due_times(engine, driver, now)
+    assert [j.state for j in engine.jobs.values()] == ["RUNNING", "RUNNING"]
+
+
+async def test_periodic_replace_cancels_the_running_one() -> None:
+    engine, driver, now = await periodic_engine("Replace")
+    await runs_after_two_due_times(engine, driver, now)
+    first, second = engine.jobs.values()
+    assert (first.state, second.state) == ("CANCELLED", "RUNNING")
+    assert driver.killed == [driver.launched[0].task_id]
+    assert engine.periodic["p"].last_job == second.id
+    # The cancelled run's task ends KILLED, which does not touch the new run.
+    d = cast(SchedulerDriver, driver)
+    await engine.status_update(d, status(driver.launched[0].task_id, TaskState.KILLED))
+    assert engine.job_view(first.id)["tasks"][0]["state"] == "CANCELLED"
+    assert second.state == "RUNNING"

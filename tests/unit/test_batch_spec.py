@@ -110,7 +110,36 @@ BAD = [
         job({"command": "x", "volumes": [{"container_path": "/d", "host_path": "/s", "tmpfs_size_mib": 1}]}),
         "tasks[0].volumes[0].tmpfs_size_mib: only for tmpfs volumes",
     ),
+    (
+        "unknown concurrency policy",
+        job({"command": "x"}, schedule="@daily", concurrency_policy="skip"),
+        "concurrency_policy: must be one of allow, forbid, replace, got 'skip'",
+    ),
+    (
+        "concurrency policy not a string",
+        job({"command": "x"}, schedule="@daily", concurrency_policy=1),
+        "concurrency_policy: must be one of",
+    ),
+    (
+        "concurrency policy without a schedule",
+        job({"command": "x"}, concurrency_policy="allow"),
+        "concurrency_policy: only for a periodic job (one with a schedule)",
+    ),
 ]
+
+
+def test_concurrency_policy_defaults_to_forbid_and_ignores_case() -> None:
+    assert parse_job(job({"command": "x"}, schedule="@daily")).concurrency_policy == "forbid"
+    for given, policy in [("Allow", "allow"), ("REPLACE", "replace"), ("forbid", "forbid")]:
+        spec = parse_job(job({"command": "x"}, schedule="@daily", concurrency_policy=given))
+        assert spec.concurrency_policy == policy
+
+
+def test_a_bad_concurrency_policy_names_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text('schedule = "@daily"\nconcurrency_policy = "never"\n[[tasks]]\ncommand = "true"\n')
+    with pytest.raises(JobSpecError, match=r"p.toml:2: concurrency_policy: must be one of"):
+        load_job(path)
 
 
 def test_image_and_volumes_reach_the_tasks() -> None:
