@@ -697,8 +697,9 @@ cli.add_command(images.image)
 
 def _register() -> None:
     """Commands that live in their own modules (one line each)."""
-    from corral.cli import allocation, batch, frameworks_cmd, service
+    from corral.cli import allocation, batch, chaos, frameworks_cmd, service
 
+    cli.add_command(chaos.chaos)
     cli.add_command(frameworks_cmd.framework)
     cli.add_command(service.service)
     cli.add_command(batch.submit)
