@@ -251,6 +251,12 @@ def local(
 )
 @click.option("--zk-session-timeout", default=5.0, show_default=True, help="Seconds (see docs/operator.md).")
 @click.option(
+    "--zk-connect-timeout",
+    default=0.0,
+    show_default=True,
+    help="Seconds to keep trying to reach ZooKeeper at start before exiting; 0: keep trying.",
+)
+@click.option(
     "--agent-reregister-timeout",
     default=30.0,
     show_default=True,
@@ -286,6 +292,7 @@ def master(
     allocation_interval: float,
     zk: str | None,
     zk_session_timeout: float,
+    zk_connect_timeout: float,
     agent_reregister_timeout: float,
     agent_heartbeat_interval: float,
     agent_heartbeat_misses: int,
@@ -323,7 +330,12 @@ def master(
         import signal
 
         server = MasterServer(
-            listen, config, zk=zk, zk_session_timeout_s=zk_session_timeout, advertise=public
+            listen,
+            config,
+            zk=zk,
+            zk_session_timeout_s=zk_session_timeout,
+            zk_connect_timeout_s=zk_connect_timeout,
+            advertise=public,
         )
         await server.start()
         stop = asyncio.Event()
