@@ -32,6 +32,7 @@ class RunResult:
     submit_errors: list[str] = field(default_factory=list)
     wall_s: float = 0.0
     error: str = ""  # the run itself failed (not an invariant)
+    cluster: dict[str, Any] = field(default_factory=dict)  # the cluster's plan, as in its state file
 
     @property
     def ok(self) -> bool:

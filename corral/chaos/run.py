@@ -11,7 +11,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from types import FrameType
 
 import grpc
@@ -197,6 +197,8 @@ class ChaosRun:
     def _run(self, result: RunResult) -> None:
         o = self.options
         state = self.state = self._up()
+        plan = asdict(state.plan)
+        result.cluster = {**plan, "subnet": str(state.plan.subnet)}
         targets = _targets(state)
         events = schedule_for(o, targets)
         self.say(f"seed {o.seed}: {len(events)} faults over {o.duration_s:g}s")
