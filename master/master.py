@@ -253,7 +253,10 @@ class Master:
     async def _allocation_loop(self) -> None:
         while True:
             try:
-                await asyncio.wait_for(self._allocate_now.wait(), timeout=self.config.allocation_interval_s)
+                # Not asyncio.wait_for: on Python 3.11 it swallows a cancel that
+                # arrives as the event is set, and stop() would wait for ever.
+                async with asyncio.timeout(self.config.allocation_interval_s):
+                    await self._allocate_now.wait()
                 # A burst of finished tasks or declines arrives together; wait a
                 # moment so one cycle offers all of it.
                 await asyncio.sleep(self.config.allocation_batch_s)
