@@ -117,10 +117,12 @@ class RecordingScheduler(Scheduler):
             self._changed.notify_all()
 
     async def next_offer(self, timeout: float = 10.0, agent_id: str | None = None) -> Offer:
-        """The next offer (of ``agent_id`` if given); others are discarded."""
+        """The next offer (of ``agent_id`` if given) not rescinded yet; others are discarded."""
         async with asyncio.timeout(timeout):
             while True:
                 offer = await self.offer_queue.get()
+                if offer.id in self.rescinds:
+                    continue
                 if agent_id is None or offer.agent_id == agent_id:
                     return offer
 

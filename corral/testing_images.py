@@ -61,6 +61,10 @@ def layer_tar(entries: Iterable[tuple[str, bytes | str | None]]) -> bytes:
     return buf.getvalue()
 
 
+#: Where the test image's /etc/hosts symlink points on the host (nothing may ever write it).
+ESCAPE_TARGET = "/tmp/corral-image-escape-target"
+
+
 def busybox_applets(busybox: Path = BUSYBOX) -> list[str]:
     out = subprocess.run([str(busybox), "--list"], capture_output=True, check=True, text=True).stdout
     return sorted({a for a in out.split() if a and "/" not in a and a != "busybox"})
@@ -77,6 +81,9 @@ def busybox_layers(busybox: Path = BUSYBOX) -> list[bytes]:
         ("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"),
         ("etc/group", b"root:x:0:\nnogroup:x:65534:\n"),
         ("etc/doomed", b"deleted in layer 2\n"),
+        # A hostile image: the init writes /etc/hosts before pivot_root, where
+        # following this would write a host file (see rootfs._write_etc_file).
+        ("etc/hosts", "->" + ESCAPE_TARGET),
         ("opaque/old", b"hidden by an opaque directory in layer 2\n"),
     ]
     top: list[tuple[str, bytes | str | None]] = [

@@ -22,6 +22,7 @@ Mesos' model (docs: high-availability-framework-guide, "partition-aware"):
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -104,6 +105,7 @@ class Liveness:
         agent.unreachable = True
         agent.unreachable_since = now
         self.marked_at.append(now)
+        m.counters.agents_marked_unreachable += 1
         message = f"agent {agent.agent_id} stopped answering (silent for more than {silent_s:g}s)"
         for fw_id, task_id in sorted(agent.tasks):
             task = m.state.task(fw_id, task_id)
@@ -120,6 +122,12 @@ class Liveness:
                 shown = pb.TaskStatus()
                 shown.CopyFrom(task.status)
                 shown.state = pb.TASK_LOST
+                # Told it is lost, the framework may launch a task with the
+                # same id: this one steps aside (Mesos keeps them apart too).
+                del fw.tasks[task_id]
+                agent.tasks.discard((fw_id, task_id))
+                agent.lost_tasks[(fw_id, task_id)] = task
+                fw.completed.append(dataclasses.replace(task, status=shown))
             m._send_updates(fw, [shown])
         log.warning("agent.unreachable", agent_id=agent.agent_id, tasks=len(agent.tasks), reason=message)
 
@@ -135,7 +143,7 @@ class Liveness:
                 continue
             fw = m.state.frameworks.get(fw_id)
             if not partition_aware(fw):
-                # It was told TASK_LOST and may have replaced the task.
+                # Its framework is gone (the others' tasks were set aside, below).
                 killed += 1
                 if agent.outbox is not None:
                     agent.outbox.send(
@@ -153,8 +161,32 @@ class Liveness:
             task.status = status
             restored += 1
             if fw is not None:
-                m._send_updates(fw, [m._reconciled(status)])
+                m._send_updates(fw, [m.reconciliation.reconciled(status)])
+        for key, task in sorted(agent.lost_tasks.items()):
+            status = by_key.get(key)
+            if status is None or is_terminal(status.state):
+                if status is None:  # it ended while away: nothing to wait for
+                    self.release_lost(agent, key)
+                continue  # else the agent re-sends its terminal update, which releases it
+            # It was told TASK_LOST and may have replaced the task.
+            killed += 1
+            if agent.outbox is not None:
+                agent.outbox.send(
+                    MasterMessage(
+                        kill_task=MasterMessage.KillTask(
+                            framework_id=key[0],
+                            task_id=key[1],
+                            grace_period_s=task.info.kill_policy.grace_period_s,
+                        )
+                    )
+                )
         log.info("agent.reachable_again", agent_id=agent.agent_id, restored=restored, killed=killed)
+
+    def release_lost(self, agent: AgentRecord, key: tuple[str, str]) -> None:
+        """A set-aside task (see AgentRecord.lost_tasks) has ended: give its resources back."""
+        task = agent.lost_tasks.pop(key, None)
+        if task is not None and task.resources:
+            self.master.release_resources(task)
 
     def gone(self, agent: AgentRecord) -> None:
         """Unreachable for too long: its tasks end GONE (LOST, already said, for the others)."""
@@ -171,3 +203,5 @@ class Liveness:
             m._complete_task(fw, task)
             if partition_aware(fw):
                 m._send_updates(fw, [status])
+        for key in sorted(agent.lost_tasks):
+            self.release_lost(agent, key)

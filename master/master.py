@@ -25,31 +25,34 @@ from corral import __version__
 from corral.codec import Reason, State, is_terminal, resources_from_proto, resources_to_proto
 from corral.errors import CallError
 from corral.master.agent_queries import AgentQueries
+from corral.master.agent_registration import AgentRegistration
 from corral.master.allocator import Allocator, AllocatorError, RoleInfo
 from corral.master.allocator import Reason as Why
 from corral.master.allocator.events import (
-    AgentActivated,
     AgentAdded,
     AgentDeactivated,
-    AgentDraining,
     AgentRemoved,
-    AgentUpdated,
     FrameworkActivated,
     FrameworkAdded,
     FrameworkDeactivated,
     FrameworkRemoved,
-    QuotaSet,
-    Reserved,
     ResourcesRecovered,
-    ResourcesUsed,
     Revived,
-    RoleWeight,
     Suppressed,
-    Unreserved,
 )
 from corral.master.allocator.events import Event as AllocatorEvent
-from corral.master.liveness import Liveness, partition_aware
-from corral.master.registry import AGENTS, FRAMEWORKS, ROLES, RegistryState, RegistryWriter, role_key
+from corral.master.launch import Launcher
+from corral.master.liveness import Liveness
+from corral.master.metrics import MasterCounters
+from corral.master.policy import AllocationPolicy
+from corral.master.reconciliation import Reconciliation
+from corral.master.registry import (
+    AGENTS,
+    FRAMEWORKS,
+    MAINTENANCE,
+    RegistryState,
+    RegistryWriter,
+)
 from corral.master.state import (
     AgentRecord,
     FrameworkRecord,
@@ -58,8 +61,7 @@ from corral.master.state import (
     Outbox,
     TaskRecord,
 )
-from corral.master.validation import validate_task
-from corral.proto import agent_pb2, operator_pb2, scheduler_pb2
+from corral.proto import agent_pb2, scheduler_pb2
 from corral.proto import messages_pb2 as pb
 from corral.resources import ResourceError, Resources
 
@@ -94,14 +96,6 @@ class MasterConfig:
     agent_unreachable_window_s: float = 60.0
 
 
-_SUPPORTED_OPERATIONS = (
-    scheduler_pb2.Operation.LAUNCH,
-    scheduler_pb2.Operation.LAUNCH_GROUP,
-    scheduler_pb2.Operation.RESERVE,
-    scheduler_pb2.Operation.UNRESERVE,
-)
-
-
 def new_id(prefix: str = "") -> str:
     return f"{prefix}{uuid.uuid4().hex[:16]}"
 
@@ -133,10 +127,14 @@ class Master:
         self._recovered_at = clock() + self.config.agent_reregister_timeout_s
         #: durable record of agents and frameworks (set by the server)
         self.registry: RegistryWriter | None = None
-        self._deferred_reconciles: list[tuple[str, str, str]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.log = log.bind(master_id=self.info.id)
         self.liveness = Liveness(self)
+        self.counters = MasterCounters()
+        self.launcher = Launcher(self)
+        self.policy = AllocationPolicy(self)
+        self.reconciliation = Reconciliation(self)
+        self.agent_registration = AgentRegistration(self)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -182,43 +180,16 @@ class Master:
             self._add_known_framework(framework_id, fw_info)
             self.allocator.handle(FrameworkDeactivated(framework_id))
         for summary in state.roles.values():
-            self._restore_role(summary)
+            self.policy.restore_role(summary)
+        for agent_id, maintenance in state.maintenance.items():
+            if agent_id in self.state.agents:
+                self.policy.restore_maintenance(self.state.agents[agent_id], maintenance)
         self.log.info(
             "master.recovered",
             agents=len(state.agents),
             frameworks=len(state.frameworks),
             roles=len(state.roles),
         )
-
-    def _restore_role(self, summary: operator_pb2.RoleSummary) -> None:
-        """Weights and quota an earlier leader recorded; forced, as they were
-        accepted then (the cluster may not have re-registered yet)."""
-        try:
-            if summary.weight and summary.weight != 1.0:
-                self.allocator.handle(RoleWeight(summary.role, summary.weight))
-            guarantee = resources_from_proto(summary.guarantee)
-            limit = resources_from_proto(summary.limit) if summary.has_limit else None
-            if guarantee or limit is not None:
-                self.allocator.handle(QuotaSet(summary.role, guarantee, limit, force=True))
-        except (AllocatorError, ResourceError) as e:
-            self.log.warning("registry.bad_role", role=summary.role, error=str(e))
-
-    def _record_role(self, role: str) -> None:
-        """Persist a role's weight and quota, so a new leader keeps them."""
-        for info in self.allocator.roles():
-            if info.role != role:
-                continue
-            if info.weight == 1.0 and not info.guarantee and info.limit is None:
-                self._record(ROLES, role_key(role), None)
-                return
-            summary = operator_pb2.RoleSummary(
-                role=role,
-                weight=info.weight,
-                guarantee=resources_to_proto(info.guarantee),
-                limit=resources_to_proto(info.limit or Resources()),
-                has_limit=info.limit is not None,
-            )
-            self._record(ROLES, role_key(role), summary.SerializeToString())
 
     def _record(self, kind: str, key: str, data: bytes | None) -> None:
         if self.registry is not None:
@@ -245,6 +216,7 @@ class Master:
                 self.liveness.gone(agent)
                 self.allocator.handle(AgentRemoved(agent.agent_id))
                 self._record(AGENTS, agent.agent_id, None)
+                self._record(MAINTENANCE, agent.agent_id, None)
                 self.log.warning("agent.gone", agent_id=agent.agent_id)
 
     def allocate_soon(self) -> None:
@@ -280,7 +252,7 @@ class Master:
                 self.liveness.check(now)
                 self._check_framework_failover(now)
                 self._check_reregistration(now)
-                self._answer_deferred_reconciles(now)
+                self.reconciliation.answer_deferred(now)
                 if now - last_fw_heartbeat >= self.config.framework_heartbeat_interval_s:
                     last_fw_heartbeat = now
                     for fw in self.state.frameworks.values():
@@ -293,6 +265,7 @@ class Master:
 
     def run_allocation(self) -> int:
         """One allocation cycle; returns how many offers were sent."""
+        started = time.perf_counter()
         now = self.clock()
         by_framework: dict[str, list[pb.Offer]] = {}
         for alloc in self.allocator.allocate(now):
@@ -326,6 +299,9 @@ class Master:
         count = sum(len(o) for o in by_framework.values())
         if count:
             self.log.debug("offers.sent", offers=count, frameworks=len(by_framework))
+        self.counters.allocation_runs += 1
+        self.counters.allocation_seconds += time.perf_counter() - started
+        self.counters.offers_sent += count
         return count
 
     def _remove_offer(self, offer_id: str) -> OfferRecord | None:
@@ -372,187 +348,9 @@ class Master:
         outbox: Outbox[object],
         task_infos: list[pb.TaskInfo] | None = None,
     ) -> str:
-        """Admit a new agent, or re-admit a known one (same id) with the tasks
-        it still runs. Returns the agent id."""
-        now = self.clock()
-        agent_id = info.id
-        existing = self.state.agents.get(agent_id) if agent_id else None
-        if existing is not None and existing.gone:
-            raise CallError(
-                "FAILED_PRECONDITION",
-                f"agent {agent_id} was unreachable for longer than "
-                f"{self.config.agent_gone_timeout_s:g}s and is gone: its tasks were reported "
-                "GONE; register as a new agent",
-            )
-        if existing is not None:
-            self._reregister_agent(existing, info, total, tasks, frameworks, outbox, now, task_infos or [])
-        else:
-            if not agent_id:
-                agent_id = f"{self.info.id}-S{next(self._agent_seq)}"
-            stored = pb.AgentInfo()
-            stored.CopyFrom(info)
-            record = AgentRecord(agent_id, stored, total, now, now, outbox)
-            record.info.id = agent_id
-            self.state.agents[agent_id] = record
-            self._record(AGENTS, agent_id, stored.SerializeToString())
-            used = self._adopt_tasks(record, tasks, frameworks, task_infos or [])
-            self.allocator.handle(AgentAdded(agent_id, total, used))
-            self.log.info(
-                "agent.registered",
-                agent_id=agent_id,
-                hostname=info.hostname,
-                resources=total.format(),
-                adopted_tasks=len(record.tasks),
-            )
-        outbox.send(
-            MasterMessage(
-                registered=MasterMessage.Registered(
-                    agent_id=agent_id,
-                    heartbeat_interval_s=self.config.agent_heartbeat_interval_s,
-                    master_info=self.info,
-                )
-            )
-        )
-        self._shutdown_dead_frameworks(self.state.agents[agent_id], tasks)
-        self.allocate_soon()
-        return agent_id
-
-    def _reregister_agent(
-        self,
-        agent: AgentRecord,
-        info: pb.AgentInfo,
-        total: Resources,
-        tasks: list[pb.TaskStatus],
-        frameworks: list[pb.FrameworkInfo],
-        outbox: Outbox[object],
-        now: float,
-        task_infos: list[pb.TaskInfo],
-    ) -> None:
-        if agent.outbox is not None and agent.outbox is not outbox:
-            agent.outbox.close()
-        agent.outbox = outbox
-        agent.connected = True
-        agent.last_heartbeat = now
-        agent.reregister_deadline = None
-        was_unreachable, agent.unreachable = agent.unreachable, False
-        if agent.info.SerializeToString() != info.SerializeToString():
-            self._record(AGENTS, agent.agent_id, info.SerializeToString())
-        agent.info.CopyFrom(info)
-        if total != agent.total:
-            # Restarted with other resources: offer what it has now. Tasks
-            # already running keep theirs, even if that over-commits it.
-            self.log.warning(
-                "agent.resources_changed",
-                agent_id=agent.agent_id,
-                was=agent.total.format(),
-                now=total.format(),
-            )
-            agent.total = total
-            self.allocator.handle(AgentUpdated(agent.agent_id, total))
-        reported = {(t.framework_id, t.task_id) for t in tasks}
-        # Tasks the master believes run there but the agent no longer has
-        # ended while nobody watched: say so rather than let them vanish.
-        for fw_id, task_id in sorted(agent.tasks - reported):
-            task = self.state.task(fw_id, task_id)
-            if task is not None and not task.terminal:
-                self._master_update(
-                    task,
-                    pb.TASK_LOST,
-                    pb.TaskStatus.REASON_AGENT_RESTARTED,
-                    "the agent re-registered without this task",
-                )
-        new = [t for t in tasks if (t.framework_id, t.task_id) not in agent.tasks]
-        used = self._adopt_tasks(agent, new, frameworks, task_infos)
-        for fw_id, res in used.items():
-            self.allocator.handle(ResourcesUsed(fw_id, agent.agent_id, res))
-        self.allocator.handle(AgentActivated(agent.agent_id))
-        if was_unreachable:
-            self.liveness.returned(agent, tasks)
-        self.log.info("agent.reregistered", agent_id=agent.agent_id, tasks=len(tasks))
-
-    def _adopt_tasks(
-        self,
-        agent: AgentRecord,
-        tasks: list[pb.TaskStatus],
-        frameworks: list[pb.FrameworkInfo],
-        task_infos: list[pb.TaskInfo],
-    ) -> dict[str, Resources]:
-        """Take over tasks an agent reports that this master does not know
-        (it restarted). Their frameworks are re-created, disconnected, so they
-        can re-subscribe with the same id."""
-        infos = {f.id: f for f in frameworks}
-        by_task = {(t.task_id): t for t in task_infos}
-        used: dict[str, Resources] = {}
-        dead = self._dead_frameworks(tasks)
-        for status in tasks:
-            if status.framework_id in dead:
-                continue  # killed through ShutdownFramework, never adopted
-            fw = self.state.frameworks.get(status.framework_id)
-            if fw is None:
-                fw_info = infos.get(status.framework_id) or pb.FrameworkInfo(
-                    id=status.framework_id, name="(recovered)"
-                )
-                fw = FrameworkRecord(
-                    status.framework_id,
-                    fw_info,
-                    self.clock(),
-                    None,
-                    connected=False,
-                    disconnected_at=self.clock(),
-                )
-                self.state.frameworks[fw.framework_id] = fw
-                self._add_known_framework(fw.framework_id, fw_info)
-                self.allocator.handle(FrameworkDeactivated(fw.framework_id))
-            if status.task_id in fw.tasks:
-                continue
-            info = by_task.get(status.task_id) or pb.TaskInfo(task_id=status.task_id, name=status.task_id)
-            info.agent_id = agent.agent_id
-            terminal = is_terminal(status.state)
-            try:
-                # A task that ended while no master watched holds nothing, but
-                # is adopted so its final update still reaches its framework.
-                resources = Resources() if terminal else resources_from_proto(info.resources)
-            except ResourceError:
-                resources = Resources()
-            record = TaskRecord(
-                status.task_id,
-                fw.framework_id,
-                agent.agent_id,
-                info,
-                resources,
-                status,
-                self.clock(),
-            )
-            fw.tasks[status.task_id] = record
-            if terminal:
-                record.unacked_uuid = status.uuid
-                continue
-            agent.tasks.add((fw.framework_id, status.task_id))
-            used[fw.framework_id] = used.get(fw.framework_id, Resources()) + resources
-            # A framework that was told the task was unreachable (or that
-            # never heard of this master) learns it is back, as Mesos does.
-            self._send_updates(fw, [self._reconciled(status)])
-        return {k: v for k, v in used.items() if v}
-
-    def _dead_frameworks(self, tasks: list[pb.TaskStatus]) -> set[str]:
-        """Frameworks of reported tasks that were torn down (or are being):
-        an agent that was away during the teardown still runs their tasks."""
-        removed = {f.framework_id for f in self.state.completed_frameworks}
-        dead = set()
-        for status in tasks:
-            fw = self.state.frameworks.get(status.framework_id)
-            if (fw is None and status.framework_id in removed) or (fw is not None and fw.tearing_down):
-                dead.add(status.framework_id)
-        return dead
-
-    def _shutdown_dead_frameworks(self, agent: AgentRecord, tasks: list[pb.TaskStatus]) -> None:
-        if agent.outbox is None:
-            return
-        for framework_id in sorted(self._dead_frameworks(tasks)):
-            self.log.info("framework.shutdown_on_return", framework_id=framework_id, agent_id=agent.agent_id)
-            agent.outbox.send(
-                MasterMessage(shutdown_framework=MasterMessage.ShutdownFramework(framework_id=framework_id))
-            )
+        """Admit a new agent or take one back with its tasks; returns its id
+        (see master/agent_registration.py)."""
+        return self.agent_registration.register_agent(info, total, tasks, frameworks, outbox, task_infos)
 
     def agent_heartbeat(self, agent_id: str) -> None:
         agent = self.state.agents.get(agent_id)
@@ -592,6 +390,18 @@ class Master:
         forward: dict[str, list[pb.TaskStatus]] = {}
         self_acks: list[MasterMessage.Acknowledgements.Ack] = []
         for status in statuses:
+            key = (status.framework_id, status.task_id)
+            if key in agent.lost_tasks:
+                # Set aside while the agent was away: its framework was told
+                # TASK_LOST (and may run a new task under this id); only its end matters.
+                if is_terminal(status.state):
+                    self.liveness.release_lost(agent, key)
+                self_acks.append(
+                    MasterMessage.Acknowledgements.Ack(
+                        task_id=status.task_id, uuid=status.uuid, framework_id=status.framework_id
+                    )
+                )
+                continue
             task = self.state.task(status.framework_id, status.task_id)
             fw = self.state.frameworks.get(status.framework_id)
             stale = task is not None and (
@@ -644,16 +454,19 @@ class Master:
         was_terminal = task.terminal
         task.status = status
         if is_terminal(status.state) and not was_terminal:
+            self.counters.tasks_ended[pb.TaskState.Name(status.state)] += 1
             agent = self.state.agents.get(task.agent_id)
             if agent is not None:
                 agent.tasks.discard((task.framework_id, task.task_id))
-            if task.resources:
-                self.allocator.handle(
-                    ResourcesRecovered(
-                        task.framework_id, task.agent_id, task.resources, role=task.role or None
-                    )
-                )
-                self.allocate_soon()
+            self.release_resources(task)
+
+    def release_resources(self, task: TaskRecord) -> None:
+        """Give an ended task's resources back to the allocator."""
+        if task.resources:
+            self.allocator.handle(
+                ResourcesRecovered(task.framework_id, task.agent_id, task.resources, role=task.role or None)
+            )
+            self.allocate_soon()
 
     def _send_updates(self, fw: FrameworkRecord, statuses: list[pb.TaskStatus]) -> None:
         if not fw.connected or fw.outbox is None:
@@ -849,202 +662,8 @@ class Master:
         operations: list[scheduler_pb2.Operation],
         refuse_s: float | None,
     ) -> None:
-        """Carry out LAUNCH operations on offers. Bad offers drop every task
-        (TASK_DROPPED); a bad task gets TASK_ERROR and the rest still launch."""
-        fw = self._framework(framework_id)
-        now = self.clock()
-        tasks = [
-            (f"accept.operations[{i}].launch.task_infos[{j}]", t)
-            for i, op in enumerate(operations)
-            if op.type in (scheduler_pb2.Operation.LAUNCH, scheduler_pb2.Operation.LAUNCH_GROUP)
-            for j, t in enumerate(op.launch.task_infos)
-        ]
-        unsupported = [
-            f"accept.operations[{i}].type: {scheduler_pb2.Operation.Type.Name(op.type)} is not supported yet"
-            for i, op in enumerate(operations)
-            if op.type not in _SUPPORTED_OPERATIONS
-        ]
-        problem = self._check_offers(fw, offer_ids) or (unsupported[0] if unsupported else None)
-        conversions: list[tuple[Resources, bool]] = []
-        if problem is None:
-            problem, conversions = self._check_reservations(offer_ids, operations)
-        if problem is not None:
-            # Valid offers among them go back; the tasks are dropped, never launched.
-            for offer_id in offer_ids:
-                offer = self.state.offers.get(offer_id)
-                if offer is not None and offer.framework_id == framework_id:
-                    self._remove_offer(offer_id)
-                    self.allocator.handle(
-                        ResourcesRecovered(framework_id, offer.agent_id, offer.resources, role=offer.role)
-                    )
-            self.allocate_soon()
-            self._send_updates(
-                fw,
-                [
-                    self._status_for(
-                        fw.framework_id, t, pb.TASK_DROPPED, pb.TaskStatus.REASON_INVALID_OFFERS, problem
-                    )
-                    for _, t in tasks
-                ],
-            )
-            if not tasks:
-                raise CallError("INVALID_ARGUMENT", problem)
-            return
-        offers = [self._remove_offer(o) for o in offer_ids]
-        agent_id = offers[0].agent_id if offers and offers[0] else ""
-        available = Resources()
-        for offer in offers:
-            assert offer is not None
-            available = available + offer.resources
-        agent = self.state.agents[agent_id]
-        role = offers[0].role if offers and offers[0] else "*"
-        for res, unreserve in conversions:
-            # Checked above against the offers, which the allocator still
-            # counts as this framework's: RESERVE/UNRESERVE cannot fail here.
-            event = Unreserved if unreserve else Reserved
-            try:
-                self.allocator.handle(event(agent_id, res, framework_id))
-            except AllocatorError as e:
-                # Offers of two roles in one ACCEPT: the combined offer held
-                # it, no single role's part does. Skip it, launch the rest.
-                if fw.outbox is not None:
-                    error = Event.Error(code="INVALID_ARGUMENT", message=f"ACCEPT: {e}")
-                    fw.outbox.send(Event(type=Event.ERROR, error=error))
-                continue
-            source, converted = (res, res.unreserved()) if unreserve else (res.unreserved(), res)
-            available = available.subtract_clamped(source) + converted
-            self.log.info(
-                "resources.unreserved" if unreserve else "resources.reserved",
-                framework_id=framework_id,
-                agent_id=agent_id,
-                resources=res.format(),
-            )
-        launched: list[pb.TaskInfo] = []
-        errors: list[pb.TaskStatus] = []
-        seen: set[str] = set()
-        for where, task in tasks:
-            problems, wanted = validate_task(task, where, available, {*fw.tasks, *seen})
-            if problems:
-                errors.append(
-                    self._status_for(
-                        fw.framework_id,
-                        task,
-                        pb.TASK_ERROR,
-                        pb.TaskStatus.REASON_TASK_INVALID,
-                        "; ".join(problems),
-                    )
-                )
-                continue
-            seen.add(task.task_id)
-            available = available - wanted
-            stored = pb.TaskInfo()
-            stored.CopyFrom(task)
-            stored.agent_id = agent_id
-            status = pb.TaskStatus(
-                task_id=task.task_id,
-                state=pb.TASK_STAGING,
-                source=pb.TaskStatus.SOURCE_MASTER,
-                agent_id=agent_id,
-                framework_id=framework_id,
-                timestamp=now,
-            )
-            record = TaskRecord(task.task_id, framework_id, agent_id, stored, wanted, status, now, role=role)
-            fw.tasks[task.task_id] = record
-            agent.tasks.add((framework_id, task.task_id))
-            launched.append(stored)
-        if launched and agent.outbox is not None:
-            agent.outbox.send(
-                MasterMessage(run_tasks=MasterMessage.RunTasks(framework_info=fw.info, tasks=launched))
-            )
-        elif launched:
-            # The agent went away between offer and accept: the offer would
-            # have been rescinded, so this is a race; report it honestly.
-            for stored in launched:
-                self._master_update(
-                    fw.tasks[stored.task_id],
-                    pb.TASK_DROPPED,
-                    pb.TaskStatus.REASON_AGENT_DISCONNECTED,
-                    f"agent {agent_id} is disconnected",
-                )
-        if errors:
-            self._send_updates(fw, errors)
-        if available:
-            self.allocator.handle(
-                ResourcesRecovered(framework_id, agent_id, available, refuse_s or 0.0, now, role)
-            )
-            self.allocate_soon()
-        if launched:
-            self.log.debug(
-                "tasks.launched", framework_id=framework_id, agent_id=agent_id, count=len(launched)
-            )
-
-    def _check_reservations(
-        self, offer_ids: list[str], operations: list[scheduler_pb2.Operation]
-    ) -> tuple[str | None, list[tuple[Resources, bool]]]:
-        """RESERVE and UNRESERVE operations, checked in order against the
-        offers: ``(problem, [(resources, unreserve)])``. A framework reserves
-        for the role its offer was made to, and only what the offer holds."""
-        conversions: list[tuple[Resources, bool]] = []
-        ops = [
-            (i, op)
-            for i, op in enumerate(operations)
-            if op.type in (scheduler_pb2.Operation.RESERVE, scheduler_pb2.Operation.UNRESERVE)
-        ]
-        if not ops:
-            return None, conversions
-        available = Resources()
-        roles = set()
-        for offer_id in offer_ids:
-            offer = self.state.offers[offer_id]
-            available = available + offer.resources
-            roles.add(offer.role)
-        for i, op in ops:
-            unreserve = op.type == scheduler_pb2.Operation.UNRESERVE
-            where = f"accept.operations[{i}].{'unreserve' if unreserve else 'reserve'}.resources"
-            items = op.unreserve.resources if unreserve else op.reserve.resources
-            try:
-                res = resources_from_proto(items, where)
-            except ResourceError as e:
-                return str(e), []
-            if not res:
-                return f"{where}: must name at least one resource", []
-            targets = res.roles()
-            if "" in targets:
-                return f"{where}: every resource must name the role to reserve for, got {res}", []
-            bad = sorted(targets - roles)
-            if bad:
-                return (
-                    f"{where}: role(s) {', '.join(repr(r) for r in bad)} are not the role of the offer "
-                    f"({', '.join(sorted(roles))}); a framework reserves for the role it was offered in",
-                    [],
-                )
-            needed = res if unreserve else res.unreserved()
-            if not available.contains(needed):
-                return f"{where}: {needed} is not in the offer (it has {available})", []
-            converted = res.unreserved() if unreserve else res
-            available = available.subtract_clamped(needed) + converted
-            conversions.append((res, unreserve))
-        return None, conversions
-
-    def _check_offers(self, fw: FrameworkRecord, offer_ids: list[str]) -> str | None:
-        if not offer_ids:
-            return "accept.offer_ids: must name at least one offer"
-        if len(set(offer_ids)) != len(offer_ids):
-            return "accept.offer_ids: an offer is given more than once"
-        agents = set()
-        for i, offer_id in enumerate(offer_ids):
-            offer = self.state.offers.get(offer_id)
-            if offer is None:
-                return (
-                    f"accept.offer_ids[{i}]: offer {offer_id!r} is not valid "
-                    "(unknown, already used, rescinded or expired)"
-                )
-            if offer.framework_id != fw.framework_id:
-                return f"accept.offer_ids[{i}]: offer {offer_id!r} belongs to another framework"
-            agents.add(offer.agent_id)
-        if len(agents) > 1:
-            return "accept.offer_ids: offers must all be on the same agent"
-        return None
+        """Carry out an ACCEPT: launches and reservations (see master/launch.py)."""
+        self.launcher.accept(framework_id, offer_ids, operations, refuse_s)
 
     def _status_for(
         self, framework_id: str, task: pb.TaskInfo, state: State, reason: Reason, message: str
@@ -1121,55 +740,21 @@ class Master:
     # -- allocation policy (operator) ----------------------------------------
 
     def explain(self, framework_id: str) -> list[Why]:
-        """Why a framework is not being offered resources (empty: nothing in its way)."""
-        fw = self.state.frameworks.get(framework_id)
-        if fw is None:
-            raise CallError("NOT_FOUND", f"framework_id: {framework_id!r} is not known")
-        return self.allocator.explain(framework_id, self.clock())
+        return self.policy.explain(framework_id=framework_id)
 
     def roles(self) -> list[RoleInfo]:
-        return self.allocator.roles()
+        return self.policy.roles()
 
     def set_weights(self, weights: list[tuple[str, float]]) -> None:
-        """Set role weights, all or none: every one is checked first."""
-        if not weights:
-            raise CallError("INVALID_ARGUMENT", "weights: give at least one ROLE=WEIGHT")
-        trial = Allocator()
-        for i, (role, weight) in enumerate(weights):
-            try:
-                trial.handle(RoleWeight(role, weight))
-            except AllocatorError as e:
-                raise CallError("INVALID_ARGUMENT", f"weights[{i}]: {e}") from None
-        for role, weight in weights:
-            self._allocator_call(RoleWeight(role, weight))
-            self._record_role(role)
-        self.log.info("roles.weights", weights=dict(weights))
-        self.allocate_soon()
+        self.policy.set_weights(weights=weights)
 
     def set_quota(
         self, role: str, guarantee: Resources, limit: Resources | None, force: bool = False
     ) -> None:
-        self._allocator_call(QuotaSet(role, guarantee, limit, force))
-        self._record_role(role)
-        self.log.info(
-            "roles.quota",
-            role=role,
-            guarantee=guarantee.format(),
-            limit=None if limit is None else limit.format(),
-        )
-        self.allocate_soon()
+        self.policy.set_quota(role=role, guarantee=guarantee, limit=limit, force=force)
 
     def drain_agent(self, agent_id: str, draining: bool = True) -> None:
-        """Maintenance: a draining agent keeps its tasks and offers nothing."""
-        agent = self.state.agents.get(agent_id)
-        if agent is None or agent.gone:
-            raise CallError("NOT_FOUND", f"agent_id: {agent_id!r} is not known")
-        self._allocator_call(AgentDraining(agent_id, draining))
-        if draining:
-            for offer_id in sorted(agent.offers):
-                self._rescind(offer_id)
-        self.log.info("agent.draining" if draining else "agent.undrained", agent_id=agent_id)
-        self.allocate_soon()
+        self.policy.drain_agent(agent_id=agent_id, draining=draining)
 
     def kill(self, framework_id: str, task_id: str, grace_s: float = 0.0) -> None:
         fw = self._framework(framework_id)
@@ -1218,77 +803,7 @@ class Master:
                 agent.outbox.send(MasterMessage(acknowledgements=MasterMessage.Acknowledgements(acks=items)))
 
     def reconcile(self, framework_id: str, tasks: list[tuple[str, str]]) -> None:
-        """Send the latest state of the named tasks, or of every live task."""
-        fw = self._framework(framework_id)
-        out: list[pb.TaskStatus] = []
-        if not tasks:
-            records = list(fw.tasks.values())
-            out = [self._reconciled(t.status) for t in records]
-        recovering = self.clock() < self._recovered_at
-        for task_id, agent_id in tasks:
-            record = fw.tasks.get(task_id) or next(
-                (t for t in reversed(fw.completed) if t.task_id == task_id), None
-            )
-            if record is not None:
-                out.append(self._reconciled(record.status))
-            elif recovering:
-                # Its agent may not have re-registered yet: answering UNKNOWN
-                # now could make the framework launch it a second time.
-                self._deferred_reconciles.append((framework_id, task_id, agent_id))
-            else:
-                out.append(self._unknown(framework_id, task_id, agent_id))
-        if out:
-            self._send_updates(fw, out)
-
-    def _unknown(self, framework_id: str, task_id: str, agent_id: str) -> pb.TaskStatus:
-        """The answer about a task this master does not know."""
-        agent = self.state.agents.get(agent_id)
-        fw = self.state.frameworks.get(framework_id)
-        aware = fw is not None and pb.FrameworkInfo.PARTITION_AWARE in fw.info.capabilities
-        state: State = pb.TASK_UNKNOWN
-        reason: Reason = pb.TaskStatus.REASON_RECONCILIATION
-        message = "task is not known to the master"
-        if agent is not None and agent.gone:
-            state = pb.TASK_GONE if aware else pb.TASK_LOST
-            reason = pb.TaskStatus.REASON_AGENT_REMOVED
-            message = f"agent {agent_id} was unreachable for too long and is gone"
-        elif agent is not None and agent.unreachable:
-            # Its agent was admitted but did not come back after a failover:
-            # the task may still run there (Mesos answers the same).
-            state = pb.TASK_UNREACHABLE if aware else pb.TASK_LOST
-            reason = pb.TaskStatus.REASON_AGENT_DISCONNECTED
-            message = f"agent {agent_id} did not re-register after the master failed over"
-        info = pb.TaskInfo(task_id=task_id, agent_id=agent_id)
-        return self._status_for(framework_id, info, state, reason, message)
-
-    def _answer_deferred_reconciles(self, now: float) -> None:
-        if not self._deferred_reconciles or now < self._recovered_at:
-            return
-        pending, self._deferred_reconciles = self._deferred_reconciles, []
-        for framework_id, task_id, agent_id in pending:
-            fw = self.state.frameworks.get(framework_id)
-            if fw is None or fw.tearing_down:
-                continue
-            record = fw.tasks.get(task_id) or next(
-                (t for t in reversed(fw.completed) if t.task_id == task_id), None
-            )
-            status = (
-                self._reconciled(record.status)
-                if record is not None
-                else self._unknown(framework_id, task_id, agent_id)
-            )
-            self._send_updates(fw, [status])
-
-    def _reconciled(self, status: pb.TaskStatus) -> pb.TaskStatus:
-        copy = pb.TaskStatus()
-        copy.CopyFrom(status)
-        if copy.state == pb.TASK_UNREACHABLE and not partition_aware(
-            self.state.frameworks.get(copy.framework_id)
-        ):
-            copy.state = pb.TASK_LOST  # what it was told (master/liveness.py)
-        copy.reason = pb.TaskStatus.REASON_RECONCILIATION
-        copy.uuid = b""  # reconciliation answers need no acknowledgement
-        return copy
+        self.reconciliation.reconcile(framework_id=framework_id, tasks=tasks)
 
     # -- operator -------------------------------------------------------------
 

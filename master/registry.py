@@ -16,6 +16,7 @@ Layout under the cluster path::
     <path>/registry/agents/<agent_id>          AgentInfo (protobuf bytes)
     <path>/registry/frameworks/<framework_id>  FrameworkInfo (protobuf bytes)
     <path>/registry/roles/<role, '/' as %2F>   RoleSummary: weight and quota (protobuf bytes)
+    <path>/registry/maintenance/<agent_id>     AgentMaintenance: draining, dynamic reservations
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ AGENTS = "agents"
 FRAMEWORKS = "frameworks"
 #: Role weights and quota set by operators (key: the role, '/' written %2F).
 ROLES = "roles"
+#: Per agent: drained by an operator, resources reserved dynamically.
+MAINTENANCE = "maintenance"
+KINDS = (AGENTS, FRAMEWORKS, ROLES, MAINTENANCE)
 
 
 class FencedError(CorralError):
@@ -52,6 +56,7 @@ class RegistryState:
     agents: dict[str, pb.AgentInfo] = field(default_factory=dict)
     frameworks: dict[str, pb.FrameworkInfo] = field(default_factory=dict)
     roles: dict[str, op.RoleSummary] = field(default_factory=dict)
+    maintenance: dict[str, op.AgentMaintenance] = field(default_factory=dict)
 
 
 def role_key(role: str) -> str:
@@ -59,17 +64,19 @@ def role_key(role: str) -> str:
     return role.replace("%", "%25").replace("/", "%2F")
 
 
-def _parse(kind: str, data: bytes) -> pb.AgentInfo | pb.FrameworkInfo | op.RoleSummary:
+def _parse(kind: str, data: bytes) -> pb.AgentInfo | pb.FrameworkInfo | op.RoleSummary | op.AgentMaintenance:
     if kind == AGENTS:
         return pb.AgentInfo.FromString(data)
     if kind == FRAMEWORKS:
         return pb.FrameworkInfo.FromString(data)
+    if kind == MAINTENANCE:
+        return op.AgentMaintenance.FromString(data)
     return op.RoleSummary.FromString(data)
 
 
 @dataclass(frozen=True)
 class Write:
-    kind: str  # AGENTS, FRAMEWORKS or ROLES
+    kind: str  # one of KINDS
     key: str
     data: bytes | None  # None deletes
 
@@ -79,6 +86,7 @@ def _table(state: RegistryState, kind: str) -> dict[str, object]:
         AGENTS: state.agents,  # type: ignore[dict-item]
         FRAMEWORKS: state.frameworks,  # type: ignore[dict-item]
         ROLES: state.roles,  # type: ignore[dict-item]
+        MAINTENANCE: state.maintenance,  # type: ignore[dict-item]
     }
     return tables[kind]
 
@@ -95,7 +103,12 @@ class InMemoryRegistry:
         self.state = RegistryState()
 
     def load(self) -> RegistryState:
-        return RegistryState(dict(self.state.agents), dict(self.state.frameworks), dict(self.state.roles))
+        return RegistryState(
+            dict(self.state.agents),
+            dict(self.state.frameworks),
+            dict(self.state.roles),
+            dict(self.state.maintenance),
+        )
 
     def apply(self, write: Write) -> None:
         table = _table(self.state, write.kind)
@@ -116,7 +129,7 @@ class ZooKeeperRegistry:
 
     def load(self) -> RegistryState:
         state = RegistryState()
-        for kind in (AGENTS, FRAMEWORKS, ROLES):
+        for kind in KINDS:
             base = f"{self.root}/{kind}"
             self.client.ensure_path(base)
             for name in self.client.get_children(base):

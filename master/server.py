@@ -18,6 +18,7 @@ from kazoo.exceptions import KazooException
 
 from corral import __version__
 from corral.detector import MasterDetector, StaticDetector, ZooKeeperDetector
+from corral.master import metrics as master_metrics
 from corral.master.election import Election, StandaloneElection, ZooKeeperElection
 from corral.master.leadership import Leadership
 from corral.master.master import Master, MasterConfig, new_id
@@ -25,6 +26,7 @@ from corral.master.registry import InMemoryRegistry, Registry, RegistryWriter, Z
 from corral.master.services.agent import AgentService
 from corral.master.services.operator import OperatorService
 from corral.master.services.scheduler import SchedulerService
+from corral.metrics import MetricsServer
 from corral.proto import agent_pb2_grpc, operator_pb2_grpc, scheduler_pb2_grpc
 from corral.proto import messages_pb2 as pb
 from corral.transport import Credentials, bind, make_server
@@ -50,8 +52,15 @@ class MasterServer:
         zk_session_timeout_s: float = DEFAULT_SESSION_TIMEOUT_S,
         zk_connect_timeout_s: float = 0.0,
         advertise: str | None = None,
+        metrics_listen: str | None = None,
     ) -> None:
         self.listen = listen
+        #: serve Prometheus metrics on this HOST:PORT (see corral/metrics.py)
+        self.metrics = (
+            MetricsServer(metrics_listen, lambda: master_metrics.collect(self.master, __version__))
+            if metrics_listen
+            else None
+        )
         self.config = config or MasterConfig()
         self.credentials = credentials
         self.zk = zk
@@ -90,6 +99,8 @@ class MasterServer:
             OperatorService(self.leadership, self.info), self._server
         )
         await self._server.start()
+        if self.metrics is not None:
+            await self.metrics.start()
         if self.zk:
             url = parse_zk_url(self.zk)
             info = {
@@ -162,6 +173,8 @@ class MasterServer:
                 await self._writer.stop()
                 self._writer = None
         await self.detector.stop()
+        if self.metrics is not None:
+            await self.metrics.stop()
         await self._server.stop(grace_s)
 
     async def wait(self) -> None:

@@ -107,6 +107,14 @@ class AgentRecord:
     unreachable_since: float = 0.0
     #: unreachable for too long: its tasks are gone, it may not come back as itself
     gone: bool = False
+    #: tasks of frameworks that are not partition-aware, set aside when the
+    #: agent became unreachable and they were told TASK_LOST: the framework
+    #: may reuse their ids. They hold their resources until the agent returns
+    #: (they are killed) or is gone (see master/liveness.py).
+    lost_tasks: dict[tuple[str, str], TaskRecord] = field(default_factory=dict)
+    #: reserved by RESERVE operations (not its static reservations), kept in
+    #: the registry with the drain mark so a new leader keeps both
+    dynamic_reserved: Resources = field(default_factory=Resources)
 
 
 @dataclass
@@ -166,6 +174,8 @@ class MasterState:
             task = self.task(fw_id, task_id)
             if task is not None:
                 used = used + task.resources
+        for task in agent.lost_tasks.values():
+            used = used + task.resources
         return used
 
     def offered_on_agent(self, agent_id: str) -> Resources:

@@ -36,14 +36,16 @@ from corral.codec import (
     resources_to_proto,
 )
 from corral.detector import LeaderFinder
+from corral.metrics import MetricsServer
 from corral.proto import agent_pb2, agent_pb2_grpc
 from corral.proto import messages_pb2 as pb
 from corral.resources import MILLI, ResourceError, Resources
 from corral.slave import gc as sandbox_gc
 from corral.slave import health, recovery, sandbox_files, usage
+from corral.slave import metrics as agent_metrics
 from corral.slave import resources as detect
 from corral.slave import work_dir as work_dir_modes
-from corral.slave.checkpoints import Checkpoints, TaskCheckpoint
+from corral.slave.checkpoints import Checkpoints, CheckpointWriteError, TaskCheckpoint
 from corral.slave.containerizer import (
     ContainerConfig,
     ContainerError,
@@ -104,6 +106,8 @@ class AgentConfig:
     #: host paths (and what is below them) tasks may bind-mount as volumes
     #: (``--allowed-host-paths``); none: tmpfs and sandbox volumes only
     allowed_host_paths: tuple[Path, ...] = ()
+    #: serve Prometheus metrics on this HOST:PORT (``--metrics-listen``)
+    metrics_listen: str | None = None
 
 
 @dataclass
@@ -144,6 +148,10 @@ class Agent:
         self.total = config.resources or detect.detect(self.work_dir, config.share)
         self.images = ImageStore(image_store)
         self.checkpoints = Checkpoints(self.work_dir)
+        #: the last checkpoint write that failed, and how many have (see checkpoint_failed)
+        self.checkpoint_error = ""
+        self.checkpoint_failures = 0
+        self._agent_id_saved = ""
         self.agent_id = ""  # learnt from the checkpoints in start()
         self.tasks: dict[TaskKey, TaskRun] = {}
         self._answers: set[asyncio.Task[None]] = set()
@@ -159,12 +167,33 @@ class Agent:
         self._main: asyncio.Task[None] | None = None
         self._timers: asyncio.Task[None] | None = None
         self._stopping = False
+        self._trash_emptier: asyncio.Task[int] | None = None
         self.log = log.bind(hostname=config.hostname)
+
+    @property
+    def connected(self) -> bool:
+        """Whether a stream to the leading master is up."""
+        return self._outq is not None
 
     # -- identity -------------------------------------------------------------
 
-    def _save_agent_id(self, agent_id: str) -> None:
-        self.checkpoints.save_agent(agent_id)
+    def _save_agent_id(self, agent_id: str) -> bool:
+        """Checkpoint the agent id; False (logged) if the disk refused. Tasks
+        are launched only once it is saved: a restart without it would come
+        back as a new agent and orphan them."""
+        try:
+            self.checkpoints.save_agent(agent_id)
+        except CheckpointWriteError as e:
+            self.checkpoint_failed(e)
+            return False
+        self._agent_id_saved = agent_id
+        return True
+
+    def checkpoint_failed(self, error: CheckpointWriteError, **context: object) -> None:
+        """A checkpoint write failed (a full disk): log it and keep the reason for operators."""
+        self.checkpoint_error = str(error)
+        self.checkpoint_failures += 1
+        self.log.error("checkpoint.write_failed", error=str(error), **context)
 
     def agent_info(self) -> pb.AgentInfo:
         return pb.AgentInfo(
@@ -181,6 +210,7 @@ class Agent:
     async def start(self) -> None:
         """Recover from the checkpoints (raises CheckpointError if one is damaged), then connect."""
         await recovery.recover(self)
+        self._empty_trash()  # what a killed agent was deleting
         self._main = asyncio.create_task(self._connection_loop(), name="agent-connection")
         self._timers = asyncio.create_task(self._timer_loop(), name="agent-timers")
 
@@ -200,6 +230,9 @@ class Agent:
         else:
             await self.containerizer.detach()
         self.checkpoints.close()
+        if self._trash_emptier is not None:
+            # A thread cannot be cancelled: let it finish (deletes are bounded by the trash).
+            await asyncio.gather(self._trash_emptier, return_exceptions=True)
         for w in watchers:
             w.cancel()
         await asyncio.gather(*watchers, return_exceptions=True)
@@ -313,7 +346,7 @@ class Agent:
         await self.containerizer.close()
         self.tasks.clear()
         self.updates = StatusUpdateManager(self._send_updates, journal=recovery.Journal(self))
-        self.agent_id = ""
+        self.agent_id = self._agent_id_saved = ""
         self.checkpoints.forget_agent()
 
     def _register_message(self) -> AgentMessage:
@@ -342,7 +375,7 @@ class Agent:
         )
 
     def _on_registered(self, reg: MasterMessage.Registered, outq: asyncio.Queue[AgentMessage | None]) -> None:
-        if reg.agent_id != self.agent_id:
+        if reg.agent_id != self.agent_id or reg.agent_id != self._agent_id_saved:
             self.agent_id = reg.agent_id
             self._save_agent_id(reg.agent_id)
         self._heartbeat_s = reg.heartbeat_interval_s or 5.0
@@ -373,6 +406,7 @@ class Agent:
                     sandbox_gc.collect(self, now)
                 except OSError as e:
                     self.log.warning("sandboxes.gc_failed", error=str(e))
+                self._empty_trash()
             if self._outq is not None and now - last_heartbeat >= self._heartbeat_s:
                 last_heartbeat = now
                 self._send(AgentMessage(heartbeat=AgentMessage.Heartbeat(timestamp=now)))
@@ -382,9 +416,19 @@ class Agent:
 
     def _on_run_tasks(self, run: MasterMessage.RunTasks) -> None:
         fw = run.framework_info
-        if self.frameworks.get(fw.id) != fw:
-            self.checkpoints.save_framework(fw)
-        self.frameworks[fw.id] = fw
+        # Nothing launches unless a restarted agent could find it again: its
+        # agent id, framework and task are checkpointed first.
+        problem = ""
+        if self.agent_id != self._agent_id_saved and not self._save_agent_id(self.agent_id):
+            problem = self.checkpoint_error
+        elif self.frameworks.get(fw.id) != fw:
+            try:
+                self.checkpoints.save_framework(fw)
+            except CheckpointWriteError as e:
+                self.checkpoint_failed(e, framework_id=fw.id)
+                problem = str(e)
+        if not problem:
+            self.frameworks[fw.id] = fw
         for info in run.tasks:
             key = (fw.id, info.task_id)
             if key in self.tasks:
@@ -395,10 +439,39 @@ class Agent:
             container_id = f"{_SAFE.sub('_', info.task_id)[:80]}-{uuid.uuid4().hex[:8]}"
             sandbox = self.work_dir / "sandboxes" / _SAFE.sub("_", fw.id) / container_id
             task = TaskRun(fw.id, info, container_id, sandbox)
-            # Checkpointed before anything runs, so a restarted agent knows of it.
-            self.checkpoints.save_task(TaskCheckpoint(fw.id, info, container_id, sandbox))
+            if not problem:
+                try:
+                    self.checkpoints.save_task(TaskCheckpoint(fw.id, info, container_id, sandbox))
+                except CheckpointWriteError as e:
+                    self.checkpoint_failed(e, task_id=info.task_id)
+                    problem = str(e)  # the next tasks would fail the same way
+            if problem:
+                self._drop(fw.id, info.task_id, f"the agent could not checkpoint the task: {problem}")
+                continue
             self.tasks[key] = task
             task.watcher = asyncio.create_task(self._run_task(task), name=f"task-{info.task_id}")
+
+    def _drop(self, framework_id: str, task_id: str, message: str) -> None:
+        """TASK_DROPPED for a task never started (nothing of it to recover: not checkpointed)."""
+        self._report_untracked(
+            framework_id, task_id, pb.TASK_DROPPED, TS.REASON_CONTAINER_LAUNCH_FAILED, message
+        )
+
+    def _report_untracked(
+        self, framework_id: str, task_id: str, state: State, reason: Reason, message: str
+    ) -> None:
+        """A terminal update about a task this agent does not run (so not journaled)."""
+        status = pb.TaskStatus(
+            task_id=task_id,
+            framework_id=framework_id,
+            agent_id=self.agent_id,
+            state=state,
+            reason=reason,
+            message=message,
+            source=pb.TaskStatus.SOURCE_AGENT,
+            timestamp=time.time(),
+        )
+        self.updates.update(status, time.time())
 
     async def _run_task(self, run: TaskRun) -> None:
         info = run.info
@@ -530,6 +603,14 @@ class Agent:
             disk_bytes=(wanted.scalar("disk") * 1024 * 1024 // MILLI) or None,
         )
 
+    def recovered_config(self, run: TaskRun) -> ContainerConfig | None:
+        """The limits a re-attached task was launched with (None if its TaskInfo no longer parses)."""
+        try:
+            return self._container_config(run)
+        except (ResourceError, ValueError, OSError) as e:
+            self.log.warning("task.recovered_without_limits", task_id=run.info.task_id, error=str(e))
+            return None
+
     def _terminal_update(self, run: TaskRun, t: Termination) -> None:
         extra: dict[str, object] = {"stderr_tail": t.stderr_tail}
         if t.exit_code is not None:
@@ -609,28 +690,32 @@ class Agent:
         if acked is not None and is_terminal(acked.state):
             run = self.tasks.pop(key, None)
             if run is not None:
-                self.checkpoints.complete_task(run.container_id, now)
+                try:
+                    self.checkpoints.complete_task(run.container_id, now)
+                except CheckpointWriteError as e:
+                    # After a restart its terminal update goes once more: a duplicate.
+                    self.checkpoint_failed(e, task_id=run.info.task_id)
                 self.completed[key] = run.sandbox
                 self.completed_at[key] = now
-                while len(self.completed) > COMPLETED_SANDBOXES_KEPT:
-                    sandbox_gc.remove(self, next(iter(self.completed)))
+                if len(self.completed) > COMPLETED_SANDBOXES_KEPT:
+                    while len(self.completed) > COMPLETED_SANDBOXES_KEPT:
+                        sandbox_gc.remove(self, next(iter(self.completed)))
+                    self._empty_trash()
+
+    def _empty_trash(self) -> None:
+        """Delete removed sandboxes in a thread, one deleter at a time."""
+        if self._trash_emptier is None or self._trash_emptier.done():
+            self._trash_emptier = asyncio.create_task(
+                asyncio.to_thread(sandbox_gc.empty_trash, self.work_dir), name="agent-empty-trash"
+            )
 
     def _spawn_kill(self, framework_id: str, task_id: str, grace_s: float) -> None:
         run = self.tasks.get((framework_id, task_id))
         if run is None:
             # Unknown here: say so with a terminal update so the framework is
             # not left waiting for a task the master thinks exists.
-            status = pb.TaskStatus(
-                task_id=task_id,
-                framework_id=framework_id,
-                agent_id=self.agent_id,
-                state=pb.TASK_LOST,
-                reason=TS.REASON_TASK_UNKNOWN,
-                message="the agent has no such task",
-                source=pb.TaskStatus.SOURCE_AGENT,
-                timestamp=time.time(),
-            )
-            self.updates.update(status, time.time())
+            message = "the agent has no such task"
+            self._report_untracked(framework_id, task_id, pb.TASK_LOST, TS.REASON_TASK_UNKNOWN, message)
             return
         run.kill_requested = True
         if not run.launched.is_set() or is_terminal(run.state):
@@ -698,12 +783,18 @@ async def run_agent(config: AgentConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await agent.start()
+    metrics = None
+    if config.metrics_listen:
+        metrics = MetricsServer(config.metrics_listen, lambda: agent_metrics.collect(agent, __version__))
+        await metrics.start()
     waiter = asyncio.create_task(stop.wait())
     assert agent._main is not None
     await asyncio.wait({waiter, agent._main}, return_when=asyncio.FIRST_COMPLETED)
     waiter.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await waiter
+    if metrics is not None:
+        await metrics.stop()
     await agent.stop()
     if agent.fatal is not None:
         raise agent.fatal

@@ -35,8 +35,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from corral.errors import CorralError
 from corral.proto import messages_pb2 as pb
+
+log = structlog.get_logger(__name__)
+
+
+class CheckpointWriteError(CorralError):
+    """A checkpoint could not be written (a full or failing disk). Nothing of the
+    event reached the file: the journal still ends at its last whole event."""
+
+    def __init__(self, path: Path, error: OSError) -> None:
+        self.path = path
+        self.error = error
+        super().__init__(f"cannot write checkpoint {path}: {error.strerror or error}")
 
 
 class CheckpointError(CorralError):
@@ -60,16 +74,27 @@ def write_record(path: Path, data: dict[str, Any], *, durable: bool = False) -> 
     body = _canonical(data)
     blob = json.dumps({"crc32": zlib.crc32(body), "data": data}, sort_keys=True).encode() + b"\n"
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
-        os.write(fd, blob)
-        if durable:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            _write_all(fd, blob)
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointWriteError(path, e) from e
     if durable:
         _fsync_dir(path.parent)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """write(2) may write less than asked (a disk filling up): go on until all is written."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def read_record(path: Path) -> dict[str, Any] | None:
@@ -280,7 +305,8 @@ class Checkpoints:
         self.journal = self.meta / "journal.log"
         self._state = _State()
         self._fd = -1
-        self._size = 0
+        #: the journal's length up to its last whole event; None: take the file's
+        self._size: int | None = None
         self._compact_at = COMPACT_MIN_BYTES
 
     # -- writing
@@ -295,6 +321,7 @@ class Checkpoints:
         (self.work_dir / "agent_id").unlink(missing_ok=True)
         self.journal.unlink(missing_ok=True)
         self._state = _State()
+        self._size = None
 
     def save_framework(self, info: pb.FrameworkInfo) -> None:
         self._append({"op": "framework", "info": _b64(info)})
@@ -324,31 +351,76 @@ class Checkpoints:
             self._fd = -1
 
     def _append(self, record: dict[str, Any]) -> None:
-        self._state.apply(self.journal, 0, record)
+        """Append one event, all or nothing: on any failure the file is cut back
+        to its last whole event, the in-memory state is unchanged and
+        CheckpointWriteError says why (a full disk must not leave half a line
+        that the next event would bury inside the journal, where replay refuses it)."""
+        line = _encode_line(record)
+        fd, start = self._open()
+        try:
+            _write_all(fd, line)
+        except OSError as e:
+            self._cut_back(start)
+            raise CheckpointWriteError(self.journal, e) from e
+        try:
+            self._state.apply(self.journal, 0, record)
+        except CheckpointError:
+            self._cut_back(start)  # an event that makes no sense is not kept
+            raise
+        self._size = start + len(line)
+        if self._size >= self._compact_at:
+            try:
+                self.compact()
+            except OSError as e:
+                # The journal as it is stays valid; try again when it has grown.
+                self._compact_at = 2 * self._size
+                log.warning("checkpoints.compact_failed", path=str(self.journal), error=str(e))
+
+    def _open(self) -> tuple[int, int]:
+        """The journal's fd (opened for appending) and its length up to the last whole event."""
         if self._fd < 0:
             self.meta.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            self._size = os.fstat(self._fd).st_size
-        # One write(2) of a whole line with O_APPEND: a SIGKILL cannot split it;
-        # only a host crash can leave a short last line, which replay drops.
-        line = _encode_line(record)
-        os.write(self._fd, line)
-        self._size += len(line)
-        if self._size >= self._compact_at:
-            self.compact()
+            try:
+                fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except OSError as e:
+                raise CheckpointWriteError(self.journal, e) from e
+            self._fd = fd
+            size = os.fstat(fd).st_size
+            if self._size is None:
+                self._size = size
+            elif size > self._size:
+                self._cut_back(self._size)  # an earlier failed write's tail could not be cut then
+                if self._fd < 0:
+                    raise CheckpointWriteError(self.journal, OSError(0, "cannot cut off a failed write"))
+        assert self._size is not None
+        return self._fd, self._size
+
+    def _cut_back(self, size: int) -> None:
+        try:
+            os.ftruncate(self._fd, size)
+        except OSError as e:
+            # Keep the known length: the next open cuts the tail before appending.
+            log.error("checkpoints.truncate_failed", path=str(self.journal), error=str(e))
+            self.close()
 
     def compact(self) -> None:
-        """Rewrite the journal from what is still live (atomically: write, rename)."""
+        """Rewrite the journal from what is still live (atomically: write, rename).
+        Raises OSError if it cannot (the journal is then left as it was)."""
         self.close()
         self.meta.mkdir(parents=True, exist_ok=True)
         body = b"".join(_encode_line(r) for r in self._state.records())
         tmp = self.journal.with_name(self.journal.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
-            os.write(fd, body)
-        finally:
-            os.close(fd)
-        os.rename(tmp, self.journal)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            try:
+                _write_all(fd, body)
+            finally:
+                os.close(fd)
+            os.rename(tmp, self.journal)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
+        self._size = len(body)
         self._compact_at = max(COMPACT_MIN_BYTES, 4 * len(body))
 
     # -- reading
@@ -365,8 +437,13 @@ class Checkpoints:
                 out.agent_id = (self.work_dir / "agent_id").read_text().strip()  # before checkpoints
         self.close()
         self._state = replay(self.journal)
+        self._size = None
         if self.journal.exists():
-            self.compact()
+            try:
+                self.compact()
+            except OSError as e:
+                # Appending to the journal as it is works as well (a full disk).
+                log.warning("checkpoints.compact_failed", path=str(self.journal), error=str(e))
         out.frameworks = dict(self._state.frameworks)
         out.tasks = [
             TaskCheckpoint(

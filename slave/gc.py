@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
+
+from corral.slave.checkpoints import CheckpointWriteError
 
 if TYPE_CHECKING:
     from corral.slave.agent import Agent
@@ -82,9 +85,42 @@ def collect(agent: Agent, now: float) -> int:
 
 
 def remove(agent: Agent, key: tuple[str, str]) -> None:
-    """Forget a finished task: its sandbox and its checkpoint."""
+    """Forget a finished task: its checkpoint, and its sandbox, which is moved
+    to the trash at once (a rename) and deleted later off the event loop by
+    :func:`empty_trash` (a big sandbox takes seconds to delete)."""
     path = agent.completed.pop(key, None)
     agent.completed_at.pop(key, None)
-    if path is not None:
-        shutil.rmtree(path, ignore_errors=True)
+    if path is None:
+        return
+    try:
         agent.checkpoints.remove_task(path.name)
+    except CheckpointWriteError as e:
+        # The journal still names it; the next agent run collects it again.
+        agent.checkpoint_failed(e, container_id=path.name)
+    trash = trash_dir(agent.work_dir)
+    try:
+        trash.mkdir(mode=0o700, exist_ok=True)
+        path.rename(trash / f"{path.name}-{uuid.uuid4().hex[:8]}")
+    except FileNotFoundError:
+        pass  # never created, or removed already
+    except OSError as e:
+        log.warning("sandboxes.trash_failed", sandbox=str(path), error=str(e))
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def trash_dir(work_dir: Path) -> Path:
+    """Where removed sandboxes wait to be deleted (the same filesystem: a rename)."""
+    return work_dir / "trash"
+
+
+def empty_trash(work_dir: Path) -> int:
+    """Delete what :func:`remove` moved to the trash; returns how many. Blocking:
+    run it in a thread. Also clears what an agent killed mid-delete left."""
+    trash = trash_dir(work_dir)
+    try:
+        names = os.listdir(trash)
+    except FileNotFoundError:
+        return 0
+    for name in names:
+        shutil.rmtree(trash / name, ignore_errors=True)
+    return len(names)

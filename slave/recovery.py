@@ -26,7 +26,7 @@ import structlog
 
 from corral.codec import is_terminal
 from corral.proto import messages_pb2 as pb
-from corral.slave.checkpoints import CheckpointError, read_record
+from corral.slave.checkpoints import CheckpointError, CheckpointWriteError, boot_id, read_record
 from corral.slave.containerizer import ContainerError
 from corral.slave.status_updates import TaskKey
 
@@ -39,7 +39,14 @@ MODES = ("reconnect", "cleanup")
 
 
 class Journal:
-    """Checkpoints the agent's status updates and acknowledgements into its journal."""
+    """Checkpoints the agent's status updates and acknowledgements into its journal.
+
+    A write that fails (a full disk) is logged and the update still goes: it
+    is delivered at least once while this agent process lives. A restarted
+    agent learns what the journal missed from the container (its exit status,
+    or TASK_LOST once the container is gone), so no task disappears; failing
+    running tasks for a full disk would be the worse outcome.
+    """
 
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
@@ -47,12 +54,19 @@ class Journal:
     def updated(self, status: pb.TaskStatus) -> None:
         run = self.agent.tasks.get((status.framework_id, status.task_id))
         if run is not None:  # an update about a task this agent never had is not kept
-            self.agent.checkpoints.record_update(run.container_id, status)
+            try:
+                self.agent.checkpoints.record_update(run.container_id, status)
+            except CheckpointWriteError as e:
+                self.agent.checkpoint_failed(e, task_id=status.task_id)
 
     def acknowledged(self, key: TaskKey, uuid: bytes) -> None:
         run = self.agent.tasks.get(key)
         if run is not None:
-            self.agent.checkpoints.record_ack(run.container_id, uuid)
+            try:
+                self.agent.checkpoints.record_ack(run.container_id, uuid)
+            except CheckpointWriteError as e:
+                # Not fatal: after a restart the update goes once more (a duplicate).
+                self.agent.checkpoint_failed(e, task_id=key[1])
 
 
 async def recover(agent: Agent) -> None:
@@ -66,6 +80,10 @@ async def recover(agent: Agent) -> None:
         return
     checkpoint = agent.checkpoints.load()
     agent.agent_id = checkpoint.agent_id
+    # Containers do not outlive their host's boot (see Containerizer.recover).
+    rebooted = bool(checkpoint.boot_id) and checkpoint.boot_id != boot_id()
+    if rebooted:
+        agent.log.warning("agent.host_rebooted", tasks=len(checkpoint.tasks))
     agent.frameworks.update(checkpoint.frameworks)
     counts = {"running": 0, "ended": 0, "lost": 0, "reported": 0, "completed": 0}
     keep: set[str] = set()
@@ -92,7 +110,9 @@ async def recover(agent: Agent) -> None:
             continue
         keep.add(task.container_id)
         try:
-            kind = agent.containerizer.recover(task.container_id, task.sandbox)
+            kind = agent.containerizer.recover(
+                task.container_id, task.sandbox, agent.recovered_config(run), rebooted=rebooted
+            )
         except ContainerError as e:
             path = agent.work_dir / "containers" / task.container_id / "container.json"
             raise CheckpointError(path, str(e).split(": ", 1)[-1]) from None
@@ -107,11 +127,12 @@ async def recover(agent: Agent) -> None:
             run.kill_requested = True
         lost = ""
         if kind == "lost":
-            lost = (
-                "the agent restarted while the task was starting"
-                if run.state in (pb.TASK_STAGING, pb.TASK_STARTING)
-                else "the agent was down when the task ended and no exit status was recorded"
-            )
+            if rebooted:
+                lost = "the host rebooted while the task ran"
+            elif run.state in (pb.TASK_STAGING, pb.TASK_STARTING):
+                lost = "the agent restarted while the task was starting"
+            else:
+                lost = "the agent was down when the task ended and no exit status was recorded"
         run.watcher = agent._spawn_follow(run, lost)
     removed = await agent.containerizer.cleanup_leftovers(keep)
     agent.log.info(

@@ -22,6 +22,15 @@ from corral.proto import messages_pb2 as pb
 
 TaskKey = tuple[str, str]  # (framework_id, task_id)
 
+#: First and longest wait before an unacknowledged update goes again (Mesos'
+#: 10 s minimum). Retries are the rare path: a reconnection resends every
+#: head at once, and the master re-sends what a re-subscribing framework has
+#: not acknowledged. At 2 s, a burst whose acks took longer than that came
+#: back as duplicates (13,086 updates received for 9,000) that made the
+#: burst longer still.
+RETRY_MIN_S = 10.0
+RETRY_MAX_S = 600.0
+
 
 class Journal(Protocol):
     """Where updates and acknowledgements are checkpointed, in the order they happen."""
@@ -43,8 +52,8 @@ class StatusUpdateManager:
         self,
         send: Callable[[list[pb.TaskStatus]], bool],
         *,
-        initial_backoff_s: float = 2.0,
-        max_backoff_s: float = 60.0,
+        initial_backoff_s: float = RETRY_MIN_S,
+        max_backoff_s: float = RETRY_MAX_S,
         journal: Journal | None = None,
     ) -> None:
         """``send`` forwards updates to the master and says whether it could

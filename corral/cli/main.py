@@ -257,6 +257,12 @@ def local(
     help="Seconds to keep trying to reach ZooKeeper at start before exiting; 0: keep trying.",
 )
 @click.option(
+    "--metrics-listen",
+    default=None,
+    metavar="HOST:PORT",
+    help="Serve Prometheus metrics at http://HOST:PORT/metrics (default: off).",
+)
+@click.option(
     "--agent-reregister-timeout",
     default=30.0,
     show_default=True,
@@ -299,6 +305,7 @@ def master(
     agent_gone_timeout: float,
     agent_unreachable_fraction: float,
     agent_unreachable_window: float,
+    metrics_listen: str | None,
 ) -> None:
     """Run a master: standalone, or one of several elected through ZooKeeper."""
     import socket
@@ -336,6 +343,7 @@ def master(
             zk_session_timeout_s=zk_session_timeout,
             zk_connect_timeout_s=zk_connect_timeout,
             advertise=public,
+            metrics_listen=metrics_listen,
         )
         await server.start()
         stop = asyncio.Event()
@@ -415,6 +423,12 @@ def master(
     help="Seconds a finished task's sandbox is kept (less as the work disk fills).",
 )
 @click.option(
+    "--metrics-listen",
+    default=None,
+    metavar="HOST:PORT",
+    help="Serve Prometheus metrics at http://HOST:PORT/metrics (default: off).",
+)
+@click.option(
     "--gc-disk-headroom",
     default=0.1,
     show_default=True,
@@ -438,6 +452,7 @@ def agent(
     image_store: Path | None,
     image_import_dirs: tuple[Path, ...],
     allowed_host_paths: str,
+    metrics_listen: str | None,
 ) -> None:
     """Run a node agent that dials the master."""
     import socket
@@ -467,6 +482,7 @@ def agent(
         image_store=image_store or default_store_dir(),
         image_import_dirs=tuple(p.resolve() for p in image_import_dirs),
         allowed_host_paths=_allowed_host_paths(allowed_host_paths),
+        metrics_listen=metrics_listen,
     )
     try:
         asyncio.run(run_agent(config))

@@ -26,13 +26,13 @@ from pathlib import Path
 import structlog
 
 from corral.slave.containerizer import checkpoint, disk, forensics, kernel, launcher, overlay, reattach
-from corral.slave.containerizer.cgroups.base import CgroupBackend, CgroupLimits, CgroupStats
+from corral.slave.containerizer.cgroups.base import CgroupBackend, CgroupLimits, CgroupStats, signal_if_member
 from corral.slave.containerizer.cgroups.probe import probe
 from corral.slave.containerizer.errors import CgroupError, ContainerError
+from corral.slave.containerizer.exec_report import parse_exec_report, read_to_eof
 from corral.slave.containerizer.forkserver_client import ForkServerClient, ForkServerError
-from corral.slave.containerizer.isolation import launch_isolation
+from corral.slave.containerizer.isolation import image_etc_files, launch_spec
 from corral.slave.containerizer.model import ContainerConfig, Limitation, Termination, Usage
-from corral.slave.containerizer.rootfs import MountSpec, RootfsSpec
 from corral.slave.work_dir import PRIVATE, ensure_dir
 
 log = structlog.get_logger(__name__)
@@ -52,6 +52,8 @@ LAUNCH_TIMEOUT_S = 30.0
 KILL_TIMEOUT_S = 10.0  # after the grace period, how long SIGKILL may take before we give up
 REMOVE_TIMEOUT_S = 5.0
 FREEZE_TIMEOUT_S = 5.0
+#: in a container's meta dir while it is paused on purpose
+PAUSED_MARK = "paused"
 DISK_WATCH_INTERVAL_S = 15.0  # Mesos' default for its disk/du isolator
 _POLL_MIN_S = 0.002
 _POLL_MAX_S = 0.05
@@ -77,6 +79,8 @@ class _Container:
     kill_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     #: with the pid, identifies the supervisor to a restarted agent (see reattach.py)
     supervisor_start: int | None = None
+    #: stops watching its supervisor (removes the loop's readers, closes their fds)
+    unwatch: Callable[[], None] | None = None
 
     @property
     def state(self) -> str:
@@ -178,7 +182,12 @@ class Containerizer:
             ) from e
         try:
             filesystem = overlay.prepare(
-                config.rootfs, config.volumes, config.sandbox, config.workdir, meta_dir
+                config.rootfs,
+                config.volumes,
+                config.sandbox,
+                config.workdir,
+                meta_dir,
+                image_etc_files(config.isolation, config.container_id) if config.rootfs is not None else (),
             )
         except ContainerError:
             shutil.rmtree(meta_dir, ignore_errors=True)
@@ -191,7 +200,7 @@ class Containerizer:
             config.cpus_milli, config.mem_bytes, config.cpu_hard_cap, config.pids_max
         )
         join = self.cgroups.create(cgroup, limits)
-        spec = _launch_spec(config, join, meta_dir, filesystem)
+        spec = launch_spec(config, join, meta_dir, filesystem)
         try:
             if self._fork_server is None:
                 spawned = self._spawn_here(spec)
@@ -206,10 +215,10 @@ class Containerizer:
             ) from e
         c = self._register(config, cgroup, meta_dir, spawned)
         try:
-            report = await asyncio.wait_for(_read_to_eof(spawned.exec_fd), LAUNCH_TIMEOUT_S)
+            report = await asyncio.wait_for(read_to_eof(spawned.exec_fd), LAUNCH_TIMEOUT_S)
         except TimeoutError:
             report = b"Etimed out waiting for the task to exec\n"
-        task_pid, error = _parse_exec_report(report)
+        task_pid, error = parse_exec_report(report)
         if error is not None or task_pid is None:
             await self._abandon(c)
             raise ContainerError(
@@ -285,7 +294,7 @@ class Containerizer:
                 # Once the exec report is complete the task is in its cgroup (or
                 # dead), so the kill cannot miss it.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(_read_to_eof(spawned.exec_fd), LAUNCH_TIMEOUT_S)
+                    await asyncio.wait_for(read_to_eof(spawned.exec_fd), LAUNCH_TIMEOUT_S)
                 await self._abandon(c)
 
             self._forget_task(asyncio.ensure_future(adopt()))
@@ -360,9 +369,18 @@ class Containerizer:
             c.paused = False
             c.done.set_result(self._termination(c))
 
+        def unwatch() -> None:
+            if not c.supervisor_gone.done():
+                loop.remove_reader(pidfd)
+                os.close(pidfd)
+            if not c.done.done():
+                loop.remove_reader(spawned.done_fd)
+                os.close(spawned.done_fd)
+
         os.set_blocking(spawned.done_fd, False)
         loop.add_reader(pidfd, on_supervisor_exit)
         loop.add_reader(spawned.done_fd, on_done)
+        c.unwatch = unwatch
 
     def _termination(self, c: _Container) -> Termination:
         status = checkpoint.read_json(c.meta_dir / "exit_status.json") or {}
@@ -425,6 +443,7 @@ class Containerizer:
                 # A frozen task cannot act on SIGTERM: thaw it so it may end cleanly.
                 self.cgroups.set_frozen(c.cgroup, False)
                 c.paused = False
+                (c.meta_dir / PAUSED_MARK).unlink(missing_ok=True)
             await self._terminate(c, grace_s)
 
     async def _terminate(self, c: _Container, grace_s: float) -> None:
@@ -435,7 +454,7 @@ class Containerizer:
         while pids := self.cgroups.procs(c.cgroup):
             # Processes forked after the first round get their SIGTERM too.
             for pid in pids - signalled:
-                _signal_if_member(pid, self.cgroups.procs, c.cgroup, signal.SIGTERM)
+                signal_if_member(pid, self.cgroups.procs, c.cgroup, signal.SIGTERM)
             signalled |= pids
             if loop.time() >= deadline:
                 break
@@ -487,6 +506,8 @@ class Containerizer:
                 await asyncio.sleep(poll)
                 poll = min(poll * 2, _POLL_MAX_S)
             c.paused = True
+            # Kept on disk so a restarted agent leaves it paused (see recover).
+            (c.meta_dir / PAUSED_MARK).touch()
             log.info("container.paused", container_id=container_id)
 
     async def resume(self, container_id: str) -> None:
@@ -497,6 +518,7 @@ class Containerizer:
                 raise ContainerError(f"container {container_id!r} cannot be resumed: it is {c.state}")
             self.cgroups.set_frozen(c.cgroup, False)
             c.paused = False
+            (c.meta_dir / PAUSED_MARK).unlink(missing_ok=True)
             log.info("container.resumed", container_id=container_id)
 
     def _start_disk_watch(self, c: _Container) -> None:
@@ -588,7 +610,14 @@ class Containerizer:
 
     # -- recovery (an earlier agent process launched these) -----------------------
 
-    def recover(self, container_id: str, sandbox: Path) -> str:
+    def recover(
+        self,
+        container_id: str,
+        sandbox: Path,
+        config: ContainerConfig | None = None,
+        *,
+        rebooted: bool = False,
+    ) -> str:
         """Re-attach to a container an earlier agent process launched.
 
         Returns ``"running"`` (its supervisor still runs: ``wait`` resolves when
@@ -596,7 +625,13 @@ class Containerizer:
         returns how) or ``"lost"`` (no live supervisor and no exit status:
         whatever is left in its cgroup is killed by ``destroy``). Every case
         registers the container, so ``wait``, ``kill`` and ``destroy`` work.
-        Raises ContainerError if ``container.json`` is damaged.
+        ``config`` (rebuilt from the task) brings back its limits: a running
+        one is measured against its disk limit again. A container paused on
+        purpose stays paused. After a reboot (``rebooted``) no process of the
+        earlier boot can live, so pids are not even probed: one recorded then
+        may name an unrelated process now, and with start times counted from
+        boot even the start time may match. Raises ContainerError if
+        ``container.json`` is damaged.
         """
         meta_dir = self.work_dir / "containers" / container_id
         try:
@@ -608,9 +643,10 @@ class Containerizer:
             self._prefix_ready = True
         self._adopted_prefix = True
         loop = asyncio.get_running_loop()
-        config = ContainerConfig(
-            container_id=container_id, argv=("?",), env={}, sandbox=sandbox, cpus_milli=1, mem_bytes=1
-        )
+        if config is None:
+            config = ContainerConfig(
+                container_id=container_id, argv=("?",), env={}, sandbox=sandbox, cpus_milli=1, mem_bytes=1
+            )
         c = _Container(
             config=config,
             cgroup=f"{self.cgroup_prefix}/{container_id}",
@@ -623,7 +659,9 @@ class Containerizer:
         )
         self._containers[container_id] = c
         pidfd = (
-            None if record is None else reattach.open_process(record.supervisor_pid, record.supervisor_start)
+            None
+            if record is None or rebooted
+            else reattach.open_process(record.supervisor_pid, record.supervisor_start)
         )
         ended = (meta_dir / "exit_status.json").exists()
         if pidfd is None:
@@ -643,15 +681,27 @@ class Containerizer:
             c.supervisor_gone.set_result(None)
             self._recovered_done(c)
 
+        def unwatch() -> None:
+            if not c.supervisor_gone.done():
+                loop.remove_reader(pidfd)
+                os.close(pidfd)
+
         loop.add_reader(pidfd, on_supervisor_exit)
+        c.unwatch = unwatch
         # An agent killed in the middle of a SIGKILL round (freeze, kill, thaw)
         # leaves the cgroup frozen: the task could then neither run nor end.
-        # (A task paused on purpose is resumed: pauses are not checkpointed.)
+        # Only a pause the mark on disk vouches for stays.
+        mark = meta_dir / PAUSED_MARK
         with contextlib.suppress(OSError, CgroupError):
-            self.cgroups.set_frozen(c.cgroup, False)
+            if mark.exists() and not ended and self.cgroups.frozen(c.cgroup):
+                c.paused = True
+            else:
+                self.cgroups.set_frozen(c.cgroup, False)
+                mark.unlink(missing_ok=True)
         if ended:
             self._recovered_done(c)
             return "ended"
+        self._start_disk_watch(c)
         self._recovered[container_id] = c
         if self._poller is None or self._poller.done():
             self._poller = asyncio.create_task(self._poll_recovered(), name="containerizer-recovered")
@@ -678,8 +728,18 @@ class Containerizer:
 
     async def detach(self) -> None:
         """Stop polling re-attached containers and close the fork server; the
-        containers run on (the agent stops without killing tasks)."""
+        containers run on (the agent stops without killing tasks), and nothing
+        here acts on them any more: a new containerizer takes them over."""
         await self._stop_poller()
+        watches = []
+        for c in self._containers.values():
+            if c.unwatch is not None:
+                c.unwatch()
+                c.unwatch = None
+            if c.disk_watch is not None:
+                c.disk_watch.cancel()
+                watches.append(c.disk_watch)
+        await asyncio.gather(*watches, return_exceptions=True)
         if self._fork_server is not None:
             await self._fork_server.close()
 
@@ -767,83 +827,3 @@ class Containerizer:
 def _writable_dirs(c: _Container) -> tuple[Path, ...]:
     """What a task's disk limit covers: its sandbox and, on an image, the overlay's upper layer."""
     return (c.config.sandbox, c.meta_dir / "overlay" / "upper")
-
-
-def _launch_spec(
-    config: ContainerConfig,
-    join: tuple[Path, ...],
-    meta_dir: Path,
-    filesystem: tuple[RootfsSpec | None, tuple[MountSpec, ...], bytes],
-) -> launcher.LaunchSpec:
-    rootfs, mounts, cwd = filesystem
-    return launcher.LaunchSpec(
-        exec_paths=launcher.exec_candidates(config.argv[0], config.env.get("PATH")),
-        argv=tuple(os.fsencode(a) for a in config.argv),
-        env={os.fsencode(k): os.fsencode(v) for k, v in config.env.items()},
-        cwd=cwd,
-        stdout=os.fsencode(config.sandbox / "stdout"),
-        stderr=os.fsencode(config.sandbox / "stderr"),
-        cgroup_procs=tuple(os.fsencode(p) for p in join),
-        status_path=os.fsencode(meta_dir / "exit_status.json"),
-        status_dir=os.fsencode(meta_dir),
-        isolation=launch_isolation(config.isolation, config.container_id),
-        rootfs=rootfs,
-        mounts=mounts,
-        sandbox=os.fsencode(config.sandbox),
-    )
-
-
-def _parse_exec_report(report: bytes) -> tuple[int | None, str | None]:
-    task_pid: int | None = None
-    error: str | None = None
-    for line in report.splitlines():
-        if line.startswith(b"P") and line[1:].isdigit():
-            task_pid = int(line[1:])
-        elif line.startswith(b"E"):
-            error = line[1:].decode(errors="replace")
-    return task_pid, error
-
-
-async def _read_to_eof(fd: int) -> bytes:
-    """Read a pipe until EOF through the event loop; closes ``fd``."""
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[None] = loop.create_future()
-    chunks: list[bytes] = []
-    os.set_blocking(fd, False)
-
-    def on_readable() -> None:
-        try:
-            data = os.read(fd, 4096)
-        except BlockingIOError:
-            return
-        if data:
-            chunks.append(data)
-        elif not done.done():
-            done.set_result(None)
-
-    loop.add_reader(fd, on_readable)
-    try:
-        await done
-    finally:
-        loop.remove_reader(fd)
-        os.close(fd)
-    return b"".join(chunks)
-
-
-def _signal_if_member(pid: int, procs: Callable[[str], set[int]], cgroup: str, sig: int) -> None:
-    """Signal ``pid`` only if it is still the process we read from the cgroup.
-
-    A pid read from cgroup.procs may exit and be reused by an unrelated
-    process before we signal it. A pidfd pins the process; checking the
-    cgroup again after opening it proves it is still ours.
-    """
-    try:
-        fd = os.pidfd_open(pid)
-    except (ProcessLookupError, OSError):
-        return
-    try:
-        if pid in procs(cgroup):
-            with contextlib.suppress(ProcessLookupError, OSError):
-                signal.pidfd_send_signal(fd, sig)
-    finally:
-        os.close(fd)

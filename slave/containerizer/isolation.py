@@ -6,14 +6,21 @@ through kernel.py and network.py).
 
 from __future__ import annotations
 
-from corral.slave.containerizer import kernel, network
+import os
+import socket
+from pathlib import Path
+
+from corral.slave.containerizer import kernel, launcher, network
+from corral.slave.containerizer.etc_files import etc_files
 from corral.slave.containerizer.launcher import IsolationSpec
 from corral.slave.containerizer.model import (
     ALL_CAPABILITIES,
     DEFAULT_CAPABILITIES,
+    ContainerConfig,
     Isolation,
     default_hostname,
 )
+from corral.slave.containerizer.rootfs import MountSpec, RootfsSpec
 
 
 def capability_mask(names: frozenset[str]) -> int:
@@ -34,7 +41,7 @@ def launch_isolation(iso: Isolation, container_id: str) -> IsolationSpec:
         flags |= kernel.CLONE_NEWIPC
     flags |= network.clone_flags(iso.network)
     caps = DEFAULT_CAPABILITIES if iso.capabilities is None else iso.capabilities
-    hostname = iso.hostname if iso.hostname is not None else default_hostname(container_id)
+    hostname = container_hostname(iso, container_id)
     uid, gid = iso.user if iso.user is not None else (-1, -1)
     return IsolationSpec(
         pid_ns=iso.pid,
@@ -48,4 +55,42 @@ def launch_isolation(iso: Isolation, container_id: str) -> IsolationSpec:
         # Every capability we know of: drop nothing (not even ones newer than our table).
         cap_keep=-1 if caps >= ALL_CAPABILITIES else capability_mask(caps),
         no_new_privs=iso.no_new_privs,
+    )
+
+
+def container_hostname(iso: Isolation, container_id: str) -> str:
+    """The hostname the task sees: its UTS namespace's, or the host's without one."""
+    if not iso.uts:
+        return socket.gethostname()
+    return iso.hostname if iso.hostname is not None else default_hostname(container_id)
+
+
+def image_etc_files(iso: Isolation, container_id: str) -> tuple[tuple[bytes, bytes], ...]:
+    """What an image container gets in /etc (see etc_files.py)."""
+    return etc_files(container_hostname(iso, container_id), iso.network)
+
+
+def launch_spec(
+    config: ContainerConfig,
+    join: tuple[Path, ...],
+    meta_dir: Path,
+    filesystem: tuple[RootfsSpec | None, tuple[MountSpec, ...], bytes],
+) -> launcher.LaunchSpec:
+    """What the launcher needs to start ``config``: ``join`` the cgroups'
+    procs files, ``filesystem`` from overlay.prepare."""
+    rootfs, mounts, cwd = filesystem
+    return launcher.LaunchSpec(
+        exec_paths=launcher.exec_candidates(config.argv[0], config.env.get("PATH")),
+        argv=tuple(os.fsencode(a) for a in config.argv),
+        env={os.fsencode(k): os.fsencode(v) for k, v in config.env.items()},
+        cwd=cwd,
+        stdout=os.fsencode(config.sandbox / "stdout"),
+        stderr=os.fsencode(config.sandbox / "stderr"),
+        cgroup_procs=tuple(os.fsencode(p) for p in join),
+        status_path=os.fsencode(meta_dir / "exit_status.json"),
+        status_dir=os.fsencode(meta_dir),
+        isolation=launch_isolation(config.isolation, config.container_id),
+        rootfs=rootfs,
+        mounts=mounts,
+        sandbox=os.fsencode(config.sandbox),
     )

@@ -48,6 +48,7 @@ def prepare(
     sandbox: Path,
     workdir: str,
     meta_dir: Path,
+    etc_files: tuple[tuple[bytes, bytes], ...] = (),
 ) -> tuple[RootfsSpec | None, tuple[MountSpec, ...], bytes]:
     """Make the container's overlay directories; return the launcher's root, mounts and cwd.
 
@@ -77,5 +78,6 @@ def prepare(
         read_only=rootfs.read_only,
         sandbox=os.fsencode(sandbox),
         sandbox_target=os.fsencode(SANDBOX_PATH),
+        etc_files=etc_files,
     )
     return spec, mounts, os.fsencode(workdir or SANDBOX_PATH)

@@ -14,7 +14,9 @@ With an image (:class:`RootfsSpec`), in this order:
    new ``devpts`` instance on ``/dev/pts`` (``/dev/ptmx`` links to it), a
    tmpfs on ``/dev/shm`` and the ``fd``/``stdin``/``stdout``/``stderr`` links;
    ``/sys`` read-only; a tmpfs on ``/tmp``;
-4. the sandbox bind-mounted at ``sandbox_target`` (``/mnt/sandbox``);
+4. the container's own ``/etc/hostname``, ``/etc/hosts`` and
+   ``/etc/resolv.conf`` written into its upper layer (etc_files.py), then
+   the sandbox bind-mounted at ``sandbox_target`` (``/mnt/sandbox``);
 5. the volumes (bind mounts, read-only when asked, and tmpfs);
 6. the root itself remounted read-only when asked (the mounts above stay
    writable);
@@ -37,6 +39,9 @@ from dataclasses import dataclass
 
 from . import kernel
 
+#: Files of /etc a spec may write (etc_files.py makes them; kept in step here,
+#: since this module imports nothing of the agent's).
+ETC_NAMES = (b"hostname", b"hosts", b"resolv.conf")
 DEV_NODES = (b"null", b"zero", b"full", b"random", b"urandom", b"tty")
 DEV_LINKS = (
     (b"fd", b"/proc/self/fd"),
@@ -72,6 +77,8 @@ class RootfsSpec:
     read_only: bool = False
     sandbox: bytes = b""  # host path of the sandbox
     sandbox_target: bytes = b"/mnt/sandbox"
+    #: (name, content) written into the image's /etc (see etc_files.py)
+    etc_files: tuple[tuple[bytes, bytes], ...] = ()
 
 
 def mount_spec_to_json(m: MountSpec) -> dict[str, object]:
@@ -93,6 +100,7 @@ def rootfs_spec_to_json(r: RootfsSpec) -> dict[str, object]:
         "read_only": r.read_only,
         "sandbox": r.sandbox.decode("latin-1"),
         "sandbox_target": r.sandbox_target.decode("latin-1"),
+        "etc_files": [[n.decode("latin-1"), c.decode("latin-1")] for n, c in r.etc_files],
     }
 
 
@@ -140,7 +148,22 @@ def rootfs_spec_from_json(data: object) -> RootfsSpec:
         read_only=_flag(data.get("read_only", False), "rootfs.read_only"),
         sandbox=_b(data.get("sandbox", ""), "rootfs.sandbox"),
         sandbox_target=_b(data.get("sandbox_target", "/mnt/sandbox"), "rootfs.sandbox_target"),
+        etc_files=_etc_files(data.get("etc_files", [])),
     )
+
+
+def _etc_files(data: object) -> tuple[tuple[bytes, bytes], ...]:
+    if not isinstance(data, list):
+        raise ValueError("rootfs.etc_files: expected a list")
+    out = []
+    for item in data:
+        if not isinstance(item, list) or len(item) != 2:
+            raise ValueError("rootfs.etc_files: expected [name, content] pairs")
+        name, content = _b(item[0], "rootfs.etc_files.name"), _b(item[1], "rootfs.etc_files.content")
+        if name not in ETC_NAMES:
+            raise ValueError(f"rootfs.etc_files: {name!r} is not one of {ETC_NAMES}")
+        out.append((name, content))
+    return tuple(out)
 
 
 class _Step:
@@ -256,6 +279,12 @@ def _enter_image(
             b"tmpfs", inside(root, b"/tmp", True), b"tmpfs", kernel.MS_NOSUID | kernel.MS_NODEV, data
         )
 
+    if spec.etc_files:
+        etc = inside(root, b"/etc", True)
+        for name, content in spec.etc_files:
+            step.name = b"write /etc/" + name
+            _write_etc_file(etc + b"/" + name, content)
+
     step.name = b"bind the sandbox at " + spec.sandbox_target
     target = inside(root, spec.sandbox_target, True)
     kernel.mount(spec.sandbox, target, None, kernel.MS_BIND | kernel.MS_REC, None)
@@ -278,6 +307,26 @@ def _enter_image(
     # The old root is now stacked on "/": detach it (the namespace is private).
     kernel.umount2(b".", kernel.MNT_DETACH)
     os.chdir(b"/")
+
+
+def _write_etc_file(path: bytes, content: bytes) -> None:
+    """Replace an /etc file in the container's upper layer; an image's symlink
+    there is removed, never followed (it could point anywhere on the host)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        pass
+    else:
+        if stat.S_ISDIR(st.st_mode):
+            raise OSError(errno.EISDIR, path.decode("latin-1") + " is a directory in the image")
+        os.unlink(path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        view = memoryview(content)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
 
 
 def mount_on_host(mounts: tuple[MountSpec, ...], sources: tuple[int, ...], sandbox: bytes) -> None:

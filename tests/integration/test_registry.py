@@ -11,7 +11,16 @@ from kazoo.client import KazooClient
 
 from corral.frameworks import Task, TaskState
 from corral.master.master import MasterConfig
-from corral.master.registry import AGENTS, FRAMEWORKS, ROLES, FencedError, Write, ZooKeeperRegistry, role_key
+from corral.master.registry import (
+    AGENTS,
+    FRAMEWORKS,
+    MAINTENANCE,
+    ROLES,
+    FencedError,
+    Write,
+    ZooKeeperRegistry,
+    role_key,
+)
 from corral.master.server import MasterServer
 from corral.proto import messages_pb2 as pb
 from corral.proto import operator_pb2
@@ -35,6 +44,9 @@ def test_a_deposed_leader_cannot_write_the_registry(zk_url: str) -> None:
         role = operator_pb2.RoleSummary(role="eng/ml", weight=2.0)
         registry.apply(Write(ROLES, role_key("eng/ml"), role.SerializeToString()))  # one znode
         assert [r.role for r in registry.load().roles.values()] == ["eng/ml"]
+        kept = operator_pb2.AgentMaintenance(draining=True)
+        registry.apply(Write(MAINTENANCE, "agent-1", kept.SerializeToString()))
+        assert registry.load().maintenance == {"agent-1": kept}
         client.delete(fence)  # what the server does when our session ends
         with pytest.raises(FencedError):
             registry.apply(Write(FRAMEWORKS, "fw-2", pb.FrameworkInfo(id="fw-2").SerializeToString()))

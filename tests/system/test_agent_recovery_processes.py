@@ -387,9 +387,19 @@ async def test_a_stopped_agent_goes_unreachable_then_running_again(
                 20,
                 f"a{i} RUNNING again",
             )
-        # Told LOST, the unaware framework may have replaced it: it is killed (Mesos does the same).
-        await old.wait_state("u0", TaskState.KILLED, timeout=20)
+        # Told LOST, the unaware framework may have replaced it: it is killed
+        # (Mesos does the same) without another terminal update (LOST was one).
+        old_pid = before["u0"]["task_pid"]
+        await eventually(lambda: not alive(old_pid), 20, "the lost u0 to be killed")
+        assert [u.state for u in old.updates if u.task_id == "u0"][-1] is TaskState.LOST
         check_not_restarted(work_dir, before, [f"a{i}" for i in range(3)], [])
+        # Its id is free again: the framework launches a new u0.
+        await launch_first(unaware, old, [Task("u0", "exec sleep 600", small)])
+        await old.wait_for(
+            lambda: [u.state for u in old.updates if u.task_id == "u0"].count(TaskState.RUNNING) == 2,
+            20,
+            "the new u0 RUNNING",
+        )
 
 
 async def test_no_update_is_lost_across_a_master_restart(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import pytest
@@ -9,10 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from corral.proto import messages_pb2 as pb
+from corral.slave import checkpoints
 from corral.slave.checkpoints import (
     COMPACT_MIN_BYTES,
     CheckpointError,
     Checkpoints,
+    CheckpointWriteError,
     TaskCheckpoint,
     read_record,
     write_record,
@@ -159,3 +163,97 @@ def test_garbage_never_crashes_the_replay(tmp_path_factory: pytest.TempPathFacto
     except CheckpointError as e:
         error = str(e)
     assert error is None or str(cp.journal) in error
+
+
+class _ShortWrites:
+    """``os`` as the journal sees it, with write(2) writing at most a few bytes."""
+
+    def __init__(self, most: int) -> None:
+        self.most = most
+        self.calls = 0
+
+    def write(self, fd: int, data: bytes) -> int:
+        self.calls += 1
+        return os.write(fd, bytes(data[: self.most]))
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(os, name)
+
+
+def test_short_writes_are_finished(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    short = _ShortWrites(7)
+    monkeypatch.setattr(checkpoints, "os", short)
+    cp = Checkpoints(tmp_path)
+    cp.save_agent("agent-1")
+    cp.save_task(task("t-1", tmp_path))
+    cp.record_update("t-1", status("t", pb.TASK_RUNNING, b"a"))
+    cp.close()
+    assert short.calls > 20  # the lines really went in pieces
+    monkeypatch.undo()
+    loaded = Checkpoints(tmp_path).load()
+    assert loaded.agent_id == "agent-1"
+    assert [u.uuid for u in loaded.tasks[0].updates.pending] == [b"a"]
+
+
+class _FullDisk:
+    """``os`` with a disk that fills up after ``room`` more bytes (write(2) then
+    writes what fits and fails the next call with ENOSPC, as Linux does)."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+
+    def write(self, fd: int, data: bytes) -> int:
+        if self.room <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        n = os.write(fd, bytes(data[: self.room]))
+        self.room -= n
+        return n
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(os, name)
+
+
+@pytest.mark.parametrize("room", [0, 1, 30, 200])
+def test_a_full_disk_leaves_no_half_event_and_the_journal_goes_on_when_there_is_room(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, room: int
+) -> None:
+    cp = Checkpoints(tmp_path)
+    cp.save_task(task("t-1", tmp_path))
+    whole = cp.journal.read_bytes()
+    disk = _FullDisk(room)
+    monkeypatch.setattr(checkpoints, "os", disk)
+    error = None
+    for i in range(100):  # some event fails once the room is used up
+        try:
+            cp.record_update("t-1", status("t", pb.TASK_RUNNING, b"%d" % i))
+        except CheckpointWriteError as e:
+            error = e
+            break
+    assert error is not None
+    assert "No space left on device" in str(error)
+    assert str(cp.journal) in str(error)
+    written = cp.journal.read_bytes()
+    assert written.endswith(b"\n")  # whole events only
+    assert written.startswith(whole)
+    in_memory = len(checkpoints.replay(cp.journal).tasks["t-1"].updates.pending)
+    assert len(cp._state.tasks["t-1"].updates.pending) == in_memory  # the failed one is not kept
+    disk.room = 10**6  # room again: the next event lands after the last whole one
+    cp.record_update("t-1", status("t", pb.TASK_FINISHED, b"last"))
+    cp.close()
+    monkeypatch.undo()
+    pending = Checkpoints(tmp_path).load().tasks[0].updates.pending
+    assert len(pending) == in_memory + 1
+    assert pending[-1].uuid == b"last"
+
+
+def test_a_failed_write_of_the_agent_record_keeps_the_old_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "agent.json"
+    write_record(path, {"agent_id": "a-1"})
+    monkeypatch.setattr(checkpoints, "os", _FullDisk(10))
+    with pytest.raises(CheckpointWriteError):
+        write_record(path, {"agent_id": "a-2"})
+    monkeypatch.undo()
+    assert read_record(path) == {"agent_id": "a-1"}
+    assert not path.with_name("agent.json.tmp").exists()

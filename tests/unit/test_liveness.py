@@ -99,9 +99,13 @@ def test_silent_agents_become_unreachable_at_the_rate_limit(aware: bool) -> None
     expected = pb.TASK_UNREACHABLE if aware else pb.TASK_LOST
     assert sorted(told.items()) == [("t1", expected), ("t2", expected)]
     assert [master.state.agents[a].unreachable for a, _ in agents] == [False, True, True, False]
-    task = master.state.task(fw_id, "t1")
+    record = master.state.agents[agents[1][0]]
+    task = master.state.task(fw_id, "t1") if aware else record.lost_tasks[(fw_id, "t1")]
     assert task is not None
     assert task.status.state == pb.TASK_UNREACHABLE
+    # Told LOST, a task steps aside (its id is free) but keeps its resources.
+    assert (master.state.task(fw_id, "t1") is None) is not aware
+    assert master.state.used_on_agent(record.agent_id) == task.resources
     _silence(master, clock, agents, 30.0)
     assert not master.state.agents[agents[3][0]].unreachable
     _silence(master, clock, agents, 30.0)
@@ -153,3 +157,79 @@ def test_reconciliation_answers_what_each_framework_was_told(aware: bool) -> Non
     drain(fw_box)
     master.reconcile(fw_id, [("t1", agents[1][0])])
     assert _states(fw_box, "t1") == [pb.TASK_UNREACHABLE if aware else pb.TASK_LOST]
+
+
+def test_a_framework_told_lost_may_reuse_the_task_id_and_the_old_task_is_killed_apart() -> None:
+    master, clock, agents, fw_id, fw_box = _cluster(aware=False)
+    _silence(master, clock, agents, 3.5)
+    drain(fw_box)
+    away = agents[1][0]
+    # The framework replaces the lost t1 under the same id, on the agent that answers.
+    master.run_allocation()
+    offers = [o for o in _offers(fw_box) if o.agent_id == agents[0][0]]
+    assert offers
+    _launch(master, fw_id, offers[0], "t1")
+    new = master.state.task(fw_id, "t1")
+    assert new is not None
+    assert new.agent_id == agents[0][0]
+    assert not [s for s in _states(fw_box, "t1") if s in (pb.TASK_ERROR, pb.TASK_DROPPED)]
+
+    # The old agent comes back, still running the old t1: that one (only) is killed.
+    record = master.state.agents[away]
+    outbox: Outbox[object] = Outbox()
+    running = pb.TaskStatus(task_id="t1", framework_id=fw_id, agent_id=away, state=pb.TASK_RUNNING)
+    master.register_agent(record.info, record.total, [running], [], outbox)
+    kills = [m for m in drain(outbox) if isinstance(m, agent_pb2.MasterMessage) and m.HasField("kill_task")]
+    assert [m.kill_task.task_id for m in kills] == ["t1"]
+    others = [m for m in drain(agents[0][1]) if isinstance(m, agent_pb2.MasterMessage)]
+    assert not [m for m in others if m.HasField("kill_task")]
+    assert master.state.task(fw_id, "t1") is new  # not adopted over the new one
+
+    # Relaunching t1 there before the old one has ended is refused, naming why.
+    master.run_allocation()
+    there = [o for o in _offers(fw_box) if o.agent_id == away]
+    assert there
+    _launch(master, fw_id, there[0], "t1")
+    refused = [e for e in drain(fw_box) if isinstance(e, Event) and e.type == Event.UPDATE]
+    assert any("still being killed" in e.update.status.message for e in refused)
+
+    # Its end, from its own agent, is acknowledged for the framework (which was
+    # told LOST), gives its resources back and does not touch the new t1.
+    killed = pb.TaskStatus(task_id="t1", framework_id=fw_id, agent_id=away, state=pb.TASK_KILLED, uuid=b"k")
+    master.agent_status_updates(away, [killed])
+    acks = [
+        m for m in drain(outbox) if isinstance(m, agent_pb2.MasterMessage) and m.HasField("acknowledgements")
+    ]
+    assert [a.uuid for m in acks for a in m.acknowledgements.acks] == [b"k"]
+    assert _states(fw_box, "t1") == []
+    assert new.status.state != pb.TASK_KILLED
+    assert not record.lost_tasks
+    assert not master.state.used_on_agent(away)
+
+
+def test_set_aside_tasks_of_a_gone_agent_give_their_resources_back() -> None:
+    master, clock, agents, _, _ = _cluster(aware=False)
+    _silence(master, clock, agents, 3.5)
+    record = master.state.agents[agents[1][0]]
+    assert record.lost_tasks
+    _silence(master, clock, agents, 101.0)
+    master._check_reregistration(clock.now)
+    assert record.gone
+    assert not record.lost_tasks
+
+
+def test_after_a_failover_a_returning_duplicate_of_a_live_task_is_killed_not_adopted() -> None:
+    # The new leader knows t0 on a0; an agent it never saw reports a t0 of the
+    # same framework (told lost before the failover, since replaced).
+    master, _, agents, fw_id, fw_box = _cluster(aware=False)
+    outbox: Outbox[object] = Outbox()
+    total = master.state.agents[agents[0][0]].total
+    stale = pb.TaskStatus(task_id="t0", framework_id=fw_id, state=pb.TASK_RUNNING)
+    other = master.register_agent(pb.AgentInfo(hostname="back"), total, [stale], [], outbox)
+    kills = [m for m in drain(outbox) if isinstance(m, agent_pb2.MasterMessage) and m.HasField("kill_task")]
+    assert [m.kill_task.task_id for m in kills] == ["t0"]
+    task = master.state.task(fw_id, "t0")
+    assert task is not None
+    assert task.agent_id == agents[0][0]
+    assert not master.state.used_on_agent(other)
+    assert _states(fw_box, "t0") == []

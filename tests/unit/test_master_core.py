@@ -169,3 +169,37 @@ def test_weights_and_quota_are_recorded_and_a_new_leader_keeps_them() -> None:
     master.set_quota("eng", Resources(), None)  # removed: the record goes too
     master.set_weights([("eng/ml", 1.0)])
     assert stub.registry.load().roles == {}
+
+
+def test_drain_marks_and_dynamic_reservations_are_recorded_and_a_new_leader_keeps_them() -> None:
+    master = Master(MasterConfig(), clock=Clock())
+    stub = _RegistryStub()
+    master.registry = stub  # type: ignore[assignment]
+    agent_id, _ = _agent(master, "a1")
+    _agent(master, "a2")
+    fw_box: Outbox[object] = Outbox()
+    fw = master.subscribe(pb.FrameworkInfo(name="ml", roles=["ml"]), fw_box)
+    master.run_allocation()
+    offer = next(o for o in _offers(fw_box) if o.agent_id == agent_id)
+    wanted = Resources.parse("cpus(ml):1;mem(ml):256")
+    items = resources_to_proto(wanted)
+    reserve = Operation(type=Operation.RESERVE, reserve=Operation.Reserve(resources=items))
+    master.accept(fw.framework_id, [offer.id], [reserve], refuse_s=None)
+    master.drain_agent(agent_id)
+    total = master.allocator.agent_total(agent_id)
+    assert total.scalar("cpus", "ml") == wanted.scalar("cpus", "ml")  # the RESERVE took
+
+    state = stub.registry.load()
+    assert set(state.maintenance) == {agent_id}  # a2 has nothing to keep
+    successor = Master(MasterConfig(), clock=Clock())
+    successor.recover(state)
+    assert successor.allocator.draining(agent_id)
+    assert successor.allocator.agent_total(agent_id) == total
+
+    # Undone, the record goes.
+    master.drain_agent(agent_id, draining=False)
+    master.run_allocation()
+    offer = next(o for o in _offers(fw_box) if o.agent_id == agent_id)
+    unreserve = Operation(type=Operation.UNRESERVE, unreserve=Operation.Unreserve(resources=items))
+    master.accept(fw.framework_id, [offer.id], [unreserve], refuse_s=None)
+    assert stub.registry.load().maintenance == {}

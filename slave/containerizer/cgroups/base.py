@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -110,3 +111,22 @@ def kill_pids(pids: set[int]) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+def signal_if_member(pid: int, procs: Callable[[str], set[int]], cgroup: str, sig: int) -> None:
+    """Signal ``pid`` only if it is still the process we read from the cgroup.
+
+    A pid read from cgroup.procs may exit and be reused by an unrelated
+    process before we signal it. A pidfd pins the process; checking the
+    cgroup again after opening it proves it is still ours.
+    """
+    try:
+        fd = os.pidfd_open(pid)
+    except (ProcessLookupError, OSError):
+        return
+    try:
+        if pid in procs(cgroup):
+            with contextlib.suppress(ProcessLookupError, OSError):
+                signal.pidfd_send_signal(fd, sig)
+    finally:
+        os.close(fd)

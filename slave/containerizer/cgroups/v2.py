@@ -35,15 +35,20 @@ def shares_to_weight(shares: int) -> int:
 class V2Backend(CgroupBackend):
     version: ClassVar[str] = "v2"
 
-    def __init__(self, root: Path = Path("/sys/fs/cgroup")) -> None:
+    def __init__(self, root: Path = Path("/sys/fs/cgroup"), *, require_memory: bool = True) -> None:
+        """``require_memory=False`` only for checking the core interface (procs,
+        freeze, kill, events) on a hybrid host's controller-less cgroup2 mount:
+        containers need the memory controller."""
         self.root = root
         available = (files.read_text(root / "cgroup.controllers") or "").split()
-        if "memory" not in available:
+        if require_memory and "memory" not in available:
             raise CgroupError(
                 f"cgroup v2 at {root} does not offer the memory controller "
                 f"(cgroup.controllers: {' '.join(available) or 'empty'})"
             )
         self.controllers = tuple(c for c in CONTROLLERS if c in available)
+        #: cgroup.kill when the kernel has it (5.14); else freeze, SIGKILL each, thaw
+        self.use_cgroup_kill = True
         self._created: list[Path] = []
 
     def _enable_subtree(self, cgroup: Path) -> None:
@@ -116,14 +121,15 @@ class V2Backend(CgroupBackend):
             files.write(cgroup / "cpu.weight", str(shares_to_weight(limits.cpu_shares)))
             quota = "max" if limits.cpu_quota_us is None else str(limits.cpu_quota_us)
             files.write(cgroup / "cpu.max", f"{quota} {CPU_PERIOD_US}")
-        files.write(cgroup / "memory.max", str(limits.mem_bytes))
-        # Kill the whole container on OOM, not one process of it (as Kubernetes does).
-        files.write(cgroup / "memory.oom.group", "1")
-        try:
-            files.write(cgroup / "memory.swap.max", "0")
-        except CgroupError:
-            # Hosts without swap accounting have no memory.swap.max; nothing to limit.
-            log.debug("cgroup.no_swap_accounting", cgroup=str(cgroup))
+        if "memory" in self.controllers:
+            files.write(cgroup / "memory.max", str(limits.mem_bytes))
+            # Kill the whole container on OOM, not one process of it (as Kubernetes does).
+            files.write(cgroup / "memory.oom.group", "1")
+            try:
+                files.write(cgroup / "memory.swap.max", "0")
+            except CgroupError:
+                # Hosts without swap accounting have no memory.swap.max; nothing to limit.
+                log.debug("cgroup.no_swap_accounting", cgroup=str(cgroup))
         if "pids" in self.controllers:
             value = "max" if limits.pids_max is None else str(limits.pids_max)
             files.write(cgroup / "pids.max", value)
@@ -134,7 +140,7 @@ class V2Backend(CgroupBackend):
     def kill_all(self, path: str) -> None:
         cgroup = self._dir(path)
         kill_file = cgroup / "cgroup.kill"
-        if kill_file.exists():
+        if self.use_cgroup_kill and kill_file.exists():
             # cgroup.kill (Linux 5.14) kills the subtree atomically: no fork can escape.
             files.write(kill_file, "1")
             return

@@ -18,11 +18,11 @@ import pytest
 
 from corral.slave.containerizer import ContainerConfig, ContainerError, Containerizer, kernel
 from corral.slave.containerizer.images import Image, ImageStore
-from corral.slave.containerizer.model import Termination
+from corral.slave.containerizer.model import Isolation, Termination
 from corral.slave.containerizer.overlay import Rootfs
 from corral.slave.containerizer.volumes import Volume
 from corral.slave.task_image import MAX_ID_FILE, image_user
-from corral.testing_images import build_busybox_image
+from corral.testing_images import ESCAPE_TARGET, build_busybox_image
 
 pytestmark = [
     pytest.mark.root,
@@ -127,6 +127,48 @@ async def test_the_task_runs_on_the_image_as_the_child_of_pid_1_with_its_hostnam
     assert "host-visible" not in out
     assert lines[5] == "/mnt/sandbox"
     assert set(lines[6].split()) == DEV_ENTRIES
+
+
+def _host_file(path: str) -> str:
+    return Path(path).read_text()
+
+
+def _escaped() -> bool:
+    """Whether anything wrote where the test image's /etc/hosts symlink points (and clears it)."""
+    escape = Path(ESCAPE_TARGET)
+    found = escape.exists()
+    escape.unlink(missing_ok=True)
+    return found
+
+
+@pytest.mark.parametrize("network", ["host", "none"])
+async def test_the_container_gets_its_own_hostname_hosts_and_resolv_conf(
+    ctz: Containerizer, make_config: Make, image: tuple[ImageStore, Image], network: str
+) -> None:
+    _escaped()
+    script = (
+        "cat /etc/hostname; echo ---; cat /etc/hosts; echo ---; "
+        "cat /etc/resolv.conf 2>/dev/null || echo no-resolv; test -L /etc/hosts && echo a-symlink; "
+        "ping -c1 -W1 img-etc >/dev/null 2>&1 && echo resolves"
+    )
+    isolation = Isolation(network=network)
+    config = on_image(
+        make_config, image, "/bin/sh", "-c", script, container_id="img-etc", isolation=isolation
+    )
+    termination, out, err = await run(ctz, config)
+    assert termination.exit_code == 0, err
+    hostname, hosts, rest = out.split("---\n")
+    assert hostname == "img-etc\n"
+    assert hosts.endswith("127.0.1.1\timg-etc\n")
+    if network == "host":
+        assert hosts.startswith(_host_file("/etc/hosts"))  # the host's services resolve
+        assert rest.startswith(_host_file("/etc/resolv.conf"))
+    else:
+        assert hosts.startswith("127.0.0.1\tlocalhost\n")
+        assert rest.startswith("no-resolv")
+    assert "a-symlink" not in rest  # the image's symlink was replaced, not followed
+    assert "resolves" in rest  # its own name resolves through /etc/hosts
+    assert not _escaped()
 
 
 async def test_whiteouts_hide_what_upper_layers_deleted(

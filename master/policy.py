@@ -1,0 +1,140 @@
+"""The operator's allocation policy: weights, quota, draining, and what a new leader keeps of it.
+
+Every change goes to the allocator first (a refusal is INVALID_ARGUMENT with
+its sentence), then to the registry: role weights and quota under
+``roles/<role>``, an agent's drain mark and dynamic reservations under
+``maintenance/<agent_id>``. A new leader re-applies them before the agents
+and frameworks come back (forced: the cluster may not be back yet).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from corral.codec import resources_from_proto, resources_to_proto
+from corral.errors import CallError
+from corral.master.allocator import Allocator, AllocatorError, RoleInfo
+from corral.master.allocator import Reason as Why
+from corral.master.allocator.events import AgentDraining, QuotaSet, Reserved, RoleWeight
+from corral.master.registry import MAINTENANCE, ROLES, role_key
+from corral.master.state import AgentRecord
+from corral.proto import operator_pb2
+from corral.resources import ResourceError, Resources
+
+if TYPE_CHECKING:
+    from corral.master.master import Master
+
+
+class AllocationPolicy:
+    """The master's operator calls on the allocation policy, and their records."""
+
+    def __init__(self, master: Master) -> None:
+        self.master = master
+
+    def explain(self, framework_id: str) -> list[Why]:
+        """Why a framework is not being offered resources (empty: nothing in its way)."""
+        fw = self.master.state.frameworks.get(framework_id)
+        if fw is None:
+            raise CallError("NOT_FOUND", f"framework_id: {framework_id!r} is not known")
+        return self.master.allocator.explain(framework_id, self.master.clock())
+
+    def roles(self) -> list[RoleInfo]:
+        return self.master.allocator.roles()
+
+    def set_weights(self, weights: list[tuple[str, float]]) -> None:
+        """Set role weights, all or none: every one is checked first."""
+        if not weights:
+            raise CallError("INVALID_ARGUMENT", "weights: give at least one ROLE=WEIGHT")
+        trial = Allocator()
+        for i, (role, weight) in enumerate(weights):
+            try:
+                trial.handle(RoleWeight(role, weight))
+            except AllocatorError as e:
+                raise CallError("INVALID_ARGUMENT", f"weights[{i}]: {e}") from None
+        for role, weight in weights:
+            self.master._allocator_call(RoleWeight(role, weight))
+            self.record_role(role)
+        self.master.log.info("roles.weights", weights=dict(weights))
+        self.master.allocate_soon()
+
+    def set_quota(
+        self, role: str, guarantee: Resources, limit: Resources | None, force: bool = False
+    ) -> None:
+        self.master._allocator_call(QuotaSet(role, guarantee, limit, force))
+        self.record_role(role)
+        self.master.log.info(
+            "roles.quota",
+            role=role,
+            guarantee=guarantee.format(),
+            limit=None if limit is None else limit.format(),
+        )
+        self.master.allocate_soon()
+
+    def drain_agent(self, agent_id: str, draining: bool = True) -> None:
+        """Maintenance: a draining agent keeps its tasks and offers nothing."""
+        agent = self.master.state.agents.get(agent_id)
+        if agent is None or agent.gone:
+            raise CallError("NOT_FOUND", f"agent_id: {agent_id!r} is not known")
+        self.master._allocator_call(AgentDraining(agent_id, draining))
+        self.record_maintenance(agent)
+        if draining:
+            for offer_id in sorted(agent.offers):
+                self.master._rescind(offer_id)
+        self.master.log.info("agent.draining" if draining else "agent.undrained", agent_id=agent_id)
+        self.master.allocate_soon()
+
+    def restore_role(self, summary: operator_pb2.RoleSummary) -> None:
+        """Weights and quota an earlier leader recorded; forced, as they were
+        accepted then (the cluster may not have re-registered yet)."""
+        try:
+            if summary.weight and summary.weight != 1.0:
+                self.master.allocator.handle(RoleWeight(summary.role, summary.weight))
+            guarantee = resources_from_proto(summary.guarantee)
+            limit = resources_from_proto(summary.limit) if summary.has_limit else None
+            if guarantee or limit is not None:
+                self.master.allocator.handle(QuotaSet(summary.role, guarantee, limit, force=True))
+        except (AllocatorError, ResourceError) as e:
+            self.master.log.warning("registry.bad_role", role=summary.role, error=str(e))
+
+    def record_role(self, role: str) -> None:
+        """Persist a role's weight and quota, so a new leader keeps them."""
+        for info in self.master.allocator.roles():
+            if info.role != role:
+                continue
+            if info.weight == 1.0 and not info.guarantee and info.limit is None:
+                self.master._record(ROLES, role_key(role), None)
+                return
+            summary = operator_pb2.RoleSummary(
+                role=role,
+                weight=info.weight,
+                guarantee=resources_to_proto(info.guarantee),
+                limit=resources_to_proto(info.limit or Resources()),
+                has_limit=info.limit is not None,
+            )
+            self.master._record(ROLES, role_key(role), summary.SerializeToString())
+
+    def record_maintenance(self, agent: AgentRecord) -> None:
+        """Persist an agent's drain mark and dynamic reservations (none: no record)."""
+        draining = self.master.allocator.has_agent(agent.agent_id) and self.master.allocator.draining(
+            agent.agent_id
+        )
+        if not draining and not agent.dynamic_reserved:
+            self.master._record(MAINTENANCE, agent.agent_id, None)
+            return
+        record = operator_pb2.AgentMaintenance(
+            draining=draining, reservations=resources_to_proto(agent.dynamic_reserved)
+        )
+        self.master._record(MAINTENANCE, agent.agent_id, record.SerializeToString())
+
+    def restore_maintenance(self, agent: AgentRecord, record: operator_pb2.AgentMaintenance) -> None:
+        """What an earlier leader recorded about an agent: before its tasks come back,
+        so the resources they use are reserved again when they are adopted."""
+        try:
+            reserved = resources_from_proto(record.reservations)
+            if reserved:
+                self.master.allocator.handle(Reserved(agent.agent_id, reserved))
+                agent.dynamic_reserved = reserved
+            if record.draining:
+                self.master.allocator.handle(AgentDraining(agent.agent_id, True))
+        except (AllocatorError, ResourceError) as e:
+            self.master.log.warning("registry.bad_maintenance", agent_id=agent.agent_id, error=str(e))
