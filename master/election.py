@@ -10,25 +10,41 @@ A leader that loses its ZooKeeper connection stops leading at once (the
 its session, and so its leadership, still exists. When the connection returns
 with the same session it may lead again; after the session is lost it
 contends anew with a new znode.
+
+A master started while ZooKeeper has no quorum keeps trying to connect, as a
+Mesos master does (0.5, 1, 2 ... s apart, at most :data:`CONNECT_BACKOFF_MAX_S`,
+logging ``election.zk_unreachable`` with the hosts each time), serving gRPC
+meanwhile (it answers that it does not lead); ``connect_timeout_s`` > 0 makes
+it give up after that long with :class:`ZooKeeperUnreachable`, one sentence.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import structlog
 from kazoo.client import KazooState
 from kazoo.exceptions import KazooException, NoNodeError
+from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.protocol.states import WatchedEvent
 
+from corral.errors import CorralError
 from corral.zk import DEFAULT_SESSION_TIMEOUT_S, MEMBER_PREFIX, ZkUrl, encode_info, make_client, sequence_of
 
 log = structlog.get_logger(__name__)
 
 OnChange = Callable[[bool], None]
+#: the longest wait between two attempts to reach ZooKeeper at start
+CONNECT_BACKOFF_MAX_S = 10.0
+_CONNECT_BACKOFF_FIRST_S = 0.5
+
+
+class ZooKeeperUnreachable(CorralError):
+    """ZooKeeper could not be reached within the master's connect timeout."""
 
 
 class Election(Protocol):
@@ -61,9 +77,14 @@ class ZooKeeperElection:
     """
 
     def __init__(
-        self, url: ZkUrl, info: dict[str, Any], session_timeout_s: float = DEFAULT_SESSION_TIMEOUT_S
+        self,
+        url: ZkUrl,
+        info: dict[str, Any],
+        session_timeout_s: float = DEFAULT_SESSION_TIMEOUT_S,
+        connect_timeout_s: float = 0.0,
     ) -> None:
         self.url = url
+        self.connect_timeout_s = connect_timeout_s  # 0: keep trying
         self.info = info
         self.session_timeout_s = session_timeout_s
         self.client = make_client(url, session_timeout_s)
@@ -81,9 +102,42 @@ class ZooKeeperElection:
         self._on_change = on_change
         self._loop = asyncio.get_running_loop()
         self.client.add_listener(self._state_listener)
-        await asyncio.to_thread(self.client.start, self.session_timeout_s)
+        await self._connect()
         await asyncio.to_thread(self.client.ensure_path, self.url.leader_dir)
         await self._contend()
+
+    async def _connect(self) -> None:
+        """Connect to ZooKeeper, retrying with backoff until it answers (or the
+        connect timeout passes). Each attempt waits up to a session timeout."""
+        started = time.monotonic()
+        delay = _CONNECT_BACKOFF_FIRST_S
+        attempt = 0
+        while not self._stopped:
+            attempt += 1
+            try:
+                await asyncio.to_thread(self.client.start, self.session_timeout_s)
+            except KazooTimeoutError:
+                waited = time.monotonic() - started
+                if self.connect_timeout_s > 0 and waited >= self.connect_timeout_s:
+                    raise ZooKeeperUnreachable(
+                        f"cannot reach ZooKeeper at {self.url.hosts} after {waited:.0f}s "
+                        f"(--zk-connect-timeout {self.connect_timeout_s:g})"
+                    ) from None
+                log.warning(
+                    "election.zk_unreachable",
+                    hosts=self.url.hosts,
+                    attempt=attempt,
+                    waited_s=round(waited, 1),
+                    retry_in_s=delay,
+                )
+                if self.connect_timeout_s > 0:
+                    delay = max(0.0, min(delay, started + self.connect_timeout_s - time.monotonic()))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2 or _CONNECT_BACKOFF_FIRST_S, CONNECT_BACKOFF_MAX_S)
+                continue
+            if attempt > 1:
+                log.info("election.zk_connected", hosts=self.url.hosts, attempts=attempt)
+            return
 
     async def stop(self) -> None:
         """Leave the election at once: closing the session deletes our znode,

@@ -225,6 +225,8 @@ class Master:
     async def _allocation_loop(self) -> None:
         while True:
             try:
+                # Not asyncio.wait_for: on Python 3.11 it swallows a cancel that
+                # arrives as the event is set, and stop() would wait for ever.
                 async with asyncio.timeout(self.config.allocation_interval_s):
                     await self._allocate_now.wait()
                 # A burst of finished tasks or declines arrives together; wait a

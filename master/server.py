@@ -50,6 +50,7 @@ class MasterServer:
         *,
         zk: str | None = None,
         zk_session_timeout_s: float = DEFAULT_SESSION_TIMEOUT_S,
+        zk_connect_timeout_s: float = 0.0,
         advertise: str | None = None,
         metrics_listen: str | None = None,
     ) -> None:
@@ -64,6 +65,7 @@ class MasterServer:
         self.credentials = credentials
         self.zk = zk
         self.zk_session_timeout_s = zk_session_timeout_s
+        self.zk_connect_timeout_s = zk_connect_timeout_s  # 0: keep trying (election.py)
         self.advertise = advertise
         self.master: Master | None = None
         self.address = ""
@@ -107,7 +109,7 @@ class MasterServer:
                 "hostname": self.info.hostname,
                 "version": self.info.version,
             }
-            election = ZooKeeperElection(url, info, self.zk_session_timeout_s)
+            election = ZooKeeperElection(url, info, self.zk_session_timeout_s, self.zk_connect_timeout_s)
             self.election = election
             self.detector = ZooKeeperDetector(url, self.zk_session_timeout_s)
             self.registry = ZooKeeperRegistry(election.client, url, lambda: election.znode)

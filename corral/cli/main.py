@@ -251,6 +251,12 @@ def local(
 )
 @click.option("--zk-session-timeout", default=5.0, show_default=True, help="Seconds (see docs/operator.md).")
 @click.option(
+    "--zk-connect-timeout",
+    default=0.0,
+    show_default=True,
+    help="Seconds to keep trying to reach ZooKeeper at start before exiting; 0: keep trying.",
+)
+@click.option(
     "--metrics-listen",
     default=None,
     metavar="HOST:PORT",
@@ -292,6 +298,7 @@ def master(
     allocation_interval: float,
     zk: str | None,
     zk_session_timeout: float,
+    zk_connect_timeout: float,
     agent_reregister_timeout: float,
     agent_heartbeat_interval: float,
     agent_heartbeat_misses: int,
@@ -334,6 +341,7 @@ def master(
             config,
             zk=zk,
             zk_session_timeout_s=zk_session_timeout,
+            zk_connect_timeout_s=zk_connect_timeout,
             advertise=public,
             metrics_listen=metrics_listen,
         )
@@ -717,8 +725,9 @@ cli.add_command(images.image)
 
 def _register() -> None:
     """Commands that live in their own modules (one line each)."""
-    from corral.cli import allocation, batch, frameworks_cmd, service
+    from corral.cli import allocation, batch, chaos, frameworks_cmd, service
 
+    cli.add_command(chaos.chaos)
     cli.add_command(frameworks_cmd.framework)
     cli.add_command(service.service)
     cli.add_command(batch.submit)
