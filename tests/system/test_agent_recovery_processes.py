@@ -393,13 +393,23 @@ async def test_a_stopped_agent_goes_unreachable_then_running_again(
         await eventually(lambda: not alive(old_pid), 20, "the lost u0 to be killed")
         assert [u.state for u in old.updates if u.task_id == "u0"][-1] is TaskState.LOST
         check_not_restarted(work_dir, before, [f"a{i}" for i in range(3)], [])
-        # Its id is free again: the framework launches a new u0.
-        await launch_first(unaware, old, [Task("u0", "exec sleep 600", small)])
-        await old.wait_for(
-            lambda: [u.state for u in old.updates if u.task_id == "u0"].count(TaskState.RUNNING) == 2,
-            20,
-            "the new u0 RUNNING",
-        )
+
+        # Its id is free again: the framework launches a new u0. Until the old
+        # one's end has reached the master, a launch there is refused, naming why.
+        def u0_states() -> list[TaskState]:
+            return [u.state for u in old.updates if u.task_id == "u0"]
+
+        for _ in range(40):
+            seen = len(u0_states())
+            await launch_first(unaware, old, [Task("u0", "exec sleep 600", small)])
+            await old.wait_for(lambda seen=seen: len(u0_states()) > seen, 20, "an answer to the new u0")
+            latest = old.latest("u0")
+            assert latest is not None
+            if latest.state is not TaskState.ERROR:
+                break
+            assert "still being killed" in latest.message, latest
+            await asyncio.sleep(0.25)
+        await old.wait_for(lambda: u0_states().count(TaskState.RUNNING) == 2, 20, "the new u0 RUNNING")
 
 
 async def test_no_update_is_lost_across_a_master_restart(
