@@ -57,6 +57,8 @@ PAUSED_MARK = "paused"
 DISK_WATCH_INTERVAL_S = 15.0  # Mesos' default for its disk/du isolator
 _POLL_MIN_S = 0.002
 _POLL_MAX_S = 0.05
+#: polls of a freeze in progress before it is retried from thawed (see pause)
+_REFREEZE_EVERY = 10
 RECOVERED_POLL_S = 0.5
 
 
@@ -497,10 +499,11 @@ class Containerizer:
         async with c.kill_lock:
             if c.state != "running" or c.killed:
                 raise ContainerError(f"container {container_id!r} cannot be paused: it is {c.state}")
-            self.cgroups.set_frozen(c.cgroup, True)
             loop = asyncio.get_running_loop()
             deadline = loop.time() + FREEZE_TIMEOUT_S
             poll = _POLL_MIN_S
+            attempt = 0
+            self.cgroups.set_frozen(c.cgroup, True)
             while not self.cgroups.frozen(c.cgroup):
                 if loop.time() >= deadline or c.done.done():
                     self.cgroups.set_frozen(c.cgroup, False)
@@ -509,6 +512,14 @@ class Containerizer:
                     )
                 await asyncio.sleep(poll)
                 poll = min(poll * 2, _POLL_MAX_S)
+                attempt += 1
+                if attempt % _REFREEZE_EVERY == 0:
+                    # A v1 freezer can stay FREEZING for good (a task caught in
+                    # vfork or exec); thawing and freezing again unsticks it, as
+                    # runc does. Harmless on v2.
+                    self.cgroups.set_frozen(c.cgroup, False)
+                    await asyncio.sleep(_POLL_MIN_S)
+                self.cgroups.set_frozen(c.cgroup, True)
             c.paused = True
             # Kept on disk so a restarted agent leaves it paused (see recover).
             (c.meta_dir / PAUSED_MARK).touch()
