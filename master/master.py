@@ -753,6 +753,10 @@ class Master:
     ) -> None:
         self.policy.set_quota(role=role, guarantee=guarantee, limit=limit, force=force)
 
+    def reserve(self, agent_id: str, resources: Resources, unreserve: bool = False) -> None:
+        """An operator's dynamic reservation (see master/policy.py)."""
+        self.policy.reserve(agent_id, resources, unreserve)
+
     def drain_agent(self, agent_id: str, draining: bool = True) -> None:
         self.policy.drain_agent(agent_id=agent_id, draining=draining)
 

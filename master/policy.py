@@ -15,7 +15,8 @@ from corral.codec import resources_from_proto, resources_to_proto
 from corral.errors import CallError
 from corral.master.allocator import Allocator, AllocatorError, RoleInfo
 from corral.master.allocator import Reason as Why
-from corral.master.allocator.events import AgentDraining, QuotaSet, Reserved, RoleWeight
+from corral.master.allocator.events import AgentDraining, QuotaSet, Reserved, RoleWeight, Unreserved
+from corral.master.allocator.roles import check_role
 from corral.master.registry import MAINTENANCE, ROLES, role_key
 from corral.master.state import AgentRecord
 from corral.proto import operator_pb2
@@ -69,6 +70,49 @@ class AllocationPolicy:
             limit=None if limit is None else limit.format(),
         )
         self.master.allocate_soon()
+
+    def reserve(self, agent_id: str, resources: Resources, unreserve: bool = False) -> None:
+        """An operator's dynamic reservation (or its undoing) on one agent.
+
+        Outstanding offers on the agent are rescinded first, as Mesos does, so
+        what they held can be reserved. Raises CallError: NOT_FOUND (agent),
+        INVALID_ARGUMENT (no resources, a resource without a role or with an
+        invalid one), FAILED_PRECONDITION (not free on the agent, or over a
+        role's quota limit).
+        """
+        m = self.master
+        what = "unreserve" if unreserve else "reserve"
+        agent = m.state.agents.get(agent_id)
+        if agent is None or agent.gone:
+            raise CallError("NOT_FOUND", f"agent_id: {agent_id!r} is not known")
+        if not resources:
+            raise CallError("INVALID_ARGUMENT", f"{what}.resources: give at least one, e.g. cpus(ml):2")
+        for role in sorted(resources.roles()):
+            if role in ("", "*"):
+                raise CallError(
+                    "INVALID_ARGUMENT",
+                    f"{what}.resources: every resource must name a role other than '*', "
+                    f"as in cpus(ml):2; got {resources}",
+                )
+            try:
+                check_role(role, f"{what}.resources")
+            except AllocatorError as e:
+                raise CallError("INVALID_ARGUMENT", str(e)) from None
+        for offer_id in sorted(agent.offers):
+            m._rescind(offer_id)
+        try:
+            m.allocator.handle((Unreserved if unreserve else Reserved)(agent_id, resources))
+        except AllocatorError as e:
+            raise CallError("FAILED_PRECONDITION", str(e)) from None
+        agent.dynamic_reserved = (
+            agent.dynamic_reserved.subtract_clamped(resources)
+            if unreserve
+            else agent.dynamic_reserved + resources
+        )
+        self.record_maintenance(agent)
+        event = "resources.unreserved" if unreserve else "resources.reserved"
+        m.log.info(event, agent_id=agent_id, resources=resources.format(), by="operator")
+        m.allocate_soon()
 
     def drain_agent(self, agent_id: str, draining: bool = True) -> None:
         """Maintenance: a draining agent keeps its tasks and offers nothing."""

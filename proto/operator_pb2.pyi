@@ -256,6 +256,20 @@ class DrainAgentResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class ReserveResourcesRequest(_message.Message):
+    __slots__ = ("agent_id", "resources", "unreserve")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    UNRESERVE_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    resources: _containers.RepeatedCompositeFieldContainer[_messages_pb2.Resource]
+    unreserve: bool
+    def __init__(self, agent_id: _Optional[str] = ..., resources: _Optional[_Iterable[_Union[_messages_pb2.Resource, _Mapping]]] = ..., unreserve: _Optional[bool] = ...) -> None: ...
+
+class ReserveResourcesResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class GetUsageRequest(_message.Message):
     __slots__ = ("agent_id", "framework_id", "task_id")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]

@@ -94,6 +94,11 @@ class OperatorStub:
                 request_serializer=corral_dot_proto_dot_operator__pb2.DrainAgentRequest.SerializeToString,
                 response_deserializer=corral_dot_proto_dot_operator__pb2.DrainAgentResponse.FromString,
                 _registered_method=True)
+        self.ReserveResources = channel.unary_unary(
+                '/corral.v1.Operator/ReserveResources',
+                request_serializer=corral_dot_proto_dot_operator__pb2.ReserveResourcesRequest.SerializeToString,
+                response_deserializer=corral_dot_proto_dot_operator__pb2.ReserveResourcesResponse.FromString,
+                _registered_method=True)
         self.GetUsage = channel.unary_unary(
                 '/corral.v1.Operator/GetUsage',
                 request_serializer=corral_dot_proto_dot_operator__pb2.GetUsageRequest.SerializeToString,
@@ -177,6 +182,12 @@ class OperatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReserveResources(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetUsage(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -245,6 +256,11 @@ def add_OperatorServicer_to_server(servicer, server):
                     servicer.DrainAgent,
                     request_deserializer=corral_dot_proto_dot_operator__pb2.DrainAgentRequest.FromString,
                     response_serializer=corral_dot_proto_dot_operator__pb2.DrainAgentResponse.SerializeToString,
+            ),
+            'ReserveResources': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReserveResources,
+                    request_deserializer=corral_dot_proto_dot_operator__pb2.ReserveResourcesRequest.FromString,
+                    response_serializer=corral_dot_proto_dot_operator__pb2.ReserveResourcesResponse.SerializeToString,
             ),
             'GetUsage': grpc.unary_unary_rpc_method_handler(
                     servicer.GetUsage,
@@ -576,6 +592,33 @@ class Operator:
             '/corral.v1.Operator/DrainAgent',
             corral_dot_proto_dot_operator__pb2.DrainAgentRequest.SerializeToString,
             corral_dot_proto_dot_operator__pb2.DrainAgentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReserveResources(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corral.v1.Operator/ReserveResources',
+            corral_dot_proto_dot_operator__pb2.ReserveResourcesRequest.SerializeToString,
+            corral_dot_proto_dot_operator__pb2.ReserveResourcesResponse.FromString,
             options,
             channel_credentials,
             insecure,

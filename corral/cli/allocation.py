@@ -18,11 +18,11 @@ import click
 from rich.table import Table
 
 from corral.cli.discovery import resolve_master
-from corral.cli.main import _client_logging, console, handle_errors, master_option
+from corral.cli.main import _client_logging, console, fail, handle_errors, master_option
 from corral.cli.views import TIMEOUT_S, _stub
 from corral.codec import resources_from_proto, resources_to_proto
 from corral.proto import operator_pb2 as op
-from corral.resources import Resources
+from corral.resources import ResourceError, Resources
 
 
 def _print(*items: object) -> None:
@@ -186,3 +186,44 @@ def undrain(ctx: click.Context, master: str | None, agent_id: str) -> None:
         op.DrainAgentRequest(agent_id=agent_id, undo=True), timeout=TIMEOUT_S
     )
     _print(f"agent {agent_id} is back in service")
+
+
+def _reserve(ctx: click.Context, master: str | None, agent_id: str, spec: str, unreserve: bool) -> Resources:
+    _client_logging(ctx)
+    try:
+        resources = Resources.parse(spec)
+    except ResourceError as e:
+        fail(f"RESOURCES: {e}")
+    request = op.ReserveResourcesRequest(
+        agent_id=agent_id, resources=resources_to_proto(resources), unreserve=unreserve
+    )
+    _stub(resolve_master(master)).ReserveResources(request, timeout=TIMEOUT_S)
+    return resources
+
+
+@click.command()
+@master_option
+@click.argument("agent_id")
+@click.argument("resources", metavar="RESOURCES")
+@click.pass_context
+@handle_errors
+def reserve(ctx: click.Context, master: str | None, agent_id: str, resources: str) -> None:
+    """Reserve an agent's unreserved RESOURCES for roles, e.g. "cpus(ml):2;mem(ml):4096".
+
+    Only frameworks of that role (or its sub-roles) are offered them; a new
+    leading master keeps the reservation.
+    """
+    done = _reserve(ctx, master, agent_id, resources, unreserve=False)
+    _print(f"reserved {done.format()} on agent {agent_id}")
+
+
+@click.command()
+@master_option
+@click.argument("agent_id")
+@click.argument("resources", metavar="RESOURCES")
+@click.pass_context
+@handle_errors
+def unreserve(ctx: click.Context, master: str | None, agent_id: str, resources: str) -> None:
+    """Give reserved RESOURCES of an agent back to every role, e.g. "cpus(ml):2"."""
+    done = _reserve(ctx, master, agent_id, resources, unreserve=True)
+    _print(f"unreserved {done.format()} on agent {agent_id}")

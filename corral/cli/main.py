@@ -735,6 +735,8 @@ def _register() -> None:
     cli.add_command(batch.job)
     cli.add_command(batch.cancel)
     cli.add_command(allocation.explain)
+    cli.add_command(allocation.reserve)
+    cli.add_command(allocation.unreserve)
     cli.add_command(allocation.roles)
     cli.add_command(allocation.weights)
     cli.add_command(allocation.quota)

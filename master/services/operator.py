@@ -247,6 +247,23 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
             await _fail(context, e)
         return op.DrainAgentResponse()
 
+    async def ReserveResources(
+        self, request: op.ReserveResourcesRequest, context: Ctx[object, object]
+    ) -> op.ReserveResourcesResponse:
+        master = await self.leadership.require(context)
+        if not authorize("", "reserve_resources", request.agent_id):
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not allowed to reserve resources")
+        try:
+            resources = resources_from_proto(request.resources, "resources")
+        except ResourceError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+            raise  # unreachable: abort raises
+        try:
+            master.reserve(request.agent_id, resources, request.unreserve)
+        except CallError as e:
+            await _fail(context, e)
+        return op.ReserveResourcesResponse()
+
     async def GetUsage(
         self, request: op.GetUsageRequest, context: Ctx[object, object]
     ) -> op.GetUsageResponse:

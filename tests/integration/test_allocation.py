@@ -224,3 +224,32 @@ async def test_quota_guarantee_and_bad_requests_through_the_operator_api(tmp_pat
         with pytest.raises(grpc.aio.AioRpcError, match="not known") as info:
             await _operator(address, "Explain", op.ExplainRequest(framework_id="nobody"))
         assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_an_operator_reserves_and_unreserves_through_the_cli(tmp_path: Path) -> None:
+    async with local_cluster(tmp_path, agents=1) as cluster:  # cpus:2;mem:2048
+        address = cluster.master_address
+        agent_id = cluster.agent_list[0].agent_id
+        code, out = await _cli(address, "reserve", agent_id, "cpus(ml):1;mem(ml):512")
+        assert code == 0, out
+        assert "reserved cpus(ml):1;mem(ml):512" in out
+        async with framework(address, name="ml-fw", role="ml") as (driver, rec):
+            offer = await rec.next_offer()
+            assert offer.resources.scalar("cpus", "ml") == 1000
+            driver.decline(offer, refuse_s=0)
+        code, out = await _cli(address, "reserve", agent_id, "cpus:1")
+        assert code != 0
+        assert "must name a role" in out
+        code, out = await _cli(address, "reserve", agent_id, "cpus(ml):64")
+        assert code != 0
+        assert "not there to reserve" in out
+        code, out = await _cli(address, "reserve", "no-such-agent", "cpus(ml):1")
+        assert code != 0
+        assert "'no-such-agent' is not known" in out
+        code, out = await _cli(address, "unreserve", agent_id, "cpus(ml):1;mem(ml):512")
+        assert code == 0, out
+        async with framework(address, name="any-fw") as (driver, rec):
+            offer = await rec.next_offer()
+            assert offer.resources.scalar("cpus", "ml") == 0
+            assert offer.resources.scalar("cpus") == 2000
+            driver.decline(offer, refuse_s=0)

@@ -203,3 +203,59 @@ def test_drain_marks_and_dynamic_reservations_are_recorded_and_a_new_leader_keep
     unreserve = Operation(type=Operation.UNRESERVE, unreserve=Operation.Unreserve(resources=items))
     master.accept(fw.framework_id, [offer.id], [unreserve], refuse_s=None)
     assert stub.registry.load().maintenance == {}
+
+
+def test_an_operator_reservation_is_offered_to_its_role_only_and_kept_by_a_new_leader() -> None:
+    master = Master(MasterConfig(), clock=Clock())
+    stub = _RegistryStub()
+    master.registry = stub  # type: ignore[assignment]
+    agent_id, _ = _agent(master, "a1")
+    ml_box: Outbox[object] = Outbox()
+    ml = master.subscribe(pb.FrameworkInfo(name="ml", roles=["ml"]), ml_box)
+    master.run_allocation()
+    assert _offers(ml_box)  # an outstanding offer: rescinded to make room
+    wanted = Resources.parse("cpus(ml):1;mem(ml):512")
+    master.reserve(agent_id, wanted)
+    assert master.allocator.agent_total(agent_id).scalar("cpus", "ml") == 1000
+    assert any(isinstance(e, scheduler_pb2.Event) and e.type == Event.RESCIND for e in drain(ml_box))
+    master.run_allocation()
+    (offer,) = _offers(ml_box)
+    assert any(r.role == "ml" and r.name == "cpus" for r in offer.resources)
+
+    # A framework of another role is never offered them.
+    other_box: Outbox[object] = Outbox()
+    master.decline(ml.framework_id, [offer.id], 3600.0)
+    master.subscribe(pb.FrameworkInfo(name="web", roles=["web"]), other_box)
+    master.run_allocation()
+    for o in _offers(other_box):
+        assert not any(r.role == "ml" for r in o.resources), o
+
+    successor = Master(MasterConfig(), clock=Clock())
+    successor.recover(stub.registry.load())
+    assert successor.allocator.agent_total(agent_id).scalar("cpus", "ml") == 1000
+
+    master.reserve(agent_id, wanted, unreserve=True)
+    assert master.allocator.agent_total(agent_id).scalar("cpus", "ml") == 0
+    assert stub.registry.load().maintenance == {}
+
+
+@pytest.mark.parametrize(
+    ("agent", "spec", "code", "words"),
+    [
+        ("nope", "cpus(ml):1", "NOT_FOUND", "not known"),
+        (None, "", "INVALID_ARGUMENT", "at least one"),
+        (None, "cpus:1", "INVALID_ARGUMENT", "must name a role"),
+        (None, "cpus(a/./b):1", "INVALID_ARGUMENT", "are not role names"),
+        (None, "cpus(ml):64", "FAILED_PRECONDITION", "not there to reserve"),
+    ],
+)
+def test_bad_operator_reservations_are_refused_naming_the_problem(
+    agent: str | None, spec: str, code: str, words: str
+) -> None:
+    master = Master(MasterConfig(), clock=Clock())
+    agent_id, _ = _agent(master, "a1")
+    with pytest.raises(CallError) as e:
+        master.reserve(agent or agent_id, Resources.parse(spec))
+    assert e.value.code == code
+    assert words in str(e.value)
+    assert master.allocator.agent_total(agent_id) == Resources.parse("cpus:2;mem:1024")
