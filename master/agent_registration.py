@@ -150,6 +150,8 @@ class AgentRegistration:
         self.master.allocator.handle(AgentActivated(agent.agent_id))
         if was_unreachable:
             self.master.liveness.returned(agent, tasks)
+        if agent.lost_tasks:
+            self.master.liveness.settle_lost(agent, tasks)
         self.master.log.info("agent.reregistered", agent_id=agent.agent_id, tasks=len(tasks))
 
     def _adopt_tasks(

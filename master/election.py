@@ -103,6 +103,8 @@ class ZooKeeperElection:
         self._loop = asyncio.get_running_loop()
         self.client.add_listener(self._state_listener)
         await self._connect()
+        if self._stopped:
+            return  # stopped while connecting: the client is closed
         await asyncio.to_thread(self.client.ensure_path, self.url.leader_dir)
         await self._contend()
 

@@ -162,14 +162,23 @@ class Liveness:
             restored += 1
             if fw is not None:
                 m._send_updates(fw, [m.reconciliation.reconciled(status)])
+        log.info("agent.reachable_again", agent_id=agent.agent_id, restored=restored, killed=killed)
+
+    def settle_lost(self, agent: AgentRecord, reported: list[pb.TaskStatus]) -> None:
+        """At every re-registration (not only the first after the partition: a
+        kill can be lost with a dropped stream or an agent restart): the
+        set-aside tasks the agent still runs are killed (again), those it no
+        longer reports give their resources back, and a terminal one is left
+        for its update (re-sent by the agent with its uuid) to release."""
+        by_key = {(s.framework_id, s.task_id): s for s in reported}
         for key, task in sorted(agent.lost_tasks.items()):
             status = by_key.get(key)
-            if status is None or is_terminal(status.state):
-                if status is None:  # it ended while away: nothing to wait for
-                    self.release_lost(agent, key)
-                continue  # else the agent re-sends its terminal update, which releases it
-            # It was told TASK_LOST and may have replaced the task.
-            killed += 1
+            if status is None:
+                self.release_lost(agent, key)  # it ended while away: nothing to wait for
+                continue
+            if is_terminal(status.state):
+                continue
+            # It was told TASK_LOST and may have been replaced.
             if agent.outbox is not None:
                 agent.outbox.send(
                     MasterMessage(
@@ -180,7 +189,7 @@ class Liveness:
                         )
                     )
                 )
-        log.info("agent.reachable_again", agent_id=agent.agent_id, restored=restored, killed=killed)
+            log.info("task.lost_killed", agent_id=agent.agent_id, framework_id=key[0], task_id=key[1])
 
     def release_lost(self, agent: AgentRecord, key: tuple[str, str]) -> None:
         """A set-aside task (see AgentRecord.lost_tasks) has ended: give its resources back."""

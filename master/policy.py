@@ -173,12 +173,12 @@ class AllocationPolicy:
     def restore_maintenance(self, agent: AgentRecord, record: operator_pb2.AgentMaintenance) -> None:
         """What an earlier leader recorded about an agent: before its tasks come back,
         so the resources they use are reserved again when they are adopted."""
+        if record.draining:  # first, and on its own: a refused reservation must not undo it
+            self.master.allocator.handle(AgentDraining(agent.agent_id, True))
         try:
             reserved = resources_from_proto(record.reservations)
             if reserved:
                 self.master.allocator.handle(Reserved(agent.agent_id, reserved))
                 agent.dynamic_reserved = reserved
-            if record.draining:
-                self.master.allocator.handle(AgentDraining(agent.agent_id, True))
         except (AllocatorError, ResourceError) as e:
             self.master.log.warning("registry.bad_maintenance", agent_id=agent.agent_id, error=str(e))

@@ -35,6 +35,14 @@ class Reconciliation:
         out: list[pb.TaskStatus] = []
         if not tasks:
             records = list(fw.tasks.values())
+            # Tasks set aside as lost while their agent is away (master/liveness.py)
+            # were told TASK_LOST once, perhaps to a disconnected framework: say it again.
+            records += [
+                t
+                for a in self.master.state.agents.values()
+                for (fw_id, _), t in sorted(a.lost_tasks.items())
+                if fw_id == framework_id
+            ]
             out = [self.reconciled(t.status) for t in records]
         recovering = self.master.clock() < self.master._recovered_at
         for task_id, agent_id in tasks:

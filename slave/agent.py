@@ -231,8 +231,9 @@ class Agent:
             await self.containerizer.detach()
         self.checkpoints.close()
         if self._trash_emptier is not None:
-            # A thread cannot be cancelled: let it finish (deletes are bounded by the trash).
-            await asyncio.gather(self._trash_emptier, return_exceptions=True)
+            # A thread cannot be cancelled: give it a moment; what it leaves, the
+            # next start deletes.
+            await asyncio.wait({self._trash_emptier}, timeout=5.0)
         for w in watchers:
             w.cancel()
         await asyncio.gather(*watchers, return_exceptions=True)
@@ -554,7 +555,9 @@ class Agent:
         """Holds the task's image layers from `corral image rm` until the container is destroyed."""
         return self.work_dir / "containers" / run.container_id / "layers"
 
-    def _container_config(self, run: TaskRun) -> ContainerConfig:
+    def _container_config(self, run: TaskRun, prepare: bool = True) -> ContainerConfig:
+        """The container a task runs in; ``prepare`` also makes its sandbox
+        (not for one re-attached after a restart: its sandbox is its own now)."""
         info = run.info
         wanted = resources_from_proto(info.resources)
         cmd = info.command
@@ -580,11 +583,13 @@ class Agent:
         mem_milli = wanted.scalar("mem") or self.total.scalar("mem")
         container = info.container
         user = None
-        work_dir_modes.make_sandbox(run.sandbox)
+        if prepare:
+            work_dir_modes.make_sandbox(run.sandbox)
         if container.HasField("uid"):
             user = (container.uid, container.gid if container.HasField("gid") else container.uid)
-            # The task must be able to write its own sandbox (stdout, files).
-            os.chown(run.sandbox, *user)
+            if prepare:
+                # The task must be able to write its own sandbox (stdout, files).
+                os.chown(run.sandbox, *user)
         isolation = Isolation(
             network="none" if container.network == pb.ContainerInfo.NONE else "host",
             hostname=container.hostname or None,
@@ -606,7 +611,7 @@ class Agent:
     def recovered_config(self, run: TaskRun) -> ContainerConfig | None:
         """The limits a re-attached task was launched with (None if its TaskInfo no longer parses)."""
         try:
-            return self._container_config(run)
+            return self._container_config(run, prepare=False)
         except (ResourceError, ValueError, OSError) as e:
             self.log.warning("task.recovered_without_limits", task_id=run.info.task_id, error=str(e))
             return None

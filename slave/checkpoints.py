@@ -87,7 +87,10 @@ def write_record(path: Path, data: dict[str, Any], *, durable: bool = False) -> 
         tmp.unlink(missing_ok=True)
         raise CheckpointWriteError(path, e) from e
     if durable:
-        _fsync_dir(path.parent)
+        try:
+            _fsync_dir(path.parent)
+        except OSError as e:
+            raise CheckpointWriteError(path, e) from e
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -311,8 +314,13 @@ class Checkpoints:
 
     # -- writing
     def save_agent(self, agent_id: str) -> None:
-        self.meta.mkdir(parents=True, exist_ok=True)
-        write_record(self.meta / "agent.json", {"agent_id": agent_id, "boot_id": boot_id()}, durable=True)
+        """Durably; raises CheckpointWriteError."""
+        path = self.meta / "agent.json"
+        try:
+            self.meta.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise CheckpointWriteError(path, e) from e
+        write_record(path, {"agent_id": agent_id, "boot_id": boot_id()}, durable=True)
 
     def forget_agent(self) -> None:
         """Start over as a new agent: no id, no tasks, no frameworks."""
@@ -379,8 +387,8 @@ class Checkpoints:
     def _open(self) -> tuple[int, int]:
         """The journal's fd (opened for appending) and its length up to the last whole event."""
         if self._fd < 0:
-            self.meta.mkdir(parents=True, exist_ok=True)
             try:
+                self.meta.mkdir(parents=True, exist_ok=True)
                 fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
             except OSError as e:
                 raise CheckpointWriteError(self.journal, e) from e

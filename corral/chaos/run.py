@@ -282,6 +282,20 @@ class ChaosRun:
         result.samples = len(self.samples)
 
     def _teardown(self, result: RunResult) -> None:
+        try:
+            self._stop_and_record(result)
+        finally:
+            # Whatever failed above, the cluster this run made goes.
+            state = self.state
+            if self.made_cluster and state is not None:
+                left = runner.down(state, keep_directory=self.options.keep_logs)
+                if left:
+                    problem = f"cluster {state.name} not fully removed: {'; '.join(left)}"
+                    result.error = result.error or problem
+                else:
+                    self.say(f"cluster {state.name} down; nothing left")
+
+    def _stop_and_record(self, result: RunResult) -> None:
         if self.observer is not None:
             self.observer.stop()
         result.faults = [
@@ -314,9 +328,3 @@ class ChaosRun:
             self.workload.stop()
             if not self.made_cluster and not self.options.keep_logs:
                 shutil.rmtree(self.workload.directory, ignore_errors=True)
-        if self.made_cluster:
-            left = runner.down(state, keep_directory=self.options.keep_logs)
-            if left:
-                result.error = result.error or f"cluster {state.name} not fully removed: {'; '.join(left)}"
-            else:
-                self.say(f"cluster {state.name} down; nothing left")

@@ -479,7 +479,10 @@ class BatchEngine(Scheduler):
         elif job.state == "CANCELLED":
             self._set_state(task, "CANCELLED", "cancelled")
         elif lost:
-            task.reschedules += 1
+            if status is not None:
+                # A launch lost with the engine's own restart (no status) costs
+                # nothing: the cap is for agents that keep losing the task.
+                task.reschedules += 1
             if task.reschedules > MAX_RESCHEDULES:
                 why = f"lost {task.reschedules} times to its agent or launch (limit {MAX_RESCHEDULES})"
                 self._set_state(task, "FAILED", f"{why}; last: {state.lower()}: {message}")

@@ -513,16 +513,20 @@ class Containerizer:
                 await asyncio.sleep(poll)
                 poll = min(poll * 2, _POLL_MAX_S)
                 attempt += 1
-                if attempt % _REFREEZE_EVERY == 0:
+                if attempt % _REFREEZE_EVERY == 0 and self.cgroups.version == "v1":
                     # A v1 freezer can stay FREEZING for good (a task caught in
                     # vfork or exec); thawing and freezing again unsticks it, as
-                    # runc does. Harmless on v2.
+                    # runc does. (v2 freezes reliably, if slowly: left alone.)
                     self.cgroups.set_frozen(c.cgroup, False)
                     await asyncio.sleep(_POLL_MIN_S)
                 self.cgroups.set_frozen(c.cgroup, True)
+            try:
+                # Kept on disk so a restarted agent leaves it paused (see recover).
+                (c.meta_dir / PAUSED_MARK).touch()
+            except OSError as e:
+                self.cgroups.set_frozen(c.cgroup, False)
+                raise ContainerError(f"container {container_id!r} cannot be paused: {e}") from e
             c.paused = True
-            # Kept on disk so a restarted agent leaves it paused (see recover).
-            (c.meta_dir / PAUSED_MARK).touch()
             log.info("container.paused", container_id=container_id)
 
     async def resume(self, container_id: str) -> None:

@@ -233,3 +233,37 @@ def test_after_a_failover_a_returning_duplicate_of_a_live_task_is_killed_not_ado
     assert task.agent_id == agents[0][0]
     assert not master.state.used_on_agent(other)
     assert _states(fw_box, "t0") == []
+
+
+def test_a_set_aside_task_is_killed_again_at_every_return_until_it_ends() -> None:
+    master, clock, agents, fw_id, _ = _cluster(aware=False)
+    _silence(master, clock, agents, 3.5)
+    away = agents[1][0]
+    record = master.state.agents[away]
+    running = pb.TaskStatus(task_id="t1", framework_id=fw_id, agent_id=away, state=pb.TASK_RUNNING)
+    for _ in range(2):  # the first kill is lost with the stream; it comes back still running
+        outbox: Outbox[object] = Outbox()
+        master.register_agent(record.info, record.total, [running], [], outbox)
+        kills = [
+            m for m in drain(outbox) if isinstance(m, agent_pb2.MasterMessage) and m.HasField("kill_task")
+        ]
+        assert [m.kill_task.task_id for m in kills] == ["t1"]
+        master.agent_disconnected(away, outbox)
+    # Back once more without it (it ended while away): its resources return.
+    master.register_agent(record.info, record.total, [], [], Outbox())
+    assert not record.lost_tasks
+    assert not master.state.used_on_agent(away)
+
+
+def test_implicit_reconciliation_repeats_lost_for_set_aside_tasks() -> None:
+    master, clock, agents, fw_id, fw_box = _cluster(aware=False)
+    _silence(master, clock, agents, 3.5)
+    drain(fw_box)  # as if the framework missed the TASK_LOST (it was disconnected)
+    master.reconcile(fw_id, [])
+    told = {}
+    for e in drain(fw_box):
+        if isinstance(e, Event) and e.type == Event.UPDATE:
+            for u in [e.update] if e.HasField("update") else list(e.updates):
+                told[u.status.task_id] = u.status.state
+    assert told["t1"] == pb.TASK_LOST
+    assert told["t0"] == pb.TASK_RUNNING
