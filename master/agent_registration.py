@@ -22,6 +22,7 @@ from corral.master.allocator.events import (
     FrameworkDeactivated,
     ResourcesUsed,
 )
+from corral.master.liveness import partition_aware
 from corral.master.registry import AGENTS
 from corral.master.state import AgentRecord, FrameworkRecord, Outbox, TaskRecord
 from corral.proto import agent_pb2
@@ -144,12 +145,13 @@ class AgentRegistration:
             if (t.framework_id, t.task_id) not in agent.tasks
             and (t.framework_id, t.task_id) not in agent.lost_tasks
         ]
-        used = self._adopt_tasks(agent, new, frameworks, task_infos)
+        used = self._adopt_tasks(agent, new, frameworks, task_infos, unreachable=was_unreachable)
         for fw_id, res in used.items():
             self.master.allocator.handle(ResourcesUsed(fw_id, agent.agent_id, res))
         self.master.allocator.handle(AgentActivated(agent.agent_id))
         if was_unreachable:
             self.master.liveness.returned(agent, tasks)
+            self.master.policy.record_maintenance(agent)  # no longer unreachable
         if agent.lost_tasks:
             self.master.liveness.settle_lost(agent, tasks)
         self.master.log.info("agent.reregistered", agent_id=agent.agent_id, tasks=len(tasks))
@@ -160,10 +162,14 @@ class AgentRegistration:
         tasks: list[pb.TaskStatus],
         frameworks: list[pb.FrameworkInfo],
         task_infos: list[pb.TaskInfo],
+        unreachable: bool = False,
     ) -> dict[str, Resources]:
         """Take over tasks an agent reports that this master does not know
         (it restarted). Their frameworks are re-created, disconnected, so they
-        can re-subscribe with the same id."""
+        can re-subscribe with the same id. ``unreachable``: the agent was
+        marked so before this master led (the registry says), and frameworks
+        that are not partition-aware were told its tasks were LOST: those are
+        set aside and killed, not adopted (see master/liveness.py)."""
         infos = {f.id: f for f in frameworks}
         by_task = {(t.task_id): t for t in task_infos}
         used: dict[str, Resources] = {}
@@ -187,6 +193,9 @@ class AgentRegistration:
                 self.master.state.frameworks[fw.framework_id] = fw
                 self.master._add_known_framework(fw.framework_id, fw_info)
                 self.master.allocator.handle(FrameworkDeactivated(fw.framework_id))
+            if unreachable and not partition_aware(fw):
+                self._set_aside(agent, fw, status, by_task.get(status.task_id), used)
+                continue
             known = fw.tasks.get(status.task_id)
             if known is not None:
                 if known.agent_id != agent.agent_id and not is_terminal(status.state) and agent.outbox:
@@ -231,6 +240,33 @@ class AgentRegistration:
             # never heard of this master) learns it is back, as Mesos does.
             self.master._send_updates(fw, [self.master.reconciliation.reconciled(status)])
         return {k: v for k, v in used.items() if v}
+
+    def _set_aside(
+        self,
+        agent: AgentRecord,
+        fw: FrameworkRecord,
+        status: pb.TaskStatus,
+        info: pb.TaskInfo | None,
+        used: dict[str, Resources],
+    ) -> None:
+        """A task its framework was told was LOST, reported by its returning agent
+        to a master that never knew it: held apart until it ends (settle_lost kills it)."""
+        info = info or pb.TaskInfo(task_id=status.task_id, name=status.task_id)
+        info.agent_id = agent.agent_id
+        terminal = is_terminal(status.state)
+        try:
+            resources = Resources() if terminal else resources_from_proto(info.resources)
+        except ResourceError:
+            resources = Resources()
+        shown = pb.TaskStatus()
+        shown.CopyFrom(status)
+        shown.state = pb.TASK_UNREACHABLE  # reconciliation answers LOST, as it was told
+        record = TaskRecord(
+            status.task_id, fw.framework_id, agent.agent_id, info, resources, shown, self.master.clock()
+        )
+        agent.lost_tasks[(fw.framework_id, status.task_id)] = record
+        if resources:
+            used[fw.framework_id] = used.get(fw.framework_id, Resources()) + resources
 
     def _dead_frameworks(self, tasks: list[pb.TaskStatus]) -> set[str]:
         """Frameworks of reported tasks that were torn down (or are being):

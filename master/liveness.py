@@ -106,6 +106,7 @@ class Liveness:
         agent.unreachable_since = now
         self.marked_at.append(now)
         m.counters.agents_marked_unreachable += 1
+        m.policy.record_maintenance(agent)  # a new leader must know (see AgentMaintenance)
         message = f"agent {agent.agent_id} stopped answering (silent for more than {silent_s:g}s)"
         for fw_id, task_id in sorted(agent.tasks):
             task = m.state.task(fw_id, task_id)

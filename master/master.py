@@ -199,9 +199,10 @@ class Master:
         for agent in self.state.agents.values():
             if agent.reregister_deadline is not None and now >= agent.reregister_deadline:
                 agent.reregister_deadline = None
-                if not agent.connected:
+                if not agent.connected and not agent.unreachable:
                     agent.unreachable = True
                     agent.unreachable_since = now
+                    self.policy.record_maintenance(agent)
                     self.log.warning(
                         "agent.unreachable",
                         agent_id=agent.agent_id,

@@ -158,21 +158,30 @@ class AllocationPolicy:
             self.master._record(ROLES, role_key(role), summary.SerializeToString())
 
     def record_maintenance(self, agent: AgentRecord) -> None:
-        """Persist an agent's drain mark and dynamic reservations (none: no record)."""
+        """Persist an agent's drain mark, dynamic reservations and unreachable
+        mark (none of them: no record)."""
         draining = self.master.allocator.has_agent(agent.agent_id) and self.master.allocator.draining(
             agent.agent_id
         )
-        if not draining and not agent.dynamic_reserved:
+        since = agent.unreachable_since if agent.unreachable and not agent.gone else 0.0
+        if not draining and not agent.dynamic_reserved and not since:
             self.master._record(MAINTENANCE, agent.agent_id, None)
             return
         record = operator_pb2.AgentMaintenance(
-            draining=draining, reservations=resources_to_proto(agent.dynamic_reserved)
+            draining=draining,
+            reservations=resources_to_proto(agent.dynamic_reserved),
+            unreachable_since=since,
         )
         self.master._record(MAINTENANCE, agent.agent_id, record.SerializeToString())
 
     def restore_maintenance(self, agent: AgentRecord, record: operator_pb2.AgentMaintenance) -> None:
         """What an earlier leader recorded about an agent: before its tasks come back,
         so the resources they use are reserved again when they are adopted."""
+        if record.unreachable_since > 0:
+            # Its frameworks were told (UNREACHABLE or LOST): it returns as an
+            # unreachable agent does (master/liveness.py), and is gone on time.
+            agent.unreachable = True
+            agent.unreachable_since = record.unreachable_since
         if record.draining:  # first, and on its own: a refused reservation must not undo it
             self.master.allocator.handle(AgentDraining(agent.agent_id, True))
         try:

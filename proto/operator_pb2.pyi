@@ -289,9 +289,11 @@ class GetUsageResponse(_message.Message):
     def __init__(self, usages: _Optional[_Iterable[_Union[_messages_pb2.TaskUsage, _Mapping]]] = ..., errors: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AgentMaintenance(_message.Message):
-    __slots__ = ("draining", "reservations")
+    __slots__ = ("draining", "reservations", "unreachable_since")
     DRAINING_FIELD_NUMBER: _ClassVar[int]
     RESERVATIONS_FIELD_NUMBER: _ClassVar[int]
+    UNREACHABLE_SINCE_FIELD_NUMBER: _ClassVar[int]
     draining: bool
     reservations: _containers.RepeatedCompositeFieldContainer[_messages_pb2.Resource]
-    def __init__(self, draining: _Optional[bool] = ..., reservations: _Optional[_Iterable[_Union[_messages_pb2.Resource, _Mapping]]] = ...) -> None: ...
+    unreachable_since: float
+    def __init__(self, draining: _Optional[bool] = ..., reservations: _Optional[_Iterable[_Union[_messages_pb2.Resource, _Mapping]]] = ..., unreachable_since: _Optional[float] = ...) -> None: ...

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from test_master_core import Clock, _agent, _launch, _offers, drain
+from test_master_core import Clock, _agent, _launch, _offers, _RegistryStub, drain
 
+from corral.codec import resources_from_proto
 from corral.master.liveness import unreachable_budget
 from corral.master.master import Master, MasterConfig
 from corral.master.state import Outbox
@@ -57,9 +58,12 @@ def _states(box: Outbox[object], task_id: str) -> list[int]:
     return out
 
 
-def _cluster(aware: bool) -> tuple[Master, Clock, list[tuple[str, Outbox[object]]], str, Outbox[object]]:
+def _cluster(
+    aware: bool, registry: object = None
+) -> tuple[Master, Clock, list[tuple[str, Outbox[object]]], str, Outbox[object]]:
     clock = Clock()
     master = Master(CONFIG, clock=clock)
+    master.registry = registry  # type: ignore[assignment]
     agents = [_agent(master, f"a{i}") for i in range(4)]
     fw_box: Outbox[object] = Outbox()
     caps = [pb.FrameworkInfo.PARTITION_AWARE] if aware else []
@@ -267,3 +271,46 @@ def test_implicit_reconciliation_repeats_lost_for_set_aside_tasks() -> None:
                 told[u.status.task_id] = u.status.state
     assert told["t1"] == pb.TASK_LOST
     assert told["t0"] == pb.TASK_RUNNING
+
+
+def test_the_unreachable_mark_survives_a_failover_and_the_stale_copy_is_killed_whoever_returns_first() -> (
+    None
+):
+    stub = _RegistryStub()
+    master, clock, agents, fw_id, fw_box = _cluster(aware=False, registry=stub)
+    _silence(master, clock, agents, 3.5)  # a1 and a2 unreachable; t1 and t2 told LOST
+    drain(fw_box)
+    master.run_allocation()
+    offer = next(o for o in _offers(fw_box) if o.agent_id == agents[0][0])
+    _launch(master, fw_id, offer, "t1")  # the replacement, on a0
+    state = stub.registry.load()
+    stale, fresh = agents[1][0], agents[0][0]
+    assert state.maintenance[stale].unreachable_since > 0
+
+    successor = Master(CONFIG, clock=clock)  # the old leader died; this one knows only the registry
+    successor.recover(state)
+    fw_info = state.frameworks[fw_id]
+
+    def comes_back(agent_id: str, tasks: list[str]) -> list[str]:
+        info = state.agents[agent_id]
+        reported = [
+            pb.TaskStatus(task_id=t, framework_id=fw_id, agent_id=agent_id, state=pb.TASK_RUNNING)
+            for t in tasks
+        ]
+        box: Outbox[object] = Outbox()
+        successor.register_agent(info, resources_from_proto(info.resources), reported, [fw_info], box)
+        sent = [m for m in drain(box) if isinstance(m, agent_pb2.MasterMessage)]
+        return [m.kill_task.task_id for m in sent if m.HasField("kill_task")]
+
+    assert comes_back(stale, ["t1"]) == ["t1"]  # first back, and still killed: not adopted
+    assert successor.state.task(fw_id, "t1") is None
+    assert comes_back(fresh, ["t0", "t1"]) == []  # the replacement is adopted, untouched
+    task = successor.state.task(fw_id, "t1")
+    assert task is not None
+    assert task.agent_id == fresh
+    # The stale copy's end is acknowledged for the framework and frees its resources.
+    killed = pb.TaskStatus(task_id="t1", framework_id=fw_id, agent_id=stale, state=pb.TASK_KILLED, uuid=b"k")
+    successor.agent_status_updates(stale, [killed])
+    assert not successor.state.agents[stale].lost_tasks
+    assert not successor.state.used_on_agent(stale)
+    assert task.status.state == pb.TASK_RUNNING
