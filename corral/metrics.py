@@ -11,7 +11,8 @@ cycles and their time). The format is Prometheus' text exposition format
     corral_master_tasks{state="RUNNING"} 3
 
 The server is the standard library's asyncio streams: one ``GET /metrics``
-(and ``GET /health``) per connection, requests bounded in size and time.
+(and ``GET /health``) per connection, requests bounded in size and time,
+at most 32 connections at once (more are dropped).
 Start it with ``--metrics-listen HOST:PORT`` on ``corral master`` and
 ``corral agent``.
 """
@@ -19,7 +20,6 @@ Start it with ``--metrics-listen HOST:PORT`` on ``corral master`` and
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -30,6 +30,7 @@ log = structlog.get_logger(__name__)
 
 _MAX_REQUEST_BYTES = 8192
 _REQUEST_TIMEOUT_S = 5.0
+_MAX_CONNECTIONS = 32
 
 
 @dataclass
@@ -85,6 +86,7 @@ class MetricsServer:
         self.collect = collect
         self.address = ""
         self._server: asyncio.Server | None = None
+        self._open = 0
 
     async def start(self) -> str:
         host, _, port = self.listen.rpartition(":")
@@ -105,6 +107,18 @@ class MetricsServer:
             self._server = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._open >= _MAX_CONNECTIONS:
+            # Scrapers need one connection; many slow ones must not take the
+            # process's file descriptors.
+            writer.transport.abort()
+            return
+        self._open += 1
+        try:
+            await self._serve_one(reader, writer)
+        finally:
+            self._open -= 1
+
+    async def _serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             async with asyncio.timeout(_REQUEST_TIMEOUT_S):
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -121,13 +135,14 @@ class MetricsServer:
             f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode()
             + data
         )
-        with contextlib.suppress(ConnectionError, TimeoutError):
+        try:
             async with asyncio.timeout(_REQUEST_TIMEOUT_S):
                 await writer.drain()
-        writer.close()
-        with contextlib.suppress(ConnectionError, TimeoutError):
+            writer.close()
             async with asyncio.timeout(_REQUEST_TIMEOUT_S):
                 await writer.wait_closed()
+        except (ConnectionError, TimeoutError):
+            writer.transport.abort()  # a client that does not read: drop what is buffered
 
     def _answer(self, head: bytes) -> tuple[str, str]:
         if len(head) > _MAX_REQUEST_BYTES:

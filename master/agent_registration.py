@@ -15,11 +15,13 @@ from typing import TYPE_CHECKING
 
 from corral.codec import is_terminal, resources_from_proto
 from corral.errors import CallError
+from corral.master.allocator import AllocatorError
 from corral.master.allocator.events import (
     AgentActivated,
     AgentAdded,
     AgentUpdated,
     FrameworkDeactivated,
+    Reserved,
     ResourcesUsed,
 )
 from corral.master.liveness import partition_aware
@@ -127,6 +129,20 @@ class AgentRegistration:
             )
             agent.total = total
             self.master.allocator.handle(AgentUpdated(agent.agent_id, total))
+            if agent.dynamic_reserved:
+                # Its new total is unreserved: reserve again what was (Mesos
+                # keeps them on the agent); what no longer fits is dropped, said.
+                try:
+                    self.master.allocator.handle(Reserved(agent.agent_id, agent.dynamic_reserved))
+                except AllocatorError as e:
+                    self.master.log.warning(
+                        "agent.reservations_dropped",
+                        agent_id=agent.agent_id,
+                        reservations=agent.dynamic_reserved.format(),
+                        error=str(e),
+                    )
+                    agent.dynamic_reserved = Resources()
+                    self.master.policy.record_maintenance(agent)
         reported = {(t.framework_id, t.task_id) for t in tasks}
         # Tasks the master believes run there but the agent no longer has
         # ended while nobody watched: say so rather than let them vanish.

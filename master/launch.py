@@ -231,6 +231,8 @@ class Launcher:
             offer = self.master.state.offers[offer_id]
             available = available + offer.resources
             roles.add(offer.role)
+        agent = self.master.state.agents[self.master.state.offers[offer_ids[0]].agent_id]
+        dynamic = agent.dynamic_reserved
         for i, op in ops:
             unreserve = op.type == scheduler_pb2.Operation.UNRESERVE
             where = f"accept.operations[{i}].{'unreserve' if unreserve else 'reserve'}.resources"
@@ -254,6 +256,14 @@ class Launcher:
             needed = res if unreserve else res.unreserved()
             if not available.contains(needed):
                 return f"{where}: {needed} is not in the offer (it has {available})", []
+            if unreserve:
+                if not dynamic.contains(res):
+                    return (
+                        f"{where}: {res} is not dynamically reserved there; a static "
+                        "reservation (the agent's --resources) cannot be unreserved",
+                        [],
+                    )
+                dynamic = dynamic.subtract_clamped(res)
             converted = res.unreserved() if unreserve else res
             available = available.subtract_clamped(needed) + converted
             conversions.append((res, unreserve))

@@ -98,6 +98,13 @@ class AllocationPolicy:
                 check_role(role, f"{what}.resources")
             except AllocatorError as e:
                 raise CallError("INVALID_ARGUMENT", str(e)) from None
+        if unreserve and not agent.dynamic_reserved.contains(resources):
+            raise CallError(
+                "FAILED_PRECONDITION",
+                f"unreserve.resources: {resources} is not dynamically reserved on agent {agent_id} "
+                f"(dynamic reservations: {agent.dynamic_reserved or 'none'}); a static reservation "
+                "(the agent's --resources) cannot be unreserved",
+            )
         for offer_id in sorted(agent.offers):
             m._rescind(offer_id)
         try:

@@ -12,7 +12,7 @@ import pytest
 from corral import __version__
 from corral.frameworks import Task, TaskState
 from corral.master.server import MasterServer
-from corral.metrics import MetricsServer
+from corral.metrics import Metric, MetricsServer
 from corral.resources import Resources
 from corral.slave import metrics as agent_metrics
 from corral.slave.agent import Agent, AgentConfig
@@ -137,3 +137,23 @@ async def test_garbage_and_oversized_requests_are_refused() -> None:
             )
     finally:
         await server.stop()
+
+
+async def test_idle_connections_are_capped_and_scrapes_work_once_they_go() -> None:
+    server = MetricsServer("127.0.0.1:0", lambda: [Metric("up", "Up.").add(1)])
+    await server.start()
+    host, port = server.address.rsplit(":", 1)
+    idle = []
+    try:
+        for _ in range(40):  # send nothing: each would hold a slot for the request timeout
+            idle.append(await asyncio.open_connection(host, int(port)))
+        await asyncio.sleep(0.2)
+        assert server._open <= 32
+    finally:
+        for _, writer in idle:
+            writer.close()
+    await eventually(lambda: server._open == 0, 10, "the idle connections to go")
+    status, text = await asyncio.to_thread(_get, f"http://{server.address}/metrics")
+    assert status == 200
+    assert "up 1" in text
+    await server.stop()

@@ -259,3 +259,21 @@ def test_bad_operator_reservations_are_refused_naming_the_problem(
     assert e.value.code == code
     assert words in str(e.value)
     assert master.allocator.agent_total(agent_id) == Resources.parse("cpus:2;mem:1024")
+
+
+def test_only_dynamic_reservations_can_be_unreserved_and_they_survive_a_new_total() -> None:
+    master = Master(MasterConfig(), clock=Clock())
+    agent_id, _ = _agent(master, "a1")
+    with pytest.raises(CallError, match="not dynamically reserved") as e:
+        master.reserve(agent_id, Resources.parse("cpus(ml):1"), unreserve=True)
+    assert e.value.code == "FAILED_PRECONDITION"
+    master.reserve(agent_id, Resources.parse("cpus(ml):1"))
+    # The agent restarts with more CPUs: the reservation is made again on the new total.
+    record = master.state.agents[agent_id]
+    bigger = Resources.parse("cpus:3;mem:1024")
+    info = pb.AgentInfo(id=agent_id, hostname="a1", resources=resources_to_proto(bigger))
+    master.register_agent(info, bigger, [], [], Outbox())
+    total = master.allocator.agent_total(agent_id)
+    assert total.scalar("cpus", "ml") == 1000
+    assert total.scalar("cpus") == 3000
+    assert record.dynamic_reserved == Resources.parse("cpus(ml):1")
