@@ -228,15 +228,10 @@ class AgentRegistration:
                         )
                     )
                 continue
-            info = by_task.get(status.task_id) or pb.TaskInfo(task_id=status.task_id, name=status.task_id)
-            info.agent_id = agent.agent_id
+            # A task that ended while no master watched holds nothing, but is
+            # adopted so its final update still reaches its framework.
+            info, resources = _reported(agent, status, by_task.get(status.task_id))
             terminal = is_terminal(status.state)
-            try:
-                # A task that ended while no master watched holds nothing, but
-                # is adopted so its final update still reaches its framework.
-                resources = Resources() if terminal else resources_from_proto(info.resources)
-            except ResourceError:
-                resources = Resources()
             record = TaskRecord(
                 status.task_id,
                 fw.framework_id,
@@ -267,13 +262,7 @@ class AgentRegistration:
     ) -> None:
         """A task its framework was told was LOST, reported by its returning agent
         to a master that never knew it: held apart until it ends (settle_lost kills it)."""
-        info = info or pb.TaskInfo(task_id=status.task_id, name=status.task_id)
-        info.agent_id = agent.agent_id
-        terminal = is_terminal(status.state)
-        try:
-            resources = Resources() if terminal else resources_from_proto(info.resources)
-        except ResourceError:
-            resources = Resources()
+        info, resources = _reported(agent, status, info)
         shown = pb.TaskStatus()
         shown.CopyFrom(status)
         shown.state = pb.TASK_UNREACHABLE  # reconciliation answers LOST, as it was told
@@ -305,3 +294,18 @@ class AgentRegistration:
             agent.outbox.send(
                 MasterMessage(shutdown_framework=MasterMessage.ShutdownFramework(framework_id=framework_id))
             )
+
+
+def _reported(
+    agent: AgentRecord, status: pb.TaskStatus, info: pb.TaskInfo | None
+) -> tuple[pb.TaskInfo, Resources]:
+    """The TaskInfo an agent reported for a task (a stub if none) and what the
+    task holds there (nothing once it has ended, or if its resources are unreadable)."""
+    info = info or pb.TaskInfo(task_id=status.task_id, name=status.task_id)
+    info.agent_id = agent.agent_id
+    if is_terminal(status.state):
+        return info, Resources()
+    try:
+        return info, resources_from_proto(info.resources)
+    except ResourceError:
+        return info, Resources()
