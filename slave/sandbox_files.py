@@ -1,12 +1,9 @@
 """Reading a file from a task's sandbox on an operator's behalf, safely.
 
-The task owns its sandbox and may change it while the agent (root) reads: a
-path checked first and opened afterwards can be swapped for a symlink to
-``/etc`` in between. So the path is walked one component at a time from a
-directory descriptor of the sandbox, each step opened with ``O_NOFOLLOW``
-(``O_DIRECTORY`` for the directories): no symlink is followed anywhere, and the
+The task owns its sandbox and may change it while the agent (root) reads, so
+the file is opened with slave/beneath.py (no symlink followed anywhere): the
 file opened is the one inside the sandbox whatever the task does meanwhile.
-FIFOs and devices are refused without blocking (``O_NONBLOCK``, regular files only).
+FIFOs and devices are refused without blocking (regular files only).
 """
 
 from __future__ import annotations
@@ -16,26 +13,13 @@ import os
 import stat
 from pathlib import Path
 
+from corral.slave.beneath import open_beneath
+
 MAX_READ = 1 << 20
 
 
 class SandboxFileError(Exception):
     """The file cannot be read; the message names the path and why."""
-
-
-def _open_beneath(root: Path, parts: list[str]) -> int:
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        for i, part in enumerate(parts):
-            last = i == len(parts) - 1
-            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_NONBLOCK if last else os.O_DIRECTORY)
-            child = os.open(part, flags, dir_fd=fd)
-            os.close(fd)
-            fd = child
-        return fd
-    except BaseException:
-        os.close(fd)
-        raise
 
 
 def read(sandbox: Path, name: str, offset: int, length: int) -> tuple[bytes, int]:
@@ -48,7 +32,11 @@ def read(sandbox: Path, name: str, offset: int, length: int) -> tuple[bytes, int
     if "\0" in name or name.startswith("/") or ".." in parts or not parts:
         raise SandboxFileError(f"path {name!r}: must be a relative path inside the sandbox")
     try:
-        fd = _open_beneath(sandbox, parts)
+        root = os.open(sandbox, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fd = open_beneath(root, parts)
+        finally:
+            os.close(root)
     except FileNotFoundError:
         raise SandboxFileError(f"path {name!r}: no such file in the sandbox") from None
     except OSError as e:

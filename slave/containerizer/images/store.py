@@ -48,6 +48,7 @@ from typing import IO, Any
 
 import structlog
 
+from corral.slave.beneath import open_beneath
 from corral.slave.containerizer.images.errors import ImageError
 from corral.slave.containerizer.images.formats import ImageConfig, LayerRef, normal_member, read_manifest
 from corral.slave.containerizer.images.unpack import unpack_layer
@@ -475,23 +476,18 @@ def _open_beneath(top: Path, parts: tuple[str, ...], image: str) -> IO[bytes]:
     except OSError as e:
         raise ImageError(f"image {image!r}: the import directory {top} is unusable: {e.strerror}") from None
     try:
-        for i, part in enumerate(parts):
-            last = i == len(parts) - 1
-            flags = os.O_NOFOLLOW | os.O_CLOEXEC
-            # O_NONBLOCK: opening a FIFO must not wait for a writer.
-            flags |= os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY if last else os.O_PATH | os.O_DIRECTORY
-            try:
-                nfd = os.open(part, flags, dir_fd=fd)
-            except FileNotFoundError:
-                raise ImageError(f"{image}: no such image file") from None
-            except OSError as e:
-                if e.errno in (errno.ELOOP, errno.ENOTDIR):
-                    raise ImageError(
-                        f"image {image!r}: a tarball path must not go through a symlink (or a non-directory)"
-                    ) from None
-                raise ImageError(f"image {image!r}: cannot open it: {e.strerror}") from None
-            os.close(fd)
-            fd = nfd
+        try:
+            nfd = open_beneath(fd, parts)
+        except FileNotFoundError:
+            raise ImageError(f"{image}: no such image file") from None
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise ImageError(
+                    f"image {image!r}: a tarball path must not go through a symlink (or a non-directory)"
+                ) from None
+            raise ImageError(f"image {image!r}: cannot open it: {e.strerror}") from None
+        os.close(fd)
+        fd = nfd
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise ImageError(f"image {image!r}: not a regular file")
         os.set_blocking(fd, True)
