@@ -50,7 +50,7 @@ from corral.proto import operator_pb2, operator_pb2_grpc
 from corral.resources import Resources
 from corral.slave.agent import Agent, AgentConfig
 from corral.slave.containerizer import Termination
-from corral.testing import corral_command, terminate
+from corral.testing import corral_command, listening, terminate
 from corral.testing_zookeeper import free_port
 
 TASK = Resources.of(cpus=0.01, mem=8)
@@ -273,7 +273,7 @@ async def update_throughput(m: int, work: Path) -> dict[str, float]:
     sched.pending = [Task(f"u{i}", "true", TASK) for i in range(m)]
     driver = SchedulerDriver(sched, name="bench-updates", master=address, failover_timeout_s=60)
     try:
-        await wait_for_port(address)
+        await listening(address, 10.0)
         await agent.start()
         await wait(agent.registered.is_set, 30, "agent registration")
         runner = asyncio.create_task(driver.run())
@@ -298,19 +298,6 @@ async def update_throughput(m: int, work: Path) -> dict[str, float]:
         "elapsed_s": round(elapsed, 2),
         "updates_per_s": round(3 * m / elapsed, 1),
     }
-
-
-async def wait_for_port(address: str) -> None:
-    host, port = address.rsplit(":", 1)
-    for _ in range(200):
-        try:
-            _, writer = await asyncio.open_connection(host, int(port))
-        except OSError:
-            await asyncio.sleep(0.05)
-            continue
-        writer.close()
-        return
-    raise TimeoutError(f"nothing listens on {address}")
 
 
 async def main(args: argparse.Namespace) -> dict[str, object]:

@@ -242,6 +242,21 @@ async def framework(
         await tear_down(driver, runner)
 
 
+async def listening(address: str, timeout_s: float = 30.0) -> None:
+    """Wait until something accepts connections at ``HOST:PORT`` (a master
+    process starting up, slowly on a busy host); TimeoutError after ``timeout_s``."""
+    host, port = address.rsplit(":", 1)
+    async with asyncio.timeout(timeout_s):
+        while True:
+            try:
+                _, writer = await asyncio.open_connection(host, int(port))
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            return
+
+
 async def eventually(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     """Poll ``predicate`` until it holds; fail naming ``what`` after ``timeout`` s.
 

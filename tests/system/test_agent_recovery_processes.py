@@ -19,7 +19,7 @@ import pytest
 
 from corral.frameworks import SchedulerDriver, Task, TaskState
 from corral.resources import Resources
-from corral.testing import RecordingScheduler, corral_command, eventually, framework, terminate
+from corral.testing import RecordingScheduler, corral_command, eventually, framework, listening, terminate
 from corral.testing_zookeeper import free_port
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -132,20 +132,6 @@ def sandbox(work_dir: Path, task_id: str) -> Path:
 
 async def launch_first(driver: SchedulerDriver, rec: RecordingScheduler, tasks: list[Task]) -> None:
     driver.launch(await rec.next_offer(timeout=30), tasks)
-
-
-async def listening(address: str, timeout_s: float = 30.0) -> None:
-    """Wait until the master process accepts connections (its start-up is slow on a busy host)."""
-    host, port = address.rsplit(":", 1)
-    async with asyncio.timeout(timeout_s):
-        while True:
-            try:
-                _, writer = await asyncio.open_connection(host, int(port))
-            except OSError:
-                await asyncio.sleep(0.05)
-                continue
-            writer.close()
-            return
 
 
 def alive(pid: object) -> bool:
