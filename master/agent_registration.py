@@ -51,12 +51,41 @@ class AgentRegistration:
         frameworks: list[pb.FrameworkInfo],
         outbox: Outbox[object],
         task_infos: list[pb.TaskInfo] | None = None,
+        principal: str = "",
+        authenticated: bool = False,
     ) -> str:
         """Admit a new agent, or re-admit a known one (same id) with the tasks
-        it still runs. Returns the agent id."""
+        it still runs. Returns the agent id.
+
+        An agent id belongs to the principal that registered it; an
+        authenticated principal runs one connected agent at a time (a node's
+        certificate cannot register a second node's worth of resources).
+        """
         now = self.master.clock()
         agent_id = info.id
         existing = self.master.state.agents.get(agent_id) if agent_id else None
+        if existing is not None and existing.info.principal and existing.info.principal != principal:
+            raise CallError(
+                "PERMISSION_DENIED",
+                f"agent_info.id: agent {agent_id} belongs to principal {existing.info.principal}, "
+                f"not {principal}",
+            )
+        if authenticated:
+            twin = next(
+                (
+                    a
+                    for a in self.master.state.agents.values()
+                    if a.info.principal == principal and a.agent_id != agent_id and a.connected
+                ),
+                None,
+            )
+            if twin is not None:
+                raise CallError(
+                    "FAILED_PRECONDITION",
+                    f"principal {principal} already has agent {twin.agent_id} connected; "
+                    "one agent per principal (issue each node its own certificate)",
+                )
+        info.principal = principal
         if existing is not None and existing.gone:
             raise CallError(
                 "FAILED_PRECONDITION",
@@ -66,16 +95,18 @@ class AgentRegistration:
             )
         if existing is not None:
             self._reregister_agent(existing, info, total, tasks, frameworks, outbox, now, task_infos or [])
+            existing.recovered = False
         else:
             if not agent_id:
                 agent_id = f"{self.master.info.id}-S{next(self.master._agent_seq)}"
             stored = pb.AgentInfo()
             stored.CopyFrom(info)
-            record = AgentRecord(agent_id, stored, total, now, now, outbox)
+            record = AgentRecord(agent_id, stored, total, now, now, outbox, recovered=True)
             record.info.id = agent_id
             self.master.state.agents[agent_id] = record
             self.master._record(AGENTS, agent_id, stored.SerializeToString())
             used = self._adopt_tasks(record, tasks, frameworks, task_infos or [])
+            record.recovered = False
             self.master.allocator.handle(AgentAdded(agent_id, total, used))
             self.master.log.info(
                 "agent.registered",
@@ -189,10 +220,19 @@ class AgentRegistration:
         infos = {f.id: f for f in frameworks}
         by_task = {(t.task_id): t for t in task_infos}
         used: dict[str, Resources] = {}
+        room = agent.total.subtract_clamped(self.master.state.used_on_agent(agent.agent_id)).unreserved()
         dead = self._dead_frameworks(tasks)
         for status in tasks:
             if status.framework_id in dead:
                 continue  # killed through ShutdownFramework, never adopted
+            refusal = self._refuse_adoption(agent, status, by_task.get(status.task_id), room)
+            if refusal is not None:
+                self._kill_unadopted(agent, status, refusal)
+                continue
+            if not is_terminal(status.state):
+                room = room.subtract_clamped(
+                    _reported(agent, status, by_task.get(status.task_id))[1].unreserved()
+                )
             fw = self.master.state.frameworks.get(status.framework_id)
             if fw is None:
                 fw_info = infos.get(status.framework_id) or pb.FrameworkInfo(
@@ -251,6 +291,47 @@ class AgentRegistration:
             # never heard of this master) learns it is back, as Mesos does.
             self.master._send_updates(fw, [self.master.reconciliation.reconciled(status)])
         return {k: v for k, v in used.items() if v}
+
+    def _refuse_adoption(
+        self, agent: AgentRecord, status: pb.TaskStatus, info: pb.TaskInfo | None, room: Resources
+    ) -> str | None:
+        """Why a reported task this master does not know must not be adopted:
+        the master ran this agent all along (so it launched everything there),
+        or the task holds more than the agent has left."""
+        known = self.master.state.task(status.framework_id, status.task_id)
+        if known is not None:
+            return None  # handled by the caller (duplicates, its own)
+        if not agent.recovered:
+            return "this master did not launch it there"
+        if not is_terminal(status.state):
+            # Counted unreserved: reservations are the allocator's, not the total's.
+            wanted = _reported(agent, status, info)[1].unreserved()
+            if not room.contains(wanted):
+                return f"it holds {wanted}, more than the agent has left ({room})"
+        return None
+
+    def _kill_unadopted(self, agent: AgentRecord, status: pb.TaskStatus, refusal: str) -> None:
+        self.master.log.warning(
+            "task.adoption_refused",
+            agent_id=agent.agent_id,
+            principal=agent.info.principal,
+            framework_id=status.framework_id,
+            task_id=status.task_id,
+            reason=refusal,
+        )
+        if agent.outbox is None:
+            return
+        if is_terminal(status.state):
+            ack = MasterMessage.Acknowledgements.Ack(
+                task_id=status.task_id, uuid=status.uuid, framework_id=status.framework_id
+            )
+            agent.outbox.send(MasterMessage(acknowledgements=MasterMessage.Acknowledgements(acks=[ack])))
+        else:
+            agent.outbox.send(
+                MasterMessage(
+                    kill_task=MasterMessage.KillTask(framework_id=status.framework_id, task_id=status.task_id)
+                )
+            )
 
     def _set_aside(
         self,

@@ -68,7 +68,7 @@ class Launcher:
         problem = self._check_offers(fw, offer_ids) or (unsupported[0] if unsupported else None)
         conversions: list[tuple[Resources, bool]] = []
         if problem is None:
-            problem, conversions = self._check_reservations(offer_ids, operations)
+            problem, conversions = self._check_reservations(fw, offer_ids, operations)
         if problem is not None:
             self._refuse(fw, offer_ids, [t for _, t in tasks], problem)
             return
@@ -160,6 +160,14 @@ class Launcher:
         seen: set[str] = set()
         for where, task in tasks:
             problems, wanted = validate_task(task, where, available, {*fw.tasks, *seen})
+            denied = self._unauthorized(fw, task, where)
+            if denied is not None:
+                errors.append(
+                    m._status_for(
+                        fw.framework_id, task, pb.TASK_ERROR, pb.TaskStatus.REASON_TASK_UNAUTHORIZED, denied
+                    )
+                )
+                continue
             if (fw.framework_id, task.task_id) in agent.lost_tasks:
                 problems.append(
                     f"{where}.task_id: {task.task_id!r} was reported lost on this agent and is "
@@ -211,8 +219,19 @@ class Launcher:
             m._send_updates(fw, errors)
         return available
 
+    def _unauthorized(self, fw: FrameworkRecord, task: pb.TaskInfo, where: str) -> str | None:
+        """Whether the framework's principal may run this task as its user
+        (Mesos' run_tasks ACL); an unset uid runs as root, so it is asked as uid 0."""
+        container = task.container
+        uid = container.uid if task.HasField("container") and container.HasField("uid") else 0
+        decision = self.master.authorizer.decide(fw.info.principal, "run_task", f"uid:{uid}")
+        if decision.allowed:
+            return None
+        self.master.audit.denied(decision, "ACCEPT", framework_id=fw.framework_id, task_id=task.task_id)
+        return f"{where}.container.uid: {decision.message}"
+
     def _check_reservations(
-        self, offer_ids: list[str], operations: list[scheduler_pb2.Operation]
+        self, fw: FrameworkRecord, offer_ids: list[str], operations: list[scheduler_pb2.Operation]
     ) -> tuple[str | None, list[tuple[Resources, bool]]]:
         """RESERVE and UNRESERVE operations, checked in order against the
         offers: ``(problem, [(resources, unreserve)])``. A framework reserves
@@ -253,6 +272,13 @@ class Launcher:
                     f"({', '.join(sorted(roles))}); a framework reserves for the role it was offered in",
                     [],
                 )
+            action = "unreserve_resources" if unreserve else "reserve_resources"
+            decision = self.master.authorizer.decide_all(
+                fw.info.principal, action, [f"role:{r}" for r in sorted(targets)]
+            )
+            if not decision.allowed:
+                self.master.audit.denied(decision, "ACCEPT")
+                return f"{where}: {decision.message}", []
             needed = res if unreserve else res.unreserved()
             if not available.contains(needed):
                 return f"{where}: {needed} is not in the offer (it has {available})", []

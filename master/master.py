@@ -41,6 +41,8 @@ from corral.master.allocator.events import (
     Suppressed,
 )
 from corral.master.allocator.events import Event as AllocatorEvent
+from corral.master.audit import AuditLog
+from corral.master.authz import ALLOW_ALL, Authorizer
 from corral.master.launch import Launcher
 from corral.master.liveness import Liveness
 from corral.master.metrics import MasterCounters
@@ -127,6 +129,9 @@ class Master:
         self._recovered_at = clock() + self.config.agent_reregister_timeout_s
         #: durable record of agents and frameworks (set by the server)
         self.registry: RegistryWriter | None = None
+        #: the ACL policy and the audit log (set by the server; allow-all alone)
+        self.authorizer = Authorizer(ALLOW_ALL)
+        self.audit = AuditLog()
         self._tasks: list[asyncio.Task[None]] = []
         self.log = log.bind(master_id=self.info.id)
         self.liveness = Liveness(self)
@@ -169,7 +174,7 @@ class Master:
             except ResourceError:
                 self.log.warning("registry.bad_agent", agent_id=agent_id)
                 continue
-            record = AgentRecord(agent_id, info, total, now, now, None, connected=False)
+            record = AgentRecord(agent_id, info, total, now, now, None, connected=False, recovered=True)
             record.reregister_deadline = deadline
             self.state.agents[agent_id] = record
             self.allocator.handle(AgentAdded(agent_id, total))
@@ -348,10 +353,14 @@ class Master:
         frameworks: list[pb.FrameworkInfo],
         outbox: Outbox[object],
         task_infos: list[pb.TaskInfo] | None = None,
+        principal: str = "",
+        authenticated: bool = False,
     ) -> str:
         """Admit a new agent or take one back with its tasks; returns its id
         (see master/agent_registration.py)."""
-        return self.agent_registration.register_agent(info, total, tasks, frameworks, outbox, task_infos)
+        return self.agent_registration.register_agent(
+            info, total, tasks, frameworks, outbox, task_infos, principal, authenticated
+        )
 
     def agent_heartbeat(self, agent_id: str) -> None:
         agent = self.state.agents.get(agent_id)
@@ -496,10 +505,22 @@ class Master:
 
     # -- frameworks -----------------------------------------------------------
 
-    def subscribe(self, info: pb.FrameworkInfo, outbox: Outbox[object]) -> FrameworkRecord:
-        """Register a new framework or re-subscribe a known one by id."""
+    def subscribe(
+        self, info: pb.FrameworkInfo, outbox: Outbox[object], principal: str = ""
+    ) -> FrameworkRecord:
+        """Register a new framework or re-subscribe a known one by id.
+
+        A framework id belongs to the principal that registered it: another
+        principal's re-subscription is refused and the owner keeps its stream.
+        """
         now = self.clock()
         fw = self.state.frameworks.get(info.id) if info.id else None
+        if fw is not None and fw.info.principal and fw.info.principal != principal:
+            raise CallError(
+                "PERMISSION_DENIED",
+                f"framework_info.id: framework {info.id} belongs to principal {fw.info.principal}, "
+                f"not {principal}",
+            )
         if info.id and fw is None and any(f.framework_id == info.id for f in self.state.completed_frameworks):
             raise CallError(
                 "NOT_FOUND",
@@ -514,6 +535,7 @@ class Master:
             stored = pb.FrameworkInfo()
             stored.CopyFrom(info)
             stored.id = fw_id
+            stored.principal = principal
             if not stored.roles:
                 stored.roles.append("*")
             self._allocator_call(FrameworkAdded(fw_id, tuple(stored.roles)))
@@ -544,6 +566,9 @@ class Master:
                 fw.outbox.close()
             fw.info.name = info.name or fw.info.name
             fw.info.failover_timeout_s = info.failover_timeout_s
+            if fw.info.principal != principal:  # claimed now (a record from before ACLs)
+                fw.info.principal = principal
+                self._record(FRAMEWORKS, fw.framework_id, fw.info.SerializeToString())
             fw.outbox = outbox
             fw.connected = True
             fw.disconnected_at = None

@@ -19,11 +19,14 @@ from kazoo.exceptions import KazooException
 from corral import __version__
 from corral.detector import MasterDetector, StaticDetector, ZooKeeperDetector
 from corral.master import metrics as master_metrics
+from corral.master.audit import AuditLog
+from corral.master.authz import ALLOW_ALL, DEFAULT_POLICY, Authorizer
 from corral.master.election import Election, StandaloneElection, ZooKeeperElection
 from corral.master.leadership import Leadership
 from corral.master.master import Master, MasterConfig, new_id
 from corral.master.registry import InMemoryRegistry, Registry, RegistryWriter, ZooKeeperRegistry
 from corral.master.services.agent import AgentService
+from corral.master.services.guard import Guard
 from corral.master.services.operator import OperatorService
 from corral.master.services.scheduler import SchedulerService
 from corral.metrics import MetricsServer
@@ -53,6 +56,8 @@ class MasterServer:
         zk_connect_timeout_s: float = 0.0,
         advertise: str | None = None,
         metrics_listen: str | None = None,
+        policy: str | None = None,
+        audit_log: str | None = None,
     ) -> None:
         self.listen = listen
         #: serve Prometheus metrics on this HOST:PORT (see corral/metrics.py)
@@ -63,6 +68,12 @@ class MasterServer:
         )
         self.config = config or MasterConfig()
         self.credentials = credentials
+        # Clients are authenticated only when their certificates are required:
+        # then the built-in policy applies; without TLS nobody is, and the
+        # insecure default allows everything (a policy file applies to claims).
+        authenticated = credentials is not None and credentials.secure and credentials.root_certificates
+        self.authorizer = Authorizer(DEFAULT_POLICY if authenticated else ALLOW_ALL, policy)
+        self.guard = Guard(self.authorizer, AuditLog(audit_log))
         self.zk = zk
         self.zk_session_timeout_s = zk_session_timeout_s
         self.zk_connect_timeout_s = zk_connect_timeout_s  # 0: keep trying (election.py)
@@ -75,6 +86,7 @@ class MasterServer:
         self.leadership = Leadership(self._leader_address)
         self._server = make_server(credentials)
         self._transitions: list[asyncio.Task[None]] = []
+        self._watch: asyncio.Task[None] | None = None
         self.registry: Registry = InMemoryRegistry()
         self._writer: RegistryWriter | None = None
         self._lock = asyncio.Lock()
@@ -93,11 +105,15 @@ class MasterServer:
         port = bind(self._server, self.listen, self.credentials)
         self.address = self.advertise or f"{host}:{port}"
         self.info.address = self.address
-        scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerService(self.leadership), self._server)
-        agent_pb2_grpc.add_AgentServicer_to_server(AgentService(self.leadership), self._server)
-        operator_pb2_grpc.add_OperatorServicer_to_server(
-            OperatorService(self.leadership, self.info), self._server
+        scheduler_pb2_grpc.add_SchedulerServicer_to_server(
+            SchedulerService(self.leadership, self.guard), self._server
         )
+        agent_pb2_grpc.add_AgentServicer_to_server(AgentService(self.leadership, self.guard), self._server)
+        operator_pb2_grpc.add_OperatorServicer_to_server(
+            OperatorService(self.leadership, self.info, self.guard), self._server
+        )
+        if self.authorizer.path is not None:
+            self._watch = asyncio.create_task(self._watch_policy())
         await self._server.start()
         if self.metrics is not None:
             await self.metrics.start()
@@ -136,6 +152,7 @@ class MasterServer:
                 if not self.election.leading:
                     return  # lost it while loading
                 master = Master(self.config, address=self.address, master_id=self.info.id)
+                master.authorizer, master.audit = self.authorizer, self.guard.audit
                 master.recover(state)
                 writer = RegistryWriter(self.registry, self._fenced)
                 writer.start()
@@ -153,6 +170,12 @@ class MasterServer:
                     await self._writer.stop()
                     self._writer = None
 
+    async def _watch_policy(self, interval_s: float = 1.0) -> None:
+        """Reload the ACL policy file when it changes (SIGHUP also reloads it)."""
+        while True:
+            await asyncio.sleep(interval_s)
+            await asyncio.to_thread(self.authorizer.reload_if_changed)
+
     def _fenced(self) -> None:
         """A registry write was refused: we are not the leader any more."""
         self._on_leadership(False)
@@ -162,6 +185,9 @@ class MasterServer:
             # Let queued registry writes land while we still hold the fence.
             with contextlib.suppress(TimeoutError):
                 await self._writer.flush(timeout=2.0)
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.gather(self._watch, return_exceptions=True)
         await self.election.stop()
         await asyncio.gather(*self._transitions, return_exceptions=True)
         async with self._lock:
@@ -176,6 +202,7 @@ class MasterServer:
         if self.metrics is not None:
             await self.metrics.stop()
         await self._server.stop(grace_s)
+        self.guard.audit.close()
 
     async def wait(self) -> None:
         await self._server.wait_for_termination()

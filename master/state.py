@@ -102,6 +102,9 @@ class AgentRecord:
     offers: set[str] = field(default_factory=set)
     #: recovered from the registry: must re-register before this time
     reregister_deadline: float | None = None
+    #: not yet (re-)registered with this master since it started leading: only
+    #: then may the agent bring tasks this master did not launch (adoption)
+    recovered: bool = False
     #: recovered but did not re-register in time (since when)
     unreachable: bool = False
     unreachable_since: float = 0.0

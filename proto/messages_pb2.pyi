@@ -98,20 +98,22 @@ class MasterInfo(_message.Message):
     def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., start_time: _Optional[float] = ...) -> None: ...
 
 class AgentInfo(_message.Message):
-    __slots__ = ("id", "hostname", "resources", "attributes", "work_dir", "version")
+    __slots__ = ("id", "hostname", "resources", "attributes", "work_dir", "version", "principal")
     ID_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     RESOURCES_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
     WORK_DIR_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
     id: str
     hostname: str
     resources: _containers.RepeatedCompositeFieldContainer[Resource]
     attributes: _containers.RepeatedCompositeFieldContainer[Attribute]
     work_dir: str
     version: str
-    def __init__(self, id: _Optional[str] = ..., hostname: _Optional[str] = ..., resources: _Optional[_Iterable[_Union[Resource, _Mapping]]] = ..., attributes: _Optional[_Iterable[_Union[Attribute, _Mapping]]] = ..., work_dir: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+    principal: str
+    def __init__(self, id: _Optional[str] = ..., hostname: _Optional[str] = ..., resources: _Optional[_Iterable[_Union[Resource, _Mapping]]] = ..., attributes: _Optional[_Iterable[_Union[Attribute, _Mapping]]] = ..., work_dir: _Optional[str] = ..., version: _Optional[str] = ..., principal: _Optional[str] = ...) -> None: ...
 
 class FrameworkInfo(_message.Message):
     __slots__ = ("id", "name", "user", "roles", "failover_timeout_s", "capabilities", "principal", "hostname")
@@ -329,6 +331,7 @@ class TaskStatus(_message.Message):
         REASON_TASK_KILLED_DURING_LAUNCH: _ClassVar[TaskStatus.Reason]
         REASON_TASK_HEALTH_CHECK_STATUS_UPDATED: _ClassVar[TaskStatus.Reason]
         REASON_TASK_UNHEALTHY: _ClassVar[TaskStatus.Reason]
+        REASON_TASK_UNAUTHORIZED: _ClassVar[TaskStatus.Reason]
     REASON_UNSPECIFIED: TaskStatus.Reason
     REASON_COMMAND_EXITED: TaskStatus.Reason
     REASON_CONTAINER_LIMITATION_MEMORY: TaskStatus.Reason
@@ -350,6 +353,7 @@ class TaskStatus(_message.Message):
     REASON_TASK_KILLED_DURING_LAUNCH: TaskStatus.Reason
     REASON_TASK_HEALTH_CHECK_STATUS_UPDATED: TaskStatus.Reason
     REASON_TASK_UNHEALTHY: TaskStatus.Reason
+    REASON_TASK_UNAUTHORIZED: TaskStatus.Reason
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]

@@ -12,6 +12,7 @@ import structlog
 from corral.errors import CallError
 from corral.master.leadership import Leadership
 from corral.master.master import Master
+from corral.master.services.guard import Guard
 from corral.master.state import Outbox
 from corral.master.validation import validate_agent_info
 from corral.proto import agent_pb2, agent_pb2_grpc
@@ -22,8 +23,9 @@ MasterMessage = agent_pb2.MasterMessage
 
 
 class AgentService(agent_pb2_grpc.AgentServicer):
-    def __init__(self, leadership: Leadership) -> None:
+    def __init__(self, leadership: Leadership, guard: Guard | None = None) -> None:
         self.leadership = leadership
+        self.guard = guard or Guard()
 
     async def Connect(
         self,
@@ -42,6 +44,10 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         if errors:
             log.warning("agent.rejected", hostname=reg.agent_info.hostname, errors=errors)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(errors))
+        principal = self.guard.principal(context)
+        await self.guard.require(
+            context, principal, "register_agent", f"agent:{reg.agent_info.hostname}", "Agent.Connect"
+        )
         outbox: Outbox[object] = Outbox()
         try:
             agent_id = master.register_agent(
@@ -51,8 +57,14 @@ class AgentService(agent_pb2_grpc.AgentServicer):
                 list(reg.frameworks),
                 outbox,
                 list(reg.task_infos),
+                principal=str(principal),
+                authenticated=principal.authenticated,
             )
         except CallError as e:
+            if e.code in ("PERMISSION_DENIED", "FAILED_PRECONDITION"):
+                self.guard.refused(
+                    principal, "register_agent", f"agent:{reg.agent_info.id}", e.message, "Agent.Connect"
+                )
             await context.abort(getattr(grpc.StatusCode, e.code), e.message)
             raise  # unreachable: abort raises
         reader = asyncio.create_task(self._read(master, request_iterator, agent_id, outbox))

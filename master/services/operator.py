@@ -8,9 +8,10 @@ import grpc.aio
 
 from corral.codec import resources_from_proto, resources_to_proto
 from corral.errors import CallError
-from corral.master.authz import authorize
+from corral.identity import Principal
 from corral.master.leadership import Leadership
 from corral.master.master import Master
+from corral.master.services.guard import Guard
 from corral.master.state import FrameworkRecord, TaskRecord
 from corral.proto import messages_pb2 as pb
 from corral.proto import operator_pb2 as op
@@ -52,10 +53,35 @@ def _fw_summary(master: Master, fw: FrameworkRecord) -> op.FrameworkSummary:
     )
 
 
+def owner(master: Master, framework_id: str) -> str:
+    """The ACL object of a framework and its tasks: ``owner:PRINCIPAL``."""
+    fw = master.state.frameworks.get(framework_id)
+    if fw is None:
+        fw = next((f for f in master.state.completed_frameworks if f.framework_id == framework_id), None)
+    return f"owner:{fw.info.principal if fw is not None else ''}"
+
+
+def _roles_of(resources: Resources) -> list[str]:
+    return sorted({role or "*" for role in resources.roles()}) or ["*"]
+
+
 class OperatorService(operator_pb2_grpc.OperatorServicer):
-    def __init__(self, leadership: Leadership, info: pb.MasterInfo) -> None:
+    """Every call but GetMasterInfo (leader discovery) is authorized first;
+    views show only what the caller may see; actions are audited."""
+
+    def __init__(self, leadership: Leadership, info: pb.MasterInfo, guard: Guard | None = None) -> None:
         self.leadership = leadership
         self.info = info
+        self.guard = guard or Guard()
+
+    async def _enter(
+        self, context: Ctx[object, object], action: str, objects: str | list[str], call: str
+    ) -> tuple[Master, Principal]:
+        """The leading master and the caller, once the caller may do ``action``."""
+        master = await self.leadership.require(context)
+        principal = self.guard.principal(context)
+        await self.guard.require(context, principal, action, objects, call)
+        return master, principal
 
     async def GetMasterInfo(
         self, request: op.GetMasterInfoRequest, context: Ctx[object, object]
@@ -66,7 +92,7 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
     async def ListAgents(
         self, request: op.ListAgentsRequest, context: Ctx[object, object]
     ) -> op.ListAgentsResponse:
-        master = await self.leadership.require(context)
+        master, _ = await self._enter(context, "view_cluster", "cluster", "ListAgents")
         state = master.state
         out = []
         for agent in sorted(state.agents.values(), key=lambda a: a.agent_id):
@@ -97,22 +123,34 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
         self, request: op.ListFrameworksRequest, context: Ctx[object, object]
     ) -> op.ListFrameworksResponse:
         master = await self.leadership.require(context)
+        principal = self.guard.principal(context)
         return op.ListFrameworksResponse(
-            frameworks=[_fw_summary(master, fw) for fw in master.state.frameworks.values()]
+            frameworks=[
+                _fw_summary(master, fw)
+                for fw in master.state.frameworks.values()
+                if self.guard.allows(principal, "view_framework", owner(master, fw.framework_id))
+            ]
         )
 
     async def ListTasks(
         self, request: op.ListTasksRequest, context: Ctx[object, object]
     ) -> op.ListTasksResponse:
         master = await self.leadership.require(context)
+        principal = self.guard.principal(context)
         state = master.state
         if request.framework_id and request.framework_id not in state.frameworks:
             await context.abort(
                 grpc.StatusCode.NOT_FOUND, f"framework_id: {request.framework_id!r} is not known"
             )
+        if request.framework_id:
+            await self.guard.require(
+                context, principal, "view_task", owner(master, request.framework_id), "ListTasks"
+            )
         out: list[op.TaskSummary] = []
         for fw in state.frameworks.values():
             if request.framework_id and fw.framework_id != request.framework_id:
+                continue
+            if not self.guard.allows(principal, "view_task", owner(master, fw.framework_id)):
                 continue
             if request.include_completed:
                 out += [_task_summary(t) for t in fw.completed]
@@ -123,32 +161,51 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
         self, request: op.KillTaskRequest, context: Ctx[object, object]
     ) -> op.KillTaskResponse:
         master = await self.leadership.require(context)
+        principal = self.guard.principal(context)
         if not request.task_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "task_id: must not be empty")
-        if not authorize("", "kill_task", request.task_id):
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not allowed to kill tasks")
+        # Asked of every task the id names, before anything is done: a
+        # principal learns nothing and touches nothing of another's tasks.
+        owners = sorted({owner(master, t.framework_id) for t in master.state.find_task(request.task_id)})
+        await self.guard.require(context, principal, "kill_task", owners, "KillTask")
         try:
             master.operator_kill(request.task_id, request.framework_id)
         except CallError as e:
+            self.guard.audit.action(principal, "KillTask", task_id=request.task_id, outcome=e.code)
             await _fail(context, e)
+        self.guard.audit.action(principal, "KillTask", task_id=request.task_id, outcome="OK")
         return op.KillTaskResponse()
 
     async def Teardown(
         self, request: op.TeardownRequest, context: Ctx[object, object]
     ) -> op.TeardownResponse:
         master = await self.leadership.require(context)
+        principal = self.guard.principal(context)
+        await self.guard.require(
+            context, principal, "teardown_framework", owner(master, request.framework_id), "Teardown"
+        )
         try:
-            master.teardown(request.framework_id, reason="operator teardown")
+            master.teardown(request.framework_id, reason=f"operator teardown by {principal}")
         except CallError as e:
+            self.guard.audit.action(principal, "Teardown", framework_id=request.framework_id, outcome=e.code)
             await _fail(context, e)
+        self.guard.audit.action(principal, "Teardown", framework_id=request.framework_id, outcome="OK")
         return op.TeardownResponse()
 
     async def ReadFile(
         self, request: op.ReadFileRequest, context: Ctx[object, object]
     ) -> op.ReadFileResponse:
         master = await self.leadership.require(context)
+        principal = self.guard.principal(context)
         if not request.task_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "task_id: must not be empty")
+        owners = sorted(
+            {
+                owner(master, t.framework_id)
+                for t in master.state.find_any_task(request.task_id, request.framework_id)
+            }
+        )
+        await self.guard.require(context, principal, "read_sandbox", owners, "ReadFile")
         path = request.path or "stdout"
         if "\0" in path or path.startswith("/") or ".." in path.split("/"):
             await context.abort(
@@ -171,6 +228,10 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
 
     async def Explain(self, request: op.ExplainRequest, context: Ctx[object, object]) -> op.ExplainResponse:
         master = await self.leadership.require(context)
+        principal = self.guard.principal(context)
+        await self.guard.require(
+            context, principal, "view_framework", owner(master, request.framework_id), "Explain"
+        )
         try:
             reasons = master.explain(request.framework_id)
         except CallError as e:
@@ -188,7 +249,7 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
     async def ListRoles(
         self, request: op.ListRolesRequest, context: Ctx[object, object]
     ) -> op.ListRolesResponse:
-        master = await self.leadership.require(context)
+        master, _ = await self._enter(context, "view_cluster", "cluster", "ListRoles")
         return op.ListRolesResponse(
             roles=[
                 op.RoleSummary(
@@ -208,21 +269,21 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
     async def SetWeights(
         self, request: op.SetWeightsRequest, context: Ctx[object, object]
     ) -> op.SetWeightsResponse:
-        master = await self.leadership.require(context)
-        if not authorize("", "set_weights"):
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not allowed to set weights")
+        roles = [f"role:{w.role}" for w in request.weights]
+        master, principal = await self._enter(context, "set_weight", roles, "SetWeights")
+        weights = [(w.role, w.weight) for w in request.weights]
         try:
-            master.set_weights([(w.role, w.weight) for w in request.weights])
+            master.set_weights(weights)
         except CallError as e:
+            self.guard.audit.action(principal, "SetWeights", weights=weights, outcome=e.code)
             await _fail(context, e)
+        self.guard.audit.action(principal, "SetWeights", weights=weights, outcome="OK")
         return op.SetWeightsResponse()
 
     async def SetQuota(
         self, request: op.SetQuotaRequest, context: Ctx[object, object]
     ) -> op.SetQuotaResponse:
-        master = await self.leadership.require(context)
-        if not authorize("", "set_quota", request.role):
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not allowed to set quota")
+        master, principal = await self._enter(context, "set_quota", f"role:{request.role}", "SetQuota")
         try:
             guarantee = resources_from_proto(request.guarantee, "guarantee")
             limit = resources_from_proto(request.limit, "limit") if request.has_limit else None
@@ -232,45 +293,72 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
         try:
             master.set_quota(request.role, guarantee, limit, request.force)
         except CallError as e:
+            self.guard.audit.action(principal, "SetQuota", role=request.role, outcome=e.code)
             await _fail(context, e)
+        self.guard.audit.action(
+            principal,
+            "SetQuota",
+            role=request.role,
+            guarantee=guarantee.format(),
+            limit=limit.format() if limit is not None else None,
+            outcome="OK",
+        )
         return op.SetQuotaResponse()
 
     async def DrainAgent(
         self, request: op.DrainAgentRequest, context: Ctx[object, object]
     ) -> op.DrainAgentResponse:
-        master = await self.leadership.require(context)
-        if not authorize("", "drain_agent", request.agent_id):
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not allowed to drain agents")
+        master, principal = await self._enter(
+            context, "drain_agent", f"agent:{request.agent_id}", "DrainAgent"
+        )
         try:
             master.drain_agent(request.agent_id, draining=not request.undo)
         except CallError as e:
+            self.guard.audit.action(principal, "DrainAgent", agent_id=request.agent_id, outcome=e.code)
             await _fail(context, e)
+        self.guard.audit.action(
+            principal, "DrainAgent", agent_id=request.agent_id, undo=request.undo, outcome="OK"
+        )
         return op.DrainAgentResponse()
 
     async def ReserveResources(
         self, request: op.ReserveResourcesRequest, context: Ctx[object, object]
     ) -> op.ReserveResourcesResponse:
         master = await self.leadership.require(context)
-        if not authorize("", "reserve_resources", request.agent_id):
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not allowed to reserve resources")
+        principal = self.guard.principal(context)
         try:
             resources = resources_from_proto(request.resources, "resources")
         except ResourceError as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
             raise  # unreachable: abort raises
+        action = "unreserve_resources" if request.unreserve else "reserve_resources"
+        roles = [f"role:{r}" for r in _roles_of(resources)]
+        await self.guard.require(context, principal, action, roles, "ReserveResources")
         try:
             master.reserve(request.agent_id, resources, request.unreserve)
         except CallError as e:
+            self.guard.audit.action(principal, action, agent_id=request.agent_id, outcome=e.code)
             await _fail(context, e)
+        self.guard.audit.action(
+            principal, action, agent_id=request.agent_id, resources=resources.format(), outcome="OK"
+        )
         return op.ReserveResourcesResponse()
 
     async def GetUsage(
         self, request: op.GetUsageRequest, context: Ctx[object, object]
     ) -> op.GetUsageResponse:
         master = await self.leadership.require(context)
+        principal = self.guard.principal(context)
+        if request.framework_id:
+            await self.guard.require(
+                context, principal, "view_task", owner(master, request.framework_id), "GetUsage"
+            )
         try:
             usages, errors = await master.usage(request.agent_id, request.framework_id, request.task_id)
         except CallError as e:
             await _fail(context, e)
             raise  # unreachable: abort raises
-        return op.GetUsageResponse(usages=usages, errors=errors)
+        visible = [
+            u for u in usages if self.guard.allows(principal, "view_task", owner(master, u.framework_id))
+        ]
+        return op.GetUsageResponse(usages=visible, errors=errors)

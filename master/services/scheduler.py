@@ -16,9 +16,10 @@ import grpc.aio
 import structlog
 
 from corral.errors import CallError
-from corral.master.authz import authorize
+from corral.identity import Principal
 from corral.master.leadership import Leadership
 from corral.master.master import Master
+from corral.master.services.guard import Guard
 from corral.master.state import Outbox
 from corral.master.validation import validate_framework_info
 from corral.proto import scheduler_pb2, scheduler_pb2_grpc
@@ -46,9 +47,33 @@ def coalesce(batch: list[object]) -> list[Event]:
     return out
 
 
+def framework_principal(caller: Principal, claimed: str) -> tuple[Principal, str | None]:
+    """The principal a framework subscribes as, or a refusal.
+
+    With a certificate, the certificate's; ``framework_info.principal`` may
+    repeat it (``framework:NAME`` or just ``NAME``) but not name another.
+    Without TLS nothing is proven: a claim in the call's metadata wins, else the
+    one in ``framework_info.principal`` (as Mesos without authentication).
+    """
+    if caller.authenticated:
+        if claimed and claimed not in (str(caller), caller.name):
+            return caller, (
+                f"framework_info.principal: {claimed!r} is not the principal of the client "
+                f"certificate ({caller})"
+            )
+        return caller, None
+    if caller.kind != "anonymous" or not claimed:
+        return caller, None
+    try:
+        return Principal.parse(claimed if ":" in claimed else f"framework:{claimed}"), None
+    except ValueError as e:
+        return caller, f"framework_info.principal: {e}"
+
+
 class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
-    def __init__(self, leadership: Leadership) -> None:
+    def __init__(self, leadership: Leadership, guard: Guard | None = None) -> None:
         self.leadership = leadership
+        self.guard = guard or Guard()
 
     async def Subscribe(
         self,
@@ -69,12 +94,19 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         errors = validate_framework_info(info)
         if errors:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(errors))
-        if not authorize(info.principal, "subscribe", info.name):
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not allowed to subscribe")
+        principal, refusal = framework_principal(self.guard.principal(context), info.principal)
+        if refusal is not None:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
+        roles = [f"role:{r}" for r in (info.roles or ["*"])]
+        await self.guard.require(context, principal, "register_framework", roles, "Subscribe")
         outbox: Outbox[object] = Outbox()
         try:
-            fw = master.subscribe(info, outbox)
+            fw = master.subscribe(info, outbox, str(principal))
         except CallError as e:
+            if e.code == "PERMISSION_DENIED":
+                self.guard.refused(
+                    principal, "register_framework", f"framework:{info.id}", e.message, "Subscribe"
+                )
             await context.abort(getattr(grpc.StatusCode, e.code), e.message)
         framework_id = fw.framework_id
         reader = asyncio.create_task(self._read(master, request_iterator, framework_id, outbox))
