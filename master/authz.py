@@ -186,6 +186,27 @@ principals = ["agent:*"]
 actions = ["register_agent"]
 """
 
+#: ``corral local`` and ``corral cluster up``: one operator, who does
+#: everything, and the bundled frameworks acting for it, which may run tasks
+#: as any user (the operator's jobs run as root unless they say otherwise);
+#: other frameworks as in the built-in policy.
+LOCAL_POLICY_TOML = """\
+# corral's policy for a local or test cluster (master/authz.py): the bundled
+# frameworks run the operator's jobs as any user, then the built-in rules.
+default = "deny"
+
+[[rules]]
+allow = true
+principals = ["framework:batch", "framework:service"]
+actions = ["register_framework", "run_task", "view_cluster"]
+
+[[rules]]
+allow = true
+principals = ["framework:batch", "framework:service"]
+actions = ["view_framework", "view_task", "read_sandbox", "kill_task", "teardown_framework"]
+objects = ["owner:{principal}"]
+""" + DEFAULT_POLICY_TOML.split("\n", 2)[2]
+
 #: A master without TLS authenticates nobody: the built-in policy there allows
 #: everything, as before ACLs (a policy file still applies, to claimed principals).
 ALLOW_ALL = Policy(default_allow=True, source="the insecure default (no TLS: allow all)")
@@ -241,6 +262,7 @@ def _parse_rule(raw: Any, where: str) -> Rule:
 
 
 DEFAULT_POLICY = parse_policy(DEFAULT_POLICY_TOML, "the built-in policy")
+LOCAL_POLICY = parse_policy(LOCAL_POLICY_TOML, "the local cluster's policy")
 
 
 def load_policy(path: str | os.PathLike[str]) -> Policy:

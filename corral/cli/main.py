@@ -288,6 +288,13 @@ def local(
     help="At most this fraction of the agents (at least one) is marked unreachable per window; 1: no limit.",
 )
 @click.option("--agent-unreachable-window", default=60.0, show_default=True, help="Seconds.")
+@click.option(
+    "--acls",
+    default=None,
+    metavar="FILE",
+    help="ACL policy (TOML; `corral acl default` prints the built-in one). Reloaded on change and SIGHUP.",
+)
+@click.option("--audit-log", default=None, metavar="FILE", help="Also append audit events here (JSON lines).")
 @click.pass_context
 @handle_errors
 def master(
@@ -306,6 +313,8 @@ def master(
     agent_unreachable_fraction: float,
     agent_unreachable_window: float,
     metrics_listen: str | None,
+    acls: str | None,
+    audit_log: str | None,
 ) -> None:
     """Run a master: standalone, or one of several elected through ZooKeeper."""
     import socket
@@ -344,12 +353,15 @@ def master(
             zk_connect_timeout_s=zk_connect_timeout,
             advertise=public,
             metrics_listen=metrics_listen,
+            policy=acls,
+            audit_log=audit_log,
         )
         await server.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, server.authorizer.reload)
         await stop.wait()
         await server.stop()
 
@@ -725,7 +737,7 @@ cli.add_command(images.image)
 
 def _register() -> None:
     """Commands that live in their own modules (one line each)."""
-    from corral.cli import allocation, batch, chaos, frameworks_cmd, service
+    from corral.cli import acl, allocation, batch, chaos, frameworks_cmd, service
 
     cli.add_command(chaos.chaos)
     cli.add_command(frameworks_cmd.framework)
@@ -742,6 +754,7 @@ def _register() -> None:
     cli.add_command(allocation.quota)
     cli.add_command(allocation.drain)
     cli.add_command(allocation.undrain)
+    cli.add_command(acl.acl)
 
 
 def main() -> None:
