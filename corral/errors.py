@@ -5,6 +5,7 @@ exceptions are for bugs, I/O and refusals a caller must handle.
     ├── SubscribeError, NotConnectedError   (corral.frameworks.driver)
     ├── ClusterNotFoundError                (corral.cli: no master to talk to)
     ├── ContainerError                      (corral.slave.containerizer)
+    ├── CertificateError                    (corral.pki: a TLS file missing, unreadable, expired, ...)
     └── CallError                           (corral.master: a refused call, with its gRPC code)
 """
 
@@ -22,3 +23,14 @@ class CallError(CorralError):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+class CertificateError(CorralError):
+    """A TLS file cannot be used: the message names the file and the problem
+    (missing, unreadable, not PEM, key and certificate do not match, expired,
+    not signed by the CA)."""
+
+    def __init__(self, path: object, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = str(path)
+        self.problem = problem

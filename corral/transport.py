@@ -1,15 +1,20 @@
 """The one place gRPC servers and channels are made.
 
-Credentials enter here (DESIGN.md, "Security"): turning on mutual TLS later is
-a configuration change, not a hunt through the code.
+Credentials enter here (DESIGN.md, "Security"): mutual TLS is a configuration
+change, not a hunt through the code. With TLS a server requires a client
+certificate signed by its CA, and the certificate's common name is the
+caller's principal (corral/identity.py). Without TLS a client may *claim* a
+principal, sent as ``corral-principal`` metadata on every call; the server
+marks such a principal unauthenticated.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import TypeVar
+import os
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import grpc
 import grpc.aio
@@ -45,17 +50,54 @@ async def drain(queue: asyncio.Queue[T | None]) -> AsyncIterator[T]:
         yield item
 
 
+#: environment variables every corral client and daemon reads its TLS files from
+ENV_CA, ENV_CERT, ENV_KEY = "CORRAL_TLS_CA", "CORRAL_TLS_CERT", "CORRAL_TLS_KEY"
+#: metadata key of a claimed principal (the same as corral.identity.PRINCIPAL_METADATA_KEY;
+#: identity imports grpc.aio for its types, transport stays below it)
+_CLAIM_KEY = "corral-principal"
+
+
 @dataclass(frozen=True)
 class Credentials:
-    """TLS material; all None means plaintext (loopback and tests)."""
+    """TLS material (PEM bytes); no certificate means plaintext (loopback and tests).
+
+    ``files`` are the (CA, certificate, key) paths the material came from
+    (corral.pki.load_credentials sets them): the stdlib ``ssl`` module, used
+    by the frameworks' HTTP APIs, loads a key pair from files only.
+    ``claim`` is the principal (``KIND:NAME``) a plaintext client claims; a
+    TLS client sends none, its certificate decides.
+    """
 
     root_certificates: bytes | None = None
     private_key: bytes | None = None
     certificate_chain: bytes | None = None
+    files: tuple[str, str, str] | None = None
+    claim: str = ""
 
     @property
     def secure(self) -> bool:
         return self.certificate_chain is not None
+
+    def claiming(self, principal: str) -> Credentials:
+        """The same credentials, claiming ``principal`` when plaintext."""
+        return replace(self, claim=principal)
+
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """Call metadata: the claimed principal, on plaintext channels only."""
+        return ((_CLAIM_KEY, self.claim),) if self.claim and not self.secure else ()
+
+
+def env_tls_files() -> tuple[str, str, str] | None:
+    """``$CORRAL_TLS_CA``/``CERT``/``KEY`` if all three are set; ValueError naming
+    what is missing if only some are."""
+    values = {name: os.environ.get(name, "") for name in (ENV_CA, ENV_CERT, ENV_KEY)}
+    given = [n for n, v in values.items() if v]
+    if not given:
+        return None
+    if len(given) != len(values):
+        missing = ", ".join(n for n, v in values.items() if not v)
+        raise ValueError(f"TLS needs all of {ENV_CA}, {ENV_CERT} and {ENV_KEY}; {missing} not set")
+    return values[ENV_CA], values[ENV_CERT], values[ENV_KEY]
 
 
 def make_server(credentials: Credentials | None = None) -> grpc.aio.Server:
@@ -77,6 +119,44 @@ def bind(server: grpc.aio.Server, address: str, credentials: Credentials | None 
     return server.add_insecure_port(address)
 
 
+# The stubs make the interceptor bases generic; at run time they are not.
+if TYPE_CHECKING:
+    _AsyncInterceptor = grpc.aio.UnaryUnaryClientInterceptor[Any, Any]
+    _SyncInterceptor = grpc.UnaryUnaryClientInterceptor[Any, Any]
+else:
+    _AsyncInterceptor = grpc.aio.UnaryUnaryClientInterceptor
+    _SyncInterceptor = grpc.UnaryUnaryClientInterceptor
+
+
+def _with_claim(details: Any, metadata: tuple[tuple[str, str], ...]) -> Any:
+    """``details`` with the claim added to its metadata (ClientCallDetails is a namedtuple)."""
+    return details._replace(metadata=(*(details.metadata or ()), *metadata))
+
+
+class _AsyncClaim(_AsyncInterceptor):
+    """Adds the claimed principal to unary calls. The two streams (Subscribe,
+    Connect) pass ``Credentials.metadata()`` themselves: an interceptor on a
+    stream-stream call wraps every message of the busiest path."""
+
+    def __init__(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        self.metadata = metadata
+
+    async def intercept_unary_unary(
+        self, continuation: Callable[..., Any], client_call_details: Any, request: Any
+    ) -> Any:
+        return await continuation(_with_claim(client_call_details, self.metadata), request)
+
+
+class _SyncClaim(_SyncInterceptor):
+    def __init__(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        self.metadata = metadata
+
+    def intercept_unary_unary(
+        self, continuation: Callable[..., Any], client_call_details: Any, request: Any
+    ) -> Any:
+        return continuation(_with_claim(client_call_details, self.metadata), request)
+
+
 def make_channel(address: str, credentials: Credentials | None = None) -> grpc.aio.Channel:
     creds = credentials or Credentials()
     if creds.secure:
@@ -85,7 +165,10 @@ def make_channel(address: str, credentials: Credentials | None = None) -> grpc.a
             grpc.ssl_channel_credentials(creds.root_certificates, creds.private_key, creds.certificate_chain),
             options=_CHANNEL_OPTIONS,
         )
-    return grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
+    metadata = creds.metadata()
+    # The stubs type interceptors as a placeholder class that must be cast.
+    interceptors = cast(list[grpc.aio.ClientInterceptor], [_AsyncClaim(metadata)]) if metadata else None
+    return grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS, interceptors=interceptors)
 
 
 def make_sync_channel(address: str, credentials: Credentials | None = None) -> grpc.Channel:
@@ -97,4 +180,6 @@ def make_sync_channel(address: str, credentials: Credentials | None = None) -> g
             grpc.ssl_channel_credentials(creds.root_certificates, creds.private_key, creds.certificate_chain),
             options=_CHANNEL_OPTIONS,
         )
-    return grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
+    channel = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
+    metadata = creds.metadata()
+    return grpc.intercept_channel(channel, _SyncClaim(metadata)) if metadata else channel
