@@ -1,0 +1,320 @@
+"""Tenants over real mutual TLS on loopback: nobody touches what is not theirs (issue 14).
+
+One master with the built-in policy, a real agent, and certificates for two
+frameworks, two agents and an operator, all from one throwaway CA. Each test is
+one abuse a user tried: it is refused with a sentence naming the principal, and
+the victim's task keeps running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import grpc.aio
+import pytest
+
+from corral.codec import resources_to_proto
+from corral.frameworks import Task, TaskState
+from corral.master.server import MasterServer
+from corral.pki import CertificateAuthority, load_credentials
+from corral.proto import (
+    agent_pb2,
+    agent_pb2_grpc,
+    operator_pb2,
+    operator_pb2_grpc,
+    scheduler_pb2,
+    scheduler_pb2_grpc,
+)
+from corral.proto import messages_pb2 as pb
+from corral.resources import Resources
+from corral.slave.agent import Agent, AgentConfig
+from corral.testing import FAST_MASTER, eventually, framework
+from corral.transport import Credentials, make_channel
+
+pytestmark = [pytest.mark.root]
+SMALL = Resources.of(cpus=0.1, mem=32)
+NOBODY = (65534, 65534)
+SYSTEM_PYTHON = "/usr/bin/python3"
+AgentMessage = agent_pb2.AgentMessage
+Call = scheduler_pb2.Call
+
+
+@dataclass
+class Tls:
+    address: str
+    server: MasterServer
+    agent: Agent
+    pki: Path
+    creds: dict[str, Credentials]
+
+
+@pytest.fixture
+async def tls(tmp_path: Path) -> AsyncIterator[Tls]:
+    ca = CertificateAuthority.init(tmp_path / "pki")
+    creds = {}
+    for name in ["master:m1", "agent:n1", "agent:n2", "framework:a", "framework:b", "operator:alice"]:
+        issued = ca.issue(name)
+        creds[name] = load_credentials(ca.cert_file, issued.cert, issued.key)
+    server = MasterServer("127.0.0.1:0", FAST_MASTER, creds["master:m1"])
+    address = await server.start()
+    agent = Agent(
+        AgentConfig(
+            master=address,
+            work_dir=tmp_path / "agent",
+            resources=Resources.parse("cpus:1;mem:1024"),
+            hostname="n1",
+            cgroup_prefix=f"corral-test-{uuid.uuid4().hex[:8]}",
+            credentials=creds["agent:n1"],
+        )
+    )
+    await agent.start()
+    try:
+        async with asyncio.timeout(20):
+            await agent.registered.wait()
+        yield Tls(address, server, agent, tmp_path / "pki", creds)
+    finally:
+        await agent.stop()
+        await server.stop(0)
+
+
+@contextlib.asynccontextmanager
+async def running_task(tls: Tls, task_id: str = "victim") -> AsyncIterator[tuple[object, object]]:
+    """framework:a with one long task running (as nobody: root needs a policy)."""
+    async with framework(tls.address, "a", credentials=tls.creds["framework:a"]) as (driver, rec):
+        offer = await rec.next_offer()
+        driver.launch(offer, [Task(task_id, "sleep 60", SMALL, user=NOBODY)])
+        await rec.wait_state(task_id, TaskState.RUNNING)
+        yield driver, rec
+
+
+def _operator(tls: Tls, who: str) -> operator_pb2_grpc.OperatorStub:
+    return operator_pb2_grpc.OperatorStub(make_channel(tls.address, tls.creds[who]))
+
+
+def _task_state(tls: Tls, task_id: str) -> int | None:
+    m = tls.server.master
+    assert m is not None
+    for t in m.state.find_any_task(task_id):
+        return t.status.state
+    return None
+
+
+async def test_a_framework_id_cannot_be_taken_over_by_another_principal(tls: Tls) -> None:
+    async with running_task(tls) as (driver, _rec):
+        fw_id = driver.framework_id  # type: ignore[attr-defined]
+        async with make_channel(tls.address, tls.creds["framework:b"]) as channel:
+            stub = scheduler_pb2_grpc.SchedulerStub(channel)
+            info = pb.FrameworkInfo(id=fw_id, name="evil", roles=["*"], failover_timeout_s=60)
+
+            async def calls():  # type: ignore[no-untyped-def]
+                yield Call(type=Call.SUBSCRIBE, subscribe=Call.Subscribe(framework_info=info))
+                await asyncio.sleep(5)
+
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                async for _ in stub.Subscribe(calls()):
+                    pass
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "belongs to principal framework:a, not framework:b" in (err.value.details() or "")
+        # The owner keeps its stream and its task.
+        assert driver.connected.is_set()  # type: ignore[attr-defined]
+        assert _task_state(tls, "victim") == pb.TASK_RUNNING
+
+
+async def test_a_certificate_cannot_claim_another_principal(tls: Tls) -> None:
+    async with make_channel(tls.address, tls.creds["framework:b"]) as channel:
+        stub = scheduler_pb2_grpc.SchedulerStub(channel)
+        info = pb.FrameworkInfo(name="b", principal="framework:a", failover_timeout_s=60)
+
+        async def calls():  # type: ignore[no-untyped-def]
+            yield Call(type=Call.SUBSCRIBE, subscribe=Call.Subscribe(framework_info=info))
+
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            async for _ in stub.Subscribe(calls()):
+                pass
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "is not the principal of the client certificate (framework:b)" in (err.value.details() or "")
+
+
+async def _register(tls: Tls, who: str, info: pb.AgentInfo, **more: object) -> grpc.aio.AioRpcError | str:
+    """One raw Agent.Connect as ``who``: the agent id it got, or the refusal."""
+    async with make_channel(tls.address, tls.creds[who]) as channel:
+        stub = agent_pb2_grpc.AgentStub(channel)
+        reg = AgentMessage.Register(agent_info=info, **more)  # type: ignore[arg-type]
+
+        async def messages():  # type: ignore[no-untyped-def]
+            yield AgentMessage(register=reg)
+            await asyncio.sleep(0.5)
+
+        try:
+            async for message in stub.Connect(messages()):
+                if message.WhichOneof("message") == "registered":
+                    return str(message.registered.agent_id)
+        except grpc.aio.AioRpcError as e:
+            return e
+    raise AssertionError("the stream ended without an answer")
+
+
+def _agent_info(agent_id: str, resources: str, hostname: str = "n1") -> pb.AgentInfo:
+    return pb.AgentInfo(
+        id=agent_id, hostname=hostname, resources=resources_to_proto(Resources.parse(resources))
+    )
+
+
+async def test_an_agent_id_cannot_be_registered_by_another_agent_principal(tls: Tls) -> None:
+    victim = tls.agent.agent_id
+    m = tls.server.master
+    assert m is not None
+    total = m.state.agents[victim].total
+    answer = await _register(tls, "agent:n2", _agent_info(victim, "cpus:16;mem:65536"))
+    assert isinstance(answer, grpc.aio.AioRpcError)
+    assert answer.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert f"agent {victim} belongs to principal agent:n1, not agent:n2" in (answer.details() or "")
+    assert m.state.agents[victim].total == total
+    assert m.state.agents[victim].connected
+
+
+async def test_one_agent_certificate_cannot_register_a_second_node(tls: Tls) -> None:
+    m = tls.server.master
+    assert m is not None
+    # The real agent:n1 is connected; its certificate cannot add another 1-cpu node (over-commit).
+    answer = await _register(tls, "agent:n1", _agent_info("", "cpus:1;mem:1024"))
+    assert isinstance(answer, grpc.aio.AioRpcError)
+    assert answer.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "already has agent" in (answer.details() or "")
+    assert len(m.state.agents) == 1
+
+
+async def test_an_agent_cannot_report_for_a_task_on_another_agent(tls: Tls) -> None:
+    async with running_task(tls) as (driver, rec):
+        fw_id = driver.framework_id  # type: ignore[attr-defined]
+        async with make_channel(tls.address, tls.creds["agent:n2"]) as channel:
+            stub = agent_pb2_grpc.AgentStub(channel)
+            forged = pb.TaskStatus(
+                task_id="victim", framework_id=fw_id, state=pb.TASK_FINISHED, uuid=b"x" * 16
+            )
+            registered = asyncio.Event()
+
+            async def messages():  # type: ignore[no-untyped-def]
+                yield AgentMessage(
+                    register=AgentMessage.Register(agent_info=_agent_info("", "cpus:1;mem:64", "n2"))
+                )
+                await registered.wait()
+                yield AgentMessage(status_updates=AgentMessage.StatusUpdates(statuses=[forged]))
+                await asyncio.sleep(1.0)
+
+            async for message in stub.Connect(messages()):
+                if message.WhichOneof("message") == "registered":
+                    registered.set()
+                if message.WhichOneof("message") == "acknowledgements":
+                    break  # the master acknowledged it for nobody: ignored
+        assert _task_state(tls, "victim") == pb.TASK_RUNNING
+        latest = rec.latest("victim")  # type: ignore[attr-defined]
+        assert latest is not None
+        assert latest.state is TaskState.RUNNING
+
+
+async def test_a_fresh_registration_cannot_bring_a_task_bigger_than_the_agent(tls: Tls) -> None:
+    big = pb.TaskInfo(
+        task_id="big",
+        name="big",
+        resources=resources_to_proto(Resources.of(cpus=50, mem=32)),
+        command=pb.CommandInfo(shell=True, value="true"),
+    )
+    status = pb.TaskStatus(task_id="big", framework_id="fw-x", state=pb.TASK_RUNNING)
+    async with make_channel(tls.address, tls.creds["agent:n2"]) as channel:
+        stub = agent_pb2_grpc.AgentStub(channel)
+        reg = AgentMessage.Register(
+            agent_info=_agent_info("n2-fresh", "cpus:1;mem:1024", "n2"),
+            tasks=[status],
+            frameworks=[pb.FrameworkInfo(id="fw-x", name="x")],
+            task_infos=[big],
+        )
+
+        async def messages():  # type: ignore[no-untyped-def]
+            yield AgentMessage(register=reg)
+            await asyncio.sleep(2.0)
+
+        killed = []
+        async for message in stub.Connect(messages()):
+            if message.WhichOneof("message") == "kill_task":
+                killed.append(message.kill_task.task_id)
+                break
+    assert killed == ["big"]
+    assert _task_state(tls, "big") is None
+
+
+async def test_a_principal_cannot_kill_another_principals_task(tls: Tls) -> None:
+    async with running_task(tls):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await _operator(tls, "framework:b").KillTask(operator_pb2.KillTaskRequest(task_id="victim"))
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert (err.value.details() or "").startswith(
+            "principal framework:b may not kill_task owner:framework:a"
+        )
+        await asyncio.sleep(0.3)
+        assert _task_state(tls, "victim") == pb.TASK_RUNNING
+        # Nor read its sandbox, nor see it.
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await _operator(tls, "framework:b").ReadFile(operator_pb2.ReadFileRequest(task_id="victim"))
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        listed = await _operator(tls, "framework:b").ListTasks(operator_pb2.ListTasksRequest())
+        assert [t.task_info.task_id for t in listed.tasks] == []
+        # The operator may.
+        await _operator(tls, "operator:alice").KillTask(operator_pb2.KillTaskRequest(task_id="victim"))
+        await eventually(lambda: _task_state(tls, "victim") == pb.TASK_KILLED, 15, "the operator's kill")
+
+
+async def test_a_task_as_root_is_refused_by_the_built_in_policy(tls: Tls) -> None:
+    async with framework(tls.address, "a", credentials=tls.creds["framework:a"]) as (driver, rec):
+        offer = await rec.next_offer()
+        driver.launch(offer, [Task("as-root", "true", SMALL)])
+        status = await rec.wait_terminal("as-root")
+    assert status.state is TaskState.ERROR
+    assert status.reason == "TASK_UNAUTHORIZED"
+    assert "principal framework:a may not run_task uid:0" in status.message
+
+
+@pytest.mark.skipif(
+    not os.path.exists(SYSTEM_PYTHON),
+    reason="needs /usr/bin/python3 (the venv's python lives under /root, unreadable to nobody)",
+)
+async def test_a_task_on_host_networking_cannot_call_the_operator_api(tls: Tls) -> None:
+    """The task runs on the master's host network, as nobody, with grpc
+    importable: a plaintext call is refused at the handshake, and the CA's key
+    and the certificates' keys are unreadable to it."""
+    site = str(Path(grpc.__file__).parent.parent)
+    probe = (
+        "import grpc\n"
+        f"channel = grpc.insecure_channel({tls.address!r})\n"
+        "try:\n"
+        "    channel.unary_unary('/corral.v1.Operator/ListTasks')(b'', timeout=5)\n"
+        "    print('listed')\n"
+        "except grpc.RpcError as e:\n"
+        "    print('refused', e.code().name)\n"
+        "for f in ['ca-key.pem', 'operator-alice-key.pem']:\n"
+        "    try:\n"
+        f"        open({str(tls.pki)!r} + '/' + f).read()\n"
+        "        print('read', f)\n"
+        "    except OSError as e:\n"
+        "        print('unreadable', f, e.errno)\n"
+    )
+    task = Task("probe", (SYSTEM_PYTHON, "-c", probe), SMALL, user=NOBODY, env={"PYTHONPATH": site})
+    async with framework(tls.address, "a", credentials=tls.creds["framework:a"]) as (driver, rec):
+        offer = await rec.next_offer()
+        driver.launch(offer, [task])
+        status = await rec.wait_terminal("probe", timeout=30)
+    data = await _operator(tls, "operator:alice").ReadFile(operator_pb2.ReadFileRequest(task_id="probe"))
+    out = data.data.decode()
+    assert status.state is TaskState.FINISHED, (status.message, out)
+    assert "refused UNAVAILABLE" in out, out
+    assert "listed" not in out
+    # Hidden (the task's /tmp is its own) or refused: either way not read.
+    assert "unreadable ca-key.pem" in out, out
+    assert "unreadable operator-alice-key.pem" in out, out
