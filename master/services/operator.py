@@ -166,7 +166,8 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "task_id: must not be empty")
         # Asked of every task the id names, before anything is done: a
         # principal learns nothing and touches nothing of another's tasks.
-        owners = sorted({owner(master, t.framework_id) for t in master.state.find_task(request.task_id)})
+        matches = master.state.find_task(request.task_id, request.framework_id)
+        owners = sorted({owner(master, t.framework_id) for t in matches})
         await self.guard.require(context, principal, "kill_task", owners, "KillTask")
         try:
             master.operator_kill(request.task_id, request.framework_id)
