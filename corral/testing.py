@@ -55,9 +55,12 @@ async def local_cluster(
     attributes: list[dict[str, str]] | None = None,
     image_import_dirs: tuple[Path, ...] = (),
     allowed_host_paths: tuple[Path, ...] = (),
+    tls: bool = False,
 ) -> AsyncIterator[LocalCluster]:
     """A master and agents in this process; stopped (tasks killed, cgroups
-    removed) on exit, also when the test fails."""
+    removed) on exit, also when the test fails. With ``tls`` they speak
+    mutual TLS with a CA of the cluster's own: a framework then needs
+    ``credentials=cluster.credentials("framework:NAME")``."""
     res = Resources.parse(agent_resources) if isinstance(agent_resources, str) else agent_resources
     cluster = LocalCluster(
         agents=agents,
@@ -69,6 +72,7 @@ async def local_cluster(
         attributes=attributes or [],
         image_import_dirs=image_import_dirs,
         allowed_host_paths=allowed_host_paths,
+        tls=tls,
     )
     try:
         await cluster.start()

@@ -1,0 +1,301 @@
+"""Mutual TLS over real loopback connections: who gets in, who is refused at
+the handshake, what principal the master sees, the refusals of plaintext off
+loopback, a task end to end, the CLI of a TLS `corral local`, and the batch
+framework's HTTP API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import ssl
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+
+from corral.frameworks import Task, TaskState
+from corral.frameworks.batch.api import BatchApiError, BatchClient
+from corral.frameworks.batch.service import BatchService
+from corral.identity import Principal, principal_of
+from corral.pki import CertificateAuthority, load_credentials
+from corral.proto import operator_pb2 as op
+from corral.proto import operator_pb2_grpc
+from corral.resources import Resources
+from corral.testing import corral_command, framework, local_cluster
+from corral.transport import Credentials, bind, make_channel, make_server
+
+
+class RecordingOperator(operator_pb2_grpc.OperatorServicer):
+    """Answers GetMasterInfo and keeps the principal of every call that got in."""
+
+    def __init__(self) -> None:
+        self.principals: list[Principal] = []
+
+    async def GetMasterInfo(self, request: Any, context: Any) -> op.GetMasterInfoResponse:
+        self.principals.append(principal_of(context))
+        return op.GetMasterInfoResponse()
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> CertificateAuthority:
+    return CertificateAuthority.init(tmp_path / "pki")
+
+
+def creds(ca: CertificateAuthority, principal: str) -> Credentials:
+    issued = ca.issue(principal)
+    return load_credentials(ca.cert_file, issued.cert, issued.key)
+
+
+@pytest.fixture
+async def tls_server(pki: CertificateAuthority) -> AsyncIterator[tuple[str, RecordingOperator]]:
+    """A bare gRPC server with the master's certificate and a recording servicer."""
+    servicer = RecordingOperator()
+    master = creds(pki, "master:m1")
+    server = make_server(master)
+    operator_pb2_grpc.add_OperatorServicer_to_server(servicer, server)
+    port = bind(server, "127.0.0.1:0", master)
+    await server.start()
+    try:
+        yield f"127.0.0.1:{port}", servicer
+    finally:
+        await server.stop(0)
+
+
+async def call(address: str, credentials: Credentials | None) -> None:
+    async with make_channel(address, credentials) as channel:
+        await operator_pb2_grpc.OperatorStub(channel).GetMasterInfo(op.GetMasterInfoRequest(), timeout=5)
+
+
+async def test_a_certificate_of_the_ca_names_the_principal(
+    pki: CertificateAuthority, tls_server: tuple[str, RecordingOperator]
+) -> None:
+    address, servicer = tls_server
+    await call(address, creds(pki, "operator:alice"))
+    # A claim in the metadata does not override the certificate.
+    await call(address, creds(pki, "agent:node-1").claiming("operator:root"))
+    assert servicer.principals == [
+        Principal("operator", "alice", authenticated=True),
+        Principal("agent", "node-1", authenticated=True),
+    ]
+
+
+async def test_no_client_certificate_is_refused_at_the_handshake(
+    pki: CertificateAuthority, tls_server: tuple[str, RecordingOperator]
+) -> None:
+    address, servicer = tls_server
+    ca_only = Credentials(root_certificates=pki.cert_file.read_bytes())
+    async with grpc.aio.secure_channel(
+        address, grpc.ssl_channel_credentials(ca_only.root_certificates)
+    ) as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await operator_pb2_grpc.OperatorStub(ch).GetMasterInfo(op.GetMasterInfoRequest(), timeout=5)
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+    # Plaintext (a task on host networking calling without credentials) does not get in either.
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await call(address, Credentials(claim="operator:root"))
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert servicer.principals == []  # no call reached the servicer
+
+
+async def test_a_certificate_of_another_ca_is_refused(
+    tmp_path: Path, pki: CertificateAuthority, tls_server: tuple[str, RecordingOperator]
+) -> None:
+    address, servicer = tls_server
+    other = CertificateAuthority.init(tmp_path / "other")
+    mallory = other.issue("operator:mallory")
+    forged = Credentials(
+        root_certificates=pki.cert_file.read_bytes(),  # trusts the real CA, presents the other's cert
+        private_key=mallory.key.read_bytes(),
+        certificate_chain=mallory.cert.read_bytes(),
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await call(address, forged)
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert servicer.principals == []
+
+
+async def test_a_client_refuses_a_master_of_another_ca(
+    tmp_path: Path, pki: CertificateAuthority, tls_server: tuple[str, RecordingOperator]
+) -> None:
+    address, servicer = tls_server
+    other = CertificateAuthority.init(tmp_path / "other")
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await call(address, creds(other, "operator:alice"))
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert servicer.principals == []
+
+
+async def test_a_plaintext_claim_is_unauthenticated() -> None:
+    servicer = RecordingOperator()
+    server = make_server()
+    operator_pb2_grpc.add_OperatorServicer_to_server(servicer, server)
+    port = bind(server, "127.0.0.1:0")
+    await server.start()
+    try:
+        await call(f"127.0.0.1:{port}", Credentials(claim="operator:alice"))
+        await call(f"127.0.0.1:{port}", None)
+    finally:
+        await server.stop(0)
+    assert servicer.principals == [
+        Principal("operator", "alice", authenticated=False),
+        Principal("anonymous", "anonymous", authenticated=False),
+    ]
+
+
+def corral(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*corral_command(), *args],
+        env=env or os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_plaintext_off_loopback_is_refused_with_a_reason(tmp_path: Path) -> None:
+    res = corral("master", "--listen", "0.0.0.0:0")
+    assert res.returncode != 0
+    assert "refusing to listen on 0.0.0.0:0 without TLS" in res.stderr
+    assert "--insecure" in res.stderr
+    res = corral("agent", "--master", "192.0.2.1:5050", "--work-dir", str(tmp_path / "agent"))
+    assert res.returncode != 0
+    assert "refusing to call the master at 192.0.2.1:5050 without TLS" in res.stderr
+    assert "--insecure" in res.stderr
+
+
+def test_a_bad_certificate_stops_the_master_naming_the_file(
+    tmp_path: Path, pki: CertificateAuthority
+) -> None:
+    alice = pki.issue("operator:alice")
+    bob = pki.issue("operator:bob")
+    res = corral(
+        "master", "--listen", "127.0.0.1:0", "--tls-ca", str(pki.cert_file),
+        "--tls-cert", str(alice.cert), "--tls-key", str(bob.key),
+    )  # fmt: skip
+    assert res.returncode != 0
+    assert f"{bob.key}: this key does not match the certificate {alice.cert}" in " ".join(res.stderr.split())
+
+
+@pytest.mark.root
+async def test_an_agent_and_a_framework_run_a_task_over_mutual_tls(tmp_path: Path) -> None:
+    async with local_cluster(tmp_path / "cluster", agents=1, tls=True) as cluster:
+        assert cluster.server.credentials is not None
+        assert cluster.server.credentials.secure
+        assert all(a.config.credentials and a.config.credentials.secure for a in cluster.agent_list)
+        fw = cluster.credentials("framework:tls-test")
+        async with framework(cluster.master_address, name="tls-test", credentials=fw) as (driver, rec):
+            offer = await rec.next_offer()
+            driver.launch(offer, [Task("t1", "echo over tls", Resources.of(cpus=0.1, mem=32))])
+            status = await rec.wait_terminal("t1")
+            assert status.state is TaskState.FINISHED, status
+        # The operator API refuses a caller without a certificate at the handshake.
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await call(cluster.master_address, Credentials(claim="operator:root"))
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+        await call(cluster.master_address, cluster.credentials("operator:alice"))
+
+
+@pytest.mark.root
+async def test_the_batch_api_takes_operator_certificates_only(tmp_path: Path) -> None:
+    async with local_cluster(tmp_path / "cluster", agents=1, tls=True) as cluster:
+        svc = BatchService(
+            cluster.master_address,
+            tmp_path / "batch.db",
+            record=False,
+            credentials=cluster.credentials("framework:batch"),
+        )
+        address = await svc.start()
+        try:
+            # The clients block: they run in threads while this loop serves the API.
+            operator = BatchClient(address, credentials=cluster.credentials("operator:alice"))
+            spec = {"name": "hi", "tasks": [{"name": "t", "command": "true"}]}
+            job = await asyncio.to_thread(operator.submit, spec)
+            assert job["job_id"] in {j["id"] for j in (await asyncio.to_thread(operator.jobs))["jobs"]}
+
+            plain = BatchClient(address)  # plain HTTP to a TLS port
+            with pytest.raises(BatchApiError) as e:
+                await asyncio.to_thread(plain.jobs)
+            assert "cannot reach the batch service" in str(e.value)
+            ca_only = Credentials(root_certificates=cluster.credentials("operator:x").root_certificates)
+            no_cert = BatchClient(address, credentials=ca_only)
+            assert no_cert.tls is None  # nothing to present: it would be plain HTTP again
+            with pytest.raises(BatchApiError):
+                await asyncio.to_thread(no_cert.jobs)
+            # TLS that trusts the CA but shows no certificate: the server ends the
+            # handshake (with TLS 1.3 the client sees the connection close).
+            anonymous = BatchClient(address)
+            anonymous.tls = ssl.create_default_context(cadata=(ca_only.root_certificates or b"").decode())
+            with pytest.raises(BatchApiError) as e:
+                await asyncio.to_thread(anonymous.jobs)
+            assert "cannot reach the batch service" in str(e.value)
+            other_kind = BatchClient(address, credentials=cluster.credentials("framework:batch"))
+            with pytest.raises(BatchApiError) as e:
+                await asyncio.to_thread(other_kind.jobs)
+            assert "principal framework:batch may not use this API" in str(e.value)
+            assert len((await asyncio.to_thread(operator.jobs))["jobs"]) == 1  # nothing else got in
+        finally:
+            await svc.stop()
+
+
+@pytest.fixture
+def tls_local(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """`corral local` as a user starts it: TLS by default, found through local.json."""
+    home = tmp_path / "home"
+    env = {**os.environ, "CORRAL_HOME": str(home), "CORRAL_LOG_LEVEL": "warning"}
+    for name in ("CORRAL_MASTER", "CORRAL_TLS_CA", "CORRAL_TLS_CERT", "CORRAL_TLS_KEY"):
+        env.pop(name, None)
+    proc = subprocess.Popen(
+        [*corral_command(), "local", "--agents", "1", "--port", "0", "--no-services"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (home / "local.json").exists() or not (home / "batch.json").exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(
+                    f"corral local did not start: {proc.stdout.read() if proc.stdout else ''}"
+                )
+            time.sleep(0.05)
+        yield env
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.root
+def test_the_cli_finds_a_tls_local_cluster_with_no_flags(tls_local: dict[str, str]) -> None:
+    home = Path(tls_local["CORRAL_HOME"])
+    record = json.loads((home / "local.json").read_text())
+    assert set(record["tls"]) == {"ca", "cert", "key"}
+    assert Path(record["tls"]["cert"]).name.startswith("operator-")
+    assert json.loads((home / "batch.json").read_text())["tls"] is True
+
+    res = corral("run", "--", "echo", "hello over tls", env=tls_local, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == "hello over tls\n"
+    res = corral("jobs", env=tls_local)
+    assert res.returncode == 0, res.stderr
+
+    # A client that does not have the cluster's certificates cannot talk to it.
+    elsewhere = {**tls_local, "CORRAL_HOME": str(home.parent / "elsewhere")}
+    res = corral("agents", "--master", record["master"], env=elsewhere)
+    assert res.returncode != 0
+    assert "cannot reach the master" in res.stderr
+    assert "--tls-ca" in " ".join(res.stderr.split())
