@@ -299,3 +299,23 @@ def test_the_cli_finds_a_tls_local_cluster_with_no_flags(tls_local: dict[str, st
     assert res.returncode != 0
     assert "cannot reach the master" in res.stderr
     assert "--tls-ca" in " ".join(res.stderr.split())
+
+
+async def test_during_a_ca_change_both_cas_are_trusted(tmp_path: Path, pki: CertificateAuthority) -> None:
+    new = CertificateAuthority.init(tmp_path / "new")
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(new.cert_file.read_bytes() + pki.cert_file.read_bytes())
+    old_master = pki.issue("master:m1")
+    master = load_credentials(bundle, old_master.cert, old_master.key)
+    servicer = RecordingOperator()
+    server = make_server(master)
+    operator_pb2_grpc.add_OperatorServicer_to_server(servicer, server)
+    port = bind(server, "127.0.0.1:0", master)
+    await server.start()
+    try:
+        for issuer, name in ((pki, "operator:old"), (new, "operator:new")):
+            issued = issuer.issue(name)
+            await call(f"127.0.0.1:{port}", load_credentials(bundle, issued.cert, issued.key))
+    finally:
+        await server.stop(0)
+    assert [str(p) for p in servicer.principals] == ["operator:old", "operator:new"]
