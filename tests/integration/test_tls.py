@@ -28,7 +28,14 @@ from corral.pki import CertificateAuthority, load_credentials
 from corral.proto import operator_pb2 as op
 from corral.proto import operator_pb2_grpc
 from corral.resources import Resources
-from corral.testing import corral_command, framework, local_cluster
+from corral.testing import (
+    corral_command,
+    elected_cluster,
+    eventually,
+    framework,
+    issue_credentials,
+    local_cluster,
+)
 from corral.transport import Credentials, bind, make_channel, make_server
 
 
@@ -319,3 +326,27 @@ async def test_during_a_ca_change_both_cas_are_trusted(tmp_path: Path, pki: Cert
     finally:
         await server.stop(0)
     assert [str(p) for p in servicer.principals] == ["operator:old", "operator:new"]
+
+
+@pytest.mark.root
+async def test_an_agent_and_a_framework_follow_a_failover_over_mutual_tls(
+    zk_url: str, tmp_path: Path
+) -> None:
+    tls_dir = tmp_path / "tls"
+    async with elected_cluster(zk_url, tmp_path, tls_dir=tls_dir) as ((leader, standby), agent):
+        fw = issue_credentials(tls_dir, "framework:ha")
+        async with framework(zk_url, name="ha", failover_timeout_s=30, credentials=fw) as (driver, rec):
+            offer = await rec.next_offer()
+            driver.launch(offer, [Task("survivor", "sleep 300", Resources.of(cpus=0.1, mem=32))])
+            await rec.wait_state("survivor", TaskState.RUNNING)
+            await leader.stop()
+            await eventually(lambda: standby.leading, 10, "the standby to lead")
+            await eventually(
+                lambda: standby.master is not None and agent.agent_id in standby.master.state.agents,
+                15,
+                "the agent to re-register with the new leader over TLS",
+            )
+            await rec.wait_for(lambda: rec.subscriptions >= 2, 15, "the framework to re-subscribe over TLS")
+            driver.kill("survivor")
+            status = await rec.wait_terminal("survivor")
+            assert status.state is TaskState.KILLED
