@@ -221,3 +221,31 @@ def api_credentials(record: dict[str, Any] | None) -> Credentials | None:
     from corral.pki import load_credentials
 
     return load_credentials(*files)
+
+
+def framework_credentials(master: str, name: str) -> Credentials:
+    """What ``corral framework run NAME`` calls ``master`` with and serves its
+    HTTP API with: the ``--tls-*`` files (a ``framework:NAME`` certificate);
+    for ``corral local`` or a ``corral cluster up`` cluster of this host, one
+    issued now by that cluster's own CA (its key is beside it); else
+    plaintext claiming ``framework:NAME``."""
+    from corral.transport import Credentials
+
+    principal = f"framework:{name}"
+    files = flag_tls_files()
+    if files is None and (recorded := recorded_tls_files(master)) is not None:
+        from corral.pki import CertificateAuthority
+
+        ca_dir = Path(recorded[0]).parent
+        if not (ca_dir / "ca-key.pem").exists():
+            raise ClusterNotFoundError(
+                f"{master} serves mutual TLS: give a {principal} certificate "
+                "with --tls-ca/--tls-cert/--tls-key"
+            )
+        issued = CertificateAuthority.load(ca_dir).issue(principal)
+        files = (recorded[0], str(issued.cert), str(issued.key))
+    if files is None:
+        return Credentials(claim=principal)
+    from corral.pki import load_credentials
+
+    return load_credentials(*files)

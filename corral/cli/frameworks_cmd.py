@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from corral.cli.discovery import client_credentials, resolve_master, state_dir
+from corral.cli.discovery import framework_credentials, resolve_master, state_dir
 from corral.cli.main import _daemon_logging, console, handle_errors, master_option
 
 
@@ -54,7 +54,6 @@ def run_plugin(ctx: click.Context, master: str | None, name: str, config_file: P
         master=address,
         config=config,
         state_dir=state_dir() / "frameworks" / name,
-        # A framework certificate from --tls-*; else plaintext claiming framework:NAME.
-        credentials=client_credentials(address, claim=f"framework:{name}"),
+        credentials=framework_credentials(address, name),
     )
     sys.exit(asyncio.run(plugin.run(context)) or 0)
