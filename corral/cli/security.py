@@ -24,25 +24,21 @@ def _tls_slot(index: int) -> Callable[[click.Context, click.Parameter, str | Non
     return store
 
 
+#: (option, environment variable, help) of the three TLS files, in slot order
+_TLS_OPTIONS = (
+    ("--tls-ca", "CORRAL_TLS_CA", "The CA certificate (PEM) that signed the cluster's certificates."),
+    ("--tls-cert", "CORRAL_TLS_CERT", "This process's certificate (PEM, CN KIND:NAME)."),
+    ("--tls-key", "CORRAL_TLS_KEY", "Its private key (PEM)."),
+)
+
+
 def tls_options(fn: F) -> F:
     """``--tls-ca``, ``--tls-cert``, ``--tls-key`` (or ``$CORRAL_TLS_CA/CERT/KEY``):
     the CA and this process's certificate and key (read by
     corral.cli.discovery.flag_tls_files)."""
-    for index, (name, env, what) in reversed(
-        list(
-            enumerate(
-                (
-                    (
-                        "--tls-ca",
-                        "CORRAL_TLS_CA",
-                        "The CA certificate (PEM) that signed the cluster's certificates.",
-                    ),
-                    ("--tls-cert", "CORRAL_TLS_CERT", "This process's certificate (PEM, CN KIND:NAME)."),
-                    ("--tls-key", "CORRAL_TLS_KEY", "Its private key (PEM)."),
-                )
-            )
-        )
-    ):
+    # Decorators apply bottom-up: add them last first so --help lists ca, cert, key.
+    for index in reversed(range(len(_TLS_OPTIONS))):
+        name, env, what = _TLS_OPTIONS[index]
         fn = click.option(
             name,
             envvar=env,
