@@ -34,8 +34,11 @@ from corral.testing import (
     eventually,
     framework,
     issue_credentials,
+    listening,
     local_cluster,
+    terminate,
 )
+from corral.testing_zookeeper import free_port
 from corral.transport import Credentials, bind, make_channel, make_server
 
 
@@ -350,3 +353,78 @@ async def test_an_agent_and_a_framework_follow_a_failover_over_mutual_tls(
             driver.kill("survivor")
             status = await rec.wait_terminal("survivor")
             assert status.state is TaskState.KILLED
+
+
+def test_corral_certs_makes_a_ca_issues_and_shows(tmp_path: Path) -> None:
+    pki_dir = tmp_path / "pki"
+    res = corral("certs", "init", str(pki_dir))
+    assert res.returncode == 0, res.stderr
+    assert "ca.pem" in res.stdout
+    res = corral("certs", "init", str(pki_dir))
+    assert res.returncode != 0
+    assert "a CA already exists here" in res.stderr
+    res = corral(
+        "certs", "issue", "--ca", str(pki_dir), "master:m1", "--dns", "m1.example", "--ip", "10.0.0.5"
+    )
+    assert res.returncode == 0, res.stderr
+    shown = corral("certs", "show", str(pki_dir / "master-m1.pem"))
+    assert shown.returncode == 0, shown.stderr
+    lines = dict(line.split(":", 1) for line in shown.stdout.splitlines())
+    assert lines["principal"].strip() == "master:m1"
+    assert lines["DNS names"].strip() == "m1.example, localhost"
+    assert lines["IP addresses"].strip() == "10.0.0.5, 127.0.0.1, ::1"
+    assert lines["usages"].strip() == "clientAuth, serverAuth"
+    res = corral("certs", "issue", "--ca", str(pki_dir), "robot:r2")
+    assert res.returncode != 0
+    assert "kind must be one of" in res.stderr
+    res = corral("certs", "show", str(tmp_path / "nope.pem"))
+    assert res.returncode != 0
+    assert "nope.pem: no such file" in res.stderr
+
+
+def spawn(procs: list[subprocess.Popen[bytes]], log: Path, env: dict[str, str], *args: str) -> None:
+    with log.open("ab") as out:
+        procs.append(
+            subprocess.Popen([*corral_command(), *args], env=env, stdout=out, stderr=subprocess.STDOUT)
+        )
+
+
+@pytest.mark.root
+async def test_separate_processes_over_mutual_tls(tmp_path: Path, pki: CertificateAuthority) -> None:
+    """`corral master` and `corral agent` with certificates from the environment,
+    and `corral run` with an operator's: a task runs end to end."""
+    master, agent, alice = (pki.issue(p) for p in ("master:m1", "agent:node-1", "operator:alice"))
+
+    def env(issued: Any) -> dict[str, str]:
+        return {
+            **os.environ,
+            "CORRAL_LOG_LEVEL": "info",
+            "CORRAL_HOME": str(tmp_path / "home"),
+            "CORRAL_TLS_CA": str(pki.cert_file),
+            "CORRAL_TLS_CERT": str(issued.cert),
+            "CORRAL_TLS_KEY": str(issued.key),
+        }
+
+    address = f"127.0.0.1:{free_port()}"
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        spawn(procs, tmp_path / "master.log", env(master), "master", "--listen", address)
+        await listening(address)
+        spawn(
+            procs, tmp_path / "agent.log", env(agent),
+            "agent", "--master", address, "--work-dir", str(tmp_path / "agent"),
+            "--resources", "cpus:1;mem:256", "--cgroup-prefix", f"corral-tls-{os.getpid()}",
+        )  # fmt: skip
+        res = await asyncio.to_thread(
+            corral, "run", "--master", address, "--", "echo", "across processes", env=env(alice), timeout=60
+        )
+        assert res.returncode == 0, res.stderr + (tmp_path / "agent.log").read_text()[-2000:]
+        assert res.stdout == "across processes\n"
+        # The agent registered over TLS; a client without a certificate cannot list it.
+        plain = {k: v for k, v in env(alice).items() if not k.startswith("CORRAL_TLS_")}
+        res = await asyncio.to_thread(corral, "agents", "--master", address, env=plain)
+        assert res.returncode != 0
+        assert "cannot reach the master" in res.stderr
+    finally:
+        terminate(procs)
+    assert "master.plaintext" not in (tmp_path / "master.log").read_text()
