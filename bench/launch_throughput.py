@@ -10,7 +10,8 @@ percentiles; ``--json PATH`` also writes them.
 
 ``--tls on`` runs the cluster and the framework over mutual TLS (what
 ``corral local`` does by default), ``off`` plaintext, ``both`` one after the
-other on fresh clusters and prints them side by side with the ratio.
+other on fresh clusters and prints them side by side with the ratio
+(``--repeat N``: N pairs, alternating which mode goes first; the median ratio).
 
 Latency is measured as the framework sees it: from the ACCEPT that launches a
 task to its FINISHED update ("launch latency"), and from job submission to
@@ -145,6 +146,36 @@ def one_run(args: argparse.Namespace, tls: bool) -> dict[str, float]:
     return result
 
 
+def compare(args: argparse.Namespace) -> dict[str, object]:
+    """``--repeat`` pairs of runs, alternating which goes first (so load that
+    comes and goes on a shared machine does not always fall on one mode);
+    prints the pair with the median ratio side by side, then every pair."""
+    pairs: list[tuple[dict[str, float], dict[str, float]]] = []
+    for i in range(args.repeat):
+        order = (False, True) if i % 2 == 0 else (True, False)
+        runs = {tls: one_run(args, tls) for tls in order}
+        pairs.append((runs[False], runs[True]))
+    ratios = [t["tasks_per_s"] / p["tasks_per_s"] for p, t in pairs]
+    plain, tls = pairs[sorted(range(len(pairs)), key=ratios.__getitem__)[len(pairs) // 2]]
+    width = max(len(k) for k in plain)
+    print(f"{'':<{width}}  {'plaintext':>10}  {'mutual TLS':>10}  {'TLS/plain':>9}")
+    for key, value in plain.items():
+        other = tls[key]
+        numeric = isinstance(value, float | int) and not isinstance(value, bool) and value
+        ratio = f"{other / value:9.3f}" if numeric else ""
+        print(f"{key:<{width}}  {value!s:>10}  {other!s:>10}  {ratio}")
+    if len(pairs) > 1:
+        for (p, t), r in zip(pairs, ratios, strict=True):
+            print(f"pair: {p['tasks_per_s']:7.1f} vs {t['tasks_per_s']:7.1f} tasks/s  ratio {r:.3f}")
+    return {
+        "plaintext": plain,
+        "tls": tls,
+        "tls_over_plaintext_tasks_per_s": round(statistics.median(ratios), 3),
+        "pairs": [{"plaintext": p, "tls": t} for p, t in pairs],
+        "load_average": os.getloadavg(),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", type=int, default=1000)
@@ -159,34 +190,18 @@ def main() -> None:
     ap.add_argument("--command", default="true")
     ap.add_argument("--master", help="use a running plaintext cluster instead of starting one")
     ap.add_argument("--tls", choices=("off", "on", "both"), default="off", help="mutual TLS (default off)")
+    ap.add_argument("--repeat", type=int, default=1, help="with --tls both: pairs of runs (median ratio)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
 
-    modes = {"off": [False], "on": [True], "both": [False, True]}[args.tls]
-    results = [one_run(args, tls) for tls in modes]
-    out: object = results[0]
-    if len(results) == 1:
-        width = max(len(k) for k in results[0])
-        for key, value in results[0].items():
+    if args.tls != "both":
+        out: object = one_run(args, args.tls == "on")
+        assert isinstance(out, dict)
+        width = max(len(k) for k in out)
+        for key, value in out.items():
             print(f"{key:<{width}}  {value}")
     else:
-        plain, tls = results
-        width = max(len(k) for k in plain)
-        print(f"{'':<{width}}  {'plaintext':>10}  {'mutual TLS':>10}  {'TLS/plain':>9}")
-        for key, value in plain.items():
-            other = tls[key]
-            ratio = (
-                f"{other / value:9.3f}"
-                if isinstance(value, float | int) and not isinstance(value, bool) and value
-                else ""
-            )
-            print(f"{key:<{width}}  {value!s:>10}  {other!s:>10}  {ratio}")
-        out = {
-            "plaintext": plain,
-            "tls": tls,
-            "tls_over_plaintext_tasks_per_s": round(tls["tasks_per_s"] / plain["tasks_per_s"], 3),
-            "load_average": os.getloadavg(),
-        }
+        out = compare(args)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=2) + "\n")
