@@ -45,7 +45,8 @@ _FATAL_CODES = {
 
 def _principal_name(name: str) -> str:
     """A framework name as a principal's name (corral.identity: no spaces or colons)."""
-    return re.sub(r"[^A-Za-z0-9._@/-]", "_", name)[:128] or "unnamed"
+    cleaned = re.sub(r"[^A-Za-z0-9._@/-]", "_", name)[:127]
+    return cleaned if cleaned[:1].isalnum() else f"x{cleaned}"
 
 
 class SubscribeError(CorralError):
