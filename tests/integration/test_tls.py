@@ -181,6 +181,9 @@ def test_plaintext_off_loopback_is_refused_with_a_reason(tmp_path: Path) -> None
     assert res.returncode != 0
     assert "refusing to call the master at 192.0.2.1:5050 without TLS" in res.stderr
     assert "--insecure" in res.stderr
+    res = corral("agent", "--master", "zk://192.0.2.1:2181/corral", "--work-dir", str(tmp_path / "agent"))
+    assert res.returncode != 0
+    assert "refusing to call the master at zk://192.0.2.1:2181/corral without TLS" in res.stderr
 
 
 def test_a_bad_certificate_stops_the_master_naming_the_file(
