@@ -256,6 +256,12 @@ async def test_the_batch_api_takes_operator_certificates_only(tmp_path: Path) ->
                 await asyncio.to_thread(other_kind.jobs)
             assert "principal framework:batch may not use this API" in str(e.value)
             assert len((await asyncio.to_thread(operator.jobs))["jobs"]) == 1  # nothing else got in
+            # The operator's job runs (and ends before the cluster stops).
+            await eventually(
+                lambda: svc.engine.jobs[job["job_id"]].state == "SUCCEEDED",
+                30,
+                "the submitted job to succeed",
+            )
         finally:
             await svc.stop()
 
