@@ -72,6 +72,9 @@ def principal_of(context: grpc.aio.ServicerContext[Any, Any]) -> Principal:
     authenticated (so it can be told apart and refused). A plaintext peer is
     whatever it claims in ``corral-principal``, unauthenticated, or anonymous.
     """
+    # grpcio 1.85's auth context of a TLS peer (checked on real handshakes in
+    # tests/integration/test_tls.py): transport_security_type [b"ssl"],
+    # x509_common_name [b"KIND:NAME"], x509_subject, x509_pem_cert, ...
     auth = context.auth_context()
     if _first(auth.get("transport_security_type")) == "ssl":
         common_name = _first(auth.get("x509_common_name"))

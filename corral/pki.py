@@ -307,39 +307,64 @@ def _check_key_mode(path: Path) -> None:
         log.warning("tls.key_readable_by_others", key=str(path), mode=oct(stat.S_IMODE(mode)))
 
 
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+def _signed_by(leaf: x509.Certificate, ca: x509.Certificate) -> bool:
+    try:
+        leaf.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def read_ca_bundle(path: Path) -> list[x509.Certificate]:
+    """Every certificate in a CA file: one CA, or several while a CA is being
+    replaced (docs/operator.md, "Rotating certificates")."""
+    read_certificate(path)  # the errors for a missing or non-PEM file
+    try:
+        bundle = x509.load_pem_x509_certificates(_read(path))
+    except ValueError as e:
+        raise CertificateError(path, f"not a valid PEM certificate: {e}") from None
+    for cert in bundle:
+        if not _is_ca(cert):
+            raise CertificateError(
+                path,
+                f"not a CA certificate: {cert.subject.rfc4514_string()!r} has no basicConstraints CA:TRUE",
+            )
+    return bundle
+
+
 def load_credentials(
     ca: Path | str, cert: Path | str, key: Path | str, *, now: datetime.datetime | None = None
 ) -> Credentials:
-    """Read and check a CA certificate, a certificate it signed and that
-    certificate's key; :class:`CertificateError` naming the file and the
-    problem for anything a handshake would refuse. ``now`` (default: the
-    clock) is when they must be valid."""
+    """Read and check a CA certificate (or a bundle of them), a certificate it
+    signed and that certificate's key; :class:`CertificateError` naming the
+    file and the problem for anything a handshake would refuse. ``now``
+    (default: the clock) is when they must be valid."""
     ca_path, cert_path, key_path = Path(ca), Path(cert), Path(key)
     now = now or _now()
-    ca_cert = read_certificate(ca_path)
-    try:
-        is_ca = ca_cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-    except x509.ExtensionNotFound:
-        is_ca = False
-    if not is_ca:
-        raise CertificateError(ca_path, "not a CA certificate (no basicConstraints CA:TRUE)")
-    _check_dates(ca_path, ca_cert, now)
+    bundle = read_ca_bundle(ca_path)
+    for ca_cert in bundle:
+        _check_dates(ca_path, ca_cert, now)
     leaf = read_certificate(cert_path)
     private_key = read_private_key(key_path)
     _check_key_mode(key_path)
     if not _same_key(leaf, private_key):
         raise CertificateError(key_path, f"this key does not match the certificate {cert_path}")
-    try:
-        leaf.verify_directly_issued_by(ca_cert)
-    except (ValueError, TypeError, InvalidSignature):
+    if not any(_signed_by(leaf, ca_cert) for ca_cert in bundle):
+        names = ", ".join(repr(c.subject.rfc4514_string()) for c in bundle)
         raise CertificateError(
             cert_path,
-            f"not signed by the CA in {ca_path} (issuer {leaf.issuer.rfc4514_string()!r}, "
-            f"CA {ca_cert.subject.rfc4514_string()!r})",
-        ) from None
+            f"not signed by the CA in {ca_path} (issuer {leaf.issuer.rfc4514_string()!r}, CA {names})",
+        )
     _check_dates(cert_path, leaf, now)
     return Credentials(
-        root_certificates=ca_cert.public_bytes(serialization.Encoding.PEM),
+        root_certificates=b"".join(c.public_bytes(serialization.Encoding.PEM) for c in bundle),
         private_key=_read(key_path),
         certificate_chain=_read(cert_path),
         files=(str(ca_path), str(cert_path), str(key_path)),
@@ -389,10 +414,7 @@ def describe(path: Path) -> CertificateInfo:
         usages = tuple(u._name for u in eku)
     except x509.ExtensionNotFound:
         usages = ()
-    try:
-        is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-    except x509.ExtensionNotFound:
-        is_ca = False
+    is_ca = _is_ca(cert)
     return CertificateInfo(
         path=path,
         subject=cert.subject.rfc4514_string(),

@@ -35,6 +35,7 @@ from corral.master.master import MasterConfig
 from corral.master.server import MasterServer
 from corral.resources import Resources
 from corral.slave.agent import Agent, AgentConfig
+from corral.transport import Credentials
 
 #: Fast timers so tests take milliseconds where production waits seconds.
 FAST_MASTER = MasterConfig(
@@ -55,9 +56,12 @@ async def local_cluster(
     attributes: list[dict[str, str]] | None = None,
     image_import_dirs: tuple[Path, ...] = (),
     allowed_host_paths: tuple[Path, ...] = (),
+    tls: bool = False,
 ) -> AsyncIterator[LocalCluster]:
     """A master and agents in this process; stopped (tasks killed, cgroups
-    removed) on exit, also when the test fails."""
+    removed) on exit, also when the test fails. With ``tls`` they speak
+    mutual TLS with a CA of the cluster's own: a framework then needs
+    ``credentials=cluster.credentials("framework:NAME")``."""
     res = Resources.parse(agent_resources) if isinstance(agent_resources, str) else agent_resources
     cluster = LocalCluster(
         agents=agents,
@@ -69,6 +73,7 @@ async def local_cluster(
         attributes=attributes or [],
         image_import_dirs=image_import_dirs,
         allowed_host_paths=allowed_host_paths,
+        tls=tls,
     )
     try:
         await cluster.start()
@@ -85,13 +90,26 @@ async def elected_cluster(
     master_config: MasterConfig = FAST_MASTER,
     agent_resources: str = "cpus:1;mem:512",
     zk_session_timeout_s: float = 2.0,
+    tls_dir: Path | None = None,
 ) -> AsyncIterator[tuple[list[MasterServer], Agent]]:
     """``masters`` masters elected through the ZooKeeper at ``zk_url`` (the
     first one leads) and one agent that follows the leader, registered; all
-    stopped on exit (tasks killed, cgroups removed), also when the test fails."""
+    stopped on exit (tasks killed, cgroups removed), also when the test fails.
+    With ``tls_dir`` they speak mutual TLS with certificates of the CA made (or
+    found) there; a framework needs one of that CA too (:func:`issue_credentials`)."""
+
+    def creds(principal: str) -> Credentials | None:
+        return issue_credentials(tls_dir, principal) if tls_dir is not None else None
+
     servers = [
-        MasterServer("127.0.0.1:0", master_config, zk=zk_url, zk_session_timeout_s=zk_session_timeout_s)
-        for _ in range(masters)
+        MasterServer(
+            "127.0.0.1:0",
+            master_config,
+            creds(f"master:m{i}"),
+            zk=zk_url,
+            zk_session_timeout_s=zk_session_timeout_s,
+        )
+        for i in range(masters)
     ]
     agent = Agent(
         AgentConfig(
@@ -99,6 +117,7 @@ async def elected_cluster(
             work_dir=work_dir / "agent",
             resources=Resources.parse(agent_resources),
             cgroup_prefix=f"corral-test-{uuid.uuid4().hex[:8]}",
+            credentials=creds("agent:elected-agent"),
         )
     )
     try:
@@ -113,6 +132,19 @@ async def elected_cluster(
         await agent.stop()
         for m in servers:
             await m.stop()
+
+
+def issue_credentials(tls_dir: Path, principal: str) -> Credentials:
+    """Credentials for ``principal`` from the CA in ``tls_dir`` (made there if none is)."""
+    from corral.pki import CertificateAuthority, load_credentials
+
+    ca = (
+        CertificateAuthority.load(tls_dir)
+        if (tls_dir / "ca.pem").exists()
+        else CertificateAuthority.init(tls_dir, name="corral test")
+    )
+    issued = ca.issue(principal)
+    return load_credentials(ca.cert_file, issued.cert, issued.key)
 
 
 def agent_goes_away(agent: Agent) -> None:

@@ -11,6 +11,7 @@ marks such a principal unauthenticated.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
@@ -98,6 +99,19 @@ def env_tls_files() -> tuple[str, str, str] | None:
         missing = ", ".join(n for n, v in values.items() if not v)
         raise ValueError(f"TLS needs all of {ENV_CA}, {ENV_CERT} and {ENV_KEY}; {missing} not set")
     return values[ENV_CA], values[ENV_CERT], values[ENV_KEY]
+
+
+def is_loopback(address: str) -> bool:
+    """Whether ``host:port`` (or a bare host) names this machine's loopback only.
+    The wildcard (``0.0.0.0``, ``[::]``) is not loopback: it listens everywhere."""
+    host = address.rsplit(":", 1)[0] if address.count(":") == 1 or address.startswith("[") else address
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def make_server(credentials: Credentials | None = None) -> grpc.aio.Server:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
+import re
 import socket
 from collections.abc import Iterable, Sequence
 
@@ -40,6 +41,12 @@ _FATAL_CODES = {
     grpc.StatusCode.PERMISSION_DENIED,
     grpc.StatusCode.UNAUTHENTICATED,
 }
+
+
+def _principal_name(name: str) -> str:
+    """A framework name as a principal's name (corral.identity: no spaces or colons)."""
+    cleaned = re.sub(r"[^A-Za-z0-9._@/-]", "_", name)[:127]
+    return cleaned if cleaned[:1].isalnum() else f"x{cleaned}"
 
 
 class SubscribeError(CorralError):
@@ -81,7 +88,10 @@ class SchedulerDriver:
         #: live tasks seen in updates: task id -> agent id (for reconciliation)
         self._live: dict[str, str] = {}
         self._subscribed_before = False
-        self.credentials = credentials
+        # Without TLS a driver claims ``framework:<name>`` (the master marks it
+        # unauthenticated); with TLS its certificate names it.
+        creds = credentials or Credentials()
+        self.credentials = creds if creds.claim else creds.claiming(f"framework:{_principal_name(name)}")
         self.reconnect_max_s = reconnect_max_s
         self.drain_timeout_s = 2.0
         caps = [pb.FrameworkInfo.TASK_KILLING_STATE]
@@ -281,7 +291,7 @@ class SchedulerDriver:
         info.id = self.framework_id
         outq.put_nowait(Call(type=Call.SUBSCRIBE, subscribe=Call.Subscribe(framework_info=info)))
 
-        call = stub.Subscribe(drain(outq))
+        call = stub.Subscribe(drain(outq), metadata=self.credentials.metadata())
         stop_wait = asyncio.create_task(self._stopped.wait())
         try:
             events = aiter(call)

@@ -24,6 +24,7 @@ from corral.frameworks.driver import SchedulerDriver, SubscribeError
 from corral.frameworks.http_api import JsonServer
 from corral.frameworks.plugins import PluginContext, PluginError
 from corral.frameworks.scheduler import Scheduler
+from corral.transport import Credentials
 
 log = structlog.get_logger(__name__)
 TICK_S = 0.2
@@ -76,8 +77,11 @@ class FrameworkHost:
         name: str = "",
         failover_timeout_s: float = DEFAULT_FAILOVER_TIMEOUT_S,
         record: bool = True,
+        credentials: Credentials | None = None,
     ) -> None:
         self.master = master
+        #: for the driver and, with a certificate, the HTTP API's mutual TLS
+        self.credentials = credentials
         self.db = db
         self.name = name or self.kind
         self.failover_timeout_s = failover_timeout_s
@@ -110,6 +114,7 @@ class FrameworkHost:
             listen=str(ctx.config.get("listen", "127.0.0.1:0")),
             name=str(ctx.config.get("name", cls.kind)),
             failover_timeout_s=float(ctx.config.get("failover_timeout_s", DEFAULT_FAILOVER_TIMEOUT_S)),
+            credentials=ctx.credentials,
         )
         address = await host.start()
         log.warning("framework.serving", kind=cls.kind, address=address, db=str(host.db), master=ctx.master)
@@ -143,7 +148,14 @@ class FrameworkHost:
             tmp = path.with_suffix(".tmp")
             tmp.write_text(
                 json.dumps(
-                    {"address": self.address, "master": self.master, "db": str(self.db), "pid": os.getpid()}
+                    {
+                        "address": self.address,
+                        "master": self.master,
+                        "db": str(self.db),
+                        "pid": os.getpid(),
+                        # clients must dial https with an operator certificate
+                        "tls": bool(self.credentials and self.credentials.secure),
+                    }
                 )
             )
             tmp.replace(path)
@@ -188,6 +200,7 @@ class FrameworkHost:
                     master=self.master,
                     framework_id=self._engine.framework_id,
                     failover_timeout_s=self.failover_timeout_s,
+                    credentials=self.credentials,
                 )
                 try:
                     await self.driver.run()

@@ -5,8 +5,14 @@ The server is a few lines on asyncio streams (one request per connection), so
 it runs in its framework's event loop and needs no lock. A subclass supplies
 :meth:`JsonServer.route`; a framework's API subclasses :class:`EngineApiServer`,
 which serves ``GET /v1/state`` and hands the rest of ``/v1/...`` to
-:meth:`EngineApiServer.route_v1`. It listens on loopback only: anyone on the host who
-can reach it can submit work, as anyone who can reach the master can.
+:meth:`EngineApiServer.route_v1`. It listens on loopback only.
+
+It is a door to the cluster (a submitted job runs as root), so with
+credentials it speaks mutual TLS with the cluster's CA, as the master does:
+the client's certificate must be signed by that CA and name an operator
+(``operator:NAME``); any other principal gets 403 naming it. Without
+credentials (a plaintext cluster on loopback) anyone on the host who can
+reach it can submit work, as anyone who can reach the master can.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -22,23 +29,81 @@ from typing import Any, Generic, Protocol, TypeVar
 import structlog
 
 from corral.errors import CorralError
+from corral.identity import Principal
+from corral.transport import Credentials
 
 log = structlog.get_logger(__name__)
 MAX_BODY = 8 << 20
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 413: "Too Large"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    413: "Too Large",
+}
+
+
+def _files(credentials: Credentials) -> tuple[str, str, str]:
+    if credentials.files is None:
+        # The stdlib loads a key pair from files only.
+        raise ValueError(
+            "TLS for the HTTP API needs credentials read from files (corral.pki.load_credentials)"
+        )
+    return credentials.files
+
+
+def server_tls(credentials: Credentials) -> ssl.SSLContext:
+    """Mutual TLS for a server: a client certificate signed by the CA is required."""
+    _, cert, key = _files(credentials)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    context.load_verify_locations(cadata=(credentials.root_certificates or b"").decode())
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def client_tls(credentials: Credentials) -> ssl.SSLContext:
+    """Mutual TLS for a client: the server must hold a certificate of the CA for
+    the name dialled (the frameworks' certificates name localhost and loopback)."""
+    _, cert, key = _files(credentials)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    context.load_verify_locations(cadata=(credentials.root_certificates or b"").decode())
+    return context
+
+
+def peer_principal(writer: asyncio.StreamWriter) -> Principal | None:
+    """The principal of a TLS peer's certificate (CN ``KIND:NAME``); None without TLS.
+    A certificate whose CN is not a principal is the anonymous one, authenticated."""
+    if writer.get_extra_info("sslcontext") is None:
+        return None
+    cert = writer.get_extra_info("peercert") or {}
+    common_name = next(
+        (value for rdn in cert.get("subject", ()) for key, value in rdn if key == "commonName"), ""
+    )
+    try:
+        return Principal.parse(str(common_name), authenticated=True)
+    except ValueError:
+        return Principal("anonymous", str(common_name) or "anonymous", authenticated=True)
 
 
 class JsonServer:
-    """Serves :meth:`route` over HTTP on ``listen`` (HOST:PORT, port 0: any)."""
+    """Serves :meth:`route` over HTTP on ``listen`` (HOST:PORT, port 0: any);
+    over mutual TLS, to operators only, when ``credentials`` hold a certificate."""
 
-    def __init__(self, listen: str = "127.0.0.1:0") -> None:
+    def __init__(self, listen: str = "127.0.0.1:0", credentials: Credentials | None = None) -> None:
         self.listen = listen
         self.address = ""
+        self.tls = server_tls(credentials) if credentials is not None and credentials.secure else None
         self._server: asyncio.Server | None = None
 
     async def start(self) -> str:
         host, _, port = self.listen.rpartition(":")
-        self._server = await asyncio.start_server(self._handle, host or "127.0.0.1", int(port))
+        tls: dict[str, Any] = {"ssl": self.tls, "ssl_handshake_timeout": 10.0} if self.tls else {}
+        self._server = await asyncio.start_server(self._handle, host or "127.0.0.1", int(port), **tls)
         sock_host, sock_port = self._server.sockets[0].getsockname()[:2]
         self.address = f"{sock_host}:{sock_port}"
         return self.address
@@ -54,10 +119,19 @@ class JsonServer:
         """One request -> (HTTP status, JSON body); ``query`` is what follows ``?``."""
         return 404, {"error": f"no such endpoint: {method} {path}"}
 
+    def refuse(self, principal: Principal | None) -> tuple[int, Any] | None:
+        """A 403 for a TLS peer that is not an operator (None: let it in)."""
+        if principal is None or principal.kind == "operator":
+            return None
+        log.warning("api.refused", server=type(self).__name__, principal=str(principal))
+        return 403, {
+            "error": f"principal {principal} may not use this API: it takes operator:NAME certificates"
+        }
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             async with asyncio.timeout(10.0):
-                status, body = await self._request(reader)
+                status, body = await self._request(reader, self.refuse(peer_principal(writer)))
         except (TimeoutError, ValueError, asyncio.IncompleteReadError, ConnectionError) as e:
             status, body = 400, {"error": f"bad request: {e!r}"}
         except Exception as e:  # a bug must not take the service down
@@ -75,7 +149,11 @@ class JsonServer:
         with contextlib.suppress(Exception):
             await writer.wait_closed()
 
-    async def _request(self, reader: asyncio.StreamReader) -> tuple[int, Any]:
+    async def _request(
+        self, reader: asyncio.StreamReader, refusal: tuple[int, Any] | None = None
+    ) -> tuple[int, Any]:
+        """Read one request and route it, or answer ``refusal`` (read first, so
+        the client is not reset while it is still sending its body)."""
         line = (await reader.readline()).decode("latin-1").split()
         if len(line) != 3:
             raise ValueError("malformed request line")
@@ -91,7 +169,10 @@ class JsonServer:
                 length = int(value.strip())
         if length > MAX_BODY:
             return 413, {"error": f"request body over {MAX_BODY} bytes"}
-        body = json.loads(await reader.readexactly(length)) if length else {}
+        raw = await reader.readexactly(length) if length else b""
+        if refusal is not None:
+            return refusal
+        body = json.loads(raw) if raw else {}
         return self.route(method, path, body, query)
 
 
@@ -113,8 +194,9 @@ class EngineApiServer(JsonServer, Generic[E]):
         engine: E,
         listen: str = "127.0.0.1:0",
         state: Callable[[], dict[str, Any]] | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
-        super().__init__(listen)
+        super().__init__(listen, credentials)
         self.engine = engine
         self.state = state or (lambda: {"framework_id": engine.framework_id})
 
@@ -142,20 +224,22 @@ class JsonClient:
     #: for the "cannot reach" message
     what = "the service"
 
-    def __init__(self, address: str, timeout_s: float = 10.0) -> None:
+    def __init__(self, address: str, timeout_s: float = 10.0, credentials: Credentials | None = None) -> None:
         self.address = address
         self.timeout_s = timeout_s
+        self.tls = client_tls(credentials) if credentials is not None and credentials.secure else None
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
+        scheme = "https" if self.tls is not None else "http"
         req = urllib.request.Request(
-            f"http://{self.address}/v1/{path}",
+            f"{scheme}://{self.address}/v1/{path}",
             data=data,
             method=method,
             headers={"Content-Type": "application/json"},
         )
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+            with urllib.request.urlopen(req, timeout=self.timeout_s, context=self.tls) as resp:
                 return json.loads(resp.read())
         except urllib.error.HTTPError as e:
             try:

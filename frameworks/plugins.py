@@ -29,6 +29,7 @@ from typing import Any
 from corral.errors import CorralError
 from corral.frameworks.driver import SchedulerDriver
 from corral.frameworks.scheduler import Scheduler
+from corral.transport import Credentials
 
 GROUP = "corral.frameworks"
 
@@ -48,6 +49,8 @@ class PluginContext:
     config: Mapping[str, Any] = field(default_factory=dict)
     #: where the plugin may keep state (``$CORRAL_HOME/frameworks/NAME``), created on demand
     state_dir: Path = Path(".")
+    #: what to call the master with (``--tls-*``); None: plaintext
+    credentials: Credentials | None = None
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,7 @@ async def run_scheduler_class(cls: type[Scheduler], ctx: PluginContext) -> int:
         master=ctx.master,
         roles=tuple(fw.get("roles", ("*",))),
         failover_timeout_s=float(fw.get("failover_timeout_s", 60.0)),
+        credentials=ctx.credentials,
     )
     await driver.run()
     return 0

@@ -133,7 +133,13 @@ class MasterServer:
             self.detector = StaticDetector(self.address)
         await self.detector.start()
         await self.election.start(self._on_leadership)
-        log.info("master.started", address=self.address, master_id=self.info.id, zk=self.zk)
+        tls = bool(self.credentials and self.credentials.secure)
+        if not tls:
+            # Allowed on loopback (tests, `corral local --insecure`) or with --insecure.
+            log.warning(
+                "master.plaintext", address=self.address, reason="no TLS: callers are not authenticated"
+            )
+        log.info("master.started", address=self.address, master_id=self.info.id, zk=self.zk, tls=tls)
         return self.address
 
     def _on_leadership(self, leading: bool) -> None:

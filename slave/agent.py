@@ -267,9 +267,14 @@ class Agent:
         finally:
             await finder.stop()
 
+    def _credentials(self) -> Credentials:
+        """The configured credentials; without TLS, claiming ``agent:<hostname>``."""
+        creds = self.config.credentials or Credentials()
+        return creds if creds.claim else creds.claiming(f"agent:{self.config.hostname}")
+
     async def _connect(self, finder: LeaderFinder, address: str) -> bool:
         """One session with the master at ``address``; True if it was registered."""
-        channel = make_channel(address, self.config.credentials)
+        channel = make_channel(address, self._credentials())
         registered = False
         try:
             await finder.session(self._session(channel), address)
@@ -295,7 +300,7 @@ class Agent:
         outq: asyncio.Queue[AgentMessage | None] = asyncio.Queue()
         outq.put_nowait(self._register_message())
 
-        call = stub.Connect(drain(outq))
+        call = stub.Connect(drain(outq), metadata=self._credentials().metadata())
         try:
             async for message in call:
                 try:

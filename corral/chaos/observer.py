@@ -26,6 +26,7 @@ import structlog
 
 from corral.cluster import topology
 from corral.cluster.state import ClusterState, alive
+from corral.cluster.tls import operator_credentials
 from corral.codec import resources_from_proto
 from corral.errors import CorralError
 from corral.proto import messages_pb2 as pb
@@ -76,8 +77,8 @@ def _state_name(value: int) -> str:
     return pb.TaskState.Name(value).removeprefix("TASK_") if value in pb.TaskState.values() else "UNKNOWN"
 
 
-def _operator(address: str) -> tuple[grpc.Channel, Any]:
-    channel = make_sync_channel(address)
+def _operator(state: ClusterState, address: str) -> tuple[grpc.Channel, Any]:
+    channel = make_sync_channel(address, operator_credentials(state))
     return channel, operator_pb2_grpc.OperatorStub(channel)
 
 
@@ -87,7 +88,7 @@ def leader_of(state: ClusterState) -> str | None:
         proc = state.processes.get(n.name)
         if proc is None or not alive(proc):
             continue
-        channel, stub = _operator(f"{n.address}:{topology.MASTER_PORT}")
+        channel, stub = _operator(state, f"{n.address}:{topology.MASTER_PORT}")
         try:
             if stub.GetMasterInfo(op.GetMasterInfoRequest(), timeout=_LEADER_TIMEOUT_S).leading:
                 return n.name
@@ -175,7 +176,7 @@ class Observer:
         if leader is None:
             return Sample(t, None, live=live, dead=dead, faulted=faulted, errors=("no master leads",))
         n = self.state.plan.node(leader)
-        channel, stub = _operator(f"{n.address}:{topology.MASTER_PORT}")
+        channel, stub = _operator(self.state, f"{n.address}:{topology.MASTER_PORT}")
         errors: list[str] = []
         agents: tuple[AgentObs, ...] = ()
         tasks: tuple[TaskObs, ...] = ()

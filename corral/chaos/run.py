@@ -122,6 +122,7 @@ def _bounded_wait(predicate: Callable[[], bool], timeout_s: float, every_s: floa
 
 def _teardown_frameworks(state: ClusterState, framework_ids: list[str]) -> None:
     """Kill the workload's tasks (the frameworks themselves are stopped apart)."""
+    from corral.cluster.tls import operator_credentials
     from corral.proto import operator_pb2 as op
     from corral.proto import operator_pb2_grpc
     from corral.transport import make_sync_channel
@@ -130,7 +131,7 @@ def _teardown_frameworks(state: ClusterState, framework_ids: list[str]) -> None:
     if leader is None or not framework_ids:
         return
     n = state.plan.node(leader)
-    channel = make_sync_channel(f"{n.address}:{topology.MASTER_PORT}")
+    channel = make_sync_channel(f"{n.address}:{topology.MASTER_PORT}", operator_credentials(state))
     try:
         stub = operator_pb2_grpc.OperatorStub(channel)
         for fid in framework_ids:
@@ -210,6 +211,7 @@ class ChaosRun:
             o.seed,
             agents=len(targets.agents),
             submit_every_s=o.submit_every_s,
+            cluster=state,
         )
         workload.start()
         self.say("workload started: batch and service frameworks subscribed, service deployed")

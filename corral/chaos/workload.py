@@ -23,6 +23,9 @@ from typing import Any
 
 import structlog
 
+from corral.cluster import tls as cluster_tls
+from corral.cluster.state import ClusterState
+from corral.cluster.tls import operator_credentials
 from corral.errors import CorralError
 from corral.frameworks.batch.api import BatchClient
 from corral.frameworks.service.api import ServiceClient
@@ -68,8 +71,11 @@ class Workload:
         agents: int,
         submit_every_s: float = 2.0,
         max_jobs: int = 10_000,
+        cluster: ClusterState | None = None,
     ) -> None:
         self.master = master
+        #: a TLS cluster: the frameworks get certificates of its CA, the clients the operator's
+        self.cluster = cluster if cluster is not None and cluster.tls is not None else None
         self.directory = directory
         self.rng = random.Random(f"{seed}/workload")
         self.agents = agents
@@ -97,8 +103,9 @@ class Workload:
         deadline = time.monotonic() + _START_TIMEOUT_S
         for kind in ("batch", "service"):
             self.processes[kind].address = self._wait_address(kind, deadline)
-        self.batch = BatchClient(self.processes["batch"].address, timeout_s=10.0)
-        self.service = ServiceClient(self.processes["service"].address, timeout_s=10.0)
+        operator = operator_credentials(self.cluster) if self.cluster is not None else None
+        self.batch = BatchClient(self.processes["batch"].address, timeout_s=10.0, credentials=operator)
+        self.service = ServiceClient(self.processes["service"].address, timeout_s=10.0, credentials=operator)
         for client in (self.batch, self.service):
             while not client.state().get("connected"):
                 if time.monotonic() > deadline:
@@ -111,6 +118,9 @@ class Workload:
         config.write_text(
             f'db = "{self.directory / (kind + ".db")}"\nname = "chaos-{kind}"\nfailover_timeout_s = 600\n'
         )
+        env = self.env
+        if self.cluster is not None:
+            env = {**env, **cluster_tls.env(cluster_tls.files_of(self.cluster, f"framework:chaos-{kind}"))}
         with (self.directory / f"{kind}.log").open("ab") as out:
             proc = subprocess.Popen(
                 [
@@ -126,7 +136,7 @@ class Workload:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env=self.env,
+                env=env,
                 start_new_session=True,  # a Ctrl-C in the terminal is ours to handle
             )
         self.processes[kind] = _Process(kind, proc)
@@ -157,9 +167,12 @@ class Workload:
             'cpus = 0.2\nmem = 16\nconstraints = ["unique hostname"]\n'
         )
         address = self.processes["service"].address
+        env = self.env
+        if self.cluster is not None and self.cluster.tls is not None:
+            env = {**env, **cluster_tls.env(self.cluster.tls)}  # the operator's certificate
         res = subprocess.run(
             [*corral_command(), "service", "deploy", "--service", address, str(spec)],
-            capture_output=True, text=True, timeout=60, env=self.env, check=False,
+            capture_output=True, text=True, timeout=60, env=env, check=False,
         )  # fmt: skip
         if res.returncode != 0:
             raise WorkloadError(f"corral service deploy failed: {res.stderr.strip() or res.stdout.strip()}")

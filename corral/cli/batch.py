@@ -59,15 +59,17 @@ def service_for(master_flag: str | None) -> dict[str, Any] | None:
 
 
 def _client(master_flag: str | None, batch: str | None) -> Any:
+    from corral.cli.discovery import api_credentials
     from corral.frameworks.batch.api import BatchClient
 
-    if batch:
-        return BatchClient(batch)
     found = service_for(master_flag)
+    if batch:
+        same = found is not None and found.get("address") == batch
+        return BatchClient(batch, credentials=api_credentials(found if same else None))
     if found is None:
         fail("no batch service found: start one with `corral local` or `corral framework run batch`")
     assert found is not None
-    return BatchClient(str(found["address"]))
+    return BatchClient(str(found["address"]), credentials=api_credentials(found))
 
 
 batch_option = click.option(
@@ -197,8 +199,14 @@ async def run_local_job(
 
     engine = BatchEngine(Store(":memory:"))
     job_id = engine.submit(data, default_name=default_name)["job_id"]
+    from corral.cli.discovery import client_credentials
+
     driver = SchedulerDriver(
-        engine, name=f"corral-submit:{engine.jobs[job_id].name}", master=master, failover_timeout_s=10.0
+        engine,
+        name=f"corral-submit:{engine.jobs[job_id].name}",
+        master=master,
+        failover_timeout_s=10.0,
+        credentials=client_credentials(master),
     )
     runner = asyncio.create_task(driver.run())
     interrupted = asyncio.Event()

@@ -92,6 +92,11 @@ def cluster() -> None:
 @click.option("--zk-session-timeout", default=DEFAULT_SESSION_TIMEOUT_S, show_default=True, help="Seconds.")
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait until ready.")
 @click.option("--json", "as_json", is_flag=True, help="Print the cluster's state as JSON.")
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="Plaintext instead of mutual TLS with a CA of the cluster's own.",
+)
 @handle_errors
 def up(
     name: str,
@@ -104,8 +109,12 @@ def up(
     zk_session_timeout: float,
     timeout: float,
     as_json: bool,
+    insecure: bool,
 ) -> None:
     """Start ZooKeeper, masters and agents, each node in its own network namespace.
+
+    Every node speaks mutual TLS with certificates of the cluster's own CA
+    (unless --insecure); the CLI uses the operator certificate it recorded.
 
     \b
     corral cluster up --masters 3 --agents 5 --agent-attributes rack:r1 --agent-attributes rack:r2
@@ -129,7 +138,10 @@ def up(
     started = time.monotonic()
     err = _console() if not as_json else None
     state = runner.up(
-        spec, timeout, on_progress=(lambda m: err.print(f"  {m}", highlight=False)) if err else None
+        spec,
+        timeout,
+        on_progress=(lambda m: err.print(f"  {m}", highlight=False)) if err else None,
+        tls=not insecure,
     )
     took = time.monotonic() - started
     if as_json:

@@ -1,12 +1,18 @@
 """How clients find a master: ``--master``, then ``$CORRAL_MASTER``, then the
-file ``corral local`` writes (so the local cluster needs no flags)."""
+file ``corral local`` writes (so the local cluster needs no flags); and with
+which credentials to call it: ``--tls-ca/--tls-cert/--tls-key`` (or
+``$CORRAL_TLS_CA/CERT/KEY``), then the operator certificate that ``corral local``
+or ``corral cluster up`` recorded for its own cluster, then plaintext claiming
+``operator:<user>``."""
 
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -14,8 +20,13 @@ from corral.detector import ZooKeeperDetector
 from corral.errors import CorralError
 from corral.zk import is_zk_url, parse_zk_url
 
+if TYPE_CHECKING:
+    from corral.transport import Credentials
+
 #: Where ``--cluster NAME`` leaves its value in the click context (see resolve_master).
 CLUSTER_META_KEY = "corral.cluster"
+#: Where ``--tls-ca``/``--tls-cert``/``--tls-key`` leave theirs (see client_credentials).
+TLS_META_KEY = "corral.tls"
 
 
 class ClusterNotFoundError(CorralError):
@@ -31,11 +42,16 @@ def local_file() -> Path:
     return state_dir() / "local.json"
 
 
-def write_local(master: str, work_dir: Path) -> Path:
+def write_local(master: str, work_dir: Path, tls: tuple[Path, Path, Path] | None = None) -> Path:
+    """Record the local cluster; ``tls`` is the (CA, operator certificate, key)
+    its clients use, so ``corral tasks`` and friends need no flags."""
     path = local_file()
     path.parent.mkdir(parents=True, exist_ok=True)
+    data: dict[str, Any] = {"master": master, "pid": os.getpid(), "work_dir": str(work_dir)}
+    if tls is not None:
+        data["tls"] = dict(zip(("ca", "cert", "key"), map(str, tls), strict=True))
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"master": master, "pid": os.getpid(), "work_dir": str(work_dir)}))
+    tmp.write_text(json.dumps(data))
     tmp.replace(path)
     return path
 
@@ -124,3 +140,112 @@ async def leader_of(master: str, timeout: float = 10.0) -> str:
 def leader_address(master: str, timeout: float = 10.0) -> str:
     """Blocking form of :func:`leader_of`, for one-shot CLI calls."""
     return master if not is_zk_url(master) else asyncio.run(leader_of(master, timeout))
+
+
+def operator_name() -> str:
+    """The local user, as an operator principal's name."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid-{os.getuid()}"
+
+
+def flag_tls_files() -> tuple[str, str, str] | None:
+    """``--tls-ca/--tls-cert/--tls-key`` (click reads ``$CORRAL_TLS_*`` for them),
+    else the environment; ValueError if only some are given."""
+    from corral.transport import ENV_CA, ENV_CERT, ENV_KEY, env_tls_files
+
+    ctx = click.get_current_context(silent=True)
+    given = ctx.meta.get(TLS_META_KEY) if ctx is not None else None
+    if given and any(given):
+        if not all(given):
+            raise ValueError(
+                "--tls-ca, --tls-cert and --tls-key go together "
+                f"(or {ENV_CA}, {ENV_CERT} and {ENV_KEY}); some are missing"
+            )
+        return given[0], given[1], given[2]
+    return env_tls_files()
+
+
+def recorded_tls_files(master: str) -> tuple[str, str, str] | None:
+    """The operator credentials ``corral local`` or ``corral cluster up``
+    recorded, if ``master`` is that cluster's."""
+    try:
+        data = json.loads(local_file().read_text())
+        if data.get("master") == master and isinstance(data.get("tls"), dict):
+            tls = data["tls"]
+            return str(tls["ca"]), str(tls["cert"]), str(tls["key"])
+    except (OSError, ValueError, KeyError):
+        pass
+    from corral.cluster.state import ClusterState, list_clusters
+    from corral.cluster.topology import TopologyError
+
+    for name in list_clusters():
+        try:
+            state = ClusterState.load(name)
+        except (TopologyError, KeyError, TypeError):
+            continue
+        if state.plan.zk_url == master and state.tls is not None:
+            return state.tls
+    return None
+
+
+def client_credentials(master: str, claim: str = "") -> Credentials:
+    """What a CLI client calls ``master`` with: TLS files from the flags, the
+    environment or the cluster's own record; else plaintext claiming
+    ``claim`` (default ``operator:<user>``)."""
+    from corral.transport import Credentials
+
+    files = flag_tls_files() or recorded_tls_files(master)
+    if files is None:
+        return Credentials(claim=claim or f"operator:{operator_name()}")
+    from corral.pki import load_credentials
+
+    return load_credentials(*files)
+
+
+def api_credentials(record: dict[str, Any] | None) -> Credentials | None:
+    """What the CLI calls a framework's HTTP API with: the ``--tls-*`` files, or
+    the operator credentials of the cluster whose framework ``record`` (its
+    discovery file) describes, if it serves TLS; None: plain HTTP."""
+    files = flag_tls_files()
+    if files is None and record is not None and record.get("tls"):
+        files = recorded_tls_files(str(record.get("master", "")))
+        if files is None:
+            raise ClusterNotFoundError(
+                f"the framework at {record.get('address')} serves mutual TLS: give an operator "
+                "certificate with --tls-ca/--tls-cert/--tls-key (or CORRAL_TLS_CA/CERT/KEY)"
+            )
+    if files is None:
+        return None
+    from corral.pki import load_credentials
+
+    return load_credentials(*files)
+
+
+def framework_credentials(master: str, name: str) -> Credentials:
+    """What ``corral framework run NAME`` calls ``master`` with and serves its
+    HTTP API with: the ``--tls-*`` files (a ``framework:NAME`` certificate);
+    for ``corral local`` or a ``corral cluster up`` cluster of this host, one
+    issued now by that cluster's own CA (its key is beside it); else
+    plaintext claiming ``framework:NAME``."""
+    from corral.transport import Credentials
+
+    principal = f"framework:{name}"
+    files = flag_tls_files()
+    if files is None and (recorded := recorded_tls_files(master)) is not None:
+        from corral.pki import CertificateAuthority
+
+        ca_dir = Path(recorded[0]).parent
+        if not (ca_dir / "ca-key.pem").exists():
+            raise ClusterNotFoundError(
+                f"{master} serves mutual TLS: give a {principal} certificate "
+                "with --tls-ca/--tls-cert/--tls-key"
+            )
+        issued = CertificateAuthority.load(ca_dir).issue(principal)
+        files = (recorded[0], str(issued.cert), str(issued.key))
+    if files is None:
+        return Credentials(claim=principal)
+    from corral.pki import load_credentials
+
+    return load_credentials(*files)

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from corral.cli.discovery import resolve_master, state_dir
+from corral.cli.discovery import framework_credentials, resolve_master, state_dir
 from corral.cli.main import _daemon_logging, console, handle_errors, master_option
 
 
@@ -48,7 +48,12 @@ def run_plugin(ctx: click.Context, master: str | None, name: str, config_file: P
     _daemon_logging(ctx)
     plugin = find(name).load()
     config = load_config(config_file)
+    address = resolve_master(master)
     context = PluginContext(
-        name=name, master=resolve_master(master), config=config, state_dir=state_dir() / "frameworks" / name
+        name=name,
+        master=address,
+        config=config,
+        state_dir=state_dir() / "frameworks" / name,
+        credentials=framework_credentials(address, name),
     )
     sys.exit(asyncio.run(plugin.run(context)) or 0)

@@ -24,13 +24,13 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from corral.cli.discovery import leader_of
+from corral.cli.discovery import client_credentials, leader_of
 from corral.frameworks.batch import BatchScheduler, JobSpec, TaskProgress
 from corral.frameworks.driver import SchedulerDriver, tear_down
 from corral.frameworks.types import TaskState
 from corral.proto import operator_pb2 as op
 from corral.proto import operator_pb2_grpc
-from corral.transport import make_channel
+from corral.transport import Credentials, make_channel
 
 STATE_STYLE = {
     TaskState.FINISHED: "green",
@@ -74,11 +74,19 @@ async def run_job(
     framework_name: str,
     on_update: Callable[[TaskProgress], None] | None = None,
     while_running: Callable[[BatchScheduler, str], asyncio.Future[None]] | None = None,
+    credentials: Credentials | None = None,
 ) -> JobResult:
-    """Run ``spec`` on the cluster at ``master`` and wait for every task to end."""
+    """Run ``spec`` on the cluster at ``master`` and wait for every task to end
+    (``credentials``: default, the CLI's for that master)."""
     job_id = f"{spec.name}-{uuid.uuid4().hex[:6]}"
     scheduler = BatchScheduler(spec.tasks(job_id), on_update=on_update)
-    driver = SchedulerDriver(scheduler, name=framework_name, master=master, failover_timeout_s=10.0)
+    driver = SchedulerDriver(
+        scheduler,
+        name=framework_name,
+        master=master,
+        failover_timeout_s=10.0,
+        credentials=credentials or client_credentials(master),
+    )
     started = time.monotonic()
     runner = asyncio.create_task(driver.run())
     interrupted = asyncio.Event()
@@ -119,18 +127,19 @@ async def run_job(
 
 
 def follow_output(
-    master: str, task_id_of: Callable[[str], str]
+    master: str, task_id_of: Callable[[str], str], credentials: Credentials | None = None
 ) -> Callable[[BatchScheduler, str], asyncio.Future[None]]:
     """A ``while_running`` hook that streams one task's stdout and stderr."""
+    creds = credentials or client_credentials(master)
 
     def start(scheduler: BatchScheduler, job_id: str) -> asyncio.Future[None]:
-        return asyncio.ensure_future(_stream(master, scheduler, task_id_of(job_id)))
+        return asyncio.ensure_future(_stream(master, scheduler, task_id_of(job_id), creds))
 
     return start
 
 
-async def _stream(master: str, scheduler: BatchScheduler, task_id: str) -> None:
-    channel = make_channel(await leader_of(master))
+async def _stream(master: str, scheduler: BatchScheduler, task_id: str, credentials: Credentials) -> None:
+    channel = make_channel(await leader_of(master), credentials)
     stub = operator_pb2_grpc.OperatorStub(channel)
     offsets = {"stdout": 0, "stderr": 0}
     sinks = {"stdout": sys.stdout.buffer, "stderr": sys.stderr.buffer}
@@ -264,10 +273,14 @@ def result_table(result: JobResult, outputs: dict[str, str] | None = None) -> Ta
 
 
 async def collect_outputs(
-    master: str, framework_id: str, task_ids: list[str], max_bytes: int = 2000
+    master: str,
+    framework_id: str,
+    task_ids: list[str],
+    max_bytes: int = 2000,
+    credentials: Credentials | None = None,
 ) -> dict[str, str]:
     """The beginning of each task's stdout, for the summary table."""
-    channel = make_channel(await leader_of(master))
+    channel = make_channel(await leader_of(master), credentials or client_credentials(master))
     stub = operator_pb2_grpc.OperatorStub(channel)
     out: dict[str, str] = {}
 

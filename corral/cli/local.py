@@ -9,13 +9,19 @@ import shutil
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
+from corral.identity import Principal
 from corral.master.master import MasterConfig
 from corral.master.server import MasterServer
 from corral.resources import Resources
 from corral.slave.agent import Agent, AgentConfig
+from corral.transport import Credentials
+
+if TYPE_CHECKING:
+    from corral.pki import CertificateAuthority
 
 log = structlog.get_logger(__name__)
 
@@ -42,12 +48,51 @@ class LocalCluster:
     image_import_dirs: tuple[Path, ...] = ()
     #: host paths tasks may bind (AgentConfig.allowed_host_paths)
     allowed_host_paths: tuple[Path, ...] = ()
+    #: mutual TLS with a CA of its own in ``<work_dir>/tls``: a certificate for
+    #: the master, each agent (``agent:<hostname>``) and, on demand, whoever
+    #: :meth:`credentials` is asked for (frameworks, the operator)
+    tls: bool = False
 
     def __post_init__(self) -> None:
-        self.server = MasterServer(self.listen, self.master_config)
+        self.tls_dir = self.work_dir / "tls"
+        self._ca = self._make_ca() if self.tls else None
+        self.server = MasterServer(self.listen, self.master_config, self._issue("master:local"))
         self.agent_list: list[Agent] = []
         self.master_address = ""
         self.cgroup_prefix = self.cgroup_prefix or f"corral/local-{os.getpid()}"
+
+    def _make_ca(self) -> CertificateAuthority:
+        from corral.pki import CertificateAuthority
+
+        if (self.tls_dir / "ca.pem").exists():
+            return CertificateAuthority.load(self.tls_dir)
+        return CertificateAuthority.init(self.tls_dir, name="corral local")
+
+    def _issue(self, principal: str) -> Credentials | None:
+        """Credentials for ``principal`` signed by this cluster's CA (issued once); None without TLS."""
+        if self._ca is None:
+            return None
+        from corral.pki import file_stem, load_credentials
+
+        stem = file_stem(Principal.parse(principal))
+        cert, key = self.tls_dir / f"{stem}.pem", self.tls_dir / f"{stem}-key.pem"
+        if not cert.exists():
+            issued = self._ca.issue(principal)
+            cert, key = issued.cert, issued.key
+        return load_credentials(self._ca.cert_file, cert, key)
+
+    def credentials(self, principal: str) -> Credentials:
+        """How ``principal`` (``KIND:NAME``) calls this cluster: its own
+        certificate under TLS, else plaintext claiming it."""
+        return self._issue(principal) or Credentials(claim=principal)
+
+    def tls_files(self, principal: str) -> tuple[Path, Path, Path] | None:
+        """(CA, certificate, key) of ``principal``, issued if need be; None without TLS."""
+        creds = self._issue(principal)
+        if creds is None or creds.files is None:
+            return None
+        ca, cert, key = creds.files
+        return Path(ca), Path(cert), Path(key)
 
     async def start(self) -> str:
         self.master_address = await self.server.start()
@@ -64,6 +109,7 @@ class LocalCluster:
                 image_import_dirs=self.image_import_dirs,
                 allowed_host_paths=self.allowed_host_paths,
             )
+            config.credentials = self._issue(f"agent:{config.hostname}")
             agent = Agent(config)
             self.agent_list.append(agent)
             await agent.start()

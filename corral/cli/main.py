@@ -24,6 +24,7 @@ from corral.cli.discovery import (
     resolve_master,
     write_local,
 )
+from corral.cli.security import daemon_credentials, insecure_option, master_on_loopback, tls_options
 from corral.codec import parse_attributes
 from corral.errors import CorralError
 from corral.frameworks.batch import JobSpecError, TaskGroup
@@ -55,7 +56,14 @@ def handle_errors(fn: F) -> F:
             code = e.code() if hasattr(e, "code") else None
             details = e.details() if hasattr(e, "details") else str(e)
             if code == grpc.StatusCode.UNAVAILABLE:
-                fail(f"cannot reach the master: {details}")
+                # A refused TLS handshake looks like a closed socket from here.
+                hint = (
+                    " (if it serves mutual TLS: give --tls-ca, --tls-cert and --tls-key of an operator "
+                    "certificate from its CA, or set CORRAL_TLS_CA/CERT/KEY)"
+                    if "Socket closed" in (details or "") or "handshake" in (details or "").lower()
+                    else ""
+                )
+                fail(f"cannot reach the master: {details}{hint}")
             fail(f"{code.name if code else 'error'}: {details}")
         except CorralError as e:
             fail(str(e))
@@ -67,7 +75,9 @@ def handle_errors(fn: F) -> F:
 
 
 def master_option(fn: F) -> F:
-    """``--master`` and ``--cluster NAME`` (a `corral cluster up` cluster; read by resolve_master)."""
+    """``--master``, ``--cluster NAME`` (a `corral cluster up` cluster; read by
+    resolve_master) and the TLS options."""
+    fn = tls_options(fn)
     fn = click.option(
         "--cluster",
         default=None,
@@ -145,6 +155,11 @@ def _client_logging(ctx: click.Context) -> None:
     type=click.Path(path_type=Path, file_okay=False, exists=True),
     help="A directory under which tasks may name image tarballs by path (repeatable), as for `corral agent`.",
 )
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="Plaintext instead of mutual TLS with a CA of its own (any local user can then call it).",
+)
 @click.pass_context
 @handle_errors
 def local(
@@ -159,9 +174,15 @@ def local(
     services: bool,
     allowed_host_paths: str,
     image_import_dirs: tuple[Path, ...],
+    insecure: bool,
 ) -> None:
-    """Start an embedded cluster: a master and N agents in one process, no ZooKeeper."""
-    from corral.cli.discovery import state_dir
+    """Start an embedded cluster: a master and N agents in one process, no ZooKeeper.
+
+    It makes a CA of its own in WORK_DIR/tls and speaks mutual TLS (unless
+    --insecure); the CLI finds the master and the operator's certificate
+    through ~/.corral/local.json.
+    """
+    from corral.cli.discovery import operator_name, state_dir
     from corral.cli.local import LocalCluster, fresh_work_dir, serve_until_signal
     from corral.slave.containerizer.images import default_store_dir
 
@@ -186,16 +207,22 @@ def local(
             image_store=default_store_dir(),  # where `corral image import` puts them
             image_import_dirs=tuple(p.resolve() for p in image_import_dirs),
             allowed_host_paths=_allowed_host_paths(allowed_host_paths),
+            tls=not insecure,
         )
         try:
             await cluster.start()
         except RuntimeError as e:
             fail(f"could not start the master on port {port}: {e} (try --port 0)")
-        path = write_local(cluster.master_address, wd)
+        path = write_local(cluster.master_address, wd, cluster.tls_files(f"operator:{operator_name()}"))
         try:
             console.print(
                 f"[bold green]corral local[/] master [bold]{cluster.master_address}[/] with "
-                f"{agents} agent(s); work dir {wd}",
+                f"{agents} agent(s); work dir {wd}; "
+                + (
+                    f"mutual TLS, CA {cluster.tls_dir / 'ca.pem'}"
+                    if cluster.tls
+                    else "plaintext (--insecure)"
+                ),
                 highlight=False,
             )
             for agent in cluster.agent_list:
@@ -205,13 +232,21 @@ def local(
                 if batch:
                     from corral.frameworks.batch.service import BatchService
 
-                    service = BatchService(cluster.master_address, wd / "batch.db")
+                    service = BatchService(
+                        cluster.master_address,
+                        wd / "batch.db",
+                        credentials=cluster.credentials("framework:batch"),
+                    )
                     console.print(f"  batch framework API at {await service.start()}", highlight=False)
                 hosted = None
                 if services:
                     from corral.frameworks.service.service import ServiceFramework
 
-                    hosted = ServiceFramework(cluster.master_address, wd / "service.db")
+                    hosted = ServiceFramework(
+                        cluster.master_address,
+                        wd / "service.db",
+                        credentials=cluster.credentials("framework:service"),
+                    )
                     console.print(f"  service framework API at {await hosted.start()}", highlight=False)
                 console.print(
                     f"  clients find it through {path}; try `corral run -- echo hello`. Ctrl-C stops it.",
@@ -295,6 +330,8 @@ def local(
     help="ACL policy (TOML; `corral acl default` prints the built-in one). Reloaded on change and SIGHUP.",
 )
 @click.option("--audit-log", default=None, metavar="FILE", help="Also append audit events here (JSON lines).")
+@tls_options
+@insecure_option
 @click.pass_context
 @handle_errors
 def master(
@@ -315,15 +352,29 @@ def master(
     metrics_listen: str | None,
     acls: str | None,
     audit_log: str | None,
+    insecure: bool,
 ) -> None:
-    """Run a master: standalone, or one of several elected through ZooKeeper."""
+    """Run a master: standalone, or one of several elected through ZooKeeper.
+
+    With --tls-ca/--tls-cert/--tls-key it serves mutual TLS only: every client
+    needs a certificate from that CA. Without them it listens only on loopback
+    unless --insecure is given.
+    """
     import socket
 
     from corral.master.master import MasterConfig
     from corral.master.server import MasterServer
+    from corral.transport import is_loopback
     from corral.zk import parse_zk_url
 
     _daemon_logging(ctx)
+    credentials = daemon_credentials()
+    if credentials is None and not is_loopback(listen) and not insecure:
+        fail(
+            f"refusing to listen on {listen} without TLS: anyone who can reach it could run tasks as "
+            "root and read every sandbox. Give --tls-ca, --tls-cert and --tls-key (see `corral certs`), "
+            "listen on 127.0.0.1, or pass --insecure to serve plaintext anyway."
+        )
     config = MasterConfig(
         offer_timeout_s=offer_timeout,
         allocation_interval_s=allocation_interval,
@@ -355,6 +406,7 @@ def master(
             metrics_listen=metrics_listen,
             policy=acls,
             audit_log=audit_log,
+            credentials=credentials,
         )
         await server.start()
         stop = asyncio.Event()
@@ -446,6 +498,7 @@ def master(
     show_default=True,
     help="Fraction of the work disk kept free: sandboxes go sooner as usage nears 1 - this.",
 )
+@insecure_option
 @click.pass_context
 @handle_errors
 def agent(
@@ -465,8 +518,14 @@ def agent(
     image_import_dirs: tuple[Path, ...],
     allowed_host_paths: str,
     metrics_listen: str | None,
+    insecure: bool,
 ) -> None:
-    """Run a node agent that dials the master."""
+    """Run a node agent that dials the master.
+
+    With --tls-ca/--tls-cert/--tls-key (a certificate for agent:NAME) it calls
+    the master over mutual TLS; without them it dials only a master on
+    loopback unless --insecure is given.
+    """
     import socket
 
     from corral.slave.agent import AgentConfig, AgentRejected, run_agent
@@ -474,13 +533,22 @@ def agent(
     from corral.slave.containerizer.images import default_store_dir
 
     _daemon_logging(ctx)
+    master_address = resolve_master(master)
+    credentials = daemon_credentials()
+    if credentials is None and not master_on_loopback(master_address) and not insecure:
+        fail(
+            f"refusing to call the master at {master_address} without TLS: anyone on the path could "
+            "impersonate it and run tasks here as root. Give --tls-ca, --tls-cert and --tls-key "
+            "(see `corral certs`), or pass --insecure to use plaintext anyway."
+        )
     try:
         attrs = parse_attributes(attributes)
     except ValueError as e:
         fail(f"--attributes: {e}")
     res = Resources.parse(resources) if resources else None
     config = AgentConfig(
-        master=resolve_master(master),
+        master=master_address,
+        credentials=credentials,
         work_dir=work_dir,
         resources=res,
         attributes=attrs,
@@ -737,8 +805,9 @@ cli.add_command(images.image)
 
 def _register() -> None:
     """Commands that live in their own modules (one line each)."""
-    from corral.cli import acl, allocation, batch, chaos, frameworks_cmd, service
+    from corral.cli import acl, allocation, batch, certs, chaos, frameworks_cmd, service
 
+    cli.add_command(certs.certs)
     cli.add_command(chaos.chaos)
     cli.add_command(frameworks_cmd.framework)
     cli.add_command(service.service)

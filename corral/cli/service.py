@@ -32,16 +32,18 @@ service_option = click.option(
 
 
 def _client(master_flag: str | None, address: str | None) -> Any:
+    from corral.cli.discovery import api_credentials
     from corral.frameworks.service.api import ServiceClient
     from corral.frameworks.service.service import find_service
 
-    if address:
-        return ServiceClient(address)
     found = find_service()
+    if address:
+        same = found is not None and found.get("address") == address
+        return ServiceClient(address, credentials=api_credentials(found if same else None))
     if found is None or (master_flag and master_flag.removeprefix("grpc://") != found.get("master")):
         fail("no service framework found: start one with `corral local` or `corral framework run service`")
     assert found is not None
-    return ServiceClient(str(found["address"]))
+    return ServiceClient(str(found["address"]), credentials=api_credentials(found))
 
 
 @click.group()

@@ -11,7 +11,7 @@ import grpc
 from rich.table import Table
 from rich.text import Text
 
-from corral.cli.discovery import leader_address
+from corral.cli.discovery import client_credentials, leader_address
 from corral.codec import reason_name, resources_from_proto, state_name
 from corral.detector import leader_from_error
 from corral.proto import operator_pb2 as op
@@ -35,12 +35,13 @@ class _Operator:
     """Operator calls that follow a non-leading master's redirect once."""
 
     def __init__(self, master: str) -> None:
+        self.credentials = client_credentials(master)
         self.address = leader_address(master)
 
     def __getattr__(self, method: str) -> Callable[..., Any]:
         def call(request: object, timeout: float = TIMEOUT_S) -> Any:
             for _ in range(2):
-                stub = operator_pb2_grpc.OperatorStub(make_sync_channel(self.address))
+                stub = operator_pb2_grpc.OperatorStub(make_sync_channel(self.address, self.credentials))
                 try:
                     return getattr(stub, method)(request, timeout=timeout)
                 except grpc.RpcError as e:
@@ -48,9 +49,9 @@ class _Operator:
                     if leader is None or leader == self.address:
                         raise
                     self.address = leader
-            return getattr(operator_pb2_grpc.OperatorStub(make_sync_channel(self.address)), method)(
-                request, timeout=timeout
-            )
+            return getattr(
+                operator_pb2_grpc.OperatorStub(make_sync_channel(self.address, self.credentials)), method
+            )(request, timeout=timeout)
 
         return call
 

@@ -33,6 +33,7 @@ import structlog
 
 from corral import testing_zookeeper as zk
 from corral.cluster import netns, topology
+from corral.cluster import tls as cluster_tls
 from corral.cluster.state import (
     ClusterState,
     Process,
@@ -48,6 +49,7 @@ from corral.resources import Resources
 from corral.slave.containerizer.cgroups import CgroupBackend, CgroupLimits, probe
 from corral.slave.resources import DEFAULT_PORTS, detect
 from corral.testing import corral_command
+from corral.transport import Credentials
 
 log = structlog.get_logger("corral.cluster")
 LOCK = Path("/run/lock/corral-cluster.lock")
@@ -126,9 +128,15 @@ def _check_host(spec: ClusterSpec) -> None:
 
 
 def up(
-    spec: ClusterSpec, timeout_s: float = 90.0, on_progress: Callable[[str], None] | None = None
+    spec: ClusterSpec,
+    timeout_s: float = 90.0,
+    on_progress: Callable[[str], None] | None = None,
+    *,
+    tls: bool = True,
 ) -> ClusterState:
-    """Create and start the cluster; return its state once a master leads and all agents are in."""
+    """Create and start the cluster; return its state once a master leads and all agents are in.
+    With ``tls`` (the default) it has a CA of its own and every node speaks mutual TLS
+    (corral/cluster/tls.py)."""
     say = on_progress or (lambda _msg: None)
     topology.validate_name(spec.name)
     _refuse_existing(spec.name)
@@ -149,6 +157,8 @@ def up(
             shutil.rmtree(directory, ignore_errors=True)
             raise
         state = ClusterState(plan=plan, directory=directory, created_at=time.time())
+        if tls:
+            state.tls = cluster_tls.make(state)
         state.save()
         try:
             netns.create_bridge(ip, plan.bridge, plan.bridge_address, plan.prefixlen)
@@ -182,10 +192,11 @@ def up(
             _start_node(state, backend, n)
         state.save()
         say(f"{took()} {len(plan.role('master'))} master(s) and {len(plan.role('agent'))} agent(s) started")
-        _wait(lambda: _leader(plan) is not None, deadline, "a master to lead", state)
-        say(f"{took()} a master leads")
+        creds = cluster_tls.operator_credentials(state)
+        _wait(lambda: _leader(plan, creds) is not None, deadline, "a master to lead", state)
+        say(f"{took()} a master leads" + (" (mutual TLS)" if creds is not None else " (plaintext)"))
         _wait(
-            lambda: _connected_agents(plan) >= len(plan.role("agent")),
+            lambda: _connected_agents(plan, creds) >= len(plan.role("agent")),
             deadline,
             "every agent to register",
             state,
@@ -254,11 +265,17 @@ def _start_node(state: ClusterState, backend: CgroupBackend, n: NodePlan) -> Non
     if n.role == "zookeeper":
         _start_zookeeper(state, backend, n)
     elif n.role == "master":
-        _start_corral(state, backend, n, topology.master_args(state.plan, n))
+        _start_corral(state, backend, n, topology.master_args(state.plan, n) + _security_args(state, n))
     else:
         work = state.directory / n.name / "work"
         work.mkdir(parents=True, exist_ok=True)
-        _start_corral(state, backend, n, topology.agent_args(state.plan, n, work))
+        _start_corral(state, backend, n, topology.agent_args(state.plan, n, work) + _security_args(state, n))
+
+
+def _security_args(state: ClusterState, n: NodePlan) -> list[str]:
+    """The node's certificate, or --insecure: a plaintext cluster's nodes listen on
+    and dial their namespace's address, which is not loopback."""
+    return cluster_tls.node_args(state, n) if state.tls is not None else ["--insecure"]
 
 
 def _start_zookeeper(state: ClusterState, backend: CgroupBackend, n: NodePlan) -> None:
@@ -316,19 +333,19 @@ def _zk_mode(n: NodePlan) -> str:
     return zk.server_mode(topology.ZK_CLIENT_PORT, host=n.address)
 
 
-def _operator(address: str) -> tuple[grpc.Channel, Any]:
+def _operator(address: str, creds: Credentials | None) -> tuple[grpc.Channel, Any]:
     from corral.proto import operator_pb2_grpc
     from corral.transport import make_sync_channel
 
-    channel = make_sync_channel(address)
+    channel = make_sync_channel(address, creds)
     return channel, operator_pb2_grpc.OperatorStub(channel)
 
 
-def _master_leading(n: NodePlan) -> bool | None:
+def _master_leading(n: NodePlan, creds: Credentials | None) -> bool | None:
     """True/False from the master's GetMasterInfo; None if it does not answer."""
     from corral.proto import operator_pb2 as op
 
-    channel, stub = _operator(f"{n.address}:{topology.MASTER_PORT}")
+    channel, stub = _operator(f"{n.address}:{topology.MASTER_PORT}", creds)
     try:
         return bool(stub.GetMasterInfo(op.GetMasterInfoRequest(), timeout=2.0).leading)
     except grpc.RpcError:
@@ -337,18 +354,18 @@ def _master_leading(n: NodePlan) -> bool | None:
         channel.close()
 
 
-def _leader(plan: Plan) -> NodePlan | None:
+def _leader(plan: Plan, creds: Credentials | None) -> NodePlan | None:
     for n in plan.role("master"):
-        if _master_leading(n):
+        if _master_leading(n, creds):
             return n
     return None
 
 
-def _agents_of(leader: NodePlan) -> dict[str, tuple[bool, str]]:
+def _agents_of(leader: NodePlan, creds: Credentials | None) -> dict[str, tuple[bool, str]]:
     """hostname -> (connected, attributes) as the leading master sees its agents."""
     from corral.proto import operator_pb2 as op
 
-    channel, stub = _operator(f"{leader.address}:{topology.MASTER_PORT}")
+    channel, stub = _operator(f"{leader.address}:{topology.MASTER_PORT}", creds)
     try:
         resp = stub.ListAgents(op.ListAgentsRequest(), timeout=5.0)
     except grpc.RpcError:
@@ -361,18 +378,19 @@ def _agents_of(leader: NodePlan) -> dict[str, tuple[bool, str]]:
     }
 
 
-def _connected_agents(plan: Plan) -> int:
-    leader = _leader(plan)
+def _connected_agents(plan: Plan, creds: Credentials | None) -> int:
+    leader = _leader(plan, creds)
     if leader is None:
         return 0
-    return sum(connected for connected, _ in _agents_of(leader).values())
+    return sum(connected for connected, _ in _agents_of(leader, creds).values())
 
 
 def status(state: ClusterState) -> list[NodeStatus]:
     """Every node: its address, whether its process runs, and its role now."""
     plan = state.plan
-    leader = _leader(plan)
-    agents = _agents_of(leader) if leader is not None else {}
+    creds = cluster_tls.operator_credentials(state)
+    leader = _leader(plan, creds)
+    agents = _agents_of(leader, creds) if leader is not None else {}
     out = []
     for n in plan.nodes:
         proc = state.processes.get(n.name)
@@ -383,7 +401,7 @@ def status(state: ClusterState) -> list[NodeStatus]:
         elif n.role == "zookeeper":
             role_state = _zk_mode(n) if running else "down"
         elif n.role == "master":
-            leading = _master_leading(n) if running else None
+            leading = _master_leading(n, creds) if running else None
             role_state = "down" if not running else _MASTER_STATE[leading]
         else:
             connected, attrs = agents.get(n.hostname, (None, n.attributes))

@@ -34,6 +34,8 @@ class ClusterState:
     directory: Path
     created_at: float
     processes: dict[str, Process] = field(default_factory=dict)  # node name -> process
+    #: (CA, operator certificate, key) the CLI uses for this cluster; None: plaintext
+    tls: tuple[str, str, str] | None = None
 
     @property
     def name(self) -> str:
@@ -49,6 +51,7 @@ class ClusterState:
             "directory": str(self.directory),
             "created_at": self.created_at,
             "processes": {k: asdict(v) for k, v in self.processes.items()},
+            "tls": list(self.tls) if self.tls else None,
         }
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=1))
@@ -73,6 +76,7 @@ class ClusterState:
             directory=Path(data["directory"]),
             created_at=float(data["created_at"]),
             processes={k: Process(**v) for k, v in data.get("processes", {}).items()},
+            tls=(str(tls[0]), str(tls[1]), str(tls[2])) if (tls := data.get("tls")) else None,
         )
 
     def remove(self) -> None:

@@ -43,7 +43,7 @@ class BatchService(FrameworkHost):
     def build(self, db: Path | str, listen: str) -> None:
         self.store = Store(db)
         self.engine = BatchEngine(self.store)
-        self.api = ApiServer(self.engine, listen, state=self._state)
+        self.api = ApiServer(self.engine, listen, state=self._state, credentials=self.credentials)
 
     def close_store(self) -> None:
         self.store.close()

@@ -35,7 +35,7 @@ class ServiceFramework(FrameworkHost):
     def build(self, db: Path | str, listen: str) -> None:
         self.store = ServiceStore(db)
         self.engine = ServiceEngine(self.store)
-        self.api = ServiceApiServer(self.engine, listen, state=self._state)
+        self.api = ServiceApiServer(self.engine, listen, state=self._state, credentials=self.credentials)
 
     def close_store(self) -> None:
         self.store.close()

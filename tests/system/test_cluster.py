@@ -144,6 +144,14 @@ def test_up_job_across_agents_failover_faults_and_down_leaves_nothing(
     leader = cluster.leader()
     assert leader is not None
 
+    # Mutual TLS by default: the CLI above used the recorded operator certificate;
+    # a client without one is refused at the handshake.
+    assert cluster.state["tls"], "cluster up recorded no TLS files"
+    master = f"{nodes[leader]['address']}:5050"
+    plain = cluster.run("agents", "--master", master)  # not the recorded zk:// URL: no certificate
+    assert plain.returncode != 0
+    assert "cannot reach the master" in plain.stderr
+
     # A batch job: each task needs most of an agent's CPU, so the two run on both agents,
     # and each prints the address of the namespace it ran in.
     job = tmp_path / "job.toml"

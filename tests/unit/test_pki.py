@@ -159,3 +159,18 @@ def test_a_ca_key_that_does_not_belong(ca: CertificateAuthority) -> None:
     (ca.directory / "ca-key.pem").write_bytes(alice.key.read_bytes())
     with pytest.raises(CertificateError, match=r"ca-key\.pem: this key does not belong to"):
         CertificateAuthority.load(ca.directory)
+
+
+def test_a_bundle_of_two_cas_accepts_certificates_of_either(ca: CertificateAuthority, tmp_path: Path) -> None:
+    new = CertificateAuthority.init(tmp_path / "new")
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(new.cert_file.read_bytes() + ca.cert_file.read_bytes())
+    for issuer in (ca, new):
+        issued = issuer.issue("operator:alice")
+        creds = load_credentials(bundle, issued.cert, issued.key)
+        assert creds.root_certificates == bundle.read_bytes()
+    leaf = ca.issue("operator:bob")
+    _expect(leaf.cert, "not a CA certificate", leaf.cert, leaf.cert, leaf.key)
+    mixed = tmp_path / "mixed.pem"
+    mixed.write_bytes(ca.cert_file.read_bytes() + leaf.cert.read_bytes())
+    _expect(mixed, "'CN=operator:bob' has no basicConstraints CA:TRUE", mixed, leaf.cert, leaf.key)
