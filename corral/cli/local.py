@@ -56,10 +56,25 @@ class LocalCluster:
     def __post_init__(self) -> None:
         self.tls_dir = self.work_dir / "tls"
         self._ca = self._make_ca() if self.tls else None
-        self.server = MasterServer(self.listen, self.master_config, self._issue("master:local"))
+        self.server = MasterServer(
+            self.listen, self.master_config, self._issue("master:local"), policy=self._policy_file()
+        )
         self.agent_list: list[Agent] = []
         self.master_address = ""
         self.cgroup_prefix = self.cgroup_prefix or f"corral/local-{os.getpid()}"
+
+    def _policy_file(self) -> str | None:
+        """The local cluster's ACL policy (its operator does everything; the
+        bundled frameworks run the operator's jobs as any user), written once
+        into the TLS directory so it can be edited; None without TLS."""
+        if self._ca is None:
+            return None
+        from corral.master.authz import LOCAL_POLICY_TOML
+
+        path = self.tls_dir / "acls.toml"
+        if not path.exists():
+            path.write_text(LOCAL_POLICY_TOML)
+        return str(path)
 
     def _make_ca(self) -> CertificateAuthority:
         from corral.pki import CertificateAuthority

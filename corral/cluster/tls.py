@@ -58,7 +58,21 @@ def node_args(state: ClusterState, n: NodePlan) -> list[str]:
     if state.tls is None:
         return []
     ca, cert, key = files_of(state, node_principal(n))
-    return ["--tls-ca", str(ca), "--tls-cert", str(cert), "--tls-key", str(key)]
+    args = ["--tls-ca", str(ca), "--tls-cert", str(cert), "--tls-key", str(key)]
+    if n.role == "master":
+        args += ["--acls", str(policy_file(state))]
+    return args
+
+
+def policy_file(state: ClusterState) -> Path:
+    """The masters' ACL policy: the local-cluster one (master/authz.py), written
+    once so an operator may edit it (the masters reload it on change)."""
+    from corral.master.authz import LOCAL_POLICY_TOML
+
+    path = tls_dir(state) / "acls.toml"
+    if not path.exists():
+        path.write_text(LOCAL_POLICY_TOML)
+    return path
 
 
 def env(files: tuple[Path, Path, Path] | tuple[str, str, str]) -> dict[str, str]:
