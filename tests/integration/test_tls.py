@@ -208,7 +208,9 @@ async def test_an_agent_and_a_framework_run_a_task_over_mutual_tls(tmp_path: Pat
         fw = cluster.credentials("framework:tls-test")
         async with framework(cluster.master_address, name="tls-test", credentials=fw) as (driver, rec):
             offer = await rec.next_offer()
-            driver.launch(offer, [Task("t1", "echo over tls", Resources.of(cpus=0.1, mem=32))])
+            # As nobody: the built-in policy lets no framework run tasks as root.
+            task = Task("t1", "echo over tls", Resources.of(cpus=0.1, mem=32), user=(65534, 65534))
+            driver.launch(offer, [task])
             status = await rec.wait_terminal("t1")
             assert status.state is TaskState.FINISHED, status
         # The operator API refuses a caller without a certificate at the handshake.
@@ -349,7 +351,8 @@ async def test_an_agent_and_a_framework_follow_a_failover_over_mutual_tls(
         fw = issue_credentials(tls_dir, "framework:ha")
         async with framework(zk_url, name="ha", failover_timeout_s=30, credentials=fw) as (driver, rec):
             offer = await rec.next_offer()
-            driver.launch(offer, [Task("survivor", "sleep 300", Resources.of(cpus=0.1, mem=32))])
+            task = Task("survivor", "sleep 300", Resources.of(cpus=0.1, mem=32), user=(65534, 65534))
+            driver.launch(offer, [task])
             await rec.wait_state("survivor", TaskState.RUNNING)
             await leader.stop()
             await eventually(lambda: standby.leading, 10, "the standby to lead")
