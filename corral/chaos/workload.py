@@ -120,7 +120,9 @@ class Workload:
         )
         env = self.env
         if self.cluster is not None:
-            env = {**env, **cluster_tls.env(cluster_tls.files_of(self.cluster, f"framework:chaos-{kind}"))}
+            # The bundled framework's principal: the test cluster's policy lets it
+            # run the workload's jobs as root (master/authz.py LOCAL_POLICY).
+            env = {**env, **cluster_tls.env(cluster_tls.files_of(self.cluster, f"framework:{kind}"))}
         with (self.directory / f"{kind}.log").open("ab") as out:
             proc = subprocess.Popen(
                 [
