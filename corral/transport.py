@@ -7,9 +7,9 @@ a configuration change, not a hunt through the code.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
@@ -58,8 +58,11 @@ class Credentials:
         return self.certificate_chain is not None
 
 
-def make_server(credentials: Credentials | None = None) -> grpc.aio.Server:
-    return grpc.aio.server(options=_SERVER_OPTIONS)
+def make_server(
+    credentials: Credentials | None = None,
+    interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
+) -> grpc.aio.Server:
+    return grpc.aio.server(options=_SERVER_OPTIONS, interceptors=list(interceptors))
 
 
 def bind(server: grpc.aio.Server, address: str, credentials: Credentials | None = None) -> int:

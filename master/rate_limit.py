@@ -83,6 +83,15 @@ class RateLimits:
         return self.default
 
 
+#: Defaults, per principal. Calls: far above what a framework needs (acks and
+#: updates are batched, FACTS.md: one stream carries a few thousand messages a
+#: second), low enough that one principal cannot monopolise the master's loop.
+#: Subscriptions: each may rescind and re-offer, and a burst of leaked ones
+#: was the offer-hoarding abuse of issue 14.
+DEFAULT_FRAMEWORK_RATE_LIMITS = RateLimits(default=Limit(qps=1000, burst=2000))
+DEFAULT_SUBSCRIBE_RATE_LIMITS = RateLimits(default=Limit(qps=10, burst=100))
+
+
 @dataclass(frozen=True)
 class Refusal:
     """A call over its principal's limit: what to tell the caller."""

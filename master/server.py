@@ -18,6 +18,7 @@ from kazoo.exceptions import KazooException
 
 from corral import __version__
 from corral.detector import MasterDetector, StaticDetector, ZooKeeperDetector
+from corral.malformed import MalformedRequests
 from corral.master import metrics as master_metrics
 from corral.master.election import Election, StandaloneElection, ZooKeeperElection
 from corral.master.leadership import Leadership
@@ -26,6 +27,7 @@ from corral.master.registry import InMemoryRegistry, Registry, RegistryWriter, Z
 from corral.master.services.agent import AgentService
 from corral.master.services.operator import OperatorService
 from corral.master.services.scheduler import SchedulerService
+from corral.master.validation import validate_operator_request
 from corral.metrics import MetricsServer
 from corral.proto import agent_pb2_grpc, operator_pb2_grpc, scheduler_pb2_grpc
 from corral.proto import messages_pb2 as pb
@@ -73,11 +75,21 @@ class MasterServer:
         self.election: Election = StandaloneElection()
         self.detector: MasterDetector = StaticDetector("")
         self.leadership = Leadership(self._leader_address)
-        self._server = make_server(credentials)
+        self._server = make_server(credentials, [self._malformed_requests()])
         self._transitions: list[asyncio.Task[None]] = []
         self.registry: Registry = InMemoryRegistry()
         self._writer: RegistryWriter | None = None
         self._lock = asyncio.Lock()
+
+    def _malformed_requests(self) -> MalformedRequests:
+        """Garbage and oversized requests get INVALID_ARGUMENT on every service."""
+        return MalformedRequests(
+            max_bytes={
+                "corral.v1.Scheduler": self.config.max_call_bytes,
+                "corral.v1.Operator": self.config.max_operator_request_bytes,
+            },
+            checks={"corral.v1.Operator": validate_operator_request},
+        )
 
     def _leader_address(self) -> str | None:
         leader = self.detector.leader()
@@ -93,7 +105,9 @@ class MasterServer:
         port = bind(self._server, self.listen, self.credentials)
         self.address = self.advertise or f"{host}:{port}"
         self.info.address = self.address
-        scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerService(self.leadership), self._server)
+        scheduler_pb2_grpc.add_SchedulerServicer_to_server(
+            SchedulerService(self.leadership, self.config), self._server
+        )
         agent_pb2_grpc.add_AgentServicer_to_server(AgentService(self.leadership), self._server)
         operator_pb2_grpc.add_OperatorServicer_to_server(
             OperatorService(self.leadership, self.info), self._server

@@ -10,6 +10,8 @@ import math
 import re
 from collections.abc import Collection, Iterable, Sequence
 
+from google.protobuf.message import Message
+
 from corral.codec import resources_from_proto
 from corral.proto import agent_pb2, scheduler_pb2
 from corral.proto import messages_pb2 as pb
@@ -476,3 +478,26 @@ def validate_registration(register: agent_pb2.AgentMessage.Register) -> tuple[li
         errors += validate_id(fw.id, f"{where}.id")
         errors += printable(fw.name, f"{where}.name")
     return errors[:20], total  # the first twenty say enough; the rest would only fill the log
+
+
+def validate_operator_request(request: Message) -> list[str]:
+    """The fields an operator request names things by (``*_id``, ``role``,
+    ``path``, weights, resources), whatever the method: one check for every
+    Operator call, run by corral/malformed.py before the servicer."""
+    errors: list[str] = []
+    for field, value in request.ListFields():
+        name = field.name
+        if name.endswith("_id") and isinstance(value, str):
+            errors += validate_id(value, name)
+        elif name == "role" and isinstance(value, str):
+            errors += printable(value, name)
+        elif name == "path" and isinstance(value, str):
+            if len(value) > 4096:
+                errors.append(f"path: at most 4096 characters, got {len(value)}")
+        elif name in ("resources", "guarantee", "limit"):
+            errors += validate_resource_sizes(value, name)
+        elif name == "weights":
+            errors += _count(value, name, MAX_ITEMS_PER_CALL)
+            for i, w in enumerate(value[:MAX_ITEMS_PER_CALL]):
+                errors += printable(w.role, f"weights[{i}].role")  # the allocator checks the rest
+    return errors
