@@ -402,6 +402,12 @@ def validate_call_size(call: scheduler_pb2.Call, max_tasks_per_accept: int) -> l
                 f"(the master's max_tasks_per_accept), got {tasks}"
             )
         errors += _count(accept.operations, "accept.operations", max_tasks_per_accept)
+        known = scheduler_pb2.Operation.Type.values()
+        errors += [
+            f"accept.operations[{i}].type: unknown operation type {op.type}"
+            for i, op in enumerate(accept.operations[:max_tasks_per_accept])
+            if op.type not in known
+        ]
         errors += _count(accept.offer_ids, "accept.offer_ids", MAX_OFFERS_PER_CALL)
         errors += validate_refuse_seconds(accept.filters, "accept.filters")
     elif call.type == Call.DECLINE:

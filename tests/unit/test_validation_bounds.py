@@ -233,6 +233,11 @@ BAD_CALLS = [
         Call(type=Call.DECLINE, decline=Call.Decline(offer_ids=["o"] * 1001)),
         "decline.offer_ids: at most 1000",
     ),
+    (
+        "unknown operation",
+        Call(type=Call.ACCEPT, accept=Call.Accept(offer_ids=["o"], operations=[Op(type=42)])),
+        "accept.operations[0].type: unknown operation type 42",
+    ),
     ("kill bad id", Call(type=Call.KILL, kill=Call.Kill(task_id="a\nb")), "kill.task_id: must be"),
     ("revive many roles", Call(type=Call.REVIVE, revive=Call.Revive(roles=["r"] * 65)), "roles: at most 64"),
 ]
