@@ -136,6 +136,11 @@ class RateLimiter:
         return len(self._buckets)
 
 
+def limit_or_unlimited(qps: float, burst: float) -> Limit | None:
+    """A flag pair: ``qps`` 0 means no limit; otherwise both are checked."""
+    return None if qps == 0 else Limit(qps, burst)
+
+
 def parse_rate_limits(text: str, default: Limit | None = None) -> RateLimits:
     """A ``--rate-limits`` file: one ``PRINCIPAL QPS BURST`` per line, ``#``
     comments; ``PRINCIPAL`` is ``kind:name`` or ``default``; ``QPS`` may be

@@ -20,6 +20,7 @@ from corral import __version__
 from corral.detector import MasterDetector, StaticDetector, ZooKeeperDetector
 from corral.malformed import MalformedRequests
 from corral.master import metrics as master_metrics
+from corral.master.call_validation import validate_operator_request
 from corral.master.election import Election, StandaloneElection, ZooKeeperElection
 from corral.master.leadership import Leadership
 from corral.master.master import Master, MasterConfig, new_id
@@ -27,7 +28,6 @@ from corral.master.registry import InMemoryRegistry, Registry, RegistryWriter, Z
 from corral.master.services.agent import AgentService
 from corral.master.services.operator import OperatorService
 from corral.master.services.scheduler import SchedulerService
-from corral.master.validation import validate_operator_request
 from corral.metrics import MetricsServer
 from corral.proto import agent_pb2_grpc, operator_pb2_grpc, scheduler_pb2_grpc
 from corral.proto import messages_pb2 as pb

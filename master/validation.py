@@ -6,14 +6,10 @@ an empty list means valid. Servicers call these before anything touches state.
 
 from __future__ import annotations
 
-import math
 import re
-from collections.abc import Collection, Iterable, Sequence
-
-from google.protobuf.message import Message
+from collections.abc import Collection, Sequence
 
 from corral.codec import resources_from_proto
-from corral.proto import agent_pb2, scheduler_pb2
 from corral.proto import messages_pb2 as pb
 from corral.resources import ResourceError, Resources, validate_role
 
@@ -77,7 +73,7 @@ def duration(value: float, field: str, max_s: float) -> list[str]:
     return []
 
 
-def _count(items: Sequence[object] | Collection[object], field: str, cap: int) -> list[str]:
+def count(items: Sequence[object] | Collection[object], field: str, cap: int) -> list[str]:
     if len(items) > cap:
         return [f"{field}: at most {cap} allowed, got {len(items)}"]
     return []
@@ -105,19 +101,19 @@ def validate_command(cmd: pb.CommandInfo, where: str) -> list[str]:
         errors.append(f"{where}.value: at most {MAX_COMMAND_BYTES} bytes, got {len(cmd.value.encode())}")
     if "\0" in cmd.value:
         errors.append(f"{where}.value: must not contain NUL")
-    errors += _count(cmd.arguments, f"{where}.arguments", MAX_ARGUMENTS)
+    errors += count(cmd.arguments, f"{where}.arguments", MAX_ARGUMENTS)
     argv_bytes = sum(len(a.encode()) + 1 for a in cmd.arguments)
     if argv_bytes > MAX_ARGV_BYTES:
         errors.append(f"{where}.arguments: at most {MAX_ARGV_BYTES} bytes in all, got {argv_bytes}")
     if any("\0" in a for a in cmd.arguments):
         errors.append(f"{where}.arguments: must not contain NUL")
     env = cmd.environment
-    errors += _count(env, f"{where}.environment", MAX_ENVIRONMENT)
+    errors += count(env, f"{where}.environment", MAX_ENVIRONMENT)
     env_bytes = sum(len(k.encode()) + len(v.encode()) + 2 for k, v in env.items())
     if env_bytes > MAX_ENVIRONMENT_BYTES:
         errors.append(f"{where}.environment: at most {MAX_ENVIRONMENT_BYTES} bytes in all, got {env_bytes}")
     for name in sorted(env)[:MAX_ENVIRONMENT]:
-        if not _ENV_NAME_RE.match(name):
+        if not _ENV_NAME_RE.fullmatch(name):
             errors.append(f"{where}.environment: name {name[:64]!r} must be [A-Za-z_][A-Za-z0-9_]*")
         elif "\0" in env[name]:
             errors.append(f"{where}.environment[{name}]: must not contain NUL")
@@ -126,7 +122,7 @@ def validate_command(cmd: pb.CommandInfo, where: str) -> list[str]:
 
 
 def validate_labels(labels: Sequence[pb.Label], where: str) -> list[str]:
-    errors = _count(labels, where, MAX_LABELS)
+    errors = count(labels, where, MAX_LABELS)
     for i, label in enumerate(labels[:MAX_LABELS]):
         errors += printable(label.key, f"{where}[{i}].key", required=True)
         errors += printable(label.value, f"{where}[{i}].value", MAX_LABEL_VALUE)
@@ -142,7 +138,7 @@ def validate_refuse_seconds(filters: pb.Filters, where: str) -> list[str]:
 def validate_id(value: str, field: str) -> list[str]:
     if not value:
         return [f"{field}: must not be empty"]
-    if not _ID_RE.match(value):
+    if not _ID_RE.fullmatch(value):
         return [f"{field}: must be {_ID_RULE}, got {value!r}"]
     return []
 
@@ -164,7 +160,7 @@ def validate_framework_info(info: pb.FrameworkInfo) -> list[str]:
         for i, c in enumerate(info.capabilities)
         if c not in known
     ]
-    errors += _count(info.roles, "framework_info.roles", MAX_ROLES)
+    errors += count(info.roles, "framework_info.roles", MAX_ROLES)
     for i, role in enumerate(info.roles[:MAX_ROLES]):
         if len(role) > MAX_NAME:
             errors.append(f"framework_info.roles[{i}]: at most {MAX_NAME} characters, got {len(role)}")
@@ -201,7 +197,7 @@ def validate_agent_info(info: pb.AgentInfo) -> tuple[list[str], Resources]:
             total = resources_from_proto(info.resources, "agent_info.resources")
     except ResourceError as e:
         errors.append(str(e))
-    errors += _count(info.attributes, "agent_info.attributes", MAX_ATTRIBUTES)
+    errors += count(info.attributes, "agent_info.attributes", MAX_ATTRIBUTES)
     seen: set[str] = set()
     for i, attribute in enumerate(info.attributes[:MAX_ATTRIBUTES]):
         name = attribute.name
@@ -229,7 +225,7 @@ def _validate_image(image: str, where: str) -> list[str]:
         if "\0" in image or ".." in image.split("/") or len(image) > 4096:
             return [f"{where}.image: a tarball path must be absolute, without '..' or NUL, got {image!r}"]
         return []
-    if not _IMAGE_REF_RE.match(image) or ".." in image or image.endswith((":", "/")):
+    if not _IMAGE_REF_RE.fullmatch(image) or ".." in image or image.endswith((":", "/")):
         return [
             f"{where}.image: must be NAME[:TAG] (letters, digits, '._/-') or the absolute path "
             f"of an image tarball on the agent, got {image!r}"
@@ -279,7 +275,7 @@ def _validate_container(container: pb.ContainerInfo, where: str) -> list[str]:
         errors.append(f"{where}.network: BRIDGE is not supported yet; use HOST or NONE")
     elif container.network not in pb.ContainerInfo.NetworkMode.values():
         errors.append(f"{where}.network: unknown mode {container.network}")
-    if container.hostname and not _HOSTNAME_RE.match(container.hostname):
+    if container.hostname and not _HOSTNAME_RE.fullmatch(container.hostname):
         errors.append(f"{where}.hostname: must be 1-63 letters, digits or '-', got {container.hostname!r}")
     if container.HasField("gid") and not container.HasField("uid"):
         errors.append(f"{where}.gid: given without uid")
@@ -380,130 +376,5 @@ def validate_task(
     return errors, wanted
 
 
-# -- calls and messages as a whole ----------------------------------------------
-
-
-def accept_task_count(accept: scheduler_pb2.Call.Accept) -> int:
-    return sum(len(op.launch.task_infos) for op in accept.operations)
-
-
-def validate_call_size(call: scheduler_pb2.Call, max_tasks_per_accept: int) -> list[str]:
-    """Counts in one scheduler call, checked before any work is done on it:
-    an ACCEPT of 100,000 tasks must cost a length check, not 100,000
-    validations (it stalled the master for 5 s, issue 14)."""
-    Call = scheduler_pb2.Call
-    errors: list[str] = []
-    if call.type == Call.ACCEPT:
-        accept = call.accept
-        tasks = accept_task_count(accept)
-        if tasks > max_tasks_per_accept:
-            errors.append(
-                f"accept.operations: at most {max_tasks_per_accept} tasks per ACCEPT "
-                f"(the master's max_tasks_per_accept), got {tasks}"
-            )
-        errors += _count(accept.operations, "accept.operations", max_tasks_per_accept)
-        known = scheduler_pb2.Operation.Type.values()
-        errors += [
-            f"accept.operations[{i}].type: unknown operation type {op.type}"
-            for i, op in enumerate(accept.operations[:max_tasks_per_accept])
-            if op.type not in known
-        ]
-        errors += _count(accept.offer_ids, "accept.offer_ids", MAX_OFFERS_PER_CALL)
-        errors += validate_refuse_seconds(accept.filters, "accept.filters")
-    elif call.type == Call.DECLINE:
-        errors += _count(call.decline.offer_ids, "decline.offer_ids", MAX_OFFERS_PER_CALL)
-        errors += validate_refuse_seconds(call.decline.filters, "decline.filters")
-    elif call.type == Call.ACKNOWLEDGE:
-        errors += _count(call.acknowledges, "acknowledges", MAX_ITEMS_PER_CALL)
-    elif call.type == Call.RECONCILE:
-        errors += _count(call.reconcile.tasks, "reconcile.tasks", MAX_ITEMS_PER_CALL)
-    elif call.type in (Call.REVIVE, Call.SUPPRESS):
-        roles = call.revive.roles if call.type == Call.REVIVE else call.suppress.roles
-        errors += _count(roles, "roles", MAX_ROLES)
-    elif call.type == Call.KILL:
-        errors += validate_id(call.kill.task_id, "kill.task_id")
-    return errors
-
-
-def _optional_id(value: str, field: str) -> list[str]:
+def optional_id(value: str, field: str) -> list[str]:
     return validate_id(value, field) if value else []
-
-
-def validate_task_status(status: pb.TaskStatus, where: str) -> list[str]:
-    """A status update from an agent: ids, a known state, bounded text."""
-    errors = validate_id(status.task_id, f"{where}.task_id")
-    errors += validate_id(status.framework_id, f"{where}.framework_id")
-    errors += _optional_id(status.agent_id, f"{where}.agent_id")
-    if status.state not in pb.TaskState.values() or status.state == pb.TASK_STATE_UNSPECIFIED:
-        errors.append(f"{where}.state: unknown state {status.state}")
-    if status.reason not in pb.TaskStatus.Reason.values():
-        errors.append(f"{where}.reason: unknown reason {status.reason}")
-    for name in ("message", "stderr_tail"):
-        value = getattr(status, name)
-        if len(value) > MAX_STATUS_MESSAGE:
-            errors.append(f"{where}.{name}: at most {MAX_STATUS_MESSAGE} characters, got {len(value)}")
-    if not math.isfinite(status.timestamp):
-        errors.append(f"{where}.timestamp: must be finite, got {status.timestamp}")
-    if len(status.uuid) > 64:
-        errors.append(f"{where}.uuid: at most 64 bytes, got {len(status.uuid)}")
-    return errors
-
-
-def validate_status_updates(
-    statuses: Iterable[pb.TaskStatus], where: str
-) -> tuple[list[pb.TaskStatus], list[str]]:
-    """Split an agent's updates into the valid ones and the errors of the rest."""
-    good: list[pb.TaskStatus] = []
-    errors: list[str] = []
-    for i, status in enumerate(statuses):
-        problems = validate_task_status(status, f"{where}[{i}]")
-        if problems:
-            errors += problems
-        else:
-            good.append(status)
-    return good, errors
-
-
-def validate_registration(register: agent_pb2.AgentMessage.Register) -> tuple[list[str], Resources]:
-    """An agent's (re-)registration: its info, and what it reports it runs."""
-    errors, total = validate_agent_info(register.agent_info)
-    errors += _count(register.tasks, "register.tasks", MAX_ITEMS_PER_CALL)
-    errors += _count(register.task_infos, "register.task_infos", MAX_ITEMS_PER_CALL)
-    errors += _count(register.frameworks, "register.frameworks", MAX_ITEMS_PER_CALL)
-    if errors:
-        return errors, total
-    for i, status in enumerate(register.tasks):
-        errors += validate_task_status(status, f"register.tasks[{i}]")
-    for i, info in enumerate(register.task_infos):
-        where = f"register.task_infos[{i}]"
-        errors += validate_id(info.task_id, f"{where}.task_id")
-        errors += _optional_id(info.agent_id, f"{where}.agent_id")
-        errors += validate_resource_sizes(info.resources, f"{where}.resources")
-    for i, fw in enumerate(register.frameworks):
-        where = f"register.frameworks[{i}]"
-        errors += validate_id(fw.id, f"{where}.id")
-        errors += printable(fw.name, f"{where}.name")
-    return errors[:20], total  # the first twenty say enough; the rest would only fill the log
-
-
-def validate_operator_request(request: Message) -> list[str]:
-    """The fields an operator request names things by (``*_id``, ``role``,
-    ``path``, weights, resources), whatever the method: one check for every
-    Operator call, run by corral/malformed.py before the servicer."""
-    errors: list[str] = []
-    for field, value in request.ListFields():
-        name = field.name
-        if name.endswith("_id") and isinstance(value, str):
-            errors += validate_id(value, name)
-        elif name == "role" and isinstance(value, str):
-            errors += printable(value, name)
-        elif name == "path" and isinstance(value, str):
-            if len(value) > 4096:
-                errors.append(f"path: at most 4096 characters, got {len(value)}")
-        elif name in ("resources", "guarantee", "limit"):
-            errors += validate_resource_sizes(value, name)
-        elif name == "weights":
-            errors += _count(value, name, MAX_ITEMS_PER_CALL)
-            for i, w in enumerate(value[:MAX_ITEMS_PER_CALL]):
-                errors += printable(w.role, f"weights[{i}].role")  # the allocator checks the rest
-    return errors

@@ -18,10 +18,10 @@ import structlog
 
 from corral.errors import CallError
 from corral.malformed import Malformed
+from corral.master.call_validation import validate_registration, validate_status_updates
 from corral.master.leadership import Leadership
 from corral.master.master import Master
 from corral.master.state import Outbox
-from corral.master.validation import validate_registration, validate_status_updates
 from corral.proto import agent_pb2, agent_pb2_grpc
 
 log = structlog.get_logger(__name__)

@@ -24,11 +24,12 @@ from corral.errors import CallError
 from corral.identity import principal_of
 from corral.malformed import Malformed
 from corral.master.authz import authorize
+from corral.master.call_validation import validate_call_size
 from corral.master.leadership import Leadership
 from corral.master.master import Master, MasterConfig
 from corral.master.rate_limit import RateLimiter
 from corral.master.state import Outbox
-from corral.master.validation import validate_call_size, validate_framework_info
+from corral.master.validation import validate_framework_info
 from corral.proto import scheduler_pb2, scheduler_pb2_grpc
 
 log = structlog.get_logger(__name__)

@@ -8,17 +8,20 @@ from typing import Any
 
 import pytest
 
+from corral.master.call_validation import (
+    validate_call_size,
+    validate_operator_request,
+    validate_registration,
+    validate_status_updates,
+    validate_task_status,
+)
 from corral.master.validation import (
     MAX_KILL_GRACE_S,
     validate_agent_info,
-    validate_call_size,
     validate_framework_info,
-    validate_registration,
-    validate_status_updates,
     validate_task,
-    validate_task_status,
 )
-from corral.proto import agent_pb2, scheduler_pb2
+from corral.proto import agent_pb2, operator_pb2, scheduler_pb2
 from corral.proto import messages_pb2 as pb
 from corral.resources import Resources
 
@@ -85,6 +88,8 @@ BAD_TASKS = [
     ("bad variable name", task(command=sh(environment={"A=B": "x"})), f"{W}.command.environment: name 'A=B'"),
     ("nul in variable", task(command=sh(environment={"A": "x\0y"})), f"{W}.command.environment[A]"),
     ("long user", task(command=sh(user="u" * 33)), f"{W}.command.user: must be at most 32"),
+    # A regex ending in $ also matches before a final newline: ids use fullmatch.
+    ("id with a trailing newline", task(task_id="t1\n"), f"{W}.task_id: must be"),
     ("control in name", task(name="a\x1b[2Jb"), f"{W}.name: must be printable"),
     ("long name", task(name="n" * 256), f"{W}.name: must be at most 255"),
     ("too many labels", task(labels=[pb.Label(key=f"k{i}") for i in range(65)]), f"{W}.labels: at most 64"),
@@ -151,6 +156,7 @@ BAD_FRAMEWORKS = [
         pb.FrameworkInfo(name="x", roles=[f"r{i}" for i in range(65)]),
         "framework_info.roles: at most 64",
     ),
+    ("role with a trailing newline", pb.FrameworkInfo(name="x", roles=["ml\n"]), "framework_info.roles[0]"),
     ("long role", pb.FrameworkInfo(name="x", roles=["r" * 256]), "framework_info.roles[0]: at most 255"),
     ("unknown capability", pb.FrameworkInfo(name="x", capabilities=[42]), "framework_info.capabilities[0]"),
 ]
@@ -238,6 +244,34 @@ BAD_CALLS = [
         Call(type=Call.ACCEPT, accept=Call.Accept(offer_ids=["o"], operations=[Op(type=42)])),
         "accept.operations[0].type: unknown operation type 42",
     ),
+    (
+        "reserve too many resources",
+        Call(
+            type=Call.ACCEPT,
+            accept=Call.Accept(
+                offer_ids=["o"],
+                operations=[
+                    Op(type=Op.RESERVE, reserve=Op.Reserve(resources=[R(name="cpus", scalar=1)] * 300))
+                ],
+            ),
+        ),
+        "accept.operations[0].reserve.resources: at most 256",
+    ),
+    (
+        "ack bad task id",
+        Call(type=Call.ACKNOWLEDGE, acknowledges=[Call.Acknowledge(task_id="a b", uuid=b"u")]),
+        "acknowledges[0].task_id: must be",
+    ),
+    (
+        "ack huge uuid",
+        Call(type=Call.ACKNOWLEDGE, acknowledge=Call.Acknowledge(task_id="t", uuid=b"u" * 65)),
+        "acknowledges[0].uuid: at most 64 bytes",
+    ),
+    (
+        "reconcile bad id",
+        Call(type=Call.RECONCILE, reconcile=Call.Reconcile(tasks=[Call.Reconcile.Task(task_id="t\n")])),
+        "reconcile.tasks[0].task_id: must be",
+    ),
     ("kill bad id", Call(type=Call.KILL, kill=Call.Kill(task_id="a\nb")), "kill.task_id: must be"),
     ("revive many roles", Call(type=Call.REVIVE, revive=Call.Revive(roles=["r"] * 65)), "roles: at most 64"),
 ]
@@ -301,3 +335,31 @@ def test_registration_checks_what_the_agent_reports() -> None:
     assert any(e.startswith("register.task_infos[0].resources: at most 256") for e in errors), errors
     assert any(e.startswith("register.frameworks[0].id") for e in errors), errors
     assert validate_registration(agent_pb2.AgentMessage.Register(agent_info=_agent()))[0] == []
+
+
+BAD_OPERATOR_REQUESTS = [
+    (operator_pb2.KillTaskRequest(task_id="x" * 300), "task_id: must be"),
+    (operator_pb2.ReadFileRequest(task_id="t", framework_id="f\n"), "framework_id: must be"),
+    (operator_pb2.ReadFileRequest(task_id="t", path="p" * 5000), "path: at most 4096"),
+    (operator_pb2.DrainAgentRequest(agent_id="a b"), "agent_id: must be"),
+    (operator_pb2.SetQuotaRequest(role="r\x00"), "role: must be printable"),
+    (
+        operator_pb2.ReserveResourcesRequest(agent_id="a", resources=[R(name="cpus", scalar=1)] * 300),
+        "resources: at most 256",
+    ),
+    (
+        operator_pb2.SetWeightsRequest(weights=[operator_pb2.SetWeightsRequest.Weight(role="\t", weight=1)]),
+        "weights[0].role",
+    ),
+]
+
+
+@pytest.mark.parametrize(("request_", "expected"), BAD_OPERATOR_REQUESTS, ids=lambda x: type(x).__name__)
+def test_operator_request_bounds(request_: object, expected: str) -> None:
+    errors = validate_operator_request(request_)  # type: ignore[arg-type]
+    assert any(expected in e for e in errors), errors
+
+
+def test_good_operator_requests_pass() -> None:
+    assert validate_operator_request(operator_pb2.KillTaskRequest(task_id="t1", framework_id="fw-1")) == []
+    assert validate_operator_request(operator_pb2.ListTasksRequest()) == []
