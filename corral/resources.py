@@ -369,20 +369,20 @@ def _split_role(head: str) -> Key:
         role = rest[:-1]
         if role == "*":
             role = ""  # the default role: unreserved
-        elif not _ROLE_RE.match(role):
+        elif not _ROLE_RE.fullmatch(role):
             raise ResourceError(f"{head!r}: bad role {role!r}")
     validate_name(name)
     return name, role
 
 
 def validate_name(name: str) -> None:
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise ResourceError(f"resource name {name!r}: must match {_NAME_RE.pattern}")
 
 
 def validate_role(role: str) -> None:
     """``*`` is the default role (unreserved), as in Mesos."""
-    if role and role != "*" and not _ROLE_RE.match(role):
+    if role and role != "*" and not _ROLE_RE.fullmatch(role):
         raise ResourceError(f"role {role!r}: must be path segments of [A-Za-z0-9_.-]")
 
 

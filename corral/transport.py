@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -114,8 +114,11 @@ def is_loopback(address: str) -> bool:
         return False
 
 
-def make_server(credentials: Credentials | None = None) -> grpc.aio.Server:
-    return grpc.aio.server(options=_SERVER_OPTIONS)
+def make_server(
+    credentials: Credentials | None = None,
+    interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
+) -> grpc.aio.Server:
+    return grpc.aio.server(options=_SERVER_OPTIONS, interceptors=list(interceptors))
 
 
 def bind(server: grpc.aio.Server, address: str, credentials: Credentials | None = None) -> int:

@@ -47,6 +47,7 @@ from corral.master.launch import Launcher
 from corral.master.liveness import Liveness
 from corral.master.metrics import MasterCounters
 from corral.master.policy import AllocationPolicy
+from corral.master.rate_limit import DEFAULT_FRAMEWORK_RATE_LIMITS, DEFAULT_SUBSCRIBE_RATE_LIMITS, RateLimits
 from corral.master.reconciliation import Reconciliation
 from corral.master.registry import (
     AGENTS,
@@ -96,6 +97,21 @@ class MasterConfig:
     #: within any agent_unreachable_window_s (see master/liveness.py).
     agent_unreachable_fraction: float = 0.1
     agent_unreachable_window_s: float = 60.0
+    #: An ACCEPT with more tasks is refused whole, before any is looked at
+    #: (one of 100,000 stalled the master for 5 s; see master/validation.py).
+    max_tasks_per_accept: int = 1000
+    #: Per-principal token buckets (master/rate_limit.py) on scheduler calls
+    #: after SUBSCRIBE, and on SUBSCRIBE itself (dearer: it may rescind and
+    #: re-offer). On by default; see docs/architecture.md, "Limits".
+    #: Request size caps below the transport's 64 MiB (which an agent's
+    #: re-registration with thousands of task descriptions may need): a
+    #: scheduler call (an ACCEPT at the task cap with 8 KiB tasks is 8 MiB)
+    #: and an operator request (ids and a few resources). Checked on the raw
+    #: bytes before parsing (corral/malformed.py); over it is INVALID_ARGUMENT.
+    max_call_bytes: int = 16 * 1024 * 1024
+    max_operator_request_bytes: int = 1024 * 1024
+    framework_rate_limits: RateLimits = DEFAULT_FRAMEWORK_RATE_LIMITS
+    subscribe_rate_limits: RateLimits = DEFAULT_SUBSCRIBE_RATE_LIMITS
 
 
 def new_id(prefix: str = "") -> str:

@@ -18,9 +18,11 @@ from kazoo.exceptions import KazooException
 
 from corral import __version__
 from corral.detector import MasterDetector, StaticDetector, ZooKeeperDetector
+from corral.malformed import MalformedRequests
 from corral.master import metrics as master_metrics
 from corral.master.audit import AuditLog
 from corral.master.authz import ALLOW_ALL, DEFAULT_POLICY, Authorizer
+from corral.master.call_validation import validate_operator_request
 from corral.master.election import Election, StandaloneElection, ZooKeeperElection
 from corral.master.leadership import Leadership
 from corral.master.master import Master, MasterConfig, new_id
@@ -84,12 +86,22 @@ class MasterServer:
         self.election: Election = StandaloneElection()
         self.detector: MasterDetector = StaticDetector("")
         self.leadership = Leadership(self._leader_address)
-        self._server = make_server(credentials)
+        self._server = make_server(credentials, [self._malformed_requests()])
         self._transitions: list[asyncio.Task[None]] = []
         self._watch: asyncio.Task[None] | None = None
         self.registry: Registry = InMemoryRegistry()
         self._writer: RegistryWriter | None = None
         self._lock = asyncio.Lock()
+
+    def _malformed_requests(self) -> MalformedRequests:
+        """Garbage and oversized requests get INVALID_ARGUMENT on every service."""
+        return MalformedRequests(
+            max_bytes={
+                "corral.v1.Scheduler": self.config.max_call_bytes,
+                "corral.v1.Operator": self.config.max_operator_request_bytes,
+            },
+            checks={"corral.v1.Operator": validate_operator_request},
+        )
 
     def _leader_address(self) -> str | None:
         leader = self.detector.leader()
@@ -106,7 +118,7 @@ class MasterServer:
         self.address = self.advertise or f"{host}:{port}"
         self.info.address = self.address
         scheduler_pb2_grpc.add_SchedulerServicer_to_server(
-            SchedulerService(self.leadership, self.guard), self._server
+            SchedulerService(self.leadership, self.guard, self.config), self._server
         )
         agent_pb2_grpc.add_AgentServicer_to_server(AgentService(self.leadership, self.guard), self._server)
         operator_pb2_grpc.add_OperatorServicer_to_server(

@@ -332,6 +332,34 @@ def local(
 @click.option("--audit-log", default=None, metavar="FILE", help="Also append audit events here (JSON lines).")
 @tls_options
 @insecure_option
+@click.option(
+    "--rate-limits",
+    "rate_limits_file",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Per-principal limits on framework calls: lines of 'KIND:NAME QPS BURST' "
+    "(or 'KIND:NAME unlimited'; 'default' for everyone else). See docs/operator.md.",
+)
+@click.option(
+    "--framework-qps",
+    default=1000.0,
+    show_default=True,
+    help="Framework calls per second per principal not in --rate-limits; 0: unlimited.",
+)
+@click.option("--framework-burst", default=2000.0, show_default=True, help="Burst for --framework-qps.")
+@click.option(
+    "--subscribe-qps",
+    default=10.0,
+    show_default=True,
+    help="SUBSCRIBE calls per second per principal; 0: unlimited.",
+)
+@click.option("--subscribe-burst", default=100.0, show_default=True, help="Burst for --subscribe-qps.")
+@click.option(
+    "--max-tasks-per-accept",
+    default=1000,
+    show_default=True,
+    help="An ACCEPT with more tasks is refused whole (INVALID_ARGUMENT).",
+)
 @click.pass_context
 @handle_errors
 def master(
@@ -353,6 +381,12 @@ def master(
     acls: str | None,
     audit_log: str | None,
     insecure: bool,
+    rate_limits_file: str | None,
+    framework_qps: float,
+    framework_burst: float,
+    subscribe_qps: float,
+    subscribe_burst: float,
+    max_tasks_per_accept: int,
 ) -> None:
     """Run a master: standalone, or one of several elected through ZooKeeper.
 
@@ -363,6 +397,7 @@ def master(
     import socket
 
     from corral.master.master import MasterConfig
+    from corral.master.rate_limit import RateLimits, limit_or_unlimited, parse_rate_limits
     from corral.master.server import MasterServer
     from corral.transport import is_loopback
     from corral.zk import parse_zk_url
@@ -375,7 +410,26 @@ def master(
             "root and read every sandbox. Give --tls-ca, --tls-cert and --tls-key (see `corral certs`), "
             "listen on 127.0.0.1, or pass --insecure to serve plaintext anyway."
         )
+    try:
+        call_default = limit_or_unlimited(framework_qps, framework_burst)
+        subscribe_limits = RateLimits(default=limit_or_unlimited(subscribe_qps, subscribe_burst))
+        call_limits = RateLimits(default=call_default)
+        if rate_limits_file:
+            with open(rate_limits_file, encoding="utf-8") as f:
+                call_limits = parse_rate_limits(f.read(), call_default)
+    except OSError as e:
+        fail(f"--rate-limits: cannot read {rate_limits_file}: {e.strerror}")
+        raise AssertionError("unreachable: fail exits") from None
+    except ValueError as e:
+        where = f"--rate-limits {rate_limits_file}" if rate_limits_file else "rate limits"
+        fail(f"{where}: {e}")
+        raise AssertionError("unreachable: fail exits") from None
+    if max_tasks_per_accept < 1:
+        fail(f"--max-tasks-per-accept: must be at least 1, got {max_tasks_per_accept}")
     config = MasterConfig(
+        framework_rate_limits=call_limits,
+        subscribe_rate_limits=subscribe_limits,
+        max_tasks_per_accept=max_tasks_per_accept,
         offer_timeout_s=offer_timeout,
         allocation_interval_s=allocation_interval,
         agent_reregister_timeout_s=agent_reregister_timeout,

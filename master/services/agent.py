@@ -1,4 +1,11 @@
-"""Agent.Connect: the stream an agent dials to register and take commands."""
+"""Agent.Connect: the stream an agent dials to register and take commands.
+
+The first message must be a registration (FAILED_PRECONDITION otherwise;
+garbage bytes or a bad registration: INVALID_ARGUMENT). After that, a message
+that does not parse or a status update that does not validate is answered
+with an error message and the stream stays open; the valid updates of the
+same batch go through.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +17,21 @@ import grpc.aio
 import structlog
 
 from corral.errors import CallError
+from corral.malformed import Malformed
+from corral.master.call_validation import validate_registration, validate_status_updates
 from corral.master.leadership import Leadership
 from corral.master.master import Master
 from corral.master.services.guard import Guard
 from corral.master.state import Outbox
-from corral.master.validation import validate_agent_info
 from corral.proto import agent_pb2, agent_pb2_grpc
 
 log = structlog.get_logger(__name__)
 AgentMessage = agent_pb2.AgentMessage
 MasterMessage = agent_pb2.MasterMessage
+
+
+def _error(code: str, message: str) -> MasterMessage:
+    return MasterMessage(error=MasterMessage.Error(code=code, message=message))
 
 
 class AgentService(agent_pb2_grpc.AgentServicer):
@@ -29,7 +41,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
 
     async def Connect(
         self,
-        request_iterator: AsyncIterator[AgentMessage],
+        request_iterator: AsyncIterator[AgentMessage | Malformed],
         context: grpc.aio.ServicerContext[AgentMessage, MasterMessage],
     ) -> None:
         master = await self.leadership.require(context)
@@ -37,10 +49,13 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             first = await anext(request_iterator)
         except StopAsyncIteration:
             return
+        if isinstance(first, Malformed):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(first))
+            raise AssertionError("unreachable: abort raises")
         if first.WhichOneof("message") != "register":
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the first message must be register")
         reg = first.register
-        errors, total = validate_agent_info(reg.agent_info)
+        errors, total = validate_registration(reg)
         if errors:
             log.warning("agent.rejected", hostname=reg.agent_info.hostname, errors=errors)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(errors))
@@ -82,27 +97,35 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             master.agent_disconnected(agent_id, outbox)
 
     async def _read(
-        self, m: Master, messages: AsyncIterator[AgentMessage], agent_id: str, outbox: Outbox[object]
+        self,
+        m: Master,
+        messages: AsyncIterator[AgentMessage | Malformed],
+        agent_id: str,
+        outbox: Outbox[object],
     ) -> None:
         try:
             async for message in messages:
+                if isinstance(message, Malformed):
+                    log.warning("agent.message_malformed", agent_id=agent_id, problem=message.problem)
+                    outbox.send(_error("INVALID_ARGUMENT", str(message)))
+                    continue
                 try:
                     kind = message.WhichOneof("message")
                     m.agent_heartbeat(agent_id)
                     if kind == "status_updates":
-                        m.agent_status_updates(agent_id, list(message.status_updates.statuses))
+                        good, errors = validate_status_updates(message.status_updates.statuses, "statuses")
+                        if errors:
+                            # Not acknowledged: an honest agent never sends one, and
+                            # its retries are bounded by its own backoff.
+                            log.warning("agent.updates_refused", agent_id=agent_id, errors=errors[:3])
+                            outbox.send(_error("INVALID_ARGUMENT", "; ".join(errors[:20])))
+                        m.agent_status_updates(agent_id, good)
                     elif kind == "file_data":
                         m.file_data(agent_id, message.file_data)
                     elif kind == "usage":
                         m.usage_data(agent_id, message.usage)
                     elif kind == "register":
-                        outbox.send(
-                            MasterMessage(
-                                error=MasterMessage.Error(
-                                    code="FAILED_PRECONDITION", message="already registered"
-                                )
-                            )
-                        )
+                        outbox.send(_error("FAILED_PRECONDITION", "already registered"))
                 except Exception:
                     log.exception("agent.message_failed", agent_id=agent_id)
         except (grpc.aio.AioRpcError, asyncio.CancelledError):

@@ -1,14 +1,19 @@
 """Scheduler.Subscribe: one bidirectional stream per framework.
 
-The first call must be SUBSCRIBE (FAILED_PRECONDITION otherwise). After that a
-bad call is answered with an ERROR event naming the problem and the stream
-stays open: one framework's mistake must not cost it its connection, let alone
-affect anyone else.
+The first call must be SUBSCRIBE (FAILED_PRECONDITION otherwise; garbage bytes
+or a bad FrameworkInfo: INVALID_ARGUMENT; over the principal's subscription
+rate: RESOURCE_EXHAUSTED). After that a bad call (garbage bytes, an unknown
+type, over a size cap or over the principal's call rate) is answered with an
+ERROR event naming the problem and the stream stays open: one framework's
+mistake must not cost it its connection, let alone affect anyone else. When
+the stream ends, cancelled or broken, the framework is disconnected at once
+(its offers rescinded), however the stream ended.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import grpc
@@ -17,8 +22,11 @@ import structlog
 
 from corral.errors import CallError
 from corral.identity import Principal
+from corral.malformed import Malformed
+from corral.master.call_validation import validate_call_size
 from corral.master.leadership import Leadership
-from corral.master.master import Master
+from corral.master.master import Master, MasterConfig
+from corral.master.rate_limit import RateLimiter
 from corral.master.services.guard import Guard
 from corral.master.state import Outbox
 from corral.master.validation import validate_framework_info
@@ -70,31 +78,62 @@ def framework_principal(caller: Principal, claimed: str) -> tuple[Principal, str
         return caller, f"framework_info.principal: {e}"
 
 
+def call_name(call_type: int) -> str:
+    """The call type's name; a number the proto does not define is named as
+    such (Call.Type.Name raises ValueError on it, which once closed the
+    caller's stream from inside the error path)."""
+    if call_type in Call.Type.values():
+        return Call.Type.Name(call_type)
+    return f"call type {call_type}"
+
+
+def error_event(code: str, message: str) -> Event:
+    return Event(type=Event.ERROR, error=Event.Error(code=code, message=message))
+
+
 class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
-    def __init__(self, leadership: Leadership, guard: Guard | None = None) -> None:
+    def __init__(
+        self, leadership: Leadership, guard: Guard | None = None, config: MasterConfig | None = None
+    ) -> None:
         self.leadership = leadership
         self.guard = guard or Guard()
+        config = config or MasterConfig()
+        #: Token buckets per principal; they outlive a leadership term, which
+        #: is right: a client must not earn a fresh burst from a failover.
+        self.call_limiter = RateLimiter(config.framework_rate_limits)
+        self.subscribe_limiter = RateLimiter(config.subscribe_rate_limits)
 
     async def Subscribe(
         self,
-        request_iterator: AsyncIterator[Call],
+        request_iterator: AsyncIterator[Call | Malformed],
         context: grpc.aio.ServicerContext[Call, Event],
     ) -> None:
         master = await self.leadership.require(context)
+        caller = self.guard.principal(context)
+        #: rate limits count the transport's principal (the certificate's, or
+        #: the metadata claim), never a name the SUBSCRIBE itself makes up
+        limited_as = str(caller)
         try:
             first = await anext(request_iterator)
         except StopAsyncIteration:
             return
+        if isinstance(first, Malformed):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(first))
+            raise AssertionError("unreachable: abort raises")
         if first.type != Call.SUBSCRIBE:
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
-                f"the first call must be SUBSCRIBE, got {Call.Type.Name(first.type)}",
+                f"the first call must be SUBSCRIBE, got {call_name(first.type)}",
             )
+        limit = self.subscribe_limiter.admit(limited_as, time.monotonic())
+        if limit is not None:
+            log.warning("scheduler.subscribe_rate_limited", principal=limited_as, limit=str(limit.limit))
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"SUBSCRIBE: {limit}")
         info = first.subscribe.framework_info
         errors = validate_framework_info(info)
         if errors:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(errors))
-        principal, refusal = framework_principal(self.guard.principal(context), info.principal)
+        principal, refusal = framework_principal(caller, info.principal)
         if refusal is not None:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
         roles = [f"role:{r}" for r in (info.roles or ["*"])]
@@ -109,7 +148,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
                 )
             await context.abort(getattr(grpc.StatusCode, e.code), e.message)
         framework_id = fw.framework_id
-        reader = asyncio.create_task(self._read(master, request_iterator, framework_id, outbox))
+        reader = asyncio.create_task(self._read(master, request_iterator, framework_id, outbox, limited_as))
         try:
             while True:
                 batch = await outbox.get_batch()
@@ -123,38 +162,53 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             master.framework_disconnected(framework_id, outbox)
 
     async def _read(
-        self, master: Master, calls: AsyncIterator[Call], framework_id: str, outbox: Outbox[object]
+        self,
+        master: Master,
+        calls: AsyncIterator[Call | Malformed],
+        framework_id: str,
+        outbox: Outbox[object],
+        principal: str,
     ) -> None:
         try:
             async for call in calls:
-                try:
-                    self._dispatch(master, framework_id, call)
-                except CallError as e:
-                    outbox.send(
-                        Event(
-                            type=Event.ERROR,
-                            error=Event.Error(
-                                code=e.code, message=f"{Call.Type.Name(call.type)}: {e.message}"
-                            ),
-                        )
-                    )
-                except Exception:
-                    # A bug on our side must not take the master down; the
-                    # framework hears about it and keeps its stream.
-                    log.exception("scheduler.call_failed", framework_id=framework_id)
-                    outbox.send(
-                        Event(
-                            type=Event.ERROR,
-                            error=Event.Error(
-                                code="INTERNAL",
-                                message=f"{Call.Type.Name(call.type)}: internal error",
-                            ),
-                        )
-                    )
+                event = self._answer(master, framework_id, call, principal)
+                if event is not None:
+                    outbox.send(event)
         except (grpc.aio.AioRpcError, asyncio.CancelledError):
             pass
         finally:
+            # However the caller's side ended (half-closed, cancelled, broken),
+            # the writer loop sees the close and disconnects the framework.
             outbox.close()
+
+    def _answer(
+        self, master: Master, framework_id: str, call: Call | Malformed, principal: str
+    ) -> Event | None:
+        """Carry out one call after SUBSCRIBE; an ERROR event if it was refused."""
+        if isinstance(call, Malformed):
+            return error_event("INVALID_ARGUMENT", str(call))
+        name = call_name(call.type)
+        if call.type not in Call.Type.values():
+            # A newer client, or garbage that happened to parse: say so, keep the stream.
+            return error_event("INVALID_ARGUMENT", f"type: {call.type} is not a call type this master knows")
+        refusal = self.call_limiter.admit(principal, time.monotonic())
+        if refusal is not None:
+            log.info("scheduler.rate_limited", framework_id=framework_id, principal=principal, call=name)
+            return error_event("RESOURCE_EXHAUSTED", f"{name}: {refusal}")
+        errors = validate_call_size(call, master.config.max_tasks_per_accept)
+        if errors:
+            log.warning("scheduler.call_refused", framework_id=framework_id, call=name, errors=errors[:3])
+            return error_event("INVALID_ARGUMENT", f"{name}: {'; '.join(errors)}")
+        try:
+            self._dispatch(master, framework_id, call)
+        except CallError as e:
+            return error_event(e.code, f"{name}: {e.message}")
+        except Exception:
+            # A bug on our side must not take the master down; the
+            # framework hears about it and keeps its stream.
+            log.exception("scheduler.call_failed", framework_id=framework_id, call=name)
+            return error_event("INTERNAL", f"{name}: internal error")
+        return None
 
     def _dispatch(self, m: Master, framework_id: str, call: Call) -> None:
         if call.framework_id and call.framework_id != framework_id:
@@ -196,4 +250,4 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             case Call.SUBSCRIBE:
                 raise CallError("FAILED_PRECONDITION", "already subscribed on this stream")
             case _:
-                raise CallError("INVALID_ARGUMENT", f"type: {Call.Type.Name(call.type)} is not supported")
+                raise CallError("INVALID_ARGUMENT", f"type: {call_name(call.type)} is not supported")

@@ -58,7 +58,7 @@ BAD_TASKS = [
     (
         "negative kill grace",
         task(kill_policy=pb.KillPolicy(grace_period_s=-1)),
-        f"{WHERE}.kill_policy.grace_period_s: must be >= 0, got -1",
+        f"{WHERE}.kill_policy.grace_period_s: must be finite, >= 0 and <= 3600 seconds, got -1",
     ),
     ("negative cpus", task(resources=[R(name="cpus", scalar=-1)]), f"{WHERE}.resources[0] (cpus).scalar"),
     (
@@ -226,7 +226,7 @@ def test_good_framework_info() -> None:
         (pb.FrameworkInfo(name="x", id="bad id"), "framework_info.id: must be"),
         (
             pb.FrameworkInfo(name="x", failover_timeout_s=-1),
-            "framework_info.failover_timeout_s: must be >= 0",
+            "framework_info.failover_timeout_s: must be finite, >= 0",
         ),
         (pb.FrameworkInfo(name="x", failover_timeout_s=math.nan), "framework_info.failover_timeout_s"),
         (pb.FrameworkInfo(name="x", roles=["ok", "a b"]), "framework_info.roles[1]: role 'a b'"),
