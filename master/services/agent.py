@@ -92,9 +92,15 @@ class AgentService(agent_pb2_grpc.AgentServicer):
                     assert isinstance(message, MasterMessage)
                     await context.write(message)
         finally:
+            # Disconnect before the first await: gRPC cancels this handler
+            # when the client cancels, and a second cancellation arriving at
+            # the await below (the reader saw the end of the stream first)
+            # used to skip the disconnect, leaving the peer "connected" for
+            # ever with its offers (issue 14; 1 run in 3 leaked some of 50).
+            # The cancelled reader dispatches nothing more.
             reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
             master.agent_disconnected(agent_id, outbox)
+            await asyncio.gather(reader, return_exceptions=True)
 
     async def _read(
         self,
