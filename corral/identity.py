@@ -25,7 +25,7 @@ KINDS: tuple[Kind, ...] = ("agent", "framework", "operator", "master")
 PRINCIPAL_METADATA_KEY = "corral-principal"
 
 #: a principal's name: printable, no spaces, short (it appears in logs and ACLs)
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@/-]{0,127}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@/-]{0,127}")
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class Principal:
             raise ValueError(f"principal {text!r}: expected KIND:NAME, e.g. operator:alice")
         if kind not in KINDS:
             raise ValueError(f"principal {text!r}: kind must be one of {', '.join(KINDS)}")
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             raise ValueError(
                 f"principal {text!r}: the name must be 1-128 characters of letters, digits and ._@/-"
             )
