@@ -18,14 +18,24 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
 
-from corral.slave.containerizer import checkpoint, disk, forensics, kernel, launcher, overlay, reattach
+from corral.slave.containerizer import (
+    checkpoint,
+    disk,
+    forensics,
+    kernel,
+    launcher,
+    overlay,
+    reattach,
+    seccomp,
+)
+from corral.slave.containerizer.cgroups import devices
 from corral.slave.containerizer.cgroups.base import CgroupBackend, CgroupLimits, CgroupStats, signal_if_member
 from corral.slave.containerizer.cgroups.probe import probe
 from corral.slave.containerizer.errors import CgroupError, ContainerError
@@ -105,8 +115,13 @@ class Containerizer:
         *,
         fork_server: bool = True,
         disk_watch_interval_s: float = DISK_WATCH_INTERVAL_S,
+        seccomp_profiles: Mapping[str, Path] | None = None,
     ) -> None:
         """``fork_server=False`` forks supervisors from this process (slower; for comparison).
+
+        ``seccomp_profiles``: name → moby-form JSON file a container's
+        ``isolation.seccomp_profile`` may name besides "default" and
+        "unconfined" (which tasks may ask for is the agent's policy).
 
         What each container wrote (sandbox, overlay upper layer) is measured
         every ``disk_watch_interval_s`` (0 turns it off); one over its
@@ -123,6 +138,7 @@ class Containerizer:
         self.cgroups = cgroups if cgroups is not None else probe()
         self.cgroup_prefix = cgroup_prefix.strip("/")
         self.disk_watch_interval_s = disk_watch_interval_s
+        self.seccomp = seccomp.SeccompPolicy(seccomp_profiles, allow_unconfined=True)
         self._du_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="corral-du")
         self._containers: dict[str, _Container] = {}
         self._prefix_ready = False
@@ -173,6 +189,10 @@ class Containerizer:
 
     async def _launch(self, config: ContainerConfig) -> int:
         meta_dir = self.work_dir / "containers" / config.container_id
+        iso = config.isolation
+        # Compiled once per profile (cached); refused before anything is made.
+        program = self.seccomp.program(self.seccomp.resolve(iso.seccomp_profile))
+        device_rules = tuple(devices.rule_for(d) for d in iso.devices) if iso.mount else None
         try:
             ensure_dir(meta_dir.parent, PRIVATE)  # overlay upper dirs: see slave/work_dir.py
             meta_dir.mkdir(parents=True, exist_ok=True)
@@ -199,10 +219,12 @@ class Containerizer:
             self._prefix_ready = True
         cgroup = f"{self.cgroup_prefix}/{config.container_id}"
         limits = CgroupLimits.for_task(
-            config.cpus_milli, config.mem_bytes, config.cpu_hard_cap, config.pids_max
+            config.cpus_milli, config.mem_bytes, config.cpu_hard_cap, config.pids_max, device_rules
         )
         join = self.cgroups.create(cgroup, limits)
-        spec = launch_spec(config, join, meta_dir, filesystem)
+        spec = launch_spec(
+            config, join, meta_dir, filesystem, program, self.cgroups.version, self.cgroups.task_mounts()
+        )
         try:
             if self._fork_server is None:
                 spawned = self._spawn_here(spec)
