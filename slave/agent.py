@@ -639,7 +639,17 @@ class Agent:
             extra["exit_code"] = t.exit_code
         if t.signal is not None:
             extra["signal"] = t.signal
-        if t.limitation is not None:
+        if t.limitation is not None and t.limitation.kind == "pids" and t.exit_code == 0 and not t.killed:
+            # It succeeded despite refused forks: FINISHED, but with the limit said.
+            extra.update(limit=t.limitation.limit, peak=t.limitation.peak)
+            self._update(
+                run,
+                pb.TASK_FINISHED,
+                TS.REASON_CONTAINER_LIMITATION_PIDS,
+                f"command exited with status 0; {t.limitation.message}",
+                **extra,
+            )
+        elif t.limitation is not None:
             reason = {
                 "memory": TS.REASON_CONTAINER_LIMITATION_MEMORY,
                 "pids": TS.REASON_CONTAINER_LIMITATION_PIDS,

@@ -413,8 +413,7 @@ class Containerizer:
         exit_code = status.get("exit_code")
         sig = status.get("signal")
         stats = self._stats(c)
-        failed = sig is not None or exit_code != 0
-        found = c.limitation or forensics.limitation(stats, failed)
+        found = c.limitation or forensics.limitation(stats)
         termination = Termination(
             exit_code=exit_code if isinstance(exit_code, int) else None,
             signal=sig if isinstance(sig, int) else None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -231,3 +232,14 @@ async def test_a_fork_bomb_is_bounded_by_the_agents_pids_limit(cluster: LocalClu
         assert status.state is TaskState.FAILED
         assert status.reason == "CONTAINER_LIMITATION_PIDS"
         assert "pids limit 64 reached" in status.message
+        # One that ends 0 after refused forks is FINISHED, and still told of the limit.
+        offer = await rec.next_offer()
+        tolerant = (
+            "python3 -c 'import os, time\nfor _ in range(100):\n"
+            " try:\n  os.fork() or (time.sleep(60), os._exit(0))\n except OSError: pass'"
+        )
+        driver.launch(offer, [Task("tolerant", tolerant, Resources.of(cpus=0.1, mem=256))])
+        status = await rec.wait_terminal("tolerant", timeout=30)
+        assert status.state is TaskState.FINISHED
+        assert status.reason == "CONTAINER_LIMITATION_PIDS"
+        assert re.search(r"pids limit 64 reached; \d+ forks refused", status.message), status.message
