@@ -55,9 +55,10 @@ def limitation(stats: CgroupStats | None) -> Limitation | None:
         )
     if stats.pids_max_events > 0 and stats.pids_limit > 0:
         refused = stats.pids_max_events
+        forks = "fork" if refused == 1 else "forks"
         return Limitation(
             kind="pids",
-            message=f"pids limit {stats.pids_limit} reached; {refused} fork{'s' if refused != 1 else ''} refused",
+            message=f"pids limit {stats.pids_limit} reached; {refused} {forks} refused",
             limit=stats.pids_limit,
             peak=stats.pids_limit,
         )
