@@ -153,7 +153,7 @@ class Agent:
             disk_watch_interval_s=config.disk_watch_interval_s,
             seccomp_profiles=config.seccomp_profiles,
         )
-        self.seccomp = SeccompPolicy(config.seccomp_profiles, config.allow_unconfined_seccomp)
+
         self.total = config.resources or detect.detect(self.work_dir, config.share)
         self.images = ImageStore(image_store)
         self.checkpoints = Checkpoints(self.work_dir)
@@ -609,7 +609,9 @@ class Agent:
             network="none" if container.network == pb.ContainerInfo.NONE else "host",
             hostname=container.hostname or None,
             user=user,
-            seccomp_profile=self.seccomp.resolve(container.seccomp_profile),
+            seccomp_profile=SeccompPolicy(
+                self.config.seccomp_profiles, self.config.allow_unconfined_seccomp
+            ).resolve(container.seccomp_profile),
             devices=tuple(container.devices),
         )
         return ContainerConfig(

@@ -218,3 +218,21 @@ async def test_the_probes_see_an_escape_where_nothing_is_hardened(
         ("seccomp_mode", "0"),
     ):
         assert await probe(ctz, unhardened, layers, kind, name) == escaped, name
+
+
+@pytest.mark.skipif(not HOST_HAS_KVM, reason="this host has no /dev/kvm to offer")
+@pytest.mark.parametrize("image", [False, True], ids=["host", "image"])
+async def test_a_device_the_agent_offers_is_bound_and_allowed(
+    ctz: Containerizer, make_config: Make, layers: tuple[Path, ...], image: bool
+) -> None:
+    extra: dict[str, object] = {"rootfs": Rootfs(layers), "env": {"PATH": "/bin"}} if image else {}
+    script = "ls /dev | tr '\\n' ' '; echo; : < /dev/kvm && echo opened; : < /dev/null && echo null"
+    config = make_config("/bin/sh", "-c", script, isolation=Isolation(devices=("/dev/kvm",)), **extra)
+    await ctz.launch(config)
+    async with asyncio.timeout(30):
+        termination = await ctz.wait(config.container_id)
+    await ctz.destroy(config.container_id)
+    lines = (config.sandbox / "stdout").read_text().splitlines()
+    assert termination.exit_code == 0, termination.stderr_tail
+    assert "kvm" in lines[0].split()
+    assert lines[1:] == ["opened", "null"]
