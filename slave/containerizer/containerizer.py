@@ -19,7 +19,6 @@ import shutil
 import signal
 import sys
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,21 +26,22 @@ import structlog
 
 from corral.slave.containerizer import (
     checkpoint,
-    disk,
     forensics,
     kernel,
     launcher,
     overlay,
     reattach,
-    seccomp,
 )
-from corral.slave.containerizer.cgroups import devices
 from corral.slave.containerizer.cgroups.base import CgroupBackend, CgroupLimits, CgroupStats, signal_if_member
 from corral.slave.containerizer.cgroups.probe import probe
 from corral.slave.containerizer.errors import CgroupError, ContainerError
 from corral.slave.containerizer.exec_report import parse_exec_report, read_to_eof
 from corral.slave.containerizer.forkserver_client import ForkServerClient, ForkServerError
 from corral.slave.containerizer.isolation import image_etc_files, launch_spec
+from corral.slave.containerizer.isolator import Isolator, Prepared, Watched
+from corral.slave.containerizer.isolators.devices import DevicesIsolator
+from corral.slave.containerizer.isolators.disk import DISK_WATCH_INTERVAL_S, DiskIsolator
+from corral.slave.containerizer.isolators.seccomp import SeccompIsolator
 from corral.slave.containerizer.model import ContainerConfig, Limitation, Termination, Usage
 from corral.slave.work_dir import PRIVATE, ensure_dir
 
@@ -64,7 +64,6 @@ REMOVE_TIMEOUT_S = 5.0
 FREEZE_TIMEOUT_S = 5.0
 #: in a container's meta dir while it is paused on purpose
 PAUSED_MARK = "paused"
-DISK_WATCH_INTERVAL_S = 15.0  # Mesos' default for its disk/du isolator
 _POLL_MIN_S = 0.002
 _POLL_MAX_S = 0.05
 #: polls of a freeze in progress before it is retried from thawed (see pause)
@@ -86,8 +85,8 @@ class _Container:
     # A limit the agent enforced itself (disk); the kernel's (memory, pids) are
     # read from the cgroup when the task ends.
     limitation: Limitation | None = None
-    disk_used: int | None = None
-    disk_watch: asyncio.Future[None] | None = None
+    #: the isolators' watches (see isolator.py), cancelled at destroy
+    watches: list[asyncio.Future[None]] = field(default_factory=list)
     kill_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     #: with the pid, identifies the supervisor to a restarted agent (see reattach.py)
     supervisor_start: int | None = None
@@ -137,9 +136,13 @@ class Containerizer:
         self.work_dir = work_dir
         self.cgroups = cgroups if cgroups is not None else probe()
         self.cgroup_prefix = cgroup_prefix.strip("/")
-        self.disk_watch_interval_s = disk_watch_interval_s
-        self.seccomp = seccomp.SeccompPolicy(seccomp_profiles, allow_unconfined=True)
-        self._du_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="corral-du")
+        self._disk = DiskIsolator(disk_watch_interval_s)
+        #: composed in this order (Mesos' isolators); each owns one concern
+        self.isolators: tuple[Isolator, ...] = (
+            SeccompIsolator(seccomp_profiles),
+            DevicesIsolator(),
+            self._disk,
+        )
         self._containers: dict[str, _Container] = {}
         self._prefix_ready = False
         self._fork_server = ForkServerClient() if fork_server else None
@@ -156,6 +159,14 @@ class Containerizer:
         self._poller: asyncio.Task[None] | None = None
         #: the prefix was made by an earlier agent process: ours to remove too
         self._adopted_prefix = False
+
+    @property
+    def disk_watch_interval_s(self) -> float:
+        return self._disk.interval_s
+
+    @disk_watch_interval_s.setter
+    def disk_watch_interval_s(self, value: float) -> None:
+        self._disk.interval_s = value
 
     @property
     def fork_server_pid(self) -> int | None:
@@ -189,10 +200,10 @@ class Containerizer:
 
     async def _launch(self, config: ContainerConfig) -> int:
         meta_dir = self.work_dir / "containers" / config.container_id
-        iso = config.isolation
-        # Compiled once per profile (cached); refused before anything is made.
-        program = self.seccomp.program(self.seccomp.resolve(iso.seccomp_profile))
-        device_rules = tuple(devices.rule_for(d) for d in iso.devices) if iso.mount else None
+        # Refused (a profile, a device) before anything is made.
+        prepared = Prepared()
+        for isolator in self.isolators:
+            prepared = prepared.merge(isolator.prepare(config))
         try:
             ensure_dir(meta_dir.parent, PRIVATE)  # overlay upper dirs: see slave/work_dir.py
             meta_dir.mkdir(parents=True, exist_ok=True)
@@ -219,11 +230,17 @@ class Containerizer:
             self._prefix_ready = True
         cgroup = f"{self.cgroup_prefix}/{config.container_id}"
         limits = CgroupLimits.for_task(
-            config.cpus_milli, config.mem_bytes, config.cpu_hard_cap, config.pids_max, device_rules
+            config.cpus_milli, config.mem_bytes, config.cpu_hard_cap, config.pids_max, prepared.device_rules
         )
         join = self.cgroups.create(cgroup, limits)
         spec = launch_spec(
-            config, join, meta_dir, filesystem, program, self.cgroups.version, self.cgroups.task_mounts()
+            config,
+            join,
+            meta_dir,
+            filesystem,
+            prepared.seccomp,
+            self.cgroups.version,
+            self.cgroups.task_mounts(),
         )
         try:
             if self._fork_server is None:
@@ -251,7 +268,7 @@ class Containerizer:
                 f"{error or 'the supervisor exited before starting the task'}"
             )
         c.task_pid = task_pid
-        self._start_disk_watch(c)
+        self._start_watches(c)
         checkpoint.write_json(
             meta_dir / "container.json",
             {
@@ -561,48 +578,34 @@ class Containerizer:
             (c.meta_dir / PAUSED_MARK).unlink(missing_ok=True)
             log.info("container.resumed", container_id=container_id)
 
-    def _start_disk_watch(self, c: _Container) -> None:
-        if self.disk_watch_interval_s > 0 and c.disk_watch is None:
-            c.disk_watch = asyncio.ensure_future(self._watch_disk(c, c.config.disk_bytes))
-
-    async def _watch_disk(self, c: _Container, limit: int | None) -> None:
-        """Measure what the task wrote every interval (the first time after at most
-        1 s, so ``usage`` soon has a figure); kill it when over ``limit``."""
-        container_id = c.config.container_id
-        loop = asyncio.get_running_loop()
-        wait_s = min(1.0, self.disk_watch_interval_s)
-        while True:
-            try:
-                async with asyncio.timeout(wait_s):
-                    await asyncio.shield(c.done)
-                return
-            except TimeoutError:
-                pass
-            wait_s = self.disk_watch_interval_s
-            # One thread for every du: a big sandbox delays the next measurement,
-            # not the default executor's other users (image imports, cgroup removal).
-            used = await loop.run_in_executor(self._du_pool, disk.usage_bytes, *_writable_dirs(c))
-            c.disk_used = used
-            if limit is None or used <= limit or c.done.done():
-                continue
-            c.limitation = Limitation(
-                kind="disk",
-                message=(f"disk limit {forensics.mib(limit)} exceeded: the task wrote {forensics.mib(used)}"),
-                limit=limit,
-                peak=used,
-            )
-            log.warning("container.disk_limit", container_id=container_id, limit=limit, used=used)
-            try:
-                await self.kill(container_id, grace_s=0.0)
-            except ContainerError as e:
-                log.warning("container.disk_kill_failed", container_id=container_id, error=str(e))
+    def _start_watches(self, c: _Container) -> None:
+        if c.watches:
             return
+        for isolator in self.isolators:
+            if isolator.watches(c.config):
+                c.watches.append(asyncio.ensure_future(self._watch_with(isolator, c)))
+
+    async def _watch_with(self, isolator: Isolator, c: _Container) -> None:
+        """Kill the container at once when ``isolator`` finds it over a limit."""
+        found = await isolator.watch(Watched(c.config, c.meta_dir, c.done))
+        if found is None or c.done.done():
+            return
+        c.limitation = found
+        try:
+            await self.kill(c.config.container_id, grace_s=0.0)
+        except ContainerError as e:
+            log.warning(
+                "container.limit_kill_failed",
+                container_id=c.config.container_id,
+                isolator=isolator.name,
+                error=str(e),
+            )
 
     async def usage(self, container_id: str) -> Usage:
         """Live statistics; disk is the last background measurement (0 before the first)."""
         c = self._get(container_id)
         stats = self.cgroups.stats(c.cgroup)
-        disk_used = c.disk_used or 0
+        disk_used = self._disk.usage(container_id)["disk_bytes"]
         return Usage(
             cpu_time_s=stats.cpu_time_ns / 1e9,
             mem_bytes=stats.mem_bytes,
@@ -623,10 +626,9 @@ class Containerizer:
         c = self._containers.get(container_id)
         if c is None:
             return
-        if c.disk_watch is not None:
-            c.disk_watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await c.disk_watch
+        for watch in c.watches:
+            watch.cancel()
+        await asyncio.gather(*c.watches, return_exceptions=True)
         if not c.done.done() or self.cgroups.procs(c.cgroup):
             await self.kill(container_id, grace_s=0.0)
         loop = asyncio.get_running_loop()
@@ -648,6 +650,8 @@ class Containerizer:
                 supervisor_pid=c.supervisor_pid,
             )
         shutil.rmtree(c.meta_dir, ignore_errors=True)
+        for isolator in self.isolators:
+            isolator.cleanup(container_id)
         self._containers.pop(container_id, None)  # a concurrent destroy may have won
 
     # -- recovery (an earlier agent process launched these) -----------------------
@@ -743,7 +747,9 @@ class Containerizer:
         if ended:
             self._recovered_done(c)
             return "ended"
-        self._start_disk_watch(c)
+        for isolator in self.isolators:
+            isolator.recover(config)
+        self._start_watches(c)
         self._recovered[container_id] = c
         if self._poller is None or self._poller.done():
             self._poller = asyncio.create_task(self._poll_recovered(), name="containerizer-recovered")
@@ -778,9 +784,9 @@ class Containerizer:
             if c.unwatch is not None:
                 c.unwatch()
                 c.unwatch = None
-            if c.disk_watch is not None:
-                c.disk_watch.cancel()
-                watches.append(c.disk_watch)
+            for watch in c.watches:
+                watch.cancel()
+                watches.append(watch)
         await asyncio.gather(*watches, return_exceptions=True)
         if self._fork_server is not None:
             await self._fork_server.close()
@@ -849,7 +855,7 @@ class Containerizer:
         # their supervisors until it leaves.
         if self._fork_server is not None:
             await self._fork_server.close()
-        self._du_pool.shutdown(wait=False, cancel_futures=True)
+        self._disk.close()
         if self._prefix_ready:
             self.cgroups.remove_prefix(self.cgroup_prefix)
             self._prefix_ready = False
@@ -864,8 +870,3 @@ class Containerizer:
         if c is not None and not c.done.done():
             await self.kill(container_id, grace_s)
         await self.destroy(container_id)
-
-
-def _writable_dirs(c: _Container) -> tuple[Path, ...]:
-    """What a task's disk limit covers: its sandbox and, on an image, the overlay's upper layer."""
-    return (c.config.sandbox, c.meta_dir / "overlay" / "upper")
