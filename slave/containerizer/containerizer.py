@@ -31,8 +31,9 @@ from corral.slave.containerizer import (
     launcher,
     overlay,
     reattach,
+    stopping,
 )
-from corral.slave.containerizer.cgroups.base import CgroupBackend, CgroupLimits, CgroupStats, signal_if_member
+from corral.slave.containerizer.cgroups.base import CgroupBackend, CgroupLimits, CgroupStats
 from corral.slave.containerizer.cgroups.probe import probe
 from corral.slave.containerizer.errors import CgroupError, ContainerError
 from corral.slave.containerizer.exec_report import parse_exec_report, read_to_eof
@@ -43,6 +44,12 @@ from corral.slave.containerizer.isolators.devices import DevicesIsolator
 from corral.slave.containerizer.isolators.disk import DISK_WATCH_INTERVAL_S, DiskIsolator
 from corral.slave.containerizer.isolators.seccomp import SeccompIsolator
 from corral.slave.containerizer.model import ContainerConfig, Limitation, Termination, Usage
+from corral.slave.containerizer.stopping import (
+    KILL_TIMEOUT_S,
+    POLL_MAX_S,
+    POLL_MIN_S,
+    REMOVE_TIMEOUT_S,
+)
 from corral.slave.work_dir import PRIVATE, ensure_dir
 
 log = structlog.get_logger(__name__)
@@ -59,15 +66,8 @@ _GRPC_IMPORTED_FORK_SAFE = "grpc" not in sys.modules or os.environ.get(_GRPC_FOR
 os.environ.setdefault(_GRPC_FORK_ENV, "0")
 
 LAUNCH_TIMEOUT_S = 30.0
-KILL_TIMEOUT_S = 10.0  # after the grace period, how long SIGKILL may take before we give up
-REMOVE_TIMEOUT_S = 5.0
-FREEZE_TIMEOUT_S = 5.0
 #: in a container's meta dir while it is paused on purpose
 PAUSED_MARK = "paused"
-_POLL_MIN_S = 0.002
-_POLL_MAX_S = 0.05
-#: polls of a freeze in progress before it is retried from thawed (see pause)
-_REFREEZE_EVERY = 10
 RECOVERED_POLL_S = 0.5
 
 
@@ -355,19 +355,7 @@ class Containerizer:
         task.add_done_callback(done)
 
     async def _discard_cgroup(self, cgroup: str) -> None:
-        """Kill whatever joined ``cgroup`` and remove it, within REMOVE_TIMEOUT_S."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + REMOVE_TIMEOUT_S
-        while True:
-            with contextlib.suppress(OSError, CgroupError):
-                if self.cgroups.procs(cgroup):
-                    self.cgroups.kill_all(cgroup)
-                if self.cgroups.remove(cgroup):
-                    return
-            if loop.time() >= deadline:
-                log.warning("container.cgroup_left", cgroup=cgroup)
-                return
-            await asyncio.sleep(_POLL_MIN_S)
+        await stopping.discard(self.cgroups, cgroup)
 
     def _spawn_here(self, spec: launcher.LaunchSpec) -> launcher.Spawned:
         """Fork the supervisor from this process: the path before the fork server."""
@@ -490,30 +478,7 @@ class Containerizer:
             await self._terminate(c, grace_s)
 
     async def _terminate(self, c: _Container, grace_s: float) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + grace_s
-        signalled: set[int] = set()
-        poll = _POLL_MIN_S
-        while pids := self.cgroups.procs(c.cgroup):
-            # Processes forked after the first round get their SIGTERM too.
-            for pid in pids - signalled:
-                signal_if_member(pid, self.cgroups.procs, c.cgroup, signal.SIGTERM)
-            signalled |= pids
-            if loop.time() >= deadline:
-                break
-            await asyncio.sleep(min(poll, max(0.0, deadline - loop.time())))
-            poll = min(poll * 2, _POLL_MAX_S)
-        hard_deadline = loop.time() + KILL_TIMEOUT_S
-        poll = _POLL_MIN_S
-        while pids := self.cgroups.procs(c.cgroup):
-            if loop.time() >= hard_deadline:
-                raise ContainerError(
-                    f"container {c.config.container_id!r} still has processes "
-                    f"{sorted(pids)} {KILL_TIMEOUT_S:.0f} s after SIGKILL"
-                )
-            self.cgroups.kill_all(c.cgroup)
-            await asyncio.sleep(poll)
-            poll = min(poll * 2, _POLL_MAX_S)
+        await stopping.terminate(self.cgroups, c.cgroup, grace_s, c.config.container_id)
         try:
             async with asyncio.timeout(KILL_TIMEOUT_S):
                 await asyncio.shield(c.done)
@@ -537,27 +502,7 @@ class Containerizer:
         async with c.kill_lock:
             if c.state != "running" or c.killed:
                 raise ContainerError(f"container {container_id!r} cannot be paused: it is {c.state}")
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + FREEZE_TIMEOUT_S
-            poll = _POLL_MIN_S
-            attempt = 0
-            self.cgroups.set_frozen(c.cgroup, True)
-            while not self.cgroups.frozen(c.cgroup):
-                if loop.time() >= deadline or c.done.done():
-                    self.cgroups.set_frozen(c.cgroup, False)
-                    raise ContainerError(
-                        f"container {container_id!r} could not be frozen within {FREEZE_TIMEOUT_S:.0f} s"
-                    )
-                await asyncio.sleep(poll)
-                poll = min(poll * 2, _POLL_MAX_S)
-                attempt += 1
-                if attempt % _REFREEZE_EVERY == 0 and self.cgroups.version == "v1":
-                    # A v1 freezer can stay FREEZING for good (a task caught in
-                    # vfork or exec); thawing and freezing again unsticks it, as
-                    # runc does. (v2 freezes reliably, if slowly: left alone.)
-                    self.cgroups.set_frozen(c.cgroup, False)
-                    await asyncio.sleep(_POLL_MIN_S)
-                self.cgroups.set_frozen(c.cgroup, True)
+            await stopping.freeze(self.cgroups, c.cgroup, c.done, container_id)
             try:
                 # Kept on disk so a restarted agent leaves it paused (see recover).
                 (c.meta_dir / PAUSED_MARK).touch()
@@ -639,7 +584,7 @@ class Containerizer:
                 raise CgroupError(
                     f"cgroup of container {container_id!r} still busy after {REMOVE_TIMEOUT_S} s"
                 )
-            await asyncio.sleep(_POLL_MIN_S)
+            await asyncio.sleep(POLL_MIN_S)
         try:
             async with asyncio.timeout(KILL_TIMEOUT_S):
                 await asyncio.shield(c.supervisor_gone)
@@ -834,7 +779,7 @@ class Containerizer:
         deadline = loop.time() + KILL_TIMEOUT_S
         try:
             while reattach.alive(pidfd) and loop.time() < deadline:
-                await asyncio.sleep(_POLL_MAX_S)
+                await asyncio.sleep(POLL_MAX_S)
             if reattach.alive(pidfd):
                 with contextlib.suppress(OSError):
                     signal.pidfd_send_signal(pidfd, signal.SIGKILL)
