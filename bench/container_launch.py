@@ -13,7 +13,9 @@ made from /bin/busybox) on overlayfs with a root switch. ``--runtimes`` then
 runs the same loop through ``runc run`` / ``crun run`` on the same layers
 (mounted read-only with overlayfs for their bundle; pid, ipc, uts and mount
 namespaces and the same cgroup limits, host network like corral's default)
-and prints the ratios. crun refuses this host's hybrid cgroup layout, so its
+and prints the ratios; both get corral's default seccomp profile (``runc
+spec`` has none) besides their own default masked paths, read-only paths and
+devices, so all three run hardened. crun refuses this host's hybrid cgroup layout, so its
 loop runs in a private mount namespace with the empty cgroup2 mount unmounted.
 """
 
@@ -39,6 +41,7 @@ import structlog
 from corral.slave.containerizer import ContainerConfig, Containerizer, Isolation, kernel
 from corral.slave.containerizer.images import ImageStore
 from corral.slave.containerizer.overlay import Rootfs
+from corral.slave.containerizer.seccomp import DEFAULT_PROFILE
 from corral.testing_images import build_busybox_image
 
 
@@ -114,7 +117,7 @@ def _summary(parts: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _bundle(work: Path, layers: tuple[Path, ...], runtime: str) -> Path:
+def _bundle(work: Path, layers: tuple[Path, ...], runtime: str, seccomp_on: bool) -> Path:
     """An OCI bundle whose rootfs is the image's layers, read-only (the overlay is mounted by the caller)."""
     bundle = work / f"bundle-{runtime}"
     bundle.mkdir()
@@ -129,6 +132,14 @@ def _bundle(work: Path, layers: tuple[Path, ...], runtime: str) -> Path:
     linux.setdefault("resources", {}).update(
         {"memory": {"limit": 64 << 20, "swap": 64 << 20}, "cpu": {"shares": 102}, "pids": {"limit": 1024}}
     )
+    if seccomp_on:
+        # `runc spec` has no seccomp filter (Docker adds its own): give both
+        # runtimes corral's default profile, so every side compiles and loads
+        # the same filter. The OCI form uses moby's keys.
+        # crun 1.8 refuses defaultErrnoRet beside an ALLOW default; an ERRNO
+        # rule without errnoRet is EPERM in both runtimes anyway.
+        profile = {k: v for k, v in DEFAULT_PROFILE.items() if k != "defaultErrnoRet"}
+        linux["seccomp"] = {**profile, "architectures": ["SCMP_ARCH_X86_64"]}
     (bundle / "config.json").write_text(json.dumps(spec))
     return bundle
 
@@ -237,6 +248,7 @@ async def main() -> None:
     for runtime in names:
         if shutil.which(runtime) is None:
             raise SystemExit(f"{runtime} is not installed (apt-get install {runtime})")
+    print(f"load average at the start {' '.join(f'{x:.2f}' for x in os.getloadavg())} (1, 5, 15 min)")
     rounds = max(1, args.rounds)
     per_round = max(1, args.n // rounds)
     ours: dict[int, list[dict[str, Any]]] = {c: [] for c in [1, *concurrencies]}
@@ -253,7 +265,9 @@ async def main() -> None:
             cgroup_prefix=f"corral-bench-{uuid.uuid4().hex[:8]}",
             fork_server=not args.in_process,
         )
-        bundles = _mount_bundles(work, rootfs, names) if rootfs is not None and names else {}
+        bundles = (
+            _mount_bundles(work, rootfs, names, not args.no_isolation) if rootfs is not None and names else {}
+        )
         try:
             # Rounds interleave corral and the runtimes, so a change in the
             # machine's load hits all of them alike.
@@ -272,8 +286,9 @@ async def main() -> None:
     runtimes = {r: [_summary(parts) for parts in by_c.values()] for r, by_c in theirs.items()}
     del ballast
     mode = ("in-process" if args.in_process else "fork server") + (
-        ", no isolation" if args.no_isolation else ", isolated"
+        ", no isolation" if args.no_isolation else ", isolated and hardened (seccomp, masked paths, devices)"
     )
+    print(f"load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())} (1, 5, 15 min)")
     if args.image:
         mode += ", busybox image"
     for r in results:
@@ -309,14 +324,14 @@ async def main() -> None:
         )
 
 
-def _mount_bundles(work: Path, rootfs: Rootfs, names: list[str]) -> dict[str, Path]:
+def _mount_bundles(work: Path, rootfs: Rootfs, names: list[str], seccomp_on: bool) -> dict[str, Path]:
     """A bundle per runtime on the image's layers, mounted read-only at ``work/rootfs``
     (the caller unmounts it)."""
     target = work / "rootfs"
     target.mkdir()
     lower = ":".join(str(p) for p in reversed(rootfs.layers))
     kernel.mount(b"overlay", bytes(target), b"overlay", kernel.MS_RDONLY, f"lowerdir={lower}".encode())
-    return {runtime: _bundle(work, rootfs.layers, runtime) for runtime in names}
+    return {runtime: _bundle(work, rootfs.layers, runtime, seccomp_on) for runtime in names}
 
 
 if __name__ == "__main__":

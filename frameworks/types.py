@@ -180,6 +180,11 @@ class Task:
     volumes: tuple[Volume, ...] = ()
     #: the image's root is read-only (/tmp, the sandbox and volumes stay writable)
     read_only_root: bool = False
+    #: "" is the agent's default seccomp filter; "unconfined" only where the
+    #: agent allows it (--allow-unconfined-seccomp); else a profile it was given
+    seccomp_profile: str = ""
+    #: host device nodes (e.g. "/dev/kvm") the agent offers (--allowed-devices)
+    devices: tuple[str, ...] = ()
 
     def to_proto(self, agent_id: str) -> pb.TaskInfo:
         if isinstance(self.command, str):
@@ -197,6 +202,8 @@ class Task:
             image=self.image,
             volumes=[v.to_proto() for v in self.volumes],
             read_only_root=self.read_only_root,
+            seccomp_profile=self.seccomp_profile,
+            devices=list(self.devices),
         )
         if self.user is not None:
             container.uid, container.gid = self.user

@@ -18,7 +18,7 @@ import socket
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,6 +54,7 @@ from corral.slave.containerizer import (
     Termination,
 )
 from corral.slave.containerizer.images import ImageStore
+from corral.slave.containerizer.seccomp import SeccompPolicy
 from corral.slave.status_updates import StatusUpdateManager, TaskKey
 from corral.slave.task_image import with_image
 from corral.transport import Credentials, drain, make_channel
@@ -108,6 +109,12 @@ class AgentConfig:
     allowed_host_paths: tuple[Path, ...] = ()
     #: serve Prometheus metrics on this HOST:PORT (``--metrics-listen``)
     metrics_listen: str | None = None
+    #: seccomp profiles tasks may name besides the default (``--seccomp-profile NAME=PATH``)
+    seccomp_profiles: Mapping[str, Path] = field(default_factory=dict)
+    #: whether a task may ask for no seccomp filter (``--allow-unconfined-seccomp``)
+    allow_unconfined_seccomp: bool = False
+    #: host device nodes tasks may ask for (``--allowed-devices``); none by default
+    allowed_devices: tuple[str, ...] = ()
 
 
 @dataclass
@@ -144,7 +151,9 @@ class Agent:
             self.work_dir,
             cgroup_prefix=config.cgroup_prefix,
             disk_watch_interval_s=config.disk_watch_interval_s,
+            seccomp_profiles=config.seccomp_profiles,
         )
+
         self.total = config.resources or detect.detect(self.work_dir, config.share)
         self.images = ImageStore(image_store)
         self.checkpoints = Checkpoints(self.work_dir)
@@ -595,10 +604,20 @@ class Agent:
             if prepare:
                 # The task must be able to write its own sandbox (stdout, files).
                 os.chown(run.sandbox, *user)
+        for i, device in enumerate(container.devices):
+            if device not in self.config.allowed_devices:
+                raise ContainerError(
+                    f"container.devices[{i}]: {device!r} is not offered by this agent "
+                    f"(--allowed-devices: {', '.join(self.config.allowed_devices) or 'none'})"
+                )
         isolation = Isolation(
             network="none" if container.network == pb.ContainerInfo.NONE else "host",
             hostname=container.hostname or None,
             user=user,
+            seccomp_profile=SeccompPolicy(
+                self.config.seccomp_profiles, self.config.allow_unconfined_seccomp
+            ).resolve(container.seccomp_profile),
+            devices=tuple(container.devices),
         )
         return ContainerConfig(
             container_id=run.container_id,
@@ -617,7 +636,7 @@ class Agent:
         """The limits a re-attached task was launched with (None if its TaskInfo no longer parses)."""
         try:
             return self._container_config(run, prepare=False)
-        except (ResourceError, ValueError, OSError) as e:
+        except (ResourceError, ContainerError, ValueError, OSError) as e:
             self.log.warning("task.recovered_without_limits", task_id=run.info.task_id, error=str(e))
             return None
 
@@ -627,7 +646,17 @@ class Agent:
             extra["exit_code"] = t.exit_code
         if t.signal is not None:
             extra["signal"] = t.signal
-        if t.limitation is not None:
+        if t.limitation is not None and t.limitation.kind == "pids" and t.exit_code == 0 and not t.killed:
+            # It succeeded despite refused forks: FINISHED, but with the limit said.
+            extra.update(limit=t.limitation.limit, peak=t.limitation.peak)
+            self._update(
+                run,
+                pb.TASK_FINISHED,
+                TS.REASON_CONTAINER_LIMITATION_PIDS,
+                f"command exited with status 0; {t.limitation.message}",
+                **extra,
+            )
+        elif t.limitation is not None:
             reason = {
                 "memory": TS.REASON_CONTAINER_LIMITATION_MEMORY,
                 "pids": TS.REASON_CONTAINER_LIMITATION_PIDS,

@@ -553,6 +553,24 @@ def master(
     help="Fraction of the work disk kept free: sandboxes go sooner as usage nears 1 - this.",
 )
 @insecure_option
+@click.option(
+    "--seccomp-profile",
+    "seccomp_profiles",
+    multiple=True,
+    metavar="NAME=PATH",
+    help="A seccomp profile (moby's JSON form) tasks may name besides the default (repeatable).",
+)
+@click.option(
+    "--allow-unconfined-seccomp",
+    is_flag=True,
+    help="Let tasks ask for seccomp_profile 'unconfined' (no filter at all).",
+)
+@click.option(
+    "--allowed-devices",
+    default="",
+    metavar="PATH[,PATH]",
+    help="Host device nodes tasks may ask for (default none: the minimal /dev only).",
+)
 @click.pass_context
 @handle_errors
 def agent(
@@ -573,6 +591,9 @@ def agent(
     allowed_host_paths: str,
     metrics_listen: str | None,
     insecure: bool,
+    seccomp_profiles: tuple[str, ...],
+    allow_unconfined_seccomp: bool,
+    allowed_devices: str,
 ) -> None:
     """Run a node agent that dials the master.
 
@@ -585,6 +606,7 @@ def agent(
     from corral.slave.agent import AgentConfig, AgentRejected, run_agent
     from corral.slave.checkpoints import CheckpointError
     from corral.slave.containerizer.images import default_store_dir
+    from corral.slave.containerizer.seccomp import parse_profile_flags
 
     _daemon_logging(ctx)
     master_address = resolve_master(master)
@@ -595,6 +617,14 @@ def agent(
             "impersonate it and run tasks here as root. Give --tls-ca, --tls-cert and --tls-key "
             "(see `corral certs`), or pass --insecure to use plaintext anyway."
         )
+    try:
+        profiles = parse_profile_flags(seccomp_profiles)
+    except ValueError as e:
+        fail(str(e))
+    devices = tuple(d for d in allowed_devices.split(",") if d)
+    for d in devices:
+        if not d.startswith("/dev/"):
+            fail(f"--allowed-devices: {d!r} is not a path under /dev/")
     try:
         attrs = parse_attributes(attributes)
     except ValueError as e:
@@ -617,6 +647,9 @@ def agent(
         image_import_dirs=tuple(p.resolve() for p in image_import_dirs),
         allowed_host_paths=_allowed_host_paths(allowed_host_paths),
         metrics_listen=metrics_listen,
+        seccomp_profiles=profiles,
+        allow_unconfined_seccomp=allow_unconfined_seccomp,
+        allowed_devices=devices,
     )
     try:
         asyncio.run(run_agent(config))

@@ -18,21 +18,38 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
 
-from corral.slave.containerizer import checkpoint, disk, forensics, kernel, launcher, overlay, reattach
-from corral.slave.containerizer.cgroups.base import CgroupBackend, CgroupLimits, CgroupStats, signal_if_member
+from corral.slave.containerizer import (
+    checkpoint,
+    forensics,
+    kernel,
+    launcher,
+    overlay,
+    reattach,
+    stopping,
+)
+from corral.slave.containerizer.cgroups.base import CgroupBackend, CgroupLimits, CgroupStats
 from corral.slave.containerizer.cgroups.probe import probe
 from corral.slave.containerizer.errors import CgroupError, ContainerError
 from corral.slave.containerizer.exec_report import parse_exec_report, read_to_eof
 from corral.slave.containerizer.forkserver_client import ForkServerClient, ForkServerError
 from corral.slave.containerizer.isolation import image_etc_files, launch_spec
+from corral.slave.containerizer.isolator import Isolator, Prepared, Watched
+from corral.slave.containerizer.isolators.devices import DevicesIsolator
+from corral.slave.containerizer.isolators.disk import DISK_WATCH_INTERVAL_S, DiskIsolator
+from corral.slave.containerizer.isolators.seccomp import SeccompIsolator
 from corral.slave.containerizer.model import ContainerConfig, Limitation, Termination, Usage
+from corral.slave.containerizer.stopping import (
+    KILL_TIMEOUT_S,
+    POLL_MAX_S,
+    POLL_MIN_S,
+    REMOVE_TIMEOUT_S,
+)
 from corral.slave.work_dir import PRIVATE, ensure_dir
 
 log = structlog.get_logger(__name__)
@@ -49,16 +66,8 @@ _GRPC_IMPORTED_FORK_SAFE = "grpc" not in sys.modules or os.environ.get(_GRPC_FOR
 os.environ.setdefault(_GRPC_FORK_ENV, "0")
 
 LAUNCH_TIMEOUT_S = 30.0
-KILL_TIMEOUT_S = 10.0  # after the grace period, how long SIGKILL may take before we give up
-REMOVE_TIMEOUT_S = 5.0
-FREEZE_TIMEOUT_S = 5.0
 #: in a container's meta dir while it is paused on purpose
 PAUSED_MARK = "paused"
-DISK_WATCH_INTERVAL_S = 15.0  # Mesos' default for its disk/du isolator
-_POLL_MIN_S = 0.002
-_POLL_MAX_S = 0.05
-#: polls of a freeze in progress before it is retried from thawed (see pause)
-_REFREEZE_EVERY = 10
 RECOVERED_POLL_S = 0.5
 
 
@@ -76,8 +85,8 @@ class _Container:
     # A limit the agent enforced itself (disk); the kernel's (memory, pids) are
     # read from the cgroup when the task ends.
     limitation: Limitation | None = None
-    disk_used: int | None = None
-    disk_watch: asyncio.Future[None] | None = None
+    #: the isolators' watches (see isolator.py), cancelled at destroy
+    watches: list[asyncio.Future[None]] = field(default_factory=list)
     kill_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     #: with the pid, identifies the supervisor to a restarted agent (see reattach.py)
     supervisor_start: int | None = None
@@ -105,8 +114,13 @@ class Containerizer:
         *,
         fork_server: bool = True,
         disk_watch_interval_s: float = DISK_WATCH_INTERVAL_S,
+        seccomp_profiles: Mapping[str, Path] | None = None,
     ) -> None:
         """``fork_server=False`` forks supervisors from this process (slower; for comparison).
+
+        ``seccomp_profiles``: name → moby-form JSON file a container's
+        ``isolation.seccomp_profile`` may name besides "default" and
+        "unconfined" (which tasks may ask for is the agent's policy).
 
         What each container wrote (sandbox, overlay upper layer) is measured
         every ``disk_watch_interval_s`` (0 turns it off); one over its
@@ -122,8 +136,13 @@ class Containerizer:
         self.work_dir = work_dir
         self.cgroups = cgroups if cgroups is not None else probe()
         self.cgroup_prefix = cgroup_prefix.strip("/")
-        self.disk_watch_interval_s = disk_watch_interval_s
-        self._du_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="corral-du")
+        self._disk = DiskIsolator(disk_watch_interval_s)
+        #: composed in this order (Mesos' isolators); each owns one concern
+        self.isolators: tuple[Isolator, ...] = (
+            SeccompIsolator(seccomp_profiles),
+            DevicesIsolator(),
+            self._disk,
+        )
         self._containers: dict[str, _Container] = {}
         self._prefix_ready = False
         self._fork_server = ForkServerClient() if fork_server else None
@@ -140,6 +159,14 @@ class Containerizer:
         self._poller: asyncio.Task[None] | None = None
         #: the prefix was made by an earlier agent process: ours to remove too
         self._adopted_prefix = False
+
+    @property
+    def disk_watch_interval_s(self) -> float:
+        return self._disk.interval_s
+
+    @disk_watch_interval_s.setter
+    def disk_watch_interval_s(self, value: float) -> None:
+        self._disk.interval_s = value
 
     @property
     def fork_server_pid(self) -> int | None:
@@ -173,6 +200,10 @@ class Containerizer:
 
     async def _launch(self, config: ContainerConfig) -> int:
         meta_dir = self.work_dir / "containers" / config.container_id
+        # Refused (a profile, a device) before anything is made.
+        prepared = Prepared()
+        for isolator in self.isolators:
+            prepared = prepared.merge(isolator.prepare(config))
         try:
             ensure_dir(meta_dir.parent, PRIVATE)  # overlay upper dirs: see slave/work_dir.py
             meta_dir.mkdir(parents=True, exist_ok=True)
@@ -199,10 +230,18 @@ class Containerizer:
             self._prefix_ready = True
         cgroup = f"{self.cgroup_prefix}/{config.container_id}"
         limits = CgroupLimits.for_task(
-            config.cpus_milli, config.mem_bytes, config.cpu_hard_cap, config.pids_max
+            config.cpus_milli, config.mem_bytes, config.cpu_hard_cap, config.pids_max, prepared.device_rules
         )
         join = self.cgroups.create(cgroup, limits)
-        spec = launch_spec(config, join, meta_dir, filesystem)
+        spec = launch_spec(
+            config,
+            join,
+            meta_dir,
+            filesystem,
+            prepared.seccomp,
+            self.cgroups.version,
+            self.cgroups.task_mounts(),
+        )
         try:
             if self._fork_server is None:
                 spawned = self._spawn_here(spec)
@@ -229,7 +268,7 @@ class Containerizer:
                 f"{error or 'the supervisor exited before starting the task'}"
             )
         c.task_pid = task_pid
-        self._start_disk_watch(c)
+        self._start_watches(c)
         checkpoint.write_json(
             meta_dir / "container.json",
             {
@@ -316,19 +355,7 @@ class Containerizer:
         task.add_done_callback(done)
 
     async def _discard_cgroup(self, cgroup: str) -> None:
-        """Kill whatever joined ``cgroup`` and remove it, within REMOVE_TIMEOUT_S."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + REMOVE_TIMEOUT_S
-        while True:
-            with contextlib.suppress(OSError, CgroupError):
-                if self.cgroups.procs(cgroup):
-                    self.cgroups.kill_all(cgroup)
-                if self.cgroups.remove(cgroup):
-                    return
-            if loop.time() >= deadline:
-                log.warning("container.cgroup_left", cgroup=cgroup)
-                return
-            await asyncio.sleep(_POLL_MIN_S)
+        await stopping.discard(self.cgroups, cgroup)
 
     def _spawn_here(self, spec: launcher.LaunchSpec) -> launcher.Spawned:
         """Fork the supervisor from this process: the path before the fork server."""
@@ -391,8 +418,7 @@ class Containerizer:
         exit_code = status.get("exit_code")
         sig = status.get("signal")
         stats = self._stats(c)
-        failed = sig is not None or exit_code != 0
-        found = c.limitation or forensics.limitation(stats, failed)
+        found = c.limitation or forensics.limitation(stats)
         termination = Termination(
             exit_code=exit_code if isinstance(exit_code, int) else None,
             signal=sig if isinstance(sig, int) else None,
@@ -452,30 +478,7 @@ class Containerizer:
             await self._terminate(c, grace_s)
 
     async def _terminate(self, c: _Container, grace_s: float) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + grace_s
-        signalled: set[int] = set()
-        poll = _POLL_MIN_S
-        while pids := self.cgroups.procs(c.cgroup):
-            # Processes forked after the first round get their SIGTERM too.
-            for pid in pids - signalled:
-                signal_if_member(pid, self.cgroups.procs, c.cgroup, signal.SIGTERM)
-            signalled |= pids
-            if loop.time() >= deadline:
-                break
-            await asyncio.sleep(min(poll, max(0.0, deadline - loop.time())))
-            poll = min(poll * 2, _POLL_MAX_S)
-        hard_deadline = loop.time() + KILL_TIMEOUT_S
-        poll = _POLL_MIN_S
-        while pids := self.cgroups.procs(c.cgroup):
-            if loop.time() >= hard_deadline:
-                raise ContainerError(
-                    f"container {c.config.container_id!r} still has processes "
-                    f"{sorted(pids)} {KILL_TIMEOUT_S:.0f} s after SIGKILL"
-                )
-            self.cgroups.kill_all(c.cgroup)
-            await asyncio.sleep(poll)
-            poll = min(poll * 2, _POLL_MAX_S)
+        await stopping.terminate(self.cgroups, c.cgroup, grace_s, c.config.container_id)
         try:
             async with asyncio.timeout(KILL_TIMEOUT_S):
                 await asyncio.shield(c.done)
@@ -499,27 +502,7 @@ class Containerizer:
         async with c.kill_lock:
             if c.state != "running" or c.killed:
                 raise ContainerError(f"container {container_id!r} cannot be paused: it is {c.state}")
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + FREEZE_TIMEOUT_S
-            poll = _POLL_MIN_S
-            attempt = 0
-            self.cgroups.set_frozen(c.cgroup, True)
-            while not self.cgroups.frozen(c.cgroup):
-                if loop.time() >= deadline or c.done.done():
-                    self.cgroups.set_frozen(c.cgroup, False)
-                    raise ContainerError(
-                        f"container {container_id!r} could not be frozen within {FREEZE_TIMEOUT_S:.0f} s"
-                    )
-                await asyncio.sleep(poll)
-                poll = min(poll * 2, _POLL_MAX_S)
-                attempt += 1
-                if attempt % _REFREEZE_EVERY == 0 and self.cgroups.version == "v1":
-                    # A v1 freezer can stay FREEZING for good (a task caught in
-                    # vfork or exec); thawing and freezing again unsticks it, as
-                    # runc does. (v2 freezes reliably, if slowly: left alone.)
-                    self.cgroups.set_frozen(c.cgroup, False)
-                    await asyncio.sleep(_POLL_MIN_S)
-                self.cgroups.set_frozen(c.cgroup, True)
+            await stopping.freeze(self.cgroups, c.cgroup, c.done, container_id)
             try:
                 # Kept on disk so a restarted agent leaves it paused (see recover).
                 (c.meta_dir / PAUSED_MARK).touch()
@@ -540,48 +523,34 @@ class Containerizer:
             (c.meta_dir / PAUSED_MARK).unlink(missing_ok=True)
             log.info("container.resumed", container_id=container_id)
 
-    def _start_disk_watch(self, c: _Container) -> None:
-        if self.disk_watch_interval_s > 0 and c.disk_watch is None:
-            c.disk_watch = asyncio.ensure_future(self._watch_disk(c, c.config.disk_bytes))
-
-    async def _watch_disk(self, c: _Container, limit: int | None) -> None:
-        """Measure what the task wrote every interval (the first time after at most
-        1 s, so ``usage`` soon has a figure); kill it when over ``limit``."""
-        container_id = c.config.container_id
-        loop = asyncio.get_running_loop()
-        wait_s = min(1.0, self.disk_watch_interval_s)
-        while True:
-            try:
-                async with asyncio.timeout(wait_s):
-                    await asyncio.shield(c.done)
-                return
-            except TimeoutError:
-                pass
-            wait_s = self.disk_watch_interval_s
-            # One thread for every du: a big sandbox delays the next measurement,
-            # not the default executor's other users (image imports, cgroup removal).
-            used = await loop.run_in_executor(self._du_pool, disk.usage_bytes, *_writable_dirs(c))
-            c.disk_used = used
-            if limit is None or used <= limit or c.done.done():
-                continue
-            c.limitation = Limitation(
-                kind="disk",
-                message=(f"disk limit {forensics.mib(limit)} exceeded: the task wrote {forensics.mib(used)}"),
-                limit=limit,
-                peak=used,
-            )
-            log.warning("container.disk_limit", container_id=container_id, limit=limit, used=used)
-            try:
-                await self.kill(container_id, grace_s=0.0)
-            except ContainerError as e:
-                log.warning("container.disk_kill_failed", container_id=container_id, error=str(e))
+    def _start_watches(self, c: _Container) -> None:
+        if c.watches:
             return
+        for isolator in self.isolators:
+            if isolator.watches(c.config):
+                c.watches.append(asyncio.ensure_future(self._watch_with(isolator, c)))
+
+    async def _watch_with(self, isolator: Isolator, c: _Container) -> None:
+        """Kill the container at once when ``isolator`` finds it over a limit."""
+        found = await isolator.watch(Watched(c.config, c.meta_dir, c.done))
+        if found is None or c.done.done():
+            return
+        c.limitation = found
+        try:
+            await self.kill(c.config.container_id, grace_s=0.0)
+        except ContainerError as e:
+            log.warning(
+                "container.limit_kill_failed",
+                container_id=c.config.container_id,
+                isolator=isolator.name,
+                error=str(e),
+            )
 
     async def usage(self, container_id: str) -> Usage:
         """Live statistics; disk is the last background measurement (0 before the first)."""
         c = self._get(container_id)
         stats = self.cgroups.stats(c.cgroup)
-        disk_used = c.disk_used or 0
+        disk_used = self._disk.usage(container_id)["disk_bytes"]
         return Usage(
             cpu_time_s=stats.cpu_time_ns / 1e9,
             mem_bytes=stats.mem_bytes,
@@ -602,10 +571,9 @@ class Containerizer:
         c = self._containers.get(container_id)
         if c is None:
             return
-        if c.disk_watch is not None:
-            c.disk_watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await c.disk_watch
+        for watch in c.watches:
+            watch.cancel()
+        await asyncio.gather(*c.watches, return_exceptions=True)
         if not c.done.done() or self.cgroups.procs(c.cgroup):
             await self.kill(container_id, grace_s=0.0)
         loop = asyncio.get_running_loop()
@@ -616,7 +584,7 @@ class Containerizer:
                 raise CgroupError(
                     f"cgroup of container {container_id!r} still busy after {REMOVE_TIMEOUT_S} s"
                 )
-            await asyncio.sleep(_POLL_MIN_S)
+            await asyncio.sleep(POLL_MIN_S)
         try:
             async with asyncio.timeout(KILL_TIMEOUT_S):
                 await asyncio.shield(c.supervisor_gone)
@@ -627,6 +595,8 @@ class Containerizer:
                 supervisor_pid=c.supervisor_pid,
             )
         shutil.rmtree(c.meta_dir, ignore_errors=True)
+        for isolator in self.isolators:
+            isolator.cleanup(container_id)
         self._containers.pop(container_id, None)  # a concurrent destroy may have won
 
     # -- recovery (an earlier agent process launched these) -----------------------
@@ -722,7 +692,9 @@ class Containerizer:
         if ended:
             self._recovered_done(c)
             return "ended"
-        self._start_disk_watch(c)
+        for isolator in self.isolators:
+            isolator.recover(config)
+        self._start_watches(c)
         self._recovered[container_id] = c
         if self._poller is None or self._poller.done():
             self._poller = asyncio.create_task(self._poll_recovered(), name="containerizer-recovered")
@@ -757,9 +729,9 @@ class Containerizer:
             if c.unwatch is not None:
                 c.unwatch()
                 c.unwatch = None
-            if c.disk_watch is not None:
-                c.disk_watch.cancel()
-                watches.append(c.disk_watch)
+            for watch in c.watches:
+                watch.cancel()
+                watches.append(watch)
         await asyncio.gather(*watches, return_exceptions=True)
         if self._fork_server is not None:
             await self._fork_server.close()
@@ -807,7 +779,7 @@ class Containerizer:
         deadline = loop.time() + KILL_TIMEOUT_S
         try:
             while reattach.alive(pidfd) and loop.time() < deadline:
-                await asyncio.sleep(_POLL_MAX_S)
+                await asyncio.sleep(POLL_MAX_S)
             if reattach.alive(pidfd):
                 with contextlib.suppress(OSError):
                     signal.pidfd_send_signal(pidfd, signal.SIGKILL)
@@ -828,7 +800,7 @@ class Containerizer:
         # their supervisors until it leaves.
         if self._fork_server is not None:
             await self._fork_server.close()
-        self._du_pool.shutdown(wait=False, cancel_futures=True)
+        self._disk.close()
         if self._prefix_ready:
             self.cgroups.remove_prefix(self.cgroup_prefix)
             self._prefix_ready = False
@@ -843,8 +815,3 @@ class Containerizer:
         if c is not None and not c.done.done():
             await self.kill(container_id, grace_s)
         await self.destroy(container_id)
-
-
-def _writable_dirs(c: _Container) -> tuple[Path, ...]:
-    """What a task's disk limit covers: its sandbox and, on an image, the overlay's upper layer."""
-    return (c.config.sandbox, c.meta_dir / "overlay" / "upper")

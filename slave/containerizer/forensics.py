@@ -32,11 +32,13 @@ def mib(n: int) -> str:
     return f"{n / (1024 * 1024):.1f} MiB"
 
 
-def limitation(stats: CgroupStats | None, failed: bool) -> Limitation | None:
-    """The limit that explains the end of the task, if any.
+def limitation(stats: CgroupStats | None) -> Limitation | None:
+    """The limit the task ran into, if any: an OOM kill, else refused forks
+    (pids.max; v1 and v2 both count them in ``pids.events`` ``max``).
 
-    An OOM kill always counts. Refused forks (pids.max) count only when the task
-    failed: a shell that retried and succeeded did not die of its limit.
+    Refused forks are reported whatever the exit code: a task that ends 0
+    after its forks were refused may not have done all its work, and its user
+    should hear of the limit (the agent keeps it FINISHED, with the reason).
     """
     if stats is None:
         return None
@@ -51,10 +53,12 @@ def limitation(stats: CgroupStats | None, failed: bool) -> Limitation | None:
             limit=stats.mem_limit_bytes,
             peak=peak,
         )
-    if failed and stats.pids_max_events > 0 and stats.pids_limit > 0:
+    if stats.pids_max_events > 0 and stats.pids_limit > 0:
+        refused = stats.pids_max_events
+        forks = "fork" if refused == 1 else "forks"
         return Limitation(
             kind="pids",
-            message=(f"pids limit {stats.pids_limit} reached; {stats.pids_max_events} fork(s) refused"),
+            message=f"pids limit {stats.pids_limit} reached; {refused} {forks} refused",
             limit=stats.pids_limit,
             peak=stats.pids_limit,
         )

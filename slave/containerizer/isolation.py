@@ -30,8 +30,15 @@ def capability_mask(names: frozenset[str]) -> int:
     return mask
 
 
-def launch_isolation(iso: Isolation, container_id: str) -> IsolationSpec:
-    """The launcher's view of ``iso`` (already validated) for ``container_id``."""
+def launch_isolation(
+    iso: Isolation,
+    container_id: str,
+    seccomp: bytes = b"",
+    cgroup_version: str = "v1",
+    cgroup_mounts: tuple[tuple[bytes, bytes, bytes], ...] = (),
+) -> IsolationSpec:
+    """The launcher's view of ``iso`` (already validated) for ``container_id``;
+    ``seccomp`` is the compiled filter (seccomp.py), b"" for none."""
     flags = 0
     if iso.mount:
         flags |= kernel.CLONE_NEWNS
@@ -40,7 +47,15 @@ def launch_isolation(iso: Isolation, container_id: str) -> IsolationSpec:
     if iso.ipc:
         flags |= kernel.CLONE_NEWIPC
     flags |= network.clone_flags(iso.network)
+    if iso.mount and iso.pid:
+        # The task sees only its own cgroup (mounted read-only by the launcher);
+        # unshared after it joined its cgroups, so that is the namespace's root.
+        flags |= kernel.CLONE_NEWCGROUP
     caps = DEFAULT_CAPABILITIES if iso.capabilities is None else iso.capabilities
+    if cgroup_version == "v2" and iso.capabilities is None:
+        # No device program is attached on v2 (see docs/architecture.md): without
+        # CAP_MKNOD a task cannot make the nodes the minimal /dev leaves out.
+        caps = caps - {"MKNOD"}
     hostname = container_hostname(iso, container_id)
     uid, gid = iso.user if iso.user is not None else (-1, -1)
     return IsolationSpec(
@@ -55,6 +70,10 @@ def launch_isolation(iso: Isolation, container_id: str) -> IsolationSpec:
         # Every capability we know of: drop nothing (not even ones newer than our table).
         cap_keep=-1 if caps >= ALL_CAPABILITIES else capability_mask(caps),
         no_new_privs=iso.no_new_privs,
+        seccomp=seccomp,
+        harden=iso.mount,
+        devices=tuple(os.fsencode(d) for d in iso.devices),
+        cgroup_mounts=cgroup_mounts if flags & kernel.CLONE_NEWCGROUP else (),
     )
 
 
@@ -75,6 +94,9 @@ def launch_spec(
     join: tuple[Path, ...],
     meta_dir: Path,
     filesystem: tuple[RootfsSpec | None, tuple[MountSpec, ...], bytes],
+    seccomp: bytes = b"",
+    cgroup_version: str = "v1",
+    cgroup_mounts: tuple[tuple[bytes, bytes, bytes], ...] = (),
 ) -> launcher.LaunchSpec:
     """What the launcher needs to start ``config``: ``join`` the cgroups'
     procs files, ``filesystem`` from overlay.prepare."""
@@ -89,7 +111,9 @@ def launch_spec(
         cgroup_procs=tuple(os.fsencode(p) for p in join),
         status_path=os.fsencode(meta_dir / "exit_status.json"),
         status_dir=os.fsencode(meta_dir),
-        isolation=launch_isolation(config.isolation, config.container_id),
+        isolation=launch_isolation(
+            config.isolation, config.container_id, seccomp, cgroup_version, cgroup_mounts
+        ),
         rootfs=rootfs,
         mounts=mounts,
         sandbox=os.fsencode(config.sandbox),

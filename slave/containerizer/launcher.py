@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 # Relative, so that it works both as corral.slave.containerizer.launcher and
 # when the fork server loads this folder as a nameless package.
-from . import kernel, network
+from . import hardening, kernel, network
 from . import rootfs as fs
 
 # Not typing.TYPE_CHECKING: importing typing would cost the fork server memory.
@@ -80,6 +80,14 @@ class IsolationSpec:
     groups: tuple[int, ...] = ()  # supplementary groups besides gid (with uid >= 0)
     cap_keep: int = -1  # capability mask to keep; -1: drop nothing
     no_new_privs: bool = False
+    #: a raw BPF program (seccomp.py compiles it) loaded just before exec; b"": none
+    seccomp: bytes = b""
+    #: without an image too: minimal /dev, read-only /sys with the container's
+    #: own cgroups, masked and read-only /proc paths (hardening.py)
+    harden: bool = False
+    devices: tuple[bytes, ...] = ()  # host device nodes to bind into /dev
+    #: (dir under /sys/fs/cgroup or b"", fstype, options) to mount read-only
+    cgroup_mounts: tuple[tuple[bytes, bytes, bytes], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -140,6 +148,10 @@ def spec_to_json(spec: LaunchSpec) -> dict[str, object]:
             "groups": list(spec.isolation.groups),
             "cap_keep": spec.isolation.cap_keep,
             "no_new_privs": spec.isolation.no_new_privs,
+            "seccomp": s(spec.isolation.seccomp),
+            "harden": spec.isolation.harden,
+            "devices": [s(d) for d in spec.isolation.devices],
+            "cgroup_mounts": [[s(x) for x in m] for m in spec.isolation.cgroup_mounts],
         },
         "rootfs": None if spec.rootfs is None else fs.rootfs_spec_to_json(spec.rootfs),
         "mounts": [fs.mount_spec_to_json(m) for m in spec.mounts],
@@ -187,6 +199,10 @@ def spec_from_json(data: dict[str, object]) -> LaunchSpec:
         groups=tuple(integer(g) for g in seq(iso.get("groups", []))),
         cap_keep=integer(iso.get("cap_keep", -1)),
         no_new_privs=flag(iso.get("no_new_privs", False)),
+        seccomp=b(iso.get("seccomp", "")),
+        harden=flag(iso.get("harden", False)),
+        devices=tuple(b(d) for d in seq(iso.get("devices", []))),
+        cgroup_mounts=tuple(_triple([b(x) for x in seq(m)]) for m in seq(iso.get("cgroup_mounts", []))),
     )
     env: dict[bytes, bytes] = {}
     for pair in seq(data.get("env")):
@@ -207,6 +223,12 @@ def spec_from_json(data: dict[str, object]) -> LaunchSpec:
         mounts=tuple(fs.mount_spec_from_json(m) for m in seq(data.get("mounts", []))),
         sandbox=b(data.get("sandbox", "")),
     )
+
+
+def _triple(items: list[bytes]) -> tuple[bytes, bytes, bytes]:
+    if len(items) != 3:
+        raise ValueError("isolation.cgroup_mounts: expected [dir, fstype, options] triples")
+    return items[0], items[1], items[2]
 
 
 def exec_candidates(argv0: str, path_env: str | None) -> tuple[bytes, ...]:
@@ -376,7 +398,8 @@ def _task_child(spec: LaunchSpec, exec_w: int, report_w: int) -> None:
        container's processes; then chdir;
     4. in a pid namespace, fork the command and stay behind as its init;
     5. in the command: drop the bounding set (needs CAP_SETPCAP, so before the
-       uid switch), setgroups/setgid/setuid, capset, PR_SET_NO_NEW_PRIVS, exec.
+       uid switch), setgroups/setgid/setuid, capset, PR_SET_NO_NEW_PRIVS, the
+       seccomp filter, exec.
 
     Any failure goes to the agent as ``E cannot <stage>: <reason>``.
     """
@@ -412,7 +435,9 @@ def _task_child(spec: LaunchSpec, exec_w: int, report_w: int) -> None:
         sources = fs.open_sources(spec.mounts)
         if spec.rootfs is not None:
             stage = b"set up the root filesystem"
-            fs.enter_image(spec.rootfs, spec.mounts, sources, spec.cwd, iso.tmp_bytes)
+            fs.enter_image(
+                spec.rootfs, spec.mounts, sources, spec.cwd, iso.tmp_bytes, iso.devices, iso.cgroup_mounts
+            )
         elif iso.clone_flags & kernel.CLONE_NEWNS:
             stage = b"set up mounts"
             _mounts(spec)
@@ -443,13 +468,24 @@ def _fail(exec_w: int, stage: bytes, e: OSError) -> NoReturn:
 def _mounts(spec: LaunchSpec) -> None:
     """Private propagation, a fresh /proc and a private /tmp; the host sees none of them.
 
-    Without an image /dev stays the host's; with one, rootfs.py builds a minimal one.
+    With ``harden`` the host's tree gets what an image gets (hardening.py): a
+    minimal /dev over the host's, a read-only /sys showing only the
+    container's cgroups, masked and read-only /proc paths.
     """
     iso = spec.isolation
     kernel.mount(None, b"/", None, kernel.MS_REC | kernel.MS_PRIVATE, None)
     if iso.pid_ns:
         flags = kernel.MS_NOSUID | kernel.MS_NODEV | kernel.MS_NOEXEC
         kernel.mount(b"proc", b"/proc", b"proc", flags, None)
+    if iso.harden:
+        dev_sources = hardening.open_dev_sources(iso.devices)
+        try:
+            hardening.mount_dev(b"/dev", iso.devices, dev_sources)
+        finally:
+            for fd in dev_sources:
+                os.close(fd)
+        hardening.mount_sys(b"", iso.cgroup_mounts)
+        hardening.mask_and_protect(b"")
     if iso.tmp_bytes > 0:
         # A sandbox under /tmp (tests, small setups) would vanish under the
         # tmpfs: keep a handle on it and bind it back at the same path.
@@ -532,6 +568,11 @@ def _drop_privileges(spec: LaunchSpec, exec_w: int) -> None:
         if iso.no_new_privs:
             stage = b"set no_new_privs"
             kernel.prctl(kernel.PR_SET_NO_NEW_PRIVS, 1)
+        if iso.seccomp:
+            # Last, in the command only: the init above it must still fork and
+            # reap, and every call before exec here is one the filter may deny.
+            stage = b"load the seccomp filter"
+            kernel.seccomp_filter(iso.seccomp)
     except OSError as e:
         _fail(exec_w, stage, e)
 

@@ -72,6 +72,12 @@ class Isolation:
     capabilities: frozenset[str] | None = None
     no_new_privs: bool = True
     tmp_size_bytes: int = 64 << 20
+    #: "default" (seccomp.DEFAULT_PROFILE), "unconfined", or a profile the
+    #: containerizer was given (the agent checks what a task may ask for)
+    seccomp_profile: str = "default"
+    #: host device nodes (absolute paths) the task may use besides the minimal
+    #: /dev: bound into its /dev and allowed by the devices cgroup
+    devices: tuple[str, ...] = ()
 
     @classmethod
     def none(cls) -> Isolation:
@@ -84,6 +90,7 @@ class Isolation:
             network="host",
             capabilities=ALL_CAPABILITIES,
             no_new_privs=False,
+            seccomp_profile="unconfined",
         )
 
     def validate(self) -> None:
@@ -110,6 +117,11 @@ class Isolation:
                     f"isolation.capabilities: unknown capability {unknown[0]!r} "
                     "(use names like 'NET_ADMIN', without CAP_)"
                 )
+        for i, dev in enumerate(self.devices):
+            if not dev.startswith("/dev/") or "\0" in dev or ".." in dev.split("/"):
+                raise ContainerError(f"isolation.devices[{i}]: must be a path under /dev/, got {dev!r}")
+        if self.devices and not self.mount:
+            raise ContainerError("isolation.devices: needs the mount namespace")
         if self.mount and self.tmp_size_bytes < 0:
             raise ContainerError(f"isolation.tmp_size_bytes: must be >= 0, got {self.tmp_size_bytes}")
 

@@ -9,11 +9,9 @@ With an image (:class:`RootfsSpec`), in this order:
 1. ``/`` made recursively private, so nothing below reaches the host;
 2. overlayfs on ``root``: the image's layers read-only below, the
    container's own upper and work directories above;
-3. a fresh ``/proc``; ``/dev`` as a small tmpfs with ``null``, ``zero``,
-   ``full``, ``random``, ``urandom`` and ``tty`` bind-mounted from the host, a
-   new ``devpts`` instance on ``/dev/pts`` (``/dev/ptmx`` links to it), a
-   tmpfs on ``/dev/shm`` and the ``fd``/``stdin``/``stdout``/``stderr`` links;
-   ``/sys`` read-only; a tmpfs on ``/tmp``;
+3. a fresh ``/proc``; the minimal ``/dev``, a read-only ``/sys`` with the
+   container's own cgroups and the masked and read-only paths (all in
+   hardening.py); a tmpfs on ``/tmp``;
 4. the container's own ``/etc/hostname``, ``/etc/hosts`` and
    ``/etc/resolv.conf`` written into its upper layer (etc_files.py), then
    the sandbox bind-mounted at ``sandbox_target`` (``/mnt/sandbox``);
@@ -37,22 +35,11 @@ import os
 import stat
 from dataclasses import dataclass
 
-from . import kernel
+from . import hardening, kernel
 
 #: Files of /etc a spec may write (etc_files.py makes them; kept in step here,
 #: since this module imports nothing of the agent's).
 ETC_NAMES = (b"hostname", b"hosts", b"resolv.conf")
-DEV_NODES = (b"null", b"zero", b"full", b"random", b"urandom", b"tty")
-DEV_LINKS = (
-    (b"fd", b"/proc/self/fd"),
-    (b"stdin", b"/proc/self/fd/0"),
-    (b"stdout", b"/proc/self/fd/1"),
-    (b"stderr", b"/proc/self/fd/2"),
-    (b"ptmx", b"pts/ptmx"),
-)
-_DEV_TMPFS = b"mode=755,size=65536k"
-_SHM_TMPFS = b"mode=1777,size=65536k"
-_DEVPTS = b"newinstance,ptmxmode=0666,mode=0620,gid=5"
 
 
 @dataclass(frozen=True)
@@ -211,15 +198,22 @@ def _fd_path(fd: int) -> bytes:
 
 
 def enter_image(
-    spec: RootfsSpec, mounts: tuple[MountSpec, ...], sources: tuple[int, ...], cwd: bytes, tmp_bytes: int
+    spec: RootfsSpec,
+    mounts: tuple[MountSpec, ...],
+    sources: tuple[int, ...],
+    cwd: bytes,
+    tmp_bytes: int,
+    devices: tuple[bytes, ...] = (),
+    cgroup_mounts: tuple[tuple[bytes, bytes, bytes], ...] = (),
 ) -> None:
     """Build the container's root in this (new, unshared) mount namespace and pivot into it.
 
-    ``sources``: from :func:`open_sources`.
+    ``sources``: from :func:`open_sources`; ``devices`` and ``cgroup_mounts``:
+    see hardening.py.
     """
     step = _Step()
     try:
-        _enter_image(spec, mounts, sources, cwd, tmp_bytes, step)
+        _enter_image(spec, mounts, sources, cwd, tmp_bytes, devices, cgroup_mounts, step)
     except OSError as e:
         raise _err(step.name, e) from None
 
@@ -230,6 +224,8 @@ def _enter_image(
     sources: tuple[int, ...],
     cwd: bytes,
     tmp_bytes: int,
+    devices: tuple[bytes, ...],
+    cgroup_mounts: tuple[tuple[bytes, bytes, bytes], ...],
     step: _Step,
 ) -> None:
     root = spec.root
@@ -247,30 +243,18 @@ def _enter_image(
 
     step.name = b"mount /dev"
     dev = inside(root, b"/dev", True)
-    kernel.mount(b"tmpfs", dev, b"tmpfs", kernel.MS_NOSUID | kernel.MS_STRICTATIME, _DEV_TMPFS)
-    for name in DEV_NODES:
-        step.name = b"bind /dev/" + name
-        target = dev + b"/" + name
-        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666))
-        kernel.mount(b"/dev/" + name, target, None, kernel.MS_BIND, None)
-    step.name = b"mount /dev/pts"
-    os.mkdir(dev + b"/pts", 0o755)
-    kernel.mount(b"devpts", dev + b"/pts", b"devpts", kernel.MS_NOSUID | kernel.MS_NOEXEC, _DEVPTS)
-    step.name = b"mount /dev/shm"
-    os.mkdir(dev + b"/shm", 0o1777)
-    kernel.mount(b"shm", dev + b"/shm", b"tmpfs", nosuid_nodev_noexec, _SHM_TMPFS)
-    step.name = b"link /dev entries"
-    for name, target in DEV_LINKS:
-        os.symlink(target, dev + b"/" + name)
+    dev_sources = hardening.open_dev_sources(devices)
+    try:
+        hardening.mount_dev(dev, devices, dev_sources)
+    finally:
+        for fd in dev_sources:
+            os.close(fd)
 
     step.name = b"mount /sys read-only"
-    sys_dir = inside(root, b"/sys", True)
-    try:
-        kernel.mount(b"sysfs", sys_dir, b"sysfs", nosuid_nodev_noexec | kernel.MS_RDONLY, None)
-    except OSError:
-        # Not allowed in some network namespaces: the host's, read-only.
-        kernel.mount(b"/sys", sys_dir, None, kernel.MS_BIND | kernel.MS_REC, None)
-        kernel.mount(None, sys_dir, None, kernel.MS_REMOUNT | kernel.MS_BIND | kernel.MS_RDONLY, None)
+    inside(root, b"/sys", True)
+    hardening.mount_sys(root, cgroup_mounts)
+    step.name = b"mask and protect /proc and /sys paths"
+    hardening.mask_and_protect(root)
 
     if tmp_bytes > 0:
         step.name = b"mount /tmp"

@@ -4,7 +4,9 @@ real processes in real cgroups."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -231,3 +233,41 @@ async def test_a_fork_bomb_is_bounded_by_the_agents_pids_limit(cluster: LocalClu
         assert status.state is TaskState.FAILED
         assert status.reason == "CONTAINER_LIMITATION_PIDS"
         assert "pids limit 64 reached" in status.message
+        # One that ends 0 after refused forks is FINISHED, and still told of the limit.
+        offer = await rec.next_offer()
+        tolerant = (
+            "python3 -c 'import os, time\nfor _ in range(100):\n"
+            " try:\n  os.fork() or (time.sleep(60), os._exit(0))\n except OSError: pass'"
+        )
+        driver.launch(offer, [Task("tolerant", tolerant, Resources.of(cpus=0.1, mem=256))])
+        status = await rec.wait_terminal("tolerant", timeout=30)
+        assert status.state is TaskState.FINISHED
+        assert status.reason == "CONTAINER_LIMITATION_PIDS"
+        assert re.search(r"pids limit 64 reached; \d+ forks refused", status.message), status.message
+
+
+async def test_unconfined_seccomp_and_devices_only_where_the_agent_allows_them(cluster: LocalCluster) -> None:
+    async with framework(cluster.master_address) as (driver, rec):
+        seccomp = "grep Seccomp: /proc/self/status"
+        tasks = [
+            Task("unconfined", seccomp, Resources.of(cpus=0.1, mem=32), seccomp_profile="unconfined"),
+            Task("kvm", "true", Resources.of(cpus=0.1, mem=32), devices=("/dev/kvm",)),
+            Task("lax", "true", Resources.of(cpus=0.1, mem=32), seccomp_profile="lax"),
+        ]
+        driver.launch(await rec.next_offer(), tasks)
+        for task_id, says in (
+            ("unconfined", "--allow-unconfined-seccomp"),
+            ("kvm", "--allowed-devices: none"),
+            ("lax", "'lax' is not allowed here (allowed: default)"),
+        ):
+            status = await rec.wait_terminal(task_id)
+            assert status.state is TaskState.FAILED
+            assert status.reason == "CONTAINER_LAUNCH_FAILED"
+            assert says in status.message
+        for agent in cluster.agent_list:
+            agent.config.allow_unconfined_seccomp = True
+        driver.launch(await rec.next_offer(), [dataclasses.replace(tasks[0], task_id="unconfined-2")])
+        status = await rec.wait_terminal("unconfined-2")
+        assert status.state is TaskState.FINISHED
+        _, run = _run_of(cluster, "unconfined-2")
+        assert (run.sandbox / "stdout").read_text().split() == ["Seccomp:", "0"]

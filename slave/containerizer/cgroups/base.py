@@ -25,15 +25,25 @@ class CgroupLimits:
     mem_bytes: int
     cpu_quota_us: int | None = None  # per CPU_PERIOD_US; None means no hard cap
     pids_max: int | None = None
+    #: device allow rules beyond the minimal set (devices.py); None: no device
+    #: control at all (the devices controller is left as the parent has it)
+    devices: tuple[str, ...] | None = None
 
     @classmethod
     def for_task(
-        cls, cpus_milli: int, mem_bytes: int, cpu_hard_cap: bool, pids_max: int | None
+        cls,
+        cpus_milli: int,
+        mem_bytes: int,
+        cpu_hard_cap: bool,
+        pids_max: int | None,
+        devices: tuple[str, ...] | None = None,
     ) -> CgroupLimits:
         # 1024 shares per CPU is the kernel's and Mesos' convention.
         shares = max(2, min(262_144, cpus_milli * 1024 // 1000))
         quota = max(1000, cpus_milli * CPU_PERIOD_US // 1000) if cpu_hard_cap else None
-        return cls(cpu_shares=shares, mem_bytes=mem_bytes, cpu_quota_us=quota, pids_max=pids_max)
+        return cls(
+            cpu_shares=shares, mem_bytes=mem_bytes, cpu_quota_us=quota, pids_max=pids_max, devices=devices
+        )
 
 
 @dataclass(frozen=True)
@@ -67,6 +77,11 @@ class CgroupBackend(ABC):
     @abstractmethod
     def create(self, path: str, limits: CgroupLimits) -> tuple[Path, ...]:
         """Create the container's cgroups with limits; return the cgroup.procs files to join."""
+
+    @abstractmethod
+    def task_mounts(self) -> tuple[tuple[bytes, bytes, bytes], ...]:
+        """What a container mounts read-only under its /sys/fs/cgroup, in its
+        cgroup namespace: (directory or b"" for the unified root, fstype, options)."""
 
     @abstractmethod
     def dirs(self, path: str) -> tuple[Path, ...]:

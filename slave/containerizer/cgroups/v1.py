@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import structlog
 
-from corral.slave.containerizer.cgroups import files
+from corral.slave.containerizer.cgroups import devices, files
 from corral.slave.containerizer.cgroups.base import (
     CPU_PERIOD_US,
     CgroupBackend,
@@ -26,7 +26,7 @@ from corral.slave.containerizer.errors import CgroupError
 log = structlog.get_logger(__name__)
 
 REQUIRED = ("cpu", "memory")
-OPTIONAL = ("cpuacct", "pids", "freezer")
+OPTIONAL = ("cpuacct", "pids", "freezer", "devices")
 # Spinning on freezer.state is bounded: a few hundred reads cost well under 1 ms.
 _FREEZE_POLLS = 200
 
@@ -53,6 +53,15 @@ class V1Backend(CgroupBackend):
 
     def dirs(self, path: str) -> tuple[Path, ...]:
         return tuple(root / path for root in self._roots)
+
+    def task_mounts(self) -> tuple[tuple[bytes, bytes, bytes], ...]:
+        by_root: dict[Path, list[str]] = {}
+        for controller, root in self.mounts.items():
+            by_root.setdefault(root, []).append(controller)
+        return tuple(
+            (root.name.encode(), b"cgroup", ",".join(controllers).encode())
+            for root, controllers in by_root.items()
+        )
 
     def prepare_prefix(self, prefix: str) -> None:
         for root in self._roots:
@@ -113,6 +122,11 @@ class V1Backend(CgroupBackend):
             files.write(pids / "pids.max", value)
         elif limits.pids_max is not None:
             raise CgroupError("pids_max was asked for but the pids controller is not mounted")
+        device_dir = self._dir("devices", path)
+        if limits.devices is not None:
+            if device_dir is None:
+                raise CgroupError("device control was asked for but the devices controller is not mounted")
+            devices.apply_v1(device_dir, limits.devices)
 
     def procs(self, path: str) -> set[int]:
         pids: set[int] = set()

@@ -98,6 +98,9 @@ class V2Backend(CgroupBackend):
     def _dir(self, path: str) -> Path:
         return self.root / path
 
+    def task_mounts(self) -> tuple[tuple[bytes, bytes, bytes], ...]:
+        return ((b"", b"cgroup2", b""),)
+
     def dirs(self, path: str) -> tuple[Path, ...]:
         return (self._dir(path),)
 

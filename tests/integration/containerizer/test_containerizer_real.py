@@ -87,12 +87,18 @@ async def test_task_runs_in_its_cgroup_with_a_clean_environment(
 ) -> None:
     # SIGPIPE must be back to default (Python ignores it): `yes` then dies quietly.
     config = make_config(
-        "/bin/sh", "-c", "cat /proc/self/cgroup; echo FOO=$FOO; yes | head -n1; ls /proc/self/fd"
+        "/bin/sh",
+        "-c",
+        "cat /proc/self/cgroup /sys/fs/cgroup/memory/memory.limit_in_bytes; echo FOO=$FOO; "
+        "yes | head -n1; ls /proc/self/fd",
     )
     config = ContainerConfig(**{**config.__dict__, "env": {**config.env, "FOO": "bar"}})
     termination = await run(ctz, config)
     out = (config.sandbox / "stdout").read_text()
-    assert f"{ctz.cgroup_prefix}/{config.container_id}" in out
+    # In its cgroup namespace the task's own cgroup is the root, and the
+    # read-only cgroupfs it sees is its own (its memory limit).
+    assert ":memory:/\n" in out
+    assert f"\n{config.mem_bytes}\n" in out
     assert "FOO=bar\n" in out
     assert termination.stderr_tail == ""  # type: ignore[attr-defined]
     # Only stdin/stdout/stderr and ls's own directory fd: no agent fds leak in.

@@ -99,7 +99,7 @@ def test_stats_parse_oom_and_pids_events(root: Path) -> None:
     assert stats.mem_peak_bytes == 32 << 20
     assert stats.pids == 3
     assert stats.pids_limit == 0  # "max" means unlimited
-    found = limitation(stats, failed=True)
+    found = limitation(stats)
     assert found is not None
     assert found.kind == "memory"
     assert found.message == (

@@ -71,17 +71,18 @@ def _stats(**overrides: int) -> CgroupStats:
     return CgroupStats(**fields)
 
 
-def test_pids_limitation_only_when_the_task_failed() -> None:
-    stats = _stats(pids_max_events=3)
-    assert limitation(stats, failed=False) is None
-    found = limitation(stats, failed=True)
+def test_pids_limitation_whatever_the_exit_code() -> None:
+    found = limitation(_stats(pids_max_events=281))
     assert found is not None
     assert found.kind == "pids"
-    assert found.message == "pids limit 10 reached; 3 fork(s) refused"
+    assert found.message == "pids limit 10 reached; 281 forks refused"
+    one = limitation(_stats(pids_max_events=1))
+    assert one is not None
+    assert one.message == "pids limit 10 reached; 1 fork refused"
 
 
 def test_no_limitation_without_events() -> None:
-    assert limitation(_stats(), failed=True) is None
+    assert limitation(_stats()) is None
 
 
 def test_describe() -> None:

@@ -64,7 +64,8 @@ def test_defaults_isolate_everything_but_the_network() -> None:
     spec = launch_isolation(Isolation(), "web_1")
     assert spec == IsolationSpec(
         pid_ns=True,
-        clone_flags=kernel.CLONE_NEWNS | kernel.CLONE_NEWUTS | kernel.CLONE_NEWIPC,
+        # the cgroup namespace too: the task sees only its own cgroups
+        clone_flags=kernel.CLONE_NEWNS | kernel.CLONE_NEWUTS | kernel.CLONE_NEWIPC | kernel.CLONE_NEWCGROUP,
         hostname=b"web-1",
         network="host",
         tmp_bytes=64 << 20,
@@ -72,6 +73,7 @@ def test_defaults_isolate_everything_but_the_network() -> None:
         gid=-1,
         cap_keep=capability_mask(DEFAULT_CAPABILITIES),
         no_new_privs=True,
+        harden=True,
     )
     # Docker's 14: CHOWN(0) DAC_OVERRIDE(1) FOWNER(3) FSETID(4) KILL(5) SETGID(6)
     # SETUID(7) SETPCAP(8) NET_BIND_SERVICE(10) NET_RAW(13) SYS_CHROOT(18)
@@ -97,10 +99,21 @@ def test_isolation_survives_the_fork_server_request() -> None:
         cgroup_procs=(),
         status_path=b"/w/exit_status.json",
         status_dir=b"/w",
-        isolation=launch_isolation(Isolation(network="none", user=(1, 2), hostname="h"), "c"),
+        isolation=launch_isolation(
+            Isolation(network="none", user=(1, 2), hostname="h", devices=("/dev/kvm",)),
+            "c",
+            seccomp=bytes(range(256)) * 2,
+            cgroup_mounts=((b"memory", b"cgroup", b"memory"), (b"cpu", b"cgroup", b"cpu,cpuacct")),
+        ),
     )
     assert spec_from_json(json.loads(json.dumps(spec_to_json(spec)))) == spec
     damaged = spec_to_json(spec)
     damaged["isolation"] = {**damaged["isolation"], "network": "bridge"}  # type: ignore[dict-item]
     with pytest.raises(ValueError, match=r"isolation\.network"):
         spec_from_json(damaged)
+
+
+def test_v2_drops_mknod_since_no_device_program_is_attached() -> None:
+    spec = launch_isolation(Isolation(), "c", cgroup_version="v2")
+    assert not spec.cap_keep & (1 << kernel.CAPABILITIES["MKNOD"])
+    assert launch_isolation(Isolation(), "c").cap_keep & (1 << kernel.CAPABILITIES["MKNOD"])

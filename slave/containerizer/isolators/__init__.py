@@ -1,0 +1,1 @@
+"""Concrete isolators (see isolator.py), one concern each."""
