@@ -13,6 +13,8 @@ Actions and the objects they are asked about (``OBJECTS`` below):
 
     register_framework   role:ROLE        (each role the framework subscribes in)
     run_task             uid:N            (the task's uid; unset is root, uid:0)
+    run_unconfined       seccomp:unconfined  (a task with no seccomp filter)
+    use_device           device:PATH      (a host device node the task asks for)
     register_agent       agent:HOSTNAME
     view_cluster         cluster          (agents, roles, maintenance)
     view_framework       owner:PRINCIPAL  (frameworks, their explanations)
@@ -56,6 +58,8 @@ log = structlog.get_logger(__name__)
 OBJECTS: Mapping[str, str] = {
     "register_framework": "role:ROLE",
     "run_task": "uid:N",
+    "run_unconfined": "seccomp:unconfined",
+    "use_device": "device:PATH",
     "register_agent": "agent:HOSTNAME",
     "view_cluster": "cluster",
     "view_framework": "owner:PRINCIPAL",

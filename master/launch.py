@@ -221,14 +221,25 @@ class Launcher:
 
     def _unauthorized(self, fw: FrameworkRecord, task: pb.TaskInfo, where: str) -> str | None:
         """Whether the framework's principal may run this task as its user
-        (Mesos' run_tasks ACL); an unset uid runs as root, so it is asked as uid 0."""
+        (Mesos' run_tasks ACL; an unset uid runs as root, so it is asked as
+        uid 0), without a seccomp filter, and with the host devices it names."""
         container = task.container
         uid = container.uid if task.HasField("container") and container.HasField("uid") else 0
-        decision = self.master.authorizer.decide(fw.info.principal, "run_task", f"uid:{uid}")
-        if decision.allowed:
-            return None
-        self.master.audit.denied(decision, "ACCEPT", framework_id=fw.framework_id, task_id=task.task_id)
-        return f"{where}.container.uid: {decision.message}"
+        questions = [("run_task", f"uid:{uid}", f"{where}.container.uid")]
+        if container.seccomp_profile == "unconfined":
+            questions.append(("run_unconfined", "seccomp:unconfined", f"{where}.container.seccomp_profile"))
+        questions += [
+            ("use_device", f"device:{d}", f"{where}.container.devices[{i}]")
+            for i, d in enumerate(container.devices)
+        ]
+        for action, obj, field_path in questions:
+            decision = self.master.authorizer.decide(fw.info.principal, action, obj)
+            if not decision.allowed:
+                self.master.audit.denied(
+                    decision, "ACCEPT", framework_id=fw.framework_id, task_id=task.task_id
+                )
+                return f"{field_path}: {decision.message}"
+        return None
 
     def _check_reservations(
         self, fw: FrameworkRecord, offer_ids: list[str], operations: list[scheduler_pb2.Operation]

@@ -281,6 +281,22 @@ async def test_a_task_as_root_is_refused_by_the_built_in_policy(tls: Tls) -> Non
     assert "principal framework:a may not run_task uid:0" in status.message
 
 
+async def test_no_seccomp_filter_and_host_devices_need_the_acl(tls: Tls) -> None:
+    """The agent would refuse them too (its flags); the master refuses first, by policy."""
+    async with framework(tls.address, "a", credentials=tls.creds["framework:a"]) as (driver, rec):
+        offer = await rec.next_offer()
+        bare = Task("bare", "true", SMALL, user=NOBODY, seccomp_profile="unconfined")
+        kvm = Task("kvm", "true", SMALL, user=NOBODY, devices=("/dev/kvm",))
+        driver.launch(offer, [bare, kvm])
+        bare_status = await rec.wait_terminal("bare")
+        kvm_status = await rec.wait_terminal("kvm")
+    assert bare_status.reason == kvm_status.reason == "TASK_UNAUTHORIZED"
+    assert "may not run_unconfined seccomp:unconfined" in bare_status.message
+    assert (
+        "container.devices[0]: principal framework:a may not use_device device:/dev/kvm" in kvm_status.message
+    )
+
+
 @pytest.mark.skipif(
     not os.path.exists(SYSTEM_PYTHON),
     reason="needs /usr/bin/python3 (the venv's python lives under /root, unreadable to nobody)",

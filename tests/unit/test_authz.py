@@ -26,6 +26,9 @@ DEFAULT_CASES = [
     ("framework:a", "register_framework", "role:ml", True),
     ("framework:a", "run_task", "uid:0", False),  # root only where a policy allows it
     ("framework:a", "run_task", "uid:65534", True),
+    ("framework:a", "run_unconfined", "seccomp:unconfined", False),  # no filter: operators only
+    ("framework:a", "use_device", "device:/dev/kvm", False),
+    ("operator:alice", "use_device", "device:/dev/kvm", True),
     ("framework:a", "kill_task", "owner:framework:a", True),  # its own
     ("framework:a", "kill_task", "owner:framework:b", False),  # another's
     ("framework:a", "read_sandbox", "owner:framework:b", False),
