@@ -297,31 +297,48 @@ async def test_no_seccomp_filter_and_host_devices_need_the_acl(tls: Tls) -> None
     )
 
 
-@pytest.mark.skipif(
-    not os.path.exists(SYSTEM_PYTHON),
-    reason="needs /usr/bin/python3 (the venv's python lives under /root, unreadable to nobody)",
-)
-async def test_a_task_on_host_networking_cannot_call_the_operator_api(tls: Tls) -> None:
-    """The task runs on the master's host network, as nobody, with grpc
-    importable: a plaintext call is refused at the handshake, and the CA's key
-    and the certificates' keys are unreadable to it."""
-    site = str(Path(grpc.__file__).parent.parent)
-    probe = (
-        "import grpc\n"
-        f"channel = grpc.insecure_channel({tls.address!r})\n"
-        "try:\n"
-        "    channel.unary_unary('/corral.v1.Operator/ListTasks')(b'', timeout=5)\n"
-        "    print('listed')\n"
-        "except grpc.RpcError as e:\n"
-        "    print('refused', e.code().name)\n"
-        "for f in ['ca-key.pem', 'operator-alice-key.pem']:\n"
-        "    try:\n"
-        f"        open({str(tls.pki)!r} + '/' + f).read()\n"
-        "        print('read', f)\n"
-        "    except OSError as e:\n"
-        "        print('unreadable', f, e.errno)\n"
-    )
-    task = Task("probe", (SYSTEM_PYTHON, "-c", probe), SMALL, user=NOBODY, env={"PYTHONPATH": site})
+#: Speaks the first bytes of gRPC (the HTTP/2 preface and an empty SETTINGS
+#: frame) with the standard library only, plaintext and then TLS without a
+#: client certificate, and says whether an HTTP/2 server answered ("h2").
+PROBE = """
+import socket, ssl, sys
+host, port = sys.argv[1].rsplit(":", 1)
+hello = b"PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n" + b"\\x00\\x00\\x00\\x04\\x00\\x00\\x00\\x00\\x00"
+def answer(sock):
+    sock.sendall(hello)
+    data = sock.recv(64)
+    return "h2" if data[3:4] == b"\\x04" else "refused"
+try:
+    print("plaintext", answer(socket.create_connection((host, int(port)), timeout=5)))
+except OSError as e:
+    print("plaintext refused", type(e).__name__)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+ctx.set_alpn_protocols(["h2"])
+try:
+    raw = socket.create_connection((host, int(port)), timeout=5)
+    sock = ctx.wrap_socket(raw, server_hostname="localhost")
+    print("tls", answer(sock))
+except (ssl.SSLError, OSError) as e:
+    print("tls refused", type(e).__name__)
+for f in sys.argv[2:]:
+    try:
+        open(f).read()
+        print("read", f)
+    except OSError as e:
+        print("unreadable", f)
+"""
+
+
+@pytest.mark.skipif(not os.path.exists(SYSTEM_PYTHON), reason="needs the system python3 (readable to nobody)")
+async def test_a_task_on_host_networking_cannot_call_the_operator_api(tls: Tls, tmp_path: Path) -> None:
+    """The task runs on the master's host network as nobody: neither plaintext
+    nor TLS without a certificate gets an HTTP/2 answer, and the keys are not
+    readable. The same probe, run outside against a plaintext master, does get
+    one, so a refusal is the master's doing, not the probe's."""
+    keys = [str(tls.pki / "ca-key.pem"), str(tls.pki / "operator-alice-key.pem")]
+    task = Task("probe", (SYSTEM_PYTHON, "-c", PROBE, tls.address, *keys), SMALL, user=NOBODY)
     async with framework(tls.address, "a", credentials=tls.creds["framework:a"]) as (driver, rec):
         offer = await rec.next_offer()
         driver.launch(offer, [task])
@@ -329,8 +346,19 @@ async def test_a_task_on_host_networking_cannot_call_the_operator_api(tls: Tls) 
     data = await _operator(tls, "operator:alice").ReadFile(operator_pb2.ReadFileRequest(task_id="probe"))
     out = data.data.decode()
     assert status.state is TaskState.FINISHED, (status.message, out)
-    assert "refused UNAVAILABLE" in out, out
-    assert "listed" not in out
-    # Hidden (the task's /tmp is its own) or refused: either way not read.
-    assert "unreadable ca-key.pem" in out, out
-    assert "unreadable operator-alice-key.pem" in out, out
+    assert "plaintext refused" in out, out
+    assert "tls refused" in out, out
+    assert "h2" not in out
+    assert "read " not in out, out
+    assert out.count("unreadable") == 2, out
+
+    plain = MasterServer("127.0.0.1:0", FAST_MASTER)
+    address = await plain.start()
+    try:
+        control = await asyncio.create_subprocess_exec(
+            SYSTEM_PYTHON, "-c", PROBE, address, stdout=asyncio.subprocess.PIPE
+        )
+        stdout, _ = await control.communicate()
+    finally:
+        await plain.stop(0)
+    assert "plaintext h2" in stdout.decode(), stdout
