@@ -65,10 +65,16 @@ class BatchEngine(Scheduler):
     """Runs the jobs in ``store``; :meth:`submit` adds one, :meth:`tick` drives timers."""
 
     def __init__(
-        self, store: Store, clock: Callable[[], float] = time.time, decline_refuse_s: float = 1.0
+        self,
+        store: Store,
+        clock: Callable[[], float] = time.time,
+        decline_refuse_s: float = 1.0,
+        ids: Callable[[], str] = lambda: uuid.uuid4().hex,
     ) -> None:
         self.store = store
         self.clock = clock
+        #: hex digits for new job ids; the simulation (corral.sim) passes seeded ones
+        self.new_id = ids
         self.decline_refuse_s = decline_refuse_s
         self.interest = OfferInterest()
         self.driver: SchedulerDriver | None = None
@@ -174,7 +180,7 @@ class BatchEngine(Scheduler):
         return {"job_id": self._start_job(spec, raw)}
 
     def _start_job(self, spec: JobSpec, raw: Mapping[str, Any], periodic: str = "") -> str:
-        job_id = f"{spec.name}-{uuid.uuid4().hex[:6]}"
+        job_id = f"{spec.name}-{self.new_id()[:6]}"
         stored = {k: v for k, v in raw.items() if k not in ("schedule", "concurrency_policy")}
         job = JobRow(job_id, spec.name, dumps(stored), "RUNNING", self.clock(), periodic=periodic)
         with self.store.transaction():
