@@ -737,7 +737,7 @@ cli.add_command(images.image)
 
 def _register() -> None:
     """Commands that live in their own modules (one line each)."""
-    from corral.cli import acl, allocation, batch, chaos, frameworks_cmd, service
+    from corral.cli import acl, allocation, batch, chaos, frameworks_cmd, service, sim
 
     cli.add_command(chaos.chaos)
     cli.add_command(frameworks_cmd.framework)
@@ -755,6 +755,7 @@ def _register() -> None:
     cli.add_command(allocation.drain)
     cli.add_command(allocation.undrain)
     cli.add_command(acl.acl)
+    cli.add_command(sim.sim)
 
 
 def main() -> None:
