@@ -334,3 +334,29 @@ def run_seed(seed: int, config: SimConfig | None = None) -> SeedResult:
         wall_s=time.perf_counter() - started,
         tail=list(sim.history.tail),
     )
+
+
+def shrink(seed: int, config: SimConfig, kind: str) -> tuple[tuple[int, ...], SeedResult | None]:
+    """The smallest subset of the seed's fault schedule (indices) that still
+    gives a violation of ``kind``: drop one fault at a time while it persists."""
+    base = SimConfig(config.hours, config.agents, config.kinds, config.mean_fault_gap_s)
+    full = full_schedule(seed, base)
+    keep = list(range(len(full))) if config.keep is None else list(config.keep)
+    best: SeedResult | None = None
+    changed = True
+    while changed:
+        changed = False
+        for index in list(keep):
+            trial = [i for i in keep if i != index]
+            result = run_seed(
+                seed, SimConfig(base.hours, base.agents, base.kinds, base.mean_fault_gap_s, tuple(trial))
+            )
+            if any(v.kind == kind for v in result.violations):
+                keep, best, changed = trial, result, True
+    return tuple(keep), best
+
+
+def full_schedule(seed: int, config: SimConfig) -> list[FaultEvent]:
+    """The seed's full fault schedule (what ``SimConfig.keep`` indexes)."""
+    agents = [f"a{i}" for i in range(1, config.agents + 1)]
+    return schedule(seed, config.hours * 3600.0, agents, ["batch"], config.kinds, config.mean_fault_gap_s)
