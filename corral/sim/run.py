@@ -89,7 +89,7 @@ class Simulation:
         self.config = config
         self.loop = asyncio.get_running_loop()
         self.history = History(self.loop.time)
-        self.observer = Observer(self.loop.time)
+        self.observer = Observer(lambda: self.loop.time() - START_S)
         # An exception in a callback or an unawaited task of the simulated
         # code is a finding: asyncio would only log it and go on.
         self.loop.set_exception_handler(self._on_exception)
