@@ -126,13 +126,17 @@ class Master:
         address: str = "",
         clock: Callable[[], float] = time.time,
         master_id: str = "",
+        ids: Callable[[str], str] = new_id,
     ) -> None:
         self.config = config or MasterConfig()
         self.clock = clock
+        #: where new ids come from; the simulation (corral.sim) passes a seeded
+        #: one so that a seed replays byte for byte
+        self.new_id = ids
         self.state = MasterState()
         self.allocator = Allocator()
         self.info = pb.MasterInfo(
-            id=master_id or new_id(),
+            id=master_id or ids(""),
             address=address,
             hostname=socket.gethostname(),
             version=__version__,
@@ -547,7 +551,7 @@ class Master:
         if fw is None:
             # An unknown id is accepted: after a restart of a standalone master
             # its frameworks come back before their agents re-register.
-            fw_id = info.id or new_id("fw-")
+            fw_id = info.id or self.new_id("fw-")
             stored = pb.FrameworkInfo()
             stored.CopyFrom(info)
             stored.id = fw_id

@@ -55,10 +55,13 @@ class StatusUpdateManager:
         initial_backoff_s: float = RETRY_MIN_S,
         max_backoff_s: float = RETRY_MAX_S,
         journal: Journal | None = None,
+        new_uuid: Callable[[], bytes] = lambda: uuid.uuid4().bytes,
     ) -> None:
         """``send`` forwards updates to the master and says whether it could
-        (False while disconnected; they are resent on :meth:`resend_all`)."""
+        (False while disconnected; they are resent on :meth:`resend_all`).
+        ``new_uuid``: the simulation (corral.sim) passes a seeded one."""
         self._send = send
+        self._new_uuid = new_uuid
         self._streams: dict[TaskKey, _Stream] = {}
         self.initial_backoff_s = initial_backoff_s
         self.max_backoff_s = max_backoff_s
@@ -66,7 +69,7 @@ class StatusUpdateManager:
 
     def update(self, status: pb.TaskStatus, now: float) -> pb.TaskStatus:
         """Queue a new update (a uuid is assigned) and send it if it is the head."""
-        status.uuid = uuid.uuid4().bytes
+        status.uuid = self._new_uuid()
         key = (status.framework_id, status.task_id)
         if self.journal is not None:
             self.journal.updated(status)  # before it can be sent

@@ -892,7 +892,7 @@ cli.add_command(images.image)
 
 def _register() -> None:
     """Commands that live in their own modules (one line each)."""
-    from corral.cli import acl, allocation, batch, certs, chaos, frameworks_cmd, service
+    from corral.cli import acl, allocation, batch, certs, chaos, frameworks_cmd, service, sim
 
     cli.add_command(certs.certs)
     cli.add_command(chaos.chaos)
@@ -911,6 +911,7 @@ def _register() -> None:
     cli.add_command(allocation.drain)
     cli.add_command(allocation.undrain)
     cli.add_command(acl.acl)
+    cli.add_command(sim.sim)
 
 
 def main() -> None:

@@ -21,6 +21,7 @@ agent was lost (LOST, GONE, DROPPED: not the task's fault), up to
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
@@ -47,6 +48,13 @@ FINAL = frozenset({"FINISHED", "FAILED", "CANCELLED", "SKIPPED"})
 JOB_FINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
 #: how often a kill (timeout, cancel) is sent again while the task still runs
 KILL_RETRY_S = 5.0
+#: how often attempts last seen UNREACHABLE are reconciled by id. A master that
+#: failed over answers UNREACHABLE for a task it never heard of while its agent
+#: is away; if the agent comes back without it (the launch was lost in the
+#: partition) nothing else ever says so, and the task would wait for ever
+#: (found by `corral sim --seeds 203`). Mesos asks frameworks to reconcile
+#: periodically for the same reason.
+RECONCILE_UNREACHABLE_S = 60.0
 #: ends that say the task's agent (or the offer it was launched on) was lost, not
 #: that the task failed: tried again without using a retry, as Mesos, Aurora and
 #: Nomad reschedule off a lost node (UNREACHABLE is not an end: it becomes GONE,
@@ -65,10 +73,16 @@ class BatchEngine(Scheduler):
     """Runs the jobs in ``store``; :meth:`submit` adds one, :meth:`tick` drives timers."""
 
     def __init__(
-        self, store: Store, clock: Callable[[], float] = time.time, decline_refuse_s: float = 1.0
+        self,
+        store: Store,
+        clock: Callable[[], float] = time.time,
+        decline_refuse_s: float = 1.0,
+        ids: Callable[[], str] = lambda: uuid.uuid4().hex,
     ) -> None:
         self.store = store
         self.clock = clock
+        #: hex digits for new job ids; the simulation (corral.sim) passes seeded ones
+        self.new_id = ids
         self.decline_refuse_s = decline_refuse_s
         self.interest = OfferInterest()
         self.driver: SchedulerDriver | None = None
@@ -85,6 +99,7 @@ class BatchEngine(Scheduler):
         #: PENDING task ids in order (a dict as an ordered set)
         self.pending: dict[str, None] = {}
         self._kills: dict[str, float] = {}
+        self._reconciled_at = 0.0
         self._task_defs: dict[str, dict[str, Task]] = {}
         #: per (job, group): its task ids and how many are in each state, so a
         #: task's end costs O(groups), not O(tasks of the job)
@@ -174,7 +189,7 @@ class BatchEngine(Scheduler):
         return {"job_id": self._start_job(spec, raw)}
 
     def _start_job(self, spec: JobSpec, raw: Mapping[str, Any], periodic: str = "") -> str:
-        job_id = f"{spec.name}-{uuid.uuid4().hex[:6]}"
+        job_id = f"{spec.name}-{self.new_id()[:6]}"
         stored = {k: v for k, v in raw.items() if k not in ("schedule", "concurrency_policy")}
         job = JobRow(job_id, spec.name, dumps(stored), "RUNNING", self.clock(), periodic=periodic)
         with self.store.transaction():
@@ -555,6 +570,16 @@ class BatchEngine(Scheduler):
         self._send_kills(now)
         if self.driver is not None and self.driver.connected.is_set():
             self.interest.update(self.driver, self._wants_offers(now))
+            self._reconcile_unreachable(self.driver, now)
+
+    def _reconcile_unreachable(self, driver: SchedulerDriver, now: float) -> None:
+        if now - self._reconciled_at < RECONCILE_UNREACHABLE_S:
+            return
+        self._reconciled_at = now
+        away = [(a.id, a.agent_id) for a in self.live.values() if a.state == TaskState.UNREACHABLE.name]
+        if away:
+            with contextlib.suppress(NotConnectedError):
+                driver.reconcile(away)
 
     def _run_periodic(self, p: PeriodicRow, now: float) -> None:
         checked = self._periodic_spec(p)
