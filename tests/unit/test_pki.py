@@ -47,15 +47,26 @@ def test_a_master_serves_under_its_names_and_loopback(ca: CertificateAuthority) 
     info = describe(issued.cert)
     assert info.principal == "master:m1"
     assert set(info.usages) == {"clientAuth", "serverAuth"}
-    assert info.dns == ("m1.example", "localhost")
+    # master.corral: the name every gRPC client checks a master against
+    assert info.dns == ("m1.example", "localhost", "master.corral")
     assert info.ips == ("10.0.0.5", "127.0.0.1", "::1")
     assert datetime.timedelta(days=29) < info.not_after - info.not_before <= datetime.timedelta(days=31)
 
 
 def test_a_name_with_a_slash_gets_a_flat_file_name(ca: CertificateAuthority) -> None:
     issued = ca.issue("framework:team/ml")
-    assert issued.cert.name == "framework-team_ml.pem"
+    assert issued.cert.name == "framework-team%2Fml.pem"
     assert describe(issued.cert).principal == "framework:team/ml"
+    # team_ml is another principal with files of its own: issuing it must
+    # not replace team/ml's key (both were framework-team_ml once).
+    other = ca.issue("framework:team_ml")
+    assert other.key != issued.key
+    assert describe(issued.cert).principal == "framework:team/ml"
+
+
+def test_only_masters_carry_the_master_name(ca: CertificateAuthority) -> None:
+    for principal in ("framework:b", "operator:o", "agent:n1"):
+        assert "master.corral" not in describe(ca.issue(principal).cert).dns
 
 
 def test_bad_principals_and_days_are_refused(ca: CertificateAuthority) -> None:
