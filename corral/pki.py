@@ -25,7 +25,7 @@ import datetime
 import ipaddress
 import os
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -434,3 +434,21 @@ def describe(path: Path) -> CertificateInfo:
         not_after=cert.not_valid_after_utc,
         serial=cert.serial_number,
     )
+
+
+def issued_files(
+    directory: Path, principal: str, ca: Callable[[], CertificateAuthority]
+) -> tuple[Path, Path]:
+    """(certificate, key) of ``principal`` in ``directory``, issued by ``ca()``
+    if there are none yet, or if they are out of date: a master certificate
+    made before masters carried :data:`MASTER_TLS_NAME`, or one that has
+    expired (a ``corral local`` or test cluster reuses its directory)."""
+    p = Principal.parse(principal)
+    stem = file_stem(p)
+    cert, key = directory / f"{stem}.pem", directory / f"{stem}-key.pem"
+    if cert.exists() and key.exists():
+        info = describe(cert)
+        if not info.expired and (p.kind != "master" or MASTER_TLS_NAME in info.dns):
+            return cert, key
+    issued = ca().issue(p)
+    return issued.cert, issued.key

@@ -185,3 +185,24 @@ def test_a_bundle_of_two_cas_accepts_certificates_of_either(ca: CertificateAutho
     mixed = tmp_path / "mixed.pem"
     mixed.write_bytes(ca.cert_file.read_bytes() + leaf.cert.read_bytes())
     _expect(mixed, "'CN=operator:bob' has no basicConstraints CA:TRUE", mixed, leaf.cert, leaf.key)
+
+
+def test_a_master_certificate_from_before_the_master_name_is_issued_anew(
+    ca: CertificateAuthority,
+) -> None:
+    # `corral local` reuses its directory: a master certificate made before
+    # masters carried master.corral would be refused by every client now.
+    from corral.pki import issued_files
+
+    old = ca.issue(Principal("master", "m1"), server=True)
+    assert "master.corral" in describe(old.cert).dns
+    stale = ca.issue(Principal("framework", "x"))  # no master name, written as master-m1
+    old.cert.write_bytes(stale.cert.read_bytes())
+    old.key.write_bytes(stale.key.read_bytes())
+    cert, key = issued_files(ca.directory, "master:m1", lambda: ca)
+    assert "master.corral" in describe(cert).dns
+    agent = ca.issue("agent:n1")
+    before = agent.cert.read_bytes()
+    again = issued_files(ca.directory, "agent:n1", lambda: ca)
+    assert again == (agent.cert, agent.key)
+    assert agent.cert.read_bytes() == before  # current: kept, not issued anew
