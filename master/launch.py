@@ -226,6 +226,11 @@ class Launcher:
         container = task.container
         uid = container.uid if task.HasField("container") and container.HasField("uid") else 0
         questions = [("run_task", f"uid:{uid}", f"{where}.container.uid")]
+        # The group is asked too when it is not the user's own (the agent runs
+        # an unset gid as the uid): uid 65534 with gid 0 is root's group.
+        gid = container.gid if container.HasField("gid") else uid
+        if gid != uid:
+            questions.append(("run_task", f"gid:{gid}", f"{where}.container.gid"))
         if container.seccomp_profile == "unconfined":
             questions.append(("run_unconfined", "seccomp:unconfined", f"{where}.container.seccomp_profile"))
         questions += [

@@ -199,7 +199,7 @@ def test_a_master_certificate_from_before_the_master_name_is_issued_anew(
     stale = ca.issue(Principal("framework", "x"))  # no master name, written as master-m1
     old.cert.write_bytes(stale.cert.read_bytes())
     old.key.write_bytes(stale.key.read_bytes())
-    cert, key = issued_files(ca.directory, "master:m1", lambda: ca)
+    cert, _ = issued_files(ca.directory, "master:m1", lambda: ca)
     assert "master.corral" in describe(cert).dns
     agent = ca.issue("agent:n1")
     before = agent.cert.read_bytes()
