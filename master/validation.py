@@ -50,8 +50,13 @@ MAX_RESOURCES = 256
 MAX_RESOURCE_ITEMS = 1024
 #: a status update's free text (the agent truncates stderr to its tail anyway)
 MAX_STATUS_MESSAGE = 64 * 1024
-#: items in one call that are not tasks (acknowledgements, reconciliations)
+#: items in one call that are not tasks (an agent's registration)
 MAX_ITEMS_PER_CALL = 100_000
+#: acknowledgements or reconciliations in one framework call: each costs the
+#: master's loop work, and one call of 100,000 held it 1.7 s (security
+#: review); a framework with more tasks sends several calls, which the rate
+#: limits then pace
+MAX_FRAMEWORK_ITEMS_PER_CALL = 10_000
 MAX_OFFERS_PER_CALL = 1000
 
 
