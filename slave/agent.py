@@ -60,6 +60,7 @@ from corral.slave.agent_effects import (
     SaveTask,
     Send,
     Write,
+    log_context,
 )
 from corral.slave.checkpoints import Checkpoints, CheckpointWriteError, TaskCheckpoint
 from corral.slave.containerizer import ContainerConfig, ContainerError, Containerizer
@@ -136,7 +137,7 @@ class Agent:
             self.work_dir,
             lambda: self.host(self.core.agent_id),
             self._execute,
-            self._now,
+            self.clock,
             image_import_dirs=config.image_import_dirs,
             allowed_host_paths=config.allowed_host_paths,
         )
@@ -145,9 +146,6 @@ class Agent:
         self._timers: asyncio.Task[None] | None = None
         self._trash_emptier: asyncio.Task[int] | None = None
         self.log = log.bind(hostname=config.hostname)
-
-    def _now(self) -> float:
-        return self.clock()
 
     # -- what the core knows ------------------------------------------------------
 
@@ -333,7 +331,7 @@ class Agent:
                 elif isinstance(e, Follow):
                     self.runner.follow(e.key, e.lost)
             except CheckpointWriteError as error:
-                self.checkpoint_failed(error, **_context(e))
+                self.checkpoint_failed(error, **log_context(e))
 
     def _send(self, message: AgentMessage) -> bool:
         return self.link.send(message)
@@ -365,10 +363,6 @@ class Agent:
     def _stopping(self, value: bool) -> None:
         self.link.stopping = value
 
-    @property
-    def _outq(self) -> asyncio.Queue[AgentMessage | None] | None:
-        return self.link.outq
-
     def _connection_loop(self) -> Coroutine[object, object, None]:
         return self.link.run()
 
@@ -381,10 +375,7 @@ class Agent:
         self.core.disconnected()
 
     def handle(self, message: MasterMessage, outq: asyncio.Queue[AgentMessage | None]) -> None:
-        """Link: one message from the master."""
-        self._handle(message, outq)
-
-    def _handle(self, message: MasterMessage, outq: asyncio.Queue[AgentMessage | None]) -> None:
+        """Link: one message from the master, fed to the core with the time."""
         kind = message.WhichOneof("message")
         now = self.clock()
         if kind == "registered":
@@ -399,7 +390,8 @@ class Agent:
         elif kind == "shutdown_framework":
             self._execute(self.core.shutdown_framework(message.shutdown_framework.framework_id, now))
         elif kind == "read_file":
-            outq.put_nowait(self._read_file(message.read_file))
+            fw_id, _, task_id = message.read_file.task_id.partition("/")
+            outq.put_nowait(sandbox_files.answer(message.read_file, self.core.sandbox((fw_id, task_id))))
         elif kind == "get_usage":
             self._answer_later(usage.collect(self.tasks, self.containerizer, message.get_usage), outq)
         elif kind == "error":
@@ -426,7 +418,7 @@ class Agent:
             try:
                 self._write(write)
             except CheckpointWriteError as e:
-                self.checkpoint_failed(e, **_context(write))
+                self.checkpoint_failed(e, **log_context(write))
                 failure = WriteFailure(i, str(e))
                 break
         self._execute(self.core.launch(plan, failure, now))
@@ -480,35 +472,6 @@ class Agent:
         task = asyncio.ensure_future(send())
         self._answers.add(task)
         task.add_done_callback(self._answers.discard)
-
-    # -- sandbox files --------------------------------------------------------
-
-    def _read_file(self, req: MasterMessage.ReadFile) -> AgentMessage:
-        def answer(**kw: object) -> AgentMessage:
-            return AgentMessage(file_data=AgentMessage.FileData(request_id=req.request_id, **kw))  # type: ignore[arg-type]
-
-        fw_id, _, task_id = req.task_id.partition("/")
-        sandbox = self.core.sandbox((fw_id, task_id))
-        if sandbox is None:
-            return answer(error=f"task {task_id!r} has no sandbox on this agent")
-        try:
-            data, size = sandbox_files.read(sandbox, req.path or "stdout", req.offset, req.length)
-        except sandbox_files.SandboxFileError as e:
-            return answer(error=str(e))
-        return answer(data=data, size=size)
-
-
-def _context(effect: Effect) -> dict[str, object]:
-    """What a failed checkpoint write's log line names."""
-    if isinstance(effect, SaveFramework):
-        return {"framework_id": effect.info.id}
-    if isinstance(effect, SaveTask):
-        return {"task_id": effect.task.info.task_id}
-    if isinstance(effect, JournalUpdate):
-        return {"task_id": effect.status.task_id}
-    if isinstance(effect, JournalAck | CompleteTask):
-        return {"task_id": effect.task_id}
-    return {}
 
 
 async def run_agent(config: AgentConfig) -> None:

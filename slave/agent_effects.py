@@ -120,3 +120,16 @@ Effect = (
     | Kill
     | Follow
 )
+
+
+def log_context(effect: Effect) -> dict[str, object]:
+    """What the log line of a failed checkpoint write names."""
+    if isinstance(effect, SaveFramework):
+        return {"framework_id": effect.info.id}
+    if isinstance(effect, SaveTask):
+        return {"task_id": effect.task.info.task_id}
+    if isinstance(effect, JournalUpdate):
+        return {"task_id": effect.status.task_id}
+    if isinstance(effect, JournalAck | CompleteTask):
+        return {"task_id": effect.task_id}
+    return {}
