@@ -6,15 +6,13 @@ One asyncio program, the imperative shell around a pure core:
 - slave/session.py: reconnect backoff and heartbeats, driven by the clock;
 - slave/task_config.py and slave/task_status.py: TaskInfo → ContainerConfig
   and Termination → TaskStatus, pure translations;
+- slave/master_link.py: the gRPC stream, redialled with backoff when it breaks;
 - slave/task_runner.py: the containers (launch, follow, kill), one asyncio task each;
 - slave/recovery.py: what an earlier run left, as a value the core takes.
 
-:class:`Agent` reads the master's messages, feeds them to the core with the
-time of its injected clock, and carries out the effects the core returns
-(:meth:`Agent._execute`). The connection loop reconnects with backoff
-whenever the stream breaks (a master restart, a network blip) and
-re-registers under the same agent id with the tasks it still runs, so
-nothing silently disappears.
+:class:`Agent` feeds the master's messages, container ends and ticks to the
+core with the time of its injected clock and carries out the effects the
+core returns (:meth:`Agent._execute`).
 """
 
 from __future__ import annotations
@@ -140,6 +138,7 @@ class Agent:
             self.clock,
             image_import_dirs=config.image_import_dirs,
             allowed_host_paths=config.allowed_host_paths,
+            logger=lambda: self.log,
         )
         self._answers: set[asyncio.Task[None]] = set()
         self._main: asyncio.Task[None] | None = None
@@ -393,7 +392,8 @@ class Agent:
             fw_id, _, task_id = message.read_file.task_id.partition("/")
             outq.put_nowait(sandbox_files.answer(message.read_file, self.core.sandbox((fw_id, task_id))))
         elif kind == "get_usage":
-            self._answer_later(usage.collect(self.tasks, self.containerizer, message.get_usage), outq)
+            answer = usage.collect(self.tasks, self.containerizer, message.get_usage, self.clock)
+            self._answer_later(answer, outq)
         elif kind == "error":
             self.log.warning("master.error", message=message.error.message)
 

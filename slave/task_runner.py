@@ -17,6 +17,7 @@ import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -34,6 +35,7 @@ from corral.slave.status_updates import TaskKey
 from corral.slave.task_image import with_image
 
 log = structlog.get_logger(__name__)
+health_log = structlog.get_logger(health.__name__)
 
 Clock = Callable[[], float]
 
@@ -53,6 +55,7 @@ class TaskRunner:
         *,
         image_import_dirs: tuple[Path, ...] = (),
         allowed_host_paths: tuple[Path, ...] = (),
+        logger: Callable[[], Any] = lambda: log,
     ) -> None:
         self._core = core
         self.containerizer = containerizer
@@ -61,6 +64,8 @@ class TaskRunner:
         self._host = host
         self._execute = execute
         self._clock = clock
+        #: the agent's logger as it is now (bound to its agent id once registered)
+        self._log = logger
         self.image_import_dirs = image_import_dirs
         self.allowed_host_paths = allowed_host_paths
         self._watchers: dict[TaskKey, asyncio.Task[None]] = {}
@@ -150,7 +155,7 @@ class TaskRunner:
         except asyncio.CancelledError:
             raise
         except Exception as e:
-            log.exception("task.failed_unexpectedly", task_id=key[1])
+            self._log().exception("task.failed_unexpectedly", task_id=key[1])
             self._execute(core.agent_error(key, str(e), self._clock()))
 
     async def _follow_checked(self, run: TaskRun, lost: str = "") -> None:
@@ -167,7 +172,7 @@ class TaskRunner:
         if not run.info.HasField("health_check"):
             return None
         env = dict(self.container_config(run, prepare=False).env)
-        task_log = log.bind(task_id=key[1])
+        task_log = health_log.bind(task_id=key[1])
 
         def task_pid() -> int:
             return self.containerizer.task_pid(run.container_id) or run.pid
@@ -201,17 +206,17 @@ class TaskRunner:
             try:
                 await self.containerizer.destroy(run.container_id)
             except Exception:
-                log.exception("task.cleanup_failed", task_id=key[1])
+                self._log().exception("task.cleanup_failed", task_id=key[1])
             self.images.release(self.lease_file(run))
             self._execute(core.container_ended(key, termination, lost, self._clock()))
         except asyncio.CancelledError:
             raise
         except Exception as e:
-            log.exception("task.failed_unexpectedly", task_id=key[1])
+            self._log().exception("task.failed_unexpectedly", task_id=key[1])
             self._execute(core.agent_error(key, str(e), self._clock()))
 
     async def _kill(self, run: TaskRun, grace_s: float) -> None:
         try:
             await self.containerizer.kill(run.container_id, grace_s)
         except Exception:
-            log.exception("task.kill_failed", task_id=run.info.task_id)
+            self._log().exception("task.kill_failed", task_id=run.info.task_id)
