@@ -7,7 +7,7 @@ ends, checkpoint-write results and ticks, and looks at the effects.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
@@ -390,11 +390,19 @@ class AgentCoreMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.core = new_core()
+        #: the same inputs in the same order must give the same effects
+        self.twin = new_core()
         self.now = 0.0
         self.live_launched: set[tuple[str, str]] = set()  # launched and not yet completed
         self.containers: set[tuple[str, str]] = set()  # a container started for the task
         self.journaled: set[bytes] = set()
         self.received: list[pb.TaskStatus] = []
+
+    def step(self, transition: Callable[[AgentCore], list[Effect]]) -> list[Effect]:
+        effects = transition(self.core)
+        assert transition(self.twin) == effects, "the same inputs gave other effects"
+        self.apply(effects)
+        return effects
 
     def apply(self, effects: list[Effect]) -> None:
         for e in effects:
@@ -409,6 +417,7 @@ class AgentCoreMachine(RuleBasedStateMachine):
                 self.containers.discard(key)
             elif isinstance(e, SaveAgent):
                 self.core.saved_agent(e.agent_id)
+                self.twin.saved_agent(e.agent_id)
             elif isinstance(e, Send):
                 for s in e.message.status_updates.statuses:
                     # A task's update is journaled before it can be sent (those
@@ -420,23 +429,26 @@ class AgentCoreMachine(RuleBasedStateMachine):
     @rule(dt=st.floats(0.0, 30.0))
     def time_passes(self, dt: float) -> None:
         self.now += dt
-        self.apply(self.core.tick(self.now))
+        self.step(lambda c: c.tick(self.now))
 
     @rule()
     def master_registers_the_agent(self) -> None:
-        self.apply(self.core.registered("a1", self.now))
+        self.step(lambda c: c.registered("a1", self.now))
 
     @rule()
     def stream_breaks(self) -> None:
         self.core.disconnected()
+        self.twin.disconnected()
 
     @rule(
         ids=st.lists(st.sampled_from(TASK_IDS), min_size=1, max_size=3), fail_at=st.none() | st.integers(0, 4)
     )
     def master_launches(self, ids: list[str], fail_at: int | None) -> None:
-        plan: LaunchPlan = self.core.plan_launch(run_tasks(*ids))
+        plans: dict[int, LaunchPlan] = {id(c): c.plan_launch(run_tasks(*ids)) for c in (self.core, self.twin)}
+        plan = plans[id(self.core)]
+        assert plans[id(self.twin)] == plan
         failure = None if fail_at is None or fail_at >= len(plan.writes) else WriteFailure(fail_at, "EIO")
-        self.apply(self.core.launch(plan, failure, self.now))
+        self.step(lambda c: c.launch(plans[id(c)], failure, self.now))
 
     @rule(data=st.data())
     def container_starts(self, data: st.DataObject) -> None:
@@ -444,8 +456,8 @@ class AgentCoreMachine(RuleBasedStateMachine):
         if waiting:
             key = data.draw(st.sampled_from(waiting))
             self.containers.add(key)
-            self.apply(self.core.starting(key, self.now))
-            self.apply(self.core.container_launched(key, 100, self.now))
+            self.step(lambda c: c.starting(key, self.now))
+            self.step(lambda c: c.container_launched(key, 100, self.now))
 
     @rule(data=st.data(), exit_code=st.sampled_from([0, 1, None]))
     def container_ends(self, data: st.DataObject, exit_code: int | None) -> None:
@@ -453,26 +465,25 @@ class AgentCoreMachine(RuleBasedStateMachine):
         if running:
             key = data.draw(st.sampled_from(running))
             t = Termination(exit_code, None if exit_code is not None else 9, None, False, "")
-            self.apply(self.core.container_ended(key, t, "", self.now))
+            self.step(lambda c: c.container_ended(key, t, "", self.now))
 
     @rule(task_id=st.sampled_from(TASK_IDS))
     def master_kills(self, task_id: str) -> None:
-        self.apply(self.core.kill("f1", task_id, 0.0, self.now))
+        self.step(lambda c: c.kill("f1", task_id, 0.0, self.now))
 
     @precondition(lambda self: self.received)
     @rule(data=st.data())
     def framework_acknowledges(self, data: st.DataObject) -> None:
         # Any update it received: the latest, a stale one, a duplicate.
         status = data.draw(st.sampled_from(self.received))
-        self.apply(self.core.acknowledge([ack(status)], self.now))
+        self.step(lambda c: c.acknowledge([ack(status)], self.now))
 
     @rule()
     def a_long_silence_while_registered(self) -> None:
         """Every unacknowledged head is sent again once its retry is due."""
-        self.apply(self.core.registered("a1", self.now))
+        self.step(lambda c: c.registered("a1", self.now))
         self.now += RETRY_MAX_S + 1
-        effects = self.core.tick(self.now)
-        self.apply(effects)
+        effects = self.step(lambda c: c.tick(self.now))
         heads = {q[0].uuid for q in self.core.updates.pending().values() if q}
         assert heads == {s.uuid for s in sent(effects)}, "an unacknowledged update was not retried"
 
