@@ -103,7 +103,7 @@ class WriteFailure:
     error: str
 
 
-@dataclass
+@dataclass(eq=False)
 class AgentCore:
     """The agent's state and transitions (see the module docstring)."""
 
@@ -123,7 +123,10 @@ class AgentCore:
     completed_at: dict[TaskKey, float] = field(default_factory=dict)
     #: registered with a master: sends go out (else updates wait for resend_all)
     connected: bool = False
-    _effects: list[Effect] = field(default_factory=list)
+    #: unacknowledged updates, retried until acknowledged
+    updates: StatusUpdateManager = field(init=False, repr=False)
+    #: what the transition under way has asked for so far
+    _effects: list[Effect] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.updates = self._new_updates()
