@@ -33,17 +33,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-import structlog
 
 from corral.proto import messages_pb2 as pb
-
-if TYPE_CHECKING:
-    from corral.slave.agent import Agent, TaskRun
-
-log = structlog.get_logger(__name__)
-TS = pb.TaskStatus
 
 DEFAULT_INTERVAL_S = 10.0
 DEFAULT_TIMEOUT_S = 20.0
@@ -279,35 +270,25 @@ async def watch(
         await asyncio.sleep(max(0.0, settings.interval_s - (clock() - started)))
 
 
-def start(agent: Agent, run: TaskRun) -> asyncio.Task[None] | None:
-    """The agent's hook: check ``run`` while it runs, if its TaskInfo asks.
-    The caller cancels the returned task when the task ends."""
-    info = run.info
+def start(
+    info: pb.TaskInfo,
+    env: Mapping[str, str],
+    cwd: str,
+    task_pid: Callable[[], int],
+    report: Callable[[bool, str], None],
+    kill: Callable[[str], None],
+) -> asyncio.Task[None] | None:
+    """The agent's hook: check the task of ``info`` while it runs, if it asks
+    (``task_pid``: its process now, 0 if unknown; ``report`` and ``kill`` as
+    in :func:`watch`). The caller cancels the returned task when the task ends."""
     if not info.HasField("health_check"):
         return None
     check = info.health_check
-    env = dict(agent._container_config(run).env)
-    task_log = log.bind(task_id=info.task_id)
 
     async def probe() -> Result:
         pid = 0
         with contextlib.suppress(Exception):
-            pid = agent.containerizer.task_pid(run.container_id) or run.pid
-        return await check_once(check, pid=pid, env=env, cwd=str(run.sandbox))
-
-    def report(healthy: bool, message: str) -> None:
-        if run.state != pb.TASK_RUNNING:
-            return
-        task_log.info("task.health_changed", healthy=healthy, message=message)
-        agent._update(
-            run, pb.TASK_RUNNING, TS.REASON_TASK_HEALTH_CHECK_STATUS_UPDATED, message, healthy=healthy
-        )
-
-    def kill(message: str) -> None:
-        if run.state != pb.TASK_RUNNING:
-            return
-        task_log.warning("task.unhealthy_killed", message=message)
-        run.kill_reason = (TS.REASON_TASK_UNHEALTHY, f"killed: {message}")
-        agent._spawn_kill(run.framework_id, info.task_id, 0.0)
+            pid = task_pid()
+        return await check_once(check, pid=pid, env=env, cwd=cwd)
 
     return asyncio.create_task(watch(check, probe, report, kill), name=f"health-{info.task_id}")
