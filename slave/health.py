@@ -301,8 +301,13 @@ def start(agent: Agent, run: TaskRun) -> asyncio.Task[None] | None:
     if not info.HasField("health_check"):
         return None
     check = info.health_check
-    env = dict(agent._container_config(run).env)
     task_log = log.bind(task_id=info.task_id)
+    if check.type == pb.HealthCheck.COMMAND and not agent.containerizer.can_enter(run.container_id):
+        # Launched by an agent before checks were confined: never run the
+        # check unconfined, nor fail (and kill) a task for the upgrade.
+        task_log.warning("task.health_check_skipped", reason="the container has no launch spec to enter")
+        return None
+    env = dict(agent._container_config(run).env)
 
     async def enter(argv: Sequence[str], env: Mapping[str, str], t: float) -> tuple[int | None, bytes]:
         outcome = await agent.containerizer.enter(run.container_id, argv, env, t)

@@ -35,7 +35,7 @@ from corral.slave.containerizer import (
 )
 from corral.slave.containerizer.cgroups.base import CgroupBackend, CgroupLimits, CgroupStats
 from corral.slave.containerizer.cgroups.probe import probe
-from corral.slave.containerizer.enter import EnterError, Outcome, run_inside, save_spec
+from corral.slave.containerizer.enter import EnterError, Outcome, has_spec, run_inside, save_spec
 from corral.slave.containerizer.errors import CgroupError, ContainerError
 from corral.slave.containerizer.exec_report import parse_exec_report, read_to_eof
 from corral.slave.containerizer.forkserver_client import ForkServerClient, ForkServerError
@@ -719,6 +719,12 @@ class Containerizer:
             return await run_inside(c.meta_dir, c.task_pid, argv, env, timeout_s)
         except EnterError as e:
             raise ContainerError(f"container {container_id!r}: {e}") from None
+
+    def can_enter(self, container_id: str) -> bool:
+        """Whether ``enter`` has the task's launch spec (a container an agent
+        older than enter.py launched has none)."""
+        c = self._containers.get(container_id)
+        return c is not None and has_spec(c.meta_dir)
 
     def _recovered_done(self, c: _Container) -> None:
         self._recovered.pop(c.config.container_id, None)

@@ -33,10 +33,10 @@ The helper reads the spec and the command on stdin, then:
 Everything after step 1 runs as os-level calls only: the helper is root
 inside the tenant's filesystem and must not import anything from it.
 
-A command that overstays ``timeout_s`` is killed with its process group
-(helper and command). A process that left that group (``setsid``) stays in
-the task's cgroup and pid namespace and ends with the task, as in
-``docker exec``.
+When the command ends, or overstays ``timeout_s``, its process group
+(helper, command and whatever it started) is killed. A process that left
+that group (``setsid``) stays in the task's cgroup and pid namespace and
+ends with the task, as in ``docker exec``.
 
 Standard library only at import: the helper imports this module without the
 corral package.
@@ -108,6 +108,11 @@ def save_spec(meta_dir: Path, spec: launcher.LaunchSpec) -> None:
     checkpoint.write_json(meta_dir / SPEC_FILE, launcher.spec_to_json(spec), mode=0o600)
 
 
+def has_spec(meta_dir: Path) -> bool:
+    """Whether the container of ``meta_dir`` can be entered (its launch spec was saved)."""
+    return (meta_dir / SPEC_FILE).is_file()
+
+
 async def run_inside(
     meta_dir: Path,
     task_pid: int,
@@ -164,9 +169,12 @@ async def run_inside(
     except TimeoutError:
         return Outcome(None, b"")
     finally:
+        # Also once the helper is gone: what the command left in its process
+        # group (children holding the output pipe) must not outlive the check.
+        # The group's id cannot be reused while any member lives.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
         if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(5.0):
                     await proc.wait()
