@@ -44,6 +44,7 @@ from corral.proto import messages_pb2 as pb
 
 if TYPE_CHECKING:
     from corral.slave.agent import Agent, TaskRun
+    from corral.slave.containerizer import Containerizer
 
 log = structlog.get_logger(__name__)
 TS = pb.TaskStatus
@@ -294,6 +295,20 @@ async def watch(
         await asyncio.sleep(max(0.0, settings.interval_s - (clock() - started)))
 
 
+def container_enter(containerizer: Containerizer, container_id: str) -> Enter | None:
+    """How a COMMAND check enters ``container_id`` (Containerizer.enter),
+    or None if it cannot: launched by an agent before checks were confined,
+    it has no launch spec."""
+    if not containerizer.can_enter(container_id):
+        return None
+
+    async def enter(argv: Sequence[str], env: Mapping[str, str], t: float) -> tuple[int | None, bytes]:
+        outcome = await containerizer.enter(container_id, argv, env, t)
+        return outcome.returncode, outcome.output
+
+    return enter
+
+
 def start(agent: Agent, run: TaskRun) -> asyncio.Task[None] | None:
     """The agent's hook: check ``run`` while it runs, if its TaskInfo asks.
     The caller cancels the returned task when the task ends."""
@@ -302,16 +317,13 @@ def start(agent: Agent, run: TaskRun) -> asyncio.Task[None] | None:
         return None
     check = info.health_check
     task_log = log.bind(task_id=info.task_id)
-    if check.type == pb.HealthCheck.COMMAND and not agent.containerizer.can_enter(run.container_id):
-        # Launched by an agent before checks were confined: never run the
-        # check unconfined, nor fail (and kill) a task for the upgrade.
+    enter = container_enter(agent.containerizer, run.container_id)
+    if check.type == pb.HealthCheck.COMMAND and enter is None:
+        # Never run the check unconfined, nor fail (and kill) a task for an
+        # agent upgrade: it goes unchecked until relaunched.
         task_log.warning("task.health_check_skipped", reason="the container has no launch spec to enter")
         return None
     env = dict(agent._container_config(run).env)
-
-    async def enter(argv: Sequence[str], env: Mapping[str, str], t: float) -> tuple[int | None, bytes]:
-        outcome = await agent.containerizer.enter(run.container_id, argv, env, t)
-        return outcome.returncode, outcome.output
 
     async def probe() -> Result:
         pid = 0

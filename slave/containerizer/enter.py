@@ -44,7 +44,6 @@ corral package.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import json
@@ -124,6 +123,8 @@ async def run_inside(
     ``task_pid``, with ``env`` (None: the task's). Raises EnterError if the
     container has no launch spec; a failure to enter is an Outcome with
     EXIT_CANNOT_ENTER and the reason in its output."""
+    import asyncio  # here: the helper imports this module too, and must start fast
+
     spec = checkpoint.read_json(meta_dir / SPEC_FILE)
     if spec is None:
         raise EnterError(f"{meta_dir / SPEC_FILE} is missing: the container cannot be entered")

@@ -24,6 +24,7 @@ import pytest
 from corral.proto import messages_pb2 as pb
 from corral.slave import health
 from corral.slave.containerizer import ContainerConfig, ContainerError, Containerizer
+from corral.slave.containerizer.cgroups.v2 import V2Backend
 from corral.slave.containerizer.enter import SPEC_FILE
 from corral.slave.containerizer.isolation import capability_mask
 from corral.slave.containerizer.model import DEFAULT_CAPABILITIES, Isolation
@@ -228,3 +229,40 @@ async def test_a_check_gets_the_tasks_environment_and_its_own(start: Start) -> N
     async with start(True, NOBODY, env={"PATH": "/bin", "FROM_TASK": "t"}) as task:
         result = await task.check('test "$FROM_TASK" = t && test "$(hostname)" = "$(cat /etc/hostname)"')
     assert result.healthy, result.message
+
+
+def _cgroup2_mount() -> Path | None:
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        head, _, tail = line.partition(" - ")
+        if tail.split()[:1] == ["cgroup2"]:
+            return Path(head.split()[4])
+    return None
+
+
+async def test_a_check_joins_its_tasks_cgroup_on_v2(tmp_path: Path, make_config: Make) -> None:
+    # This host's resource controllers are on v1; its cgroup2 hierarchy (no
+    # controllers) still has cgroup.procs: the check must be listed there.
+    root = _cgroup2_mount()
+    if root is None:
+        pytest.skip("no cgroup2 hierarchy mounted")
+    ctz = Containerizer(
+        tmp_path / "work-v2",
+        V2Backend(root, require_memory=False),
+        cgroup_prefix=f"corral-test-hc-v2-{uuid.uuid4().hex[:8]}",
+    )
+    config = make_config("/bin/sleep", "600", isolation=Isolation(user=NOBODY))
+    try:
+        await ctz.launch(config)
+        cgroup = f"{ctz.cgroup_prefix}/{config.container_id}"
+        task = Running(ctz, config)
+        checking = asyncio.ensure_future(task.check("id -u; sleep 1"))
+        seen: set[int] = set()
+        while not checking.done():
+            seen |= ctz.cgroups.procs(cgroup)
+            await asyncio.sleep(0.05)
+        result = checking.result()
+        assert result.healthy, result.message
+        assert len(seen - {ctz.task_pid(config.container_id)}) >= 2, seen  # the helper and the check
+    finally:
+        await ctz.close(grace_s=0.2)
+    assert not (root / ctz.cgroup_prefix).exists()
