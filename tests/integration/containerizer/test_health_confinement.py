@@ -266,3 +266,14 @@ async def test_a_check_joins_its_tasks_cgroup_on_v2(tmp_path: Path, make_config:
     finally:
         await ctz.close(grace_s=0.2)
     assert not (root / ctz.cgroup_prefix).exists()
+
+
+async def test_a_check_counts_against_its_tasks_memory_limit(ctz: Containerizer, start: Start) -> None:
+    # 256 MiB, filled, against the task's 64 MiB: killed by the kernel, not
+    # run on the agent's memory.
+    hog = "python3 -c 'b = b\"x\" * (256 << 20)'"
+    async with start(False, NOBODY, mem_bytes=64 << 20) as task:
+        result = await task.check(hog)
+        assert not result.healthy, "the check allocated past its task's memory limit"
+        assert "status 137" in result.message, result.message
+        assert ctz.state(task.config.container_id) == "running"
