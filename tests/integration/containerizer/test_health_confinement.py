@@ -103,7 +103,7 @@ def start(ctz: Containerizer, make_config: Make, busybox_layers: tuple[Path, ...
             "-c",
             f"{RECORD} > task.out.tmp && mv task.out.tmp task.out; exec sleep 600",
             container_id=container_id,
-            isolation=Isolation(network="none", user=user),
+            isolation=Isolation(network="none", user=user, groups=(4242,) if user else ()),
             **{"pids_max": 64, **extra, **overrides},
         )
         await ctz.launch(config)
@@ -143,6 +143,7 @@ async def test_a_check_has_exactly_its_tasks_confinement(
     assert mine["CapAmb"] == "0000000000000000"
     if user:
         assert (mine["uid"], mine["gid"]) == ("65534", "65534")
+        assert sorted(mine["groups"].split()) == ["4242", "65534"]
         assert mine["CapEff"] == mine["CapPrm"] == "0000000000000000"
     else:
         # Root in the task has Docker's default set, never the agent's full one.
