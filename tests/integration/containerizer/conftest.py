@@ -59,3 +59,13 @@ def busybox_layers(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ...]
     root = tmp_path_factory.mktemp("images")
     store = ImageStore(root / "store")
     return store.layer_dirs(store.import_tarball(build_busybox_image(root / "busybox.tar")))
+
+
+@pytest.fixture
+def cgroup2_root() -> Path:
+    """Where a cgroup2 hierarchy is mounted (proc(5) mountinfo); skips without one."""
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        head, _, tail = line.partition(" - ")
+        if tail.split()[:1] == ["cgroup2"]:
+            return Path(head.split()[4])
+    pytest.skip("no cgroup2 hierarchy mounted")

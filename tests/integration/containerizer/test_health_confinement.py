@@ -232,20 +232,12 @@ async def test_a_check_gets_the_tasks_environment_and_its_own(start: Start) -> N
     assert result.healthy, result.message
 
 
-def _cgroup2_mount() -> Path | None:
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        head, _, tail = line.partition(" - ")
-        if tail.split()[:1] == ["cgroup2"]:
-            return Path(head.split()[4])
-    return None
-
-
-async def test_a_check_joins_its_tasks_cgroup_on_v2(tmp_path: Path, make_config: Make) -> None:
+async def test_a_check_joins_its_tasks_cgroup_on_v2(
+    tmp_path: Path, make_config: Make, cgroup2_root: Path
+) -> None:
     # This host's resource controllers are on v1; its cgroup2 hierarchy (no
     # controllers) still has cgroup.procs: the check must be listed there.
-    root = _cgroup2_mount()
-    if root is None:
-        pytest.skip("no cgroup2 hierarchy mounted")
+    root = cgroup2_root
     ctz = Containerizer(
         tmp_path / "work-v2",
         V2Backend(root, require_memory=False),
