@@ -22,10 +22,12 @@ The helper reads the spec and the command on stdin, then:
    the task's cgroup, and that the pidfd is still alive after the opens (so
    every handle is the task's, not a reused pid's);
 2. joins the task's cgroups (every ``cgroup.procs`` of the spec, v1 or v2);
-3. ``setns`` into each namespace, then ``fchdir`` to the task's root,
-   ``chroot(".")`` and ``chdir`` to the task's working directory;
+3. ``setns`` into each namespace but a user namespace, then ``fchdir`` to
+   the task's root, ``chroot(".")`` and ``chdir`` to the task's working
+   directory;
 4. forks (joining a pid namespace only takes effect for children): the
-   child drops privileges with the launcher's own code
+   child joins the task's user namespace if it has one (as the task's
+   command did, last, as root in it), drops privileges with the launcher's own code
    (:func:`launcher.confine_and_exec`, the very calls the task's command
    went through, from the same spec) and execs; the helper waits and exits
    with the command's status (128 + signal if it was killed).
@@ -66,11 +68,12 @@ SPEC_FILE = "launch.json"
 EXIT_CANNOT_ENTER = launcher.EXIT_SETUP_FAILED
 #: how much of the command's output is kept (the end of it)
 OUTPUT_KEEP = 64 * 1024
-# In nsenter's order: the user namespace first (it grants the capabilities
-# the other setns calls need there), the mount namespace last (after it
-# /proc is the container's).
+# The mount namespace last (after it /proc is the container's). A user
+# namespace is joined later still, by the command's process just before it
+# drops privileges, as the task's command joined it: the helper is root on
+# the host, which every other namespace (whoever owns it) lets in, and
+# inside a user namespace it would no longer be.
 _NAMESPACES = (
-    ("user", kernel.CLONE_NEWUSER),
     ("cgroup", kernel.CLONE_NEWCGROUP),
     ("ipc", kernel.CLONE_NEWIPC),
     ("uts", kernel.CLONE_NEWUTS),
@@ -204,7 +207,7 @@ def helper_main() -> NoReturn:
         os.dup2(null, 0)
         os.close(null)
         stage = "enter the container"
-        _enter(spec, pid)
+        userns = _enter(spec, pid)
         stage = "fork the command"
         child = os.fork()
     except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
@@ -212,33 +215,34 @@ def helper_main() -> NoReturn:
         os._exit(EXIT_CANNOT_ENTER)
     if child == 0:
         try:
+            if userns >= 0:
+                _enter_userns(userns)
             launcher.confine_and_exec(spec, 2)
         finally:
             os._exit(EXIT_CANNOT_ENTER)
+    if userns >= 0:
+        os.close(userns)
     _, status = os.waitpid(child, 0)
     os._exit(128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status))
 
 
-def _enter(spec: launcher.LaunchSpec, pid: int) -> None:
+def _enter(spec: launcher.LaunchSpec, pid: int) -> int:
     """Steps 1-3 of the module docstring: this process ends up in the task's
-    cgroups and namespaces (pid: for its children), at the task's root and cwd."""
+    cgroups and namespaces (pid: for its children), at the task's root and
+    cwd. Returns an fd of the task's user namespace for the command to join,
+    -1 if it shares ours."""
     pidfd = os.pidfd_open(pid)
     opened: list[tuple[int, int]] = []
-    root = -1
+    root = userns = -1
     try:
         if not spec.cgroup_procs or b"%d" % pid not in _read(spec.cgroup_procs[0]).split():
             raise OSError(f"process {pid} is not in the task's cgroup (the task has ended)")
         for name, flag in _NAMESPACES:
-            try:
-                fd = os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY)
-            except FileNotFoundError:
-                continue  # a kernel without that namespace type
-            target, own = os.fstat(fd), os.stat(f"/proc/self/ns/{name}")
-            if (target.st_dev, target.st_ino) == (own.st_dev, own.st_ino):
-                os.close(fd)  # shared with us (setns into our own user namespace is EINVAL)
-                continue
-            opened.append((fd, flag))
+            fd = _open_if_not_ours(pid, name)
+            if fd >= 0:
+                opened.append((fd, flag))
         root = os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_DIRECTORY)
+        userns = _open_if_not_ours(pid, "user")
         # Alive after the opens: every handle above is the task's.
         signal.pidfd_send_signal(pidfd, 0)
         own_pid = b"%d" % os.getpid()
@@ -253,12 +257,44 @@ def _enter(spec: launcher.LaunchSpec, pid: int) -> None:
         os.fchdir(root)
         os.chroot(".")
         os.chdir(spec.cwd)
+    except BaseException:
+        if userns >= 0:
+            os.close(userns)
+        raise
     finally:
         for fd, _ in opened:
             os.close(fd)
         if root >= 0:
             os.close(root)
         os.close(pidfd)
+    return userns
+
+
+def _open_if_not_ours(pid: int, name: str) -> int:
+    """An fd of ``pid``'s namespace ``name``; -1 if it is ours (or the kernel has no such type)."""
+    try:
+        fd = os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY)
+    except FileNotFoundError:
+        return -1
+    target, own = os.fstat(fd), os.stat(f"/proc/self/ns/{name}")
+    if (target.st_dev, target.st_ino) == (own.st_dev, own.st_ino):
+        os.close(fd)  # setns into our own namespace is useless (EINVAL for a user namespace)
+        return -1
+    return fd
+
+
+def _enter_userns(fd: int) -> None:
+    """Join the task's user namespace as its root, without the host's groups
+    (then the launcher drops privileges as in the task's command)."""
+    try:
+        kernel.setns(fd, kernel.CLONE_NEWUSER)
+        os.close(fd)
+        os.setgroups([])
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+    except OSError as e:
+        os.write(2, f"corral: cannot enter the user namespace: {e}\n".encode(errors="replace"))
+        os._exit(EXIT_CANNOT_ENTER)
 
 
 def _read(path: bytes) -> bytes:
