@@ -187,7 +187,8 @@ class TaskRunner:
                 task_log.warning("task.unhealthy_killed", message=message)
             self._execute(core.unhealthy(key, message, self._clock()))
 
-        return health.start(run.info, env, str(run.sandbox), task_pid, report, kill)
+        enter = health.container_enter(self.containerizer, run.container_id)
+        return health.start(run.info, env, str(run.sandbox), task_pid, report, kill, enter)
 
     async def _follow(self, run: TaskRun, lost: str = "") -> None:
         """Wait for a launched (or re-attached) task to end and have its terminal

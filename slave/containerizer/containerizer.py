@@ -18,7 +18,7 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +35,7 @@ from corral.slave.containerizer import (
 )
 from corral.slave.containerizer.cgroups.base import CgroupBackend, CgroupLimits, CgroupStats
 from corral.slave.containerizer.cgroups.probe import probe
+from corral.slave.containerizer.enter import EnterError, Outcome, has_spec, run_inside, save_spec
 from corral.slave.containerizer.errors import CgroupError, ContainerError
 from corral.slave.containerizer.exec_report import parse_exec_report, read_to_eof
 from corral.slave.containerizer.forkserver_client import ForkServerClient, ForkServerError
@@ -269,6 +270,7 @@ class Containerizer:
             )
         c.task_pid = task_pid
         self._start_watches(c)
+        save_spec(meta_dir, spec)
         checkpoint.write_json(
             meta_dir / "container.json",
             {
@@ -703,6 +705,26 @@ class Containerizer:
     def task_pid(self, container_id: str) -> int:
         """The task's pid as recorded at launch (0 if unknown)."""
         return self._get(container_id).task_pid
+
+    async def enter(
+        self, container_id: str, argv: Sequence[str], env: Mapping[str, str] | None, timeout_s: float
+    ) -> Outcome:
+        """Run ``argv`` inside the running container, confined exactly as its
+        task (enter.py), with ``env`` (None: the task's). Raises ContainerError
+        if the container is not running or cannot be entered."""
+        c = self._get(container_id)
+        if c.state != "running" or c.killed or not c.task_pid:
+            raise ContainerError(f"container {container_id!r} is {c.state}: it cannot be entered")
+        try:
+            return await run_inside(c.meta_dir, c.task_pid, argv, env, timeout_s)
+        except EnterError as e:
+            raise ContainerError(f"container {container_id!r}: {e}") from None
+
+    def can_enter(self, container_id: str) -> bool:
+        """Whether ``enter`` has the task's launch spec (a container an agent
+        older than enter.py launched has none)."""
+        c = self._containers.get(container_id)
+        return c is not None and has_spec(c.meta_dir)
 
     def _recovered_done(self, c: _Container) -> None:
         self._recovered.pop(c.config.container_id, None)

@@ -1,6 +1,6 @@
 """The kernel calls that isolate a container, through ctypes on libc.
 
-The one seam for unshare, mount, umount2, pivot_root, sethostname, prctl and
+The one seam for unshare, setns, mount, umount2, pivot_root, sethostname, prctl and
 capset: tests can replace these functions with a recorder. Every call raises
 ``OSError(errno, "<call>: <reason>")`` on failure.
 
@@ -21,6 +21,7 @@ CLONE_NEWIPC = 0x08000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUSER = 0x10000000
 
 MS_RDONLY = 1
 MS_NOSUID = 2
@@ -116,6 +117,7 @@ def _fn(name: str, *argtypes: type) -> ctypes._NamedFuncPointer:
 
 
 _unshare = _fn("unshare", ctypes.c_int)
+_setns = _fn("setns", ctypes.c_int, ctypes.c_int)
 _mount = _fn("mount", ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p)
 _umount2 = _fn("umount2", ctypes.c_char_p, ctypes.c_int)
 _syscall = _libc["syscall"]
@@ -149,6 +151,11 @@ def _check(result: int, call: str) -> None:
 
 def unshare(flags: int) -> None:
     _check(_unshare(flags), "unshare")
+
+
+def setns(fd: int, nstype: int) -> None:
+    """Move this process into the namespace ``fd`` (a /proc/PID/ns file) refers to."""
+    _check(_setns(fd, nstype), "setns")
 
 
 def mount(source: bytes | None, target: bytes, fstype: bytes | None, flags: int, data: bytes | None) -> None:

@@ -591,3 +591,15 @@ def _exec(spec: LaunchSpec) -> None:
     code = error.errno if error is not None and error.errno else errno.ENOENT
     os.write(2, b"corral: exec " + spec.argv[0] + b": " + os.strerror(code).encode() + b"\n")
     os._exit(EXIT_NOT_FOUND if code in (errno.ENOENT, errno.ENOTDIR) else EXIT_SETUP_FAILED)
+
+
+def confine_and_exec(spec: LaunchSpec, report_fd: int) -> NoReturn:
+    """Exec ``spec``'s command confined exactly as the task's command is:
+    default signal dispositions, then ``_drop_privileges`` (bounding set,
+    uid/gid/groups, capabilities, no_new_privs, seccomp) and ``_exec``. For a
+    process already inside the container (enter.py); a failure is reported on
+    ``report_fd`` as ``Ecannot <stage>: <reason>`` and ends the process."""
+    _reset_signals()
+    _drop_privileges(spec, report_fd)
+    _exec(spec)
+    os._exit(EXIT_SETUP_FAILED)  # _exec does not return
