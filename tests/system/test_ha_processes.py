@@ -1,7 +1,8 @@
 """Separate processes as on real nodes: two `corral master --zk`, one
-`corral agent`, and CLI clients that only know the zk:// URL. `kill -9` of the
-leading master: the standby takes over within the session timeout and the
-clients follow it."""
+`corral agent`, and CLI clients that only know the zk:// URL, all over mutual
+TLS with certificates of one throwaway CA, as a real cluster runs. `kill -9`
+of the leading master: the standby takes over within the session timeout and
+the clients follow it."""
 
 from __future__ import annotations
 
@@ -12,15 +13,50 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from corral.pki import CertificateAuthority, load_credentials
 from corral.testing import corral_command, terminate
 from corral.testing_zookeeper import free_port
+from corral.transport import ENV_CA, ENV_CERT, ENV_KEY, Credentials
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 SESSION_S = 2
+
+
+@dataclass
+class Pki:
+    ca: CertificateAuthority
+
+    def flags(self, principal: str) -> list[str]:
+        """``--tls-ca/--tls-cert/--tls-key`` of ``principal`` (issued now)."""
+        issued = self.ca.issue(principal)
+        return [
+            "--tls-ca",
+            str(self.ca.cert_file),
+            "--tls-cert",
+            str(issued.cert),
+            "--tls-key",
+            str(issued.key),
+        ]
+
+    def credentials(self, principal: str) -> Credentials:
+        issued = self.ca.issue(principal)
+        return load_credentials(self.ca.cert_file, issued.cert, issued.key)
+
+
+@pytest.fixture
+def pki(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pki:
+    """One CA a test; the CLI runs as operator:test through CORRAL_TLS_*."""
+    pki = Pki(CertificateAuthority.init(tmp_path / "pki"))
+    operator = pki.ca.issue("operator:test")
+    monkeypatch.setenv(ENV_CA, str(pki.ca.cert_file))
+    monkeypatch.setenv(ENV_CERT, str(operator.cert))
+    monkeypatch.setenv(ENV_KEY, str(operator.key))
+    return pki
 
 
 def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -40,7 +76,7 @@ def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
 
 
 def _masters(
-    procs: list[subprocess.Popen[bytes]], tmp_path: Path, zk_url: str, count: int, *extra: str
+    procs: list[subprocess.Popen[bytes]], tmp_path: Path, zk_url: str, pki: Pki, count: int, *extra: str
 ) -> dict[int, subprocess.Popen[bytes]]:
     """``count`` masters contending through ``zk_url``, by port."""
     masters = {}
@@ -56,13 +92,14 @@ def _masters(
             zk_url,
             "--zk-session-timeout",
             str(SESSION_S),
+            *pki.flags(f"master:m{i}"),
             *extra,
         )
     return masters
 
 
 def _agent(
-    procs: list[subprocess.Popen[bytes]], tmp_path: Path, zk_url: str, name: str, resources: str
+    procs: list[subprocess.Popen[bytes]], tmp_path: Path, zk_url: str, pki: Pki, name: str, resources: str
 ) -> None:
     _spawn(
         procs,
@@ -78,6 +115,7 @@ def _agent(
         resources,
         "--cgroup-prefix",
         f"corral-test-{os.getpid()}-{name}",
+        *pki.flags(f"agent:{name}"),
     )
 
 
@@ -97,10 +135,10 @@ def _leader_pid(masters: dict[int, subprocess.Popen[bytes]], zk_url: str) -> int
 
 
 def test_kill_9_of_the_leader_and_clients_follow(
-    zk_url: str, tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+    zk_url: str, tmp_path: Path, processes: list[subprocess.Popen[bytes]], pki: Pki
 ) -> None:
-    masters = _masters(processes, tmp_path, zk_url, 2)
-    _agent(processes, tmp_path, zk_url, "agent", "cpus:1;mem:512")
+    masters = _masters(processes, tmp_path, zk_url, pki, 2)
+    _agent(processes, tmp_path, zk_url, pki, "agent", "cpus:1;mem:512")
     deadline = time.monotonic() + 30
     while True:
         res = _run("agents", "--master", zk_url)
@@ -131,12 +169,12 @@ def test_kill_9_of_the_leader_and_clients_follow(
 
 
 def test_a_frozen_leader_is_replaced_and_steps_down_when_it_thaws(
-    zk_url: str, tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+    zk_url: str, tmp_path: Path, processes: list[subprocess.Popen[bytes]], pki: Pki
 ) -> None:
     """SIGSTOP the leader past its session (as a partition would): the standby
     takes over, clients move to it, and the thawed one no longer leads."""
-    masters = _masters(processes, tmp_path, zk_url, 2)
-    _agent(processes, tmp_path, zk_url, "agent", "cpus:1;mem:512")
+    masters = _masters(processes, tmp_path, zk_url, pki, 2)
+    _agent(processes, tmp_path, zk_url, pki, "agent", "cpus:1;mem:512")
     deadline = time.monotonic() + 30
     while not ((res := _run("agents", "--master", zk_url)).returncode == 0 and "connected" in res.stdout):
         assert time.monotonic() < deadline, f"no agent registered: {res.stdout} {res.stderr}"
@@ -186,7 +224,7 @@ def _task_pids(work: Path) -> dict[str, int]:
 
 
 async def test_kill_9_of_the_leader_with_100_running_tasks(
-    zk_url: str, tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+    zk_url: str, tmp_path: Path, processes: list[subprocess.Popen[bytes]], pki: Pki
 ) -> None:
     """Three masters, two agents, 100 long tasks: kill -9 the leader. Every
     task keeps running (same pid), the framework keeps its id and sees every
@@ -195,12 +233,14 @@ async def test_kill_9_of_the_leader_with_100_running_tasks(
     from corral.resources import Resources
     from corral.testing import framework
 
-    masters = _masters(processes, tmp_path, zk_url, 3, "--allocation-interval", "0.2")
+    masters = _masters(processes, tmp_path, zk_url, pki, 3, "--allocation-interval", "0.2")
     for i in range(2):
-        _agent(processes, tmp_path, zk_url, f"agent{i}", "cpus:2;mem:2048")
+        _agent(processes, tmp_path, zk_url, pki, f"agent{i}", "cpus:2;mem:2048")
     small = Resources.of(cpus=0.01, mem=8)
-    async with framework(zk_url, failover_timeout_s=60) as (driver, rec):
-        pending = [Task(f"long-{i}", "sleep 300", small) for i in range(100)]
+    creds = pki.credentials("framework:test")
+    async with framework(zk_url, failover_timeout_s=60, credentials=creds) as (driver, rec):
+        # As nobody: the built-in policy refuses root to a framework.
+        pending = [Task(f"long-{i}", "sleep 300", small, user=(65534, 65534)) for i in range(100)]
         async with asyncio.timeout(60):
             while pending:
                 offer = await rec.next_offer(timeout=30)
@@ -233,5 +273,5 @@ async def test_kill_9_of_the_leader_with_100_running_tasks(
         assert all(_alive(pid) for pid in pids.values())
         # New launches resume.
         offer = await rec.next_offer(timeout=30)
-        driver.launch(offer, [Task("after", "echo after", small)])
+        driver.launch(offer, [Task("after", "echo after", small, user=(65534, 65534))])
         assert (await rec.wait_terminal("after", timeout=30)).state is TaskState.FINISHED
