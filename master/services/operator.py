@@ -97,15 +97,24 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
     async def ListAgents(
         self, request: op.ListAgentsRequest, context: Ctx[object, object]
     ) -> op.ListAgentsResponse:
-        master, _ = await self._enter(context, "view_cluster", "cluster", "ListAgents")
+        master, principal = await self._enter(context, "view_cluster", "cluster", "ListAgents")
         state = master.state
+        # A tenant sees agents' resources and attributes (to place its tasks),
+        # not their work directories or certificate names.
+        operator = principal.kind == "operator"
         out = []
         for agent in sorted(state.agents.values(), key=lambda a: a.agent_id):
             used = state.used_on_agent(agent.agent_id)
             offered = state.offered_on_agent(agent.agent_id)
+            info = agent.info
+            if not operator:
+                info = pb.AgentInfo()
+                info.CopyFrom(agent.info)
+                info.ClearField("work_dir")
+                info.ClearField("principal")
             out.append(
                 op.AgentSummary(
-                    agent_info=agent.info,
+                    agent_info=info,
                     connected=agent.connected,
                     # with dynamic reservations, which only the allocator knows
                     total=resources_to_proto(
@@ -143,13 +152,15 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
         master = await self.leadership.require(context)
         principal = self.guard.principal(context)
         state = master.state
+        if request.framework_id:
+            # Asked before NOT_FOUND: a tenant must not learn which ids exist
+            # (an unknown framework's owner is "owner:", no tenant's own).
+            await self.guard.require(
+                context, principal, "view_task", owner(master, request.framework_id), "ListTasks"
+            )
         if request.framework_id and request.framework_id not in state.frameworks:
             await context.abort(
                 grpc.StatusCode.NOT_FOUND, f"framework_id: {request.framework_id!r} is not known"
-            )
-        if request.framework_id:
-            await self.guard.require(
-                context, principal, "view_task", owner(master, request.framework_id), "ListTasks"
             )
         out: list[op.TaskSummary] = []
         for fw in state.frameworks.values():
@@ -255,13 +266,21 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
     async def ListRoles(
         self, request: op.ListRolesRequest, context: Ctx[object, object]
     ) -> op.ListRolesResponse:
-        master, _ = await self._enter(context, "view_cluster", "cluster", "ListRoles")
+        master, principal = await self._enter(context, "view_cluster", "cluster", "ListRoles")
+
+        def visible(framework_ids: tuple[str, ...]) -> list[str]:
+            # Only the frameworks the caller may view: another tenant's id
+            # is what it would need to subscribe as that framework.
+            return [
+                f for f in framework_ids if self.guard.allows(principal, "view_framework", owner(master, f))
+            ]
+
         return op.ListRolesResponse(
             roles=[
                 op.RoleSummary(
                     role=r.role,
                     weight=r.weight,
-                    frameworks=list(r.frameworks),
+                    frameworks=visible(r.frameworks),
                     share=r.share,
                     guarantee=resources_to_proto(r.guarantee),
                     limit=quantities_to_proto(r.limit_quantities or {}),

@@ -401,3 +401,30 @@ async def test_a_task_on_host_networking_cannot_call_the_operator_api(tls: Tls, 
     finally:
         await plain.stop(0)
     assert "plaintext h2" in stdout.decode(), stdout
+
+
+async def test_views_leak_nothing_a_tenant_could_use_against_another(tls: Tls) -> None:
+    async with running_task(tls) as (driver, _):
+        victim_id = getattr(driver, "framework_id")  # noqa: B009  (the SDK driver's attribute)
+        b, alice = _operator(tls, "framework:b"), _operator(tls, "operator:alice")
+        # Another tenant's framework id (what a take-over after a restart needs) is not in ListRoles.
+        roles = await b.ListRoles(operator_pb2.ListRolesRequest())
+        assert all(victim_id not in r.frameworks for r in roles.roles)
+        roles = await alice.ListRoles(operator_pb2.ListRolesRequest())
+        assert any(victim_id in r.frameworks for r in roles.roles)
+        # Whether a framework id exists is not told: unknown and foreign look alike.
+        for fid in (victim_id, "no-such-framework"):
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await b.ListTasks(operator_pb2.ListTasksRequest(framework_id=fid))
+            assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await alice.ListTasks(operator_pb2.ListTasksRequest(framework_id="no-such-framework"))
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        # Agents' work directories and certificate names are for operators.
+        (seen,) = (await b.ListAgents(operator_pb2.ListAgentsRequest())).agents
+        assert seen.agent_info.work_dir == ""
+        assert seen.agent_info.principal == ""
+        assert seen.agent_info.hostname == "n1"
+        (full,) = (await alice.ListAgents(operator_pb2.ListAgentsRequest())).agents
+        assert full.agent_info.work_dir
+        assert full.agent_info.principal == "agent:n1"
