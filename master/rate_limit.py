@@ -90,6 +90,9 @@ class RateLimits:
 #: was the offer-hoarding abuse of issue 14.
 DEFAULT_FRAMEWORK_RATE_LIMITS = RateLimits(default=Limit(qps=1000, burst=2000))
 DEFAULT_SUBSCRIBE_RATE_LIMITS = RateLimits(default=Limit(qps=10, burst=100))
+#: Operator API calls of principals that are not operators (frameworks asking
+#: about their own work): a dashboard's polling fits, a flood does not.
+DEFAULT_OPERATOR_RATE_LIMITS = RateLimits(default=Limit(qps=50, burst=200))
 
 
 @dataclass(frozen=True)

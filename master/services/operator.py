@@ -3,8 +3,11 @@ state as it is now; writes call the same transitions frameworks use."""
 
 from __future__ import annotations
 
+import time
+
 import grpc
 import grpc.aio
+import structlog
 
 from corral.codec import (
     quantities_from_proto,
@@ -16,6 +19,7 @@ from corral.errors import CallError
 from corral.identity import Principal
 from corral.master.leadership import Leadership
 from corral.master.master import Master
+from corral.master.rate_limit import DEFAULT_OPERATOR_RATE_LIMITS, RateLimiter
 from corral.master.services.guard import Guard
 from corral.master.state import FrameworkRecord, TaskRecord
 from corral.proto import messages_pb2 as pb
@@ -24,6 +28,7 @@ from corral.proto import operator_pb2_grpc
 from corral.resources import ResourceError, Resources, format_quantities
 
 Ctx = grpc.aio.ServicerContext
+log = structlog.get_logger(__name__)
 
 
 async def _fail(context: Ctx[object, object], err: CallError) -> None:
@@ -78,15 +83,31 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
         self.leadership = leadership
         self.info = info
         self.guard = guard or Guard()
+        #: per-principal buckets for tenants' operator calls; they outlive a
+        #: leadership term, as the scheduler's do
+        self.limiter = RateLimiter(DEFAULT_OPERATOR_RATE_LIMITS)
 
     async def _enter(
         self, context: Ctx[object, object], action: str, objects: str | list[str], call: str
     ) -> tuple[Master, Principal]:
         """The leading master and the caller, once the caller may do ``action``."""
         master = await self.leadership.require(context)
-        principal = self.guard.principal(context)
+        principal = await self._caller(context, call)
         await self.guard.require(context, principal, action, objects, call)
         return master, principal
+
+    async def _caller(self, context: Ctx[object, object], call: str) -> Principal:
+        """The caller, once its call fits its rate limit (RESOURCE_EXHAUSTED
+        otherwise). Operators are not limited; tenants are, so that one
+        cannot keep the master's loop busy with operator calls (GetUsage
+        asks every agent)."""
+        principal = self.guard.principal(context)
+        if principal.kind != "operator":
+            refusal = self.limiter.admit(str(principal), time.monotonic())
+            if refusal is not None:
+                log.info("operator.rate_limited", principal=str(principal), call=call)
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{call}: {refusal}")
+        return principal
 
     async def GetMasterInfo(
         self, request: op.GetMasterInfoRequest, context: Ctx[object, object]
@@ -137,7 +158,7 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
         self, request: op.ListFrameworksRequest, context: Ctx[object, object]
     ) -> op.ListFrameworksResponse:
         master = await self.leadership.require(context)
-        principal = self.guard.principal(context)
+        principal = await self._caller(context, "ListFrameworks")
         return op.ListFrameworksResponse(
             frameworks=[
                 _fw_summary(master, fw)
@@ -150,7 +171,7 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
         self, request: op.ListTasksRequest, context: Ctx[object, object]
     ) -> op.ListTasksResponse:
         master = await self.leadership.require(context)
-        principal = self.guard.principal(context)
+        principal = await self._caller(context, "ListTasks")
         state = master.state
         if request.framework_id:
             # Asked before NOT_FOUND: a tenant must not learn which ids exist
@@ -177,7 +198,7 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
         self, request: op.KillTaskRequest, context: Ctx[object, object]
     ) -> op.KillTaskResponse:
         master = await self.leadership.require(context)
-        principal = self.guard.principal(context)
+        principal = await self._caller(context, "KillTask")
         if not request.task_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "task_id: must not be empty")
         # Asked of every task the id names, before anything is done: a
@@ -197,7 +218,7 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
         self, request: op.TeardownRequest, context: Ctx[object, object]
     ) -> op.TeardownResponse:
         master = await self.leadership.require(context)
-        principal = self.guard.principal(context)
+        principal = await self._caller(context, "Teardown")
         await self.guard.require(
             context, principal, "teardown_framework", owner(master, request.framework_id), "Teardown"
         )
@@ -213,7 +234,7 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
         self, request: op.ReadFileRequest, context: Ctx[object, object]
     ) -> op.ReadFileResponse:
         master = await self.leadership.require(context)
-        principal = self.guard.principal(context)
+        principal = await self._caller(context, "ReadFile")
         if not request.task_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "task_id: must not be empty")
         owners = sorted(
@@ -245,7 +266,7 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
 
     async def Explain(self, request: op.ExplainRequest, context: Ctx[object, object]) -> op.ExplainResponse:
         master = await self.leadership.require(context)
-        principal = self.guard.principal(context)
+        principal = await self._caller(context, "Explain")
         await self.guard.require(
             context, principal, "view_framework", owner(master, request.framework_id), "Explain"
         )
@@ -350,7 +371,7 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
         self, request: op.ReserveResourcesRequest, context: Ctx[object, object]
     ) -> op.ReserveResourcesResponse:
         master = await self.leadership.require(context)
-        principal = self.guard.principal(context)
+        principal = await self._caller(context, "ReserveResources")
         try:
             resources = resources_from_proto(request.resources, "resources")
         except ResourceError as e:
@@ -373,7 +394,7 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
         self, request: op.GetUsageRequest, context: Ctx[object, object]
     ) -> op.GetUsageResponse:
         master = await self.leadership.require(context)
-        principal = self.guard.principal(context)
+        principal = await self._caller(context, "GetUsage")
         if request.framework_id:
             await self.guard.require(
                 context, principal, "view_task", owner(master, request.framework_id), "GetUsage"

@@ -428,3 +428,21 @@ async def test_views_leak_nothing_a_tenant_could_use_against_another(tls: Tls) -
         (full,) = (await alice.ListAgents(operator_pb2.ListAgentsRequest())).agents
         assert full.agent_info.work_dir
         assert full.agent_info.principal == "agent:n1"
+
+
+async def test_a_tenants_operator_calls_are_rate_limited_an_operators_are_not(tls: Tls) -> None:
+    b, alice = _operator(tls, "framework:b"), _operator(tls, "operator:alice")
+    codes, details = [], set()
+    for _ in range(260):  # the default burst is 200
+        try:
+            await b.ListFrameworks(operator_pb2.ListFrameworksRequest())
+            codes.append(grpc.StatusCode.OK)
+        except grpc.aio.AioRpcError as e:
+            codes.append(e.code())
+            details.add((e.details() or "").split(";")[0])
+    limit = "ListFrameworks: rate limit: principal framework:b is over its limit of 50 calls/s, burst 200"
+    assert details == {limit}
+    assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) >= 30
+    assert set(codes) == {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
+    for _ in range(260):
+        await alice.ListFrameworks(operator_pb2.ListFrameworksRequest())
