@@ -24,6 +24,7 @@ from corral.frameworks.driver import SchedulerDriver, SubscribeError
 from corral.frameworks.http_api import JsonServer
 from corral.frameworks.plugins import PluginContext, PluginError
 from corral.frameworks.scheduler import Scheduler
+from corral.master.authz import Authorizer
 from corral.transport import Credentials
 
 log = structlog.get_logger(__name__)
@@ -78,10 +79,14 @@ class FrameworkHost:
         failover_timeout_s: float = DEFAULT_FAILOVER_TIMEOUT_S,
         record: bool = True,
         credentials: Credentials | None = None,
+        acls: str | Path | None = None,
     ) -> None:
         self.master = master
         #: for the driver and, with a certificate, the HTTP API's mutual TLS
         self.credentials = credentials
+        #: who may use the HTTP API: the master's policy file (``use_api``),
+        #: reloaded when it changes; None: the built-in policy (operators)
+        self.authorizer = Authorizer(path=None if acls is None else str(acls))
         self.db = db
         self.name = name or self.kind
         self.failover_timeout_s = failover_timeout_s
@@ -115,6 +120,7 @@ class FrameworkHost:
             name=str(ctx.config.get("name", cls.kind)),
             failover_timeout_s=float(ctx.config.get("failover_timeout_s", DEFAULT_FAILOVER_TIMEOUT_S)),
             credentials=ctx.credentials,
+            acls=ctx.acls,
         )
         address = await host.start()
         log.warning("framework.serving", kind=cls.kind, address=address, db=str(host.db), master=ctx.master)

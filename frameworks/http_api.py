@@ -9,10 +9,14 @@ which serves ``GET /v1/state`` and hands the rest of ``/v1/...`` to
 
 It is a door to the cluster (a submitted job runs as root), so with
 credentials it speaks mutual TLS with the cluster's CA, as the master does:
-the client's certificate must be signed by that CA and name an operator
-(``operator:NAME``); any other principal gets 403 naming it. Without
-credentials (a plaintext cluster on loopback) anyone on the host who can
-reach it can submit work, as anyone who can reach the master can.
+the client's certificate must be signed by that CA, and the master's ACL
+policy decides, action ``use_api`` on ``api:NAME:read`` (GET) or
+``api:NAME:write`` (anything else), NAME the framework's kind (``batch``,
+``service``). Without a policy file the built-in policy applies: operators
+(``operator:NAME``) only. A refusal is 403 naming the principal, the action
+and the rule. Without credentials (a plaintext cluster on loopback) anyone on
+the host who can reach it can submit work, as anyone who can reach the
+master can.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import structlog
 
 from corral.errors import CorralError
 from corral.identity import Principal
+from corral.master.authz import Authorizer
 from corral.transport import Credentials
 
 log = structlog.get_logger(__name__)
@@ -94,10 +99,20 @@ class JsonServer:
     """Serves :meth:`route` over HTTP on ``listen`` (HOST:PORT, port 0: any);
     over mutual TLS, to operators only, when ``credentials`` hold a certificate."""
 
-    def __init__(self, listen: str = "127.0.0.1:0", credentials: Credentials | None = None) -> None:
+    #: the ``api:NAME`` of the ACL objects this server is asked about
+    api_name = "api"
+
+    def __init__(
+        self,
+        listen: str = "127.0.0.1:0",
+        credentials: Credentials | None = None,
+        authorizer: Authorizer | None = None,
+    ) -> None:
         self.listen = listen
         self.address = ""
         self.tls = server_tls(credentials) if credentials is not None and credentials.secure else None
+        #: the master's policy (``--acls``), or the built-in one
+        self.authorizer = authorizer or Authorizer()
         self._server: asyncio.Server | None = None
 
     async def start(self) -> str:
@@ -119,19 +134,23 @@ class JsonServer:
         """One request -> (HTTP status, JSON body); ``query`` is what follows ``?``."""
         return 404, {"error": f"no such endpoint: {method} {path}"}
 
-    def refuse(self, principal: Principal | None) -> tuple[int, Any] | None:
-        """A 403 for a TLS peer that is not an operator (None: let it in)."""
-        if principal is None or principal.kind == "operator":
+    def refuse(self, principal: Principal | None, method: str = "GET") -> tuple[int, Any] | None:
+        """A 403 for a TLS peer the policy does not let ``use_api`` here
+        (None: let it in). Without TLS there is no principal to ask about."""
+        if principal is None:
             return None
-        log.warning("api.refused", server=type(self).__name__, principal=str(principal))
-        return 403, {
-            "error": f"principal {principal} may not use this API: it takes operator:NAME certificates"
-        }
+        self.authorizer.reload_if_changed()  # one stat: the master's file may have changed
+        kind = "read" if method in ("GET", "HEAD") else "write"
+        decision = self.authorizer.policy.decide(str(principal), "use_api", f"api:{self.api_name}:{kind}")
+        if decision.allowed:
+            return None
+        log.warning("api.refused", server=type(self).__name__, principal=str(principal), why=decision.message)
+        return 403, {"error": decision.message}
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             async with asyncio.timeout(10.0):
-                status, body = await self._request(reader, self.refuse(peer_principal(writer)))
+                status, body = await self._request(reader, peer_principal(writer))
         except (TimeoutError, ValueError, asyncio.IncompleteReadError, ConnectionError) as e:
             status, body = 400, {"error": f"bad request: {e!r}"}
         except Exception as e:  # a bug must not take the service down
@@ -149,11 +168,9 @@ class JsonServer:
         with contextlib.suppress(Exception):
             await writer.wait_closed()
 
-    async def _request(
-        self, reader: asyncio.StreamReader, refusal: tuple[int, Any] | None = None
-    ) -> tuple[int, Any]:
-        """Read one request and route it, or answer ``refusal`` (read first, so
-        the client is not reset while it is still sending its body)."""
+    async def _request(self, reader: asyncio.StreamReader, principal: Principal | None) -> tuple[int, Any]:
+        """Read one request and route it, or answer its refusal (read first,
+        so the client is not reset while it is still sending its body)."""
         line = (await reader.readline()).decode("latin-1").split()
         if len(line) != 3:
             raise ValueError("malformed request line")
@@ -170,6 +187,7 @@ class JsonServer:
         if length > MAX_BODY:
             return 413, {"error": f"request body over {MAX_BODY} bytes"}
         raw = await reader.readexactly(length) if length else b""
+        refusal = self.refuse(principal, method)
         if refusal is not None:
             return refusal
         body = json.loads(raw) if raw else {}
@@ -195,8 +213,9 @@ class EngineApiServer(JsonServer, Generic[E]):
         listen: str = "127.0.0.1:0",
         state: Callable[[], dict[str, Any]] | None = None,
         credentials: Credentials | None = None,
+        authorizer: Authorizer | None = None,
     ) -> None:
-        super().__init__(listen, credentials)
+        super().__init__(listen, credentials, authorizer)
         self.engine = engine
         self.state = state or (lambda: {"framework_id": engine.framework_id})
 

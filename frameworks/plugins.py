@@ -51,6 +51,8 @@ class PluginContext:
     state_dir: Path = Path(".")
     #: what to call the master with (``--tls-*``); None: plaintext
     credentials: Credentials | None = None
+    #: the master's ACL policy file (``--acls``), for a framework that serves an API
+    acls: str | None = None
 
 
 @dataclass(frozen=True)

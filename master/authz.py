@@ -28,6 +28,9 @@ Actions and the objects they are asked about (``OBJECTS`` below):
     reserve_resources    role:ROLE        (operator call, or RESERVE in ACCEPT)
     unreserve_resources  role:ROLE
     drain_agent          agent:AGENT_ID
+    use_api              api:FRAMEWORK:read or api:FRAMEWORK:write
+                         (a bundled framework's HTTP API: batch jobs, services;
+                         GET reads, anything else writes)
 
 ``owner:PRINCIPAL`` names the principal that registered the framework. In an
 object pattern ``{principal}`` stands for the caller, so
@@ -73,6 +76,7 @@ OBJECTS: Mapping[str, str] = {
     "reserve_resources": "role:ROLE",
     "unreserve_resources": "role:ROLE",
     "drain_agent": "agent:AGENT_ID",
+    "use_api": "api:FRAMEWORK:read|write",
 }
 ACTIONS = tuple(OBJECTS)
 

@@ -39,9 +39,17 @@ def list_plugins() -> None:
 @master_option
 @click.argument("name")
 @click.option("--config", "config_file", type=click.Path(path_type=Path), default=None, help="A TOML file.")
+@click.option(
+    "--acls",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The master's ACL policy: who may use the framework's HTTP API (use_api). Default: operators.",
+)
 @click.pass_context
 @handle_errors
-def run_plugin(ctx: click.Context, master: str | None, name: str, config_file: Path | None) -> None:
+def run_plugin(
+    ctx: click.Context, master: str | None, name: str, config_file: Path | None, acls: Path | None
+) -> None:
     """Run the framework plugin NAME against the cluster until it ends (or Ctrl-C)."""
     from corral.frameworks.plugins import PluginContext, find, load_config
 
@@ -55,5 +63,6 @@ def run_plugin(ctx: click.Context, master: str | None, name: str, config_file: P
         config=config,
         state_dir=state_dir() / "frameworks" / name,
         credentials=framework_credentials(address, name),
+        acls=None if acls is None else str(acls),
     )
     sys.exit(asyncio.run(plugin.run(context)) or 0)

@@ -62,6 +62,11 @@ class LocalCluster:
         self.master_address = ""
         self.cgroup_prefix = self.cgroup_prefix or f"corral/local-{os.getpid()}"
 
+    @property
+    def acls(self) -> str | None:
+        """The cluster's ACL policy file (None without TLS), for the frameworks' APIs too."""
+        return self._policy_file()
+
     def _policy_file(self) -> str | None:
         """The local cluster's ACL policy (its operator does everything; the
         bundled frameworks run the operator's jobs as any user), written once

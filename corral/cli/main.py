@@ -236,6 +236,7 @@ def local(
                         cluster.master_address,
                         wd / "batch.db",
                         credentials=cluster.credentials("framework:batch"),
+                        acls=cluster.acls,
                     )
                     console.print(f"  batch framework API at {await service.start()}", highlight=False)
                 hosted = None
@@ -246,6 +247,7 @@ def local(
                         cluster.master_address,
                         wd / "service.db",
                         credentials=cluster.credentials("framework:service"),
+                        acls=cluster.acls,
                     )
                     console.print(f"  service framework API at {await hosted.start()}", highlight=False)
                 console.print(

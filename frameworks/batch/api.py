@@ -27,6 +27,8 @@ class BatchApiError(CorralError):
 class ApiServer(EngineApiServer[BatchEngine]):
     """Serves :class:`BatchEngine` over HTTP on ``listen`` (HOST:PORT, port 0: any)."""
 
+    api_name = "batch"
+
     def route_v1(self, method: str, parts: list[str], body: Any, query: str) -> tuple[int, Any] | None:
         try:
             match method, parts:

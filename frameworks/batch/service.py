@@ -43,7 +43,9 @@ class BatchService(FrameworkHost):
     def build(self, db: Path | str, listen: str) -> None:
         self.store = Store(db)
         self.engine = BatchEngine(self.store)
-        self.api = ApiServer(self.engine, listen, state=self._state, credentials=self.credentials)
+        self.api = ApiServer(
+            self.engine, listen, state=self._state, credentials=self.credentials, authorizer=self.authorizer
+        )
 
     def close_store(self) -> None:
         self.store.close()

@@ -27,6 +27,8 @@ class ServiceApiError(CorralError):
 class ServiceApiServer(EngineApiServer[ServiceEngine]):
     """Serves :class:`ServiceEngine` over HTTP on ``listen``."""
 
+    api_name = "service"
+
     def route_v1(self, method: str, parts: list[str], body: Any, query: str) -> tuple[int, Any] | None:
         body = body if isinstance(body, dict) else {}
         try:

@@ -35,7 +35,9 @@ class ServiceFramework(FrameworkHost):
     def build(self, db: Path | str, listen: str) -> None:
         self.store = ServiceStore(db)
         self.engine = ServiceEngine(self.store)
-        self.api = ServiceApiServer(self.engine, listen, state=self._state, credentials=self.credentials)
+        self.api = ServiceApiServer(
+            self.engine, listen, state=self._state, credentials=self.credentials, authorizer=self.authorizer
+        )
 
     def close_store(self) -> None:
         self.store.close()

@@ -282,7 +282,7 @@ async def test_the_batch_api_takes_operator_certificates_only(tmp_path: Path) ->
             other_kind = BatchClient(address, credentials=cluster.credentials("framework:batch"))
             with pytest.raises(BatchApiError) as e:
                 await asyncio.to_thread(other_kind.jobs)
-            assert "principal framework:batch may not use this API" in str(e.value)
+            assert "principal framework:batch may not use_api api:batch:read" in str(e.value)
             assert len((await asyncio.to_thread(operator.jobs))["jobs"]) == 1  # nothing else got in
             # The operator's job runs (and ends before the cluster stops).
             await eventually(
@@ -290,6 +290,44 @@ async def test_the_batch_api_takes_operator_certificates_only(tmp_path: Path) ->
                 30,
                 "the submitted job to succeed",
             )
+        finally:
+            await svc.stop()
+
+
+@pytest.mark.root
+async def test_the_batch_api_asks_the_masters_policy(tmp_path: Path) -> None:
+    # An operator the policy limits to reading cannot submit (a job runs as
+    # root under the local policy); one without use_api cannot even read.
+    acls = tmp_path / "acls.toml"
+    acls.write_text(
+        'default = "deny"\n'
+        '[[rules]]\nallow = true\nprincipals = ["operator:alice"]\nactions = ["*"]\n'
+        '[[rules]]\nallow = true\nprincipals = ["operator:viewer"]\nactions = ["use_api"]\n'
+        'objects = ["api:batch:read"]\n'
+    )
+    async with local_cluster(tmp_path / "cluster", agents=1, tls=True) as cluster:
+        svc = BatchService(
+            cluster.master_address,
+            tmp_path / "batch.db",
+            record=False,
+            credentials=cluster.credentials("framework:batch"),
+            acls=acls,
+        )
+        address = await svc.start()
+        try:
+            spec = {"name": "hi", "tasks": [{"name": "t", "command": "true"}]}
+            viewer = BatchClient(address, credentials=cluster.credentials("operator:viewer"))
+            assert (await asyncio.to_thread(viewer.jobs))["jobs"] == []
+            with pytest.raises(BatchApiError) as e:
+                await asyncio.to_thread(viewer.submit, spec)
+            assert "principal operator:viewer may not use_api api:batch:write" in str(e.value)
+            nobody = BatchClient(address, credentials=cluster.credentials("operator:bob"))
+            with pytest.raises(BatchApiError) as e:
+                await asyncio.to_thread(nobody.jobs)
+            assert "principal operator:bob may not use_api api:batch:read" in str(e.value)
+            alice = BatchClient(address, credentials=cluster.credentials("operator:alice"))
+            await asyncio.to_thread(alice.submit, spec)
+            assert len((await asyncio.to_thread(viewer.jobs))["jobs"]) == 1
         finally:
             await svc.stop()
 
