@@ -17,6 +17,8 @@ import select
 from dataclasses import dataclass
 from pathlib import Path
 
+from corral.slave.containerizer import checkpoint
+
 
 def start_time(pid: int) -> int | None:
     """The start time of ``pid`` in clock ticks since boot; None if it does not exist."""
@@ -69,6 +71,24 @@ class ContainerRecord:
     supervisor_start: int | None
     task_pid: int
     sandbox: Path
+
+
+def write_record(
+    meta_dir: Path, record: ContainerRecord, cgroup_version: str, cgroups: tuple[Path, ...]
+) -> None:
+    """Write ``container.json`` (atomically; see checkpoint.py)."""
+    checkpoint.write_json(
+        meta_dir / "container.json",
+        {
+            "container_id": record.container_id,
+            "supervisor_pid": record.supervisor_pid,
+            "supervisor_start": record.supervisor_start,
+            "task_pid": record.task_pid,
+            "cgroup_version": cgroup_version,
+            "cgroups": [str(d) for d in cgroups],
+            "sandbox": str(record.sandbox),
+        },
+    )
 
 
 class RecordError(ValueError):
