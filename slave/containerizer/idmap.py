@@ -51,6 +51,10 @@ def make(base: int, size: int) -> int:
     if pid == 0:
         code = 1
         try:
+            # Else the helper itself would hold the pipe's write end open and
+            # wait for an EOF that never comes.
+            os.close(go_w)
+            os.close(ready_r)
             kernel.unshare(kernel.CLONE_NEWUSER)
             os.write(ready_w, b"u")
             os.read(go_r, 1)  # EOF or a byte: the parent has what it needs

@@ -49,6 +49,7 @@ MOUNT_ATTR_IDMAP = 0x100000
 # pivot_root(2) has no glibc wrapper: the syscall number per architecture.
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "arm64": 41, "ppc64le": 203, "s390x": 217, "riscv64": 41}
 
+PR_SET_DUMPABLE = 4
 PR_SET_NAME = 15
 PR_CAPBSET_DROP = 24
 PR_SET_CHILD_SUBREAPER = 36

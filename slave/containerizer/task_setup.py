@@ -165,7 +165,19 @@ def _init(spec: LaunchSpec, exec_w: int, report_w: int, userns_fd: int) -> None:
     lost between the fork and the wait, and none hits PID 1's default action
     (which the kernel would drop). When this process exits the kernel kills
     everything left in the namespace.
+
+    With a user namespace the init enters it first, so that no process of the
+    container is host root; it needs no privilege to fork, forward and reap,
+    and is made non-dumpable so that the command cannot ptrace it.
     """
+    if userns_fd >= 0:
+        try:
+            idmap.enter(userns_fd)
+            os.close(userns_fd)
+            kernel.prctl(kernel.PR_SET_DUMPABLE, 0)
+        except OSError as e:
+            fail(exec_w, b"enter the user namespace", e)
+        userns_fd = -1  # the command is in it already
     signal.pthread_sigmask(signal.SIG_BLOCK, _INIT_WAITS)
     try:
         command = os.fork()

@@ -83,15 +83,21 @@ class UserNamespaceIsolator(Isolator):
             self._probed = True
         if self._unsupported is not None:
             raise ContainerError(f"isolation.user_namespace: {self._unsupported}")
-        ids, claim = self._claim(meta_dir)
+        iso = config.isolation
+        ids = (*(iso.user or ()), *iso.groups)
+        if any(i >= RANGE_SIZE for i in ids):
+            raise ContainerError(
+                f"isolation.user: in a user namespace ids must be below {RANGE_SIZE}, got {max(ids)}"
+            )
+        claimed, claim = self._claim(meta_dir)
         try:
-            checkpoint.write_json(meta_dir / RECORD, {"base": ids.base, "size": ids.size})
+            checkpoint.write_json(meta_dir / RECORD, {"base": claimed.base, "size": claimed.size})
         except OSError as e:
             claim.unlink(missing_ok=True)
             raise ContainerError(f"cannot record the user namespace of {config.container_id!r}: {e}") from e
-        self._held[config.container_id] = (ids, claim)
-        log.debug("container.userns_claimed", container_id=config.container_id, base=ids.base)
-        return Prepared(userns=ids)
+        self._held[config.container_id] = (claimed, claim)
+        log.debug("container.userns_claimed", container_id=config.container_id, base=claimed.base)
+        return Prepared(userns=claimed)
 
     def recover(self, container: Running) -> None:
         record = checkpoint.read_json(container.meta_dir / RECORD)
