@@ -12,7 +12,8 @@ file says otherwise).
 Actions and the objects they are asked about (``OBJECTS`` below):
 
     register_framework   role:ROLE        (each role the framework subscribes in)
-    run_task             uid:N            (the task's uid; unset is root, uid:0)
+    run_task             uid:N            (the task's uid; unset is root, uid:0;
+                                           uid:N@userns when it asks for a user namespace)
     run_unconfined       seccomp:unconfined  (a task with no seccomp filter)
     use_device           device:PATH      (a host device node the task asks for)
     register_agent       agent:HOSTNAME

@@ -225,7 +225,12 @@ class Launcher:
         uid 0), without a seccomp filter, and with the host devices it names."""
         container = task.container
         uid = container.uid if task.HasField("container") and container.HasField("uid") else 0
-        questions = [("run_task", f"uid:{uid}", f"{where}.container.uid")]
+        # A task that asks for a user namespace runs as uid N *inside* it, an
+        # unprivileged host uid: asked as "uid:N@userns", so that a policy may
+        # allow namespaced root without allowing host root ("uid:*" allows both).
+        # Relying on an agent's default, it is asked as the host uid it may be.
+        userns = container.HasField("user_namespace") and container.user_namespace
+        questions = [("run_task", f"uid:{uid}{'@userns' if userns else ''}", f"{where}.container.uid")]
         if container.seccomp_profile == "unconfined":
             questions.append(("run_unconfined", "seccomp:unconfined", f"{where}.container.seccomp_profile"))
         questions += [

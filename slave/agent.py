@@ -115,6 +115,8 @@ class AgentConfig:
     allow_unconfined_seccomp: bool = False
     #: host device nodes tasks may ask for (``--allowed-devices``); none by default
     allowed_devices: tuple[str, ...] = ()
+    #: run tasks that do not say otherwise in a user namespace (``--user-namespaces``)
+    user_namespaces: bool = False
 
 
 @dataclass
@@ -618,6 +620,11 @@ class Agent:
                 self.config.seccomp_profiles, self.config.allow_unconfined_seccomp
             ).resolve(container.seccomp_profile),
             devices=tuple(container.devices),
+            user_namespace=(
+                container.user_namespace
+                if container.HasField("user_namespace")
+                else self.config.user_namespaces
+            ),
         )
         return ContainerConfig(
             container_id=run.container_id,
