@@ -50,7 +50,7 @@ from corral.slave.containerizer.isolators.disk import DISK_WATCH_INTERVAL_S
 from corral.slave.containerizer.isolators.userns import UserNamespaceIsolator
 from corral.slave.containerizer.model import ContainerConfig, Termination, Usage
 from corral.slave.containerizer.spawning import Spawner
-from corral.slave.containerizer.stopping import KILL_TIMEOUT_S, POLL_MIN_S, REMOVE_TIMEOUT_S
+from corral.slave.containerizer.stopping import KILL_TIMEOUT_S, REMOVE_TIMEOUT_S
 
 log = structlog.get_logger(__name__)
 
@@ -413,15 +413,7 @@ class Containerizer:
         await asyncio.gather(*c.watches, return_exceptions=True)
         if not c.done.done() or self.cgroups.procs(c.running.cgroup):
             await self.kill(container_id, grace_s=0.0)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + REMOVE_TIMEOUT_S
-        # Off the event loop: on v1 removal reclaims the task's page cache first.
-        while not await asyncio.to_thread(self.cgroups.remove, c.running.cgroup):
-            if loop.time() >= deadline:
-                raise CgroupError(
-                    f"cgroup of container {container_id!r} still busy after {REMOVE_TIMEOUT_S} s"
-                )
-            await asyncio.sleep(POLL_MIN_S)
+        await stopping.remove(self.cgroups, c.running.cgroup, container_id)
         try:
             async with asyncio.timeout(KILL_TIMEOUT_S):
                 await asyncio.shield(c.supervisor_gone)

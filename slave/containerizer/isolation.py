@@ -56,8 +56,8 @@ def launch_isolation(
         flags |= kernel.CLONE_NEWCGROUP
     caps = DEFAULT_CAPABILITIES if iso.capabilities is None else iso.capabilities
     if cgroup_version == "v2" and iso.capabilities is None:
-        # No device program is attached on v2 (see docs/architecture.md): without
-        # CAP_MKNOD a task cannot make the nodes the minimal /dev leaves out.
+        # Kept with v2's device program (cgroups/device_program.py) as a second
+        # layer: without CAP_MKNOD a task cannot make any node at all.
         caps = caps - {"MKNOD"}
     hostname = container_hostname(iso, container_id)
     uid, gid = iso.user if iso.user is not None else (-1, -1)

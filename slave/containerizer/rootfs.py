@@ -207,17 +207,19 @@ def enter_image(
     devices: tuple[bytes, ...] = (),
     cgroup_mounts: tuple[tuple[bytes, bytes, bytes], ...] = (),
     userns: tuple[int, int] = (-1, -1),
+    mqueue: bool = False,
 ) -> None:
     """Build the container's root in this (new, unshared) mount namespace and pivot into it.
 
     ``sources``: from :func:`open_sources`; ``devices`` and ``cgroup_mounts``:
     see hardening.py; ``userns``: (fd, host id base) of the container's user
     namespace, or (-1, -1): its layers and sandbox are then idmapped onto it,
-    and its upper layer and /etc files are its root's (idmap.py).
+    and its upper layer and /etc files are its root's (idmap.py); ``mqueue``:
+    mount /dev/mqueue (with a private IPC namespace).
     """
     step = _Step()
     try:
-        _enter_image(spec, mounts, sources, cwd, tmp_bytes, devices, cgroup_mounts, userns, step)
+        _enter_image(spec, mounts, sources, cwd, tmp_bytes, devices, cgroup_mounts, userns, mqueue, step)
     except OSError as e:
         raise _err(step.name, e) from None
 
@@ -231,6 +233,7 @@ def _enter_image(
     devices: tuple[bytes, ...],
     cgroup_mounts: tuple[tuple[bytes, bytes, bytes], ...],
     userns: tuple[int, int],
+    mqueue: bool,
     step: _Step,
 ) -> None:
     root = spec.root
@@ -258,7 +261,7 @@ def _enter_image(
     dev = inside(root, b"/dev", True)
     dev_sources = hardening.open_dev_sources(devices)
     try:
-        hardening.mount_dev(dev, devices, dev_sources)
+        hardening.mount_dev(dev, devices, dev_sources, mqueue)
     finally:
         for fd in dev_sources:
             os.close(fd)

@@ -94,6 +94,7 @@ def task_child(spec: LaunchSpec, exec_w: int, report_w: int, userns_fd: int = -1
                 iso.devices,
                 iso.cgroup_mounts,
                 userns=(userns_fd, iso.userns_base),
+                mqueue=bool(iso.clone_flags & kernel.CLONE_NEWIPC),
             )
         elif iso.clone_flags & kernel.CLONE_NEWNS:
             stage = b"set up mounts"
@@ -136,7 +137,9 @@ def _mounts(spec: LaunchSpec) -> None:
     if iso.harden:
         dev_sources = hardening.open_dev_sources(iso.devices)
         try:
-            hardening.mount_dev(b"/dev", iso.devices, dev_sources)
+            hardening.mount_dev(
+                b"/dev", iso.devices, dev_sources, mqueue=bool(iso.clone_flags & kernel.CLONE_NEWIPC)
+            )
         finally:
             for fd in dev_sources:
                 os.close(fd)

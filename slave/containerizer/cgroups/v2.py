@@ -12,7 +12,7 @@ from typing import ClassVar
 
 import structlog
 
-from corral.slave.containerizer.cgroups import files
+from corral.slave.containerizer.cgroups import device_program, devices, files
 from corral.slave.containerizer.cgroups.base import (
     CPU_PERIOD_US,
     CgroupBackend,
@@ -137,6 +137,9 @@ class V2Backend(CgroupBackend):
         if "pids" in self.controllers:
             value = "max" if limits.pids_max is None else str(limits.pids_max)
             files.write(cgroup / "pids.max", value)
+        if limits.devices is not None:
+            # v2's device control is a BPF program, not a controller file.
+            device_program.attach(cgroup, (*devices.DEFAULT_RULES, *limits.devices))
 
     def procs(self, path: str) -> set[int]:
         return files.read_pids(self._dir(path) / "cgroup.procs")
