@@ -9,13 +9,16 @@ the isolators that make directories (rootfs) and claim ids (userns).
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import structlog
 
+from corral.slave.containerizer import launcher
 from corral.slave.containerizer.cgroups.base import CgroupBackend, CgroupLimits
-from corral.slave.containerizer.errors import ContainerError
+from corral.slave.containerizer.errors import CgroupError, ContainerError
+from corral.slave.containerizer.isolation import launch_spec
 from corral.slave.containerizer.isolator import Isolator, Prepared, Running
 from corral.slave.containerizer.isolators.cgroups_cpu import CgroupsCpuIsolator
 from corral.slave.containerizer.isolators.cgroups_devices import CgroupsDevicesIsolator
@@ -46,6 +49,7 @@ class Isolators:
         seccomp_profiles: Mapping[str, Path] | None,
         userns: UserNamespaceIsolator | None,
     ) -> None:
+        self.cgroups = cgroups
         self.disk = DiskIsolator(disk_watch_interval_s)
         self.freezer = CgroupsFreezerIsolator(cgroups)
         self.userns = userns if userns is not None else UserNamespaceIsolator()
@@ -75,6 +79,25 @@ class Isolators:
             self.cleanup(config.container_id, done)
             raise
         return prepared
+
+    def launch(
+        self, config: ContainerConfig, meta_dir: Path, cgroup: str
+    ) -> tuple[Prepared, launcher.LaunchSpec]:
+        """``prepare``, then the cgroup the controller isolators filled in, then
+        the launcher's spec; what was made is undone if any step fails."""
+        try:
+            prepared = self.prepare(config, meta_dir)
+        except ContainerError:
+            # The meta dir was the rootfs isolator's first step (the sandbox stays).
+            shutil.rmtree(meta_dir, ignore_errors=True)
+            raise
+        try:
+            join = self.cgroups.create(cgroup, cgroup_limits(prepared))
+        except (CgroupError, ContainerError):
+            self.cleanup(config.container_id)
+            raise
+        version, mounts = self.cgroups.version, self.cgroups.task_mounts()
+        return prepared, launch_spec(config, join, meta_dir, prepared, version, mounts)
 
     def cleanup(self, container_id: str, isolators: Sequence[Isolator] | None = None) -> None:
         """``cleanup`` in reverse order; a failure is logged, and the others still run."""

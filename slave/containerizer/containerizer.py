@@ -38,12 +38,11 @@ from corral.slave.containerizer import (
 )
 from corral.slave.containerizer.cgroups.base import CgroupBackend
 from corral.slave.containerizer.cgroups.probe import probe
-from corral.slave.containerizer.composition import Isolators, cgroup_limits
+from corral.slave.containerizer.composition import Isolators
 from corral.slave.containerizer.container import Container
-from corral.slave.containerizer.errors import CgroupError, ContainerError
+from corral.slave.containerizer.errors import ContainerError
 from corral.slave.containerizer.exec_report import parse_exec_report, read_to_eof
 from corral.slave.containerizer.forkserver_client import ForkServerClient, ForkServerError
-from corral.slave.containerizer.isolation import launch_spec
 from corral.slave.containerizer.isolator import Isolator, Running
 from corral.slave.containerizer.isolators.cgroups_freezer import PAUSED_MARK
 from corral.slave.containerizer.isolators.disk import DISK_WATCH_INTERVAL_S
@@ -180,30 +179,24 @@ class Containerizer:
 
     async def _launch(self, config: ContainerConfig) -> int:
         meta_dir = self._meta_dir(config.container_id)
-        try:
-            prepared = self._isolators.prepare(config, meta_dir)
-        except ContainerError:
-            # What the isolators made is undone; the meta dir was the rootfs
-            # isolator's first step (the sandbox stays, as always).
-            shutil.rmtree(meta_dir, ignore_errors=True)
-            raise
         cgroup = self._cgroup(config.container_id)
-        try:
-            self._ensure_prefix()
-            join = self.cgroups.create(cgroup, cgroup_limits(prepared))
-        except (CgroupError, ContainerError):
-            self._isolators.cleanup(config.container_id)
-            raise
-        spec = launch_spec(config, join, meta_dir, prepared, self.cgroups.version, self.cgroups.task_mounts())
+        self._ensure_prefix()
+        prepared, spec = self._isolators.launch(config, meta_dir, cgroup)
         try:
             if self._spawner is None:
                 spawned = supervision.spawn_here(spec)
             else:
-                spawned = await self._spawn_in_fork_server(self._spawner, config, cgroup, meta_dir, spec)
+                spawned = await self._spawner.spawn(
+                    config.container_id,
+                    spec,
+                    register=lambda spawned: self._register(config, cgroup, meta_dir, spawned),
+                    abandon=self._abandon,
+                    failed=lambda: self._discard(config.container_id, cgroup),
+                    timeout_s=LAUNCH_TIMEOUT_S,
+                )
         except (OSError, ForkServerError) as e:
             # After a fork server failure the task may have been forked anyway.
-            await stopping.discard(self.cgroups, cgroup)
-            self._isolators.cleanup(config.container_id)
+            await self._discard(config.container_id, cgroup)
             raise ContainerError(
                 f"cannot fork the supervisor of container {config.container_id!r}: {e}"
             ) from e
@@ -260,34 +253,10 @@ class Containerizer:
         c.supervisor_start = c.watch.supervisor_start
         return c
 
-    async def _spawn_in_fork_server(
-        self,
-        spawner: Spawner,
-        config: ContainerConfig,
-        cgroup: str,
-        meta_dir: Path,
-        spec: launcher.LaunchSpec,
-    ) -> launcher.Spawned:
-        container_id = config.container_id
-
-        async def adopt(spawned: launcher.Spawned) -> None:
-            # The launch was cancelled but the task forked: take it on, then remove it.
-            try:
-                c = self._register(config, cgroup, meta_dir, spawned)
-            finally:
-                spawner.registered(container_id)
-            # Once the exec report is complete the task is in its cgroup (or
-            # dead), so the kill cannot miss it.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(LAUNCH_TIMEOUT_S):
-                    await read_to_eof(spawned.exec_fd)
-            await self._abandon(c)
-
-        async def failed() -> None:
-            await stopping.discard(self.cgroups, cgroup)
-            self._isolators.cleanup(container_id)
-
-        return await spawner.spawn(container_id, spec, adopt, failed)
+    async def _discard(self, container_id: str, cgroup: str) -> None:
+        """Undo a launch whose supervisor never came: whatever joined the cgroup, the isolators."""
+        await stopping.discard(self.cgroups, cgroup)
+        self._isolators.cleanup(container_id)
 
     def _termination(self, c: Container) -> Termination:
         try:

@@ -9,14 +9,18 @@ until they end (no fire-and-forget) and their container ids taken meanwhile.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import structlog
 
 from corral.slave.containerizer import launcher
+from corral.slave.containerizer.exec_report import read_to_eof
 from corral.slave.containerizer.forkserver_client import ForkServerClient, ForkServerError
 
 log = structlog.get_logger(__name__)
+C = TypeVar("C")
 
 
 class Spawner:
@@ -30,12 +34,16 @@ class Spawner:
         self,
         container_id: str,
         spec: launcher.LaunchSpec,
-        adopt: Callable[[launcher.Spawned], Awaitable[None]],
+        register: Callable[[launcher.Spawned], C],
+        abandon: Callable[[C], Awaitable[None]],
         failed: Callable[[], Awaitable[None]],
+        timeout_s: float,
     ) -> launcher.Spawned:
-        """The server's answer; if cancelled meanwhile, ``adopt`` (or ``failed``,
-        if the server could not fork) runs once it comes, and the cancellation
-        goes on. Raises OSError or ForkServerError."""
+        """The server's answer; if cancelled meanwhile, the cancellation goes on
+        and once the answer comes the container is ``register``-ed, then (when
+        its exec report is complete, or after ``timeout_s``) ``abandon``-ed; or
+        ``failed`` runs if the server could not fork. Raises OSError or
+        ForkServerError."""
         request = asyncio.ensure_future(self.server.spawn(spec))
         try:
             return await asyncio.shield(request)
@@ -49,16 +57,21 @@ class Spawner:
                     self.adopting_ids.discard(container_id)
                     await failed()
                     return
-                await adopt(spawned)
+                try:
+                    c = register(spawned)
+                finally:
+                    self.adopting_ids.discard(container_id)
+                # Once the exec report is complete the task is in its cgroup (or
+                # dead), so the kill cannot miss it.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout_s):
+                        await read_to_eof(spawned.exec_fd)
+                await abandon(c)
 
             task = asyncio.ensure_future(late())
             self.adopting.add(task)
             task.add_done_callback(self._adopted)
             raise
-
-    def registered(self, container_id: str) -> None:
-        """An adopted container is known to the containerizer: its id is no longer held here."""
-        self.adopting_ids.discard(container_id)
 
     def _adopted(self, task: asyncio.Task[None]) -> None:
         self.adopting.discard(task)
