@@ -84,6 +84,30 @@ def resources_to_proto(resources: Resources) -> list[pb.Resource]:
     return out
 
 
+def quantities_from_proto(items: Sequence[pb.Resource], path: str = "resources") -> dict[str, int]:
+    """Unreserved scalar quantities by name, in milli-units, zeros kept (a
+    quota limit); ranges, sets and reserved resources are refused."""
+    out: dict[str, int] = {}
+    for i, item in enumerate(items):
+        where = f"{path}[{i}]"
+        try:
+            validate_name(item.name)
+        except ResourceError as e:
+            raise ResourceError(f"{where}.name: {e}") from None
+        where = f"{path}[{i}] ({item.name})"
+        if item.role not in ("", "*"):
+            raise ResourceError(f"{where}: quota is for unreserved quantities, got role {item.role!r}")
+        if item.WhichOneof("value") != "scalar" or item.name in RANGE_NAMES:
+            raise ResourceError(f"{where}: only scalars (cpus, mem, ...) can be quantities")
+        out[item.name] = out.get(item.name, 0) + to_milli(item.scalar, f"{where}.scalar")
+    return out
+
+
+def quantities_to_proto(q: Mapping[str, int]) -> list[pb.Resource]:
+    """The reverse of :func:`quantities_from_proto`: zeros are sent as 0."""
+    return [pb.Resource(name=n, scalar=v / MILLI) for n, v in sorted(q.items())]
+
+
 def attributes_from_proto(items: Iterable[pb.Attribute]) -> dict[str, str]:
     return {a.name: a.value for a in items}
 

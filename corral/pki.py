@@ -25,7 +25,7 @@ import datetime
 import ipaddress
 import os
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +38,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from corral.errors import CertificateError
 from corral.identity import Principal
-from corral.transport import Credentials
+from corral.transport import MASTER_TLS_NAME, Credentials
 
 log = structlog.get_logger(__name__)
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
@@ -75,8 +75,10 @@ def _write(path: Path, data: bytes, *, secret: bool) -> None:
 
 
 def file_stem(principal: Principal) -> str:
-    """``operator:alice`` → ``operator-alice`` (a ``/`` in a name becomes ``_``)."""
-    return f"{principal.kind}-{principal.name.replace('/', '_')}"
+    """``operator:alice`` → ``operator-alice``. A ``/`` becomes ``%2F`` and a
+    ``%`` ``%25``, so two principals never share files (``a/b`` and ``a_b``
+    once did, and issuing one replaced the other's key)."""
+    return f"{principal.kind}-{principal.name.replace('%', '%25').replace('/', '%2F')}"
 
 
 @dataclass(frozen=True)
@@ -211,7 +213,11 @@ class CertificateAuthority:
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False
             )
         )
-        names = _alt_names([*dns, *DEFAULT_DNS] if serving else dns, [*ips, *DEFAULT_IPS] if serving else ips)
+        dns_names = [*dns, *DEFAULT_DNS] if serving else list(dns)
+        if p.kind == "master" and serving:
+            # The one name gRPC clients check a master against (corral.transport).
+            dns_names.append(MASTER_TLS_NAME)
+        names = _alt_names(dns_names, [*ips, *DEFAULT_IPS] if serving else ips)
         if names:
             builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
         cert = builder.sign(
@@ -428,3 +434,21 @@ def describe(path: Path) -> CertificateInfo:
         not_after=cert.not_valid_after_utc,
         serial=cert.serial_number,
     )
+
+
+def issued_files(
+    directory: Path, principal: str, ca: Callable[[], CertificateAuthority]
+) -> tuple[Path, Path]:
+    """(certificate, key) of ``principal`` in ``directory``, issued by ``ca()``
+    if there are none yet, or if they are out of date: a master certificate
+    made before masters carried :data:`MASTER_TLS_NAME`, or one that has
+    expired (a ``corral local`` or test cluster reuses its directory)."""
+    p = Principal.parse(principal)
+    stem = file_stem(p)
+    cert, key = directory / f"{stem}.pem", directory / f"{stem}-key.pem"
+    if cert.exists() and key.exists():
+        info = describe(cert)
+        if not info.expired and (p.kind != "master" or MASTER_TLS_NAME in info.dns):
+            return cert, key
+    issued = ca().issue(p)
+    return issued.cert, issued.key

@@ -386,6 +386,42 @@ def validate_role(role: str) -> None:
         raise ResourceError(f"role {role!r}: must be path segments of [A-Za-z0-9_.-]")
 
 
+def parse_quantities(text: str) -> dict[str, int]:
+    """Parse unreserved scalar quantities, ``cpus:0;mem:512``, into milli-units
+    by name, keeping zeros: a quota limit of ``cpus:0`` means no cpus, which
+    :class:`Resources` (where zero quantities vanish) cannot say."""
+    out: dict[str, int] = {}
+    for raw in text.split(";"):
+        item = raw.strip()
+        if not item:
+            continue
+        head, sep, value = item.partition(":")
+        if not sep:
+            raise ResourceError(f"{item!r}: expected NAME:NUMBER")
+        name = head.strip()
+        validate_name(name)
+        if name in RANGE_NAMES:
+            raise ResourceError(f"{name}: only scalars (cpus, mem, ...) are quantities, got {value!r}")
+        if name in out:
+            raise ResourceError(f"{name}: given more than once")
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise ResourceError(f"{name}: not a number: {value.strip()!r}") from None
+        out[name] = to_milli(number, name)
+    return out
+
+
+def format_quantities(q: Mapping[str, int]) -> str:
+    """``{"cpus": 0, "mem": 512000}`` -> ``cpus:0;mem:512`` (zeros shown)."""
+    return ";".join(f"{n}:{format_milli(v)}" for n, v in sorted(q.items()))
+
+
+def limit_text(limit: Resources | Mapping[str, int]) -> str:
+    """A quota limit given either way, for logs and messages."""
+    return limit.format() if isinstance(limit, Resources) else format_quantities(limit)
+
+
 def dominant_share(allocated: Resources, total: Resources) -> float:
     """Dominant Resource Fairness share: the largest fraction of any scalar
     of the cluster total that ``allocated`` holds (Ghodsi et al., NSDI 2011)."""

@@ -117,6 +117,7 @@ async def elected_cluster(
             work_dir=work_dir / "agent",
             resources=Resources.parse(agent_resources),
             cgroup_prefix=f"corral-test-{uuid.uuid4().hex[:8]}",
+            hostname="elected-agent",
             credentials=creds("agent:elected-agent"),
         )
     )

@@ -51,6 +51,15 @@ async def drain(queue: asyncio.Queue[T | None]) -> AsyncIterator[T]:
         yield item
 
 
+#: The name every gRPC client checks a master's certificate against, whatever
+#: address it dialled (gRPC's ``ssl_target_name_override``). Every gRPC channel
+#: corral makes dials a master, and only master certificates carry this name
+#: (corral.pki adds it to every ``master:*`` certificate): a framework's
+#: certificate also serves (its HTTP API, for localhost), and without this a
+#: tenant could stand up a "master" with it that agents and operators would
+#: trust. Certificates from another PKI must carry it as a DNS name too.
+MASTER_TLS_NAME = "master.corral"
+
 #: environment variables every corral client and daemon reads its TLS files from
 ENV_CA, ENV_CERT, ENV_KEY = "CORRAL_TLS_CA", "CORRAL_TLS_CERT", "CORRAL_TLS_KEY"
 #: metadata key of a claimed principal (the same as corral.identity.PRINCIPAL_METADATA_KEY;
@@ -174,13 +183,19 @@ class _SyncClaim(_SyncInterceptor):
         return continuation(_with_claim(client_call_details, self.metadata), request)
 
 
+#: channel options of a TLS channel to a master: the name its certificate must carry
+_MASTER_OPTIONS = [*_CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", MASTER_TLS_NAME)]
+
+
 def make_channel(address: str, credentials: Credentials | None = None) -> grpc.aio.Channel:
+    """A channel to a master. Over TLS the server must present a master's
+    certificate (:data:`MASTER_TLS_NAME`), not just any of the CA's."""
     creds = credentials or Credentials()
     if creds.secure:
         return grpc.aio.secure_channel(
             address,
             grpc.ssl_channel_credentials(creds.root_certificates, creds.private_key, creds.certificate_chain),
-            options=_CHANNEL_OPTIONS,
+            options=_MASTER_OPTIONS,
         )
     metadata = creds.metadata()
     # The stubs type interceptors as a placeholder class that must be cast.
@@ -189,13 +204,13 @@ def make_channel(address: str, credentials: Credentials | None = None) -> grpc.a
 
 
 def make_sync_channel(address: str, credentials: Credentials | None = None) -> grpc.Channel:
-    """A blocking channel, for the CLI's one-shot operator calls."""
+    """A blocking channel to a master, for the CLI's one-shot operator calls."""
     creds = credentials or Credentials()
     if creds.secure:
         return grpc.secure_channel(
             address,
             grpc.ssl_channel_credentials(creds.root_certificates, creds.private_key, creds.certificate_chain),
-            options=_CHANNEL_OPTIONS,
+            options=_MASTER_OPTIONS,
         )
     channel = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
     metadata = creds.metadata()

@@ -49,6 +49,11 @@ def _principal_name(name: str) -> str:
     return cleaned if cleaned[:1].isalnum() else f"x{cleaned}"
 
 
+#: acknowledgements or reconciliations sent in one call: the master refuses
+#: more (master/validation.py MAX_FRAMEWORK_ITEMS_PER_CALL; a test keeps the two equal)
+CALL_ITEMS = 10_000
+
+
 class SubscribeError(CorralError):
     """The master refused the subscription; retrying would not help."""
 
@@ -209,20 +214,17 @@ class SchedulerDriver:
         acks = [
             Call.Acknowledge(agent_id=s.agent_id, task_id=s.task_id, uuid=s.uuid) for s in statuses if s.uuid
         ]
-        if acks:
-            self._call(Call(type=Call.ACKNOWLEDGE, acknowledges=acks))
+        for i in range(0, len(acks), CALL_ITEMS):
+            self._call(Call(type=Call.ACKNOWLEDGE, acknowledges=acks[i : i + CALL_ITEMS]))
 
     def reconcile(self, tasks: Iterable[tuple[str, str]] = ()) -> None:
         """Ask for the latest state of ``(task_id, agent_id)`` pairs, or of
-        every task when empty (implicit reconciliation)."""
-        self._call(
-            Call(
-                type=Call.RECONCILE,
-                reconcile=Call.Reconcile(
-                    tasks=[Call.Reconcile.Task(task_id=t, agent_id=a) for t, a in tasks]
-                ),
-            )
-        )
+        every task when empty (implicit reconciliation); in calls of at most
+        :data:`CALL_ITEMS` pairs."""
+        items = [Call.Reconcile.Task(task_id=t, agent_id=a) for t, a in tasks]
+        for i in range(0, max(len(items), 1), CALL_ITEMS):
+            chunk = items[i : i + CALL_ITEMS]
+            self._call(Call(type=Call.RECONCILE, reconcile=Call.Reconcile(tasks=chunk)))
 
     def teardown(self) -> None:
         """End the framework: the master kills its tasks and forgets it."""

@@ -12,11 +12,13 @@ file says otherwise).
 Actions and the objects they are asked about (``OBJECTS`` below):
 
     register_framework   role:ROLE        (each role the framework subscribes in)
-    run_task             uid:N            (the task's uid; unset is root, uid:0;
-                                           uid:N@userns when it asks for a user namespace)
+    run_task             uid:N            (the task's uid; unset is root, uid:0)
+                         gid:N            (also, when the task's gid is not its uid)
+                                          (uid:N@userns, gid:N@userns when it asks
+                                           for a user namespace: ids inside it)
     run_unconfined       seccomp:unconfined  (a task with no seccomp filter)
     use_device           device:PATH      (a host device node the task asks for)
-    register_agent       agent:HOSTNAME
+    register_agent       agent:HOSTNAME   (built-in: the certificate's own name)
     view_cluster         cluster          (agents, roles, maintenance)
     view_framework       owner:PRINCIPAL  (frameworks, their explanations)
     view_task            owner:PRINCIPAL  (tasks, their usage)
@@ -172,7 +174,7 @@ actions = ["register_framework", "view_cluster"]
 allow = false
 principals = ["framework:*"]
 actions = ["run_task"]
-objects = ["uid:0"]
+objects = ["uid:0", "gid:0"]
 
 [[rules]]
 allow = true
@@ -185,10 +187,13 @@ principals = ["framework:*"]
 actions = ["view_framework", "view_task", "read_sandbox", "kill_task", "teardown_framework"]
 objects = ["owner:{principal}"]
 
+# An agent registers under the host name its certificate names, so that one
+# node's certificate cannot claim another node's name (and its placement).
 [[rules]]
 allow = true
 principals = ["agent:*"]
 actions = ["register_agent"]
+objects = ["{principal}"]
 """
 
 #: ``corral local`` and ``corral cluster up``: one operator, who does

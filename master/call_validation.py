@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from google.protobuf.message import Message
 
 from corral.master.validation import (
+    MAX_FRAMEWORK_ITEMS_PER_CALL,
     MAX_ITEMS_PER_CALL,
     MAX_OFFERS_PER_CALL,
     MAX_ROLES,
@@ -69,8 +70,8 @@ def validate_call_size(call: scheduler_pb2.Call, max_tasks_per_accept: int) -> l
         errors += count(call.decline.offer_ids, "decline.offer_ids", MAX_OFFERS_PER_CALL)
         errors += validate_refuse_seconds(call.decline.filters, "decline.filters")
     elif call.type == Call.ACKNOWLEDGE:
-        errors += count(call.acknowledges, "acknowledges", MAX_ITEMS_PER_CALL)
-        acks = list(call.acknowledges[:MAX_ITEMS_PER_CALL])
+        errors += count(call.acknowledges, "acknowledges", MAX_FRAMEWORK_ITEMS_PER_CALL)
+        acks = list(call.acknowledges[:MAX_FRAMEWORK_ITEMS_PER_CALL])
         if call.HasField("acknowledge"):
             acks.append(call.acknowledge)
         for i, ack in enumerate(acks):
@@ -81,8 +82,8 @@ def validate_call_size(call: scheduler_pb2.Call, max_tasks_per_accept: int) -> l
             if len(errors) >= 20:
                 break  # enough to say what is wrong
     elif call.type == Call.RECONCILE:
-        errors += count(call.reconcile.tasks, "reconcile.tasks", MAX_ITEMS_PER_CALL)
-        for i, task in enumerate(call.reconcile.tasks[:MAX_ITEMS_PER_CALL]):
+        errors += count(call.reconcile.tasks, "reconcile.tasks", MAX_FRAMEWORK_ITEMS_PER_CALL)
+        for i, task in enumerate(call.reconcile.tasks[:MAX_FRAMEWORK_ITEMS_PER_CALL]):
             errors += validate_id(task.task_id, f"reconcile.tasks[{i}].task_id")
             errors += optional_id(task.agent_id, f"reconcile.tasks[{i}].agent_id")
             if len(errors) >= 20:

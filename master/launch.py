@@ -229,8 +229,13 @@ class Launcher:
         # unprivileged host uid: asked as "uid:N@userns", so that a policy may
         # allow namespaced root without allowing host root ("uid:*" allows both).
         # Relying on an agent's default, it is asked as the host uid it may be.
-        userns = container.HasField("user_namespace") and container.user_namespace
-        questions = [("run_task", f"uid:{uid}{'@userns' if userns else ''}", f"{where}.container.uid")]
+        userns = "@userns" if container.HasField("user_namespace") and container.user_namespace else ""
+        questions = [("run_task", f"uid:{uid}{userns}", f"{where}.container.uid")]
+        # The group is asked too when it is not the user's own (the agent runs
+        # an unset gid as the uid): uid 65534 with gid 0 is root's group.
+        gid = container.gid if container.HasField("gid") else uid
+        if gid != uid:
+            questions.append(("run_task", f"gid:{gid}{userns}", f"{where}.container.gid"))
         if container.seccomp_profile == "unconfined":
             questions.append(("run_unconfined", "seccomp:unconfined", f"{where}.container.seccomp_profile"))
         questions += [

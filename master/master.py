@@ -16,7 +16,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import structlog
@@ -795,7 +795,11 @@ class Master:
         self.policy.set_weights(weights=weights)
 
     def set_quota(
-        self, role: str, guarantee: Resources, limit: Resources | None, force: bool = False
+        self,
+        role: str,
+        guarantee: Resources,
+        limit: Resources | Mapping[str, int] | None,
+        force: bool = False,
     ) -> None:
         self.policy.set_quota(role=role, guarantee=guarantee, limit=limit, force=force)
 

@@ -9,9 +9,15 @@ and frameworks come back (forced: the cluster may not be back yet).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from corral.codec import resources_from_proto, resources_to_proto
+from corral.codec import (
+    quantities_from_proto,
+    quantities_to_proto,
+    resources_from_proto,
+    resources_to_proto,
+)
 from corral.errors import CallError
 from corral.master.allocator import Allocator, AllocatorError, RoleInfo
 from corral.master.allocator import Reason as Why
@@ -20,7 +26,7 @@ from corral.master.allocator.roles import check_role
 from corral.master.registry import MAINTENANCE, ROLES, role_key
 from corral.master.state import AgentRecord
 from corral.proto import operator_pb2
-from corral.resources import ResourceError, Resources
+from corral.resources import ResourceError, Resources, limit_text
 
 if TYPE_CHECKING:
     from corral.master.master import Master
@@ -59,7 +65,11 @@ class AllocationPolicy:
         self.master.allocate_soon()
 
     def set_quota(
-        self, role: str, guarantee: Resources, limit: Resources | None, force: bool = False
+        self,
+        role: str,
+        guarantee: Resources,
+        limit: Resources | Mapping[str, int] | None,
+        force: bool = False,
     ) -> None:
         self.master._allocator_call(QuotaSet(role, guarantee, limit, force))
         self.record_role(role)
@@ -67,7 +77,7 @@ class AllocationPolicy:
             "roles.quota",
             role=role,
             guarantee=guarantee.format(),
-            limit=None if limit is None else limit.format(),
+            limit=None if limit is None else limit_text(limit),
         )
         self.master.allocate_soon()
 
@@ -141,7 +151,7 @@ class AllocationPolicy:
             if summary.weight and summary.weight != 1.0:
                 self.master.allocator.handle(RoleWeight(summary.role, summary.weight))
             guarantee = resources_from_proto(summary.guarantee)
-            limit = resources_from_proto(summary.limit) if summary.has_limit else None
+            limit = quantities_from_proto(summary.limit) if summary.has_limit else None
             if guarantee or limit is not None:
                 self.master.allocator.handle(QuotaSet(summary.role, guarantee, limit, force=True))
         except (AllocatorError, ResourceError) as e:
@@ -159,8 +169,8 @@ class AllocationPolicy:
                 role=role,
                 weight=info.weight,
                 guarantee=resources_to_proto(info.guarantee),
-                limit=resources_to_proto(info.limit or Resources()),
-                has_limit=info.limit is not None,
+                limit=quantities_to_proto(info.limit_quantities or {}),
+                has_limit=info.limit_quantities is not None,
             )
             self.master._record(ROLES, role_key(role), summary.SerializeToString())
 

@@ -50,8 +50,13 @@ MAX_RESOURCES = 256
 MAX_RESOURCE_ITEMS = 1024
 #: a status update's free text (the agent truncates stderr to its tail anyway)
 MAX_STATUS_MESSAGE = 64 * 1024
-#: items in one call that are not tasks (acknowledgements, reconciliations)
+#: items in one call that are not tasks (an agent's registration)
 MAX_ITEMS_PER_CALL = 100_000
+#: acknowledgements or reconciliations in one framework call: each costs the
+#: master's loop work, and one call of 100,000 held it 1.7 s (security
+#: review); a framework with more tasks sends several calls, which the rate
+#: limits then pace
+MAX_FRAMEWORK_ITEMS_PER_CALL = 10_000
 MAX_OFFERS_PER_CALL = 1000
 
 
@@ -293,6 +298,13 @@ def validate_health_check(check: pb.HealthCheck, where: str) -> list[str]:
         if (cmd.shell and not cmd.value.strip()) or (not cmd.shell and not (cmd.value or cmd.arguments)):
             errors.append(f"{where}.command: a COMMAND check needs a command")
         errors += validate_command(cmd, f"{where}.command")
+        if cmd.user:
+            # The agent runs a check as its task's user, in its container: a
+            # check naming a user would be a way around the run_task ACL.
+            errors.append(
+                f"{where}.command.user: a health check runs as its task's user; "
+                f"it cannot name one, got {cmd.user!r}"
+            )
     elif kind in (pb.HealthCheck.TCP, pb.HealthCheck.HTTP) and not 1 <= check.port <= 65535:
         errors.append(f"{where}.port: must be 1-65535 for a TCP or HTTP check, got {check.port}")
     if check.path and (kind != pb.HealthCheck.HTTP or not check.path.startswith("/")):

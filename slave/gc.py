@@ -8,8 +8,10 @@ allowed age, which shrinks as the work disk fills. Mesos' rule
 
 so with the default one-week delay and 10% headroom a half-full disk keeps
 sandboxes for 2.8 days and a disk 90% full keeps none. The policy is a pure
-function of the finished tasks, the time and the disk usage; the shell
-measures the disk and removes what the policy names.
+function of the finished tasks, the time and the disk usage (:func:`due`,
+:func:`collectable`, which the agent core calls); the shell measures the disk
+(:func:`disk_usage`) and removes what the policy names (:func:`remove`,
+:func:`empty_trash`, which the agent runtime calls).
 """
 
 from __future__ import annotations
@@ -17,17 +19,15 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import structlog
 
-from corral.slave.checkpoints import CheckpointWriteError
+from corral.slave.checkpoints import Checkpoints, CheckpointWriteError
 
-if TYPE_CHECKING:
-    from corral.slave.agent import Agent
+TaskKey = tuple[str, str]  # (framework_id, task_id)
 
 log = structlog.get_logger(__name__)
 
@@ -66,46 +66,43 @@ def disk_usage(path: Path) -> float:
     return 0.0 if total == 0 else 1.0 - (st.f_bavail * st.f_frsize) / total
 
 
-def collect(agent: Agent, now: float) -> int:
-    """One round of the shell: remove due sandboxes and their records; returns how many."""
-    config = agent.config
-    finished = [
-        Finished(path.name, agent.completed_at.get(key, now)) for key, path in agent.completed.items()
-    ]
-    names = due(finished, now, config.gc_delay_s, disk_usage(agent.work_dir), config.gc_disk_headroom)
-    names = names[:MAX_REMOVALS_PER_ROUND]
-    if not names:
-        return 0
-    wanted = set(names)
-    for key, path in list(agent.completed.items()):
-        if path.name in wanted:
-            remove(agent, key)
-    log.info("sandboxes.collected", count=len(names))
-    return len(names)
+def collectable(
+    completed: Mapping[TaskKey, Path],
+    completed_at: Mapping[TaskKey, float],
+    now: float,
+    gc_delay_s: float,
+    disk_usage: float,
+    headroom: float,
+) -> list[TaskKey]:
+    """The finished tasks (keys of ``completed``, their sandboxes) to forget
+    now, at most MAX_REMOVALS_PER_ROUND; a task with no end time counts as
+    ended ``now``."""
+    finished = [Finished(path.name, completed_at.get(key, now)) for key, path in completed.items()]
+    names = set(due(finished, now, gc_delay_s, disk_usage, headroom)[:MAX_REMOVALS_PER_ROUND])
+    return [key for key, path in completed.items() if path.name in names]
 
 
-def remove(agent: Agent, key: tuple[str, str]) -> None:
-    """Forget a finished task: its checkpoint, and its sandbox, which is moved
-    to the trash at once (a rename) and deleted later off the event loop by
-    :func:`empty_trash` (a big sandbox takes seconds to delete)."""
-    path = agent.completed.pop(key, None)
-    agent.completed_at.pop(key, None)
-    if path is None:
-        return
+def remove(sandbox: Path, work_dir: Path, checkpoints: Checkpoints) -> CheckpointWriteError | None:
+    """The shell: forget a finished task's checkpoint and move its sandbox to
+    the trash at once (a rename); :func:`empty_trash` deletes it later, off the
+    event loop (a big sandbox takes seconds to delete). Returns the checkpoint
+    write that failed, if one did (the journal still names the task then, and
+    the next agent run collects it again); the sandbox goes either way."""
+    failed = None
     try:
-        agent.checkpoints.remove_task(path.name)
+        checkpoints.remove_task(sandbox.name)
     except CheckpointWriteError as e:
-        # The journal still names it; the next agent run collects it again.
-        agent.checkpoint_failed(e, container_id=path.name)
-    trash = trash_dir(agent.work_dir)
+        failed = e
+    trash = trash_dir(work_dir)
     try:
         trash.mkdir(mode=0o700, exist_ok=True)
-        path.rename(trash / f"{path.name}-{uuid.uuid4().hex[:8]}")
+        sandbox.rename(trash / f"{sandbox.name}-{uuid.uuid4().hex[:8]}")
     except FileNotFoundError:
         pass  # never created, or removed already
     except OSError as e:
-        log.warning("sandboxes.trash_failed", sandbox=str(path), error=str(e))
-        shutil.rmtree(path, ignore_errors=True)
+        log.warning("sandboxes.trash_failed", sandbox=str(sandbox), error=str(e))
+        shutil.rmtree(sandbox, ignore_errors=True)
+    return failed
 
 
 def trash_dir(work_dir: Path) -> Path:

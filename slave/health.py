@@ -3,15 +3,18 @@
 A task launched with a ``HealthCheck`` is checked every ``interval_s`` from
 the moment it is RUNNING:
 
-- COMMAND: the command exits 0 within ``timeout_s``. It runs as a child of
-  the agent with the task's environment, entered into every namespace of the
-  task that differs from the agent's (``nsenter``: mount with the task's root
-  and working directory, UTS, IPC, network, pid); in the sandbox when the task
-  shares the agent's mount namespace. It is not put in the task's cgroup, so
-  what a check uses is not charged to the task. A check that overstays its
-  timeout is killed with its process group.
+- COMMAND: the command exits 0 within ``timeout_s``. It runs inside the
+  task's container, confined exactly as the task is (containerizer/enter.py):
+  the task's uid, gid and groups, capabilities, no_new_privs and seccomp
+  filter, in its cgroups (its memory and pids limits count the check) and its
+  namespaces, at its root and working directory, with the task's environment
+  and the check's own. It never runs with the agent's privileges: a check
+  that cannot enter the container fails. A check that overstays its timeout
+  is killed with its process group.
 - TCP: ``127.0.0.1:port`` accepts a connection, seen from the task's network
-  namespace (the socket is made inside it, in a thread of its own).
+  namespace (the socket is made inside it, in a thread of its own; no tenant
+  code runs in the agent, only the connect, and for HTTP the parse of the
+  answer).
 - HTTP: ``GET http://127.0.0.1:port/path`` answers 200-399, as in Mesos.
 
 The verdict goes to the framework as a TASK_RUNNING update with ``healthy``
@@ -40,18 +43,18 @@ import structlog
 from corral.proto import messages_pb2 as pb
 
 if TYPE_CHECKING:
-    from corral.slave.agent import Agent, TaskRun
+    from corral.slave.containerizer import Containerizer
 
 log = structlog.get_logger(__name__)
-TS = pb.TaskStatus
-
 DEFAULT_INTERVAL_S = 10.0
 DEFAULT_TIMEOUT_S = 20.0
 DEFAULT_GRACE_PERIOD_S = 10.0
 DEFAULT_CONSECUTIVE_FAILURES = 3
 #: how much of a failing check's output goes into the update's message
 OUTPUT_TAIL = 200
-_NAMESPACES = (("mnt", "--mount"), ("uts", "--uts"), ("ipc", "--ipc"), ("net", "--net"), ("pid", "--pid"))
+#: runs a command inside the task's container: (argv, env, timeout_s) ->
+#: (exit status, None if it timed out; output); raises to say it cannot
+Enter = Callable[[Sequence[str], Mapping[str, str], float], Awaitable[tuple[int | None, bytes]]]
 
 
 @dataclass(frozen=True)
@@ -84,36 +87,24 @@ class Settings:
 # -- one check ---------------------------------------------------------------
 
 
-def _differing_namespaces(pid: int) -> list[str]:
-    """The nsenter flags for the namespaces of ``pid`` that are not ours."""
-    flags = []
-    for ns, flag in _NAMESPACES:
-        try:
-            if os.readlink(f"/proc/{pid}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}"):
-                flags.append(flag)
-        except OSError:
-            continue
-    return flags
+def _differs(pid: int, ns: str) -> bool:
+    """Whether ``pid``'s namespace ``ns`` is not ours."""
+    try:
+        return os.readlink(f"/proc/{pid}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}")
+    except OSError:
+        return False
 
 
-def command_argv(cmd: pb.CommandInfo, pid: int = 0) -> tuple[list[str], bool]:
-    """The argv to run a check command, entered into ``pid``'s namespaces
-    (when it has its own); and whether it runs in the task's mount namespace."""
-    argv = ["/bin/sh", "-c", cmd.value] if cmd.shell else list(cmd.arguments) or [cmd.value]
-    flags = _differing_namespaces(pid) if pid > 0 else []
-    if not flags:
-        return argv, False
-    mount = "--mount" in flags
-    enter = ["nsenter", f"--target={pid}", *flags]
-    if mount:
-        enter += ["--root", "--wd"]
-    return [*enter, "--", *argv], mount
+def command_argv(cmd: pb.CommandInfo) -> list[str]:
+    """The argv of a check command."""
+    return ["/bin/sh", "-c", cmd.value] if cmd.shell else list(cmd.arguments) or [cmd.value]
 
 
 async def run_command(
     argv: Sequence[str], env: Mapping[str, str], cwd: str | None, timeout_s: float
 ) -> Result:
-    """Run ``argv``; healthy if it exits 0 within ``timeout_s``."""
+    """Run ``argv`` here, as this process (no container: tests); healthy if
+    it exits 0 within ``timeout_s``."""
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,
@@ -130,7 +121,7 @@ async def run_command(
         async with asyncio.timeout(timeout_s):
             out, _ = await proc.communicate()
     except TimeoutError:
-        return Result(False, f"command check timed out after {timeout_s:g}s")
+        return _command_result(None, b"", timeout_s)
     finally:
         if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -138,18 +129,31 @@ async def run_command(
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(5.0):
                     await proc.wait()
-    tail = out.decode(errors="replace").strip()[-OUTPUT_TAIL:]
-    if proc.returncode == 0:
+    return _command_result(proc.returncode, out, timeout_s)
+
+
+async def run_inside(enter: Enter, argv: Sequence[str], env: Mapping[str, str], timeout_s: float) -> Result:
+    """Run ``argv`` inside the task's container through ``enter``."""
+    try:
+        returncode, out = await enter(argv, env, timeout_s)
+    except Exception as e:  # any failure to enter is a failed check, never a fallback
+        return Result(False, f"command check could not enter the task's container: {e}")
+    return _command_result(returncode, out, timeout_s)
+
+
+def _command_result(returncode: int | None, out: bytes, timeout_s: float) -> Result:
+    if returncode is None:
+        return Result(False, f"command check timed out after {timeout_s:g}s")
+    if returncode == 0:
         return Result(True, "command check passed")
-    return Result(
-        False, f"command check exited with status {proc.returncode}" + (f": {tail}" if tail else "")
-    )
+    tail = out.decode(errors="replace").strip()[-OUTPUT_TAIL:]
+    return Result(False, f"command check exited with status {returncode}" + (f": {tail}" if tail else ""))
 
 
 def _connect(port: int, timeout_s: float, netns_pid: int) -> socket.socket:
     """A connection to 127.0.0.1:port, made from ``netns_pid``'s network
     namespace when it is not ours (call in a thread that may switch namespaces)."""
-    if netns_pid <= 0 or "--net" not in _differing_namespaces(netns_pid):
+    if netns_pid <= 0 or not _differs(netns_pid, "net"):
         return socket.create_connection(("127.0.0.1", port), timeout=timeout_s)
     from corral.cluster.kernel import CLONE_NEWNET, setns
 
@@ -212,14 +216,23 @@ async def _in_thread(fn: Callable[[], Result], timeout_s: float) -> Result:
 
 
 async def check_once(
-    check: pb.HealthCheck, *, pid: int = 0, env: Mapping[str, str] | None = None, cwd: str | None = None
+    check: pb.HealthCheck,
+    *,
+    pid: int = 0,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+    enter: Enter | None = None,
 ) -> Result:
-    """Run ``check`` once against the task whose process is ``pid`` (0: on this host)."""
+    """Run ``check`` once against the task whose process is ``pid`` (0: on
+    this host). A COMMAND check runs through ``enter``, inside the task's
+    container; without one (no container: tests) it runs here, in ``cwd``."""
     timeout_s = check.timeout_s or DEFAULT_TIMEOUT_S
     if check.type == pb.HealthCheck.COMMAND:
-        argv, entered = command_argv(check.command, pid)
+        argv = command_argv(check.command)
         full_env = {**(env or {}), **check.command.environment}
-        return await run_command(argv, full_env, None if entered else cwd, timeout_s)
+        if enter is not None:
+            return await run_inside(enter, argv, full_env, timeout_s)
+        return await run_command(argv, full_env, cwd, timeout_s)
     if check.type == pb.HealthCheck.TCP:
         return await _in_thread(lambda: _tcp(check.port, timeout_s, pid), timeout_s)
     if check.type == pb.HealthCheck.HTTP:
@@ -279,35 +292,51 @@ async def watch(
         await asyncio.sleep(max(0.0, settings.interval_s - (clock() - started)))
 
 
-def start(agent: Agent, run: TaskRun) -> asyncio.Task[None] | None:
-    """The agent's hook: check ``run`` while it runs, if its TaskInfo asks.
-    The caller cancels the returned task when the task ends."""
-    info = run.info
+def container_enter(containerizer: Containerizer, container_id: str) -> Enter | None:
+    """How a COMMAND check enters ``container_id`` (Containerizer.enter),
+    or None if it cannot: launched by an agent before checks were confined,
+    it has no launch spec."""
+    if not containerizer.can_enter(container_id):
+        return None
+
+    async def enter(argv: Sequence[str], env: Mapping[str, str], t: float) -> tuple[int | None, bytes]:
+        outcome = await containerizer.enter(container_id, argv, env, t)
+        return outcome.returncode, outcome.output
+
+    return enter
+
+
+def start(
+    info: pb.TaskInfo,
+    env: Mapping[str, str],
+    cwd: str,
+    task_pid: Callable[[], int],
+    report: Callable[[bool, str], None],
+    kill: Callable[[str], None],
+    enter: Enter | None,
+) -> asyncio.Task[None] | None:
+    """The agent's hook: check the task of ``info`` while it runs, if it asks
+    (``task_pid``: its process now, 0 if unknown; ``report`` and ``kill`` as
+    in :func:`watch`; ``enter``: how a COMMAND check enters its container, see
+    :func:`container_enter`). The caller cancels the returned task when the
+    task ends."""
     if not info.HasField("health_check"):
         return None
     check = info.health_check
-    env = dict(agent._container_config(run).env)
-    task_log = log.bind(task_id=info.task_id)
+    if check.type == pb.HealthCheck.COMMAND and enter is None:
+        # Never run the check unconfined, nor fail (and kill) a task for an
+        # agent upgrade: it goes unchecked until relaunched.
+        log.warning(
+            "task.health_check_skipped",
+            task_id=info.task_id,
+            reason="the container has no launch spec to enter",
+        )
+        return None
 
     async def probe() -> Result:
         pid = 0
         with contextlib.suppress(Exception):
-            pid = agent.containerizer.task_pid(run.container_id) or run.pid
-        return await check_once(check, pid=pid, env=env, cwd=str(run.sandbox))
-
-    def report(healthy: bool, message: str) -> None:
-        if run.state != pb.TASK_RUNNING:
-            return
-        task_log.info("task.health_changed", healthy=healthy, message=message)
-        agent._update(
-            run, pb.TASK_RUNNING, TS.REASON_TASK_HEALTH_CHECK_STATUS_UPDATED, message, healthy=healthy
-        )
-
-    def kill(message: str) -> None:
-        if run.state != pb.TASK_RUNNING:
-            return
-        task_log.warning("task.unhealthy_killed", message=message)
-        run.kill_reason = (TS.REASON_TASK_UNHEALTHY, f"killed: {message}")
-        agent._spawn_kill(run.framework_id, info.task_id, 0.0)
+            pid = task_pid()
+        return await check_once(check, pid=pid, env=env, cwd=cwd, enter=enter)
 
     return asyncio.create_task(watch(check, probe, report, kill), name=f"health-{info.task_id}")

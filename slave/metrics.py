@@ -3,17 +3,54 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sized
+from typing import Protocol
 
+from corral.codec import State
 from corral.metrics import Metric
 from corral.proto import messages_pb2 as pb
-from corral.resources import MILLI
-
-if TYPE_CHECKING:
-    from corral.slave.agent import Agent
+from corral.resources import MILLI, Resources
 
 
-def collect(agent: Agent, version: str) -> list[Metric]:
+class _Task(Protocol):
+    @property
+    def state(self) -> State: ...
+
+
+class _Updates(Protocol):
+    def pending(self) -> Mapping[tuple[str, str], Sized]: ...
+
+
+class _Flag(Protocol):
+    def is_set(self) -> bool: ...
+
+
+class _Containers(Protocol):
+    def containers(self) -> Sized: ...
+
+
+class AgentView(Protocol):
+    """What the metrics read of an agent (slave/agent.py's Agent)."""
+
+    @property
+    def tasks(self) -> Mapping[tuple[str, str], _Task]: ...
+    @property
+    def total(self) -> Resources: ...
+    @property
+    def updates(self) -> _Updates: ...
+    @property
+    def registered(self) -> _Flag: ...
+    @property
+    def connected(self) -> bool: ...
+    @property
+    def containerizer(self) -> _Containers: ...
+    @property
+    def completed(self) -> Sized: ...
+    @property
+    def checkpoint_failures(self) -> int: ...
+
+
+def collect(agent: AgentView, version: str) -> list[Metric]:
     """Every metric family of an agent process."""
     tasks = Metric("corral_agent_tasks", "Tasks on this agent not yet acknowledged as ended, by state.")
     for name, count in sorted(Counter(pb.TaskState.Name(r.state) for r in agent.tasks.values()).items()):

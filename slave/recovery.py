@@ -12,6 +12,9 @@ naming the file), then per task that had not completed:
   record is reported TASK_LOST; a task that was being killed is killed again.
 
 Containers and cgroups that no checkpointed task owns are killed and removed.
+:func:`inspect` does the reading and re-attaching and returns a
+:class:`Recovered` value; the agent core takes it as an input
+(``AgentCore.recovered``) and the runtime then removes the leftovers.
 No task is ever launched again. With ``--recover=cleanup`` every task the
 earlier run left is killed and forgotten instead (the agent keeps its id if it
 can read it, so the master reports those tasks LOST when it re-registers).
@@ -19,143 +22,139 @@ can read it, so the master reports those tasks LOST when it re-registers).
 
 from __future__ import annotations
 
-import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import structlog
 
-from corral.codec import is_terminal
+from corral.codec import State, is_terminal
 from corral.proto import messages_pb2 as pb
-from corral.slave.checkpoints import CheckpointError, CheckpointWriteError, boot_id, read_record
-from corral.slave.containerizer import ContainerError
+from corral.slave.checkpoints import CheckpointError, Checkpoints, TaskCheckpoint, boot_id, read_record
+from corral.slave.containerizer import ContainerConfig, ContainerError, Containerizer
 from corral.slave.status_updates import TaskKey
-
-if TYPE_CHECKING:
-    from corral.slave.agent import Agent
 
 log = structlog.get_logger(__name__)
 
 MODES = ("reconnect", "cleanup")
 
 
-class Journal:
-    """Checkpoints the agent's status updates and acknowledgements into its journal.
+@dataclass(frozen=True)
+class CompletedTask:
+    """A task whose terminal update was acknowledged; its sandbox is kept for logs."""
 
-    A write that fails (a full disk) is logged and the update still goes: it
-    is delivered at least once while this agent process lives. A restarted
-    agent learns what the journal missed from the container (its exit status,
-    or TASK_LOST once the container is gone), so no task disappears; failing
-    running tasks for a full disk would be the worse outcome.
-    """
-
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
-
-    def updated(self, status: pb.TaskStatus) -> None:
-        run = self.agent.tasks.get((status.framework_id, status.task_id))
-        if run is not None:  # an update about a task this agent never had is not kept
-            try:
-                self.agent.checkpoints.record_update(run.container_id, status)
-            except CheckpointWriteError as e:
-                self.agent.checkpoint_failed(e, task_id=status.task_id)
-
-    def acknowledged(self, key: TaskKey, uuid: bytes) -> None:
-        run = self.agent.tasks.get(key)
-        if run is not None:
-            try:
-                self.agent.checkpoints.record_ack(run.container_id, uuid)
-            except CheckpointWriteError as e:
-                # Not fatal: after a restart the update goes once more (a duplicate).
-                self.agent.checkpoint_failed(e, task_id=key[1])
+    key: TaskKey
+    sandbox: Path
+    completed_at: float
 
 
-async def recover(agent: Agent) -> None:
-    """Restore ``agent`` from its checkpoints (see the module docstring)."""
-    mode = agent.config.recover
+@dataclass(frozen=True)
+class RecoveredTask:
+    """A task that had not completed, and what became of its container."""
+
+    checkpoint: TaskCheckpoint
+    #: its last journaled state (None: no update was made)
+    state: State | None
+    #: its updates not yet acknowledged, uuids kept
+    pending: list[pb.TaskStatus]
+    #: the containerizer's verdict: "running", "ended" or "lost"; None for a
+    #: task whose terminal update was made (its container is gone already)
+    kind: str | None
+    #: the task's pid when it still runs
+    pid: int = 0
+    #: why its end cannot be known (it is reported TASK_LOST), if so
+    lost: str = ""
+
+
+@dataclass(frozen=True)
+class Recovered:
+    """What an earlier run left, as the agent core takes it (AgentCore.recovered)."""
+
+    agent_id: str
+    frameworks: dict[str, pb.FrameworkInfo] = field(default_factory=dict)
+    completed: list[CompletedTask] = field(default_factory=list)
+    tasks: list[RecoveredTask] = field(default_factory=list)
+    rebooted: bool = False
+    #: the containers recovered tasks own (the rest are leftovers to remove)
+    keep: frozenset[str] = frozenset()
+
+    def counts(self) -> dict[str, int]:
+        """For the ``agent.recovered`` log line."""
+        counts = {"running": 0, "ended": 0, "lost": 0, "reported": 0, "completed": len(self.completed)}
+        for task in self.tasks:
+            counts[task.kind or "reported"] += 1
+        return counts
+
+
+def check_mode(mode: str) -> None:
     if mode not in MODES:
         raise ValueError(f"recover: must be one of {', '.join(MODES)}, got {mode!r}")
-    started = time.monotonic()
-    if mode == "cleanup":
-        await _cleanup(agent)
-        return
-    checkpoint = agent.checkpoints.load()
-    agent.agent_id = checkpoint.agent_id
+
+
+def _lost_reason(kind: str, rebooted: bool, state: State) -> str:
+    if kind != "lost":
+        return ""
+    if rebooted:
+        return "the host rebooted while the task ran"
+    if state in (pb.TASK_STAGING, pb.TASK_STARTING):
+        return "the agent restarted while the task was starting"
+    return "the agent was down when the task ended and no exit status was recorded"
+
+
+def inspect(
+    checkpoints: Checkpoints,
+    containerizer: Containerizer,
+    work_dir: Path,
+    limits: Callable[[TaskCheckpoint, str], ContainerConfig | None],
+) -> Recovered:
+    """Read the checkpoints and re-attach the containerizer to every task that
+    had not ended (``limits``: the container config a task was launched with,
+    given the agent id, or None). Raises CheckpointError for a damaged one."""
+    checkpoint = checkpoints.load()
     # Containers do not outlive their host's boot (see Containerizer.recover).
     rebooted = bool(checkpoint.boot_id) and checkpoint.boot_id != boot_id()
-    if rebooted:
-        agent.log.warning("agent.host_rebooted", tasks=len(checkpoint.tasks))
-    agent.frameworks.update(checkpoint.frameworks)
-    counts = {"running": 0, "ended": 0, "lost": 0, "reported": 0, "completed": 0}
-    keep: set[str] = set()
-    from corral.slave.agent import TaskRun  # circular at import time
-
+    completed, tasks, keep = [], [], set()
     for task in checkpoint.tasks:
         key = (task.framework_id, task.info.task_id)
         if task.completed_at is not None:
-            agent.completed[key] = task.sandbox
-            agent.completed_at[key] = task.completed_at
-            counts["completed"] += 1
+            completed.append(CompletedTask(key, task.sandbox, task.completed_at))
             continue
-        run = TaskRun(task.framework_id, task.info, task.container_id, task.sandbox, recovered=True)
         latest = task.updates.latest
-        if latest is not None:
-            run.state = latest.state
-        agent.tasks[key] = run
-        agent.updates.restore(key, task.updates.pending)
-        run.launched.set()
-        if is_terminal(run.state):
+        state = None if latest is None else latest.state
+        if state is not None and is_terminal(state):
             # Its container was destroyed before the terminal update was made;
             # only the update (if not acknowledged) is left to deliver.
-            counts["reported"] += 1
+            tasks.append(RecoveredTask(task, state, task.updates.pending, None))
             continue
         keep.add(task.container_id)
         try:
-            kind = agent.containerizer.recover(
-                task.container_id, task.sandbox, agent.recovered_config(run), rebooted=rebooted
+            kind = containerizer.recover(
+                task.container_id, task.sandbox, limits(task, checkpoint.agent_id), rebooted=rebooted
             )
         except ContainerError as e:
-            path = agent.work_dir / "containers" / task.container_id / "container.json"
+            path = work_dir / "containers" / task.container_id / "container.json"
             raise CheckpointError(path, str(e).split(": ", 1)[-1]) from None
-        counts[kind] += 1
-        if kind == "running":
-            run.pid = agent.containerizer.task_pid(task.container_id)
-            if run.state in (pb.TASK_STAGING, pb.TASK_STARTING):
-                agent._update(run, pb.TASK_RUNNING)  # it exec'd; the update was not made yet
-            elif run.state == pb.TASK_KILLING:
-                agent._spawn_kill(run.framework_id, task.info.task_id, 0.0)
-        elif run.state == pb.TASK_KILLING:
-            run.kill_requested = True
-        lost = ""
-        if kind == "lost":
-            if rebooted:
-                lost = "the host rebooted while the task ran"
-            elif run.state in (pb.TASK_STAGING, pb.TASK_STARTING):
-                lost = "the agent restarted while the task was starting"
-            else:
-                lost = "the agent was down when the task ended and no exit status was recorded"
-        run.watcher = agent._spawn_follow(run, lost)
-    removed = await agent.containerizer.cleanup_leftovers(keep)
-    agent.log.info(
-        "agent.recovered",
-        agent_id=agent.agent_id,
-        frameworks=len(agent.frameworks),
-        leftovers_removed=len(removed),
-        elapsed_s=round(time.monotonic() - started, 3),
-        **counts,
+        pid = containerizer.task_pid(task.container_id) if kind == "running" else 0
+        lost = _lost_reason(kind, rebooted, pb.TASK_STAGING if state is None else state)
+        tasks.append(RecoveredTask(task, state, task.updates.pending, kind, pid, lost))
+    return Recovered(
+        checkpoint.agent_id, dict(checkpoint.frameworks), completed, tasks, rebooted, frozenset(keep)
     )
 
 
-async def _cleanup(agent: Agent) -> None:
-    """Kill everything an earlier run left and forget its tasks; keep the agent id if readable."""
+async def clean_up(checkpoints: Checkpoints, containerizer: Containerizer) -> tuple[str, int]:
+    """``--recover=cleanup``: kill everything an earlier run left and forget
+    its tasks. Returns the agent id if it was readable (kept), else "", and
+    how many containers were killed."""
     try:
-        record = read_record(agent.checkpoints.meta / "agent.json")
+        record = read_record(checkpoints.meta / "agent.json")
     except CheckpointError as e:
         log.warning("agent.cleanup_forgets_id", reason=str(e))
         record = None
     agent_id = record.get("agent_id") if record else None
-    agent.checkpoints.forget_agent()
-    removed = await agent.containerizer.cleanup_leftovers(set())
+    checkpoints.forget_agent()
+    removed = await containerizer.cleanup_leftovers(set())
     if isinstance(agent_id, str) and agent_id:
-        agent.agent_id = agent_id
-        agent.checkpoints.save_agent(agent_id)
-    agent.log.warning("agent.cleaned_up", agent_id=agent.agent_id, containers_killed=len(removed))
+        checkpoints.save_agent(agent_id)
+        return agent_id, len(removed)
+    return "", len(removed)

@@ -13,6 +13,7 @@ import os
 import stat
 from pathlib import Path
 
+from corral.proto import agent_pb2
 from corral.slave.beneath import open_beneath
 
 MAX_READ = 1 << 20
@@ -56,3 +57,21 @@ def read(sandbox: Path, name: str, offset: int, length: int) -> tuple[bytes, int
         return data, st.st_size
     finally:
         os.close(fd)
+
+
+def answer(req: agent_pb2.MasterMessage.ReadFile, sandbox: Path | None) -> agent_pb2.AgentMessage:
+    """The agent's answer to the master's ReadFile for the task whose sandbox
+    is ``sandbox`` (None: no such task here)."""
+
+    def reply(**kw: object) -> agent_pb2.AgentMessage:
+        data = agent_pb2.AgentMessage.FileData(request_id=req.request_id, **kw)  # type: ignore[arg-type]
+        return agent_pb2.AgentMessage(file_data=data)
+
+    if sandbox is None:
+        task_id = req.task_id.partition("/")[2]
+        return reply(error=f"task {task_id!r} has no sandbox on this agent")
+    try:
+        data, size = read(sandbox, req.path or "stdout", req.offset, req.length)
+    except SandboxFileError as e:
+        return reply(error=str(e))
+    return reply(data=data, size=size)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from corral.codec import resources_from_proto
@@ -29,7 +29,10 @@ class _Run(Protocol):
 
 
 async def collect(
-    tasks: Mapping[TaskKey, _Run], containerizer: Containerizer, request: agent_pb2.MasterMessage.GetUsage
+    tasks: Mapping[TaskKey, _Run],
+    containerizer: Containerizer,
+    request: agent_pb2.MasterMessage.GetUsage,
+    clock: Callable[[], float] = time.time,
 ) -> agent_pb2.AgentMessage:
     """Measure the asked tasks (all when ``request.task_ids`` is empty) that run here.
 
@@ -58,7 +61,7 @@ async def collect(
             disk_bytes=u.disk_bytes,
             disk_limit_bytes=u.disk_limit_bytes,
             cpus=resources_from_proto(run.info.resources).scalar("cpus") / MILLI,
-            timestamp=time.time(),
+            timestamp=clock(),
         )
 
     results = await asyncio.gather(*(one(k) for k in keys))

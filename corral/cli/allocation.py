@@ -20,9 +20,9 @@ from rich.table import Table
 from corral.cli.discovery import resolve_master
 from corral.cli.main import _client_logging, console, fail, handle_errors, master_option
 from corral.cli.views import TIMEOUT_S, _stub
-from corral.codec import resources_from_proto, resources_to_proto
+from corral.codec import quantities_from_proto, quantities_to_proto, resources_from_proto, resources_to_proto
 from corral.proto import operator_pb2 as op
-from corral.resources import ResourceError, Resources
+from corral.resources import ResourceError, Resources, format_quantities, parse_quantities
 
 
 def _print(*items: object) -> None:
@@ -84,7 +84,7 @@ def roles(ctx: click.Context, master: str | None) -> None:
             ",".join(r.frameworks),
             f"{r.share:.3f}",
             resources_from_proto(r.guarantee).format(),
-            resources_from_proto(r.limit).format() if r.has_limit else "",
+            format_quantities(quantities_from_proto(r.limit)) if r.has_limit else "",
             resources_from_proto(r.consumed).format(),
         )
     if not resp.roles:
@@ -138,16 +138,18 @@ def quota_set(
     """Set ROLE's quota."""
     _client_logging(ctx)
     g = Resources.parse(guarantee)
-    lim = Resources.parse(limit) if limit is not None else None
+    # Quantities, not Resources: "cpus:0" is a limit of no cpus, kept as a zero.
+    lim = parse_quantities(limit) if limit is not None else None
     request = op.SetQuotaRequest(
         role=role,
         guarantee=resources_to_proto(g),
-        limit=resources_to_proto(lim or Resources()),
+        limit=quantities_to_proto(lim or {}),
         has_limit=lim is not None,
         force=force,
     )
     _stub(resolve_master(master)).SetQuota(request, timeout=TIMEOUT_S)
-    _print(f"quota of {role}: guarantee {g.format() or 'none'}, limit {lim.format() if lim else 'none'}")
+    shown = format_quantities(lim) if lim is not None else "none"
+    _print(f"quota of {role}: guarantee {g.format() or 'none'}, limit {shown}")
 
 
 @quota.command("remove")

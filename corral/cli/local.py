@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from corral.identity import Principal
 from corral.master.master import MasterConfig
 from corral.master.server import MasterServer
 from corral.resources import Resources
@@ -87,14 +86,11 @@ class LocalCluster:
         """Credentials for ``principal`` signed by this cluster's CA (issued once); None without TLS."""
         if self._ca is None:
             return None
-        from corral.pki import file_stem, load_credentials
+        from corral.pki import issued_files, load_credentials
 
-        stem = file_stem(Principal.parse(principal))
-        cert, key = self.tls_dir / f"{stem}.pem", self.tls_dir / f"{stem}-key.pem"
-        if not cert.exists():
-            issued = self._ca.issue(principal)
-            cert, key = issued.cert, issued.key
-        return load_credentials(self._ca.cert_file, cert, key)
+        ca = self._ca
+        cert, key = issued_files(self.tls_dir, principal, lambda: ca)
+        return load_credentials(ca.cert_file, cert, key)
 
     def credentials(self, principal: str) -> Credentials:
         """How ``principal`` (``KIND:NAME``) calls this cluster: its own

@@ -13,7 +13,6 @@ from pathlib import Path
 from corral.cli.discovery import operator_name
 from corral.cluster.state import ClusterState
 from corral.cluster.topology import NodePlan
-from corral.identity import Principal
 from corral.transport import Credentials
 
 
@@ -42,14 +41,10 @@ def make(state: ClusterState) -> tuple[str, str, str]:
 
 def files_of(state: ClusterState, principal: str) -> tuple[Path, Path, Path]:
     """(CA, certificate, key) of ``principal``, issued now if it has none yet."""
-    from corral.pki import CertificateAuthority, file_stem
+    from corral.pki import CertificateAuthority, issued_files
 
     d = tls_dir(state)
-    stem = file_stem(Principal.parse(principal))
-    cert, key = d / f"{stem}.pem", d / f"{stem}-key.pem"
-    if not cert.exists():
-        issued = CertificateAuthority.load(d).issue(principal)
-        cert, key = issued.cert, issued.key
+    cert, key = issued_files(d, principal, lambda: CertificateAuthority.load(d))
     return d / "ca.pem", cert, key
 
 

@@ -22,11 +22,16 @@ after Mesos' ``HierarchicalAllocatorProcess``:
   guarantee still needs; stage 2 offers everyone, but leaves enough
   unreserved resources unallocated for the guarantees not yet met (headroom).
   A limit cuts every offer, in both stages, so it is never exceeded.
-- Filters: DECLINE filters one agent for one framework until ``now +
-  refuse_s``, and only while the agent has nothing beyond what was refused
-  (Mesos' ``RefusedOfferFilter``); REVIVE clears them. SUPPRESS (per
-  framework or per role) takes the framework out of a role's sorter until
-  REVIVE, so the cycle never walks past it.
+- Filters: DECLINE filters one agent for one framework in the offer's role
+  until ``now + refuse_s`` and at least through the next cycle (MESOS-4302),
+  and only while the agent has nothing beyond what was refused (Mesos'
+  ``RefusedOfferFilter``); each decline is its own filter. REVIVE clears
+  the filters of the roles it names. SUPPRESS (per framework or per role)
+  takes the framework out of a role's sorter until REVIVE, so the cycle
+  never walks past it.
+- One offer per (framework, role, agent) a cycle: what the quota stage and
+  the fair-share stage give the same framework role on one agent is merged,
+  as Mesos' ``offerable`` map merges it.
 - Offers below a minimum allocatable size (cpus 0.01 or mem 32 MiB, Mesos'
   defaults) are not sent: crumbs nobody can use.
 - Agents disconnected or draining (maintenance) are not offered.
@@ -82,6 +87,7 @@ from corral.master.allocator.model import (
     Allocation,
     AllocatorError,
     FrameworkState,
+    OfferFilter,
     Reason,
     RoleInfo,
     RoleState,
@@ -142,6 +148,7 @@ class Allocator:
         self._quota_roles: set[str] = set()
         self._min_allocatable = [dict(m) for m in min_allocatable]
         self._min_names = {n for m in self._min_allocatable for n in m}
+        self._cycle = 0  # allocation cycles started (decline filters outlive the next one)
 
     # -- events ---------------------------------------------------------------
 
@@ -159,7 +166,7 @@ class Allocator:
                         self._use(fw_id, role_for(self._frameworks[fw_id], res, None), agent_id, res)
                 self._refresh_candidate(agent_id)
             case AgentUpdated(agent_id, total):
-                agent = self._agents[agent_id]
+                agent = self._agent(agent_id)
                 self._add_total(quantities(agent.total), -1)
                 self._consume_free_reservations(agent, -1)
                 agent.total = total
@@ -171,25 +178,23 @@ class Allocator:
             case AgentRemoved(agent_id):
                 self._remove_agent(agent_id)
             case AgentActivated(agent_id):
-                self._agents[agent_id].active = True
+                self._agent(agent_id).active = True
                 self._refresh_candidate(agent_id)
             case AgentDeactivated(agent_id):
-                self._agents[agent_id].active = False
+                self._agent(agent_id).active = False
                 self._refresh_candidate(agent_id)
             case AgentDraining(agent_id, draining):
-                if agent_id not in self._agents:
-                    raise AllocatorError(f"agent_id: agent {agent_id!r} is not known")
-                self._agents[agent_id].draining = draining
+                self._agent(agent_id).draining = draining
                 self._refresh_candidate(agent_id)
             case FrameworkAdded(framework_id, roles, weight):
                 self._add_framework(framework_id, roles, weight)
             case FrameworkRemoved(framework_id):
                 self._remove_framework(framework_id)
             case FrameworkActivated(framework_id):
-                self._frameworks[framework_id].active = True
+                self._framework(framework_id).active = True
                 self._refresh_framework(framework_id)
             case FrameworkDeactivated(framework_id):
-                self._frameworks[framework_id].active = False
+                self._framework(framework_id).active = False
                 self._refresh_framework(framework_id)
             case ResourcesUsed(framework_id, agent_id, resources, role):
                 if framework_id in self._frameworks and agent_id in self._agents:
@@ -200,18 +205,31 @@ class Allocator:
                         resources,
                     )
             case ResourcesRecovered(framework_id, agent_id, resources, refuse_s, now, role):
-                self._recover(framework_id, agent_id, resources, role)
                 refusing = self._frameworks.get(framework_id)
                 if refusing is not None and refuse_s > 0 and agent_id in self._agents:
-                    refusing.filters[agent_id] = (now + refuse_s, resources)
+                    # The role the filter is for: the offer's, resolved before
+                    # the recovery can drop the framework from a role it left.
+                    in_role = role if role is not None else role_for(refusing, resources, None)
+                    self._recover(framework_id, agent_id, resources, role)
+                    refusing.filters.setdefault(agent_id, {}).setdefault(in_role, []).append(
+                        OfferFilter(now + refuse_s, self._cycle, resources)
+                    )
+                else:
+                    self._recover(framework_id, agent_id, resources, role)
             case Suppressed(framework_id, roles):
-                fw = self._frameworks[framework_id]
+                fw = self._framework(framework_id)
                 fw.suppressed |= set(check_roles_of(fw, framework_id, roles, "suppress"))
                 self._refresh_framework(framework_id)
             case Revived(framework_id, roles):
-                fw = self._frameworks[framework_id]
-                fw.suppressed -= set(check_roles_of(fw, framework_id, roles, "revive"))
-                fw.filters.clear()
+                fw = self._framework(framework_id)
+                revived = set(check_roles_of(fw, framework_id, roles, "revive"))
+                fw.suppressed -= revived
+                for agent_id in list(fw.filters):
+                    by_role = fw.filters[agent_id]
+                    for r in revived & by_role.keys():
+                        del by_role[r]
+                    if not by_role:
+                        del fw.filters[agent_id]
                 self._refresh_framework(framework_id)
             case RoleWeight(role, weight):
                 check_role(role, "weight")
@@ -233,9 +251,13 @@ class Allocator:
 
     def allocate(self, now: float) -> list[Allocation]:
         """One allocation cycle at time ``now``."""
+        self._cycle += 1
         out: list[Allocation] = []
         if not self._candidates:
             return out
+        # (framework, agent, role) -> index in out: one offer each a cycle.
+        # Only two stages can give one framework role the same agent twice.
+        index: dict[tuple[str, str, str], int] | None = None
         agents = sorted(self._candidates)
         headroom = (
             make_headroom(self._roles, self._quota_roles, self._agents.values())
@@ -243,14 +265,15 @@ class Allocator:
             else None
         )
         if headroom is not None:
+            index = {}
             for agent_id in agents:
                 if not headroom.required and not any_unmet(self._roles, self._quota_roles):
                     break  # every guarantee is met: stage 1 has nothing left to do
                 if agent_id in self._candidates:
-                    self._allocate_agent(agent_id, now, 1, headroom, out)
+                    self._allocate_agent(agent_id, now, 1, headroom, out, index)
         for agent_id in agents:
             if agent_id in self._candidates:
-                self._allocate_agent(agent_id, now, 2, headroom, out)
+                self._allocate_agent(agent_id, now, 2, headroom, out, index)
         if len(agents) > 2 * len(self._candidates) + 64:
             # A set never shrinks its table, and iterating it walks the whole
             # table: after a big cycle, copy it so the next one costs what it holds.
@@ -258,10 +281,16 @@ class Allocator:
         return out
 
     def _allocate_agent(
-        self, agent_id: str, now: float, stage: int, headroom: Headroom | None, out: list[Allocation]
+        self,
+        agent_id: str,
+        now: float,
+        stage: int,
+        headroom: Headroom | None,
+        out: list[Allocation],
+        index: dict[tuple[str, str, str], int] | None,
     ) -> None:
         agent = self._agents[agent_id]
-        served: set[str] = set()
+        served: set[tuple[str, str]] = set()  # (framework, role): once a stage, as in Mesos
         simple = headroom is None and not agent.reserved
         while True:
             chosen: tuple[str, str, Resources] | None = None
@@ -275,14 +304,11 @@ class Allocator:
                 if not offer or not self._allocatable(offer):
                     continue
                 for fw_id in self._roles[role].frameworks.iter_active():
-                    if fw_id in served:
+                    if served and (fw_id, role) in served:
                         continue
-                    refused = self._frameworks[fw_id].filters.get(agent_id)
-                    if refused is not None:
-                        until, what = refused
-                        if until > now and what.contains(offer):
-                            continue
-                        del self._frameworks[fw_id].filters[agent_id]
+                    fw = self._frameworks[fw_id]
+                    if fw.filters and self._filtered(fw, agent_id, role, offer, now):
+                        continue
                     chosen = (fw_id, role, offer)
                     break
                 if chosen is not None:
@@ -295,22 +321,47 @@ class Allocator:
                 headroom.taken(offer)
                 if headroom.required:  # once met, guarantees stay met within a cycle
                     headroom.required = required(self._roles, self._quota_roles)
-            out.append(Allocation(fw_id, agent_id, offer, role))
-            served.add(fw_id)
+            at = None if index is None else index.get((fw_id, agent_id, role))
+            if at is None:
+                if index is not None:
+                    index[(fw_id, agent_id, role)] = len(out)
+                out.append(Allocation(fw_id, agent_id, offer, role))
+            else:
+                out[at] = Allocation(fw_id, agent_id, out[at].resources + offer, role)
+            served.add((fw_id, role))
             if agent_id not in self._candidates:
                 return
+
+    def _filtered(self, fw: FrameworkState, agent_id: str, role: str, offer: Resources, now: float) -> bool:
+        """Whether a decline filter of ``fw`` in ``role`` holds back ``offer``
+        from the agent; filters past their time are dropped on the way."""
+        by_role = fw.filters.get(agent_id)
+        if not by_role:
+            return False
+        filters = by_role.get(role)
+        if not filters:
+            return False
+        live = [f for f in filters if f.active(now, self._cycle)]
+        if len(live) != len(filters):
+            if live:
+                by_role[role] = live
+            else:
+                del by_role[role]
+                if not by_role:
+                    del fw.filters[agent_id]
+        return any(f.refused.contains(offer) for f in live)
 
     # -- queries --------------------------------------------------------------
 
     def free(self, agent_id: str) -> Resources:
-        return self._agents[agent_id].free
+        return self._agent(agent_id).free
 
     def agent_total(self, agent_id: str) -> Resources:
-        return self._agents[agent_id].total
+        return self._agent(agent_id).total
 
     def allocated(self, framework_id: str, role: str | None = None) -> Resources:
         out = Resources()
-        for by_role in self._frameworks[framework_id].held.values():
+        for by_role in self._framework(framework_id).held.values():
             for r, res in by_role.items():
                 if role is None or r == role:
                     out = out + res
@@ -318,11 +369,11 @@ class Allocator:
 
     def held(self, framework_id: str, agent_id: str) -> dict[str, Resources]:
         """What the framework holds on the agent, by the role it is charged to."""
-        return dict(self._frameworks[framework_id].held.get(agent_id, {}))
+        return dict(self._framework(framework_id).held.get(agent_id, {}))
 
     def allocated_on(self, framework_id: str, agent_id: str) -> Resources:
         out = Resources()
-        for res in self._frameworks[framework_id].held.get(agent_id, {}).values():
+        for res in self._framework(framework_id).held.get(agent_id, {}).values():
             out = out + res
         return out
 
@@ -331,8 +382,11 @@ class Allocator:
 
     def share(self, framework_id: str, role: str | None = None) -> float:
         """Dominant share of the framework in ``role`` (default: its first)."""
-        fw = self._frameworks[framework_id]
-        return self._roles[role or fw.roles[0]].frameworks.share(framework_id)
+        fw = self._framework(framework_id)
+        r = self._roles.get(role or fw.roles[0])
+        if r is None or not r.frameworks.contains(framework_id):
+            raise AllocatorError(f"role: framework {framework_id} is not in role {role!r}")
+        return r.frameworks.share(framework_id)
 
     def role_share(self, role: str) -> float:
         return self._role_sorter.share(role)
@@ -356,6 +410,7 @@ class Allocator:
                     guarantee=to_resources(r.guarantee),
                     limit=None if r.limit is None else to_resources(r.limit),
                     consumed=to_resources(r.consumed),
+                    limit_quantities=None if r.limit is None else dict(r.limit),
                 )
             )
         return out
@@ -364,7 +419,7 @@ class Allocator:
         return agent_id in self._agents
 
     def draining(self, agent_id: str) -> bool:
-        return self._agents[agent_id].draining
+        return self._agent(agent_id).draining
 
     def explain(self, framework_id: str, now: float) -> list[Reason]:
         """Why ``framework_id`` is not being offered resources. Empty when
@@ -378,9 +433,22 @@ class Allocator:
             self._roles,
             self._role_sorter,
             self._allocatable,
+            self._cycle + 1,
         )
 
     # -- agents and frameworks -----------------------------------------------
+
+    def _agent(self, agent_id: str) -> AgentState:
+        agent = self._agents.get(agent_id)
+        if agent is None:
+            raise AllocatorError(f"agent_id: agent {agent_id!r} is not known to the allocator")
+        return agent
+
+    def _framework(self, framework_id: str) -> FrameworkState:
+        fw = self._frameworks.get(framework_id)
+        if fw is None:
+            raise AllocatorError(f"framework_id: framework {framework_id!r} is not known to the allocator")
+        return fw
 
     def _remove_agent(self, agent_id: str) -> None:
         agent = self._agents.get(agent_id)
@@ -541,8 +609,8 @@ class Allocator:
         self._refresh_candidate(agent_id)
 
     def _consume(self, role: str, q: Mapping[str, int], sign: int) -> None:
-        if role == DEFAULT_ROLE:
-            return  # '*' has no quota and no parent: nothing reads it
+        if role == DEFAULT_ROLE and DEFAULT_ROLE not in self._quota_roles:
+            return  # nothing reads '*' unless it has quota (counted from then on)
         for path in ancestors_and_self(role):
             consumed = self._role(path).consumed
             for n, v in q.items():
@@ -596,8 +664,18 @@ class Allocator:
 
     # -- operator and framework requests --------------------------------------
 
-    def _set_quota(self, role: str, guarantee: Resources, limit: Resources | None, force: bool) -> None:
+    def _set_quota(
+        self, role: str, guarantee: Resources, limit: Resources | Mapping[str, int] | None, force: bool
+    ) -> None:
         g, lim = check_quota(self._roles, self._quota_roles, self._total, role, guarantee, limit, force)
+        if role == DEFAULT_ROLE and DEFAULT_ROLE not in self._quota_roles:
+            # '*' is not counted while it has no quota: count what it holds now.
+            held: dict[str, int] = {}
+            for fw in self._frameworks.values():
+                for by_role in fw.held.values():
+                    for n, v in quantities(by_role.get(DEFAULT_ROLE, EMPTY)).items():
+                        held[n] = held.get(n, 0) + v
+            self._role(role).consumed = held
         r = self._role(role)
         r.guarantee = g
         r.limit = lim
@@ -605,6 +683,8 @@ class Allocator:
             self._quota_roles.add(role)
         else:
             self._quota_roles.discard(role)
+            if role == DEFAULT_ROLE:
+                r.consumed = {}  # no longer counted
 
     def _reserve(
         self, agent_id: str, resources: Resources, framework_id: str | None, unreserve: bool

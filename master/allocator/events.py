@@ -6,6 +6,7 @@ same decisions, which tests, benchmarks and a later decision log rely on.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from corral.resources import Resources
@@ -128,11 +129,13 @@ class QuotaSet:
     are hungry; ``limit`` (None: none) is never exceeded. Both count the role's
     sub-roles, reservations and unreserved allocations (Mesos 1.9 semantics).
     An empty guarantee with no limit removes the quota. Guarantees above the
-    cluster's total are refused unless ``force``."""
+    cluster's total are refused unless ``force``. ``limit`` may be given as
+    quantities (name -> milli-units) to say a zero limit (``cpus: 0``), which
+    :class:`Resources` cannot hold. The default role ``*`` may have quota."""
 
     role: str
     guarantee: Resources = field(default_factory=Resources)
-    limit: Resources | None = None
+    limit: Resources | Mapping[str, int] | None = None
     force: bool = False
 
 

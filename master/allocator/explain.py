@@ -21,9 +21,11 @@ def explain(
     roles: Mapping[str, RoleState],
     role_sorter: RoleSorter,
     allocatable: Callable[[Resources], bool],
+    next_cycle: int,
 ) -> list[Reason]:
     """Why ``framework_id`` (``fw``, None if unknown) is not being offered
-    resources at ``now``; empty when nothing stands in its way."""
+    resources at ``now``, before cycle number ``next_cycle``; empty when
+    nothing stands in its way."""
     if fw is None:
         return [Reason("unknown", f"framework {framework_id} is not known to the allocator")]
     reasons: list[Reason] = []
@@ -38,15 +40,30 @@ def explain(
                     role=role,
                 )
             )
-    filtered = sorted(a for a, (until, _) in fw.filters.items() if until > now and a in agents)
-    if filtered:
-        until = max(fw.filters[a][0] for a in filtered)
+    for role in fw.roles:
+        live = [
+            f
+            for agent_id, by_role in fw.filters.items()
+            if agent_id in agents
+            for f in by_role.get(role, ())
+            if f.active(now, next_cycle)
+        ]
+        if not live:
+            continue
+        n = sum(
+            1
+            for agent_id, by_role in fw.filters.items()
+            if agent_id in agents and any(f.active(now, next_cycle) for f in by_role.get(role, ()))
+        )
+        until = max(f.until for f in live)
+        when = f"until t+{until - now:.1f}s" if until > now else "until the next allocation cycle"
         reasons.append(
             Reason(
                 "filtered",
-                f"filtered on {len(filtered)} agent(s) until t+{until - now:.1f}s after declines"
+                f"filtered on {n} agent(s) in role {role!r} {when} after declines"
                 " (REVIVE clears the filters)",
-                agents=len(filtered),
+                role=role,
+                agents=n,
                 until=until,
             )
         )

@@ -73,6 +73,9 @@ class RoleInfo:
     guarantee: Resources
     limit: Resources | None
     consumed: Resources
+    #: the limit by name in milli-units, zeros kept (``limit`` cannot hold a
+    #: zero); None: no limit
+    limit_quantities: Mapping[str, int] | None = None
 
 
 @dataclass(slots=True)
@@ -88,16 +91,37 @@ class AgentState:
         return self.active and not self.draining
 
 
+@dataclass(frozen=True, slots=True)
+class OfferFilter:
+    """A DECLINE's filter (Mesos' ``RefusedOfferFilter``) for one framework,
+    role and agent. It holds while the agent has nothing beyond ``refused``,
+    until ``until`` — and, as Mesos does since MESOS-4302, at least through
+    the first allocation cycle after the decline (``cycle`` is the number of
+    cycles started when it was made), so a slow or backlogged allocator
+    cannot let a short filter lapse unseen."""
+
+    until: float
+    cycle: int
+    refused: Resources
+
+    def active(self, now: float, cycle: int) -> bool:
+        """In force during cycle number ``cycle`` running at ``now``."""
+        return self.until > now or cycle <= self.cycle + 1
+
+
 @dataclass(slots=True)
 class FrameworkState:
     roles: tuple[str, ...]
     weight: float = 1.0
     active: bool = True
     suppressed: set[str] = field(default_factory=set)
-    # agent_id -> (until, resources refused). As in Mesos' RefusedOfferFilter,
-    # the filter holds only while the agent has nothing beyond what was
-    # refused: once a task ends there, the larger offer goes out at once.
-    filters: dict[str, tuple[float, Resources]] = field(default_factory=dict)
+    # agent_id -> role -> decline filters, kept per (role, agent) as Mesos'
+    # offerFilters are: a decline in one role leaves the framework's other
+    # roles alone, and each decline is a filter of its own, so a newer one
+    # does not shorten an older. As in Mesos' RefusedOfferFilter, a filter
+    # holds only while the agent has nothing beyond what was refused: once a
+    # task ends there, the larger offer goes out at once.
+    filters: dict[str, dict[str, list[OfferFilter]]] = field(default_factory=dict)
     held: dict[str, dict[str, Resources]] = field(default_factory=dict)  # agent -> role -> resources
 
     def wants(self, role: str) -> bool:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass
 
-from corral.master.allocator.model import DEFAULT_ROLE, AgentState, AllocatorError, RoleState
+from corral.master.allocator.model import AgentState, AllocatorError, RoleState
 from corral.master.allocator.roles import check_role
 from corral.master.allocator.sorter import Quantities, ancestors_and_self, is_within, quantities
 from corral.resources import Resources, format_milli
@@ -174,24 +174,24 @@ def check_quota(
     total: Mapping[str, int],
     role: str,
     guarantee: Resources,
-    limit: Resources | None,
+    limit: Resources | Mapping[str, int] | None,
     force: bool,
 ) -> tuple[Quantities, Quantities | None]:
     """A quota request's guarantee and limit as quantities; raises
     :class:`AllocatorError` naming what is wrong (unforced guarantees must
     fit in the cluster's ``total`` together)."""
+    # The default role '*' may have quota too, as in Mesos: its consumption
+    # is what frameworks in '*' are allocated (it has no reservations).
     check_role(role, "quota.role")
-    if role == DEFAULT_ROLE:
-        raise AllocatorError("quota.role: the default role '*' cannot have quota")
     for what, res in (("guarantee", guarantee), ("limit", limit)):
-        if res is None:
+        if not isinstance(res, Resources):
             continue
         if res.ranges or res.sets:
             raise AllocatorError(f"quota.{what}: only scalars (cpus, mem, ...) can have quota, got {res}")
         if any(r for r in res.roles()):
             raise AllocatorError(f"quota.{what}: quota is for unreserved quantities, got {res}")
     g = quantities(guarantee)
-    lim = None if limit is None else quantities(limit)
+    lim = limit_quantities(limit)
     if lim is not None:
         over = [n for n, v in sorted(g.items()) if v > lim.get(n, 0) and n in lim]
         if over:
@@ -216,6 +216,22 @@ def check_quota(
                 " use force to set it anyway"
             )
     return g, lim
+
+
+def limit_quantities(limit: Resources | Mapping[str, int] | None) -> Quantities | None:
+    """A quota limit as quantities. A mapping (name -> milli-units) keeps
+    zeros, which :class:`Resources` cannot hold: ``cpus:0`` is a limit of no
+    cpus at all, not the absence of a cpus limit."""
+    if limit is None:
+        return None
+    if isinstance(limit, Resources):
+        return quantities(limit)
+    out: Quantities = {}
+    for name, v in limit.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise AllocatorError(f"quota.limit: {name} must be a non-negative quantity, got {v!r}")
+        out[name] = v
+    return out
 
 
 def check_reservation_within_limits(

@@ -3,11 +3,14 @@
 The sorter only answers "who is furthest below their fair share?"; the
 allocator decides what to give. Mesos keeps the same split (sorter.hpp vs
 hierarchical.cpp): one role sorter, one framework sorter per role. Pure and
-deterministic: ties break by client name.
+deterministic. Ties in weighted share break as Mesos' ``compareDRF`` does:
+first by how many allocations the client has been given (fewer first), then
+by name, so clients that keep returning to a zero share take turns instead
+of the first name always winning.
 
 Speed: shares are computed from per-name milli totals (roles dropped), never
 from :class:`Resources` arithmetic, and the order is kept incrementally in a
-sorted list of ``(weighted share, name)``: a change to one client is one
+sorted list of ``(weighted share, allocation count, name)``: a change to one client is one
 ``bisect`` removal and one insertion (O(log n) comparisons, a C ``memmove``),
 so an allocation cycle never re-sorts every client for every agent. Only a
 change of the cluster total (an agent joins or leaves) changes every share;
@@ -71,9 +74,12 @@ class DRFSorter:
         self._total: Mapping[str, int] = total if total is not None else {}
         self._weights: dict[str, float] = {}
         self._alloc: dict[str, Quantities] = {}
-        self._key: dict[str, float] = {}  # weighted share of active clients in _order
+        # Allocations ever made to a client (Mesos' Allocation::count): only
+        # grows, like Mesos', and restarts at 0 with a new leader.
+        self._count: dict[str, int] = {}
+        self._key: dict[str, tuple[float, int, str]] = {}  # entry in _order of active clients
         self._active: set[str] = set()
-        self._order: list[tuple[float, str]] = []
+        self._order: list[tuple[float, int, str]] = []
         self._stale = False
 
     # -- clients --------------------------------------------------------------
@@ -86,6 +92,7 @@ class DRFSorter:
             return
         self._weights[client] = float(weight)
         self._alloc[client] = {}
+        self._count[client] = 0
         if active:
             self._active.add(client)
             self._insert(client)
@@ -96,6 +103,7 @@ class DRFSorter:
         self.deactivate(client)
         del self._weights[client]
         del self._alloc[client]
+        del self._count[client]
 
     def contains(self, client: str) -> bool:
         return client in self._weights
@@ -144,19 +152,23 @@ class DRFSorter:
         self.add_quantities(client, {n: -v for n, v in quantities(resources).items()})
 
     def add_quantities(self, client: str, delta: Mapping[str, int]) -> None:
-        """Add (or with negative values, remove) scalars; clamped at zero."""
+        """Add (or with negative values, remove) scalars; clamped at zero.
+        A delta that adds anything counts as one allocation for tie-breaks."""
         if not delta:
             return
         alloc = self._alloc.get(client)
         if alloc is None:
             raise KeyError(client)
         self._drop(client)
+        added = 0
         for name, v in delta.items():
+            added |= v > 0
             left = alloc.get(name, 0) + v
             if left > 0:
                 alloc[name] = left
             else:
                 alloc.pop(name, None)
+        self._count[client] += added
         self._insert(client)
 
     def allocation(self, client: str) -> Resources:
@@ -193,10 +205,15 @@ class DRFSorter:
     def weighted_share(self, client: str) -> float:
         return self.share(client) / self._weights.get(client, 1.0)
 
+    def allocation_count(self, client: str) -> int:
+        """How many allocations the client has been given (the tie-break)."""
+        return self._count.get(client, 0)
+
     # -- order ----------------------------------------------------------------
 
     def sort(self) -> list[str]:
-        """Active clients, lowest weighted share first, ties by name."""
+        """Active clients, lowest weighted share first; ties by fewer
+        allocations, then by name."""
         return list(self.iter_active())
 
     def iter_active(self) -> Iterator[str]:
@@ -204,25 +221,25 @@ class DRFSorter:
         iterating: stop at the client you change."""
         if self._stale:
             self._rebuild()
-        for _, client in self._order:
+        for _, _, client in self._order:
             yield client
 
     def first(self) -> str | None:
         if self._stale:
             self._rebuild()
-        return self._order[0][1] if self._order else None
+        return self._order[0][2] if self._order else None
 
     def _rebuild(self) -> None:
-        self._key = {c: self.weighted_share(c) for c in self._active}
-        self._order = sorted((k, c) for c, k in self._key.items())
+        self._key = {c: (self.weighted_share(c), self._count[c], c) for c in self._active}
+        self._order = sorted(self._key.values())
         self._stale = False
 
     def _insert(self, client: str) -> None:
         if client not in self._active or self._stale:
             return
-        key = self.share(client) / self._weights[client]
-        self._key[client] = key
-        insort(self._order, (key, client))
+        entry = (self.share(client) / self._weights[client], self._count[client], client)
+        self._key[client] = entry
+        insort(self._order, entry)
 
     def _drop(self, client: str) -> None:
         if self._stale:
@@ -230,7 +247,7 @@ class DRFSorter:
         key = self._key.pop(client, None)
         if key is None:
             return
-        i = bisect_left(self._order, (key, client))
+        i = bisect_left(self._order, key)
         del self._order[i]
 
 

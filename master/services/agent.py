@@ -26,6 +26,8 @@ from corral.master.state import Outbox
 from corral.proto import agent_pb2, agent_pb2_grpc
 
 log = structlog.get_logger(__name__)
+#: a DNS name's limit; checked before anything else is read of a registration
+MAX_HOSTNAME = 253
 AgentMessage = agent_pb2.AgentMessage
 MasterMessage = agent_pb2.MasterMessage
 
@@ -55,14 +57,21 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         if first.WhichOneof("message") != "register":
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the first message must be register")
         reg = first.register
+        # Who may register is asked before the registration is validated:
+        # validating a large one costs seconds, which a tenant's certificate
+        # must not be able to spend (a security review measured 1.7 s for 63 MiB).
+        hostname = reg.agent_info.hostname
+        if len(hostname) > MAX_HOSTNAME:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"agent_info.hostname: at most {MAX_HOSTNAME} characters, got {len(hostname)}",
+            )
+        principal = self.guard.principal(context)
+        await self.guard.require(context, principal, "register_agent", f"agent:{hostname}", "Agent.Connect")
         errors, total = validate_registration(reg)
         if errors:
-            log.warning("agent.rejected", hostname=reg.agent_info.hostname, errors=errors)
+            log.warning("agent.rejected", hostname=hostname, errors=errors)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(errors))
-        principal = self.guard.principal(context)
-        await self.guard.require(
-            context, principal, "register_agent", f"agent:{reg.agent_info.hostname}", "Agent.Connect"
-        )
         outbox: Outbox[object] = Outbox()
         try:
             agent_id = master.register_agent(

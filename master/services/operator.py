@@ -6,7 +6,12 @@ from __future__ import annotations
 import grpc
 import grpc.aio
 
-from corral.codec import resources_from_proto, resources_to_proto
+from corral.codec import (
+    quantities_from_proto,
+    quantities_to_proto,
+    resources_from_proto,
+    resources_to_proto,
+)
 from corral.errors import CallError
 from corral.identity import Principal
 from corral.master.leadership import Leadership
@@ -16,7 +21,7 @@ from corral.master.state import FrameworkRecord, TaskRecord
 from corral.proto import messages_pb2 as pb
 from corral.proto import operator_pb2 as op
 from corral.proto import operator_pb2_grpc
-from corral.resources import ResourceError, Resources
+from corral.resources import ResourceError, Resources, format_quantities
 
 Ctx = grpc.aio.ServicerContext
 
@@ -259,8 +264,8 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
                     frameworks=list(r.frameworks),
                     share=r.share,
                     guarantee=resources_to_proto(r.guarantee),
-                    limit=resources_to_proto(r.limit or Resources()),
-                    has_limit=r.limit is not None,
+                    limit=quantities_to_proto(r.limit_quantities or {}),
+                    has_limit=r.limit_quantities is not None,
                     consumed=resources_to_proto(r.consumed),
                 )
                 for r in master.roles()
@@ -287,7 +292,7 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
         master, principal = await self._enter(context, "set_quota", f"role:{request.role}", "SetQuota")
         try:
             guarantee = resources_from_proto(request.guarantee, "guarantee")
-            limit = resources_from_proto(request.limit, "limit") if request.has_limit else None
+            limit = quantities_from_proto(request.limit, "limit") if request.has_limit else None
         except ResourceError as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
             raise  # unreachable: abort raises
@@ -301,7 +306,7 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
             "SetQuota",
             role=request.role,
             guarantee=guarantee.format(),
-            limit=limit.format() if limit is not None else None,
+            limit=format_quantities(limit) if limit is not None else None,
             outcome="OK",
         )
         return op.SetQuotaResponse()

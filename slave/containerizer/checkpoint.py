@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 
-def write_json(path: Path, data: dict[str, Any], *, durable: bool = False) -> None:
+def write_json(path: Path, data: dict[str, Any], *, durable: bool = False, mode: int = 0o644) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         os.write(fd, json.dumps(data, sort_keys=True).encode() + b"\n")
         if durable:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import structlog
@@ -40,6 +40,7 @@ from corral.slave.containerizer.cgroups.base import CgroupBackend
 from corral.slave.containerizer.cgroups.probe import probe
 from corral.slave.containerizer.composition import Isolators
 from corral.slave.containerizer.container import Container
+from corral.slave.containerizer.enter import EnterError, Outcome, has_spec, run_inside, save_spec
 from corral.slave.containerizer.errors import ContainerError
 from corral.slave.containerizer.exec_report import parse_exec_report, read_to_eof
 from corral.slave.containerizer.forkserver_client import ForkServerClient, ForkServerError
@@ -216,6 +217,8 @@ class Containerizer:
         c.task_pid = task_pid
         self._isolators.isolate(c.running, task_pid)
         self._start_watches(c)
+        # What a health check needs to enter the container as its task (enter.py).
+        save_spec(meta_dir, spec)
         record = reattach.ContainerRecord(
             config.container_id, c.supervisor_pid, c.supervisor_start, task_pid, config.sandbox
         )
@@ -469,6 +472,26 @@ class Containerizer:
     def task_pid(self, container_id: str) -> int:
         """The task's pid as recorded at launch (0 if unknown)."""
         return self._get(container_id).task_pid
+
+    async def enter(
+        self, container_id: str, argv: Sequence[str], env: Mapping[str, str] | None, timeout_s: float
+    ) -> Outcome:
+        """Run ``argv`` inside the running container, confined exactly as its
+        task (enter.py), with ``env`` (None: the task's). Raises ContainerError
+        if the container is not running or cannot be entered."""
+        c = self._get(container_id)
+        if c.state != "running" or c.killed or not c.task_pid:
+            raise ContainerError(f"container {container_id!r} is {c.state}: it cannot be entered")
+        try:
+            return await run_inside(c.running.meta_dir, c.task_pid, argv, env, timeout_s)
+        except EnterError as e:
+            raise ContainerError(f"container {container_id!r}: {e}") from None
+
+    def can_enter(self, container_id: str) -> bool:
+        """Whether ``enter`` has the task's launch spec (a container an agent
+        older than enter.py launched has none)."""
+        c = self._containers.get(container_id)
+        return c is not None and has_spec(c.running.meta_dir)
 
     def _recovered_done(self, c: Container) -> None:
         self._recovered.discard(c.container_id)

@@ -1,6 +1,6 @@
 """The kernel calls that isolate a container, through ctypes on libc.
 
-The one seam for unshare, mount, umount2, pivot_root, sethostname, prctl and
+The one seam for unshare, setns, mount, umount2, pivot_root, sethostname, prctl and
 capset: tests can replace these functions with a recorder. Every call raises
 ``OSError(errno, "<call>: <reason>")`` on failure.
 
@@ -125,12 +125,12 @@ def _fn(name: str, *argtypes: type) -> ctypes._NamedFuncPointer:
 
 
 _unshare = _fn("unshare", ctypes.c_int)
+_setns = _fn("setns", ctypes.c_int, ctypes.c_int)
 _mount = _fn("mount", ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p)
 _umount2 = _fn("umount2", ctypes.c_char_p, ctypes.c_int)
 _syscall = _libc["syscall"]
 _syscall.restype = ctypes.c_long
 _sethostname = _fn("sethostname", ctypes.c_char_p, ctypes.c_size_t)
-_setns = _fn("setns", ctypes.c_int, ctypes.c_int)
 _prctl = _fn("prctl", ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
 
 
@@ -159,6 +159,11 @@ def _check(result: int, call: str) -> None:
 
 def unshare(flags: int) -> None:
     _check(_unshare(flags), "unshare")
+
+
+def setns(fd: int, nstype: int) -> None:
+    """Move this process into the namespace ``fd`` (a /proc/PID/ns file) refers to."""
+    _check(_setns(fd, nstype), "setns")
 
 
 def mount(source: bytes | None, target: bytes, fstype: bytes | None, flags: int, data: bytes | None) -> None:
@@ -239,10 +244,6 @@ def move_mount_fd(fd: int, target: bytes) -> None:
         ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH),
     )
     _check(int(result), "move_mount " + target.decode("latin-1"))
-
-
-def setns(fd: int, nstype: int) -> None:
-    _check(_setns(fd, nstype), "setns")
 
 
 def sethostname(name: bytes) -> None:

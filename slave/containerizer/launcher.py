@@ -35,6 +35,7 @@ import signal
 # Relative, so that it works both as corral.slave.containerizer.launcher and
 # when the fork server loads this folder as a nameless package.
 from . import idmap, kernel
+from .privileges import confine_and_exec
 from .process import (
     EXIT_NOT_FOUND,
     EXIT_SETUP_FAILED,
@@ -53,6 +54,7 @@ __all__ = [
     "IsolationSpec",
     "LaunchSpec",
     "Spawned",
+    "confine_and_exec",
     "exec_candidates",
     "set_process_name",
     "spawn",

@@ -17,8 +17,13 @@ import errno
 import os
 
 from . import idmap, kernel
-from .process import EXIT_NOT_FOUND, EXIT_SETUP_FAILED, fail
+from .process import EXIT_NOT_FOUND, EXIT_SETUP_FAILED, fail, reset_signals
 from .spec import LaunchSpec
+
+# Not typing.TYPE_CHECKING: importing typing would cost the fork server memory.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 _CAP_LAST = kernel.last_cap()
 
@@ -71,3 +76,16 @@ def exec_command(spec: LaunchSpec) -> None:
     code = error.errno if error is not None and error.errno else errno.ENOENT
     os.write(2, b"corral: exec " + spec.argv[0] + b": " + os.strerror(code).encode() + b"\n")
     os._exit(EXIT_NOT_FOUND if code in (errno.ENOENT, errno.ENOTDIR) else EXIT_SETUP_FAILED)
+
+
+def confine_and_exec(spec: LaunchSpec, report_fd: int) -> NoReturn:
+    """Exec ``spec``'s command confined exactly as the task's command is:
+    default signal dispositions, then ``drop_privileges`` (bounding set,
+    uid/gid/groups, capabilities, no_new_privs, seccomp) and the exec. For a
+    process already inside the container (enter.py; it joins a user namespace
+    itself); a failure is reported on ``report_fd`` as ``Ecannot <stage>:
+    <reason>`` and ends the process."""
+    reset_signals()
+    drop_privileges(spec, report_fd)
+    exec_command(spec)
+    os._exit(EXIT_SETUP_FAILED)  # exec_command does not return

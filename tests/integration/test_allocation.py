@@ -168,6 +168,16 @@ async def test_quota_limit_weights_drain_and_explain_through_the_cli(tmp_path: P
             assert "capped" in out
             assert "cpus:1.5" in out
             driver.decline(offer, refuse_s=0)
+        # a zero limit is kept (it once vanished and read "limit none"), and
+        # '*' may have quota, as in Mesos
+        code, out = await _cli(address, "quota", "set", "nocpu", "--limit", "cpus:0;mem:512")
+        assert code == 0, out
+        assert "limit cpus:0;mem:512" in out
+        code, out = await _cli(address, "quota", "set", "*", "--limit", "cpus:3")
+        assert code == 0, out
+        code, out = await _cli(address, "roles")
+        assert code == 0, out
+        assert "cpus:0;mem:512" in out
         # bad input is refused with a message naming it
         code, out = await _cli(address, "weights", "set", "gold=0")
         assert code != 0
@@ -211,7 +221,12 @@ async def test_quota_guarantee_and_bad_requests_through_the_operator_api(tmp_pat
         assert resources_from_proto(q.guarantee) == Resources.parse("cpus:1")
         for bad, match in [
             (op.SetQuotaRequest(role="bad role"), "bad role"),
-            (op.SetQuotaRequest(role="*", guarantee=resources_to_proto(Resources.parse("cpus:1"))), "'*'"),
+            (
+                op.SetQuotaRequest(
+                    role="q", limit=resources_to_proto(Resources.parse("cpus(q):1")), has_limit=True
+                ),
+                "unreserved",
+            ),
             (
                 op.SetWeightsRequest(weights=[op.SetWeightsRequest.Weight(role="x", weight=-1)]),
                 "weights\\[0\\]",

@@ -46,6 +46,14 @@ def _task(task_id: str, command: str = "true", **scalars: float) -> pb.TaskInfo:
     )
 
 
+def _with_check_as(user: str) -> pb.TaskInfo:
+    task = _task("check-as-root", "sleep 5")
+    task.container.uid = 65534
+    task.health_check.type = pb.HealthCheck.COMMAND
+    task.health_check.command.CopyFrom(pb.CommandInfo(shell=True, value="id", user=user))
+    return task
+
+
 async def _still_serves(cluster: LocalCluster) -> None:
     """After the abuse, an ordinary framework still runs an ordinary task."""
     async with framework(cluster.master_address, "bystander") as (driver, rec):
@@ -135,8 +143,9 @@ async def test_accept_of_expired_offer_drops_tasks(tmp_path: Path) -> None:
         (_task("empty", command="  "), "command.value: must not be empty"),
         (_task("bad id!"), "task_id: must be"),
         (_task("nothing", cpus=0, mem=0), "must ask for some cpus or mem"),
+        (_with_check_as("root"), "health_check.command.user: a health check runs as its task's user"),
     ],
-    ids=["too-big", "negative", "nan", "inf", "unknown", "empty-command", "bad-id", "zero"],
+    ids=["too-big", "negative", "nan", "inf", "unknown", "empty-command", "bad-id", "zero", "check-user"],
 )
 async def test_invalid_task_gets_task_error_naming_the_field(
     cluster: LocalCluster, task: pb.TaskInfo, expected: str

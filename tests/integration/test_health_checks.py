@@ -105,3 +105,35 @@ async def test_a_reattached_task_is_checked_again(tmp_path: Path) -> None:
     finally:
         await agent.stop()
         await server.stop()
+
+
+async def test_a_command_check_runs_confined_as_its_task(cluster: LocalCluster) -> None:
+    # The security review's attack: a uid-65534 task's check must not run as
+    # the agent's root with every capability, unfiltered, outside the task's cgroup.
+    record = (
+        "{ id -u; grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status; cat /proc/self/cgroup; } "
+        "> check.out.tmp && mv check.out.tmp check.out"
+    )
+    check = HealthCheck("command", command=record, interval_s=0.2, grace_period_s=5)
+    task = Task(
+        "confined",
+        "cat /proc/self/cgroup > task.cgroup; sleep 60",
+        SMALL,
+        user=(65534, 65534),
+        health_check=check,
+    )
+    async with framework(cluster.master_address) as (driver, rec):
+        driver.launch(await rec.next_offer(), [task], refuse_s=0)
+        await rec.wait_for(
+            lambda: any(u.task_id == "confined" and u.healthy is True for u in rec.updates), 10, "healthy"
+        )
+        runs = [a.tasks[k] for a in cluster.agent_list for k in a.tasks if k[1] == "confined"]
+        sandbox = runs[0].sandbox
+        driver.kill("confined")
+        await rec.wait_terminal("confined")
+    lines = (sandbox / "check.out").read_text().splitlines()
+    assert lines[0] == "65534", lines
+    assert "CapEff:\t0000000000000000" in lines, lines
+    assert "NoNewPrivs:\t1" in lines, lines
+    assert "Seccomp:\t2" in lines, lines
+    assert sorted(lines[4:]) == sorted((sandbox / "task.cgroup").read_text().splitlines())

@@ -172,12 +172,39 @@ async def test_an_agent_id_cannot_be_registered_by_another_agent_principal(tls: 
     m = tls.server.master
     assert m is not None
     total = m.state.agents[victim].total
-    answer = await _register(tls, "agent:n2", _agent_info(victim, "cpus:16;mem:65536"))
+    answer = await _register(tls, "agent:n2", _agent_info(victim, "cpus:16;mem:65536", "n2"))
     assert isinstance(answer, grpc.aio.AioRpcError)
     assert answer.code() == grpc.StatusCode.PERMISSION_DENIED
     assert f"agent {victim} belongs to principal agent:n1, not agent:n2" in (answer.details() or "")
     assert m.state.agents[victim].total == total
     assert m.state.agents[victim].connected
+
+
+async def test_an_agent_certificate_cannot_claim_another_nodes_host_name(tls: Tls) -> None:
+    # agent:n2 registering as host n1 would draw placements meant for n1
+    # (constraints, unique host) to itself: the built-in policy lets an agent
+    # register only under its certificate's name.
+    m = tls.server.master
+    assert m is not None
+    answer = await _register(tls, "agent:n2", _agent_info("", "cpus:1;mem:1024", "n1"))
+    assert isinstance(answer, grpc.aio.AioRpcError)
+    assert answer.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "agent:n2 may not register_agent agent:n1" in (answer.details() or "")
+    assert len(m.state.agents) == 1
+
+
+async def test_a_registration_is_authorized_before_it_is_validated(tls: Tls) -> None:
+    # Validating a big registration costs seconds; a tenant's certificate is
+    # refused before any of it is spent. This one is both unauthorized and
+    # invalid (a task without an id): the answer is the refusal.
+    bad = [pb.TaskStatus(state=pb.TASK_RUNNING) for _ in range(1000)]
+    answer = await _register(tls, "framework:b", _agent_info("", "cpus:1;mem:1024", "b"), tasks=bad)
+    assert isinstance(answer, grpc.aio.AioRpcError)
+    assert answer.code() == grpc.StatusCode.PERMISSION_DENIED, answer.details()
+    answer = await _register(tls, "agent:n2", _agent_info("", "cpus:1;mem:1024", "x" * 300))
+    assert isinstance(answer, grpc.aio.AioRpcError)
+    assert answer.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "at most 253 characters" in (answer.details() or "")
 
 
 async def test_one_agent_certificate_cannot_register_a_second_node(tls: Tls) -> None:
@@ -279,6 +306,18 @@ async def test_a_task_as_root_is_refused_by_the_built_in_policy(tls: Tls) -> Non
     assert status.state is TaskState.ERROR
     assert status.reason == "TASK_UNAUTHORIZED"
     assert "principal framework:a may not run_task uid:0" in status.message
+
+
+async def test_a_task_in_roots_group_is_refused_by_the_built_in_policy(tls: Tls) -> None:
+    # uid 65534 is allowed, but with gid 0 its files and its group access
+    # are root's group's: the group is asked too.
+    async with framework(tls.address, "a", credentials=tls.creds["framework:a"]) as (driver, rec):
+        offer = await rec.next_offer()
+        driver.launch(offer, [Task("root-group", "true", SMALL, user=(65534, 0))])
+        status = await rec.wait_terminal("root-group")
+    assert status.state is TaskState.ERROR
+    assert status.reason == "TASK_UNAUTHORIZED"
+    assert "principal framework:a may not run_task gid:0" in status.message
 
 
 async def test_no_seccomp_filter_and_host_devices_need_the_acl(tls: Tls) -> None:

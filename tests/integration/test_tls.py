@@ -39,7 +39,7 @@ from corral.testing import (
     terminate,
 )
 from corral.testing_zookeeper import free_port
-from corral.transport import Credentials, bind, make_channel, make_server
+from corral.transport import Credentials, bind, make_channel, make_server, make_sync_channel
 
 
 class RecordingOperator(operator_pb2_grpc.OperatorServicer):
@@ -140,6 +140,32 @@ async def test_a_client_refuses_a_master_of_another_ca(
         await call(address, creds(other, "operator:alice"))
     assert e.value.code() == grpc.StatusCode.UNAVAILABLE
     assert servicer.principals == []
+
+
+async def test_a_tenants_certificate_cannot_pose_as_a_master(pki: CertificateAuthority) -> None:
+    # A framework's certificate also serves (its HTTP API on localhost), so a
+    # tenant could start a "master" with it; agents, frameworks and operators
+    # check for the master's name (MASTER_TLS_NAME), which only master
+    # certificates carry, and refuse it at the handshake.
+    servicer = RecordingOperator()
+    tenant = creds(pki, "framework:b")
+    server = make_server(tenant)
+    operator_pb2_grpc.add_OperatorServicer_to_server(servicer, server)
+    port = bind(server, "127.0.0.1:0", tenant)
+    await server.start()
+    try:
+        for victim in ("agent:n1", "operator:alice", "framework:a"):
+            with pytest.raises(grpc.aio.AioRpcError) as e:
+                await call(f"127.0.0.1:{port}", creds(pki, victim))
+            assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+            with (
+                pytest.raises(grpc.RpcError),
+                make_sync_channel(f"127.0.0.1:{port}", creds(pki, victim)) as ch,
+            ):
+                operator_pb2_grpc.OperatorStub(ch).GetMasterInfo(op.GetMasterInfoRequest(), timeout=5)
+        assert servicer.principals == []
+    finally:
+        await server.stop(0)
 
 
 async def test_a_plaintext_claim_is_unauthenticated() -> None:
@@ -383,7 +409,7 @@ def test_corral_certs_makes_a_ca_issues_and_shows(tmp_path: Path) -> None:
     assert shown.returncode == 0, shown.stderr
     lines = dict(line.split(":", 1) for line in shown.stdout.splitlines())
     assert lines["principal"].strip() == "master:m1"
-    assert lines["DNS names"].strip() == "m1.example, localhost"
+    assert lines["DNS names"].strip() == "m1.example, localhost, master.corral"
     assert lines["IP addresses"].strip() == "10.0.0.5, 127.0.0.1, ::1"
     assert lines["usages"].strip() == "clientAuth, serverAuth"
     res = corral("certs", "issue", "--ca", str(pki_dir), "robot:r2")

@@ -338,7 +338,7 @@ def test_explain_lists_filters_and_shares() -> None:
         (FrameworkAdded("f9", ("",)), "non-empty"),
         (QuotaSet("q", guarantee=Resources.parse("cpus:100")), r"above the cluster's total \(cpus 100 > 8\)"),
         (QuotaSet("q", Resources.parse("cpus:2"), Resources.parse("cpus:1")), "cpus above the limit"),
-        (QuotaSet("*", Resources.parse("cpus:1")), "default role"),
+        (QuotaSet("q", limit={"cpus": -1}), "cpus must be a non-negative quantity"),
         (QuotaSet("q", Resources.parse("cpus(q):1")), "unreserved"),
         (Suppressed("f", ("nope",)), "not subscribed to role.*'nope'"),
         (Revived("f", ("nope",)), "not subscribed to role.*'nope'"),

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from hypothesis import given
 from hypothesis import strategies as st
 
-from corral.slave.gc import Finished, due, max_age_s
+from corral.slave.gc import MAX_REMOVALS_PER_ROUND, Finished, collectable, due, max_age_s
 
 WEEK = 7 * 86400.0
 
@@ -33,3 +35,12 @@ def test_a_fuller_disk_never_keeps_more(ends: list[float], low: float, high: flo
     low, high = sorted((low, high))
     finished = [Finished(str(i), t) for i, t in enumerate(ends)]
     assert set(due(finished, 1e6, WEEK, low, 0.1)) <= set(due(finished, 1e6, WEEK, high, 0.1))
+
+
+def test_collectable_names_tasks_by_their_sandbox_at_most_a_round_at_a_time() -> None:
+    completed = {("f", f"t{i}"): Path(f"/w/sandboxes/f/t{i}-c") for i in range(MAX_REMOVALS_PER_ROUND + 5)}
+    ended = {key: float(i) for i, key in enumerate(completed)}
+    due_now = collectable(completed, ended, 1e9, WEEK, 0.5, 0.1)
+    assert due_now == list(completed)[:MAX_REMOVALS_PER_ROUND]  # oldest first, one round's worth
+    # A task with no recorded end counts as ended now: kept.
+    assert collectable({("f", "x"): Path("/w/x")}, {}, 1e9, WEEK, 0.5, 0.1) == []

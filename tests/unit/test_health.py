@@ -9,13 +9,16 @@ import http.server
 import math
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 
 from corral.master.validation import validate_health_check
 from corral.proto import messages_pb2 as pb
+from corral.slave import health
 from corral.slave.health import Result, Settings, Tracker, check_once, watch
 
 HC = pb.HealthCheck
@@ -71,6 +74,48 @@ async def test_command_check_runs_in_the_given_directory(tmp_path: Path) -> None
     (tmp_path / "here").touch()
     cmd = pb.CommandInfo(shell=True, value="test -f here")
     assert (await check_once(HC(type=HC.COMMAND, command=cmd), cwd=str(tmp_path))).healthy
+
+
+async def test_a_command_check_given_a_container_runs_only_through_it(tmp_path: Path) -> None:
+    calls: list[tuple[list[str], dict[str, str], float]] = []
+    answer: tuple[int | None, bytes] | Exception = (0, b"")
+
+    async def enter(
+        argv: Sequence[str], env: Mapping[str, str], timeout_s: float
+    ) -> tuple[int | None, bytes]:
+        calls.append((list(argv), dict(env), timeout_s))
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    cmd = pb.CommandInfo(shell=True, value="touch ran-here", environment={"B": "2"})
+    check = HC(type=HC.COMMAND, command=cmd, timeout_s=3)
+
+    async def once() -> Result:
+        return await check_once(check, env={"A": "1"}, cwd=str(tmp_path), enter=enter)
+
+    assert (await once()).healthy
+    assert calls == [(["/bin/sh", "-c", "touch ran-here"], {"A": "1", "B": "2"}, 3.0)]
+    answer = (3, b"some output")
+    assert (await once()).message == "command check exited with status 3: some output"
+    answer = (None, b"")
+    assert (await once()).message == "command check timed out after 3s"
+    answer = RuntimeError("the task has ended")
+    failed = await once()
+    assert not failed.healthy
+    assert "could not enter the task's container: the task has ended" in failed.message
+    # Never a fallback to running the command here, as the agent.
+    assert not (tmp_path / "ran-here").exists()
+
+
+def test_a_command_check_is_skipped_for_a_container_that_cannot_be_entered() -> None:
+    info = pb.TaskInfo(
+        task_id="t", health_check=HC(type=HC.COMMAND, command=pb.CommandInfo(shell=True, value="true"))
+    )
+    containerizer = SimpleNamespace(can_enter=lambda container_id: False)
+    enter = health.container_enter(cast(Any, containerizer), "c")
+    assert enter is None
+    assert health.start(info, {}, "/", lambda: 1, lambda h, m: None, lambda m: None, enter) is None
 
 
 async def test_tcp_check_against_a_listening_and_a_closed_port() -> None:
@@ -145,6 +190,11 @@ BAD = [
     (HC(type=HC.TCP, port=80, timeout_s=math.nan), "health_check.timeout_s: must be 0-86400"),
     (HC(type=HC.TCP, port=80, grace_period_s=math.inf), "health_check.grace_period_s"),
     (HC(type=HC.TCP, port=80, consecutive_failures=5000), "health_check.consecutive_failures"),
+    # A check runs as its task's user: naming another would bypass the run_task ACL.
+    (
+        HC(type=HC.COMMAND, command=pb.CommandInfo(shell=True, value="id", user="root")),
+        "health_check.command.user: a health check runs as its task's user",
+    ),
 ]
 
 

@@ -47,15 +47,26 @@ def test_a_master_serves_under_its_names_and_loopback(ca: CertificateAuthority) 
     info = describe(issued.cert)
     assert info.principal == "master:m1"
     assert set(info.usages) == {"clientAuth", "serverAuth"}
-    assert info.dns == ("m1.example", "localhost")
+    # master.corral: the name every gRPC client checks a master against
+    assert info.dns == ("m1.example", "localhost", "master.corral")
     assert info.ips == ("10.0.0.5", "127.0.0.1", "::1")
     assert datetime.timedelta(days=29) < info.not_after - info.not_before <= datetime.timedelta(days=31)
 
 
 def test_a_name_with_a_slash_gets_a_flat_file_name(ca: CertificateAuthority) -> None:
     issued = ca.issue("framework:team/ml")
-    assert issued.cert.name == "framework-team_ml.pem"
+    assert issued.cert.name == "framework-team%2Fml.pem"
     assert describe(issued.cert).principal == "framework:team/ml"
+    # team_ml is another principal with files of its own: issuing it must
+    # not replace team/ml's key (both were framework-team_ml once).
+    other = ca.issue("framework:team_ml")
+    assert other.key != issued.key
+    assert describe(issued.cert).principal == "framework:team/ml"
+
+
+def test_only_masters_carry_the_master_name(ca: CertificateAuthority) -> None:
+    for principal in ("framework:b", "operator:o", "agent:n1"):
+        assert "master.corral" not in describe(ca.issue(principal).cert).dns
 
 
 def test_bad_principals_and_days_are_refused(ca: CertificateAuthority) -> None:
@@ -174,3 +185,24 @@ def test_a_bundle_of_two_cas_accepts_certificates_of_either(ca: CertificateAutho
     mixed = tmp_path / "mixed.pem"
     mixed.write_bytes(ca.cert_file.read_bytes() + leaf.cert.read_bytes())
     _expect(mixed, "'CN=operator:bob' has no basicConstraints CA:TRUE", mixed, leaf.cert, leaf.key)
+
+
+def test_a_master_certificate_from_before_the_master_name_is_issued_anew(
+    ca: CertificateAuthority,
+) -> None:
+    # `corral local` reuses its directory: a master certificate made before
+    # masters carried master.corral would be refused by every client now.
+    from corral.pki import issued_files
+
+    old = ca.issue(Principal("master", "m1"), server=True)
+    assert "master.corral" in describe(old.cert).dns
+    stale = ca.issue(Principal("framework", "x"))  # no master name, written as master-m1
+    old.cert.write_bytes(stale.cert.read_bytes())
+    old.key.write_bytes(stale.key.read_bytes())
+    cert, _ = issued_files(ca.directory, "master:m1", lambda: ca)
+    assert "master.corral" in describe(cert).dns
+    agent = ca.issue("agent:n1")
+    before = agent.cert.read_bytes()
+    again = issued_files(ca.directory, "agent:n1", lambda: ca)
+    assert again == (agent.cert, agent.key)
+    assert agent.cert.read_bytes() == before  # current: kept, not issued anew

@@ -363,3 +363,39 @@ def test_operator_request_bounds(request_: object, expected: str) -> None:
 def test_good_operator_requests_pass() -> None:
     assert validate_operator_request(operator_pb2.KillTaskRequest(task_id="t1", framework_id="fw-1")) == []
     assert validate_operator_request(operator_pb2.ListTasksRequest()) == []
+
+
+def test_reconcile_and_acknowledge_are_capped_per_call() -> None:
+    # One RECONCILE of 100,000 ids held the master's loop 1.7 s (security
+    # review); a framework with more tasks sends several calls.
+    many = [Call.Reconcile.Task(task_id=f"t{i}") for i in range(10_001)]
+    errors = validate_call_size(Call(type=Call.RECONCILE, reconcile=Call.Reconcile(tasks=many)), 1000)
+    assert any("reconcile.tasks: at most 10000" in e for e in errors), errors[:3]
+    ok = Call(type=Call.RECONCILE, reconcile=Call.Reconcile(tasks=many[:10_000]))
+    assert validate_call_size(ok, 1000) == []
+    acks = [Call.Acknowledge(task_id=f"t{i}", uuid=b"u") for i in range(10_001)]
+    errors = validate_call_size(Call(type=Call.ACKNOWLEDGE, acknowledges=acks), 1000)
+    assert any("acknowledges: at most 10000" in e for e in errors), errors[:3]
+
+
+def test_the_sdk_sends_acknowledgements_and_reconciliations_in_calls_the_master_takes() -> None:
+    from corral.frameworks.driver import CALL_ITEMS
+    from corral.master.validation import MAX_FRAMEWORK_ITEMS_PER_CALL
+
+    assert CALL_ITEMS == MAX_FRAMEWORK_ITEMS_PER_CALL
+
+
+def test_the_sdk_splits_a_big_reconciliation_into_calls_under_the_cap() -> None:
+    from corral.frameworks.driver import CALL_ITEMS, SchedulerDriver
+    from corral.frameworks.scheduler import Scheduler
+
+    driver = SchedulerDriver(Scheduler(), name="t", master="127.0.0.1:1")
+    sent: list[Call] = []
+    driver._call = sent.append  # type: ignore[method-assign]  # capture instead of sending
+    driver.reconcile([(f"t{i}", "a") for i in range(2 * CALL_ITEMS + 1)])
+    assert [len(c.reconcile.tasks) for c in sent] == [CALL_ITEMS, CALL_ITEMS, 1]
+    sent.clear()
+    driver.reconcile()  # implicit: one call with no tasks
+    assert [len(c.reconcile.tasks) for c in sent] == [0]
+    for call in sent:
+        assert validate_call_size(call, 1000) == []

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from corral.slave.containerizer import ContainerConfig, Containerizer
+from corral.slave.containerizer.images import ImageStore
+from corral.testing_images import build_busybox_image
 
 ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
 
@@ -47,3 +49,23 @@ def make_config(tmp_path: Path) -> Callable[..., ContainerConfig]:
         return ContainerConfig(**fields)  # type: ignore[arg-type]
 
     return make
+
+
+@pytest.fixture(scope="module")
+def busybox_layers(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ...]:
+    """The layers of the busybox test image, imported into a store of their own."""
+    if not Path("/bin/busybox").exists():
+        pytest.skip("needs Debian's busybox-static (/bin/busybox)")
+    root = tmp_path_factory.mktemp("images")
+    store = ImageStore(root / "store")
+    return store.layer_dirs(store.import_tarball(build_busybox_image(root / "busybox.tar")))
+
+
+@pytest.fixture
+def cgroup2_root() -> Path:
+    """Where a cgroup2 hierarchy is mounted (proc(5) mountinfo); skips without one."""
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        head, _, tail = line.partition(" - ")
+        if tail.split()[:1] == ["cgroup2"]:
+            return Path(head.split()[4])
+    pytest.skip("no cgroup2 hierarchy mounted")

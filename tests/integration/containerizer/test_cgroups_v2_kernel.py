@@ -25,15 +25,6 @@ from corral.slave.containerizer.cgroups.v2 import V2Backend
 pytestmark = [pytest.mark.root]
 
 
-def unified_mount() -> Path | None:
-    """Where a cgroup2 hierarchy is mounted (proc(5) mountinfo), if anywhere."""
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        head, _, tail = line.partition(" - ")
-        if tail.split()[:1] == ["cgroup2"]:
-            return Path(head.split()[4])
-    return None
-
-
 def wait_until(predicate: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
@@ -43,10 +34,8 @@ def wait_until(predicate: Callable[[], bool], what: str, timeout_s: float = 10.0
 
 
 @pytest.fixture
-def v2() -> Iterator[tuple[V2Backend, str]]:
-    root = unified_mount()
-    if root is None:
-        pytest.skip("no cgroup2 hierarchy mounted")
+def v2(cgroup2_root: Path) -> Iterator[tuple[V2Backend, str]]:
+    root = cgroup2_root
     backend = V2Backend(root, require_memory=False)
     prefix = f"corral-test-v2-{uuid.uuid4().hex[:8]}"
     backend.prepare_prefix(prefix)

@@ -21,11 +21,9 @@ from pathlib import Path
 import pytest
 
 from corral.slave.containerizer import ContainerConfig, Containerizer
-from corral.slave.containerizer.images import ImageStore
 from corral.slave.containerizer.model import Isolation
 from corral.slave.containerizer.overlay import Rootfs
 from corral.slave.containerizer.volumes import Volume
-from corral.testing_images import build_busybox_image
 
 pytestmark = [
     pytest.mark.root,
@@ -62,14 +60,10 @@ KINDS = [
 
 
 @pytest.fixture(scope="module")
-def layers(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ...]:
-    if not Path("/bin/busybox").exists():
-        pytest.skip("needs Debian's busybox-static (/bin/busybox)")
+def layers(busybox_layers: tuple[Path, ...]) -> tuple[Path, ...]:
     if not PYTHON.startswith("/usr/"):
         pytest.skip(f"the probe needs a python3 under /usr, found {PYTHON}")
-    root = tmp_path_factory.mktemp("images")
-    store = ImageStore(root / "store")
-    return store.layer_dirs(store.import_tarball(build_busybox_image(root / "busybox.tar")))
+    return busybox_layers
 
 
 @pytest.fixture(params=KINDS, ids=str)
