@@ -433,23 +433,17 @@ class Containerizer:
             raise ContainerError(f"{meta_dir / 'container.json'}: {e}") from None
         self._ensure_prefix()
         self._adopted_prefix = True
+        found = reattach.attach(meta_dir, record, rebooted)
+        pidfd, ended = found.pidfd, found.ended
         if config is None:
             config = ContainerConfig(
                 container_id=container_id, argv=("?",), env={}, sandbox=sandbox, cpus_milli=1, mem_bytes=1
             )
-        c = self._new(
-            config, self._cgroup(container_id), meta_dir, 0 if record is None else record.supervisor_pid
-        )
-        c.task_pid = 0 if record is None else record.task_pid
-        c.supervisor_start = None if record is None else record.supervisor_start
+        c = self._new(config, self._cgroup(container_id), meta_dir, record.supervisor_pid if record else 0)
+        if record is not None:
+            c.task_pid, c.supervisor_start = record.task_pid, record.supervisor_start
         # Whatever its fate, the ids of its user namespace stay taken until destroy.
         self._isolators.userns.recover(c.running)
-        pidfd = (
-            None
-            if record is None or rebooted
-            else reattach.open_process(record.supervisor_pid, record.supervisor_start)
-        )
-        ended = (meta_dir / "exit_status.json").exists()
         if pidfd is None:
             c.supervisor_gone.set_result(None)
             if ended:
@@ -521,12 +515,8 @@ class Containerizer:
         found = leftovers.find(self.work_dir, self.cgroups, self.cgroup_prefix)
         removed = sorted(found - keep)
         self._adopted_prefix = self._adopted_prefix or bool(found)
-        await asyncio.gather(
-            *(
-                leftovers.remove(self.cgroups, self._cgroup(c), self._meta_dir(c), self._isolators.userns)
-                for c in removed
-            )
-        )
+        userns = self._isolators.userns
+        await leftovers.remove_all(self.cgroups, self.cgroup_prefix, self.work_dir, removed, userns)
         return removed
 
     async def close(self, grace_s: float = 3.0) -> None:
@@ -548,9 +538,7 @@ class Containerizer:
             self.cgroups.remove_prefix(self.cgroup_prefix)
             self._prefix_ready = False
         if self._adopted_prefix:
-            for prefix_dir in self.cgroups.dirs(self.cgroup_prefix):
-                with contextlib.suppress(OSError):
-                    prefix_dir.rmdir()
+            leftovers.remove_prefix_dirs(self.cgroups, self.cgroup_prefix)
             self._adopted_prefix = False
 
     async def _close_one(self, container_id: str, grace_s: float) -> None:

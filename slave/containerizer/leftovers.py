@@ -8,6 +8,7 @@ leave the task a zombie of whatever adopts it. Sandboxes stay for GC.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import shutil
 from pathlib import Path
@@ -31,6 +32,21 @@ def find(work_dir: Path, cgroups: CgroupBackend, prefix: str) -> set[str]:
         if prefix_dir.is_dir():
             found |= {d.name for d in prefix_dir.iterdir() if d.is_dir()}
     return found
+
+
+async def remove_all(
+    cgroups: CgroupBackend, prefix: str, work_dir: Path, ids: list[str], userns: UserNamespaceIsolator
+) -> None:
+    """``remove`` each of ``ids``, at once."""
+    containers = work_dir / "containers"
+    await asyncio.gather(*(remove(cgroups, f"{prefix}/{i}", containers / i, userns) for i in ids))
+
+
+def remove_prefix_dirs(cgroups: CgroupBackend, prefix: str) -> None:
+    """Best effort: the prefix directories an earlier agent made (empty by now)."""
+    for prefix_dir in cgroups.dirs(prefix):
+        with contextlib.suppress(OSError):
+            prefix_dir.rmdir()
 
 
 async def remove(cgroups: CgroupBackend, cgroup: str, meta_dir: Path, userns: UserNamespaceIsolator) -> None:
