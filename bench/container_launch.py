@@ -4,6 +4,7 @@
     python bench/container_launch.py --in-process   # fork from this process, no fork server
     python bench/container_launch.py --no-isolation # no namespaces, no capability drop
     python bench/container_launch.py --image --runtimes runc,crun --concurrency 8 --json out.json
+    python bench/container_launch.py --userns-pair --rounds 4   # user namespaces off and on
 
 Needs root and a cgroup hierarchy (probed). Prints p50/p99 latency, launches/s
 and the CPU time (user+system) of this process and its children per launch.
@@ -17,6 +18,11 @@ and prints the ratios; both get corral's default seccomp profile (``runc
 spec`` has none) besides their own default masked paths, read-only paths and
 devices, so all three run hardened. crun refuses this host's hybrid cgroup layout, so its
 loop runs in a private mount namespace with the empty cgroup2 mount unmounted.
+
+``--userns-pair`` times every phase twice, interleaved round by round: as
+configured, and with a user namespace per container (isolators/userns.py:
+an id range claimed, the namespace made by the supervisor, the sandbox and
+an image's layers idmapped), and prints the cost of the latter.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -234,6 +241,9 @@ async def main() -> None:
         default=1,
         help="split -n into this many rounds, interleaving corral and the runtimes",
     )
+    parser.add_argument(
+        "--userns-pair", action="store_true", help="time each phase without and with a user namespace"
+    )
     parser.add_argument("--runtime-loop", help=argparse.SUPPRESS)
     parser.add_argument("--bundle", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -251,7 +261,11 @@ async def main() -> None:
     print(f"load average at the start {' '.join(f'{x:.2f}' for x in os.getloadavg())} (1, 5, 15 min)")
     rounds = max(1, args.rounds)
     per_round = max(1, args.n // rounds)
+    variants = {"": isolation}
+    if args.userns_pair:
+        variants = {", userns off": isolation, ", userns on": replace(isolation, user_namespace=True)}
     ours: dict[int, list[dict[str, Any]]] = {c: [] for c in [1, *concurrencies]}
+    by_variant: dict[str, dict[int, list[dict[str, Any]]]] = {v: {c: [] for c in ours} for v in variants}
     theirs: dict[str, dict[int, list[dict[str, Any]]]] = {r: {c: [] for c in ours} for r in names}
     with tempfile.TemporaryDirectory(prefix="corral-bench-") as tmp:
         work = Path(tmp)
@@ -272,8 +286,9 @@ async def main() -> None:
             # Rounds interleave corral and the runtimes, so a change in the
             # machine's load hits all of them alike.
             for _ in range(rounds):
-                for c, parts in ours.items():
-                    parts.append(await _phase(ctz, work, per_round, c, isolation, rootfs))
+                for variant, variant_isolation in variants.items():
+                    for c, parts in by_variant[variant].items():
+                        parts.append(await _phase(ctz, work, per_round, c, variant_isolation, rootfs))
                 for runtime, bundle in bundles.items():
                     phases = await asyncio.to_thread(_runtime_loop, runtime, bundle, per_round, concurrencies)
                     for phase in phases:
@@ -282,7 +297,8 @@ async def main() -> None:
             await ctz.close(grace_s=0.5)
             if bundles:
                 kernel.umount2(bytes(work / "rootfs"), kernel.MNT_DETACH)
-    results = [_summary(parts) for parts in ours.values()]
+    summaries = {v: [_summary(parts) for parts in by_c.values()] for v, by_c in by_variant.items()}
+    results = next(iter(summaries.values()))
     runtimes = {r: [_summary(parts) for parts in by_c.values()] for r, by_c in theirs.items()}
     del ballast
     mode = ("in-process" if args.in_process else "fork server") + (
@@ -291,13 +307,28 @@ async def main() -> None:
     print(f"load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())} (1, 5, 15 min)")
     if args.image:
         mode += ", busybox image"
-    for r in results:
-        print(
-            f"{mode}, concurrency {r['concurrency']:>3}: n={r['n']} p50 {r['p50_ms']:.1f} ms  "
-            f"p99 {r['p99_ms']:.1f} ms  {r['launches_per_s']:.0f} launches/s  "
-            f"this process {r['agent_sys_ms_per_launch']:.2f} ms sys + "
-            f"{r['agent_user_ms_per_launch']:.2f} ms user per launch"
-        )
+    for variant, variant_results in summaries.items():
+        for r in variant_results:
+            print(
+                f"{mode}{variant}, concurrency {r['concurrency']:>3}: n={r['n']} p50 {r['p50_ms']:.1f} ms  "
+                f"p99 {r['p99_ms']:.1f} ms  {r['launches_per_s']:.0f} launches/s  "
+                f"this process {r['agent_sys_ms_per_launch']:.2f} ms sys + "
+                f"{r['agent_user_ms_per_launch']:.2f} ms user per launch"
+            )
+    userns_cost: list[dict[str, float]] = []
+    if args.userns_pair:
+        for off, on in zip(summaries[", userns off"], summaries[", userns on"], strict=True):
+            cost = {
+                "concurrency": off["concurrency"],
+                "p50_ms": on["p50_ms"] - off["p50_ms"],
+                "p99_ms": on["p99_ms"] - off["p99_ms"],
+                "p50_ratio": on["p50_ms"] / off["p50_ms"],
+            }
+            userns_cost.append(cost)
+            print(
+                f"user namespace cost, concurrency {off['concurrency']:>3}: p50 {cost['p50_ms']:+.1f} ms "
+                f"(x{cost['p50_ratio']:.2f})  p99 {cost['p99_ms']:+.1f} ms"
+            )
     ratios: dict[str, list[dict[str, float]]] = {}
     for runtime, phases in runtimes.items():
         ratios[runtime] = []
@@ -317,6 +348,8 @@ async def main() -> None:
                     "cgroups": ctz.cgroups.version,
                     "mode": mode,
                     "results": results,
+                    "variants": summaries,
+                    "userns_cost": userns_cost,
                     "runtimes": runtimes,
                     "ratios": ratios,
                 }

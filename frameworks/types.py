@@ -185,6 +185,9 @@ class Task:
     seccomp_profile: str = ""
     #: host device nodes (e.g. "/dev/kvm") the agent offers (--allowed-devices)
     devices: tuple[str, ...] = ()
+    #: run in a user namespace of its own (its root an unprivileged host uid);
+    #: None is the agent's default (--user-namespaces)
+    user_namespace: bool | None = None
 
     def to_proto(self, agent_id: str) -> pb.TaskInfo:
         if isinstance(self.command, str):
@@ -207,6 +210,8 @@ class Task:
         )
         if self.user is not None:
             container.uid, container.gid = self.user
+        if self.user_namespace is not None:
+            container.user_namespace = self.user_namespace
         info = pb.TaskInfo(
             container=container,
             name=self.name or self.task_id,

@@ -14,6 +14,8 @@ Actions and the objects they are asked about (``OBJECTS`` below):
     register_framework   role:ROLE        (each role the framework subscribes in)
     run_task             uid:N            (the task's uid; unset is root, uid:0)
                          gid:N            (also, when the task's gid is not its uid)
+                                          (uid:N@userns, gid:N@userns when it asks
+                                           for a user namespace: ids inside it)
     run_unconfined       seccomp:unconfined  (a task with no seccomp filter)
     use_device           device:PATH      (a host device node the task asks for)
     register_agent       agent:HOSTNAME   (built-in: the certificate's own name)

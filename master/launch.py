@@ -225,12 +225,17 @@ class Launcher:
         uid 0), without a seccomp filter, and with the host devices it names."""
         container = task.container
         uid = container.uid if task.HasField("container") and container.HasField("uid") else 0
-        questions = [("run_task", f"uid:{uid}", f"{where}.container.uid")]
+        # A task that asks for a user namespace runs as uid N *inside* it, an
+        # unprivileged host uid: asked as "uid:N@userns", so that a policy may
+        # allow namespaced root without allowing host root ("uid:*" allows both).
+        # Relying on an agent's default, it is asked as the host uid it may be.
+        userns = "@userns" if container.HasField("user_namespace") and container.user_namespace else ""
+        questions = [("run_task", f"uid:{uid}{userns}", f"{where}.container.uid")]
         # The group is asked too when it is not the user's own (the agent runs
         # an unset gid as the uid): uid 65534 with gid 0 is root's group.
         gid = container.gid if container.HasField("gid") else uid
         if gid != uid:
-            questions.append(("run_task", f"gid:{gid}", f"{where}.container.gid"))
+            questions.append(("run_task", f"gid:{gid}{userns}", f"{where}.container.gid"))
         if container.seccomp_profile == "unconfined":
             questions.append(("run_unconfined", "seccomp:unconfined", f"{where}.container.seccomp_profile"))
         questions += [

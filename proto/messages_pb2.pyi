@@ -191,7 +191,7 @@ class CommandInfo(_message.Message):
     def __init__(self, shell: _Optional[bool] = ..., value: _Optional[str] = ..., arguments: _Optional[_Iterable[str]] = ..., environment: _Optional[_Mapping[str, str]] = ..., user: _Optional[str] = ...) -> None: ...
 
 class ContainerInfo(_message.Message):
-    __slots__ = ("image", "hostname", "network", "uid", "gid", "volumes", "read_only_root", "seccomp_profile", "devices")
+    __slots__ = ("image", "hostname", "network", "uid", "gid", "volumes", "read_only_root", "seccomp_profile", "devices", "user_namespace")
     class NetworkMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         NETWORK_UNSPECIFIED: _ClassVar[ContainerInfo.NetworkMode]
@@ -211,6 +211,7 @@ class ContainerInfo(_message.Message):
     READ_ONLY_ROOT_FIELD_NUMBER: _ClassVar[int]
     SECCOMP_PROFILE_FIELD_NUMBER: _ClassVar[int]
     DEVICES_FIELD_NUMBER: _ClassVar[int]
+    USER_NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     image: str
     hostname: str
     network: ContainerInfo.NetworkMode
@@ -220,7 +221,8 @@ class ContainerInfo(_message.Message):
     read_only_root: bool
     seccomp_profile: str
     devices: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, image: _Optional[str] = ..., hostname: _Optional[str] = ..., network: _Optional[_Union[ContainerInfo.NetworkMode, str]] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., volumes: _Optional[_Iterable[_Union[Volume, _Mapping]]] = ..., read_only_root: _Optional[bool] = ..., seccomp_profile: _Optional[str] = ..., devices: _Optional[_Iterable[str]] = ...) -> None: ...
+    user_namespace: bool
+    def __init__(self, image: _Optional[str] = ..., hostname: _Optional[str] = ..., network: _Optional[_Union[ContainerInfo.NetworkMode, str]] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., volumes: _Optional[_Iterable[_Union[Volume, _Mapping]]] = ..., read_only_root: _Optional[bool] = ..., seccomp_profile: _Optional[str] = ..., devices: _Optional[_Iterable[str]] = ..., user_namespace: _Optional[bool] = ...) -> None: ...
 
 class Volume(_message.Message):
     __slots__ = ("container_path", "host_path", "read_only", "tmpfs_size_bytes")

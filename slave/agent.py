@@ -192,6 +192,7 @@ class Agent:
             env={k: os.environ[k] for k in ("PATH", "LANG") if k in os.environ},
             allowed_devices=config.allowed_devices,
             task_pids_max=config.task_pids_max,
+            user_namespaces=config.user_namespaces,
             resolve_seccomp=SeccompPolicy(config.seccomp_profiles, config.allow_unconfined_seccomp).resolve,
         )
 

@@ -59,3 +59,5 @@ class AgentConfig:
     allow_unconfined_seccomp: bool = False
     #: host device nodes tasks may ask for (``--allowed-devices``); none by default
     allowed_devices: tuple[str, ...] = ()
+    #: run tasks that do not say otherwise in a user namespace (``--user-namespaces``)
+    user_namespaces: bool = False

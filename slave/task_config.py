@@ -43,6 +43,8 @@ class Host:
     #: host device nodes tasks may ask for (``--allowed-devices``)
     allowed_devices: tuple[str, ...] = ()
     task_pids_max: int | None = None
+    #: whether a task that does not say runs in a user namespace (``--user-namespaces``)
+    user_namespaces: bool = False
     #: a task's ``seccomp_profile`` → the profile it runs under; raises
     #: ContainerError for one the agent does not allow (SeccompPolicy.resolve)
     resolve_seccomp: Callable[[str], str] = _any_profile
@@ -106,6 +108,9 @@ def container_config(
         user=task_user(info),
         seccomp_profile=host.resolve_seccomp(container.seccomp_profile),
         devices=tuple(container.devices),
+        user_namespace=(
+            container.user_namespace if container.HasField("user_namespace") else host.user_namespaces
+        ),
     )
     return ContainerConfig(
         container_id=container_id,

@@ -573,6 +573,12 @@ def master(
     metavar="PATH[,PATH]",
     help="Host device nodes tasks may ask for (default none: the minimal /dev only).",
 )
+@click.option(
+    "--user-namespaces",
+    is_flag=True,
+    help="Run tasks in a user namespace of their own (their root an unprivileged host uid) "
+    "unless a task's container.user_namespace says otherwise.",
+)
 @click.pass_context
 @handle_errors
 def agent(
@@ -596,6 +602,7 @@ def agent(
     seccomp_profiles: tuple[str, ...],
     allow_unconfined_seccomp: bool,
     allowed_devices: str,
+    user_namespaces: bool,
 ) -> None:
     """Run a node agent that dials the master.
 
@@ -652,6 +659,7 @@ def agent(
         seccomp_profiles=profiles,
         allow_unconfined_seccomp=allow_unconfined_seccomp,
         allowed_devices=devices,
+        user_namespaces=user_namespaces,
     )
     try:
         asyncio.run(run_agent(config))

@@ -72,10 +72,12 @@ def open_dev_sources(devices: tuple[bytes, ...]) -> tuple[int, ...]:
     return tuple(fds)
 
 
-def mount_dev(dev: bytes, devices: tuple[bytes, ...], sources: tuple[int, ...]) -> None:
+def mount_dev(dev: bytes, devices: tuple[bytes, ...], sources: tuple[int, ...], mqueue: bool = False) -> None:
     """A tmpfs on ``dev`` with the minimal nodes (each an empty file with the
     host's node bound on it: no mknod needed), ``devices`` (host paths under
-    /dev, bound at the same place), a new devpts, /dev/shm and the fd links."""
+    /dev, bound at the same place), a new devpts, /dev/shm and the fd links;
+    with ``mqueue`` (the task has its own IPC namespace, whose POSIX message
+    queues an mqueue mount shows) /dev/mqueue, as runc mounts it."""
     kernel.mount(b"tmpfs", dev, b"tmpfs", kernel.MS_NOSUID | kernel.MS_STRICTATIME, _DEV_TMPFS)
     names = (*DEV_NODES, *(d[len(b"/dev/") :] for d in devices))
     for name, fd in zip(names, sources, strict=True):
@@ -89,6 +91,9 @@ def mount_dev(dev: bytes, devices: tuple[bytes, ...], sources: tuple[int, ...]) 
     kernel.mount(b"devpts", dev + b"/pts", b"devpts", kernel.MS_NOSUID | kernel.MS_NOEXEC, _DEVPTS)
     os.mkdir(dev + b"/shm", 0o1777)
     kernel.mount(b"shm", dev + b"/shm", b"tmpfs", _NOSUID_NODEV_NOEXEC, _SHM_TMPFS)
+    if mqueue:
+        os.mkdir(dev + b"/mqueue", 0o1777)
+        kernel.mount(b"mqueue", dev + b"/mqueue", b"mqueue", _NOSUID_NODEV_NOEXEC, None)
     for name, target in DEV_LINKS:
         os.symlink(target, dev + b"/" + name)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from corral.slave.containerizer import kernel, launcher, network
 from corral.slave.containerizer.etc_files import etc_files
+from corral.slave.containerizer.isolator import IdRange, Prepared
 from corral.slave.containerizer.launcher import IsolationSpec
 from corral.slave.containerizer.model import (
     ALL_CAPABILITIES,
@@ -20,7 +21,6 @@ from corral.slave.containerizer.model import (
     Isolation,
     default_hostname,
 )
-from corral.slave.containerizer.rootfs import MountSpec, RootfsSpec
 
 
 def capability_mask(names: frozenset[str]) -> int:
@@ -36,9 +36,12 @@ def launch_isolation(
     seccomp: bytes = b"",
     cgroup_version: str = "v1",
     cgroup_mounts: tuple[tuple[bytes, bytes, bytes], ...] = (),
+    *,
+    userns: IdRange | None = None,
 ) -> IsolationSpec:
     """The launcher's view of ``iso`` (already validated) for ``container_id``;
-    ``seccomp`` is the compiled filter (seccomp.py), b"" for none."""
+    ``seccomp`` is the compiled filter (seccomp.py), b"" for none; ``userns``
+    the host ids of its user namespace (isolators/userns.py), None for none."""
     flags = 0
     if iso.mount:
         flags |= kernel.CLONE_NEWNS
@@ -53,8 +56,8 @@ def launch_isolation(
         flags |= kernel.CLONE_NEWCGROUP
     caps = DEFAULT_CAPABILITIES if iso.capabilities is None else iso.capabilities
     if cgroup_version == "v2" and iso.capabilities is None:
-        # No device program is attached on v2 (see docs/architecture.md): without
-        # CAP_MKNOD a task cannot make the nodes the minimal /dev leaves out.
+        # Kept with v2's device program (cgroups/device_program.py) as a second
+        # layer: without CAP_MKNOD a task cannot make any node at all.
         caps = caps - {"MKNOD"}
     hostname = container_hostname(iso, container_id)
     uid, gid = iso.user if iso.user is not None else (-1, -1)
@@ -74,6 +77,8 @@ def launch_isolation(
         harden=iso.mount,
         devices=tuple(os.fsencode(d) for d in iso.devices),
         cgroup_mounts=cgroup_mounts if flags & kernel.CLONE_NEWCGROUP else (),
+        userns_base=-1 if userns is None else userns.base,
+        userns_size=0 if userns is None else userns.size,
     )
 
 
@@ -93,28 +98,31 @@ def launch_spec(
     config: ContainerConfig,
     join: tuple[Path, ...],
     meta_dir: Path,
-    filesystem: tuple[RootfsSpec | None, tuple[MountSpec, ...], bytes],
-    seccomp: bytes = b"",
+    prepared: Prepared,
     cgroup_version: str = "v1",
     cgroup_mounts: tuple[tuple[bytes, bytes, bytes], ...] = (),
 ) -> launcher.LaunchSpec:
     """What the launcher needs to start ``config``: ``join`` the cgroups'
-    procs files, ``filesystem`` from overlay.prepare."""
-    rootfs, mounts, cwd = filesystem
+    procs files, ``prepared`` what the isolators added (composition.py)."""
     return launcher.LaunchSpec(
         exec_paths=launcher.exec_candidates(config.argv[0], config.env.get("PATH")),
         argv=tuple(os.fsencode(a) for a in config.argv),
         env={os.fsencode(k): os.fsencode(v) for k, v in config.env.items()},
-        cwd=cwd,
+        cwd=prepared.cwd if prepared.cwd is not None else os.fsencode(config.sandbox),
         stdout=os.fsencode(config.sandbox / "stdout"),
         stderr=os.fsencode(config.sandbox / "stderr"),
         cgroup_procs=tuple(os.fsencode(p) for p in join),
         status_path=os.fsencode(meta_dir / "exit_status.json"),
         status_dir=os.fsencode(meta_dir),
         isolation=launch_isolation(
-            config.isolation, config.container_id, seccomp, cgroup_version, cgroup_mounts
+            config.isolation,
+            config.container_id,
+            prepared.seccomp,
+            cgroup_version,
+            cgroup_mounts,
+            userns=prepared.userns,
         ),
-        rootfs=rootfs,
-        mounts=mounts,
+        rootfs=prepared.rootfs,
+        mounts=prepared.mounts,
         sandbox=os.fsencode(config.sandbox),
     )

@@ -55,9 +55,9 @@ class Isolation:
     ``user``: ``(uid, gid)`` to run the command as; None stays root.
     ``capabilities``: names without ``CAP_``; None means
     :data:`DEFAULT_CAPABILITIES`; :data:`ALL_CAPABILITIES` drops none.
-    Without an image (``ContainerConfig.rootfs``) the root filesystem and /dev
-    are the host's; the user namespace always is (see docs/architecture.md,
-    Containerizer).
+    Without an image (``ContainerConfig.rootfs``) the root filesystem is the
+    host's; the user namespace is too unless ``user_namespace`` (see
+    docs/architecture.md, Containerizer).
     """
 
     pid: bool = True
@@ -78,6 +78,9 @@ class Isolation:
     #: host device nodes (absolute paths) the task may use besides the minimal
     #: /dev: bound into its /dev and allowed by the devices cgroup
     devices: tuple[str, ...] = ()
+    #: run in a user namespace of its own: its uid 0 is an unprivileged host
+    #: uid (a range per container, isolators/userns.py); needs ``mount``
+    user_namespace: bool = False
 
     @classmethod
     def none(cls) -> Isolation:
@@ -122,6 +125,10 @@ class Isolation:
                 raise ContainerError(f"isolation.devices[{i}]: must be a path under /dev/, got {dev!r}")
         if self.devices and not self.mount:
             raise ContainerError("isolation.devices: needs the mount namespace")
+        if self.user_namespace and not self.mount:
+            # Its sandbox is an idmapped bind: without a mount namespace of its
+            # own it could not write it (and /proc would show host ids).
+            raise ContainerError("isolation.user_namespace: needs the mount namespace")
         if self.mount and self.tmp_size_bytes < 0:
             raise ContainerError(f"isolation.tmp_size_bytes: must be >= 0, got {self.tmp_size_bytes}")
 

@@ -55,10 +55,29 @@ def prepare(
     Raises ContainerError (naming the volume) when a bind source is missing or
     a layer is gone.
     """
-    image = rootfs is not None
-    mounts = tuple(v.mount_spec(f"volumes[{i}]", sandbox, SANDBOX_PATH, image) for i, v in enumerate(volumes))
+    mounts = volume_mounts(volumes, sandbox, image=rootfs is not None)
+    spec, cwd = make_root(rootfs, sandbox, workdir, meta_dir, etc_files)
+    return spec, mounts, cwd
+
+
+def volume_mounts(volumes: tuple[Volume, ...], sandbox: Path, image: bool) -> tuple[MountSpec, ...]:
+    """The launcher's mounts for ``volumes``; raises ContainerError naming one whose source is missing."""
+    return tuple(v.mount_spec(f"volumes[{i}]", sandbox, SANDBOX_PATH, image) for i, v in enumerate(volumes))
+
+
+def make_root(
+    rootfs: Rootfs | None,
+    sandbox: Path,
+    workdir: str,
+    meta_dir: Path,
+    etc_files: tuple[tuple[bytes, bytes], ...] = (),
+) -> tuple[RootfsSpec | None, bytes]:
+    """Make the overlay directories of an image container; return its root and cwd.
+
+    Raises ContainerError when a layer is gone.
+    """
     if rootfs is None:
-        return None, mounts, os.fsencode(sandbox)
+        return None, os.fsencode(sandbox)
     for i, layer in enumerate(rootfs.layers):
         if not layer.is_dir():
             raise ContainerError(f"rootfs.layers[{i}]: {layer} is missing; import the image again")
@@ -80,4 +99,4 @@ def prepare(
         sandbox_target=os.fsencode(SANDBOX_PATH),
         etc_files=etc_files,
     )
-    return spec, mounts, os.fsencode(workdir or SANDBOX_PATH)
+    return spec, os.fsencode(workdir or SANDBOX_PATH)

@@ -17,6 +17,8 @@ import select
 from dataclasses import dataclass
 from pathlib import Path
 
+from corral.slave.containerizer import checkpoint
+
 
 def start_time(pid: int) -> int | None:
     """The start time of ``pid`` in clock ticks since boot; None if it does not exist."""
@@ -71,6 +73,24 @@ class ContainerRecord:
     sandbox: Path
 
 
+def write_record(
+    meta_dir: Path, record: ContainerRecord, cgroup_version: str, cgroups: tuple[Path, ...]
+) -> None:
+    """Write ``container.json`` (atomically; see checkpoint.py)."""
+    checkpoint.write_json(
+        meta_dir / "container.json",
+        {
+            "container_id": record.container_id,
+            "supervisor_pid": record.supervisor_pid,
+            "supervisor_start": record.supervisor_start,
+            "task_pid": record.task_pid,
+            "cgroup_version": cgroup_version,
+            "cgroups": [str(d) for d in cgroups],
+            "sandbox": str(record.sandbox),
+        },
+    )
+
+
 class RecordError(ValueError):
     """``container.json`` exists but cannot be trusted."""
 
@@ -98,3 +118,23 @@ def read_record(meta_dir: Path) -> ContainerRecord | None:
     if record.container_id != meta_dir.name:
         raise RecordError(f"container_id {record.container_id!r} is not its folder's name")
     return record
+
+
+@dataclass(frozen=True)
+class Attached:
+    """What recovery finds of a container: its record (None if the launch
+    never wrote one), a pidfd of its supervisor if that still runs, and
+    whether its exit status is on disk."""
+
+    record: ContainerRecord | None
+    pidfd: int | None
+    ended: bool
+
+
+def attach(meta_dir: Path, record: ContainerRecord | None, rebooted: bool) -> Attached:
+    """Pin the supervisor ``record`` (read from ``meta_dir``) names, if it still
+    runs. After a reboot no pid is probed: one recorded then may name anything now."""
+    pidfd = (
+        None if record is None or rebooted else open_process(record.supervisor_pid, record.supervisor_start)
+    )
+    return Attached(record, pidfd, (meta_dir / "exit_status.json").exists())

@@ -30,12 +30,13 @@ namespace: a target under the sandbox is created there, any other must exist.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
 from dataclasses import dataclass
 
-from . import hardening, kernel
+from . import hardening, idmap, kernel
 
 #: Files of /etc a spec may write (etc_files.py makes them; kept in step here,
 #: since this module imports nothing of the agent's).
@@ -205,15 +206,20 @@ def enter_image(
     tmp_bytes: int,
     devices: tuple[bytes, ...] = (),
     cgroup_mounts: tuple[tuple[bytes, bytes, bytes], ...] = (),
+    userns: tuple[int, int] = (-1, -1),
+    mqueue: bool = False,
 ) -> None:
     """Build the container's root in this (new, unshared) mount namespace and pivot into it.
 
     ``sources``: from :func:`open_sources`; ``devices`` and ``cgroup_mounts``:
-    see hardening.py.
+    see hardening.py; ``userns``: (fd, host id base) of the container's user
+    namespace, or (-1, -1): its layers and sandbox are then idmapped onto it,
+    and its upper layer and /etc files are its root's (idmap.py); ``mqueue``:
+    mount /dev/mqueue (with a private IPC namespace).
     """
     step = _Step()
     try:
-        _enter_image(spec, mounts, sources, cwd, tmp_bytes, devices, cgroup_mounts, step)
+        _enter_image(spec, mounts, sources, cwd, tmp_bytes, devices, cgroup_mounts, userns, mqueue, step)
     except OSError as e:
         raise _err(step.name, e) from None
 
@@ -226,14 +232,24 @@ def _enter_image(
     tmp_bytes: int,
     devices: tuple[bytes, ...],
     cgroup_mounts: tuple[tuple[bytes, bytes, bytes], ...],
+    userns: tuple[int, int],
+    mqueue: bool,
     step: _Step,
 ) -> None:
     root = spec.root
+    userns_fd, base = userns
     step.name = b"make / private"
     kernel.mount(None, b"/", None, kernel.MS_REC | kernel.MS_PRIVATE, None)
+    lowerdirs = spec.lowerdirs
+    if userns_fd >= 0:
+        step.name = b"idmap the image's layers"
+        lowerdirs = _idmapped_layers(spec, userns_fd)
+        # Copy-up writes with host root's ids, which an idmapped upper layer
+        # cannot store (EOVERFLOW): the upper layer is the container's instead.
+        os.chown(spec.upperdir, base, base)
     step.name = b"mount the image (overlayfs)"
     # overlayfs lists the top layer first.
-    lower = b":".join(reversed(spec.lowerdirs))
+    lower = b":".join(reversed(lowerdirs))
     data = b"lowerdir=" + lower + b",upperdir=" + spec.upperdir + b",workdir=" + spec.workdir
     kernel.mount(b"overlay", root, b"overlay", 0, data)
     nosuid_nodev_noexec = kernel.MS_NOSUID | kernel.MS_NODEV | kernel.MS_NOEXEC
@@ -245,7 +261,7 @@ def _enter_image(
     dev = inside(root, b"/dev", True)
     dev_sources = hardening.open_dev_sources(devices)
     try:
-        hardening.mount_dev(dev, devices, dev_sources)
+        hardening.mount_dev(dev, devices, dev_sources, mqueue)
     finally:
         for fd in dev_sources:
             os.close(fd)
@@ -267,18 +283,26 @@ def _enter_image(
         etc = inside(root, b"/etc", True)
         for name, content in spec.etc_files:
             step.name = b"write /etc/" + name
-            _write_etc_file(etc + b"/" + name, content)
+            _write_etc_file(etc + b"/" + name, content, base if userns_fd >= 0 else -1)
 
     step.name = b"bind the sandbox at " + spec.sandbox_target
-    target = inside(root, spec.sandbox_target, True)
-    kernel.mount(spec.sandbox, target, None, kernel.MS_BIND | kernel.MS_REC, None)
+    sandbox = inside(root, spec.sandbox_target, True)
+    kernel.mount(spec.sandbox, sandbox, None, kernel.MS_BIND | kernel.MS_REC, None)
 
     for m, fd in zip(mounts, sources, strict=True):
         step.name = b"mount volume " + m.target
         _mount_volume(m, fd, inside(root, m.target, True, as_file=_is_file(fd)))
 
     step.name = b"create the working directory " + cwd
-    inside(root, cwd, True)
+    workdir = inside(root, cwd, True)
+    if userns_fd >= 0:
+        # After the volumes, which host root creates through the plain bind
+        # (it has no id in the idmapped one); they keep their own ids.
+        step.name = b"idmap the sandbox"
+        idmap.restack(sandbox, userns_fd)
+        if os.stat(workdir).st_uid == 0 and not (cwd + b"/").startswith(spec.sandbox_target + b"/"):
+            # Made just now by host root in the image: the container's root's.
+            os.chown(workdir, base, base)
 
     if spec.read_only:
         step.name = b"make the root read-only"
@@ -293,9 +317,24 @@ def _enter_image(
     os.chdir(b"/")
 
 
-def _write_etc_file(path: bytes, content: bytes) -> None:
+def _idmapped_layers(spec: RootfsSpec, userns_fd: int) -> tuple[bytes, ...]:
+    """Each image layer idmapped onto the user namespace, mounted beside the
+    container's root (``<overlay>/lower-N``, in this mount namespace only)."""
+    parent = spec.root.rsplit(b"/", 1)[0]
+    out = []
+    for i, layer in enumerate(spec.lowerdirs):
+        target = parent + b"/lower-%d" % i
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(target, 0o700)
+        idmap.idmapped_copy(layer, target, userns_fd)
+        out.append(target)
+    return tuple(out)
+
+
+def _write_etc_file(path: bytes, content: bytes, owner: int = -1) -> None:
     """Replace an /etc file in the container's upper layer; an image's symlink
-    there is removed, never followed (it could point anywhere on the host)."""
+    there is removed, never followed (it could point anywhere on the host).
+    ``owner``: the host uid and gid it belongs to (-1: host root)."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -306,6 +345,8 @@ def _write_etc_file(path: bytes, content: bytes) -> None:
         os.unlink(path)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     try:
+        if owner >= 0:
+            os.fchown(fd, owner, owner)
         view = memoryview(content)
         while view:
             view = view[os.write(fd, view) :]

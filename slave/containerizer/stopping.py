@@ -72,6 +72,18 @@ async def discard(cgroups: CgroupBackend, cgroup: str) -> None:
         await asyncio.sleep(POLL_MIN_S)
 
 
+async def remove(cgroups: CgroupBackend, cgroup: str, name: str) -> None:
+    """Remove an emptied ``cgroup``, retrying while the kernel says busy; raises
+    CgroupError naming ``name`` after REMOVE_TIMEOUT_S."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + REMOVE_TIMEOUT_S
+    # Off the event loop: on v1 removal reclaims the task's page cache first.
+    while not await asyncio.to_thread(cgroups.remove, cgroup):
+        if loop.time() >= deadline:
+            raise CgroupError(f"cgroup of container {name!r} still busy after {REMOVE_TIMEOUT_S} s")
+        await asyncio.sleep(POLL_MIN_S)
+
+
 async def freeze(cgroups: CgroupBackend, cgroup: str, ended: asyncio.Future[Any], name: str) -> None:
     """Freeze ``cgroup`` and wait until the kernel says every process is frozen;
     thaw again and raise ContainerError after FREEZE_TIMEOUT_S or if ``ended``."""

@@ -25,6 +25,7 @@ DEFAULT_CASES = [
     ("operator:alice", "set_quota", "role:ml", True),
     ("framework:a", "register_framework", "role:ml", True),
     ("framework:a", "run_task", "uid:0", False),  # root only where a policy allows it
+    ("framework:a", "run_task", "uid:0@userns", True),  # root of its own user namespace is not host root
     ("framework:a", "run_task", "uid:65534", True),
     ("framework:a", "run_unconfined", "seccomp:unconfined", False),  # no filter: operators only
     ("framework:a", "use_device", "device:/dev/kvm", False),

@@ -58,6 +58,21 @@ class CgroupStats:
     pids_max_events: int  # forks refused because pids.max was reached
 
 
+@dataclass(frozen=True)
+class MemoryStats:
+    current: int
+    peak: int
+    limit: int
+    oom_kills: int
+
+
+@dataclass(frozen=True)
+class PidsStats:
+    current: int
+    limit: int  # 0 when unlimited
+    max_events: int  # forks refused because pids.max was reached
+
+
 class CgroupBackend(ABC):
     """Creates, limits, inspects, signals and removes the cgroups of containers.
 
@@ -95,8 +110,30 @@ class CgroupBackend(ABC):
     def kill_all(self, path: str) -> None:
         """SIGKILL every process in the cgroup, without racing forks where the kernel allows."""
 
+    # One reader per controller, so that each controller's isolator reads only
+    # its own files (isolators/cgroups_*.py); ``stats`` is all of them at once.
     @abstractmethod
-    def stats(self, path: str) -> CgroupStats: ...
+    def cpu_time_ns(self, path: str) -> int: ...
+
+    @abstractmethod
+    def memory_stats(self, path: str) -> MemoryStats: ...
+
+    @abstractmethod
+    def pids_stats(self, path: str) -> PidsStats: ...
+
+    def stats(self, path: str) -> CgroupStats:
+        memory = self.memory_stats(path)
+        pids = self.pids_stats(path)
+        return CgroupStats(
+            cpu_time_ns=self.cpu_time_ns(path),
+            mem_bytes=memory.current,
+            mem_peak_bytes=memory.peak,
+            mem_limit_bytes=memory.limit,
+            oom_kills=memory.oom_kills,
+            pids=pids.current,
+            pids_limit=pids.limit,
+            pids_max_events=pids.max_events,
+        )
 
     @abstractmethod
     def set_frozen(self, path: str, frozen: bool) -> None:

@@ -18,7 +18,8 @@ from corral.slave.containerizer.cgroups.base import (
     CPU_PERIOD_US,
     CgroupBackend,
     CgroupLimits,
-    CgroupStats,
+    MemoryStats,
+    PidsStats,
     kill_pids,
 )
 from corral.slave.containerizer.errors import CgroupError
@@ -164,22 +165,27 @@ class V1Backend(CgroupBackend):
         # FREEZING while some task has not stopped yet; FROZEN once all have.
         return (files.read_text(self._freezer_state(path)) or "").strip() == "FROZEN"
 
-    def stats(self, path: str) -> CgroupStats:
-        memory = self.mounts["memory"] / path
+    def cpu_time_ns(self, path: str) -> int:
         cpuacct = self._dir("cpuacct", path)
+        return 0 if cpuacct is None else files.read_int(cpuacct / "cpuacct.usage")
+
+    def memory_stats(self, path: str) -> MemoryStats:
+        memory = self.mounts["memory"] / path
+        return MemoryStats(
+            current=files.read_int(memory / "memory.usage_in_bytes"),
+            peak=files.read_int(memory / "memory.max_usage_in_bytes"),
+            limit=files.read_int(memory / "memory.limit_in_bytes"),
+            oom_kills=files.read_flat_keyed(memory / "memory.oom_control").get("oom_kill", 0),
+        )
+
+    def pids_stats(self, path: str) -> PidsStats:
         pids = self._dir("pids", path)
-        oom = files.read_flat_keyed(memory / "memory.oom_control")
-        return CgroupStats(
-            cpu_time_ns=0 if cpuacct is None else files.read_int(cpuacct / "cpuacct.usage"),
-            mem_bytes=files.read_int(memory / "memory.usage_in_bytes"),
-            mem_peak_bytes=files.read_int(memory / "memory.max_usage_in_bytes"),
-            mem_limit_bytes=files.read_int(memory / "memory.limit_in_bytes"),
-            oom_kills=oom.get("oom_kill", 0),
-            pids=0 if pids is None else files.read_int(pids / "pids.current"),
-            pids_limit=0 if pids is None else files.read_int(pids / "pids.max"),
-            pids_max_events=(
-                0 if pids is None else files.read_flat_keyed(pids / "pids.events").get("max", 0)
-            ),
+        if pids is None:
+            return PidsStats(0, 0, 0)
+        return PidsStats(
+            current=files.read_int(pids / "pids.current"),
+            limit=files.read_int(pids / "pids.max"),
+            max_events=files.read_flat_keyed(pids / "pids.events").get("max", 0),
         )
 
     def remove(self, path: str) -> bool:

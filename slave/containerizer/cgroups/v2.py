@@ -12,12 +12,13 @@ from typing import ClassVar
 
 import structlog
 
-from corral.slave.containerizer.cgroups import files
+from corral.slave.containerizer.cgroups import device_program, devices, files
 from corral.slave.containerizer.cgroups.base import (
     CPU_PERIOD_US,
     CgroupBackend,
     CgroupLimits,
-    CgroupStats,
+    MemoryStats,
+    PidsStats,
     kill_pids,
 )
 from corral.slave.containerizer.errors import CgroupError
@@ -136,6 +137,9 @@ class V2Backend(CgroupBackend):
         if "pids" in self.controllers:
             value = "max" if limits.pids_max is None else str(limits.pids_max)
             files.write(cgroup / "pids.max", value)
+        if limits.devices is not None:
+            # v2's device control is a BPF program, not a controller file.
+            device_program.attach(cgroup, (*devices.DEFAULT_RULES, *limits.devices))
 
     def procs(self, path: str) -> set[int]:
         return files.read_pids(self._dir(path) / "cgroup.procs")
@@ -164,22 +168,26 @@ class V2Backend(CgroupBackend):
         # cgroup.events says "frozen 1" once every process has stopped.
         return files.read_flat_keyed(self._dir(path) / "cgroup.events").get("frozen", 0) == 1
 
-    def stats(self, path: str) -> CgroupStats:
+    def cpu_time_ns(self, path: str) -> int:
+        return files.read_flat_keyed(self._dir(path) / "cpu.stat").get("usage_usec", 0) * 1000
+
+    def memory_stats(self, path: str) -> MemoryStats:
         cgroup = self._dir(path)
         current = files.read_int(cgroup / "memory.current")
-        events = files.read_flat_keyed(cgroup / "memory.events")
-        pids_events = files.read_flat_keyed(cgroup / "pids.events")
-        limit = files.read_int(cgroup / "memory.max")
-        return CgroupStats(
-            cpu_time_ns=files.read_flat_keyed(cgroup / "cpu.stat").get("usage_usec", 0) * 1000,
-            mem_bytes=current,
+        return MemoryStats(
+            current=current,
             # memory.peak arrived in Linux 5.19; before it the best we know is now.
-            mem_peak_bytes=files.read_int(cgroup / "memory.peak", default=current),
-            mem_limit_bytes=limit,
-            oom_kills=events.get("oom_kill", 0),
-            pids=files.read_int(cgroup / "pids.current"),
-            pids_limit=files.read_int(cgroup / "pids.max"),
-            pids_max_events=pids_events.get("max", 0),
+            peak=files.read_int(cgroup / "memory.peak", default=current),
+            limit=files.read_int(cgroup / "memory.max"),
+            oom_kills=files.read_flat_keyed(cgroup / "memory.events").get("oom_kill", 0),
+        )
+
+    def pids_stats(self, path: str) -> PidsStats:
+        cgroup = self._dir(path)
+        return PidsStats(
+            current=files.read_int(cgroup / "pids.current"),
+            limit=files.read_int(cgroup / "pids.max"),
+            max_events=files.read_flat_keyed(cgroup / "pids.events").get("max", 0),
         )
 
     def remove(self, path: str) -> bool:

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
 
 import structlog
 
 from corral.slave.containerizer import disk, forensics
-from corral.slave.containerizer.isolator import Isolator, Watched
-from corral.slave.containerizer.model import ContainerConfig, Limitation
+from corral.slave.containerizer.isolator import Isolator, Running
+from corral.slave.containerizer.model import ContainerConfig, Limitation, Usage
 
 log = structlog.get_logger(__name__)
 
@@ -42,7 +43,7 @@ class DiskIsolator(Isolator):
     def watches(self, config: ContainerConfig) -> bool:
         return self.interval_s > 0
 
-    async def watch(self, container: Watched) -> Limitation | None:
+    async def watch(self, container: Running) -> Limitation | None:
         limit = container.config.disk_bytes
         loop = asyncio.get_running_loop()
         wait_s = min(1.0, self.interval_s)
@@ -67,8 +68,13 @@ class DiskIsolator(Isolator):
                 peak=used,
             )
 
-    def usage(self, container_id: str) -> dict[str, int]:
-        return {"disk_bytes": self._used.get(container_id, 0)}
+    def usage(self, container: Running, usage: Usage) -> Usage:
+        """The last background measurement (0 before the first)."""
+        return replace(
+            usage,
+            disk_bytes=self._used.get(container.container_id, 0),
+            disk_limit_bytes=container.config.disk_bytes or 0,
+        )
 
     def cleanup(self, container_id: str) -> None:
         self._used.pop(container_id, None)

@@ -23,6 +23,6 @@ class SeccompIsolator(Isolator):
         # profile this containerizer was given, "default" and "unconfined".
         self.policy = SeccompPolicy(profiles, allow_unconfined=True)
 
-    def prepare(self, config: ContainerConfig) -> Prepared:
+    def prepare(self, config: ContainerConfig, meta_dir: Path) -> Prepared:
         iso = config.isolation
         return Prepared(seccomp=self.policy.program(self.policy.resolve(iso.seccomp_profile)))

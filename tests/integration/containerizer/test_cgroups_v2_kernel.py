@@ -88,3 +88,45 @@ def test_a_prefix_that_exists_already_is_left_for_its_owner(v2: tuple[V2Backend,
     other.prepare_prefix(prefix)  # made by the fixture's backend: not this one's to remove
     other.remove_prefix(prefix)
     assert (backend.root / prefix).is_dir()
+
+
+# What a process in the cgroup gets when it opens each node for reading and
+# writing, and when it makes one.
+OPEN_AND_MKNOD = """
+import os, sys
+out = []
+for path in ("/dev/null", "/dev/loop-control", "/dev/kmsg"):
+    try:
+        os.close(os.open(path, os.O_RDWR)); out.append("ok")
+    except OSError as e:
+        out.append(str(e.errno))
+node = os.path.join(sys.argv[1], "node")
+try:
+    os.mknod(node, 0o600 | 0o020000, os.makedev(1, 11)); out.append("ok")
+except OSError as e:
+    out.append(str(e.errno))
+print(" ".join(out))
+"""
+
+
+@pytest.mark.parametrize("device_control", [True, False], ids=["program", "control"])
+def test_a_device_program_allows_only_the_rules(
+    v2: tuple[V2Backend, str], tmp_path: Path, device_control: bool
+) -> None:
+    """A BPF_PROG_TYPE_CGROUP_DEVICE program on the real kernel (no controller
+    needed): /dev/null (a default rule) and /dev/loop-control (the offered
+    device's rule) open, /dev/kmsg (c 1:11, in no rule) is refused, and so is
+    a mknod of its numbers. The control, without a program, gets them all."""
+    backend, prefix = v2
+    offered = ("c 10:237 rw",) if device_control else None
+    limits = CgroupLimits.for_task(100, 64 << 20, False, None, offered)
+    (procs_file,) = backend.create(f"{prefix}/dev", limits)
+    script = 'echo $$ > "$1"; shift; exec "$@"'
+    probe = ["python3", "-c", OPEN_AND_MKNOD, str(tmp_path)]
+    result = subprocess.run(
+        ["sh", "-c", script, "sh", str(procs_file), *probe], capture_output=True, check=True, timeout=30
+    )
+    if device_control:
+        assert result.stdout.split() == [b"ok", b"ok", b"1", b"1"]  # EPERM
+    else:
+        assert result.stdout.split() == [b"ok", b"ok", b"ok", b"ok"]

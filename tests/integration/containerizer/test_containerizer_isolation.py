@@ -297,3 +297,29 @@ async def test_a_failing_stage_is_named_in_the_launch_error(
         assert ctz.containers() == []
     finally:
         await ctz.close(grace_s=0)
+
+
+MQUEUE_PROBE = """
+import ctypes, os
+rt = ctypes.CDLL("librt.so.1", use_errno=True)
+rt.mq_open.restype = ctypes.c_int
+fd = rt.mq_open(b"/corral-probe", os.O_CREAT | os.O_RDWR, 0o600, None)
+print("queue" if fd >= 0 else os.strerror(ctypes.get_errno()))
+print(sorted(os.listdir("/dev/mqueue")))
+"""
+
+
+def _host_has_queue(name: str) -> bool:
+    return Path("/dev/mqueue", name).exists()
+
+
+async def test_dev_mqueue_shows_the_containers_own_message_queues(
+    ctz: Containerizer, make_config: Make
+) -> None:
+    # As runc does, a task with its own IPC namespace gets /dev/mqueue, which
+    # lists its queues and no other namespace's.
+    config = make_config("/usr/bin/python3", "-c", MQUEUE_PROBE)
+    termination, out = await run(ctz, config)
+    assert termination.exit_code == 0, termination.stderr_tail
+    assert out.splitlines() == ["queue", "['corral-probe']"]
+    assert not _host_has_queue("corral-probe")  # the host's are apart

@@ -41,12 +41,22 @@ HOST_HAS_KVM = os.path.exists("/dev/kvm")
 class Kind:
     image: bool
     user: tuple[int, int] | None
+    #: in a user namespace of its own (its root an unprivileged host uid)
+    userns: bool = False
 
     def __str__(self) -> str:
-        return ("image" if self.image else "host") + ("-nobody" if self.user else "-root")
+        user = "-nobody" if self.user else "-root"
+        return ("image" if self.image else "host") + user + ("-userns" if self.userns else "")
 
 
-KINDS = [Kind(False, None), Kind(False, NOBODY), Kind(True, None), Kind(True, NOBODY)]
+KINDS = [
+    Kind(False, None),
+    Kind(False, NOBODY),
+    Kind(True, None),
+    Kind(True, NOBODY),
+    Kind(False, None, userns=True),
+    Kind(True, None, userns=True),
+]
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +107,7 @@ async def probe(
         name,
         *args,
         container_id=container_id,
-        isolation=Isolation(network="none", user=kind.user),
+        isolation=Isolation(network="none", user=kind.user, user_namespace=kind.userns),
         pids_max=256,
         **extra,
     )

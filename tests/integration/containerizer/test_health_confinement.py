@@ -103,7 +103,9 @@ def start(ctz: Containerizer, make_config: Make, busybox_layers: tuple[Path, ...
             "-c",
             f"{RECORD} > task.out.tmp && mv task.out.tmp task.out; exec sleep 600",
             container_id=container_id,
-            isolation=Isolation(network="none", user=user, groups=(4242,) if user else ()),
+            isolation=overrides.pop(
+                "isolation", Isolation(network="none", user=user, groups=(4242,) if user else ())
+            ),
             **{"pids_max": 64, **extra, **overrides},
         )
         await ctz.launch(config)
@@ -151,6 +153,20 @@ async def test_a_check_has_exactly_its_tasks_confinement(
         assert int(mine["CapEff"], 16) == int(mine["CapBnd"], 16)
         assert int(mine["CapEff"], 16) & ~capability_mask(DEFAULT_CAPABILITIES) == 0
         assert int(mine["CapEff"], 16) != int(fields_of_agent()["CapEff"], 16)
+
+
+@pytest.mark.parametrize("image", [False, True], ids=["host-root-userns", "image-root-userns"])
+async def test_a_check_of_a_task_in_a_user_namespace_runs_in_it(start: Start, image: bool) -> None:
+    isolation = Isolation(network="none", user_namespace=True)
+    async with start(image, None, isolation=isolation) as task:
+        result = await task.check(f"{RECORD} > check.out; cat /proc/self/uid_map > check.map")
+        assert result.healthy, result.message
+        mine, its = fields(task.read("check.out")), fields(task.read("task.out"))
+        inside, host, _ = (int(f) for f in task.read("check.map").split())
+    assert mine == its, "the check's confinement differs from its task's"
+    # Its root is the task's: an unprivileged host uid, never the agent's root.
+    assert (mine["uid"], inside) == ("0", 0)
+    assert host >= 1 << 30
 
 
 def fields_of_agent() -> dict[str, str]:

@@ -32,6 +32,7 @@ Make = Callable[..., ContainerConfig]
 BUSYBOX_ENV = {"PATH": "/bin"}
 DEV_ENTRIES = {
     "fd",
+    "mqueue",
     "full",
     "null",
     "ptmx",
