@@ -26,7 +26,7 @@ from corral.master.leadership import Leadership
 from corral.master.master import Master, MasterConfig
 from corral.master.registry import InMemoryRegistry, RegistryWriter, Write
 from corral.master.services.scheduler import SchedulerService, coalesce
-from corral.master.state import Outbox
+from corral.master.streams import Outbox
 from corral.master.validation import validate_agent_info, validate_framework_info
 from corral.proto import agent_pb2, scheduler_pb2
 from corral.sim.ids import Ids

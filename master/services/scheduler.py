@@ -28,7 +28,7 @@ from corral.master.leadership import Leadership
 from corral.master.master import Master, MasterConfig
 from corral.master.rate_limit import RateLimiter
 from corral.master.services.guard import Guard
-from corral.master.state import Outbox
+from corral.master.streams import Outbox
 from corral.master.validation import validate_framework_info
 from corral.proto import scheduler_pb2, scheduler_pb2_grpc
 
