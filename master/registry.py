@@ -32,7 +32,14 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import KazooException, NoNodeError, RolledBackError
 
 from corral.errors import CorralError
-from corral.master.core.records import AGENTS, FRAMEWORKS, KINDS, MAINTENANCE, ROLES
+from corral.master.core.records import (
+    AGENTS,
+    FRAMEWORKS,
+    KINDS,
+    MAINTENANCE,
+    ROLES,
+    role_key,  # noqa: F401 (re-exported: callers name the registry)
+)
 from corral.proto import messages_pb2 as pb
 from corral.proto import operator_pb2 as op
 from corral.zk import ZkUrl
