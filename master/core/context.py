@@ -24,6 +24,7 @@ from corral.errors import CallError
 from corral.master.allocator import Allocator, AllocatorError
 from corral.master.allocator.events import Event as AllocatorEvent
 from corral.master.allocator.events import FrameworkAdded, ResourcesRecovered
+from corral.master.config import MasterConfig
 from corral.master.core.effects import (
     AllocateSoon,
     AuditDenied,
@@ -100,9 +101,8 @@ class Core:
     """The state and the shared transitions (see the module docstring)."""
 
     def __init__(
-        self, config: Any, info: pb.MasterInfo, ids: Callable[[str], str], log: Log | None = None
+        self, config: MasterConfig, info: pb.MasterInfo, ids: Callable[[str], str], log: Log | None = None
     ) -> None:
-        #: a ``MasterConfig`` (typed loosely here: it lives with the runtime's flags)
         self.config = config
         self.info = info
         self.new_id = ids
@@ -233,8 +233,8 @@ class Core:
         )
 
     def send_updates(self, fw: FrameworkRecord, statuses: list[pb.TaskStatus]) -> None:
-        if not fw.connected or fw.stream is None:
-            return  # the agent retries until the framework is back and acknowledges
+        if not statuses or not fw.connected or fw.stream is None:
+            return  # (none: no empty UPDATE) the agent retries until the framework is back and acknowledges
         if len(statuses) == 1:
             self.to_framework(fw, Event(type=Event.UPDATE, update=Event.Update(status=statuses[0])))
         else:

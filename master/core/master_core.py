@@ -16,11 +16,12 @@ never written: that is the Operator API's and the metrics' snapshot.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar
 
 from corral.errors import CallError
 from corral.master.allocator import Reason as Why
 from corral.master.allocator import RoleInfo
+from corral.master.config import MasterConfig
 from corral.master.core import agents, frameworks, launch, liveness, offers, policy, reconciliation, tasks
 from corral.master.core.context import Core, Log, Refused
 from corral.master.core.effects import Effect
@@ -38,7 +39,7 @@ class MasterCore(Core):
     """The master's transitions (see the module docstring)."""
 
     def __init__(
-        self, config: Any, info: pb.MasterInfo, ids: Callable[[str], str], log: Log | None = None
+        self, config: MasterConfig, info: pb.MasterInfo, ids: Callable[[str], str], log: Log | None = None
     ) -> None:
         super().__init__(config, info, ids, log)
 
