@@ -152,9 +152,6 @@ class Master:
                 assert isinstance(effect.decision, Decision)
                 self.audit.denied(effect.decision, effect.call, **effect.fields)
 
-    def _do(self, effects: list[Effect]) -> None:
-        self._carry_out(effects)
-
     def _open(self, outbox: Outbox[object]) -> StreamId:
         stream = self._stream_ids.get(outbox)
         if stream is None:
@@ -190,7 +187,7 @@ class Master:
     def recover(self, state: RegistryState) -> None:
         """Before serving as a new leader: learn the agents and frameworks the
         registry lists (see ``master/core/agents.py``)."""
-        self._do(
+        self._carry_out(
             self.core.recover(self.clock(), state.agents, state.frameworks, state.roles, state.maintenance)
         )
 
@@ -226,13 +223,13 @@ class Master:
 
     def housekeeping(self) -> None:
         """One housekeeping tick now (the timer's; tests call it directly)."""
-        self._do(self.core.tick(self.clock()))
+        self._carry_out(self.core.tick(self.clock()))
 
     def run_allocation(self) -> int:
         """One allocation cycle; returns how many offers were sent."""
         started = time.perf_counter()
         count, effects = self.core.allocate(self.clock())
-        self._do(effects)
+        self._carry_out(effects)
         self.core.counters.allocation_seconds += time.perf_counter() - started
         return count
 
@@ -242,9 +239,9 @@ class Master:
         try:
             effects = fn(self.clock(), *args)
         except Refused as e:
-            self._do(e.effects)
+            self._carry_out(e.effects)
             raise
-        self._do(effects)
+        self._carry_out(effects)
 
     def register_agent(
         self,
@@ -266,9 +263,9 @@ class Master:
             )
         except Refused as e:
             self._forget(stream)
-            self._do(e.effects)
+            self._carry_out(e.effects)
             raise
-        self._do(effects)
+        self._carry_out(effects)
         return agent_id
 
     def agent_heartbeat(self, agent_id: str) -> None:
@@ -294,9 +291,9 @@ class Master:
             fw, effects = self.core.subscribe(self.clock(), info, stream, principal)
         except Refused as e:
             self._forget(stream)
-            self._do(e.effects)
+            self._carry_out(e.effects)
             raise
-        self._do(effects)
+        self._carry_out(effects)
         return fw
 
     def framework_disconnected(self, framework_id: str, outbox: Outbox[object]) -> None:
