@@ -43,7 +43,7 @@ from corral.master.core.effects import (
     WriteRegistry,
 )
 from corral.master.core.master_core import MasterCore
-from corral.master.core.records import FrameworkRecord, MasterCounters, MasterState, StreamId
+from corral.master.core.records import FrameworkRecord, MasterCounters, StateView, StreamId
 from corral.master.registry import RegistryState, RegistryWriter
 from corral.master.streams import Outbox
 from corral.proto import agent_pb2, scheduler_pb2
@@ -106,8 +106,9 @@ class Master:
         return self.core.info
 
     @property
-    def state(self) -> MasterState:
-        """The core's state, for readers (Operator API, metrics): do not modify."""
+    def state(self) -> StateView:
+        """The core's state for readers (Operator API, metrics, the simulation's
+        checks): consistent between transitions; read it, never write it."""
         return self.core.state
 
     @property
