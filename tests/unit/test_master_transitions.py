@@ -31,9 +31,9 @@ from corral.master.core.effects import (
     WriteRegistry,
 )
 from corral.master.core.master_core import MasterCore
-from corral.master.core.records import AGENTS, FRAMEWORKS
+from corral.master.core.records import AGENTS, FRAMEWORKS, MAINTENANCE
 from corral.proto import messages_pb2 as pb
-from corral.proto import scheduler_pb2
+from corral.proto import operator_pb2, scheduler_pb2
 from corral.resources import Resources
 
 Event = scheduler_pb2.Event
@@ -151,6 +151,8 @@ class MasterCoreMachine(RuleBasedStateMachine):
         self.offers: list[pb.Offer] = []
         self.task_n = itertools.count(1)
         self.running: list[tuple[str, str]] = []  # (agent_id, task_id) sent to agents
+        #: the registry as the WriteRegistry effects left it: (kind, key) -> data
+        self.registry: dict[tuple[str, str], bytes] = {}
 
     def _apply(self, effects: list[Effect]) -> list[Effect]:
         for e in effects:
@@ -164,6 +166,11 @@ class MasterCoreMachine(RuleBasedStateMachine):
             elif isinstance(e, CloseStream):
                 self.open.discard(e.stream)
                 self.closed.add(e.stream)
+            elif isinstance(e, WriteRegistry):
+                if e.data is None:
+                    self.registry.pop((e.kind, e.key), None)
+                else:
+                    self.registry[(e.kind, e.key)] = e.data
         return effects
 
     def _stream(self) -> int:
@@ -246,6 +253,39 @@ class MasterCoreMachine(RuleBasedStateMachine):
             uuid=b"u",  # type: ignore[arg-type]
         )
         self._apply(self.core.agent_status_updates(self.now, agent_id, [status]))
+
+    @precondition(lambda self: bool(self.agents))
+    @rule(data=st.data(), draining=st.booleans())
+    def operator_drains(self, data: st.DataObject, draining: bool) -> None:
+        agent_id = data.draw(st.sampled_from(self.agents))
+        try:
+            self._apply(self.core.drain_agent(self.now, agent_id, draining))
+        except Refused as e:  # a gone agent
+            self._apply(e.effects)
+
+    @rule()
+    def a_new_leader_recovers_what_the_registry_effects_wrote(self) -> None:
+        """Only the registry survives a failover: what the effects wrote must
+        be enough for a new core to know every agent, framework and mark."""
+
+        def kind(k: str) -> dict[str, bytes]:
+            return {key: data for (kd, key), data in self.registry.items() if kd == k}
+
+        successor = _core()
+        successor.recover(
+            self.now,
+            {k: pb.AgentInfo.FromString(v) for k, v in kind(AGENTS).items()},
+            {k: pb.FrameworkInfo.FromString(v) for k, v in kind(FRAMEWORKS).items()},
+            {},
+            {k: operator_pb2.AgentMaintenance.FromString(v) for k, v in kind(MAINTENANCE).items()},
+        )
+        state = self.core.state
+        assert set(successor.state.agents) == {a for a, r in state.agents.items() if not r.gone}
+        assert set(successor.state.frameworks) == set(state.frameworks)
+        for agent_id, agent in successor.state.agents.items():
+            old = state.agents[agent_id]
+            assert agent.unreachable == old.unreachable
+            assert successor.allocator.draining(agent_id) == self.core.allocator.draining(agent_id)
 
     @invariant()
     def no_agent_is_over_committed(self) -> None:
