@@ -241,6 +241,48 @@ class SchedulerDriver:
         self._stopping = True
         self._stopped.set()
 
+    # -- the session seam -----------------------------------------------------
+    # What a transport needs to drive the driver: gRPC below (``_session``),
+    # or the simulation's streams (``corral/sim/framework.py``).
+
+    @property
+    def stopping(self) -> bool:
+        """``stop()`` or ``teardown()`` was called (or a failure stopped it)."""
+        return self._stopping
+
+    def subscribe_call(self) -> Call:
+        """The first call of a session: SUBSCRIBE with this framework's id, if it has one."""
+        info = pb.FrameworkInfo()
+        info.CopyFrom(self.info)
+        info.id = self.framework_id
+        return Call(type=Call.SUBSCRIBE, subscribe=Call.Subscribe(framework_info=info))
+
+    async def receive(self, event: Event, calls: asyncio.Queue[Call | None]) -> bool:
+        """One event of the current session, whose calls go onto ``calls``:
+        dispatched to the scheduler (see the module docstring). False when the
+        session must end: a callback raised (``failure``; the driver stops)."""
+        if event.type == Event.SUBSCRIBED:
+            self._outq = calls
+        try:
+            await self._dispatch(event)
+        except Exception as e:
+            # A scheduler bug: stop cleanly (queued calls still go
+            # out) and let run() raise it; the updates of this event
+            # stay unacknowledged, so they come again after a fix.
+            self.log.exception("driver.callback_failed", event_type=Event.Type.Name(event.type))
+            self.failure = e
+            self.stop()
+            return False
+        return True
+
+    def session_ended(self) -> bool:
+        """The transport's session is over; returns whether it had subscribed
+        (the caller then tells the scheduler ``disconnected``)."""
+        subscribed = self._outq is not None
+        self._outq = None
+        self.connected.clear()
+        return subscribed
+
     # -- the connection -------------------------------------------------------
 
     async def run(self) -> None:
@@ -277,9 +319,7 @@ class SchedulerDriver:
             finder.failed(e, address)
             self.log.info("driver.disconnected", code=e.code().name, details=e.details())
         finally:
-            subscribed = self._outq is not None
-            self._outq = None
-            self.connected.clear()
+            subscribed = self.session_ended()
             await channel.close(None)
         if subscribed:
             await self.scheduler.disconnected(self)
@@ -288,10 +328,7 @@ class SchedulerDriver:
     async def _session(self, channel: grpc.aio.Channel) -> None:
         stub = scheduler_pb2_grpc.SchedulerStub(channel)
         outq: asyncio.Queue[Call | None] = asyncio.Queue()
-        info = pb.FrameworkInfo()
-        info.CopyFrom(self.info)
-        info.id = self.framework_id
-        outq.put_nowait(Call(type=Call.SUBSCRIBE, subscribe=Call.Subscribe(framework_info=info)))
+        outq.put_nowait(self.subscribe_call())
 
         call = stub.Subscribe(drain(outq), metadata=self.credentials.metadata())
         stop_wait = asyncio.create_task(self._stopped.wait())
@@ -313,17 +350,7 @@ class SchedulerDriver:
                     if self._teardown:
                         self._stopping = True
                     return
-                if event.type == Event.SUBSCRIBED:
-                    self._outq = outq
-                try:
-                    await self._dispatch(event)
-                except Exception as e:
-                    # A scheduler bug: stop cleanly (queued calls still go
-                    # out) and let run() raise it; the updates of this event
-                    # stay unacknowledged, so they come again after a fix.
-                    self.log.exception("driver.callback_failed", event_type=Event.Type.Name(event.type))
-                    self.failure = e
-                    self.stop()
+                if not await self.receive(event, outq):
                     return
         finally:
             stop_wait.cancel()

@@ -13,7 +13,7 @@ import itertools
 from collections.abc import Callable, Iterable
 
 from corral.errors import CallError
-from corral.master.state import AgentRecord
+from corral.master.streams import Outbox
 from corral.proto import agent_pb2
 from corral.proto import messages_pb2 as pb
 
@@ -28,24 +28,28 @@ class AgentQueries:
         self._pending: dict[int, tuple[str, asyncio.Future[object]]] = {}
 
     async def ask(
-        self, agent: AgentRecord, build: Callable[[int], MasterMessage], timeout_s: float
+        self,
+        agent_id: str,
+        outbox: Outbox[object] | None,
+        build: Callable[[int], MasterMessage],
+        timeout_s: float,
     ) -> object:
         """Send ``build(request_id)`` to the agent and wait for its answer.
 
         Raises CallError UNAVAILABLE (not connected, or disconnected while
         asked) or DEADLINE_EXCEEDED.
         """
-        if agent.outbox is None:
-            raise CallError("UNAVAILABLE", f"agent {agent.agent_id} is not connected")
+        if outbox is None:
+            raise CallError("UNAVAILABLE", f"agent {agent_id} is not connected")
         request_id = next(self._seq)
         fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = (agent.agent_id, fut)
+        self._pending[request_id] = (agent_id, fut)
         try:
-            agent.outbox.send(build(request_id))
+            outbox.send(build(request_id))
             async with asyncio.timeout(timeout_s):
                 return await fut
         except TimeoutError:
-            raise CallError("DEADLINE_EXCEEDED", f"agent {agent.agent_id} did not answer in time") from None
+            raise CallError("DEADLINE_EXCEEDED", f"agent {agent_id} did not answer in time") from None
         finally:
             self._pending.pop(request_id, None)
 
@@ -61,26 +65,30 @@ class AgentQueries:
                 fut.set_exception(CallError("UNAVAILABLE", f"agent {agent_id} disconnected"))
 
     async def usage(
-        self, agents: Iterable[AgentRecord], task_ids: dict[str, list[str]], timeout_s: float
+        self,
+        agents: Iterable[tuple[str, Outbox[object] | None]],
+        task_ids: dict[str, list[str]],
+        timeout_s: float,
     ) -> tuple[list[pb.TaskUsage], list[str]]:
-        """Ask each agent for its tasks' usage at once; ``task_ids`` maps an agent
+        """Ask each agent (``(agent_id, outbox)``) for its tasks' usage at once; ``task_ids`` maps an agent
         to ``framework/task`` names (an agent not in it reports every task).
 
         Returns what came back and one error sentence per agent that failed.
         """
         agents = list(agents)
 
-        async def one(agent: AgentRecord) -> list[pb.TaskUsage]:
-            wanted = task_ids.get(agent.agent_id, [])
+        async def one(agent: tuple[str, Outbox[object] | None]) -> list[pb.TaskUsage]:
+            agent_id, outbox = agent
+            wanted = task_ids.get(agent_id, [])
 
             def build(request_id: int) -> MasterMessage:
                 return MasterMessage(get_usage=MasterMessage.GetUsage(request_id=request_id, task_ids=wanted))
 
-            answer = await self.ask(agent, build, timeout_s)
+            answer = await self.ask(agent_id, outbox, build, timeout_s)
             assert isinstance(answer, agent_pb2.AgentMessage.Usage)
             out = list(answer.tasks)
             for u in out:
-                u.agent_id = agent.agent_id
+                u.agent_id = agent_id
             return out
 
         results = await asyncio.gather(*(one(a) for a in agents), return_exceptions=True)

@@ -9,28 +9,15 @@ a standby's zeros to the leader's figures.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from corral.master.core.records import MasterCounters
 from corral.metrics import Metric
 from corral.proto import messages_pb2 as pb
 from corral.resources import MILLI, Resources
 
 if TYPE_CHECKING:
     from corral.master.master import Master
-
-
-@dataclass
-class MasterCounters:
-    """Monotonic counts since this master began to lead."""
-
-    allocation_runs: int = 0
-    allocation_seconds: float = 0.0
-    offers_sent: int = 0
-    tasks_launched: int = 0
-    #: terminal states reached, by state name (TASK_FINISHED, ...)
-    tasks_ended: Counter[str] = field(default_factory=Counter)
-    agents_marked_unreachable: int = 0
 
 
 def collect(master: Master | None, version: str) -> list[Metric]:

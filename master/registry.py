@@ -32,19 +32,19 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import KazooException, NoNodeError, RolledBackError
 
 from corral.errors import CorralError
+from corral.master.core.records import (
+    AGENTS,
+    FRAMEWORKS,
+    KINDS,
+    MAINTENANCE,
+    ROLES,
+    role_key,  # noqa: F401 (re-exported: callers name the registry)
+)
 from corral.proto import messages_pb2 as pb
 from corral.proto import operator_pb2 as op
 from corral.zk import ZkUrl
 
 log = structlog.get_logger(__name__)
-
-AGENTS = "agents"
-FRAMEWORKS = "frameworks"
-#: Role weights and quota set by operators (key: the role, '/' written %2F).
-ROLES = "roles"
-#: Per agent: drained by an operator, resources reserved dynamically.
-MAINTENANCE = "maintenance"
-KINDS = (AGENTS, FRAMEWORKS, ROLES, MAINTENANCE)
 
 
 class FencedError(CorralError):
@@ -57,11 +57,6 @@ class RegistryState:
     frameworks: dict[str, pb.FrameworkInfo] = field(default_factory=dict)
     roles: dict[str, op.RoleSummary] = field(default_factory=dict)
     maintenance: dict[str, op.AgentMaintenance] = field(default_factory=dict)
-
-
-def role_key(role: str) -> str:
-    """A role as one znode name: ``eng/ml`` -> ``eng%2Fml``."""
-    return role.replace("%", "%25").replace("/", "%2F")
 
 
 def _parse(kind: str, data: bytes) -> pb.AgentInfo | pb.FrameworkInfo | op.RoleSummary | op.AgentMaintenance:

@@ -2,10 +2,11 @@
 engine, over a simulated stream.
 
 :class:`SimDriver` is the SDK's :class:`SchedulerDriver` with its gRPC
-session replaced: the driver has no transport seam yet (it dials with
-``make_channel``), so the subclass overrides only ``run`` (connect, back off
-from 50 ms to 5 s, re-subscribe with the same framework id) and keeps
-everything else: the verbs, ``_dispatch`` (callbacks one at a time,
+session replaced: the subclass overrides only ``run`` (connect, back off
+from 50 ms to 5 s, re-subscribe with the same framework id) and drives the
+driver through its public session seam (``subscribe_call``, ``receive``,
+``session_ended``, ``stopping``), which its gRPC session uses too; it keeps
+everything else: the verbs, the dispatch (callbacks one at a time,
 acknowledgement after the callback, explicit then implicit reconciliation
 after every re-subscription). :class:`BatchFramework` plays
 ``frameworks/hosting.py``: a :class:`BatchEngine` on a store that survives a
@@ -25,7 +26,6 @@ from corral.frameworks.batch.store import Store
 from corral.frameworks.driver import SchedulerDriver, SubscribeError
 from corral.frameworks.scheduler import Scheduler
 from corral.frameworks.types import TaskStatus
-from corral.proto import messages_pb2 as pb
 from corral.proto import scheduler_pb2
 from corral.sim.ids import Ids
 from corral.sim.invariants import Observer
@@ -68,10 +68,10 @@ class SimDriver(SchedulerDriver):
 
     async def run(self) -> None:
         delay = 0.05
-        while not self._stopping:
+        while not self.stopping:
             if await self._sim_session():
                 delay = 0.05
-            if self._stopping:
+            if self.stopping:
                 break
             await asyncio.sleep(delay)
             delay = min(self.reconnect_max_s, delay * 2)
@@ -92,10 +92,7 @@ class SimDriver(SchedulerDriver):
         events: asyncio.Queue[object | None] = asyncio.Queue()
         stream.listen(events.put_nowait)
         stream.on_close(lambda _s: events.put_nowait(None))
-        info = pb.FrameworkInfo()
-        info.CopyFrom(self.info)
-        info.id = self.framework_id
-        stream.send_to_server(Call(type=Call.SUBSCRIBE, subscribe=Call.Subscribe(framework_info=info)))
+        stream.send_to_server(self.subscribe_call())
         outq: asyncio.Queue[Call | None] = asyncio.Queue()
 
         async def send() -> None:
@@ -107,17 +104,12 @@ class SimDriver(SchedulerDriver):
         try:
             while (event := await events.get()) is not None:
                 assert isinstance(event, Event)
-                if event.type == Event.SUBSCRIBED:
-                    self._outq, subscribed = outq, True
-                try:
-                    await self._dispatch(event)
-                except Exception as e:
-                    self.failure = e
-                    self.stop()
+                subscribed = subscribed or event.type == Event.SUBSCRIBED
+                self._observe(event)
+                if not await self.receive(event, outq):
                     return subscribed
         finally:
-            self._outq = None
-            self.connected.clear()
+            self.session_ended()
             outq.put_nowait(None)
             await asyncio.gather(sender, return_exceptions=True)
             stream.close("CANCELLED", "the framework closed the stream")
@@ -127,14 +119,14 @@ class SimDriver(SchedulerDriver):
             await self.scheduler.disconnected(self)
         return subscribed
 
-    async def _dispatch(self, event: Event) -> None:
+    def _observe(self, event: Event) -> None:
+        """The invariants see every update the framework receives, before its callback."""
         if event.type == Event.UPDATE:
             raw = ([event.update.status] if event.HasField("update") else []) + [
                 u.status for u in event.updates
             ]
             for status in raw:
                 self.observer.framework_update(self.framework_id, status)
-        await super()._dispatch(event)
 
     def acknowledge(self, statuses: Iterable[TaskStatus]) -> None:
         statuses = list(statuses)

@@ -5,7 +5,7 @@ streams, an election, and a registry in memory with ZooKeeper's fencing.
 ``master/services/``: it accepts streams, validates the first message, calls
 the same public methods (``register_agent``, ``agent_status_updates``,
 ``agent_disconnected``, ``subscribe``, ``framework_disconnected``, and the
-scheduler calls through :meth:`SchedulerService._dispatch` itself), and
+scheduler calls through the servicer's own ``dispatch_call``), and
 moves messages between each connection's :class:`Outbox` and its stream.
 
 :class:`Election` and :class:`FencedRegistry` keep the HA rules: one leader
@@ -22,11 +22,10 @@ from collections.abc import Callable
 import structlog
 
 from corral.errors import CallError
-from corral.master.leadership import Leadership
 from corral.master.master import Master, MasterConfig
 from corral.master.registry import InMemoryRegistry, RegistryWriter, Write
-from corral.master.services.scheduler import SchedulerService, coalesce
-from corral.master.state import Outbox
+from corral.master.services.scheduler import coalesce, dispatch_call
+from corral.master.streams import Outbox
 from corral.master.validation import validate_agent_info, validate_framework_info
 from corral.proto import agent_pb2, scheduler_pb2
 from corral.sim.ids import Ids
@@ -89,8 +88,6 @@ class MasterNode:
         self.alive = True
         self._pumps: dict[asyncio.Task[None], None] = {}
         self._stopping: asyncio.Task[None] | None = None
-        # The servicer's own dispatch of scheduler calls (no gRPC inside it).
-        self._scheduler_service = SchedulerService(Leadership(lambda: None))
 
     # -- leadership -------------------------------------------------------------
 
@@ -195,14 +192,13 @@ class MasterNode:
             stream.close(e.code, e.message)
             return
         framework_id = fw.framework_id
-        service = self._scheduler_service
 
         def receive(message: object) -> None:
             assert isinstance(message, Call)
             if self.master is not master:
                 return
             try:
-                service._dispatch(master, framework_id, message)
+                dispatch_call(master, framework_id, message)
             except CallError as e:
                 error = Event.Error(code=e.code, message=f"{Call.Type.Name(message.type)}: {e.message}")
                 outbox.send(Event(type=Event.ERROR, error=error))

@@ -22,7 +22,7 @@ from corral.master.call_validation import validate_registration, validate_status
 from corral.master.leadership import Leadership
 from corral.master.master import Master
 from corral.master.services.guard import Guard
-from corral.master.state import Outbox
+from corral.master.streams import Outbox
 from corral.proto import agent_pb2, agent_pb2_grpc
 
 log = structlog.get_logger(__name__)

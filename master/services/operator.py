@@ -17,11 +17,11 @@ from corral.codec import (
 )
 from corral.errors import CallError
 from corral.identity import Principal
+from corral.master.core.records import FrameworkRecord, TaskRecord
 from corral.master.leadership import Leadership
 from corral.master.master import Master
 from corral.master.rate_limit import DEFAULT_OPERATOR_RATE_LIMITS, RateLimiter
 from corral.master.services.guard import Guard
-from corral.master.state import FrameworkRecord, TaskRecord
 from corral.proto import messages_pb2 as pb
 from corral.proto import operator_pb2 as op
 from corral.proto import operator_pb2_grpc

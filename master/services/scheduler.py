@@ -28,7 +28,7 @@ from corral.master.leadership import Leadership
 from corral.master.master import Master, MasterConfig
 from corral.master.rate_limit import RateLimiter
 from corral.master.services.guard import Guard
-from corral.master.state import Outbox
+from corral.master.streams import Outbox
 from corral.master.validation import validate_framework_info
 from corral.proto import scheduler_pb2, scheduler_pb2_grpc
 
@@ -206,7 +206,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             log.warning("scheduler.call_refused", framework_id=framework_id, call=name, errors=errors[:3])
             return error_event("INVALID_ARGUMENT", f"{name}: {'; '.join(errors)}")
         try:
-            self._dispatch(master, framework_id, call)
+            dispatch_call(master, framework_id, call)
         except CallError as e:
             return error_event(e.code, f"{name}: {e.message}")
         except Exception:
@@ -216,44 +216,47 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             return error_event("INTERNAL", f"{name}: internal error")
         return None
 
-    def _dispatch(self, m: Master, framework_id: str, call: Call) -> None:
-        if call.framework_id and call.framework_id != framework_id:
-            raise CallError(
-                "PERMISSION_DENIED",
-                f"framework_id: this stream belongs to {framework_id}, not {call.framework_id}",
+
+def dispatch_call(m: Master, framework_id: str, call: Call) -> None:
+    """Carry out one scheduler call after SUBSCRIBE on ``framework_id``'s stream:
+    the call's fields become the arguments of one :class:`Master` method.
+    Raises CallError when it is refused. No transport inside: the servicer
+    and the simulation (``corral/sim/masters.py``) both use it."""
+    if call.framework_id and call.framework_id != framework_id:
+        raise CallError(
+            "PERMISSION_DENIED",
+            f"framework_id: this stream belongs to {framework_id}, not {call.framework_id}",
+        )
+    match call.type:
+        case Call.ACCEPT:
+            refuse = (
+                call.accept.filters.refuse_seconds if call.accept.filters.HasField("refuse_seconds") else None
             )
-        match call.type:
-            case Call.ACCEPT:
-                refuse = (
-                    call.accept.filters.refuse_seconds
-                    if call.accept.filters.HasField("refuse_seconds")
-                    else None
-                )
-                m.accept(framework_id, list(call.accept.offer_ids), list(call.accept.operations), refuse)
-            case Call.DECLINE:
-                refuse = (
-                    call.decline.filters.refuse_seconds
-                    if call.decline.filters.HasField("refuse_seconds")
-                    else None
-                )
-                m.decline(framework_id, list(call.decline.offer_ids), refuse)
-            case Call.REVIVE:
-                m.revive(framework_id, tuple(call.revive.roles))
-            case Call.SUPPRESS:
-                m.suppress(framework_id, tuple(call.suppress.roles))
-            case Call.KILL:
-                m.kill(framework_id, call.kill.task_id)
-            case Call.ACKNOWLEDGE:
-                acks = [(a.agent_id, a.task_id, a.uuid) for a in call.acknowledges]
-                if call.HasField("acknowledge"):
-                    a = call.acknowledge
-                    acks.append((a.agent_id, a.task_id, a.uuid))
-                m.acknowledge(framework_id, acks)
-            case Call.RECONCILE:
-                m.reconcile(framework_id, [(t.task_id, t.agent_id) for t in call.reconcile.tasks])
-            case Call.TEARDOWN:
-                m.teardown(framework_id)
-            case Call.SUBSCRIBE:
-                raise CallError("FAILED_PRECONDITION", "already subscribed on this stream")
-            case _:
-                raise CallError("INVALID_ARGUMENT", f"type: {call_name(call.type)} is not supported")
+            m.accept(framework_id, list(call.accept.offer_ids), list(call.accept.operations), refuse)
+        case Call.DECLINE:
+            refuse = (
+                call.decline.filters.refuse_seconds
+                if call.decline.filters.HasField("refuse_seconds")
+                else None
+            )
+            m.decline(framework_id, list(call.decline.offer_ids), refuse)
+        case Call.REVIVE:
+            m.revive(framework_id, tuple(call.revive.roles))
+        case Call.SUPPRESS:
+            m.suppress(framework_id, tuple(call.suppress.roles))
+        case Call.KILL:
+            m.kill(framework_id, call.kill.task_id)
+        case Call.ACKNOWLEDGE:
+            acks = [(a.agent_id, a.task_id, a.uuid) for a in call.acknowledges]
+            if call.HasField("acknowledge"):
+                a = call.acknowledge
+                acks.append((a.agent_id, a.task_id, a.uuid))
+            m.acknowledge(framework_id, acks)
+        case Call.RECONCILE:
+            m.reconcile(framework_id, [(t.task_id, t.agent_id) for t in call.reconcile.tasks])
+        case Call.TEARDOWN:
+            m.teardown(framework_id)
+        case Call.SUBSCRIBE:
+            raise CallError("FAILED_PRECONDITION", "already subscribed on this stream")
+        case _:
+            raise CallError("INVALID_ARGUMENT", f"type: {call_name(call.type)} is not supported")

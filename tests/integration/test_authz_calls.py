@@ -23,7 +23,7 @@ from corral.identity import PRINCIPAL_METADATA_KEY
 from corral.master.authz import ACTIONS, Rule, load_policy
 from corral.master.master import MasterConfig
 from corral.master.server import MasterServer
-from corral.master.state import Outbox
+from corral.master.streams import Outbox
 from corral.proto import messages_pb2 as pb
 from corral.proto import operator_pb2 as op
 from corral.proto import operator_pb2_grpc

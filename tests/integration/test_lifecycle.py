@@ -161,8 +161,9 @@ async def test_teardown_while_an_agent_is_away_kills_its_tasks_when_it_returns(
         # Cut the agent off and keep it from reconnecting for now.
         agent._stopping = True
         record = master.state.agents[agent.agent_id]
-        assert record.outbox is not None
-        master.agent_disconnected(agent.agent_id, record.outbox)
+        outbox = master.outbox(record.stream)
+        assert outbox is not None
+        master.agent_disconnected(agent.agent_id, outbox)
         assert agent._main is not None
         await asyncio.wait_for(agent._main, 10)
         driver.teardown()

@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 from test_master_core import Clock, _agent, _launch, _offers, _RegistryStub, drain
 
 from corral.codec import resources_from_proto
-from corral.master.liveness import unreachable_budget
+from corral.master.core.liveness import unreachable_budget
 from corral.master.master import Master, MasterConfig
-from corral.master.state import Outbox
+from corral.master.streams import Outbox
 from corral.proto import agent_pb2, scheduler_pb2
 from corral.proto import messages_pb2 as pb
 
@@ -86,8 +86,7 @@ def _silence(master: Master, clock: Clock, agents: list[tuple[str, Outbox[object
     """Every agent but the first stops answering for ``seconds``."""
     clock.now += seconds
     master.agent_heartbeat(agents[0][0])
-    master._check_agent_heartbeats(clock.now)
-    master.liveness.check(clock.now)
+    master.housekeeping()
 
 
 @pytest.mark.parametrize("aware", [True, False])
@@ -145,7 +144,7 @@ def test_an_agent_unreachable_for_too_long_is_gone(aware: bool) -> None:
     _silence(master, clock, agents, 3.5)
     drain(fw_box)
     _silence(master, clock, agents, 101.0)
-    master._check_reregistration(clock.now)
+    master.housekeeping()
     assert _states(fw_box, "t1") == ([pb.TASK_GONE] if aware else [])
     assert master.state.task(fw_id, "t1") is None
     record = master.state.agents[agents[1][0]]
@@ -217,7 +216,7 @@ def test_set_aside_tasks_of_a_gone_agent_give_their_resources_back() -> None:
     record = master.state.agents[agents[1][0]]
     assert record.lost_tasks
     _silence(master, clock, agents, 101.0)
-    master._check_reregistration(clock.now)
+    master.housekeeping()
     assert record.gone
     assert not record.lost_tasks
 

@@ -8,7 +8,7 @@ import pytest
 from corral.codec import resources_to_proto
 from corral.errors import CallError
 from corral.master.master import Master, MasterConfig
-from corral.master.state import Outbox
+from corral.master.streams import Outbox
 from corral.proto import agent_pb2, scheduler_pb2
 from corral.proto import messages_pb2 as pb
 from corral.resources import Resources

@@ -1,62 +1,44 @@
 """The master's in-memory model: agents, frameworks, tasks and offers.
 
-Records hold domain values (Resources, ids, times) plus the protobuf payloads
-the master forwards unchanged (TaskInfo, FrameworkInfo, the latest TaskStatus).
-Lookups that can fail return None; the master decides what that means to the
-caller (NOT_FOUND, TASK_DROPPED, ...).
+Records hold domain values (Resources, ids, times, stream ids) plus the
+protobuf payloads the master forwards unchanged (TaskInfo, FrameworkInfo, the
+latest TaskStatus; see docs/architecture.md, "Master core"). A connection is
+named by a stream id the runtime hands in (``master/master.py`` owns the
+outboxes): the model holds no queue and nothing asyncio. Lookups that can fail
+return None; the transitions decide what that means to the caller
+(NOT_FOUND, TASK_DROPPED, ...).
 """
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Protocol
 
 from corral.codec import is_terminal
 from corral.proto import messages_pb2 as pb
 from corral.resources import Resources
 
-T = TypeVar("T")
-
 #: Completed tasks and frameworks kept for operators, per framework / overall.
 COMPLETED_TASKS_KEPT = 1000
 COMPLETED_FRAMEWORKS_KEPT = 50
 
+#: Registry kinds (the runtime's ``master/registry.py`` stores them).
+AGENTS = "agents"
+FRAMEWORKS = "frameworks"
+#: Role weights and quota set by operators (key: the role, '/' written %2F).
+ROLES = "roles"
+#: Per agent: drained by an operator, resources reserved dynamically.
+MAINTENANCE = "maintenance"
+KINDS = (AGENTS, FRAMEWORKS, ROLES, MAINTENANCE)
 
-class Outbox(Generic[T]):
-    """A stream's outgoing queue. ``send`` never blocks or fails: a message to a
-    closed outbox is dropped, which is safe because every update that matters
-    is retried by the agent until acknowledged."""
+#: A connection (an agent's or a framework's stream), numbered by the runtime.
+StreamId = int
 
-    def __init__(self) -> None:
-        import asyncio
 
-        self._queue: asyncio.Queue[T | None] = asyncio.Queue()
-        self.closed = False
-
-    def send(self, message: T) -> None:
-        if not self.closed:
-            self._queue.put_nowait(message)
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self._queue.put_nowait(None)
-
-    async def get_batch(self, limit: int = 256) -> list[T] | None:
-        """Wait for at least one message; return everything queued (up to
-        ``limit``), or None once closed."""
-        first = await self._queue.get()
-        if first is None:
-            return None
-        out = [first]
-        while len(out) < limit and not self._queue.empty():
-            item = self._queue.get_nowait()
-            if item is None:
-                self._queue.put_nowait(None)
-                break
-            out.append(item)
-        return out
+def role_key(role: str) -> str:
+    """A role as one znode name: ``eng/ml`` -> ``eng%2Fml``."""
+    return role.replace("%", "%25").replace("/", "%2F")
 
 
 @dataclass
@@ -95,7 +77,8 @@ class AgentRecord:
     total: Resources
     registered_at: float
     last_heartbeat: float
-    outbox: Outbox[object] | None
+    #: its open stream (None: not connected to this master)
+    stream: StreamId | None
     connected: bool = True
     #: (framework_id, task_id) of live tasks on this agent
     tasks: set[tuple[str, str]] = field(default_factory=set)
@@ -113,7 +96,7 @@ class AgentRecord:
     #: tasks of frameworks that are not partition-aware, set aside when the
     #: agent became unreachable and they were told TASK_LOST: the framework
     #: may reuse their ids. They hold their resources until the agent returns
-    #: (they are killed) or is gone (see master/liveness.py).
+    #: (they are killed) or is gone (see master/core/liveness.py).
     lost_tasks: dict[tuple[str, str], TaskRecord] = field(default_factory=dict)
     #: reserved by RESERVE operations (not its static reservations), kept in
     #: the registry with the drain mark so a new leader keeps both
@@ -125,7 +108,8 @@ class FrameworkRecord:
     framework_id: str
     info: pb.FrameworkInfo
     registered_at: float
-    outbox: Outbox[object] | None
+    #: its open stream (None: disconnected)
+    stream: StreamId | None
     connected: bool = True
     suppressed: bool = False
     tearing_down: bool = False
@@ -133,6 +117,42 @@ class FrameworkRecord:
     tasks: dict[str, TaskRecord] = field(default_factory=dict)
     completed: deque[TaskRecord] = field(default_factory=lambda: deque(maxlen=COMPLETED_TASKS_KEPT))
     offers: set[str] = field(default_factory=set)
+
+
+def partition_aware(fw: FrameworkRecord | None) -> bool:
+    return fw is not None and pb.FrameworkInfo.PARTITION_AWARE in fw.info.capabilities
+
+
+@dataclass
+class MasterCounters:
+    """Monotonic counts since this master began to lead."""
+
+    allocation_runs: int = 0
+    allocation_seconds: float = 0.0
+    offers_sent: int = 0
+    tasks_launched: int = 0
+    #: terminal states reached, by state name (TASK_FINISHED, ...)
+    tasks_ended: Counter[str] = field(default_factory=Counter)
+    agents_marked_unreachable: int = 0
+
+
+class StateView(Protocol):
+    """What readers outside the core (the Operator API, metrics, the
+    simulation's invariants) may use: lookups, never the transitions."""
+
+    @property
+    def agents(self) -> dict[str, AgentRecord]: ...
+    @property
+    def frameworks(self) -> dict[str, FrameworkRecord]: ...
+    @property
+    def offers(self) -> dict[str, OfferRecord]: ...
+    @property
+    def completed_frameworks(self) -> deque[FrameworkRecord]: ...
+    def task(self, framework_id: str, task_id: str) -> TaskRecord | None: ...
+    def find_task(self, task_id: str, framework_id: str = "") -> list[TaskRecord]: ...
+    def find_any_task(self, task_id: str, framework_id: str = "") -> list[TaskRecord]: ...
+    def used_on_agent(self, agent_id: str) -> Resources: ...
+    def offered_on_agent(self, agent_id: str) -> Resources: ...
 
 
 @dataclass

@@ -1,0 +1,84 @@
+"""What a transition of the master core asks the runtime to do.
+
+Transitions never touch a stream, a timer, the registry or a log sink: they
+return these frozen values, in order, and ``master/master.py`` carries them
+out (``Master._carry_out``). The messages are the wire's (``Event`` to a
+framework, ``MasterMessage`` to an agent) because the master builds them
+once and the runtime only writes them; see docs/architecture.md, "Master
+core", for what stays protobuf and why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from corral.master.core.records import StreamId
+from corral.proto import agent_pb2, scheduler_pb2
+
+
+@dataclass(frozen=True)
+class SendToFramework:
+    """Queue ``event`` on a framework's stream (dropped if it has closed)."""
+
+    stream: StreamId
+    event: scheduler_pb2.Event
+
+
+@dataclass(frozen=True)
+class SendToAgent:
+    """Queue ``message`` on an agent's stream (dropped if it has closed)."""
+
+    stream: StreamId
+    message: agent_pb2.MasterMessage
+
+
+@dataclass(frozen=True)
+class CloseStream:
+    """End a stream: its writer stops and the peer sees it close."""
+
+    stream: StreamId
+
+
+@dataclass(frozen=True)
+class WriteRegistry:
+    """Persist (``data``) or delete (None) one registry record, in order."""
+
+    kind: str
+    key: str
+    data: bytes | None
+
+
+@dataclass(frozen=True)
+class AllocateSoon:
+    """Something freed resources: run an allocation cycle within
+    ``allocation_batch_s`` rather than at the next interval."""
+
+
+@dataclass(frozen=True)
+class AgentLeft:
+    """An agent's stream is gone: questions pending on it (sandbox reads,
+    usage) fail now rather than at their deadline."""
+
+    agent_id: str
+
+
+class Decision(Protocol):
+    """An authorization answer (``master/authz.py``'s ``Decision``)."""
+
+    @property
+    def allowed(self) -> bool: ...
+    @property
+    def message(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class AuditDenied:
+    """A refusal by the ACL policy, for the audit log."""
+
+    decision: Decision
+    call: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+Effect = SendToFramework | SendToAgent | CloseStream | WriteRegistry | AllocateSoon | AgentLeft | AuditDenied

@@ -1,0 +1,212 @@
+"""Frameworks: subscribe, re-subscribe, disconnect, fail over, tear down.
+
+A framework id belongs to the principal that registered it. One stream per
+framework, the newest: a re-subscription on another connection ends the old
+one. A framework that disconnects keeps its tasks for ``failover_timeout_s``,
+then is torn down: agents get ``ShutdownFramework``; the master acknowledges
+their final updates itself and forgets the framework once none is left.
+"""
+
+from __future__ import annotations
+
+from corral.errors import CallError
+from corral.master.allocator.events import (
+    FrameworkActivated,
+    FrameworkAdded,
+    FrameworkDeactivated,
+    FrameworkRemoved,
+    Revived,
+    Suppressed,
+)
+from corral.master.core.context import Core, Event, MasterMessage
+from corral.master.core.records import FRAMEWORKS, FrameworkRecord, StreamId
+from corral.proto import messages_pb2 as pb
+
+
+def subscribe(core: Core, info: pb.FrameworkInfo, stream: StreamId, principal: str) -> FrameworkRecord:
+    """Register a new framework or re-subscribe a known one by id.
+
+    A framework id belongs to the principal that registered it: another
+    principal's re-subscription is refused and the owner keeps its stream.
+    """
+    fw = core.state.frameworks.get(info.id) if info.id else None
+    if fw is not None and fw.info.principal and fw.info.principal != principal:
+        raise CallError(
+            "PERMISSION_DENIED",
+            f"framework_info.id: framework {info.id} belongs to principal {fw.info.principal}, "
+            f"not {principal}",
+        )
+    if info.id and fw is None and any(f.framework_id == info.id for f in core.state.completed_frameworks):
+        raise CallError(
+            "NOT_FOUND", f"framework_info.id: framework {info.id!r} was torn down; subscribe without an id"
+        )
+    if fw is not None and fw.tearing_down:
+        raise CallError("FAILED_PRECONDITION", f"framework {info.id} is being torn down")
+    if fw is None:
+        fw = _register(core, info, stream, principal)
+    else:
+        _resubscribe(core, fw, info, stream, principal)
+    subscribed = Event.Subscribed(
+        framework_id=fw.framework_id,
+        heartbeat_interval_s=core.config.framework_heartbeat_interval_s,
+        master_info=core.info,
+    )
+    core.to_framework(fw, Event(type=Event.SUBSCRIBED, subscribed=subscribed))
+    # Updates it missed while away: send them again now rather than waiting
+    # for the agents' retry timers.
+    pending = [t.status for t in fw.tasks.values() if t.unacked_uuid]
+    if pending:
+        core.send_updates(fw, pending)
+    core.allocate_soon()
+    return fw
+
+
+def _register(core: Core, info: pb.FrameworkInfo, stream: StreamId, principal: str) -> FrameworkRecord:
+    # An unknown id is accepted: after a restart of a standalone master
+    # its frameworks come back before their agents re-register.
+    fw_id = info.id or core.new_id("fw-")
+    stored = pb.FrameworkInfo()
+    stored.CopyFrom(info)
+    stored.id = fw_id
+    stored.principal = principal
+    if not stored.roles:
+        stored.roles.append("*")
+    core.allocator_call(FrameworkAdded(fw_id, tuple(stored.roles)))
+    fw = FrameworkRecord(fw_id, stored, core.now, stream)
+    core.state.frameworks[fw_id] = fw
+    core.record(FRAMEWORKS, fw_id, stored.SerializeToString())
+    core.log.info("framework.subscribed", framework_id=fw_id, name=info.name, roles=list(stored.roles))
+    return fw
+
+
+def _resubscribe(
+    core: Core, fw: FrameworkRecord, info: pb.FrameworkInfo, stream: StreamId, principal: str
+) -> None:
+    roles = list(info.roles) or ["*"]
+    if roles != list(fw.info.roles):
+        # Re-subscribing with other roles changes them (Mesos' UPDATE_FRAMEWORK).
+        core.allocator_call(FrameworkAdded(fw.framework_id, tuple(roles)))
+        del fw.info.roles[:]
+        fw.info.roles.extend(roles)
+        core.record(FRAMEWORKS, fw.framework_id, fw.info.SerializeToString())
+    if fw.stream is not None and fw.stream != stream:
+        # The old stream loses: one connection per framework, the newest.
+        error = Event.Error(code="ABORTED", message="framework re-subscribed on another connection")
+        core.to_framework(fw, Event(type=Event.ERROR, error=error))
+        core.close(fw.stream)
+    fw.info.name = info.name or fw.info.name
+    fw.info.failover_timeout_s = info.failover_timeout_s
+    if fw.info.principal != principal:  # claimed now (a record from before ACLs)
+        fw.info.principal = principal
+        core.record(FRAMEWORKS, fw.framework_id, fw.info.SerializeToString())
+    fw.stream = stream
+    fw.connected = True
+    fw.disconnected_at = None
+    core.allocator.handle(FrameworkActivated(fw.framework_id))
+    core.log.info("framework.resubscribed", framework_id=fw.framework_id)
+
+
+def disconnected(core: Core, framework_id: str, stream: StreamId) -> None:
+    """Its stream ``stream`` ended (an older stream of a re-subscribed framework is ignored)."""
+    fw = core.state.frameworks.get(framework_id)
+    if fw is None or fw.stream != stream:
+        return
+    core.close(stream)
+    fw.stream = None
+    fw.connected = False
+    fw.disconnected_at = core.now
+    for offer_id in sorted(fw.offers):
+        core.rescind(offer_id)
+    core.allocator.handle(FrameworkDeactivated(framework_id))
+    core.log.info(
+        "framework.disconnected", framework_id=framework_id, failover_timeout_s=fw.info.failover_timeout_s
+    )
+    if fw.info.failover_timeout_s <= 0:
+        teardown(core, framework_id, reason="disconnected with failover_timeout_s = 0")
+
+
+def check_failover(core: Core) -> None:
+    for fw in list(core.state.frameworks.values()):
+        if (
+            not fw.connected
+            and not fw.tearing_down
+            and fw.disconnected_at is not None
+            and core.now - fw.disconnected_at >= fw.info.failover_timeout_s
+        ):
+            teardown(core, fw.framework_id, reason="failover timeout passed")
+
+
+def heartbeats(core: Core) -> None:
+    """Every ``framework_heartbeat_interval_s``, a HEARTBEAT on every framework stream."""
+    if core.now - core.last_framework_heartbeat < core.config.framework_heartbeat_interval_s:
+        return
+    core.last_framework_heartbeat = core.now
+    for fw in core.state.frameworks.values():
+        if fw.connected:
+            core.to_framework(fw, Event(type=Event.HEARTBEAT))
+
+
+def teardown(core: Core, framework_id: str, reason: str = "teardown requested") -> None:
+    """Kill all of a framework's tasks and forget it once they have ended."""
+    fw = core.state.frameworks.get(framework_id)
+    if fw is None:
+        raise CallError("NOT_FOUND", f"framework_id: {framework_id!r} is not known")
+    if fw.tearing_down:
+        return
+    core.log.info("framework.teardown", framework_id=framework_id, reason=reason)
+    fw.tearing_down = True
+    for offer_id in sorted(fw.offers):
+        core.rescind(offer_id)
+    core.allocator.handle(FrameworkDeactivated(framework_id))
+    shutdown = MasterMessage(shutdown_framework=MasterMessage.ShutdownFramework(framework_id=framework_id))
+    for agent_id in sorted({t.agent_id for t in fw.tasks.values()}):
+        agent = core.state.agents.get(agent_id)
+        if agent is not None:
+            core.to_agent(agent, shutdown)
+    if fw.stream is not None:
+        core.close(fw.stream)
+        fw.stream = None
+    fw.connected = False
+    maybe_finish_teardown(core, fw)
+
+
+def maybe_finish_teardown(core: Core, fw: FrameworkRecord) -> None:
+    for task in list(fw.tasks.values()):
+        if task.terminal or (
+            not core.agent_connected(task.agent_id) and task.status.state == pb.TASK_STAGING
+        ):
+            core.complete_task(fw, task)
+    if any(core.agent_connected(t.agent_id) for t in fw.tasks.values()):
+        return
+    # Tasks on disconnected agents are killed by the agent when it comes
+    # back and learns the framework is gone; they are not ours to track.
+    for task in list(fw.tasks.values()):
+        agent = core.state.agents.get(task.agent_id)
+        if agent is not None:
+            agent.tasks.discard((fw.framework_id, task.task_id))
+        core.complete_task(fw, task)
+    core.state.frameworks.pop(fw.framework_id, None)
+    core.state.completed_frameworks.append(fw)
+    core.record(FRAMEWORKS, fw.framework_id, None)
+    core.allocator.handle(FrameworkRemoved(fw.framework_id))
+    core.allocate_soon()
+    core.log.info("framework.removed", framework_id=fw.framework_id)
+
+
+def revive(core: Core, framework_id: str, roles: tuple[str, ...] = ()) -> None:
+    """Offers again in ``roles`` (every role when empty); clears decline filters."""
+    fw = core.framework(framework_id)
+    core.allocator_call(Revived(framework_id, roles), "revive.roles")
+    if not roles:
+        fw.suppressed = False
+    core.allocate_soon()
+
+
+def suppress(core: Core, framework_id: str, roles: tuple[str, ...] = ()) -> None:
+    """No offers in ``roles`` (every role when empty) until REVIVE."""
+    fw = core.framework(framework_id)
+    core.allocator_call(Suppressed(framework_id, roles), "suppress.roles")
+    if not roles or set(roles) >= set(fw.info.roles):
+        fw.suppressed = True
+    # Outstanding offers stay valid, as in Mesos: the framework may be
+    # accepting one right now.

@@ -1,0 +1,103 @@
+"""Explicit and implicit reconciliation: what the master tells a framework about its tasks.
+
+Answers carry ``REASON_RECONCILIATION`` and no uuid (nothing to acknowledge).
+A task the master does not know is answered from what it knows of its agent:
+gone (``TASK_GONE``, ``TASK_LOST`` for frameworks that are not
+partition-aware), unreachable (``TASK_UNREACHABLE`` / ``TASK_LOST``), else
+``TASK_UNKNOWN``. For ``agent_reregister_timeout_s`` after a master starts,
+such questions wait: the agent may not have re-registered yet, and a
+premature ``TASK_UNKNOWN`` would make the framework launch the task twice.
+"""
+
+from __future__ import annotations
+
+from corral.codec import Reason, State
+from corral.master.core.context import Core
+from corral.master.core.records import FrameworkRecord, TaskRecord, partition_aware
+from corral.proto import messages_pb2 as pb
+
+
+def reconcile(core: Core, framework_id: str, tasks: list[tuple[str, str]]) -> None:
+    """Send the latest state of the named tasks (``(task_id, agent_id)``), or of every live task."""
+    fw = core.framework(framework_id)
+    out: list[pb.TaskStatus] = []
+    if not tasks:
+        records = list(fw.tasks.values())
+        # Tasks set aside as lost while their agent is away (master/core/liveness.py)
+        # were told TASK_LOST once, perhaps to a disconnected framework: say it again.
+        records += [
+            t
+            for a in core.state.agents.values()
+            for (fw_id, _), t in sorted(a.lost_tasks.items())
+            if fw_id == framework_id
+        ]
+        out = [reconciled(core, t.status) for t in records]
+    recovering = core.now < core.recovered_at
+    for task_id, agent_id in tasks:
+        record = _latest(fw, task_id)
+        if record is not None:
+            out.append(reconciled(core, record.status))
+        elif recovering:
+            # Its agent may not have re-registered yet: answering UNKNOWN
+            # now could make the framework launch it a second time.
+            core.deferred_reconcile.append((framework_id, task_id, agent_id))
+        else:
+            out.append(_unknown(core, framework_id, task_id, agent_id))
+    if out:
+        core.send_updates(fw, out)
+
+
+def _latest(fw: FrameworkRecord, task_id: str) -> TaskRecord | None:
+    return fw.tasks.get(task_id) or next((t for t in reversed(fw.completed) if t.task_id == task_id), None)
+
+
+def _unknown(core: Core, framework_id: str, task_id: str, agent_id: str) -> pb.TaskStatus:
+    """The answer about a task this master does not know."""
+    agent = core.state.agents.get(agent_id)
+    aware = partition_aware(core.state.frameworks.get(framework_id))
+    state: State = pb.TASK_UNKNOWN
+    reason: Reason = pb.TaskStatus.REASON_RECONCILIATION
+    message = "task is not known to the master"
+    if agent is not None and agent.gone:
+        state = pb.TASK_GONE if aware else pb.TASK_LOST
+        reason = pb.TaskStatus.REASON_AGENT_REMOVED
+        message = f"agent {agent_id} was unreachable for too long and is gone"
+    elif agent is not None and agent.unreachable:
+        # Its agent was admitted but did not come back after a failover:
+        # the task may still run there (Mesos answers the same).
+        state = pb.TASK_UNREACHABLE if aware else pb.TASK_LOST
+        reason = pb.TaskStatus.REASON_AGENT_DISCONNECTED
+        message = f"agent {agent_id} did not re-register after the master failed over"
+    info = pb.TaskInfo(task_id=task_id, agent_id=agent_id)
+    return core.status_for(framework_id, info, state, reason, message)
+
+
+def answer_deferred(core: Core) -> None:
+    """The re-registration window has closed: answer what was asked meanwhile."""
+    if not core.deferred_reconcile or core.now < core.recovered_at:
+        return
+    pending, core.deferred_reconcile = core.deferred_reconcile, []
+    for framework_id, task_id, agent_id in pending:
+        fw = core.state.frameworks.get(framework_id)
+        if fw is None or fw.tearing_down:
+            continue
+        record = _latest(fw, task_id)
+        status = (
+            reconciled(core, record.status)
+            if record is not None
+            else _unknown(core, framework_id, task_id, agent_id)
+        )
+        core.send_updates(fw, [status])
+
+
+def reconciled(core: Core, status: pb.TaskStatus) -> pb.TaskStatus:
+    """A task's latest status as a reconciliation answer."""
+    copy = pb.TaskStatus()
+    copy.CopyFrom(status)
+    if copy.state == pb.TASK_UNREACHABLE and not partition_aware(
+        core.state.frameworks.get(copy.framework_id)
+    ):
+        copy.state = pb.TASK_LOST  # what it was told (master/core/liveness.py)
+    copy.reason = pb.TaskStatus.REASON_RECONCILIATION
+    copy.uuid = b""  # reconciliation answers need no acknowledgement
+    return copy
