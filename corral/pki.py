@@ -452,3 +452,16 @@ def issued_files(
             return cert, key
     issued = ca().issue(p)
     return issued.cert, issued.key
+
+
+def certificate_principal(credentials: Credentials | None) -> Principal | None:
+    """The principal a client's own certificate names (its CN), or None
+    (plaintext, or a CN that is not ``KIND:NAME``)."""
+    if credentials is None or credentials.certificate_chain is None:
+        return None
+    try:
+        cert = x509.load_pem_x509_certificate(credentials.certificate_chain)
+        cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        return Principal.parse(str(cns[0].value)) if cns else None
+    except ValueError:
+        return None

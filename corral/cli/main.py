@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import grpc
@@ -29,6 +29,9 @@ from corral.codec import parse_attributes
 from corral.errors import CorralError
 from corral.frameworks.batch import JobSpecError, TaskGroup
 from corral.resources import ResourceError, Resources
+
+if TYPE_CHECKING:
+    from corral.transport import Credentials
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Piped output gets wide tables rather than words folded at 80 columns.
@@ -491,7 +494,12 @@ def master(
     help='e.g. "cpus:4;mem:8192;disk:20000;ports:[31000-32000]" (default: detected).',
 )
 @click.option("--attributes", default="", metavar="SPEC", help='e.g. "rack:r1;zone:a".')
-@click.option("--hostname", default=None)
+@click.option(
+    "--hostname",
+    default=None,
+    help="Default: under TLS the NAME of the agent's certificate (agent:NAME), which the built-in "
+    "policy requires; else this machine's host name.",
+)
 @click.option("--cgroup-prefix", default="corral", show_default=True)
 @click.option(
     "--image-store",
@@ -645,7 +653,7 @@ def agent(
         work_dir=work_dir,
         resources=res,
         attributes=attrs,
-        hostname=hostname or socket.gethostname(),
+        hostname=hostname or _certificate_hostname(credentials) or socket.gethostname(),
         cgroup_prefix=cgroup_prefix,
         disk_watch_interval_s=disk_watch_interval,
         task_pids_max=task_pids_max or None,
@@ -931,6 +939,15 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def _certificate_hostname(credentials: Credentials | None) -> str | None:
+    """An agent's host name from its certificate (``agent:NAME``): the
+    built-in policy lets an agent register only under that name."""
+    from corral.pki import certificate_principal
+
+    principal = certificate_principal(credentials)
+    return principal.name if principal is not None and principal.kind == "agent" else None
 
 
 def _allowed_host_paths(spec: str) -> tuple[Path, ...]:
