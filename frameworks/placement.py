@@ -296,6 +296,16 @@ def rank(
     return [c for _, c in scored]
 
 
+def order_offers(
+    ask: Ask, offers: Sequence[Offer], ranker: Ranker, siblings: Siblings = NO_SIBLINGS
+) -> list[Offer]:
+    """``offers`` best first for ``ask`` by ``ranker`` (stable)."""
+    scored = sorted(
+        enumerate(offers), key=lambda io: (-ranker(ask, Candidate.of_offer(io[1]), siblings), io[0])
+    )
+    return [o for _, o in scored]
+
+
 # -- the helpers frameworks wrote by hand ------------------------------------------
 
 
@@ -310,9 +320,10 @@ def fits(task: Task, available: Resources) -> bool:
 
 
 def pack(tasks: Sequence[Task], offer: Offer) -> tuple[list[Task], Resources]:
-    """First-fit: the tasks (in order) that fit in the offer together, and what
-    is left. Tasks that do not fit are skipped, not a reason to stop, so a big
-    task at the head does not block small ones behind it."""
+    """First-fit through the pipeline's checkers: the tasks (in order) that
+    fit in the offer together, and what is left. Tasks that do not fit are
+    skipped, not a reason to stop, so a big task at the head does not block
+    small ones behind it."""
     left = offer.resources
     chosen: list[Task] = []
     # What is left only shrinks, so a request that did not fit once never
@@ -323,7 +334,8 @@ def pack(tasks: Sequence[Task], offer: Offer) -> tuple[list[Task], Resources]:
         key = id(task.resources)
         if key in too_big:
             continue
-        if left.contains(task.resources):
+        here = Candidate(offer.agent_id, offer.hostname, left, offer.attributes)
+        if feasible(ask_of(task), here) is None:
             chosen.append(task)
             left = left - task.resources
         else:

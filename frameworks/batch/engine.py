@@ -45,8 +45,10 @@ from corral.frameworks.placement import (
     NeverFits,
     Reason,
     Siblings,
+    binpack,
     feasible,
     never_fits,
+    order_offers,
 )
 from corral.frameworks.scheduler import Scheduler
 from corral.frameworks.types import MasterInfo, Offer, Task, TaskState, TaskStatus
@@ -388,6 +390,9 @@ class BatchEngine(Scheduler):
         # backoff: that task will want it then.
         waits = [self.tasks[t].not_before - now for t in self.pending if self.tasks[t].not_before > now]
         refuse_s = max(0.05, min([self.decline_refuse_s, *waits]))
+        if todo and len(offers) > 1:
+            # Bin-pack: the offer the head of the queue fills most goes first.
+            offers = order_offers(self.ask(todo[0]), offers, binpack)
         for offer in offers:
             chosen = self._place(todo, offer, busy) if todo else []
             if not chosen:

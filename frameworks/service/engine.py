@@ -40,6 +40,8 @@ from corral.frameworks.placement import (
     feasible,
     need,
     never_fits,
+    order_offers,
+    spread,
 )
 from corral.frameworks.scheduler import Scheduler
 from corral.frameworks.service.plan import Live, min_healthy, plan
@@ -403,6 +405,12 @@ class ServiceEngine(Scheduler):
 
     async def offers(self, driver: SchedulerDriver, offers: list[Offer]) -> None:
         now = self.clock()
+        first = next((n for n, w in self.wanted.items() if w > 0 and n in self.services), None)
+        if first is not None and len(offers) > 1:
+            # Spread: agents without an instance of it, then the emptier ones, first.
+            svc = self.services[first]
+            spec = self.spec(svc)
+            offers = order_offers(self.ask(spec), offers, spread, self._siblings(svc, spec, None))
         for offer in offers:
             launched = self._place(offer, now)
             if launched:

@@ -118,3 +118,23 @@ def test_service_explain_and_never_fits() -> None:
     assert entry["wanted"] == 2
     assert entry["never_fits"] == NEVER
     assert entry["smallest_change"].startswith("lower the request to cpus 0.666, mem 64")
+
+
+async def test_batch_bin_packs_and_service_spreads_over_the_offers_of_one_call() -> None:
+    big = Offer("o-big", "a1", "host-1", Resources.of(cpus=8, mem=8192))
+    small = Offer("o-small", "a2", "host-2", Resources.of(cpus=1, mem=1024))
+    master = MasterInfo("m", "127.0.0.1:5050", "test")
+
+    batch = BatchEngine(Store(":memory:"))
+    driver = Driver()
+    await batch.registered(cast(SchedulerDriver, driver), "fw-1", master)
+    batch.submit(job())
+    await batch.offers(cast(SchedulerDriver, driver), [big, small])
+    assert driver.declined == ["o-big"]  # the task went where it fills most
+
+    service = ServiceEngine(ServiceStore(":memory:"))
+    sdriver = Driver()
+    await service.registered(cast(SchedulerDriver, sdriver), "fw-2", master)
+    service.deploy({"name": "web", "command": "x", "instances": 1, "cpus": 1, "mem": 64})
+    await service.offers(cast(SchedulerDriver, sdriver), [small, big])
+    assert sdriver.declined == ["o-small"]  # the instance went where most is left
