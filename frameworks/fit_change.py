@@ -16,7 +16,9 @@ The size of a resource change is the largest fraction of any asked quantity
 it touches (freeing 0.334 of 1 cpus: 0.334); dropping a requirement counts as
 1, the whole of it. Every change listed is checked: applied to the ask and
 the agents, the pipeline finds a place (docs/architecture.md, "Smallest
-change"). Quota limits are not considered (the frameworks do not see them).
+change"). Quota is the allocator's, outside placement: :func:`quota_change`
+says which role limit to raise, for ``corral explain`` (which reads
+``ListRoles``) to add.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from corral.resources import RangeSet, Resources, format_milli
 
 #: the checkers a change of resources can satisfy
 _RESOURCE_CHECKERS = frozenset({"ports", "resources"})
-_KIND_ORDER = {"free": 0, "lower": 1, "drop": 2}
+_KIND_ORDER = {"free": 0, "lower": 1, "drop": 2, "quota": 3}
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,8 @@ class Change:
     #: drop: the constraint to drop (None with ``kind == "drop"``: uniqueness)
     constraint: Constraint | None = None
     cost: float = 0.0
+    #: quota: the role whose limit to raise (``resources``: the limit it needs)
+    role: str = ""
 
     def __str__(self) -> str:
         where = f"agent {self.hostname or self.agent_id}"
@@ -71,12 +75,18 @@ class Change:
             if self.ports:
                 parts.append(f"ports {self.ports}")
             return f"lower the request to {', '.join(parts)} (what {where} has)"
+        if self.kind == "quota":
+            parts = [f"{n} {v}" for v, n in (p.split(" ", 1) for p in _quantities(self.resources))]
+            return f"raise the quota limit of role {self.role} to {', '.join(parts)}"
         if self.constraint is not None:
             return f"drop constraint {self.constraint}"
         return "drop the one-per-host (unique) requirement"
 
     def apply(self, ask: Ask, agents: Sequence[Candidate]) -> tuple[Ask, list[Candidate]]:
-        """The ask and the agents as they would be after this change."""
+        """The ask and the agents as they would be after this change (a quota
+        change leaves both: quota is the allocator's, outside placement)."""
+        if self.kind == "quota":
+            return ask, list(agents)
         if self.kind == "lower":
             return replace(ask, resources=self.resources, ports=self.ports), list(agents)
         if self.kind == "drop":
@@ -177,6 +187,22 @@ def _lower(ask: Ask, a: Candidate) -> Change | None:
         return None
     lowered = Resources(scalars, dict(ask.resources.ranges), dict(ask.resources.sets))
     return Change("lower", a.agent_id, a.hostname, lowered, ports, cost=cost)
+
+
+def quota_change(asked: Resources, role: str, limit: Mapping[str, int], consumed: Resources) -> Change | None:
+    """Raise ``role``'s quota limit when one more task asking ``asked`` would
+    take what the role consumes past it (the allocator then offers the role
+    nothing more of that resource). Limits are milli-units by name; a zero
+    limit is a limit."""
+    needed: dict[tuple[str, str], int] = {}
+    cost = 0.0
+    for (name, _), v in asked.scalars.items():
+        if name in limit and consumed.scalar(name) + v > limit[name]:
+            needed[(name, "")] = consumed.scalar(name) + v
+            cost = max(cost, (needed[(name, "")] - limit[name]) / v)
+    if not needed:
+        return None
+    return Change("quota", resources=Resources(needed), cost=cost, role=role)
 
 
 # -- per task --------------------------------------------------------------------

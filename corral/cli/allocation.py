@@ -24,6 +24,7 @@ from corral.cli.main import _client_logging, console, fail, handle_errors, maste
 from corral.cli.views import TIMEOUT_S, _stub
 from corral.codec import quantities_from_proto, quantities_to_proto, resources_from_proto, resources_to_proto
 from corral.errors import CorralError
+from corral.frameworks.fit_change import quota_change
 from corral.proto import operator_pb2 as op
 from corral.resources import ResourceError, Resources, format_quantities, parse_quantities
 
@@ -72,11 +73,27 @@ def explain(ctx: click.Context, master: str | None, framework: str) -> None:
             _print(f"  - [{r.kind}] {r.message}")
     # Two-level scheduling: the pending tasks live in the framework, not the
     # master; the bundled ones say why each waits (GET /v1/pending).
-    for kind, entries in _bundled_pending(fw_id):
+    pending = _bundled_pending(fw_id)
+    quotas = _role_limits(address, set(resp.roles)) if pending else {}
+    for kind, entries in pending:
         if not entries:
             _print(f"{kind} framework: no task is waiting for a place")
         for e in entries:
             _print_pending(kind, e)
+            for role, (limit, consumed) in sorted(quotas.items()):
+                change = quota_change(Resources.parse(e["asked"]), role, limit, consumed)
+                if change is not None:
+                    _print(f"  quota: {change} (the limit holds back offers of more)")
+
+
+def _role_limits(address: str, roles: set[str]) -> dict[str, tuple[dict[str, int], Resources]]:
+    """The quota limit and consumption of each of ``roles`` that has a limit."""
+    listed = _stub(address).ListRoles(op.ListRolesRequest(), timeout=TIMEOUT_S)
+    return {
+        r.role: (quantities_from_proto(r.limit), resources_from_proto(r.consumed))
+        for r in listed.roles
+        if r.role in roles and r.has_limit
+    }
 
 
 def _bundled_pending(fw_id: str) -> list[tuple[str, list[dict[str, Any]]]]:

@@ -233,7 +233,12 @@ def test_submit_wait_of_a_job_no_agent_can_fit_says_why_and_explain_shows_the_ch
     assert (
         "t0 unschedulable: no agent can ever fit this task: cpus 4 asked" in jobs or "unschedulable" in jobs
     )
-    explained = corral(wide, "explain", "batch")
+    assert corral(local, "quota", "set", "*", "--limit", "cpus:0.5").returncode == 0
+    try:
+        explained = corral(wide, "explain", "batch")
+    finally:
+        assert corral(local, "quota", "remove", "*").returncode == 0
+        assert corral(local, "cancel", job_id).returncode == 0
     assert explained.returncode == 0, explained.stderr
     assert f"job {job_id} group" in explained.stdout
     assert (
@@ -242,4 +247,4 @@ def test_submit_wait_of_a_job_no_agent_can_fit_says_why_and_explain_shows_the_ch
     )
     assert "resources rejects 2 agent(s)" in explained.stdout
     assert "smallest change: lower the request to cpus 1" in explained.stdout
-    assert corral(local, "cancel", job_id).returncode == 0
+    assert "quota: raise the quota limit of role * to cpus 4" in explained.stdout

@@ -8,7 +8,7 @@ import pytest
 from corral.codec import resources_to_proto
 from corral.frameworks.agents import candidates
 from corral.frameworks.constraints import parse_constraint
-from corral.frameworks.fit_change import Change, changes, explain, placeable
+from corral.frameworks.fit_change import Change, changes, explain, placeable, quota_change
 from corral.frameworks.placement import (
     Ask,
     Candidate,
@@ -235,3 +235,15 @@ def test_no_change_is_offered_for_a_task_that_fits_already() -> None:
 def test_lowering_never_drops_a_resource_to_nothing() -> None:
     no_mem = Candidate("a1", "h1", Resources.of(cpus=4))
     assert changes(Ask(Resources.of(cpus=1, mem=64)), [no_mem]) == []
+
+
+def test_a_quota_limit_the_task_would_pass_is_the_limit_to_raise() -> None:
+    asked = Resources.of(cpus=1, mem=64)
+    change = quota_change(asked, "eng", {"cpus": 1500}, Resources.of(cpus=1))
+    assert change is not None
+    assert str(change) == "raise the quota limit of role eng to cpus 2"
+    assert change.cost == pytest.approx(0.5)
+    assert quota_change(asked, "eng", {"cpus": 2000}, Resources.of(cpus=1)) is None
+    zero = quota_change(asked, "eng", {"mem": 0}, Resources())
+    assert zero is not None
+    assert str(zero) == "raise the quota limit of role eng to mem 64"
