@@ -20,11 +20,17 @@ pytestmark = [pytest.mark.root]
 
 @pytest.fixture(scope="module")
 def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    yield from _local(tmp_path_factory, "cpus:1;mem:1024")
+
+
+def _local(
+    tmp_path_factory: pytest.TempPathFactory, resources: str, agents: int = 2
+) -> Iterator[dict[str, str]]:
     home = tmp_path_factory.mktemp("corral-home")
     env = {**os.environ, "CORRAL_HOME": str(home), "CORRAL_LOG_LEVEL": "warning"}
     env.pop("CORRAL_MASTER", None)
     proc = subprocess.Popen(
-        [*corral_command(), "local", "--agents", "2", "--port", "0", "--agent-resources", "cpus:1;mem:1024"],
+        [*corral_command(), "local", "--agents", str(agents), "--port", "0", "--agent-resources", resources],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -196,6 +202,23 @@ def wait_for_agents(env: dict[str, str], count: int) -> None:
             return
         assert time.monotonic() < deadline, f"{count} agents did not register: {out}"
         time.sleep(0.2)
+
+
+@pytest.fixture
+def thin_local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Three agents of 0.666 cpus each: issue 16's cluster."""
+    yield from _local(tmp_path_factory, "cpus:0.666;mem:1024", agents=3)
+
+
+def test_run_of_one_cpu_on_agents_of_two_thirds_exits_at_once_saying_why(thin_local: dict[str, str]) -> None:
+    wait_for_agents(thin_local, 3)
+    res = corral(thin_local, "run", "--cpus", "1", "--", "true", timeout=30)
+    assert res.returncode == 3, res.stderr
+    assert "no agent can ever fit this task: cpus 1 asked, the largest agent has 0.666" in res.stderr
+    assert "smallest change: lower the request to cpus 0.666, mem 64" in res.stderr
+    fits = corral(thin_local, "run", "--cpus", "0.666", "--", "echo", "fits", timeout=60)
+    assert fits.returncode == 0, fits.stderr
+    assert fits.stdout == "fits\n"
 
 
 def test_run_that_no_agent_can_ever_fit_exits_at_once_saying_why(local: dict[str, str]) -> None:
