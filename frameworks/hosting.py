@@ -20,8 +20,10 @@ from typing import Any, Protocol
 import structlog
 
 from corral.cli.discovery import state_dir
+from corral.frameworks.agents import AgentWatch
 from corral.frameworks.driver import SchedulerDriver, SubscribeError
 from corral.frameworks.http_api import JsonServer
+from corral.frameworks.placement import Candidate
 from corral.frameworks.plugins import PluginContext, PluginError
 from corral.frameworks.scheduler import Scheduler
 from corral.master.authz import Authorizer
@@ -41,6 +43,8 @@ class Engine(Protocol):
     def tick(self) -> None: ...
 
     def forget_framework(self) -> None: ...
+
+    def set_agents(self, agents: list[Candidate]) -> None: ...
 
 
 def discovery_file(kind: str) -> Path:
@@ -95,6 +99,8 @@ class FrameworkHost:
         self.address = ""
         self._drive_task: asyncio.Task[None] | None = None
         self._tick_task: asyncio.Task[None] | None = None
+        #: lists the cluster's agents for "never fits" and explanations
+        self._agents = AgentWatch(self._leader, self._driver_credentials, self._set_agents)
         self._stopping = False
         self.failed = asyncio.Event()
         self.failure: BaseException | None = None
@@ -167,6 +173,7 @@ class FrameworkHost:
             tmp.replace(path)
         self._drive_task = asyncio.create_task(self._drive())
         self._tick_task = asyncio.create_task(self._tick())
+        self._agents.start()
         log.info(
             "framework.service_started",
             kind=self.kind,
@@ -184,6 +191,7 @@ class FrameworkHost:
             self.driver.stop()
         if self._tick_task is not None:
             self._tick_task.cancel()
+        await self._agents.stop()
         for t in (self._drive_task, self._tick_task):
             if t is not None:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -196,6 +204,19 @@ class FrameworkHost:
                 if json.loads(path.read_text()).get("pid") == os.getpid():
                     path.unlink()
         self.close_store()
+
+    def _leader(self) -> str | None:
+        """The leading master's address while subscribed, else None."""
+        d = self.driver
+        if d is None or not d.connected.is_set() or d.master_info is None:
+            return None
+        return d.master_info.address or None
+
+    def _driver_credentials(self) -> Credentials | None:
+        return self.driver.credentials if self.driver is not None else self.credentials
+
+    def _set_agents(self, agents: list[Candidate]) -> None:
+        self._engine.set_agents(agents)
 
     async def _drive(self) -> None:
         try:

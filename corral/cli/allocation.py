@@ -1,7 +1,7 @@
 """CLI commands about allocation: why a framework gets no offers, roles,
 weights, quota, and agents under maintenance.
 
-    corral explain FRAMEWORK          # id or name
+    corral explain FRAMEWORK          # id or name; per pending task for batch and service
     corral roles
     corral weights set ROLE=WEIGHT [ROLE=WEIGHT ...]
     corral quota set ROLE [--guarantee SPEC] [--limit SPEC] [--force]
@@ -13,16 +13,22 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Any
 
 import click
+import structlog
 from rich.table import Table
 
 from corral.cli.discovery import resolve_master
 from corral.cli.main import _client_logging, console, fail, handle_errors, master_option
 from corral.cli.views import TIMEOUT_S, _stub
 from corral.codec import quantities_from_proto, quantities_to_proto, resources_from_proto, resources_to_proto
+from corral.errors import CorralError
+from corral.frameworks.fit_change import quota_change
 from corral.proto import operator_pb2 as op
 from corral.resources import ResourceError, Resources, format_quantities, parse_quantities
+
+log = structlog.get_logger(__name__)
 
 
 def _print(*items: object) -> None:
@@ -51,7 +57,9 @@ def _framework_id(master: str, framework: str) -> str:
 @click.pass_context
 @handle_errors
 def explain(ctx: click.Context, master: str | None, framework: str) -> None:
-    """Why FRAMEWORK (id or name) is not being offered resources."""
+    """Why FRAMEWORK (id or name) is not being offered resources, and, for the
+    bundled batch and service frameworks, why each pending task waits: which
+    checker rejected which agents, and the smallest change that would fit it."""
     _client_logging(ctx)
     address = resolve_master(master)
     fw_id = _framework_id(address, framework)
@@ -59,10 +67,81 @@ def explain(ctx: click.Context, master: str | None, framework: str) -> None:
     roles = ", ".join(resp.roles)
     if not resp.reasons:
         _print(f"{fw_id} (roles {roles}): nothing stands in its way; it gets the next offer that fits")
-        return
-    _print(f"{fw_id} (roles {roles}) is not offered resources because:")
-    for r in resp.reasons:
-        _print(f"  - [{r.kind}] {r.message}")
+    else:
+        _print(f"{fw_id} (roles {roles}) is not offered resources because:")
+        for r in resp.reasons:
+            _print(f"  - [{r.kind}] {r.message}")
+    # Two-level scheduling: the pending tasks live in the framework, not the
+    # master; the bundled ones say why each waits (GET /v1/pending).
+    pending = _bundled_pending(fw_id)
+    quotas = _role_limits(address, set(resp.roles)) if pending else {}
+    for kind, entries in pending:
+        if not entries:
+            _print(f"{kind} framework: no task is waiting for a place")
+        for e in entries:
+            _print_pending(kind, e)
+            for role, (limit, consumed) in sorted(quotas.items()):
+                change = quota_change(Resources.parse(e["asked"]), role, limit, consumed)
+                if change is not None:
+                    _print(f"  quota: {change} (the limit holds back offers of more)")
+
+
+def _role_limits(address: str, roles: set[str]) -> dict[str, tuple[dict[str, int], Resources]]:
+    """The quota limit and consumption of each of ``roles`` that has a limit."""
+    listed = _stub(address).ListRoles(op.ListRolesRequest(), timeout=TIMEOUT_S)
+    return {
+        r.role: (quantities_from_proto(r.limit), resources_from_proto(r.consumed))
+        for r in listed.roles
+        if r.role in roles and r.has_limit
+    }
+
+
+def _bundled_pending(fw_id: str) -> list[tuple[str, list[dict[str, Any]]]]:
+    """The pending tasks of the bundled framework (batch or service) running
+    here as ``fw_id``, if it is one."""
+    from corral.cli.discovery import api_credentials
+    from corral.frameworks.batch.api import BatchClient
+    from corral.frameworks.hosting import find_running
+    from corral.frameworks.service.api import ServiceClient
+
+    out = []
+    for kind, client_type in (("batch", BatchClient), ("service", ServiceClient)):
+        found = find_running(kind)
+        if found is None:
+            continue
+        try:
+            client = client_type(str(found["address"]), credentials=api_credentials(found))
+            if client.state().get("framework_id") == fw_id:
+                out.append((kind, client.pending()))
+        except CorralError as e:  # another cluster's, or one we may not call: not ours to explain
+            log.debug("explain.framework_unreachable", kind=kind, error=str(e))
+    return out
+
+
+def _print_pending(kind: str, e: dict[str, Any]) -> None:
+    if "service" in e:
+        what = f"service {e['service']} ({e['wanted']} instance(s) to start)"
+    else:
+        tasks = e["tasks"]
+        shown = ", ".join(tasks[:3]) + (f" and {len(tasks) - 3} more" if len(tasks) > 3 else "")
+        what = f"job {e['job_id']} group {e['group']}: {len(tasks)} pending task(s) ({shown})"
+    extra = [f"{e['ports']} ports"] if e.get("ports") else []
+    extra += [f"constraint {c}" for c in e.get("constraints", [])]
+    _print(f"{kind}: {what} asks {e['asked']}" + (f" with {', '.join(extra)}" if extra else ""))
+    if not e.get("agents_known"):
+        _print("  the framework has not listed the cluster's agents (yet, or the policy refuses it)")
+    if e.get("never_fits"):
+        _print(f"  NEVER FITS: {e['never_fits']}")
+    for checker, r in e.get("rejected", {}).items():
+        _print(f"  {checker} rejects {r['count']} agent(s): {'; '.join(r['agents'][:3])}")
+    for checker, r in e.get("offers_refused", {}).items():
+        _print(f"  in its last offers, {checker} refused {r['count']} agent(s): {'; '.join(r['agents'][:3])}")
+    if e.get("smallest_change"):
+        _print(f"  smallest change: {e['smallest_change']}")
+        for other in e.get("changes", [])[1:]:
+            _print(f"  or: {other}")
+    elif e.get("agents_known") and not e.get("rejected"):
+        _print("  an agent has room now: it is placed on the next offer")
 
 
 @click.command()

@@ -113,6 +113,8 @@ class JobProgress:
         if counts.get("PENDING"):
             parts.append(f"pending {counts['PENDING']}")
         line = ", ".join(parts)
+        for group, why in sorted(job.get("unschedulable", {}).items()):
+            line += f"; {group} unschedulable: {why} (waiting for agents)"
         if self.live is not None:
             self.live.update(Text(line, style="bold"))
         elif line != self._last and time.monotonic() - self._last_print >= 1.0:
@@ -193,6 +195,7 @@ async def run_local_job(
 ) -> dict[str, Any]:
     """Run one job with an in-process engine (in-memory store); tear the
     framework down at the end or on Ctrl-C (which kills what still runs)."""
+    from corral.frameworks.agents import AgentWatch
     from corral.frameworks.batch.engine import BatchEngine
     from corral.frameworks.batch.store import Store
     from corral.frameworks.driver import SchedulerDriver, tear_down
@@ -209,6 +212,13 @@ async def run_local_job(
         credentials=client_credentials(master),
     )
     runner = asyncio.create_task(driver.run())
+    # the agents' totals, so that a task no agent can ever fit is said at once
+    watch = AgentWatch(
+        lambda: driver.master_info.address if driver.connected.is_set() and driver.master_info else None,
+        lambda: driver.credentials,
+        engine.set_agents,
+    )
+    watch.start()
     interrupted = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -231,6 +241,7 @@ async def run_local_job(
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        await watch.stop()
         await tear_down(driver, runner)
     return engine.job_view(job_id)
 
@@ -304,8 +315,8 @@ def jobs(ctx: click.Context, master: str | None, batch: str | None) -> None:
     _client_logging(ctx)
     data = _client(master, batch).jobs()
     table = Table(title="jobs", title_justify="left")
-    for col in ("id", "state", "done", "failed", "submitted", "took"):
-        table.add_column(col)
+    for col in ("id", "state", "done", "failed", "submitted", "took", "note"):
+        table.add_column(col, overflow="fold" if col == "note" else "ellipsis")
     for j in data["jobs"]:
         counts = j["counts"]
         done = sum(counts.get(s, 0) for s in ("FINISHED", "FAILED", "CANCELLED", "SKIPPED"))
@@ -317,6 +328,7 @@ def jobs(ctx: click.Context, master: str | None, batch: str | None) -> None:
             str(counts.get("FAILED", 0)),
             time.strftime("%H:%M:%S", time.localtime(j["submitted_at"])),
             took,
+            "; ".join(f"{g} unschedulable: {why}" for g, why in sorted(j.get("unschedulable", {}).items())),
         )
     console.print(table)
     if data["periodic"]:

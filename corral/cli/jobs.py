@@ -55,6 +55,32 @@ class JobResult:
         return not self.interrupted and all(p.state is TaskState.FINISHED for p in self.progress)
 
 
+def never_fits_message(master: str, spec: JobSpec) -> str | None:
+    """Why some task of ``spec`` can never run on the cluster as it is (its
+    agents' totals, from ``ListAgents``), with the smallest change that would
+    let it; None if every task could, or no agent is known yet (they may be
+    registering), or the policy does not let us list agents."""
+    from corral.cli.views import TIMEOUT_S, operator_stub
+    from corral.frameworks.agents import candidates
+    from corral.frameworks.fit_change import explain
+
+    try:
+        resp = operator_stub(master).ListAgents(op.ListAgentsRequest(), timeout=TIMEOUT_S)
+    except grpc.RpcError as e:
+        if e.code() == grpc.StatusCode.PERMISSION_DENIED:
+            return None
+        raise
+    agents = candidates(resp)
+    if not agents:
+        return None
+    for group in spec.groups:
+        why = explain(group.ask(), agents)
+        if why.never is not None:
+            hint = f"\n  smallest change: {why.changes[0]}" if why.changes else ""
+            return f"{why.never}{hint}"
+    return None
+
+
 def exit_code_of(p: TaskProgress) -> int:
     """The shell convention: the command's status, or 128 + signal."""
     s = p.status

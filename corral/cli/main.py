@@ -741,7 +741,7 @@ def run(
     """
     import shlex
 
-    from corral.cli.jobs import exit_code_of, follow_output, run_job
+    from corral.cli.jobs import exit_code_of, follow_output, never_fits_message, run_job
     from corral.frameworks.batch.spec import parse_job
 
     _client_logging(ctx)
@@ -775,6 +775,9 @@ def run(
         }
     )
     assert isinstance(spec.groups[0], TaskGroup)
+    never = never_fits_message(addr, spec)
+    if never is not None:
+        fail(never, code=3)
 
     async def main() -> int:
         result = await run_job(

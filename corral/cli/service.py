@@ -93,9 +93,12 @@ def list_services(ctx: click.Context, master: str | None, address: str | None) -
 
 
 def _message(s: dict[str, Any]) -> str:
+    text = str(s["message"])
     if s.get("waiting"):
-        return f"{s['message']}; {s.get('waiting_count')} waiting: {s['waiting']}"
-    return str(s["message"])
+        text = f"{text}; {s.get('waiting_count')} waiting: {s['waiting']}"
+    if s.get("unschedulable"):
+        text = f"{text}; unschedulable: {s['unschedulable']} (waiting for agents)"
+    return text
 
 
 @service.command()
@@ -111,7 +114,9 @@ def status(ctx: click.Context, master: str | None, address: str | None, name: st
     console.print(
         f"[bold]{s['name']}[/] {s['state']} v{s['version']} (stable v{s['stable_version']}): "
         f"{s['healthy']}/{s['instances']} healthy, at least {s['min_healthy']} during updates; "
-        f"{s['message']}" + (f"; waiting: {s['waiting']}" if s.get("waiting") else ""),
+        f"{s['message']}"
+        + (f"; waiting: {s['waiting']}" if s.get("waiting") else "")
+        + (f"; unschedulable: {s['unschedulable']}" if s.get("unschedulable") else ""),
         highlight=False,
     )
     table = Table(title="instances", title_justify="left")

@@ -6,6 +6,7 @@
     POST /v1/jobs                {"spec": {...job table...}, "default_name": "x"} -> {"job_id": ...}
     GET  /v1/jobs/ID             the job, its tasks and every attempt (?tasks=0: the summary only)
     POST /v1/jobs/ID/cancel      cancel a job, or remove a periodic job
+    GET  /v1/pending             per pending task group: the checkers' reasons, the smallest change
 
 A bad spec is a 400 whose ``error`` names the key; an unknown id a 404.
 """
@@ -41,6 +42,8 @@ class ApiServer(EngineApiServer[BatchEngine]):
                     return 200, self.engine.submit(body["spec"], default_name=str(default))
                 case "GET", ["jobs", job_id]:
                     return 200, self.engine.job_view(job_id, with_tasks="tasks=0" not in query.split("&"))
+                case "GET", ["pending"]:
+                    return 200, {"pending": self.engine.explain()}
                 case "POST", ["jobs", job_id, "cancel"]:
                     return 200, {"id": job_id, "result": self.engine.cancel(job_id)}
                 case _:
@@ -65,6 +68,9 @@ class BatchClient(JsonClient):
 
     def job(self, job_id: str, with_tasks: bool = True) -> dict[str, Any]:
         return dict(self._call("GET", f"jobs/{job_id}" + ("" if with_tasks else "?tasks=0")))
+
+    def pending(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "pending")["pending"])
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         return dict(self._call("POST", f"jobs/{job_id}/cancel", {}))

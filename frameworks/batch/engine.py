@@ -35,12 +35,23 @@ import structlog
 from corral.frameworks.batch.cron import Cron, parse_cron
 from corral.frameworks.batch.spec import JobSpec, JobSpecError, TaskGroup, parse_job
 from corral.frameworks.batch.store import AttemptRow, JobRow, PeriodicRow, Store, TaskRow, dumps
-from corral.frameworks.constraints import satisfies
 from corral.frameworks.driver import NotConnectedError, SchedulerDriver
+from corral.frameworks.fit_change import pending_view
 from corral.frameworks.interest import OfferInterest
+from corral.frameworks.placement import (
+    NO_SIBLINGS,
+    Ask,
+    Candidate,
+    NeverFits,
+    Reason,
+    Siblings,
+    binpack,
+    feasible,
+    never_fits,
+    order_offers,
+)
 from corral.frameworks.scheduler import Scheduler
 from corral.frameworks.types import MasterInfo, Offer, Task, TaskState, TaskStatus
-from corral.resources import Resources
 
 log = structlog.get_logger(__name__)
 
@@ -101,6 +112,13 @@ class BatchEngine(Scheduler):
         self._kills: dict[str, float] = {}
         self._reconciled_at = 0.0
         self._task_defs: dict[str, dict[str, Task]] = {}
+        self._asks: dict[tuple[str, str], Ask] = {}
+        #: per (job, group): the last reason each agent's offer was refused
+        self.rejections: dict[tuple[str, str], dict[str, Reason]] = {}
+        #: the cluster's agents, totals and free (set_agents; empty: not known)
+        self.agents: list[Candidate] = []
+        #: pending (job, group)s that no agent's total can hold
+        self.unschedulable: dict[tuple[str, str], NeverFits] = {}
         #: per (job, group): its task ids and how many are in each state, so a
         #: task's end costs O(groups), not O(tasks of the job)
         self.group_tasks: dict[tuple[str, str], list[str]] = {}
@@ -205,6 +223,7 @@ class BatchEngine(Scheduler):
                     self._add_task(task)
         self.version += 1
         log.info("batch.job_submitted", job_id=job_id, tasks=len(self.job_tasks[job_id]))
+        self._judge()
         if self.driver is not None:
             self.interest.update(self.driver, self._wants_offers(self.clock()))
         return job_id
@@ -316,6 +335,7 @@ class BatchEngine(Scheduler):
             "periodic": job.periodic,
             "total": len(self.job_tasks[job.id]),
             "counts": counts,
+            "unschedulable": {g: str(v) for (j, g), v in self.unschedulable.items() if j == job.id},
         }
 
     @staticmethod
@@ -370,6 +390,9 @@ class BatchEngine(Scheduler):
         # backoff: that task will want it then.
         waits = [self.tasks[t].not_before - now for t in self.pending if self.tasks[t].not_before > now]
         refuse_s = max(0.05, min([self.decline_refuse_s, *waits]))
+        if todo and len(offers) > 1:
+            # Bin-pack: the offer the head of the queue fills most goes first.
+            offers = order_offers(self.ask(todo[0]), offers, binpack)
         for offer in offers:
             chosen = self._place(todo, offer, busy) if todo else []
             if not chosen:
@@ -405,24 +428,19 @@ class BatchEngine(Scheduler):
     def _place(
         self, todo: list[TaskRow], offer: Offer, busy: dict[tuple[str, str], set[str]]
     ) -> list[TaskRow]:
-        """The tasks (in order) that fit this offer together: resources,
-        constraints, one per host. A group refused once is skipped for the rest."""
+        """The tasks (in order) that fit this offer together, by the placement
+        pipeline (resources, constraints, one per host, image). A group refused
+        once is skipped for the rest; its reason is kept for ``explain``."""
         left = offer.resources
         chosen: list[TaskRow] = []
         refused: set[tuple[str, str]] = set()
-        resources: dict[tuple[str, str], Resources] = {}
         for task in todo:
             key = (task.job_id, task.grp)
             if key in refused:
                 continue
-            group = self.group(task)
-            res = resources.get(key)
-            if res is None:
-                res = resources[key] = self._task_def(task).resources
-            if not left.contains(res) or satisfies(offer, group.policy.constraints) is not None:
-                refused.add(key)
-                continue
-            if group.policy.unique_host:
+            ask = self.ask(task)
+            siblings = NO_SIBLINGS
+            if ask.unique_host:
                 hosts = busy.get(key)
                 if hosts is None:
                     hosts = busy[key] = {
@@ -430,13 +448,31 @@ class BatchEngine(Scheduler):
                         for a in self.live.values()
                         if self.tasks[a.task].job_id == key[0] and self.tasks[a.task].grp == key[1]
                     }
-                if offer.agent_id in hosts:
-                    refused.add(key)
-                    continue
-                hosts.add(offer.agent_id)
+                siblings = Siblings(frozenset(hosts))
+            here = Candidate(offer.agent_id, offer.hostname, left, offer.attributes)
+            reason = feasible(ask, here, siblings)
+            if reason is not None:
+                refused.add(key)
+                self.rejections.setdefault(key, {})[offer.agent_id] = reason
+                continue
+            if ask.unique_host:
+                busy[key].add(offer.agent_id)
+            self.rejections.get(key, {}).pop(offer.agent_id, None)
             chosen.append(task)
-            left = left - res
+            left = left - ask.resources
         return chosen
+
+    def ask(self, task: TaskRow) -> Ask:
+        """What the task needs of an agent (one per group: they are alike)."""
+        key = (task.job_id, task.grp)
+        ask = self._asks.get(key)
+        if ask is None:
+            policy = self.group(task).policy
+            base = self._task_def(task)
+            ask = self._asks[key] = Ask(
+                base.resources, policy.constraints, unique_host=policy.unique_host, image=base.image
+            )
+        return ask
 
     async def status_update(self, driver: SchedulerDriver, status: TaskStatus) -> None:
         attempt = self.attempts.get(status.task_id)
@@ -554,6 +590,85 @@ class BatchEngine(Scheduler):
             job.finished_at = self.clock()
             self.store.save(job)
             log.info("batch.job_ended", job_id=job.id, state=job.state)
+
+    # -- placement verdicts and explanations ------------------------------------
+
+    def _pending_groups(self) -> dict[tuple[str, str], list[TaskRow]]:
+        groups: dict[tuple[str, str], list[TaskRow]] = {}
+        for tid in self.pending:
+            t = self.tasks[tid]
+            groups.setdefault((t.job_id, t.grp), []).append(t)
+        return groups
+
+    def set_agents(self, agents: list[Candidate]) -> None:
+        """The cluster's agents (``ListAgents``, see corral.frameworks.agents):
+        every pending group is judged against their totals at once."""
+        self.agents = agents
+        self._judge()
+
+    def _judge(self) -> None:
+        """A pending group that no agent's total can hold fails at once saying
+        why, or (``wait_for_agents``) waits, shown as unschedulable. With no
+        agent listed there is nothing to judge by: agents may still register."""
+        if not self.agents:
+            return
+        verdicts: dict[tuple[str, str], NeverFits] = {}
+        changed = False
+        with self.store.transaction():
+            for key, tasks in self._pending_groups().items():
+                verdict = never_fits(self.ask(tasks[0]), self.agents)
+                if verdict is None:
+                    for t in tasks:
+                        if t.message.startswith("unschedulable: "):
+                            t.message, changed = "", True
+                            self.store.save(t)
+                    continue
+                if not self.group(tasks[0]).policy.wait_for_agents:
+                    for t in tasks:
+                        self._set_state(t, "FAILED", f"unschedulable: {verdict}")
+                    log.warning("batch.unschedulable", job_id=key[0], group=key[1], why=str(verdict))
+                    self._advance(self.jobs[key[0]])
+                    changed = True
+                    continue
+                verdicts[key] = verdict
+                msg = f"unschedulable: {verdict}; waiting for agents that may join (wait_for_agents)"
+                for t in tasks:
+                    if t.message != msg:
+                        t.message, changed = msg, True
+                        self.store.save(t)
+        if verdicts != self.unschedulable:
+            self.unschedulable, changed = verdicts, True
+        if changed:
+            self.version += 1
+
+    def explain(self) -> list[dict[str, Any]]:
+        """Per pending task group (its tasks are alike): what it asks, which
+        checker rejected which agents (against the agents listed, and in the
+        last offers) and the smallest change that would make it fit."""
+        out = []
+        for key, tasks in self._pending_groups().items():
+            ask = self.ask(tasks[0])
+            siblings = NO_SIBLINGS
+            if ask.unique_host:
+                siblings = Siblings(
+                    frozenset(
+                        a.agent_id
+                        for a in self.live.values()
+                        if (self.tasks[a.task].job_id, self.tasks[a.task].grp) == key
+                    )
+                )
+            out.append(
+                pending_view(
+                    ask,
+                    self.agents,
+                    siblings,
+                    self.rejections.get(key, {}),
+                    job_id=key[0],
+                    group=key[1],
+                    tasks=[t.id for t in tasks],
+                )
+            )
+        return out
 
     def _wants_offers(self, now: float) -> bool:
         return any(self.tasks[t].not_before <= now for t in self.pending)

@@ -10,6 +10,8 @@ task groups (a DAG). Kept apart from ``spec.py`` so the two grow independently.
     timeout_s = 600                  # killed (and counted as a failure) after 10 min
     constraints = ["rack == r1", "zone in [a, b]"]
     unique_host = true               # at most one task of this group per agent at a time
+    wait_for_agents = true           # a task no agent can ever fit waits for agents that may
+                                     # join (default: it fails at once, saying why)
 """
 
 from __future__ import annotations
@@ -23,7 +25,16 @@ from corral.frameworks.constraints import Constraint, parse_constraint
 
 #: the keys of a [[tasks]] table this module reads
 POLICY_KEYS = frozenset(
-    {"after", "retries", "backoff_s", "backoff_max_s", "timeout_s", "constraints", "unique_host"}
+    {
+        "after",
+        "retries",
+        "backoff_s",
+        "backoff_max_s",
+        "timeout_s",
+        "constraints",
+        "unique_host",
+        "wait_for_agents",
+    }
 )
 MAX_RETRIES = 100
 
@@ -39,6 +50,9 @@ class Policy:
     timeout_s: float | None = None
     constraints: tuple[Constraint, ...] = ()
     unique_host: bool = False
+    #: a task that no agent's total can hold stays PENDING (shown as
+    #: unschedulable) rather than failing at once
+    wait_for_agents: bool = False
 
     def backoff(self, failures: int) -> float:
         """Seconds to wait before the next try after ``failures`` failed ones."""
@@ -77,6 +91,9 @@ def parse_policy(raw: Mapping[str, Any], where: str, error: type[ValueError]) ->
     unique_host = raw.get("unique_host", False)
     if not isinstance(unique_host, bool):
         raise error(f"{where}.unique_host: must be true or false, got {unique_host!r}")
+    wait_for_agents = raw.get("wait_for_agents", False)
+    if not isinstance(wait_for_agents, bool):
+        raise error(f"{where}.wait_for_agents: must be true or false, got {wait_for_agents!r}")
     return Policy(
         after=tuple(after),
         retries=retries,
@@ -85,6 +102,7 @@ def parse_policy(raw: Mapping[str, Any], where: str, error: type[ValueError]) ->
         timeout_s=timeout_s,
         constraints=tuple(constraints),
         unique_host=unique_host,
+        wait_for_agents=wait_for_agents,
     )
 
 

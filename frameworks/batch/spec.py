@@ -36,6 +36,7 @@ from typing import Any
 
 from corral.frameworks.batch.cron import CronError, parse_cron
 from corral.frameworks.batch.policy import POLICY_KEYS, Policy, check_dag, parse_policy
+from corral.frameworks.placement import Ask
 from corral.frameworks.types import Task, Volume
 from corral.resources import Resources
 
@@ -69,6 +70,15 @@ class TaskGroup:
     volumes: tuple[Volume, ...] = ()
     #: retries, timeout, constraints, unique host, dependencies (policy.py)
     policy: Policy = field(default_factory=Policy)
+
+    def ask(self) -> Ask:
+        """What each task of the group needs of an agent (the placement pipeline's input)."""
+        return Ask(
+            Resources.of(cpus=self.cpus, mem=self.mem, disk=self.disk),
+            self.policy.constraints,
+            unique_host=self.policy.unique_host,
+            image=self.image,
+        )
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@
     GET  /v1/services/NAME           the service, its spec and its recent instances
     POST /v1/services/NAME/scale     {"instances": N}
     POST /v1/services/NAME/remove    stop every instance, then forget the service
+    GET  /v1/pending                 per service waiting to start instances: the checkers' reasons,
+                                     the smallest change that would place one
 
 A bad spec is a 400 whose ``error`` names the key; an unknown name a 404.
 """
@@ -39,6 +41,8 @@ class ServiceApiServer(EngineApiServer[ServiceEngine]):
                     if not isinstance(body.get("spec"), dict):
                         return 400, {"error": 'body: expected {"spec": {...the service table...}}'}
                     return 200, self.engine.deploy(body["spec"], str(body.get("default_name", "service")))
+                case "GET", ["pending"]:
+                    return 200, {"pending": self.engine.explain()}
                 case "GET", ["services", name]:
                     return 200, self.engine.service_view(name)
                 case "POST", ["services", name, "scale"]:
@@ -70,6 +74,9 @@ class ServiceClient(JsonClient):
 
     def scale(self, name: str, instances: int) -> dict[str, Any]:
         return dict(self._call("POST", f"services/{name}/scale", {"instances": instances}))
+
+    def pending(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "pending")["pending"])
 
     def remove(self, name: str) -> dict[str, Any]:
         return dict(self._call("POST", f"services/{name}/remove", {}))

@@ -28,15 +28,26 @@ from typing import Any
 
 import structlog
 
-from corral.frameworks.constraints import satisfies
 from corral.frameworks.driver import NotConnectedError, SchedulerDriver
+from corral.frameworks.fit_change import pending_view
 from corral.frameworks.interest import OfferInterest
+from corral.frameworks.placement import (
+    NO_SIBLINGS,
+    Ask,
+    Candidate,
+    Reason,
+    Siblings,
+    feasible,
+    need,
+    never_fits,
+    order_offers,
+    spread,
+)
 from corral.frameworks.scheduler import Scheduler
 from corral.frameworks.service.plan import Live, min_healthy, plan
 from corral.frameworks.service.spec import ServiceSpec, ServiceSpecError, parse_service, same_deployment
 from corral.frameworks.service.store import InstanceRow, ServiceRow, ServiceStore, VersionRow
 from corral.frameworks.types import MasterInfo, Offer, TaskState, TaskStatus
-from corral.resources import RangeSet, ResourceError, Resources
 
 log = structlog.get_logger(__name__)
 
@@ -70,6 +81,10 @@ class ServiceEngine(Scheduler):
         self.wanted: dict[str, int] = {}
         #: why the last offer could not take a wanted instance, per service
         self.waiting: dict[str, str] = {}
+        #: per service: the last reason each agent's offer was refused
+        self.rejections: dict[str, dict[str, Reason]] = {}
+        #: the cluster's agents, totals and free (set_agents; empty: not known)
+        self.agents: list[Candidate] = []
         self._kills: dict[str, float] = {}
         #: bumped on every change, for watchers
         self.version = 0
@@ -228,8 +243,47 @@ class ServiceEngine(Scheduler):
             "not_before": svc.not_before,
             "message": svc.message,
             "waiting": self.waiting.get(svc.name, "") if self.wanted.get(svc.name) else "",
+            "unschedulable": self._never_fits(svc.name),
             "waiting_count": self.wanted.get(svc.name, 0),
         }
+
+    # -- placement verdicts and explanations --------------------------------------
+
+    def set_agents(self, agents: list[Candidate]) -> None:
+        """The cluster's agents (``ListAgents``, see corral.frameworks.agents)."""
+        if agents != self.agents:
+            self.agents = agents
+            self.version += 1
+
+    def _never_fits(self, name: str) -> str:
+        """Why no agent can ever hold an instance wanted now ("" if one can, or
+        no agent is known). A service keeps waiting: agents may join."""
+        svc = self.services.get(name)
+        if svc is None or not self.wanted.get(name) or not self.agents:
+            return ""
+        verdict = never_fits(self.ask(self.spec(svc)), self.agents)
+        return str(verdict) if verdict is not None else ""
+
+    def explain(self) -> list[dict[str, Any]]:
+        """Per service with instances to start: what one asks, which checker
+        rejected which agents, and the smallest change that would place it."""
+        out = []
+        for name, wanted in self.wanted.items():
+            svc = self.services.get(name)
+            if svc is None or wanted <= 0:
+                continue
+            spec = self.spec(svc)
+            siblings = self._siblings(svc, spec, None)
+            view = pending_view(
+                self.ask(spec),
+                self.agents,
+                siblings,
+                self.rejections.get(name, {}),
+                service=name,
+                wanted=wanted,
+            )
+            out.append(view)
+        return out
 
     # -- planning -----------------------------------------------------------------
 
@@ -351,6 +405,12 @@ class ServiceEngine(Scheduler):
 
     async def offers(self, driver: SchedulerDriver, offers: list[Offer]) -> None:
         now = self.clock()
+        first = next((n for n, w in self.wanted.items() if w > 0 and n in self.services), None)
+        if first is not None and len(offers) > 1:
+            # Spread: agents without an instance of it, then the emptier ones, first.
+            svc = self.services[first]
+            spec = self.spec(svc)
+            offers = order_offers(self.ask(spec), offers, spread, self._siblings(svc, spec, None))
         for offer in offers:
             launched = self._place(offer, now)
             if launched:
@@ -370,22 +430,18 @@ class ServiceEngine(Scheduler):
                 continue
             count = wanted
             spec = self.spec(svc)
+            ask = self.ask(spec)
             while count > 0:
-                refused = self._placement_refusal(svc, spec, offer)
-                if refused is not None:
-                    self.waiting[name] = f"{offer.hostname}: {refused}"
+                cand = Candidate(offer.agent_id, offer.hostname, left, offer.attributes)
+                refused = feasible(ask, cand, self._siblings(svc, spec, offer))
+                got = need(ask, cand) if refused is None else None
+                if got is None:
+                    if refused is not None:
+                        self.rejections.setdefault(name, {})[offer.agent_id] = refused
+                    self.waiting[name] = str(refused) if refused else f"{offer.hostname}: no place"
                     break
-                need = spec.resources
-                try:
-                    ports = left.range("ports").first(spec.ports) if spec.ports else RangeSet()
-                except ResourceError:
-                    self.waiting[name] = f"{offer.hostname}: not {spec.ports} free port(s)"
-                    break
-                if ports:
-                    need = need + Resources.of(ranges={"ports": ports})
-                if not left.contains(need):
-                    self.waiting[name] = f"{offer.hostname}: not enough resources (needs {spec.resources})"
-                    break
+                need_res, ports = got
+                self.rejections.get(name, {}).pop(offer.agent_id, None)
                 self.waiting.pop(name, None)
                 svc.next_seq += 1
                 inst = InstanceRow(
@@ -405,28 +461,37 @@ class ServiceEngine(Scheduler):
                     self.store.save(inst)
                 self.instances[inst.id] = inst
                 tasks.append(spec.task(inst.id, svc.version, ports))
-                left = left - need
+                left = left - need_res
                 count -= 1
             self.wanted[name] = count
         return tasks
 
-    def _placement_refusal(self, svc: ServiceRow, spec: ServiceSpec, offer: Offer) -> str | None:
-        """Why an instance may not go on this offer's agent (None: it may)."""
-        failed = satisfies(offer, spec.constraints)
-        if failed is not None:
-            return f"constraint {failed} not met"
+    @staticmethod
+    def ask(spec: ServiceSpec) -> Ask:
+        """What one instance needs of an agent."""
+        return Ask(
+            spec.resources,
+            spec.constraints,
+            spec.ports,
+            spec.unique_host,
+            spec.unique_attributes,
+            image=spec.image,
+        )
+
+    def _siblings(self, svc: ServiceRow, spec: ServiceSpec, offer: Offer | None) -> Siblings:
+        """Where the service's other instances run (an unreachable one counts
+        only on its own agent: it may be gone)."""
         if not spec.unique_host and not spec.unique_attributes:
-            return None
-        others = [i for i in self.live(svc.name) if i.state != "UNREACHABLE" or i.agent_id == offer.agent_id]
-        if spec.unique_host and any(i.agent_id == offer.agent_id for i in others):
-            return "unique hostname: an instance runs there"
-        for attr in spec.unique_attributes:
-            value = offer.attributes.get(attr)
-            if value is None:
-                return f"unique {attr}: the agent has no attribute {attr!r}"
-            if any(json.loads(i.attributes).get(attr) == value for i in others):
-                return f"unique {attr}: an instance runs on {attr}={value}"
-        return None
+            return NO_SIBLINGS
+        here = offer.agent_id if offer is not None else None
+        others = [i for i in self.live(svc.name) if i.state != "UNREACHABLE" or i.agent_id == here]
+        values: dict[str, set[str]] = {a: set() for a in spec.unique_attributes}
+        for i in others:
+            attrs = json.loads(i.attributes)
+            for a in spec.unique_attributes:
+                if a in attrs:
+                    values[a].add(attrs[a])
+        return Siblings(frozenset(i.agent_id for i in others), {a: frozenset(v) for a, v in values.items()})
 
     async def status_update(self, driver: SchedulerDriver, status: TaskStatus) -> None:
         inst = self.instances.get(status.task_id)

@@ -388,3 +388,32 @@ async def test_a_master_failover_mid_job_loses_nothing_and_reruns_nothing(
         states = [a["state"] for a in t["history"]]
         assert states.count("FINISHED") == 1, (t["id"], states)
         assert set(states) <= {"FINISHED", "LOST"}, (t["id"], states)
+
+
+async def test_a_task_no_agent_can_ever_fit_is_failed_at_once_or_waits_when_asked(
+    service: BatchService,
+) -> None:
+    # Agents of cpus:2 each (the cluster fixture): 3 cpus never fit, and the
+    # service learns it from ListAgents, not from offers.
+    engine = service.engine
+    never = "no agent can ever fit this task: cpus 3 asked, the largest agent has 2"
+    job_id = engine.submit({"name": "huge", "tasks": [{"name": "t", "command": "true", "cpus": 3}]})["job_id"]
+    job = await finished(engine, job_id, 15)
+    assert job["state"] == "FAILED"
+    assert job["tasks"][0]["message"] == f"unschedulable: {never}"
+    assert job["tasks"][0]["attempts"] == 0
+
+    waiting = engine.submit(
+        {"name": "patient", "tasks": [{"name": "t", "command": "true", "cpus": 3, "wait_for_agents": True}]}
+    )["job_id"]
+    await eventually(
+        lambda: engine.job_view(waiting, with_tasks=False)["unschedulable"] == {"t": never},
+        15,
+        "the waiting job to be shown unschedulable",
+    )
+    (entry,) = await asyncio.to_thread(BatchClient(service.address).pending)
+    assert entry["never_fits"] == never
+    assert entry["rejected"]["resources"]["count"] == 2
+    assert entry["smallest_change"].startswith("lower the request to cpus 2, mem 32")
+    assert engine.jobs[waiting].state == "RUNNING"
+    engine.cancel(waiting)

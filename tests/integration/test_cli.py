@@ -20,11 +20,17 @@ pytestmark = [pytest.mark.root]
 
 @pytest.fixture(scope="module")
 def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    yield from _local(tmp_path_factory, "cpus:1;mem:1024")
+
+
+def _local(
+    tmp_path_factory: pytest.TempPathFactory, resources: str, agents: int = 2
+) -> Iterator[dict[str, str]]:
     home = tmp_path_factory.mktemp("corral-home")
     env = {**os.environ, "CORRAL_HOME": str(home), "CORRAL_LOG_LEVEL": "warning"}
     env.pop("CORRAL_MASTER", None)
     proc = subprocess.Popen(
-        [*corral_command(), "local", "--agents", "2", "--port", "0", "--agent-resources", "cpus:1;mem:1024"],
+        [*corral_command(), "local", "--agents", str(agents), "--port", "0", "--agent-resources", resources],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -186,3 +192,82 @@ def test_run_with_isolation_options(local: dict[str, str]) -> None:
     bad = corral(local, "run", "--user", "nobody", "--", "true")
     assert bad.returncode != 0
     assert "user" in bad.stderr
+
+
+def wait_for_agents(env: dict[str, str], count: int) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        out = corral(env, "agents").stdout
+        if out.count("connected") - out.count("disconnected") >= count:
+            return
+        assert time.monotonic() < deadline, f"{count} agents did not register: {out}"
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def thin_local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Three agents of 0.666 cpus each: issue 16's cluster."""
+    yield from _local(tmp_path_factory, "cpus:0.666;mem:1024", agents=3)
+
+
+def test_run_of_one_cpu_on_agents_of_two_thirds_exits_at_once_saying_why(thin_local: dict[str, str]) -> None:
+    wait_for_agents(thin_local, 3)
+    res = corral(thin_local, "run", "--cpus", "1", "--", "true", timeout=30)
+    assert res.returncode == 3, res.stderr
+    assert "no agent can ever fit this task: cpus 1 asked, the largest agent has 0.666" in res.stderr
+    assert "smallest change: lower the request to cpus 0.666, mem 64" in res.stderr
+    fits = corral(thin_local, "run", "--cpus", "0.666", "--", "echo", "fits", timeout=60)
+    assert fits.returncode == 0, fits.stderr
+    assert fits.stdout == "fits\n"
+
+
+def test_run_that_no_agent_can_ever_fit_exits_at_once_saying_why(local: dict[str, str]) -> None:
+    wait_for_agents(local, 2)
+    started = time.monotonic()
+    res = corral(local, "run", "--cpus", "1.5", "--", "true", timeout=30)
+    assert res.returncode == 3, res.stderr
+    assert "no agent can ever fit this task: cpus 1.5 asked, the largest agent has 1" in res.stderr
+    assert "smallest change: lower the request to cpus 1, mem 64" in res.stderr
+    assert time.monotonic() - started < 20
+
+
+def test_submit_wait_of_a_job_no_agent_can_fit_says_why_and_explain_shows_the_change(
+    local: dict[str, str], tmp_path: Path
+) -> None:
+    wide = {**local, "COLUMNS": "400"}
+    wait_for_agents(local, 2)
+    big = tmp_path / "big.toml"
+    big.write_text('name = "big"\n[[tasks]]\ncommand = "true"\ncpus = 4\n')
+    res = corral(wide, "submit", str(big), "--wait")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert (
+        "unschedulable: no agent can ever fit this task: cpus 4 asked, the largest agent has 1" in res.stdout
+    )
+
+    patient = tmp_path / "patient.toml"
+    patient.write_text('name = "patient"\n[[tasks]]\ncommand = "true"\ncpus = 4\nwait_for_agents = true\n')
+    res = corral(wide, "submit", str(patient))
+    assert res.returncode == 0, res.stderr
+    job_id = res.stdout.split("submitted job ")[1].split()[0]
+    deadline = time.monotonic() + 20
+    while "unschedulable" not in (jobs := corral(wide, "jobs").stdout):
+        assert time.monotonic() < deadline, jobs
+        time.sleep(0.2)
+    assert (
+        "t0 unschedulable: no agent can ever fit this task: cpus 4 asked" in jobs or "unschedulable" in jobs
+    )
+    assert corral(local, "quota", "set", "*", "--limit", "cpus:0.5").returncode == 0
+    try:
+        explained = corral(wide, "explain", "batch")
+    finally:
+        assert corral(local, "quota", "remove", "*").returncode == 0
+        assert corral(local, "cancel", job_id).returncode == 0
+    assert explained.returncode == 0, explained.stderr
+    assert f"job {job_id} group" in explained.stdout
+    assert (
+        "NEVER FITS: no agent can ever fit this task: cpus 4 asked, the largest agent has 1"
+        in explained.stdout
+    )
+    assert "resources rejects 2 agent(s)" in explained.stdout
+    assert "smallest change: lower the request to cpus 1" in explained.stdout
+    assert "quota: raise the quota limit of role * to cpus 4" in explained.stdout
