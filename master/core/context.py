@@ -118,8 +118,9 @@ class Core:
         #: liveness bookkeeping: when agents were marked unreachable, who waits
         self.marked_at: deque[float] = deque(maxlen=10_000)
         self.deferred_unreachable: set[str] = set()
-        #: (framework_id, task_id, agent_id) asked about before the agents could re-register
-        self.deferred_reconcile: list[tuple[str, str, str]] = []
+        #: (framework_id, task_id) -> agent_id asked about before the agents could
+        #: re-register; a repeated question is kept once (reconciliation.py bounds it)
+        self.deferred_reconcile: dict[tuple[str, str], str] = {}
         self.last_framework_heartbeat = info.start_time
         self._effects: list[Effect] = []
 

@@ -16,6 +16,9 @@ from corral.master.core.context import Core
 from corral.master.core.records import FrameworkRecord, TaskRecord, partition_aware
 from corral.proto import messages_pb2 as pb
 
+#: questions kept for the end of the re-registration window, over all frameworks
+MAX_DEFERRED_RECONCILE = 100_000
+
 
 def reconcile(core: Core, framework_id: str, tasks: list[tuple[str, str]]) -> None:
     """Send the latest state of the named tasks (``(task_id, agent_id)``), or of every live task."""
@@ -33,16 +36,25 @@ def reconcile(core: Core, framework_id: str, tasks: list[tuple[str, str]]) -> No
         ]
         out = [reconciled(core, t.status) for t in records]
     recovering = core.now < core.recovered_at
+    dropped = 0
     for task_id, agent_id in tasks:
         record = _latest(fw, task_id)
         if record is not None:
             out.append(reconciled(core, record.status))
         elif recovering:
             # Its agent may not have re-registered yet: answering UNKNOWN
-            # now could make the framework launch it a second time.
-            core.deferred_reconcile.append((framework_id, task_id, agent_id))
+            # now could make the framework launch it a second time. Kept once
+            # per task and bounded: a framework that asks past the bound gets
+            # no answer for the rest (reconciliation is retried by design).
+            key = (framework_id, task_id)
+            if key in core.deferred_reconcile or len(core.deferred_reconcile) < MAX_DEFERRED_RECONCILE:
+                core.deferred_reconcile[key] = agent_id
+            else:
+                dropped += 1
         else:
             out.append(_unknown(core, framework_id, task_id, agent_id))
+    if dropped:
+        core.log.warning("reconcile.deferred_full", framework_id=framework_id, dropped=dropped)
     if out:
         core.send_updates(fw, out)
 
@@ -76,8 +88,8 @@ def answer_deferred(core: Core) -> None:
     """The re-registration window has closed: answer what was asked meanwhile."""
     if not core.deferred_reconcile or core.now < core.recovered_at:
         return
-    pending, core.deferred_reconcile = core.deferred_reconcile, []
-    for framework_id, task_id, agent_id in pending:
+    pending, core.deferred_reconcile = core.deferred_reconcile, {}
+    for (framework_id, task_id), agent_id in pending.items():
         fw = core.state.frameworks.get(framework_id)
         if fw is None or fw.tearing_down:
             continue

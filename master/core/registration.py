@@ -52,7 +52,13 @@ def register_agent(
             agent_id = f"{core.info.id}-S{next(core.agent_seq)}"
         stored = pb.AgentInfo()
         stored.CopyFrom(info)
-        record = AgentRecord(agent_id, stored, total, core.now, core.now, stream, recovered=True)
+        # Tasks this master did not launch are adopted only from an agent that
+        # had an id (it ran under an earlier leader) and only in the
+        # re-registration window after this master began: later, a "new"
+        # agent reporting RUNNING tasks of other tenants' frameworks is an
+        # injection (security review), and they are killed instead.
+        returning = bool(info.id) and core.now < core.recovered_at
+        record = AgentRecord(agent_id, stored, total, core.now, core.now, stream, recovered=returning)
         record.info.id = agent_id
         core.state.agents[agent_id] = record
         core.record(AGENTS, agent_id, stored.SerializeToString())

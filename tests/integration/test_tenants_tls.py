@@ -446,3 +446,52 @@ async def test_a_tenants_operator_calls_are_rate_limited_an_operators_are_not(tl
     assert set(codes) == {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
     for _ in range(260):
         await alice.ListFrameworks(operator_pb2.ListFrameworksRequest())
+
+
+async def test_an_agent_cannot_inject_tasks_into_another_tenants_framework(tls: Tls) -> None:
+    # Tasks an agent reports that this master did not launch are adopted only
+    # in the re-registration window after the master starts leading (a master
+    # that lost its state learns them so). After it, a new agent reporting a
+    # RUNNING task of framework:a's (or of a framework it makes up, "owned"
+    # by a principal it names) has it killed, and nobody hears of it.
+    m = tls.server.master
+    assert m is not None
+    async with running_task(tls) as (driver, rec):
+        victim_fw = getattr(driver, "framework_id")  # noqa: B009
+        await asyncio.sleep(FAST_MASTER.agent_reregister_timeout_s)  # the window is over
+        injected = pb.TaskStatus(task_id="injected", framework_id=victim_fw, state=pb.TASK_RUNNING)
+        squat = pb.TaskStatus(task_id="squat", framework_id="fw-squat", state=pb.TASK_RUNNING)
+        infos = [
+            pb.TaskInfo(
+                task_id=t,
+                name=t,
+                resources=resources_to_proto(SMALL),
+                command=pb.CommandInfo(shell=True, value="true"),
+            )
+            for t in ("injected", "squat")
+        ]
+        async with make_channel(tls.address, tls.creds["agent:n2"]) as channel:
+            stub = agent_pb2_grpc.AgentStub(channel)
+            reg = AgentMessage.Register(
+                agent_info=_agent_info("n2-new", "cpus:1;mem:1024", "n2"),
+                tasks=[injected, squat],
+                frameworks=[pb.FrameworkInfo(id="fw-squat", name="squat", principal="framework:b")],
+                task_infos=infos,
+            )
+
+            async def messages():  # type: ignore[no-untyped-def]
+                yield AgentMessage(register=reg)
+                await asyncio.sleep(2.0)
+
+            killed = set()
+            async with asyncio.timeout(10):
+                async for message in stub.Connect(messages()):
+                    if message.WhichOneof("message") == "kill_task":
+                        killed.add(message.kill_task.task_id)
+                        if killed == {"injected", "squat"}:
+                            break
+        assert killed == {"injected", "squat"}
+        assert _task_state(tls, "injected") is None
+        assert "fw-squat" not in m.state.frameworks
+        assert all(u.task_id != "injected" for u in rec.updates)  # type: ignore[attr-defined]
+        assert _task_state(tls, "victim") == pb.TASK_RUNNING
