@@ -20,8 +20,13 @@ io_uring, handles, quotas, raw I/O ports), with moby's argument filters for
 ``personality`` (only the harmless personas). Syscalls of other ABIs (i386,
 x32 on x86_64) are refused outright (libseccomp's bad-arch action kills),
 which is stricter than moby, which adds those arches. Looser than moby: a
-syscall newer than this list is allowed until it is listed (see
-docs/architecture.md, hardening table).
+syscall newer than this list but known to libseccomp is allowed until it is
+listed; a syscall *newer than libseccomp knows* gets ENOSYS (runc's stub, a
+prefix of our own before libseccomp's program, :func:`_future_syscalls`), so
+a kernel upgrade cannot open a door the list never saw (see
+docs/architecture.md, hardening table). A name in the default profile that
+libseccomp cannot resolve stops the compile (fail closed); in an operator's
+profile it is skipped with a warning, as runc does.
 """
 
 from __future__ import annotations
@@ -31,13 +36,18 @@ import ctypes.util
 import errno
 import json
 import os
+import struct
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from corral.slave.containerizer.errors import ContainerError
+
+log = structlog.get_logger(__name__)
 
 DEFAULT = "default"
 UNCONFINED = "unconfined"
@@ -81,7 +91,18 @@ _DENIED_GROUPS: dict[str, tuple[str, ...]] = {
     "raw I/O and old ABIs": ("iopl", "ioperm", "uselib", "ustat", "sysfs", "_sysctl", "vm86", "vm86old"),
     "host identity": ("sethostname", "setdomainname", "syslog", "vhangup"),
     # NUMA policy is left to the cpuset; moby allows these with CAP_SYS_NICE only.
-    "memory policy": ("mbind", "set_mempolicy", "migrate_pages", "move_pages", "set_mempolicy_home_node"),
+    "memory policy": (
+        "mbind",
+        "set_mempolicy",
+        "get_mempolicy",
+        "migrate_pages",
+        "move_pages",
+        "set_mempolicy_home_node",
+    ),
+    # Reaching into other processes (moby: only with CAP_SYS_PTRACE, which
+    # tasks do not get): compare their kernel objects, take their file
+    # descriptors, advise on their memory. Found missing by a security review.
+    "other processes": ("kcmp", "pidfd_getfd", "process_madvise"),
 }
 
 
@@ -179,7 +200,26 @@ class _Lib:
         lib.seccomp_rule_add_array.restype = ctypes.c_int
         lib.seccomp_export_bpf.argtypes = (ctypes.c_void_p, ctypes.c_int)
         lib.seccomp_export_bpf.restype = ctypes.c_int
+        lib.seccomp_arch_native.argtypes = ()
+        lib.seccomp_arch_native.restype = ctypes.c_uint32
+        lib.seccomp_syscall_resolve_num_arch.argtypes = (ctypes.c_uint32, ctypes.c_int)
+        lib.seccomp_syscall_resolve_num_arch.restype = ctypes.c_void_p  # malloc'd name, or NULL
         self.lib = lib
+        self.libc = ctypes.CDLL(None)
+        self.libc.free.argtypes = (ctypes.c_void_p,)
+        self.libc.free.restype = None
+        self.native_arch = int(lib.seccomp_arch_native())
+        self.highest_known = self._highest_known()
+
+    def _highest_known(self) -> int:
+        """The highest native syscall number libseccomp has a name for."""
+        highest = -1
+        for number in range(_SYSCALL_CEILING):
+            name = self.lib.seccomp_syscall_resolve_num_arch(self.native_arch, number)
+            if name:
+                self.libc.free(name)
+                highest = number
+        return highest
 
 
 _lib: _Lib | None = None
@@ -227,13 +267,55 @@ def _applies(entry: Mapping[str, Any]) -> bool:
     return not (excludes.get("arches") and arch in excludes["arches"])
 
 
-def compile_profile(profile: Mapping[str, Any], where: str = "seccomp profile") -> bytes:
-    """The profile as a raw BPF program (``struct sock_filter[]``); raises ContainerError."""
+#: syscall numbers at or above this are not looked up (the kernel is at ~470)
+_SYSCALL_CEILING = 1024
+#: x32 syscalls on x86_64 carry this bit; libseccomp's own program kills them
+_X32_SYSCALL_BIT = 0x40000000
+_BPF_LD_W_ABS, _BPF_JEQ_K, _BPF_JGE_K, _BPF_RET_K = 0x20, 0x15, 0x35, 0x06
+_ENOSYS = _ACT_ERRNO | errno.ENOSYS
+
+
+def _insn(code: int, jt: int, jf: int, k: int) -> bytes:
+    return struct.pack("=HBBI", code, jt, jf, k)
+
+
+def _future_syscalls(arch: int, highest_known: int) -> bytes:
+    """A BPF prefix: on the native ``arch``, a syscall number above what
+    libseccomp knows (and not an x32 one) returns ENOSYS at once, as runc's
+    stub does; everything else falls through to libseccomp's program, which
+    starts by loading what it needs itself.
+
+        0 ld  [4]                 arch
+        1 jeq arch, 0, 4          other arches: to 6
+        2 ld  [0]                 syscall number
+        3 jge X32_BIT, 2, 0       x32: to 6 (libseccomp kills it)
+        4 jge highest+1, 0, 1     unknown: to 5, else to 6
+        5 ret ERRNO(ENOSYS)
+    """
+    return b"".join(
+        (
+            _insn(_BPF_LD_W_ABS, 0, 0, 4),
+            _insn(_BPF_JEQ_K, 0, 4, arch),
+            _insn(_BPF_LD_W_ABS, 0, 0, 0),
+            _insn(_BPF_JGE_K, 2, 0, _X32_SYSCALL_BIT),
+            _insn(_BPF_JGE_K, 0, 1, highest_known + 1),
+            _insn(_BPF_RET_K, 0, 0, _ENOSYS),
+        )
+    )
+
+
+def compile_profile(
+    profile: Mapping[str, Any], where: str = "seccomp profile", *, strict: bool = False
+) -> bytes:
+    """The profile as a raw BPF program (``struct sock_filter[]``); raises
+    ContainerError. ``strict`` (the default profile): a syscall name
+    libseccomp does not know is an error, not skipped."""
     global _lib
     with _lock:
         if _lib is None:
             _lib = _Lib()
-        lib = _lib.lib
+        owner = _lib
+        lib = owner.lib
     default_errno = profile.get("defaultErrnoRet", errno.EPERM)
     default = _action(profile.get("defaultAction"), default_errno, errno.EPERM, where + ".defaultAction")
     ctx = lib.seccomp_init(default)
@@ -251,12 +333,18 @@ def compile_profile(profile: Mapping[str, Any], where: str = "seccomp profile") 
             array = (_ArgCmp * max(1, len(cmps)))(*cmps)
             for name in entry.get("names") or [entry.get("name")]:
                 number = lib.seccomp_syscall_resolve_name(str(name).encode())
-                if number == -1:  # __NR_SCMP_ERROR: no such syscall on this architecture
+                if number == -1:  # __NR_SCMP_ERROR: a name libseccomp does not know at all
+                    if strict:
+                        raise ContainerError(
+                            f"{at}: libseccomp does not know the syscall {name!r}; "
+                            "a deny list must not skip it (upgrade libseccomp2)"
+                        )
+                    log.warning("seccomp.unknown_syscall", profile=where, syscall=str(name))
                     continue
                 rc = lib.seccomp_rule_add_array(ctx, action, number, len(cmps), array)
                 if rc < 0:
                     raise ContainerError(f"{at}: cannot add a rule for {name}: {os.strerror(-rc)}")
-        return _export(lib, ctx, where)
+        return _future_syscalls(owner.native_arch, owner.highest_known) + _export(lib, ctx, where)
     finally:
         lib.seccomp_release(ctx)
 
@@ -323,7 +411,7 @@ class SeccompPolicy:
         if cached is not None:
             return cached
         profile = DEFAULT_PROFILE if path is None else _load(name, path)
-        program = compile_profile(profile, f"seccomp profile {name!r}")
+        program = compile_profile(profile, f"seccomp profile {name!r}", strict=path is None)
         _cache[key] = program
         return program
 

@@ -189,6 +189,24 @@ def sethostname() -> str:
     return "ok"
 
 
+SYS_KCMP = 312
+SYS_MSEAL = 462  # Linux 6.10; newer than libseccomp 2.5.4 knows
+KCMP_FILE = 0
+
+
+def kcmp_other() -> str:
+    """Compare a file of pid 1 (the container's init) with ours: needs ptrace
+    rights over it; moby allows kcmp only with CAP_SYS_PTRACE."""
+    rc = _libc.syscall(SYS_KCMP, os.getpid(), 1, KCMP_FILE, 0, 0)
+    return _errno_name(ctypes.get_errno()) if rc < 0 else "ok"
+
+
+def future_syscall() -> str:
+    """A syscall newer than the filter's libseccomp: ENOSYS, not let through."""
+    rc = _libc.syscall(SYS_MSEAL, 0, 0, 0)
+    return _errno_name(ctypes.get_errno()) if rc < 0 else "ok"
+
+
 def seccomp_mode() -> str:
     with open("/proc/self/status") as f:
         for line in f:

@@ -56,3 +56,26 @@ def test_profile_flags() -> None:
     for bad in ("a", "=x", "default=/x", "unconfined=/x"):
         with pytest.raises(ValueError, match="--seccomp-profile"):
             seccomp.parse_profile_flags([bad])
+
+
+def test_the_default_profile_fails_closed_on_a_name_libseccomp_does_not_know() -> None:
+    import pytest
+
+    from corral.slave.containerizer.errors import ContainerError
+
+    profile = {
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["no_such_syscall_ever"], "action": "SCMP_ACT_ERRNO"}],
+    }
+    with pytest.raises(ContainerError, match="libseccomp does not know the syscall 'no_such_syscall_ever'"):
+        seccomp.compile_profile(profile, strict=True)
+    assert seccomp.compile_profile(profile)  # an operator's profile: skipped, with a warning
+
+
+def test_every_program_starts_with_the_future_syscall_prefix() -> None:
+    program = seccomp.compile_profile(seccomp.DEFAULT_PROFILE, strict=True)
+    lib = seccomp._lib
+    assert lib is not None
+    prefix = seccomp._future_syscalls(lib.native_arch, lib.highest_known)
+    assert program.startswith(prefix)
+    assert len(prefix) == 6 * 8
