@@ -189,6 +189,10 @@ async def test_operator_ids_are_checked_before_the_servicer(tmp_path: Path) -> N
 
 
 async def test_oversized_accept_is_refused_and_the_master_stays_responsive(tmp_path: Path) -> None:
+    # Built before the cluster runs: making 100,000 TaskInfos in this process
+    # (which also runs the master and the agent) held the loop past the
+    # agent's heartbeat budget under load, and the offer was rescinded.
+    launch = _accept("", [_task(f"t{i}") for i in range(100_000)]).operations[0]
     async with (
         local_cluster(tmp_path, agents=1) as cluster,
         raw_stream(cluster.master_address) as stream,
@@ -196,7 +200,7 @@ async def test_oversized_accept_is_refused_and_the_master_stays_responsive(tmp_p
     ):
         await stream.subscribe()
         offer = (await stream.next(Event.OFFERS)).offers.offers[0]
-        huge = _accept(offer.id, [_task(f"t{i}") for i in range(100_000)])
+        huge = Call.Accept(offer_ids=[offer.id], operations=[launch])
         operator = operator_pb2_grpc.OperatorStub(channel)
         latencies: list[float] = []
         stop = asyncio.Event()
