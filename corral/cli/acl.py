@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from corral.cli.main import console, fail, handle_errors
+from corral.cli.common import console, fail, handle_errors
 
 
 @click.group()

@@ -19,8 +19,8 @@ import click
 import structlog
 from rich.table import Table
 
+from corral.cli.common import _client_logging, console, fail, handle_errors, master_option
 from corral.cli.discovery import resolve_master
-from corral.cli.main import _client_logging, console, fail, handle_errors, master_option
 from corral.cli.views import TIMEOUT_S, _stub
 from corral.codec import quantities_from_proto, quantities_to_proto, resources_from_proto, resources_to_proto
 from corral.errors import CorralError

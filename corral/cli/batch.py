@@ -24,8 +24,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from corral.cli.common import _client_logging, console, fail, handle_errors, master_option
 from corral.cli.discovery import resolve_master
-from corral.cli.main import _client_logging, console, fail, handle_errors, master_option
 from corral.frameworks.batch.spec import JobSpecError, load_job
 
 STATE_STYLE = {

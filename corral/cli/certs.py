@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from corral.cli.main import _client_logging, console, fail, handle_errors
+from corral.cli.common import _client_logging, console, fail, handle_errors
 
 
 @click.group("certs")

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from corral.chaos.schedule import KINDS
-from corral.cli.main import _client_logging, console, err_console, fail, handle_errors
+from corral.cli.common import _client_logging, console, err_console, fail, handle_errors
 
 
 def _kinds(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[str, ...]:

@@ -26,7 +26,7 @@ def handle_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from corral.cli.main import handle_errors as main_handle_errors
+        from corral.cli.common import handle_errors as main_handle_errors
 
         return main_handle_errors(fn)(*args, **kwargs)
 
@@ -34,13 +34,13 @@ def handle_errors(fn: F) -> F:
 
 
 def _console() -> Console:
-    from corral.cli.main import console
+    from corral.cli.common import console
 
     return console
 
 
 def fail(message: str, code: int = 2) -> None:
-    from corral.cli.main import fail as main_fail
+    from corral.cli.common import fail as main_fail
 
     main_fail(message, code)
 

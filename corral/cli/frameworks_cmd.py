@@ -10,8 +10,8 @@ from pathlib import Path
 import click
 from rich.table import Table
 
+from corral.cli.common import _daemon_logging, console, handle_errors, master_option
 from corral.cli.discovery import framework_credentials, resolve_master, state_dir
-from corral.cli.main import _daemon_logging, console, handle_errors, master_option
 
 
 @click.group("framework")

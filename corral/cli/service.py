@@ -16,7 +16,7 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from corral.cli.main import _client_logging, console, fail, handle_errors, master_option
+from corral.cli.common import _client_logging, console, fail, handle_errors, master_option
 from corral.frameworks.service.spec import load_service
 
 STYLE = {"RUNNING": "green", "DEPLOYING": "cyan", "ROLLING_BACK": "yellow", "DELETING": "yellow"}

@@ -12,7 +12,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from corral.cli.main import console, fail, handle_errors
+from corral.cli.common import console, fail, handle_errors
 
 
 def _seeds(_ctx: click.Context, _param: click.Parameter, value: str) -> list[int]:

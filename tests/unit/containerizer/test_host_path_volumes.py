@@ -57,7 +57,7 @@ def test_the_launcher_refuses_a_source_that_is_no_longer_its_real_path(tmp_path:
 
 def test_the_agent_flag_takes_absolute_paths_only(capsys: pytest.CaptureFixture[str]) -> None:
     # The parser itself: invoking `corral agent` in-process would reconfigure this process's logging.
-    from corral.cli.main import _allowed_host_paths
+    from corral.cli.common import _allowed_host_paths
 
     assert _allowed_host_paths("/srv/data, /scratch,") == (Path("/srv/data"), Path("/scratch"))
     assert _allowed_host_paths("") == ()

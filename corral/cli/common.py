@@ -1,0 +1,106 @@
+"""What every ``corral`` command shares: the consoles, the error handling
+that turns failures into one sentence and an exit code, ``--master``, and
+logging set-up. Its own module so that command modules need not import the
+command group (``main.py``) back."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import grpc
+from rich.console import Console
+
+from corral import logging as corral_logging
+from corral.cli.discovery import CLUSTER_META_KEY, ClusterNotFoundError
+from corral.cli.security import tls_options
+from corral.errors import CorralError
+from corral.frameworks.batch import JobSpecError
+from corral.resources import ResourceError
+
+F = TypeVar("F", bound=Callable[..., Any])
+# Piped output gets wide tables rather than words folded at 80 columns.
+console = Console(width=None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "200")))
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+
+
+def fail(message: str, code: int = 2) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    sys.exit(code)
+
+
+def handle_errors(fn: F) -> F:
+    """Turn expected failures into a sentence and a non-zero exit, not a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ClusterNotFoundError as e:
+            fail(str(e))
+        except (JobSpecError, ResourceError, ValueError) as e:
+            fail(str(e))
+        except grpc.RpcError as e:
+            code = e.code() if hasattr(e, "code") else None
+            details = e.details() if hasattr(e, "details") else str(e)
+            if code == grpc.StatusCode.UNAVAILABLE:
+                # A refused TLS handshake looks like a closed socket from here.
+                hint = (
+                    " (if it serves mutual TLS: give --tls-ca, --tls-cert and --tls-key of an operator "
+                    "certificate from its CA, or set CORRAL_TLS_CA/CERT/KEY)"
+                    if "Socket closed" in (details or "") or "handshake" in (details or "").lower()
+                    else ""
+                )
+                fail(f"cannot reach the master: {details}{hint}")
+            fail(f"{code.name if code else 'error'}: {details}")
+        except CorralError as e:
+            fail(str(e))
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+        return None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def master_option(fn: F) -> F:
+    """``--master``, ``--cluster NAME`` (a `corral cluster up` cluster; read by
+    resolve_master) and the TLS options."""
+    fn = tls_options(fn)
+    fn = click.option(
+        "--cluster",
+        default=None,
+        metavar="NAME",
+        expose_value=False,
+        callback=lambda ctx, _param, value: ctx.meta.__setitem__(CLUSTER_META_KEY, value),
+        help="Talk to this `corral cluster up` cluster.",
+    )(fn)
+    return click.option(
+        "--master",
+        "-m",
+        envvar="CORRAL_MASTER",
+        default=None,
+        metavar="HOST:PORT",
+        help="Master to talk to (default: $CORRAL_MASTER, then the `corral local` cluster).",
+    )(fn)
+
+
+def _daemon_logging(ctx: click.Context) -> None:
+    corral_logging.configure(ctx.obj.get("log_level") or os.environ.get("CORRAL_LOG_LEVEL") or "info")
+
+
+def _client_logging(ctx: click.Context) -> None:
+    corral_logging.configure(ctx.obj.get("log_level") or os.environ.get("CORRAL_LOG_LEVEL") or "warning")
+
+
+def _allowed_host_paths(spec: str) -> tuple[Path, ...]:
+    """``--allowed-host-paths``: comma-separated absolute paths."""
+    paths = tuple(Path(p.strip()) for p in spec.split(",") if p.strip())
+    for p in paths:
+        if not p.is_absolute():
+            fail(f"--allowed-host-paths: {str(p)!r} is not an absolute path")
+    return paths
