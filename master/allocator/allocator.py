@@ -77,6 +77,7 @@ from corral.master.allocator.events import (
     Suppressed,
     Unreserved,
 )
+from corral.master.allocator.filters import add_filter, clear_roles, filtered
 from corral.master.allocator.model import (
     DEFAULT_MIN_ALLOCATABLE,
     DEFAULT_ROLE,
@@ -99,6 +100,7 @@ from corral.master.allocator.quota import (
     Headroom,
     any_unmet,
     check_quota,
+    held_in,
     make_headroom,
     offer_for,
     required,
@@ -197,8 +199,8 @@ class Allocator(AllocatorQueries):
                     # the recovery can drop the framework from a role it left.
                     in_role = role if role is not None else role_for(refusing, resources, None)
                     self._recover(framework_id, agent_id, resources, role)
-                    refusing.filters.setdefault(agent_id, {}).setdefault(in_role, []).append(
-                        OfferFilter(now + refuse_s, self._cycle, resources)
+                    add_filter(
+                        refusing, agent_id, in_role, OfferFilter(now + refuse_s, self._cycle, resources)
                     )
                 else:
                     self._recover(framework_id, agent_id, resources, role)
@@ -210,12 +212,7 @@ class Allocator(AllocatorQueries):
                 fw = self._framework(framework_id)
                 revived = set(check_roles_of(fw, framework_id, roles, "revive"))
                 fw.suppressed -= revived
-                for agent_id in list(fw.filters):
-                    by_role = fw.filters[agent_id]
-                    for r in revived & by_role.keys():
-                        del by_role[r]
-                    if not by_role:
-                        del fw.filters[agent_id]
+                clear_roles(fw, revived)
                 self._refresh_framework(framework_id)
             case RoleWeight(role, weight):
                 check_role(role, "weight")
@@ -293,7 +290,7 @@ class Allocator(AllocatorQueries):
                     if served and (fw_id, role) in served:
                         continue
                     fw = self._frameworks[fw_id]
-                    if fw.filters and self._filtered(fw, agent_id, role, offer, now):
+                    if fw.filters and filtered(fw, agent_id, role, offer, now, self._cycle):
                         continue
                     chosen = (fw_id, role, offer)
                     break
@@ -317,25 +314,6 @@ class Allocator(AllocatorQueries):
             served.add((fw_id, role))
             if agent_id not in self._candidates:
                 return
-
-    def _filtered(self, fw: FrameworkState, agent_id: str, role: str, offer: Resources, now: float) -> bool:
-        """Whether a decline filter of ``fw`` in ``role`` holds back ``offer``
-        from the agent; filters past their time are dropped on the way."""
-        by_role = fw.filters.get(agent_id)
-        if not by_role:
-            return False
-        filters = by_role.get(role)
-        if not filters:
-            return False
-        live = [f for f in filters if f.active(now, self._cycle)]
-        if len(live) != len(filters):
-            if live:
-                by_role[role] = live
-            else:
-                del by_role[role]
-                if not by_role:
-                    del fw.filters[agent_id]
-        return any(f.refused.contains(offer) for f in live)
 
     # -- agents and frameworks -----------------------------------------------
 
@@ -543,12 +521,7 @@ class Allocator(AllocatorQueries):
         g, lim = check_quota(self._roles, self._quota_roles, self._total, role, guarantee, limit, force)
         if role == DEFAULT_ROLE and DEFAULT_ROLE not in self._quota_roles:
             # '*' is not counted while it has no quota: count what it holds now.
-            held: dict[str, int] = {}
-            for fw in self._frameworks.values():
-                for by_role in fw.held.values():
-                    for n, v in quantities(by_role.get(DEFAULT_ROLE, EMPTY)).items():
-                        held[n] = held.get(n, 0) + v
-            self._role(role).consumed = held
+            self._role(role).consumed = held_in(self._frameworks.values(), DEFAULT_ROLE)
         r = self._role(role)
         r.guarantee = g
         r.limit = lim

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass
 
-from corral.master.allocator.model import AgentState, AllocatorError, RoleState
+from corral.master.allocator.model import AgentState, AllocatorError, FrameworkState, RoleState
 from corral.master.allocator.roles import check_role
 from corral.master.allocator.sorter import Quantities, ancestors_and_self, is_within, quantities
 from corral.resources import Resources, format_milli
@@ -216,6 +216,18 @@ def check_quota(
                 " use force to set it anyway"
             )
     return g, lim
+
+
+def held_in(frameworks: Iterable[FrameworkState], role: str) -> Quantities:
+    """What ``frameworks`` hold in ``role`` (not its sub-roles), by name."""
+    held: Quantities = {}
+    for fw in frameworks:
+        for by_role in fw.held.values():
+            res = by_role.get(role)
+            if res is not None:
+                for n, v in quantities(res).items():
+                    held[n] = held.get(n, 0) + v
+    return held
 
 
 def limit_quantities(limit: Resources | Mapping[str, int] | None) -> Quantities | None:
