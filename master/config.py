@@ -33,6 +33,10 @@ class MasterConfig:
     #: An ACCEPT with more tasks is refused whole, before any is looked at
     #: (one of 100,000 stalled the master for 5 s; see master/validation.py).
     max_tasks_per_accept: int = 1000
+    #: frameworks one authenticated principal may have registered at once:
+    #: each one lives in the registry for its failover timeout, and many
+    #: zero-share frameworks in one role would hoard offers
+    max_frameworks_per_principal: int = 1000
     #: Per-principal token buckets (master/rate_limit.py) on scheduler calls
     #: after SUBSCRIBE, and on SUBSCRIBE itself (dearer: it may rescind and
     #: re-offer). On by default; see docs/architecture.md, "Limits".

@@ -430,7 +430,16 @@ class Master:
         else:
             agents = [a for a in self.state.agents.values() if not agent_id or a.agent_id == agent_id]
         targets = [(a.agent_id, self.outbox(a.stream)) for a in agents]
-        return await self.queries.usage(targets, wanted, self.config.read_file_timeout_s)
+        usages, errors = await self.queries.usage(targets, wanted, self.config.read_file_timeout_s)
+        # An agent answers for the tasks this master knows it runs, nothing
+        # else: a made-up entry would show under another tenant's framework.
+        state = self.state
+        known = [
+            u
+            for u in usages
+            if (rec := state.task(u.framework_id, u.task_id)) is not None and rec.agent_id == u.agent_id
+        ]
+        return known, errors
 
     def usage_data(self, agent_id: str, data: agent_pb2.AgentMessage.Usage) -> None:
         self.queries.answer(agent_id, data.request_id, data)

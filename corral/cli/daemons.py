@@ -110,6 +110,12 @@ if TYPE_CHECKING:
     show_default=True,
     help="An ACCEPT with more tasks is refused whole (INVALID_ARGUMENT).",
 )
+@click.option(
+    "--max-frameworks-per-principal",
+    default=1000,
+    show_default=True,
+    help="More SUBSCRIBEs of new frameworks by one principal are refused (RESOURCE_EXHAUSTED).",
+)
 @click.pass_context
 @handle_errors
 def master(
@@ -137,6 +143,7 @@ def master(
     subscribe_qps: float,
     subscribe_burst: float,
     max_tasks_per_accept: int,
+    max_frameworks_per_principal: int,
 ) -> None:
     """Run a master: standalone, or one of several elected through ZooKeeper.
 
@@ -180,6 +187,7 @@ def master(
         framework_rate_limits=call_limits,
         subscribe_rate_limits=subscribe_limits,
         max_tasks_per_accept=max_tasks_per_accept,
+        max_frameworks_per_principal=max_frameworks_per_principal,
         offer_timeout_s=offer_timeout,
         allocation_interval_s=allocation_interval,
         agent_reregister_timeout_s=agent_reregister_timeout,

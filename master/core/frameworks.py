@@ -64,6 +64,13 @@ def subscribe(core: Core, info: pb.FrameworkInfo, stream: StreamId, principal: s
 def _register(core: Core, info: pb.FrameworkInfo, stream: StreamId, principal: str) -> FrameworkRecord:
     # An unknown id is accepted: after a restart of a standalone master
     # its frameworks come back before their agents re-register.
+    limit = core.config.max_frameworks_per_principal
+    if principal and sum(1 for f in core.state.frameworks.values() if f.info.principal == principal) >= limit:
+        raise CallError(
+            "RESOURCE_EXHAUSTED",
+            f"principal {principal} already has {limit} frameworks registered (the master's "
+            "--max-frameworks-per-principal); tear one down or re-subscribe with its id",
+        )
     fw_id = info.id or core.new_id("fw-")
     stored = pb.FrameworkInfo()
     stored.CopyFrom(info)

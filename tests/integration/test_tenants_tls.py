@@ -495,3 +495,40 @@ async def test_an_agent_cannot_inject_tasks_into_another_tenants_framework(tls: 
         assert "fw-squat" not in m.state.frameworks
         assert all(u.task_id != "injected" for u in rec.updates)  # type: ignore[attr-defined]
         assert _task_state(tls, "victim") == pb.TASK_RUNNING
+
+
+async def test_an_agent_cannot_make_up_usage_for_another_tenants_task(tls: Tls) -> None:
+    async with running_task(tls) as (driver, _):
+        victim_fw = getattr(driver, "framework_id")  # noqa: B009
+        outq: asyncio.Queue[AgentMessage | None] = asyncio.Queue()
+        registered = asyncio.Event()
+
+        async def messages():  # type: ignore[no-untyped-def]
+            info = _agent_info("", "cpus:1;mem:1024", "n2")
+            yield AgentMessage(register=AgentMessage.Register(agent_info=info))
+            while (m := await outq.get()) is not None:
+                yield m
+
+        async def fake_agent() -> None:
+            async with make_channel(tls.address, tls.creds["agent:n2"]) as channel:
+                async for message in agent_pb2_grpc.AgentStub(channel).Connect(messages()):
+                    kind = message.WhichOneof("message")
+                    if kind == "registered":
+                        registered.set()
+                    elif kind == "get_usage":
+                        forged = pb.TaskUsage(framework_id=victim_fw, task_id="victim", cpu_time_s=1e9)
+                        usage = AgentMessage.Usage(request_id=message.get_usage.request_id, tasks=[forged])
+                        await outq.put(AgentMessage(usage=usage))
+
+        runner = asyncio.create_task(fake_agent())
+        try:
+            async with asyncio.timeout(10):
+                await registered.wait()
+            resp = await _operator(tls, "operator:alice").GetUsage(operator_pb2.GetUsageRequest())
+            seen = {(u.framework_id, u.task_id, u.agent_id) for u in resp.usages}
+            assert (victim_fw, "victim", tls.agent.agent_id) in seen
+            assert all(u.cpu_time_s < 1e9 for u in resp.usages)  # the forged entry is not there
+        finally:
+            await outq.put(None)
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
