@@ -18,6 +18,7 @@ Actions and the objects they are asked about (``OBJECTS`` below):
                                            for a user namespace: ids inside it)
     run_unconfined       seccomp:unconfined  (a task with no seccomp filter)
     use_device           device:PATH      (a host device node the task asks for)
+    use_host_path        path:PATH        (a host directory bound into the task)
     register_agent       agent:HOSTNAME   (built-in: the certificate's own name)
     view_cluster         cluster          (agents, roles, maintenance)
     view_framework       owner:PRINCIPAL  (frameworks, their explanations)
@@ -66,6 +67,7 @@ OBJECTS: Mapping[str, str] = {
     "run_task": "uid:N",
     "run_unconfined": "seccomp:unconfined",
     "use_device": "device:PATH",
+    "use_host_path": "path:PATH",
     "register_agent": "agent:HOSTNAME",
     "view_cluster": "cluster",
     "view_framework": "owner:PRINCIPAL",
@@ -183,7 +185,7 @@ objects = ["uid:0", "gid:0"]
 [[rules]]
 allow = true
 principals = ["framework:*"]
-actions = ["run_task"]
+actions = ["run_task", "use_host_path"]
 
 [[rules]]
 allow = true

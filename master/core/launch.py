@@ -10,6 +10,8 @@ to the allocator with the framework's refusal filter.
 
 from __future__ import annotations
 
+import os
+
 from corral.codec import resources_from_proto
 from corral.errors import CallError
 from corral.master.allocator import AllocatorError
@@ -226,6 +228,17 @@ def _unauthorized(core: Core, fw: FrameworkRecord, task: pb.TaskInfo, where: str
     questions += [
         ("use_device", f"device:{d}", f"{where}.container.devices[{i}]")
         for i, d in enumerate(container.devices)
+    ]
+    # A host directory bound in: the agent allows the paths at all
+    # (--allowed-host-paths); the policy says which tenant may bind which.
+    questions += [
+        (
+            "use_host_path",
+            f"path:{os.path.normpath(v.host_path)}",
+            f"{where}.container.volumes[{i}].host_path",
+        )
+        for i, v in enumerate(container.volumes)
+        if v.host_path
     ]
     for action, obj, field_path in questions:
         decision = core.authorizer.decide(fw.info.principal, action, obj)

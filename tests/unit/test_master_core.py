@@ -277,3 +277,54 @@ def test_only_dynamic_reservations_can_be_unreserved_and_they_survive_a_new_tota
     assert total.scalar("cpus", "ml") == 1000
     assert total.scalar("cpus") == 3000
     assert record.dynamic_reserved == Resources.parse("cpus(ml):1")
+
+
+def test_host_path_volumes_are_asked_of_the_policy_per_tenant() -> None:
+    from corral.master.authz import Authorizer, parse_policy
+
+    clock = Clock()
+    master = Master(MasterConfig(agent_reregister_timeout_s=0), clock=clock)
+    master.authorizer = Authorizer(
+        parse_policy(
+            'default = "deny"\n'
+            '[[rules]]\nallow = true\nprincipals = ["framework:a"]\n'
+            'actions = ["register_framework", "run_task"]\n'
+            '[[rules]]\nallow = true\nprincipals = ["framework:a"]\nactions = ["use_host_path"]\n'
+            'objects = ["path:/data/a/*"]\n'
+        )
+    )
+    _, agent_box = _agent(master, "a")
+    fw_box: Outbox[object] = Outbox()
+    fw = master.subscribe(pb.FrameworkInfo(name="a"), fw_box, principal="framework:a")
+    master.run_allocation()
+
+    def launch(task_id: str, host_path: str) -> list[object]:
+        (offer,) = _offers(fw_box)
+        task = pb.TaskInfo(
+            task_id=task_id,
+            name=task_id,
+            resources=resources_to_proto(Resources.of(cpus=0.5, mem=64)),
+            command=pb.CommandInfo(shell=True, value="true"),
+            container=pb.ContainerInfo(
+                uid=1000, volumes=[pb.Volume(container_path="/d", host_path=host_path)]
+            ),
+        )
+        op = Operation(type=Operation.LAUNCH, launch=Operation.Launch(task_infos=[task]))
+        master.accept(fw.framework_id, [offer.id], [op], refuse_s=0)
+        events = drain(fw_box)
+        clock.now += 10  # past any filter on the leftover: the next offer waits in the box
+        master.run_allocation()
+        return events
+
+    # Normalised before it is asked: /data/a/../b is b's directory.
+    for task_id, path in (("other", "/data/b/x"), ("sneaky", "/data/a/../b/x")):
+        events = launch(task_id, path)
+        (status,) = [e.update.status for e in events if isinstance(e, Event) and e.type == Event.UPDATE]
+        assert status.state == pb.TASK_ERROR
+        assert "may not use_host_path path:/data/b/x" in status.message
+    events = launch("own", "/data/a/x")
+    assert not [e for e in events if isinstance(e, Event) and e.type == Event.UPDATE]
+    assert any(
+        isinstance(m, agent_pb2.MasterMessage) and m.WhichOneof("message") == "run_tasks"
+        for m in drain(agent_box)
+    )
