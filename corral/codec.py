@@ -24,16 +24,20 @@ from corral.resources import (
 )
 
 
+def _named(item: pb.Resource, where: str) -> str:
+    """``where`` with the resource's name once that name is valid (errors name the field)."""
+    try:
+        validate_name(item.name)
+    except ResourceError as e:
+        raise ResourceError(f"{where}.name: {e}") from None
+    return f"{where} ({item.name})"
+
+
 def resources_from_proto(items: Sequence[pb.Resource], path: str = "resources") -> Resources:
     """Parse and validate wire resources; duplicates of one name and role add up."""
     out = Resources()
     for i, item in enumerate(items):
-        where = f"{path}[{i}]"
-        try:
-            validate_name(item.name)
-        except ResourceError as e:
-            raise ResourceError(f"{where}.name: {e}") from None
-        where = f"{path}[{i}] ({item.name})"
+        where = _named(item, f"{path}[{i}]")
         try:
             validate_role(item.role)
         except ResourceError as e:
@@ -89,12 +93,7 @@ def quantities_from_proto(items: Sequence[pb.Resource], path: str = "resources")
     quota limit); ranges, sets and reserved resources are refused."""
     out: dict[str, int] = {}
     for i, item in enumerate(items):
-        where = f"{path}[{i}]"
-        try:
-            validate_name(item.name)
-        except ResourceError as e:
-            raise ResourceError(f"{where}.name: {e}") from None
-        where = f"{path}[{i}] ({item.name})"
+        where = _named(item, f"{path}[{i}]")
         if item.role not in ("", "*"):
             raise ResourceError(f"{where}: quota is for unreserved quantities, got role {item.role!r}")
         if item.WhichOneof("value") != "scalar" or item.name in RANGE_NAMES:

@@ -184,15 +184,8 @@ class Resources:
         scalars: dict[Key, int] = {}
         ranges: dict[Key, RangeSet] = {}
         sets: dict[Key, frozenset[str]] = {}
-        for raw in text.split(";"):
-            item = raw.strip()
-            if not item:
-                continue
-            head, sep, value = item.partition(":")
-            if not sep:
-                raise ResourceError(f"{item!r}: expected NAME:VALUE")
-            name, role = _split_role(head.strip())
-            value = value.strip()
+        for head, value in _items(text, "NAME:VALUE"):
+            name, role = _split_role(head)
             key = (name, role)
             if key in scalars or key in ranges or key in sets:
                 raise ResourceError(f"{name}: given more than once")
@@ -386,28 +379,34 @@ def validate_role(role: str) -> None:
         raise ResourceError(f"role {role!r}: must be path segments of [A-Za-z0-9_.-]")
 
 
-def parse_quantities(text: str) -> dict[str, int]:
-    """Parse unreserved scalar quantities, ``cpus:0;mem:512``, into milli-units
-    by name, keeping zeros: a quota limit of ``cpus:0`` means no cpus, which
-    :class:`Resources` (where zero quantities vanish) cannot say."""
-    out: dict[str, int] = {}
+def _items(text: str, expected: str) -> Iterator[tuple[str, str]]:
+    """The ``HEAD:VALUE`` items of a ``;``-separated spec (empty ones skipped);
+    an item without ``:`` is refused, saying it should look like ``expected``."""
     for raw in text.split(";"):
         item = raw.strip()
         if not item:
             continue
         head, sep, value = item.partition(":")
         if not sep:
-            raise ResourceError(f"{item!r}: expected NAME:NUMBER")
-        name = head.strip()
+            raise ResourceError(f"{item!r}: expected {expected}")
+        yield head.strip(), value.strip()
+
+
+def parse_quantities(text: str) -> dict[str, int]:
+    """Parse unreserved scalar quantities, ``cpus:0;mem:512``, into milli-units
+    by name, keeping zeros: a quota limit of ``cpus:0`` means no cpus, which
+    :class:`Resources` (where zero quantities vanish) cannot say."""
+    out: dict[str, int] = {}
+    for name, value in _items(text, "NAME:NUMBER"):
         validate_name(name)
         if name in RANGE_NAMES:
             raise ResourceError(f"{name}: only scalars (cpus, mem, ...) are quantities, got {value!r}")
         if name in out:
             raise ResourceError(f"{name}: given more than once")
         try:
-            number = float(value.strip())
+            number = float(value)
         except ValueError:
-            raise ResourceError(f"{name}: not a number: {value.strip()!r}") from None
+            raise ResourceError(f"{name}: not a number: {value!r}") from None
         out[name] = to_milli(number, name)
     return out
 
