@@ -6,6 +6,7 @@ exceptions are for bugs, I/O and refusals a caller must handle.
     ├── ClusterNotFoundError                (corral.cli: no master to talk to)
     ├── ContainerError                      (corral.slave.containerizer)
     ├── CertificateError                    (corral.pki: a TLS file missing, unreadable, expired, ...)
+    ├── ListenError                         (corral.metrics: an address to serve on cannot be bound)
     └── CallError                           (corral.master: a refused call, with its gRPC code)
 """
 
@@ -34,3 +35,7 @@ class CertificateError(CorralError):
         super().__init__(f"{path}: {problem}")
         self.path = str(path)
         self.problem = problem
+
+
+class ListenError(CorralError):
+    """An address to serve on cannot be bound (in use, not local, no permission)."""

@@ -64,7 +64,7 @@ class MasterServer:
         self.listen = listen
         #: serve Prometheus metrics on this HOST:PORT (see corral/metrics.py)
         self.metrics = (
-            MetricsServer(metrics_listen, lambda: master_metrics.collect(self.master, __version__))
+            MetricsServer(metrics_listen, master_metrics.registry(lambda: self.master, __version__))
             if metrics_listen
             else None
         )
