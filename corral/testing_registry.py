@@ -8,14 +8,19 @@ written by skopeo and served by the reference server.
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
 import shutil
 import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+from corral.testing_images import image_config
 from corral.testing_zookeeper import free_port
 
 REGISTRY = "/usr/bin/docker-registry"
@@ -110,3 +115,56 @@ class RegistryServer:
         """Where the registry keeps a blob (a test corrupts it there)."""
         hexd = digest.removeprefix("sha256:")
         return self.root / "data" / "docker/registry/v2/blobs/sha256" / hexd[:2] / hexd / "data"
+
+
+def write_oci_dir(path: Path, platforms: Sequence[tuple[str, list[bytes], Mapping[str, Any] | None]]) -> Path:
+    """An OCI image layout directory whose index lists one manifest per
+    ``(architecture, layers, config)``, all linux, layers gzip-compressed
+    (``skopeo copy --all oci:PATH:multi`` pushes it as a multi-platform index)."""
+    blobs = path / "blobs" / "sha256"
+    blobs.mkdir(parents=True, exist_ok=True)
+
+    def put(data: bytes) -> dict[str, Any]:
+        hexd = hashlib.sha256(data).hexdigest()
+        (blobs / hexd).write_bytes(data)
+        return {"digest": f"sha256:{hexd}", "size": len(data)}
+
+    entries = []
+    for arch, layers, config in platforms:
+        descs = [
+            {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", **put(gzip.compress(layer, mtime=0))}
+            for layer in layers
+        ]
+        cfg = json.loads(image_config(layers, config))
+        cfg["architecture"] = arch
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                **put(json.dumps(cfg, sort_keys=True).encode()),
+            },
+            "layers": descs,
+        }
+        entries.append(
+            {
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                **put(json.dumps(manifest).encode()),
+                "platform": {"os": "linux", "architecture": arch},
+            }
+        )
+    # The layout's index.json names one image, the multi-platform index
+    # (what skopeo copies with --all from oci:PATH:multi).
+    nested = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": entries,
+    }
+    top = {
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        **put(json.dumps(nested).encode()),
+        "annotations": {"org.opencontainers.image.ref.name": "multi"},
+    }
+    (path / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [top]}))
+    (path / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    return path

@@ -99,7 +99,8 @@ def unpack_verified(
     except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as e:
         raise ImageError(f"{source}: layer {label} is corrupt or cut short: {e}") from None
     except ImageError as e:
-        raise type(e)(f"{source}: {e}") from None  # a TransferError stays one: worth a retry
+        # A TransferError stays one (worth a retry); its message may name the source already.
+        raise type(e)(str(e) if str(e).startswith(source) else f"{source}: {e}") from None
     uncompressed = (plain or raw).digest
     for expected, actual in ((blob_digest, raw.digest), (diff_id, uncompressed)):
         if expected is not None and expected != actual:

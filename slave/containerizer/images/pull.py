@@ -39,6 +39,8 @@ class Puller:
         self.client = client
         self._guard = threading.Lock()
         self._locks: dict[str, threading.Lock] = {}
+        #: layers fetched from registries by this puller (the rest were in the store)
+        self.layers_fetched = 0
 
     def obtain(self, image: str, policy: str = "if-not-present") -> Image:
         """(blocking) The image a task names by registry reference, per ``policy``."""
@@ -103,6 +105,8 @@ class Puller:
             try:
                 with self.client.blob(ref, desc) as stream:
                     self.store.add_layer(stream, diff_id, desc.digest, label, str(ref))
+                with self._guard:
+                    self.layers_fetched += 1
                 return
             except TransferError as e:
                 if attempt + 1 == attempts:
