@@ -310,3 +310,41 @@ def _config_blob(registry: RegistryServer, manifest: dict[str, object]) -> bytes
     config = manifest["config"]
     assert isinstance(config, dict)
     return registry.blob_path(config["digest"]).read_bytes()
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+async def test_an_agent_pulls_what_its_tasks_name_and_a_failed_pull_fails_the_task(
+    registry: RegistryServer, tmp_path: Path, layers: list[bytes]
+) -> None:
+    from corral.frameworks import Task, TaskState
+    from corral.resources import Resources
+    from corral.testing import framework, local_cluster
+
+    _push_busybox(
+        registry, tmp_path, layers, "team/busybox:v1", Cmd=["/bin/sh", "-c", "echo pulled; cat /etc/layer2"]
+    )
+    small = Resources.of(cpus=0.1, mem=32)
+    ref = f"{registry.host}/team/busybox:v1"
+    async with local_cluster(tmp_path / "cluster", agents=1) as cluster:
+        tasks = [
+            Task("by-tag", "", small, image=ref),
+            Task("again", "", small, image=ref, pull_policy="always"),
+            Task("missing", "true", small, image=f"{registry.host}/team/busybox:v9"),
+            Task("never", "true", small, image=f"{registry.host}/team/other:v1", pull_policy="never"),
+        ]
+        async with framework(cluster.master_address) as (driver, rec):
+            driver.launch(await rec.next_offer(), tasks)
+            done = {t.task_id: await rec.wait_terminal(t.task_id, timeout=60) for t in tasks}
+        assert done["by-tag"].state is TaskState.FINISHED, done["by-tag"]
+        assert done["again"].state is TaskState.FINISHED, done["again"]
+        assert done["missing"].state is TaskState.FAILED
+        assert "team/busybox:v9 not found (MANIFEST_UNKNOWN)" in done["missing"].message
+        assert done["never"].state is TaskState.FAILED
+        assert "pull policy is never" in done["never"].message
+        (out,) = (cluster.work_dir / "agent-0" / "sandboxes").glob("*/by-tag-*/stdout")
+        assert out.read_text() == "pulled\nlayer 2 was here\n"
+        store = ImageStore(cluster.work_dir / "images")
+        assert ref in store.refs()
+    assert os.listdir(tmp_path / "cluster" / "images" / "tmp") == []
+    assert os.listdir(tmp_path / "cluster" / "images" / "leases") == []
