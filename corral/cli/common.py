@@ -22,8 +22,8 @@ from corral.cli.discovery import CLUSTER_META_KEY, ClusterNotFoundError
 from corral.cli.ids import IdLookupError
 from corral.cli.security import tls_options
 from corral.errors import ApiError, CallError, CertificateError, CorralError
-from corral.frameworks.driver import NotConnectedError, SubscribeError
 from corral.frameworks.batch import JobSpecError
+from corral.frameworks.driver import NotConnectedError, SubscribeError
 from corral.resources import ResourceError
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -136,7 +136,9 @@ def tsv(columns: Sequence[Column], rows: Sequence[Any]) -> str:
 def box_table(listing: Listing, columns: Sequence[Column]) -> Table:
     table = Table(title=listing.title or None, title_justify="left")
     for c in columns:
-        table.add_column(c.header, justify="right" if c.right else "left", overflow="fold" if c.fold else "ellipsis")
+        table.add_column(
+            c.header, justify="right" if c.right else "left", overflow="fold" if c.fold else "ellipsis"
+        )
     for r in listing.rows:
         table.add_row(*(c.cell(r) for c in columns))
     if not listing.rows and listing.empty:

@@ -148,7 +148,7 @@ AGENT_COLUMNS = (
     Column("cpus", _used("cpus")),
     Column("mem (MiB)", _used("mem")),
     Column("disk (MiB)", _used("disk")),
-    Column("ports", lambda r: resources_text({"ports": r["total"].get("ports", [])}).removeprefix("ports:")),
+    Column("ports", lambda r: ",".join(f"{b}-{e}" for b, e in r["total"].get("ports", []))),
     Column("tasks", key("task_count"), right=True),
     Column("attributes", lambda r: ";".join(f"{k}:{v}" for k, v in r["attributes"].items())),
     Column("heartbeat", lambda r: ago(r["last_heartbeat"])),
@@ -211,7 +211,10 @@ def frameworks_listing(master: str) -> Listing:
     stub = _stub(master)
     resp = stub.ListFrameworks(op.ListFrameworksRequest(), timeout=TIMEOUT_S)
     return Listing(
-        FRAMEWORK_COLUMNS, framework_records(resp), f"frameworks of {stub.address}", "no frameworks subscribed"
+        FRAMEWORK_COLUMNS,
+        framework_records(resp),
+        f"frameworks of {stub.address}",
+        "no frameworks subscribed",
     )
 
 
