@@ -213,7 +213,7 @@ def thin_local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
 def test_run_of_one_cpu_on_agents_of_two_thirds_exits_at_once_saying_why(thin_local: dict[str, str]) -> None:
     wait_for_agents(thin_local, 3)
     res = corral(thin_local, "run", "--cpus", "1", "--", "true", timeout=30)
-    assert res.returncode == 3, res.stderr
+    assert res.returncode == 4, res.stderr
     assert "no agent can ever fit this task: cpus 1 asked, the largest agent has 0.666" in res.stderr
     assert "smallest change: lower the request to cpus 0.666, mem 64" in res.stderr
     fits = corral(thin_local, "run", "--cpus", "0.666", "--", "echo", "fits", timeout=60)
@@ -225,7 +225,7 @@ def test_run_that_no_agent_can_ever_fit_exits_at_once_saying_why(local: dict[str
     wait_for_agents(local, 2)
     started = time.monotonic()
     res = corral(local, "run", "--cpus", "1.5", "--", "true", timeout=30)
-    assert res.returncode == 3, res.stderr
+    assert res.returncode == 4, res.stderr
     assert "no agent can ever fit this task: cpus 1.5 asked, the largest agent has 1" in res.stderr
     assert "smallest change: lower the request to cpus 1, mem 64" in res.stderr
     assert time.monotonic() - started < 20
