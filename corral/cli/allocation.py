@@ -190,9 +190,14 @@ ROLE_COLUMNS = (
 def roles(ctx: click.Context, master: str | None, output: str | None) -> None:
     """List roles with weights, shares, quota and what they consume."""
     _client_logging(ctx)
+    records, address = _roles(master)
+    show(output, Listing(ROLE_COLUMNS, records, f"roles of {address}", "no roles yet"))
+
+
+def _roles(master: str | None) -> tuple[list[dict[str, Any]], str]:
+    """The role records and the address of the master that answered."""
     stub = _stub(resolve_master(master))
-    resp = stub.ListRoles(op.ListRolesRequest(), timeout=TIMEOUT_S)
-    show(output, Listing(ROLE_COLUMNS, role_records(resp), f"roles of {stub.address}", "no roles yet"))
+    return role_records(stub.ListRoles(op.ListRolesRequest(), timeout=TIMEOUT_S)), stub.address
 
 
 @click.group()
@@ -235,11 +240,10 @@ def quota() -> None:
 def quota_list(ctx: click.Context, master: str | None, output: str | None) -> None:
     """The roles that have a guarantee or a limit."""
     _client_logging(ctx)
-    stub = _stub(resolve_master(master))
-    resp = stub.ListRoles(op.ListRolesRequest(), timeout=TIMEOUT_S)
-    rows = [r for r in role_records(resp) if r["limit"] is not None or any(r["guarantee"].values())]
+    records, address = _roles(master)
+    rows = [r for r in records if r["limit"] is not None or any(r["guarantee"].values())]
     columns = [c for c in ROLE_COLUMNS if c.header in ("role", "guarantee", "limit", "consumed")]
-    show(output, Listing(columns, rows, f"quota of {stub.address}", "no role has quota"))
+    show(output, Listing(columns, rows, f"quota of {address}", "no role has quota"))
 
 
 @quota.command("set")
