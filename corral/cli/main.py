@@ -408,6 +408,8 @@ def top(
     stub = views.operator_stub(address)
     framework = ids.framework_id(stub, framework) if framework else ""
     agent = ids.agent_id(stub, agent) if agent else ""
+    if task:
+        task, framework = ids.task_id(stub, task, framework)
     usages, errors, leader = topview.sample(address, agent, framework, task)
     if once:
         time.sleep(interval)

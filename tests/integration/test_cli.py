@@ -140,8 +140,8 @@ def test_kill_and_logs(local: dict[str, str]) -> None:
         assert "running" in top.stdout
         assert "4096" in top.stdout  # the agent's default pids limit
         missing = corral(local, "top", "--once", "--task", "no-such-task")
-        assert missing.returncode != 0
-        assert "no running task 'no-such-task'" in missing.stderr
+        assert missing.returncode == 4
+        assert "task 'no-such-task': no task has this id" in missing.stderr
         killed = corral(local, "kill", task_id)
         assert killed.returncode == 0, killed.stderr
         out, _err = proc.communicate(timeout=30)
