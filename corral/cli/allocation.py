@@ -21,7 +21,7 @@ import structlog
 from corral.cli import ids
 from corral.cli.common import _client_logging, console, fail, handle_errors, master_option
 from corral.cli.discovery import resolve_master
-from corral.cli.output import Column, Listing, key, output_option, quantities_json, resources_json, show
+from corral.cli.output import MIB, Column, Listing, key, output_option, quantities_json, resources_json, show
 from corral.cli.views import TIMEOUT_S, _stub, resources_text
 from corral.codec import quantities_from_proto, quantities_to_proto, resources_from_proto, resources_to_proto
 from corral.errors import CorralError
@@ -168,7 +168,14 @@ def role_records(resp: op.ListRolesResponse) -> list[dict[str, Any]]:
 
 
 def _limit(r: dict[str, Any]) -> str:
-    return "" if r["limit"] is None else resources_text(r["limit"]) if any(r["limit"].values()) else "0"
+    """A quota limit in the flag syntax, zeros kept: ``cpus:0`` holds back every cpu."""
+    if r["limit"] is None:
+        return ""
+    parts = [
+        f"{name.removesuffix('_bytes')}:{value / MIB:g}" if name.endswith("_bytes") else f"{name}:{value:g}"
+        for name, value in r["limit"].items()
+    ]
+    return ";".join(parts) or "0"
 
 
 ROLE_COLUMNS = (
@@ -314,18 +321,22 @@ def undrain(ctx: click.Context, master: str | None, agent_id: str) -> None:
     _print(f"agent {agent_id} is back in service")
 
 
-def _reserve(ctx: click.Context, master: str | None, agent_id: str, spec: str, unreserve: bool) -> Resources:
+def _reserve(
+    ctx: click.Context, master: str | None, agent_id: str, spec: str, unreserve: bool
+) -> tuple[Resources, str]:
+    """What was (un)reserved, and on which agent (its full id: a prefix may name it)."""
     _client_logging(ctx)
     try:
         resources = Resources.parse(spec)
     except ResourceError as e:
         fail(f"RESOURCES: {e}")
     stub = _stub(resolve_master(master))
+    agent_id = ids.agent_id(stub, agent_id)
     request = op.ReserveResourcesRequest(
-        agent_id=ids.agent_id(stub, agent_id), resources=resources_to_proto(resources), unreserve=unreserve
+        agent_id=agent_id, resources=resources_to_proto(resources), unreserve=unreserve
     )
     stub.ReserveResources(request, timeout=TIMEOUT_S)
-    return resources
+    return resources, agent_id
 
 
 @click.command()
@@ -340,7 +351,7 @@ def reserve(ctx: click.Context, master: str | None, agent_id: str, resources: st
     Only frameworks of that role (or its sub-roles) are offered them; a new
     leading master keeps the reservation.
     """
-    done = _reserve(ctx, master, agent_id, resources, unreserve=False)
+    done, agent_id = _reserve(ctx, master, agent_id, resources, unreserve=False)
     _print(f"reserved {done.format()} on agent {agent_id}")
 
 
@@ -352,5 +363,5 @@ def reserve(ctx: click.Context, master: str | None, agent_id: str, resources: st
 @handle_errors
 def unreserve(ctx: click.Context, master: str | None, agent_id: str, resources: str) -> None:
     """Give reserved RESOURCES of an agent back to every role, e.g. "cpus(ml):2"."""
-    done = _reserve(ctx, master, agent_id, resources, unreserve=True)
+    done, agent_id = _reserve(ctx, master, agent_id, resources, unreserve=True)
     _print(f"unreserved {done.format()} on agent {agent_id}")
