@@ -6,6 +6,7 @@ exceptions are for bugs, I/O and refusals a caller must handle.
     ├── ClusterNotFoundError                (corral.cli: no master to talk to)
     ├── ContainerError                      (corral.slave.containerizer)
     ├── CertificateError                    (corral.pki: a TLS file missing, unreadable, expired, ...)
+    ├── ListenError                         (corral.metrics: an address to serve on cannot be bound)
     ├── CallError                           (corral.master: a refused call, with its gRPC code)
     └── ApiError                            (a framework's HTTP API refused a call, or is unreachable)
         └── BatchApiError, ServiceApiError  (corral.frameworks.batch.api, .service.api)
@@ -46,3 +47,7 @@ class ApiError(CorralError):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class ListenError(CorralError):
+    """An address to serve on cannot be bound (in use, not local, no permission)."""

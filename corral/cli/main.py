@@ -93,6 +93,13 @@ def cli(ctx: click.Context, log_level: str | None) -> None:
     is_flag=True,
     help="Plaintext instead of mutual TLS with a CA of its own (any local user can then call it).",
 )
+@click.option(
+    "--metrics-listen",
+    default=None,
+    metavar="HOST:PORT",
+    help="Serve Prometheus metrics of the master and every agent (labelled agent_id) "
+    "at http://HOST:PORT/metrics (default: off).",
+)
 @click.pass_context
 @handle_errors
 def local(
@@ -108,6 +115,7 @@ def local(
     allowed_host_paths: str,
     image_import_dirs: tuple[Path, ...],
     insecure: bool,
+    metrics_listen: str | None,
 ) -> None:
     """Start an embedded cluster: a master and N agents in one process, no ZooKeeper.
 
@@ -141,6 +149,7 @@ def local(
             image_import_dirs=tuple(p.resolve() for p in image_import_dirs),
             allowed_host_paths=_allowed_host_paths(allowed_host_paths),
             tls=not insecure,
+            metrics_listen=metrics_listen,
         )
         try:
             await cluster.start()
@@ -160,6 +169,8 @@ def local(
             )
             for agent in cluster.agent_list:
                 console.print(f"  agent {agent.agent_id}: {agent.total.format()}", highlight=False)
+            if cluster.metrics is not None:
+                console.print(f"  metrics at http://{cluster.metrics.address}/metrics", highlight=False)
             if job is None:
                 service = None
                 if batch:
