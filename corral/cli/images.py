@@ -15,6 +15,9 @@ from typing import Any, TypeVar
 import click
 
 from corral import logging as corral_logging
+from corral.cli import exit as exit_codes
+from corral.cli.common import fail
+from corral.cli.output import Column, Listing, key, output_option, show
 from corral.slave.containerizer.images import ImageError, ImageStore, default_store_dir
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -31,15 +34,16 @@ def _store_option(fn: F) -> F:
 
 
 def _errors(fn: F) -> F:
-    """An ImageError or OSError is one sentence and exit status 2, never a traceback."""
+    """An ImageError (exit 4) or OSError (exit 1) is one sentence, never a traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (ImageError, OSError) as e:
-            click.echo(f"error: {e}", err=True)
-            raise SystemExit(2) from None
+        except ImageError as e:
+            fail(str(e), exit_codes.REFUSED)
+        except OSError as e:
+            fail(str(e), exit_codes.FAILED)
 
     return wrapper  # type: ignore[return-value]
 
@@ -100,19 +104,28 @@ def pull(ref: str, registry_config: Path | None, store: Path | None) -> None:
     click.echo(f"pulled {found.id[:19]} as {', '.join(found.names)}: {len(found.layers)} layer(s)")
 
 
+IMAGE_COLUMNS = (
+    Column("name", key("name")),
+    Column("id", lambda r: r["id"][7:19]),
+    Column("layers", lambda r: str(len(r["layers"])), right=True),
+    Column("size", lambda r: _human(r["size_bytes"]), right=True),
+    Column("full id", key("id"), wide=True),
+)
+
+
 @image.command("list")
 @_store_option
+@output_option
 @_errors
-def list_(store: Path | None) -> None:
-    """List the images in the store."""
+def list_(store: Path | None, output: str | None) -> None:
+    """List the images in the store (one row per name)."""
     images = ImageStore(store or default_store_dir()).images()
-    rows = [("NAME", "ID", "LAYERS", "SIZE")]
-    for found in images:
-        for name in found.names or ("<none>",):
-            rows.append((name, found.id[7:19], str(len(found.layers)), _human(found.size_bytes)))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    for row in rows:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    rows = [
+        {"name": name, "id": found.id, "layers": list(found.layers), "size_bytes": found.size_bytes}
+        for found in images
+        for name in found.names or ("<none>",)
+    ]
+    show(output, Listing(IMAGE_COLUMNS, rows, "images", "no images"))
 
 
 @image.command("rm")

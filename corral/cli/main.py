@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 import click
 
 from corral import __version__
-from corral.cli import daemons, images, views
+from corral.cli import daemons, ids, images, views
+from corral.cli import exit as exit_codes
 from corral.cli.discovery import (
     remove_local,
     resolve_master,
@@ -33,6 +34,7 @@ from corral.cli.common import (
     handle_errors,
     master_option,
 )
+from corral.cli.output import output_option, show
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -309,7 +311,7 @@ def run(
     assert isinstance(spec.groups[0], TaskGroup)
     never = never_fits_message(addr, spec)
     if never is not None:
-        fail(never, code=3)
+        fail(never, exit_codes.REFUSED)
 
     async def main() -> int:
         result = await run_job(
@@ -341,7 +343,9 @@ def run(
 def kill(ctx: click.Context, master: str | None, task_id: str, framework: str) -> None:
     """Kill a task (SIGTERM, then SIGKILL after its grace period)."""
     _client_logging(ctx)
-    views.kill_task(resolve_master(master), task_id, framework)
+    address = resolve_master(master)
+    task_id, framework = ids.task_id(views.operator_stub(address), task_id, framework)
+    views.kill_task(address, task_id, framework)
     console.print(f"kill sent to task {task_id}", highlight=False)
 
 
@@ -350,34 +354,45 @@ def kill(ctx: click.Context, master: str | None, task_id: str, framework: str) -
 
 @cli.command()
 @master_option
+@output_option
 @click.pass_context
 @handle_errors
-def agents(ctx: click.Context, master: str | None) -> None:
+def agents(ctx: click.Context, master: str | None, output: str | None) -> None:
     """List agents with their resources."""
     _client_logging(ctx)
-    console.print(views.agents_table(resolve_master(master)))
+    show(output, views.agents_listing(resolve_master(master)))
 
 
 @cli.command()
 @master_option
+@output_option
 @click.pass_context
 @handle_errors
-def frameworks(ctx: click.Context, master: str | None) -> None:
+def frameworks(ctx: click.Context, master: str | None, output: str | None) -> None:
     """List frameworks."""
     _client_logging(ctx)
-    console.print(views.frameworks_table(resolve_master(master)))
+    show(output, views.frameworks_listing(resolve_master(master)))
 
 
 @cli.command()
 @master_option
 @click.option("--all", "-a", "include_completed", is_flag=True, help="Include completed tasks.")
-@click.option("--framework", default="", help="Only this framework's tasks.")
+@click.option("--framework", default="", help="Only this framework's tasks (id, id prefix or name).")
+@click.option("--agent", default="", help="Only tasks on this agent (id or id prefix).")
+@output_option
 @click.pass_context
 @handle_errors
-def tasks(ctx: click.Context, master: str | None, include_completed: bool, framework: str) -> None:
+def tasks(
+    ctx: click.Context,
+    master: str | None,
+    include_completed: bool,
+    framework: str,
+    agent: str,
+    output: str | None,
+) -> None:
     """List tasks with their states."""
     _client_logging(ctx)
-    console.print(views.tasks_table(resolve_master(master), include_completed, framework))
+    show(output, views.tasks_listing(resolve_master(master), include_completed, framework, agent))
 
 
 @cli.command()
@@ -401,6 +416,11 @@ def top(
 
     _client_logging(ctx)
     address = resolve_master(master)
+    stub = views.operator_stub(address)
+    framework = ids.framework_id(stub, framework) if framework else ""
+    agent = ids.agent_id(stub, agent) if agent else ""
+    if task:
+        task, framework = ids.task_id(stub, task, framework)
     usages, errors, leader = topview.sample(address, agent, framework, task)
     if once:
         time.sleep(interval)
@@ -434,7 +454,9 @@ def logs(
 ) -> None:
     """Print a task's stdout (or stderr) from its sandbox."""
     _client_logging(ctx)
-    views.print_logs(resolve_master(master), task_id, "stderr" if stderr else "stdout", follow, framework)
+    address = resolve_master(master)
+    task_id, framework = ids.task_id(views.operator_stub(address), task_id, framework)
+    views.print_logs(address, task_id, "stderr" if stderr else "stdout", follow, framework)
 
 
 from corral.cli.cluster import cluster  # noqa: E402  (the group looks main's helpers up lazily)
