@@ -140,6 +140,7 @@ class Agent:
             self.clock,
             image_import_dirs=config.image_import_dirs,
             allowed_host_paths=config.allowed_host_paths,
+            registries=config.registries,
             logger=lambda: self.log,
         )
         self._answers: set[asyncio.Task[None]] = set()

@@ -285,6 +285,16 @@ def master(
     "$CORRAL_HOME/images or /var/lib/corral/images).",
 )
 @click.option(
+    "--registry-config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    envvar="CORRAL_REGISTRY_CONFIG",
+    metavar="FILE",
+    help='Image registries: [registries."HOST[:PORT]"] tables with username, password and '
+    "insecure = true (plain HTTP; loopback registries always are). Mode 600. Tasks name "
+    "registry images as HOST[:PORT]/REPO[:TAG|@DIGEST].",
+)
+@click.option(
     "--image-import-dir",
     "image_import_dirs",
     multiple=True,
@@ -379,6 +389,7 @@ def agent(
     gc_delay: float,
     gc_disk_headroom: float,
     image_store: Path | None,
+    registry_config: Path | None,
     image_import_dirs: tuple[Path, ...],
     allowed_host_paths: str,
     metrics_listen: str | None,
@@ -423,6 +434,15 @@ def agent(
     except ValueError as e:
         fail(f"--attributes: {e}")
     res = Resources.parse(resources) if resources else None
+    from corral.slave.containerizer.images import ImageError
+    from corral.slave.containerizer.images.registry_config import RegistryConfig
+
+    registries = RegistryConfig()
+    if registry_config is not None:
+        try:
+            registries = RegistryConfig.load(registry_config)
+        except ImageError as e:
+            fail(str(e))
     config = AgentConfig(
         master=master_address,
         credentials=credentials,
@@ -438,6 +458,7 @@ def agent(
         gc_disk_headroom=gc_disk_headroom,
         image_store=image_store or default_store_dir(),
         image_import_dirs=tuple(p.resolve() for p in image_import_dirs),
+        registries=registries,
         allowed_host_paths=_allowed_host_paths(allowed_host_paths),
         metrics_listen=metrics_listen,
         seccomp_profiles=profiles,

@@ -1,4 +1,4 @@
-"""``corral image``: import, list and remove images in a host's image store.
+"""``corral image``: pull, import, list and remove images in a host's image store.
 
 The store is the one the agents of this host use (``corral agent --image-store``):
 an image imported here can be named by ``NAME:TAG`` in a task.
@@ -60,7 +60,8 @@ def _human(n: int) -> str:
 @click.group("image")
 @click.pass_context
 def image(ctx: click.Context) -> None:
-    """Container images: OCI image-layout or `docker save` tarballs in the local store."""
+    """Container images in the local store: pulled from a registry, or imported
+    from OCI image-layout or `docker save` tarballs."""
     obj = ctx.obj if isinstance(ctx.obj, dict) else {}
     corral_logging.configure(obj.get("log_level") or os.environ.get("CORRAL_LOG_LEVEL") or "warning")
 
@@ -75,6 +76,32 @@ def import_(file: Path, name: str | None, store: Path | None) -> None:
     found = ImageStore(store or default_store_dir()).import_tarball(file, name)
     names = ", ".join(found.names) or "(no name; use the id)"
     click.echo(f"imported {found.id[:19]} as {names}: {len(found.layers)} layer(s)")
+
+
+@image.command("pull")
+@click.argument("ref", metavar="HOST[:PORT]/REPO[:TAG|@DIGEST]")
+@click.option(
+    "--registry-config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    envvar="CORRAL_REGISTRY_CONFIG",
+    help="Registry credentials and plain-HTTP hosts (TOML, as for `corral agent`).",
+)
+@_store_option
+@_errors
+def pull(ref: str, registry_config: Path | None, store: Path | None) -> None:
+    """Pull REF from its registry into the store (layers it has are not fetched again)."""
+    from corral.slave.containerizer.images.pull import Puller
+    from corral.slave.containerizer.images.registry import RegistryClient
+    from corral.slave.containerizer.images.registry_config import RegistryConfig
+
+    config = RegistryConfig.load(registry_config) if registry_config else RegistryConfig()
+    client = RegistryClient(config)
+    try:
+        found = Puller(ImageStore(store or default_store_dir()), client).pull(ref)
+    finally:
+        client.close()
+    click.echo(f"pulled {found.id[:19]} as {', '.join(found.names)}: {len(found.layers)} layer(s)")
 
 
 IMAGE_COLUMNS = (

@@ -239,7 +239,16 @@ def _parse_env(items: tuple[str, ...]) -> dict[str, str]:
 )
 @click.option("--user", default=None, metavar="UID[:GID]", help="Run as this user (default root).")
 @click.option(
-    "--image", default="", metavar="NAME[:TAG]|TARBALL", help="Run on this image (see `corral image`)."
+    "--image",
+    default="",
+    metavar="NAME[:TAG]|HOST/REPO[:TAG]|TARBALL",
+    help="Run on this image: in the agent's store, from a registry, or a tarball (see `corral image`).",
+)
+@click.option(
+    "--pull",
+    type=click.Choice(["if-not-present", "always", "never"]),
+    default=None,
+    help="For a registry image: when the agent pulls it (default if-not-present).",
 )
 @click.option(
     "--volume",
@@ -262,6 +271,7 @@ def run(
     network: str,
     user: str | None,
     image: str,
+    pull: str | None,
     volume: tuple[str, ...],
     read_only: bool,
     command: tuple[str, ...],
@@ -303,6 +313,7 @@ def run(
                     "network": network,
                     **({"user": user} if user else {}),
                     **({"image": image, "read_only_root": read_only} if image else {}),
+                    **({"pull_policy": pull} if pull else {}),
                     **({"volumes": volumes} if volumes else {}),
                 }
             ],
