@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,13 +22,17 @@ import structlog
 
 from corral.cli.discovery import state_dir
 from corral.frameworks.agents import AgentWatch
+from corral.frameworks.batch.sql import describe, is_postgres_url
+from corral.frameworks.batch.store import FencedError, Store, take_lead
 from corral.frameworks.driver import SchedulerDriver, SubscribeError
 from corral.frameworks.http_api import JsonServer
 from corral.frameworks.placement import Candidate
 from corral.frameworks.plugins import PluginContext, PluginError
 from corral.frameworks.scheduler import Scheduler
 from corral.master.authz import Authorizer
+from corral.master.election import ZooKeeperElection
 from corral.transport import Credentials
+from corral.zk import DEFAULT_SESSION_TIMEOUT_S, parse_zk_url
 
 log = structlog.get_logger(__name__)
 TICK_S = 0.2
@@ -62,16 +67,29 @@ def find_running(kind: str) -> dict[str, Any] | None:
     return dict(data)
 
 
-CONFIG_KEYS = frozenset({"db", "listen", "name", "failover_timeout_s"})
+CONFIG_KEYS = frozenset({"db", "listen", "name", "failover_timeout_s", "zk", "zk_session_timeout_s"})
 
 
 class FrameworkHost:
     """A framework that lives until :meth:`stop` (or a signal). Subclasses set
-    ``kind`` and make ``self.engine`` and ``self.api`` in :meth:`build`."""
+    ``kind`` and make ``self.store`` (opened with ``epoch=self.epoch``),
+    ``self.engine`` and ``self.api`` in :meth:`build`.
+
+    **Standbys** (``zk``): several instances share one PostgreSQL database
+    and contend through ZooKeeper (the masters' election: lowest sequence
+    leads). Only the leader builds its engine, serves the API and subscribes;
+    before it reads the state it takes a new epoch in the database
+    (store.py, "Fencing"), so a deposed leader can no longer record nor,
+    since a launch follows its record, launch. A leader that loses its
+    ZooKeeper leadership stops (``failed``; the process exits 1 for its
+    supervisor to start it again as a standby), as Marathon and Chronos do:
+    a half-deposed engine must not run on.
+    """
 
     kind = "framework"
     engine: Scheduler
     api: JsonServer
+    store: Store
 
     def __init__(
         self,
@@ -84,6 +102,8 @@ class FrameworkHost:
         record: bool = True,
         credentials: Credentials | None = None,
         acls: str | Path | None = None,
+        zk: str | None = None,
+        zk_session_timeout_s: float = DEFAULT_SESSION_TIMEOUT_S,
     ) -> None:
         self.master = master
         #: for the driver and, with a certificate, the HTTP API's mutual TLS
@@ -104,7 +124,31 @@ class FrameworkHost:
         self._stopping = False
         self.failed = asyncio.Event()
         self.failure: BaseException | None = None
-        self.build(db, listen)
+        #: the epoch this instance leads in among standbys (None: no standbys)
+        self.epoch: int | None = None
+        self.election: ZooKeeperElection | None = None
+        self._listen = listen
+        self._built = False
+        self._becoming: asyncio.Task[None] | None = None
+        if zk:
+            if not is_postgres_url(str(db)):
+                raise PluginError(
+                    f'zk: instances with standbys need a database they share: db = "postgresql://...", '
+                    f"not {describe(db)}"
+                )
+            holder = {"kind": self.kind, "hostname": socket.gethostname(), "pid": os.getpid()}
+            self.election = ZooKeeperElection(parse_zk_url(zk), holder, zk_session_timeout_s)
+        else:
+            self._build()
+
+    def _build(self) -> None:
+        self.build(self.db, self._listen)
+        self._built = True
+
+    @property
+    def leading(self) -> bool:
+        """Whether this instance runs the engine (always, without standbys)."""
+        return self._built
 
     def build(self, db: Path | str, listen: str) -> None:
         """Open the store and make ``self.engine`` and ``self.api`` (subclasses)."""
@@ -121,15 +165,22 @@ class FrameworkHost:
             raise PluginError(f"config: unknown key(s) {sorted(unknown)}; allowed: {sorted(CONFIG_KEYS)}")
         host = cls(
             ctx.master,
-            Path(ctx.config.get("db", ctx.state_dir / f"{cls.kind}.db")),
+            _db_target(ctx.config.get("db"), ctx.state_dir / f"{cls.kind}.db"),
             listen=str(ctx.config.get("listen", "127.0.0.1:0")),
             name=str(ctx.config.get("name", cls.kind)),
             failover_timeout_s=float(ctx.config.get("failover_timeout_s", DEFAULT_FAILOVER_TIMEOUT_S)),
             credentials=ctx.credentials,
             acls=ctx.acls,
+            zk=str(ctx.config["zk"]) if ctx.config.get("zk") else None,
+            zk_session_timeout_s=float(ctx.config.get("zk_session_timeout_s", DEFAULT_SESSION_TIMEOUT_S)),
         )
         address = await host.start()
-        log.warning("framework.serving", kind=cls.kind, address=address, db=str(host.db), master=ctx.master)
+        if address:
+            log.warning(
+                "framework.serving", kind=cls.kind, address=address, db=describe(host.db), master=ctx.master
+            )
+        else:
+            log.warning("framework.standby", kind=cls.kind, zk=ctx.config.get("zk"), db=describe(host.db))
         try:
             return await host.serve_until_signal()
         finally:
@@ -147,12 +198,44 @@ class FrameworkHost:
             "framework_id": self._engine.framework_id,
             "master": self.master,
             "connected": bool(self.driver and self.driver.connected.is_set()),
-            "db": str(self.db),
+            "db": describe(self.db),
             "pid": os.getpid(),
+            "epoch": self.epoch,
         }
 
     async def start(self) -> str:
-        """Serve the API and subscribe; returns the API address."""
+        """Serve the API and subscribe; returns the API address. With
+        standbys: contend for leadership and return "" at once (the rest
+        happens on becoming leader; see :attr:`leading`)."""
+        if self.election is not None:
+            await self.election.start(self._on_leadership)
+            return ""
+        return await self._serve()
+
+    def _on_leadership(self, leading: bool) -> None:
+        if leading and not self._built and self._becoming is None and not self._stopping:
+            self._becoming = asyncio.ensure_future(self._become_leader())
+        elif not leading and (self._built or self._becoming is not None) and not self._stopping:
+            self._fail(FencedError(f"{self.kind}: lost its ZooKeeper leadership; a standby takes over"))
+
+    async def _become_leader(self) -> None:
+        try:
+            holder = f"{socket.gethostname()}:{os.getpid()}"
+            self.epoch = await asyncio.to_thread(take_lead, self.db, holder)
+            log.warning("framework.leading", kind=self.kind, epoch=self.epoch, holder=holder)
+            self._build()
+            await self._serve()
+        except Exception as e:
+            log.exception("framework.lead_failed", kind=self.kind)
+            self._fail(e)
+
+    def _fail(self, error: BaseException) -> None:
+        if self.failure is None:
+            log.error("framework.stopping", kind=self.kind, error=str(error))
+            self.failure = error
+        self.failed.set()
+
+    async def _serve(self) -> str:
         self.address = await self.api.start()
         if self.record:
             path = discovery_file(self.kind)
@@ -178,7 +261,7 @@ class FrameworkHost:
             "framework.service_started",
             kind=self.kind,
             address=self.address,
-            db=str(self.db),
+            db=describe(self.db),
             master=self.master,
         )
         return self.address
@@ -187,6 +270,13 @@ class FrameworkHost:
         """Close the connection (the master keeps our tasks for the failover
         timeout), the API and the database."""
         self._stopping = True
+        if self.election is not None:
+            await self.election.stop()
+        if self._becoming is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._becoming
+        if not self._built:
+            return
         if self.driver is not None:
             self.driver.stop()
         if self._tick_task is not None:
@@ -269,3 +359,12 @@ class FrameworkHost:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
         return 1 if self.failure is not None else 0
+
+
+def _db_target(value: object, default: Path) -> Path | str:
+    """The config's ``db``: a PostgreSQL URL as it is (a Path would fold its
+    ``//``), else a SQLite file."""
+    if value is None:
+        return default
+    text = str(value)
+    return text if is_postgres_url(text) else Path(text)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import corral  # noqa: F401  (sets GRPC_ENABLE_FORK_SUPPORT=0 before grpc loads)
+from corral import testing_postgres as pgserver
 from corral import testing_zookeeper as zkserver
 from corral.cli.local import LocalCluster
 from corral.testing import local_cluster
@@ -79,3 +80,32 @@ def promtool() -> Callable[[str], None]:
         assert done.returncode == 0, f"promtool check metrics: {done.stdout}{done.stderr}"
 
     return check
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[pgserver.PostgresServer]:
+    """One real PostgreSQL server for the session; tests use their own databases."""
+    import tempfile
+
+    reason = pgserver.available()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must provide PostgreSQL: {reason}")
+        pytest.skip(reason)
+    # Under /tmp itself: the server runs as the postgres user, which cannot
+    # enter pytest's root-only temporary directories.
+    root = Path(tempfile.mkdtemp(prefix="corral-pg-"))
+    root.chmod(0o755)
+    server = pgserver.PostgresServer(root)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_url(postgres: pgserver.PostgresServer) -> str:
+    """A fresh database on the shared server."""
+    return postgres.new_database()

@@ -714,9 +714,12 @@ class BatchEngine(Scheduler):
             for j in running:
                 self._cancel_job(j, "cancelled: replaced by the next run of its periodic job")
                 log.info("batch.periodic_replaced", periodic_id=p.id, job_id=j.id)
-        job_id = self._start_job(spec, raw, periodic=p.id)
-        p.last_job, p.message = job_id, ""
-        self.store.save(p)
+        # One commit for the run and the periodic row's next time: a leader
+        # killed in between must not leave a standby to start this run again.
+        with self.store.transaction():
+            job_id = self._start_job(spec, raw, periodic=p.id)
+            p.last_job, p.message = job_id, ""
+            self.store.save(p)
         log.info("batch.periodic_run", periodic_id=p.id, job_id=job_id)
 
     def _periodic_spec(self, p: PeriodicRow) -> tuple[JobSpec, dict[str, Any], Cron] | None:

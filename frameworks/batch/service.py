@@ -41,7 +41,7 @@ class BatchService(FrameworkHost):
     engine: BatchEngine
 
     def build(self, db: Path | str, listen: str) -> None:
-        self.store = Store(db)
+        self.store = Store(db, epoch=self.epoch)
         self.engine = BatchEngine(self.store)
         self.api = ApiServer(
             self.engine, listen, state=self._state, credentials=self.credentials, authorizer=self.authorizer

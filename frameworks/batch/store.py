@@ -1,4 +1,5 @@
-"""The batch service's durable state: SQLite in WAL mode.
+"""The batch service's durable state: SQLite in WAL mode, or PostgreSQL
+shared by several instances (sql.py; one leads, the others' writes fenced).
 
 Jobs, their tasks, every attempt (the task id the master saw, agent, state,
 exit code) and periodic schedules. Every change is committed before the
@@ -13,11 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sqlite3
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from corral.errors import CorralError
+from corral.frameworks.batch.sql import Database, describe, open_database
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -46,6 +50,11 @@ CREATE TABLE IF NOT EXISTS periodic (
     next_run REAL NOT NULL, last_job TEXT NOT NULL DEFAULT '', created_at REAL NOT NULL,
     state TEXT NOT NULL DEFAULT 'ACTIVE', message TEXT NOT NULL DEFAULT ''
 );
+"""
+#: who leads among instances sharing a PostgreSQL store (see Store, "Fencing")
+LEADER_SCHEMA = """
+CREATE TABLE IF NOT EXISTS leader (id INTEGER PRIMARY KEY, epoch BIGINT NOT NULL, holder TEXT NOT NULL,
+    since REAL NOT NULL);
 """
 #: columns added after a table was first released: (table, column, declaration);
 #: a database made before gets them with ALTER TABLE when it is opened
@@ -137,26 +146,45 @@ _TABLES: dict[type[Any], str] = {
 }
 
 
+class FencedError(CorralError):
+    """Another instance of this framework leads now: this one's writes are refused."""
+
+
 class Store:
-    """One SQLite database; writes go through :meth:`save` inside :meth:`transaction`.
+    """One database (sql.py: SQLite, or PostgreSQL shared by several
+    instances); writes go through :meth:`save` inside :meth:`transaction`.
 
     A subclass with its own ``schema`` and ``tables`` (row class -> table; a
-    ``meta`` table is expected) reuses the rest (the service framework does)."""
+    ``meta`` table is expected) reuses the rest (the service framework does).
+
+    **Fencing** (PostgreSQL): an instance that becomes leader calls
+    :meth:`lead`, which bumps the ``leader`` row's epoch; from then on every
+    transaction of this store first reads that row ``FOR SHARE`` and raises
+    FencedError if another instance has bumped it since. The bump waits for
+    the share locks of transactions in flight, so a deposed leader's write
+    either committed before the new leader loaded the state, or fails: it can
+    neither record an attempt nor (since a launch is sent only after its
+    attempt is recorded) launch one.
+    """
 
     schema = SCHEMA
     tables: dict[type[Any], str] = _TABLES
     added_columns = ADDED_COLUMNS
 
-    def __init__(self, path: Path | str) -> None:
-        self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(self.schema)
+    def __init__(self, path: Path | str, epoch: int | None = None) -> None:
+        self.path = describe(path)
+        self.db_target = path
+        self.db: Database = open_database(path)
+        self.db.script(self.schema + LEADER_SCHEMA)
         self._add_columns()
         self._depth = 0
+        #: the epoch this instance leads in (None: not fenced, a single instance)
+        self.epoch = epoch
+
+    @property
+    def shared(self) -> bool:
+        """Whether several instances can share this store (PostgreSQL)."""
+        return self.db.kind == "postgresql"
 
     def _add_columns(self) -> None:
         """Bring a database made by an older version up to this schema."""
@@ -164,12 +192,25 @@ class Store:
         for table, column, declaration in self.added_columns:
             if table not in mine:
                 continue
-            have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
-            if column not in have:
-                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+            if column not in self.db.columns(table):
+                kind = declaration.replace("REAL", "DOUBLE PRECISION") if self.shared else declaration
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         self.db.close()
+
+    def lead(self, holder: str, now: float) -> int:
+        """Become the one instance that writes: a new epoch, returned; every
+        later write of another instance is refused (FencedError)."""
+        if not self.shared:
+            raise ValueError("only a PostgreSQL store is shared by several instances")
+        self.epoch = take_lead(self.db_target, holder, now)
+        return self.epoch
+
+    def leader(self) -> tuple[int, str] | None:
+        """The epoch and holder of the instance that leads, if one ever did."""
+        row = self.db.execute("SELECT epoch, holder FROM leader WHERE id = 1").fetchone()
+        return None if row is None else (int(row[0]), str(row[1]))
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
@@ -181,17 +222,39 @@ class Store:
             finally:
                 self._depth -= 1
             return
-        self.db.execute("BEGIN IMMEDIATE")
+        self.db.begin()
         self._depth = 1
         try:
+            if self.epoch is not None:
+                self._check_fence()
             yield
         except BaseException:
-            self.db.execute("ROLLBACK")
+            self.db.rollback()
             raise
         else:
-            self.db.execute("COMMIT")
+            self.db.commit()
         finally:
             self._depth = 0
+
+    def _check_fence(self) -> None:
+        row = self.db.execute("SELECT epoch, holder FROM leader WHERE id = 1 FOR SHARE").fetchone()
+        if row is None or int(row[0]) != self.epoch:
+            holder = "nobody" if row is None else f"{row[1]} (epoch {row[0]})"
+            raise FencedError(f"this instance (epoch {self.epoch}) no longer leads: {holder} does")
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[None]:
+        """One write: on its own it is a transaction when the store is fenced."""
+        if self._depth or self.epoch is None:
+            yield
+            return
+        with self.transaction():
+            yield
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+        """A write of a subclass's own (fenced like :meth:`save`)."""
+        with self._write():
+            self.db.execute(sql, params)
 
     def save(self, row: Any) -> None:
         """Insert or replace one row (commits at once outside a transaction)."""
@@ -200,24 +263,31 @@ class Store:
             _UPSERTS[cls] = _upsert(cls, self.tables[cls])
         sql, names = _UPSERTS[cls]
         values = tuple(getattr(row, n) for n in names)  # not asdict(): it deep-copies, 5x slower
-        self.db.execute(sql, values)
+        with self._write():
+            self.db.execute(sql, values)
 
     def delete_periodic(self, periodic_id: str) -> None:
-        self.db.execute("DELETE FROM periodic WHERE id = ?", (periodic_id,))
+        self.execute("DELETE FROM periodic WHERE id = ?", (periodic_id,))
 
     def set_framework_id(self, framework_id: str) -> None:
-        self.db.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES ('framework_id', ?)", (framework_id,)
+        self.execute(
+            "INSERT INTO meta (key, value) VALUES ('framework_id', ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (framework_id,),
         )
+
+    def framework_id(self) -> str:
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'framework_id'").fetchone()
+        return str(row[0]) if row else ""
 
     def load(self) -> Snapshot:
         """Read everything back."""
         snap = Snapshot()
-        row = self.db.execute("SELECT value FROM meta WHERE key = 'framework_id'").fetchone()
-        snap.framework_id = row[0] if row else ""
+        snap.framework_id = self.framework_id()
+        order = self.db.order_column
         snap.jobs = self._rows(JobRow, "ORDER BY submitted_at, id")
-        snap.tasks = self._rows(TaskRow, "ORDER BY rowid")
-        snap.attempts = self._rows(AttemptRow, "ORDER BY rowid")
+        snap.tasks = self._rows(TaskRow, f"ORDER BY {order}")
+        snap.attempts = self._rows(AttemptRow, f"ORDER BY {order}")
         snap.periodic = self._rows(PeriodicRow, "ORDER BY id")
         for a in snap.attempts:
             a.timed_out = bool(a.timed_out)
@@ -227,6 +297,29 @@ class Store:
         names = [f.name for f in fields(cls)]
         cur = self.db.execute(f"SELECT {', '.join(names)} FROM {self.tables[cls]} {order}")
         return [cls(**dict(zip(names, r, strict=True))) for r in cur.fetchall()]
+
+
+def take_lead(target: Path | str, holder: str, now: float | None = None) -> int:
+    """(blocking) A new epoch for ``holder`` in the shared database at
+    ``target``: from now on only a store opened with it may write."""
+    db = open_database(target)
+    try:
+        db.script(LEADER_SCHEMA)
+        db.begin()
+        try:
+            row = db.execute(
+                "INSERT INTO leader (id, epoch, holder, since) VALUES (1, 1, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET epoch = leader.epoch + 1, holder = excluded.holder, "
+                "since = excluded.since RETURNING epoch",
+                (holder, time.time() if now is None else now),
+            ).fetchone()
+        except BaseException:
+            db.rollback()
+            raise
+        db.commit()
+        return int(row[0])
+    finally:
+        db.close()
 
 
 def _upsert(cls: type[Any], table: str) -> tuple[str, tuple[str, ...]]:

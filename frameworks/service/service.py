@@ -33,7 +33,7 @@ class ServiceFramework(FrameworkHost):
     engine: ServiceEngine
 
     def build(self, db: Path | str, listen: str) -> None:
-        self.store = ServiceStore(db)
+        self.store = ServiceStore(db, epoch=self.epoch)
         self.engine = ServiceEngine(self.store)
         self.api = ServiceApiServer(
             self.engine, listen, state=self._state, credentials=self.credentials, authorizer=self.authorizer

@@ -102,7 +102,7 @@ class Snapshot:
 
 
 class ServiceStore(Store):
-    """One SQLite database of services, versions and instances."""
+    """One database (SQLite or PostgreSQL, as the batch store) of services, versions and instances."""
 
     schema = SCHEMA
     tables: dict[type[Any], str] = {ServiceRow: "services", VersionRow: "versions", InstanceRow: "instances"}
@@ -110,11 +110,10 @@ class ServiceStore(Store):
     def load_services(self) -> Snapshot:
         """Read everything back."""
         snap = Snapshot()
-        row = self.db.execute("SELECT value FROM meta WHERE key = 'framework_id'").fetchone()
-        snap.framework_id = row[0] if row else ""
+        snap.framework_id = self.framework_id()
         snap.services = self._rows(ServiceRow, "ORDER BY created_at, name")
         snap.versions = self._rows(VersionRow, "ORDER BY service, number")
-        snap.instances = self._rows(InstanceRow, "ORDER BY rowid")
+        snap.instances = self._rows(InstanceRow, f"ORDER BY {self.db.order_column}")
         for i in snap.instances:
             i.healthy = None if i.healthy is None else bool(i.healthy)
             i.killing = bool(i.killing)
@@ -123,5 +122,5 @@ class ServiceStore(Store):
     def delete_service(self, name: str) -> None:
         """Forget a service, its versions and its instances."""
         for table in ("instances", "versions"):
-            self.db.execute(f"DELETE FROM {table} WHERE service = ?", (name,))
-        self.db.execute("DELETE FROM services WHERE id = ?", (name,))
+            self.execute(f"DELETE FROM {table} WHERE service = ?", (name,))
+        self.execute("DELETE FROM services WHERE id = ?", (name,))
