@@ -281,7 +281,7 @@ class Simulation:
 
     def _views(self) -> tuple[dict[str, set[tuple[str, str]]], dict[str, set[tuple[str, str]]]]:
         leader = self._leader()
-        names = {a.durable.agent_id: a.name for a in self.agents.values()}
+        names = {a.agent_id: a.name for a in self.agents.values()}
         master_view: dict[str, set[tuple[str, str]]] = {a: set() for a in self.agents}
         if leader is not None and leader.master is not None:
             for agent_id, record in leader.master.state.agents.items():
