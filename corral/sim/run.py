@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import multiprocessing
 import random
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -334,6 +335,23 @@ def run_seed(seed: int, config: SimConfig | None = None) -> SeedResult:
         wall_s=time.perf_counter() - started,
         tail=list(sim.history.tail),
     )
+
+
+def _run_one(args: tuple[int, SimConfig]) -> SeedResult:
+    return run_seed(*args)
+
+
+def run_seeds(seeds: Iterable[int], config: SimConfig, jobs: int = 1) -> Iterator[SeedResult]:
+    """Every seed's result, in the order of ``seeds``; ``jobs`` > 1 runs them
+    in that many forked processes (a seed's history does not depend on the
+    process it runs in: each run builds its own loop, ids and generators)."""
+    if jobs <= 1:
+        for seed in seeds:
+            yield run_seed(seed, config)
+        return
+    # fork: the children inherit the imports and the logging set-up.
+    with multiprocessing.get_context("fork").Pool(jobs) as pool:
+        yield from pool.imap(_run_one, [(seed, config) for seed in seeds], chunksize=4)
 
 
 def shrink(seed: int, config: SimConfig, kind: str) -> tuple[tuple[int, ...], SeedResult | None]:
