@@ -78,7 +78,7 @@ class VirtualClockLoop(asyncio.base_events.BaseEventLoop):
             if not scheduled:
                 raise SimulationStalled("no callback is ready and no timer is scheduled")
             self._now = max(self._now, scheduled[0]._when)
-        end = self._now + self._clock_resolution
+        end = self._now + self._clock_resolution  # type: ignore[attr-defined]
         while scheduled and scheduled[0]._when < end:
             handle = heapq.heappop(scheduled)
             handle._scheduled = False
