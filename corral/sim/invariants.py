@@ -67,6 +67,8 @@ class Observer:
     acked: set[tuple[str, bytes]] = field(default_factory=set)
     #: (framework, batch task) whose FINISHED the framework received
     finished: set[tuple[str, str]] = field(default_factory=set)
+    #: (framework, task) told a terminal state by anyone (the master's LOST too)
+    told_terminal: set[TaskKey] = field(default_factory=set)
     started: int = 0
 
     def violate(self, kind: str, message: str) -> None:
@@ -98,8 +100,12 @@ class Observer:
         self.held.get(agent, {}).pop(key, None)
 
     def terminal_acknowledged(self, agent: str, status: pb.TaskStatus) -> None:
-        """An acknowledgement took a terminal update off ``agent``'s queue."""
-        if (status.framework_id, status.uuid) not in self.acked:
+        """An acknowledgement took a terminal update off ``agent``'s queue.
+        The master acknowledges on the framework's behalf the end of a task it
+        already reported LOST to a framework that is not partition-aware
+        (the task stepped aside): that framework heard a terminal state."""
+        told = (status.framework_id, status.task_id) in self.told_terminal
+        if (status.framework_id, status.uuid) not in self.acked and not told:
             self.violate(
                 "ack-undelivered",
                 f"{agent} dropped the {pb.TaskState.Name(status.state)} of {status.task_id} as "
@@ -111,6 +117,7 @@ class Observer:
     def framework_update(self, framework_id: str, status: pb.TaskStatus) -> None:
         if not is_terminal(status.state):
             return
+        self.told_terminal.add((framework_id, status.task_id))
         if status.state == pb.TASK_FINISHED:
             self.finished.add((framework_id, batch_task(status.task_id)))
         if status.source != pb.TaskStatus.SOURCE_AGENT or not status.uuid:

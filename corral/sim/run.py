@@ -111,9 +111,18 @@ class Simulation:
             )
             for i in range(1, config.agents + 1)
         }
+        # Half the seeds run a framework that is not partition-aware, so the
+        # master's LOST-then-kill path for returning agents is exercised too.
+        self.partition_aware = random.Random(f"framework-{seed}").random() < 0.5
         self.frameworks = {
             "batch": BatchFramework(
-                "batch", self.net, self._leader, self.observer, self.ids, self.history.record
+                "batch",
+                self.net,
+                self._leader,
+                self.observer,
+                self.ids,
+                self.history.record,
+                partition_aware=self.partition_aware,
             )
         }
         self.duration_s = config.hours * 3600.0
@@ -236,6 +245,7 @@ class Simulation:
     # -- the run --------------------------------------------------------------------
 
     async def run(self) -> None:
+        self.history.record(f"framework batch partition_aware={self.partition_aware}")
         self.election.elect(self.masters[0])
         for agent in self.agents.values():
             agent.start()
