@@ -462,7 +462,7 @@ class SimAgent:
         head = core.updates.head(key)
         self._execute(core.acknowledge([ack], now))
         if head is not None and is_terminal(head.state) and core.updates.head(key) is not head:
-            self.observer.terminal_acknowledged(self.name, head)
+            self.observer.terminal_acknowledged(self.name, head, ack.uuid)
 
     # -- views ----------------------------------------------------------------------
 

@@ -279,6 +279,7 @@ class Simulation:
         pending = {a.name: a.unacknowledged() for a in self.agents.values() if a.unacknowledged()}
         if pending:
             self.observer.violate("no-progress", f"updates never acknowledged on agents: {pending}")
+        self.observer.finish()
         self.observer.compare(*self._views())
 
     def _settled(self) -> bool:
