@@ -177,52 +177,94 @@ class AgentCheckpoint:
 
 
 @dataclass
-class _State:
-    """What the journal says, kept in memory to compact it."""
+class JournalState:
+    """What the journal says (live frameworks and tasks), changed by typed
+    events; no I/O. :class:`Checkpoints` keeps one to compact the journal;
+    corral.sim keeps one as a simulated agent's checkpoint contents, so it
+    recovers from what a real agent would read back."""
 
     frameworks: dict[str, pb.FrameworkInfo] = field(default_factory=dict)
     tasks: dict[str, TaskCheckpoint] = field(default_factory=dict)
+    #: where the events come from, for the errors
+    path: Path = field(default=Path("journal.log"))
+
+    def framework(self, info: pb.FrameworkInfo) -> None:
+        self.frameworks[info.id] = info
+
+    def task(self, task: TaskCheckpoint) -> None:
+        """A task about to be launched (a fresh record, no updates yet)."""
+        self.tasks[task.container_id] = TaskCheckpoint(
+            task.framework_id, task.info, task.container_id, task.sandbox
+        )
+
+    def forget(self, container_id: str) -> None:
+        self.tasks.pop(container_id, None)
+
+    def _known(self, container_id: str, op: str, number: int) -> TaskCheckpoint:
+        task = self.tasks.get(container_id)
+        if task is None:
+            raise CheckpointError(self.path, f"record {number}: {op} of unknown container {container_id!r}")
+        return task
+
+    def update(self, container_id: str, status: pb.TaskStatus, acked: bool = False, number: int = 0) -> None:
+        task = self._known(container_id, "update", number)
+        task.updates.latest = status
+        if not acked:
+            task.updates.pending.append(status)
+
+    def ack(self, container_id: str, uuid: bytes, number: int = 0) -> None:
+        task = self._known(container_id, "ack", number)
+        task.updates.pending = [u for u in task.updates.pending if u.uuid != uuid]
+
+    def complete(self, container_id: str, at: float, number: int = 0) -> None:
+        task = self._known(container_id, "complete", number)
+        task.completed_at = at
+        task.updates = UpdateStream()
+
+    def checkpoint(self, agent_id: str = "", boot: str = "") -> AgentCheckpoint:
+        """What a restarted agent reads back (copies: later events do not change it)."""
+        tasks = [
+            TaskCheckpoint(
+                t.framework_id,
+                t.info,
+                t.container_id,
+                t.sandbox,
+                t.completed_at,
+                UpdateStream(list(t.updates.pending), t.updates.latest),
+            )
+            for t in self.tasks.values()
+        ]
+        return AgentCheckpoint(agent_id, boot, dict(self.frameworks), tasks)
 
     def apply(self, path: Path, number: int, record: dict[str, Any]) -> None:
-        """Apply one event; raises CheckpointError if it makes no sense."""
+        """Apply one event as the journal holds it; raises CheckpointError if it makes no sense."""
         op = record.get("op")
+        self.path = path
         try:
             if op == "framework":
-                info = pb.FrameworkInfo.FromString(base64.b64decode(record["info"], validate=True))
-                self.frameworks[info.id] = info
+                self.framework(pb.FrameworkInfo.FromString(base64.b64decode(record["info"], validate=True)))
                 return
             container_id = record["container_id"]
             if not isinstance(container_id, str):
                 raise TypeError
             if op == "task":
-                self.tasks[container_id] = TaskCheckpoint(
-                    framework_id=str(record["framework_id"]),
-                    info=pb.TaskInfo.FromString(base64.b64decode(record["info"], validate=True)),
-                    container_id=container_id,
-                    sandbox=Path(str(record["sandbox"])),
-                )
-                return
-            task = self.tasks.get(container_id)
-            if op == "forget":
-                self.tasks.pop(container_id, None)
-                return
-            if task is None:
-                raise CheckpointError(path, f"record {number}: {op} of unknown container {container_id!r}")
-            if op == "update":
+                info = pb.TaskInfo.FromString(base64.b64decode(record["info"], validate=True))
+                sandbox = Path(str(record["sandbox"]))
+                self.task(TaskCheckpoint(str(record["framework_id"]), info, container_id, sandbox))
+            elif op == "forget":
+                self.forget(container_id)
+            elif op == "update":
                 status = pb.TaskStatus.FromString(base64.b64decode(record["status"], validate=True))
-                task.updates.latest = status
-                if not record.get("acked", False):
-                    task.updates.pending.append(status)
+                self.update(container_id, status, bool(record.get("acked", False)), number)
             elif op == "ack":
-                uuid = bytes.fromhex(record["uuid"])
-                task.updates.pending = [u for u in task.updates.pending if u.uuid != uuid]
+                self.ack(container_id, bytes.fromhex(record["uuid"]), number)
             elif op == "complete":
                 at = record["at"]
                 if not isinstance(at, int | float):
                     raise TypeError
-                task.completed_at = float(at)
-                task.updates = UpdateStream()
+                self.complete(container_id, float(at), number)
             else:
+                self._known(container_id, str(op), number)
                 raise CheckpointError(path, f"record {number}: unknown event {op!r}")
         except CheckpointError:
             raise
@@ -257,9 +299,9 @@ def _task_record(t: TaskCheckpoint) -> dict[str, Any]:
     }
 
 
-def replay(path: Path) -> _State:
+def replay(path: Path) -> JournalState:
     """Read a journal; a line cut short at the end is cut off the file."""
-    state = _State()
+    state = JournalState()
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -306,7 +348,7 @@ class Checkpoints:
         self.work_dir = work_dir
         self.meta = work_dir / "meta"
         self.journal = self.meta / "journal.log"
-        self._state = _State()
+        self._state = JournalState()
         self._fd = -1
         #: the journal's length up to its last whole event; None: take the file's
         self._size: int | None = None
@@ -328,7 +370,7 @@ class Checkpoints:
         (self.meta / "agent.json").unlink(missing_ok=True)
         (self.work_dir / "agent_id").unlink(missing_ok=True)
         self.journal.unlink(missing_ok=True)
-        self._state = _State()
+        self._state = JournalState()
         self._size = None
 
     def save_framework(self, info: pb.FrameworkInfo) -> None:
@@ -435,14 +477,14 @@ class Checkpoints:
     def load(self) -> AgentCheckpoint:
         """Everything checkpointed; raises CheckpointError naming a damaged file.
         Compacts the journal, so later appends start from a clean file."""
-        out = AgentCheckpoint()
+        agent_id = boot = ""
         agent = read_record(self.meta / "agent.json")
         if agent is not None:
-            out.agent_id = _str(self.meta / "agent.json", agent, "agent_id")
-            out.boot_id = _str(self.meta / "agent.json", agent, "boot_id")
+            agent_id = _str(self.meta / "agent.json", agent, "agent_id")
+            boot = _str(self.meta / "agent.json", agent, "boot_id")
         else:
             with contextlib.suppress(FileNotFoundError):
-                out.agent_id = (self.work_dir / "agent_id").read_text().strip()  # before checkpoints
+                agent_id = (self.work_dir / "agent_id").read_text().strip()  # before checkpoints
         self.close()
         self._state = replay(self.journal)
         self._size = None
@@ -452,19 +494,7 @@ class Checkpoints:
             except OSError as e:
                 # Appending to the journal as it is works as well (a full disk).
                 log.warning("checkpoints.compact_failed", path=str(self.journal), error=str(e))
-        out.frameworks = dict(self._state.frameworks)
-        out.tasks = [
-            TaskCheckpoint(
-                t.framework_id,
-                t.info,
-                t.container_id,
-                t.sandbox,
-                t.completed_at,
-                UpdateStream(list(t.updates.pending), t.updates.latest),
-            )
-            for t in self._state.tasks.values()
-        ]
-        return out
+        return self._state.checkpoint(agent_id, boot)
 
 
 #: Below this the journal is never compacted.

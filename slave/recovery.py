@@ -13,7 +13,7 @@ naming the file), then per task that had not completed:
 
 Containers and cgroups that no checkpointed task owns are killed and removed.
 :func:`inspect` does the reading and re-attaching and returns a
-:class:`Recovered` value; the agent core takes it as an input
+:class:`Recovered` value (the decisions are :func:`take_back`'s, pure); the agent core takes it as an input
 (``AgentCore.recovered``) and the runtime then removes the leftovers.
 No task is ever launched again. With ``--recover=cleanup`` every task the
 earlier run left is killed and forgotten instead (the agent keeps its id if it
@@ -30,7 +30,14 @@ import structlog
 
 from corral.codec import State, is_terminal
 from corral.proto import messages_pb2 as pb
-from corral.slave.checkpoints import CheckpointError, Checkpoints, TaskCheckpoint, boot_id, read_record
+from corral.slave.checkpoints import (
+    AgentCheckpoint,
+    CheckpointError,
+    Checkpoints,
+    TaskCheckpoint,
+    boot_id,
+    read_record,
+)
 from corral.slave.containerizer import ContainerConfig, ContainerError, Containerizer
 from corral.slave.status_updates import TaskKey
 
@@ -101,18 +108,14 @@ def _lost_reason(kind: str, rebooted: bool, state: State) -> str:
     return "the agent was down when the task ended and no exit status was recorded"
 
 
-def inspect(
-    checkpoints: Checkpoints,
-    containerizer: Containerizer,
-    work_dir: Path,
-    limits: Callable[[TaskCheckpoint, str], ContainerConfig | None],
-) -> Recovered:
-    """Read the checkpoints and re-attach the containerizer to every task that
-    had not ended (``limits``: the container config a task was launched with,
-    given the agent id, or None). Raises CheckpointError for a damaged one."""
-    checkpoint = checkpoints.load()
-    # Containers do not outlive their host's boot (see Containerizer.recover).
-    rebooted = bool(checkpoint.boot_id) and checkpoint.boot_id != boot_id()
+#: what became of a task's container: ("running" | "ended" | "lost", its task's pid)
+Verdict = Callable[[TaskCheckpoint], tuple[str, int]]
+
+
+def take_back(checkpoint: AgentCheckpoint, rebooted: bool, verdict: Verdict) -> Recovered:
+    """What an earlier run left, given its checkpoint and the containerizer's
+    ``verdict`` on each task that had not ended. Pure: :func:`inspect` passes
+    the real containerizer, corral.sim its simulated containers."""
     completed, tasks, keep = [], [], set()
     for task in checkpoint.tasks:
         key = (task.framework_id, task.info.task_id)
@@ -127,6 +130,30 @@ def inspect(
             tasks.append(RecoveredTask(task, state, task.updates.pending, None))
             continue
         keep.add(task.container_id)
+        kind, pid = verdict(task)
+        lost = _lost_reason(kind, rebooted, pb.TASK_STAGING if state is None else state)
+        tasks.append(
+            RecoveredTask(task, state, task.updates.pending, kind, pid if kind == "running" else 0, lost)
+        )
+    return Recovered(
+        checkpoint.agent_id, dict(checkpoint.frameworks), completed, tasks, rebooted, frozenset(keep)
+    )
+
+
+def inspect(
+    checkpoints: Checkpoints,
+    containerizer: Containerizer,
+    work_dir: Path,
+    limits: Callable[[TaskCheckpoint, str], ContainerConfig | None],
+) -> Recovered:
+    """Read the checkpoints and re-attach the containerizer to every task that
+    had not ended (``limits``: the container config a task was launched with,
+    given the agent id, or None). Raises CheckpointError for a damaged one."""
+    checkpoint = checkpoints.load()
+    # Containers do not outlive their host's boot (see Containerizer.recover).
+    rebooted = bool(checkpoint.boot_id) and checkpoint.boot_id != boot_id()
+
+    def verdict(task: TaskCheckpoint) -> tuple[str, int]:
         try:
             kind = containerizer.recover(
                 task.container_id, task.sandbox, limits(task, checkpoint.agent_id), rebooted=rebooted
@@ -134,12 +161,9 @@ def inspect(
         except ContainerError as e:
             path = work_dir / "containers" / task.container_id / "container.json"
             raise CheckpointError(path, str(e).split(": ", 1)[-1]) from None
-        pid = containerizer.task_pid(task.container_id) if kind == "running" else 0
-        lost = _lost_reason(kind, rebooted, pb.TASK_STAGING if state is None else state)
-        tasks.append(RecoveredTask(task, state, task.updates.pending, kind, pid, lost))
-    return Recovered(
-        checkpoint.agent_id, dict(checkpoint.frameworks), completed, tasks, rebooted, frozenset(keep)
-    )
+        return kind, containerizer.task_pid(task.container_id) if kind == "running" else 0
+
+    return take_back(checkpoint, rebooted, verdict)
 
 
 async def clean_up(checkpoints: Checkpoints, containerizer: Containerizer) -> tuple[str, int]:

@@ -131,6 +131,11 @@ class StatusUpdateManager:
     def pending(self) -> dict[TaskKey, list[pb.TaskStatus]]:
         return {k: list(s.queue) for k, s in self._streams.items()}
 
+    def head(self, key: TaskKey) -> pb.TaskStatus | None:
+        """The update of the task in flight (the one an acknowledgement takes off)."""
+        stream = self._streams.get(key)
+        return stream.queue[0] if stream and stream.queue else None
+
     def latest(self, key: TaskKey) -> pb.TaskStatus | None:
         stream = self._streams.get(key)
         return stream.queue[-1] if stream and stream.queue else None

@@ -1,19 +1,20 @@
-"""Simulated agents: the agent protocol, task bookkeeping, at-least-once
-status updates and recovery, over simulated containers.
+"""Simulated agents: the real agent core over simulated containers.
 
-What is real here: the protocol (``AgentMessage``/``MasterMessage``) and the
-status update manager of ``slave/status_updates.py`` (uuids, one in flight
-per task, retried with backoff until acknowledged, resent on reconnection),
-with a journal that survives a crash. What is simulated: containers, whose
-run time and end (exit code, OOM) come from a seeded model, and which
-outlive the agent process as the real supervisor makes them do.
+What is real: :class:`~corral.slave.agent_core.AgentCore` (task bookkeeping,
+duplicate launches, kills, the status update manager with its uuids and
+retries, completion), the session rules of ``slave/session.py`` (reconnect
+backoff, heartbeats, what a session's end means), the TaskInfo →
+ContainerConfig and Termination → TaskStatus translations, the checkpoint
+contents as ``slave/checkpoints.py``'s :class:`JournalState` keeps them, and
+recovery through ``recovery.take_back`` and ``AgentCore.recovered``, the path
+a restarted agent takes. :class:`SimAgent` plays ``slave/agent.py``, the
+runtime: it feeds the core the master's messages, container ends and ticks
+with the virtual time and carries out the effects the core returns, in order.
 
-The rules follow ``slave/agent.py``: a launch already known is ignored; a
-kill of an unknown task answers ``TASK_LOST``; a restarted agent reports a
-container that ended while it was down from its exit status, and a task
-whose container never started ``TASK_LOST``; it re-registers under its id
-with every task's latest state; an agent the master calls gone kills its
-tasks and registers afresh. No task is ever launched again by recovery.
+What is simulated: containers, whose run time and end (exit code, OOM) come
+from a seeded model and which outlive the agent process as the real
+supervisor makes them do; the disk (the checkpoint contents live in memory
+and survive a crash of the agent process); the stream to the master.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import asyncio
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from corral.codec import is_terminal, resources_from_proto, resources_to_proto
 from corral.proto import agent_pb2
@@ -30,16 +32,38 @@ from corral.resources import ResourceError, Resources
 from corral.sim.ids import Ids
 from corral.sim.invariants import Observer
 from corral.sim.network import Network, Stream
-from corral.slave.status_updates import StatusUpdateManager
+from corral.slave import recovery
+from corral.slave import task_config as translate
+from corral.slave.agent_core import AgentCore
+from corral.slave.agent_effects import (
+    CompleteTask,
+    Effect,
+    Follow,
+    JournalAck,
+    JournalUpdate,
+    Kill,
+    Launch,
+    RemoveSandbox,
+    SaveAgent,
+    SaveFramework,
+    SaveTask,
+    Send,
+    Write,
+)
+from corral.slave.checkpoints import JournalState, TaskCheckpoint
+from corral.slave.containerizer import ContainerError, Limitation, Termination
+from corral.slave.session import Outcome, Session, outcome
+from corral.slave.status_updates import TaskKey
 
 AgentMessage = agent_pb2.AgentMessage
 MasterMessage = agent_pb2.MasterMessage
-TS = pb.TaskStatus
-TaskKey = tuple[str, str]
 
-RECONNECT_MIN_S = 0.05
-RECONNECT_MAX_S = 5.0
+#: the runtime's timer period (the real agent ticks every 0.25 s; retries are
+#: 10 s and more and heartbeats 5 s apart, so 1 s changes no decision and
+#: costs a quarter of the callbacks)
 TICK_S = 1.0
+#: a dial to a node that is cut off fails after this long
+DIAL_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -71,51 +95,29 @@ class Container:
     records how it ended (``exit_status.json`` in the real agent)."""
 
     key: TaskKey
+    container_id: str
     resources: Resources
+    mem_bytes: int
     exit_code: int
     oom: bool
+    pid: int
     ended: bool = False
-    killed: bool = False
-    timer: asyncio.TimerHandle | None = None
-
-
-@dataclass
-class SimTask:
-    """An agent's checkpoint of one task (survives a crash)."""
-
-    framework_id: str
-    info: pb.TaskInfo
-    state: int = pb.TASK_STAGING
-    container: Container | None = None
-    kill_requested: bool = False
+    #: a kill signal was sent (the end follows after the grace period)
+    killing: bool = False
+    termination: Termination | None = None
+    timers: list[asyncio.TimerHandle] = field(default_factory=list)
 
 
 @dataclass
 class Durable:
-    """What survives an agent crash: its id, frameworks, tasks, and the
-    journal of updates not yet acknowledged (``slave/checkpoints.py``)."""
+    """What survives an agent crash: ``agent.json`` and the journal's contents."""
 
     agent_id: str = ""
-    frameworks: dict[str, pb.FrameworkInfo] = field(default_factory=dict)
-    tasks: dict[TaskKey, SimTask] = field(default_factory=dict)
-    pending: dict[TaskKey, list[pb.TaskStatus]] = field(default_factory=dict)
-
-    # the status update manager's Journal
-    def updated(self, status: pb.TaskStatus) -> None:
-        copy = pb.TaskStatus()
-        copy.CopyFrom(status)
-        self.pending.setdefault((status.framework_id, status.task_id), []).append(copy)
-
-    def acknowledged(self, key: TaskKey, uuid: bytes) -> None:
-        queue = self.pending.get(key)
-        if queue and queue[0].uuid == uuid:
-            queue.pop(0)
-            if not queue:
-                del self.pending[key]
+    journal: JournalState = field(default_factory=JournalState)
 
 
 class SimAgent:
-    """One agent node: a host (containers) and an agent process on it."""
+    """One agent node: a host (containers, a disk) and an agent process on it."""
 
     def __init__(
         self,
@@ -136,48 +138,58 @@ class SimAgent:
         self.ids = ids
         self.observer = observer
         self.record = record
+        self.work_dir = Path("/sim") / name
         self.durable = Durable()
+        #: the host's containers by id (they outlive the agent process)
+        self.containers: dict[str, Container] = {}
+        self._pids = 1000
+        # -- the agent process (None / empty while it is down)
         self.up = False
+        self.core: AgentCore | None = None
+        self.session = Session()
         self.stream: Stream | None = None
         self.registered = False
-        self.updates = self._manager()
+        self.rejected = ""
+        self._incarnation = 0
         self._tasks: list[asyncio.Task[None]] = []
-        self._launches: dict[TaskKey, asyncio.TimerHandle] = {}
+        self._pending: dict[TaskKey, asyncio.Handle] = {}
+        #: containers this process follows (it is told of their ends)
+        self._followed: set[str] = set()
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
         return self.net.loop
 
-    def _manager(self) -> StatusUpdateManager:
-        return StatusUpdateManager(self._send_updates, journal=self.durable, new_uuid=self.ids.uuid)
+    @property
+    def agent_id(self) -> str:
+        return self.core.agent_id if self.core is not None else self.durable.agent_id
 
     # -- process lifecycle ----------------------------------------------------------
 
     def start(self) -> None:
-        """Start the agent process: recover from the checkpoint, then connect."""
+        """Start the agent process: recover from the checkpoints, then connect."""
         self.up = True
-        self.updates = self._manager()
-        for key, pending in sorted(self.durable.pending.items()):
-            self.updates.restore(key, [_copy(s) for s in pending])
-        for key, task in sorted(self.durable.tasks.items()):
-            self._recover(key, task)
+        self._incarnation += 1
+        self.session = Session()
+        self.core = AgentCore(self.work_dir, new_suffix=lambda: self.ids.hex(8), new_uuid=self.ids.uuid)
+        journal = self.durable.journal
+        found = recovery.take_back(journal.checkpoint(self.durable.agent_id), False, self._verdict)
+        self._execute(self.core.recovered(found, self.loop.time()))
+        for cid in [c for c in self.containers if c not in found.keep]:
+            # A container no checkpointed task owns (Containerizer.cleanup_leftovers).
+            self._end(self.containers[cid], killed=True)
+            self.containers.pop(cid, None)
         self._tasks = [
             asyncio.ensure_future(self._connection_loop()),
             asyncio.ensure_future(self._timer_loop()),
         ]
 
-    def _recover(self, key: TaskKey, task: SimTask) -> None:
-        if is_terminal(task.state):
-            return  # its end is in the journal and goes again
-        c = task.container
+    def _verdict(self, task: TaskCheckpoint) -> tuple[str, int]:
+        """The containerizer's word on a checkpointed task (Containerizer.recover)."""
+        c = self.containers.get(task.container_id)
         if c is None:
-            self._update(
-                task, pb.TASK_LOST, TS.REASON_AGENT_RESTARTED, "the agent restarted before it started"
-            )
-        elif c.ended:
-            self._container_report(task, c)
-        elif task.state == pb.TASK_STARTING:
-            self._update(task, pb.TASK_RUNNING)
+            return "lost", 0
+        return ("ended", 0) if c.ended else ("running", c.pid)
 
     async def crash(self) -> None:
         """The agent process dies (kill -9); containers run on."""
@@ -185,9 +197,10 @@ class SimAgent:
             return
         self.up = False
         self.registered = False
-        for handle in self._launches.values():
+        for handle in self._pending.values():
             handle.cancel()
-        self._launches.clear()
+        self._pending.clear()
+        self._followed.clear()
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -195,35 +208,177 @@ class SimAgent:
         if self.stream is not None:
             self.stream.close("UNAVAILABLE", "the agent died")
             self.stream = None
+        self.core = None
 
     def stop_containers(self) -> None:
         """End of the simulation: no timer of ours may outlive it."""
-        for task in self.durable.tasks.values():
-            if task.container is not None and task.container.timer is not None:
-                task.container.timer.cancel()
+        for c in self.containers.values():
+            for timer in c.timers:
+                timer.cancel()
 
-    # -- connection -----------------------------------------------------------------
+    # -- effects (slave/agent.py's _execute) ----------------------------------------
+
+    def _write(self, write: Write) -> None:
+        if isinstance(write, SaveAgent):
+            self.durable.agent_id = write.agent_id
+        elif isinstance(write, SaveFramework):
+            self.durable.journal.framework(write.info)
+        else:
+            self.durable.journal.task(write.task)
+
+    def _execute(self, effects: list[Effect]) -> None:
+        core = self.core
+        assert core is not None
+        journal = self.durable.journal
+        for e in effects:
+            if isinstance(e, Send):
+                if self.stream is not None and self.registered:
+                    self.stream.send_to_server(e.message)
+            elif isinstance(e, JournalUpdate):
+                journal.update(e.container_id, e.status)
+            elif isinstance(e, JournalAck):
+                journal.ack(e.container_id, e.uuid)
+            elif isinstance(e, CompleteTask):
+                journal.complete(e.container_id, e.now)
+            elif isinstance(e, SaveAgent):
+                self._write(e)
+                core.saved_agent(e.agent_id)
+            elif isinstance(e, SaveFramework | SaveTask):
+                self._write(e)
+            elif isinstance(e, RemoveSandbox):
+                journal.forget(e.sandbox.name)
+            elif isinstance(e, Launch):
+                self._later(e.key, 0.0, self._starting)
+            elif isinstance(e, Kill):
+                self._kill(e.key, e.grace_s)
+            elif isinstance(e, Follow):
+                self._follow(e.key, e.lost)
+
+    def _later(self, key: TaskKey, delay: float, fn: Callable[[TaskKey], None]) -> None:
+        """What the runtime does in a task of its own: not if the process died meanwhile."""
+        incarnation = self._incarnation
+
+        def run() -> None:
+            self._pending.pop(key, None)
+            if self.up and self._incarnation == incarnation:
+                fn(key)
+
+        self._pending[key] = self.loop.call_later(delay, run) if delay else self.loop.call_soon(run)
+
+    # -- containers (slave/task_runner.py) -------------------------------------------
+
+    def _starting(self, key: TaskKey) -> None:
+        core = self.core
+        if core is None or key not in core.tasks:
+            return
+        self._execute(core.starting(key, self.loop.time()))
+        self._later(key, self.net.rng.uniform(0.05, 0.5), self._started)
+
+    def _started(self, key: TaskKey) -> None:
+        core = self.core
+        run = core.tasks.get(key) if core is not None else None
+        if core is None or run is None:
+            return
+        now = self.loop.time()
+        host = translate.Host(agent_id=core.agent_id, total_mem_milli=self.total.scalar("mem"))
+        try:
+            config = translate.container_config(
+                run.info, run.framework_id, run.container_id, run.sandbox, host
+            )
+            resources = resources_from_proto(run.info.resources)
+        except (ContainerError, ResourceError, ValueError) as e:
+            self._execute(core.launch_failed(key, str(e), now))
+            return
+        run_s, exit_code, oom = self.model.outcome(run.info.task_id)
+        self._pids += 1
+        c = Container(key, run.container_id, resources, config.mem_bytes, exit_code, oom, self._pids)
+        self.containers[c.container_id] = c
+        self.observer.container_started(self.name, key, resources, self.total)
+        self.record(f"container.start {self.name} {key[1]}")
+        c.timers.append(self.loop.call_later(run_s, self._end, c, False))
+        self._followed.add(c.container_id)
+        self._execute(core.container_launched(key, c.pid, now))
+
+    def _kill(self, key: TaskKey, grace_s: float) -> None:
+        core = self.core
+        run = core.tasks.get(key) if core is not None else None
+        c = self.containers.get(run.container_id) if run is not None else None
+        if c is None or c.ended or c.killing:
+            return  # a kill in progress goes on
+        c.killing = True
+        grace = self.net.rng.uniform(0.01, min(grace_s, 3.0))
+        c.timers.append(self.loop.call_later(grace, self._end, c, True))
+
+    def _end(self, c: Container, killed: bool) -> None:
+        """The container's processes are gone; its supervisor records how."""
+        if c.ended:
+            return
+        for timer in c.timers:
+            timer.cancel()
+        c.timers = []
+        c.ended = True
+        if killed:
+            c.termination = Termination(None, 15, None, True, "")
+        elif c.oom:
+            mib = c.mem_bytes // (1024 * 1024)
+            limit = Limitation(
+                "memory", f"the memory limit of {mib} MiB was reached", c.mem_bytes, c.mem_bytes
+            )
+            c.termination = Termination(None, 9, limit, False, "")
+        else:
+            c.termination = Termination(c.exit_code, None, None, False, "")
+        self.observer.container_ended(self.name, c.key)
+        self.record(f"container.end {self.name} {c.key[1]} killed={killed}")
+        if self.up and c.container_id in self._followed:
+            self._report_end(c.key)
+
+    def _follow(self, key: TaskKey, lost: str) -> None:
+        core = self.core
+        assert core is not None
+        cid = core.tasks[key].container_id
+        self._followed.add(cid)
+        c = self.containers.get(cid)
+        if lost or c is None or c.ended:
+            self._later(key, 0.0, lambda k: self._report_end(k, lost))
+
+    def _report_end(self, key: TaskKey, lost: str = "") -> None:
+        """The runner's end of a container: destroy it, then the core makes the update."""
+        core = self.core
+        run = core.tasks.get(key) if core is not None else None
+        if core is None or run is None:
+            return
+        c = self.containers.pop(run.container_id, None)
+        self._followed.discard(run.container_id)
+        termination = c.termination if c is not None and c.termination is not None else None
+        if termination is None:
+            termination, lost = Termination(None, None, None, False, ""), lost or "no exit status"
+        self._execute(core.container_ended(key, termination, lost, self.loop.time()))
+
+    # -- the session (slave/master_link.py) -----------------------------------------
 
     async def _connection_loop(self) -> None:
-        delay = RECONNECT_MIN_S
-        while True:
-            if await self._session():
-                delay = RECONNECT_MIN_S
-            await asyncio.sleep(delay)
-            delay = min(RECONNECT_MAX_S, delay * 2)
+        while not self.rejected:
+            registered = await self._session()
+            if self.rejected:
+                return
+            await asyncio.sleep(self.session.next_delay(registered))
+
+    def _agent_info(self) -> pb.AgentInfo:
+        return pb.AgentInfo(id=self.agent_id, hostname=self.name, resources=resources_to_proto(self.total))
 
     async def _session(self) -> bool:
         """One stream to the leader; True if it registered."""
         node = self.leader()
-        if node is None:
+        core = self.core
+        if node is None or core is None:
             return False
         from corral.sim.masters import MasterNode
 
         assert isinstance(node, MasterNode)
-        first = self._register_message()
+        first = core.register_message(self._agent_info(), self.loop.time())
         stream = self.net.open(self.name, node.name, node.accept_agent)
         if stream is None:
-            await asyncio.sleep(5.0)  # the dial times out
+            await asyncio.sleep(DIAL_TIMEOUT_S)
             return False
         closed = asyncio.Event()
         stream.listen(self._receive)
@@ -234,218 +389,95 @@ class SimAgent:
         was_registered = self.registered
         self.registered = False
         self.stream = None
-        if stream.close_code == "FAILED_PRECONDITION" and "is gone" in stream.close_message:
+        core.disconnected()
+        self.session.ended()
+        ended = outcome(stream.close_code, stream.close_message)
+        if ended is Outcome.GONE:
             self._start_over()
+        elif ended is Outcome.REJECTED:
+            self.rejected = stream.close_message
+            self.observer.violate("agent-rejected", f"the master refused {self.name}: {self.rejected}")
         return was_registered
 
-    def _register_message(self) -> AgentMessage:
-        statuses, infos = [], []
-        for key, task in self.durable.tasks.items():
-            latest = self.updates.latest(key)
-            statuses.append(
-                _copy(latest)
-                if latest is not None
-                else pb.TaskStatus(
-                    task_id=task.info.task_id,
-                    framework_id=task.framework_id,
-                    state=task.state,  # type: ignore[arg-type]
-                    agent_id=self.durable.agent_id,
-                    source=TS.SOURCE_AGENT,
-                    timestamp=self.loop.time(),
-                )
-            )
-            infos.append(task.info)
-        info = pb.AgentInfo(
-            id=self.durable.agent_id, hostname=self.name, resources=resources_to_proto(self.total)
-        )
-        return AgentMessage(
-            register=AgentMessage.Register(
-                agent_info=info,
-                tasks=statuses,
-                frameworks=list(self.durable.frameworks.values()),
-                task_infos=infos,
-            )
-        )
-
     def _start_over(self) -> None:
-        """The master says this agent is gone: kill everything, forget it, come back new."""
+        """The master says this agent is gone: kill everything, forget it, come back new
+        (Agent.start_over: cancel the runner, close the containerizer, forget the checkpoints)."""
         self.record(f"agent.start_over {self.name}")
-        for key, task in list(self.durable.tasks.items()):
-            c = task.container
-            if c is not None and not c.ended:
-                self._end_container(c, killed=True, report=False)
-            self.durable.tasks.pop(key, None)
-        self.durable.pending.clear()
-        self.durable.agent_id = ""
-        self.updates = self._manager()
-
-    def _send_updates(self, statuses: list[pb.TaskStatus]) -> bool:
-        if self.stream is None or not self.registered:
-            return False
-        self.stream.send_to_server(
-            AgentMessage(status_updates=AgentMessage.StatusUpdates(statuses=[_copy(s) for s in statuses]))
-        )
-        return True
+        assert self.core is not None
+        self._followed.clear()
+        for handle in self._pending.values():
+            handle.cancel()
+        self._pending.clear()
+        for c in list(self.containers.values()):
+            self._end(c, killed=True)
+        self.containers.clear()
+        self.core.start_over()
+        self.durable = Durable()
 
     async def _timer_loop(self) -> None:
-        last_heartbeat = 0.0
         while True:
             await asyncio.sleep(TICK_S)
+            core = self.core
+            if core is None:
+                return
             now = self.loop.time()
-            if self.stream is not None and self.registered and now - last_heartbeat >= 5.0:
-                last_heartbeat = now
+            if self.stream is not None and self.registered and self.session.heartbeat_due(now):
                 self.stream.send_to_server(AgentMessage(heartbeat=AgentMessage.Heartbeat(timestamp=now)))
-            self.updates.tick(now)
+            self._execute(core.tick(now))
 
-    # -- messages from the master ---------------------------------------------------
+    # -- messages from the master (Agent.handle) ------------------------------------
 
     def _receive(self, message: object) -> None:
         assert isinstance(message, MasterMessage)
-        if not self.up:
+        core = self.core
+        if not self.up or core is None:
             return
         kind = message.WhichOneof("message")
+        now = self.loop.time()
         if kind == "registered":
-            self.durable.agent_id = message.registered.agent_id
-            self.registered = True
-            self.updates.resend_all(self.loop.time())
+            self.registered = True  # the link sends on this stream from now
+            self.session.registered(message.registered.heartbeat_interval_s)
+            self._execute(core.registered(message.registered.agent_id, now))
         elif kind == "run_tasks":
-            self._run_tasks(message.run_tasks)
+            # Its own copy, as the wire gives it (the master keeps the message).
+            run = MasterMessage.RunTasks()
+            run.CopyFrom(message.run_tasks)
+            plan = core.plan_launch(run)
+            for write in plan.writes:
+                self._write(write)  # the simulated disk does not fill up
+            self._execute(core.launch(plan, None, now))
         elif kind == "kill_task":
-            self._kill(message.kill_task.framework_id, message.kill_task.task_id)
+            kill = message.kill_task
+            self._execute(core.kill(kill.framework_id, kill.task_id, kill.grace_period_s, now))
         elif kind == "acknowledgements":
-            now = self.loop.time()
             for ack in message.acknowledgements.acks:
-                self._ack(ack, now)
+                self._acknowledge(core, ack, now)
         elif kind == "shutdown_framework":
-            fw_id = message.shutdown_framework.framework_id
-            for key in sorted(k for k in self.durable.tasks if k[0] == fw_id):
-                self._kill(*key)
+            self._execute(core.shutdown_framework(message.shutdown_framework.framework_id, now))
 
-    def _run_tasks(self, run: MasterMessage.RunTasks) -> None:
-        fw = run.framework_info
-        self.durable.frameworks[fw.id] = fw
-        for info in run.tasks:
-            key = (fw.id, info.task_id)
-            if key in self.durable.tasks:
-                continue  # a launch already here: running it twice would be worse
-            task = SimTask(fw.id, _copy_info(info))
-            self.durable.tasks[key] = task
-            self._update(task, pb.TASK_STARTING)
-            delay = self.net.rng.uniform(0.05, 0.5)
-            self._launches[key] = self.loop.call_later(delay, self._launch, key)
-
-    def _launch(self, key: TaskKey) -> None:
-        self._launches.pop(key, None)
-        task = self.durable.tasks.get(key)
-        if task is None or is_terminal(task.state):
-            return
-        if task.kill_requested:
-            self._update(task, pb.TASK_KILLED, TS.REASON_TASK_KILLED_BY_REQUEST, "killed before it started")
-            return
-        try:
-            resources = resources_from_proto(task.info.resources)
-        except ResourceError:
-            resources = Resources()
-        run_s, exit_code, oom = self.model.outcome(task.info.task_id)
-        c = Container(key, resources, exit_code, oom)
-        task.container = c
-        self.observer.container_started(self.name, key, resources, self.total)
-        self.record(f"container.start {self.name} {key[1]}")
-        c.timer = self.loop.call_later(run_s, self._end_container, c, False, True)
-        self._update(task, pb.TASK_RUNNING)
-
-    def _end_container(self, c: Container, killed: bool, report: bool) -> None:
-        if c.ended:
-            return
-        if c.timer is not None:
-            c.timer.cancel()
-            c.timer = None
-        c.ended, c.killed = True, killed
-        self.observer.container_ended(self.name, c.key)
-        self.record(f"container.end {self.name} {c.key[1]} killed={killed}")
-        task = self.durable.tasks.get(c.key)
-        if report and self.up and task is not None and task.container is c:
-            self._container_report(task, c)
-
-    def _container_report(self, task: SimTask, c: Container) -> None:
-        if c.killed:
-            self._update(task, pb.TASK_KILLED, TS.REASON_TASK_KILLED_BY_REQUEST, "killed on request")
-        elif c.oom:
-            self._update(task, pb.TASK_FAILED, TS.REASON_CONTAINER_LIMITATION_MEMORY, "out of memory")
-        elif c.exit_code == 0:
-            self._update(task, pb.TASK_FINISHED, TS.REASON_COMMAND_EXITED, "command exited with status 0")
-        else:
-            self._update(task, pb.TASK_FAILED, TS.REASON_COMMAND_EXITED, f"exited with {c.exit_code}")
-
-    def _kill(self, framework_id: str, task_id: str) -> None:
-        key = (framework_id, task_id)
-        task = self.durable.tasks.get(key)
-        if task is None:
-            status = pb.TaskStatus(
-                task_id=task_id,
-                framework_id=framework_id,
-                agent_id=self.durable.agent_id,
-                state=pb.TASK_LOST,
-                reason=TS.REASON_TASK_UNKNOWN,
-                message="the agent has no such task",
-                source=TS.SOURCE_AGENT,
-                timestamp=self.loop.time(),
-            )
-            self.updates.update(status, self.loop.time())
-            return
-        task.kill_requested = True
-        c = task.container
-        if c is None or c.ended or is_terminal(task.state):
-            return  # killed at launch, or already ending
-        if task.state != pb.TASK_KILLING:
-            self._update(task, pb.TASK_KILLING, TS.REASON_TASK_KILLED_BY_REQUEST, "SIGTERM sent")
-            grace = min(task.info.kill_policy.grace_period_s or 3.0, 3.0)
-            self.loop.call_later(self.net.rng.uniform(0.01, grace), self._end_container, c, True, True)
-
-    def _ack(self, ack: MasterMessage.Acknowledgements.Ack, now: float) -> None:
+    def _acknowledge(self, core: AgentCore, ack: MasterMessage.Acknowledgements.Ack, now: float) -> None:
+        """One ack at a time (the core loops over them the same way), so the
+        invariants see which update each one took off the queue."""
         key = (ack.framework_id, ack.task_id)
-        acked = self.updates.acknowledge(key, ack.uuid, now)
-        if acked is not None and is_terminal(acked.state):
-            self.observer.terminal_acknowledged(self.name, acked)
-            task = self.durable.tasks.get(key)
-            if task is not None and is_terminal(task.state) and self.updates.latest(key) is None:
-                del self.durable.tasks[key]
-
-    def _update(
-        self, task: SimTask, state: int, reason: int = TS.REASON_UNSPECIFIED, message: str = ""
-    ) -> None:
-        task.state = state
-        status = pb.TaskStatus(
-            task_id=task.info.task_id,
-            framework_id=task.framework_id,
-            agent_id=self.durable.agent_id,
-            state=state,  # type: ignore[arg-type]
-            reason=reason,  # type: ignore[arg-type]
-            message=message,
-            source=TS.SOURCE_AGENT,
-            timestamp=self.loop.time(),
-        )
-        if task.container is not None and task.container.ended and not task.container.killed:
-            status.exit_code = task.container.exit_code
-        self.updates.update(status, self.loop.time())
+        head = core.updates.head(key)
+        self._execute(core.acknowledge([ack], now))
+        if head is not None and is_terminal(head.state) and core.updates.head(key) is not head:
+            self.observer.terminal_acknowledged(self.name, head, ack.uuid)
 
     # -- views ----------------------------------------------------------------------
 
     def live_tasks(self) -> set[TaskKey]:
         """What this agent would report as not ended."""
-        return {k for k, t in self.durable.tasks.items() if not is_terminal(t.state)}
+        if self.core is not None:
+            return {k for k, run in self.core.tasks.items() if not is_terminal(run.state)}
+        out = set()
+        for t in self.durable.journal.tasks.values():
+            latest = t.updates.latest
+            if t.completed_at is None and (latest is None or not is_terminal(latest.state)):
+                out.add((t.framework_id, t.info.task_id))
+        return out
 
     def unacknowledged(self) -> int:
-        return sum(len(v) for v in self.durable.pending.values())
-
-
-def _copy(status: pb.TaskStatus) -> pb.TaskStatus:
-    out = pb.TaskStatus()
-    out.CopyFrom(status)
-    return out
-
-
-def _copy_info(info: pb.TaskInfo) -> pb.TaskInfo:
-    out = pb.TaskInfo()
-    out.CopyFrom(info)
-    return out
+        if self.core is not None:
+            return sum(len(v) for v in self.core.updates.pending().values())
+        return sum(len(t.updates.pending) for t in self.durable.journal.tasks.values())

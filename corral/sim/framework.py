@@ -51,6 +51,7 @@ class SimDriver(SchedulerDriver):
         observer: Observer,
         framework_id: str = "",
         failover_timeout_s: float = 7 * 24 * 3600.0,
+        partition_aware: bool = True,
     ) -> None:
         super().__init__(
             scheduler,
@@ -58,6 +59,7 @@ class SimDriver(SchedulerDriver):
             master="sim",
             framework_id=framework_id,
             failover_timeout_s=failover_timeout_s,
+            partition_aware=partition_aware,
         )
         # Not the machine's: the history must not depend on where it runs.
         self.info.user, self.info.hostname = "sim", node
@@ -147,8 +149,13 @@ class BatchFramework:
         observer: Observer,
         ids: Ids,
         record: Callable[[str], None],
+        *,
+        partition_aware: bool = True,
     ) -> None:
         self.name = name
+        #: without PARTITION_AWARE the master tells it LOST for UNREACHABLE and
+        #: kills such a task when its agent returns (Mesos since 1.1)
+        self.partition_aware = partition_aware
         self.net = net
         self.leader = leader
         self.observer = observer
@@ -202,6 +209,7 @@ class BatchFramework:
                 leader=self.leader,
                 observer=self.observer,
                 framework_id=engine.framework_id,
+                partition_aware=self.partition_aware,
             )
             try:
                 await self.driver.run()

@@ -9,7 +9,13 @@ and the simulated time it happened at:
 * ``task-twice``: a task id runs in two containers at once (on any agents).
 * ``over-commit``: an agent's running containers hold more than it has.
 * ``ack-undelivered``: an agent dropped a terminal update as acknowledged
-  although its framework never acknowledged that update (by uuid).
+  although its framework never acknowledged that update (by uuid). The
+  master may acknowledge it for the framework (with the update's own uuid)
+  only when the framework is told another terminal state of the task (the
+  LOST of a set-aside task). That LOST can be lost with a broken stream and
+  come again by reconciliation (or as UNKNOWN from a new leader, which does
+  not know set-aside tasks), so this half is checked when it arrives or,
+  failing that, at the end (:meth:`Observer.finish`).
 * ``two-ends``: a framework received two different terminal updates (two
   uuids) from agents for one task: after dedup by uuid, once means once.
 * ``finished-rerun``: a batch task whose success its framework heard of
@@ -67,6 +73,11 @@ class Observer:
     acked: set[tuple[str, bytes]] = field(default_factory=set)
     #: (framework, batch task) whose FINISHED the framework received
     finished: set[tuple[str, str]] = field(default_factory=set)
+    #: (framework, task) told a terminal state by anyone (the master's LOST too)
+    told_terminal: set[TaskKey] = field(default_factory=set)
+    #: (framework, task) -> what the master acknowledged on the framework's
+    #: behalf before the framework was told any terminal state of the task
+    owed: dict[TaskKey, str] = field(default_factory=dict)
     started: int = 0
 
     def violate(self, kind: str, message: str) -> None:
@@ -97,20 +108,43 @@ class Observer:
             del self.running[key]
         self.held.get(agent, {}).pop(key, None)
 
-    def terminal_acknowledged(self, agent: str, status: pb.TaskStatus) -> None:
-        """An acknowledgement took a terminal update off ``agent``'s queue."""
-        if (status.framework_id, status.uuid) not in self.acked:
-            self.violate(
-                "ack-undelivered",
-                f"{agent} dropped the {pb.TaskState.Name(status.state)} of {status.task_id} as "
-                f"acknowledged; its framework never acknowledged uuid {status.uuid.hex()[:8]}",
-            )
+    def terminal_acknowledged(self, agent: str, status: pb.TaskStatus, ack_uuid: bytes) -> None:
+        """An acknowledgement of ``ack_uuid`` took a terminal update off
+        ``agent``'s queue. Its framework acknowledged that update, or the
+        master did on its behalf, which is right only if the framework hears
+        another terminal state of the task: the master's LOST of a task it set
+        aside when the agent went unreachable (the framework is not
+        partition-aware). That LOST may already have arrived, or be on its
+        way, or have been lost with a broken stream and come again as a
+        reconciliation answer (LOST, or UNKNOWN from a new leader, which does
+        not know set-aside tasks): owed until then."""
+        key = (status.framework_id, status.task_id)
+        if (status.framework_id, status.uuid) in self.acked:
+            return
+        what = (
+            f"{agent} dropped the {pb.TaskState.Name(status.state)} of {status.task_id} as "
+            f"acknowledged; its framework never acknowledged uuid {status.uuid.hex()[:8]}"
+        )
+        if ack_uuid != status.uuid:
+            # Nobody acknowledged this update: an ack of another one took it off.
+            self.violate("ack-undelivered", f"{what} (the ack was of {ack_uuid.hex()[:8]})")
+            return
+        if key not in self.told_terminal:
+            self.owed[key] = f"{what} (at {self.clock():.3f}s)"
 
     # -- frameworks ---------------------------------------------------------------
 
     def framework_update(self, framework_id: str, status: pb.TaskStatus) -> None:
+        if status.state == pb.TASK_UNKNOWN:
+            # A reconciliation answer of a master that never heard of the
+            # task (a new leader does not know set-aside tasks): the framework
+            # treats it as ended (the batch engine runs it again).
+            self.owed.pop((framework_id, status.task_id), None)
+            return
         if not is_terminal(status.state):
             return
+        self.told_terminal.add((framework_id, status.task_id))
+        self.owed.pop((framework_id, status.task_id), None)
         if status.state == pb.TASK_FINISHED:
             self.finished.add((framework_id, batch_task(status.task_id)))
         if status.source != pb.TaskStatus.SOURCE_AGENT or not status.uuid:
@@ -124,6 +158,13 @@ class Observer:
         self.acked.add((framework_id, uuid))
 
     # -- after healing ------------------------------------------------------------
+
+    def finish(self) -> None:
+        """After healing: every end the master acknowledged for a framework
+        has been made up for by a terminal state the framework heard."""
+        for _key, what in sorted(self.owed.items()):
+            self.violate("ack-undelivered", f"{what}, and it was never told the task ended")
+        self.owed.clear()
 
     def compare(self, master_view: dict[str, set[TaskKey]], agent_view: dict[str, set[TaskKey]]) -> None:
         """Master and agents agree on what runs where (live tasks per agent)."""

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import multiprocessing
 import random
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,9 +111,18 @@ class Simulation:
             )
             for i in range(1, config.agents + 1)
         }
+        # Half the seeds run a framework that is not partition-aware, so the
+        # master's LOST-then-kill path for returning agents is exercised too.
+        self.partition_aware = random.Random(f"framework-{seed}").random() < 0.5
         self.frameworks = {
             "batch": BatchFramework(
-                "batch", self.net, self._leader, self.observer, self.ids, self.history.record
+                "batch",
+                self.net,
+                self._leader,
+                self.observer,
+                self.ids,
+                self.history.record,
+                partition_aware=self.partition_aware,
             )
         }
         self.duration_s = config.hours * 3600.0
@@ -235,6 +245,7 @@ class Simulation:
     # -- the run --------------------------------------------------------------------
 
     async def run(self) -> None:
+        self.history.record(f"framework batch partition_aware={self.partition_aware}")
         self.election.elect(self.masters[0])
         for agent in self.agents.values():
             agent.start()
@@ -268,6 +279,7 @@ class Simulation:
         pending = {a.name: a.unacknowledged() for a in self.agents.values() if a.unacknowledged()}
         if pending:
             self.observer.violate("no-progress", f"updates never acknowledged on agents: {pending}")
+        self.observer.finish()
         self.observer.compare(*self._views())
 
     def _settled(self) -> bool:
@@ -281,7 +293,7 @@ class Simulation:
 
     def _views(self) -> tuple[dict[str, set[tuple[str, str]]], dict[str, set[tuple[str, str]]]]:
         leader = self._leader()
-        names = {a.durable.agent_id: a.name for a in self.agents.values()}
+        names = {a.agent_id: a.name for a in self.agents.values()}
         master_view: dict[str, set[tuple[str, str]]] = {a: set() for a in self.agents}
         if leader is not None and leader.master is not None:
             for agent_id, record in leader.master.state.agents.items():
@@ -334,6 +346,23 @@ def run_seed(seed: int, config: SimConfig | None = None) -> SeedResult:
         wall_s=time.perf_counter() - started,
         tail=list(sim.history.tail),
     )
+
+
+def _run_one(args: tuple[int, SimConfig]) -> SeedResult:
+    return run_seed(*args)
+
+
+def run_seeds(seeds: Iterable[int], config: SimConfig, jobs: int = 1) -> Iterator[SeedResult]:
+    """Every seed's result, in the order of ``seeds``; ``jobs`` > 1 runs them
+    in that many forked processes (a seed's history does not depend on the
+    process it runs in: each run builds its own loop, ids and generators)."""
+    if jobs <= 1:
+        for seed in seeds:
+            yield run_seed(seed, config)
+        return
+    # fork: the children inherit the imports and the logging set-up.
+    with multiprocessing.get_context("fork").Pool(jobs) as pool:
+        yield from pool.imap(_run_one, [(seed, config) for seed in seeds], chunksize=4)
 
 
 def shrink(seed: int, config: SimConfig, kind: str) -> tuple[tuple[int, ...], SeedResult | None]:

@@ -36,7 +36,7 @@ def test_a_clean_history_passes() -> None:
     o.framework_update("fw", end("j.g.0.a1", b"u1"))
     o.framework_update("fw", end("j.g.0.a1", b"u1"))  # a duplicate, same uuid
     o.framework_acknowledged("fw", b"u1")
-    o.terminal_acknowledged("a1", end("j.g.0.a1", b"u1"))
+    o.terminal_acknowledged("a1", end("j.g.0.a1", b"u1"), b"u1")
     o.compare({"a1": set()}, {"a1": set()})
     assert o.violations == []
 
@@ -59,7 +59,9 @@ def test_two_ends_ack_undelivered_and_finished_rerun() -> None:
     o.framework_update("fw", end("t", b"u2", pb.TASK_FINISHED))
     assert kinds(o) == ["two-ends"]
     o = observer()
-    o.terminal_acknowledged("a1", end("t", b"never-acked"))
+    # An ack of another update (the framework acknowledged u1) took u2 off.
+    o.framework_acknowledged("fw", b"u1")
+    o.terminal_acknowledged("a1", end("t", b"u2"), b"u1")
     assert kinds(o) == ["ack-undelivered"]
     o = observer()
     o.framework_update("fw", end("j.g.0.a1", b"u1"))
@@ -76,3 +78,28 @@ def test_master_and_agents_disagree() -> None:
 def test_batch_task_of_an_attempt() -> None:
     assert batch_task("job-1a2b3c.g.4.a12") == "job-1a2b3c.g.4"
     assert batch_task("plain") == "plain"
+
+
+def test_the_masters_own_ack_is_owed_a_terminal_state_told_to_the_framework() -> None:
+    # The master acknowledged (with the update's own uuid) the end of a task
+    # it set aside; its LOST, lost with a broken stream, comes again by
+    # reconciliation (LOST, or UNKNOWN from a new leader): no violation.
+    for told in (pb.TASK_LOST, pb.TASK_UNKNOWN):
+        o = observer()
+        o.terminal_acknowledged("a1", end("t", b"u1"), b"u1")
+        o.framework_update("fw", pb.TaskStatus(task_id="t", framework_id="fw", state=told))
+        o.finish()
+        assert o.violations == []
+    # Told before the ack: nothing owed either.
+    o = observer()
+    o.framework_update("fw", pb.TaskStatus(task_id="t", framework_id="fw", state=pb.TASK_LOST))
+    o.terminal_acknowledged("a1", end("t", b"u1"), b"u1")
+    o.finish()
+    assert o.violations == []
+    # Never told: the end is lost to the framework.
+    o = observer()
+    o.terminal_acknowledged("a1", end("t", b"u1"), b"u1")
+    o.framework_update("fw", pb.TaskStatus(task_id="t", framework_id="fw", state=pb.TASK_RUNNING))
+    assert o.violations == []
+    o.finish()
+    assert kinds(o) == ["ack-undelivered"]

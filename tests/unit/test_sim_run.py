@@ -4,12 +4,12 @@ sweep of seeds finds no violation."""
 from __future__ import annotations
 
 import logging
-import time
+import os
 
 import pytest
 import structlog
 
-from corral.sim.run import SimConfig, run_seed
+from corral.sim.run import SimConfig, run_seed, run_seeds
 
 
 @pytest.fixture(autouse=True)
@@ -33,14 +33,28 @@ def test_dropping_every_fault_still_runs_the_workload() -> None:
     assert sum(result.faults.values()) == 0
 
 
+def test_seeds_run_in_processes_give_the_same_results_in_order() -> None:
+    config = SimConfig(hours=0.05)
+    seeds = [5, 3, 9, 4, 8]
+    serial = [(r.seed, r.digest, r.steps) for r in run_seeds(seeds, config, jobs=1)]
+    forked = [(r.seed, r.digest, r.steps) for r in run_seeds(seeds, config, jobs=2)]
+    assert serial == forked
+    assert [seed for seed, _, _ in serial] == seeds
+
+
+#: CI's sweep: CORRAL_SIM_SEEDS seeds (2,000 by default) of 6 simulated
+#: minutes each, on two processes; measured ~4 min on 2 idle cores.
+SWEEP_SEEDS = int(os.environ.get("CORRAL_SIM_SEEDS", "2000"))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_a_ci_sized_sweep_finds_no_violation() -> None:
-    # 300 seeds of 6 simulated minutes each (about 30 simulated hours, every
-    # fault kind); measured ~35 s on 2 busy cores, ~0.1 s per seed alone.
-    started = time.perf_counter()
+    # Bounded by the seed count, not by the clock: a loaded machine is slower,
+    # not wrong.
     bad = {}
-    for seed in range(1, 301):
-        result = run_seed(seed, SimConfig(hours=0.1))
+    jobs = min(2, os.cpu_count() or 1)
+    for result in run_seeds(range(1, SWEEP_SEEDS + 1), SimConfig(hours=0.1), jobs=jobs):
         if result.violations:
-            bad[seed] = [str(v) for v in result.violations]
+            bad[result.seed] = [str(v) for v in result.violations]
     assert not bad, bad
-    assert time.perf_counter() - started < 120
