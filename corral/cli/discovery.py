@@ -42,18 +42,38 @@ def local_file() -> Path:
     return state_dir() / "local.json"
 
 
-def write_local(master: str, work_dir: Path, tls: tuple[Path, Path, Path] | None = None) -> Path:
+def write_local(
+    master: str,
+    work_dir: Path,
+    tls: tuple[Path, Path, Path] | None = None,
+    image_store: Path | None = None,
+) -> Path:
     """Record the local cluster; ``tls`` is the (CA, operator certificate, key)
-    its clients use, so ``corral tasks`` and friends need no flags."""
+    its clients use, so ``corral tasks`` and friends need no flags;
+    ``image_store`` is where `corral image` imports for it."""
     path = local_file()
     path.parent.mkdir(parents=True, exist_ok=True)
     data: dict[str, Any] = {"master": master, "pid": os.getpid(), "work_dir": str(work_dir)}
+    if image_store is not None:
+        data["image_store"] = str(image_store)
     if tls is not None:
         data["tls"] = dict(zip(("ca", "cert", "key"), map(str, tls), strict=True))
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data))
     tmp.replace(path)
     return path
+
+
+def recorded_local() -> dict[str, Any] | None:
+    """What the running ``corral local`` recorded (None: none, or its process is gone)."""
+    try:
+        data = json.loads(local_file().read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    pid = data.get("pid")
+    return data if isinstance(pid, int) and pid > 0 and _alive(pid) else None
 
 
 def remove_local() -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from corral.cli.local import cgroup_prefix_for
 from corral.testing import corral_command
 
 pytestmark = [pytest.mark.root]
@@ -54,7 +55,8 @@ def _local(
         assert proc.returncode == 0, proc.stdout.read() if proc.stdout else ""
         # It removed its discovery file and every cgroup it made.
         assert not (Path(env["CORRAL_HOME"]) / "local.json").exists()
-        leftovers = list(Path("/sys/fs/cgroup/memory/corral").glob(f"local-{proc.pid}*"))
+        prefix = cgroup_prefix_for(Path(env["CORRAL_HOME"]) / "local")
+        leftovers = list(Path("/sys/fs/cgroup/memory").glob(f"{prefix}*"))
         assert leftovers == []
 
 
