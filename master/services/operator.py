@@ -179,12 +179,20 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
             await self.guard.require(
                 context, principal, "view_task", owner(master, request.framework_id), "ListTasks"
             )
-        if request.framework_id and request.framework_id not in state.frameworks:
+        # A removed framework's completed tasks stay listed (bounded per
+        # framework, as Mesos' --max_completed_tasks_per_framework, and the
+        # number of removed frameworks kept): `tasks --all` after a teardown.
+        removed = list(state.completed_frameworks) if request.include_completed else []
+        if (
+            request.framework_id
+            and request.framework_id not in state.frameworks
+            and not any(f.framework_id == request.framework_id for f in removed)
+        ):
             await context.abort(
                 grpc.StatusCode.NOT_FOUND, f"framework_id: {request.framework_id!r} is not known"
             )
         out: list[op.TaskSummary] = []
-        for fw in state.frameworks.values():
+        for fw in [*state.frameworks.values(), *removed]:
             if request.framework_id and fw.framework_id != request.framework_id:
                 continue
             if not self.guard.allows(principal, "view_task", owner(master, fw.framework_id)):
