@@ -408,7 +408,7 @@ def tasks(ctx: click.Context, master: str | None, include_completed: bool, frame
 def top(
     ctx: click.Context, master: str | None, agent: str, framework: str, task: str, interval: float, once: bool
 ) -> None:
-    """Live CPU, memory, pids and disk of running tasks."""
+    """Live CPU, memory, pids and disk of running tasks; q quits."""
     import time
 
     from rich.live import Live
@@ -424,10 +424,11 @@ def top(
         usages, errors, leader = topview.sample(address, agent, framework, task)
         console.print(topview.usage_table(usages, previous, errors, f"tasks of {leader}"))
         return
-    with Live(console=console, auto_refresh=False) as live:
+    with topview.keys() as fd, Live(console=console, auto_refresh=False) as live:
         while True:
             previous = topview.index(usages)
-            time.sleep(interval)
+            if topview.wait_or_quit(fd, interval):
+                return
             usages, errors, leader = topview.sample(address, agent, framework, task)
             live.update(topview.usage_table(usages, previous, errors, f"tasks of {leader}"), refresh=True)
 

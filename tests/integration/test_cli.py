@@ -273,3 +273,39 @@ def test_submit_wait_of_a_job_no_agent_can_fit_says_why_and_explain_shows_the_ch
     assert "resources rejects 2 agent(s)" in explained.stdout
     assert "smallest change: lower the request to cpus 1" in explained.stdout
     assert "quota: raise the quota limit of role * to cpus 4" in explained.stdout
+
+
+def test_top_quits_on_q(local: dict[str, str]) -> None:
+    """On a terminal `corral top` reads keys: q ends it (exit 0) and the
+    terminal is given back as it was."""
+    import pty
+    import select
+    import termios
+
+    main, child = pty.openpty()
+    before = termios.tcgetattr(child)
+    proc = subprocess.Popen(
+        [*corral_command(), "top", "--interval", "0.5"],
+        env=local,
+        stdin=child,
+        stdout=child,
+        stderr=child,
+    )
+    try:
+        seen = b""
+        deadline = time.monotonic() + 30
+        while b"tasks of" not in seen:
+            assert proc.poll() is None, seen.decode(errors="replace")
+            assert time.monotonic() < deadline, seen.decode(errors="replace")
+            if select.select([main], [], [], 0.2)[0]:
+                seen += os.read(main, 65536)
+        os.write(main, b"q")
+        proc.wait(timeout=10)
+        assert proc.returncode == 0
+        assert termios.tcgetattr(child) == before  # cbreak undone
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(main)
+        os.close(child)
