@@ -19,7 +19,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 
 import structlog
 
@@ -43,9 +43,10 @@ from corral.master.core.effects import (
     WriteRegistry,
 )
 from corral.master.core.master_core import MasterCore
-from corral.master.core.records import FrameworkRecord, MasterCounters, StateView, StreamId
+from corral.master.core.records import FrameworkRecord, MasterCounters, StateView, StreamId, TaskRecord
 from corral.master.registry import RegistryState, RegistryWriter
 from corral.master.streams import Outbox
+from corral.master.task_exec import ExecStreams
 from corral.proto import agent_pb2, scheduler_pb2
 from corral.proto import messages_pb2 as pb
 from corral.resources import Resources
@@ -87,6 +88,7 @@ class Master:
         #: the state and its transitions; read it between calls, never write it
         self.core = MasterCore(self.config, info, ids, self.log)
         self.queries = AgentQueries()
+        self.execs = ExecStreams()
         self._allocate_now = asyncio.Event()
         #: durable record of agents and frameworks (set by the server)
         self.registry: RegistryWriter | None = None
@@ -149,6 +151,7 @@ class Master:
                 self._forget(effect.stream, close=True)
             elif isinstance(effect, AgentLeft):
                 self.queries.agent_gone(effect.agent_id)
+                self.execs.agent_gone(effect.agent_id)
             elif isinstance(effect, AuditDenied):
                 assert isinstance(effect.decision, Decision)
                 self.audit.denied(effect.decision, effect.call, **effect.fields)
@@ -401,6 +404,28 @@ class Master:
 
     def file_data(self, agent_id: str, data: agent_pb2.AgentMessage.FileData) -> None:
         self.queries.answer(agent_id, data.request_id, data)
+
+    def exec_task(
+        self, task: TaskRecord, argv: Sequence[str], timeout_s: float
+    ) -> AsyncGenerator[agent_pb2.AgentMessage.ExecOutput, None]:
+        """Run ``argv`` in running ``task``'s container; its output as it comes (task_exec.py)."""
+        agent = self.state.agents.get(task.agent_id)
+        outbox = self.outbox(agent.stream) if agent is not None else None
+
+        def build(request_id: int) -> MasterMessage:
+            return MasterMessage(
+                exec=MasterMessage.Exec(
+                    request_id=request_id,
+                    task_id=f"{task.framework_id}/{task.task_id}",
+                    argv=argv,
+                    timeout_s=timeout_s,
+                )
+            )
+
+        return self.execs.run(task.agent_id, outbox, build)
+
+    def exec_output(self, agent_id: str, data: agent_pb2.AgentMessage.ExecOutput) -> None:
+        self.execs.answer(agent_id, data)
 
     async def usage(
         self, agent_id: str = "", framework_id: str = "", task_id: str = ""

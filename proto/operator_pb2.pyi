@@ -151,6 +151,30 @@ class ReadFileResponse(_message.Message):
     status: _messages_pb2.TaskStatus
     def __init__(self, data: _Optional[bytes] = ..., size: _Optional[int] = ..., status: _Optional[_Union[_messages_pb2.TaskStatus, _Mapping]] = ...) -> None: ...
 
+class ExecTaskRequest(_message.Message):
+    __slots__ = ("task_id", "framework_id", "argv", "timeout_s")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    FRAMEWORK_ID_FIELD_NUMBER: _ClassVar[int]
+    ARGV_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    framework_id: str
+    argv: _containers.RepeatedScalarFieldContainer[str]
+    timeout_s: float
+    def __init__(self, task_id: _Optional[str] = ..., framework_id: _Optional[str] = ..., argv: _Optional[_Iterable[str]] = ..., timeout_s: _Optional[float] = ...) -> None: ...
+
+class ExecTaskResponse(_message.Message):
+    __slots__ = ("output", "done", "exit_code", "agent_id")
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    output: bytes
+    done: bool
+    exit_code: int
+    agent_id: str
+    def __init__(self, output: _Optional[bytes] = ..., done: _Optional[bool] = ..., exit_code: _Optional[int] = ..., agent_id: _Optional[str] = ...) -> None: ...
+
 class ExplainRequest(_message.Message):
     __slots__ = ("framework_id",)
     FRAMEWORK_ID_FIELD_NUMBER: _ClassVar[int]

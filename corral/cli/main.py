@@ -464,9 +464,10 @@ cli.add_command(daemons.agent)
 
 def _register() -> None:
     """Commands that live in their own modules (one line each)."""
-    from corral.cli import acl, allocation, batch, certs, chaos, frameworks_cmd, service, sim
+    from corral.cli import acl, allocation, batch, certs, chaos, exec_cmd, frameworks_cmd, service, sim
 
     cli.add_command(certs.certs)
+    cli.add_command(exec_cmd.exec_task)
     cli.add_command(chaos.chaos)
     cli.add_command(frameworks_cmd.framework)
     cli.add_command(service.service)

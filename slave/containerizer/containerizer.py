@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 import structlog
@@ -468,16 +468,22 @@ class Containerizer:
         return self._get(container_id).task_pid
 
     async def enter(
-        self, container_id: str, argv: Sequence[str], env: Mapping[str, str] | None, timeout_s: float
+        self,
+        container_id: str,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None,
+        timeout_s: float,
+        on_output: Callable[[bytes], Awaitable[None]] | None = None,
     ) -> Outcome:
         """Run ``argv`` inside the running container, confined exactly as its
-        task (enter.py), with ``env`` (None: the task's). Raises ContainerError
-        if the container is not running or cannot be entered."""
+        task (enter.py), with ``env`` (None: the task's), ``on_output`` fed
+        its output as it comes. Raises ContainerError if the container is not
+        running or cannot be entered."""
         c = self._get(container_id)
         if c.state != "running" or c.killed or not c.task_pid:
             raise ContainerError(f"container {container_id!r} is {c.state}: it cannot be entered")
         try:
-            return await run_inside(c.running.meta_dir, c.task_pid, argv, env, timeout_s)
+            return await run_inside(c.running.meta_dir, c.task_pid, argv, env, timeout_s, on_output)
         except EnterError as e:
             raise ContainerError(f"container {container_id!r}: {e}") from None
 

@@ -52,7 +52,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 from . import checkpoint, kernel, launcher
@@ -121,11 +121,14 @@ async def run_inside(
     argv: Sequence[str],
     env: Mapping[str, str] | None,
     timeout_s: float,
+    on_output: Callable[[bytes], Awaitable[None]] | None = None,
 ) -> Outcome:
     """Run ``argv`` inside the container of ``meta_dir`` whose task is
     ``task_pid``, with ``env`` (None: the task's). Raises EnterError if the
     container has no launch spec; a failure to enter is an Outcome with
-    EXIT_CANNOT_ENTER and the reason in its output."""
+    EXIT_CANNOT_ENTER and the reason in its output. ``on_output`` is given
+    each piece of output as it comes (``corral exec`` streams it); the
+    Outcome keeps the end of it either way."""
     import asyncio  # here: the helper imports this module too, and must start fast
 
     spec = checkpoint.read_json(meta_dir / SPEC_FILE)
@@ -164,6 +167,8 @@ async def run_inside(
         tail = b""
         while chunk := await stdout.read(OUTPUT_KEEP):
             tail = (tail + chunk)[-OUTPUT_KEEP:]
+            if on_output is not None:
+                await on_output(chunk)
         await proc.wait()
         return tail
 
@@ -182,7 +187,34 @@ async def run_inside(
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(5.0):
                     await proc.wait()
+        if proc.returncode is not None:
+            await _reap_orphans(proc.pid)
     return Outcome(proc.returncode, output)
+
+
+async def _reap_orphans(pgid: int, timeout_s: float = 5.0) -> None:
+    """Reap what of the helper's process group was re-parented to us.
+
+    SIGKILL to the group can end the helper before its command: the command
+    is then re-parented to the agent (a child subreaper) and, unreaped, stays
+    a zombie in the task's pid namespace, whose init waits for every member
+    before it exits, so the task could never be reported ended. Called once
+    the helper is reaped (so asyncio's own wait is not raced); waits only for
+    our children in that group, for at most ``timeout_s``.
+    """
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            pid, _ = os.waitpid(-pgid, os.WNOHANG)  # noqa: ASYNC222  (WNOHANG: never blocks)
+        except ChildProcessError:
+            return  # none of our children is left in the group
+        if pid == 0:
+            if time.monotonic() > deadline:
+                return
+            await asyncio.sleep(0.02)
 
 
 # -- the helper ----------------------------------------------------------------

@@ -309,3 +309,36 @@ def test_top_quits_on_q(local: dict[str, str]) -> None:
             proc.wait()
         os.close(main)
         os.close(child)
+
+
+def test_exec_runs_a_command_in_a_running_task(local: dict[str, str]) -> None:
+    """`corral exec` streams the command's output from inside the task and
+    exits with its code; a task that is not there is named."""
+    proc = subprocess.Popen(
+        [*corral_command(), "run", "--name", "box", "--", "echo inside > marker; sleep 300"],
+        env=local,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        task_id = ""
+        while not task_id:
+            assert time.monotonic() < deadline, "the task never showed up in `corral tasks`"
+            listing = corral(local, "tasks").stdout
+            task_id = next((w for w in listing.split() if w.startswith("box-") and "RUNNING" in listing), "")
+            time.sleep(0.2)
+        res = corral(local, "exec", task_id, "--", "sh", "-c", "cat marker; echo oops >&2; exit 5")
+        assert res.returncode == 5, res.stderr
+        assert res.stdout.splitlines() == ["inside", "oops"]
+        timed = corral(local, "exec", "--timeout", "0.5", task_id, "--", "sleep", "30")
+        assert timed.returncode == 124
+        missing = corral(local, "exec", "no-such-task", "--", "true")
+        assert missing.returncode != 0
+        assert "no live task 'no-such-task'" in missing.stderr
+        assert corral(local, "kill", task_id).returncode == 0
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
