@@ -342,3 +342,49 @@ def test_exec_runs_a_command_in_a_running_task(local: dict[str, str]) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_submit_wait_detaches_on_ctrl_c_and_job_follow_reattaches(
+    local: dict[str, str], tmp_path: Path
+) -> None:
+    """Ctrl-C on `submit --wait` leaves the job running and says how to
+    follow it; `corral job ID --follow` prints its task changes until it
+    ends and exits with the job's outcome."""
+    spec = tmp_path / "slow.toml"
+    spec.write_text(
+        'name = "slow"\n[[tasks]]\nname = "s"\ncount = 2\ncpus = 0.1\nmem = 32\n'
+        'command = "sleep 3; test $CORRAL_TASK_INDEX -eq 0"\n'
+    )
+    proc = subprocess.Popen(
+        [*corral_command(), "submit", str(spec), "--wait"],
+        env=local,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # "submitted job ID"
+        assert first.startswith("submitted job "), first
+        job_id = first.split()[2]
+        deadline = time.monotonic() + 30
+        while "RUNNING" not in proc.stdout.readline():
+            assert time.monotonic() < deadline
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert f"detached: job {job_id} keeps running" in err
+    assert f"`corral job {job_id} --follow`" in err
+    assert "Traceback" not in err
+
+    followed = corral(local, "job", job_id, "--follow")
+    assert followed.returncode == 1, followed.stdout + followed.stderr  # s[1] exits 1
+    assert "s[0] FINISHED" in followed.stdout
+    assert "s[1] FAILED" in followed.stdout
+    assert f"job {job_id} failed" in followed.stdout
+    # Each task ran once: detaching did not cancel or restart anything.
+    assert "attempt 2" not in followed.stdout
