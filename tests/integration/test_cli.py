@@ -388,3 +388,31 @@ def test_submit_wait_detaches_on_ctrl_c_and_job_follow_reattaches(
     assert f"job {job_id} failed" in followed.stdout
     # Each task ran once: detaching did not cancel or restart anything.
     assert "attempt 2" not in followed.stdout
+
+
+def test_service_deploy_wait_exits_0_when_healthy_and_1_when_rolled_back(
+    local: dict[str, str], tmp_path: Path
+) -> None:
+    base = 'name = "waiter"\ninstances = 1\ncpus = 0.1\nmem = 32\n[update]\nrollback_after_failures = 1\n'
+    good = tmp_path / "good.toml"
+    good.write_text(base.replace("[update]", 'command = "sleep 600"\n[update]'))
+    try:
+        res = corral(local, "service", "deploy", str(good), "--wait", "--timeout", "60", timeout=90)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "service waiter: v1 is healthy: 1/1 instances" in res.stdout
+
+        bad = tmp_path / "bad.toml"
+        # v2 runs but never passes its health check: killed, counted as a
+        # failure of the deployment, rolled back to v1 after one.
+        bad.write_text(
+            base.replace("[update]", 'command = "sleep 601"\n[update]')
+            + '[health_check]\ntype = "command"\ncommand = "false"\ninterval_s = 0.5\n'
+            "consecutive_failures = 1\n"
+        )
+        res = corral(local, "service", "deploy", str(bad), "--wait", "--timeout", "60", timeout=90)
+        assert res.returncode == 1, res.stdout + res.stderr
+        assert "service waiter: v2 failed and was rolled back" in res.stderr
+        status = corral(local, "service", "status", "waiter")
+        assert "RUNNING v1" in status.stdout, status.stdout
+    finally:
+        corral(local, "service", "rm", "waiter")
