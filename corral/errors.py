@@ -6,7 +6,10 @@ exceptions are for bugs, I/O and refusals a caller must handle.
     ├── ClusterNotFoundError                (corral.cli: no master to talk to)
     ├── ContainerError                      (corral.slave.containerizer)
     ├── CertificateError                    (corral.pki: a TLS file missing, unreadable, expired, ...)
-    └── CallError                           (corral.master: a refused call, with its gRPC code)
+    ├── ListenError                         (corral.metrics: an address to serve on cannot be bound)
+    ├── CallError                           (corral.master: a refused call, with its gRPC code)
+    └── ApiError                            (a framework's HTTP API refused a call, or is unreachable)
+        └── BatchApiError, ServiceApiError  (corral.frameworks.batch.api, .service.api)
 """
 
 
@@ -34,3 +37,17 @@ class CertificateError(CorralError):
         super().__init__(f"{path}: {problem}")
         self.path = str(path)
         self.problem = problem
+
+
+class ApiError(CorralError):
+    """A framework's HTTP API refused a request (``status``: the HTTP status it
+    answered) or could not be reached (``status`` None). The CLI maps the
+    status to its exit code (corral/cli/exit.py)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ListenError(CorralError):
+    """An address to serve on cannot be bound (in use, not local, no permission)."""

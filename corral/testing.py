@@ -36,6 +36,7 @@ from corral.master.server import MasterServer
 from corral.resources import Resources
 from corral.slave.agent import Agent, AgentConfig
 from corral.transport import Credentials
+from corral.zk import ZkCredentials
 
 #: Fast timers so tests take milliseconds where production waits seconds.
 FAST_MASTER = MasterConfig(
@@ -91,12 +92,14 @@ async def elected_cluster(
     agent_resources: str = "cpus:1;mem:512",
     zk_session_timeout_s: float = 2.0,
     tls_dir: Path | None = None,
+    zk_credentials: ZkCredentials | None = None,
 ) -> AsyncIterator[tuple[list[MasterServer], Agent]]:
     """``masters`` masters elected through the ZooKeeper at ``zk_url`` (the
     first one leads) and one agent that follows the leader, registered; all
     stopped on exit (tasks killed, cgroups removed), also when the test fails.
     With ``tls_dir`` they speak mutual TLS with certificates of the CA made (or
-    found) there; a framework needs one of that CA too (:func:`issue_credentials`)."""
+    found) there; a framework needs one of that CA too (:func:`issue_credentials`).
+    With ``zk_credentials`` the masters own their znodes (corral/zk.py, "Access")."""
 
     def creds(principal: str) -> Credentials | None:
         return issue_credentials(tls_dir, principal) if tls_dir is not None else None
@@ -108,6 +111,7 @@ async def elected_cluster(
             creds(f"master:m{i}"),
             zk=zk_url,
             zk_session_timeout_s=zk_session_timeout_s,
+            zk_credentials=zk_credentials,
         )
         for i in range(masters)
     ]

@@ -32,7 +32,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import structlog
 
-from corral.errors import CorralError
+from corral.errors import ApiError
 from corral.identity import Principal
 from corral.master.authz import Authorizer
 from corral.transport import Credentials
@@ -239,7 +239,7 @@ class JsonClient:
     """A blocking client of a :class:`JsonServer`; refusals raise ``error``."""
 
     #: what a refusal or an unreachable server raises (subclasses narrow it)
-    error: type[CorralError] = CorralError
+    error: type[ApiError] = ApiError
     #: for the "cannot reach" message
     what = "the service"
 
@@ -265,7 +265,7 @@ class JsonClient:
                 message = json.loads(e.read()).get("error", str(e))
             except ValueError:
                 message = str(e)
-            raise self.error(message) from None
+            raise self.error(message, e.code) from None
         except (urllib.error.URLError, OSError) as e:
             raise self.error(f"cannot reach {self.what} at {self.address}: {e}") from None
 

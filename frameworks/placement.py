@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from corral.frameworks.constraints import Constraint
 from corral.frameworks.types import Offer, Task
+from corral.image_refs import is_remote_ref
 from corral.resources import RangeSet, Resources, format_milli
 
 
@@ -136,8 +137,8 @@ def check_unique_attributes(ask: Ask, c: Candidate, siblings: Siblings = NO_SIBL
 
 
 def check_image(ask: Ask, c: Candidate, siblings: Siblings = NO_SIBLINGS) -> Reason | None:
-    if not ask.image or c.images is None or ask.image in c.images:
-        return None
+    if not ask.image or c.images is None or ask.image in c.images or is_remote_ref(ask.image):
+        return None  # (a registry image is pulled by the agent that runs it)
     there = ", ".join(sorted(c.images)) or "no images"
     return Reason("image", c.agent_id, c.hostname, ask.image, there, f"image {ask.image} not on the agent")
 

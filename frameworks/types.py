@@ -173,10 +173,14 @@ class Task:
     user: tuple[int, int] | None = None
     hostname: str = ""
     health_check: HealthCheck | None = None
-    #: NAME[:TAG] in the agent's image store, or an absolute tarball path under
+    #: NAME[:TAG] in the agent's image store, HOST[:PORT]/REPO[:TAG|@DIGEST] of
+    #: a registry (the agent pulls it), or an absolute tarball path under
     #: one of the agent's ``--image-import-dir`` (none by default); "" runs on
     #: the host's filesystem. With an image, an empty ``command`` runs the image's Entrypoint and Cmd.
     image: str = ""
+    #: for a registry image: "" or "if-not-present" (pull only when the agent
+    #: has none of that name), "always" (ask the registry at each launch), "never"
+    pull_policy: str = ""
     volumes: tuple[Volume, ...] = ()
     #: the image's root is read-only (/tmp, the sandbox and volumes stay writable)
     read_only_root: bool = False
@@ -207,6 +211,7 @@ class Task:
             read_only_root=self.read_only_root,
             seccomp_profile=self.seccomp_profile,
             devices=list(self.devices),
+            pull_policy=_pull_policy(self.pull_policy),
         )
         if self.user is not None:
             container.uid, container.gid = self.user
@@ -225,3 +230,18 @@ class Task:
         if self.health_check is not None:
             info.health_check.CopyFrom(self.health_check.to_proto())
         return info
+
+
+_PULL_POLICIES = {
+    "": pb.ContainerInfo.PULL_POLICY_UNSPECIFIED,
+    "if-not-present": pb.ContainerInfo.IF_NOT_PRESENT,
+    "always": pb.ContainerInfo.ALWAYS,
+    "never": pb.ContainerInfo.NEVER,
+}
+
+
+def _pull_policy(name: str) -> pb.ContainerInfo.PullPolicy:
+    try:
+        return _PULL_POLICIES[name]
+    except KeyError:
+        raise ValueError(f"pull_policy: one of if-not-present, always, never; got {name!r}") from None

@@ -28,12 +28,23 @@ from typing import Any, Protocol
 
 import structlog
 from kazoo.client import KazooState
-from kazoo.exceptions import KazooException, NoNodeError
+from kazoo.exceptions import KazooException, NoAuthError, NoNodeError
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.protocol.states import WatchedEvent
+from kazoo.security import Permissions
 
 from corral.errors import CorralError
-from corral.zk import DEFAULT_SESSION_TIMEOUT_S, MEMBER_PREFIX, ZkUrl, encode_info, make_client, sequence_of
+from corral.zk import (
+    DEFAULT_SESSION_TIMEOUT_S,
+    MEMBER_PREFIX,
+    ZkAccessDenied,
+    ZkCredentials,
+    ZkUrl,
+    encode_info,
+    make_client,
+    secure_tree,
+    sequence_of,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -82,12 +93,17 @@ class ZooKeeperElection:
         info: dict[str, Any],
         session_timeout_s: float = DEFAULT_SESSION_TIMEOUT_S,
         connect_timeout_s: float = 0.0,
+        credentials: ZkCredentials | None = None,
+        registry_kinds: tuple[str, ...] = (),
     ) -> None:
         self.url = url
+        #: with these the znodes are the masters' own (corral/zk.py, "Access")
+        self.credentials = credentials
+        self.registry_kinds = registry_kinds
         self.connect_timeout_s = connect_timeout_s  # 0: keep trying
         self.info = info
         self.session_timeout_s = session_timeout_s
-        self.client = make_client(url, session_timeout_s)
+        self.client = make_client(url, session_timeout_s, credentials)
         self.leading = False
         self.znode: str | None = None  # full path of our member znode
         self._on_change: OnChange = lambda _: None
@@ -105,8 +121,30 @@ class ZooKeeperElection:
         await self._connect()
         if self._stopped:
             return  # stopped while connecting: the client is closed
-        await asyncio.to_thread(self.client.ensure_path, self.url.leader_dir)
+        await asyncio.to_thread(self._prepare)
         await self._contend()
+
+    def _prepare(self) -> None:
+        """(blocking) The leader's folder, and with credentials the ACLs of
+        the tree (an open one made by masters without credentials is taken
+        over). Raises ZkAccessDenied when other credentials own it."""
+        if self.credentials is None:
+            refused = ZkAccessDenied(
+                f"ZooKeeper refused this master {self.url.leader_dir}: masters with credentials own "
+                "it (give this one the same --zk-credentials file)"
+            )
+            try:
+                self.client.ensure_path(self.url.leader_dir)
+                acl, _ = self.client.get_acls(self.url.leader_dir)
+            except NoAuthError:
+                raise refused from None
+            # A folder that exists answers ensure_path without a check; only
+            # its ACL tells whether we may add our member znode to it.
+            if not any(a.id.scheme == "world" and a.perms & Permissions.CREATE for a in acl):
+                raise refused
+            return
+        secure_tree(self.client, self.url, self.credentials, self.registry_kinds)
+        self.client.ensure_path(self.url.leader_dir, acl=self.credentials.public_acl())
 
     async def _connect(self) -> None:
         """Connect to ZooKeeper, retrying with backoff until it answers (or the
@@ -200,6 +238,11 @@ class ZooKeeperElection:
                 try:
                     await asyncio.to_thread(self._contend_blocking, generation)
                     return
+                except NoAuthError:
+                    # The tree's owners changed under us (another master took
+                    # it over with credentials this one does not have).
+                    log.error("election.access_denied", path=self.url.leader_dir, hint="--zk-credentials")
+                    self._set_leading(False)
                 except KazooException as e:
                     log.warning("election.check_failed", error=repr(e))
                     self._set_leading(False)
@@ -218,6 +261,8 @@ class ZooKeeperElection:
             self.znode = client.create(
                 f"{self.url.leader_dir}/{MEMBER_PREFIX}",
                 encode_info(self.info),
+                # readable by anyone: detectors find the leader without credentials
+                acl=None if self.credentials is None else self.credentials.public_acl(),
                 ephemeral=True,
                 sequence=True,
                 makepath=True,

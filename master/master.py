@@ -44,6 +44,7 @@ from corral.master.core.effects import (
 )
 from corral.master.core.master_core import MasterCore
 from corral.master.core.records import FrameworkRecord, MasterCounters, StateView, StreamId, TaskRecord
+from corral.master.latency import MasterHistograms
 from corral.master.registry import RegistryState, RegistryWriter
 from corral.master.streams import Outbox
 from corral.master.task_exec import ExecStreams
@@ -89,6 +90,8 @@ class Master:
         self.core = MasterCore(self.config, info, ids, self.log)
         self.queries = AgentQueries()
         self.execs = ExecStreams()
+        #: this term's latency histograms (master/metrics.py reports them)
+        self.histograms = MasterHistograms()
         self._allocate_now = asyncio.Event()
         #: durable record of agents and frameworks (set by the server)
         self.registry: RegistryWriter | None = None
@@ -142,6 +145,8 @@ class Master:
                 box = self._streams.get(effect.stream)
                 if box is not None:
                     box.send(effect.event if isinstance(effect, SendToFramework) else effect.message)
+                    if isinstance(effect, SendToAgent) and effect.message.HasField("run_tasks"):
+                        self._launch_sent(effect.message.run_tasks)
             elif isinstance(effect, AllocateSoon):
                 self._allocate_now.set()
             elif isinstance(effect, WriteRegistry):
@@ -155,6 +160,10 @@ class Master:
             elif isinstance(effect, AuditDenied):
                 assert isinstance(effect.decision, Decision)
                 self.audit.denied(effect.decision, effect.call, **effect.fields)
+
+    def _launch_sent(self, run: MasterMessage.RunTasks) -> None:
+        fw = run.framework_info.id
+        self.histograms.launch_timer.sent(((fw, t.task_id) for t in run.tasks), self.clock())
 
     def _open(self, outbox: Outbox[object]) -> StreamId:
         stream = self._stream_ids.get(outbox)
@@ -234,7 +243,9 @@ class Master:
         started = time.perf_counter()
         count, effects = self.core.allocate(self.clock())
         self._carry_out(effects)
-        self.core.counters.allocation_seconds += time.perf_counter() - started
+        took = time.perf_counter() - started
+        self.core.counters.allocation_seconds += took
+        self.histograms.allocation_cycle.observe(took)
         return count
 
     # -- calls: each hands its input to the core and carries out the effects ----------
@@ -284,6 +295,11 @@ class Master:
 
     def agent_status_updates(self, agent_id: str, statuses: list[pb.TaskStatus]) -> None:
         self._call(self.core.agent_status_updates, agent_id, statuses)
+        now = self.clock()
+        for s in statuses:
+            took = self.histograms.launch_timer.status((s.framework_id, s.task_id), s.state, now)
+            if took is not None:
+                self.histograms.task_launch.observe(took)
 
     def subscribe(
         self, info: pb.FrameworkInfo, outbox: Outbox[object], principal: str = ""

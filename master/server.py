@@ -23,6 +23,7 @@ from corral.master import metrics as master_metrics
 from corral.master.audit import AuditLog
 from corral.master.authz import ALLOW_ALL, DEFAULT_POLICY, Authorizer
 from corral.master.call_validation import validate_operator_request
+from corral.master.core.records import KINDS
 from corral.master.election import Election, StandaloneElection, ZooKeeperElection
 from corral.master.leadership import Leadership
 from corral.master.master import Master, MasterConfig, new_id
@@ -35,7 +36,7 @@ from corral.metrics import MetricsServer
 from corral.proto import agent_pb2_grpc, operator_pb2_grpc, scheduler_pb2_grpc
 from corral.proto import messages_pb2 as pb
 from corral.transport import Credentials, bind, make_server
-from corral.zk import DEFAULT_SESSION_TIMEOUT_S, parse_zk_url
+from corral.zk import DEFAULT_SESSION_TIMEOUT_S, ZkCredentials, parse_zk_url
 
 log = structlog.get_logger(__name__)
 
@@ -56,6 +57,7 @@ class MasterServer:
         zk: str | None = None,
         zk_session_timeout_s: float = DEFAULT_SESSION_TIMEOUT_S,
         zk_connect_timeout_s: float = 0.0,
+        zk_credentials: ZkCredentials | None = None,
         advertise: str | None = None,
         metrics_listen: str | None = None,
         policy: str | None = None,
@@ -64,7 +66,7 @@ class MasterServer:
         self.listen = listen
         #: serve Prometheus metrics on this HOST:PORT (see corral/metrics.py)
         self.metrics = (
-            MetricsServer(metrics_listen, lambda: master_metrics.collect(self.master, __version__))
+            MetricsServer(metrics_listen, master_metrics.registry(lambda: self.master, __version__))
             if metrics_listen
             else None
         )
@@ -79,6 +81,8 @@ class MasterServer:
         self.zk = zk
         self.zk_session_timeout_s = zk_session_timeout_s
         self.zk_connect_timeout_s = zk_connect_timeout_s  # 0: keep trying (election.py)
+        #: the masters' ZooKeeper identity: znodes are theirs (corral/zk.py, "Access")
+        self.zk_credentials = zk_credentials
         self.advertise = advertise
         self.master: Master | None = None
         self.address = ""
@@ -137,7 +141,14 @@ class MasterServer:
                 "hostname": self.info.hostname,
                 "version": self.info.version,
             }
-            election = ZooKeeperElection(url, info, self.zk_session_timeout_s, self.zk_connect_timeout_s)
+            election = ZooKeeperElection(
+                url,
+                info,
+                self.zk_session_timeout_s,
+                self.zk_connect_timeout_s,
+                credentials=self.zk_credentials,
+                registry_kinds=KINDS,
+            )
             self.election = election
             self.detector = ZooKeeperDetector(url, self.zk_session_timeout_s)
             self.registry = ZooKeeperRegistry(election.client, url, lambda: election.znode)

@@ -10,6 +10,7 @@ import re
 from collections.abc import Collection, Sequence
 
 from corral.codec import resources_from_proto
+from corral.image_refs import ImageRefError, is_remote_ref, parse_remote_ref
 from corral.proto import messages_pb2 as pb
 from corral.resources import ResourceError, Resources, validate_role
 
@@ -230,10 +231,16 @@ def _validate_image(image: str, where: str) -> list[str]:
         if "\0" in image or ".." in image.split("/") or len(image) > 4096:
             return [f"{where}.image: a tarball path must be absolute, without '..' or NUL, got {image!r}"]
         return []
+    if is_remote_ref(image):
+        try:
+            parse_remote_ref(image)
+        except ImageRefError as e:
+            return [f"{where}.image: {e}"]
+        return []
     if not _IMAGE_REF_RE.fullmatch(image) or ".." in image or image.endswith((":", "/")):
         return [
-            f"{where}.image: must be NAME[:TAG] (letters, digits, '._/-') or the absolute path "
-            f"of an image tarball on the agent, got {image!r}"
+            f"{where}.image: must be NAME[:TAG] (letters, digits, '._/-'), HOST[:PORT]/REPO[:TAG|@DIGEST] "
+            f"of a registry, or the absolute path of an image tarball on the agent, got {image!r}"
         ]
     return []
 
@@ -267,6 +274,10 @@ def _validate_container(container: pb.ContainerInfo, where: str) -> list[str]:
         errors += _validate_image(container.image, where)
     elif container.read_only_root:
         errors.append(f"{where}.read_only_root: needs an image")
+    if container.pull_policy not in pb.ContainerInfo.PullPolicy.values():
+        errors.append(f"{where}.pull_policy: unknown value {container.pull_policy}")
+    elif container.pull_policy and not is_remote_ref(container.image):
+        errors.append(f"{where}.pull_policy: only for a registry image (HOST[:PORT]/REPO[:TAG|@DIGEST])")
     if len(container.volumes) > _MAX_VOLUMES:
         errors.append(f"{where}.volumes: at most {_MAX_VOLUMES}, got {len(container.volumes)}")
     seen: set[str] = set()

@@ -191,7 +191,7 @@ class CommandInfo(_message.Message):
     def __init__(self, shell: _Optional[bool] = ..., value: _Optional[str] = ..., arguments: _Optional[_Iterable[str]] = ..., environment: _Optional[_Mapping[str, str]] = ..., user: _Optional[str] = ...) -> None: ...
 
 class ContainerInfo(_message.Message):
-    __slots__ = ("image", "hostname", "network", "uid", "gid", "volumes", "read_only_root", "seccomp_profile", "devices", "user_namespace")
+    __slots__ = ("image", "hostname", "network", "uid", "gid", "volumes", "read_only_root", "seccomp_profile", "devices", "user_namespace", "pull_policy")
     class NetworkMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         NETWORK_UNSPECIFIED: _ClassVar[ContainerInfo.NetworkMode]
@@ -202,6 +202,16 @@ class ContainerInfo(_message.Message):
     HOST: ContainerInfo.NetworkMode
     NONE: ContainerInfo.NetworkMode
     BRIDGE: ContainerInfo.NetworkMode
+    class PullPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        PULL_POLICY_UNSPECIFIED: _ClassVar[ContainerInfo.PullPolicy]
+        IF_NOT_PRESENT: _ClassVar[ContainerInfo.PullPolicy]
+        ALWAYS: _ClassVar[ContainerInfo.PullPolicy]
+        NEVER: _ClassVar[ContainerInfo.PullPolicy]
+    PULL_POLICY_UNSPECIFIED: ContainerInfo.PullPolicy
+    IF_NOT_PRESENT: ContainerInfo.PullPolicy
+    ALWAYS: ContainerInfo.PullPolicy
+    NEVER: ContainerInfo.PullPolicy
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     NETWORK_FIELD_NUMBER: _ClassVar[int]
@@ -212,6 +222,7 @@ class ContainerInfo(_message.Message):
     SECCOMP_PROFILE_FIELD_NUMBER: _ClassVar[int]
     DEVICES_FIELD_NUMBER: _ClassVar[int]
     USER_NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    PULL_POLICY_FIELD_NUMBER: _ClassVar[int]
     image: str
     hostname: str
     network: ContainerInfo.NetworkMode
@@ -222,7 +233,8 @@ class ContainerInfo(_message.Message):
     seccomp_profile: str
     devices: _containers.RepeatedScalarFieldContainer[str]
     user_namespace: bool
-    def __init__(self, image: _Optional[str] = ..., hostname: _Optional[str] = ..., network: _Optional[_Union[ContainerInfo.NetworkMode, str]] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., volumes: _Optional[_Iterable[_Union[Volume, _Mapping]]] = ..., read_only_root: _Optional[bool] = ..., seccomp_profile: _Optional[str] = ..., devices: _Optional[_Iterable[str]] = ..., user_namespace: _Optional[bool] = ...) -> None: ...
+    pull_policy: ContainerInfo.PullPolicy
+    def __init__(self, image: _Optional[str] = ..., hostname: _Optional[str] = ..., network: _Optional[_Union[ContainerInfo.NetworkMode, str]] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., volumes: _Optional[_Iterable[_Union[Volume, _Mapping]]] = ..., read_only_root: _Optional[bool] = ..., seccomp_profile: _Optional[str] = ..., devices: _Optional[_Iterable[str]] = ..., user_namespace: _Optional[bool] = ..., pull_policy: _Optional[_Union[ContainerInfo.PullPolicy, str]] = ...) -> None: ...
 
 class Volume(_message.Message):
     __slots__ = ("container_path", "host_path", "read_only", "tmpfs_size_bytes")

@@ -116,10 +116,12 @@ class Agent:
         #: the last checkpoint write that failed, and how many have (see checkpoint_failed)
         self.checkpoint_error = ""
         self.checkpoint_failures = 0
+        self.histograms = agent_metrics.AgentHistograms()
         self.core = AgentCore(
             self.work_dir,
             new_suffix=lambda: uuid.uuid4().hex[:8],
             default_kill_grace_s=config.default_kill_grace_s,
+            observe_round_trip=self.histograms.status_update_round_trip.observe,
         )
         self.link = MasterLink(
             config.master,
@@ -139,6 +141,7 @@ class Agent:
             self.clock,
             image_import_dirs=config.image_import_dirs,
             allowed_host_paths=config.allowed_host_paths,
+            registries=config.registries,
             logger=lambda: self.log,
         )
         self._answers: set[asyncio.Task[None]] = set()
@@ -493,7 +496,7 @@ async def run_agent(config: AgentConfig) -> None:
     await agent.start()
     metrics = None
     if config.metrics_listen:
-        metrics = MetricsServer(config.metrics_listen, lambda: agent_metrics.collect(agent, __version__))
+        metrics = MetricsServer(config.metrics_listen, agent_metrics.registry([agent], __version__))
         await metrics.start()
     waiter = asyncio.create_task(stop.wait())
     assert agent._main is not None

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from corral.resources import Resources
 from corral.slave import gc as sandbox_gc
+from corral.slave.containerizer.images.registry_config import RegistryConfig
 from corral.transport import Credentials
 
 
@@ -45,6 +46,8 @@ class AgentConfig:
     gc_interval_s: float = sandbox_gc.GC_INTERVAL_S
     #: where task images are kept (shared with `corral image`); None: <work_dir>/images
     image_store: Path | None = None
+    #: credentials and plain-HTTP hosts of image registries (``--registry-config``)
+    registries: RegistryConfig = field(default_factory=RegistryConfig)
     #: directories under which a task may name an image tarball by path
     #: (``--image-import-dir``); none: tasks name images in the store only
     image_import_dirs: tuple[Path, ...] = ()

@@ -116,6 +116,8 @@ class AgentCore:
     default_kill_grace_s: float = 3.0
     #: an update's uuid (None: uuid4, StatusUpdateManager's default)
     new_uuid: Callable[[], bytes] | None = None
+    #: told each acknowledged status update's round trip in seconds (the metrics)
+    observe_round_trip: Callable[[float], None] | None = None
     tasks: dict[TaskKey, TaskRun] = field(default_factory=dict)
     frameworks: dict[str, pb.FrameworkInfo] = field(default_factory=dict)
     completed: OrderedDict[TaskKey, Path] = field(default_factory=OrderedDict)
@@ -132,9 +134,12 @@ class AgentCore:
         self.updates = self._new_updates()
 
     def _new_updates(self) -> StatusUpdateManager:
+        observe = self.observe_round_trip
         if self.new_uuid is None:
-            return StatusUpdateManager(self._send_updates, journal=self)
-        return StatusUpdateManager(self._send_updates, journal=self, new_uuid=self.new_uuid)
+            return StatusUpdateManager(self._send_updates, journal=self, observe_round_trip=observe)
+        return StatusUpdateManager(
+            self._send_updates, journal=self, new_uuid=self.new_uuid, observe_round_trip=observe
+        )
 
     def _take(self) -> list[Effect]:
         effects, self._effects = self._effects, []

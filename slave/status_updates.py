@@ -8,6 +8,10 @@ uuid lets a framework drop duplicates. A :class:`Journal` checkpoints every
 update before it is sent and every acknowledgement before the next update
 goes, so a restarted agent restores the queues (:meth:`~StatusUpdateManager.restore`)
 and delivery stays at-least-once across restarts (see slave/checkpoints.py).
+
+The round trip of an update (for the agent's metrics) is the time from its
+first send by this process to its acknowledgement, retries and
+disconnections included: what a framework waits for, as the agent sees it.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ class _Stream:
     queue: deque[pb.TaskStatus] = field(default_factory=deque)
     next_retry: float = 0.0
     backoff: float = 0.0
+    #: when the head first went out (None: not yet)
+    sent_at: float | None = None
 
 
 class StatusUpdateManager:
@@ -56,11 +62,15 @@ class StatusUpdateManager:
         max_backoff_s: float = RETRY_MAX_S,
         journal: Journal | None = None,
         new_uuid: Callable[[], bytes] = lambda: uuid.uuid4().bytes,
+        observe_round_trip: Callable[[float], None] | None = None,
     ) -> None:
         """``send`` forwards updates to the master and says whether it could
         (False while disconnected; they are resent on :meth:`resend_all`).
-        ``new_uuid``: the simulation (corral.sim) passes a seeded one."""
+        ``new_uuid``: the simulation (corral.sim) passes a seeded one.
+        ``observe_round_trip`` is told each acknowledged update's round trip
+        in seconds (see the module docstring)."""
         self._send = send
+        self._observe_round_trip = observe_round_trip
         self._new_uuid = new_uuid
         self._streams: dict[TaskKey, _Stream] = {}
         self.initial_backoff_s = initial_backoff_s
@@ -88,6 +98,9 @@ class StatusUpdateManager:
         if self.journal is not None:
             self.journal.acknowledged(key, ack_uuid)
         acked = stream.queue.popleft()
+        if self._observe_round_trip is not None and stream.sent_at is not None and now >= stream.sent_at:
+            self._observe_round_trip(now - stream.sent_at)
+        stream.sent_at = None
         if stream.queue:
             stream.backoff = 0.0
             self._transmit([key], now)
@@ -132,6 +145,8 @@ class StatusUpdateManager:
         for key in keys:
             stream = self._streams[key]
             if sent:
+                if stream.sent_at is None:
+                    stream.sent_at = now
                 stream.backoff = min(self.max_backoff_s, (stream.backoff * 2) or self.initial_backoff_s)
                 stream.next_retry = now + stream.backoff
             else:

@@ -25,14 +25,21 @@ import stat
 from dataclasses import replace
 from pathlib import Path
 
+from corral.image_refs import is_remote_ref
 from corral.proto import messages_pb2 as pb
 from corral.slave.containerizer import ContainerConfig, ContainerError
-from corral.slave.containerizer.images import ImageStore
+from corral.slave.containerizer.images import ImageError, ImageStore
+from corral.slave.containerizer.images.pull import Puller
 from corral.slave.containerizer.overlay import SANDBOX_PATH, Rootfs
 from corral.slave.containerizer.volumes import Volume
 
 #: how much of an image's /etc/passwd or /etc/group is read
 MAX_ID_FILE = 1 << 20
+_POLICIES = {
+    pb.ContainerInfo.IF_NOT_PRESENT: "if-not-present",
+    pb.ContainerInfo.ALWAYS: "always",
+    pb.ContainerInfo.NEVER: "never",
+}
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -49,11 +56,14 @@ async def with_image(
     import_dirs: tuple[Path, ...] = (),
     allowed_host_paths: tuple[Path, ...] = (),
     lease: Path | None = None,
+    puller: Puller | None = None,
 ) -> ContainerConfig:
     """``config`` with the task's image and volumes; raises ContainerError (ImageError) with a sentence.
 
     A tarball path is imported only from under ``import_dirs`` (ImageStore.obtain),
     a host path bound only from under ``allowed_host_paths`` (Volume.allowed).
+    A registry reference (``HOST[:PORT]/REPO[:TAG|@DIGEST]``) is pulled by
+    ``puller`` as the task's pull policy says (images/pull.py).
     With ``lease`` (the container's ``containers/<id>/layers``) the image's
     layers are leased so `corral image rm` keeps them (ImageStore.lease).
     """
@@ -68,7 +78,13 @@ async def with_image(
         if container.read_only_root:
             raise ContainerError("container.read_only_root: needs an image")
         return replace(config, volumes=volumes) if volumes else config
-    image = await asyncio.to_thread(store.obtain, container.image, import_dirs)
+    if is_remote_ref(container.image):
+        if puller is None:
+            raise ImageError(f"image {container.image!r}: this agent pulls from no registry")
+        policy = _POLICIES.get(container.pull_policy, "if-not-present")
+        image = await asyncio.to_thread(puller.obtain, container.image, policy)
+    else:
+        image = await asyncio.to_thread(store.obtain, container.image, import_dirs)
     if lease is not None:
         layers = await asyncio.to_thread(store.lease, image, lease)
     else:

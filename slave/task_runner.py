@@ -31,6 +31,9 @@ from corral.slave.agent_core import AgentCore, TaskRun
 from corral.slave.agent_effects import Effect
 from corral.slave.containerizer import ContainerConfig, ContainerError, Containerizer, Termination
 from corral.slave.containerizer.images import ImageStore
+from corral.slave.containerizer.images.pull import Puller
+from corral.slave.containerizer.images.registry import RegistryClient
+from corral.slave.containerizer.images.registry_config import RegistryConfig
 from corral.slave.status_updates import TaskKey
 from corral.slave.task_image import with_image
 
@@ -55,6 +58,7 @@ class TaskRunner:
         *,
         image_import_dirs: tuple[Path, ...] = (),
         allowed_host_paths: tuple[Path, ...] = (),
+        registries: RegistryConfig | None = None,
         logger: Callable[[], Any] = lambda: log,
     ) -> None:
         self._core = core
@@ -68,6 +72,8 @@ class TaskRunner:
         self._log = logger
         self.image_import_dirs = image_import_dirs
         self.allowed_host_paths = allowed_host_paths
+        #: pulls the registry images tasks name, into ``images``
+        self.puller = Puller(images, RegistryClient(registries))
         self._watchers: dict[TaskKey, asyncio.Task[None]] = {}
         self._kills: dict[TaskKey, asyncio.Task[None]] = {}
 
@@ -144,6 +150,7 @@ class TaskRunner:
                     self.image_import_dirs,
                     self.allowed_host_paths,
                     lease=self.lease_file(run),
+                    puller=self.puller,
                 )
                 pid = await self.containerizer.launch(config)
             except (ContainerError, ResourceError, OSError) as e:

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -58,3 +60,22 @@ def zookeeper(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZooKeeperSer
 def zk_url(zookeeper: ZooKeeperServer) -> str:
     """A fresh cluster path on the shared server."""
     return f"zk://{zookeeper.hosts}/corral-test-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def promtool() -> Callable[[str], None]:
+    """``check(text)``: ``promtool check metrics`` must accept ``text`` (the
+    Debian package ``prometheus``; .ci/run installs it, so CI never skips)."""
+    path = shutil.which("promtool")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must provide promtool (the Debian package prometheus)")
+        pytest.skip("promtool is not installed (apt-get install prometheus)")
+
+    def check(text: str) -> None:
+        done = subprocess.run(
+            [path, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60, check=False
+        )
+        assert done.returncode == 0, f"promtool check metrics: {done.stdout}{done.stderr}"
+
+    return check

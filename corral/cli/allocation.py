@@ -17,11 +17,12 @@ from typing import Any
 
 import click
 import structlog
-from rich.table import Table
 
+from corral.cli import ids
 from corral.cli.common import _client_logging, console, fail, handle_errors, master_option
 from corral.cli.discovery import resolve_master
-from corral.cli.views import TIMEOUT_S, _stub
+from corral.cli.output import MIB, Column, Listing, key, output_option, quantities_json, resources_json, show
+from corral.cli.views import TIMEOUT_S, _stub, resources_text
 from corral.codec import quantities_from_proto, quantities_to_proto, resources_from_proto, resources_to_proto
 from corral.errors import CorralError
 from corral.frameworks.fit_change import quota_change
@@ -35,55 +36,58 @@ def _print(*items: object) -> None:
     console.print(*items, highlight=False, markup=False)
 
 
-def _framework_id(master: str, framework: str) -> str:
-    """An id as it is, or the id of the one framework with that name."""
-    resp = _stub(master).ListFrameworks(op.ListFrameworksRequest(), timeout=TIMEOUT_S)
-    ids = {f.framework_info.id for f in resp.frameworks}
-    if framework in ids:
-        return framework
-    named = sorted(f.framework_info.id for f in resp.frameworks if f.framework_info.name == framework)
-    if len(named) == 1:
-        return str(named[0])
-    if named:
-        raise click.UsageError(
-            f"{len(named)} frameworks are named {framework!r}; give an id: {', '.join(named)}"
-        )
-    return framework  # let the master say it is not known
-
-
 @click.command()
 @master_option
 @click.argument("framework")
+@output_option
 @click.pass_context
 @handle_errors
-def explain(ctx: click.Context, master: str | None, framework: str) -> None:
-    """Why FRAMEWORK (id or name) is not being offered resources, and, for the
+def explain(ctx: click.Context, master: str | None, framework: str, output: str | None) -> None:
+    """Why FRAMEWORK (id, id prefix or name) is not being offered resources, and, for the
     bundled batch and service frameworks, why each pending task waits: which
     checker rejected which agents, and the smallest change that would fit it."""
     _client_logging(ctx)
     address = resolve_master(master)
-    fw_id = _framework_id(address, framework)
-    resp = _stub(address).Explain(op.ExplainRequest(framework_id=fw_id), timeout=TIMEOUT_S)
-    roles = ", ".join(resp.roles)
-    if not resp.reasons:
-        _print(f"{fw_id} (roles {roles}): nothing stands in its way; it gets the next offer that fits")
-    else:
-        _print(f"{fw_id} (roles {roles}) is not offered resources because:")
-        for r in resp.reasons:
-            _print(f"  - [{r.kind}] {r.message}")
+    stub = _stub(address)
+    fw_id = ids.framework_id(stub, framework)
+    resp = stub.Explain(op.ExplainRequest(framework_id=fw_id), timeout=TIMEOUT_S)
     # Two-level scheduling: the pending tasks live in the framework, not the
     # master; the bundled ones say why each waits (GET /v1/pending).
     pending = _bundled_pending(fw_id)
     quotas = _role_limits(address, set(resp.roles)) if pending else {}
+    data = {
+        "framework_id": fw_id,
+        "roles": list(resp.roles),
+        "reasons": [
+            {"kind": r.kind, "message": r.message, "role": r.role, "agents": r.agents, "until": r.until}
+            for r in resp.reasons
+        ],
+        "pending": [{"framework": kind, **e} for kind, entries in pending for e in entries],
+    }
+    show(output, data=data, text=_explain_text(data, pending, quotas))
+
+
+def _explain_text(
+    data: dict[str, Any],
+    pending: list[tuple[str, list[dict[str, Any]]]],
+    quotas: dict[str, tuple[dict[str, int], Resources]],
+) -> list[str]:
+    fw_id, roles = data["framework_id"], ", ".join(data["roles"])
+    if not data["reasons"]:
+        lines = [f"{fw_id} (roles {roles}): nothing stands in its way; it gets the next offer that fits"]
+    else:
+        lines = [f"{fw_id} (roles {roles}) is not offered resources because:"]
+        lines += [f"  - [{r['kind']}] {r['message']}" for r in data["reasons"]]
     for kind, entries in pending:
         if not entries:
-            _print(f"{kind} framework: no task is waiting for a place")
+            lines.append(f"{kind} framework: no task is waiting for a place")
         for e in entries:
-            _print_pending(kind, e)
+            lines += _pending_lines(kind, e)
             for role, (limit, consumed) in sorted(quotas.items()):
                 change = quota_change(Resources.parse(e["asked"]), role, limit, consumed)
                 if change is not None:
-                    _print(f"  quota: {change} (the limit holds back offers of more)")
+                    lines.append(f"  quota: {change} (the limit holds back offers of more)")
+    return lines
 
 
 def _role_limits(address: str, roles: set[str]) -> dict[str, tuple[dict[str, int], Resources]]:
@@ -118,7 +122,8 @@ def _bundled_pending(fw_id: str) -> list[tuple[str, list[dict[str, Any]]]]:
     return out
 
 
-def _print_pending(kind: str, e: dict[str, Any]) -> None:
+def _pending_lines(kind: str, e: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
     if "service" in e:
         what = f"service {e['service']} ({e['wanted']} instance(s) to start)"
     else:
@@ -127,48 +132,79 @@ def _print_pending(kind: str, e: dict[str, Any]) -> None:
         what = f"job {e['job_id']} group {e['group']}: {len(tasks)} pending task(s) ({shown})"
     extra = [f"{e['ports']} ports"] if e.get("ports") else []
     extra += [f"constraint {c}" for c in e.get("constraints", [])]
-    _print(f"{kind}: {what} asks {e['asked']}" + (f" with {', '.join(extra)}" if extra else ""))
+    lines.append(f"{kind}: {what} asks {e['asked']}" + (f" with {', '.join(extra)}" if extra else ""))
     if not e.get("agents_known"):
-        _print("  the framework has not listed the cluster's agents (yet, or the policy refuses it)")
+        lines.append("  the framework has not listed the cluster's agents (yet, or the policy refuses it)")
     if e.get("never_fits"):
-        _print(f"  NEVER FITS: {e['never_fits']}")
+        lines.append(f"  NEVER FITS: {e['never_fits']}")
     for checker, r in e.get("rejected", {}).items():
-        _print(f"  {checker} rejects {r['count']} agent(s): {'; '.join(r['agents'][:3])}")
+        lines.append(f"  {checker} rejects {r['count']} agent(s): {'; '.join(r['agents'][:3])}")
     for checker, r in e.get("offers_refused", {}).items():
-        _print(f"  in its last offers, {checker} refused {r['count']} agent(s): {'; '.join(r['agents'][:3])}")
+        lines.append(
+            f"  in its last offers, {checker} refused {r['count']} agent(s): {'; '.join(r['agents'][:3])}"
+        )
     if e.get("smallest_change"):
-        _print(f"  smallest change: {e['smallest_change']}")
+        lines.append(f"  smallest change: {e['smallest_change']}")
         for other in e.get("changes", [])[1:]:
-            _print(f"  or: {other}")
+            lines.append(f"  or: {other}")
     elif e.get("agents_known") and not e.get("rejected"):
-        _print("  an agent has room now: it is placed on the next offer")
+        lines.append("  an agent has room now: it is placed on the next offer")
+    return lines
+
+
+def role_records(resp: op.ListRolesResponse) -> list[dict[str, Any]]:
+    return [
+        {
+            "role": r.role,
+            "weight": r.weight,
+            "frameworks": list(r.frameworks),
+            "share": r.share,
+            "guarantee": resources_json(resources_from_proto(r.guarantee)),
+            "limit": quantities_json(quantities_from_proto(r.limit)) if r.has_limit else None,
+            "consumed": resources_json(resources_from_proto(r.consumed)),
+        }
+        for r in resp.roles
+    ]
+
+
+def _limit(r: dict[str, Any]) -> str:
+    """A quota limit in the flag syntax, zeros kept: ``cpus:0`` holds back every cpu."""
+    if r["limit"] is None:
+        return ""
+    parts = [
+        f"{name.removesuffix('_bytes')}:{value / MIB:g}" if name.endswith("_bytes") else f"{name}:{value:g}"
+        for name, value in r["limit"].items()
+    ]
+    return ";".join(parts) or "0"
+
+
+ROLE_COLUMNS = (
+    Column("role", key("role")),
+    Column("weight", key("weight", lambda w: f"{w:g}")),
+    Column("frameworks", key("frameworks", ",".join)),
+    Column("share", key("share", lambda x: f"{x:.3f}")),
+    Column("guarantee", lambda r: resources_text(r["guarantee"]).replace("(none)", "")),
+    Column("limit", _limit),
+    Column("consumed", lambda r: resources_text(r["consumed"]).replace("(none)", "")),
+)
 
 
 @click.command()
 @master_option
+@output_option
 @click.pass_context
 @handle_errors
-def roles(ctx: click.Context, master: str | None) -> None:
+def roles(ctx: click.Context, master: str | None, output: str | None) -> None:
     """List roles with weights, shares, quota and what they consume."""
     _client_logging(ctx)
+    records, address = _roles(master)
+    show(output, Listing(ROLE_COLUMNS, records, f"roles of {address}", "no roles yet"))
+
+
+def _roles(master: str | None) -> tuple[list[dict[str, Any]], str]:
+    """The role records and the address of the master that answered."""
     stub = _stub(resolve_master(master))
-    resp = stub.ListRoles(op.ListRolesRequest(), timeout=TIMEOUT_S)
-    table = Table(title=f"roles of {stub.address}", title_justify="left")
-    for col in ("role", "weight", "frameworks", "share", "guarantee", "limit", "consumed"):
-        table.add_column(col)
-    for r in resp.roles:
-        table.add_row(
-            r.role,
-            f"{r.weight:g}",
-            ",".join(r.frameworks),
-            f"{r.share:.3f}",
-            resources_from_proto(r.guarantee).format(),
-            format_quantities(quantities_from_proto(r.limit)) if r.has_limit else "",
-            resources_from_proto(r.consumed).format(),
-        )
-    if not resp.roles:
-        table.caption = "no roles yet"
-    _print(table)
+    return role_records(stub.ListRoles(op.ListRolesRequest(), timeout=TIMEOUT_S)), stub.address
 
 
 @click.group()
@@ -201,6 +237,20 @@ def weights_set(ctx: click.Context, master: str | None, assignments: tuple[str, 
 @click.group()
 def quota() -> None:
     """Role quota: a guarantee offered first, a limit never exceeded."""
+
+
+@quota.command("list")
+@master_option
+@output_option
+@click.pass_context
+@handle_errors
+def quota_list(ctx: click.Context, master: str | None, output: str | None) -> None:
+    """The roles that have a guarantee or a limit."""
+    _client_logging(ctx)
+    records, address = _roles(master)
+    rows = [r for r in records if r["limit"] is not None or any(r["guarantee"].values())]
+    columns = [c for c in ROLE_COLUMNS if c.header in ("role", "guarantee", "limit", "consumed")]
+    show(output, Listing(columns, rows, f"quota of {address}", "no role has quota"))
 
 
 @quota.command("set")
@@ -251,7 +301,9 @@ def quota_remove(ctx: click.Context, master: str | None, role: str) -> None:
 def drain(ctx: click.Context, master: str | None, agent_id: str) -> None:
     """Put an agent under maintenance: its tasks keep running, it offers nothing."""
     _client_logging(ctx)
-    _stub(resolve_master(master)).DrainAgent(op.DrainAgentRequest(agent_id=agent_id), timeout=TIMEOUT_S)
+    stub = _stub(resolve_master(master))
+    agent_id = ids.agent_id(stub, agent_id)
+    stub.DrainAgent(op.DrainAgentRequest(agent_id=agent_id), timeout=TIMEOUT_S)
     _print(f"agent {agent_id} is draining (at {time.strftime('%H:%M:%S')}); `corral undrain` ends it")
 
 
@@ -263,23 +315,28 @@ def drain(ctx: click.Context, master: str | None, agent_id: str) -> None:
 def undrain(ctx: click.Context, master: str | None, agent_id: str) -> None:
     """Bring a drained agent back into service."""
     _client_logging(ctx)
-    _stub(resolve_master(master)).DrainAgent(
-        op.DrainAgentRequest(agent_id=agent_id, undo=True), timeout=TIMEOUT_S
-    )
+    stub = _stub(resolve_master(master))
+    agent_id = ids.agent_id(stub, agent_id)
+    stub.DrainAgent(op.DrainAgentRequest(agent_id=agent_id, undo=True), timeout=TIMEOUT_S)
     _print(f"agent {agent_id} is back in service")
 
 
-def _reserve(ctx: click.Context, master: str | None, agent_id: str, spec: str, unreserve: bool) -> Resources:
+def _reserve(
+    ctx: click.Context, master: str | None, agent_id: str, spec: str, unreserve: bool
+) -> tuple[Resources, str]:
+    """What was (un)reserved, and on which agent (its full id: a prefix may name it)."""
     _client_logging(ctx)
     try:
         resources = Resources.parse(spec)
     except ResourceError as e:
         fail(f"RESOURCES: {e}")
+    stub = _stub(resolve_master(master))
+    agent_id = ids.agent_id(stub, agent_id)
     request = op.ReserveResourcesRequest(
         agent_id=agent_id, resources=resources_to_proto(resources), unreserve=unreserve
     )
-    _stub(resolve_master(master)).ReserveResources(request, timeout=TIMEOUT_S)
-    return resources
+    stub.ReserveResources(request, timeout=TIMEOUT_S)
+    return resources, agent_id
 
 
 @click.command()
@@ -294,7 +351,7 @@ def reserve(ctx: click.Context, master: str | None, agent_id: str, resources: st
     Only frameworks of that role (or its sub-roles) are offered them; a new
     leading master keeps the reservation.
     """
-    done = _reserve(ctx, master, agent_id, resources, unreserve=False)
+    done, agent_id = _reserve(ctx, master, agent_id, resources, unreserve=False)
     _print(f"reserved {done.format()} on agent {agent_id}")
 
 
@@ -306,5 +363,5 @@ def reserve(ctx: click.Context, master: str | None, agent_id: str, resources: st
 @handle_errors
 def unreserve(ctx: click.Context, master: str | None, agent_id: str, resources: str) -> None:
     """Give reserved RESOURCES of an agent back to every role, e.g. "cpus(ml):2"."""
-    done = _reserve(ctx, master, agent_id, resources, unreserve=True)
+    done, agent_id = _reserve(ctx, master, agent_id, resources, unreserve=True)
     _print(f"unreserved {done.format()} on agent {agent_id}")

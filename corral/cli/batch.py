@@ -24,8 +24,12 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from corral.cli import exit as exit_codes
+from corral.cli import ids
 from corral.cli.common import _client_logging, console, fail, handle_errors, master_option
 from corral.cli.discovery import resolve_master
+from corral.cli.output import Column, Listing, key, output_option, show
+from corral.cli.views import exit_text
 from corral.frameworks.batch.spec import JobSpecError, load_job
 
 STATE_STYLE = {
@@ -67,7 +71,10 @@ def _client(master_flag: str | None, batch: str | None) -> Any:
         same = found is not None and found.get("address") == batch
         return BatchClient(batch, credentials=api_credentials(found if same else None))
     if found is None:
-        fail("no batch service found: start one with `corral local` or `corral framework run batch`")
+        fail(
+            "no batch service found: start one with `corral local` or `corral framework run batch`",
+            exit_codes.UNREACHABLE,
+        )
     assert found is not None
     return BatchClient(str(found["address"]), credentials=api_credentials(found))
 
@@ -126,7 +133,7 @@ class JobProgress:
 def job_table(job: dict[str, Any], outputs: dict[str, str] | None = None) -> Table:
     """Per task: state, tries, exit code, agent, time, output, message."""
     table = Table(title=f"job {job['id']} ({job['state'].lower()})", title_justify="left")
-    for col in ("task", "state", "tries", "exit", "agent", "time", "task id"):
+    for col in ("task", "state", "tries", "exit", "agent", "hostname", "time", "task id"):
         table.add_column(col, justify="right" if col in ("tries", "exit", "time") else "left")
     if outputs is not None:
         table.add_column("output")
@@ -146,7 +153,8 @@ def job_table(job: dict[str, Any], outputs: dict[str, str] | None = None) -> Tab
             Text(t["state"], style=STATE_STYLE.get(t["state"], "")),
             str(t["attempts"]),
             exit_text,
-            t["hostname"] or t["agent_id"],
+            t["agent_id"],
+            t["hostname"],
             took,
             last["task_id"] if last else "",
         ]
@@ -309,55 +317,59 @@ def submit(
 @click.command()
 @master_option
 @batch_option
+@output_option
 @click.pass_context
 @handle_errors
-def jobs(ctx: click.Context, master: str | None, batch: str | None) -> None:
+def jobs(ctx: click.Context, master: str | None, batch: str | None, output: str | None) -> None:
     """List the batch service's jobs and periodic jobs."""
     _client_logging(ctx)
     data = _client(master, batch).jobs()
-    table = Table(title="jobs", title_justify="left")
-    for col in ("id", "state", "done", "failed", "submitted", "took", "note"):
-        table.add_column(col, overflow="fold" if col == "note" else "ellipsis")
-    for j in data["jobs"]:
-        counts = j["counts"]
-        done = sum(counts.get(s, 0) for s in ("FINISHED", "FAILED", "CANCELLED", "SKIPPED"))
-        took = f"{j['finished_at'] - j['submitted_at']:.1f}s" if j["finished_at"] else ""
-        table.add_row(
-            j["id"],
-            Text(j["state"], style=STATE_STYLE.get(j["state"], "")),
-            f"{done}/{j['total']}",
-            str(counts.get("FAILED", 0)),
-            time.strftime("%H:%M:%S", time.localtime(j["submitted_at"])),
-            took,
-            "; ".join(f"{g} unschedulable: {why}" for g, why in sorted(j.get("unschedulable", {}).items())),
-        )
-    console.print(table)
+    records = [{"kind": "job", **j} for j in data["jobs"]] + list(data["periodic"])
+    listings = [Listing(JOB_COLUMNS, data["jobs"], "jobs", "no jobs")]
     if data["periodic"]:
-        console.print(periodic_table(data["periodic"]))
+        listings.append(Listing(PERIODIC_COLUMNS, data["periodic"], "periodic jobs"))
+    show(output, *listings, data=records)
 
 
-def periodic_table(rows: list[dict[str, Any]]) -> Table:
-    """Periodic jobs: schedule, concurrency policy, state, next run, last job and a note
-    (why it failed, or that a run was skipped)."""
-    table = Table(title="periodic jobs", title_justify="left")
-    for col in ("id", "schedule", "policy", "state", "next run", "last job"):
-        table.add_column(col)
-    table.add_column("message", overflow="fold")
-    for p in rows:
-        state = p.get("state", "ACTIVE")
-        nxt = ""
-        if state == "ACTIVE" and isinstance(p["next_run"], int | float):
-            nxt = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(p["next_run"]))
-        table.add_row(
-            p["id"],
-            str(p["schedule"]),
-            p.get("concurrency_policy", ""),
-            Text(state, style=STATE_STYLE.get(state, "")),
-            nxt,
-            p["last_job"],
-            Text(p.get("message", "")),  # not markup: a message may hold "[[tasks]]"
-        )
-    return table
+def _done(j: dict[str, Any]) -> str:
+    counts = j["counts"]
+    return f"{sum(counts.get(s, 0) for s in ('FINISHED', 'FAILED', 'CANCELLED', 'SKIPPED'))}/{j['total']}"
+
+
+def _next_run(p: dict[str, Any]) -> str:
+    if p.get("state", "ACTIVE") == "ACTIVE" and isinstance(p["next_run"], int | float):
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(p["next_run"]))
+    return ""
+
+
+def _styled(name: str) -> Callable[[dict[str, Any]], Text]:
+    return lambda r: Text(str(r.get(name, "ACTIVE")), style=STATE_STYLE.get(str(r.get(name, "ACTIVE")), ""))
+
+
+JOB_COLUMNS = (
+    Column("id", key("id")),
+    Column("state", _styled("state")),
+    Column("done", _done),
+    Column("failed", lambda j: str(j["counts"].get("FAILED", 0))),
+    Column("submitted", lambda j: time.strftime("%H:%M:%S", time.localtime(j["submitted_at"]))),
+    Column("took", lambda j: f"{j['finished_at'] - j['submitted_at']:.1f}s" if j["finished_at"] else ""),
+    Column(
+        "note",
+        lambda j: "; ".join(f"{g} unschedulable: {w}" for g, w in sorted(j.get("unschedulable", {}).items())),
+        fold=True,
+    ),
+    Column("name", key("name"), wide=True),
+    Column("periodic", key("periodic"), wide=True),
+)
+PERIODIC_COLUMNS = (
+    Column("id", key("id")),
+    Column("schedule", key("schedule")),
+    Column("policy", key("concurrency_policy")),
+    Column("state", _styled("state")),
+    Column("next run", _next_run),
+    Column("last job", key("last_job")),
+    Column("message", lambda p: Text(p.get("message", "")), fold=True),
+)
 
 
 @click.command()
@@ -366,7 +378,7 @@ def periodic_table(rows: list[dict[str, Any]]) -> Table:
 @click.argument("job_id")
 @click.option("--attempts", "-a", is_flag=True, help="List every attempt of every task.")
 @click.option("--follow", "-f", is_flag=True, help="Print task changes until the job ends (Ctrl-C detaches).")
-@click.option("--output/--no-output", default=False, help="With --follow: each task's stdout at the end.")
+@output_option
 @click.pass_context
 @handle_errors
 def job(
@@ -376,39 +388,62 @@ def job(
     job_id: str,
     attempts: bool,
     follow: bool,
-    output: bool,
+    output: str | None,
 ) -> None:
     """Show a job: per task its state, tries, exit code and agent (or a periodic job and its runs).
 
-    With --follow, print each task change until the job ends, then this
+    JOB_ID may be a unique prefix. Exits 1 if the job FAILED or was CANCELLED.
+    With --follow, print each task change until the job ends, then its
     table; exit 0 if it succeeded, 1 if not, 130 if Ctrl-C detached.
     """
     _client_logging(ctx)
     client = _client(master, batch)
+    job_id = ids.job_id(client.jobs(), job_id)
     if follow:
-        sys.exit(_follow(client, job_id, output))
+        sys.exit(_follow(client, job_id, False))
     data = client.job(job_id)
     if data.get("kind") == "periodic":
-        console.print(periodic_table([data]))
-        if data["runs"]:
-            runs = Table(title="runs", title_justify="left")
-            for col in ("job", "state", "submitted"):
-                runs.add_column(col)
-            for j in data["runs"]:
-                when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(j["submitted_at"]))
-                runs.add_row(j["id"], Text(j["state"], style=STATE_STYLE.get(j["state"], "")), when)
-            console.print(runs)
+        show(output, Listing(PERIODIC_COLUMNS, [data]), Listing(JOB_COLUMNS, data["runs"], "runs"), data=data)
         return
-    console.print(job_table(data))
+    listings = [Listing(TASK_COLUMNS, data["tasks"], f"job {data['id']} ({data['state'].lower()})")]
     if attempts:
-        table = Table(title="attempts", title_justify="left")
-        for col in ("task id", "state", "exit", "agent", "message"):
-            table.add_column(col)
-        for t in data["tasks"]:
-            for a in t["history"]:
-                code = "" if a["exit_code"] is None else str(a["exit_code"])
-                table.add_row(a["task_id"], a["state"], code, a["hostname"] or a["agent_id"], a["message"])
-        console.print(table)
+        rows = [a for t in data["tasks"] for a in t["history"]]
+        listings.append(Listing(ATTEMPT_COLUMNS, rows, "attempts"))
+    show(output, *listings, data=data)
+    if data["state"] in ("FAILED", "CANCELLED"):
+        sys.exit(exit_codes.FAILED)
+
+
+def _last(t: dict[str, Any]) -> dict[str, Any]:
+    return t["history"][-1] if t["history"] else {}
+
+
+def _took(a: dict[str, Any]) -> str:
+    return f"{a['finished_at'] - a['launched_at']:.2f}s" if a.get("finished_at") else ""
+
+
+TASK_COLUMNS = (
+    Column("task", lambda t: f"{t['group']}[{t['index']}]"),
+    Column("state", _styled("state")),
+    Column("tries", key("attempts"), right=True),
+    Column("exit", lambda t: exit_text(_last(t).get("exit_code"), _last(t).get("signal")), right=True),
+    Column("agent", key("agent_id")),
+    Column("hostname", key("hostname")),
+    Column("time", lambda t: _took(_last(t)), right=True),
+    Column("task id", lambda t: _last(t).get("task_id", "")),
+    Column("message", lambda t: "" if t["state"] == "FINISHED" else t["message"], fold=True),
+    Column("failures", key("failures"), wide=True),
+    Column("reason", lambda t: _last(t).get("reason", ""), wide=True),
+)
+ATTEMPT_COLUMNS = (
+    Column("task id", key("task_id")),
+    Column("state", key("state")),
+    Column("exit", lambda a: exit_text(a["exit_code"], a["signal"]), right=True),
+    Column("agent", key("agent_id")),
+    Column("hostname", key("hostname")),
+    Column("time", _took, right=True),
+    Column("message", key("message"), fold=True),
+)
 
 
 @click.command()
@@ -420,7 +455,9 @@ def job(
 def cancel(ctx: click.Context, master: str | None, batch: str | None, job_id: str) -> None:
     """Cancel a job (its running tasks are killed) or remove a periodic job."""
     _client_logging(ctx)
-    answer = _client(master, batch).cancel(job_id)
+    client = _client(master, batch)
+    job_id = ids.job_id(client.jobs(), job_id)
+    answer = client.cancel(job_id)
     console.print(f"{job_id}: {answer['result']}", highlight=False)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -12,9 +11,9 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
+from corral.cli.output import Column, Listing, key, output_option, show
 from corral.zk import DEFAULT_SESSION_TIMEOUT_S
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -24,11 +23,20 @@ def handle_errors(fn: F) -> F:
     """The CLI's error handling (corral.cli.main), looked up at call time: main
     registers this group, so importing main here at load time would be circular."""
 
+    def not_found(*args: Any, **kwargs: Any) -> Any:
+        from corral.cli.ids import IdLookupError
+        from corral.cluster.state import UnknownClusterError
+
+        try:
+            return fn(*args, **kwargs)
+        except UnknownClusterError as e:  # a name, not a bad value: exit 4 (corral/cli/exit.py)
+            raise IdLookupError(str(e)) from None
+
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from corral.cli.common import handle_errors as main_handle_errors
 
-        return main_handle_errors(fn)(*args, **kwargs)
+        return main_handle_errors(not_found)(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
 
@@ -159,35 +167,33 @@ def up(
     _console().print(f"  clients: --cluster {name}  or  --master {state.plan.zk_url}", highlight=False)
 
 
+NODE_COLUMNS = (
+    Column("node", key("name")),
+    Column("role", key("role")),
+    Column("address", key("address")),
+    Column("hostname", key("hostname")),
+    Column("pid", key("pid")),
+    Column("process", lambda n: Text("running", style="green") if n["alive"] else Text("gone", style="red")),
+    Column("state", lambda n: Text(n["state"], style=_STATE_STYLE.get(n["state"], ""))),
+    Column("resources / attributes", key("detail")),
+)
+
+
 @cluster.command()
 @click.argument("name", default="test")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per node.")
+@click.option("--json", "as_json", is_flag=True, help="The same as -o json.")
+@output_option
 @handle_errors
-def status(name: str, as_json: bool) -> None:
+def status(name: str, as_json: bool, output: str | None) -> None:
     """Every node of the cluster: address, process, and who leads."""
     from corral.cluster import runner
     from corral.cluster.state import ClusterState
 
     state = ClusterState.load(name)
-    nodes = runner.status(state)
-    if as_json:
-        click.echo(json.dumps({"name": name, "zk": state.plan.zk_url, "nodes": [asdict(n) for n in nodes]}))
-        return
-    table = Table(title=f"cluster {name} ({state.plan.subnet}, {state.plan.zk_url})", title_justify="left")
-    for col in ("node", "role", "address", "hostname", "pid", "process", "state", "resources / attributes"):
-        table.add_column(col)
-    for n in nodes:
-        table.add_row(
-            n.name,
-            n.role,
-            n.address,
-            n.hostname,
-            str(n.pid or ""),
-            Text("running", style="green") if n.alive else Text("gone", style="red"),
-            Text(n.state, style=_STATE_STYLE.get(n.state, "")),
-            n.detail,
-        )
-    _console().print(table)
+    nodes = [asdict(n) for n in runner.status(state)]
+    title = f"cluster {name} ({state.plan.subnet}, {state.plan.zk_url})"
+    data = {"name": name, "zk": state.plan.zk_url, "subnet": str(state.plan.subnet), "nodes": nodes}
+    show("json" if as_json else output, Listing(NODE_COLUMNS, nodes, title=title), data=data)
 
 
 @cluster.command()
@@ -211,19 +217,21 @@ def down(name: str, keep_dir: bool) -> None:
     )
 
 
+CLUSTER_COLUMNS = (Column("name", key("name")), Column("subnet", key("subnet")), Column("zk", key("zk")))
+
+
 @cluster.command(name="list")
+@output_option
 @handle_errors
-def list_() -> None:
+def list_(output: str | None) -> None:
     """Clusters recorded under $CORRAL_HOME/clusters."""
     from corral.cluster.state import ClusterState, list_clusters
 
-    names = list_clusters()
-    if not names:
-        _console().print("no clusters")
-        sys.exit(0)
-    for name in names:
-        state = ClusterState.load(name)
-        _console().print(f"{name}\t{state.plan.subnet}\t{state.plan.zk_url}", highlight=False)
+    records = []
+    for name in list_clusters():
+        plan = ClusterState.load(name).plan
+        records.append({"name": name, "subnet": str(plan.subnet), "zk": plan.zk_url})
+    show(output, Listing(CLUSTER_COLUMNS, records, title="clusters", empty="no clusters"))
 
 
 @cluster.command()

@@ -10,17 +10,20 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 import grpc
 from rich.console import Console
 
 from corral import logging as corral_logging
+from corral.cli import exit as exit_codes
 from corral.cli.discovery import CLUSTER_META_KEY, ClusterNotFoundError
+from corral.cli.ids import IdLookupError
 from corral.cli.security import tls_options
-from corral.errors import CorralError
+from corral.errors import ApiError, CallError, CertificateError, CorralError
 from corral.frameworks.batch import JobSpecError
+from corral.frameworks.driver import NotConnectedError, SubscribeError
 from corral.resources import ResourceError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -29,40 +32,58 @@ console = Console(width=None if sys.stdout.isatty() else int(os.environ.get("COL
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
-def fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+def fail(message: str, code: int = exit_codes.USAGE) -> NoReturn:
+    """One sentence on stderr and exit ``code`` (corral/cli/exit.py)."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
     sys.exit(code)
 
 
+def _rpc_failure(e: grpc.RpcError) -> NoReturn:
+    code = e.code() if hasattr(e, "code") else None
+    details = e.details() if hasattr(e, "details") else str(e)
+    status = exit_codes.from_grpc(code)
+    if code == grpc.StatusCode.UNAVAILABLE:
+        # A refused TLS handshake looks like a closed socket from here.
+        hint = (
+            " (if it serves mutual TLS: give --tls-ca, --tls-cert and --tls-key of an operator "
+            "certificate from its CA, or set CORRAL_TLS_CA/CERT/KEY)"
+            if "Socket closed" in (details or "") or "handshake" in (details or "").lower()
+            else ""
+        )
+        fail(f"cannot reach the master: {details}{hint}", status)
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        fail(f"cannot reach the master: no answer in time ({details})", status)
+    fail(f"{code.name if code else 'error'}: {details}", status)
+
+
 def handle_errors(fn: F) -> F:
-    """Turn expected failures into a sentence and a non-zero exit, not a traceback."""
+    """Turn expected failures into a sentence and an exit status (corral/cli/exit.py),
+    not a traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except ClusterNotFoundError as e:
-            fail(str(e))
-        except (JobSpecError, ResourceError, ValueError) as e:
-            fail(str(e))
+            fail(str(e), exit_codes.UNREACHABLE)
+        except IdLookupError as e:
+            fail(str(e), exit_codes.REFUSED)
+        except (JobSpecError, ResourceError, CertificateError, ValueError) as e:
+            fail(str(e), exit_codes.USAGE)
         except grpc.RpcError as e:
-            code = e.code() if hasattr(e, "code") else None
-            details = e.details() if hasattr(e, "details") else str(e)
-            if code == grpc.StatusCode.UNAVAILABLE:
-                # A refused TLS handshake looks like a closed socket from here.
-                hint = (
-                    " (if it serves mutual TLS: give --tls-ca, --tls-cert and --tls-key of an operator "
-                    "certificate from its CA, or set CORRAL_TLS_CA/CERT/KEY)"
-                    if "Socket closed" in (details or "") or "handshake" in (details or "").lower()
-                    else ""
-                )
-                fail(f"cannot reach the master: {details}{hint}")
-            fail(f"{code.name if code else 'error'}: {details}")
+            _rpc_failure(e)
+        except ApiError as e:
+            fail(str(e), exit_codes.from_http(e.status))
+        except CallError as e:
+            fail(str(e), exit_codes.from_grpc_name(e.code))
+        except NotConnectedError as e:
+            fail(str(e), exit_codes.UNREACHABLE)
+        except SubscribeError as e:
+            fail(str(e), exit_codes.REFUSED)
         except CorralError as e:
-            fail(str(e))
+            fail(str(e), exit_codes.FAILED)
         except KeyboardInterrupt:
-            fail("interrupted", 130)
-        return None
+            fail("interrupted", exit_codes.INTERRUPTED)
 
     return wrapper  # type: ignore[return-value]
 

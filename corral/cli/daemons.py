@@ -34,6 +34,15 @@ if TYPE_CHECKING:
     metavar="zk://H1:P1,H2:P2/PATH",
     help="Contend for leadership through ZooKeeper (default: standalone).",
 )
+@click.option(
+    "--zk-credentials",
+    type=click.Path(path_type=Path),
+    default=None,
+    envvar="CORRAL_ZK_CREDENTIALS",
+    metavar="FILE",
+    help="One USER:PASSWORD line (mode 600), the same file on every master: the znodes become "
+    "the masters' own (leader readable by anyone, registry by nobody else). See docs/operator.md.",
+)
 @click.option("--zk-session-timeout", default=5.0, show_default=True, help="Seconds (see docs/operator.md).")
 @click.option(
     "--zk-connect-timeout",
@@ -125,6 +134,7 @@ def master(
     offer_timeout: float,
     allocation_interval: float,
     zk: str | None,
+    zk_credentials: Path | None,
     zk_session_timeout: float,
     zk_connect_timeout: float,
     agent_reregister_timeout: float,
@@ -157,7 +167,7 @@ def master(
     from corral.master.rate_limit import RateLimits, limit_or_unlimited, parse_rate_limits
     from corral.master.server import MasterServer
     from corral.transport import is_loopback
-    from corral.zk import parse_zk_url
+    from corral.zk import parse_zk_url, read_credentials
 
     _daemon_logging(ctx)
     credentials = daemon_credentials()
@@ -198,8 +208,20 @@ def master(
         agent_unreachable_window_s=agent_unreachable_window,
     )
 
+    zk_creds = None
+    if zk_credentials is not None and not zk:
+        fail("--zk-credentials: only with --zk (a standalone master keeps its registry in memory)")
     if zk:
-        parse_zk_url(zk)  # a clear error now rather than a stack trace later
+        zk_url = parse_zk_url(zk)  # a clear error now rather than a stack trace later
+        if zk_credentials is not None:
+            zk_creds = read_credentials(zk_credentials)
+        elif not master_on_loopback(zk) and not insecure:
+            fail(
+                f"refusing to use ZooKeeper at {zk_url.hosts} without --zk-credentials: anyone who can "
+                "reach it could pose as the leading master or rewrite the registry. Give "
+                "--zk-credentials FILE (one USER:PASSWORD line, mode 600, the same on every master), "
+                "or pass --insecure to use an open tree anyway."
+            )
     public = advertise
     if listen.startswith("0.0.0.0:") and not public:
         # Clients must be told an address they can dial, not the wildcard.
@@ -214,6 +236,7 @@ def master(
             zk=zk,
             zk_session_timeout_s=zk_session_timeout,
             zk_connect_timeout_s=zk_connect_timeout,
+            zk_credentials=zk_creds,
             advertise=public,
             metrics_listen=metrics_listen,
             policy=acls,
@@ -260,6 +283,16 @@ def master(
     default=None,
     help="Image store shared with `corral image` (default: $CORRAL_IMAGE_STORE, "
     "$CORRAL_HOME/images or /var/lib/corral/images).",
+)
+@click.option(
+    "--registry-config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    envvar="CORRAL_REGISTRY_CONFIG",
+    metavar="FILE",
+    help='Image registries: [registries."HOST[:PORT]"] tables with username, password and '
+    "insecure = true (plain HTTP; loopback registries always are). Mode 600. Tasks name "
+    "registry images as HOST[:PORT]/REPO[:TAG|@DIGEST].",
 )
 @click.option(
     "--image-import-dir",
@@ -356,6 +389,7 @@ def agent(
     gc_delay: float,
     gc_disk_headroom: float,
     image_store: Path | None,
+    registry_config: Path | None,
     image_import_dirs: tuple[Path, ...],
     allowed_host_paths: str,
     metrics_listen: str | None,
@@ -400,6 +434,15 @@ def agent(
     except ValueError as e:
         fail(f"--attributes: {e}")
     res = Resources.parse(resources) if resources else None
+    from corral.slave.containerizer.images import ImageError
+    from corral.slave.containerizer.images.registry_config import RegistryConfig
+
+    registries = RegistryConfig()
+    if registry_config is not None:
+        try:
+            registries = RegistryConfig.load(registry_config)
+        except ImageError as e:
+            fail(str(e))
     config = AgentConfig(
         master=master_address,
         credentials=credentials,
@@ -415,6 +458,7 @@ def agent(
         gc_disk_headroom=gc_disk_headroom,
         image_store=image_store or default_store_dir(),
         image_import_dirs=tuple(p.resolve() for p in image_import_dirs),
+        registries=registries,
         allowed_host_paths=_allowed_host_paths(allowed_host_paths),
         metrics_listen=metrics_listen,
         seccomp_profiles=profiles,

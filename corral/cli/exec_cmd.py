@@ -1,6 +1,6 @@
 """``corral exec TASK -- CMD``: run a command inside a running task's container.
 
-    corral exec web-0 -- cat /etc/hostname
+    corral exec web-0 -- cat /etc/hostname        # a unique prefix of the task id will do
     corral exec --framework FW_ID --timeout 30 sleeper-1 -- sh -c 'ps; df -h .'
 
 The master authorizes the call (``exec_task`` on the task's owner: its
@@ -20,6 +20,8 @@ import sys
 import click
 import grpc
 
+from corral.cli import exit as exit_codes
+from corral.cli import ids, views
 from corral.cli.common import _client_logging, fail, handle_errors, master_option
 from corral.cli.discovery import client_credentials, leader_address, resolve_master
 from corral.detector import leader_from_error
@@ -30,7 +32,9 @@ from corral.transport import make_sync_channel
 
 @click.command(name="exec", context_settings={"ignore_unknown_options": True})
 @master_option
-@click.option("--framework", default="", help="The task's framework id (when the task id is not unique).")
+@click.option(
+    "--framework", default="", help="The task's framework (id, prefix or name) if the task id is not unique."
+)
 @click.option(
     "--timeout",
     "timeout_s",
@@ -59,6 +63,7 @@ def exec_task(
     if timeout_s < 0:
         fail(f"--timeout: must be >= 0, got {timeout_s:g}")
     address = resolve_master(master)
+    task_id, framework = ids.task_id(views.operator_stub(address), task_id, framework)
     request = op.ExecTaskRequest(task_id=task_id, framework_id=framework, argv=argv, timeout_s=timeout_s)
     sys.exit(stream(address, request))
 
@@ -89,7 +94,7 @@ def stream(master: str, request: op.ExecTaskRequest) -> int:
             call.cancel()  # the master cancels the command on its agent
             out.flush()
             sys.stderr.write("\ninterrupted: the command was killed\n")
-            return 130
+            return exit_codes.INTERRUPTED
         finally:
             channel.close()
         break

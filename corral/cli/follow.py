@@ -17,10 +17,11 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from corral.cli import exit as exit_codes
 from corral.cli.common import console, err_console
 
 #: the exit code after Ctrl-C detached (as a shell reports SIGINT)
-EXIT_DETACHED = 130
+EXIT_DETACHED = exit_codes.INTERRUPTED
 JOB_FINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
 
 TaskKey = tuple[str, int]

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import click
-from rich.table import Table
 
-from corral.cli.common import _daemon_logging, console, handle_errors, master_option
+from corral.cli.common import _daemon_logging, handle_errors, master_option
 from corral.cli.discovery import framework_credentials, resolve_master, state_dir
+from corral.cli.output import Column, Listing, key, output_option, show
 
 
 @click.group("framework")
@@ -19,20 +19,32 @@ def framework() -> None:
     """Framework plugins: list the installed ones, run one."""
 
 
+PLUGIN_COLUMNS = (
+    Column("name", key("name")),
+    Column("package", lambda p: f"{p['package']} {p['version']}".strip()),
+    Column("target", key("target"), fold=True),
+    Column("description", key("description")),
+)
+
+
 @framework.command("list")
+@output_option
 @handle_errors
-def list_plugins() -> None:
+def list_plugins(output: str | None) -> None:
     """Installed framework plugins (entry-point group corral.frameworks)."""
     from corral.frameworks.plugins import discover
 
-    table = Table(title="framework plugins", title_justify="left")
-    for col in ("name", "package", "target", "description"):
-        table.add_column(col)
-    for info in discover():
-        table.add_row(
-            info.name, f"{info.distribution} {info.version}".strip(), info.target, info.description()
-        )
-    console.print(table)
+    records = [
+        {
+            "name": info.name,
+            "package": info.distribution,
+            "version": info.version,
+            "target": info.target,
+            "description": info.description(),
+        }
+        for info in discover()
+    ]
+    show(output, Listing(PLUGIN_COLUMNS, records, title="framework plugins"))
 
 
 @framework.command("run")

@@ -1,4 +1,4 @@
-"""``corral image``: import, list and remove images in a host's image store.
+"""``corral image``: pull, import, list and remove images in a host's image store.
 
 The store is the one the agents of this host use (``corral agent --image-store``):
 an image imported here can be named by ``NAME:TAG`` in a task.
@@ -15,6 +15,9 @@ from typing import Any, TypeVar
 import click
 
 from corral import logging as corral_logging
+from corral.cli import exit as exit_codes
+from corral.cli.common import fail
+from corral.cli.output import Column, Listing, key, output_option, show
 from corral.slave.containerizer.images import ImageError, ImageStore, default_store_dir
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -41,15 +44,16 @@ def _default_store() -> Path:
 
 
 def _errors(fn: F) -> F:
-    """An ImageError or OSError is one sentence and exit status 2, never a traceback."""
+    """An ImageError (exit 4) or OSError (exit 1) is one sentence, never a traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (ImageError, OSError) as e:
-            click.echo(f"error: {e}", err=True)
-            raise SystemExit(2) from None
+        except ImageError as e:
+            fail(str(e), exit_codes.REFUSED)
+        except OSError as e:
+            fail(str(e), exit_codes.FAILED)
 
     return wrapper  # type: ignore[return-value]
 
@@ -66,7 +70,8 @@ def _human(n: int) -> str:
 @click.group("image")
 @click.pass_context
 def image(ctx: click.Context) -> None:
-    """Container images: OCI image-layout or `docker save` tarballs in the local store."""
+    """Container images in the local store: pulled from a registry, or imported
+    from OCI image-layout or `docker save` tarballs."""
     obj = ctx.obj if isinstance(ctx.obj, dict) else {}
     corral_logging.configure(obj.get("log_level") or os.environ.get("CORRAL_LOG_LEVEL") or "warning")
 
@@ -83,19 +88,54 @@ def import_(file: Path, name: str | None, store: Path | None) -> None:
     click.echo(f"imported {found.id[:19]} as {names}: {len(found.layers)} layer(s)")
 
 
-@image.command("list")
+@image.command("pull")
+@click.argument("ref", metavar="HOST[:PORT]/REPO[:TAG|@DIGEST]")
+@click.option(
+    "--registry-config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    envvar="CORRAL_REGISTRY_CONFIG",
+    help="Registry credentials and plain-HTTP hosts (TOML, as for `corral agent`).",
+)
 @_store_option
 @_errors
-def list_(store: Path | None) -> None:
-    """List the images in the store."""
+def pull(ref: str, registry_config: Path | None, store: Path | None) -> None:
+    """Pull REF from its registry into the store (layers it has are not fetched again)."""
+    from corral.slave.containerizer.images.pull import Puller
+    from corral.slave.containerizer.images.registry import RegistryClient
+    from corral.slave.containerizer.images.registry_config import RegistryConfig
+
+    config = RegistryConfig.load(registry_config) if registry_config else RegistryConfig()
+    client = RegistryClient(config)
+    try:
+        found = Puller(ImageStore(store or _default_store()), client).pull(ref)
+    finally:
+        client.close()
+    click.echo(f"pulled {found.id[:19]} as {', '.join(found.names)}: {len(found.layers)} layer(s)")
+
+
+IMAGE_COLUMNS = (
+    Column("name", key("name")),
+    Column("id", lambda r: r["id"][7:19]),
+    Column("layers", lambda r: str(len(r["layers"])), right=True),
+    Column("size", lambda r: _human(r["size_bytes"]), right=True),
+    Column("full id", key("id"), wide=True),
+)
+
+
+@image.command("list")
+@_store_option
+@output_option
+@_errors
+def list_(store: Path | None, output: str | None) -> None:
+    """List the images in the store (one row per name)."""
     images = ImageStore(store or _default_store()).images()
-    rows = [("NAME", "ID", "LAYERS", "SIZE")]
-    for found in images:
-        for name in found.names or ("<none>",):
-            rows.append((name, found.id[7:19], str(len(found.layers)), _human(found.size_bytes)))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    for row in rows:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    rows = [
+        {"name": name, "id": found.id, "layers": list(found.layers), "size_bytes": found.size_bytes}
+        for found in images
+        for name in found.names or ("<none>",)
+    ]
+    show(output, Listing(IMAGE_COLUMNS, rows, "images", "no images"))
 
 
 @image.command("rm")

@@ -16,10 +16,14 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from corral import __version__
 from corral.errors import CorralError
+from corral.master import metrics as master_metrics
 from corral.master.master import MasterConfig
 from corral.master.server import MasterServer
+from corral.metrics import MetricsServer
 from corral.resources import Resources
+from corral.slave import metrics as agent_metrics
 from corral.slave.agent import Agent, AgentConfig
 from corral.transport import Credentials
 
@@ -55,6 +59,9 @@ class LocalCluster:
     #: the master, each agent (``agent:<hostname>``) and, on demand, whoever
     #: :meth:`credentials` is asked for (frameworks, the operator)
     tls: bool = False
+    #: serve the master's and every agent's metrics on this HOST:PORT (one
+    #: endpoint, agents labelled ``agent_id``: see slave/metrics.py)
+    metrics_listen: str | None = None
 
     def __post_init__(self) -> None:
         self.tls_dir = self.work_dir / "tls"
@@ -63,6 +70,7 @@ class LocalCluster:
             self.listen, self.master_config, self._issue("master:local"), policy=self._policy_file()
         )
         self.agent_list: list[Agent] = []
+        self.metrics: MetricsServer | None = None
         self.master_address = ""
         # Stable across restarts: the agents find the containers a killed
         # run left under the same prefix (recovery), whatever our pid is now.
@@ -117,6 +125,11 @@ class LocalCluster:
         return Path(ca), Path(cert), Path(key)
 
     async def start(self) -> str:
+        if self.metrics_listen:  # first: an address in use then stops nothing else
+            registry = master_metrics.registry(lambda: self.server.master, __version__)
+            registry.register(agent_metrics.AgentCollector(self.agent_list, __version__))
+            self.metrics = MetricsServer(self.metrics_listen, registry)
+            await self.metrics.start()
         self.master_address = await self.server.start()
         for i in range(self.agents):
             config = AgentConfig(
@@ -140,6 +153,8 @@ class LocalCluster:
         return self.master_address
 
     async def stop(self) -> None:
+        if self.metrics is not None:
+            await self.metrics.stop()
         for agent in self.agent_list:
             with contextlib.suppress(Exception):
                 await agent.stop()

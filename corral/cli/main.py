@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 import click
 
 from corral import __version__
-from corral.cli import daemons, images, views
+from corral.cli import daemons, ids, images, views
+from corral.cli import exit as exit_codes
 from corral.cli.discovery import (
     remove_local,
     resolve_master,
@@ -33,6 +34,7 @@ from corral.cli.common import (
     handle_errors,
     master_option,
 )
+from corral.cli.output import output_option, show
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -104,6 +106,13 @@ def cli(ctx: click.Context, log_level: str | None) -> None:
     is_flag=True,
     help="Plaintext instead of mutual TLS with a CA of its own (any local user can then call it).",
 )
+@click.option(
+    "--metrics-listen",
+    default=None,
+    metavar="HOST:PORT",
+    help="Serve Prometheus metrics of the master and every agent (labelled agent_id) "
+    "at http://HOST:PORT/metrics (default: off).",
+)
 @click.pass_context
 @handle_errors
 def local(
@@ -121,6 +130,7 @@ def local(
     allowed_host_paths: str,
     image_import_dirs: tuple[Path, ...],
     insecure: bool,
+    metrics_listen: str | None,
 ) -> None:
     """Start an embedded cluster: a master and N agents in one process, no ZooKeeper.
 
@@ -160,6 +170,7 @@ def local(
             image_import_dirs=tuple(p.resolve() for p in image_import_dirs),
             allowed_host_paths=_allowed_host_paths(allowed_host_paths),
             tls=not insecure,
+            metrics_listen=metrics_listen,
         )
         try:
             await cluster.start()
@@ -181,6 +192,8 @@ def local(
             )
             for agent in cluster.agent_list:
                 console.print(f"  agent {agent.agent_id}: {agent.total.format()}", highlight=False)
+            if cluster.metrics is not None:
+                console.print(f"  metrics at http://{cluster.metrics.address}/metrics", highlight=False)
             if job is None:
                 service = None
                 if batch:
@@ -253,7 +266,16 @@ def _parse_env(items: tuple[str, ...]) -> dict[str, str]:
 )
 @click.option("--user", default=None, metavar="UID[:GID]", help="Run as this user (default root).")
 @click.option(
-    "--image", default="", metavar="NAME[:TAG]|TARBALL", help="Run on this image (see `corral image`)."
+    "--image",
+    default="",
+    metavar="NAME[:TAG]|HOST/REPO[:TAG]|TARBALL",
+    help="Run on this image: in the agent's store, from a registry, or a tarball (see `corral image`).",
+)
+@click.option(
+    "--pull",
+    type=click.Choice(["if-not-present", "always", "never"]),
+    default=None,
+    help="For a registry image: when the agent pulls it (default if-not-present).",
 )
 @click.option(
     "--volume",
@@ -276,6 +298,7 @@ def run(
     network: str,
     user: str | None,
     image: str,
+    pull: str | None,
     volume: tuple[str, ...],
     read_only: bool,
     command: tuple[str, ...],
@@ -317,6 +340,7 @@ def run(
                     "network": network,
                     **({"user": user} if user else {}),
                     **({"image": image, "read_only_root": read_only} if image else {}),
+                    **({"pull_policy": pull} if pull else {}),
                     **({"volumes": volumes} if volumes else {}),
                 }
             ],
@@ -325,7 +349,7 @@ def run(
     assert isinstance(spec.groups[0], TaskGroup)
     never = never_fits_message(addr, spec)
     if never is not None:
-        fail(never, code=3)
+        fail(never, exit_codes.REFUSED)
 
     async def main() -> int:
         result = await run_job(
@@ -357,7 +381,9 @@ def run(
 def kill(ctx: click.Context, master: str | None, task_id: str, framework: str) -> None:
     """Kill a task (SIGTERM, then SIGKILL after its grace period)."""
     _client_logging(ctx)
-    views.kill_task(resolve_master(master), task_id, framework)
+    address = resolve_master(master)
+    task_id, framework = ids.task_id(views.operator_stub(address), task_id, framework)
+    views.kill_task(address, task_id, framework)
     console.print(f"kill sent to task {task_id}", highlight=False)
 
 
@@ -366,34 +392,45 @@ def kill(ctx: click.Context, master: str | None, task_id: str, framework: str) -
 
 @cli.command()
 @master_option
+@output_option
 @click.pass_context
 @handle_errors
-def agents(ctx: click.Context, master: str | None) -> None:
+def agents(ctx: click.Context, master: str | None, output: str | None) -> None:
     """List agents with their resources."""
     _client_logging(ctx)
-    console.print(views.agents_table(resolve_master(master)))
+    show(output, views.agents_listing(resolve_master(master)))
 
 
 @cli.command()
 @master_option
+@output_option
 @click.pass_context
 @handle_errors
-def frameworks(ctx: click.Context, master: str | None) -> None:
+def frameworks(ctx: click.Context, master: str | None, output: str | None) -> None:
     """List frameworks."""
     _client_logging(ctx)
-    console.print(views.frameworks_table(resolve_master(master)))
+    show(output, views.frameworks_listing(resolve_master(master)))
 
 
 @cli.command()
 @master_option
 @click.option("--all", "-a", "include_completed", is_flag=True, help="Include completed tasks.")
-@click.option("--framework", default="", help="Only this framework's tasks.")
+@click.option("--framework", default="", help="Only this framework's tasks (id, id prefix or name).")
+@click.option("--agent", default="", help="Only tasks on this agent (id or id prefix).")
+@output_option
 @click.pass_context
 @handle_errors
-def tasks(ctx: click.Context, master: str | None, include_completed: bool, framework: str) -> None:
+def tasks(
+    ctx: click.Context,
+    master: str | None,
+    include_completed: bool,
+    framework: str,
+    agent: str,
+    output: str | None,
+) -> None:
     """List tasks with their states."""
     _client_logging(ctx)
-    console.print(views.tasks_table(resolve_master(master), include_completed, framework))
+    show(output, views.tasks_listing(resolve_master(master), include_completed, framework, agent))
 
 
 @cli.command()
@@ -417,6 +454,11 @@ def top(
 
     _client_logging(ctx)
     address = resolve_master(master)
+    stub = views.operator_stub(address)
+    framework = ids.framework_id(stub, framework) if framework else ""
+    agent = ids.agent_id(stub, agent) if agent else ""
+    if task:
+        task, framework = ids.task_id(stub, task, framework)
     usages, errors, leader = topview.sample(address, agent, framework, task)
     if once:
         time.sleep(interval)
@@ -451,7 +493,9 @@ def logs(
 ) -> None:
     """Print a task's stdout (or stderr) from its sandbox."""
     _client_logging(ctx)
-    views.print_logs(resolve_master(master), task_id, "stderr" if stderr else "stdout", follow, framework)
+    address = resolve_master(master)
+    task_id, framework = ids.task_id(views.operator_stub(address), task_id, framework)
+    views.print_logs(address, task_id, "stderr" if stderr else "stdout", follow, framework)
 
 
 from corral.cli.cluster import cluster  # noqa: E402  (the group looks main's helpers up lazily)

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.table import Table
 from rich.text import Text
 
+from corral.cli import exit as exit_codes
 from corral.cli.common import _client_logging, console, fail, handle_errors, master_option
+from corral.cli.output import Column, Listing, effective, key, output_option, show
 from corral.frameworks.service.spec import load_service
 
 STYLE = {"RUNNING": "green", "DEPLOYING": "cyan", "ROLLING_BACK": "yellow", "DELETING": "yellow"}
@@ -42,7 +43,10 @@ def _client(master_flag: str | None, address: str | None) -> Any:
         same = found is not None and found.get("address") == address
         return ServiceClient(address, credentials=api_credentials(found if same else None))
     if found is None or (master_flag and master_flag.removeprefix("grpc://") != found.get("master")):
-        fail("no service framework found: start one with `corral local` or `corral framework run service`")
+        fail(
+            "no service framework found: start one with `corral local` or `corral framework run service`",
+            exit_codes.UNREACHABLE,
+        )
     assert found is not None
     return ServiceClient(str(found["address"]), credentials=api_credentials(found))
 
@@ -102,28 +106,45 @@ def deploy(
         )
 
 
+SERVICE_COLUMNS = (
+    Column("name", key("name")),
+    Column("state", lambda s: Text(s["state"], style=STYLE.get(s["state"], ""))),
+    Column(
+        "version",
+        lambda s: (
+            f"v{s['version']}"
+            + (f" (stable v{s['stable_version']})" if s["stable_version"] != s["version"] else "")
+        ),
+    ),
+    Column("healthy", lambda s: f"{s['healthy']}/{s['instances']}"),
+    Column("instances", key("instances"), right=True),
+    Column("message", lambda s: _message(s), fold=True),  # noqa: PLW0108 (defined below)
+    Column("running", key("running"), wide=True, right=True),
+    Column("failures", key("failures"), wide=True, right=True),
+)
+INSTANCE_COLUMNS = (
+    Column("id", key("id"), fold=True),
+    Column("version", lambda i: f"v{i['version']}"),
+    Column("state", key("state")),
+    Column("healthy", lambda i: "" if i["healthy"] is None else ("yes" if i["healthy"] else "no")),
+    Column("agent", key("agent_id"), fold=True),
+    Column("hostname", key("hostname")),
+    Column("ports", key("ports")),
+    Column("age", lambda i: f"{(i['ended_at'] or time.time()) - i['launched_at']:.0f}s"),
+    Column("message", key("message"), fold=True),
+)
+
+
 @service.command(name="list")
 @master_option
 @service_option
+@output_option
 @click.pass_context
 @handle_errors
-def list_services(ctx: click.Context, master: str | None, address: str | None) -> None:
+def list_services(ctx: click.Context, master: str | None, address: str | None, output: str | None) -> None:
     """Every service: state, version, healthy/instances."""
     _client_logging(ctx)
-    table = Table(title="services", title_justify="left")
-    for col in ("name", "state", "version", "healthy", "instances", "message"):
-        table.add_column(col, overflow="fold")
-    for s in _client(master, address).services():
-        table.add_row(
-            s["name"],
-            Text(s["state"], style=STYLE.get(s["state"], "")),
-            f"v{s['version']}"
-            + (f" (stable v{s['stable_version']})" if s["stable_version"] != s["version"] else ""),
-            f"{s['healthy']}/{s['instances']}",
-            str(s["instances"]),
-            _message(s),
-        )
-    console.print(table)
+    show(output, Listing(SERVICE_COLUMNS, _client(master, address).services(), "services", "no services"))
 
 
 def _message(s: dict[str, Any]) -> str:
@@ -139,12 +160,18 @@ def _message(s: dict[str, Any]) -> str:
 @master_option
 @service_option
 @click.argument("name")
+@output_option
 @click.pass_context
 @handle_errors
-def status(ctx: click.Context, master: str | None, address: str | None, name: str) -> None:
+def status(
+    ctx: click.Context, master: str | None, address: str | None, name: str, output: str | None
+) -> None:
     """One service and its recent instances."""
     _client_logging(ctx)
     s = _client(master, address).service(name)
+    if effective(output) in ("json", "yaml"):
+        show(output, data=s)
+        return
     console.print(
         f"[bold]{s['name']}[/] {s['state']} v{s['version']} (stable v{s['stable_version']}): "
         f"{s['healthy']}/{s['instances']} healthy, at least {s['min_healthy']} during updates; "
@@ -153,17 +180,7 @@ def status(ctx: click.Context, master: str | None, address: str | None, name: st
         + (f"; unschedulable: {s['unschedulable']}" if s.get("unschedulable") else ""),
         highlight=False,
     )
-    table = Table(title="instances", title_justify="left")
-    for col in ("id", "version", "state", "healthy", "agent", "ports", "age", "message"):
-        table.add_column(col, overflow="fold")
-    now = time.time()
-    for i in s["instances_detail"]:
-        healthy = "" if i["healthy"] is None else ("yes" if i["healthy"] else "no")
-        age = f"{(i['ended_at'] or now) - i['launched_at']:.0f}s"
-        table.add_row(
-            i["id"], f"v{i['version']}", i["state"], healthy, i["hostname"], i["ports"], age, i["message"]
-        )
-    console.print(table)
+    show(output, Listing(INSTANCE_COLUMNS, s["instances_detail"], "instances"), data=s)
 
 
 @service.command()

@@ -19,9 +19,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from corral.cli import exit as exit_codes
 from corral.cli.common import console, err_console
 
-EXIT_DETACHED = 130
+EXIT_DETACHED = exit_codes.INTERRUPTED
 #: how long a deployment must stay healthy before --wait calls it healthy
 HEALTHY_FOR_S = 3.0
 
@@ -104,7 +105,7 @@ def wait(
             if end is not None:
                 out = console if end.ok else err_console
                 out.print(f"service {name}: {end.message}", highlight=False, markup=False, soft_wrap=True)
-                return 0 if end.ok else 1
+                return exit_codes.OK if end.ok else exit_codes.FAILED
             if clock() >= deadline:
                 err_console.print(
                     f"service {name}: v{version} not healthy after {timeout_s:g}s ({line}); the deployment "
@@ -113,7 +114,7 @@ def wait(
                     markup=False,
                     soft_wrap=True,
                 )
-                return 1
+                return exit_codes.FAILED
             time.sleep(poll_s)
     except KeyboardInterrupt:
         err_console.print(

@@ -14,6 +14,10 @@ from corral.cli.discovery import state_dir
 from corral.cluster.topology import NodePlan, Plan, TopologyError
 
 
+class UnknownClusterError(TopologyError):
+    """No cluster of that name is recorded (the CLI exits 4: not found)."""
+
+
 def clusters_dir() -> Path:
     return state_dir() / "clusters"
 
@@ -65,7 +69,7 @@ class ClusterState:
             data = json.loads(path.read_text())
         except FileNotFoundError:
             known = ", ".join(list_clusters()) or "none"
-            raise TopologyError(f"no cluster named {name!r} (known: {known})") from None
+            raise UnknownClusterError(f"no cluster named {name!r} (known: {known})") from None
         except ValueError as e:
             raise TopologyError(f"{path} is corrupt: {e}") from None
         plan = dict(data["plan"])

@@ -49,14 +49,25 @@ def files_of(state: ClusterState, principal: str) -> tuple[Path, Path, Path]:
 
 
 def node_args(state: ClusterState, n: NodePlan) -> list[str]:
-    """The ``--tls-*`` arguments of a master or agent node (none for a plaintext cluster)."""
+    """The ``--tls-*`` arguments of a master or agent node (none for a plaintext
+    cluster); a master's also name the ACL policy and the ZooKeeper credentials."""
     if state.tls is None:
         return []
     ca, cert, key = files_of(state, node_principal(n))
     args = ["--tls-ca", str(ca), "--tls-cert", str(cert), "--tls-key", str(key)]
     if n.role == "master":
-        args += ["--acls", str(policy_file(state))]
+        args += ["--acls", str(policy_file(state)), "--zk-credentials", str(zk_credentials_file(state))]
     return args
+
+
+def zk_credentials_file(state: ClusterState) -> Path:
+    """The masters' shared ZooKeeper identity (corral/zk.py, "Access"), made
+    once: the tasks of the cluster reach its ZooKeeper nodes too."""
+    from corral.zk import write_credentials
+
+    path = tls_dir(state) / "zk-credentials"
+    write_credentials(path)
+    return path
 
 
 def policy_file(state: ClusterState) -> Path:

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from corral.errors import CorralError
+from corral.errors import ApiError
 from corral.frameworks.batch.engine import BatchEngine, UnknownJobError
 from corral.frameworks.batch.spec import JobSpecError
 from corral.frameworks.http_api import EngineApiServer, JsonClient
 
 
-class BatchApiError(CorralError):
+class BatchApiError(ApiError):
     """The batch service refused a request (the message says why) or is unreachable."""
 
 

@@ -11,7 +11,9 @@
     cpus = 0.1
     mem = 32            # MiB
     env = { GREETING = "hi" }
-    image = "busybox:1.35"   # optional: NAME[:TAG] in the image store, or a tarball path (--image-import-dir)
+    image = "busybox:1.35"   # optional: NAME[:TAG] in the image store, HOST[:PORT]/REPO[:TAG] of a
+                             # registry, or a tarball path (--image-import-dir)
+    pull_policy = "always"   # registry images: if-not-present (default), always, never
     read_only_root = false   # with an image
 
     [[tasks.volumes]]        # optional, repeatable
@@ -38,6 +40,7 @@ from corral.frameworks.batch.cron import CronError, parse_cron
 from corral.frameworks.batch.policy import POLICY_KEYS, Policy, check_dag, parse_policy
 from corral.frameworks.placement import Ask
 from corral.frameworks.types import Task, Volume
+from corral.image_refs import is_remote_ref
 from corral.resources import Resources
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -66,6 +69,7 @@ class TaskGroup:
     network: str = "host"
     user: tuple[int, int] | None = None
     image: str = ""
+    pull_policy: str = ""
     read_only_root: bool = False
     volumes: tuple[Volume, ...] = ()
     #: retries, timeout, constraints, unique host, dependencies (policy.py)
@@ -108,6 +112,7 @@ class JobSpec:
                         network=group.network,
                         user=group.user,
                         image=group.image,
+                        pull_policy=group.pull_policy,
                         read_only_root=group.read_only_root,
                         volumes=group.volumes,
                     )
@@ -218,6 +223,7 @@ def _parse_group(raw: Any, index: int) -> TaskGroup:
         "network",
         "user",
         "image",
+        "pull_policy",
         "read_only_root",
         "volumes",
     }
@@ -231,6 +237,11 @@ def _parse_group(raw: Any, index: int) -> TaskGroup:
     image = raw.get("image", "")
     if not isinstance(image, str):
         raise JobSpecError(f"{where}.image: must be a string (NAME[:TAG] or a tarball path), got {image!r}")
+    pull_policy = raw.get("pull_policy", "")
+    if pull_policy not in ("", "if-not-present", "always", "never"):
+        raise JobSpecError(f"{where}.pull_policy: one of if-not-present, always, never; got {pull_policy!r}")
+    if pull_policy and not is_remote_ref(image):
+        raise JobSpecError(f"{where}.pull_policy: only for a registry image (HOST[:PORT]/REPO[:TAG])")
     read_only_root = raw.get("read_only_root", False)
     if not isinstance(read_only_root, bool):
         raise JobSpecError(f"{where}.read_only_root: must be true or false, got {read_only_root!r}")
@@ -266,6 +277,7 @@ def _parse_group(raw: Any, index: int) -> TaskGroup:
         env={k: str(v) for k, v in env.items()},
         kill_grace_s=_number(raw, "kill_grace_s", where, 3.0, 0.0),
         image=image,
+        pull_policy=pull_policy,
         read_only_root=read_only_root,
         volumes=_parse_volumes(raw.get("volumes", []), f"{where}.volumes"),
         policy=parse_policy(raw, where, JobSpecError),

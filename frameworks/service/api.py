@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from corral.errors import CorralError
+from corral.errors import ApiError
 from corral.frameworks.http_api import EngineApiServer, JsonClient
 from corral.frameworks.service.engine import ServiceEngine, UnknownServiceError
 from corral.frameworks.service.spec import ServiceSpecError
 
 
-class ServiceApiError(CorralError):
+class ServiceApiError(ApiError):
     """The service framework refused a request (the message says why) or is unreachable."""
 
 

@@ -273,7 +273,7 @@ class Containerizer:
     async def _abandon(self, c: Container) -> None:
         """Undo a launch that failed after the fork."""
         with contextlib.suppress(ContainerError):
-            await self._terminate(c, grace_s=0.0)
+            await c.terminate(self.cgroups, grace_s=0.0)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(KILL_TIMEOUT_S):
                 await asyncio.shield(c.supervisor_gone)
@@ -290,58 +290,19 @@ class Containerizer:
 
         Idempotent; returns when every process is gone and the exit is recorded.
         """
-        c = self._get(container_id)
-        async with c.kill_lock:
-            # A task whose exit the supervisor already recorded ended on its
-            # own, even if the loop has not read the news yet: not killed.
-            ended = (c.running.meta_dir / "exit_status.json").exists()
-            if not c.done.done() and not ended:
-                c.killed = True
-                log.info("container.killing", container_id=container_id, grace_s=grace_s)
-            if c.paused:
-                # A frozen task cannot act on SIGTERM: thaw it so it may end cleanly.
-                self._isolators.freezer.thaw(c.running)
-                c.paused = False
-            await self._terminate(c, grace_s)
-
-    async def _terminate(self, c: Container, grace_s: float) -> None:
-        await stopping.terminate(self.cgroups, c.running.cgroup, grace_s, c.config.container_id)
-        try:
-            async with asyncio.timeout(KILL_TIMEOUT_S):
-                await asyncio.shield(c.done)
-        except TimeoutError:
-            raise ContainerError(
-                f"the supervisor of container {c.config.container_id!r} "
-                f"(pid {c.supervisor_pid}) did not report the task's exit"
-            ) from None
+        await self._get(container_id).kill(self.cgroups, self._isolators.freezer, grace_s)
 
     def state(self, container_id: str) -> str:
         """``"running"``, ``"paused"`` or ``"stopped"`` (ended, not yet destroyed)."""
         return self._get(container_id).state
 
     async def pause(self, container_id: str) -> None:
-        """Freeze every process of a running container (cgroup freezer).
-
-        Raises ContainerError if it is not running, or cannot be frozen within
-        FREEZE_TIMEOUT_S (it is then thawed again).
-        """
-        c = self._get(container_id)
-        async with c.kill_lock:
-            if c.state != "running" or c.killed:
-                raise ContainerError(f"container {container_id!r} cannot be paused: it is {c.state}")
-            await self._isolators.freezer.pause(c.running)
-            c.paused = True
-            log.info("container.paused", container_id=container_id)
+        """Freeze every process of a running container (cgroup freezer, see Container.pause)."""
+        await self._get(container_id).pause(self._isolators.freezer)
 
     async def resume(self, container_id: str) -> None:
         """Thaw a paused container; raises ContainerError if it is not paused."""
-        c = self._get(container_id)
-        async with c.kill_lock:
-            if c.state != "paused":
-                raise ContainerError(f"container {container_id!r} cannot be resumed: it is {c.state}")
-            self._isolators.freezer.thaw(c.running)
-            c.paused = False
-            log.info("container.resumed", container_id=container_id)
+        await self._get(container_id).resume(self._isolators.freezer)
 
     def _start_watches(self, c: Container) -> None:
         if c.watches:

@@ -228,7 +228,7 @@ async def test_cli_submit_wait_job_jobs_and_cancel(service: BatchService, tmp_pa
     job_id = out.split("submitted job ")[1].split()[0]
 
     code, out = await cli("job", job_id, "--attempts", "--batch", addr)
-    assert code == 0, out
+    assert code == 1, out  # the job FAILED (docs/cli.md, exit codes)
     assert out.count(f"{job_id}.task0.0.a") >= 2  # both attempts, with their exit code
     code, out = await cli("jobs", "--batch", addr)
     assert job_id in out
@@ -256,8 +256,8 @@ async def test_cli_submit_wait_job_jobs_and_cancel(service: BatchService, tmp_pa
     assert "unknown.toml:3" in out
     assert "'retry'" in out
     code, out = await cli("job", "no-such-job", "--batch", addr)
-    assert code != 0
-    assert "no job 'no-such-job'" in out
+    assert code == 4
+    assert "job 'no-such-job': no job has this id" in out
     assert "Traceback" not in out
 
 

@@ -142,8 +142,8 @@ def test_kill_and_logs(local: dict[str, str]) -> None:
         assert "running" in top.stdout
         assert "4096" in top.stdout  # the agent's default pids limit
         missing = corral(local, "top", "--once", "--task", "no-such-task")
-        assert missing.returncode != 0
-        assert "no running task 'no-such-task'" in missing.stderr
+        assert missing.returncode == 4
+        assert "task 'no-such-task': no task has this id" in missing.stderr
         killed = corral(local, "kill", task_id)
         assert killed.returncode == 0, killed.stderr
         out, _err = proc.communicate(timeout=30)
@@ -215,7 +215,7 @@ def thin_local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
 def test_run_of_one_cpu_on_agents_of_two_thirds_exits_at_once_saying_why(thin_local: dict[str, str]) -> None:
     wait_for_agents(thin_local, 3)
     res = corral(thin_local, "run", "--cpus", "1", "--", "true", timeout=30)
-    assert res.returncode == 3, res.stderr
+    assert res.returncode == 4, res.stderr
     assert "no agent can ever fit this task: cpus 1 asked, the largest agent has 0.666" in res.stderr
     assert "smallest change: lower the request to cpus 0.666, mem 64" in res.stderr
     fits = corral(thin_local, "run", "--cpus", "0.666", "--", "echo", "fits", timeout=60)
@@ -227,7 +227,7 @@ def test_run_that_no_agent_can_ever_fit_exits_at_once_saying_why(local: dict[str
     wait_for_agents(local, 2)
     started = time.monotonic()
     res = corral(local, "run", "--cpus", "1.5", "--", "true", timeout=30)
-    assert res.returncode == 3, res.stderr
+    assert res.returncode == 4, res.stderr
     assert "no agent can ever fit this task: cpus 1.5 asked, the largest agent has 1" in res.stderr
     assert "smallest change: lower the request to cpus 1, mem 64" in res.stderr
     assert time.monotonic() - started < 20
@@ -333,9 +333,11 @@ def test_exec_runs_a_command_in_a_running_task(local: dict[str, str]) -> None:
         assert res.stdout.splitlines() == ["inside", "oops"]
         timed = corral(local, "exec", "--timeout", "0.5", task_id, "--", "sleep", "30")
         assert timed.returncode == 124
+        prefix = corral(local, "exec", task_id[:6], "--", "echo", "by prefix")
+        assert (prefix.returncode, prefix.stdout) == (0, "by prefix\n"), prefix.stderr
         missing = corral(local, "exec", "no-such-task", "--", "true")
-        assert missing.returncode != 0
-        assert "no live task 'no-such-task'" in missing.stderr
+        assert missing.returncode == 4, missing.stderr
+        assert "no-such-task" in missing.stderr
         assert corral(local, "kill", task_id).returncode == 0
         proc.wait(timeout=30)
     finally:

@@ -4,6 +4,7 @@ installed from outside the repo (examples/plugin-hello)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -75,6 +76,17 @@ def test_framework_list_shows_an_installed_third_party_plugin(plugin_path: Path)
     assert "corral-hello" in res.stdout
     assert "corral_hello:Hello" in res.stdout
     assert "batch" in res.stdout
+    assert res.stdout.startswith("name\tpackage\ttarget\tdescription\n")  # piped: tab-separated
+    listed = subprocess.run(
+        [*corral_command(), "framework", "list", "-o", "json"],
+        env=env_with(plugin_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    hello = next(p for p in json.loads(listed.stdout) if p["name"] == "hello")
+    assert (hello["package"], hello["target"]) == ("corral-hello", "corral_hello:Hello")
 
 
 @pytest.mark.root

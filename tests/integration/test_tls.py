@@ -212,6 +212,23 @@ def test_plaintext_off_loopback_is_refused_with_a_reason(tmp_path: Path) -> None
     assert "refusing to call the master at zk://192.0.2.1:2181/corral without TLS" in res.stderr
 
 
+def test_an_open_zookeeper_off_loopback_is_refused_with_a_reason(tmp_path: Path) -> None:
+    zk = ["--listen", "127.0.0.1:0", "--zk", "zk://192.0.2.1:2181/corral", "--zk-connect-timeout", "1"]
+    res = corral("master", *zk)
+    assert res.returncode == 2
+    assert "refusing to use ZooKeeper at 192.0.2.1:2181 without --zk-credentials" in res.stderr
+    assert "--insecure" in res.stderr
+    loose = tmp_path / "zk-credentials"
+    loose.write_text("corral-master:0123456789abcdef\n")
+    loose.chmod(0o644)
+    res = corral("master", *zk, "--zk-credentials", str(loose))
+    assert res.returncode == 2
+    assert f"--zk-credentials {loose}: readable by others (mode 644); chmod 600 it" in res.stderr
+    res = corral("master", "--listen", "127.0.0.1:0", "--zk-credentials", str(loose))
+    assert res.returncode == 2
+    assert "--zk-credentials: only with --zk" in res.stderr
+
+
 def test_a_bad_certificate_stops_the_master_naming_the_file(
     tmp_path: Path, pki: CertificateAuthority
 ) -> None:

@@ -18,9 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from kazoo.client import KazooClient
+from kazoo.exceptions import NoAuthError
 
 from corral import testing_zookeeper as zkserver
 from corral.testing import corral_command
+from corral.zk import parse_zk_url
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -151,6 +154,22 @@ def test_up_job_across_agents_failover_faults_and_down_leaves_nothing(
     plain = cluster.run("agents", "--master", master)  # not the recorded zk:// URL: no certificate
     assert plain.returncode != 0
     assert "cannot reach the master" in plain.stderr
+    # ...and its ZooKeeper tree is the masters' own: anyone reads the leader,
+    # nobody else can pose as one or read the registry (corral/zk.py, "Access").
+    plan = cluster.state["plan"]
+    assert isinstance(plan, dict)
+    url = parse_zk_url(str(plan["zk_url"]))
+    anyone = KazooClient(hosts=url.hosts)
+    anyone.start(timeout=10)
+    try:
+        assert anyone.get_children(url.leader_dir)
+        with pytest.raises(NoAuthError):
+            anyone.create(f"{url.leader_dir}/member_", b"{}", ephemeral=True, sequence=True)
+        with pytest.raises(NoAuthError):
+            anyone.get_children(f"{url.path}/registry/agents")
+    finally:
+        anyone.stop()
+        anyone.close()
 
     # A batch job: each task needs most of an agent's CPU, so the two run on both agents,
     # and each prints the address of the namespace it ran in.

@@ -16,12 +16,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import pytest
 
 from corral.pki import CertificateAuthority, load_credentials
+from corral.proto import operator_pb2 as op
+from corral.proto.operator_pb2_grpc import OperatorStub
 from corral.testing import corral_command, terminate
 from corral.testing_zookeeper import free_port
-from corral.transport import ENV_CA, ENV_CERT, ENV_KEY, Credentials
+from corral.transport import ENV_CA, ENV_CERT, ENV_KEY, Credentials, make_sync_channel
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 SESSION_S = 2
@@ -127,11 +130,23 @@ def _spawn(procs: list[subprocess.Popen[bytes]], log: Path, *args: str) -> subpr
     return p
 
 
-def _leader_pid(masters: dict[int, subprocess.Popen[bytes]], zk_url: str) -> int:
-    res = _run("agents", "--master", zk_url)
-    assert res.returncode == 0, res.stderr
-    port = int(res.stdout.split("agents of ", 1)[1].split()[0].rsplit(":", 1)[1])
-    return masters[port].pid
+def _leading(port: int, creds: Credentials) -> bool | None:
+    """The master's own answer (GetMasterInfo): piped, the CLI's tables name no
+    master (docs/cli.md); None if it does not answer."""
+    channel = make_sync_channel(f"127.0.0.1:{port}", creds)
+    try:
+        return bool(OperatorStub(channel).GetMasterInfo(op.GetMasterInfoRequest(), timeout=2.0).leading)
+    except grpc.RpcError:
+        return None
+    finally:
+        channel.close()
+
+
+def _leader_pid(masters: dict[int, subprocess.Popen[bytes]], pki: Pki) -> int:
+    creds = pki.credentials("operator:test")
+    leading = [port for port in masters if _leading(port, creds)]
+    assert len(leading) == 1, f"masters leading: {leading}"
+    return masters[leading[0]].pid
 
 
 def test_kill_9_of_the_leader_and_clients_follow(
@@ -151,7 +166,7 @@ def test_kill_9_of_the_leader_and_clients_follow(
     assert first.returncode == 0, first.stderr
     assert first.stdout == "before\n"
 
-    leader = _leader_pid(masters, zk_url)
+    leader = _leader_pid(masters, pki)
     os.kill(leader, signal.SIGKILL)
     killed_at = time.monotonic()
     while True:
@@ -161,7 +176,7 @@ def test_kill_9_of_the_leader_and_clients_follow(
         assert time.monotonic() - killed_at < SESSION_S + 15, f"no new leader: {res.stderr}"
         time.sleep(0.2)
     took = time.monotonic() - killed_at
-    assert _leader_pid(masters, zk_url) != leader
+    assert _leader_pid(masters, pki) != leader
     after = _run("run", "--master", zk_url, "--", "echo", "after")
     assert after.returncode == 0, after.stderr
     assert after.stdout == "after\n"
@@ -179,14 +194,16 @@ def test_a_frozen_leader_is_replaced_and_steps_down_when_it_thaws(
     while not ((res := _run("agents", "--master", zk_url)).returncode == 0 and "connected" in res.stdout):
         assert time.monotonic() < deadline, f"no agent registered: {res.stdout} {res.stderr}"
         time.sleep(0.2)
-    leader = _leader_pid(masters, zk_url)
+    leader = _leader_pid(masters, pki)
     old_port = next(p for p, proc in masters.items() if proc.pid == leader)
+    (new_port,) = set(masters) - {old_port}
+    creds = pki.credentials("operator:test")
     os.kill(leader, signal.SIGSTOP)
     try:
         frozen_at = time.monotonic()
         while True:
             res = _run("agents", "--master", zk_url, timeout=30)
-            if res.returncode == 0 and "connected" in res.stdout and f":{old_port} " not in res.stdout:
+            if res.returncode == 0 and "connected" in res.stdout and _leading(new_port, creds):
                 break
             assert time.monotonic() - frozen_at < SESSION_S + 20, f"no new leader: {res.stdout} {res.stderr}"
             time.sleep(0.3)
@@ -200,8 +217,8 @@ def test_a_frozen_leader_is_replaced_and_steps_down_when_it_thaws(
     deadline = time.monotonic() + 15
     while True:
         res = _run("agents", "--master", old)
-        if res.returncode == 0 and f"agents of 127.0.0.1:{old_port}" not in res.stdout:
-            break  # it redirected us to the real leader
+        if res.returncode == 0 and _leading(old_port, creds) is False:
+            break  # it no longer leads, and it sent us to the real leader
         assert time.monotonic() < deadline, "the thawed master still answers as leader"
         time.sleep(0.2)
     log = (tmp_path / "master0.log").read_text() + (tmp_path / "master1.log").read_text()
@@ -255,7 +272,7 @@ async def test_kill_9_of_the_leader_with_100_running_tasks(
         pids = _task_pids(tmp_path)
         assert len(pids) == 100
         framework_id = driver.framework_id
-        leader = _leader_pid(masters, zk_url)
+        leader = _leader_pid(masters, pki)
         os.kill(leader, signal.SIGKILL)
         await rec.wait_for(lambda: rec.subscriptions >= 2, SESSION_S + 20, "the framework to re-subscribe")
         assert driver.framework_id == framework_id

@@ -304,3 +304,14 @@ async def test_periodic_replace_cancels_the_running_one() -> None:
     await engine.status_update(d, status(driver.launched[0].task_id, TaskState.KILLED))
     assert engine.job_view(first.id)["tasks"][0]["state"] == "CANCELLED"
     assert second.state == "RUNNING"
+
+
+async def test_missed_periodic_runs_collapse_into_one_and_the_next_is_after_now() -> None:
+    # The missed-runs policy the cron library must not change: after 95 s
+    # without a tick (nine due times passed), one run, next due after now.
+    engine, _, now = await periodic_engine("allow")
+    now[0] = 1095.5
+    engine.tick()
+    engine.tick()
+    assert len(engine.jobs) == 1
+    assert engine.job_view("p")["next_run"] == 1100.0

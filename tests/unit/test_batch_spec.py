@@ -9,6 +9,7 @@ import pytest
 
 from corral.frameworks.batch.spec import MAX_TASKS, JobSpec, JobSpecError, TaskGroup, load_job, parse_job
 from corral.frameworks.types import Volume
+from corral.proto import messages_pb2 as pb
 from corral.resources import Resources
 
 REPO = Path(__file__).resolve().parents[2]
@@ -164,6 +165,18 @@ def test_image_and_volumes_reach_the_tasks() -> None:
     info = task.to_proto("agent")
     assert info.container.image == "busybox:test"
     assert info.container.volumes[1].tmpfs_size_bytes == 16 << 20
+
+
+def test_a_registry_image_and_its_pull_policy_reach_the_tasks() -> None:
+    spec = parse_job(
+        job({"name": "r", "image": "registry.example:5000/team/app:v1", "pull_policy": "always"})
+    )
+    (task,) = spec.tasks("J")
+    assert task.to_proto("agent").container.pull_policy == pb.ContainerInfo.ALWAYS
+    with pytest.raises(JobSpecError, match=r"tasks\[0\].pull_policy: only for a registry image"):
+        parse_job(job({"name": "r", "image": "busybox:1", "pull_policy": "always"}))
+    with pytest.raises(JobSpecError, match=r"tasks\[0\].pull_policy: one of if-not-present, always, never"):
+        parse_job(job({"name": "r", "image": "localhost/app", "pull_policy": "sometimes"}))
 
 
 @pytest.mark.parametrize(("data", "expected"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])

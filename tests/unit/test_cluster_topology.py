@@ -169,3 +169,31 @@ def test_the_launcher_names_what_it_could_not_enter(tmp_path: Path) -> None:
     )  # fmt: skip
     assert res.returncode == 125
     assert f"cannot start true in {tmp_path / 'none'}" in res.stderr
+
+
+def test_cluster_list_takes_o_and_an_unknown_cluster_exits_4(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    import subprocess
+
+    from corral.testing import corral_command
+
+    monkeypatch.setenv("CORRAL_HOME", str(tmp_path))  # the state saved here, and the CLI's
+    env = dict(os.environ)
+
+    def corral(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*corral_command(), *args], capture_output=True, text=True, env=env, timeout=60, check=False
+        )
+
+    assert corral("cluster", "list", "-o", "json").stdout.strip() == "[]"
+    ClusterState(plan=_plan(), directory=tmp_path / "d", created_at=1.0).save()
+    listed = corral("cluster", "list")  # piped: a header line, then tab-separated
+    assert listed.stdout.splitlines() == ["name\tsubnet\tzk", f"dev\t{SUBNET}\t{_plan().zk_url}"]
+    assert json.loads(corral("cluster", "list", "-o", "json").stdout) == [
+        {"name": "dev", "subnet": str(SUBNET), "zk": _plan().zk_url}
+    ]
+    missing = corral("cluster", "status", "nope")
+    assert missing.returncode == 4, missing.stderr  # not found, not a usage error
+    assert "no cluster named 'nope' (known: dev)" in missing.stderr

@@ -153,6 +153,26 @@ BAD_TASKS = [
         ),
         f"{WHERE}.container.volumes[1].container_path: '/d/' is used twice",
     ),
+    (
+        "registry ref with a bad digest",
+        task(container=pb.ContainerInfo(image="registry:5000/team/app@sha256:abc")),
+        f"{WHERE}.container.image: image 'registry:5000/team/app@sha256:abc': the digest must be sha256:",
+    ),
+    (
+        "registry ref with an upper-case repository",
+        task(container=pb.ContainerInfo(image="registry.example:5000/Team/App:v1")),
+        "bad repository 'Team/App'",
+    ),
+    (
+        "pull policy without a registry image",
+        task(container=pb.ContainerInfo(image="busybox:1", pull_policy=pb.ContainerInfo.ALWAYS)),
+        f"{WHERE}.container.pull_policy: only for a registry image",
+    ),
+    (
+        "unknown pull policy",
+        task(container=pb.ContainerInfo(image="localhost:5000/app", pull_policy=9)),  # type: ignore[arg-type]
+        f"{WHERE}.container.pull_policy: unknown value 9",
+    ),
 ]
 
 
@@ -161,7 +181,15 @@ def test_image_tasks_and_volumes_are_valid() -> None:
         pb.Volume(container_path="/data", host_path="/srv", read_only=True),
         pb.Volume(container_path="t"),
     ]
-    for image in ("busybox", "busybox:1.35", "registry:5000/team/app:v1", "/srv/images/app.tar"):
+    digest = "sha256:" + "ab" * 32
+    for image in (
+        "busybox",
+        "busybox:1.35",
+        "registry:5000/team/app:v1",
+        f"localhost/app@{digest}",
+        f"registry.example/team/app:v1@{digest}",
+        "/srv/images/app.tar",
+    ):
         t = task(container=pb.ContainerInfo(image=image, volumes=volumes, read_only_root=True))
         assert validate_task(t, WHERE, OFFER, ())[0] == [], image
     # With an image, no command runs its Entrypoint and Cmd.

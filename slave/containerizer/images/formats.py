@@ -118,6 +118,29 @@ class ImageManifest:
     format: str  # "oci" | "docker"
 
 
+#: manifest media types that list other manifests (one per platform)
+INDEX_TYPES = _INDEX_TYPES
+
+
+def layer_media_type_supported(media_type: str) -> bool:
+    """Uncompressed and gzip tar layers (OCI and Docker names); not zstd."""
+    return media_type in _LAYER_TYPES
+
+
+def parse_config(data: bytes, source: str) -> tuple[list[str], ImageConfig]:
+    """An image config blob's layer digests (``rootfs.diff_ids``, bottom
+    first) and what a container needs from it (a registry pull reads it so)."""
+    config = _json(data, source, "the image config")
+    return _diff_ids(config, source), _config(config, source)
+
+
+def parse_json(data: bytes, source: str, what: str) -> Any:
+    """``data`` as JSON, at most 16 MiB; ImageError naming ``what`` otherwise."""
+    if len(data) > _JSON_MAX:
+        raise ImageError(f"{source}: {what} is larger than {_JSON_MAX >> 20} MiB")
+    return _json(data, source, what)
+
+
 def read_manifest(tar: tarfile.TarFile, source: str, want: str | None = None) -> ImageManifest:
     """The manifest of the image in ``tar`` (opened for random access).
 

@@ -26,16 +26,12 @@ refs are replaced by rename.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
-import gzip
 import hashlib
-import io
 import json
 import os
 import re
 import shutil
-import stat
 import tarfile
 import tempfile
 import threading
@@ -44,19 +40,20 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import structlog
 
-from corral.slave.beneath import open_beneath
 from corral.slave.containerizer.images.errors import ImageError
 from corral.slave.containerizer.images.formats import ImageConfig, LayerRef, normal_member, read_manifest
-from corral.slave.containerizer.images.unpack import unpack_layer
+from corral.slave.containerizer.images.imports import open_import
+from corral.slave.containerizer.images.layers import ByteStream, unpack_verified
 
 log = structlog.get_logger(__name__)
 
 DEFAULT_STORE = Path("/var/lib/corral/images")
 _REF_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:-]{0,254}")
+_DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 _ID_PREFIX_RE = re.compile(r"(sha256:)?[0-9a-f]{12,64}")
 _STALE_TMP_S = 24 * 3600
 _CHUNK = 1 << 20
@@ -77,7 +74,11 @@ def is_path_ref(image: str) -> bool:
 
 
 def normalize_ref(ref: str) -> str:
-    """``name`` → ``name:latest``; raises ImageError for anything that is not a name[:tag]."""
+    """``name`` → ``name:latest``; ``name@sha256:<hex>`` (a pulled image's
+    digest) as it is; raises ImageError for anything else."""
+    name, at, digest = ref.partition("@")
+    if at and _DIGEST_RE.fullmatch(digest) and _REF_RE.fullmatch(name) and ".." not in name:
+        return ref
     if not _REF_RE.fullmatch(ref) or ".." in ref or ref.endswith((":", "/")):
         raise ImageError(f"image name {ref!r}: must look like NAME[:TAG] (letters, digits, '._/-')")
     last = ref.rsplit("/", 1)[-1]
@@ -101,32 +102,6 @@ class Removed:
     image: str | None  # the image id, if its record went too
     layers: tuple[str, ...]  # layers deleted
     layers_in_use: tuple[str, ...]  # layers kept because a container mounts them
-
-
-class _HashingReader(io.RawIOBase):
-    """Passes reads through and hashes every byte."""
-
-    def __init__(self, raw: IO[bytes]) -> None:
-        self._raw = raw
-        self.sha256 = hashlib.sha256()
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        data = self._raw.read(len(buffer))
-        n = len(data)
-        buffer[:n] = data
-        self.sha256.update(data)
-        return n
-
-    def drain(self) -> None:
-        while self.read(_CHUNK):
-            pass
-
-    @property
-    def digest(self) -> str:
-        return "sha256:" + self.sha256.hexdigest()
 
 
 class ImageStore:
@@ -262,33 +237,40 @@ class ImageStore:
             except (tarfile.TarError, EOFError, zlib.error) as e:
                 raise ImageError(f"{source}: corrupt tarball: {e}") from None
         size = os.fstat(fileobj.fileno()).st_size if fileobj is not None else path.stat().st_size
+        names = (wanted,) if wanted else tuple(normalize_ref(n) for n in manifest.names) if tag else ()
+        image = Image(
+            manifest.image_id, tuple(layer.diff_id for layer in manifest.layers), manifest.config, names, size
+        )
+        self.record(image, os.path.abspath(source), manifest.format)
+        log.info("image.imported", image=manifest.image_id, names=list(names), layers=len(manifest.layers))
+        return image
+
+    def record(self, image: Image, source: str, fmt: str) -> None:
+        """Keep ``image`` (its layers already added) and point its names at it."""
         record = {
-            "id": manifest.image_id,
-            "layers": [layer.diff_id for layer in manifest.layers],
-            "config": manifest.config.to_json(),
-            "format": manifest.format,
-            "source": os.path.abspath(source),
-            "size_bytes": size,
+            "id": image.id,
+            "layers": list(image.layers),
+            "config": image.config.to_json(),
+            "format": fmt,
+            "source": source,
+            "size_bytes": image.size_bytes,
             "imported_at": time.time(),
         }
-        names = (wanted,) if wanted else tuple(normalize_ref(n) for n in manifest.names) if tag else ()
-        record_path = self._images / (manifest.image_id.removeprefix("sha256:") + ".json")
+        record_path = self._images / (image.id.removeprefix("sha256:") + ".json")
         with self._locked():
             # Under the lock `rm` takes: a layer it removed meanwhile is not recorded as present.
-            for i, layer in enumerate(manifest.layers):
-                if not self.layer_dir(layer.diff_id).is_dir():
+            for i, layer in enumerate(image.layers):
+                if not self.layer_dir(layer).is_dir():
                     raise ImageError(
-                        f"{source}: layer {i} ({layer.diff_id}) was removed while importing "
+                        f"{source}: layer {i} ({layer}) was removed while importing "
                         f"(a concurrent `corral image rm`); import again"
                     )
-            if not record_path.exists() or names:
+            if not record_path.exists() or image.names:
                 _write_json(record_path, record)
-            if names:
+            if image.names:
                 refs = self.refs()
-                refs.update(dict.fromkeys(names, manifest.image_id))
+                refs.update(dict.fromkeys(image.names, image.id))
                 _write_json(self._refs, refs)
-        log.info("image.imported", image=manifest.image_id, names=list(names), layers=len(manifest.layers))
-        return Image(manifest.image_id, tuple(record["layers"]), manifest.config, names, size)  # type: ignore[arg-type]
 
     def remove(self, ref: str) -> Removed:
         """Untag ``ref`` (all names of the image if ``ref`` is its id); drop the image
@@ -400,37 +382,29 @@ class ImageStore:
         index: int,
         source: str,
     ) -> None:
-        final = self.layer_dir(layer.diff_id)
-        if final.is_dir():
+        if self.layer_dir(layer.diff_id).is_dir():
             return
         label = f"{index} ({layer.member})"
         member = members.get(layer.member)
         blob = tar.extractfile(member) if member is not None and member.isfile() else None
         if blob is None:
             raise ImageError(f"{source}: layer {label} is missing from the tarball")
+        with blob:
+            self.add_layer(blob, layer.diff_id, layer.blob_digest, label, source)
+
+    def add_layer(
+        self, blob: ByteStream, diff_id: str, blob_digest: str | None, label: str, source: str
+    ) -> None:
+        """Unpack the layer ``blob`` (a plain or gzip tar, read once, in order)
+        unless the store has it; both digests are checked before it is kept.
+        ImageError names ``source`` and the layer ``label`` when it is corrupt."""
+        final = self.layer_dir(diff_id)
+        if final.is_dir():
+            return
+        self._prepare()
         tmp = Path(tempfile.mkdtemp(prefix=final.name[:12] + "-", dir=self._tmp))
         try:
-            with blob:
-                os.chmod(tmp, 0o755)
-                magic = blob.read(2)
-                blob.seek(0)
-                raw = _HashingReader(blob)
-                plain = raw
-                if magic == b"\x1f\x8b":
-                    plain = _HashingReader(gzip.GzipFile(fileobj=raw, mode="rb"))  # type: ignore[arg-type]
-                try:
-                    stats = unpack_layer(plain, tmp, label)  # type: ignore[arg-type]
-                    plain.drain()
-                    raw.drain()
-                except (EOFError, zlib.error, gzip.BadGzipFile) as e:
-                    raise ImageError(f"{source}: layer {label} is corrupt: {e}") from None
-                except ImageError as e:
-                    raise ImageError(f"{source}: {e}") from None
-            for expected, actual in ((layer.blob_digest, raw.digest), (layer.diff_id, plain.digest)):
-                if expected is not None and expected != actual:
-                    raise ImageError(
-                        f"{source}: layer {label} digest mismatch: expected {expected}, got {actual}"
-                    )
+            stats = unpack_verified(blob, tmp, diff_id, blob_digest, label, source)
             try:
                 os.rename(tmp, final)
             except OSError:
@@ -438,64 +412,12 @@ class ImageStore:
                     raise
                 # Another importer finished the same layer first: keep theirs.
                 shutil.rmtree(tmp, ignore_errors=True)
-            log.debug(
-                "image.layer_unpacked", layer=layer.diff_id, files=stats.files, whiteouts=stats.whiteouts
-            )
+            log.debug("image.layer_unpacked", layer=diff_id, files=stats.files, whiteouts=stats.whiteouts)
             if stats.devices_skipped:
-                log.warning("image.devices_skipped", layer=layer.diff_id, count=stats.devices_skipped)
+                log.warning("image.devices_skipped", layer=diff_id, count=stats.devices_skipped)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-
-
-def open_import(image: str, import_dirs: tuple[Path, ...]) -> IO[bytes]:
-    """Open a task's tarball path for reading: under an import dir, no symlink, a regular file.
-
-    Raises ImageError saying which rule the path breaks.
-    """
-    path = Path(image)
-    if not import_dirs:
-        raise ImageError(
-            f"image {image!r}: this agent imports no tarball paths (no --image-import-dir); "
-            f"import it with `corral image import FILE --name NAME` and give the task NAME"
-        )
-    if ".." in path.parts or "\0" in image:
-        raise ImageError(f"image {image!r}: a tarball path must not contain '..'")
-    for top in (Path(os.path.abspath(d)) for d in import_dirs):
-        if path.is_relative_to(top) and path != top:
-            return _open_beneath(top, path.relative_to(top).parts, image)
-    raise ImageError(
-        f"image {image!r}: tarball paths are accepted only under this agent's --image-import-dir "
-        f"({', '.join(str(d) for d in import_dirs)})"
-    )
-
-
-def _open_beneath(top: Path, parts: tuple[str, ...], image: str) -> IO[bytes]:
-    try:
-        fd = os.open(top, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError as e:
-        raise ImageError(f"image {image!r}: the import directory {top} is unusable: {e.strerror}") from None
-    try:
-        try:
-            nfd = open_beneath(fd, parts)
-        except FileNotFoundError:
-            raise ImageError(f"{image}: no such image file") from None
-        except OSError as e:
-            if e.errno in (errno.ELOOP, errno.ENOTDIR):
-                raise ImageError(
-                    f"image {image!r}: a tarball path must not go through a symlink (or a non-directory)"
-                ) from None
-            raise ImageError(f"image {image!r}: cannot open it: {e.strerror}") from None
-        os.close(fd)
-        fd = nfd
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ImageError(f"image {image!r}: not a regular file")
-        os.set_blocking(fd, True)
-        f = os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-    return f
 
 
 def layers_in_use(layers_root: Path) -> set[str]:

@@ -230,7 +230,7 @@ def test_cli_import_list_rm(tmp_path: Path, layers: list[bytes]) -> None:
     assert result.exit_code == 0
     assert "tiny:latest" in result.output
     result = runner.invoke(cli, ["image", "import", str(tmp_path / "none.tar"), "--store", store], obj={})
-    assert result.exit_code == 2
+    assert result.exit_code == 4  # not found (corral/cli/exit.py)
     assert "no such image file" in result.output
     result = runner.invoke(cli, ["image", "rm", "tiny", "--store", store], obj={})
     assert result.exit_code == 0
