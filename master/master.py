@@ -19,7 +19,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 
 import structlog
 
@@ -50,6 +50,7 @@ from corral.master.streams import Outbox
 from corral.master.task_exec import ExecStreams
 from corral.proto import agent_pb2, scheduler_pb2
 from corral.proto import messages_pb2 as pb
+from corral.proto import operator_pb2 as op
 from corral.resources import Resources
 
 __all__ = ["Master", "MasterConfig", "default_address", "new_id"]
@@ -422,23 +423,33 @@ class Master:
         self.queries.answer(agent_id, data.request_id, data)
 
     def exec_task(
-        self, task: TaskRecord, argv: Sequence[str], timeout_s: float
+        self,
+        task: TaskRecord,
+        request: op.ExecTaskRequest,
+        timeout_s: float,
+        inputs: AsyncIterator[op.ExecTaskInput] | None,
     ) -> AsyncGenerator[agent_pb2.AgentMessage.ExecOutput, None]:
-        """Run ``argv`` in running ``task``'s container; its output as it comes (task_exec.py)."""
+        """Run ``request.argv`` in running ``task``'s container, fed ``inputs``;
+        its output as it comes (task_exec.py)."""
         agent = self.state.agents.get(task.agent_id)
         outbox = self.outbox(agent.stream) if agent is not None else None
+        r = request
 
         def build(request_id: int) -> MasterMessage:
             return MasterMessage(
                 exec=MasterMessage.Exec(
                     request_id=request_id,
                     task_id=f"{task.framework_id}/{task.task_id}",
-                    argv=argv,
+                    argv=r.argv,
                     timeout_s=timeout_s,
+                    stdin=r.stdin,
+                    tty=r.tty,
+                    rows=r.rows,
+                    cols=r.cols,
                 )
             )
 
-        return self.execs.run(task.agent_id, outbox, build)
+        return self.execs.run(task.agent_id, outbox, build, inputs if r.stdin or r.tty else None)
 
     def exec_output(self, agent_id: str, data: agent_pb2.AgentMessage.ExecOutput) -> None:
         self.execs.answer(agent_id, data)

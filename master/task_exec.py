@@ -15,17 +15,20 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 
 from corral.errors import CallError
 from corral.master.streams import Outbox
 from corral.proto import agent_pb2
+from corral.proto import operator_pb2 as op
 
 MasterMessage = agent_pb2.MasterMessage
 ExecOutput = agent_pb2.AgentMessage.ExecOutput
 #: pieces of output held for a slow caller before its command is cancelled
 QUEUE_MAX = 1024
+#: the largest stdin piece one message may carry
+STDIN_PIECE_MAX = 64 * 1024
 #: the default and the longest time a command may run
 DEFAULT_TIMEOUT_S = 300.0
 MAX_TIMEOUT_S = 3600.0
@@ -49,19 +52,25 @@ class ExecStreams:
         agent_id: str,
         outbox: Outbox[object] | None,
         build: Callable[[int], MasterMessage],
+        inputs: AsyncIterator[op.ExecTaskInput] | None = None,
     ) -> AsyncGenerator[ExecOutput, None]:
-        """Send ``build(request_id)`` to the agent and yield its pieces up to
+        """Send ``build(request_id)`` to the agent, then what ``inputs``
+        brings (stdin, its end, terminal sizes), and yield its pieces up to
         the ``done`` one. Raises CallError UNAVAILABLE (not connected, or
-        disconnected meanwhile) or RESOURCE_EXHAUSTED (the caller reads too
-        slowly); leaving early cancels the command on the agent."""
+        disconnected meanwhile), RESOURCE_EXHAUSTED (the caller reads too
+        slowly) or INVALID_ARGUMENT (a stdin piece over 64 KiB); leaving
+        early cancels the command on the agent."""
         if outbox is None:
             raise CallError("UNAVAILABLE", f"agent {agent_id} is not connected")
         request_id = next(self._seq)
         pending = _Pending(agent_id, asyncio.Queue(QUEUE_MAX))
         self._pending[request_id] = pending
         done = False
+        pump = None
         try:
             outbox.send(build(request_id))
+            if inputs is not None:
+                pump = asyncio.ensure_future(_pump(inputs, outbox, request_id, pending))
             while not done:
                 item = await pending.queue.get()
                 if isinstance(item, CallError):
@@ -70,6 +79,8 @@ class ExecStreams:
                 done = item.done
                 yield item
         finally:
+            if pump is not None:
+                pump.cancel()
             self._pending.pop(request_id, None)
             if not done:
                 outbox.send(MasterMessage(cancel_exec=MasterMessage.CancelExec(request_id=request_id)))
@@ -95,6 +106,23 @@ class ExecStreams:
                 self._pending.pop(request_id, None)
                 _drain(pending.queue)
                 pending.queue.put_nowait(CallError("UNAVAILABLE", f"agent {agent_id} disconnected"))
+
+
+async def _pump(
+    inputs: AsyncIterator[op.ExecTaskInput], outbox: Outbox[object], request_id: int, pending: _Pending
+) -> None:
+    """Forward the caller's stdin and terminal sizes to the agent; a bad
+    piece ends the call (through the queue the call reads)."""
+    async for piece in inputs:
+        if len(piece.stdin) > STDIN_PIECE_MAX:
+            error = f"stdin: at most {STDIN_PIECE_MAX} bytes a message, got {len(piece.stdin)}"
+            _drain(pending.queue)
+            pending.queue.put_nowait(CallError("INVALID_ARGUMENT", error))
+            return
+        message = MasterMessage.ExecInput(
+            request_id=request_id, data=piece.stdin, eof=piece.stdin_eof, rows=piece.rows, cols=piece.cols
+        )
+        outbox.send(MasterMessage(exec_input=message))
 
 
 def _drain(queue: asyncio.Queue[ExecOutput | CallError]) -> None:

@@ -104,9 +104,9 @@ class OperatorStub:
                 request_serializer=corral_dot_proto_dot_operator__pb2.GetUsageRequest.SerializeToString,
                 response_deserializer=corral_dot_proto_dot_operator__pb2.GetUsageResponse.FromString,
                 _registered_method=True)
-        self.ExecTask = channel.unary_stream(
+        self.ExecTask = channel.stream_stream(
                 '/corral.v1.Operator/ExecTask',
-                request_serializer=corral_dot_proto_dot_operator__pb2.ExecTaskRequest.SerializeToString,
+                request_serializer=corral_dot_proto_dot_operator__pb2.ExecTaskInput.SerializeToString,
                 response_deserializer=corral_dot_proto_dot_operator__pb2.ExecTaskResponse.FromString,
                 _registered_method=True)
 
@@ -199,9 +199,10 @@ class OperatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def ExecTask(self, request, context):
+    def ExecTask(self, request_iterator, context):
         """A command inside a running task's container (`corral exec`): its output
         as it comes, then one message with its exit code.
+        The first message is the request; then stdin, its end and terminal sizes.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -280,9 +281,9 @@ def add_OperatorServicer_to_server(servicer, server):
                     request_deserializer=corral_dot_proto_dot_operator__pb2.GetUsageRequest.FromString,
                     response_serializer=corral_dot_proto_dot_operator__pb2.GetUsageResponse.SerializeToString,
             ),
-            'ExecTask': grpc.unary_stream_rpc_method_handler(
+            'ExecTask': grpc.stream_stream_rpc_method_handler(
                     servicer.ExecTask,
-                    request_deserializer=corral_dot_proto_dot_operator__pb2.ExecTaskRequest.FromString,
+                    request_deserializer=corral_dot_proto_dot_operator__pb2.ExecTaskInput.FromString,
                     response_serializer=corral_dot_proto_dot_operator__pb2.ExecTaskResponse.SerializeToString,
             ),
     }
@@ -675,7 +676,7 @@ class Operator:
             _registered_method=True)
 
     @staticmethod
-    def ExecTask(request,
+    def ExecTask(request_iterator,
             target,
             options=(),
             channel_credentials=None,
@@ -685,11 +686,11 @@ class Operator:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_stream(
-            request,
+        return grpc.experimental.stream_stream(
+            request_iterator,
             target,
             '/corral.v1.Operator/ExecTask',
-            corral_dot_proto_dot_operator__pb2.ExecTaskRequest.SerializeToString,
+            corral_dot_proto_dot_operator__pb2.ExecTaskInput.SerializeToString,
             corral_dot_proto_dot_operator__pb2.ExecTaskResponse.FromString,
             options,
             channel_credentials,

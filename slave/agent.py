@@ -404,6 +404,8 @@ class Agent:
         elif kind == "exec":
             run = self.tasks.get(tuple(message.exec.task_id.split("/", 1)))  # type: ignore[arg-type]
             self.execs.start(message.exec, run.container_id if run is not None else None, outq)
+        elif kind == "exec_input":
+            self.execs.feed(message.exec_input)
         elif kind == "cancel_exec":
             self.execs.cancel(message.cancel_exec.request_id)
         elif kind == "error":

@@ -9,7 +9,11 @@ one ``done`` message with the exit code (124 when it overstayed its
 timeout). ``CancelExec`` (the caller went away) kills it, as does the
 timeout: run_inside kills the command's process group either way.
 
-stdin is /dev/null: there is no terminal (``-it``) yet.
+With ``stdin``, ``ExecInput`` messages feed the command's standard input
+(a bounded queue: a client that sends faster than the command reads ends
+the command, rather than the agent holding the data); with ``tty`` the
+command runs on a pseudo-terminal of the size asked, resized by
+``ExecInput`` rows/cols (containerizer/enter_io.py).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import structlog
 
 from corral.proto import agent_pb2
 from corral.slave.containerizer.containerizer import Containerizer
+from corral.slave.containerizer.enter import Input
 from corral.slave.containerizer.errors import ContainerError
 
 log = structlog.get_logger(__name__)
@@ -35,6 +40,8 @@ OUTPUT_MAX = 16 << 20
 MAX_RUNNING = 16
 #: the longest a command may run, whatever the master asks
 TIMEOUT_MAX_S = 3600.0
+#: stdin pieces held for a command that does not read them yet
+INPUT_QUEUE_MAX = 256
 
 
 def _reply(request_id: int, **fields: object) -> AgentMessage:
@@ -47,6 +54,7 @@ class ExecSessions:
     def __init__(self, containerizer: Containerizer) -> None:
         self.containerizer = containerizer
         self._running: dict[int, asyncio.Task[None]] = {}
+        self._inputs: dict[int, asyncio.Queue[Input]] = {}
 
     def start(
         self,
@@ -62,9 +70,36 @@ class ExecSessions:
             outq.put_nowait(_reply(rid, done=True, error=refusal))
             return
         assert container_id is not None
-        task = asyncio.ensure_future(self._run(request, container_id, outq))
+        inputs: asyncio.Queue[Input] | None = asyncio.Queue(INPUT_QUEUE_MAX) if request.stdin else None
+        task = asyncio.ensure_future(self._run(request, container_id, outq, inputs))
         self._running[rid] = task
-        task.add_done_callback(lambda _t: self._running.pop(rid, None))
+        if inputs is not None:
+            self._inputs[rid] = inputs
+
+        def ended(_t: asyncio.Task[None]) -> None:
+            self._running.pop(rid, None)
+            self._inputs.pop(rid, None)
+
+        task.add_done_callback(ended)
+
+    def feed(self, message: agent_pb2.MasterMessage.ExecInput) -> None:
+        """Stdin, its end or a terminal size for a running command."""
+        inputs = self._inputs.get(message.request_id)
+        if inputs is None:
+            return  # ended, or it takes no input
+        items: list[Input] = []
+        if message.rows and message.cols:
+            items.append((message.rows, message.cols))
+        if message.data:
+            items.append(message.data)
+        if message.eof:
+            items.append(None)
+        try:
+            for item in items:
+                inputs.put_nowait(item)
+        except asyncio.QueueFull:
+            log.warning("exec.input_overflow", request_id=message.request_id)
+            self.cancel(message.request_id)
 
     def _refusal(self, request: agent_pb2.MasterMessage.Exec, container_id: str | None) -> str:
         if container_id is None:
@@ -100,6 +135,7 @@ class ExecSessions:
         request: agent_pb2.MasterMessage.Exec,
         container_id: str,
         outq: asyncio.Queue[AgentMessage | None],
+        inputs: asyncio.Queue[Input] | None,
     ) -> None:
         rid = request.request_id
         sent = 0
@@ -117,7 +153,10 @@ class ExecSessions:
         env: Mapping[str, str] | None = None  # the task's environment
         log.info("exec.started", task_id=request.task_id, argv=list(request.argv), timeout_s=timeout_s)
         try:
-            outcome = await self.containerizer.enter(container_id, request.argv, env, timeout_s, forward)
+            tty = (request.rows or 24, request.cols or 80) if request.tty else None
+            outcome = await self.containerizer.enter(
+                container_id, request.argv, env, timeout_s, forward, inputs, tty
+            )
         except ContainerError as e:
             outq.put_nowait(_reply(rid, done=True, error=str(e)))
             return

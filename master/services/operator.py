@@ -85,6 +85,8 @@ def exec_request_problem(
         return bad, "argv: a command is needed"
     if any("\0" in a for a in request.argv):
         return bad, "argv: must not contain NUL bytes"
+    if request.tty and not (0 < request.rows <= 1000 and 0 < request.cols <= 1000):
+        return bad, f"rows, cols: a terminal of 1 to 1000 each, got {request.rows}x{request.cols}"
     if not 0 <= request.timeout_s <= MAX_TIMEOUT_S:
         return bad, f"timeout_s: must be between 0 and {MAX_TIMEOUT_S:g}, got {request.timeout_s:g}"
     if not tasks:
@@ -304,13 +306,22 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
         return op.ReadFileResponse(data=data, size=size, status=status)
 
     async def ExecTask(
-        self, request: op.ExecTaskRequest, context: Ctx[object, object]
+        self, request_iterator: AsyncIterator[op.ExecTaskInput], context: Ctx[object, object]
     ) -> AsyncIterator[op.ExecTaskResponse]:
         """``corral exec``: authorized as ``exec_task`` on the task's owner
         (its framework's principal; operators by the built-in policy),
-        audited when it starts and when it ends."""
+        audited when it starts and when it ends. The first message is the
+        request; the rest (stdin, terminal sizes) go to the command."""
         master = await self.leadership.require(context)
         principal = await self._caller(context, "ExecTask")
+        inputs = aiter(request_iterator)
+        first = await anext(inputs, None)
+        if first is None or not first.HasField("start"):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "start: the first message must be the request"
+            )
+        assert first is not None
+        request = first.start
         tasks = master.state.find_task(request.task_id, request.framework_id) if request.task_id else []
         problem = exec_request_problem(request, tasks)
         if problem is not None:
@@ -319,14 +330,20 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
         await self.guard.require(
             context, principal, "exec_task", owner(master, task.framework_id), "ExecTask"
         )
-        fields = {"task_id": task.task_id, "framework_id": task.framework_id, "argv": list(request.argv)}
+        fields = {
+            "task_id": task.task_id,
+            "framework_id": task.framework_id,
+            "argv": list(request.argv),
+            "stdin": request.stdin,
+            "tty": request.tty,
+        }
         timeout_s = request.timeout_s or DEFAULT_TIMEOUT_S
         self.guard.audit.action(principal, "ExecTask", agent_id=task.agent_id, outcome="STARTED", **fields)
         outcome = "CANCELLED"
         try:
             yield op.ExecTaskResponse(agent_id=task.agent_id)
             # aclosing: a caller that goes away cancels the command on its agent now.
-            async with contextlib.aclosing(master.exec_task(task, list(request.argv), timeout_s)) as pieces:
+            async with contextlib.aclosing(master.exec_task(task, request, timeout_s, inputs)) as pieces:
                 async for piece in pieces:
                     if piece.error:
                         outcome = "FAILED_PRECONDITION"

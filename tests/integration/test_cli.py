@@ -333,6 +333,17 @@ def test_exec_runs_a_command_in_a_running_task(local: dict[str, str]) -> None:
         assert res.stdout.splitlines() == ["inside", "oops"]
         timed = corral(local, "exec", "--timeout", "0.5", task_id, "--", "sleep", "30")
         assert timed.returncode == 124
+        piped = subprocess.run(
+            [*corral_command(), "exec", "-i", task_id, "--", "wc", "-l"],
+            env=local,
+            input="a\nb\nc\n",
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert (piped.returncode, piped.stdout.strip()) == (0, "3"), piped.stderr
+        assert _exec_on_a_terminal(local, task_id) == 9
         prefix = corral(local, "exec", task_id[:6], "--", "echo", "by prefix")
         assert (prefix.returncode, prefix.stdout) == (0, "by prefix\n"), prefix.stderr
         missing = corral(local, "exec", "no-such-task", "--", "true")
@@ -418,3 +429,43 @@ def test_service_deploy_wait_exits_0_when_healthy_and_1_when_rolled_back(
         assert "RUNNING v1" in status.stdout, status.stdout
     finally:
         corral(local, "service", "rm", "waiter")
+
+
+def _exec_on_a_terminal(env: dict[str, str], task_id: str) -> int:
+    """`corral exec -it TASK -- sh` on a pty: what is typed reaches the shell,
+    its answers come back, and the exit code is the shell's."""
+    import pty
+    import select
+    import termios
+
+    main, child = pty.openpty()
+    before = termios.tcgetattr(child)
+    proc = subprocess.Popen(
+        [*corral_command(), "exec", "-it", task_id, "--", "sh"],
+        env=env,
+        stdin=child,
+        stdout=child,
+        stderr=child,
+    )
+    try:
+        seen = b""
+        deadline = time.monotonic() + 30
+        typed = False
+        while proc.poll() is None:
+            if not typed and (b"# " in seen or b"$ " in seen):
+                os.write(
+                    main, b"echo $((6*7)); exit 9\n"
+                )  # at the prompt: a shell may flush input typed earlier
+                typed = True
+            assert time.monotonic() < deadline, seen.decode(errors="replace")
+            if select.select([main], [], [], 0.2)[0]:
+                seen += os.read(main, 65536)
+        assert b"42" in seen, seen.decode(errors="replace")
+        assert termios.tcgetattr(child) == before  # raw mode undone
+        return proc.returncode
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(main)
+        os.close(child)

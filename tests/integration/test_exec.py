@@ -80,15 +80,30 @@ async def running_task(c: Cluster, command: str) -> AsyncIterator[tuple[Schedule
         yield driver, rec
 
 
+def _inputs(request: op.ExecTaskRequest, *more: op.ExecTaskInput) -> AsyncIterator[op.ExecTaskInput]:
+    async def gen() -> AsyncIterator[op.ExecTaskInput]:
+        yield op.ExecTaskInput(start=request)
+        for m in more:
+            yield m
+
+    return gen()
+
+
 async def exec_as(
-    c: Cluster, who: str, argv: list[str], task_id: str = "t", timeout_s: float = 0
+    c: Cluster,
+    who: str,
+    argv: list[str],
+    task_id: str = "t",
+    timeout_s: float = 0,
+    more: tuple[op.ExecTaskInput, ...] = (),
+    **fields: object,
 ) -> tuple[bytes, int | None]:
-    """The output and exit code of one ExecTask call as ``who``."""
+    """The output and exit code of one ExecTask call as ``who`` (``more``: stdin)."""
     async with make_channel(c.address, c.creds[who]) as channel:
         stub = operator_pb2_grpc.OperatorStub(channel)
         out, code = b"", None
-        request = op.ExecTaskRequest(task_id=task_id, argv=argv, timeout_s=timeout_s)
-        async for piece in stub.ExecTask(request, timeout=30):
+        request = op.ExecTaskRequest(task_id=task_id, argv=argv, timeout_s=timeout_s, **fields)  # type: ignore[arg-type]
+        async for piece in stub.ExecTask(_inputs(request, *more), timeout=30):
             out += piece.output
             if piece.done:
                 code = piece.exit_code
@@ -151,7 +166,9 @@ async def test_exec_times_out_with_124_and_a_caller_that_leaves_kills_the_comman
 
         async with make_channel(tls.address, tls.creds["framework:a"]) as channel:
             stub = operator_pb2_grpc.OperatorStub(channel)
-            call = stub.ExecTask(op.ExecTaskRequest(task_id="t", argv=["sh", "-c", "echo up; sleep 30"]))
+            call = stub.ExecTask(
+                _inputs(op.ExecTaskRequest(task_id="t", argv=["sh", "-c", "echo up; sleep 30"]))
+            )
             got = b""
             async for piece in call:
                 got += piece.output
@@ -169,3 +186,23 @@ async def test_exec_times_out_with_124_and_a_caller_that_leaves_kills_the_comman
         # pid namespace for its init to wait for (enter.py, _reap_orphans).
         driver.kill("t")
         await rec.wait_state("t", TaskState.KILLED, timeout=20)
+
+
+async def test_exec_feeds_stdin_and_runs_on_a_terminal(tls: Cluster) -> None:
+    async with running_task(tls, "sleep 60"):
+        data = op.ExecTaskInput(stdin=b"one\ntwo\n")
+        eof = op.ExecTaskInput(stdin_eof=True)
+        out, code = await exec_as(tls, "framework:a", ["sh", "-c", "wc -l"], more=(data, eof), stdin=True)
+        assert (out.strip(), code) == (b"2", 0)
+        # On a terminal: its size is the one asked, and it is the command's
+        # controlling terminal (test -t, tty), input is echoed back by it.
+        script = op.ExecTaskInput(stdin=b"stty size; test -t 0 && echo is-a-tty; exit 7\n")
+        out, code = await exec_as(
+            tls, "framework:a", ["sh"], more=(script,), stdin=True, tty=True, rows=33, cols=99
+        )
+        assert code == 7, out
+        assert b"33 99" in out
+        assert b"is-a-tty" in out
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await exec_as(tls, "framework:a", ["sh"], tty=True, rows=0, cols=80)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
