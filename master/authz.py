@@ -24,6 +24,7 @@ Actions and the objects they are asked about (``OBJECTS`` below):
     view_framework       owner:PRINCIPAL  (frameworks, their explanations)
     view_task            owner:PRINCIPAL  (tasks, their usage)
     read_sandbox         owner:PRINCIPAL
+    exec_task            owner:PRINCIPAL  (``corral exec`` into a running task)
     kill_task            owner:PRINCIPAL
     teardown_framework   owner:PRINCIPAL
     set_quota            role:ROLE
@@ -73,6 +74,7 @@ OBJECTS: Mapping[str, str] = {
     "view_framework": "owner:PRINCIPAL",
     "view_task": "owner:PRINCIPAL",
     "read_sandbox": "owner:PRINCIPAL",
+    "exec_task": "owner:PRINCIPAL",
     "kill_task": "owner:PRINCIPAL",
     "teardown_framework": "owner:PRINCIPAL",
     "set_quota": "role:ROLE",
@@ -190,7 +192,7 @@ actions = ["run_task", "use_host_path"]
 [[rules]]
 allow = true
 principals = ["framework:*"]
-actions = ["view_framework", "view_task", "read_sandbox", "kill_task", "teardown_framework"]
+actions = ["view_framework", "view_task", "read_sandbox", "exec_task", "kill_task", "teardown_framework"]
 objects = ["owner:{principal}"]
 
 # An agent registers under the host name its certificate names, so that one
@@ -219,7 +221,7 @@ actions = ["register_framework", "run_task", "view_cluster"]
 [[rules]]
 allow = true
 principals = ["framework:batch", "framework:service"]
-actions = ["view_framework", "view_task", "read_sandbox", "kill_task", "teardown_framework"]
+actions = ["view_framework", "view_task", "read_sandbox", "exec_task", "kill_task", "teardown_framework"]
 objects = ["owner:{principal}"]
 """ + DEFAULT_POLICY_TOML.split("\n", 2)[2]
 

@@ -19,7 +19,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 
 import structlog
 
@@ -43,12 +43,14 @@ from corral.master.core.effects import (
     WriteRegistry,
 )
 from corral.master.core.master_core import MasterCore
-from corral.master.core.records import FrameworkRecord, MasterCounters, StateView, StreamId
+from corral.master.core.records import FrameworkRecord, MasterCounters, StateView, StreamId, TaskRecord
 from corral.master.latency import MasterHistograms
 from corral.master.registry import RegistryState, RegistryWriter
 from corral.master.streams import Outbox
+from corral.master.task_exec import ExecStreams
 from corral.proto import agent_pb2, scheduler_pb2
 from corral.proto import messages_pb2 as pb
+from corral.proto import operator_pb2 as op
 from corral.resources import Resources
 
 __all__ = ["Master", "MasterConfig", "default_address", "new_id"]
@@ -88,6 +90,7 @@ class Master:
         #: the state and its transitions; read it between calls, never write it
         self.core = MasterCore(self.config, info, ids, self.log)
         self.queries = AgentQueries()
+        self.execs = ExecStreams()
         #: this term's latency histograms (master/metrics.py reports them)
         self.histograms = MasterHistograms()
         self._allocate_now = asyncio.Event()
@@ -154,6 +157,7 @@ class Master:
                 self._forget(effect.stream, close=True)
             elif isinstance(effect, AgentLeft):
                 self.queries.agent_gone(effect.agent_id)
+                self.execs.agent_gone(effect.agent_id)
             elif isinstance(effect, AuditDenied):
                 assert isinstance(effect.decision, Decision)
                 self.audit.denied(effect.decision, effect.call, **effect.fields)
@@ -417,6 +421,38 @@ class Master:
 
     def file_data(self, agent_id: str, data: agent_pb2.AgentMessage.FileData) -> None:
         self.queries.answer(agent_id, data.request_id, data)
+
+    def exec_task(
+        self,
+        task: TaskRecord,
+        request: op.ExecTaskRequest,
+        timeout_s: float,
+        inputs: AsyncIterator[op.ExecTaskInput] | None,
+    ) -> AsyncGenerator[agent_pb2.AgentMessage.ExecOutput, None]:
+        """Run ``request.argv`` in running ``task``'s container, fed ``inputs``;
+        its output as it comes (task_exec.py)."""
+        agent = self.state.agents.get(task.agent_id)
+        outbox = self.outbox(agent.stream) if agent is not None else None
+        r = request
+
+        def build(request_id: int) -> MasterMessage:
+            return MasterMessage(
+                exec=MasterMessage.Exec(
+                    request_id=request_id,
+                    task_id=f"{task.framework_id}/{task.task_id}",
+                    argv=r.argv,
+                    timeout_s=timeout_s,
+                    stdin=r.stdin,
+                    tty=r.tty,
+                    rows=r.rows,
+                    cols=r.cols,
+                )
+            )
+
+        return self.execs.run(task.agent_id, outbox, build, inputs if r.stdin or r.tty else None)
+
+    def exec_output(self, agent_id: str, data: agent_pb2.AgentMessage.ExecOutput) -> None:
+        self.execs.answer(agent_id, data)
 
     async def usage(
         self, agent_id: str = "", framework_id: str = "", task_id: str = ""

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from corral.proto import messages_pb2 as corral_dot_proto_dot_messages__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63orral/proto/agent.proto\x12\tcorral.v1\x1a\x1b\x63orral/proto/messages.proto\"\xca\x05\n\x0c\x41gentMessage\x12\x34\n\x08register\x18\x01 \x01(\x0b\x32 .corral.v1.AgentMessage.RegisterH\x00\x12\x36\n\theartbeat\x18\x02 \x01(\x0b\x32!.corral.v1.AgentMessage.HeartbeatH\x00\x12?\n\x0estatus_updates\x18\x03 \x01(\x0b\x32%.corral.v1.AgentMessage.StatusUpdatesH\x00\x12\x35\n\tfile_data\x18\x04 \x01(\x0b\x32 .corral.v1.AgentMessage.FileDataH\x00\x12.\n\x05usage\x18\x05 \x01(\x0b\x32\x1d.corral.v1.AgentMessage.UsageH\x00\x1a\xb1\x01\n\x08Register\x12(\n\nagent_info\x18\x01 \x01(\x0b\x32\x14.corral.v1.AgentInfo\x12$\n\x05tasks\x18\x02 \x03(\x0b\x32\x15.corral.v1.TaskStatus\x12,\n\nframeworks\x18\x03 \x03(\x0b\x32\x18.corral.v1.FrameworkInfo\x12\'\n\ntask_infos\x18\x04 \x03(\x0b\x32\x13.corral.v1.TaskInfo\x1a\x1e\n\tHeartbeat\x12\x11\n\ttimestamp\x18\x01 \x01(\x01\x1a\x38\n\rStatusUpdates\x12\'\n\x08statuses\x18\x01 \x03(\x0b\x32\x15.corral.v1.TaskStatus\x1aI\n\x08\x46ileData\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x1a@\n\x05Usage\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12#\n\x05tasks\x18\x02 \x03(\x0b\x32\x14.corral.v1.TaskUsageB\t\n\x07message\"\x80\t\n\rMasterMessage\x12\x39\n\nregistered\x18\x01 \x01(\x0b\x32#.corral.v1.MasterMessage.RegisteredH\x00\x12\x36\n\trun_tasks\x18\x02 \x01(\x0b\x32!.corral.v1.MasterMessage.RunTasksH\x00\x12\x36\n\tkill_task\x18\x03 \x01(\x0b\x32!.corral.v1.MasterMessage.KillTaskH\x00\x12\x45\n\x10\x61\x63knowledgements\x18\x04 \x01(\x0b\x32).corral.v1.MasterMessage.AcknowledgementsH\x00\x12H\n\x12shutdown_framework\x18\x05 \x01(\x0b\x32*.corral.v1.MasterMessage.ShutdownFrameworkH\x00\x12\x36\n\tread_file\x18\x06 \x01(\x0b\x32!.corral.v1.MasterMessage.ReadFileH\x00\x12/\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x1e.corral.v1.MasterMessage.ErrorH\x00\x12\x36\n\tget_usage\x18\x08 \x01(\x0b\x32!.corral.v1.MasterMessage.GetUsageH\x00\x1ah\n\nRegistered\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x1c\n\x14heartbeat_interval_s\x18\x02 \x01(\x01\x12*\n\x0bmaster_info\x18\x03 \x01(\x0b\x32\x15.corral.v1.MasterInfo\x1a`\n\x08RunTasks\x12\x30\n\x0e\x66ramework_info\x18\x01 \x01(\x0b\x32\x18.corral.v1.FrameworkInfo\x12\"\n\x05tasks\x18\x02 \x03(\x0b\x32\x13.corral.v1.TaskInfo\x1aI\n\x08KillTask\x12\x14\n\x0c\x66ramework_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x16\n\x0egrace_period_s\x18\x03 \x01(\x01\x1a\x8b\x01\n\x10\x41\x63knowledgements\x12;\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32-.corral.v1.MasterMessage.Acknowledgements.Ack\x1a:\n\x03\x41\x63k\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0c\n\x04uuid\x18\x02 \x01(\x0c\x12\x14\n\x0c\x66ramework_id\x18\x03 \x01(\t\x1a)\n\x11ShutdownFramework\x12\x14\n\x0c\x66ramework_id\x18\x01 \x01(\t\x1a]\n\x08ReadFile\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x01(\t\x12\x0e\n\x06offset\x18\x04 \x01(\x04\x12\x0e\n\x06length\x18\x05 \x01(\x04\x1a&\n\x05\x45rror\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x1a\x30\n\x08GetUsage\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x10\n\x08task_ids\x18\x02 \x03(\tB\t\n\x07message2I\n\x05\x41gent\x12@\n\x07\x43onnect\x12\x17.corral.v1.AgentMessage\x1a\x18.corral.v1.MasterMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63orral/proto/agent.proto\x12\tcorral.v1\x1a\x1b\x63orral/proto/messages.proto\"\xe5\x06\n\x0c\x41gentMessage\x12\x34\n\x08register\x18\x01 \x01(\x0b\x32 .corral.v1.AgentMessage.RegisterH\x00\x12\x36\n\theartbeat\x18\x02 \x01(\x0b\x32!.corral.v1.AgentMessage.HeartbeatH\x00\x12?\n\x0estatus_updates\x18\x03 \x01(\x0b\x32%.corral.v1.AgentMessage.StatusUpdatesH\x00\x12\x35\n\tfile_data\x18\x04 \x01(\x0b\x32 .corral.v1.AgentMessage.FileDataH\x00\x12.\n\x05usage\x18\x05 \x01(\x0b\x32\x1d.corral.v1.AgentMessage.UsageH\x00\x12\x39\n\x0b\x65xec_output\x18\x06 \x01(\x0b\x32\".corral.v1.AgentMessage.ExecOutputH\x00\x1a\xb1\x01\n\x08Register\x12(\n\nagent_info\x18\x01 \x01(\x0b\x32\x14.corral.v1.AgentInfo\x12$\n\x05tasks\x18\x02 \x03(\x0b\x32\x15.corral.v1.TaskStatus\x12,\n\nframeworks\x18\x03 \x03(\x0b\x32\x18.corral.v1.FrameworkInfo\x12\'\n\ntask_infos\x18\x04 \x03(\x0b\x32\x13.corral.v1.TaskInfo\x1a\x1e\n\tHeartbeat\x12\x11\n\ttimestamp\x18\x01 \x01(\x01\x1a\x38\n\rStatusUpdates\x12\'\n\x08statuses\x18\x01 \x03(\x0b\x32\x15.corral.v1.TaskStatus\x1aI\n\x08\x46ileData\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x1a@\n\x05Usage\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12#\n\x05tasks\x18\x02 \x03(\x0b\x32\x14.corral.v1.TaskUsage\x1a^\n\nExecOutput\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0c\n\x04\x64one\x18\x03 \x01(\x08\x12\x11\n\texit_code\x18\x04 \x01(\x05\x12\r\n\x05\x65rror\x18\x05 \x01(\tB\t\n\x07message\"\xa6\x0c\n\rMasterMessage\x12\x39\n\nregistered\x18\x01 \x01(\x0b\x32#.corral.v1.MasterMessage.RegisteredH\x00\x12\x36\n\trun_tasks\x18\x02 \x01(\x0b\x32!.corral.v1.MasterMessage.RunTasksH\x00\x12\x36\n\tkill_task\x18\x03 \x01(\x0b\x32!.corral.v1.MasterMessage.KillTaskH\x00\x12\x45\n\x10\x61\x63knowledgements\x18\x04 \x01(\x0b\x32).corral.v1.MasterMessage.AcknowledgementsH\x00\x12H\n\x12shutdown_framework\x18\x05 \x01(\x0b\x32*.corral.v1.MasterMessage.ShutdownFrameworkH\x00\x12\x36\n\tread_file\x18\x06 \x01(\x0b\x32!.corral.v1.MasterMessage.ReadFileH\x00\x12/\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x1e.corral.v1.MasterMessage.ErrorH\x00\x12\x36\n\tget_usage\x18\x08 \x01(\x0b\x32!.corral.v1.MasterMessage.GetUsageH\x00\x12-\n\x04\x65xec\x18\t \x01(\x0b\x32\x1d.corral.v1.MasterMessage.ExecH\x00\x12:\n\x0b\x63\x61ncel_exec\x18\n \x01(\x0b\x32#.corral.v1.MasterMessage.CancelExecH\x00\x12\x38\n\nexec_input\x18\x0b \x01(\x0b\x32\".corral.v1.MasterMessage.ExecInputH\x00\x1ah\n\nRegistered\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x1c\n\x14heartbeat_interval_s\x18\x02 \x01(\x01\x12*\n\x0bmaster_info\x18\x03 \x01(\x0b\x32\x15.corral.v1.MasterInfo\x1a`\n\x08RunTasks\x12\x30\n\x0e\x66ramework_info\x18\x01 \x01(\x0b\x32\x18.corral.v1.FrameworkInfo\x12\"\n\x05tasks\x18\x02 \x03(\x0b\x32\x13.corral.v1.TaskInfo\x1aI\n\x08KillTask\x12\x14\n\x0c\x66ramework_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x16\n\x0egrace_period_s\x18\x03 \x01(\x01\x1a\x8b\x01\n\x10\x41\x63knowledgements\x12;\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32-.corral.v1.MasterMessage.Acknowledgements.Ack\x1a:\n\x03\x41\x63k\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0c\n\x04uuid\x18\x02 \x01(\x0c\x12\x14\n\x0c\x66ramework_id\x18\x03 \x01(\t\x1a)\n\x11ShutdownFramework\x12\x14\n\x0c\x66ramework_id\x18\x01 \x01(\t\x1a]\n\x08ReadFile\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x01(\t\x12\x0e\n\x06offset\x18\x04 \x01(\x04\x12\x0e\n\x06length\x18\x05 \x01(\x04\x1a&\n\x05\x45rror\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x1a\x30\n\x08GetUsage\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x10\n\x08task_ids\x18\x02 \x03(\t\x1a\x84\x01\n\x04\x45xec\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0c\n\x04\x61rgv\x18\x03 \x03(\t\x12\x11\n\ttimeout_s\x18\x04 \x01(\x01\x12\r\n\x05stdin\x18\x05 \x01(\x08\x12\x0b\n\x03tty\x18\x06 \x01(\x08\x12\x0c\n\x04rows\x18\x07 \x01(\r\x12\x0c\n\x04\x63ols\x18\x08 \x01(\r\x1aV\n\tExecInput\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0b\n\x03\x65of\x18\x03 \x01(\x08\x12\x0c\n\x04rows\x18\x04 \x01(\r\x12\x0c\n\x04\x63ols\x18\x05 \x01(\r\x1a \n\nCancelExec\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x42\t\n\x07message2I\n\x05\x41gent\x12@\n\x07\x43onnect\x12\x17.corral.v1.AgentMessage\x1a\x18.corral.v1.MasterMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,37 +33,45 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'corral.proto.agent_pb2', _g
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_AGENTMESSAGE']._serialized_start=69
-  _globals['_AGENTMESSAGE']._serialized_end=783
-  _globals['_AGENTMESSAGE_REGISTER']._serialized_start=364
-  _globals['_AGENTMESSAGE_REGISTER']._serialized_end=541
-  _globals['_AGENTMESSAGE_HEARTBEAT']._serialized_start=543
-  _globals['_AGENTMESSAGE_HEARTBEAT']._serialized_end=573
-  _globals['_AGENTMESSAGE_STATUSUPDATES']._serialized_start=575
-  _globals['_AGENTMESSAGE_STATUSUPDATES']._serialized_end=631
-  _globals['_AGENTMESSAGE_FILEDATA']._serialized_start=633
-  _globals['_AGENTMESSAGE_FILEDATA']._serialized_end=706
-  _globals['_AGENTMESSAGE_USAGE']._serialized_start=708
-  _globals['_AGENTMESSAGE_USAGE']._serialized_end=772
-  _globals['_MASTERMESSAGE']._serialized_start=786
-  _globals['_MASTERMESSAGE']._serialized_end=1938
-  _globals['_MASTERMESSAGE_REGISTERED']._serialized_start=1280
-  _globals['_MASTERMESSAGE_REGISTERED']._serialized_end=1384
-  _globals['_MASTERMESSAGE_RUNTASKS']._serialized_start=1386
-  _globals['_MASTERMESSAGE_RUNTASKS']._serialized_end=1482
-  _globals['_MASTERMESSAGE_KILLTASK']._serialized_start=1484
-  _globals['_MASTERMESSAGE_KILLTASK']._serialized_end=1557
-  _globals['_MASTERMESSAGE_ACKNOWLEDGEMENTS']._serialized_start=1560
-  _globals['_MASTERMESSAGE_ACKNOWLEDGEMENTS']._serialized_end=1699
-  _globals['_MASTERMESSAGE_ACKNOWLEDGEMENTS_ACK']._serialized_start=1641
-  _globals['_MASTERMESSAGE_ACKNOWLEDGEMENTS_ACK']._serialized_end=1699
-  _globals['_MASTERMESSAGE_SHUTDOWNFRAMEWORK']._serialized_start=1701
-  _globals['_MASTERMESSAGE_SHUTDOWNFRAMEWORK']._serialized_end=1742
-  _globals['_MASTERMESSAGE_READFILE']._serialized_start=1744
-  _globals['_MASTERMESSAGE_READFILE']._serialized_end=1837
-  _globals['_MASTERMESSAGE_ERROR']._serialized_start=1839
-  _globals['_MASTERMESSAGE_ERROR']._serialized_end=1877
-  _globals['_MASTERMESSAGE_GETUSAGE']._serialized_start=1879
-  _globals['_MASTERMESSAGE_GETUSAGE']._serialized_end=1927
-  _globals['_AGENT']._serialized_start=1940
-  _globals['_AGENT']._serialized_end=2013
+  _globals['_AGENTMESSAGE']._serialized_end=938
+  _globals['_AGENTMESSAGE_REGISTER']._serialized_start=423
+  _globals['_AGENTMESSAGE_REGISTER']._serialized_end=600
+  _globals['_AGENTMESSAGE_HEARTBEAT']._serialized_start=602
+  _globals['_AGENTMESSAGE_HEARTBEAT']._serialized_end=632
+  _globals['_AGENTMESSAGE_STATUSUPDATES']._serialized_start=634
+  _globals['_AGENTMESSAGE_STATUSUPDATES']._serialized_end=690
+  _globals['_AGENTMESSAGE_FILEDATA']._serialized_start=692
+  _globals['_AGENTMESSAGE_FILEDATA']._serialized_end=765
+  _globals['_AGENTMESSAGE_USAGE']._serialized_start=767
+  _globals['_AGENTMESSAGE_USAGE']._serialized_end=831
+  _globals['_AGENTMESSAGE_EXECOUTPUT']._serialized_start=833
+  _globals['_AGENTMESSAGE_EXECOUTPUT']._serialized_end=927
+  _globals['_MASTERMESSAGE']._serialized_start=941
+  _globals['_MASTERMESSAGE']._serialized_end=2515
+  _globals['_MASTERMESSAGE_REGISTERED']._serialized_start=1600
+  _globals['_MASTERMESSAGE_REGISTERED']._serialized_end=1704
+  _globals['_MASTERMESSAGE_RUNTASKS']._serialized_start=1706
+  _globals['_MASTERMESSAGE_RUNTASKS']._serialized_end=1802
+  _globals['_MASTERMESSAGE_KILLTASK']._serialized_start=1804
+  _globals['_MASTERMESSAGE_KILLTASK']._serialized_end=1877
+  _globals['_MASTERMESSAGE_ACKNOWLEDGEMENTS']._serialized_start=1880
+  _globals['_MASTERMESSAGE_ACKNOWLEDGEMENTS']._serialized_end=2019
+  _globals['_MASTERMESSAGE_ACKNOWLEDGEMENTS_ACK']._serialized_start=1961
+  _globals['_MASTERMESSAGE_ACKNOWLEDGEMENTS_ACK']._serialized_end=2019
+  _globals['_MASTERMESSAGE_SHUTDOWNFRAMEWORK']._serialized_start=2021
+  _globals['_MASTERMESSAGE_SHUTDOWNFRAMEWORK']._serialized_end=2062
+  _globals['_MASTERMESSAGE_READFILE']._serialized_start=2064
+  _globals['_MASTERMESSAGE_READFILE']._serialized_end=2157
+  _globals['_MASTERMESSAGE_ERROR']._serialized_start=2159
+  _globals['_MASTERMESSAGE_ERROR']._serialized_end=2197
+  _globals['_MASTERMESSAGE_GETUSAGE']._serialized_start=2199
+  _globals['_MASTERMESSAGE_GETUSAGE']._serialized_end=2247
+  _globals['_MASTERMESSAGE_EXEC']._serialized_start=2250
+  _globals['_MASTERMESSAGE_EXEC']._serialized_end=2382
+  _globals['_MASTERMESSAGE_EXECINPUT']._serialized_start=2384
+  _globals['_MASTERMESSAGE_EXECINPUT']._serialized_end=2470
+  _globals['_MASTERMESSAGE_CANCELEXEC']._serialized_start=2472
+  _globals['_MASTERMESSAGE_CANCELEXEC']._serialized_end=2504
+  _globals['_AGENT']._serialized_start=2517
+  _globals['_AGENT']._serialized_end=2590
 # @@protoc_insertion_point(module_scope)

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AgentMessage(_message.Message):
-    __slots__ = ("register", "heartbeat", "status_updates", "file_data", "usage")
+    __slots__ = ("register", "heartbeat", "status_updates", "file_data", "usage", "exec_output")
     class Register(_message.Message):
         __slots__ = ("agent_info", "tasks", "frameworks", "task_infos")
         AGENT_INFO_FIELD_NUMBER: _ClassVar[int]
@@ -48,20 +48,35 @@ class AgentMessage(_message.Message):
         request_id: int
         tasks: _containers.RepeatedCompositeFieldContainer[_messages_pb2.TaskUsage]
         def __init__(self, request_id: _Optional[int] = ..., tasks: _Optional[_Iterable[_Union[_messages_pb2.TaskUsage, _Mapping]]] = ...) -> None: ...
+    class ExecOutput(_message.Message):
+        __slots__ = ("request_id", "data", "done", "exit_code", "error")
+        REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+        DATA_FIELD_NUMBER: _ClassVar[int]
+        DONE_FIELD_NUMBER: _ClassVar[int]
+        EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+        ERROR_FIELD_NUMBER: _ClassVar[int]
+        request_id: int
+        data: bytes
+        done: bool
+        exit_code: int
+        error: str
+        def __init__(self, request_id: _Optional[int] = ..., data: _Optional[bytes] = ..., done: _Optional[bool] = ..., exit_code: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
     REGISTER_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     STATUS_UPDATES_FIELD_NUMBER: _ClassVar[int]
     FILE_DATA_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
+    EXEC_OUTPUT_FIELD_NUMBER: _ClassVar[int]
     register: AgentMessage.Register
     heartbeat: AgentMessage.Heartbeat
     status_updates: AgentMessage.StatusUpdates
     file_data: AgentMessage.FileData
     usage: AgentMessage.Usage
-    def __init__(self, register: _Optional[_Union[AgentMessage.Register, _Mapping]] = ..., heartbeat: _Optional[_Union[AgentMessage.Heartbeat, _Mapping]] = ..., status_updates: _Optional[_Union[AgentMessage.StatusUpdates, _Mapping]] = ..., file_data: _Optional[_Union[AgentMessage.FileData, _Mapping]] = ..., usage: _Optional[_Union[AgentMessage.Usage, _Mapping]] = ...) -> None: ...
+    exec_output: AgentMessage.ExecOutput
+    def __init__(self, register: _Optional[_Union[AgentMessage.Register, _Mapping]] = ..., heartbeat: _Optional[_Union[AgentMessage.Heartbeat, _Mapping]] = ..., status_updates: _Optional[_Union[AgentMessage.StatusUpdates, _Mapping]] = ..., file_data: _Optional[_Union[AgentMessage.FileData, _Mapping]] = ..., usage: _Optional[_Union[AgentMessage.Usage, _Mapping]] = ..., exec_output: _Optional[_Union[AgentMessage.ExecOutput, _Mapping]] = ...) -> None: ...
 
 class MasterMessage(_message.Message):
-    __slots__ = ("registered", "run_tasks", "kill_task", "acknowledgements", "shutdown_framework", "read_file", "error", "get_usage")
+    __slots__ = ("registered", "run_tasks", "kill_task", "acknowledgements", "shutdown_framework", "read_file", "error", "get_usage", "exec", "cancel_exec", "exec_input")
     class Registered(_message.Message):
         __slots__ = ("agent_id", "heartbeat_interval_s", "master_info")
         AGENT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -133,6 +148,43 @@ class MasterMessage(_message.Message):
         request_id: int
         task_ids: _containers.RepeatedScalarFieldContainer[str]
         def __init__(self, request_id: _Optional[int] = ..., task_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    class Exec(_message.Message):
+        __slots__ = ("request_id", "task_id", "argv", "timeout_s", "stdin", "tty", "rows", "cols")
+        REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+        TASK_ID_FIELD_NUMBER: _ClassVar[int]
+        ARGV_FIELD_NUMBER: _ClassVar[int]
+        TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+        STDIN_FIELD_NUMBER: _ClassVar[int]
+        TTY_FIELD_NUMBER: _ClassVar[int]
+        ROWS_FIELD_NUMBER: _ClassVar[int]
+        COLS_FIELD_NUMBER: _ClassVar[int]
+        request_id: int
+        task_id: str
+        argv: _containers.RepeatedScalarFieldContainer[str]
+        timeout_s: float
+        stdin: bool
+        tty: bool
+        rows: int
+        cols: int
+        def __init__(self, request_id: _Optional[int] = ..., task_id: _Optional[str] = ..., argv: _Optional[_Iterable[str]] = ..., timeout_s: _Optional[float] = ..., stdin: _Optional[bool] = ..., tty: _Optional[bool] = ..., rows: _Optional[int] = ..., cols: _Optional[int] = ...) -> None: ...
+    class ExecInput(_message.Message):
+        __slots__ = ("request_id", "data", "eof", "rows", "cols")
+        REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+        DATA_FIELD_NUMBER: _ClassVar[int]
+        EOF_FIELD_NUMBER: _ClassVar[int]
+        ROWS_FIELD_NUMBER: _ClassVar[int]
+        COLS_FIELD_NUMBER: _ClassVar[int]
+        request_id: int
+        data: bytes
+        eof: bool
+        rows: int
+        cols: int
+        def __init__(self, request_id: _Optional[int] = ..., data: _Optional[bytes] = ..., eof: _Optional[bool] = ..., rows: _Optional[int] = ..., cols: _Optional[int] = ...) -> None: ...
+    class CancelExec(_message.Message):
+        __slots__ = ("request_id",)
+        REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+        request_id: int
+        def __init__(self, request_id: _Optional[int] = ...) -> None: ...
     REGISTERED_FIELD_NUMBER: _ClassVar[int]
     RUN_TASKS_FIELD_NUMBER: _ClassVar[int]
     KILL_TASK_FIELD_NUMBER: _ClassVar[int]
@@ -141,6 +193,9 @@ class MasterMessage(_message.Message):
     READ_FILE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     GET_USAGE_FIELD_NUMBER: _ClassVar[int]
+    EXEC_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_EXEC_FIELD_NUMBER: _ClassVar[int]
+    EXEC_INPUT_FIELD_NUMBER: _ClassVar[int]
     registered: MasterMessage.Registered
     run_tasks: MasterMessage.RunTasks
     kill_task: MasterMessage.KillTask
@@ -149,4 +204,7 @@ class MasterMessage(_message.Message):
     read_file: MasterMessage.ReadFile
     error: MasterMessage.Error
     get_usage: MasterMessage.GetUsage
-    def __init__(self, registered: _Optional[_Union[MasterMessage.Registered, _Mapping]] = ..., run_tasks: _Optional[_Union[MasterMessage.RunTasks, _Mapping]] = ..., kill_task: _Optional[_Union[MasterMessage.KillTask, _Mapping]] = ..., acknowledgements: _Optional[_Union[MasterMessage.Acknowledgements, _Mapping]] = ..., shutdown_framework: _Optional[_Union[MasterMessage.ShutdownFramework, _Mapping]] = ..., read_file: _Optional[_Union[MasterMessage.ReadFile, _Mapping]] = ..., error: _Optional[_Union[MasterMessage.Error, _Mapping]] = ..., get_usage: _Optional[_Union[MasterMessage.GetUsage, _Mapping]] = ...) -> None: ...
+    exec: MasterMessage.Exec
+    cancel_exec: MasterMessage.CancelExec
+    exec_input: MasterMessage.ExecInput
+    def __init__(self, registered: _Optional[_Union[MasterMessage.Registered, _Mapping]] = ..., run_tasks: _Optional[_Union[MasterMessage.RunTasks, _Mapping]] = ..., kill_task: _Optional[_Union[MasterMessage.KillTask, _Mapping]] = ..., acknowledgements: _Optional[_Union[MasterMessage.Acknowledgements, _Mapping]] = ..., shutdown_framework: _Optional[_Union[MasterMessage.ShutdownFramework, _Mapping]] = ..., read_file: _Optional[_Union[MasterMessage.ReadFile, _Mapping]] = ..., error: _Optional[_Union[MasterMessage.Error, _Mapping]] = ..., get_usage: _Optional[_Union[MasterMessage.GetUsage, _Mapping]] = ..., exec: _Optional[_Union[MasterMessage.Exec, _Mapping]] = ..., cancel_exec: _Optional[_Union[MasterMessage.CancelExec, _Mapping]] = ..., exec_input: _Optional[_Union[MasterMessage.ExecInput, _Mapping]] = ...) -> None: ...

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from corral.proto import messages_pb2 as corral_dot_proto_dot_messages__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63orral/proto/operator.proto\x12\tcorral.v1\x1a\x1b\x63orral/proto/messages.proto\"\x16\n\x14GetMasterInfoRequest\"T\n\x15GetMasterInfoResponse\x12*\n\x0bmaster_info\x18\x01 \x01(\x0b\x32\x15.corral.v1.MasterInfo\x12\x0f\n\x07leading\x18\x02 \x01(\x08\"\x94\x02\n\x0c\x41gentSummary\x12(\n\nagent_info\x18\x01 \x01(\x0b\x32\x14.corral.v1.AgentInfo\x12\x11\n\tconnected\x18\x02 \x01(\x08\x12\"\n\x05total\x18\x03 \x03(\x0b\x32\x13.corral.v1.Resource\x12&\n\tallocated\x18\x04 \x03(\x0b\x32\x13.corral.v1.Resource\x12$\n\x07offered\x18\x05 \x03(\x0b\x32\x13.corral.v1.Resource\x12\x17\n\x0fregistered_time\x18\x06 \x01(\x01\x12\x16\n\x0elast_heartbeat\x18\x07 \x01(\x01\x12\x12\n\ntask_count\x18\x08 \x01(\r\x12\x10\n\x08\x64raining\x18\t \x01(\x08\"\x13\n\x11ListAgentsRequest\"=\n\x12ListAgentsResponse\x12\'\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x17.corral.v1.AgentSummary\"\xe2\x01\n\x10\x46rameworkSummary\x12\x30\n\x0e\x66ramework_info\x18\x01 \x01(\x0b\x32\x18.corral.v1.FrameworkInfo\x12\x11\n\tconnected\x18\x02 \x01(\x08\x12\x0e\n\x06\x61\x63tive\x18\x03 \x01(\x08\x12&\n\tallocated\x18\x04 \x03(\x0b\x32\x13.corral.v1.Resource\x12$\n\x07offered\x18\x05 \x03(\x0b\x32\x13.corral.v1.Resource\x12\x12\n\ntask_count\x18\x06 \x01(\r\x12\x17\n\x0fregistered_time\x18\x07 \x01(\x01\"\x17\n\x15ListFrameworksRequest\"I\n\x16ListFrameworksResponse\x12/\n\nframeworks\x18\x01 \x03(\x0b\x32\x1b.corral.v1.FrameworkSummary\"\x89\x01\n\x0bTaskSummary\x12&\n\ttask_info\x18\x01 \x01(\x0b\x32\x13.corral.v1.TaskInfo\x12\x14\n\x0c\x66ramework_id\x18\x02 \x01(\t\x12%\n\x06status\x18\x03 \x01(\x0b\x32\x15.corral.v1.TaskStatus\x12\x15\n\rlaunched_time\x18\x04 \x01(\x01\"C\n\x10ListTasksRequest\x12\x14\n\x0c\x66ramework_id\x18\x01 \x01(\t\x12\x19\n\x11include_completed\x18\x02 \x01(\x08\":\n\x11ListTasksResponse\x12%\n\x05tasks\x18\x01 \x03(\x0b\x32\x16.corral.v1.TaskSummary\"8\n\x0fKillTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x14\n\x0c\x66ramework_id\x18\x02 \x01(\t\"\x12\n\x10KillTaskResponse\"\'\n\x0fTeardownRequest\x12\x14\n\x0c\x66ramework_id\x18\x01 \x01(\t\"\x12\n\x10TeardownResponse\"f\n\x0fReadFileRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x14\n\x0c\x66ramework_id\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x01(\t\x12\x0e\n\x06offset\x18\x04 \x01(\x04\x12\x0e\n\x06length\x18\x05 \x01(\x04\"U\n\x10ReadFileResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12%\n\x06status\x18\x03 \x01(\x0b\x32\x15.corral.v1.TaskStatus\"&\n\x0e\x45xplainRequest\x12\x14\n\x0c\x66ramework_id\x18\x01 \x01(\t\"[\n\rExplainReason\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x0e\n\x06\x61gents\x18\x04 \x01(\r\x12\r\n\x05until\x18\x05 \x01(\x01\"K\n\x0f\x45xplainResponse\x12)\n\x07reasons\x18\x01 \x03(\x0b\x32\x18.corral.v1.ExplainReason\x12\r\n\x05roles\x18\x02 \x03(\t\"\xd4\x01\n\x0bRoleSummary\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0e\n\x06weight\x18\x02 \x01(\x01\x12\x12\n\nframeworks\x18\x03 \x03(\t\x12\r\n\x05share\x18\x04 \x01(\x01\x12&\n\tguarantee\x18\x05 \x03(\x0b\x32\x13.corral.v1.Resource\x12\"\n\x05limit\x18\x06 \x03(\x0b\x32\x13.corral.v1.Resource\x12\x11\n\thas_limit\x18\x07 \x01(\x08\x12%\n\x08\x63onsumed\x18\x08 \x03(\x0b\x32\x13.corral.v1.Resource\"\x12\n\x10ListRolesRequest\":\n\x11ListRolesResponse\x12%\n\x05roles\x18\x01 \x03(\x0b\x32\x16.corral.v1.RoleSummary\"q\n\x11SetWeightsRequest\x12\x34\n\x07weights\x18\x01 \x03(\x0b\x32#.corral.v1.SetWeightsRequest.Weight\x1a&\n\x06Weight\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0e\n\x06weight\x18\x02 \x01(\x01\"\x14\n\x12SetWeightsResponse\"\x8d\x01\n\x0fSetQuotaRequest\x12\x0c\n\x04role\x18\x01 \x01(\t\x12&\n\tguarantee\x18\x02 \x03(\x0b\x32\x13.corral.v1.Resource\x12\"\n\x05limit\x18\x03 \x03(\x0b\x32\x13.corral.v1.Resource\x12\x11\n\thas_limit\x18\x04 \x01(\x08\x12\r\n\x05\x66orce\x18\x05 \x01(\x08\"\x12\n\x10SetQuotaResponse\"3\n\x11\x44rainAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0c\n\x04undo\x18\x02 \x01(\x08\"\x14\n\x12\x44rainAgentResponse\"f\n\x17ReserveResourcesRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12&\n\tresources\x18\x02 \x03(\x0b\x32\x13.corral.v1.Resource\x12\x11\n\tunreserve\x18\x03 \x01(\x08\"\x1a\n\x18ReserveResourcesResponse\"J\n\x0fGetUsageRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x14\n\x0c\x66ramework_id\x18\x02 \x01(\t\x12\x0f\n\x07task_id\x18\x03 \x01(\t\"H\n\x10GetUsageResponse\x12$\n\x06usages\x18\x01 \x03(\x0b\x32\x14.corral.v1.TaskUsage\x12\x0e\n\x06\x65rrors\x18\x02 \x03(\t\"j\n\x10\x41gentMaintenance\x12\x10\n\x08\x64raining\x18\x01 \x01(\x08\x12)\n\x0creservations\x18\x02 \x03(\x0b\x32\x13.corral.v1.Resource\x12\x19\n\x11unreachable_since\x18\x03 \x01(\x01\x32\x9e\x08\n\x08Operator\x12R\n\rGetMasterInfo\x12\x1f.corral.v1.GetMasterInfoRequest\x1a .corral.v1.GetMasterInfoResponse\x12I\n\nListAgents\x12\x1c.corral.v1.ListAgentsRequest\x1a\x1d.corral.v1.ListAgentsResponse\x12U\n\x0eListFrameworks\x12 .corral.v1.ListFrameworksRequest\x1a!.corral.v1.ListFrameworksResponse\x12\x46\n\tListTasks\x12\x1b.corral.v1.ListTasksRequest\x1a\x1c.corral.v1.ListTasksResponse\x12\x43\n\x08KillTask\x12\x1a.corral.v1.KillTaskRequest\x1a\x1b.corral.v1.KillTaskResponse\x12\x43\n\x08Teardown\x12\x1a.corral.v1.TeardownRequest\x1a\x1b.corral.v1.TeardownResponse\x12\x43\n\x08ReadFile\x12\x1a.corral.v1.ReadFileRequest\x1a\x1b.corral.v1.ReadFileResponse\x12@\n\x07\x45xplain\x12\x19.corral.v1.ExplainRequest\x1a\x1a.corral.v1.ExplainResponse\x12\x46\n\tListRoles\x12\x1b.corral.v1.ListRolesRequest\x1a\x1c.corral.v1.ListRolesResponse\x12I\n\nSetWeights\x12\x1c.corral.v1.SetWeightsRequest\x1a\x1d.corral.v1.SetWeightsResponse\x12\x43\n\x08SetQuota\x12\x1a.corral.v1.SetQuotaRequest\x1a\x1b.corral.v1.SetQuotaResponse\x12I\n\nDrainAgent\x12\x1c.corral.v1.DrainAgentRequest\x1a\x1d.corral.v1.DrainAgentResponse\x12[\n\x10ReserveResources\x12\".corral.v1.ReserveResourcesRequest\x1a#.corral.v1.ReserveResourcesResponse\x12\x43\n\x08GetUsage\x12\x1a.corral.v1.GetUsageRequest\x1a\x1b.corral.v1.GetUsageResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63orral/proto/operator.proto\x12\tcorral.v1\x1a\x1b\x63orral/proto/messages.proto\"\x16\n\x14GetMasterInfoRequest\"T\n\x15GetMasterInfoResponse\x12*\n\x0bmaster_info\x18\x01 \x01(\x0b\x32\x15.corral.v1.MasterInfo\x12\x0f\n\x07leading\x18\x02 \x01(\x08\"\x94\x02\n\x0c\x41gentSummary\x12(\n\nagent_info\x18\x01 \x01(\x0b\x32\x14.corral.v1.AgentInfo\x12\x11\n\tconnected\x18\x02 \x01(\x08\x12\"\n\x05total\x18\x03 \x03(\x0b\x32\x13.corral.v1.Resource\x12&\n\tallocated\x18\x04 \x03(\x0b\x32\x13.corral.v1.Resource\x12$\n\x07offered\x18\x05 \x03(\x0b\x32\x13.corral.v1.Resource\x12\x17\n\x0fregistered_time\x18\x06 \x01(\x01\x12\x16\n\x0elast_heartbeat\x18\x07 \x01(\x01\x12\x12\n\ntask_count\x18\x08 \x01(\r\x12\x10\n\x08\x64raining\x18\t \x01(\x08\"\x13\n\x11ListAgentsRequest\"=\n\x12ListAgentsResponse\x12\'\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x17.corral.v1.AgentSummary\"\xe2\x01\n\x10\x46rameworkSummary\x12\x30\n\x0e\x66ramework_info\x18\x01 \x01(\x0b\x32\x18.corral.v1.FrameworkInfo\x12\x11\n\tconnected\x18\x02 \x01(\x08\x12\x0e\n\x06\x61\x63tive\x18\x03 \x01(\x08\x12&\n\tallocated\x18\x04 \x03(\x0b\x32\x13.corral.v1.Resource\x12$\n\x07offered\x18\x05 \x03(\x0b\x32\x13.corral.v1.Resource\x12\x12\n\ntask_count\x18\x06 \x01(\r\x12\x17\n\x0fregistered_time\x18\x07 \x01(\x01\"\x17\n\x15ListFrameworksRequest\"I\n\x16ListFrameworksResponse\x12/\n\nframeworks\x18\x01 \x03(\x0b\x32\x1b.corral.v1.FrameworkSummary\"\x89\x01\n\x0bTaskSummary\x12&\n\ttask_info\x18\x01 \x01(\x0b\x32\x13.corral.v1.TaskInfo\x12\x14\n\x0c\x66ramework_id\x18\x02 \x01(\t\x12%\n\x06status\x18\x03 \x01(\x0b\x32\x15.corral.v1.TaskStatus\x12\x15\n\rlaunched_time\x18\x04 \x01(\x01\"C\n\x10ListTasksRequest\x12\x14\n\x0c\x66ramework_id\x18\x01 \x01(\t\x12\x19\n\x11include_completed\x18\x02 \x01(\x08\":\n\x11ListTasksResponse\x12%\n\x05tasks\x18\x01 \x03(\x0b\x32\x16.corral.v1.TaskSummary\"8\n\x0fKillTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x14\n\x0c\x66ramework_id\x18\x02 \x01(\t\"\x12\n\x10KillTaskResponse\"\'\n\x0fTeardownRequest\x12\x14\n\x0c\x66ramework_id\x18\x01 \x01(\t\"\x12\n\x10TeardownResponse\"f\n\x0fReadFileRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x14\n\x0c\x66ramework_id\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x01(\t\x12\x0e\n\x06offset\x18\x04 \x01(\x04\x12\x0e\n\x06length\x18\x05 \x01(\x04\"U\n\x10ReadFileResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12%\n\x06status\x18\x03 \x01(\x0b\x32\x15.corral.v1.TaskStatus\"\x91\x01\n\x0f\x45xecTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x14\n\x0c\x66ramework_id\x18\x02 \x01(\t\x12\x0c\n\x04\x61rgv\x18\x03 \x03(\t\x12\x11\n\ttimeout_s\x18\x04 \x01(\x01\x12\r\n\x05stdin\x18\x05 \x01(\x08\x12\x0b\n\x03tty\x18\x06 \x01(\x08\x12\x0c\n\x04rows\x18\x07 \x01(\r\x12\x0c\n\x04\x63ols\x18\x08 \x01(\r\"x\n\rExecTaskInput\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.corral.v1.ExecTaskRequest\x12\r\n\x05stdin\x18\x02 \x01(\x0c\x12\x11\n\tstdin_eof\x18\x03 \x01(\x08\x12\x0c\n\x04rows\x18\x04 \x01(\r\x12\x0c\n\x04\x63ols\x18\x05 \x01(\r\"U\n\x10\x45xecTaskResponse\x12\x0e\n\x06output\x18\x01 \x01(\x0c\x12\x0c\n\x04\x64one\x18\x02 \x01(\x08\x12\x11\n\texit_code\x18\x03 \x01(\x05\x12\x10\n\x08\x61gent_id\x18\x04 \x01(\t\"&\n\x0e\x45xplainRequest\x12\x14\n\x0c\x66ramework_id\x18\x01 \x01(\t\"[\n\rExplainReason\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x0e\n\x06\x61gents\x18\x04 \x01(\r\x12\r\n\x05until\x18\x05 \x01(\x01\"K\n\x0f\x45xplainResponse\x12)\n\x07reasons\x18\x01 \x03(\x0b\x32\x18.corral.v1.ExplainReason\x12\r\n\x05roles\x18\x02 \x03(\t\"\xd4\x01\n\x0bRoleSummary\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0e\n\x06weight\x18\x02 \x01(\x01\x12\x12\n\nframeworks\x18\x03 \x03(\t\x12\r\n\x05share\x18\x04 \x01(\x01\x12&\n\tguarantee\x18\x05 \x03(\x0b\x32\x13.corral.v1.Resource\x12\"\n\x05limit\x18\x06 \x03(\x0b\x32\x13.corral.v1.Resource\x12\x11\n\thas_limit\x18\x07 \x01(\x08\x12%\n\x08\x63onsumed\x18\x08 \x03(\x0b\x32\x13.corral.v1.Resource\"\x12\n\x10ListRolesRequest\":\n\x11ListRolesResponse\x12%\n\x05roles\x18\x01 \x03(\x0b\x32\x16.corral.v1.RoleSummary\"q\n\x11SetWeightsRequest\x12\x34\n\x07weights\x18\x01 \x03(\x0b\x32#.corral.v1.SetWeightsRequest.Weight\x1a&\n\x06Weight\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0e\n\x06weight\x18\x02 \x01(\x01\"\x14\n\x12SetWeightsResponse\"\x8d\x01\n\x0fSetQuotaRequest\x12\x0c\n\x04role\x18\x01 \x01(\t\x12&\n\tguarantee\x18\x02 \x03(\x0b\x32\x13.corral.v1.Resource\x12\"\n\x05limit\x18\x03 \x03(\x0b\x32\x13.corral.v1.Resource\x12\x11\n\thas_limit\x18\x04 \x01(\x08\x12\r\n\x05\x66orce\x18\x05 \x01(\x08\"\x12\n\x10SetQuotaResponse\"3\n\x11\x44rainAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0c\n\x04undo\x18\x02 \x01(\x08\"\x14\n\x12\x44rainAgentResponse\"f\n\x17ReserveResourcesRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12&\n\tresources\x18\x02 \x03(\x0b\x32\x13.corral.v1.Resource\x12\x11\n\tunreserve\x18\x03 \x01(\x08\"\x1a\n\x18ReserveResourcesResponse\"J\n\x0fGetUsageRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x14\n\x0c\x66ramework_id\x18\x02 \x01(\t\x12\x0f\n\x07task_id\x18\x03 \x01(\t\"H\n\x10GetUsageResponse\x12$\n\x06usages\x18\x01 \x03(\x0b\x32\x14.corral.v1.TaskUsage\x12\x0e\n\x06\x65rrors\x18\x02 \x03(\t\"j\n\x10\x41gentMaintenance\x12\x10\n\x08\x64raining\x18\x01 \x01(\x08\x12)\n\x0creservations\x18\x02 \x03(\x0b\x32\x13.corral.v1.Resource\x12\x19\n\x11unreachable_since\x18\x03 \x01(\x01\x32\xe5\x08\n\x08Operator\x12R\n\rGetMasterInfo\x12\x1f.corral.v1.GetMasterInfoRequest\x1a .corral.v1.GetMasterInfoResponse\x12I\n\nListAgents\x12\x1c.corral.v1.ListAgentsRequest\x1a\x1d.corral.v1.ListAgentsResponse\x12U\n\x0eListFrameworks\x12 .corral.v1.ListFrameworksRequest\x1a!.corral.v1.ListFrameworksResponse\x12\x46\n\tListTasks\x12\x1b.corral.v1.ListTasksRequest\x1a\x1c.corral.v1.ListTasksResponse\x12\x43\n\x08KillTask\x12\x1a.corral.v1.KillTaskRequest\x1a\x1b.corral.v1.KillTaskResponse\x12\x43\n\x08Teardown\x12\x1a.corral.v1.TeardownRequest\x1a\x1b.corral.v1.TeardownResponse\x12\x43\n\x08ReadFile\x12\x1a.corral.v1.ReadFileRequest\x1a\x1b.corral.v1.ReadFileResponse\x12@\n\x07\x45xplain\x12\x19.corral.v1.ExplainRequest\x1a\x1a.corral.v1.ExplainResponse\x12\x46\n\tListRoles\x12\x1b.corral.v1.ListRolesRequest\x1a\x1c.corral.v1.ListRolesResponse\x12I\n\nSetWeights\x12\x1c.corral.v1.SetWeightsRequest\x1a\x1d.corral.v1.SetWeightsResponse\x12\x43\n\x08SetQuota\x12\x1a.corral.v1.SetQuotaRequest\x1a\x1b.corral.v1.SetQuotaResponse\x12I\n\nDrainAgent\x12\x1c.corral.v1.DrainAgentRequest\x1a\x1d.corral.v1.DrainAgentResponse\x12[\n\x10ReserveResources\x12\".corral.v1.ReserveResourcesRequest\x1a#.corral.v1.ReserveResourcesResponse\x12\x43\n\x08GetUsage\x12\x1a.corral.v1.GetUsageRequest\x1a\x1b.corral.v1.GetUsageResponse\x12\x45\n\x08\x45xecTask\x12\x18.corral.v1.ExecTaskInput\x1a\x1b.corral.v1.ExecTaskResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -66,42 +66,48 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_READFILEREQUEST']._serialized_end=1383
   _globals['_READFILERESPONSE']._serialized_start=1385
   _globals['_READFILERESPONSE']._serialized_end=1470
-  _globals['_EXPLAINREQUEST']._serialized_start=1472
-  _globals['_EXPLAINREQUEST']._serialized_end=1510
-  _globals['_EXPLAINREASON']._serialized_start=1512
-  _globals['_EXPLAINREASON']._serialized_end=1603
-  _globals['_EXPLAINRESPONSE']._serialized_start=1605
-  _globals['_EXPLAINRESPONSE']._serialized_end=1680
-  _globals['_ROLESUMMARY']._serialized_start=1683
-  _globals['_ROLESUMMARY']._serialized_end=1895
-  _globals['_LISTROLESREQUEST']._serialized_start=1897
-  _globals['_LISTROLESREQUEST']._serialized_end=1915
-  _globals['_LISTROLESRESPONSE']._serialized_start=1917
-  _globals['_LISTROLESRESPONSE']._serialized_end=1975
-  _globals['_SETWEIGHTSREQUEST']._serialized_start=1977
-  _globals['_SETWEIGHTSREQUEST']._serialized_end=2090
-  _globals['_SETWEIGHTSREQUEST_WEIGHT']._serialized_start=2052
-  _globals['_SETWEIGHTSREQUEST_WEIGHT']._serialized_end=2090
-  _globals['_SETWEIGHTSRESPONSE']._serialized_start=2092
-  _globals['_SETWEIGHTSRESPONSE']._serialized_end=2112
-  _globals['_SETQUOTAREQUEST']._serialized_start=2115
-  _globals['_SETQUOTAREQUEST']._serialized_end=2256
-  _globals['_SETQUOTARESPONSE']._serialized_start=2258
-  _globals['_SETQUOTARESPONSE']._serialized_end=2276
-  _globals['_DRAINAGENTREQUEST']._serialized_start=2278
-  _globals['_DRAINAGENTREQUEST']._serialized_end=2329
-  _globals['_DRAINAGENTRESPONSE']._serialized_start=2331
-  _globals['_DRAINAGENTRESPONSE']._serialized_end=2351
-  _globals['_RESERVERESOURCESREQUEST']._serialized_start=2353
-  _globals['_RESERVERESOURCESREQUEST']._serialized_end=2455
-  _globals['_RESERVERESOURCESRESPONSE']._serialized_start=2457
-  _globals['_RESERVERESOURCESRESPONSE']._serialized_end=2483
-  _globals['_GETUSAGEREQUEST']._serialized_start=2485
-  _globals['_GETUSAGEREQUEST']._serialized_end=2559
-  _globals['_GETUSAGERESPONSE']._serialized_start=2561
-  _globals['_GETUSAGERESPONSE']._serialized_end=2633
-  _globals['_AGENTMAINTENANCE']._serialized_start=2635
-  _globals['_AGENTMAINTENANCE']._serialized_end=2741
-  _globals['_OPERATOR']._serialized_start=2744
-  _globals['_OPERATOR']._serialized_end=3798
+  _globals['_EXECTASKREQUEST']._serialized_start=1473
+  _globals['_EXECTASKREQUEST']._serialized_end=1618
+  _globals['_EXECTASKINPUT']._serialized_start=1620
+  _globals['_EXECTASKINPUT']._serialized_end=1740
+  _globals['_EXECTASKRESPONSE']._serialized_start=1742
+  _globals['_EXECTASKRESPONSE']._serialized_end=1827
+  _globals['_EXPLAINREQUEST']._serialized_start=1829
+  _globals['_EXPLAINREQUEST']._serialized_end=1867
+  _globals['_EXPLAINREASON']._serialized_start=1869
+  _globals['_EXPLAINREASON']._serialized_end=1960
+  _globals['_EXPLAINRESPONSE']._serialized_start=1962
+  _globals['_EXPLAINRESPONSE']._serialized_end=2037
+  _globals['_ROLESUMMARY']._serialized_start=2040
+  _globals['_ROLESUMMARY']._serialized_end=2252
+  _globals['_LISTROLESREQUEST']._serialized_start=2254
+  _globals['_LISTROLESREQUEST']._serialized_end=2272
+  _globals['_LISTROLESRESPONSE']._serialized_start=2274
+  _globals['_LISTROLESRESPONSE']._serialized_end=2332
+  _globals['_SETWEIGHTSREQUEST']._serialized_start=2334
+  _globals['_SETWEIGHTSREQUEST']._serialized_end=2447
+  _globals['_SETWEIGHTSREQUEST_WEIGHT']._serialized_start=2409
+  _globals['_SETWEIGHTSREQUEST_WEIGHT']._serialized_end=2447
+  _globals['_SETWEIGHTSRESPONSE']._serialized_start=2449
+  _globals['_SETWEIGHTSRESPONSE']._serialized_end=2469
+  _globals['_SETQUOTAREQUEST']._serialized_start=2472
+  _globals['_SETQUOTAREQUEST']._serialized_end=2613
+  _globals['_SETQUOTARESPONSE']._serialized_start=2615
+  _globals['_SETQUOTARESPONSE']._serialized_end=2633
+  _globals['_DRAINAGENTREQUEST']._serialized_start=2635
+  _globals['_DRAINAGENTREQUEST']._serialized_end=2686
+  _globals['_DRAINAGENTRESPONSE']._serialized_start=2688
+  _globals['_DRAINAGENTRESPONSE']._serialized_end=2708
+  _globals['_RESERVERESOURCESREQUEST']._serialized_start=2710
+  _globals['_RESERVERESOURCESREQUEST']._serialized_end=2812
+  _globals['_RESERVERESOURCESRESPONSE']._serialized_start=2814
+  _globals['_RESERVERESOURCESRESPONSE']._serialized_end=2840
+  _globals['_GETUSAGEREQUEST']._serialized_start=2842
+  _globals['_GETUSAGEREQUEST']._serialized_end=2916
+  _globals['_GETUSAGERESPONSE']._serialized_start=2918
+  _globals['_GETUSAGERESPONSE']._serialized_end=2990
+  _globals['_AGENTMAINTENANCE']._serialized_start=2992
+  _globals['_AGENTMAINTENANCE']._serialized_end=3098
+  _globals['_OPERATOR']._serialized_start=3101
+  _globals['_OPERATOR']._serialized_end=4226
 # @@protoc_insertion_point(module_scope)

@@ -151,6 +151,52 @@ class ReadFileResponse(_message.Message):
     status: _messages_pb2.TaskStatus
     def __init__(self, data: _Optional[bytes] = ..., size: _Optional[int] = ..., status: _Optional[_Union[_messages_pb2.TaskStatus, _Mapping]] = ...) -> None: ...
 
+class ExecTaskRequest(_message.Message):
+    __slots__ = ("task_id", "framework_id", "argv", "timeout_s", "stdin", "tty", "rows", "cols")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    FRAMEWORK_ID_FIELD_NUMBER: _ClassVar[int]
+    ARGV_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    STDIN_FIELD_NUMBER: _ClassVar[int]
+    TTY_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    COLS_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    framework_id: str
+    argv: _containers.RepeatedScalarFieldContainer[str]
+    timeout_s: float
+    stdin: bool
+    tty: bool
+    rows: int
+    cols: int
+    def __init__(self, task_id: _Optional[str] = ..., framework_id: _Optional[str] = ..., argv: _Optional[_Iterable[str]] = ..., timeout_s: _Optional[float] = ..., stdin: _Optional[bool] = ..., tty: _Optional[bool] = ..., rows: _Optional[int] = ..., cols: _Optional[int] = ...) -> None: ...
+
+class ExecTaskInput(_message.Message):
+    __slots__ = ("start", "stdin", "stdin_eof", "rows", "cols")
+    START_FIELD_NUMBER: _ClassVar[int]
+    STDIN_FIELD_NUMBER: _ClassVar[int]
+    STDIN_EOF_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    COLS_FIELD_NUMBER: _ClassVar[int]
+    start: ExecTaskRequest
+    stdin: bytes
+    stdin_eof: bool
+    rows: int
+    cols: int
+    def __init__(self, start: _Optional[_Union[ExecTaskRequest, _Mapping]] = ..., stdin: _Optional[bytes] = ..., stdin_eof: _Optional[bool] = ..., rows: _Optional[int] = ..., cols: _Optional[int] = ...) -> None: ...
+
+class ExecTaskResponse(_message.Message):
+    __slots__ = ("output", "done", "exit_code", "agent_id")
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    output: bytes
+    done: bool
+    exit_code: int
+    agent_id: str
+    def __init__(self, output: _Optional[bytes] = ..., done: _Optional[bool] = ..., exit_code: _Optional[int] = ..., agent_id: _Optional[str] = ...) -> None: ...
+
 class ExplainRequest(_message.Message):
     __slots__ = ("framework_id",)
     FRAMEWORK_ID_FIELD_NUMBER: _ClassVar[int]

@@ -104,6 +104,11 @@ class OperatorStub:
                 request_serializer=corral_dot_proto_dot_operator__pb2.GetUsageRequest.SerializeToString,
                 response_deserializer=corral_dot_proto_dot_operator__pb2.GetUsageResponse.FromString,
                 _registered_method=True)
+        self.ExecTask = channel.stream_stream(
+                '/corral.v1.Operator/ExecTask',
+                request_serializer=corral_dot_proto_dot_operator__pb2.ExecTaskInput.SerializeToString,
+                response_deserializer=corral_dot_proto_dot_operator__pb2.ExecTaskResponse.FromString,
+                _registered_method=True)
 
 
 class OperatorServicer:
@@ -194,6 +199,15 @@ class OperatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExecTask(self, request_iterator, context):
+        """A command inside a running task's container (`corral exec`): its output
+        as it comes, then one message with its exit code.
+        The first message is the request; then stdin, its end and terminal sizes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OperatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -266,6 +280,11 @@ def add_OperatorServicer_to_server(servicer, server):
                     servicer.GetUsage,
                     request_deserializer=corral_dot_proto_dot_operator__pb2.GetUsageRequest.FromString,
                     response_serializer=corral_dot_proto_dot_operator__pb2.GetUsageResponse.SerializeToString,
+            ),
+            'ExecTask': grpc.stream_stream_rpc_method_handler(
+                    servicer.ExecTask,
+                    request_deserializer=corral_dot_proto_dot_operator__pb2.ExecTaskInput.FromString,
+                    response_serializer=corral_dot_proto_dot_operator__pb2.ExecTaskResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -646,6 +665,33 @@ class Operator:
             '/corral.v1.Operator/GetUsage',
             corral_dot_proto_dot_operator__pb2.GetUsageRequest.SerializeToString,
             corral_dot_proto_dot_operator__pb2.GetUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExecTask(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/corral.v1.Operator/ExecTask',
+            corral_dot_proto_dot_operator__pb2.ExecTaskInput.SerializeToString,
+            corral_dot_proto_dot_operator__pb2.ExecTaskResponse.FromString,
             options,
             channel_credentials,
             insecure,

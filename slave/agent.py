@@ -67,6 +67,7 @@ from corral.slave.containerizer.seccomp import SeccompPolicy
 from corral.slave.master_link import MasterLink
 from corral.slave.session import Session
 from corral.slave.status_updates import StatusUpdateManager, TaskKey
+from corral.slave.task_exec import ExecSessions
 from corral.slave.task_runner import Clock, TaskRunner
 from corral.transport import Credentials
 
@@ -144,6 +145,7 @@ class Agent:
             logger=lambda: self.log,
         )
         self._answers: set[asyncio.Task[None]] = set()
+        self.execs = ExecSessions(self.containerizer)
         self._main: asyncio.Task[None] | None = None
         self._timers: asyncio.Task[None] | None = None
         self._trash_emptier: asyncio.Task[int] | None = None
@@ -234,6 +236,7 @@ class Agent:
             *(t for t in (self._main, self._timers) if t is not None), return_exceptions=True
         )
         held = self.runner.tasks()
+        await self.execs.stop()
         if kill_tasks:
             await self.containerizer.close()
         else:
@@ -398,6 +401,13 @@ class Agent:
         elif kind == "get_usage":
             answer = usage.collect(self.tasks, self.containerizer, message.get_usage, self.clock)
             self._answer_later(answer, outq)
+        elif kind == "exec":
+            run = self.tasks.get(tuple(message.exec.task_id.split("/", 1)))  # type: ignore[arg-type]
+            self.execs.start(message.exec, run.container_id if run is not None else None, outq)
+        elif kind == "exec_input":
+            self.execs.feed(message.exec_input)
+        elif kind == "cancel_exec":
+            self.execs.cancel(message.cancel_exec.request_id)
         elif kind == "error":
             self.log.warning("master.error", message=message.error.message)
 

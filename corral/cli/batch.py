@@ -184,15 +184,14 @@ async def print_result(job: dict[str, Any], master: str | None, output: bool) ->
     return 1
 
 
-def wait_for(fetch: Callable[[], dict[str, Any]], poll_s: float = 0.3) -> dict[str, Any]:
-    """Poll ``fetch`` until the job ends, showing progress."""
-    with JobProgress(console) as progress:
-        while True:
-            job = fetch()
-            progress.show(job)
-            if job["state"] in JOB_FINAL:
-                return job
-            time.sleep(poll_s)
+def _follow(client: Any, job_id: str, output: bool) -> int:
+    """Print the job's task changes until it ends, then its table; Ctrl-C detaches (follow.py)."""
+    from corral.cli.follow import follow
+
+    def finish(job: dict[str, Any]) -> int:
+        return asyncio.run(print_result(job, client.state().get("master") or None, output))
+
+    return follow(lambda: client.job(job_id), job_id, finish)
 
 
 # -- running a job without a service -------------------------------------------
@@ -269,7 +268,12 @@ async def submit_local(master: str, data: dict[str, Any], default_name: str, out
 @master_option
 @batch_option
 @click.argument("job_file", type=click.Path(path_type=Path))
-@click.option("--wait", "-w", is_flag=True, help="Follow the job to its end; exit non-zero if it failed.")
+@click.option(
+    "--wait",
+    "-w",
+    is_flag=True,
+    help="Follow the job to its end; exit non-zero if it failed. Ctrl-C detaches (the job runs on).",
+)
 @click.option("--local", "in_process", is_flag=True, help="Run the job from this process, not the service.")
 @click.option("--output/--no-output", default=False, help="Show each task's stdout at the end.")
 @click.pass_context
@@ -304,10 +308,7 @@ def submit(
         console.print(f"submitted job [bold]{job_id}[/]", highlight=False)
         if not wait:
             return
-        wait_for(lambda: client.job(job_id, with_tasks=False))
-        job = client.job(job_id)
-        state = client.state()
-        sys.exit(asyncio.run(print_result(job, state.get("master") or None, output)))
+        sys.exit(_follow(client, job_id, output))
     if data.get("schedule"):
         fail("schedule: periodic jobs need the batch service (`corral framework run batch`)")
     sys.exit(asyncio.run(submit_local(resolve_master(master), data, default_name, output)))
@@ -376,18 +377,31 @@ PERIODIC_COLUMNS = (
 @batch_option
 @click.argument("job_id")
 @click.option("--attempts", "-a", is_flag=True, help="List every attempt of every task.")
+@click.option("--follow", "-f", is_flag=True, help="Print task changes until the job ends (Ctrl-C detaches).")
 @output_option
 @click.pass_context
 @handle_errors
 def job(
-    ctx: click.Context, master: str | None, batch: str | None, job_id: str, attempts: bool, output: str | None
+    ctx: click.Context,
+    master: str | None,
+    batch: str | None,
+    job_id: str,
+    attempts: bool,
+    follow: bool,
+    output: str | None,
 ) -> None:
     """Show a job: per task its state, tries, exit code and agent (or a periodic job and its runs).
 
-    JOB_ID may be a unique prefix. Exits 1 if the job FAILED or was CANCELLED."""
+    JOB_ID may be a unique prefix. Exits 1 if the job FAILED or was CANCELLED.
+    With --follow, print each task change until the job ends, then its
+    table; exit 0 if it succeeded, 1 if not, 130 if Ctrl-C detached.
+    """
     _client_logging(ctx)
     client = _client(master, batch)
-    data = client.job(ids.job_id(client.jobs(), job_id))
+    job_id = ids.job_id(client.jobs(), job_id)
+    if follow:
+        sys.exit(_follow(client, job_id, False))
+    data = client.job(job_id)
     if data.get("kind") == "periodic":
         show(output, Listing(PERIODIC_COLUMNS, [data]), Listing(JOB_COLUMNS, data["runs"], "runs"), data=data)
         return

@@ -42,18 +42,38 @@ def local_file() -> Path:
     return state_dir() / "local.json"
 
 
-def write_local(master: str, work_dir: Path, tls: tuple[Path, Path, Path] | None = None) -> Path:
+def write_local(
+    master: str,
+    work_dir: Path,
+    tls: tuple[Path, Path, Path] | None = None,
+    image_store: Path | None = None,
+) -> Path:
     """Record the local cluster; ``tls`` is the (CA, operator certificate, key)
-    its clients use, so ``corral tasks`` and friends need no flags."""
+    its clients use, so ``corral tasks`` and friends need no flags;
+    ``image_store`` is where `corral image` imports for it."""
     path = local_file()
     path.parent.mkdir(parents=True, exist_ok=True)
     data: dict[str, Any] = {"master": master, "pid": os.getpid(), "work_dir": str(work_dir)}
+    if image_store is not None:
+        data["image_store"] = str(image_store)
     if tls is not None:
         data["tls"] = dict(zip(("ca", "cert", "key"), map(str, tls), strict=True))
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data))
     tmp.replace(path)
     return path
+
+
+def recorded_local() -> dict[str, Any] | None:
+    """What the running ``corral local`` recorded (None: none, or its process is gone)."""
+    try:
+        data = json.loads(local_file().read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    pid = data.get("pid")
+    return data if isinstance(pid, int) and pid > 0 and _alive(pid) else None
 
 
 def remove_local() -> None:
@@ -68,7 +88,8 @@ def remove_local() -> None:
 
 def resolve_master(flag: str | None) -> str:
     """The master to talk to: ``--cluster NAME``, ``--master``, ``$CORRAL_MASTER``,
-    the running ``corral local``, then the only ``corral cluster up`` cluster."""
+    the running ``corral local``, the master of a running batch or service
+    framework (``corral framework run``), then the only ``corral cluster up`` cluster."""
     ctx = click.get_current_context(silent=True)
     cluster = ctx.meta.get(CLUSTER_META_KEY) if ctx is not None else None
     if cluster:
@@ -84,6 +105,9 @@ def resolve_master(flag: str | None) -> str:
     except FileNotFoundError:
         from corral.cluster.state import list_clusters
 
+        hosted = framework_master()
+        if hosted is not None:
+            return hosted
         clusters = list_clusters()
         if len(clusters) == 1:
             return _cluster_master(clusters[0])
@@ -100,6 +124,26 @@ def resolve_master(flag: str | None) -> str:
             f"the local cluster recorded in {path} (pid {pid}) is not running; start one with `corral local`"
         )
     return str(data["master"])
+
+
+#: the bundled frameworks that record where they run (``$CORRAL_HOME/<kind>.json``)
+FRAMEWORK_RECORDS = ("batch", "service")
+
+
+def framework_master() -> str | None:
+    """The master a running batch (or service) framework of this host uses,
+    from the record it writes (frameworks/hosting.py), so that ``corral
+    tasks`` and ``corral logs`` find the cluster ``corral submit`` found
+    through that framework; None if none runs."""
+    for kind in FRAMEWORK_RECORDS:
+        try:
+            data = json.loads((state_dir() / f"{kind}.json").read_text())
+        except (OSError, ValueError):
+            continue
+        pid = data.get("pid") if isinstance(data, dict) else None
+        if isinstance(pid, int) and pid > 0 and _alive(pid) and data.get("master"):
+            return str(data["master"])
+    return None
 
 
 def _cluster_master(name: str) -> str:

@@ -28,9 +28,19 @@ def _store_option(fn: F) -> F:
         "--store",
         type=click.Path(path_type=Path, file_okay=False),
         default=None,
-        help="Image store directory (default: $CORRAL_IMAGE_STORE, $CORRAL_HOME/images "
-        "or /var/lib/corral/images, as for `corral agent`).",
+        help="Image store directory (default: the running `corral local`'s, else "
+        "$CORRAL_IMAGE_STORE, $CORRAL_HOME/images or /var/lib/corral/images, as for `corral agent`).",
     )(fn)
+
+
+def _default_store() -> Path:
+    """The running ``corral local``'s store (it records it), else the agents' default."""
+    from corral.cli.discovery import recorded_local
+
+    local = recorded_local()
+    if local is not None and local.get("image_store") and not os.environ.get("CORRAL_IMAGE_STORE"):
+        return Path(str(local["image_store"]))
+    return default_store_dir()
 
 
 def _errors(fn: F) -> F:
@@ -73,7 +83,7 @@ def image(ctx: click.Context) -> None:
 @_errors
 def import_(file: Path, name: str | None, store: Path | None) -> None:
     """Import FILE: verify every layer's digest and unpack new layers into the store."""
-    found = ImageStore(store or default_store_dir()).import_tarball(file, name)
+    found = ImageStore(store or _default_store()).import_tarball(file, name)
     names = ", ".join(found.names) or "(no name; use the id)"
     click.echo(f"imported {found.id[:19]} as {names}: {len(found.layers)} layer(s)")
 
@@ -98,7 +108,7 @@ def pull(ref: str, registry_config: Path | None, store: Path | None) -> None:
     config = RegistryConfig.load(registry_config) if registry_config else RegistryConfig()
     client = RegistryClient(config)
     try:
-        found = Puller(ImageStore(store or default_store_dir()), client).pull(ref)
+        found = Puller(ImageStore(store or _default_store()), client).pull(ref)
     finally:
         client.close()
     click.echo(f"pulled {found.id[:19]} as {', '.join(found.names)}: {len(found.layers)} layer(s)")
@@ -119,7 +129,7 @@ IMAGE_COLUMNS = (
 @_errors
 def list_(store: Path | None, output: str | None) -> None:
     """List the images in the store (one row per name)."""
-    images = ImageStore(store or default_store_dir()).images()
+    images = ImageStore(store or _default_store()).images()
     rows = [
         {"name": name, "id": found.id, "layers": list(found.layers), "size_bytes": found.size_bytes}
         for found in images
@@ -134,7 +144,7 @@ def list_(store: Path | None, output: str | None) -> None:
 @_errors
 def rm(ref: str, store: Path | None) -> None:
     """Untag REF (NAME[:TAG] or an image id); drop the image and its unused layers once nameless."""
-    removed = ImageStore(store or default_store_dir()).remove(ref)
+    removed = ImageStore(store or _default_store()).remove(ref)
     click.echo(f"untagged {', '.join(removed.refs) or '(nothing)'}")
     if removed.image:
         click.echo(f"removed {removed.image[:19]} and {len(removed.layers)} layer(s)")

@@ -131,9 +131,15 @@ async def run_job(
             runner.result()  # raises SubscribeError and the like
         if side is not None:
             if scheduler.done.is_set():
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(5.0):
+                # The output is a side show: its failure must not hide the
+                # task's end and exit code.
+                try:
+                    async with asyncio.timeout(AWAY_AFTER_END_S + 5.0):
                         await asyncio.shield(side)
+                except TimeoutError:
+                    pass
+                except grpc.aio.AioRpcError as e:
+                    sys.stderr.write(f"corral: the task's output could not be read: {e.details()}\n")
             side.cancel()
             with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
                 await side
@@ -164,11 +170,18 @@ def follow_output(
     return start
 
 
+#: ReadFile answers that mean "its agent is away now", not "no such output"
+AWAY = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+#: how long the output of an ended task is waited for while its agent is away
+AWAY_AFTER_END_S = 10.0
+
+
 async def _stream(master: str, scheduler: BatchScheduler, task_id: str, credentials: Credentials) -> None:
     channel = make_channel(await leader_of(master), credentials)
     stub = operator_pb2_grpc.OperatorStub(channel)
     offsets = {"stdout": 0, "stderr": 0}
     sinks = {"stdout": sys.stdout.buffer, "stderr": sys.stderr.buffer}
+    away_since = 0.0
     try:
         while True:
             p = scheduler.progress[task_id]
@@ -194,7 +207,20 @@ async def _stream(master: str, scheduler: BatchScheduler, task_id: str, credenti
                 except grpc.aio.AioRpcError as e:
                     if e.code() == grpc.StatusCode.NOT_FOUND:
                         continue
-                    raise
+                    if e.code() not in AWAY:
+                        raise
+                    # The task's agent is away (restarting, partitioned): its
+                    # task runs on, so keep our place and read on when it is back.
+                    away_since = away_since or time.monotonic()
+                    if finished and time.monotonic() - away_since > AWAY_AFTER_END_S:
+                        sys.stderr.write(
+                            f"corral: the rest of {task_id}'s output is on its agent, which cannot be "
+                            f"reached ({e.details()}); `corral logs {task_id}` reads it when it is back\n"
+                        )
+                        return
+                    got = -1
+                    break
+                away_since = 0.0
                 if resp.data:
                     sinks[name].write(resp.data)
                     sinks[name].flush()
@@ -202,8 +228,8 @@ async def _stream(master: str, scheduler: BatchScheduler, task_id: str, credenti
                     got += len(resp.data)
             if finished and got == 0:
                 return
-            if got == 0:
-                await asyncio.sleep(0.1)
+            if got <= 0:
+                await asyncio.sleep(0.1 if got == 0 else 0.5)
     finally:
         await channel.close(None)
 

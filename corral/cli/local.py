@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import fcntl
+import hashlib
 import os
 import shutil
 import signal
@@ -14,6 +17,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from corral import __version__
+from corral.errors import CorralError
 from corral.master import metrics as master_metrics
 from corral.master.master import MasterConfig
 from corral.master.server import MasterServer
@@ -68,7 +72,9 @@ class LocalCluster:
         self.agent_list: list[Agent] = []
         self.metrics: MetricsServer | None = None
         self.master_address = ""
-        self.cgroup_prefix = self.cgroup_prefix or f"corral/local-{os.getpid()}"
+        # Stable across restarts: the agents find the containers a killed
+        # run left under the same prefix (recovery), whatever our pid is now.
+        self.cgroup_prefix = self.cgroup_prefix or cgroup_prefix_for(self.work_dir)
 
     @property
     def acls(self) -> str | None:
@@ -176,10 +182,117 @@ async def serve_until_signal(cluster: LocalCluster) -> None:
     await stop.wait()
 
 
-def fresh_work_dir(path: Path) -> Path:
-    """Sandboxes of a previous local run are not ours to resume (no recovery
-    yet): start clean so agent ids and sandboxes do not collide."""
-    if path.exists():
-        shutil.rmtree(path, ignore_errors=True)
+def cgroup_prefix_for(work_dir: Path) -> str:
+    """The cgroup prefix of the local cluster whose state is in ``work_dir``
+    (the same for every run on that directory)."""
+    digest = hashlib.sha256(str(work_dir.resolve()).encode()).hexdigest()[:12]
+    return f"corral/local-{digest}"
+
+
+#: the lock and pid file in a local cluster's work dir
+LOCK_FILE = "corral-local.pid"
+
+
+class StateDirBusyError(CorralError):
+    """Another ``corral local`` runs on this state directory; the message names its pid."""
+
+
+@dataclass
+class StateDirLock:
+    """An exclusive ``flock`` on ``<work_dir>/corral-local.pid`` held for the
+    life of the process, with our pid written in it.
+
+    The kernel drops the lock when its holder dies, ``kill -9`` included, so a
+    file left behind by a killed run is stale by construction: it is taken
+    over, and :attr:`previous_pid` says whose it was (that run's agents then
+    recover their containers). A lock held by a live process is refused,
+    naming its pid. (A pid file alone could not tell a live holder from a
+    recycled pid; the lock can.)
+    """
+
+    path: Path
+    fd: int
+    #: the pid a killed run left in the file (0: none, or it stopped cleanly)
+    previous_pid: int = 0
+
+    @classmethod
+    def acquire(cls, work_dir: Path) -> StateDirLock:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        path = work_dir / LOCK_FILE
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = _read_pid(fd)
+            os.close(fd)
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise
+            raise StateDirBusyError(
+                f"{work_dir} is in use by another corral local (pid {holder or 'unknown'}); stop it "
+                "first, or give this one another --work-dir and CORRAL_HOME"
+            ) from None
+        previous = _read_pid(fd)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return cls(path, fd, previous if previous != os.getpid() else 0)
+
+    def release(self) -> None:
+        """Say we stopped cleanly (an empty file) and drop the lock."""
+        with contextlib.suppress(OSError):
+            os.ftruncate(self.fd, 0)
+        os.close(self.fd)
+
+
+def _read_pid(fd: int) -> int:
+    try:
+        return int(os.pread(fd, 32, 0).decode().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def prepare_work_dir(path: Path, fresh: bool) -> None:
+    """With ``fresh``, forget what a previous run on ``path`` left (agent ids,
+    checkpoints, sandboxes, the batch and service databases) but the lock we
+    hold; the agents' recovery then kills any container still running under
+    the cluster's cgroup prefix as a leftover. Without it, keep everything."""
     path.mkdir(parents=True, exist_ok=True)
-    return path
+    if not fresh:
+        return
+    for entry in path.iterdir():
+        if entry.name == LOCK_FILE:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                entry.unlink()
+
+
+def claim_state_dir(work_dir: Path, fresh: bool) -> StateDirLock:
+    """Lock ``work_dir`` for this ``corral local`` (exit 4 naming the pid of
+    another that holds it, or that ``local.json`` records for another work
+    dir, since starting would take its clients away), then prepare it."""
+    from corral.cli.common import err_console, fail
+    from corral.cli.discovery import recorded_local
+
+    try:
+        lock = StateDirLock.acquire(work_dir)
+    except StateDirBusyError as e:
+        fail(str(e), 4)
+        raise AssertionError("unreachable: fail exits") from None
+    other = recorded_local()
+    if other is not None and other.get("pid") != os.getpid() and Path(str(other.get("work_dir"))) != work_dir:
+        lock.release()
+        fail(
+            f"another corral local (pid {other.get('pid')}, work dir {other.get('work_dir')}) is recorded "
+            "as this user's local cluster; stop it first, or set CORRAL_HOME for this one",
+            4,
+        )
+    if lock.previous_pid and not fresh:
+        err_console.print(
+            f"corral local pid {lock.previous_pid} did not stop cleanly: its agents take back the "
+            "tasks still running (or report them lost)",
+            highlight=False,
+        )
+    prepare_work_dir(work_dir, fresh)
+    return lock

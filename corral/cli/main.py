@@ -57,7 +57,20 @@ def cli(ctx: click.Context, log_level: str | None) -> None:
     "--work-dir",
     type=click.Path(path_type=Path),
     default=None,
-    help="Where sandboxes go (default: ~/.corral/local).",
+    help="Its state: agents' checkpoints, sandboxes, batch and service databases (default: ~/.corral/local).",
+)
+@click.option(
+    "--fresh",
+    is_flag=True,
+    help="Forget the state of a previous run (new agent ids, no jobs or services); "
+    "containers it left are killed.",
+)
+@click.option(
+    "--image-store",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="The agents' image store (default: $CORRAL_IMAGE_STORE, else $CORRAL_HOME/images "
+    "or ~/.corral/images; `corral image` finds it).",
 )
 @click.option(
     "--agent-resources",
@@ -107,6 +120,8 @@ def local(
     agents: int,
     port: int,
     work_dir: Path | None,
+    fresh: bool,
+    image_store: Path | None,
     agent_resources: str | None,
     job_file: Path | None,
     output: bool,
@@ -122,10 +137,14 @@ def local(
     It makes a CA of its own in WORK_DIR/tls and speaks mutual TLS (unless
     --insecure); the CLI finds the master and the operator's certificate
     through ~/.corral/local.json.
+
+    Its state survives a restart, `kill -9` included: the agents come back
+    under their ids and take back the tasks still running, and the batch jobs
+    and services are kept. --fresh starts from nothing. A second `corral
+    local` on the same work dir is refused.
     """
     from corral.cli.discovery import operator_name, state_dir
-    from corral.cli.local import LocalCluster, fresh_work_dir, serve_until_signal
-    from corral.slave.containerizer.images import default_store_dir
+    from corral.cli.local import LocalCluster, claim_state_dir, serve_until_signal
 
     if agents < 1:
         fail("--agents: must be at least 1")
@@ -137,7 +156,9 @@ def local(
 
     job = read_job_file(job_file) if job_file else None
     res = Resources.parse(agent_resources) if agent_resources else None
-    wd = fresh_work_dir(work_dir or state_dir() / "local")
+    wd = (work_dir or state_dir() / "local").absolute()
+    lock = claim_state_dir(wd, fresh)
+    images_dir = image_store or Path(os.environ.get("CORRAL_IMAGE_STORE") or state_dir() / "images")
 
     async def main() -> int:
         cluster = LocalCluster(
@@ -145,7 +166,7 @@ def local(
             work_dir=wd,
             listen=f"127.0.0.1:{port}",
             agent_resources=res,
-            image_store=default_store_dir(),  # where `corral image import` puts them
+            image_store=images_dir,
             image_import_dirs=tuple(p.resolve() for p in image_import_dirs),
             allowed_host_paths=_allowed_host_paths(allowed_host_paths),
             tls=not insecure,
@@ -155,7 +176,9 @@ def local(
             await cluster.start()
         except RuntimeError as e:
             fail(f"could not start the master on port {port}: {e} (try --port 0)")
-        path = write_local(cluster.master_address, wd, cluster.tls_files(f"operator:{operator_name()}"))
+        path = write_local(
+            cluster.master_address, wd, cluster.tls_files(f"operator:{operator_name()}"), images_dir
+        )
         try:
             console.print(
                 f"[bold green]corral local[/] master [bold]{cluster.master_address}[/] with "
@@ -211,7 +234,11 @@ def local(
             remove_local()
             await cluster.stop()
 
-    sys.exit(asyncio.run(main()))
+    try:
+        code = asyncio.run(main())
+    finally:
+        lock.release()
+    sys.exit(code)
 
 
 def _parse_env(items: tuple[str, ...]) -> dict[str, str]:
@@ -418,7 +445,7 @@ def tasks(
 def top(
     ctx: click.Context, master: str | None, agent: str, framework: str, task: str, interval: float, once: bool
 ) -> None:
-    """Live CPU, memory, pids and disk of running tasks."""
+    """Live CPU, memory, pids and disk of running tasks; q quits."""
     import time
 
     from rich.live import Live
@@ -439,10 +466,11 @@ def top(
         usages, errors, leader = topview.sample(address, agent, framework, task)
         console.print(topview.usage_table(usages, previous, errors, f"tasks of {leader}"))
         return
-    with Live(console=console, auto_refresh=False) as live:
+    with topview.keys() as fd, Live(console=console, auto_refresh=False) as live:
         while True:
             previous = topview.index(usages)
-            time.sleep(interval)
+            if topview.wait_or_quit(fd, interval):
+                return
             usages, errors, leader = topview.sample(address, agent, framework, task)
             live.update(topview.usage_table(usages, previous, errors, f"tasks of {leader}"), refresh=True)
 
@@ -480,9 +508,10 @@ cli.add_command(daemons.agent)
 
 def _register() -> None:
     """Commands that live in their own modules (one line each)."""
-    from corral.cli import acl, allocation, batch, certs, chaos, frameworks_cmd, service, sim
+    from corral.cli import acl, allocation, batch, certs, chaos, exec_cmd, frameworks_cmd, service, sim
 
     cli.add_command(certs.certs)
+    cli.add_command(exec_cmd.exec_task)
     cli.add_command(chaos.chaos)
     cli.add_command(frameworks_cmd.framework)
     cli.add_command(service.service)

@@ -7,6 +7,7 @@ or ``corral framework run service`` (found through
 
 from __future__ import annotations
 
+import sys
 import time
 import tomllib
 from pathlib import Path
@@ -59,17 +60,50 @@ def service() -> None:
 @master_option
 @service_option
 @click.argument("spec_file", type=click.Path(path_type=Path))
+@click.option("--wait", "-w", is_flag=True, help="Wait until it is healthy (exit 0) or has failed (exit 1).")
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=0),
+    default=600.0,
+    show_default=True,
+    help="With --wait.",
+)
 @click.pass_context
 @handle_errors
-def deploy(ctx: click.Context, master: str | None, address: str | None, spec_file: Path) -> None:
-    """Create a service from a TOML file, or roll out a new version of it."""
+def deploy(
+    ctx: click.Context, master: str | None, address: str | None, spec_file: Path, wait: bool, timeout_s: float
+) -> None:
+    """Create a service from a TOML file, or roll out a new version of it.
+
+    With --wait, follow the deployment: exit 0 once the new version runs
+    with every instance healthy (for 3 s in a row), 1 if it was rolled back, failed with
+    nothing to roll back to, or is not healthy after --timeout; Ctrl-C
+    detaches (130) and the deployment goes on.
+    """
     _client_logging(ctx)
-    load_service(spec_file)  # raises ServiceSpecError naming the file, line and key
+    spec, _ = load_service(spec_file)  # raises ServiceSpecError naming the file, line and key
     data = tomllib.loads(spec_file.read_text())
-    answer = _client(master, address).deploy(data, spec_file.stem)
+    client = _client(master, address)
+    answer = client.deploy(data, spec_file.stem)
     console.print(
         f"service [bold]{answer['name']}[/] v{answer['version']}: {answer['result']}", highlight=False
     )
+    if wait:
+        from corral.cli import service_wait
+
+        name, version = str(answer["name"]), int(answer["version"])
+        limit = spec.update.rollback_after_failures
+        sys.exit(
+            service_wait.wait(
+                lambda: client.service(name),
+                name,
+                version,
+                limit,
+                timeout_s,
+                healthy_for_s=service_wait.HEALTHY_FOR_S,
+            )
+        )
 
 
 SERVICE_COLUMNS = (

@@ -7,7 +7,14 @@ to their limits.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+import os
+import select
+import sys
+import termios
+import time
+import tty
+from collections.abc import Iterator, Mapping, Sequence
 
 from rich.table import Table
 from rich.text import Text
@@ -17,6 +24,39 @@ from corral.proto import messages_pb2 as pb
 from corral.proto import operator_pb2 as op
 
 Key = tuple[str, str]
+#: keys that end ``corral top`` (as in top(1)); Ctrl-C does too
+QUIT_KEYS = frozenset(b"qQ")
+
+
+@contextlib.contextmanager
+def keys() -> Iterator[int | None]:
+    """stdin in cbreak mode (one key at a time, no echo) while ``corral top``
+    runs, restored after; yields its fd, or None when stdin is no terminal."""
+    fd = sys.stdin.fileno() if sys.stdin is not None else -1
+    if fd < 0 or not os.isatty(fd):
+        yield None
+        return
+    saved = termios.tcgetattr(fd)
+    tty.setcbreak(fd)
+    try:
+        yield fd
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+def wait_or_quit(fd: int | None, interval_s: float) -> bool:
+    """Sleep ``interval_s``, or less if a quit key is typed; True: quit."""
+    if fd is None:
+        time.sleep(interval_s)
+        return False
+    deadline = time.monotonic() + interval_s
+    while (left := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            typed = os.read(fd, 64)
+            if not typed or any(b in QUIT_KEYS for b in typed):
+                return True  # q, or the terminal went away
+    return False
 
 
 def sample(master: str, agent: str, framework: str, task: str) -> tuple[list[pb.TaskUsage], list[str], str]:

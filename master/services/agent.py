@@ -139,6 +139,8 @@ class AgentService(agent_pb2_grpc.AgentServicer):
                         m.file_data(agent_id, message.file_data)
                     elif kind == "usage":
                         m.usage_data(agent_id, message.usage)
+                    elif kind == "exec_output":
+                        m.exec_output(agent_id, message.exec_output)
                     elif kind == "register":
                         outbox.send(_error("FAILED_PRECONDITION", "already registered"))
                 except Exception:

@@ -3,7 +3,9 @@ state as it is now; writes call the same transitions frameworks use."""
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import AsyncIterator, Sequence
 
 import grpc
 import grpc.aio
@@ -22,6 +24,7 @@ from corral.master.leadership import Leadership
 from corral.master.master import Master
 from corral.master.rate_limit import DEFAULT_OPERATOR_RATE_LIMITS, RateLimiter
 from corral.master.services.guard import Guard
+from corral.master.task_exec import DEFAULT_TIMEOUT_S, MAX_TIMEOUT_S
 from corral.proto import messages_pb2 as pb
 from corral.proto import operator_pb2 as op
 from corral.proto import operator_pb2_grpc
@@ -69,6 +72,38 @@ def owner(master: Master, framework_id: str) -> str:
     if fw is None:
         fw = next((f for f in master.state.completed_frameworks if f.framework_id == framework_id), None)
     return f"owner:{fw.info.principal if fw is not None else ''}"
+
+
+def exec_request_problem(
+    request: op.ExecTaskRequest, tasks: Sequence[TaskRecord]
+) -> tuple[grpc.StatusCode, str] | None:
+    """What is wrong with an ExecTask request for the live ``tasks`` it names (None: nothing)."""
+    bad = grpc.StatusCode.INVALID_ARGUMENT
+    if not request.task_id:
+        return bad, "task_id: must not be empty"
+    if not request.argv or not request.argv[0]:
+        return bad, "argv: a command is needed"
+    if any("\0" in a for a in request.argv):
+        return bad, "argv: must not contain NUL bytes"
+    if request.tty and not (0 < request.rows <= 1000 and 0 < request.cols <= 1000):
+        return bad, f"rows, cols: a terminal of 1 to 1000 each, got {request.rows}x{request.cols}"
+    if not 0 <= request.timeout_s <= MAX_TIMEOUT_S:
+        return bad, f"timeout_s: must be between 0 and {MAX_TIMEOUT_S:g}, got {request.timeout_s:g}"
+    if not tasks:
+        return grpc.StatusCode.NOT_FOUND, f"task_id: no live task {request.task_id!r}"
+    if len(tasks) > 1:
+        frameworks = ", ".join(sorted(t.framework_id for t in tasks))
+        return (
+            bad,
+            f"task_id: {request.task_id!r} names a task in several frameworks ({frameworks}): give one",
+        )
+    state = tasks[0].status.state
+    if state != pb.TASK_RUNNING:
+        name = pb.TaskState.Name(state)
+        return grpc.StatusCode.FAILED_PRECONDITION, (
+            f"task {request.task_id!r} is {name}: only a running task can be entered"
+        )
+    return None
 
 
 def _roles_of(resources: Resources) -> list[str]:
@@ -179,12 +214,20 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
             await self.guard.require(
                 context, principal, "view_task", owner(master, request.framework_id), "ListTasks"
             )
-        if request.framework_id and request.framework_id not in state.frameworks:
+        # A removed framework's completed tasks stay listed (bounded per
+        # framework, as Mesos' --max_completed_tasks_per_framework, and the
+        # number of removed frameworks kept): `tasks --all` after a teardown.
+        removed = list(state.completed_frameworks) if request.include_completed else []
+        if (
+            request.framework_id
+            and request.framework_id not in state.frameworks
+            and not any(f.framework_id == request.framework_id for f in removed)
+        ):
             await context.abort(
                 grpc.StatusCode.NOT_FOUND, f"framework_id: {request.framework_id!r} is not known"
             )
         out: list[op.TaskSummary] = []
-        for fw in state.frameworks.values():
+        for fw in [*state.frameworks.values(), *removed]:
             if request.framework_id and fw.framework_id != request.framework_id:
                 continue
             if not self.guard.allows(principal, "view_task", owner(master, fw.framework_id)):
@@ -261,6 +304,58 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
             await _fail(context, e)
             raise  # unreachable: abort raises
         return op.ReadFileResponse(data=data, size=size, status=status)
+
+    async def ExecTask(
+        self, request_iterator: AsyncIterator[op.ExecTaskInput], context: Ctx[object, object]
+    ) -> AsyncIterator[op.ExecTaskResponse]:
+        """``corral exec``: authorized as ``exec_task`` on the task's owner
+        (its framework's principal; operators by the built-in policy),
+        audited when it starts and when it ends. The first message is the
+        request; the rest (stdin, terminal sizes) go to the command."""
+        master = await self.leadership.require(context)
+        principal = await self._caller(context, "ExecTask")
+        inputs = aiter(request_iterator)
+        first = await anext(inputs, None)
+        if first is None or not first.HasField("start"):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "start: the first message must be the request"
+            )
+        assert first is not None
+        request = first.start
+        tasks = master.state.find_task(request.task_id, request.framework_id) if request.task_id else []
+        problem = exec_request_problem(request, tasks)
+        if problem is not None:
+            await context.abort(problem[0], problem[1])
+        task = tasks[0]
+        await self.guard.require(
+            context, principal, "exec_task", owner(master, task.framework_id), "ExecTask"
+        )
+        fields = {
+            "task_id": task.task_id,
+            "framework_id": task.framework_id,
+            "argv": list(request.argv),
+            "stdin": request.stdin,
+            "tty": request.tty,
+        }
+        timeout_s = request.timeout_s or DEFAULT_TIMEOUT_S
+        self.guard.audit.action(principal, "ExecTask", agent_id=task.agent_id, outcome="STARTED", **fields)
+        outcome = "CANCELLED"
+        try:
+            yield op.ExecTaskResponse(agent_id=task.agent_id)
+            # aclosing: a caller that goes away cancels the command on its agent now.
+            async with contextlib.aclosing(master.exec_task(task, request, timeout_s, inputs)) as pieces:
+                async for piece in pieces:
+                    if piece.error:
+                        outcome = "FAILED_PRECONDITION"
+                        await context.abort(grpc.StatusCode.FAILED_PRECONDITION, piece.error)
+                    yield op.ExecTaskResponse(output=piece.data, done=piece.done, exit_code=piece.exit_code)
+                    if piece.done:
+                        outcome = f"exit {piece.exit_code}"
+        except CallError as e:
+            outcome = e.code
+            await _fail(context, e)
+        finally:
+            self.guard.audit.action(principal, "ExecTask", outcome=outcome, **fields)
 
     # -- allocation -----------------------------------------------------------
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 import structlog
@@ -40,7 +40,7 @@ from corral.slave.containerizer.cgroups.base import CgroupBackend
 from corral.slave.containerizer.cgroups.probe import probe
 from corral.slave.containerizer.composition import Isolators
 from corral.slave.containerizer.container import Container
-from corral.slave.containerizer.enter import EnterError, Outcome, has_spec, run_inside, save_spec
+from corral.slave.containerizer.enter import EnterError, Input, Outcome, has_spec, run_inside, save_spec
 from corral.slave.containerizer.errors import ContainerError
 from corral.slave.containerizer.exec_report import parse_exec_report, read_to_eof
 from corral.slave.containerizer.forkserver_client import ForkServerClient, ForkServerError
@@ -429,16 +429,27 @@ class Containerizer:
         return self._get(container_id).task_pid
 
     async def enter(
-        self, container_id: str, argv: Sequence[str], env: Mapping[str, str] | None, timeout_s: float
+        self,
+        container_id: str,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None,
+        timeout_s: float,
+        on_output: Callable[[bytes], Awaitable[None]] | None = None,
+        stdin: asyncio.Queue[Input] | None = None,
+        tty: tuple[int, int] | None = None,
     ) -> Outcome:
         """Run ``argv`` inside the running container, confined exactly as its
-        task (enter.py), with ``env`` (None: the task's). Raises ContainerError
-        if the container is not running or cannot be entered."""
+        task (enter.py), with ``env`` (None: the task's), ``on_output`` fed
+        its output as it comes, ``stdin`` and ``tty`` as run_inside takes
+        them. Raises ContainerError if the container is not running or
+        cannot be entered."""
         c = self._get(container_id)
         if c.state != "running" or c.killed or not c.task_pid:
             raise ContainerError(f"container {container_id!r} is {c.state}: it cannot be entered")
         try:
-            return await run_inside(c.running.meta_dir, c.task_pid, argv, env, timeout_s)
+            return await run_inside(
+                c.running.meta_dir, c.task_pid, argv, env, timeout_s, on_output, stdin, tty
+            )
         except EnterError as e:
             raise ContainerError(f"container {container_id!r}: {e}") from None
 

@@ -52,7 +52,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 from . import checkpoint, kernel, launcher
@@ -60,6 +60,7 @@ from . import checkpoint, kernel, launcher
 # Not typing.TYPE_CHECKING (see launcher.py).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import asyncio
     from typing import NoReturn
 
 #: the task's launch spec, in the container's meta dir
@@ -87,6 +88,11 @@ _BOOTSTRAP = (
     f"p = types.ModuleType({_PACKAGE!r}); p.__path__ = [sys.argv[1]]; sys.modules[{_PACKAGE!r}] = p\n"
     f"importlib.import_module({_PACKAGE!r} + '.enter').helper_main()\n"
 )
+
+
+#: what feeds an entered command's stdin: data, None (end of input), or a
+#: terminal's new (rows, cols)
+Input = bytes | tuple[int, int] | None
 
 
 class EnterError(Exception):
@@ -121,12 +127,25 @@ async def run_inside(
     argv: Sequence[str],
     env: Mapping[str, str] | None,
     timeout_s: float,
+    on_output: Callable[[bytes], Awaitable[None]] | None = None,
+    stdin: asyncio.Queue[Input] | None = None,
+    tty: tuple[int, int] | None = None,
 ) -> Outcome:
     """Run ``argv`` inside the container of ``meta_dir`` whose task is
     ``task_pid``, with ``env`` (None: the task's). Raises EnterError if the
     container has no launch spec; a failure to enter is an Outcome with
-    EXIT_CANNOT_ENTER and the reason in its output."""
+    EXIT_CANNOT_ENTER and the reason in its output. ``on_output`` is given
+    each piece of output as it comes (``corral exec`` streams it); the
+    Outcome keeps the end of it either way.
+
+    ``stdin`` feeds the command's standard input (bytes; None closes it;
+    ``(rows, cols)`` resizes the terminal); without it stdin is /dev/null.
+    ``tty`` (rows, cols) runs it on a pseudo-terminal of that size, its
+    controlling terminal, for interactive use (enter_io.py).
+    """
     import asyncio  # here: the helper imports this module too, and must start fast
+
+    from . import enter_io
 
     spec = checkpoint.read_json(meta_dir / SPEC_FILE)
     if spec is None:
@@ -138,34 +157,52 @@ async def run_inside(
         "pid": task_pid,
         "argv": list(argv),
         "env": None if env is None else [[k, v] for k, v in env.items()],
+        "tty": tty is not None,
     }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-I",
-        "-S",
-        "-c",
-        _BOOTSTRAP,
-        str(Path(__file__).parent),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        start_new_session=True,
-        env={},
-    )
-    assert proc.stdout is not None
-    stdout = proc.stdout
+    # The request goes on a pipe of its own (fd passed), so that stdin is the command's.
+    request_r, request_w = os.pipe()
+    # On a terminal the command gets a process group of its own; the helper says which.
+    report_r, report_w = os.pipe() if tty is not None else (-1, -1)
+    request["report_fd"] = report_w
+    io = enter_io.Plumbing.open(tty, piped_stdin=stdin is not None)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-I",
+            "-S",
+            "-c",
+            _BOOTSTRAP,
+            str(Path(__file__).parent),
+            str(request_r),
+            stdin=io.child_stdin,
+            stdout=io.child_stdout,
+            stderr=io.child_stderr,
+            pass_fds=(request_r,) if report_w < 0 else (request_r, report_w),
+            start_new_session=True,
+            env={},
+        )
+    except BaseException:
+        os.close(request_w)
+        io.close()
+        if report_r >= 0:
+            os.close(report_r)
+        raise
+    finally:
+        os.close(request_r)
+        if report_w >= 0:
+            os.close(report_w)
+        io.close_child_ends()
 
     async def talk() -> bytes:
-        assert proc.stdin is not None
-        with contextlib.suppress(ConnectionError):
-            proc.stdin.write(json.dumps(request).encode())
-            await proc.stdin.drain()
-            proc.stdin.close()
-        tail = b""
-        while chunk := await stdout.read(OUTPUT_KEEP):
-            tail = (tail + chunk)[-OUTPUT_KEEP:]
-        await proc.wait()
-        return tail
+        await asyncio.to_thread(enter_io.write_all, request_w, json.dumps(request).encode())
+        pump = None if stdin is None else asyncio.ensure_future(io.pump(stdin, proc))
+        try:
+            return await io.read_output(proc, on_output, OUTPUT_KEEP)
+        finally:
+            if pump is not None:
+                pump.cancel()
+                with contextlib.suppress(BaseException):
+                    await pump
 
     try:
         async with asyncio.timeout(timeout_s):
@@ -173,16 +210,54 @@ async def run_inside(
     except TimeoutError:
         return Outcome(None, b"")
     finally:
+        with contextlib.suppress(OSError):
+            os.close(request_w)
         # Also once the helper is gone: what the command left in its process
         # group (children holding the output pipe) must not outlive the check.
         # The group's id cannot be reused while any member lives.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        groups = [proc.pid]
+        if report_r >= 0:
+            command_group = enter_io.read_pid(report_r)
+            os.close(report_r)
+            if command_group > 0:
+                groups.append(command_group)
+        for group in groups:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(group, signal.SIGKILL)
         if proc.returncode is None:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(5.0):
                     await proc.wait()
+        io.close()
+        if proc.returncode is not None:
+            for group in groups:
+                await _reap_orphans(group)
     return Outcome(proc.returncode, output)
+
+
+async def _reap_orphans(pgid: int, timeout_s: float = 5.0) -> None:
+    """Reap what of the helper's process group was re-parented to us.
+
+    SIGKILL to the group can end the helper before its command: the command
+    is then re-parented to the agent (a child subreaper) and, unreaped, stays
+    a zombie in the task's pid namespace, whose init waits for every member
+    before it exits, so the task could never be reported ended. Called once
+    the helper is reaped (so asyncio's own wait is not raced); waits only for
+    our children in that group, for at most ``timeout_s``.
+    """
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            pid, _ = os.waitpid(-pgid, os.WNOHANG)  # noqa: ASYNC222  (WNOHANG: never blocks)
+        except ChildProcessError:
+            return  # none of our children is left in the group
+        if pid == 0:
+            if time.monotonic() > deadline:
+                return
+            await asyncio.sleep(0.02)
 
 
 # -- the helper ----------------------------------------------------------------
@@ -192,7 +267,19 @@ def helper_main() -> NoReturn:
     """The helper's body (see the module docstring); never returns."""
     stage = "read the request"
     try:
-        request = json.loads(sys.stdin.buffer.read())
+        with os.fdopen(int(sys.argv[2]), "rb") as request_file:
+            request = json.loads(request_file.read())
+        if request.get("tty"):
+            # Our session (start_new_session) gets the pty as its terminal:
+            # the command, in our process group, is its foreground job. We
+            # ignore what the terminal sends (^C, ^\\, ^Z, a hang-up) and
+            # the command, reset to the defaults, gets it; we end with it.
+            import fcntl
+            import termios
+
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+            for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_IGN)
         spec = launcher.spec_from_json(request["spec"])
         pid = int(request["pid"])
         argv = [os.fsencode(a) for a in request["argv"]]
@@ -203,9 +290,6 @@ def helper_main() -> NoReturn:
         search = None if path is None else os.fsdecode(path)
         exec_paths = launcher.exec_candidates(os.fsdecode(argv[0]), search)
         spec = dataclasses.replace(spec, argv=tuple(argv), exec_paths=exec_paths)
-        null = os.open("/dev/null", os.O_RDONLY)
-        os.dup2(null, 0)
-        os.close(null)
         stage = "enter the container"
         userns = _enter(spec, pid)
         stage = "fork the command"
@@ -213,8 +297,14 @@ def helper_main() -> NoReturn:
     except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
         os.write(2, f"corral: cannot {stage}: {e}\n".encode(errors="replace"))
         os._exit(EXIT_CANNOT_ENTER)
+    report_fd = int(request.get("report_fd", -1))
     if child == 0:
         try:
+            if report_fd >= 0:
+                # A terminal's foreground job must be a group the command can
+                # name: ours is outside its pid namespace (job control fails).
+                os.setpgid(0, 0)
+                os.close(report_fd)
             if userns >= 0:
                 _enter_userns(userns)
             launcher.confine_and_exec(spec, 2)
@@ -222,6 +312,16 @@ def helper_main() -> NoReturn:
             os._exit(EXIT_CANNOT_ENTER)
     if userns >= 0:
         os.close(userns)
+    if report_fd >= 0:
+        # The agent kills and reaps the command's group too (run_inside).
+        with contextlib.suppress(OSError):
+            os.setpgid(child, child)
+        with contextlib.suppress(OSError):
+            os.write(report_fd, b"%d\n" % child)
+            os.close(report_fd)
+        with contextlib.suppress(OSError):
+            signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+            os.tcsetpgrp(0, child)
     _, status = os.waitpid(child, 0)
     os._exit(128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status))
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from corral.cli.local import cgroup_prefix_for
 from corral.testing import corral_command
 
 pytestmark = [pytest.mark.root]
@@ -54,7 +55,8 @@ def _local(
         assert proc.returncode == 0, proc.stdout.read() if proc.stdout else ""
         # It removed its discovery file and every cgroup it made.
         assert not (Path(env["CORRAL_HOME"]) / "local.json").exists()
-        leftovers = list(Path("/sys/fs/cgroup/memory/corral").glob(f"local-{proc.pid}*"))
+        prefix = cgroup_prefix_for(Path(env["CORRAL_HOME"]) / "local")
+        leftovers = list(Path("/sys/fs/cgroup/memory").glob(f"{prefix}*"))
         assert leftovers == []
 
 
@@ -271,3 +273,199 @@ def test_submit_wait_of_a_job_no_agent_can_fit_says_why_and_explain_shows_the_ch
     assert "resources rejects 2 agent(s)" in explained.stdout
     assert "smallest change: lower the request to cpus 1" in explained.stdout
     assert "quota: raise the quota limit of role * to cpus 4" in explained.stdout
+
+
+def test_top_quits_on_q(local: dict[str, str]) -> None:
+    """On a terminal `corral top` reads keys: q ends it (exit 0) and the
+    terminal is given back as it was."""
+    import pty
+    import select
+    import termios
+
+    main, child = pty.openpty()
+    before = termios.tcgetattr(child)
+    proc = subprocess.Popen(
+        [*corral_command(), "top", "--interval", "0.5"],
+        env=local,
+        stdin=child,
+        stdout=child,
+        stderr=child,
+    )
+    try:
+        seen = b""
+        deadline = time.monotonic() + 30
+        while b"tasks of" not in seen:
+            assert proc.poll() is None, seen.decode(errors="replace")
+            assert time.monotonic() < deadline, seen.decode(errors="replace")
+            if select.select([main], [], [], 0.2)[0]:
+                seen += os.read(main, 65536)
+        os.write(main, b"q")
+        proc.wait(timeout=10)
+        assert proc.returncode == 0
+        assert termios.tcgetattr(child) == before  # cbreak undone
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(main)
+        os.close(child)
+
+
+def test_exec_runs_a_command_in_a_running_task(local: dict[str, str]) -> None:
+    """`corral exec` streams the command's output from inside the task and
+    exits with its code; a task that is not there is named."""
+    proc = subprocess.Popen(
+        [*corral_command(), "run", "--name", "box", "--", "echo inside > marker; sleep 300"],
+        env=local,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        task_id = ""
+        while not task_id:
+            assert time.monotonic() < deadline, "the task never showed up in `corral tasks`"
+            listing = corral(local, "tasks").stdout
+            task_id = next((w for w in listing.split() if w.startswith("box-") and "RUNNING" in listing), "")
+            time.sleep(0.2)
+        res = corral(local, "exec", task_id, "--", "sh", "-c", "cat marker; echo oops >&2; exit 5")
+        assert res.returncode == 5, res.stderr
+        assert res.stdout.splitlines() == ["inside", "oops"]
+        timed = corral(local, "exec", "--timeout", "0.5", task_id, "--", "sleep", "30")
+        assert timed.returncode == 124
+        piped = subprocess.run(
+            [*corral_command(), "exec", "-i", task_id, "--", "wc", "-l"],
+            env=local,
+            input="a\nb\nc\n",
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert (piped.returncode, piped.stdout.strip()) == (0, "3"), piped.stderr
+        assert _exec_on_a_terminal(local, task_id) == 9
+        prefix = corral(local, "exec", task_id[:6], "--", "echo", "by prefix")
+        assert (prefix.returncode, prefix.stdout) == (0, "by prefix\n"), prefix.stderr
+        missing = corral(local, "exec", "no-such-task", "--", "true")
+        assert missing.returncode == 4, missing.stderr
+        assert "no-such-task" in missing.stderr
+        assert corral(local, "kill", task_id).returncode == 0
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_submit_wait_detaches_on_ctrl_c_and_job_follow_reattaches(
+    local: dict[str, str], tmp_path: Path
+) -> None:
+    """Ctrl-C on `submit --wait` leaves the job running and says how to
+    follow it; `corral job ID --follow` prints its task changes until it
+    ends and exits with the job's outcome."""
+    spec = tmp_path / "slow.toml"
+    spec.write_text(
+        'name = "slow"\n[[tasks]]\nname = "s"\ncount = 2\ncpus = 0.1\nmem = 32\n'
+        'command = "sleep 3; test $CORRAL_TASK_INDEX -eq 0"\n'
+    )
+    proc = subprocess.Popen(
+        [*corral_command(), "submit", str(spec), "--wait"],
+        env=local,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # "submitted job ID"
+        assert first.startswith("submitted job "), first
+        job_id = first.split()[2]
+        deadline = time.monotonic() + 30
+        while "RUNNING" not in proc.stdout.readline():
+            assert time.monotonic() < deadline
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert f"detached: job {job_id} keeps running" in err
+    assert f"`corral job {job_id} --follow`" in err
+    assert "Traceback" not in err
+
+    followed = corral(local, "job", job_id, "--follow")
+    assert followed.returncode == 1, followed.stdout + followed.stderr  # s[1] exits 1
+    assert "s[0] FINISHED" in followed.stdout
+    assert "s[1] FAILED" in followed.stdout
+    assert f"job {job_id} failed" in followed.stdout
+    # Each task ran once: detaching did not cancel or restart anything.
+    assert "attempt 2" not in followed.stdout
+
+
+def test_service_deploy_wait_exits_0_when_healthy_and_1_when_rolled_back(
+    local: dict[str, str], tmp_path: Path
+) -> None:
+    base = 'name = "waiter"\ninstances = 1\ncpus = 0.1\nmem = 32\n[update]\nrollback_after_failures = 1\n'
+    good = tmp_path / "good.toml"
+    good.write_text(base.replace("[update]", 'command = "sleep 600"\n[update]'))
+    try:
+        res = corral(local, "service", "deploy", str(good), "--wait", "--timeout", "60", timeout=90)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "service waiter: v1 is healthy: 1/1 instances" in res.stdout
+
+        bad = tmp_path / "bad.toml"
+        # v2 runs but never passes its health check: killed, counted as a
+        # failure of the deployment, rolled back to v1 after one.
+        bad.write_text(
+            base.replace("[update]", 'command = "sleep 601"\n[update]')
+            + '[health_check]\ntype = "command"\ncommand = "false"\ninterval_s = 0.5\n'
+            "consecutive_failures = 1\n"
+        )
+        res = corral(local, "service", "deploy", str(bad), "--wait", "--timeout", "60", timeout=90)
+        assert res.returncode == 1, res.stdout + res.stderr
+        assert "service waiter: v2 failed and was rolled back" in res.stderr
+        status = corral(local, "service", "status", "waiter")
+        assert "RUNNING v1" in status.stdout, status.stdout
+    finally:
+        corral(local, "service", "rm", "waiter")
+
+
+def _exec_on_a_terminal(env: dict[str, str], task_id: str) -> int:
+    """`corral exec -it TASK -- sh` on a pty: what is typed reaches the shell,
+    its answers come back, and the exit code is the shell's."""
+    import pty
+    import select
+    import termios
+
+    main, child = pty.openpty()
+    before = termios.tcgetattr(child)
+    proc = subprocess.Popen(
+        [*corral_command(), "exec", "-it", task_id, "--", "sh"],
+        env=env,
+        stdin=child,
+        stdout=child,
+        stderr=child,
+    )
+    try:
+        seen = b""
+        deadline = time.monotonic() + 30
+        typed = False
+        while proc.poll() is None:
+            if not typed and (b"# " in seen or b"$ " in seen):
+                os.write(
+                    main, b"echo $((6*7)); exit 9\n"
+                )  # at the prompt: a shell may flush input typed earlier
+                typed = True
+            assert time.monotonic() < deadline, seen.decode(errors="replace")
+            if select.select([main], [], [], 0.2)[0]:
+                seen += os.read(main, 65536)
+        assert b"42" in seen, seen.decode(errors="replace")
+        assert termios.tcgetattr(child) == before  # raw mode undone
+        return proc.returncode
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(main)
+        os.close(child)

@@ -33,6 +33,9 @@ DEFAULT_CASES = [
     ("framework:a", "kill_task", "owner:framework:a", True),  # its own
     ("framework:a", "kill_task", "owner:framework:b", False),  # another's
     ("framework:a", "read_sandbox", "owner:framework:b", False),
+    ("framework:a", "exec_task", "owner:framework:a", True),  # into its own tasks
+    ("framework:a", "exec_task", "owner:framework:b", False),
+    ("operator:alice", "exec_task", "owner:framework:b", True),
     ("framework:a", "teardown_framework", "owner:framework:b", False),
     ("framework:a", "set_quota", "role:ml", False),
     ("framework:a", "drain_agent", "agent:a1", False),
