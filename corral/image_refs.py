@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from corral.errors import CorralError
 
-_DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
+#: a content digest as images name them (the only algorithm corral accepts)
+DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 _REPO_RE = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*")
 _TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _HOST_RE = re.compile(r"(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:]+\])(?::\d{1,5})?")
@@ -61,7 +62,7 @@ def parse_remote_ref(image: str) -> RemoteRef:
     digest = None
     if "@" in rest:
         rest, _, digest = rest.partition("@")
-        if not _DIGEST_RE.fullmatch(digest):
+        if not DIGEST_RE.fullmatch(digest):
             raise ImageRefError(f"image {image!r}: the digest must be sha256:<64 lowercase hex>")
     repo, tag = rest, "latest"
     last = rest.rsplit("/", 1)[-1]

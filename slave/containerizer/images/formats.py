@@ -26,10 +26,10 @@ import tarfile
 from dataclasses import dataclass
 from typing import Any
 
+from corral.image_refs import DIGEST_RE
 from corral.slave.containerizer.images.errors import ImageError
 
 _JSON_MAX = 16 << 20
-_DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 _REF_NAME = "org.opencontainers.image.ref.name"
 _CONTAINERD_NAME = "io.containerd.image.name"
 _INDEX_TYPES = (
@@ -185,7 +185,7 @@ def _json(data: bytes, source: str, what: str) -> Any:
 
 
 def _digest(value: object, source: str, what: str) -> str:
-    if not isinstance(value, str) or not _DIGEST_RE.fullmatch(value):
+    if not isinstance(value, str) or not DIGEST_RE.fullmatch(value):
         raise ImageError(f"{source}: {what} must be a sha256:<64 hex> digest, got {value!r}")
     return value
 

@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 import structlog
 
-from corral.image_refs import RemoteRef
+from corral.image_refs import DIGEST_RE, RemoteRef
 from corral.slave.containerizer.images.errors import ImageError
 from corral.slave.containerizer.images.formats import INDEX_TYPES, layer_media_type_supported, parse_json
 from corral.slave.containerizer.images.registry_config import RegistryConfig
@@ -42,7 +42,6 @@ log = structlog.get_logger(__name__)
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 _ACCEPT = ", ".join((OCI_MANIFEST, DOCKER_MANIFEST, *INDEX_TYPES))
-_DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 _MANIFEST_MAX = 4 << 20
 _CHUNK = 1 << 16
 _GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
@@ -78,7 +77,7 @@ def _descriptor(value: object, where: str) -> Descriptor:
     if not isinstance(value, dict):
         raise ImageError(f"{where}: a descriptor must be an object")
     digest, size = value.get("digest"), value.get("size", 0)
-    if not isinstance(digest, str) or not _DIGEST_RE.fullmatch(digest):
+    if not isinstance(digest, str) or not DIGEST_RE.fullmatch(digest):
         raise ImageError(f"{where}: digest must be sha256:<64 hex>, got {digest!r}")
     if not isinstance(size, int) or size < 0:
         raise ImageError(f"{where}: size must be a non-negative integer")

@@ -44,6 +44,7 @@ from typing import IO
 
 import structlog
 
+from corral.image_refs import DIGEST_RE
 from corral.slave.containerizer.images.errors import ImageError
 from corral.slave.containerizer.images.formats import ImageConfig, LayerRef, normal_member, read_manifest
 from corral.slave.containerizer.images.imports import open_import
@@ -53,7 +54,6 @@ log = structlog.get_logger(__name__)
 
 DEFAULT_STORE = Path("/var/lib/corral/images")
 _REF_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:-]{0,254}")
-_DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 _ID_PREFIX_RE = re.compile(r"(sha256:)?[0-9a-f]{12,64}")
 _STALE_TMP_S = 24 * 3600
 _CHUNK = 1 << 20
@@ -77,7 +77,7 @@ def normalize_ref(ref: str) -> str:
     """``name`` → ``name:latest``; ``name@sha256:<hex>`` (a pulled image's
     digest) as it is; raises ImageError for anything else."""
     name, at, digest = ref.partition("@")
-    if at and _DIGEST_RE.fullmatch(digest) and _REF_RE.fullmatch(name) and ".." not in name:
+    if at and DIGEST_RE.fullmatch(digest) and _REF_RE.fullmatch(name) and ".." not in name:
         return ref
     if not _REF_RE.fullmatch(ref) or ".." in ref or ref.endswith((":", "/")):
         raise ImageError(f"image name {ref!r}: must look like NAME[:TAG] (letters, digits, '._/-')")
