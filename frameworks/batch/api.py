@@ -16,8 +16,9 @@ from __future__ import annotations
 from typing import Any
 
 from corral.errors import ApiError
-from corral.frameworks.batch.engine import BatchEngine, UnknownJobError
+from corral.frameworks.batch.engine import BatchEngine
 from corral.frameworks.batch.spec import JobSpecError
+from corral.frameworks.batch.views import UnknownJobError
 from corral.frameworks.http_api import EngineApiServer, JsonClient
 
 

@@ -32,9 +32,11 @@ from typing import Any
 
 import structlog
 
+from corral.frameworks.batch import views
 from corral.frameworks.batch.cron import Cron, parse_cron
 from corral.frameworks.batch.spec import JobSpec, JobSpecError, TaskGroup, parse_job
 from corral.frameworks.batch.store import AttemptRow, JobRow, PeriodicRow, Store, TaskRow, dumps
+from corral.frameworks.batch.views import UnknownJobError
 from corral.frameworks.driver import NotConnectedError, SchedulerDriver
 from corral.frameworks.fit_change import pending_view
 from corral.frameworks.interest import OfferInterest
@@ -74,10 +76,6 @@ INFRASTRUCTURE_ENDS = frozenset({"LOST", "GONE", "GONE_BY_OPERATOR", "DROPPED"})
 #: but at most this many times per task, so a task that keeps losing its
 #: agent (or takes agents down with it) cannot loop forever
 MAX_RESCHEDULES = 10
-
-
-class UnknownJobError(KeyError):
-    """No job (or periodic job) has this id."""
 
 
 class BatchEngine(Scheduler):
@@ -269,63 +267,12 @@ class BatchEngine(Scheduler):
 
     def job_view(self, job_id: str, with_tasks: bool = True) -> dict[str, Any]:
         """A job with its tasks and their attempts (or only its summary), as JSON-ready data;
-        for a periodic job's id, :meth:`periodic_view`."""
-        job = self.jobs.get(job_id)
-        if job is None:
-            return self.periodic_view(job_id)
-        if not with_tasks:
-            return self._job_summary(job)
-        tasks = [self.tasks[t] for t in self.job_tasks[job_id]]
-        return {
-            **self._job_summary(job),
-            "tasks": [
-                {
-                    "id": t.id,
-                    "group": t.grp,
-                    "index": t.idx,
-                    "state": t.state,
-                    "attempts": t.attempts,
-                    "failures": t.failures,
-                    "reschedules": t.reschedules,
-                    "exit_code": t.exit_code,
-                    "agent_id": t.agent_id,
-                    "hostname": t.hostname,
-                    "message": t.message,
-                    "not_before": t.not_before,
-                    "history": [
-                        self._attempt_view(self.attempts[a]) for a in self.task_attempts.get(t.id, [])
-                    ],
-                }
-                for t in tasks
-            ],
-        }
+        for a periodic job's id, the periodic job and its runs."""
+        return views.job_view(self, job_id, with_tasks)
 
     def jobs_view(self) -> dict[str, Any]:
         """Every job (summaries, newest last) and every periodic job."""
-        return {
-            "jobs": [self._job_summary(j) for j in self.jobs.values()],
-            "periodic": [self._periodic_summary(p) for p in self.periodic.values()],
-        }
-
-    def _periodic_summary(self, p: PeriodicRow) -> dict[str, Any]:
-        return {
-            "id": p.id,
-            "kind": "periodic",
-            "schedule": p.schedule,
-            "concurrency_policy": self.periodic_policy.get(p.id, ""),
-            "next_run": p.next_run,
-            "last_job": p.last_job,
-            "state": p.state,
-            "message": p.message,
-        }
-
-    def periodic_view(self, periodic_id: str) -> dict[str, Any]:
-        """A periodic job: its schedule, state (FAILED says why) and its runs."""
-        p = self.periodic.get(periodic_id)
-        if p is None:
-            raise UnknownJobError(periodic_id)
-        runs = [self._job_summary(j) for j in self.jobs.values() if j.periodic == periodic_id]
-        return {**self._periodic_summary(p), "created_at": p.created_at, "runs": runs}
+        return views.jobs_view(self)
 
     def job_counts(self, job_id: str) -> Counter[str]:
         """How many of the job's tasks are in each state."""
@@ -342,38 +289,6 @@ class BatchEngine(Scheduler):
         if scheduled:
             env["CORRAL_SCHEDULED_TIME"] = str(int(scheduled))
         return env
-
-    def _job_summary(self, job: JobRow) -> dict[str, Any]:
-        counts = dict(self.job_counts(job.id))
-        return {
-            "id": job.id,
-            "name": job.name,
-            "state": job.state,
-            "submitted_at": job.submitted_at,
-            "finished_at": job.finished_at,
-            "periodic": job.periodic,
-            "scheduled_at": job.scheduled_at,
-            "total": len(self.job_tasks[job.id]),
-            "counts": counts,
-            "unschedulable": {g: str(v) for (j, g), v in self.unschedulable.items() if j == job.id},
-        }
-
-    @staticmethod
-    def _attempt_view(a: AttemptRow) -> dict[str, Any]:
-        return {
-            "task_id": a.id,
-            "number": a.number,
-            "state": a.state,
-            "agent_id": a.agent_id,
-            "hostname": a.hostname,
-            "launched_at": a.launched_at,
-            "finished_at": a.finished_at,
-            "exit_code": a.exit_code,
-            "signal": a.signal,
-            "reason": a.reason,
-            "message": a.message,
-            "timed_out": a.timed_out,
-        }
 
     # -- scheduler callbacks -----------------------------------------------------
 
