@@ -28,7 +28,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, spec TEXT NOT NULL, state TEXT NOT NULL,
     submitted_at REAL NOT NULL, finished_at REAL NOT NULL DEFAULT 0, periodic TEXT NOT NULL DEFAULT '',
-    scheduled_at REAL NOT NULL DEFAULT 0
+    scheduled_at REAL NOT NULL DEFAULT 0, held INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS tasks (
     id TEXT PRIMARY KEY, job_id TEXT NOT NULL, grp TEXT NOT NULL, idx INTEGER NOT NULL,
@@ -64,6 +64,7 @@ ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("periodic", "message", "TEXT NOT NULL DEFAULT ''"),
     ("tasks", "reschedules", "INTEGER NOT NULL DEFAULT 0"),
     ("jobs", "scheduled_at", "REAL NOT NULL DEFAULT 0"),
+    ("jobs", "held", "INTEGER NOT NULL DEFAULT 0"),
 )
 
 
@@ -78,6 +79,8 @@ class JobRow:
     periodic: str = ""
     #: a periodic job's run: the time it was due (its cron slot), 0 otherwise
     scheduled_at: float = 0.0
+    #: held by a user (``corral hold``): its pending tasks do not launch
+    held: bool = False
 
 
 @dataclass
@@ -295,6 +298,8 @@ class Store:
         snap.periodic = self._rows(PeriodicRow, "ORDER BY id")
         for a in snap.attempts:
             a.timed_out = bool(a.timed_out)
+        for j in snap.jobs:
+            j.held = bool(j.held)
         return snap
 
     def _rows(self, cls: type[Any], order: str) -> list[Any]:

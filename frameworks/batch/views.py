@@ -15,6 +15,11 @@ class UnknownJobError(KeyError):
     """No job (or periodic job) has this id."""
 
 
+class JobStateError(ValueError):
+    """The job is not in a state this request applies to (the message says
+    which and what to do); the API answers 409."""
+
+
 def job_view(engine: BatchEngine, job_id: str, with_tasks: bool = True) -> dict[str, Any]:
     """A job with its tasks and their attempts (or only its summary), as JSON-ready data;
     for a periodic job's id, :meth:`periodic_view`."""
@@ -86,6 +91,8 @@ def job_summary(engine: BatchEngine, job: JobRow) -> dict[str, Any]:
         "submitted_at": job.submitted_at,
         "finished_at": job.finished_at,
         "periodic": job.periodic,
+        "held": job.held,
+        "after": [str(d) for d in engine.specs[job.id].after],
         "scheduled_at": job.scheduled_at,
         "total": len(engine.job_tasks[job.id]),
         "counts": counts,
