@@ -21,6 +21,7 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -174,14 +175,35 @@ async def print_result(job: dict[str, Any], master: str | None, output: bool) ->
         ids = [t["history"][-1]["task_id"] for t in job["tasks"] if t["history"]]
         outputs = await collect_outputs(master, "", ids)
     console.print(job_table(job, outputs))
-    finished = job["counts"].get("FINISHED", 0)
-    took = (job["finished_at"] or time.time()) - job["submitted_at"]
-    summary = f"{finished}/{job['total']} tasks finished in {took:.1f}s"
+    summary = escape(job_summary(job))
     if job["state"] == "SUCCEEDED":
         console.print(f"[bold green]job {job['id']} succeeded:[/] {summary}", highlight=False)
         return 0
     console.print(f"[bold red]job {job['id']} {job['state'].lower()}:[/] {summary}", highlight=False)
     return 1
+
+
+#: failed tasks named in a summary line, at most
+SUMMARY_NAMES = 5
+
+
+def job_summary(job: dict[str, Any]) -> str:
+    """``4/5 tasks finished in 3.2s; failed: step[3] (exit 2)``: the tasks that
+    did not finish are named (the first few), with how they ended."""
+    finished = job["counts"].get("FINISHED", 0)
+    took = (job["finished_at"] or time.time()) - job["submitted_at"]
+    line = f"{finished}/{job['total']} tasks finished in {took:.1f}s"
+    by_state: dict[str, list[str]] = {}
+    for t in job.get("tasks", []):
+        if t["state"] in ("FAILED", "SKIPPED", "CANCELLED"):
+            last = t["history"][-1] if t["history"] else {}
+            how = exit_text(last.get("exit_code"), last.get("signal")) if last else ""
+            name = f"{t['group']}[{t['index']}]"
+            by_state.setdefault(t["state"].lower(), []).append(f"{name} ({how})" if how else name)
+    for state, names in by_state.items():
+        more = f" and {len(names) - SUMMARY_NAMES} more" if len(names) > SUMMARY_NAMES else ""
+        line += f"; {state}: {', '.join(names[:SUMMARY_NAMES])}{more}"
+    return line
 
 
 def _follow(client: Any, job_id: str, output: bool) -> int:
@@ -192,6 +214,35 @@ def _follow(client: Any, job_id: str, output: bool) -> int:
         return asyncio.run(print_result(job, client.state().get("master") or None, output))
 
     return follow(lambda: client.job(job_id), job_id, finish)
+
+
+def _follow_next_run(client: Any, periodic_id: str, output: bool) -> int:
+    """``submit --wait`` of a periodic job: wait for its next run to start,
+    then follow that run to its end. Ctrl-C detaches (the schedule stays)."""
+    from corral.cli.follow import EXIT_DETACHED
+
+    first = client.job(periodic_id)
+    seen = {r["id"] for r in first.get("runs", [])}
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(first["next_run"])))
+    console.print(f"waiting for its next run at {when} (Ctrl-C detaches)", highlight=False)
+    said = first.get("message", "")
+    try:
+        while True:
+            view = client.job(periodic_id)
+            if view["state"] != "ACTIVE":
+                fail(f"periodic job {periodic_id} is {view['state']}: {view['message']}", exit_codes.FAILED)
+            new = [r["id"] for r in view.get("runs", []) if r["id"] not in seen]
+            if new:
+                break
+            if view.get("message") and view["message"] != said:  # a run was skipped (forbid)
+                said = view["message"]
+                console.print(escape(said), highlight=False)
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        console.print(f"detached; the schedule stays: corral job {periodic_id}", highlight=False)
+        return EXIT_DETACHED
+    console.print(f"run [bold]{new[0]}[/] started", highlight=False)
+    return _follow(client, new[0], output)
 
 
 # -- running a job without a service -------------------------------------------
@@ -276,6 +327,13 @@ async def submit_local(master: str, data: dict[str, Any], default_name: str, out
 )
 @click.option("--local", "in_process", is_flag=True, help="Run the job from this process, not the service.")
 @click.option("--output/--no-output", default=False, help="Show each task's stdout at the end.")
+@click.option(
+    "--after",
+    "after",
+    multiple=True,
+    metavar="[KIND:]JOB",
+    help="Start once JOB (an id or name) ended: afterok (the default), afternotok, afterany. Repeatable.",
+)
 @click.pass_context
 @handle_errors
 def submit(
@@ -286,6 +344,7 @@ def submit(
     wait: bool,
     in_process: bool,
     output: bool,
+    after: tuple[str, ...],
 ) -> None:
     """Submit a job file (TOML).
 
@@ -295,6 +354,9 @@ def submit(
     """
     _client_logging(ctx)
     data, default_name = read_job_file(job_file)
+    if after:
+        listed = data.get("after", [])
+        data["after"] = [*([listed] if isinstance(listed, str) else listed), *after]
     if not in_process and (batch or service_for(master) is not None):
         client = _client(master, batch)
         answer = client.submit(data, default_name)
@@ -303,6 +365,8 @@ def submit(
                 f"periodic job [bold]{answer['periodic_id']}[/] scheduled ({data.get('schedule')})",
                 highlight=False,
             )
+            if wait:
+                sys.exit(_follow_next_run(client, answer["periodic_id"], output))
             return
         job_id = answer["job_id"]
         console.print(f"submitted job [bold]{job_id}[/]", highlight=False)
@@ -311,6 +375,8 @@ def submit(
         sys.exit(_follow(client, job_id, output))
     if data.get("schedule"):
         fail("schedule: periodic jobs need the batch service (`corral framework run batch`)")
+    if data.get("after"):
+        fail("after: dependencies on other jobs need the batch service (`corral framework run batch`)")
     sys.exit(asyncio.run(submit_local(resolve_master(master), data, default_name, output)))
 
 
