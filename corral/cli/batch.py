@@ -10,11 +10,13 @@ in-memory store for as long as the job runs, as a short-lived framework.
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import sys
 import time
 import tomllib
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -380,16 +382,48 @@ def submit(
     sys.exit(asyncio.run(submit_local(resolve_master(master), data, default_name, output)))
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_since(text: str, now: float) -> float:
+    """``--since``: a duration back from now (``90s``, ``30m``, ``2h``, ``7d``)
+    or a date and time (``2026-12-08``, ``2026-12-08T14:00``; local time
+    unless it names a zone), as a UNIX time. ValueError names the forms."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text.strip())
+    if m:
+        return now - float(m[1]) * _UNITS[m[2]]
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(
+            f"--since: {text!r} is neither a duration (90s, 30m, 2h, 7d) nor a date (2026-12-08T14:00)"
+        ) from None
+    return when.timestamp()  # a naive time is local, as Slurm's sacct reads it
+
+
 @click.command()
 @master_option
 @batch_option
 @output_option
+@click.option(
+    "--since", metavar="WHEN", help="Only jobs submitted since: 2h, 7d, 2026-12-08, 2026-12-08T14:00."
+)
 @click.pass_context
 @handle_errors
-def jobs(ctx: click.Context, master: str | None, batch: str | None, output: str | None) -> None:
-    """List the batch service's jobs and periodic jobs."""
+def jobs(
+    ctx: click.Context, master: str | None, batch: str | None, output: str | None, since: str | None
+) -> None:
+    """List the batch service's jobs (the history; --since to cut it) and periodic jobs."""
     _client_logging(ctx)
+    cutoff = None
+    if since is not None:
+        try:
+            cutoff = parse_since(since, time.time())
+        except ValueError as e:
+            fail(str(e))
     data = _client(master, batch).jobs()
+    if cutoff is not None:
+        data["jobs"] = [j for j in data["jobs"] if j["submitted_at"] >= cutoff]
     records = [{"kind": "job", **j} for j in data["jobs"]] + list(data["periodic"])
     listings = [Listing(JOB_COLUMNS, data["jobs"], "jobs", "no jobs")]
     if data["periodic"]:
@@ -485,7 +519,23 @@ def _last(t: dict[str, Any]) -> dict[str, Any]:
 
 
 def _took(a: dict[str, Any]) -> str:
-    return f"{a['finished_at'] - a['launched_at']:.2f}s" if a.get("finished_at") else ""
+    """How long the attempt ran: from its start to its end on the agent's
+    clock (from the launch, for one that never reported running)."""
+    if not a.get("finished_at"):
+        return ""
+    return f"{max(0.0, a['finished_at'] - (a.get('started_at') or a['launched_at'])):.2f}s"
+
+
+def _queued(a: dict[str, Any]) -> str:
+    return f"{max(0.0, a['launched_at'] - a['queued_at']):.2f}s" if a.get("queued_at") else ""
+
+
+def _cpu(a: dict[str, Any]) -> str:
+    return "" if a.get("cpu_time_s") is None else f"{a['cpu_time_s']:.2f}s"
+
+
+def _peak(a: dict[str, Any]) -> str:
+    return "" if a.get("mem_peak_bytes") is None else f"{a['mem_peak_bytes'] / 2**20:.1f}"
 
 
 TASK_COLUMNS = (
@@ -507,8 +557,12 @@ ATTEMPT_COLUMNS = (
     Column("exit", lambda a: exit_text(a["exit_code"], a["signal"]), right=True),
     Column("agent", key("agent_id")),
     Column("hostname", key("hostname")),
+    Column("queued", _queued, right=True),
     Column("time", _took, right=True),
+    Column("cpu", _cpu, right=True),
+    Column("mem peak (MiB)", _peak, right=True),
     Column("message", key("message"), fold=True),
+    Column("reason", key("reason"), wide=True),
 )
 
 

@@ -139,6 +139,7 @@ class BatchEngine(JobModel, Scheduler):
         stored = {k: v for k, v in raw.items() if k not in ("schedule", "concurrency_policy")}
         if after:
             stored["after"] = [str(d) for d in after]
+        now = self.clock()
         job = JobRow(
             job_id,
             spec.name,
@@ -157,7 +158,7 @@ class BatchEngine(JobModel, Scheduler):
             for group in spec.groups:
                 state = "WAITING" if group.policy.after or after else "PENDING"
                 for i in range(group.count):
-                    task = TaskRow(f"{job_id}.{group.name}.{i}", job_id, group.name, i, state)
+                    task = TaskRow(f"{job_id}.{group.name}.{i}", job_id, group.name, i, state, queued_at=now)
                     self.store.save(task)
                     self._add_task(task)
             if after:
@@ -358,6 +359,7 @@ class BatchEngine(JobModel, Scheduler):
                         offer.hostname,
                         TaskState.STAGING.name,
                         now,
+                        queued_at=task.queued_at,
                     )
                     task.current, task.agent_id, task.hostname = attempt.id, offer.agent_id, offer.hostname
                     self._set_state(task, "STAGING")
@@ -437,6 +439,8 @@ class BatchEngine(JobModel, Scheduler):
                 self._end_attempt(attempt, status.state.name, now, status)
             else:
                 attempt.state = status.state.name
+                if status.state is TaskState.RUNNING and not attempt.started_at:
+                    attempt.started_at = status.timestamp or now
                 self.store.save(attempt)
                 if task.current == attempt.id and task.state in ("STAGING", "RUNNING"):
                     running = status.state in (TaskState.RUNNING, TaskState.KILLING, TaskState.UNREACHABLE)
@@ -453,8 +457,12 @@ class BatchEngine(JobModel, Scheduler):
         group = self.group(task)
         attempt.state, attempt.finished_at = state, now
         if status is not None:
+            # The agent's clock (or the master's, for an end it decided), not
+            # the arrival: an update held while we were away is on time.
+            attempt.finished_at = status.timestamp or now
             attempt.exit_code, attempt.signal = status.exit_code, status.signal
             attempt.reason = status.reason
+            attempt.cpu_time_s, attempt.mem_peak_bytes = status.cpu_time_s, status.mem_peak_bytes
             message = status.message
             if status.stderr_tail and state != "FINISHED":
                 message += " | stderr: " + status.stderr_tail.strip().splitlines()[-1][:200]

@@ -95,6 +95,7 @@ class JobModel:
             task.message = message
         if state == "PENDING":
             self.pending[task.id] = None
+            task.queued_at = self.clock()
         else:
             self.pending.pop(task.id, None)
         self.store.save(task)

@@ -114,4 +114,8 @@ def attempt_view(a: AttemptRow) -> dict[str, Any]:
         "reason": a.reason,
         "message": a.message,
         "timed_out": a.timed_out,
+        "queued_at": a.queued_at,
+        "started_at": a.started_at,
+        "cpu_time_s": a.cpu_time_s,
+        "mem_peak_bytes": a.mem_peak_bytes,
     }

@@ -12,12 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_batch_engine import RecordingDriver, job, offer, status, subscribe
 
+from corral.cli.batch import parse_since
 from corral.frameworks.batch.engine import BatchEngine
 from corral.frameworks.batch.spec import JobSpecError
 from corral.frameworks.batch.store import Store
 from corral.frameworks.batch.views import JobStateError, UnknownJobError
 from corral.frameworks.driver import SchedulerDriver
-from corral.frameworks.types import TaskState
+from corral.frameworks.types import TaskState, TaskStatus
 
 
 def driven(engine: BatchEngine, driver: RecordingDriver) -> SchedulerDriver:
@@ -286,3 +287,52 @@ async def test_dependencies_survive_a_restart(tmp_path: Path) -> None:
     d2 = driven(again, driver2)
     await again.status_update(d2, status(f"{first}.g.0.a1", TaskState.FINISHED, 0))
     assert again.tasks[f"{second}.g.0"].state == "PENDING"
+
+
+# -- accounting --------------------------------------------------------------------
+
+
+async def test_an_attempt_keeps_the_agents_times_and_what_its_cgroup_used() -> None:
+    now = [100.0]
+    engine = BatchEngine(Store(":memory:"), clock=lambda: now[0])
+    job_id = engine.submit(job(1))["job_id"]
+    driver = await subscribe(engine)
+    d = driven(engine, driver)
+    now[0] = 102.0
+    await engine.offers(d, [offer(1)])
+    tid = driver.launched[0].task_id
+    running = TaskStatus(tid, TaskState.RUNNING, agent_id="a1", timestamp=102.5)
+    await engine.status_update(d, running)
+    now[0] = 140.0  # the end arrives late (the service was away): the agent's time counts
+    end = TaskStatus(
+        tid,
+        TaskState.FINISHED,
+        agent_id="a1",
+        exit_code=0,
+        timestamp=107.5,
+        cpu_time_s=4.5,
+        mem_peak_bytes=7 << 20,
+    )
+    await engine.status_update(d, end)
+    (a,) = engine.job_view(job_id)["tasks"][0]["history"]
+    assert (a["queued_at"], a["launched_at"], a["started_at"], a["finished_at"]) == (
+        100.0,
+        102.0,
+        102.5,
+        107.5,
+    )
+    assert (a["cpu_time_s"], a["mem_peak_bytes"]) == (4.5, 7 << 20)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("90s", 1000.0 - 90), ("30m", 1000.0 - 1800), ("2h", 1000.0 - 7200), ("1.5d", 1000.0 - 129600)],
+)
+def test_since_takes_durations(text: str, expected: float) -> None:
+    assert parse_since(text, 1000.0) == expected
+
+
+def test_since_takes_dates_and_refuses_the_rest() -> None:
+    assert parse_since("2026-12-08T14:00+00:00", 0.0) == 1796738400.0
+    with pytest.raises(ValueError, match="neither a duration"):
+        parse_since("yesterday", 0.0)

@@ -171,3 +171,34 @@ async def test_submit_wait_on_a_periodic_job_follows_its_next_run_which_knows_it
     runs = service.engine.job_view("tick")["runs"]
     assert slot in [int(r["scheduled_at"]) for r in runs]
     service.engine.cancel("tick")
+
+
+async def test_accounting_matches_what_the_task_really_used(service: BatchService, tmp_path: Path) -> None:
+    # 0.6 s of CPU on one core and 80 MiB touched: the cgroup's figures, read
+    # as the task ended, come back with the attempt (and on `job --attempts`).
+    burn = (
+        "python3 -c 'import time; b = bytearray(80 << 20); t = time.process_time()\n"
+        "while time.process_time() - t < 0.6: pass'"
+    )
+    job_id = service.engine.submit({"name": "acct", "tasks": [{"name": "t", "mem": 256, "command": burn}]})[
+        "job_id"
+    ]
+    await eventually(lambda: service.engine.jobs[job_id].state in JOB_FINAL, 30, "the job to end")
+    view = service.engine.job_view(job_id)
+    assert view["state"] == "SUCCEEDED", view["tasks"][0]["message"]
+    (a,) = view["tasks"][0]["history"]
+    assert 0.55 <= a["cpu_time_s"] < 3.0, a
+    assert 80 << 20 <= a["mem_peak_bytes"] < 256 << 20, a
+    assert a["queued_at"] <= a["launched_at"] <= a["started_at"] + 1.0  # (two hosts' clocks: here, one)
+    assert a["finished_at"] - a["started_at"] >= 0.55
+    code, out = await cli("job", job_id, "--attempts", "-o", "json", "--batch", service.address)
+    assert code == 0, out
+    assert '"cpu_time_s"' in out
+    code, out = await cli("jobs", "--since", "1h", "--batch", service.address)
+    assert code == 0, out
+    assert job_id in out
+    code, out = await cli("jobs", "--since", "2000-01-01T00:00", "-o", "json", "--batch", service.address)
+    assert job_id in out
+    code, out = await cli("jobs", "--since", "soon", "--batch", service.address)
+    assert code == 2, out
+    assert "neither a duration" in out
