@@ -63,6 +63,7 @@ from corral.slave.agent_effects import (
 from corral.slave.checkpoints import Checkpoints, CheckpointWriteError, TaskCheckpoint
 from corral.slave.containerizer import ContainerConfig, ContainerError, Containerizer
 from corral.slave.containerizer.images import ImageStore
+from corral.slave.containerizer.images import gc as image_gc
 from corral.slave.containerizer.seccomp import SeccompPolicy
 from corral.slave.master_link import MasterLink
 from corral.slave.session import Session
@@ -342,12 +343,19 @@ class Agent:
     def _send(self, message: AgentMessage) -> bool:
         return self.link.send(message)
 
-    def _empty_trash(self) -> None:
-        """Delete removed sandboxes in a thread, one deleter at a time."""
+    def _empty_trash(self, images: bool = False) -> None:
+        """Delete removed sandboxes (and with ``images``, collect unused images:
+        images/gc.py) in a thread, one round at a time."""
         if self._trash_emptier is None or self._trash_emptier.done():
             self._trash_emptier = asyncio.create_task(
-                asyncio.to_thread(sandbox_gc.empty_trash, self.work_dir), name="agent-empty-trash"
+                asyncio.to_thread(self._chores, images), name="agent-chores"
             )
+
+    def _chores(self, images: bool) -> int:
+        removed = sandbox_gc.empty_trash(self.work_dir)
+        if images and self.config.image_gc:
+            image_gc.collect_quietly(self.images, self.config.image_gc_budget)
+        return removed
 
     # -- the master -----------------------------------------------------------
 
@@ -454,7 +462,7 @@ class Agent:
             if now >= next_gc:
                 next_gc = now + self.config.gc_interval_s
                 self._collect_garbage(now)
-                self._empty_trash()
+                self._empty_trash(images=True)
             if self.link.session.heartbeat_due(now):
                 self._send(AgentMessage(heartbeat=AgentMessage.Heartbeat(timestamp=now)))
             self._execute(self.core.tick(now))
