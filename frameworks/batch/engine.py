@@ -508,7 +508,7 @@ class BatchEngine(Scheduler):
         attempt.state, attempt.finished_at = state, now
         if status is not None:
             attempt.exit_code, attempt.signal = status.exit_code, status.signal
-            attempt.reason = status.reason
+            attempt.reason = status.reason.value  # the name as a plain str, in every store
             message = status.message
             if status.stderr_tail and state != "FINISHED":
                 message += " | stderr: " + status.stderr_tail.strip().splitlines()[-1][:200]
