@@ -23,7 +23,7 @@ from corral.cli.ids import IdLookupError
 from corral.cli.security import tls_options
 from corral.errors import ApiError, CallError, CertificateError, CorralError
 from corral.frameworks.batch import JobSpecError
-from corral.frameworks.driver import NotConnectedError, SubscribeError
+from corral.frameworks.driver import ConnectTimeoutError, NotConnectedError, SubscribeError
 from corral.resources import ResourceError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -76,7 +76,7 @@ def handle_errors(fn: F) -> F:
             fail(str(e), exit_codes.from_http(e.status))
         except CallError as e:
             fail(str(e), exit_codes.from_grpc_name(e.code))
-        except NotConnectedError as e:
+        except (NotConnectedError, ConnectTimeoutError) as e:
             fail(str(e), exit_codes.UNREACHABLE)
         except SubscribeError as e:
             fail(str(e), exit_codes.REFUSED)
