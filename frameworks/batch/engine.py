@@ -206,10 +206,20 @@ class BatchEngine(Scheduler):
             return {"periodic_id": row.id, "next_run": str(row.next_run)}
         return {"job_id": self._start_job(spec, raw)}
 
-    def _start_job(self, spec: JobSpec, raw: Mapping[str, Any], periodic: str = "") -> str:
+    def _start_job(
+        self, spec: JobSpec, raw: Mapping[str, Any], periodic: str = "", scheduled_at: float = 0.0
+    ) -> str:
         job_id = f"{spec.name}-{self.new_id()[:6]}"
         stored = {k: v for k, v in raw.items() if k not in ("schedule", "concurrency_policy")}
-        job = JobRow(job_id, spec.name, dumps(stored), "RUNNING", self.clock(), periodic=periodic)
+        job = JobRow(
+            job_id,
+            spec.name,
+            dumps(stored),
+            "RUNNING",
+            self.clock(),
+            periodic=periodic,
+            scheduled_at=scheduled_at,
+        )
         with self.store.transaction():
             self.store.save(job)
             self.jobs[job_id] = job
@@ -324,6 +334,15 @@ class BatchEngine(Scheduler):
             total.update(self.counts.get((job_id, group.name), Counter()))
         return +total
 
+    def _job_env(self, task: TaskRow) -> dict[str, str]:
+        """What a task learns of its job: its id, the attempt, and for a
+        periodic job's run the time it was due (whole UNIX seconds)."""
+        env = {"CORRAL_JOB_ID": task.job_id, "CORRAL_ATTEMPT": str(task.attempts)}
+        scheduled = self.jobs[task.job_id].scheduled_at
+        if scheduled:
+            env["CORRAL_SCHEDULED_TIME"] = str(int(scheduled))
+        return env
+
     def _job_summary(self, job: JobRow) -> dict[str, Any]:
         counts = dict(self.job_counts(job.id))
         return {
@@ -333,6 +352,7 @@ class BatchEngine(Scheduler):
             "submitted_at": job.submitted_at,
             "finished_at": job.finished_at,
             "periodic": job.periodic,
+            "scheduled_at": job.scheduled_at,
             "total": len(self.job_tasks[job.id]),
             "counts": counts,
             "unschedulable": {g: str(v) for (j, g), v in self.unschedulable.items() if j == job.id},
@@ -418,7 +438,7 @@ class BatchEngine(Scheduler):
                     self.store.save(attempt)
                     self._add_attempt(attempt)
                     base = self._task_def(task)
-                    env = {**base.env, "CORRAL_JOB_ID": task.job_id, "CORRAL_ATTEMPT": str(task.attempts)}
+                    env = {**base.env, **self._job_env(task)}
                     launch.append(replace(base, task_id=attempt.id, env=env))
             # Leftovers come straight back (refuse 0): we may want them next cycle.
             driver.launch(offer, launch, refuse_s=0.0)
@@ -701,7 +721,9 @@ class BatchEngine(Scheduler):
         if checked is None:
             return
         spec, raw, cron = checked
-        p.next_run = cron.next_after_ts(now)
+        # A slot missed while no instance led runs once, late (as a Kubernetes
+        # CronJob without a deadline does); the slots in between are skipped.
+        slot, p.next_run = p.next_run, cron.next_after_ts(now)
         running = [j for j in self.jobs.values() if j.periodic == p.id and j.state == "RUNNING"]
         if running and spec.concurrency_policy == "forbid":
             when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now))
@@ -717,7 +739,7 @@ class BatchEngine(Scheduler):
         # One commit for the run and the periodic row's next time: a leader
         # killed in between must not leave a standby to start this run again.
         with self.store.transaction():
-            job_id = self._start_job(spec, raw, periodic=p.id)
+            job_id = self._start_job(spec, raw, periodic=p.id, scheduled_at=slot)
             p.last_job, p.message = job_id, ""
             self.store.save(p)
         log.info("batch.periodic_run", periodic_id=p.id, job_id=job_id)

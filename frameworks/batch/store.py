@@ -27,7 +27,8 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, spec TEXT NOT NULL, state TEXT NOT NULL,
-    submitted_at REAL NOT NULL, finished_at REAL NOT NULL DEFAULT 0, periodic TEXT NOT NULL DEFAULT ''
+    submitted_at REAL NOT NULL, finished_at REAL NOT NULL DEFAULT 0, periodic TEXT NOT NULL DEFAULT '',
+    scheduled_at REAL NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS tasks (
     id TEXT PRIMARY KEY, job_id TEXT NOT NULL, grp TEXT NOT NULL, idx INTEGER NOT NULL,
@@ -62,6 +63,7 @@ ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("periodic", "state", "TEXT NOT NULL DEFAULT 'ACTIVE'"),
     ("periodic", "message", "TEXT NOT NULL DEFAULT ''"),
     ("tasks", "reschedules", "INTEGER NOT NULL DEFAULT 0"),
+    ("jobs", "scheduled_at", "REAL NOT NULL DEFAULT 0"),
 )
 
 
@@ -74,6 +76,8 @@ class JobRow:
     submitted_at: float
     finished_at: float = 0.0
     periodic: str = ""
+    #: a periodic job's run: the time it was due (its cron slot), 0 otherwise
+    scheduled_at: float = 0.0
 
 
 @dataclass
