@@ -152,6 +152,25 @@ class LocalCluster:
             await asyncio.gather(*(a.registered.wait() for a in self.agent_list))
         return self.master_address
 
+    async def restart_master(self, down_s: float = 0.0, timeout_s: float = 30.0) -> None:
+        """Stop the master and start a new one at the same address after
+        ``down_s``, as a crash and a supervisor's restart would; returns once
+        every agent has re-registered with it. The master is standalone and
+        keeps no state: the agents bring back their tasks (in its
+        re-registration window, ``agent_reregister_timeout_s``), frameworks
+        re-subscribe with their ids."""
+        await self.server.stop()
+        if down_s > 0:
+            await asyncio.sleep(down_s)  # the outage itself: nothing to wait for
+        self.server = MasterServer(
+            self.master_address, self.master_config, self._issue("master:local"), policy=self._policy_file()
+        )
+        await self.server.start()
+        wanted = {agent.agent_id for agent in self.agent_list}
+        async with asyncio.timeout(timeout_s):
+            while not (self.server.master is not None and wanted <= set(self.server.master.state.agents)):
+                await asyncio.sleep(0.02)
+
     async def stop(self) -> None:
         if self.metrics is not None:
             await self.metrics.stop()
