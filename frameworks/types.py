@@ -80,6 +80,8 @@ class TaskStatus:
     uuid: bytes = b""
     #: the agent's health check verdict (None: no check, or no verdict yet)
     healthy: bool | None = None
+    #: the task's labels, as it was launched with them
+    labels: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_proto(cls, s: pb.TaskStatus) -> TaskStatus:
@@ -98,6 +100,7 @@ class TaskStatus:
             timestamp=s.timestamp,
             uuid=s.uuid,
             healthy=s.healthy if s.HasField("healthy") else None,
+            labels={label.key: label.value for label in s.labels},
         )
 
 
