@@ -31,6 +31,7 @@ from corral.detector import LeaderFinder
 from corral.errors import CorralError
 from corral.frameworks.scheduler import Scheduler
 from corral.frameworks.types import MasterInfo, Offer, Task, TaskStatus
+from corral.master.validation import validate_framework_info
 from corral.proto import messages_pb2 as pb
 from corral.proto import scheduler_pb2, scheduler_pb2_grpc
 from corral.resources import Resources
@@ -259,6 +260,54 @@ class SchedulerDriver:
         for i in range(0, max(len(items), 1), CALL_ITEMS):
             chunk = items[i : i + CALL_ITEMS]
             self._call(Call(type=Call.RECONCILE, reconcile=Call.Reconcile(tasks=chunk)))
+
+    def update_framework(
+        self,
+        *,
+        roles: Sequence[str] | None = None,
+        name: str | None = None,
+        failover_timeout_s: float | None = None,
+        partition_aware: bool | None = None,
+    ) -> None:
+        """Change the framework's roles, name, failover timeout or partition
+        awareness without re-registering (Mesos' UPDATE_FRAMEWORK); what is
+        None stays. Offers to the old roles are rescinded when the roles
+        change. A bad value raises ValueError here, before anything changes
+        (the master's own validation); a role the master's ACLs refuse comes
+        back as an ``error`` (PERMISSION_DENIED), and the master keeps the old
+        roles. The driver subscribes with the new values from then on.
+        NotConnectedError while reconnecting (the next subscription carries
+        the change)."""
+        wanted = pb.FrameworkInfo()
+        wanted.CopyFrom(self.info)
+        if roles is not None:
+            del wanted.roles[:]
+            wanted.roles.extend(roles)
+        if name is not None:
+            wanted.name = name
+        if failover_timeout_s is not None:
+            wanted.failover_timeout_s = failover_timeout_s
+        errors = validate_framework_info(wanted)
+        if errors:
+            raise ValueError("update_framework: " + "; ".join(errors))
+        if roles is not None:
+            del self.info.roles[:]
+            self.info.roles.extend(roles)
+        if name is not None:
+            self.info.name = name
+        if failover_timeout_s is not None:
+            self.info.failover_timeout_s = failover_timeout_s
+        if partition_aware is not None:
+            caps = [c for c in self.info.capabilities if c != pb.FrameworkInfo.PARTITION_AWARE]
+            if partition_aware:
+                caps.append(pb.FrameworkInfo.PARTITION_AWARE)
+            del self.info.capabilities[:]
+            self.info.capabilities.extend(caps)
+        info = pb.FrameworkInfo()
+        info.CopyFrom(self.info)
+        info.id = self.framework_id
+        update = Call.UpdateFramework(framework_info=info)
+        self._call(Call(type=Call.UPDATE_FRAMEWORK, update_framework=update))
 
     def teardown(self, exit_code: int | None = None) -> None:
         """End the framework: the master kills its tasks and forgets it.
