@@ -9,6 +9,9 @@ with its retries back and its earlier attempts kept in its history.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import click
 
 from corral.cli import ids
@@ -16,48 +19,40 @@ from corral.cli.batch import _client, batch_option
 from corral.cli.common import _client_logging, console, handle_errors, master_option
 
 
-@click.command()
-@master_option
-@batch_option
-@click.argument("job_id")
-@click.pass_context
-@handle_errors
+def _steer(
+    ctx: click.Context, master: str | None, batch: str | None, job_id: str, call: Callable[..., Any]
+) -> None:
+    """Resolve JOB_ID (a unique prefix will do), make the call, print its answer."""
+    _client_logging(ctx)
+    client = _client(master, batch)
+    job_id = ids.job_id(client.jobs(), job_id)
+    console.print(f"{job_id}: {call(client, job_id)['result']}", highlight=False, markup=False)
+
+
+def _command(fn: Callable[..., None]) -> click.Command:
+    for option in (click.pass_context, click.argument("job_id"), batch_option, master_option):
+        fn = option(fn)
+    return click.command()(handle_errors(fn))
+
+
+@_command
 def hold(ctx: click.Context, master: str | None, batch: str | None, job_id: str) -> None:
     """Keep a job's pending tasks from launching (running ones go on). JOB_ID may be a prefix."""
-    _client_logging(ctx)
-    client = _client(master, batch)
-    job_id = ids.job_id(client.jobs(), job_id)
-    console.print(f"{job_id}: {client.hold(job_id)['result']}", highlight=False, markup=False)
+    _steer(ctx, master, batch, job_id, lambda c, j: c.hold(j))
 
 
-@click.command()
-@master_option
-@batch_option
-@click.argument("job_id")
-@click.pass_context
-@handle_errors
+@_command
 def release(ctx: click.Context, master: str | None, batch: str | None, job_id: str) -> None:
     """Let a held job's tasks launch again."""
-    _client_logging(ctx)
-    client = _client(master, batch)
-    job_id = ids.job_id(client.jobs(), job_id)
-    console.print(f"{job_id}: {client.release(job_id)['result']}", highlight=False, markup=False)
+    _steer(ctx, master, batch, job_id, lambda c, j: c.release(j))
 
 
-@click.command()
-@master_option
-@batch_option
-@click.argument("job_id")
 @click.option(
     "--failed", "failed_only", is_flag=True, help="Only the tasks that failed, were cancelled or skipped."
 )
-@click.pass_context
-@handle_errors
+@_command
 def requeue(
     ctx: click.Context, master: str | None, batch: str | None, job_id: str, failed_only: bool
 ) -> None:
     """Run an ended job again (its earlier attempts stay in its history)."""
-    _client_logging(ctx)
-    client = _client(master, batch)
-    job_id = ids.job_id(client.jobs(), job_id)
-    console.print(f"{job_id}: {client.requeue(job_id, failed_only)['result']}", highlight=False, markup=False)
+    _steer(ctx, master, batch, job_id, lambda c, j: c.requeue(j, failed_only))

@@ -6,54 +6,16 @@ requeue, `submit --after` across jobs, summaries that name failed tasks,
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import uuid
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
-from corral.cli.local import LocalCluster
 from corral.frameworks.batch.engine import JOB_FINAL
 from corral.frameworks.batch.service import BatchService
-from corral.testing import corral_command, eventually
+from corral.testing import eventually
+from corral.testing import run_corral as cli
 
 pytestmark = [pytest.mark.root]
-
-
-@pytest.fixture
-def shared_dir() -> Iterator[Path]:
-    """A directory tasks and the test both see (a task's /tmp is its own tmpfs)."""
-    path = Path("/var/tmp") / f"corral-test-{uuid.uuid4().hex[:8]}"
-    path.mkdir(parents=True)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-async def service(cluster: LocalCluster, tmp_path: Path) -> AsyncIterator[BatchService]:
-    svc = BatchService(cluster.master_address, tmp_path / "batch.db", record=False)
-    await svc.start()
-    try:
-        yield svc
-    finally:
-        await svc.stop()
-
-
-async def cli(*args: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *corral_command(),
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, "CORRAL_LOG_LEVEL": "warning"},
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode()
 
 
 def submitted(out: str) -> str:
