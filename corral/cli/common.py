@@ -15,6 +15,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 import grpc
 from rich.console import Console
+from rich.text import Text
 
 from corral import logging as corral_logging
 from corral.cli import exit as exit_codes
@@ -23,7 +24,7 @@ from corral.cli.ids import IdLookupError
 from corral.cli.security import tls_options
 from corral.errors import ApiError, CallError, CertificateError, CorralError
 from corral.frameworks.batch import JobSpecError
-from corral.frameworks.driver import NotConnectedError, SubscribeError
+from corral.frameworks.driver import ConnectTimeoutError, NotConnectedError, SubscribeError
 from corral.resources import ResourceError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -33,8 +34,10 @@ err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
 def fail(message: str, code: int = exit_codes.USAGE) -> NoReturn:
-    """One sentence on stderr and exit ``code`` (corral/cli/exit.py)."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    """One sentence on stderr and exit ``code`` (corral/cli/exit.py). The
+    message is printed as written: brackets in it (``[scheduler] table``, a
+    task's own text) are not taken for rich markup."""
+    err_console.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False)
     sys.exit(code)
 
 
@@ -76,7 +79,7 @@ def handle_errors(fn: F) -> F:
             fail(str(e), exit_codes.from_http(e.status))
         except CallError as e:
             fail(str(e), exit_codes.from_grpc_name(e.code))
-        except NotConnectedError as e:
+        except (NotConnectedError, ConnectTimeoutError) as e:
             fail(str(e), exit_codes.UNREACHABLE)
         except SubscribeError as e:
             fail(str(e), exit_codes.REFUSED)

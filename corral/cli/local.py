@@ -157,19 +157,27 @@ class LocalCluster:
 
     # -- faults, for tests (corral.testing) ----------------------------------------
 
-    async def restart_master(self) -> None:
-        """Stop the master and start a new one on the same address that
-        recovers what the first had registered (agents, frameworks, roles),
-        as a standby taking over from the registry would: agents re-register
-        with their running tasks, frameworks re-subscribe with their ids."""
+    async def restart_master(self, down_s: float = 0.0, timeout_s: float = 30.0) -> None:
+        """Stop the master and start a new one at the same address after
+        ``down_s``, as a crash and a supervisor's restart would, recovering
+        what the first had registered (agents, frameworks, roles) as a standby
+        taking over from the registry does; returns once every running agent
+        has re-registered with it (bringing back its tasks), while frameworks
+        re-subscribe with their ids."""
         old = self.server
         await old.stop()
+        if down_s > 0:
+            await asyncio.sleep(down_s)  # the outage itself: nothing to wait for
         server = MasterServer(
             self.master_address, self.master_config, self._issue("master:local"), policy=self._policy_file()
         )
         server.registry = old.registry  # (standalone: in memory, handed on)
-        await server.start()
         self.server = server
+        await server.start()
+        wanted = {a.agent_id for i, a in enumerate(self.agent_list) if i not in self._stopped_agents}
+        async with asyncio.timeout(timeout_s):
+            while not (server.master is not None and wanted <= set(server.master.state.agents)):
+                await asyncio.sleep(0.02)
 
     async def stop_agent(self, index: int) -> None:
         """Stop agent ``index`` as a killed agent process would: its tasks run on,

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+from rich.text import Text
 
 from corral import __version__
 from corral.cli import daemons, ids, images, views
@@ -366,7 +367,9 @@ def run(
             p.status is not None and p.status.reason.startswith(("CONTAINER_LIMITATION", "CONTAINER_LAUNCH"))
         ):
             msg = p.status.message if p.status else ""
-            err_console.print(f"[red]task {p.state.name if p.state else '?'}:[/] {msg}", highlight=False)
+            # The task's message as written: brackets in it are no markup.
+            state = p.state.name if p.state else "?"
+            err_console.print(Text.assemble((f"task {state}:", "red"), " ", msg), highlight=False)
         return exit_code_of(p)
 
     sys.exit(asyncio.run(main()))

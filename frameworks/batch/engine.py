@@ -461,7 +461,7 @@ class BatchEngine(JobModel, Scheduler):
             # the arrival: an update held while we were away is on time.
             attempt.finished_at = status.timestamp or now
             attempt.exit_code, attempt.signal = status.exit_code, status.signal
-            attempt.reason = status.reason
+            attempt.reason = status.reason.value  # the name as a plain str, in every store
             attempt.cpu_time_s, attempt.mem_peak_bytes = status.cpu_time_s, status.mem_peak_bytes
             message = status.message
             if status.stderr_tail and state != "FINISHED":
