@@ -22,7 +22,7 @@ import structlog
 
 from corral.codec import resources_to_proto
 from corral.detector import LeaderFinder
-from corral.errors import CorralError
+from corral.errors import NotConnectedError, SubscribeError
 from corral.frameworks.scheduler import Scheduler
 from corral.frameworks.types import MasterInfo, Offer, Task, TaskStatus
 from corral.proto import messages_pb2 as pb
@@ -52,14 +52,6 @@ def _principal_name(name: str) -> str:
 #: acknowledgements or reconciliations sent in one call: the master refuses
 #: more (master/validation.py MAX_FRAMEWORK_ITEMS_PER_CALL; a test keeps the two equal)
 CALL_ITEMS = 10_000
-
-
-class SubscribeError(CorralError):
-    """The master refused the subscription; retrying would not help."""
-
-
-class NotConnectedError(CorralError):
-    """A call was made while the driver has no stream to the master."""
 
 
 class SchedulerDriver:

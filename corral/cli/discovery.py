@@ -7,7 +7,6 @@ or ``corral cluster up`` recorded for its own cluster, then plaintext claiming
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import json
 import os
@@ -16,9 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from corral.detector import ZooKeeperDetector
-from corral.errors import CorralError
-from corral.zk import is_zk_url, parse_zk_url
+from corral.errors import ClusterNotFoundError
 
 if TYPE_CHECKING:
     from corral.transport import Credentials
@@ -27,10 +24,6 @@ if TYPE_CHECKING:
 CLUSTER_META_KEY = "corral.cluster"
 #: Where ``--tls-ca``/``--tls-cert``/``--tls-key`` leave theirs (see client_credentials).
 TLS_META_KEY = "corral.tls"
-
-
-class ClusterNotFoundError(CorralError):
-    """No master address was given and no local cluster is running."""
 
 
 def state_dir() -> Path:
@@ -167,10 +160,18 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _is_zk_url(master: str) -> bool:
+    # corral.zk.is_zk_url, without importing kazoo into every client command
+    return master.startswith("zk://")
+
+
 async def leader_of(master: str, timeout: float = 10.0) -> str:
     """The address to call: ``master`` itself, or the leader a ``zk://`` URL names."""
-    if not is_zk_url(master):
+    if not _is_zk_url(master):
         return master
+    from corral.detector import ZooKeeperDetector
+    from corral.zk import parse_zk_url
+
     detector = ZooKeeperDetector(parse_zk_url(master))
     await detector.start()
     try:
@@ -183,7 +184,11 @@ async def leader_of(master: str, timeout: float = 10.0) -> str:
 
 def leader_address(master: str, timeout: float = 10.0) -> str:
     """Blocking form of :func:`leader_of`, for one-shot CLI calls."""
-    return master if not is_zk_url(master) else asyncio.run(leader_of(master, timeout))
+    if not _is_zk_url(master):
+        return master
+    import asyncio
+
+    return asyncio.run(leader_of(master, timeout))
 
 
 def operator_name() -> str:

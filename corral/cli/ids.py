@@ -15,14 +15,10 @@ from typing import Any
 
 import grpc
 
-from corral.errors import CorralError
+from corral.errors import IdLookupError
 from corral.proto import operator_pb2 as op
 
 SHOWN = 5  # candidates named in a message
-
-
-class IdLookupError(CorralError):
-    """No object, or more than one, answers to what the user typed."""
 
 
 @dataclass(frozen=True)
