@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from corral.errors import ClusterNotFoundError
+from corral.zk import is_zk_url, parse_zk_url
 
 if TYPE_CHECKING:
     from corral.transport import Credentials
@@ -160,17 +161,11 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _is_zk_url(master: str) -> bool:
-    # corral.zk.is_zk_url, without importing kazoo into every client command
-    return master.startswith("zk://")
-
-
 async def leader_of(master: str, timeout: float = 10.0) -> str:
     """The address to call: ``master`` itself, or the leader a ``zk://`` URL names."""
-    if not _is_zk_url(master):
+    if not is_zk_url(master):
         return master
-    from corral.detector import ZooKeeperDetector
-    from corral.zk import parse_zk_url
+    from corral.zk_detector import ZooKeeperDetector
 
     detector = ZooKeeperDetector(parse_zk_url(master))
     await detector.start()
@@ -184,7 +179,7 @@ async def leader_of(master: str, timeout: float = 10.0) -> str:
 
 def leader_address(master: str, timeout: float = 10.0) -> str:
     """Blocking form of :func:`leader_of`, for one-shot CLI calls."""
-    if not _is_zk_url(master):
+    if not is_zk_url(master):
         return master
     import asyncio
 

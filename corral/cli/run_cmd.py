@@ -13,7 +13,7 @@ import click
 from corral.cli import common
 from corral.cli import exit as exit_codes
 from corral.cli.common import _client_logging, fail, handle_errors, master_option
-from corral.cli.discovery import resolve_master
+from corral.cli.discovery import client_credentials, resolve_master
 
 
 def _parse_env(items: tuple[str, ...]) -> dict[str, str]:
@@ -123,7 +123,9 @@ def run(
         }
     )
     assert isinstance(spec.groups[0], TaskGroup)
-    never = never_fits_message(addr, spec)
+    # Read and checked once: the three calls below would each load them.
+    credentials = client_credentials(addr)
+    never = never_fits_message(addr, spec, credentials)
     if never is not None:
         fail(never, exit_codes.REFUSED)
 
@@ -132,7 +134,8 @@ def run(
             addr,
             spec,
             framework_name="corral-run",
-            while_running=follow_output(addr, lambda job_id: f"{job_id}.{name}.0"),
+            while_running=follow_output(addr, lambda job_id: f"{job_id}.{name}.0", credentials),
+            credentials=credentials,
         )
         p = result.progress[0]
         if result.interrupted:

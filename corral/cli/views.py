@@ -18,7 +18,7 @@ from corral.codec import reason_name, resources_from_proto, state_name
 from corral.detector import leader_from_error
 from corral.proto import operator_pb2 as op
 from corral.proto import operator_pb2_grpc
-from corral.transport import make_sync_channel
+from corral.transport import Credentials, make_sync_channel
 
 TIMEOUT_S = 10.0
 STYLE = {
@@ -35,8 +35,8 @@ STYLE = {
 class _Operator:
     """Operator calls that follow a non-leading master's redirect once."""
 
-    def __init__(self, master: str) -> None:
-        self.credentials = client_credentials(master)
+    def __init__(self, master: str, credentials: Credentials | None = None) -> None:
+        self.credentials = credentials or client_credentials(master)
         self.address = leader_address(master)
 
     def __getattr__(self, method: str) -> Callable[..., Any]:
@@ -57,9 +57,10 @@ class _Operator:
         return call
 
 
-def operator_stub(master: str) -> _Operator:
-    """An Operator API client for ``master`` that follows a redirect to the leader."""
-    return _Operator(master)
+def operator_stub(master: str, credentials: Credentials | None = None) -> _Operator:
+    """An Operator API client for ``master`` that follows a redirect to the leader
+    (``credentials``: default, the CLI's for that master)."""
+    return _Operator(master, credentials)
 
 
 _stub = operator_stub

@@ -38,8 +38,10 @@ HEAVY = (
     "corral.frameworks",
     "corral.cli.local",
 )
-#: what no client command (one that only calls a master) imports, even while it runs
-AGENT_AND_MASTER = ("corral.slave", "corral.master", "corral.cli.local")
+#: what no client command (one that only calls a master) imports, even while it
+#: runs: agent and master code, and kazoo (only a zk:// master needs it, and
+#: then corral.zk_detector imports it)
+AGENT_AND_MASTER = ("corral.slave", "corral.master", "corral.cli.local", "kazoo")
 
 # Runs the entry point as the `corral` script does, then writes sys.modules
 # to the file named by the first argument.
@@ -103,7 +105,8 @@ def test_a_commands_help_imports_no_transport_or_agent_code(tmp_path: Path, comm
 def test_client_commands_import_no_agent_or_master_code(tmp_path: Path) -> None:
     """What ``corral run``, ``tasks``, ``submit``, ``explain``, ``exec``... load
     when they run (their deferred imports included) holds no agent or master
-    code: a client needs only the protocol, the SDK and the views."""
+    code and no kazoo: a client of one master needs only the protocol, the SDK
+    and the views."""
     client_modules = [
         "corral.cli.run_cmd",
         "corral.cli.jobs",
