@@ -243,9 +243,29 @@ def client_credentials(master: str, claim: str = "") -> Credentials:
     files = flag_tls_files() or recorded_tls_files(master)
     if files is None:
         return Credentials(claim=claim or f"operator:{operator_name()}")
-    from corral.pki import load_credentials
+    return checked_tls(files)
 
-    return load_credentials(*files)
+
+def tls_store() -> Path:
+    """Where the CLI remembers the TLS files it has checked (corral/tls_files.py)."""
+    return state_dir() / "tls-checked.json"
+
+
+def checked_tls(files: tuple[str, str, str]) -> Credentials:
+    """The credentials in ``files`` (CA, certificate, key), checked by
+    corral.pki; if the same bytes passed that check before and are still
+    valid, read without checking again (no ``cryptography`` import)."""
+    from corral import tls_files
+
+    remembered = tls_files.remembered(files, tls_store())
+    if remembered is not None:
+        return remembered
+    from corral.pki import load_credentials, validity_window
+
+    credentials = load_credentials(*files)
+    start, end = validity_window(files[0], files[1])
+    tls_files.remember(credentials, tls_store(), start.timestamp(), end.timestamp())
+    return credentials
 
 
 def api_credentials(record: dict[str, Any] | None) -> Credentials | None:
@@ -262,9 +282,7 @@ def api_credentials(record: dict[str, Any] | None) -> Credentials | None:
             )
     if files is None:
         return None
-    from corral.pki import load_credentials
-
-    return load_credentials(*files)
+    return checked_tls(files)
 
 
 def framework_credentials(master: str, name: str) -> Credentials:
