@@ -9,6 +9,8 @@ first paragraph of its help (that test keeps the two equal).
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from corral import __version__
@@ -130,7 +132,39 @@ def cli(ctx: click.Context, log_level: str | None) -> None:
 
 
 def main() -> None:
-    cli(obj={})
+    """The ``corral`` script: run the command, then exit, quickly if the
+    command allows it (corral.cli.common.nothing_to_tear_down)."""
+    try:
+        cli(obj={})
+    except SystemExit as e:
+        common = sys.modules.get("corral.cli.common")  # absent: no command asked
+        if common is not None and common.quick_exit_requested():
+            _exit_without_teardown(e.code)
+        raise
+
+
+def _exit_without_teardown(code: object) -> None:
+    """``os._exit`` with the status Python would give ``SystemExit(code)``,
+    after flushing stdout and stderr; returns (the caller then exits the
+    usual way) if a non-daemon thread still runs, which Python would wait for,
+    or if flushing fails."""
+    import os
+    import threading
+
+    if any(not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        return
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code & 0xFF
+    else:
+        return  # Python prints a message for these: let it
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        return
+    os._exit(status)
 
 
 if __name__ == "__main__":

@@ -150,7 +150,11 @@ def run(
             )
         return exit_code_of(p)
 
-    sys.exit(asyncio.run(main()))
+    code = asyncio.run(main())
+    # The framework is torn down, the output written and flushed; what is
+    # still open (the Operator API's channel) the kernel closes, as at any exit.
+    common.nothing_to_tear_down()
+    sys.exit(code)
 
 
 @click.command()
