@@ -16,13 +16,10 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import grpc
 import grpc.aio
-from rich.console import Console
-from rich.live import Live
-from rich.table import Table
-from rich.text import Text
 
 from corral.cli.discovery import client_credentials, leader_of
 from corral.frameworks.batch import BatchScheduler, JobSpec, TaskProgress
@@ -31,6 +28,14 @@ from corral.frameworks.types import TaskState
 from corral.proto import operator_pb2 as op
 from corral.proto import operator_pb2_grpc
 from corral.transport import Credentials, make_channel
+
+if TYPE_CHECKING:
+    # rich's tables and live display are for `corral submit`; `corral run`
+    # streams raw output and need not import them.
+    from rich.console import Console
+    from rich.live import Live
+    from rich.table import Table
+    from rich.text import Text
 
 STATE_STYLE = {
     TaskState.FINISHED: "green",
@@ -60,7 +65,7 @@ def never_fits_message(master: str, spec: JobSpec, credentials: Credentials | No
     agents' totals, from ``ListAgents``), with the smallest change that would
     let it; None if every task could, or no agent is known yet (they may be
     registering), or the policy does not let us list agents."""
-    from corral.cli.views import TIMEOUT_S, operator_stub
+    from corral.cli.operator_client import TIMEOUT_S, operator_stub
     from corral.frameworks.agents import candidates
     from corral.frameworks.fit_change import explain
 
@@ -273,6 +278,8 @@ class ProgressView:
 
     def __enter__(self) -> ProgressView:
         if self.console.is_terminal:
+            from rich.live import Live
+
             self.live = Live(self._render(), console=self.console, refresh_per_second=8)
             self.live.__enter__()
         return self
@@ -302,6 +309,8 @@ class ProgressView:
         return ", ".join(parts)
 
     def _render(self) -> Text:
+        from rich.text import Text
+
         return Text(self._summary(), style="bold")
 
     def _print_line(self, force: bool = False) -> None:
@@ -313,6 +322,9 @@ class ProgressView:
 
 
 def result_table(result: JobResult, outputs: dict[str, str] | None = None) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(title=f"job {result.job_id}", title_justify="left")
     table.add_column("task")
     table.add_column("state")

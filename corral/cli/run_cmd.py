@@ -166,9 +166,10 @@ def run(
 def kill(ctx: click.Context, master: str | None, task_id: str, framework: str) -> None:
     """Kill a task (SIGTERM, then SIGKILL after its grace period)."""
     from corral.cli import ids, views
+    from corral.cli.operator_client import operator_stub
 
     _client_logging(ctx)
     address = resolve_master(master)
-    task_id, framework = ids.task_id(views.operator_stub(address), task_id, framework)
+    task_id, framework = ids.task_id(operator_stub(address), task_id, framework)
     views.kill_task(address, task_id, framework)
     common.console.print(f"kill sent to task {task_id}", highlight=False)

@@ -78,12 +78,13 @@ def top(
 
     from rich.live import Live
 
-    from corral.cli import ids, views
+    from corral.cli import ids
     from corral.cli import top as topview
+    from corral.cli.operator_client import operator_stub
 
     _client_logging(ctx)
     address = resolve_master(master)
-    stub = views.operator_stub(address)
+    stub = operator_stub(address)
     framework = ids.framework_id(stub, framework) if framework else ""
     agent = ids.agent_id(stub, agent) if agent else ""
     if task:
@@ -122,8 +123,9 @@ def logs(
 ) -> None:
     """Print a task's stdout (or stderr) from its sandbox."""
     from corral.cli import ids, views
+    from corral.cli.operator_client import operator_stub
 
     _client_logging(ctx)
     address = resolve_master(master)
-    task_id, framework = ids.task_id(views.operator_stub(address), task_id, framework)
+    task_id, framework = ids.task_id(operator_stub(address), task_id, framework)
     views.print_logs(address, task_id, "stderr" if stderr else "stdout", follow, framework)

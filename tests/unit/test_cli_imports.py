@@ -110,6 +110,7 @@ def test_client_commands_import_no_agent_or_master_code(tmp_path: Path) -> None:
     client_modules = [
         "corral.cli.run_cmd",
         "corral.cli.jobs",
+        "corral.cli.operator_client",
         "corral.cli.views",
         "corral.cli.views_cmd",
         "corral.cli.top",
