@@ -19,26 +19,32 @@ TIMEOUT_S = 10.0
 
 
 class OperatorClient:
-    """Operator calls that follow a non-leading master's redirect once."""
+    """Operator calls that follow a non-leading master's redirect once, on one
+    channel per address (a command's lookups and its call share a connection)."""
 
     def __init__(self, master: str, credentials: Credentials | None = None) -> None:
         self.credentials = credentials or client_credentials(master)
         self.address = leader_address(master)
+        self._stubs: dict[str, operator_pb2_grpc.OperatorStub] = {}
+
+    def _stub(self) -> operator_pb2_grpc.OperatorStub:
+        stub = self._stubs.get(self.address)
+        if stub is None:
+            stub = operator_pb2_grpc.OperatorStub(make_sync_channel(self.address, self.credentials))
+            self._stubs[self.address] = stub
+        return stub
 
     def __getattr__(self, method: str) -> Callable[..., Any]:
         def call(request: object, timeout: float = TIMEOUT_S) -> Any:
             for _ in range(2):
-                stub = operator_pb2_grpc.OperatorStub(make_sync_channel(self.address, self.credentials))
                 try:
-                    return getattr(stub, method)(request, timeout=timeout)
+                    return getattr(self._stub(), method)(request, timeout=timeout)
                 except grpc.RpcError as e:
                     leader = leader_from_error(e)
                     if leader is None or leader == self.address:
                         raise
                     self.address = leader
-            return getattr(
-                operator_pb2_grpc.OperatorStub(make_sync_channel(self.address, self.credentials)), method
-            )(request, timeout=timeout)
+            return getattr(self._stub(), method)(request, timeout=timeout)
 
         return call
 
