@@ -147,10 +147,13 @@ def _exit_without_teardown(code: object) -> None:
     """``os._exit`` with the status Python would give ``SystemExit(code)``,
     after flushing stdout and stderr; returns (the caller then exits the
     usual way) if a non-daemon thread still runs, which Python would wait for,
-    or if flushing fails."""
+    if a tracer or profiler is set (coverage and cProfile write their data at
+    exit), or if flushing fails."""
     import os
     import threading
 
+    if sys.gettrace() is not None or sys.getprofile() is not None:
+        return
     if any(not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
         return
     if code is None:

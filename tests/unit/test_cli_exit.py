@@ -21,6 +21,8 @@ if quick:
     common.nothing_to_tear_down()
 if thread:
     threading.Thread(target=threading.Event().wait, args=(0.2,)).start()
+if sys.argv[5] == "1":  # as coverage does; it writes its data at exit
+    sys.settrace(lambda *args: None)
 sys.argv = ["corral", sys.argv[4]]
 print("before", flush=False)
 main.main()
@@ -28,11 +30,20 @@ main.main()
 
 
 def _run(
-    tmp_path: Path, quick: bool, thread: bool, argv: str = "--version"
+    tmp_path: Path, quick: bool, thread: bool, argv: str = "--version", trace: bool = False
 ) -> tuple[subprocess.CompletedProcess[str], bool]:
     marker = tmp_path / "atexit-ran"
     done = subprocess.run(
-        [sys.executable, "-c", PROBE, str(marker), "1" if quick else "0", "1" if thread else "0", argv],
+        [
+            sys.executable,
+            "-c",
+            PROBE,
+            str(marker),
+            "1" if quick else "0",
+            "1" if thread else "0",
+            argv,
+            "1" if trace else "0",
+        ],
         capture_output=True,
         text=True,
         timeout=60,
@@ -59,3 +70,9 @@ def test_a_failing_command_keeps_its_status_and_message(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "No such command 'nosuch'" in done.stderr
     assert not atexit_ran
+
+
+def test_a_tracer_gets_the_usual_exit(tmp_path: Path) -> None:
+    done, atexit_ran = _run(tmp_path, quick=True, thread=False, trace=True)
+    assert done.returncode == 0, done.stderr
+    assert atexit_ran
