@@ -319,6 +319,8 @@ class FrameworkHost:
                     framework_id=self._engine.framework_id,
                     failover_timeout_s=self.failover_timeout_s,
                     credentials=self.credentials,
+                    # A long-lived service waits for its master however long it takes.
+                    connect_timeout_s=None,
                 )
                 try:
                     await self.driver.run()

@@ -341,6 +341,10 @@ class Master:
     def decline(self, framework_id: str, offer_ids: list[str], refuse_s: float | None) -> None:
         self._call(self.core.decline, framework_id, offer_ids, refuse_s)
 
+    def update_framework(self, framework_id: str, info: pb.FrameworkInfo) -> None:
+        """UPDATE_FRAMEWORK: new roles, capabilities, name, failover timeout."""
+        self._call(self.core.update_framework, framework_id, info)
+
     def revive(self, framework_id: str, roles: tuple[str, ...] = ()) -> None:
         """Offers again in ``roles`` (every role when empty); clears decline filters."""
         self._call(self.core.revive, framework_id, roles)

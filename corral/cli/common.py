@@ -22,6 +22,7 @@ from corral.errors import (
     CallError,
     CertificateError,
     ClusterNotFoundError,
+    ConnectTimeoutError,
     CorralError,
     IdLookupError,
     NotConnectedError,
@@ -83,8 +84,12 @@ def quick_exit_requested() -> bool:
 
 
 def fail(message: str, code: int = exit_codes.USAGE) -> NoReturn:
-    """One sentence on stderr and exit ``code`` (corral/cli/exit.py)."""
-    _console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    """One sentence on stderr and exit ``code`` (corral/cli/exit.py). The
+    message is printed as written: brackets in it (``[scheduler] table``, a
+    task's own text) are not taken for rich markup."""
+    from rich.text import Text
+
+    _console(stderr=True).print(Text.assemble(("error:", "bold red"), " ", message), highlight=False)
     sys.exit(code)
 
 
@@ -128,7 +133,7 @@ def handle_errors(fn: F) -> F:
             fail(str(e), exit_codes.from_http(e.status))
         except CallError as e:
             fail(str(e), exit_codes.from_grpc_name(e.code))
-        except NotConnectedError as e:
+        except (NotConnectedError, ConnectTimeoutError) as e:
             fail(str(e), exit_codes.UNREACHABLE)
         except SubscribeError as e:
             fail(str(e), exit_codes.REFUSED)

@@ -34,13 +34,24 @@ COMMANDS: dict[str, LazyCommand] = {
         "Run COMMAND inside running task TASK_ID's container; exit with its code.",
     ),
     "submit": LazyCommand("corral.cli.batch:submit", "Submit a job file (TOML)."),
-    "jobs": LazyCommand("corral.cli.batch:jobs", "List the batch service's jobs and periodic jobs."),
+    "jobs": LazyCommand(
+        "corral.cli.batch:jobs",
+        "List the batch service's jobs (the history; --since to cut it) and periodic jobs.",
+    ),
     "job": LazyCommand(
         "corral.cli.batch:job",
         "Show a job: per task its state, tries, exit code and agent (or a periodic job and its runs).",
     ),
     "cancel": LazyCommand(
         "corral.cli.batch:cancel", "Cancel a job (its running tasks are killed) or remove a periodic job."
+    ),
+    "hold": LazyCommand(
+        "corral.cli.job_control:hold",
+        "Keep a job's pending tasks from launching (running ones go on). JOB_ID may be a prefix.",
+    ),
+    "release": LazyCommand("corral.cli.job_control:release", "Let a held job's tasks launch again."),
+    "requeue": LazyCommand(
+        "corral.cli.job_control:requeue", "Run an ended job again (its earlier attempts stay in its history)."
     ),
     "service": LazyCommand(
         "corral.cli.service:service",

@@ -144,10 +144,12 @@ def run(
         if (p.state is not None and p.state.name not in ("FINISHED", "FAILED")) or (
             p.status is not None and p.status.reason.startswith(("CONTAINER_LIMITATION", "CONTAINER_LAUNCH"))
         ):
+            from rich.text import Text
+
             msg = p.status.message if p.status else ""
-            common.err_console.print(
-                f"[red]task {p.state.name if p.state else '?'}:[/] {msg}", highlight=False
-            )
+            # The task's message as written: brackets in it are no markup.
+            state = p.state.name if p.state else "?"
+            common.err_console.print(Text.assemble((f"task {state}:", "red"), " ", msg), highlight=False)
         return exit_code_of(p)
 
     code = asyncio.run(main())

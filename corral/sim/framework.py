@@ -118,7 +118,7 @@ class SimDriver(SchedulerDriver):
             stream.close("CANCELLED", "the framework closed the stream")
         if not subscribed and stream.close_code in _FATAL:
             raise SubscribeError(f"{stream.close_code}: {stream.close_message}")
-        if subscribed:
+        if self.tells_disconnected(subscribed):
             await self.scheduler.disconnected(self)
         return subscribed
 

@@ -236,6 +236,7 @@ class Core:
     def send_updates(self, fw: FrameworkRecord, statuses: list[pb.TaskStatus]) -> None:
         if not statuses or not fw.connected or fw.stream is None:
             return  # (none: no empty UPDATE) the agent retries until the framework is back and acknowledges
+        statuses = [_labelled(fw, s) for s in statuses]
         if len(statuses) == 1:
             self.to_framework(fw, Event(type=Event.UPDATE, update=Event.Update(status=statuses[0])))
         else:
@@ -292,3 +293,20 @@ class Core:
             for s in statuses
         ]
         return MasterMessage(acknowledgements=MasterMessage.Acknowledgements(acks=acks))
+
+
+def _labelled(fw: FrameworkRecord, status: pb.TaskStatus) -> pb.TaskStatus:
+    """``status`` as its framework gets it: with the task's labels as launched
+    (Mesos' TaskStatus carries them too), never labels an agent put there.
+    A copy when they differ: the stored status stays as the agent sent it."""
+    task = fw.tasks.get(status.task_id) or next(
+        (t for t in reversed(fw.completed) if t.task_id == status.task_id), None
+    )
+    labels = task.info.labels if task is not None else ()
+    if list(status.labels) == list(labels):
+        return status
+    labelled = pb.TaskStatus()
+    labelled.CopyFrom(status)
+    del labelled.labels[:]
+    labelled.labels.extend(labels)
+    return labelled
