@@ -3,7 +3,8 @@
 from corral.frameworks import Scheduler, SchedulerDriver, Task
 """
 
-from corral.frameworks.driver import ConnectTimeoutError, NotConnectedError, SchedulerDriver, SubscribeError
+from corral.errors import ConnectTimeoutError, NotConnectedError, SubscribeError
+from corral.frameworks.driver import SchedulerDriver
 from corral.frameworks.health import HealthCheck
 from corral.frameworks.scheduler import Scheduler
 from corral.frameworks.states import Reason, Source, TaskState

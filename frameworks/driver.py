@@ -28,10 +28,9 @@ import structlog
 from corral import logging as corral_logging
 from corral.codec import resources_to_proto
 from corral.detector import LeaderFinder
-from corral.errors import CorralError
+from corral.errors import ConnectTimeoutError, NotConnectedError, SubscribeError
 from corral.frameworks.scheduler import Scheduler
 from corral.frameworks.types import MasterInfo, Offer, Task, TaskStatus
-from corral.master.validation import validate_framework_info
 from corral.proto import messages_pb2 as pb
 from corral.proto import scheduler_pb2, scheduler_pb2_grpc
 from corral.resources import Resources
@@ -59,20 +58,6 @@ def _principal_name(name: str) -> str:
 #: acknowledgements or reconciliations sent in one call: the master refuses
 #: more (master/validation.py MAX_FRAMEWORK_ITEMS_PER_CALL; a test keeps the two equal)
 CALL_ITEMS = 10_000
-
-
-class SubscribeError(CorralError):
-    """The master refused the subscription; retrying would not help."""
-
-
-class NotConnectedError(CorralError):
-    """A call was made while the driver has no stream to the master."""
-
-
-class ConnectTimeoutError(CorralError):
-    """The driver did not subscribe within its ``connect_timeout_s``: a wrong
-    address, no leader elected, or a master that is down or refuses TLS. The
-    CLI exits 3 on it (corral/cli/exit.py: cannot reach the cluster)."""
 
 
 class SchedulerDriver:
@@ -287,6 +272,10 @@ class SchedulerDriver:
             wanted.name = name
         if failover_timeout_s is not None:
             wanted.failover_timeout_s = failover_timeout_s
+        # Here, not at the top: a client of the SDK (`corral run`) then loads
+        # no master module unless it updates its framework.
+        from corral.master.validation import validate_framework_info
+
         errors = validate_framework_info(wanted)
         if errors:
             raise ValueError("update_framework: " + "; ".join(errors))

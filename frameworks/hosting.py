@@ -21,10 +21,11 @@ from typing import Any, Protocol
 import structlog
 
 from corral.cli.discovery import state_dir
+from corral.errors import SubscribeError
 from corral.frameworks.agents import AgentWatch
 from corral.frameworks.batch.sql import describe, is_postgres_url
 from corral.frameworks.batch.store import FencedError, Store, take_lead
-from corral.frameworks.driver import SchedulerDriver, SubscribeError
+from corral.frameworks.driver import SchedulerDriver
 from corral.frameworks.http_api import JsonServer
 from corral.frameworks.placement import Candidate
 from corral.frameworks.plugins import PluginContext, PluginError

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import grpc
 import grpc.aio
 
-from corral.errors import CallError
-from corral.frameworks.driver import NotConnectedError, SchedulerDriver
+from corral.errors import CallError, NotConnectedError
+from corral.frameworks.driver import SchedulerDriver
 from corral.frameworks.types import TaskStatus
 from corral.proto import operator_pb2, operator_pb2_grpc
 from corral.transport import make_channel

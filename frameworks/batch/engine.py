@@ -31,13 +31,14 @@ from typing import Any
 
 import structlog
 
+from corral.errors import NotConnectedError
 from corral.frameworks.batch import views
 from corral.frameworks.batch.cron import Cron, parse_cron
 from corral.frameworks.batch.model import FINAL, JOB_FINAL, JobModel
 from corral.frameworks.batch.spec import JobSpec, JobSpecError, parse_job
 from corral.frameworks.batch.store import AttemptRow, JobRow, PeriodicRow, Store, TaskRow, dumps
 from corral.frameworks.batch.views import JobStateError, UnknownJobError
-from corral.frameworks.driver import NotConnectedError, SchedulerDriver
+from corral.frameworks.driver import SchedulerDriver
 from corral.frameworks.fit_change import pending_view
 from corral.frameworks.interest import OfferInterest
 from corral.frameworks.placement import (
