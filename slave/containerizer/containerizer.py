@@ -114,6 +114,8 @@ class Containerizer:
             with contextlib.suppress(OSError):
                 kernel.prctl(kernel.PR_SET_CHILD_SUBREAPER, 1)
         self._reserved: set[str] = set()  # ids being launched
+        #: while close() runs: new launches are refused (start_over reuses us after)
+        self._closing = False
         #: re-attached containers whose exit status is polled for
         self._recovered = supervision.RecoveredPoller(RECOVERED_POLL_S)
         #: the prefix was made by an earlier agent process: ours to remove too
@@ -166,6 +168,8 @@ class Containerizer:
         code 127 (126 if not executable) and the reason in its stderr, as in a shell.
         """
         config.validate()
+        if self._closing:
+            raise ContainerError(f"container {config.container_id!r}: the agent is shutting down")
         if config.container_id in self._containers.keys() | self._reserved | self._adopting_ids():
             raise ContainerError(f"container {config.container_id!r} already exists")
         # Reserved while the fork server works: launch awaits before registering.
@@ -492,7 +496,13 @@ class Containerizer:
         return removed
 
     async def close(self, grace_s: float = 3.0) -> None:
-        """Kill and destroy every container, then remove the cgroup prefix."""
+        """Kill and destroy every container, then remove the cgroup prefix.
+        Launches under way finish first (and are killed with the rest): one
+        that registered after the list was taken would outlive the agent."""
+        self._closing = True
+        deadline = asyncio.get_running_loop().time() + LAUNCH_TIMEOUT_S
+        while self._reserved and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
         ids = list(self._containers)
         results = await asyncio.gather(*(self._close_one(i, grace_s) for i in ids), return_exceptions=True)
         for container_id, result in zip(ids, results, strict=True):
@@ -512,6 +522,7 @@ class Containerizer:
         if self._adopted_prefix:
             leftovers.remove_prefix_dirs(self.cgroups, self.cgroup_prefix)
             self._adopted_prefix = False
+        self._closing = False
 
     async def _close_one(self, container_id: str, grace_s: float) -> None:
         c = self._containers.get(container_id)
