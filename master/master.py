@@ -25,6 +25,7 @@ import structlog
 
 from corral import __version__
 from corral.errors import CallError
+from corral.master import wire
 from corral.master.agent_queries import AgentQueries
 from corral.master.allocator import Allocator, RoleInfo
 from corral.master.allocator import Reason as Why
@@ -43,6 +44,7 @@ from corral.master.core.effects import (
     WriteRegistry,
 )
 from corral.master.core.master_core import MasterCore
+from corral.master.core.messages import RunTasks
 from corral.master.core.records import FrameworkRecord, MasterCounters, StateView, StreamId, TaskRecord
 from corral.master.latency import MasterHistograms
 from corral.master.registry import RegistryState, RegistryWriter
@@ -144,10 +146,14 @@ class Master:
         for effect in effects:
             if isinstance(effect, SendToFramework | SendToAgent):
                 box = self._streams.get(effect.stream)
-                if box is not None:
-                    box.send(effect.event if isinstance(effect, SendToFramework) else effect.message)
-                    if isinstance(effect, SendToAgent) and effect.message.HasField("run_tasks"):
-                        self._launch_sent(effect.message.run_tasks)
+                if box is None:
+                    continue
+                if isinstance(effect, SendToFramework):
+                    box.send(wire.event_to_pb(effect.event))
+                else:
+                    box.send(wire.command_to_pb(effect.message))
+                    if isinstance(effect.message, RunTasks):
+                        self._launch_sent(effect.message)
             elif isinstance(effect, AllocateSoon):
                 self._allocate_now.set()
             elif isinstance(effect, WriteRegistry):
@@ -162,7 +168,7 @@ class Master:
                 assert isinstance(effect.decision, Decision)
                 self.audit.denied(effect.decision, effect.call, **effect.fields)
 
-    def _launch_sent(self, run: MasterMessage.RunTasks) -> None:
+    def _launch_sent(self, run: RunTasks) -> None:
         fw = run.framework_info.id
         self.histograms.launch_timer.sent(((fw, t.task_id) for t in run.tasks), self.clock())
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from corral.codec import is_terminal, resources_from_proto
 from corral.master.allocator.events import FrameworkDeactivated
-from corral.master.core.context import Core, MasterMessage
+from corral.master.core import messages as msg
+from corral.master.core.context import Core
 from corral.master.core.reconciliation import reconciled
 from corral.master.core.records import AgentRecord, FrameworkRecord, TaskRecord, partition_aware
 from corral.proto import messages_pb2 as pb
@@ -166,10 +167,7 @@ def shutdown_dead_frameworks(core: Core, agent: AgentRecord, tasks: list[pb.Task
         return
     for framework_id in sorted(dead_frameworks(core, tasks)):
         core.log.info("framework.shutdown_on_return", framework_id=framework_id, agent_id=agent.agent_id)
-        core.to_agent(
-            agent,
-            MasterMessage(shutdown_framework=MasterMessage.ShutdownFramework(framework_id=framework_id)),
-        )
+        core.to_agent(agent, msg.ShutdownFramework(framework_id))
 
 
 def _reported(

@@ -25,6 +25,7 @@ from corral.master.allocator import Allocator, AllocatorError
 from corral.master.allocator.events import Event as AllocatorEvent
 from corral.master.allocator.events import FrameworkAdded, ResourcesRecovered
 from corral.master.config import MasterConfig
+from corral.master.core import messages as msg
 from corral.master.core.effects import (
     AllocateSoon,
     AuditDenied,
@@ -44,11 +45,7 @@ from corral.master.core.records import (
     StreamId,
     TaskRecord,
 )
-from corral.proto import agent_pb2, scheduler_pb2
 from corral.proto import messages_pb2 as pb
-
-Event = scheduler_pb2.Event
-MasterMessage = agent_pb2.MasterMessage
 
 
 class Log(Protocol):
@@ -133,11 +130,11 @@ class Core:
         out, self._effects = self._effects, []
         return out
 
-    def to_framework(self, fw: FrameworkRecord, event: scheduler_pb2.Event) -> None:
+    def to_framework(self, fw: FrameworkRecord, event: msg.FrameworkEvent) -> None:
         if fw.stream is not None:
             self.emit(SendToFramework(fw.stream, event))
 
-    def to_agent(self, agent: AgentRecord, message: agent_pb2.MasterMessage) -> None:
+    def to_agent(self, agent: AgentRecord, message: msg.AgentCommand) -> None:
         if agent.stream is not None:
             self.emit(SendToAgent(agent.stream, message))
 
@@ -213,7 +210,7 @@ class Core:
         )
         fw = self.state.frameworks.get(offer.framework_id)
         if fw is not None:
-            self.to_framework(fw, Event(type=Event.RESCIND, rescind=Event.Rescind(offer_id=offer_id)))
+            self.to_framework(fw, msg.Rescind(offer_id))
         self.allocate_soon()
 
     # -- task status ------------------------------------------------------------
@@ -236,12 +233,7 @@ class Core:
     def send_updates(self, fw: FrameworkRecord, statuses: list[pb.TaskStatus]) -> None:
         if not statuses or not fw.connected or fw.stream is None:
             return  # (none: no empty UPDATE) the agent retries until the framework is back and acknowledges
-        if len(statuses) == 1:
-            self.to_framework(fw, Event(type=Event.UPDATE, update=Event.Update(status=statuses[0])))
-        else:
-            self.to_framework(
-                fw, Event(type=Event.UPDATE, updates=[Event.Update(status=s) for s in statuses])
-            )
+        self.to_framework(fw, msg.Updates(tuple(statuses)))
 
     def apply_status(self, task: TaskRecord, status: pb.TaskStatus) -> None:
         """Record a task's new state; on a terminal one give its resources back."""
@@ -279,16 +271,8 @@ class Core:
                 self.complete_task(fw, task)
             self.send_updates(fw, [status])
 
-    def kill_message(self, framework_id: str, task_id: str, grace_s: float = 0.0) -> MasterMessage:
-        return MasterMessage(
-            kill_task=MasterMessage.KillTask(
-                framework_id=framework_id, task_id=task_id, grace_period_s=grace_s
-            )
-        )
+    def kill_message(self, framework_id: str, task_id: str, grace_s: float = 0.0) -> msg.KillTask:
+        return msg.KillTask(framework_id, task_id, grace_s)
 
-    def acks_message(self, statuses: Iterable[pb.TaskStatus]) -> MasterMessage:
-        acks = [
-            MasterMessage.Acknowledgements.Ack(task_id=s.task_id, uuid=s.uuid, framework_id=s.framework_id)
-            for s in statuses
-        ]
-        return MasterMessage(acknowledgements=MasterMessage.Acknowledgements(acks=acks))
+    def acks_message(self, statuses: Iterable[pb.TaskStatus]) -> msg.Acknowledgements:
+        return msg.Acknowledgements(tuple(msg.Ack(s.task_id, s.uuid, s.framework_id) for s in statuses))

@@ -18,7 +18,8 @@ from corral.master.allocator.events import (
     Revived,
     Suppressed,
 )
-from corral.master.core.context import Core, Event, MasterMessage
+from corral.master.core import messages as msg
+from corral.master.core.context import Core
 from corral.master.core.records import FRAMEWORKS, FrameworkRecord, StreamId
 from corral.proto import messages_pb2 as pb
 
@@ -46,12 +47,8 @@ def subscribe(core: Core, info: pb.FrameworkInfo, stream: StreamId, principal: s
         fw = _register(core, info, stream, principal)
     else:
         _resubscribe(core, fw, info, stream, principal)
-    subscribed = Event.Subscribed(
-        framework_id=fw.framework_id,
-        heartbeat_interval_s=core.config.framework_heartbeat_interval_s,
-        master_info=core.info,
-    )
-    core.to_framework(fw, Event(type=Event.SUBSCRIBED, subscribed=subscribed))
+    subscribed = msg.Subscribed(fw.framework_id, core.config.framework_heartbeat_interval_s, core.info)
+    core.to_framework(fw, subscribed)
     # Updates it missed while away: send them again now rather than waiting
     # for the agents' retry timers.
     pending = [t.status for t in fw.tasks.values() if t.unacked_uuid]
@@ -98,8 +95,7 @@ def _resubscribe(
         core.record(FRAMEWORKS, fw.framework_id, fw.info.SerializeToString())
     if fw.stream is not None and fw.stream != stream:
         # The old stream loses: one connection per framework, the newest.
-        error = Event.Error(code="ABORTED", message="framework re-subscribed on another connection")
-        core.to_framework(fw, Event(type=Event.ERROR, error=error))
+        core.to_framework(fw, msg.Error("ABORTED", "framework re-subscribed on another connection"))
         core.close(fw.stream)
     fw.info.name = info.name or fw.info.name
     fw.info.failover_timeout_s = info.failover_timeout_s
@@ -150,7 +146,7 @@ def heartbeats(core: Core) -> None:
     core.last_framework_heartbeat = core.now
     for fw in core.state.frameworks.values():
         if fw.connected:
-            core.to_framework(fw, Event(type=Event.HEARTBEAT))
+            core.to_framework(fw, msg.Heartbeat())
 
 
 def teardown(core: Core, framework_id: str, reason: str = "teardown requested") -> None:
@@ -165,7 +161,7 @@ def teardown(core: Core, framework_id: str, reason: str = "teardown requested") 
     for offer_id in sorted(fw.offers):
         core.rescind(offer_id)
     core.allocator.handle(FrameworkDeactivated(framework_id))
-    shutdown = MasterMessage(shutdown_framework=MasterMessage.ShutdownFramework(framework_id=framework_id))
+    shutdown = msg.ShutdownFramework(framework_id)
     for agent_id in sorted({t.agent_id for t in fw.tasks.values()}):
         agent = core.state.agents.get(agent_id)
         if agent is not None:

@@ -16,7 +16,8 @@ from corral.codec import resources_from_proto
 from corral.errors import CallError
 from corral.master.allocator import AllocatorError
 from corral.master.allocator.events import Reserved, ResourcesRecovered, Unreserved
-from corral.master.core.context import Core, Event, MasterMessage
+from corral.master.core import messages as msg
+from corral.master.core.context import Core
 from corral.master.core.policy import record_maintenance
 from corral.master.core.records import AgentRecord, FrameworkRecord, TaskRecord
 from corral.master.validation import validate_task
@@ -114,8 +115,7 @@ def _convert(
         except AllocatorError as e:
             # Offers of two roles in one ACCEPT: the combined offer held
             # it, no single role's part does. Skip it, launch the rest.
-            error = Event.Error(code="INVALID_ARGUMENT", message=f"ACCEPT: {e}")
-            core.to_framework(fw, Event(type=Event.ERROR, error=error))
+            core.to_framework(fw, msg.Error("INVALID_ARGUMENT", f"ACCEPT: {e}"))
             continue
         source, converted = (res, res.unreserved()) if unreserve else (res.unreserved(), res)
         available = available.subtract_clamped(source) + converted
@@ -185,9 +185,7 @@ def _launch(
         launched.append(stored)
     core.counters.tasks_launched += len(launched)
     if launched and agent.stream is not None:
-        core.to_agent(
-            agent, MasterMessage(run_tasks=MasterMessage.RunTasks(framework_info=fw.info, tasks=launched))
-        )
+        core.to_agent(agent, msg.RunTasks(fw.info, tuple(launched)))
         core.log.debug(
             "tasks.launched", framework_id=fw.framework_id, agent_id=agent.agent_id, count=len(launched)
         )

@@ -12,7 +12,8 @@ import math
 from corral.codec import resources_to_proto
 from corral.errors import CallError
 from corral.master.allocator.events import ResourcesRecovered
-from corral.master.core.context import Core, Event
+from corral.master.core import messages as msg
+from corral.master.core.context import Core
 from corral.master.core.records import OfferRecord
 from corral.proto import messages_pb2 as pb
 
@@ -45,8 +46,7 @@ def allocate(core: Core) -> int:
             )
         )
     for fw_id, offers in by_framework.items():
-        event = Event(type=Event.OFFERS, offers=Event.Offers(offers=offers))
-        core.to_framework(core.state.frameworks[fw_id], event)
+        core.to_framework(core.state.frameworks[fw_id], msg.Offers(tuple(offers)))
     count = sum(len(o) for o in by_framework.values())
     if count:
         core.log.debug("offers.sent", offers=count, frameworks=len(by_framework))

@@ -14,8 +14,9 @@ from corral.errors import CallError
 from corral.master.allocator import AllocatorError
 from corral.master.allocator.events import AgentActivated, AgentAdded, AgentUpdated, Reserved, ResourcesUsed
 from corral.master.core import liveness
+from corral.master.core import messages as msg
 from corral.master.core.adoption import adopt_tasks, shutdown_dead_frameworks
-from corral.master.core.context import Core, MasterMessage
+from corral.master.core.context import Core
 from corral.master.core.policy import record_maintenance
 from corral.master.core.records import AGENTS, AgentRecord, StreamId
 from corral.proto import messages_pb2 as pb
@@ -73,10 +74,8 @@ def register_agent(
             adopted_tasks=len(record.tasks),
         )
     agent = core.state.agents[agent_id]
-    registered = MasterMessage.Registered(
-        agent_id=agent_id, heartbeat_interval_s=core.config.agent_heartbeat_interval_s, master_info=core.info
-    )
-    core.to_agent(agent, MasterMessage(registered=registered))
+    registered = msg.Registered(agent_id, core.config.agent_heartbeat_interval_s, core.info)
+    core.to_agent(agent, registered)
     shutdown_dead_frameworks(core, agent, tasks)
     core.allocate_soon()
     return agent_id

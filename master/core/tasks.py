@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from corral.codec import is_terminal
 from corral.errors import CallError
-from corral.master.core.context import Core, MasterMessage
+from corral.master.core import messages as msg
+from corral.master.core.context import Core
 from corral.master.core.frameworks import maybe_finish_teardown
 from corral.master.core.liveness import release_lost
 from corral.proto import messages_pb2 as pb
@@ -101,7 +102,7 @@ def operator_kill(core: Core, task_id: str, framework_id: str = "") -> None:
 def acknowledge(core: Core, framework_id: str, acks: list[tuple[str, str, bytes]]) -> None:
     """Forward acknowledgements ``(agent_id, task_id, uuid)`` to their agents."""
     fw = core.framework(framework_id)
-    by_agent: dict[str, list[MasterMessage.Acknowledgements.Ack]] = {}
+    by_agent: dict[str, list[msg.Ack]] = {}
     for named_agent, task_id, ack_uuid in acks:
         task = fw.tasks.get(task_id)
         # The task's own agent, whatever the call says: a framework must
@@ -111,10 +112,8 @@ def acknowledge(core: Core, framework_id: str, acks: list[tuple[str, str, bytes]
             task.unacked_uuid = b""
             if task.terminal:
                 core.complete_task(fw, task)
-        by_agent.setdefault(agent_id, []).append(
-            MasterMessage.Acknowledgements.Ack(task_id=task_id, uuid=ack_uuid, framework_id=framework_id)
-        )
+        by_agent.setdefault(agent_id, []).append(msg.Ack(task_id, ack_uuid, framework_id))
     for agent_id, items in by_agent.items():
         agent = core.state.agents.get(agent_id)
         if agent is not None:
-            core.to_agent(agent, MasterMessage(acknowledgements=MasterMessage.Acknowledgements(acks=items)))
+            core.to_agent(agent, msg.Acknowledgements(tuple(items)))

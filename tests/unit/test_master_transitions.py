@@ -19,6 +19,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from corral.codec import resources_to_proto
 from corral.errors import CallError
+from corral.master import wire
 from corral.master.config import MasterConfig
 from corral.master.core.context import Refused
 from corral.master.core.effects import (
@@ -48,11 +49,15 @@ def _core() -> MasterCore:
 
 
 def _events(effects: list[Effect], stream: int) -> list[Event]:
-    return [e.event for e in effects if isinstance(e, SendToFramework) and e.stream == stream]
+    return [
+        wire.event_to_pb(e.event) for e in effects if isinstance(e, SendToFramework) and e.stream == stream
+    ]
 
 
 def _offers(effects: list[Effect]) -> list[pb.Offer]:
-    return [o for e in effects if isinstance(e, SendToFramework) for o in e.event.offers.offers]
+    return [
+        o for e in effects if isinstance(e, SendToFramework) for o in wire.event_to_pb(e.event).offers.offers
+    ]
 
 
 def _task(task_id: str, cpus: float = 0.5, mem: int = 64) -> pb.TaskInfo:
@@ -84,7 +89,8 @@ def test_a_second_subscription_ends_the_first_stream() -> None:
     _, effects = core.subscribe(1001.0, info, stream=2)
     old = _events(effects, 1)
     assert [e.error.code for e in old] == ["ABORTED"]
-    assert effects.index(CloseStream(1)) > effects.index(SendToFramework(1, old[0]))
+    sent = next(i for i, e in enumerate(effects) if isinstance(e, SendToFramework) and e.stream == 1)
+    assert effects.index(CloseStream(1)) > sent
     assert [e.type for e in _events(effects, 2)] == [Event.SUBSCRIBED]
     # the old stream's end, reported later, changes nothing
     assert core.framework_disconnected(1002.0, fw.framework_id, stream=1) == []
@@ -96,7 +102,8 @@ def test_offers_are_made_at_now_and_a_lost_agent_rescinds_them() -> None:
     agent_id, effects = core.register_agent(1000.0, pb.AgentInfo(hostname="a"), TOTAL, [], [], stream=3)
     assert any(isinstance(e, WriteRegistry) and e.kind == AGENTS and e.key == agent_id for e in effects)
     assert any(
-        isinstance(e, SendToAgent) and e.stream == 3 and e.message.HasField("registered") for e in effects
+        isinstance(e, SendToAgent) and e.stream == 3 and wire.command_to_pb(e.message).HasField("registered")
+        for e in effects
     )
     core.subscribe(1000.0, pb.FrameworkInfo(name="fw"), stream=4)
     count, effects = core.allocate(1005.0)
@@ -159,10 +166,10 @@ class MasterCoreMachine(RuleBasedStateMachine):
             if isinstance(e, SendToFramework | SendToAgent):
                 assert e.stream not in self.closed, f"sent on closed stream {e.stream}: {e}"
                 if isinstance(e, SendToFramework):
-                    self.offers += list(e.event.offers.offers)
-                elif e.message.HasField("run_tasks"):
-                    agent_id = e.message.run_tasks.tasks[0].agent_id
-                    self.running += [(agent_id, t.task_id) for t in e.message.run_tasks.tasks]
+                    self.offers += list(wire.event_to_pb(e.event).offers.offers)
+                elif (message := wire.command_to_pb(e.message)).HasField("run_tasks"):
+                    agent_id = message.run_tasks.tasks[0].agent_id
+                    self.running += [(agent_id, t.task_id) for t in message.run_tasks.tasks]
             elif isinstance(e, CloseStream):
                 self.open.discard(e.stream)
                 self.closed.add(e.stream)
