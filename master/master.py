@@ -281,7 +281,15 @@ class Master:
         stream = self._open(outbox)
         try:
             agent_id, effects = self.core.register_agent(
-                self.clock(), info, total, tasks, frameworks, stream, task_infos, principal, authenticated
+                self.clock(),
+                info,
+                total,
+                [wire.status_from_pb(s) for s in tasks],
+                frameworks,
+                stream,
+                task_infos,
+                principal,
+                authenticated,
             )
         except Refused as e:
             self._forget(stream)
@@ -301,7 +309,7 @@ class Master:
         self._forget(stream)
 
     def agent_status_updates(self, agent_id: str, statuses: list[pb.TaskStatus]) -> None:
-        self._call(self.core.agent_status_updates, agent_id, statuses)
+        self._call(self.core.agent_status_updates, agent_id, [wire.status_from_pb(s) for s in statuses])
         now = self.clock()
         for s in statuses:
             took = self.histograms.launch_timer.status((s.framework_id, s.task_id), s.state, now)
@@ -423,7 +431,7 @@ class Master:
         assert isinstance(data, agent_pb2.AgentMessage.FileData)
         if data.error:
             raise CallError("NOT_FOUND", data.error)
-        return data.data, data.size, task.status
+        return data.data, data.size, wire.status_to_pb(task.status)
 
     def file_data(self, agent_id: str, data: agent_pb2.AgentMessage.FileData) -> None:
         self.queries.answer(agent_id, data.request_id, data)

@@ -8,11 +8,62 @@ the core can hold (tests/unit/test_master_wire.py).
 
 from __future__ import annotations
 
+from typing import cast
+
+from corral.master.core import domain as d
 from corral.master.core import messages as m
 from corral.proto import agent_pb2, scheduler_pb2
+from corral.proto import messages_pb2 as pb
 
 Event = scheduler_pb2.Event
 MasterMessage = agent_pb2.MasterMessage
+
+
+# -- task status ------------------------------------------------------------------
+
+_STATUS_OPTIONAL = ("exit_code", "signal", "limit", "peak", "healthy")
+
+
+def status_from_pb(s: pb.TaskStatus) -> d.TaskStatus:
+    """An agent's status update (validated: its state and reason are known)."""
+    return d.TaskStatus(
+        task_id=s.task_id,
+        state=d.TaskState(s.state),
+        reason=d.Reason(s.reason),
+        message=s.message,
+        source=d.Source(s.source),
+        agent_id=s.agent_id,
+        framework_id=s.framework_id,
+        timestamp=s.timestamp,
+        uuid=s.uuid,
+        stderr_tail=s.stderr_tail,
+        exit_code=s.exit_code if s.HasField("exit_code") else None,
+        signal=s.signal if s.HasField("signal") else None,
+        limit=s.limit if s.HasField("limit") else None,
+        peak=s.peak if s.HasField("peak") else None,
+        healthy=s.healthy if s.HasField("healthy") else None,
+    )
+
+
+def status_to_pb(s: d.TaskStatus) -> pb.TaskStatus:
+    out = pb.TaskStatus(
+        task_id=s.task_id,
+        # the same numbers (domain.py): protoc's stubs type them as their own classes
+        state=cast(pb.TaskState, s.state),
+        reason=cast(pb.TaskStatus.Reason, s.reason),
+        message=s.message,
+        source=cast(pb.TaskStatus.Source, s.source),
+        agent_id=s.agent_id,
+        framework_id=s.framework_id,
+        timestamp=s.timestamp,
+        uuid=s.uuid,
+        stderr_tail=s.stderr_tail,
+    )
+    for name in _STATUS_OPTIONAL:
+        value = getattr(s, name)
+        if value is not None:
+            setattr(out, name, value)
+    return out
 
 
 # -- what the core says -----------------------------------------------------------
@@ -23,8 +74,8 @@ def event_to_pb(event: m.FrameworkEvent) -> Event:
     if isinstance(event, m.Updates):
         statuses = event.statuses
         if len(statuses) == 1:
-            return Event(type=Event.UPDATE, update=Event.Update(status=statuses[0]))
-        return Event(type=Event.UPDATE, updates=[Event.Update(status=s) for s in statuses])
+            return Event(type=Event.UPDATE, update=Event.Update(status=status_to_pb(statuses[0])))
+        return Event(type=Event.UPDATE, updates=[Event.Update(status=status_to_pb(s)) for s in statuses])
     if isinstance(event, m.Offers):
         return Event(type=Event.OFFERS, offers=Event.Offers(offers=list(event.offers)))
     if isinstance(event, m.Rescind):

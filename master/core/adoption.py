@@ -13,10 +13,13 @@ frameworks that are not partition-aware were told LOST: they are set aside
 
 from __future__ import annotations
 
-from corral.codec import is_terminal, resources_from_proto
+import dataclasses
+
+from corral.codec import resources_from_proto
 from corral.master.allocator.events import FrameworkDeactivated
 from corral.master.core import messages as msg
 from corral.master.core.context import Core
+from corral.master.core.domain import TaskState, TaskStatus, is_terminal
 from corral.master.core.reconciliation import reconciled
 from corral.master.core.records import AgentRecord, FrameworkRecord, TaskRecord, partition_aware
 from corral.proto import messages_pb2 as pb
@@ -26,7 +29,7 @@ from corral.resources import ResourceError, Resources
 def adopt_tasks(
     core: Core,
     agent: AgentRecord,
-    tasks: list[pb.TaskStatus],
+    tasks: list[TaskStatus],
     frameworks: list[pb.FrameworkInfo],
     task_infos: list[pb.TaskInfo],
     unreachable: bool = False,
@@ -85,7 +88,7 @@ def adopt_tasks(
 
 
 def _recreate_framework(
-    core: Core, status: pb.TaskStatus, infos: dict[str, pb.FrameworkInfo]
+    core: Core, status: TaskStatus, infos: dict[str, pb.FrameworkInfo]
 ) -> FrameworkRecord:
     fw_info = infos.get(status.framework_id) or pb.FrameworkInfo(id=status.framework_id, name="(recovered)")
     fw = FrameworkRecord(
@@ -98,7 +101,7 @@ def _recreate_framework(
 
 
 def _refuse_adoption(
-    core: Core, agent: AgentRecord, status: pb.TaskStatus, info: pb.TaskInfo | None, room: Resources
+    core: Core, agent: AgentRecord, status: TaskStatus, info: pb.TaskInfo | None, room: Resources
 ) -> str | None:
     """Why a reported task this master does not know must not be adopted."""
     if core.state.task(status.framework_id, status.task_id) is not None:
@@ -113,7 +116,7 @@ def _refuse_adoption(
     return None
 
 
-def _kill_unadopted(core: Core, agent: AgentRecord, status: pb.TaskStatus, refusal: str) -> None:
+def _kill_unadopted(core: Core, agent: AgentRecord, status: TaskStatus, refusal: str) -> None:
     core.log.warning(
         "task.adoption_refused",
         agent_id=agent.agent_id,
@@ -132,16 +135,15 @@ def _set_aside(
     core: Core,
     agent: AgentRecord,
     fw: FrameworkRecord,
-    status: pb.TaskStatus,
+    status: TaskStatus,
     info: pb.TaskInfo | None,
     used: dict[str, Resources],
 ) -> None:
     """A task its framework was told was LOST, reported by its returning agent
     to a master that never knew it: held apart until it ends (settle_lost kills it)."""
     task_info, resources = _reported(agent, status, info)
-    shown = pb.TaskStatus()
-    shown.CopyFrom(status)
-    shown.state = pb.TASK_UNREACHABLE  # reconciliation answers LOST, as it was told
+    # reconciliation answers LOST, as it was told
+    shown = dataclasses.replace(status, state=TaskState.TASK_UNREACHABLE)
     record = TaskRecord(
         status.task_id, fw.framework_id, agent.agent_id, task_info, resources, shown, core.now
     )
@@ -150,7 +152,7 @@ def _set_aside(
         used[fw.framework_id] = used.get(fw.framework_id, Resources()) + resources
 
 
-def dead_frameworks(core: Core, tasks: list[pb.TaskStatus]) -> set[str]:
+def dead_frameworks(core: Core, tasks: list[TaskStatus]) -> set[str]:
     """Frameworks of reported tasks that were torn down (or are being):
     an agent that was away during the teardown still runs their tasks."""
     removed = {f.framework_id for f in core.state.completed_frameworks}
@@ -162,7 +164,7 @@ def dead_frameworks(core: Core, tasks: list[pb.TaskStatus]) -> set[str]:
     return dead
 
 
-def shutdown_dead_frameworks(core: Core, agent: AgentRecord, tasks: list[pb.TaskStatus]) -> None:
+def shutdown_dead_frameworks(core: Core, agent: AgentRecord, tasks: list[TaskStatus]) -> None:
     if agent.stream is None:
         return
     for framework_id in sorted(dead_frameworks(core, tasks)):
@@ -171,7 +173,7 @@ def shutdown_dead_frameworks(core: Core, agent: AgentRecord, tasks: list[pb.Task
 
 
 def _reported(
-    agent: AgentRecord, status: pb.TaskStatus, info: pb.TaskInfo | None
+    agent: AgentRecord, status: TaskStatus, info: pb.TaskInfo | None
 ) -> tuple[pb.TaskInfo, Resources]:
     """The TaskInfo an agent reported for a task (a stub if none) and what the
     task holds there (nothing once it has ended, or if its resources are unreadable)."""

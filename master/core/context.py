@@ -19,13 +19,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from corral.codec import Reason, State, is_terminal
 from corral.errors import CallError
 from corral.master.allocator import Allocator, AllocatorError
 from corral.master.allocator.events import Event as AllocatorEvent
 from corral.master.allocator.events import FrameworkAdded, ResourcesRecovered
 from corral.master.config import MasterConfig
 from corral.master.core import messages as msg
+from corral.master.core.domain import Reason, Source, TaskState, TaskStatus, is_terminal
 from corral.master.core.effects import (
     AllocateSoon,
     AuditDenied,
@@ -216,31 +216,31 @@ class Core:
     # -- task status ------------------------------------------------------------
 
     def status_for(
-        self, framework_id: str, task: pb.TaskInfo, state: State, reason: Reason, message: str
-    ) -> pb.TaskStatus:
+        self, framework_id: str, task: pb.TaskInfo, state: TaskState, reason: Reason, message: str
+    ) -> TaskStatus:
         """A status the master decides itself (no agent involved, no ack needed)."""
-        return pb.TaskStatus(
+        return TaskStatus(
             task_id=task.task_id,
             state=state,
             reason=reason,
             message=message,
-            source=pb.TaskStatus.SOURCE_MASTER,
+            source=Source.SOURCE_MASTER,
             agent_id=task.agent_id,
             framework_id=framework_id,
             timestamp=self.now,
         )
 
-    def send_updates(self, fw: FrameworkRecord, statuses: list[pb.TaskStatus]) -> None:
+    def send_updates(self, fw: FrameworkRecord, statuses: list[TaskStatus]) -> None:
         if not statuses or not fw.connected or fw.stream is None:
             return  # (none: no empty UPDATE) the agent retries until the framework is back and acknowledges
         self.to_framework(fw, msg.Updates(tuple(statuses)))
 
-    def apply_status(self, task: TaskRecord, status: pb.TaskStatus) -> None:
+    def apply_status(self, task: TaskRecord, status: TaskStatus) -> None:
         """Record a task's new state; on a terminal one give its resources back."""
         was_terminal = task.terminal
         task.status = status
         if is_terminal(status.state) and not was_terminal:
-            self.counters.tasks_ended[pb.TaskState.Name(status.state)] += 1
+            self.counters.tasks_ended[status.state.name] += 1
             agent = self.state.agents.get(task.agent_id)
             if agent is not None:
                 agent.tasks.discard((task.framework_id, task.task_id))
@@ -261,7 +261,7 @@ class Core:
         if agent is not None:
             agent.tasks.discard((fw.framework_id, task.task_id))
 
-    def master_update(self, task: TaskRecord, state: State, reason: Reason, message: str) -> None:
+    def master_update(self, task: TaskRecord, state: TaskState, reason: Reason, message: str) -> None:
         """A status the master itself decides (no agent involved, no ack needed)."""
         status = self.status_for(task.framework_id, task.info, state, reason, message)
         self.apply_status(task, status)
@@ -274,5 +274,5 @@ class Core:
     def kill_message(self, framework_id: str, task_id: str, grace_s: float = 0.0) -> msg.KillTask:
         return msg.KillTask(framework_id, task_id, grace_s)
 
-    def acks_message(self, statuses: Iterable[pb.TaskStatus]) -> msg.Acknowledgements:
+    def acks_message(self, statuses: Iterable[TaskStatus]) -> msg.Acknowledgements:
         return msg.Acknowledgements(tuple(msg.Ack(s.task_id, s.uuid, s.framework_id) for s in statuses))

@@ -1,12 +1,18 @@
 """The master's domain values: what it knows of tasks, agents, frameworks and offers.
 
-Being converted from the wire's protobuf messages kind by kind (issue 17):
-a name here that is still an alias of a protobuf type is a kind not yet
-converted; ``master/wire.py`` converts the others at the edge.
+Frozen dataclasses, converted from and to the wire's protobuf at the edge
+(``master/wire.py``, exactly: a round trip gives the same value back). The
+enums keep the wire's numbers and names (``TaskState.TASK_RUNNING == 3``), so
+a state compares equal to the protobuf constant and logs the same name.
+
+Still being converted kind by kind (issue 17): a name here that is an alias
+of a protobuf type is a kind not converted yet.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from enum import IntEnum
 from typing import TypeAlias
 
 from corral.proto import messages_pb2 as pb
@@ -15,5 +21,95 @@ MasterInfo: TypeAlias = pb.MasterInfo
 AgentInfo: TypeAlias = pb.AgentInfo
 FrameworkInfo: TypeAlias = pb.FrameworkInfo
 TaskInfo: TypeAlias = pb.TaskInfo
-TaskStatus: TypeAlias = pb.TaskStatus
 Offer: TypeAlias = pb.Offer
+
+
+class TaskState(IntEnum):
+    TASK_STATE_UNSPECIFIED = 0
+    TASK_STAGING = 1
+    TASK_STARTING = 2
+    TASK_RUNNING = 3
+    TASK_KILLING = 4
+    TASK_FINISHED = 5
+    TASK_FAILED = 6
+    TASK_KILLED = 7
+    TASK_ERROR = 8
+    TASK_LOST = 9
+    TASK_DROPPED = 10
+    TASK_UNREACHABLE = 11
+    TASK_GONE = 12
+    TASK_GONE_BY_OPERATOR = 13
+    TASK_UNKNOWN = 14
+
+
+class Reason(IntEnum):
+    REASON_UNSPECIFIED = 0
+    REASON_COMMAND_EXITED = 1
+    REASON_CONTAINER_LIMITATION_MEMORY = 2
+    REASON_CONTAINER_LIMITATION_DISK = 3
+    REASON_CONTAINER_LIMITATION_PIDS = 4
+    REASON_CONTAINER_LAUNCH_FAILED = 5
+    REASON_TASK_KILLED_BY_REQUEST = 6
+    REASON_TASK_INVALID = 7
+    REASON_INVALID_OFFERS = 8
+    REASON_RESOURCES_UNKNOWN = 9
+    REASON_AGENT_DISCONNECTED = 10
+    REASON_AGENT_REMOVED = 11
+    REASON_AGENT_RESTARTED = 12
+    REASON_AGENT_UNKNOWN = 13
+    REASON_FRAMEWORK_REMOVED = 14
+    REASON_MASTER_DISCONNECTED = 15
+    REASON_RECONCILIATION = 16
+    REASON_TASK_UNKNOWN = 17
+    REASON_TASK_KILLED_DURING_LAUNCH = 18
+    REASON_TASK_HEALTH_CHECK_STATUS_UPDATED = 19
+    REASON_TASK_UNHEALTHY = 20
+    REASON_TASK_UNAUTHORIZED = 21
+
+
+class Source(IntEnum):
+    SOURCE_UNSPECIFIED = 0
+    SOURCE_MASTER = 1
+    SOURCE_AGENT = 2
+    SOURCE_EXECUTOR = 3
+
+
+TERMINAL_STATES = frozenset(
+    {
+        TaskState.TASK_FINISHED,
+        TaskState.TASK_FAILED,
+        TaskState.TASK_KILLED,
+        TaskState.TASK_ERROR,
+        TaskState.TASK_LOST,
+        TaskState.TASK_DROPPED,
+        TaskState.TASK_GONE,
+        TaskState.TASK_GONE_BY_OPERATOR,
+    }
+)
+
+
+def is_terminal(state: int) -> bool:
+    return state in TERMINAL_STATES
+
+
+@dataclass(frozen=True)
+class TaskStatus:
+    """A task's state as its agent (or the master) reported it; the wire's
+    field names, and its defaults for what is unset (``None``: absent)."""
+
+    task_id: str = ""
+    state: TaskState = TaskState.TASK_STATE_UNSPECIFIED
+    reason: Reason = Reason.REASON_UNSPECIFIED
+    message: str = ""
+    source: Source = Source.SOURCE_UNSPECIFIED
+    agent_id: str = ""
+    framework_id: str = ""
+    timestamp: float = 0.0
+    #: set on updates that need an acknowledgement
+    uuid: bytes = b""
+    exit_code: int | None = None
+    signal: int | None = None
+    stderr_tail: str = ""
+    limit: int | None = None
+    peak: int | None = None
+    healthy: bool | None = None

@@ -20,6 +20,7 @@ from corral.master.allocator.events import (
 )
 from corral.master.core import messages as msg
 from corral.master.core.context import Core
+from corral.master.core.domain import TaskState
 from corral.master.core.records import FRAMEWORKS, FrameworkRecord, StreamId
 from corral.proto import messages_pb2 as pb
 
@@ -176,7 +177,7 @@ def teardown(core: Core, framework_id: str, reason: str = "teardown requested") 
 def maybe_finish_teardown(core: Core, fw: FrameworkRecord) -> None:
     for task in list(fw.tasks.values()):
         if task.terminal or (
-            not core.agent_connected(task.agent_id) and task.status.state == pb.TASK_STAGING
+            not core.agent_connected(task.agent_id) and task.status.state == TaskState.TASK_STAGING
         ):
             core.complete_task(fw, task)
     if any(core.agent_connected(t.agent_id) for t in fw.tasks.values()):

@@ -18,6 +18,7 @@ from corral.master.allocator import AllocatorError
 from corral.master.allocator.events import Reserved, ResourcesRecovered, Unreserved
 from corral.master.core import messages as msg
 from corral.master.core.context import Core
+from corral.master.core.domain import Reason, Source, TaskState, TaskStatus
 from corral.master.core.policy import record_maintenance
 from corral.master.core.records import AgentRecord, FrameworkRecord, TaskRecord
 from corral.master.validation import validate_task
@@ -90,9 +91,9 @@ def _refuse(
                 ResourcesRecovered(fw.framework_id, offer.agent_id, offer.resources, role=offer.role)
             )
     core.allocate_soon()
-    reason = pb.TaskStatus.REASON_INVALID_OFFERS
+    reason = Reason.REASON_INVALID_OFFERS
     core.send_updates(
-        fw, [core.status_for(fw.framework_id, t, pb.TASK_DROPPED, reason, problem) for t in tasks]
+        fw, [core.status_for(fw.framework_id, t, TaskState.TASK_DROPPED, reason, problem) for t in tasks]
     )
     if not tasks:
         raise CallError("INVALID_ARGUMENT", problem)
@@ -144,7 +145,7 @@ def _launch(
     ones to the agent; returns what they do not use."""
     now = core.now
     launched: list[pb.TaskInfo] = []
-    errors: list[pb.TaskStatus] = []
+    errors: list[TaskStatus] = []
     seen: set[str] = set()
     for where, task in tasks:
         problems, wanted = validate_task(task, where, available, {*fw.tasks, *seen})
@@ -152,7 +153,7 @@ def _launch(
         if denied is not None:
             errors.append(
                 core.status_for(
-                    fw.framework_id, task, pb.TASK_ERROR, pb.TaskStatus.REASON_TASK_UNAUTHORIZED, denied
+                    fw.framework_id, task, TaskState.TASK_ERROR, Reason.REASON_TASK_UNAUTHORIZED, denied
                 )
             )
             continue
@@ -162,18 +163,20 @@ def _launch(
                 "still being killed there; launch it elsewhere or later"
             )
         if problems:
-            reason = pb.TaskStatus.REASON_TASK_INVALID
-            errors.append(core.status_for(fw.framework_id, task, pb.TASK_ERROR, reason, "; ".join(problems)))
+            reason = Reason.REASON_TASK_INVALID
+            errors.append(
+                core.status_for(fw.framework_id, task, TaskState.TASK_ERROR, reason, "; ".join(problems))
+            )
             continue
         seen.add(task.task_id)
         available = available - wanted
         stored = pb.TaskInfo()
         stored.CopyFrom(task)
         stored.agent_id = agent.agent_id
-        status = pb.TaskStatus(
+        status = TaskStatus(
             task_id=task.task_id,
-            state=pb.TASK_STAGING,
-            source=pb.TaskStatus.SOURCE_MASTER,
+            state=TaskState.TASK_STAGING,
+            source=Source.SOURCE_MASTER,
             agent_id=agent.agent_id,
             framework_id=fw.framework_id,
             timestamp=now,
@@ -195,8 +198,8 @@ def _launch(
         for stored in launched:
             core.master_update(
                 fw.tasks[stored.task_id],
-                pb.TASK_DROPPED,
-                pb.TaskStatus.REASON_AGENT_DISCONNECTED,
+                TaskState.TASK_DROPPED,
+                Reason.REASON_AGENT_DISCONNECTED,
                 f"agent {agent.agent_id} is disconnected",
             )
     if errors:

@@ -24,6 +24,7 @@ from corral.master.allocator import RoleInfo
 from corral.master.config import MasterConfig
 from corral.master.core import agents, frameworks, launch, liveness, offers, policy, reconciliation, tasks
 from corral.master.core.context import Core, Log, Refused
+from corral.master.core.domain import TaskStatus
 from corral.master.core.effects import Effect
 from corral.master.core.records import FrameworkRecord, StreamId
 from corral.master.core.registration import register_agent
@@ -94,7 +95,7 @@ class MasterCore(Core):
         now: float,
         info: pb.AgentInfo,
         total: Resources,
-        tasks_: list[pb.TaskStatus],
+        tasks_: list[TaskStatus],
         frameworks_: list[pb.FrameworkInfo],
         stream: StreamId,
         task_infos: list[pb.TaskInfo] | None = None,
@@ -121,7 +122,7 @@ class MasterCore(Core):
     def agent_disconnected(self, now: float, agent_id: str, stream: StreamId) -> list[Effect]:
         return self._run(now, agents.disconnected, self, agent_id, stream)[1]
 
-    def agent_status_updates(self, now: float, agent_id: str, statuses: list[pb.TaskStatus]) -> list[Effect]:
+    def agent_status_updates(self, now: float, agent_id: str, statuses: list[TaskStatus]) -> list[Effect]:
         return self._run(now, tasks.status_updates, self, agent_id, statuses)[1]
 
     # -- frameworks -------------------------------------------------------------------

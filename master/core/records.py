@@ -15,7 +15,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from corral.codec import is_terminal
+from corral.master.core.domain import TaskStatus, is_terminal
 from corral.proto import messages_pb2 as pb
 from corral.resources import Resources
 
@@ -48,7 +48,7 @@ class TaskRecord:
     agent_id: str
     info: pb.TaskInfo
     resources: Resources
-    status: pb.TaskStatus
+    status: TaskStatus
     launched_at: float
     #: uuid of the latest status the framework has not acknowledged yet
     unacked_uuid: bytes = b""

@@ -17,6 +17,7 @@ from corral.master.core import liveness
 from corral.master.core import messages as msg
 from corral.master.core.adoption import adopt_tasks, shutdown_dead_frameworks
 from corral.master.core.context import Core
+from corral.master.core.domain import Reason, TaskState, TaskStatus
 from corral.master.core.policy import record_maintenance
 from corral.master.core.records import AGENTS, AgentRecord, StreamId
 from corral.proto import messages_pb2 as pb
@@ -27,7 +28,7 @@ def register_agent(
     core: Core,
     info: pb.AgentInfo,
     total: Resources,
-    tasks: list[pb.TaskStatus],
+    tasks: list[TaskStatus],
     frameworks: list[pb.FrameworkInfo],
     stream: StreamId,
     task_infos: list[pb.TaskInfo] | None = None,
@@ -119,7 +120,7 @@ def _reregister(
     agent: AgentRecord,
     info: pb.AgentInfo,
     total: Resources,
-    tasks: list[pb.TaskStatus],
+    tasks: list[TaskStatus],
     frameworks: list[pb.FrameworkInfo],
     stream: StreamId,
     task_infos: list[pb.TaskInfo],
@@ -144,8 +145,8 @@ def _reregister(
         if task is not None and not task.terminal:
             core.master_update(
                 task,
-                pb.TASK_LOST,
-                pb.TaskStatus.REASON_AGENT_RESTARTED,
+                TaskState.TASK_LOST,
+                Reason.REASON_AGENT_RESTARTED,
                 "the agent re-registered without this task",
             )
     new = [

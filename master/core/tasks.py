@@ -8,21 +8,20 @@ itself, so the agent stops retrying it.
 
 from __future__ import annotations
 
-from corral.codec import is_terminal
 from corral.errors import CallError
 from corral.master.core import messages as msg
 from corral.master.core.context import Core
+from corral.master.core.domain import TaskStatus, is_terminal
 from corral.master.core.frameworks import maybe_finish_teardown
 from corral.master.core.liveness import release_lost
-from corral.proto import messages_pb2 as pb
 
 
-def status_updates(core: Core, agent_id: str, statuses: list[pb.TaskStatus]) -> None:
+def status_updates(core: Core, agent_id: str, statuses: list[TaskStatus]) -> None:
     agent = core.state.agents.get(agent_id)
     if agent is None:
         return
-    forward: dict[str, list[pb.TaskStatus]] = {}
-    self_acks: list[pb.TaskStatus] = []
+    forward: dict[str, list[TaskStatus]] = {}
+    self_acks: list[TaskStatus] = []
     for status in statuses:
         key = (status.framework_id, status.task_id)
         if key in agent.lost_tasks:
@@ -45,7 +44,7 @@ def status_updates(core: Core, agent_id: str, statuses: list[pb.TaskStatus]) -> 
                 "status.ignored",
                 task_id=status.task_id,
                 from_agent=agent_id,
-                state=pb.TaskState.Name(status.state),
+                state=status.state.name,
             )
             self_acks.append(status)
             continue

@@ -19,6 +19,8 @@ from corral.codec import (
 )
 from corral.errors import CallError
 from corral.identity import Principal
+from corral.master import wire
+from corral.master.core.domain import TaskState
 from corral.master.core.records import FrameworkRecord, TaskRecord
 from corral.master.leadership import Leadership
 from corral.master.master import Master
@@ -42,7 +44,7 @@ def _task_summary(task: TaskRecord) -> op.TaskSummary:
     return op.TaskSummary(
         task_info=task.info,
         framework_id=task.framework_id,
-        status=task.status,
+        status=wire.status_to_pb(task.status),
         launched_time=task.launched_at,
     )
 
@@ -98,8 +100,8 @@ def exec_request_problem(
             f"task_id: {request.task_id!r} names a task in several frameworks ({frameworks}): give one",
         )
     state = tasks[0].status.state
-    if state != pb.TASK_RUNNING:
-        name = pb.TaskState.Name(state)
+    if state != TaskState.TASK_RUNNING:
+        name = state.name
         return grpc.StatusCode.FAILED_PRECONDITION, (
             f"task {request.task_id!r} is {name}: only a running task can be entered"
         )

@@ -207,7 +207,9 @@ class MasterCoreMachine(RuleBasedStateMachine):
             self._apply(self.core.agent_disconnected(self.now, agent.agent_id, agent.stream))
         elif not agent.gone:
             reported = [
-                pb.TaskStatus(task_id=t, framework_id=self.fw_id, agent_id=a, state=pb.TASK_RUNNING)
+                wire.status_from_pb(
+                    pb.TaskStatus(task_id=t, framework_id=self.fw_id, agent_id=a, state=pb.TASK_RUNNING)
+                )
                 for a, t in self.running
                 if a == agent.agent_id and self.core.state.task(self.fw_id, t) is not None
             ]
@@ -259,7 +261,7 @@ class MasterCoreMachine(RuleBasedStateMachine):
             state=state,
             uuid=b"u",  # type: ignore[arg-type]
         )
-        self._apply(self.core.agent_status_updates(self.now, agent_id, [status]))
+        self._apply(self.core.agent_status_updates(self.now, agent_id, [wire.status_from_pb(status)]))
 
     @precondition(lambda self: bool(self.agents))
     @rule(data=st.data(), draining=st.booleans())
