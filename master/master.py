@@ -158,7 +158,7 @@ class Master:
                 self._allocate_now.set()
             elif isinstance(effect, WriteRegistry):
                 if self.registry is not None:
-                    self.registry.put(effect.kind, effect.key, effect.data)
+                    self.registry.put(effect.kind, effect.key, wire.record_bytes(effect.data))
             elif isinstance(effect, CloseStream):
                 self._forget(effect.stream, close=True)
             elif isinstance(effect, AgentLeft):
@@ -208,7 +208,13 @@ class Master:
         """Before serving as a new leader: learn the agents and frameworks the
         registry lists (see ``master/core/agents.py``)."""
         self._carry_out(
-            self.core.recover(self.clock(), state.agents, state.frameworks, state.roles, state.maintenance)
+            self.core.recover(
+                self.clock(),
+                state.agents,
+                {k: wire.framework_from_pb(f) for k, f in state.frameworks.items()},
+                state.roles,
+                state.maintenance,
+            )
         )
 
     def allocate_soon(self) -> None:
@@ -285,7 +291,7 @@ class Master:
                 info,
                 total,
                 [wire.status_from_pb(s) for s in tasks],
-                frameworks,
+                [wire.framework_from_pb(f) for f in frameworks],
                 stream,
                 task_infos,
                 principal,
@@ -323,7 +329,7 @@ class Master:
         (see master/core/frameworks.py)."""
         stream = self._open(outbox)
         try:
-            fw, effects = self.core.subscribe(self.clock(), info, stream, principal)
+            fw, effects = self.core.subscribe(self.clock(), wire.framework_from_pb(info), stream, principal)
         except Refused as e:
             self._forget(stream)
             self._carry_out(e.effects)

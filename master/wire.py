@@ -12,6 +12,7 @@ from typing import cast
 
 from corral.master.core import domain as d
 from corral.master.core import messages as m
+from corral.master.core.effects import RegistryRecord
 from corral.proto import agent_pb2, scheduler_pb2
 from corral.proto import messages_pb2 as pb
 
@@ -66,6 +67,45 @@ def status_to_pb(s: d.TaskStatus) -> pb.TaskStatus:
     return out
 
 
+# -- frameworks ---------------------------------------------------------------------
+
+
+def framework_from_pb(f: pb.FrameworkInfo) -> d.FrameworkInfo:
+    return d.FrameworkInfo(
+        id=f.id,
+        name=f.name,
+        user=f.user,
+        roles=tuple(f.roles),
+        failover_timeout_s=f.failover_timeout_s,
+        capabilities=tuple(f.capabilities),
+        principal=f.principal,
+        hostname=f.hostname,
+    )
+
+
+def framework_to_pb(f: d.FrameworkInfo) -> pb.FrameworkInfo:
+    return pb.FrameworkInfo(
+        id=f.id,
+        name=f.name,
+        user=f.user,
+        roles=f.roles,
+        failover_timeout_s=f.failover_timeout_s,
+        capabilities=cast(list[pb.FrameworkInfo.Capability], list(f.capabilities)),
+        principal=f.principal,
+        hostname=f.hostname,
+    )
+
+
+# -- the registry ---------------------------------------------------------------------
+
+
+def record_bytes(data: RegistryRecord | None) -> bytes | None:
+    """A registry record (``WriteRegistry.data``) as the registry stores it."""
+    if data is None or isinstance(data, bytes):
+        return data
+    return framework_to_pb(data).SerializeToString()
+
+
 # -- what the core says -----------------------------------------------------------
 
 
@@ -106,7 +146,9 @@ def command_to_pb(command: m.AgentCommand) -> MasterMessage:
         ]
         return MasterMessage(acknowledgements=MasterMessage.Acknowledgements(acks=acks))
     if isinstance(command, m.RunTasks):
-        run = MasterMessage.RunTasks(framework_info=command.framework_info, tasks=list(command.tasks))
+        run = MasterMessage.RunTasks(
+            framework_info=framework_to_pb(command.framework_info), tasks=list(command.tasks)
+        )
         return MasterMessage(run_tasks=run)
     if isinstance(command, m.ShutdownFramework):
         shutdown = MasterMessage.ShutdownFramework(framework_id=command.framework_id)

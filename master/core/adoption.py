@@ -19,7 +19,7 @@ from corral.codec import resources_from_proto
 from corral.master.allocator.events import FrameworkDeactivated
 from corral.master.core import messages as msg
 from corral.master.core.context import Core
-from corral.master.core.domain import TaskState, TaskStatus, is_terminal
+from corral.master.core.domain import FrameworkInfo, TaskState, TaskStatus, is_terminal
 from corral.master.core.reconciliation import reconciled
 from corral.master.core.records import AgentRecord, FrameworkRecord, TaskRecord, partition_aware
 from corral.proto import messages_pb2 as pb
@@ -30,7 +30,7 @@ def adopt_tasks(
     core: Core,
     agent: AgentRecord,
     tasks: list[TaskStatus],
-    frameworks: list[pb.FrameworkInfo],
+    frameworks: list[FrameworkInfo],
     task_infos: list[pb.TaskInfo],
     unreachable: bool = False,
 ) -> dict[str, Resources]:
@@ -87,10 +87,8 @@ def adopt_tasks(
     return {k: v for k, v in used.items() if v}
 
 
-def _recreate_framework(
-    core: Core, status: TaskStatus, infos: dict[str, pb.FrameworkInfo]
-) -> FrameworkRecord:
-    fw_info = infos.get(status.framework_id) or pb.FrameworkInfo(id=status.framework_id, name="(recovered)")
+def _recreate_framework(core: Core, status: TaskStatus, infos: dict[str, FrameworkInfo]) -> FrameworkRecord:
+    fw_info = infos.get(status.framework_id) or FrameworkInfo(id=status.framework_id, name="(recovered)")
     fw = FrameworkRecord(
         status.framework_id, fw_info, core.now, None, connected=False, disconnected_at=core.now
     )

@@ -11,6 +11,7 @@ from corral.codec import resources_from_proto
 from corral.master.allocator.events import AgentAdded, AgentDeactivated, AgentRemoved, FrameworkDeactivated
 from corral.master.core import liveness, policy
 from corral.master.core.context import Core
+from corral.master.core.domain import FrameworkInfo
 from corral.master.core.effects import AgentLeft
 from corral.master.core.records import AGENTS, MAINTENANCE, AgentRecord, FrameworkRecord, StreamId
 from corral.proto import messages_pb2 as pb
@@ -83,7 +84,7 @@ def check_reregistration(core: Core) -> None:
 def recover(
     core: Core,
     agents: dict[str, pb.AgentInfo],
-    frameworks: dict[str, pb.FrameworkInfo],
+    frameworks: dict[str, FrameworkInfo],
     roles: dict[str, operator_pb2.RoleSummary],
     maintenance: dict[str, operator_pb2.AgentMaintenance],
 ) -> None:

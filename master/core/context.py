@@ -25,13 +25,14 @@ from corral.master.allocator.events import Event as AllocatorEvent
 from corral.master.allocator.events import FrameworkAdded, ResourcesRecovered
 from corral.master.config import MasterConfig
 from corral.master.core import messages as msg
-from corral.master.core.domain import Reason, Source, TaskState, TaskStatus, is_terminal
+from corral.master.core.domain import FrameworkInfo, Reason, Source, TaskState, TaskStatus, is_terminal
 from corral.master.core.effects import (
     AllocateSoon,
     AuditDenied,
     CloseStream,
     Decision,
     Effect,
+    RegistryRecord,
     SendToAgent,
     SendToFramework,
     WriteRegistry,
@@ -141,7 +142,7 @@ class Core:
     def close(self, stream: StreamId) -> None:
         self.emit(CloseStream(stream))
 
-    def record(self, kind: str, key: str, data: bytes | None) -> None:
+    def record(self, kind: str, key: str, data: RegistryRecord | None) -> None:
         self.emit(WriteRegistry(kind, key, data))
 
     def allocate_soon(self) -> None:
@@ -176,7 +177,7 @@ class Core:
                 message = f"{what}: {message}"
             raise CallError("INVALID_ARGUMENT", message) from None
 
-    def add_known_framework(self, framework_id: str, info: pb.FrameworkInfo) -> None:
+    def add_known_framework(self, framework_id: str, info: FrameworkInfo) -> None:
         """A framework learnt from the registry or an agent, not from its own
         SUBSCRIBE: roles it cannot have are replaced by '*' rather than refused."""
         try:

@@ -19,7 +19,6 @@ from corral.proto import messages_pb2 as pb
 
 MasterInfo: TypeAlias = pb.MasterInfo
 AgentInfo: TypeAlias = pb.AgentInfo
-FrameworkInfo: TypeAlias = pb.FrameworkInfo
 TaskInfo: TypeAlias = pb.TaskInfo
 Offer: TypeAlias = pb.Offer
 
@@ -90,6 +89,29 @@ TERMINAL_STATES = frozenset(
 
 def is_terminal(state: int) -> bool:
     return state in TERMINAL_STATES
+
+
+class Capability(IntEnum):
+    CAPABILITY_UNSPECIFIED = 0
+    #: sees TASK_UNREACHABLE/GONE instead of TASK_LOST
+    PARTITION_AWARE = 1
+    MULTI_ROLE = 2
+    TASK_KILLING_STATE = 3
+
+
+@dataclass(frozen=True)
+class FrameworkInfo:
+    """A framework as it subscribed (``id`` and ``principal`` set by the master)."""
+
+    id: str = ""
+    name: str = ""
+    user: str = ""
+    roles: tuple[str, ...] = ()
+    failover_timeout_s: float = 0.0
+    #: the wire's numbers; one this master does not know is kept as it came
+    capabilities: tuple[int, ...] = ()
+    principal: str = ""
+    hostname: str = ""
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from corral.master.core.domain import FrameworkInfo
 from corral.master.core.messages import AgentCommand, FrameworkEvent
 from corral.master.core.records import StreamId
 
@@ -38,13 +39,18 @@ class CloseStream:
     stream: StreamId
 
 
+#: what a registry record holds (``bytes``: a kind not converted yet)
+RegistryRecord = FrameworkInfo | bytes
+
+
 @dataclass(frozen=True)
 class WriteRegistry:
-    """Persist (``data``) or delete (None) one registry record, in order."""
+    """Persist (``data``) or delete (None) one registry record, in order; the
+    runtime serializes it (``master/wire.py``)."""
 
     kind: str
     key: str
-    data: bytes | None
+    data: RegistryRecord | None
 
 
 @dataclass(frozen=True)

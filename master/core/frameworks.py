@@ -9,6 +9,8 @@ their final updates itself and forgets the framework once none is left.
 
 from __future__ import annotations
 
+import dataclasses
+
 from corral.errors import CallError
 from corral.master.allocator.events import (
     FrameworkActivated,
@@ -20,12 +22,11 @@ from corral.master.allocator.events import (
 )
 from corral.master.core import messages as msg
 from corral.master.core.context import Core
-from corral.master.core.domain import TaskState
+from corral.master.core.domain import FrameworkInfo, TaskState
 from corral.master.core.records import FRAMEWORKS, FrameworkRecord, StreamId
-from corral.proto import messages_pb2 as pb
 
 
-def subscribe(core: Core, info: pb.FrameworkInfo, stream: StreamId, principal: str) -> FrameworkRecord:
+def subscribe(core: Core, info: FrameworkInfo, stream: StreamId, principal: str) -> FrameworkRecord:
     """Register a new framework or re-subscribe a known one by id.
 
     A framework id belongs to the principal that registered it: another
@@ -59,7 +60,7 @@ def subscribe(core: Core, info: pb.FrameworkInfo, stream: StreamId, principal: s
     return fw
 
 
-def _register(core: Core, info: pb.FrameworkInfo, stream: StreamId, principal: str) -> FrameworkRecord:
+def _register(core: Core, info: FrameworkInfo, stream: StreamId, principal: str) -> FrameworkRecord:
     # An unknown id is accepted: after a restart of a standalone master
     # its frameworks come back before their agents re-register.
     limit = core.config.max_frameworks_per_principal
@@ -70,39 +71,34 @@ def _register(core: Core, info: pb.FrameworkInfo, stream: StreamId, principal: s
             "--max-frameworks-per-principal); tear one down or re-subscribe with its id",
         )
     fw_id = info.id or core.new_id("fw-")
-    stored = pb.FrameworkInfo()
-    stored.CopyFrom(info)
-    stored.id = fw_id
-    stored.principal = principal
-    if not stored.roles:
-        stored.roles.append("*")
+    stored = dataclasses.replace(info, id=fw_id, principal=principal, roles=info.roles or ("*",))
     core.allocator_call(FrameworkAdded(fw_id, tuple(stored.roles)))
     fw = FrameworkRecord(fw_id, stored, core.now, stream)
     core.state.frameworks[fw_id] = fw
-    core.record(FRAMEWORKS, fw_id, stored.SerializeToString())
+    core.record(FRAMEWORKS, fw_id, stored)
     core.log.info("framework.subscribed", framework_id=fw_id, name=info.name, roles=list(stored.roles))
     return fw
 
 
 def _resubscribe(
-    core: Core, fw: FrameworkRecord, info: pb.FrameworkInfo, stream: StreamId, principal: str
+    core: Core, fw: FrameworkRecord, info: FrameworkInfo, stream: StreamId, principal: str
 ) -> None:
-    roles = list(info.roles) or ["*"]
-    if roles != list(fw.info.roles):
+    roles = info.roles or ("*",)
+    if roles != fw.info.roles:
         # Re-subscribing with other roles changes them (Mesos' UPDATE_FRAMEWORK).
-        core.allocator_call(FrameworkAdded(fw.framework_id, tuple(roles)))
-        del fw.info.roles[:]
-        fw.info.roles.extend(roles)
-        core.record(FRAMEWORKS, fw.framework_id, fw.info.SerializeToString())
+        core.allocator_call(FrameworkAdded(fw.framework_id, roles))
+        fw.info = dataclasses.replace(fw.info, roles=roles)
+        core.record(FRAMEWORKS, fw.framework_id, fw.info)
     if fw.stream is not None and fw.stream != stream:
         # The old stream loses: one connection per framework, the newest.
         core.to_framework(fw, msg.Error("ABORTED", "framework re-subscribed on another connection"))
         core.close(fw.stream)
-    fw.info.name = info.name or fw.info.name
-    fw.info.failover_timeout_s = info.failover_timeout_s
+    fw.info = dataclasses.replace(
+        fw.info, name=info.name or fw.info.name, failover_timeout_s=info.failover_timeout_s
+    )
     if fw.info.principal != principal:  # claimed now (a record from before ACLs)
-        fw.info.principal = principal
-        core.record(FRAMEWORKS, fw.framework_id, fw.info.SerializeToString())
+        fw.info = dataclasses.replace(fw.info, principal=principal)
+        core.record(FRAMEWORKS, fw.framework_id, fw.info)
     fw.stream = stream
     fw.connected = True
     fw.disconnected_at = None

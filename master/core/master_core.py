@@ -24,7 +24,7 @@ from corral.master.allocator import RoleInfo
 from corral.master.config import MasterConfig
 from corral.master.core import agents, frameworks, launch, liveness, offers, policy, reconciliation, tasks
 from corral.master.core.context import Core, Log, Refused
-from corral.master.core.domain import TaskStatus
+from corral.master.core.domain import FrameworkInfo, TaskStatus
 from corral.master.core.effects import Effect
 from corral.master.core.records import FrameworkRecord, StreamId
 from corral.master.core.registration import register_agent
@@ -63,7 +63,7 @@ class MasterCore(Core):
         self,
         now: float,
         agents_: dict[str, pb.AgentInfo],
-        frameworks_: dict[str, pb.FrameworkInfo],
+        frameworks_: dict[str, FrameworkInfo],
         roles: dict[str, operator_pb2.RoleSummary],
         maintenance: dict[str, operator_pb2.AgentMaintenance],
     ) -> list[Effect]:
@@ -96,7 +96,7 @@ class MasterCore(Core):
         info: pb.AgentInfo,
         total: Resources,
         tasks_: list[TaskStatus],
-        frameworks_: list[pb.FrameworkInfo],
+        frameworks_: list[FrameworkInfo],
         stream: StreamId,
         task_infos: list[pb.TaskInfo] | None = None,
         principal: str = "",
@@ -128,7 +128,7 @@ class MasterCore(Core):
     # -- frameworks -------------------------------------------------------------------
 
     def subscribe(
-        self, now: float, info: pb.FrameworkInfo, stream: StreamId, principal: str = ""
+        self, now: float, info: FrameworkInfo, stream: StreamId, principal: str = ""
     ) -> tuple[FrameworkRecord, list[Effect]]:
         return self._run(now, frameworks.subscribe, self, info, stream, principal)
 

@@ -15,7 +15,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from corral.master.core.domain import TaskStatus, is_terminal
+from corral.master.core.domain import Capability, FrameworkInfo, TaskStatus, is_terminal
 from corral.proto import messages_pb2 as pb
 from corral.resources import Resources
 
@@ -106,7 +106,7 @@ class AgentRecord:
 @dataclass
 class FrameworkRecord:
     framework_id: str
-    info: pb.FrameworkInfo
+    info: FrameworkInfo
     registered_at: float
     #: its open stream (None: disconnected)
     stream: StreamId | None
@@ -120,7 +120,7 @@ class FrameworkRecord:
 
 
 def partition_aware(fw: FrameworkRecord | None) -> bool:
-    return fw is not None and pb.FrameworkInfo.PARTITION_AWARE in fw.info.capabilities
+    return fw is not None and Capability.PARTITION_AWARE in fw.info.capabilities
 
 
 @dataclass

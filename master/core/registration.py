@@ -17,7 +17,7 @@ from corral.master.core import liveness
 from corral.master.core import messages as msg
 from corral.master.core.adoption import adopt_tasks, shutdown_dead_frameworks
 from corral.master.core.context import Core
-from corral.master.core.domain import Reason, TaskState, TaskStatus
+from corral.master.core.domain import FrameworkInfo, Reason, TaskState, TaskStatus
 from corral.master.core.policy import record_maintenance
 from corral.master.core.records import AGENTS, AgentRecord, StreamId
 from corral.proto import messages_pb2 as pb
@@ -29,7 +29,7 @@ def register_agent(
     info: pb.AgentInfo,
     total: Resources,
     tasks: list[TaskStatus],
-    frameworks: list[pb.FrameworkInfo],
+    frameworks: list[FrameworkInfo],
     stream: StreamId,
     task_infos: list[pb.TaskInfo] | None = None,
     principal: str = "",
@@ -121,7 +121,7 @@ def _reregister(
     info: pb.AgentInfo,
     total: Resources,
     tasks: list[TaskStatus],
-    frameworks: list[pb.FrameworkInfo],
+    frameworks: list[FrameworkInfo],
     stream: StreamId,
     task_infos: list[pb.TaskInfo],
 ) -> None:

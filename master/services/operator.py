@@ -58,7 +58,7 @@ def _fw_summary(master: Master, fw: FrameworkRecord) -> op.FrameworkSummary:
     for offer_id in fw.offers:
         offered = offered + master.state.offers[offer_id].resources
     return op.FrameworkSummary(
-        framework_info=fw.info,
+        framework_info=wire.framework_to_pb(fw.info),
         connected=fw.connected,
         active=not fw.suppressed,
         allocated=resources_to_proto(used + offered),

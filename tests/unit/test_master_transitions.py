@@ -75,18 +75,18 @@ def _launch(task: pb.TaskInfo) -> Operation:
 
 def test_subscribe_answers_on_its_stream_and_records_the_framework() -> None:
     core = _core()
-    fw, effects = core.subscribe(1000.0, pb.FrameworkInfo(name="fw"), stream=7)
+    fw, effects = core.subscribe(1000.0, wire.framework_from_pb(pb.FrameworkInfo(name="fw")), stream=7)
     assert [e.type for e in _events(effects, 7)] == [Event.SUBSCRIBED]
-    assert WriteRegistry(FRAMEWORKS, fw.framework_id, fw.info.SerializeToString()) in effects
+    assert WriteRegistry(FRAMEWORKS, fw.framework_id, fw.info) in effects
     assert AllocateSoon() in effects
     assert all(dataclasses.is_dataclass(e) and e.__dataclass_params__.frozen for e in effects)  # type: ignore[attr-defined]
 
 
 def test_a_second_subscription_ends_the_first_stream() -> None:
     core = _core()
-    fw, _ = core.subscribe(1000.0, pb.FrameworkInfo(name="fw"), stream=1)
+    fw, _ = core.subscribe(1000.0, wire.framework_from_pb(pb.FrameworkInfo(name="fw")), stream=1)
     info = pb.FrameworkInfo(name="fw", id=fw.framework_id)
-    _, effects = core.subscribe(1001.0, info, stream=2)
+    _, effects = core.subscribe(1001.0, wire.framework_from_pb(info), stream=2)
     old = _events(effects, 1)
     assert [e.error.code for e in old] == ["ABORTED"]
     sent = next(i for i, e in enumerate(effects) if isinstance(e, SendToFramework) and e.stream == 1)
@@ -105,7 +105,7 @@ def test_offers_are_made_at_now_and_a_lost_agent_rescinds_them() -> None:
         isinstance(e, SendToAgent) and e.stream == 3 and wire.command_to_pb(e.message).HasField("registered")
         for e in effects
     )
-    core.subscribe(1000.0, pb.FrameworkInfo(name="fw"), stream=4)
+    core.subscribe(1000.0, wire.framework_from_pb(pb.FrameworkInfo(name="fw")), stream=4)
     count, effects = core.allocate(1005.0)
     (offer,) = _offers(effects)
     assert count == 1
@@ -121,7 +121,7 @@ def test_offers_are_made_at_now_and_a_lost_agent_rescinds_them() -> None:
 
 def test_a_refused_call_carries_the_effects_made_before_the_refusal() -> None:
     core = _core()
-    fw, _ = core.subscribe(1000.0, pb.FrameworkInfo(name="fw"), stream=1)
+    fw, _ = core.subscribe(1000.0, wire.framework_from_pb(pb.FrameworkInfo(name="fw")), stream=1)
     with pytest.raises(Refused) as refused:
         core.accept(1001.0, fw.framework_id, ["no-such-offer"], [], None)
     assert isinstance(refused.value, CallError)
@@ -133,7 +133,7 @@ def test_a_refused_call_carries_the_effects_made_before_the_refusal() -> None:
 def test_a_launch_on_a_rescinded_offer_is_dropped_not_sent() -> None:
     core = _core()
     agent_id, _ = core.register_agent(1000.0, pb.AgentInfo(hostname="a"), TOTAL, [], [], stream=3)
-    fw, _ = core.subscribe(1000.0, pb.FrameworkInfo(name="fw"), stream=4)
+    fw, _ = core.subscribe(1000.0, wire.framework_from_pb(pb.FrameworkInfo(name="fw")), stream=4)
     (offer,) = _offers(core.allocate(1001.0)[1])
     core.drain_agent(1002.0, agent_id)  # rescinds the offer
     effects = core.accept(1003.0, fw.framework_id, [offer.id], [_launch(_task("t1"))], None)
@@ -177,7 +177,9 @@ class MasterCoreMachine(RuleBasedStateMachine):
                 if e.data is None:
                     self.registry.pop((e.kind, e.key), None)
                 else:
-                    self.registry[(e.kind, e.key)] = e.data
+                    data = wire.record_bytes(e.data)
+                    assert data is not None
+                    self.registry[(e.kind, e.key)] = data
         return effects
 
     def _stream(self) -> int:
@@ -220,7 +222,7 @@ class MasterCoreMachine(RuleBasedStateMachine):
     def framework_subscribes(self) -> None:
         info = pb.FrameworkInfo(name="fw", id=self.fw_id, failover_timeout_s=30.0)
         try:
-            fw, effects = self.core.subscribe(self.now, info, self._stream())
+            fw, effects = self.core.subscribe(self.now, wire.framework_from_pb(info), self._stream())
         except Refused as e:  # torn down after its failover timeout
             code = e.code
             self.fw_id = ""
@@ -284,7 +286,7 @@ class MasterCoreMachine(RuleBasedStateMachine):
         successor.recover(
             self.now,
             {k: pb.AgentInfo.FromString(v) for k, v in kind(AGENTS).items()},
-            {k: pb.FrameworkInfo.FromString(v) for k, v in kind(FRAMEWORKS).items()},
+            {k: wire.framework_from_pb(pb.FrameworkInfo.FromString(v)) for k, v in kind(FRAMEWORKS).items()},
             {},
             {k: operator_pb2.AgentMaintenance.FromString(v) for k, v in kind(MAINTENANCE).items()},
         )
