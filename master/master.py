@@ -210,7 +210,7 @@ class Master:
         self._carry_out(
             self.core.recover(
                 self.clock(),
-                state.agents,
+                wire.agents_from_registry(state.agents, self.log),
                 {k: wire.framework_from_pb(f) for k, f in state.frameworks.items()},
                 state.roles,
                 state.maintenance,
@@ -288,7 +288,7 @@ class Master:
         try:
             agent_id, effects = self.core.register_agent(
                 self.clock(),
-                info,
+                wire.agent_from_pb(info),
                 total,
                 [wire.status_from_pb(s) for s in tasks],
                 [wire.framework_from_pb(f) for f in frameworks],

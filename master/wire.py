@@ -8,13 +8,17 @@ the core can hold (tests/unit/test_master_wire.py).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import cast
 
+from corral.codec import resources_from_proto, resources_to_proto
 from corral.master.core import domain as d
 from corral.master.core import messages as m
+from corral.master.core.context import Log
 from corral.master.core.effects import RegistryRecord
 from corral.proto import agent_pb2, scheduler_pb2
 from corral.proto import messages_pb2 as pb
+from corral.resources import ResourceError
 
 Event = scheduler_pb2.Event
 MasterMessage = agent_pb2.MasterMessage
@@ -67,6 +71,50 @@ def status_to_pb(s: d.TaskStatus) -> pb.TaskStatus:
     return out
 
 
+# -- agents ---------------------------------------------------------------------------
+
+
+def agent_from_pb(a: pb.AgentInfo) -> d.AgentInfo:
+    """Raises ResourceError if its resources do not parse (the registry's; a
+    registration's were validated)."""
+    return d.AgentInfo(
+        id=a.id,
+        hostname=a.hostname,
+        resources=resources_from_proto(a.resources, "agent_info.resources"),
+        attributes=tuple((x.name, x.value) for x in a.attributes),
+        work_dir=a.work_dir,
+        version=a.version,
+        principal=a.principal,
+    )
+
+
+def agents_from_registry(agents: Mapping[str, pb.AgentInfo], log: Log) -> dict[str, d.AgentInfo]:
+    """The registry's agents; one whose resources do not parse is skipped, said."""
+    out: dict[str, d.AgentInfo] = {}
+    for agent_id, info in agents.items():
+        try:
+            out[agent_id] = agent_from_pb(info)
+        except ResourceError:
+            log.warning("registry.bad_agent", agent_id=agent_id)
+    return out
+
+
+def attributes_to_pb(attributes: tuple[tuple[str, str], ...]) -> list[pb.Attribute]:
+    return [pb.Attribute(name=n, value=v) for n, v in attributes]
+
+
+def agent_to_pb(a: d.AgentInfo) -> pb.AgentInfo:
+    return pb.AgentInfo(
+        id=a.id,
+        hostname=a.hostname,
+        resources=resources_to_proto(a.resources),
+        attributes=attributes_to_pb(a.attributes),
+        work_dir=a.work_dir,
+        version=a.version,
+        principal=a.principal,
+    )
+
+
 # -- frameworks ---------------------------------------------------------------------
 
 
@@ -103,6 +151,8 @@ def record_bytes(data: RegistryRecord | None) -> bytes | None:
     """A registry record (``WriteRegistry.data``) as the registry stores it."""
     if data is None or isinstance(data, bytes):
         return data
+    if isinstance(data, d.AgentInfo):
+        return agent_to_pb(data).SerializeToString()
     return framework_to_pb(data).SerializeToString()
 
 

@@ -7,16 +7,13 @@ unreachable / back / gone model in ``liveness.py``.
 
 from __future__ import annotations
 
-from corral.codec import resources_from_proto
 from corral.master.allocator.events import AgentAdded, AgentDeactivated, AgentRemoved, FrameworkDeactivated
 from corral.master.core import liveness, policy
 from corral.master.core.context import Core
-from corral.master.core.domain import FrameworkInfo
+from corral.master.core.domain import AgentInfo, FrameworkInfo
 from corral.master.core.effects import AgentLeft
 from corral.master.core.records import AGENTS, MAINTENANCE, AgentRecord, FrameworkRecord, StreamId
-from corral.proto import messages_pb2 as pb
 from corral.proto import operator_pb2
-from corral.resources import ResourceError
 
 
 def heartbeat(core: Core, agent_id: str) -> None:
@@ -83,7 +80,7 @@ def check_reregistration(core: Core) -> None:
 
 def recover(
     core: Core,
-    agents: dict[str, pb.AgentInfo],
+    agents: dict[str, AgentInfo],
     frameworks: dict[str, FrameworkInfo],
     roles: dict[str, operator_pb2.RoleSummary],
     maintenance: dict[str, operator_pb2.AgentMaintenance],
@@ -94,11 +91,7 @@ def recover(
     now = core.now
     deadline = now + core.config.agent_reregister_timeout_s
     for agent_id, info in agents.items():
-        try:
-            total = resources_from_proto(info.resources)
-        except ResourceError:
-            core.log.warning("registry.bad_agent", agent_id=agent_id)
-            continue
+        total = info.resources
         record = AgentRecord(agent_id, info, total, now, now, None, connected=False, recovered=True)
         record.reregister_deadline = deadline
         core.state.agents[agent_id] = record

@@ -11,14 +11,14 @@ of a protobuf type is a kind not converted yet.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import TypeAlias
 
 from corral.proto import messages_pb2 as pb
+from corral.resources import Resources
 
 MasterInfo: TypeAlias = pb.MasterInfo
-AgentInfo: TypeAlias = pb.AgentInfo
 TaskInfo: TypeAlias = pb.TaskInfo
 Offer: TypeAlias = pb.Offer
 
@@ -89,6 +89,20 @@ TERMINAL_STATES = frozenset(
 
 def is_terminal(state: int) -> bool:
     return state in TERMINAL_STATES
+
+
+@dataclass(frozen=True)
+class AgentInfo:
+    """An agent as it registered (``id`` and ``principal`` set by the master)."""
+
+    id: str = ""
+    hostname: str = ""
+    resources: Resources = field(default_factory=Resources)
+    #: (name, value) in the agent's order (offers repeat them as given)
+    attributes: tuple[tuple[str, str], ...] = ()
+    work_dir: str = ""
+    version: str = ""
+    principal: str = ""
 
 
 class Capability(IntEnum):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from corral.master.core.domain import FrameworkInfo
+from corral.master.core.domain import AgentInfo, FrameworkInfo
 from corral.master.core.messages import AgentCommand, FrameworkEvent
 from corral.master.core.records import StreamId
 
@@ -40,7 +40,7 @@ class CloseStream:
 
 
 #: what a registry record holds (``bytes``: a kind not converted yet)
-RegistryRecord = FrameworkInfo | bytes
+RegistryRecord = AgentInfo | FrameworkInfo | bytes
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from corral.master.allocator import RoleInfo
 from corral.master.config import MasterConfig
 from corral.master.core import agents, frameworks, launch, liveness, offers, policy, reconciliation, tasks
 from corral.master.core.context import Core, Log, Refused
-from corral.master.core.domain import FrameworkInfo, TaskStatus
+from corral.master.core.domain import AgentInfo, FrameworkInfo, TaskStatus
 from corral.master.core.effects import Effect
 from corral.master.core.records import FrameworkRecord, StreamId
 from corral.master.core.registration import register_agent
@@ -62,7 +62,7 @@ class MasterCore(Core):
     def recover(
         self,
         now: float,
-        agents_: dict[str, pb.AgentInfo],
+        agents_: dict[str, AgentInfo],
         frameworks_: dict[str, FrameworkInfo],
         roles: dict[str, operator_pb2.RoleSummary],
         maintenance: dict[str, operator_pb2.AgentMaintenance],
@@ -93,7 +93,7 @@ class MasterCore(Core):
     def register_agent(
         self,
         now: float,
-        info: pb.AgentInfo,
+        info: AgentInfo,
         total: Resources,
         tasks_: list[TaskStatus],
         frameworks_: list[FrameworkInfo],

@@ -41,7 +41,7 @@ def allocate(core: Core) -> int:
                 agent_id=agent.agent_id,
                 hostname=agent.info.hostname,
                 resources=resources_to_proto(alloc.resources),
-                attributes=agent.info.attributes,
+                attributes=[pb.Attribute(name=n, value=v) for n, v in agent.info.attributes],
                 role=alloc.role,
             )
         )

@@ -15,7 +15,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from corral.master.core.domain import Capability, FrameworkInfo, TaskStatus, is_terminal
+from corral.master.core.domain import AgentInfo, Capability, FrameworkInfo, TaskStatus, is_terminal
 from corral.proto import messages_pb2 as pb
 from corral.resources import Resources
 
@@ -73,7 +73,7 @@ class OfferRecord:
 @dataclass
 class AgentRecord:
     agent_id: str
-    info: pb.AgentInfo
+    info: AgentInfo
     total: Resources
     registered_at: float
     last_heartbeat: float

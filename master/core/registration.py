@@ -10,6 +10,8 @@ an agent that was unreachable is told which of its tasks to kill
 
 from __future__ import annotations
 
+import dataclasses
+
 from corral.errors import CallError
 from corral.master.allocator import AllocatorError
 from corral.master.allocator.events import AgentActivated, AgentAdded, AgentUpdated, Reserved, ResourcesUsed
@@ -17,7 +19,7 @@ from corral.master.core import liveness
 from corral.master.core import messages as msg
 from corral.master.core.adoption import adopt_tasks, shutdown_dead_frameworks
 from corral.master.core.context import Core
-from corral.master.core.domain import FrameworkInfo, Reason, TaskState, TaskStatus
+from corral.master.core.domain import AgentInfo, FrameworkInfo, Reason, TaskState, TaskStatus
 from corral.master.core.policy import record_maintenance
 from corral.master.core.records import AGENTS, AgentRecord, StreamId
 from corral.proto import messages_pb2 as pb
@@ -26,7 +28,7 @@ from corral.resources import Resources
 
 def register_agent(
     core: Core,
-    info: pb.AgentInfo,
+    info: AgentInfo,
     total: Resources,
     tasks: list[TaskStatus],
     frameworks: list[FrameworkInfo],
@@ -45,15 +47,14 @@ def register_agent(
     agent_id = info.id
     existing = core.state.agents.get(agent_id) if agent_id else None
     _check_admission(core, existing, agent_id, principal, authenticated)
-    info.principal = principal
+    info = dataclasses.replace(info, principal=principal)
     if existing is not None:
         _reregister(core, existing, info, total, tasks, frameworks, stream, task_infos or [])
         existing.recovered = False
     else:
         if not agent_id:
             agent_id = f"{core.info.id}-S{next(core.agent_seq)}"
-        stored = pb.AgentInfo()
-        stored.CopyFrom(info)
+        stored = dataclasses.replace(info, id=agent_id)
         # Tasks this master did not launch are adopted only from an agent that
         # had an id (it ran under an earlier leader) and only in the
         # re-registration window after this master began: later, a "new"
@@ -61,9 +62,8 @@ def register_agent(
         # injection (security review), and they are killed instead.
         returning = bool(info.id) and core.now < core.recovered_at
         record = AgentRecord(agent_id, stored, total, core.now, core.now, stream, recovered=returning)
-        record.info.id = agent_id
         core.state.agents[agent_id] = record
-        core.record(AGENTS, agent_id, stored.SerializeToString())
+        core.record(AGENTS, agent_id, stored)
         used = adopt_tasks(core, record, tasks, frameworks, task_infos or [])
         record.recovered = False
         core.allocator.handle(AgentAdded(agent_id, total, used))
@@ -118,7 +118,7 @@ def _check_admission(
 def _reregister(
     core: Core,
     agent: AgentRecord,
-    info: pb.AgentInfo,
+    info: AgentInfo,
     total: Resources,
     tasks: list[TaskStatus],
     frameworks: list[FrameworkInfo],
@@ -132,9 +132,9 @@ def _reregister(
     agent.last_heartbeat = core.now
     agent.reregister_deadline = None
     was_unreachable, agent.unreachable = agent.unreachable, False
-    if agent.info.SerializeToString() != info.SerializeToString():
-        core.record(AGENTS, agent.agent_id, info.SerializeToString())
-    agent.info.CopyFrom(info)
+    if agent.info != info:
+        core.record(AGENTS, agent.agent_id, info)
+    agent.info = info
     if total != agent.total:
         _resources_changed(core, agent, total)
     reported = {(t.framework_id, t.task_id) for t in tasks}

@@ -164,10 +164,8 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
         for agent in sorted(state.agents.values(), key=lambda a: a.agent_id):
             used = state.used_on_agent(agent.agent_id)
             offered = state.offered_on_agent(agent.agent_id)
-            info = agent.info
+            info = wire.agent_to_pb(agent.info)
             if not operator:
-                info = pb.AgentInfo()
-                info.CopyFrom(agent.info)
                 info.ClearField("work_dir")
                 info.ClearField("principal")
             out.append(

@@ -99,7 +99,9 @@ def test_a_second_subscription_ends_the_first_stream() -> None:
 
 def test_offers_are_made_at_now_and_a_lost_agent_rescinds_them() -> None:
     core = _core()
-    agent_id, effects = core.register_agent(1000.0, pb.AgentInfo(hostname="a"), TOTAL, [], [], stream=3)
+    agent_id, effects = core.register_agent(
+        1000.0, wire.agent_from_pb(pb.AgentInfo(hostname="a")), TOTAL, [], [], stream=3
+    )
     assert any(isinstance(e, WriteRegistry) and e.kind == AGENTS and e.key == agent_id for e in effects)
     assert any(
         isinstance(e, SendToAgent) and e.stream == 3 and wire.command_to_pb(e.message).HasField("registered")
@@ -132,7 +134,9 @@ def test_a_refused_call_carries_the_effects_made_before_the_refusal() -> None:
 
 def test_a_launch_on_a_rescinded_offer_is_dropped_not_sent() -> None:
     core = _core()
-    agent_id, _ = core.register_agent(1000.0, pb.AgentInfo(hostname="a"), TOTAL, [], [], stream=3)
+    agent_id, _ = core.register_agent(
+        1000.0, wire.agent_from_pb(pb.AgentInfo(hostname="a")), TOTAL, [], [], stream=3
+    )
     fw, _ = core.subscribe(1000.0, wire.framework_from_pb(pb.FrameworkInfo(name="fw")), stream=4)
     (offer,) = _offers(core.allocate(1001.0)[1])
     core.drain_agent(1002.0, agent_id)  # rescinds the offer
@@ -196,7 +200,12 @@ class MasterCoreMachine(RuleBasedStateMachine):
     @rule()
     def agent_registers(self) -> None:
         agent_id, effects = self.core.register_agent(
-            self.now, pb.AgentInfo(hostname=f"h{len(self.agents)}"), TOTAL, [], [], self._stream()
+            self.now,
+            wire.agent_from_pb(pb.AgentInfo(hostname=f"h{len(self.agents)}")),
+            TOTAL,
+            [],
+            [],
+            self._stream(),
         )
         self._apply(effects)
         self.agents.append(agent_id)
@@ -285,7 +294,7 @@ class MasterCoreMachine(RuleBasedStateMachine):
         successor = _core()
         successor.recover(
             self.now,
-            {k: pb.AgentInfo.FromString(v) for k, v in kind(AGENTS).items()},
+            {k: wire.agent_from_pb(pb.AgentInfo.FromString(v)) for k, v in kind(AGENTS).items()},
             {k: wire.framework_from_pb(pb.FrameworkInfo.FromString(v)) for k, v in kind(FRAMEWORKS).items()},
             {},
             {k: operator_pb2.AgentMaintenance.FromString(v) for k, v in kind(MAINTENANCE).items()},
