@@ -115,6 +115,18 @@ def agent_to_pb(a: d.AgentInfo) -> pb.AgentInfo:
     )
 
 
+def offer_to_pb(o: d.Offer) -> pb.Offer:
+    return pb.Offer(
+        id=o.id,
+        framework_id=o.framework_id,
+        agent_id=o.agent_id,
+        hostname=o.hostname,
+        resources=resources_to_proto(o.resources),
+        attributes=attributes_to_pb(o.attributes),
+        role=o.role,
+    )
+
+
 # -- frameworks ---------------------------------------------------------------------
 
 
@@ -167,7 +179,7 @@ def event_to_pb(event: m.FrameworkEvent) -> Event:
             return Event(type=Event.UPDATE, update=Event.Update(status=status_to_pb(statuses[0])))
         return Event(type=Event.UPDATE, updates=[Event.Update(status=status_to_pb(s)) for s in statuses])
     if isinstance(event, m.Offers):
-        return Event(type=Event.OFFERS, offers=Event.Offers(offers=list(event.offers)))
+        return Event(type=Event.OFFERS, offers=Event.Offers(offers=[offer_to_pb(o) for o in event.offers]))
     if isinstance(event, m.Rescind):
         return Event(type=Event.RESCIND, rescind=Event.Rescind(offer_id=event.offer_id))
     if isinstance(event, m.Subscribed):

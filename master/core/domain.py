@@ -20,7 +20,6 @@ from corral.resources import Resources
 
 MasterInfo: TypeAlias = pb.MasterInfo
 TaskInfo: TypeAlias = pb.TaskInfo
-Offer: TypeAlias = pb.Offer
 
 
 class TaskState(IntEnum):
@@ -103,6 +102,20 @@ class AgentInfo:
     work_dir: str = ""
     version: str = ""
     principal: str = ""
+
+
+@dataclass(frozen=True)
+class Offer:
+    """Resources of one agent offered to one framework, in one role."""
+
+    id: str
+    framework_id: str
+    agent_id: str
+    hostname: str
+    resources: Resources
+    attributes: tuple[tuple[str, str], ...]
+    #: the role the resources are allocated to
+    role: str
 
 
 class Capability(IntEnum):
