@@ -33,6 +33,7 @@ from corral.master.audit import AuditLog
 from corral.master.authz import ALLOW_ALL, Authorizer, Decision
 from corral.master.config import MasterConfig
 from corral.master.core.context import Refused
+from corral.master.core.domain import MasterInfo
 from corral.master.core.effects import (
     AgentLeft,
     AllocateSoon,
@@ -81,7 +82,7 @@ class Master:
     ) -> None:
         self.config = config or MasterConfig()
         self.clock = clock
-        info = pb.MasterInfo(
+        info = MasterInfo(
             id=master_id or ids(""),
             address=address,
             hostname=socket.gethostname(),
@@ -111,7 +112,7 @@ class Master:
 
     @property
     def info(self) -> pb.MasterInfo:
-        return self.core.info
+        return wire.master_info_to_pb(self.core.info)
 
     @property
     def state(self) -> StateView:

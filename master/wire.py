@@ -71,6 +71,12 @@ def status_to_pb(s: d.TaskStatus) -> pb.TaskStatus:
     return out
 
 
+def master_info_to_pb(i: d.MasterInfo) -> pb.MasterInfo:
+    return pb.MasterInfo(
+        id=i.id, address=i.address, hostname=i.hostname, version=i.version, start_time=i.start_time
+    )
+
+
 # -- agents ---------------------------------------------------------------------------
 
 
@@ -186,7 +192,7 @@ def event_to_pb(event: m.FrameworkEvent) -> Event:
         subscribed = Event.Subscribed(
             framework_id=event.framework_id,
             heartbeat_interval_s=event.heartbeat_interval_s,
-            master_info=event.master_info,
+            master_info=master_info_to_pb(event.master_info),
         )
         return Event(type=Event.SUBSCRIBED, subscribed=subscribed)
     if isinstance(event, m.Error):
@@ -218,6 +224,6 @@ def command_to_pb(command: m.AgentCommand) -> MasterMessage:
     registered = MasterMessage.Registered(
         agent_id=command.agent_id,
         heartbeat_interval_s=command.heartbeat_interval_s,
-        master_info=command.master_info,
+        master_info=master_info_to_pb(command.master_info),
     )
     return MasterMessage(registered=registered)

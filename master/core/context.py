@@ -25,7 +25,15 @@ from corral.master.allocator.events import Event as AllocatorEvent
 from corral.master.allocator.events import FrameworkAdded, ResourcesRecovered
 from corral.master.config import MasterConfig
 from corral.master.core import messages as msg
-from corral.master.core.domain import FrameworkInfo, Reason, Source, TaskState, TaskStatus, is_terminal
+from corral.master.core.domain import (
+    FrameworkInfo,
+    MasterInfo,
+    Reason,
+    Source,
+    TaskState,
+    TaskStatus,
+    is_terminal,
+)
 from corral.master.core.effects import (
     AllocateSoon,
     AuditDenied,
@@ -99,7 +107,7 @@ class Core:
     """The state and the shared transitions (see the module docstring)."""
 
     def __init__(
-        self, config: MasterConfig, info: pb.MasterInfo, ids: Callable[[str], str], log: Log | None = None
+        self, config: MasterConfig, info: MasterInfo, ids: Callable[[str], str], log: Log | None = None
     ) -> None:
         self.config = config
         self.info = info

@@ -18,7 +18,6 @@ from typing import TypeAlias
 from corral.proto import messages_pb2 as pb
 from corral.resources import Resources
 
-MasterInfo: TypeAlias = pb.MasterInfo
 TaskInfo: TypeAlias = pb.TaskInfo
 
 
@@ -88,6 +87,18 @@ TERMINAL_STATES = frozenset(
 
 def is_terminal(state: int) -> bool:
     return state in TERMINAL_STATES
+
+
+@dataclass(frozen=True)
+class MasterInfo:
+    """This master, as frameworks and agents are told of it."""
+
+    id: str
+    address: str = ""
+    hostname: str = ""
+    version: str = ""
+    #: seconds since the epoch
+    start_time: float = 0.0
 
 
 @dataclass(frozen=True)

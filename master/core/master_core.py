@@ -24,7 +24,7 @@ from corral.master.allocator import RoleInfo
 from corral.master.config import MasterConfig
 from corral.master.core import agents, frameworks, launch, liveness, offers, policy, reconciliation, tasks
 from corral.master.core.context import Core, Log, Refused
-from corral.master.core.domain import AgentInfo, FrameworkInfo, TaskStatus
+from corral.master.core.domain import AgentInfo, FrameworkInfo, MasterInfo, TaskStatus
 from corral.master.core.effects import Effect
 from corral.master.core.records import FrameworkRecord, StreamId
 from corral.master.core.registration import register_agent
@@ -40,7 +40,7 @@ class MasterCore(Core):
     """The master's transitions (see the module docstring)."""
 
     def __init__(
-        self, config: MasterConfig, info: pb.MasterInfo, ids: Callable[[str], str], log: Log | None = None
+        self, config: MasterConfig, info: MasterInfo, ids: Callable[[str], str], log: Log | None = None
     ) -> None:
         super().__init__(config, info, ids, log)
 

@@ -22,6 +22,7 @@ from corral.errors import CallError
 from corral.master import wire
 from corral.master.config import MasterConfig
 from corral.master.core.context import Refused
+from corral.master.core.domain import MasterInfo
 from corral.master.core.effects import (
     AgentLeft,
     AllocateSoon,
@@ -45,7 +46,7 @@ CONFIG = MasterConfig(agent_reregister_timeout_s=0, agent_heartbeat_interval_s=1
 
 def _core() -> MasterCore:
     ids = (f"id{n}" for n in itertools.count(1))
-    return MasterCore(CONFIG, pb.MasterInfo(id="m", start_time=1000.0), lambda prefix: prefix + next(ids))
+    return MasterCore(CONFIG, MasterInfo(id="m", start_time=1000.0), lambda prefix: prefix + next(ids))
 
 
 def _events(effects: list[Effect], stream: int) -> list[Event]:
