@@ -213,8 +213,8 @@ class Master:
                 self.clock(),
                 wire.agents_from_registry(state.agents, self.log),
                 {k: wire.framework_from_pb(f) for k, f in state.frameworks.items()},
-                state.roles,
-                state.maintenance,
+                {k: wire.role_from_pb(r, self.log) for k, r in state.roles.items()},
+                {k: wire.maintenance_from_pb(k, m, self.log) for k, m in state.maintenance.items()},
             )
         )
 

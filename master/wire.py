@@ -11,14 +11,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import cast
 
-from corral.codec import resources_from_proto, resources_to_proto
+from corral.codec import quantities_from_proto, quantities_to_proto, resources_from_proto, resources_to_proto
 from corral.master.core import domain as d
 from corral.master.core import messages as m
 from corral.master.core.context import Log
 from corral.master.core.effects import RegistryRecord
 from corral.proto import agent_pb2, scheduler_pb2
 from corral.proto import messages_pb2 as pb
-from corral.resources import ResourceError
+from corral.proto import operator_pb2 as op
+from corral.resources import ResourceError, Resources
 
 Event = scheduler_pb2.Event
 MasterMessage = agent_pb2.MasterMessage
@@ -165,12 +166,55 @@ def framework_to_pb(f: d.FrameworkInfo) -> pb.FrameworkInfo:
 # -- the registry ---------------------------------------------------------------------
 
 
+def role_from_pb(summary: op.RoleSummary, log: Log) -> d.RolePolicy:
+    """A recorded role; a quota that does not parse is dropped, said (its weight kept)."""
+    try:
+        guarantee = resources_from_proto(summary.guarantee)
+        limit = quantities_from_proto(summary.limit) if summary.has_limit else None
+    except ResourceError as e:
+        log.warning("registry.bad_role", role=summary.role, error=str(e))
+        return d.RolePolicy(summary.role, summary.weight or 1.0)
+    return d.RolePolicy(summary.role, summary.weight or 1.0, guarantee, limit)
+
+
+def role_to_pb(r: d.RolePolicy) -> op.RoleSummary:
+    return op.RoleSummary(
+        role=r.role,
+        weight=r.weight,
+        guarantee=resources_to_proto(r.guarantee),
+        limit=quantities_to_proto(r.limit or {}),
+        has_limit=r.limit is not None,
+    )
+
+
+def maintenance_from_pb(agent_id: str, m_: op.AgentMaintenance, log: Log) -> d.AgentMaintenance:
+    """A recorded maintenance mark; reservations that do not parse are dropped, said."""
+    try:
+        reserved = resources_from_proto(m_.reservations)
+    except ResourceError as e:
+        log.warning("registry.bad_maintenance", agent_id=agent_id, error=str(e))
+        reserved = Resources()
+    return d.AgentMaintenance(m_.draining, reserved, m_.unreachable_since)
+
+
+def maintenance_to_pb(m_: d.AgentMaintenance) -> op.AgentMaintenance:
+    return op.AgentMaintenance(
+        draining=m_.draining,
+        reservations=resources_to_proto(m_.reservations),
+        unreachable_since=m_.unreachable_since,
+    )
+
+
 def record_bytes(data: RegistryRecord | None) -> bytes | None:
     """A registry record (``WriteRegistry.data``) as the registry stores it."""
-    if data is None or isinstance(data, bytes):
-        return data
+    if data is None:
+        return None
     if isinstance(data, d.AgentInfo):
         return agent_to_pb(data).SerializeToString()
+    if isinstance(data, d.RolePolicy):
+        return role_to_pb(data).SerializeToString()
+    if isinstance(data, d.AgentMaintenance):
+        return maintenance_to_pb(data).SerializeToString()
     return framework_to_pb(data).SerializeToString()
 
 

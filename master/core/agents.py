@@ -10,10 +10,9 @@ from __future__ import annotations
 from corral.master.allocator.events import AgentAdded, AgentDeactivated, AgentRemoved, FrameworkDeactivated
 from corral.master.core import liveness, policy
 from corral.master.core.context import Core
-from corral.master.core.domain import AgentInfo, FrameworkInfo
+from corral.master.core.domain import AgentInfo, AgentMaintenance, FrameworkInfo, RolePolicy
 from corral.master.core.effects import AgentLeft
 from corral.master.core.records import AGENTS, MAINTENANCE, AgentRecord, FrameworkRecord, StreamId
-from corral.proto import operator_pb2
 
 
 def heartbeat(core: Core, agent_id: str) -> None:
@@ -82,8 +81,8 @@ def recover(
     core: Core,
     agents: dict[str, AgentInfo],
     frameworks: dict[str, FrameworkInfo],
-    roles: dict[str, operator_pb2.RoleSummary],
-    maintenance: dict[str, operator_pb2.AgentMaintenance],
+    roles: dict[str, RolePolicy],
+    maintenance: dict[str, AgentMaintenance],
 ) -> None:
     """Before serving as a new leader: learn the agents and frameworks the
     registry lists. Agents get ``agent_reregister_timeout_s`` to come back

@@ -11,6 +11,7 @@ of a protobuf type is a kind not converted yet.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import TypeAlias
@@ -127,6 +128,27 @@ class Offer:
     attributes: tuple[tuple[str, str], ...]
     #: the role the resources are allocated to
     role: str
+
+
+@dataclass(frozen=True)
+class RolePolicy:
+    """A role's weight and quota as the registry keeps them (``roles/<role>``)."""
+
+    role: str
+    weight: float = 1.0
+    guarantee: Resources = field(default_factory=Resources)
+    #: unreserved scalar quantities in milli-units (None: no limit)
+    limit: Mapping[str, int] | None = None
+
+
+@dataclass(frozen=True)
+class AgentMaintenance:
+    """An agent's drain mark, dynamic reservations and unreachable mark
+    (``maintenance/<agent_id>``; 0: not unreachable)."""
+
+    draining: bool = False
+    reservations: Resources = field(default_factory=Resources)
+    unreachable_since: float = 0.0
 
 
 class Capability(IntEnum):

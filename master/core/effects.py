@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from corral.master.core.domain import AgentInfo, FrameworkInfo
+from corral.master.core.domain import AgentInfo, AgentMaintenance, FrameworkInfo, RolePolicy
 from corral.master.core.messages import AgentCommand, FrameworkEvent
 from corral.master.core.records import StreamId
 
@@ -39,8 +39,8 @@ class CloseStream:
     stream: StreamId
 
 
-#: what a registry record holds (``bytes``: a kind not converted yet)
-RegistryRecord = AgentInfo | FrameworkInfo | bytes
+#: what a registry record holds, by kind (records.py: AGENTS, FRAMEWORKS, ROLES, MAINTENANCE)
+RegistryRecord = AgentInfo | FrameworkInfo | RolePolicy | AgentMaintenance
 
 
 @dataclass(frozen=True)

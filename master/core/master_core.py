@@ -24,12 +24,19 @@ from corral.master.allocator import RoleInfo
 from corral.master.config import MasterConfig
 from corral.master.core import agents, frameworks, launch, liveness, offers, policy, reconciliation, tasks
 from corral.master.core.context import Core, Log, Refused
-from corral.master.core.domain import AgentInfo, FrameworkInfo, MasterInfo, TaskStatus
+from corral.master.core.domain import (
+    AgentInfo,
+    AgentMaintenance,
+    FrameworkInfo,
+    MasterInfo,
+    RolePolicy,
+    TaskStatus,
+)
 from corral.master.core.effects import Effect
 from corral.master.core.records import FrameworkRecord, StreamId
 from corral.master.core.registration import register_agent
 from corral.proto import messages_pb2 as pb
-from corral.proto import operator_pb2, scheduler_pb2
+from corral.proto import scheduler_pb2
 from corral.resources import Resources
 
 P = ParamSpec("P")
@@ -64,8 +71,8 @@ class MasterCore(Core):
         now: float,
         agents_: dict[str, AgentInfo],
         frameworks_: dict[str, FrameworkInfo],
-        roles: dict[str, operator_pb2.RoleSummary],
-        maintenance: dict[str, operator_pb2.AgentMaintenance],
+        roles: dict[str, RolePolicy],
+        maintenance: dict[str, AgentMaintenance],
     ) -> list[Effect]:
         """Elected: what the registry holds (before any agent or framework connects)."""
         return self._run(now, agents.recover, self, agents_, frameworks_, roles, maintenance)[1]

@@ -298,7 +298,10 @@ class MasterCoreMachine(RuleBasedStateMachine):
             {k: wire.agent_from_pb(pb.AgentInfo.FromString(v)) for k, v in kind(AGENTS).items()},
             {k: wire.framework_from_pb(pb.FrameworkInfo.FromString(v)) for k, v in kind(FRAMEWORKS).items()},
             {},
-            {k: operator_pb2.AgentMaintenance.FromString(v) for k, v in kind(MAINTENANCE).items()},
+            {
+                k: wire.maintenance_from_pb(k, operator_pb2.AgentMaintenance.FromString(v), successor.log)
+                for k, v in kind(MAINTENANCE).items()
+            },
         )
         state = self.core.state
         assert set(successor.state.agents) == {a for a, r in state.agents.items() if not r.gone}
