@@ -294,7 +294,7 @@ class Master:
                 [wire.status_from_pb(s) for s in tasks],
                 [wire.framework_from_pb(f) for f in frameworks],
                 stream,
-                task_infos,
+                [wire.task_from_pb(t) for t in task_infos or []],
                 principal,
                 authenticated,
             )
@@ -357,7 +357,8 @@ class Master:
         refuse_s: float | None,
     ) -> None:
         """Carry out an ACCEPT: launches and reservations (see master/core/launch.py)."""
-        self._call(self.core.accept, framework_id, offer_ids, operations, refuse_s)
+        ops = [wire.operation_from_pb(op, i) for i, op in enumerate(operations)]
+        self._call(self.core.accept, framework_id, offer_ids, ops, refuse_s)
 
     def decline(self, framework_id: str, offer_ids: list[str], refuse_s: float | None) -> None:
         self._call(self.core.decline, framework_id, offer_ids, refuse_s)

@@ -16,6 +16,7 @@ from corral.master.core import domain as d
 from corral.master.core import messages as m
 from corral.master.core.context import Log
 from corral.master.core.effects import RegistryRecord
+from corral.master.validation import check_task
 from corral.proto import agent_pb2, scheduler_pb2
 from corral.proto import messages_pb2 as pb
 from corral.proto import operator_pb2 as op
@@ -132,6 +133,80 @@ def offer_to_pb(o: d.Offer) -> pb.Offer:
         attributes=attributes_to_pb(o.attributes),
         role=o.role,
     )
+
+
+# -- tasks ----------------------------------------------------------------------------
+
+
+def _access(task: pb.TaskInfo) -> d.TaskAccess:
+    c = task.container
+    # An unset uid runs as root, so it is asked as uid 0; an unset gid is the uid's own.
+    uid = c.uid if task.HasField("container") and c.HasField("uid") else 0
+    return d.TaskAccess(
+        uid=uid,
+        gid=c.gid if c.HasField("gid") else uid,
+        user_namespace=c.HasField("user_namespace") and c.user_namespace,
+        seccomp_profile=c.seccomp_profile,
+        devices=tuple(c.devices),
+        host_paths=tuple((i, v.host_path) for i, v in enumerate(c.volumes) if v.host_path),
+    )
+
+
+def task_from_pb(task: pb.TaskInfo, resources: Resources | None = None) -> d.TaskInfo:
+    """``resources``: already parsed (validation did); else parsed here,
+    empty if they do not parse (an agent's report of a task it runs)."""
+    if resources is None:
+        try:
+            resources = resources_from_proto(task.resources)
+        except ResourceError:
+            resources = Resources()
+    return d.TaskInfo(
+        task_id=task.task_id,
+        name=task.name,
+        agent_id=task.agent_id,
+        resources=resources,
+        kill_grace_s=task.kill_policy.grace_period_s,
+        access=_access(task),
+        payload=task.SerializeToString(),
+    )
+
+
+def task_to_pb(task: d.TaskInfo) -> pb.TaskInfo:
+    out = pb.TaskInfo.FromString(task.payload)
+    out.task_id = task.task_id
+    out.name = task.name
+    out.agent_id = task.agent_id
+    return out
+
+
+_LAUNCHES = (scheduler_pb2.Operation.LAUNCH, scheduler_pb2.Operation.LAUNCH_GROUP)
+
+
+def _type_name(op: scheduler_pb2.Operation) -> str:
+    known = op.type in scheduler_pb2.Operation.Type.values()
+    return scheduler_pb2.Operation.Type.Name(op.type) if known else f"type {op.type}"
+
+
+def operation_from_pb(op: scheduler_pb2.Operation, i: int) -> d.Operation:
+    """The ``i``-th operation of an ACCEPT, its tasks checked as far as
+    they can be without the master's state (validation.check_task)."""
+    name = _type_name(op)
+    if op.type in _LAUNCHES:
+        tasks = []
+        for j, t in enumerate(op.launch.task_infos):
+            where = f"accept.operations[{i}].launch.task_infos[{j}]"
+            check, wanted = check_task(t, where)
+            tasks.append(d.LaunchTask(task_from_pb(t, wanted), where, check))
+        return d.Operation(op.type, name, tasks=tuple(tasks))
+    if op.type in (scheduler_pb2.Operation.RESERVE, scheduler_pb2.Operation.UNRESERVE):
+        unreserve = op.type == scheduler_pb2.Operation.UNRESERVE
+        where = f"accept.operations[{i}].{'unreserve' if unreserve else 'reserve'}.resources"
+        items = op.unreserve.resources if unreserve else op.reserve.resources
+        try:
+            return d.Operation(op.type, name, resources=resources_from_proto(items, where), where=where)
+        except ResourceError as e:
+            return d.Operation(op.type, name, where=where, problem=str(e))
+    return d.Operation(op.type, name)
 
 
 # -- frameworks ---------------------------------------------------------------------
@@ -259,7 +334,8 @@ def command_to_pb(command: m.AgentCommand) -> MasterMessage:
         return MasterMessage(acknowledgements=MasterMessage.Acknowledgements(acks=acks))
     if isinstance(command, m.RunTasks):
         run = MasterMessage.RunTasks(
-            framework_info=framework_to_pb(command.framework_info), tasks=list(command.tasks)
+            framework_info=framework_to_pb(command.framework_info),
+            tasks=[task_to_pb(t) for t in command.tasks],
         )
         return MasterMessage(run_tasks=run)
     if isinstance(command, m.ShutdownFramework):

@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 
-from corral.codec import resources_from_proto
 from corral.master.allocator.events import FrameworkDeactivated
 from corral.master.core import messages as msg
 from corral.master.core.context import Core
-from corral.master.core.domain import FrameworkInfo, TaskState, TaskStatus, is_terminal
+from corral.master.core.domain import FrameworkInfo, TaskInfo, TaskState, TaskStatus, is_terminal
 from corral.master.core.reconciliation import reconciled
 from corral.master.core.records import AgentRecord, FrameworkRecord, TaskRecord, partition_aware
-from corral.proto import messages_pb2 as pb
-from corral.resources import ResourceError, Resources
+from corral.resources import Resources
 
 
 def adopt_tasks(
@@ -31,7 +29,7 @@ def adopt_tasks(
     agent: AgentRecord,
     tasks: list[TaskStatus],
     frameworks: list[FrameworkInfo],
-    task_infos: list[pb.TaskInfo],
+    task_infos: list[TaskInfo],
     unreachable: bool = False,
 ) -> dict[str, Resources]:
     """Take over the reported ``tasks``; returns what they use, by framework.
@@ -99,7 +97,7 @@ def _recreate_framework(core: Core, status: TaskStatus, infos: dict[str, Framewo
 
 
 def _refuse_adoption(
-    core: Core, agent: AgentRecord, status: TaskStatus, info: pb.TaskInfo | None, room: Resources
+    core: Core, agent: AgentRecord, status: TaskStatus, info: TaskInfo | None, room: Resources
 ) -> str | None:
     """Why a reported task this master does not know must not be adopted."""
     if core.state.task(status.framework_id, status.task_id) is not None:
@@ -134,7 +132,7 @@ def _set_aside(
     agent: AgentRecord,
     fw: FrameworkRecord,
     status: TaskStatus,
-    info: pb.TaskInfo | None,
+    info: TaskInfo | None,
     used: dict[str, Resources],
 ) -> None:
     """A task its framework was told was LOST, reported by its returning agent
@@ -170,16 +168,11 @@ def shutdown_dead_frameworks(core: Core, agent: AgentRecord, tasks: list[TaskSta
         core.to_agent(agent, msg.ShutdownFramework(framework_id))
 
 
-def _reported(
-    agent: AgentRecord, status: TaskStatus, info: pb.TaskInfo | None
-) -> tuple[pb.TaskInfo, Resources]:
+def _reported(agent: AgentRecord, status: TaskStatus, info: TaskInfo | None) -> tuple[TaskInfo, Resources]:
     """The TaskInfo an agent reported for a task (a stub if none) and what the
     task holds there (nothing once it has ended, or if its resources are unreadable)."""
-    info = info or pb.TaskInfo(task_id=status.task_id, name=status.task_id)
-    info.agent_id = agent.agent_id
-    if is_terminal(status.state):
-        return info, Resources()
-    try:
-        return info, resources_from_proto(info.resources)
-    except ResourceError:
-        return info, Resources()
+    info = dataclasses.replace(
+        info or TaskInfo(task_id=status.task_id, name=status.task_id), agent_id=agent.agent_id
+    )
+    # (resources that did not parse are empty: wire.task_from_pb)
+    return info, Resources() if is_terminal(status.state) else info.resources

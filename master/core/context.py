@@ -30,6 +30,7 @@ from corral.master.core.domain import (
     MasterInfo,
     Reason,
     Source,
+    TaskInfo,
     TaskState,
     TaskStatus,
     is_terminal,
@@ -54,7 +55,6 @@ from corral.master.core.records import (
     StreamId,
     TaskRecord,
 )
-from corral.proto import messages_pb2 as pb
 
 
 class Log(Protocol):
@@ -225,7 +225,7 @@ class Core:
     # -- task status ------------------------------------------------------------
 
     def status_for(
-        self, framework_id: str, task: pb.TaskInfo, state: TaskState, reason: Reason, message: str
+        self, framework_id: str, task: TaskInfo, state: TaskState, reason: Reason, message: str
     ) -> TaskStatus:
         """A status the master decides itself (no agent involved, no ack needed)."""
         return TaskStatus(

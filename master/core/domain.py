@@ -4,9 +4,7 @@ Frozen dataclasses, converted from and to the wire's protobuf at the edge
 (``master/wire.py``, exactly: a round trip gives the same value back). The
 enums keep the wire's numbers and names (``TaskState.TASK_RUNNING == 3``), so
 a state compares equal to the protobuf constant and logs the same name.
-
-Still being converted kind by kind (issue 17): a name here that is an alias
-of a protobuf type is a kind not converted yet.
+Nothing here imports protobuf (tests/unit/test_master_core_imports.py).
 """
 
 from __future__ import annotations
@@ -14,12 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import TypeAlias
 
-from corral.proto import messages_pb2 as pb
 from corral.resources import Resources
-
-TaskInfo: TypeAlias = pb.TaskInfo
 
 
 class TaskState(IntEnum):
@@ -149,6 +143,84 @@ class AgentMaintenance:
     draining: bool = False
     reservations: Resources = field(default_factory=Resources)
     unreachable_since: float = 0.0
+
+
+@dataclass(frozen=True)
+class TaskAccess:
+    """What the ACLs are asked about a task before it runs (launch.py)."""
+
+    #: the user it runs as (0: unset, root), inside its user namespace if it asks for one
+    uid: int = 0
+    #: its group (the uid's own when unset)
+    gid: int = 0
+    user_namespace: bool = False
+    seccomp_profile: str = ""
+    devices: tuple[str, ...] = ()
+    #: (index in container.volumes, host_path) of volumes bound from the host
+    host_paths: tuple[tuple[int, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """A task as the master needs it; the framework's whole TaskInfo rides
+    along as ``payload`` (its serialized bytes), which the master forwards
+    to the agent and shows operators without reading it. The edge sets
+    ``task_id``, ``name`` and ``agent_id`` over the payload's on the way
+    out (a task the master only heard of from an agent has no payload)."""
+
+    task_id: str = ""
+    name: str = ""
+    agent_id: str = ""
+    #: what it holds (empty if they did not parse: see TaskCheck)
+    resources: Resources = field(default_factory=Resources)
+    kill_grace_s: float = 0.0
+    access: TaskAccess = TaskAccess()
+    payload: bytes = b""
+
+
+@dataclass(frozen=True)
+class TaskCheck:
+    """What the edge found wrong with a task to launch (master/validation.py),
+    kept apart so the core can put its own findings (a task id in use, what
+    the offers hold) among them in the order validate_task gives."""
+
+    #: its task_id
+    id_problems: tuple[str, ...] = ()
+    #: command, name, labels, kill policy, container, health check
+    spec_problems: tuple[str, ...] = ()
+    #: its resources are too large or do not parse (nothing more is checked)
+    resource_problems: tuple[str, ...] = ()
+
+
+class OperationType(IntEnum):
+    TYPE_UNSPECIFIED = 0
+    LAUNCH = 1
+    LAUNCH_GROUP = 2
+    RESERVE = 3
+    UNRESERVE = 4
+
+
+@dataclass(frozen=True)
+class LaunchTask:
+    info: TaskInfo
+    #: its field path in the ACCEPT, e.g. accept.operations[0].launch.task_infos[2]
+    where: str
+    check: TaskCheck = TaskCheck()
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One operation of an ACCEPT."""
+
+    #: the wire's number (an unknown one is kept, and refused by its name)
+    type: int
+    type_name: str
+    #: LAUNCH, LAUNCH_GROUP
+    tasks: tuple[LaunchTask, ...] = ()
+    #: RESERVE, UNRESERVE: what, its field path, and why it did not parse
+    resources: Resources = field(default_factory=Resources)
+    where: str = ""
+    problem: str | None = None
 
 
 class Capability(IntEnum):

@@ -123,7 +123,7 @@ def returned(core: Core, agent: AgentRecord, reported: list[TaskStatus]) -> None
         if not partition_aware(fw):
             # Its framework is gone (the others' tasks were set aside, below).
             killed += 1
-            core.to_agent(agent, core.kill_message(fw_id, task_id, task.info.kill_policy.grace_period_s))
+            core.to_agent(agent, core.kill_message(fw_id, task_id, task.info.kill_grace_s))
             continue
         if is_terminal(status.state):
             continue  # the agent re-sends that update itself, with its uuid
@@ -149,7 +149,7 @@ def settle_lost(core: Core, agent: AgentRecord, reported: list[TaskStatus]) -> N
         if is_terminal(status.state):
             continue
         # It was told TASK_LOST and may have been replaced.
-        core.to_agent(agent, core.kill_message(key[0], key[1], task.info.kill_policy.grace_period_s))
+        core.to_agent(agent, core.kill_message(key[0], key[1], task.info.kill_grace_s))
         core.log.info("task.lost_killed", agent_id=agent.agent_id, framework_id=key[0], task_id=key[1])
 
 

@@ -29,14 +29,14 @@ from corral.master.core.domain import (
     AgentMaintenance,
     FrameworkInfo,
     MasterInfo,
+    Operation,
     RolePolicy,
+    TaskInfo,
     TaskStatus,
 )
 from corral.master.core.effects import Effect
 from corral.master.core.records import FrameworkRecord, StreamId
 from corral.master.core.registration import register_agent
-from corral.proto import messages_pb2 as pb
-from corral.proto import scheduler_pb2
 from corral.resources import Resources
 
 P = ParamSpec("P")
@@ -105,7 +105,7 @@ class MasterCore(Core):
         tasks_: list[TaskStatus],
         frameworks_: list[FrameworkInfo],
         stream: StreamId,
-        task_infos: list[pb.TaskInfo] | None = None,
+        task_infos: list[TaskInfo] | None = None,
         principal: str = "",
         authenticated: bool = False,
     ) -> tuple[str, list[Effect]]:
@@ -150,7 +150,7 @@ class MasterCore(Core):
         now: float,
         framework_id: str,
         offer_ids: list[str],
-        operations: list[scheduler_pb2.Operation],
+        operations: list[Operation],
         refuse_s: float | None,
     ) -> list[Effect]:
         return self._run(now, launch.accept, self, framework_id, offer_ids, operations, refuse_s)[1]

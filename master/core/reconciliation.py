@@ -14,9 +14,8 @@ from __future__ import annotations
 import dataclasses
 
 from corral.master.core.context import Core
-from corral.master.core.domain import Reason, TaskState, TaskStatus
+from corral.master.core.domain import Reason, TaskInfo, TaskState, TaskStatus
 from corral.master.core.records import FrameworkRecord, TaskRecord, partition_aware
-from corral.proto import messages_pb2 as pb
 
 #: questions kept for the end of the re-registration window, over all frameworks
 MAX_DEFERRED_RECONCILE = 100_000
@@ -82,7 +81,7 @@ def _unknown(core: Core, framework_id: str, task_id: str, agent_id: str) -> Task
         state = TaskState.TASK_UNREACHABLE if aware else TaskState.TASK_LOST
         reason = Reason.REASON_AGENT_DISCONNECTED
         message = f"agent {agent_id} did not re-register after the master failed over"
-    info = pb.TaskInfo(task_id=task_id, agent_id=agent_id)
+    info = TaskInfo(task_id=task_id, agent_id=agent_id)
     return core.status_for(framework_id, info, state, reason, message)
 
 

@@ -15,8 +15,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from corral.master.core.domain import AgentInfo, Capability, FrameworkInfo, TaskStatus, is_terminal
-from corral.proto import messages_pb2 as pb
+from corral.master.core.domain import AgentInfo, Capability, FrameworkInfo, TaskInfo, TaskStatus, is_terminal
 from corral.resources import Resources
 
 #: Completed tasks and frameworks kept for operators, per framework / overall.
@@ -46,7 +45,7 @@ class TaskRecord:
     task_id: str
     framework_id: str
     agent_id: str
-    info: pb.TaskInfo
+    info: TaskInfo
     resources: Resources
     status: TaskStatus
     launched_at: float

@@ -19,10 +19,9 @@ from corral.master.core import liveness
 from corral.master.core import messages as msg
 from corral.master.core.adoption import adopt_tasks, shutdown_dead_frameworks
 from corral.master.core.context import Core
-from corral.master.core.domain import AgentInfo, FrameworkInfo, Reason, TaskState, TaskStatus
+from corral.master.core.domain import AgentInfo, FrameworkInfo, Reason, TaskInfo, TaskState, TaskStatus
 from corral.master.core.policy import record_maintenance
 from corral.master.core.records import AGENTS, AgentRecord, StreamId
-from corral.proto import messages_pb2 as pb
 from corral.resources import Resources
 
 
@@ -33,7 +32,7 @@ def register_agent(
     tasks: list[TaskStatus],
     frameworks: list[FrameworkInfo],
     stream: StreamId,
-    task_infos: list[pb.TaskInfo] | None = None,
+    task_infos: list[TaskInfo] | None = None,
     principal: str = "",
     authenticated: bool = False,
 ) -> str:
@@ -123,7 +122,7 @@ def _reregister(
     tasks: list[TaskStatus],
     frameworks: list[FrameworkInfo],
     stream: StreamId,
-    task_infos: list[pb.TaskInfo],
+    task_infos: list[TaskInfo],
 ) -> None:
     if agent.stream is not None and agent.stream != stream:
         core.close(agent.stream)

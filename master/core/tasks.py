@@ -81,9 +81,7 @@ def kill(core: Core, framework_id: str, task_id: str, grace_s: float = 0.0) -> N
             f"kill.task_id: the agent of task {task_id!r} is disconnected; "
             "the kill will not reach it now, retry when it is back",
         )
-    core.to_agent(
-        agent, core.kill_message(framework_id, task_id, grace_s or task.info.kill_policy.grace_period_s)
-    )
+    core.to_agent(agent, core.kill_message(framework_id, task_id, grace_s or task.info.kill_grace_s))
 
 
 def operator_kill(core: Core, task_id: str, framework_id: str = "") -> None:

@@ -42,7 +42,7 @@ async def _fail(context: Ctx[object, object], err: CallError) -> None:
 
 def _task_summary(task: TaskRecord) -> op.TaskSummary:
     return op.TaskSummary(
-        task_info=task.info,
+        task_info=wire.task_to_pb(task.info),
         framework_id=task.framework_id,
         status=wire.status_to_pb(task.status),
         launched_time=task.launched_at,

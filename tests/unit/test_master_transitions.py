@@ -141,7 +141,9 @@ def test_a_launch_on_a_rescinded_offer_is_dropped_not_sent() -> None:
     fw, _ = core.subscribe(1000.0, wire.framework_from_pb(pb.FrameworkInfo(name="fw")), stream=4)
     (offer,) = _offers(core.allocate(1001.0)[1])
     core.drain_agent(1002.0, agent_id)  # rescinds the offer
-    effects = core.accept(1003.0, fw.framework_id, [offer.id], [_launch(_task("t1"))], None)
+    effects = core.accept(
+        1003.0, fw.framework_id, [offer.id], [wire.operation_from_pb(_launch(_task("t1")), 0)], None
+    )
     (update,) = _events(effects, 4)
     assert update.update.status.state == pb.TASK_DROPPED
     assert not [e for e in effects if isinstance(e, SendToAgent)]
@@ -258,7 +260,11 @@ class MasterCoreMachine(RuleBasedStateMachine):
         offer = data.draw(st.sampled_from(self.offers))
         task = _task(f"t{next(self.task_n)}", cpus=cpus)
         try:
-            self._apply(self.core.accept(self.now, self.fw_id, [offer.id], [_launch(task)], None))
+            self._apply(
+                self.core.accept(
+                    self.now, self.fw_id, [offer.id], [wire.operation_from_pb(_launch(task), 0)], None
+                )
+            )
         except Refused as e:  # the framework is not subscribed now
             self._apply(e.effects)
 
