@@ -208,15 +208,7 @@ class Master:
     def recover(self, state: RegistryState) -> None:
         """Before serving as a new leader: learn the agents and frameworks the
         registry lists (see ``master/core/agents.py``)."""
-        self._carry_out(
-            self.core.recover(
-                self.clock(),
-                wire.agents_from_registry(state.agents, self.log),
-                {k: wire.framework_from_pb(f) for k, f in state.frameworks.items()},
-                {k: wire.role_from_pb(r, self.log) for k, r in state.roles.items()},
-                {k: wire.maintenance_from_pb(k, m, self.log) for k, m in state.maintenance.items()},
-            )
-        )
+        self._carry_out(self.core.recover(self.clock(), *wire.from_registry(state, self.log)))
 
     def allocate_soon(self) -> None:
         self._allocate_now.set()
@@ -425,15 +417,7 @@ class Master:
         length = min(length or self.config.read_file_default_length, self.config.read_file_max_length)
 
         def build(request_id: int) -> MasterMessage:
-            return MasterMessage(
-                read_file=MasterMessage.ReadFile(
-                    request_id=request_id,
-                    task_id=f"{task.framework_id}/{task_id}",
-                    path=path,
-                    offset=offset,
-                    length=length,
-                )
-            )
+            return wire.read_file_message(request_id, f"{task.framework_id}/{task_id}", path, offset, length)
 
         data = await self.queries.ask(agent.agent_id, outbox, build, self.config.read_file_timeout_s)
         assert isinstance(data, agent_pb2.AgentMessage.FileData)
@@ -458,18 +442,7 @@ class Master:
         r = request
 
         def build(request_id: int) -> MasterMessage:
-            return MasterMessage(
-                exec=MasterMessage.Exec(
-                    request_id=request_id,
-                    task_id=f"{task.framework_id}/{task.task_id}",
-                    argv=r.argv,
-                    timeout_s=timeout_s,
-                    stdin=r.stdin,
-                    tty=r.tty,
-                    rows=r.rows,
-                    cols=r.cols,
-                )
-            )
+            return wire.exec_message(request_id, f"{task.framework_id}/{task.task_id}", r, timeout_s)
 
         return self.execs.run(task.agent_id, outbox, build, inputs if r.stdin or r.tty else None)
 

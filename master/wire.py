@@ -16,6 +16,7 @@ from corral.master.core import domain as d
 from corral.master.core import messages as m
 from corral.master.core.context import Log
 from corral.master.core.effects import RegistryRecord
+from corral.master.registry import RegistryState
 from corral.master.validation import check_task
 from corral.proto import agent_pb2, scheduler_pb2
 from corral.proto import messages_pb2 as pb
@@ -280,6 +281,20 @@ def maintenance_to_pb(m_: d.AgentMaintenance) -> op.AgentMaintenance:
     )
 
 
+def from_registry(
+    state: RegistryState, log: Log
+) -> tuple[
+    dict[str, d.AgentInfo], dict[str, d.FrameworkInfo], dict[str, d.RolePolicy], dict[str, d.AgentMaintenance]
+]:
+    """What a new leader hands its core (``MasterCore.recover``) of the registry's contents."""
+    return (
+        agents_from_registry(state.agents, log),
+        {k: framework_from_pb(f) for k, f in state.frameworks.items()},
+        {k: role_from_pb(r, log) for k, r in state.roles.items()},
+        {k: maintenance_from_pb(k, m_, log) for k, m_ in state.maintenance.items()},
+    )
+
+
 def record_bytes(data: RegistryRecord | None) -> bytes | None:
     """A registry record (``WriteRegistry.data``) as the registry stores it."""
     if data is None:
@@ -317,6 +332,29 @@ def event_to_pb(event: m.FrameworkEvent) -> Event:
     if isinstance(event, m.Error):
         return Event(type=Event.ERROR, error=Event.Error(code=event.code, message=event.message))
     return Event(type=Event.HEARTBEAT)
+
+
+def read_file_message(request_id: int, task: str, path: str, offset: int, length: int) -> MasterMessage:
+    """Ask an agent for a piece of a sandbox file (``task``: framework_id/task_id)."""
+    read = MasterMessage.ReadFile(
+        request_id=request_id, task_id=task, path=path, offset=offset, length=length
+    )
+    return MasterMessage(read_file=read)
+
+
+def exec_message(request_id: int, task: str, r: op.ExecTaskRequest, timeout_s: float) -> MasterMessage:
+    """Ask an agent to run ``r.argv`` in a task's container (``task``: framework_id/task_id)."""
+    run = MasterMessage.Exec(
+        request_id=request_id,
+        task_id=task,
+        argv=r.argv,
+        timeout_s=timeout_s,
+        stdin=r.stdin,
+        tty=r.tty,
+        rows=r.rows,
+        cols=r.cols,
+    )
+    return MasterMessage(exec=run)
 
 
 def command_to_pb(command: m.AgentCommand) -> MasterMessage:
