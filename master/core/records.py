@@ -1,8 +1,8 @@
 """The master's in-memory model: agents, frameworks, tasks and offers.
 
-Records hold domain values (Resources, ids, times, stream ids) plus the
-protobuf payloads the master forwards unchanged (TaskInfo, FrameworkInfo, the
-latest TaskStatus; see docs/architecture.md, "Master core"). A connection is
+Records hold domain values (``domain.py``: infos, statuses, Resources, ids,
+times, stream ids; a task's full TaskInfo only as the bytes the master
+forwards, see docs/architecture.md, "Master core"). A connection is
 named by a stream id the runtime hands in (``master/master.py`` owns the
 outboxes): the model holds no queue and nothing asyncio. Lookups that can fail
 return None; the transitions decide what that means to the caller
