@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
 
 from corral.cli.local import LocalCluster
@@ -311,6 +312,30 @@ def corral_command() -> list[str]:
     """How to run the ``corral`` CLI of this installation as a subprocess."""
     script = Path(sys.executable).parent / "corral"
     return [str(script)] if script.exists() else [sys.executable, "-m", "corral.cli.main"]
+
+
+async def run_corral(
+    *args: str, env: Mapping[str, str] | None = None, timeout_s: float = 60.0
+) -> tuple[int, str]:
+    """Run ``corral ARGS`` as a user would (a subprocess) and return its exit
+    status and its output (stdout and stderr together); ``env`` adds to this
+    process's environment (warnings only, wide tables, unless it says otherwise)."""
+    proc = await asyncio.create_subprocess_exec(
+        *corral_command(),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "CORRAL_LOG_LEVEL": "warning", "COLUMNS": "250", **(env or {})},
+    )
+    try:
+        async with asyncio.timeout(timeout_s):
+            out, _ = await proc.communicate()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise AssertionError(f"corral {' '.join(args)} did not end within {timeout_s}s") from None
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
 
 
 def terminate(procs: Iterable[subprocess.Popen[bytes]], timeout_s: float = 20.0) -> None:

@@ -38,8 +38,12 @@ def available() -> str | None:
 
 
 class PostgresServer:
-    def __init__(self, root: Path) -> None:
+    """``durable``: fsync and synchronous commits on, as a production server
+    (benchmarks); off by default, which tests do not need and CI pays for."""
+
+    def __init__(self, root: Path, durable: bool = False) -> None:
         self.root = root
+        self.durable = durable
         self.data = root / "data"
         self.port = free_port()
         bindir = bin_dir()
@@ -59,10 +63,9 @@ class PostgresServer:
         if os.geteuid() == 0:
             shutil.chown(self.root, USER, USER)
         self._run(str(self.bin / "initdb"), "-D", str(self.data), "--auth=trust", "-U", USER, "--no-sync")
-        opts = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=50"
-        )
+        opts = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=50"
+        if not self.durable:
+            opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         log = str(self.root / "log")
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", opts, "-l", log, "-w", "start")
 

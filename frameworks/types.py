@@ -103,6 +103,10 @@ class TaskStatus:
     uuid: bytes = b""
     #: the agent's health check verdict (None: no check, or no verdict yet)
     healthy: bool | None = None
+    #: a terminal update from the agent: CPU seconds (user + system) and the
+    #: memory high-water mark of the task's cgroup (None: not measured)
+    cpu_time_s: float | None = None
+    mem_peak_bytes: int | None = None
 
     @classmethod
     def from_proto(cls, s: pb.TaskStatus) -> TaskStatus:
@@ -121,6 +125,8 @@ class TaskStatus:
             timestamp=s.timestamp,
             uuid=s.uuid,
             healthy=s.healthy if s.HasField("healthy") else None,
+            cpu_time_s=s.cpu_time_s if s.HasField("cpu_time_s") else None,
+            mem_peak_bytes=s.mem_peak_bytes if s.HasField("mem_peak_bytes") else None,
         )
 
 

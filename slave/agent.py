@@ -61,6 +61,7 @@ from corral.slave.agent_effects import (
     log_context,
 )
 from corral.slave.checkpoints import Checkpoints, CheckpointWriteError, TaskCheckpoint
+from corral.slave.chores import Chores
 from corral.slave.containerizer import ContainerConfig, ContainerError, Containerizer
 from corral.slave.containerizer.images import ImageStore
 from corral.slave.containerizer.seccomp import SeccompPolicy
@@ -148,7 +149,7 @@ class Agent:
         self.execs = ExecSessions(self.containerizer)
         self._main: asyncio.Task[None] | None = None
         self._timers: asyncio.Task[None] | None = None
-        self._trash_emptier: asyncio.Task[int] | None = None
+        self.chores = Chores(self.work_dir, self.images, config.image_gc, config.image_gc_budget)
         self.log = log.bind(hostname=config.hostname)
 
     # -- what the core knows ------------------------------------------------------
@@ -222,7 +223,7 @@ class Agent:
     async def start(self) -> None:
         """Recover from the checkpoints (raises CheckpointError if one is damaged), then connect."""
         await self._recover()
-        self._empty_trash()  # what a killed agent was deleting
+        self.chores.start()  # what a killed agent was deleting
         self._main = asyncio.create_task(self._connection_loop(), name="agent-connection")
         self._timers = asyncio.create_task(self._timer_loop(), name="agent-timers")
 
@@ -242,10 +243,7 @@ class Agent:
         else:
             await self.containerizer.detach()
         self.checkpoints.close()
-        if self._trash_emptier is not None:
-            # A thread cannot be cancelled: give it a moment; what it leaves, the
-            # next start deletes.
-            await asyncio.wait({self._trash_emptier}, timeout=5.0)
+        await self.chores.stop()
         for w in held:
             w.cancel()
         await asyncio.gather(*held, return_exceptions=True)
@@ -329,7 +327,7 @@ class Agent:
                     if failed is not None:
                         self.checkpoint_failed(failed, container_id=e.sandbox.name)
                 elif isinstance(e, EmptyTrash):
-                    self._empty_trash()
+                    self.chores.start()
                 elif isinstance(e, Launch):
                     self.runner.launch(e.key)
                 elif isinstance(e, Kill):
@@ -341,13 +339,6 @@ class Agent:
 
     def _send(self, message: AgentMessage) -> bool:
         return self.link.send(message)
-
-    def _empty_trash(self) -> None:
-        """Delete removed sandboxes in a thread, one deleter at a time."""
-        if self._trash_emptier is None or self._trash_emptier.done():
-            self._trash_emptier = asyncio.create_task(
-                asyncio.to_thread(sandbox_gc.empty_trash, self.work_dir), name="agent-empty-trash"
-            )
 
     # -- the master -----------------------------------------------------------
 
@@ -454,7 +445,7 @@ class Agent:
             if now >= next_gc:
                 next_gc = now + self.config.gc_interval_s
                 self._collect_garbage(now)
-                self._empty_trash()
+                self.chores.start(images=True)
             if self.link.session.heartbeat_due(now):
                 self._send(AgentMessage(heartbeat=AgentMessage.Heartbeat(timestamp=now)))
             self._execute(self.core.tick(now))

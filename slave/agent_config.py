@@ -46,6 +46,10 @@ class AgentConfig:
     gc_interval_s: float = sandbox_gc.GC_INTERVAL_S
     #: where task images are kept (shared with `corral image`); None: <work_dir>/images
     image_store: Path | None = None
+    #: remove unused pulled images, least recently used first, once the store
+    #: passes ``image_gc_budget`` bytes (None: 85% of its disk), see images/gc.py
+    image_gc: bool = True
+    image_gc_budget: int | None = None
     #: credentials and plain-HTTP hosts of image registries (``--registry-config``)
     registries: RegistryConfig = field(default_factory=RegistryConfig)
     #: directories under which a task may name an image tarball by path

@@ -61,6 +61,10 @@ def terminal(
     itself killed it, which replaces "killed on request".
     """
     extra: dict[str, object] = {"stderr_tail": t.stderr_tail}
+    if t.cpu_time_s is not None:
+        extra["cpu_time_s"] = t.cpu_time_s
+    if t.mem_peak_bytes is not None:
+        extra["mem_peak_bytes"] = t.mem_peak_bytes
     if t.exit_code is not None:
         extra["exit_code"] = t.exit_code
     if t.signal is not None:

@@ -10,17 +10,20 @@ in-memory store for as long as the job runs, as a short-lived framework.
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import sys
 import time
 import tomllib
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -174,14 +177,35 @@ async def print_result(job: dict[str, Any], master: str | None, output: bool) ->
         ids = [t["history"][-1]["task_id"] for t in job["tasks"] if t["history"]]
         outputs = await collect_outputs(master, "", ids)
     console.print(job_table(job, outputs))
-    finished = job["counts"].get("FINISHED", 0)
-    took = (job["finished_at"] or time.time()) - job["submitted_at"]
-    summary = f"{finished}/{job['total']} tasks finished in {took:.1f}s"
+    summary = escape(job_summary(job))
     if job["state"] == "SUCCEEDED":
         console.print(f"[bold green]job {job['id']} succeeded:[/] {summary}", highlight=False)
         return 0
     console.print(f"[bold red]job {job['id']} {job['state'].lower()}:[/] {summary}", highlight=False)
     return 1
+
+
+#: failed tasks named in a summary line, at most
+SUMMARY_NAMES = 5
+
+
+def job_summary(job: dict[str, Any]) -> str:
+    """``4/5 tasks finished in 3.2s; failed: step[3] (exit 2)``: the tasks that
+    did not finish are named (the first few), with how they ended."""
+    finished = job["counts"].get("FINISHED", 0)
+    took = (job["finished_at"] or time.time()) - job["submitted_at"]
+    line = f"{finished}/{job['total']} tasks finished in {took:.1f}s"
+    by_state: dict[str, list[str]] = {}
+    for t in job.get("tasks", []):
+        if t["state"] in ("FAILED", "SKIPPED", "CANCELLED"):
+            last = t["history"][-1] if t["history"] else {}
+            how = exit_text(last.get("exit_code"), last.get("signal")) if last else ""
+            name = f"{t['group']}[{t['index']}]"
+            by_state.setdefault(t["state"].lower(), []).append(f"{name} ({how})" if how else name)
+    for state, names in by_state.items():
+        more = f" and {len(names) - SUMMARY_NAMES} more" if len(names) > SUMMARY_NAMES else ""
+        line += f"; {state}: {', '.join(names[:SUMMARY_NAMES])}{more}"
+    return line
 
 
 def _follow(client: Any, job_id: str, output: bool) -> int:
@@ -192,6 +216,35 @@ def _follow(client: Any, job_id: str, output: bool) -> int:
         return asyncio.run(print_result(job, client.state().get("master") or None, output))
 
     return follow(lambda: client.job(job_id), job_id, finish)
+
+
+def _follow_next_run(client: Any, periodic_id: str, output: bool) -> int:
+    """``submit --wait`` of a periodic job: wait for its next run to start,
+    then follow that run to its end. Ctrl-C detaches (the schedule stays)."""
+    from corral.cli.follow import EXIT_DETACHED
+
+    first = client.job(periodic_id)
+    seen = {r["id"] for r in first.get("runs", [])}
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(first["next_run"])))
+    console.print(f"waiting for its next run at {when} (Ctrl-C detaches)", highlight=False)
+    said = first.get("message", "")
+    try:
+        while True:
+            view = client.job(periodic_id)
+            if view["state"] != "ACTIVE":
+                fail(f"periodic job {periodic_id} is {view['state']}: {view['message']}", exit_codes.FAILED)
+            new = [r["id"] for r in view.get("runs", []) if r["id"] not in seen]
+            if new:
+                break
+            if view.get("message") and view["message"] != said:  # a run was skipped (forbid)
+                said = view["message"]
+                console.print(escape(said), highlight=False)
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        console.print(f"detached; the schedule stays: corral job {periodic_id}", highlight=False)
+        return EXIT_DETACHED
+    console.print(f"run [bold]{new[0]}[/] started", highlight=False)
+    return _follow(client, new[0], output)
 
 
 # -- running a job without a service -------------------------------------------
@@ -276,6 +329,13 @@ async def submit_local(master: str, data: dict[str, Any], default_name: str, out
 )
 @click.option("--local", "in_process", is_flag=True, help="Run the job from this process, not the service.")
 @click.option("--output/--no-output", default=False, help="Show each task's stdout at the end.")
+@click.option(
+    "--after",
+    "after",
+    multiple=True,
+    metavar="[KIND:]JOB",
+    help="Start once JOB (an id or name) ended: afterok (the default), afternotok, afterany. Repeatable.",
+)
 @click.pass_context
 @handle_errors
 def submit(
@@ -286,6 +346,7 @@ def submit(
     wait: bool,
     in_process: bool,
     output: bool,
+    after: tuple[str, ...],
 ) -> None:
     """Submit a job file (TOML).
 
@@ -295,6 +356,9 @@ def submit(
     """
     _client_logging(ctx)
     data, default_name = read_job_file(job_file)
+    if after:
+        listed = data.get("after", [])
+        data["after"] = [*([listed] if isinstance(listed, str) else listed), *after]
     if not in_process and (batch or service_for(master) is not None):
         client = _client(master, batch)
         answer = client.submit(data, default_name)
@@ -303,6 +367,8 @@ def submit(
                 f"periodic job [bold]{answer['periodic_id']}[/] scheduled ({data.get('schedule')})",
                 highlight=False,
             )
+            if wait:
+                sys.exit(_follow_next_run(client, answer["periodic_id"], output))
             return
         job_id = answer["job_id"]
         console.print(f"submitted job [bold]{job_id}[/]", highlight=False)
@@ -311,19 +377,53 @@ def submit(
         sys.exit(_follow(client, job_id, output))
     if data.get("schedule"):
         fail("schedule: periodic jobs need the batch service (`corral framework run batch`)")
+    if data.get("after"):
+        fail("after: dependencies on other jobs need the batch service (`corral framework run batch`)")
     sys.exit(asyncio.run(submit_local(resolve_master(master), data, default_name, output)))
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_since(text: str, now: float) -> float:
+    """``--since``: a duration back from now (``90s``, ``30m``, ``2h``, ``7d``)
+    or a date and time (``2026-12-08``, ``2026-12-08T14:00``; local time
+    unless it names a zone), as a UNIX time. ValueError names the forms."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text.strip())
+    if m:
+        return now - float(m[1]) * _UNITS[m[2]]
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(
+            f"--since: {text!r} is neither a duration (90s, 30m, 2h, 7d) nor a date (2026-12-08T14:00)"
+        ) from None
+    return when.timestamp()  # a naive time is local, as Slurm's sacct reads it
 
 
 @click.command()
 @master_option
 @batch_option
 @output_option
+@click.option(
+    "--since", metavar="WHEN", help="Only jobs submitted since: 2h, 7d, 2026-12-08, 2026-12-08T14:00."
+)
 @click.pass_context
 @handle_errors
-def jobs(ctx: click.Context, master: str | None, batch: str | None, output: str | None) -> None:
-    """List the batch service's jobs and periodic jobs."""
+def jobs(
+    ctx: click.Context, master: str | None, batch: str | None, output: str | None, since: str | None
+) -> None:
+    """List the batch service's jobs (the history; --since to cut it) and periodic jobs."""
     _client_logging(ctx)
+    cutoff = None
+    if since is not None:
+        try:
+            cutoff = parse_since(since, time.time())
+        except ValueError as e:
+            fail(str(e))
     data = _client(master, batch).jobs()
+    if cutoff is not None:
+        data["jobs"] = [j for j in data["jobs"] if j["submitted_at"] >= cutoff]
     records = [{"kind": "job", **j} for j in data["jobs"]] + list(data["periodic"])
     listings = [Listing(JOB_COLUMNS, data["jobs"], "jobs", "no jobs")]
     if data["periodic"]:
@@ -419,7 +519,23 @@ def _last(t: dict[str, Any]) -> dict[str, Any]:
 
 
 def _took(a: dict[str, Any]) -> str:
-    return f"{a['finished_at'] - a['launched_at']:.2f}s" if a.get("finished_at") else ""
+    """How long the attempt ran: from its start to its end on the agent's
+    clock (from the launch, for one that never reported running)."""
+    if not a.get("finished_at"):
+        return ""
+    return f"{max(0.0, a['finished_at'] - (a.get('started_at') or a['launched_at'])):.2f}s"
+
+
+def _queued(a: dict[str, Any]) -> str:
+    return f"{max(0.0, a['launched_at'] - a['queued_at']):.2f}s" if a.get("queued_at") else ""
+
+
+def _cpu(a: dict[str, Any]) -> str:
+    return "" if a.get("cpu_time_s") is None else f"{a['cpu_time_s']:.2f}s"
+
+
+def _peak(a: dict[str, Any]) -> str:
+    return "" if a.get("mem_peak_bytes") is None else f"{a['mem_peak_bytes'] / 2**20:.1f}"
 
 
 TASK_COLUMNS = (
@@ -441,8 +557,12 @@ ATTEMPT_COLUMNS = (
     Column("exit", lambda a: exit_text(a["exit_code"], a["signal"]), right=True),
     Column("agent", key("agent_id")),
     Column("hostname", key("hostname")),
+    Column("queued", _queued, right=True),
     Column("time", _took, right=True),
+    Column("cpu", _cpu, right=True),
+    Column("mem peak (MiB)", _peak, right=True),
     Column("message", key("message"), fold=True),
+    Column("reason", key("reason"), wide=True),
 )
 
 

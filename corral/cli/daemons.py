@@ -348,6 +348,13 @@ def master(
     show_default=True,
     help="Fraction of the work disk kept free: sandboxes go sooner as usage nears 1 - this.",
 )
+@click.option(
+    "--image-gc-budget",
+    default=None,
+    metavar="SIZE",
+    help="Remove unused pulled images, least recently used first, once the image store passes SIZE "
+    "(20GiB; default: once its disk is 85% full). `none` turns image collection off.",
+)
 @insecure_option
 @click.option(
     "--seccomp-profile",
@@ -388,6 +395,7 @@ def agent(
     recover: str,
     gc_delay: float,
     gc_disk_headroom: float,
+    image_gc_budget: str | None,
     image_store: Path | None,
     registry_config: Path | None,
     image_import_dirs: tuple[Path, ...],
@@ -456,6 +464,8 @@ def agent(
         recover=recover,
         gc_delay_s=gc_delay,
         gc_disk_headroom=gc_disk_headroom,
+        image_gc=image_gc_budget is None or image_gc_budget.lower() != "none",
+        image_gc_budget=_image_gc_budget(image_gc_budget),
         image_store=image_store or default_store_dir(),
         image_import_dirs=tuple(p.resolve() for p in image_import_dirs),
         registries=registries,
@@ -484,3 +494,14 @@ def _certificate_hostname(credentials: Credentials | None) -> str | None:
 
     principal = certificate_principal(credentials)
     return principal.name if principal is not None and principal.kind == "agent" else None
+
+
+def _image_gc_budget(text: str | None) -> int | None:
+    from corral.slave.containerizer.images.gc import parse_size
+
+    if text is None or text.lower() == "none":
+        return None
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--image-gc-budget") from None

@@ -138,6 +138,49 @@ def list_(store: Path | None, output: str | None) -> None:
     show(output, Listing(IMAGE_COLUMNS, rows, "images", "no images"))
 
 
+def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    from corral.slave.containerizer.images.gc import parse_size
+
+    if value is None:
+        return None
+    try:
+        return parse_size(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+@image.command("prune")
+@click.option(
+    "--budget",
+    callback=_size,
+    metavar="SIZE",
+    help="Remove least recently used images until the layers fit in 80/85 of SIZE (20GiB, 500MiB). "
+    "Default: every image no container uses.",
+)
+@click.option("--all", "include_imported", is_flag=True, help="Imported images too, not only pulled ones.")
+@click.option("--dry-run", is_flag=True, help="Say what would go; remove nothing.")
+@_store_option
+@_errors
+def prune(budget: int | None, include_imported: bool, dry_run: bool, store: Path | None) -> None:
+    """Remove images no container uses: pulled ones (they can be pulled again), or with --all every one.
+
+    The agents do the same by themselves once their store passes its budget
+    (`corral agent --image-gc-budget`, default 85% of its disk).
+    """
+    from corral.slave.containerizer.images import gc
+
+    found = ImageStore(store or _default_store())
+    # Without a budget: down to nothing that is not in use, whatever its age.
+    result = gc.collect(found, 0 if budget is None else budget, include_imported, dry_run, min_age_s=0.0)
+    verb = "would remove" if dry_run else "removed"
+    freed = result.freed_bytes if not dry_run else result.size_before - result.size_after
+    click.echo(
+        f"{verb} {len(result.remove)} image(s), {_human(freed)}; {_human(result.size_after)} of layers left"
+    )
+    for image_id in result.remove:
+        click.echo(f"  {image_id[:19]}")
+
+
 @image.command("rm")
 @click.argument("ref")
 @_store_option

@@ -508,7 +508,18 @@ cli.add_command(daemons.agent)
 
 def _register() -> None:
     """Commands that live in their own modules (one line each)."""
-    from corral.cli import acl, allocation, batch, certs, chaos, exec_cmd, frameworks_cmd, service, sim
+    from corral.cli import (
+        acl,
+        allocation,
+        batch,
+        certs,
+        chaos,
+        exec_cmd,
+        frameworks_cmd,
+        job_control,
+        service,
+        sim,
+    )
 
     cli.add_command(certs.certs)
     cli.add_command(exec_cmd.exec_task)
@@ -519,6 +530,9 @@ def _register() -> None:
     cli.add_command(batch.jobs)
     cli.add_command(batch.job)
     cli.add_command(batch.cancel)
+    cli.add_command(job_control.hold)
+    cli.add_command(job_control.release)
+    cli.add_command(job_control.requeue)
     cli.add_command(allocation.explain)
     cli.add_command(allocation.reserve)
     cli.add_command(allocation.unreserve)

@@ -6,9 +6,13 @@
     POST /v1/jobs                {"spec": {...job table...}, "default_name": "x"} -> {"job_id": ...}
     GET  /v1/jobs/ID             the job, its tasks and every attempt (?tasks=0: the summary only)
     POST /v1/jobs/ID/cancel      cancel a job, or remove a periodic job
+    POST /v1/jobs/ID/hold        keep its pending tasks from launching
+    POST /v1/jobs/ID/release     let them launch again
+    POST /v1/jobs/ID/requeue     run an ended job again ({"failed_only": true}: its failed tasks)
     GET  /v1/pending             per pending task group: the checkers' reasons, the smallest change
 
-A bad spec is a 400 whose ``error`` names the key; an unknown id a 404.
+A bad spec is a 400 whose ``error`` names the key; an unknown id a 404; a
+request the job's state does not allow (hold an ended job) a 409.
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ from __future__ import annotations
 from typing import Any
 
 from corral.errors import ApiError
-from corral.frameworks.batch.engine import BatchEngine, UnknownJobError
+from corral.frameworks.batch.engine import BatchEngine
 from corral.frameworks.batch.spec import JobSpecError
+from corral.frameworks.batch.views import JobStateError, UnknownJobError
 from corral.frameworks.http_api import EngineApiServer, JsonClient
 
 
@@ -46,12 +51,21 @@ class ApiServer(EngineApiServer[BatchEngine]):
                     return 200, {"pending": self.engine.explain()}
                 case "POST", ["jobs", job_id, "cancel"]:
                     return 200, {"id": job_id, "result": self.engine.cancel(job_id)}
+                case "POST", ["jobs", job_id, "hold"]:
+                    return 200, {"id": job_id, "result": self.engine.hold(job_id)}
+                case "POST", ["jobs", job_id, "release"]:
+                    return 200, {"id": job_id, "result": self.engine.release(job_id)}
+                case "POST", ["jobs", job_id, "requeue"]:
+                    failed_only = isinstance(body, dict) and body.get("failed_only") is True
+                    return 200, {"id": job_id, "result": self.engine.requeue(job_id, failed_only)}
                 case _:
                     return None
         except JobSpecError as e:
             return 400, {"error": str(e)}
         except UnknownJobError as e:
             return 404, {"error": f"no job {e.args[0]!r}"}
+        except JobStateError as e:
+            return 409, {"error": str(e)}
 
 
 class BatchClient(JsonClient):
@@ -74,3 +88,12 @@ class BatchClient(JsonClient):
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         return dict(self._call("POST", f"jobs/{job_id}/cancel", {}))
+
+    def hold(self, job_id: str) -> dict[str, Any]:
+        return dict(self._call("POST", f"jobs/{job_id}/hold", {}))
+
+    def release(self, job_id: str) -> dict[str, Any]:
+        return dict(self._call("POST", f"jobs/{job_id}/release", {}))
+
+    def requeue(self, job_id: str, failed_only: bool = False) -> dict[str, Any]:
+        return dict(self._call("POST", f"jobs/{job_id}/requeue", {"failed_only": failed_only}))

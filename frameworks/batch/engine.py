@@ -25,16 +25,18 @@ import contextlib
 import json
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
 import structlog
 
+from corral.frameworks.batch import views
 from corral.frameworks.batch.cron import Cron, parse_cron
-from corral.frameworks.batch.spec import JobSpec, JobSpecError, TaskGroup, parse_job
+from corral.frameworks.batch.model import FINAL, JOB_FINAL, JobModel
+from corral.frameworks.batch.spec import JobSpec, JobSpecError, parse_job
 from corral.frameworks.batch.store import AttemptRow, JobRow, PeriodicRow, Store, TaskRow, dumps
+from corral.frameworks.batch.views import JobStateError, UnknownJobError
 from corral.frameworks.driver import NotConnectedError, SchedulerDriver
 from corral.frameworks.fit_change import pending_view
 from corral.frameworks.interest import OfferInterest
@@ -51,12 +53,10 @@ from corral.frameworks.placement import (
     order_offers,
 )
 from corral.frameworks.scheduler import Scheduler
-from corral.frameworks.types import MasterInfo, Offer, Task, TaskState, TaskStatus
+from corral.frameworks.types import MasterInfo, Offer, TaskState, TaskStatus
 
 log = structlog.get_logger(__name__)
 
-FINAL = frozenset({"FINISHED", "FAILED", "CANCELLED", "SKIPPED"})
-JOB_FINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
 #: how often a kill (timeout, cancel) is sent again while the task still runs
 KILL_RETRY_S = 5.0
 #: how often attempts last seen UNREACHABLE are reconciled by id. A master that
@@ -76,11 +76,7 @@ INFRASTRUCTURE_ENDS = frozenset({"LOST", "GONE", "GONE_BY_OPERATOR", "DROPPED"})
 MAX_RESCHEDULES = 10
 
 
-class UnknownJobError(KeyError):
-    """No job (or periodic job) has this id."""
-
-
-class BatchEngine(Scheduler):
+class BatchEngine(JobModel, Scheduler):
     """Runs the jobs in ``store``; :meth:`submit` adds one, :meth:`tick` drives timers."""
 
     def __init__(
@@ -90,28 +86,17 @@ class BatchEngine(Scheduler):
         decline_refuse_s: float = 1.0,
         ids: Callable[[], str] = lambda: uuid.uuid4().hex,
     ) -> None:
-        self.store = store
-        self.clock = clock
+        super().__init__(store, clock)
         #: hex digits for new job ids; the simulation (corral.sim) passes seeded ones
         self.new_id = ids
         self.decline_refuse_s = decline_refuse_s
         self.interest = OfferInterest()
         self.driver: SchedulerDriver | None = None
-        self.jobs: dict[str, JobRow] = {}
-        self.specs: dict[str, JobSpec] = {}
-        self.tasks: dict[str, TaskRow] = {}
-        self.job_tasks: dict[str, list[str]] = {}
-        self.attempts: dict[str, AttemptRow] = {}
-        self.task_attempts: dict[str, list[str]] = {}
-        self.live: dict[str, AttemptRow] = {}
         self.periodic: dict[str, PeriodicRow] = {}
         #: each readable periodic job's concurrency policy (spec.CONCURRENCY_POLICIES)
         self.periodic_policy: dict[str, str] = {}
-        #: PENDING task ids in order (a dict as an ordered set)
-        self.pending: dict[str, None] = {}
         self._kills: dict[str, float] = {}
         self._reconciled_at = 0.0
-        self._task_defs: dict[str, dict[str, Task]] = {}
         self._asks: dict[tuple[str, str], Ask] = {}
         #: per (job, group): the last reason each agent's offer was refused
         self.rejections: dict[tuple[str, str], dict[str, Reason]] = {}
@@ -119,73 +104,13 @@ class BatchEngine(Scheduler):
         self.agents: list[Candidate] = []
         #: pending (job, group)s that no agent's total can hold
         self.unschedulable: dict[tuple[str, str], NeverFits] = {}
-        #: per (job, group): its task ids and how many are in each state, so a
-        #: task's end costs O(groups), not O(tasks of the job)
-        self.group_tasks: dict[tuple[str, str], list[str]] = {}
-        self.counts: dict[tuple[str, str], Counter[str]] = {}
-        #: bumped on every change, for watchers
-        self.version = 0
         snap = store.load()
         self.framework_id = snap.framework_id
-        for job in snap.jobs:
-            try:
-                self.specs[job.id] = parse_job(json.loads(job.spec))
-            except ValueError as e:  # written by an older version that accepted it
-                log.error("batch.spec_unreadable", job_id=job.id, error=str(e))
-                continue
-            self.jobs[job.id] = job
-            self.job_tasks[job.id] = []
-        for task in snap.tasks:
-            if task.job_id in self.jobs:
-                self._add_task(task)
-        for attempt in snap.attempts:
-            if attempt.task in self.tasks:
-                self._add_attempt(attempt)
+        self.load(snap)
         for p in snap.periodic:
             self.periodic[p.id] = p
             if p.state == "ACTIVE":
                 self._periodic_spec(p)  # a bad one is marked FAILED now, not when it is due
-
-    # -- bookkeeping ----------------------------------------------------------
-
-    def _add_task(self, task: TaskRow) -> None:
-        self.tasks[task.id] = task
-        self.job_tasks[task.job_id].append(task.id)
-        key = (task.job_id, task.grp)
-        self.group_tasks.setdefault(key, []).append(task.id)
-        self.counts.setdefault(key, Counter())[task.state] += 1
-        if task.state == "PENDING":
-            self.pending[task.id] = None
-
-    def _add_attempt(self, attempt: AttemptRow) -> None:
-        self.attempts[attempt.id] = attempt
-        self.task_attempts.setdefault(attempt.task, []).append(attempt.id)
-        if not TaskState[attempt.state].is_terminal:
-            self.live[attempt.id] = attempt
-
-    def _set_state(self, task: TaskRow, state: str, message: str | None = None) -> None:
-        counts = self.counts[(task.job_id, task.grp)]
-        counts[task.state] -= 1
-        counts[state] += 1
-        task.state = state
-        if message is not None:
-            task.message = message
-        if state == "PENDING":
-            self.pending[task.id] = None
-        else:
-            self.pending.pop(task.id, None)
-        self.store.save(task)
-
-    def group(self, task: TaskRow) -> TaskGroup:
-        spec = self.specs[task.job_id]
-        return next(g for g in spec.groups if g.name == task.grp)
-
-    def _task_def(self, task: TaskRow) -> Task:
-        defs = self._task_defs.get(task.job_id)
-        if defs is None:
-            defs = {t.task_id: t for t in self.specs[task.job_id].tasks(task.job_id)}
-            self._task_defs[task.job_id] = defs
-        return defs[task.id]
 
     # -- the API ----------------------------------------------------------------
 
@@ -206,21 +131,38 @@ class BatchEngine(Scheduler):
             return {"periodic_id": row.id, "next_run": str(row.next_run)}
         return {"job_id": self._start_job(spec, raw)}
 
-    def _start_job(self, spec: JobSpec, raw: Mapping[str, Any], periodic: str = "") -> str:
+    def _start_job(
+        self, spec: JobSpec, raw: Mapping[str, Any], periodic: str = "", scheduled_at: float = 0.0
+    ) -> str:
+        after = self._resolve(spec)
         job_id = f"{spec.name}-{self.new_id()[:6]}"
         stored = {k: v for k, v in raw.items() if k not in ("schedule", "concurrency_policy")}
-        job = JobRow(job_id, spec.name, dumps(stored), "RUNNING", self.clock(), periodic=periodic)
+        if after:
+            stored["after"] = [str(d) for d in after]
+        now = self.clock()
+        job = JobRow(
+            job_id,
+            spec.name,
+            dumps(stored),
+            "RUNNING",
+            self.clock(),
+            periodic=periodic,
+            scheduled_at=scheduled_at,
+        )
         with self.store.transaction():
             self.store.save(job)
             self.jobs[job_id] = job
             self.specs[job_id] = parse_job(stored)
             self.job_tasks[job_id] = []
+            self._index_dependencies(job_id)
             for group in spec.groups:
-                state = "WAITING" if group.policy.after else "PENDING"
+                state = "WAITING" if group.policy.after or after else "PENDING"
                 for i in range(group.count):
-                    task = TaskRow(f"{job_id}.{group.name}.{i}", job_id, group.name, i, state)
+                    task = TaskRow(f"{job_id}.{group.name}.{i}", job_id, group.name, i, state, queued_at=now)
                     self.store.save(task)
                     self._add_task(task)
+            if after:
+                self._advance(job)  # a dependency may be met (or never be) already
         self.version += 1
         log.info("batch.job_submitted", job_id=job_id, tasks=len(self.job_tasks[job_id]))
         self._judge()
@@ -241,6 +183,60 @@ class BatchEngine(Scheduler):
             raise UnknownJobError(job_id)
         return self._cancel_job(job)
 
+    def hold(self, job_id: str) -> str:
+        """Keep the job's pending tasks from launching (``scontrol hold``);
+        its running tasks go on."""
+        job = self._job(job_id)
+        if job.state in JOB_FINAL:
+            raise JobStateError(f"job {job_id} already {job.state.lower()}: nothing to hold")
+        if job.held:
+            return "already held"
+        job.held = True
+        self.store.save(job)
+        self._changed()
+        return "held: no more of its tasks launch until it is released"
+
+    def release(self, job_id: str) -> str:
+        """Let a held job's tasks launch again."""
+        job = self._job(job_id)
+        if not job.held:
+            return "not held"
+        job.held = False
+        self.store.save(job)
+        self._changed()
+        return "released"
+
+    def requeue(self, job_id: str, failed_only: bool = False) -> str:
+        """Run an ended job again (``scontrol requeue``): every task, or with
+        ``failed_only`` those that failed, were cancelled or skipped. Each
+        gets its retries back; earlier attempts stay in its history."""
+        job = self._job(job_id)
+        if job.state not in JOB_FINAL:
+            raise JobStateError(f"job {job_id} is still running: wait for it to end or cancel it first")
+        again = FINAL - {"FINISHED"} if failed_only else FINAL
+        spec = self.specs[job_id]
+        tasks = [self.tasks[t] for t in self.job_tasks[job_id] if self.tasks[t].state in again]
+        if not tasks:
+            raise JobStateError(f"job {job_id} has no failed, cancelled or skipped task to requeue")
+        with self.store.transaction():
+            job.state, job.finished_at = "RUNNING", 0.0
+            self.store.save(job)
+            for t in tasks:
+                t.failures = t.reschedules = 0
+                t.not_before, t.exit_code = 0.0, None
+                waits = bool(spec.group(t.grp).policy.after or spec.after)
+                self._set_state(t, "WAITING" if waits else "PENDING", "requeued")
+            self._advance(job)
+        log.info("batch.job_requeued", job_id=job_id, tasks=len(tasks))
+        self._judge()
+        self._changed()
+        return f"requeued {len(tasks)} task(s)"
+
+    def _changed(self) -> None:
+        self.version += 1
+        if self.driver is not None:
+            self.interest.update(self.driver, self._wants_offers(self.clock()))
+
     def _cancel_job(self, job: JobRow, message: str = "cancelled") -> str:
         job_id = job.id
         if job.state in JOB_FINAL:
@@ -259,101 +255,21 @@ class BatchEngine(Scheduler):
 
     def job_view(self, job_id: str, with_tasks: bool = True) -> dict[str, Any]:
         """A job with its tasks and their attempts (or only its summary), as JSON-ready data;
-        for a periodic job's id, :meth:`periodic_view`."""
-        job = self.jobs.get(job_id)
-        if job is None:
-            return self.periodic_view(job_id)
-        if not with_tasks:
-            return self._job_summary(job)
-        tasks = [self.tasks[t] for t in self.job_tasks[job_id]]
-        return {
-            **self._job_summary(job),
-            "tasks": [
-                {
-                    "id": t.id,
-                    "group": t.grp,
-                    "index": t.idx,
-                    "state": t.state,
-                    "attempts": t.attempts,
-                    "failures": t.failures,
-                    "reschedules": t.reschedules,
-                    "exit_code": t.exit_code,
-                    "agent_id": t.agent_id,
-                    "hostname": t.hostname,
-                    "message": t.message,
-                    "not_before": t.not_before,
-                    "history": [
-                        self._attempt_view(self.attempts[a]) for a in self.task_attempts.get(t.id, [])
-                    ],
-                }
-                for t in tasks
-            ],
-        }
+        for a periodic job's id, the periodic job and its runs."""
+        return views.job_view(self, job_id, with_tasks)
 
     def jobs_view(self) -> dict[str, Any]:
         """Every job (summaries, newest last) and every periodic job."""
-        return {
-            "jobs": [self._job_summary(j) for j in self.jobs.values()],
-            "periodic": [self._periodic_summary(p) for p in self.periodic.values()],
-        }
+        return views.jobs_view(self)
 
-    def _periodic_summary(self, p: PeriodicRow) -> dict[str, Any]:
-        return {
-            "id": p.id,
-            "kind": "periodic",
-            "schedule": p.schedule,
-            "concurrency_policy": self.periodic_policy.get(p.id, ""),
-            "next_run": p.next_run,
-            "last_job": p.last_job,
-            "state": p.state,
-            "message": p.message,
-        }
-
-    def periodic_view(self, periodic_id: str) -> dict[str, Any]:
-        """A periodic job: its schedule, state (FAILED says why) and its runs."""
-        p = self.periodic.get(periodic_id)
-        if p is None:
-            raise UnknownJobError(periodic_id)
-        runs = [self._job_summary(j) for j in self.jobs.values() if j.periodic == periodic_id]
-        return {**self._periodic_summary(p), "created_at": p.created_at, "runs": runs}
-
-    def job_counts(self, job_id: str) -> Counter[str]:
-        """How many of the job's tasks are in each state."""
-        total: Counter[str] = Counter()
-        for group in self.specs[job_id].groups:
-            total.update(self.counts.get((job_id, group.name), Counter()))
-        return +total
-
-    def _job_summary(self, job: JobRow) -> dict[str, Any]:
-        counts = dict(self.job_counts(job.id))
-        return {
-            "id": job.id,
-            "name": job.name,
-            "state": job.state,
-            "submitted_at": job.submitted_at,
-            "finished_at": job.finished_at,
-            "periodic": job.periodic,
-            "total": len(self.job_tasks[job.id]),
-            "counts": counts,
-            "unschedulable": {g: str(v) for (j, g), v in self.unschedulable.items() if j == job.id},
-        }
-
-    @staticmethod
-    def _attempt_view(a: AttemptRow) -> dict[str, Any]:
-        return {
-            "task_id": a.id,
-            "number": a.number,
-            "state": a.state,
-            "agent_id": a.agent_id,
-            "hostname": a.hostname,
-            "launched_at": a.launched_at,
-            "finished_at": a.finished_at,
-            "exit_code": a.exit_code,
-            "signal": a.signal,
-            "reason": a.reason,
-            "message": a.message,
-            "timed_out": a.timed_out,
-        }
+    def _job_env(self, task: TaskRow) -> dict[str, str]:
+        """What a task learns of its job: its id, the attempt, and for a
+        periodic job's run the time it was due (whole UNIX seconds)."""
+        env = {"CORRAL_JOB_ID": task.job_id, "CORRAL_ATTEMPT": str(task.attempts)}
+        scheduled = self.jobs[task.job_id].scheduled_at
+        if scheduled:
+            env["CORRAL_SCHEDULED_TIME"] = str(int(scheduled))
+        return env
 
     # -- scheduler callbacks -----------------------------------------------------
 
@@ -382,9 +298,40 @@ class BatchEngine(Scheduler):
                 self._end_attempt(a, "LOST", now, message="the framework was removed by the master")
         self.version += 1
 
+    def _room(self, key: tuple[str, str]) -> int | None:
+        """How many more of the group may launch now (``max_running``), or None: no limit."""
+        limit = self.specs[key[0]].group(key[1]).policy.max_running
+        if limit is None:
+            return None
+        counts = self.counts[key]
+        return max(0, limit - counts["STAGING"] - counts["RUNNING"])
+
+    def _launchable(self, now: float, first_only: bool = False) -> list[TaskRow]:
+        """The pending tasks that may launch now, in order: past their backoff,
+        their job not held, their group under its ``max_running`` (the first
+        one only, to know whether to ask for offers)."""
+        out: list[TaskRow] = []
+        room: dict[tuple[str, str], int | None] = {}
+        for tid in self.pending:
+            task = self.tasks[tid]
+            if task.not_before > now or self.jobs[task.job_id].held:
+                continue
+            key = (task.job_id, task.grp)
+            if key not in room:
+                room[key] = self._room(key)
+            left = room[key]
+            if left is not None:
+                if left == 0:
+                    continue
+                room[key] = left - 1
+            out.append(task)
+            if first_only:
+                break
+        return out
+
     async def offers(self, driver: SchedulerDriver, offers: list[Offer]) -> None:
         now = self.clock()
-        todo = [self.tasks[t] for t in self.pending if self.tasks[t].not_before <= now]
+        todo = self._launchable(now)
         busy: dict[tuple[str, str], set[str]] = {}
         # Refuse an unused offer for a while, but not past the end of a retry's
         # backoff: that task will want it then.
@@ -412,13 +359,14 @@ class BatchEngine(Scheduler):
                         offer.hostname,
                         TaskState.STAGING.name,
                         now,
+                        queued_at=task.queued_at,
                     )
                     task.current, task.agent_id, task.hostname = attempt.id, offer.agent_id, offer.hostname
                     self._set_state(task, "STAGING")
                     self.store.save(attempt)
                     self._add_attempt(attempt)
                     base = self._task_def(task)
-                    env = {**base.env, "CORRAL_JOB_ID": task.job_id, "CORRAL_ATTEMPT": str(task.attempts)}
+                    env = {**base.env, **self._job_env(task)}
                     launch.append(replace(base, task_id=attempt.id, env=env))
             # Leftovers come straight back (refuse 0): we may want them next cycle.
             driver.launch(offer, launch, refuse_s=0.0)
@@ -491,6 +439,8 @@ class BatchEngine(Scheduler):
                 self._end_attempt(attempt, status.state.name, now, status)
             else:
                 attempt.state = status.state.name
+                if status.state is TaskState.RUNNING and not attempt.started_at:
+                    attempt.started_at = status.timestamp or now
                 self.store.save(attempt)
                 if task.current == attempt.id and task.state in ("STAGING", "RUNNING"):
                     running = status.state in (TaskState.RUNNING, TaskState.KILLING, TaskState.UNREACHABLE)
@@ -507,8 +457,12 @@ class BatchEngine(Scheduler):
         group = self.group(task)
         attempt.state, attempt.finished_at = state, now
         if status is not None:
+            # The agent's clock (or the master's, for an end it decided), not
+            # the arrival: an update held while we were away is on time.
+            attempt.finished_at = status.timestamp or now
             attempt.exit_code, attempt.signal = status.exit_code, status.signal
             attempt.reason = status.reason
+            attempt.cpu_time_s, attempt.mem_peak_bytes = status.cpu_time_s, status.mem_peak_bytes
             message = status.message
             if status.stderr_tail and state != "FINISHED":
                 message += " | stderr: " + status.stderr_tail.strip().splitlines()[-1][:200]
@@ -550,46 +504,6 @@ class BatchEngine(Scheduler):
             else:
                 self._set_state(task, "FAILED", message)
         self._advance(job)
-
-    def _advance(self, job: JobRow) -> None:
-        """Release groups whose dependencies finished, skip those whose failed,
-        and close the job when every task is final (in a transaction)."""
-        spec = self.specs[job.id]
-        changed = True
-        while changed:
-            changed = False
-            for group in spec.groups:
-                if not self.counts[(job.id, group.name)]["WAITING"]:
-                    continue
-                deps = [self.counts[(job.id, d)] for d in group.policy.after]
-                failed = next(
-                    (
-                        d
-                        for d, c in zip(group.policy.after, deps, strict=True)
-                        if c["FAILED"] or c["SKIPPED"] or c["CANCELLED"]
-                    ),
-                    None,
-                )
-                sizes = [len(self.group_tasks[(job.id, d)]) for d in group.policy.after]
-                if failed is None and any(c["FINISHED"] < n for c, n in zip(deps, sizes, strict=True)):
-                    continue
-                for tid in self.group_tasks[(job.id, group.name)]:
-                    t = self.tasks[tid]
-                    if t.state == "WAITING":
-                        if failed is not None:
-                            self._set_state(t, "SKIPPED", f"not run: group {failed!r} did not finish")
-                        else:
-                            self._set_state(t, "PENDING")
-                changed = True
-        counts = self.job_counts(job.id)
-        if sum(counts.values()) != sum(counts[s] for s in FINAL):
-            return
-        if job.state == "RUNNING":
-            job.state = "SUCCEEDED" if counts["FINISHED"] == sum(counts.values()) else "FAILED"
-        if not job.finished_at:
-            job.finished_at = self.clock()
-            self.store.save(job)
-            log.info("batch.job_ended", job_id=job.id, state=job.state)
 
     # -- placement verdicts and explanations ------------------------------------
 
@@ -671,7 +585,7 @@ class BatchEngine(Scheduler):
         return out
 
     def _wants_offers(self, now: float) -> bool:
-        return any(self.tasks[t].not_before <= now for t in self.pending)
+        return bool(self._launchable(now, first_only=True))
 
     # -- timers ---------------------------------------------------------------
 
@@ -701,7 +615,9 @@ class BatchEngine(Scheduler):
         if checked is None:
             return
         spec, raw, cron = checked
-        p.next_run = cron.next_after_ts(now)
+        # A slot missed while no instance led runs once, late (as a Kubernetes
+        # CronJob without a deadline does); the slots in between are skipped.
+        slot, p.next_run = p.next_run, cron.next_after_ts(now)
         running = [j for j in self.jobs.values() if j.periodic == p.id and j.state == "RUNNING"]
         if running and spec.concurrency_policy == "forbid":
             when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now))
@@ -717,7 +633,7 @@ class BatchEngine(Scheduler):
         # One commit for the run and the periodic row's next time: a leader
         # killed in between must not leave a standby to start this run again.
         with self.store.transaction():
-            job_id = self._start_job(spec, raw, periodic=p.id)
+            job_id = self._start_job(spec, raw, periodic=p.id, scheduled_at=slot)
             p.last_job, p.message = job_id, ""
             self.store.save(p)
         log.info("batch.periodic_run", periodic_id=p.id, job_id=job_id)

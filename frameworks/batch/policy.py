@@ -10,6 +10,8 @@ task groups (a DAG). Kept apart from ``spec.py`` so the two grow independently.
     timeout_s = 600                  # killed (and counted as a failure) after 10 min
     constraints = ["rack == r1", "zone in [a, b]"]
     unique_host = true               # at most one task of this group per agent at a time
+    max_running = 50                 # at most 50 tasks of this group launched at once
+                                     # (Slurm's --array=0-999%50)
     wait_for_agents = true           # a task no agent can ever fit waits for agents that may
                                      # join (default: it fails at once, saying why)
 """
@@ -34,6 +36,7 @@ POLICY_KEYS = frozenset(
         "constraints",
         "unique_host",
         "wait_for_agents",
+        "max_running",
     }
 )
 MAX_RETRIES = 100
@@ -53,6 +56,8 @@ class Policy:
     #: a task that no agent's total can hold stays PENDING (shown as
     #: unschedulable) rather than failing at once
     wait_for_agents: bool = False
+    #: at most this many of the group's tasks staging or running at once (None: no limit)
+    max_running: int | None = None
 
     def backoff(self, failures: int) -> float:
         """Seconds to wait before the next try after ``failures`` failed ones."""
@@ -94,6 +99,11 @@ def parse_policy(raw: Mapping[str, Any], where: str, error: type[ValueError]) ->
     wait_for_agents = raw.get("wait_for_agents", False)
     if not isinstance(wait_for_agents, bool):
         raise error(f"{where}.wait_for_agents: must be true or false, got {wait_for_agents!r}")
+    max_running = raw.get("max_running")
+    if max_running is not None and (
+        isinstance(max_running, bool) or not isinstance(max_running, int) or max_running < 1
+    ):
+        raise error(f"{where}.max_running: must be an integer >= 1, got {max_running!r}")
     return Policy(
         after=tuple(after),
         retries=retries,
@@ -103,6 +113,7 @@ def parse_policy(raw: Mapping[str, Any], where: str, error: type[ValueError]) ->
         constraints=tuple(constraints),
         unique_host=unique_host,
         wait_for_agents=wait_for_agents,
+        max_running=max_running,
     )
 
 
@@ -121,7 +132,10 @@ def check_dag(names: Sequence[str], after: Sequence[Sequence[str]], error: type[
     for i, deps in enumerate(after):
         for dep in deps:
             if dep not in known:
-                raise error(f"tasks[{i}].after: no task group named {dep!r} (groups: {', '.join(names)})")
+                raise error(
+                    f"tasks[{i}].after: no task group named {dep!r} (groups: {', '.join(names)}; "
+                    "to wait for another job, use the job's top-level after = ['afterok:JOB'])"
+                )
             if dep == names[i]:
                 raise error(f"tasks[{i}].after: group {dep!r} cannot depend on itself")
     graph = dict(zip(names, after, strict=True))

@@ -3,6 +3,8 @@
     name = "squares"
     schedule = "*/5 * * * *"           # optional: a periodic job (cron, UTC; needs the batch service)
     concurrency_policy = "forbid"      # with a schedule: allow | forbid (default) | replace
+    after = ["afterok:prepare-1a2b3c"] # optional: wait for other jobs (deps.py; afterok,
+                                       # afternotok, afterany; a job id or name)
 
     [[tasks]]
     name = "square"
@@ -37,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from corral.frameworks.batch.cron import CronError, parse_cron
+from corral.frameworks.batch.deps import Dependency, parse_dependencies
 from corral.frameworks.batch.policy import POLICY_KEYS, Policy, check_dag, parse_policy
 from corral.frameworks.placement import Ask
 from corral.frameworks.types import Task, Volume
@@ -49,7 +52,7 @@ MAX_TASKS = 100_000
 #: Kubernetes CronJob's concurrencyPolicy: start it anyway (allow), skip it
 #: (forbid, the default: a slow run never piles up), or cancel the earlier one (replace)
 CONCURRENCY_POLICIES = ("allow", "forbid", "replace")
-TOP_KEYS = ("concurrency_policy", "name", "schedule", "tasks")
+TOP_KEYS = ("after", "concurrency_policy", "name", "schedule", "tasks")
 
 
 class JobSpecError(ValueError):
@@ -93,6 +96,15 @@ class JobSpec:
     schedule: str = ""
     #: with a schedule: one of CONCURRENCY_POLICIES
     concurrency_policy: str = "forbid"
+    #: other jobs this one waits for (deps.py)
+    after: tuple[Dependency, ...] = ()
+
+    def group(self, name: str) -> TaskGroup:
+        """The task group called ``name`` (KeyError if there is none)."""
+        for g in self.groups:
+            if g.name == name:
+                return g
+        raise KeyError(name)
 
     def tasks(self, job_id: str) -> list[Task]:
         """Expand the groups into tasks with ids ``JOB.GROUP.INDEX``."""
@@ -195,7 +207,10 @@ def parse_job(data: Mapping[str, Any], default_name: str = "job") -> JobSpec:
     if sum(g.count for g in groups) > MAX_TASKS:
         raise JobSpecError(f"tasks: a job may have at most {MAX_TASKS} tasks")
     check_dag(names, [g.policy.after for g in groups], JobSpecError)
-    return JobSpec(name, tuple(groups), schedule=schedule, concurrency_policy=policy.lower())
+    after = parse_dependencies(data.get("after", []), JobSpecError)
+    if after and schedule:
+        raise JobSpecError("after: not for a periodic job (every run would wait for the same jobs)")
+    return JobSpec(name, tuple(groups), schedule=schedule, concurrency_policy=policy.lower(), after=after)
 
 
 def _number(raw: Mapping[str, Any], key: str, where: str, default: float, minimum: float) -> float:

@@ -27,14 +27,16 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, spec TEXT NOT NULL, state TEXT NOT NULL,
-    submitted_at REAL NOT NULL, finished_at REAL NOT NULL DEFAULT 0, periodic TEXT NOT NULL DEFAULT ''
+    submitted_at REAL NOT NULL, finished_at REAL NOT NULL DEFAULT 0, periodic TEXT NOT NULL DEFAULT '',
+    scheduled_at REAL NOT NULL DEFAULT 0, held INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS tasks (
     id TEXT PRIMARY KEY, job_id TEXT NOT NULL, grp TEXT NOT NULL, idx INTEGER NOT NULL,
     state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, failures INTEGER NOT NULL DEFAULT 0,
     not_before REAL NOT NULL DEFAULT 0, current TEXT NOT NULL DEFAULT '',
     agent_id TEXT NOT NULL DEFAULT '', hostname TEXT NOT NULL DEFAULT '',
-    exit_code INTEGER, message TEXT NOT NULL DEFAULT '', reschedules INTEGER NOT NULL DEFAULT 0
+    exit_code INTEGER, message TEXT NOT NULL DEFAULT '', reschedules INTEGER NOT NULL DEFAULT 0,
+    queued_at REAL NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS tasks_job ON tasks (job_id);
 CREATE TABLE IF NOT EXISTS attempts (
@@ -42,7 +44,9 @@ CREATE TABLE IF NOT EXISTS attempts (
     agent_id TEXT NOT NULL, hostname TEXT NOT NULL, state TEXT NOT NULL,
     launched_at REAL NOT NULL, finished_at REAL NOT NULL DEFAULT 0,
     exit_code INTEGER, signal INTEGER, reason TEXT NOT NULL DEFAULT '',
-    message TEXT NOT NULL DEFAULT '', timed_out INTEGER NOT NULL DEFAULT 0
+    message TEXT NOT NULL DEFAULT '', timed_out INTEGER NOT NULL DEFAULT 0,
+    queued_at REAL NOT NULL DEFAULT 0, started_at REAL NOT NULL DEFAULT 0,
+    cpu_time_s REAL, mem_peak_bytes BIGINT
 );
 CREATE INDEX IF NOT EXISTS attempts_task ON attempts (task);
 CREATE TABLE IF NOT EXISTS periodic (
@@ -62,6 +66,13 @@ ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("periodic", "state", "TEXT NOT NULL DEFAULT 'ACTIVE'"),
     ("periodic", "message", "TEXT NOT NULL DEFAULT ''"),
     ("tasks", "reschedules", "INTEGER NOT NULL DEFAULT 0"),
+    ("jobs", "scheduled_at", "REAL NOT NULL DEFAULT 0"),
+    ("jobs", "held", "INTEGER NOT NULL DEFAULT 0"),
+    ("tasks", "queued_at", "REAL NOT NULL DEFAULT 0"),
+    ("attempts", "queued_at", "REAL NOT NULL DEFAULT 0"),
+    ("attempts", "started_at", "REAL NOT NULL DEFAULT 0"),
+    ("attempts", "cpu_time_s", "REAL"),
+    ("attempts", "mem_peak_bytes", "BIGINT"),
 )
 
 
@@ -74,6 +85,10 @@ class JobRow:
     submitted_at: float
     finished_at: float = 0.0
     periodic: str = ""
+    #: a periodic job's run: the time it was due (its cron slot), 0 otherwise
+    scheduled_at: float = 0.0
+    #: held by a user (``corral hold``): its pending tasks do not launch
+    held: bool = False
 
 
 @dataclass
@@ -94,6 +109,8 @@ class TaskRow:
     message: str = ""
     #: tries ended by the infrastructure (agent lost, launch lost), not charged to ``failures``
     reschedules: int = 0
+    #: when it last became PENDING (accounting: how long it queued)
+    queued_at: float = 0.0
 
 
 @dataclass
@@ -111,6 +128,13 @@ class AttemptRow:
     reason: str = ""
     message: str = ""
     timed_out: bool = False
+    #: accounting: when its task last became pending (this host's clock), when
+    #: it started running and ended (the agent's clock, from its updates), and
+    #: what its cgroup used (None: not measured, e.g. it never started)
+    queued_at: float = 0.0
+    started_at: float = 0.0
+    cpu_time_s: float | None = None
+    mem_peak_bytes: int | None = None
 
 
 @dataclass
@@ -291,6 +315,8 @@ class Store:
         snap.periodic = self._rows(PeriodicRow, "ORDER BY id")
         for a in snap.attempts:
             a.timed_out = bool(a.timed_out)
+        for j in snap.jobs:
+            j.held = bool(j.held)
         return snap
 
     def _rows(self, cls: type[Any], order: str) -> list[Any]:

@@ -268,7 +268,7 @@ class Containerizer:
             log.warning("container.stats_unavailable", container_id=c.config.container_id, error=str(e))
             stats = None
         found = c.limitation or forensics.limitation(stats)
-        return supervision.termination(c.config, c.running.meta_dir, found, c.killed)
+        return supervision.termination(c.config, c.running.meta_dir, found, c.killed, stats)
 
     async def _abandon(self, c: Container) -> None:
         """Undo a launch that failed after the fork."""

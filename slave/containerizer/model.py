@@ -216,6 +216,9 @@ class Termination:
     stderr_tail: str
     # One sentence for the task's status message, e.g. "killed by signal 9 (SIGKILL)".
     message: str = ""
+    #: what its cgroup used, read as it ended (None: could not be read)
+    cpu_time_s: float | None = None
+    mem_peak_bytes: int | None = None
 
 
 @dataclass(frozen=True)

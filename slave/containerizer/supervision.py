@@ -22,6 +22,7 @@ from pathlib import Path
 import structlog
 
 from corral.slave.containerizer import checkpoint, forensics, launcher, reattach
+from corral.slave.containerizer.cgroups.base import CgroupStats
 from corral.slave.containerizer.model import ContainerConfig, Limitation, Termination
 from corral.slave.containerizer.stopping import KILL_TIMEOUT_S, POLL_MAX_S
 
@@ -167,9 +168,11 @@ def termination(
     meta_dir: Path,
     found: Limitation | None,
     killed: bool,
+    stats: CgroupStats | None = None,
 ) -> Termination:
-    """How the task ended, from the exit status its supervisor wrote and the
-    limitation found (an isolator's, else the cgroup's, see forensics.py)."""
+    """How the task ended, from the exit status its supervisor wrote, the
+    limitation found (an isolator's, else the cgroup's, see forensics.py) and
+    what its cgroup used (``stats``, read before the cgroup goes)."""
     status = checkpoint.read_json(meta_dir / "exit_status.json") or {}
     exit_code = status.get("exit_code")
     sig = status.get("signal")
@@ -180,6 +183,8 @@ def termination(
         killed=killed,
         stderr_tail=forensics.stderr_tail(config.sandbox / "stderr"),
         message=forensics.describe(exit_code, sig, found),
+        cpu_time_s=None if stats is None else stats.cpu_time_ns / 1e9,
+        mem_peak_bytes=None if stats is None or not stats.mem_peak_bytes else stats.mem_peak_bytes,
     )
     log.info(
         "container.ended",

@@ -6,12 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
 import sqlite3
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,29 +21,9 @@ from corral.frameworks.batch.engine import JOB_FINAL, BatchEngine
 from corral.frameworks.batch.service import BatchService
 from corral.frameworks.batch.store import Store
 from corral.testing import corral_command, eventually, local_cluster
+from corral.testing import run_corral as cli
 
 pytestmark = [pytest.mark.root]
-
-
-@pytest.fixture
-def shared_dir() -> Iterator[Path]:
-    """A directory tasks and the test both see (a task's /tmp is its own tmpfs)."""
-    path = Path("/var/tmp") / f"corral-test-{uuid.uuid4().hex[:8]}"
-    path.mkdir(parents=True)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-async def service(cluster: LocalCluster, tmp_path: Path) -> AsyncIterator[BatchService]:
-    svc = BatchService(cluster.master_address, tmp_path / "batch.db", record=False)
-    await svc.start()
-    try:
-        yield svc
-    finally:
-        await svc.stop()
 
 
 async def finished(engine: BatchEngine, job_id: str, timeout: float = 30.0) -> dict[str, Any]:
@@ -192,8 +170,7 @@ async def test_a_broken_stored_periodic_job_is_reported_and_the_service_serves_t
             "a run of the good periodic job",
         )
         assert not svc.failed.is_set(), svc.failure
-        wide = {**os.environ, "CORRAL_LOG_LEVEL": "warning", "COLUMNS": "300"}  # the reason on one line
-        code, out = await cli("job", "broken", "--batch", svc.address, env=wide)
+        code, out = await cli("job", "broken", "--batch", svc.address, env={"COLUMNS": "300"})  # one line
         assert code == 0, out
         assert "FAILED" in out
         assert "tasks: needs at least one [[tasks]] table" in out
@@ -202,19 +179,6 @@ async def test_a_broken_stored_periodic_job_is_reported_and_the_service_serves_t
         assert "ACTIVE" in out  # the good one
     finally:
         await svc.stop()
-
-
-async def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *corral_command(),
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env=env or {**os.environ, "CORRAL_LOG_LEVEL": "warning"},
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode()
 
 
 async def test_cli_submit_wait_job_jobs_and_cancel(service: BatchService, tmp_path: Path) -> None:

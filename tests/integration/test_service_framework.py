@@ -7,7 +7,6 @@ up/down; removal; the CLI."""
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,8 @@ import pytest
 
 from corral.cli.local import LocalCluster
 from corral.frameworks.service.service import ServiceFramework
-from corral.testing import corral_command, eventually, local_cluster
+from corral.testing import eventually, local_cluster
+from corral.testing import run_corral as cli
 
 pytestmark = [pytest.mark.root]
 
@@ -127,18 +127,6 @@ async def test_replace_roll_back_scale_and_remove(cluster4: LocalCluster, servic
 
     engine.remove("web")
     await eventually(lambda: "web" not in engine.services, 20, "the service to be removed")
-
-
-async def cli(*args: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *corral_command(),
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, "COLUMNS": "250"},
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), 60)
-    return proc.returncode or 0, out.decode()
 
 
 async def test_cli_deploy_list_status_scale_rm(cluster: LocalCluster, tmp_path: Path) -> None:

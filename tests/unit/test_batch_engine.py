@@ -315,3 +315,22 @@ async def test_missed_periodic_runs_collapse_into_one_and_the_next_is_after_now(
     engine.tick()
     assert len(engine.jobs) == 1
     assert engine.job_view("p")["next_run"] == 1100.0
+
+
+async def test_a_periodic_run_knows_its_slot_even_when_it_starts_late() -> None:
+    # Due at 1010, started at 1013.5 (no instance led in between): the run is
+    # the 1010 slot's, its tasks see CORRAL_SCHEDULED_TIME=1010, the next
+    # slot is 1020 and a plain job has no slot.
+    engine, driver, now = await periodic_engine(None)
+    now[0] = 1013.5
+    engine.tick()
+    (run,) = engine.jobs.values()
+    assert (run.submitted_at, run.scheduled_at) == (1013.5, 1010.0)
+    assert engine.job_view(run.id)["scheduled_at"] == 1010.0
+    assert engine.job_view("p")["next_run"] == 1020.0
+    await engine.offers(cast(SchedulerDriver, driver), [offer(1)])
+    assert driver.launched[0].env["CORRAL_SCHEDULED_TIME"] == "1010"
+    plain = engine.submit({"name": "once", "tasks": [{"command": "true"}]})["job_id"]
+    assert engine.jobs[plain].scheduled_at == 0.0
+    await engine.offers(cast(SchedulerDriver, driver), [offer(2)])
+    assert "CORRAL_SCHEDULED_TIME" not in driver.launched[1].env

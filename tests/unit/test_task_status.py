@@ -82,6 +82,15 @@ def test_the_forensics_go_into_the_update() -> None:
     assert status.source == TS.SOURCE_AGENT
 
 
+def test_what_the_cgroup_used_goes_into_the_terminal_update_when_it_was_measured() -> None:
+    used = Termination(0, None, None, False, "", cpu_time_s=1.25, mem_peak_bytes=70 << 20)
+    status = task_status.status("t1", "f1", "a1", task_status.terminal(used), now=1.0)
+    assert (status.cpu_time_s, status.mem_peak_bytes) == (1.25, 70 << 20)
+    unmeasured = task_status.status("t1", "f1", "a1", task_status.terminal(ended()), now=1.0)
+    assert not unmeasured.HasField("cpu_time_s")
+    assert not unmeasured.HasField("mem_peak_bytes")
+
+
 def test_a_task_killed_for_its_health_says_so() -> None:
     reason = (TS.REASON_TASK_UNHEALTHY, "killed: health check failed 3 times in a row")
     change = task_status.terminal(ended(None, 15, killed=True), kill_reason=reason)

@@ -12,6 +12,9 @@ Layout under the store's root::
     tmp/                          layers being unpacked
     leases/<hash>                 the path of a container's lease file (a launch's
                                   layers, kept until that file is gone)
+    used/<hex>                    touched when a container leases the image (its
+                                  mtime: last use, for garbage collection, gc.py)
+    sizes/<hex>                   a layer's size on disk, measured once (gc.py)
     lock                          flock(2): shared to lease layers, exclusive to
                                   write records and refs and to remove
 
@@ -26,6 +29,7 @@ refs are replaced by rename.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -94,6 +98,15 @@ class Image:
     config: ImageConfig
     names: tuple[str, ...] = ()
     size_bytes: int = 0  # of the tarball it was imported from
+    #: how it came: "registry" (pulled), else the tarball's format
+    format: str = ""
+    #: when it was recorded, and when a container last leased it (0: never)
+    added_at: float = 0.0
+    last_used: float = 0.0
+
+    @property
+    def pulled(self) -> bool:
+        return self.format == "registry"
 
 
 @dataclass(frozen=True)
@@ -114,11 +127,25 @@ class ImageStore:
         self._refs = root / "refs.json"
         self._tmp = root / "tmp"
         self._leases = root / "leases"
+        self._used = root / "used"
+        #: where gc.py keeps measured layer sizes
+        self.sizes_dir = root / "sizes"
 
     # -- reading ---------------------------------------------------------------
 
     def layer_dir(self, diff_id: str) -> Path:
         return self._layers / diff_id.removeprefix("sha256:")
+
+    @property
+    def layers_root(self) -> Path:
+        return self._layers
+
+    def layers_held(self) -> set[str]:
+        """Hex digests of the layers a container leases or mounts now."""
+        if not self.root.is_dir():
+            return set()
+        with self._locked(shared=True):
+            return layers_in_use(self._layers) | self._leased()
 
     def layer_dirs(self, image: Image) -> tuple[Path, ...]:
         """The image's layer directories, bottom first; ImageError if one is missing."""
@@ -190,11 +217,18 @@ class ImageStore:
         path = self._images / (image_id.removeprefix("sha256:") + ".json")
         try:
             data = json.loads(path.read_text())
+            try:
+                last_used = (self._used / path.stem).stat().st_mtime
+            except OSError:
+                last_used = 0.0
             return Image(
                 id=data["id"],
                 layers=tuple(data["layers"]),
                 config=ImageConfig.from_json(data["config"], str(path)),
                 size_bytes=int(data.get("size_bytes", 0)),
+                format=str(data.get("format", "")),
+                added_at=float(data.get("imported_at", 0.0)),
+                last_used=last_used,
             )
         except FileNotFoundError:
             return None
@@ -204,7 +238,7 @@ class ImageStore:
     @staticmethod
     def _named(image: Image, refs: dict[str, str]) -> Image:
         names = tuple(sorted(n for n, i in refs.items() if i == image.id))
-        return Image(image.id, image.layers, image.config, names, image.size_bytes)
+        return dataclasses.replace(image, names=names)
 
     # -- writing ---------------------------------------------------------------
 
@@ -272,13 +306,19 @@ class ImageStore:
                 refs.update(dict.fromkeys(image.names, image.id))
                 _write_json(self._refs, refs)
 
-    def remove(self, ref: str) -> Removed:
+    def remove(self, ref: str, only_if_unused: bool = False) -> Removed:
         """Untag ``ref`` (all names of the image if ``ref`` is its id); drop the image
-        once nameless, and the layers no other image uses and no container mounts."""
+        once nameless, and the layers no other image uses and no container mounts.
+        ``only_if_unused`` (garbage collection): leave it all if a container
+        leases or mounts one of its layers now."""
         self._make_root()
         self._tmp.mkdir(parents=True, exist_ok=True)
         with self._locked():
             image = self.resolve(ref)
+            if only_if_unused and {d.removeprefix("sha256:") for d in image.layers} & (
+                layers_in_use(self._layers) | self._leased()
+            ):
+                return Removed((), None, (), image.layers)
             refs = self.refs()
             by_id = _ID_PREFIX_RE.fullmatch(ref) is not None and ref not in refs
             dropped = image.names if by_id else (normalize_ref(ref),)
@@ -288,6 +328,7 @@ class ImageStore:
             if image.id in refs.values():
                 return Removed(tuple(dropped), None, (), ())
             (self._images / (image.id.removeprefix("sha256:") + ".json")).unlink(missing_ok=True)
+            (self._used / image.id.removeprefix("sha256:")).unlink(missing_ok=True)
             still_used = {layer for other in self.images() for layer in other.layers}
             in_use = layers_in_use(self._layers) | self._leased()
             removed, kept = [], []
@@ -328,6 +369,8 @@ class ImageStore:
             holder.parent.mkdir(parents=True, exist_ok=True)
             _write_json(holder, list(image.layers))
             _write_text(self._lease_pointer(holder), str(holder.absolute()))
+            self._used.mkdir(exist_ok=True)
+            (self._used / image.id.removeprefix("sha256:")).touch()
         return dirs
 
     def release(self, holder: Path) -> None:
