@@ -29,7 +29,7 @@ MasterMessage = agent_pb2.MasterMessage
 
 # -- task status ------------------------------------------------------------------
 
-_STATUS_OPTIONAL = ("exit_code", "signal", "limit", "peak", "healthy")
+_STATUS_OPTIONAL = ("exit_code", "signal", "limit", "peak", "healthy", "cpu_time_s", "mem_peak_bytes")
 
 
 def status_from_pb(s: pb.TaskStatus) -> d.TaskStatus:
@@ -50,6 +50,8 @@ def status_from_pb(s: pb.TaskStatus) -> d.TaskStatus:
         limit=s.limit if s.HasField("limit") else None,
         peak=s.peak if s.HasField("peak") else None,
         healthy=s.healthy if s.HasField("healthy") else None,
+        cpu_time_s=s.cpu_time_s if s.HasField("cpu_time_s") else None,
+        mem_peak_bytes=s.mem_peak_bytes if s.HasField("mem_peak_bytes") else None,
     )
 
 

@@ -267,3 +267,6 @@ class TaskStatus:
     limit: int | None = None
     peak: int | None = None
     healthy: bool | None = None
+    #: terminal updates: what the task's cgroup used, read as it ended
+    cpu_time_s: float | None = None
+    mem_peak_bytes: int | None = None

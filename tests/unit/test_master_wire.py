@@ -7,6 +7,9 @@ field; a task's payload goes out as it came in, with the master's ids.
 
 from __future__ import annotations
 
+import dataclasses
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -55,6 +58,8 @@ statuses = st.builds(
     limit=st.none() | uint64,
     peak=st.none() | uint64,
     healthy=st.none() | st.booleans(),
+    cpu_time_s=st.none() | st.floats(0, 1e9),
+    mem_peak_bytes=st.none() | uint64,
 )
 frameworks = st.builds(
     d.FrameworkInfo,
@@ -90,6 +95,23 @@ role_policies = st.builds(
 maintenance = st.builds(
     d.AgentMaintenance, draining=st.booleans(), reservations=resources(), unreachable_since=finite
 )
+
+
+@pytest.mark.parametrize(
+    ("domain", "message"),
+    [
+        (d.TaskStatus, pb.TaskStatus),
+        (d.FrameworkInfo, pb.FrameworkInfo),
+        (d.AgentInfo, pb.AgentInfo),
+        (d.MasterInfo, pb.MasterInfo),
+        (d.Offer, pb.Offer),
+    ],
+)
+def test_the_domain_values_have_every_field_of_the_wire(domain: type, message: type) -> None:
+    """A field added to the proto and not here would be dropped by the master
+    on its way through (TaskStatus gained cpu_time_s while this was written)."""
+    names = {f.name for f in dataclasses.fields(domain)}
+    assert {f.name for f in message.DESCRIPTOR.fields} <= names
 
 
 @given(statuses)
