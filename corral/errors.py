@@ -2,8 +2,9 @@
 exceptions are for bugs, I/O and refusals a caller must handle.
 
     CorralError
-    ├── SubscribeError, NotConnectedError   (corral.frameworks.driver)
+    ├── SubscribeError, NotConnectedError, ConnectTimeoutError  (raised by corral.frameworks.driver)
     ├── ClusterNotFoundError                (corral.cli: no master to talk to)
+    ├── IdLookupError                       (corral.cli: no object, or several, answer to an id)
     ├── ContainerError                      (corral.slave.containerizer)
     ├── CertificateError                    (corral.pki: a TLS file missing, unreadable, expired, ...)
     ├── ListenError                         (corral.metrics: an address to serve on cannot be bound)
@@ -51,3 +52,30 @@ class ApiError(CorralError):
 
 class ListenError(CorralError):
     """An address to serve on cannot be bound (in use, not local, no permission)."""
+
+
+# The next five are raised by the framework driver and the CLI; they live here
+# (and are re-exported where they are raised) so that the CLI's error handling
+# can name them without importing grpc and the driver (``corral --help``).
+
+
+class SubscribeError(CorralError):
+    """The master refused the subscription; retrying would not help."""
+
+
+class NotConnectedError(CorralError):
+    """A call was made while the driver has no stream to the master."""
+
+
+class ConnectTimeoutError(CorralError):
+    """The driver did not subscribe within its ``connect_timeout_s``: a wrong
+    address, no leader elected, or a master that is down or refuses TLS. The
+    CLI exits 3 on it (corral/cli/exit.py: cannot reach the cluster)."""
+
+
+class ClusterNotFoundError(CorralError):
+    """No master address was given and no local cluster is running."""
+
+
+class IdLookupError(CorralError):
+    """No object, or more than one, answers to what the user typed."""

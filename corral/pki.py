@@ -24,7 +24,6 @@ import contextlib
 import datetime
 import ipaddress
 import os
-import stat
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from corral.errors import CertificateError
 from corral.identity import Principal
+from corral.tls_files import warn_if_key_readable
 from corral.transport import MASTER_TLS_NAME, Credentials
 
 log = structlog.get_logger(__name__)
@@ -304,15 +304,6 @@ def _check_dates(path: Path, cert: x509.Certificate, now: datetime.datetime) -> 
         raise CertificateError(path, f"not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC")
 
 
-def _check_key_mode(path: Path) -> None:
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        return
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        log.warning("tls.key_readable_by_others", key=str(path), mode=oct(stat.S_IMODE(mode)))
-
-
 def _is_ca(cert: x509.Certificate) -> bool:
     try:
         return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
@@ -359,7 +350,7 @@ def load_credentials(
         _check_dates(ca_path, ca_cert, now)
     leaf = read_certificate(cert_path)
     private_key = read_private_key(key_path)
-    _check_key_mode(key_path)
+    warn_if_key_readable(key_path)
     if not _same_key(leaf, private_key):
         raise CertificateError(key_path, f"this key does not match the certificate {cert_path}")
     if not any(_signed_by(leaf, ca_cert) for ca_cert in bundle):
@@ -375,6 +366,13 @@ def load_credentials(
         certificate_chain=_read(cert_path),
         files=(str(ca_path), str(cert_path), str(key_path)),
     )
+
+
+def validity_window(ca: Path | str, cert: Path | str) -> tuple[datetime.datetime, datetime.datetime]:
+    """When every certificate of the CA file and ``cert`` is valid: from the
+    latest start to the earliest end (corral.tls_files remembers it)."""
+    certs = [*read_ca_bundle(Path(ca)), read_certificate(Path(cert))]
+    return max(c.not_valid_before_utc for c in certs), min(c.not_valid_after_utc for c in certs)
 
 
 # -- describing -----------------------------------------------------------------

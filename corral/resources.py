@@ -40,7 +40,15 @@ def to_milli(value: float, what: str = "value") -> int:
     """Convert a wire scalar to milli-units, rejecting what cannot be exact.
 
     Mesos rounds scalars to three decimals; we do the same, but refuse
-    non-finite and negative values outright.
+    non-finite and negative values outright, and a positive value below the
+    resolution (0.001) that rounding would silently make 0.
+
+    >>> to_milli(0.0015, "cpus")
+    2
+    >>> to_milli(0.0001, "cpus")
+    Traceback (most recent call last):
+    ...
+    corral.resources.ResourceError: cpus: 0.0001 is below the resolution of 0.001
     """
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ResourceError(f"{what}: must be a number, got {value!r}")
@@ -49,6 +57,8 @@ def to_milli(value: float, what: str = "value") -> int:
     if value < 0:
         raise ResourceError(f"{what}: must be >= 0, got {value}")
     milli = round(value * MILLI)
+    if milli == 0 and value > 0:
+        raise ResourceError(f"{what}: {value:g} is below the resolution of {1 / MILLI:g}")
     if milli > 2**62:
         raise ResourceError(f"{what}: too large, got {value}")
     return milli

@@ -14,6 +14,11 @@ A framework author's test needs only this module::
                 assert status.state is TaskState.FINISHED
 
 Everything is real: gRPC over loopback, cgroups and processes (root needed).
+Faults stay in the test process too: ``cluster.restart_master()``,
+``cluster.stop_agent(i)`` / ``start_agent(i)`` / ``restart_agent(i)``,
+:func:`agent_goes_away` / :func:`agent_comes_back` for a cut-off host, and
+``corral.testing_net.partitionable`` for a framework cut off from its master
+(docs/frameworks.md, "Test failover").
 """
 
 from __future__ import annotations

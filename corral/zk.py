@@ -29,13 +29,16 @@ import secrets
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from kazoo.client import KazooClient
-from kazoo.exceptions import NoAuthError, NoNodeError
-from kazoo.security import ACL, READ_ACL_UNSAFE, make_digest_acl
+from typing import TYPE_CHECKING, Any
 
 from corral.errors import CorralError
+
+# kazoo is imported where a client is made or an ACL computed: the CLI reads
+# zk:// URLs (parse_zk_url) in every client command, most of which never dial
+# ZooKeeper.
+if TYPE_CHECKING:
+    from kazoo.client import KazooClient
+    from kazoo.security import ACL
 
 LEADER_DIR = "leader"
 #: A dead leader is replaced about this long after it died (plus ~1.5 s), so
@@ -106,10 +109,14 @@ class ZkCredentials:
 
     def private_acl(self) -> list[ACL]:
         """Everything for the masters, nothing for anyone else (the registry)."""
+        from kazoo.security import make_digest_acl
+
         return [make_digest_acl(self.user, self.password, all=True)]
 
     def public_acl(self) -> list[ACL]:
         """Everything for the masters, reading for anyone (the path, the leader's znodes)."""
+        from kazoo.security import READ_ACL_UNSAFE
+
         return self.private_acl() + list(READ_ACL_UNSAFE)
 
 
@@ -158,6 +165,8 @@ def make_client(
     """A kazoo client whose logs go through structlog (via stdlib logging);
     with ``credentials`` it authenticates and creates znodes private to them
     unless told otherwise."""
+    from kazoo.client import KazooClient
+
     return KazooClient(
         hosts=url.hosts,
         timeout=session_timeout_s,
@@ -170,6 +179,8 @@ def make_client(
 def _ensure_acl(client: KazooClient, path: str, acl: list[ACL]) -> bool | None:
     """Set ``path``'s ACL to ``acl``; True if it had another, False if it had
     this one, None if ``path`` does not exist."""
+    from kazoo.exceptions import NoAuthError, NoNodeError
+
     try:
         current, _ = client.get_acls(path)
         if sorted(map(repr, current)) == sorted(map(repr, acl)):

@@ -3,18 +3,23 @@
 from corral.frameworks import Scheduler, SchedulerDriver, Task
 """
 
-from corral.frameworks.driver import NotConnectedError, SchedulerDriver, SubscribeError
+from corral.errors import ConnectTimeoutError, NotConnectedError, SubscribeError
+from corral.frameworks.driver import SchedulerDriver
 from corral.frameworks.health import HealthCheck
 from corral.frameworks.scheduler import Scheduler
-from corral.frameworks.types import MasterInfo, Offer, Task, TaskState, TaskStatus, Volume
+from corral.frameworks.states import Reason, Source, TaskState
+from corral.frameworks.types import MasterInfo, Offer, Task, TaskStatus, Volume
 
 __all__ = [
+    "ConnectTimeoutError",
     "HealthCheck",
     "MasterInfo",
     "NotConnectedError",
     "Offer",
+    "Reason",
     "Scheduler",
     "SchedulerDriver",
+    "Source",
     "SubscribeError",
     "Task",
     "TaskState",

@@ -6,10 +6,12 @@
     zone not in [c]
     gpu exists
 
-``hostname`` is also matched against the offer's host name when the agent has
-no attribute of that name. Parse once with :func:`parse_constraint` (a
-:class:`ValueError` names what is wrong), then test offers with
-:meth:`Constraint.matches` or :func:`satisfies`.
+``hostname`` is also matched against the offer's host name, and ``agent_id``
+against its agent's id, when the agent has no attribute of that name: so
+``agent_id != S3`` or ``hostname not in [h1, h2]`` keeps tasks off those
+agents. Parse once with :func:`parse_constraint` (a :class:`ValueError` names
+what is wrong), then test offers with :meth:`Constraint.matches` or
+:func:`satisfies`.
 """
 
 from __future__ import annotations
@@ -36,11 +38,13 @@ class Constraint:
     op: str
     values: tuple[str, ...] = ()
 
-    def matches(self, attributes: Mapping[str, str], hostname: str = "") -> bool:
-        """Whether an agent with these attributes (and host name) satisfies it."""
+    def matches(self, attributes: Mapping[str, str], hostname: str = "", agent_id: str = "") -> bool:
+        """Whether an agent with these attributes (and host name, and id) satisfies it."""
         value = attributes.get(self.attribute)
         if value is None and self.attribute == "hostname" and hostname:
             value = hostname
+        if value is None and self.attribute == "agent_id" and agent_id:
+            value = agent_id
         match self.op:
             case "exists":
                 return value is not None
@@ -88,6 +92,6 @@ def _unquote(value: str) -> str:
 def satisfies(offer: Offer, constraints: Iterable[Constraint]) -> Constraint | None:
     """The first constraint the offer's agent fails, or None if it meets them all."""
     for c in constraints:
-        if not c.matches(offer.attributes, offer.hostname):
+        if not c.matches(offer.attributes, offer.hostname, offer.agent_id):
             return c
     return None

@@ -4,7 +4,12 @@ plain Python.
 It subscribes, dispatches events to the :class:`Scheduler` one at a time,
 acknowledges updates after the callback returns, and on a broken stream
 reconnects with backoff and re-subscribes with the same framework id (the
-master keeps the framework for its ``failover_timeout_s``).
+master keeps the framework for its ``failover_timeout_s``). The first
+subscription has a deadline (``connect_timeout_s``): a wrong address or a
+master that is down ends ``run()`` with :class:`ConnectTimeoutError`.
+
+If the program has not configured structlog, the driver logs key-value lines
+to stderr (``corral.logging.default_to_stderr``), never to stdout.
 """
 
 from __future__ import annotations
@@ -20,9 +25,10 @@ import grpc
 import grpc.aio
 import structlog
 
+from corral import logging as corral_logging
 from corral.codec import resources_to_proto
 from corral.detector import LeaderFinder
-from corral.errors import CorralError
+from corral.errors import ConnectTimeoutError, NotConnectedError, SubscribeError
 from corral.frameworks.scheduler import Scheduler
 from corral.frameworks.types import MasterInfo, Offer, Task, TaskStatus
 from corral.proto import messages_pb2 as pb
@@ -54,19 +60,17 @@ def _principal_name(name: str) -> str:
 CALL_ITEMS = 10_000
 
 
-class SubscribeError(CorralError):
-    """The master refused the subscription; retrying would not help."""
-
-
-class NotConnectedError(CorralError):
-    """A call was made while the driver has no stream to the master."""
-
-
 class SchedulerDriver:
     """Connects a :class:`Scheduler` to a master.
 
     >>> driver = SchedulerDriver(MyScheduler(), name="my-fw", master="127.0.0.1:5050")  # doctest: +SKIP
     >>> await driver.run()  # returns after driver.stop() or a teardown
+    >>> driver.exit_code  # what the scheduler passed to stop(exit_code=...); 0 by default
+
+    ``connect_timeout_s``: how long ``run()`` tries to subscribe the first time
+    before it raises :class:`ConnectTimeoutError` (None: forever). Once
+    subscribed, the driver reconnects after a broken stream for as long as it
+    takes, as the master keeps the framework for ``failover_timeout_s``.
     """
 
     def __init__(
@@ -84,10 +88,19 @@ class SchedulerDriver:
         partition_aware: bool = True,
         credentials: Credentials | None = None,
         reconnect_max_s: float = 5.0,
+        connect_timeout_s: float | None = 60.0,
     ) -> None:
+        corral_logging.default_to_stderr()
         self.scheduler = scheduler
         self.master = master
+        #: the id the master gave this framework (set on subscription; "" before,
+        #: unless given to re-subscribe as an existing framework)
         self.framework_id = framework_id
+        self.connect_timeout_s = connect_timeout_s
+        #: what ``run()``'s caller should exit with: set by ``stop``/``teardown``
+        #: (``corral framework run`` exits with it)
+        self.exit_code = 0
+        self._last_error = ""
         self.auto_acknowledge = auto_acknowledge
         self.auto_reconcile = auto_reconcile
         #: live tasks seen in updates: task id -> agent id (for reconciliation)
@@ -121,7 +134,14 @@ class SchedulerDriver:
         self._stopping = False
         self._teardown = False
         self._stopped = asyncio.Event()
+        # run()'s deadline for the first subscription; lifted once subscribed.
+        self._until_subscribed: asyncio.Timeout | None = None
         self.log = log.bind(framework=name)
+
+    @property
+    def framework_name(self) -> str:
+        """The framework's name, as given to the driver (and shown by ``corral frameworks``)."""
+        return self.info.name
 
     # -- calls ----------------------------------------------------------------
 
@@ -226,8 +246,63 @@ class SchedulerDriver:
             chunk = items[i : i + CALL_ITEMS]
             self._call(Call(type=Call.RECONCILE, reconcile=Call.Reconcile(tasks=chunk)))
 
-    def teardown(self) -> None:
-        """End the framework: the master kills its tasks and forgets it."""
+    def update_framework(
+        self,
+        *,
+        roles: Sequence[str] | None = None,
+        name: str | None = None,
+        failover_timeout_s: float | None = None,
+        partition_aware: bool | None = None,
+    ) -> None:
+        """Change the framework's roles, name, failover timeout or partition
+        awareness without re-registering (Mesos' UPDATE_FRAMEWORK); what is
+        None stays. Offers to the old roles are rescinded when the roles
+        change. A bad value raises ValueError here, before anything changes
+        (the master's own validation); a role the master's ACLs refuse comes
+        back as an ``error`` (PERMISSION_DENIED), and the master keeps the old
+        roles. The driver subscribes with the new values from then on.
+        NotConnectedError while reconnecting (the next subscription carries
+        the change)."""
+        wanted = pb.FrameworkInfo()
+        wanted.CopyFrom(self.info)
+        if roles is not None:
+            del wanted.roles[:]
+            wanted.roles.extend(roles)
+        if name is not None:
+            wanted.name = name
+        if failover_timeout_s is not None:
+            wanted.failover_timeout_s = failover_timeout_s
+        # Here, not at the top: a client of the SDK (`corral run`) then loads
+        # no master module unless it updates its framework.
+        from corral.master.validation import validate_framework_info
+
+        errors = validate_framework_info(wanted)
+        if errors:
+            raise ValueError("update_framework: " + "; ".join(errors))
+        if roles is not None:
+            del self.info.roles[:]
+            self.info.roles.extend(roles)
+        if name is not None:
+            self.info.name = name
+        if failover_timeout_s is not None:
+            self.info.failover_timeout_s = failover_timeout_s
+        if partition_aware is not None:
+            caps = [c for c in self.info.capabilities if c != pb.FrameworkInfo.PARTITION_AWARE]
+            if partition_aware:
+                caps.append(pb.FrameworkInfo.PARTITION_AWARE)
+            del self.info.capabilities[:]
+            self.info.capabilities.extend(caps)
+        info = pb.FrameworkInfo()
+        info.CopyFrom(self.info)
+        info.id = self.framework_id
+        update = Call.UpdateFramework(framework_info=info)
+        self._call(Call(type=Call.UPDATE_FRAMEWORK, update_framework=update))
+
+    def teardown(self, exit_code: int | None = None) -> None:
+        """End the framework: the master kills its tasks and forgets it.
+        ``exit_code`` (if given) becomes :attr:`exit_code`."""
+        if exit_code is not None:
+            self.exit_code = exit_code
         self._teardown = True
         self._stopping = True
         if self._outq is not None:
@@ -235,9 +310,13 @@ class SchedulerDriver:
         else:
             self._stopped.set()
 
-    def stop(self) -> None:
+    def stop(self, exit_code: int | None = None) -> None:
         """Close the stream; the master keeps the framework for its failover timeout.
-        Calls already made (acknowledgements included) are sent first."""
+        Calls already made (acknowledgements included) are sent first.
+        ``exit_code`` (if given) becomes :attr:`exit_code`, e.g. 1 when the
+        framework's work failed."""
+        if exit_code is not None:
+            self.exit_code = exit_code
         self._stopping = True
         self._stopped.set()
 
@@ -276,36 +355,59 @@ class SchedulerDriver:
         return True
 
     def session_ended(self) -> bool:
-        """The transport's session is over; returns whether it had subscribed
-        (the caller then tells the scheduler ``disconnected``)."""
+        """The transport's session is over; returns whether it had subscribed."""
         subscribed = self._outq is not None
         self._outq = None
         self.connected.clear()
         return subscribed
 
+    def tells_disconnected(self, subscribed: bool) -> bool:
+        """Whether the scheduler hears ``disconnected`` after a session that
+        ``subscribed``: only if the driver will reconnect, never after its own
+        ``stop()``, ``teardown()`` or a failure."""
+        return subscribed and not self._stopping
+
     # -- the connection -------------------------------------------------------
 
     async def run(self) -> None:
         """Connect and dispatch events until ``stop()``/``teardown()``.
-        Raises :class:`SubscribeError` if the master refuses the framework."""
-        delay = 0.05
+        Raises :class:`SubscribeError` if the master refuses the framework,
+        :class:`ConnectTimeoutError` if it cannot subscribe in ``connect_timeout_s``."""
         finder = LeaderFinder(self.master)
-        await finder.start()
+        timeout_s = None if self._subscribed_before else self.connect_timeout_s
         try:
-            while not self._stopping:
-                address = await finder.address(timeout=self.reconnect_max_s)
-                if address is None:
-                    self.log.warning("driver.no_leader", master=self.master)
-                elif await self._connect(finder, address):
-                    delay = 0.05
-                if self._stopping:
-                    break
-                await asyncio.sleep(delay)
-                delay = min(self.reconnect_max_s, delay * 2)
+            # Until the first SUBSCRIBED, which lifts it (_dispatch).
+            async with asyncio.timeout(timeout_s) as until_subscribed:
+                self._until_subscribed = until_subscribed
+                await finder.start()
+                await self._reconnect_loop(finder)
+        except TimeoutError:
+            if not until_subscribed.expired() or self._subscribed_before:
+                raise
+            last = f" (last: {self._last_error})" if self._last_error else ""
+            self.log.error("driver.connect_timeout", master=self.master, timeout_s=timeout_s, last=last)
+            raise ConnectTimeoutError(
+                f"could not subscribe to the master at {self.master} within {timeout_s:g} s{last}"
+            ) from None
         finally:
+            self._until_subscribed = None
             await finder.stop()
         if self.failure is not None:
             raise self.failure
+
+    async def _reconnect_loop(self, finder: LeaderFinder) -> None:
+        delay = 0.05
+        while not self._stopping:
+            address = await finder.address(timeout=self.reconnect_max_s)
+            if address is None:
+                self._last_error = "no leading master found"
+                self.log.warning("driver.no_leader", master=self.master)
+            elif await self._connect(finder, address):
+                delay = 0.05
+            if self._stopping:
+                break
+            await asyncio.sleep(delay)
+            delay = min(self.reconnect_max_s, delay * 2)
 
     async def _connect(self, finder: LeaderFinder, address: str) -> bool:
         """One session with the master at ``address``; True if it subscribed."""
@@ -317,11 +419,12 @@ class SchedulerDriver:
             if e.code() in _FATAL_CODES:
                 raise SubscribeError(f"{e.code().name}: {e.details()}") from None
             finder.failed(e, address)
+            self._last_error = f"{e.code().name}: {e.details()}"
             self.log.info("driver.disconnected", code=e.code().name, details=e.details())
         finally:
             subscribed = self.session_ended()
             await channel.close(None)
-        if subscribed:
+        if self.tells_disconnected(subscribed):
             await self.scheduler.disconnected(self)
         return subscribed
 
@@ -376,6 +479,8 @@ class SchedulerDriver:
             case Event.SUBSCRIBED:
                 sub = event.subscribed
                 self.framework_id = sub.framework_id
+                if self._until_subscribed is not None:
+                    self._until_subscribed.reschedule(None)
                 mi = sub.master_info
                 self.master_info = MasterInfo(mi.id, mi.address, mi.version)
                 self.connected.set()

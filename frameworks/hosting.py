@@ -21,10 +21,11 @@ from typing import Any, Protocol
 import structlog
 
 from corral.cli.discovery import state_dir
+from corral.errors import SubscribeError
 from corral.frameworks.agents import AgentWatch
 from corral.frameworks.batch.sql import describe, is_postgres_url
 from corral.frameworks.batch.store import FencedError, Store, take_lead
-from corral.frameworks.driver import SchedulerDriver, SubscribeError
+from corral.frameworks.driver import SchedulerDriver
 from corral.frameworks.http_api import JsonServer
 from corral.frameworks.placement import Candidate
 from corral.frameworks.plugins import PluginContext, PluginError
@@ -318,6 +319,8 @@ class FrameworkHost:
                     framework_id=self._engine.framework_id,
                     failover_timeout_s=self.failover_timeout_s,
                     credentials=self.credentials,
+                    # A long-lived service waits for its master however long it takes.
+                    connect_timeout_s=None,
                 )
                 try:
                     await self.driver.run()

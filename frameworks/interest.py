@@ -14,7 +14,8 @@ not (a new leader), it is told the current wish explicitly.
 
 from __future__ import annotations
 
-from corral.frameworks.driver import NotConnectedError, SchedulerDriver
+from corral.errors import NotConnectedError
+from corral.frameworks.driver import SchedulerDriver
 
 
 class OfferInterest:

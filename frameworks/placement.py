@@ -103,8 +103,10 @@ Checker = Callable[[Ask, Candidate, Siblings], "Reason | None"]
 
 def check_constraints(ask: Ask, c: Candidate, siblings: Siblings = NO_SIBLINGS) -> Reason | None:
     for con in ask.constraints:
-        if not con.matches(c.attributes, c.hostname):
+        if not con.matches(c.attributes, c.hostname, c.agent_id):
             value = c.attributes.get(con.attribute)
+            if value is None and con.attribute in ("hostname", "agent_id"):
+                value = c.hostname if con.attribute == "hostname" else c.agent_id
             there = f"{con.attribute}={value}" if value is not None else f"no attribute {con.attribute!r}"
             return Reason("constraints", c.agent_id, c.hostname, str(con), there, f"constraint {con} not met")
     return None
@@ -342,3 +344,44 @@ def pack(tasks: Sequence[Task], offer: Offer) -> tuple[list[Task], Resources]:
         else:
             too_big.add(key)
     return chosen, left
+
+
+def place(
+    tasks: Sequence[Task],
+    offers: Sequence[Offer],
+    ranker: Ranker = spread,
+    constraints: Sequence[Constraint] = (),
+) -> dict[str, list[Task]]:
+    """Assign tasks to offers, one at a time, each to the best-ranked offer
+    where it still fits and whose agent meets ``constraints``: ``spread`` (the
+    default) puts each task where no other of these tasks went yet and most is
+    left, ``binpack`` fills one agent before the next. Returns offer id ->
+    tasks, for ``driver.launch(offer, tasks)``; tasks that fit nowhere are
+    left out (``pack`` is the one-offer first fit).
+
+    >>> offers = [Offer(f"o{i}", f"a{i}", f"h{i}", Resources.of(cpus=2, mem=256)) for i in (1, 2)]
+    >>> tasks = [Task(f"t{i}", "true", Resources.of(cpus=0.5, mem=32)) for i in range(4)]
+    >>> {o: [t.task_id for t in ts] for o, ts in place(tasks, offers).items()}
+    {'o1': ['t0', 't2'], 'o2': ['t1', 't3']}
+    >>> {o: [t.task_id for t in ts] for o, ts in place(tasks, offers, binpack).items()}
+    {'o1': ['t0', 't1', 't2', 't3']}
+    """
+    left = {o.id: o.resources for o in offers}
+    used: set[str] = set()
+    chosen: dict[str, list[Task]] = {}
+    for task in tasks:
+        ask = Ask(task.resources, constraints=tuple(constraints), image=task.image)
+        offer_of: dict[int, Offer] = {}
+        candidates = []
+        for o in offers:
+            c = Candidate(o.agent_id, o.hostname, left[o.id], o.attributes)
+            if feasible(ask, c) is None:
+                offer_of[id(c)] = o
+                candidates.append(c)
+        if not candidates:
+            continue
+        best = offer_of[id(rank(ask, candidates, ranker, Siblings(agents=frozenset(used)))[0])]
+        left[best.id] = left[best.id] - task.resources
+        used.add(best.agent_id)
+        chosen.setdefault(best.id, []).append(task)
+    return chosen

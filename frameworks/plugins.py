@@ -9,7 +9,8 @@ The entry point names either a :class:`FrameworkPlugin` (full control: its
 ``run`` gets a :class:`PluginContext` and returns an exit code) or a
 :class:`~corral.frameworks.Scheduler` subclass, which corral runs with a
 :class:`~corral.frameworks.SchedulerDriver` until the scheduler calls
-``driver.stop()``; the keys of the ``--config`` file's ``[scheduler]`` table are
+``driver.stop()`` and exits with the ``exit_code`` it passed (``driver.stop(exit_code=1)``;
+0 by default); the keys of the ``--config`` file's ``[scheduler]`` table are
 passed to its constructor as keyword arguments.
 
 ``corral framework list`` shows what is installed; ``corral framework run NAME``
@@ -137,20 +138,22 @@ def as_plugin(name: str, obj: object) -> FrameworkPlugin:
 
 
 async def run_scheduler_class(cls: type[Scheduler], ctx: PluginContext) -> int:
-    """Run ``cls(**config["scheduler"])`` until it stops the driver; 0 unless it raised.
+    """Run ``cls(**config["scheduler"])`` until it stops the driver; returns the
+    ``exit_code`` it stopped with (0 by default). Raises what ``driver.run()`` raises.
 
-    The config's ``[framework]`` table may set ``name``, ``roles`` and
-    ``failover_timeout_s`` of the driver.
+    The config's ``[framework]`` table may set ``name``, ``roles``,
+    ``failover_timeout_s`` and ``connect_timeout_s`` of the driver.
     """
     kwargs = dict(ctx.config.get("scheduler", {}))
     fw = dict(ctx.config.get("framework", {}))
     unknown = set(ctx.config) - {"scheduler", "framework"}
     if unknown:
         raise PluginError(f"config: unknown table(s) {sorted(unknown)}; allowed: ['framework', 'scheduler']")
-    unknown = set(fw) - {"name", "roles", "failover_timeout_s"}
+    allowed = ("name", "roles", "failover_timeout_s", "connect_timeout_s")
+    unknown = set(fw) - set(allowed)
     if unknown:
         raise PluginError(
-            f"config.framework: unknown key(s) {sorted(unknown)}; allowed: name, roles, failover_timeout_s"
+            f"config.framework: unknown key(s) {sorted(unknown)}; allowed: {', '.join(allowed)}"
         )
     try:
         scheduler = cls(**kwargs)
@@ -162,10 +165,11 @@ async def run_scheduler_class(cls: type[Scheduler], ctx: PluginContext) -> int:
         master=ctx.master,
         roles=tuple(fw.get("roles", ("*",))),
         failover_timeout_s=float(fw.get("failover_timeout_s", 60.0)),
+        connect_timeout_s=float(fw.get("connect_timeout_s", 60.0)),
         credentials=ctx.credentials,
     )
     await driver.run()
-    return 0
+    return driver.exit_code
 
 
 def load_config(path: Path | None) -> dict[str, Any]:

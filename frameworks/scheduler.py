@@ -63,4 +63,6 @@ class Scheduler:
         ``INVALID_ARGUMENT``); the connection stays up."""
 
     async def disconnected(self, driver: SchedulerDriver) -> None:
-        """The connection to the master broke; the driver is reconnecting."""
+        """The connection to the master broke and the driver is reconnecting.
+        Never called after the framework's own ``driver.stop()`` or
+        ``driver.teardown()``: the driver does not reconnect then."""

@@ -2,56 +2,17 @@
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from corral.codec import attributes_from_proto, resources_from_proto, resources_to_proto
 from corral.frameworks.health import HealthCheck
+from corral.frameworks.states import Reason, Source, TaskState
 from corral.proto import messages_pb2 as pb
 from corral.resources import Resources
 
-
-class TaskState(enum.Enum):
-    STAGING = pb.TASK_STAGING
-    STARTING = pb.TASK_STARTING
-    RUNNING = pb.TASK_RUNNING
-    KILLING = pb.TASK_KILLING
-    FINISHED = pb.TASK_FINISHED
-    FAILED = pb.TASK_FAILED
-    KILLED = pb.TASK_KILLED
-    ERROR = pb.TASK_ERROR
-    LOST = pb.TASK_LOST
-    DROPPED = pb.TASK_DROPPED
-    UNREACHABLE = pb.TASK_UNREACHABLE
-    GONE = pb.TASK_GONE
-    GONE_BY_OPERATOR = pb.TASK_GONE_BY_OPERATOR
-    UNKNOWN = pb.TASK_UNKNOWN
-
-    @property
-    def is_terminal(self) -> bool:
-        return self in _TERMINAL
-
-    @classmethod
-    def from_proto(cls, value: int) -> TaskState:
-        try:
-            return cls(value)
-        except ValueError:
-            return cls.UNKNOWN
-
-
-_TERMINAL = frozenset(
-    {
-        TaskState.FINISHED,
-        TaskState.FAILED,
-        TaskState.KILLED,
-        TaskState.ERROR,
-        TaskState.LOST,
-        TaskState.DROPPED,
-        TaskState.GONE,
-        TaskState.GONE_BY_OPERATOR,
-    }
-)
+# TaskState lived here first; it stays importable from here.
+__all__ = ["MasterInfo", "Offer", "Reason", "Source", "Task", "TaskState", "TaskStatus", "Volume"]
 
 
 @dataclass(frozen=True)
@@ -88,18 +49,34 @@ class Offer:
 
 @dataclass(frozen=True)
 class TaskStatus:
+    """One status update of a task: its new ``state``, and why.
+
+    Updates of one task arrive in order, at least once (``uuid`` tells a
+    duplicate); the driver acknowledges each after ``status_update`` returns.
+    """
+
     task_id: str
     state: TaskState
-    reason: str = ""
+    #: why the state changed (a ``Reason``, a string enum; UNSPECIFIED is "")
+    reason: Reason = Reason.UNSPECIFIED
+    #: a sentence for people, e.g. "command exited with status 1"
     message: str = ""
     agent_id: str = ""
-    source: str = ""
+    #: who said so: MASTER or AGENT
+    source: Source = Source.UNSPECIFIED
+    #: the command's exit status, when it exited
     exit_code: int | None = None
+    #: the signal that ended the command, when one did
     signal: int | None = None
+    #: the last lines of the command's stderr, on terminal updates
     stderr_tail: str = ""
+    #: the limit a CONTAINER_LIMITATION_* reason hit (bytes, or a count of processes)
     limit: int | None = None
+    #: the peak usage against that limit
     peak: int | None = None
+    #: when the update was made (seconds since the epoch, the sender's clock)
     timestamp: float = 0.0
+    #: set on updates that need an acknowledgement (empty on reconciliation answers)
     uuid: bytes = b""
     #: the agent's health check verdict (None: no check, or no verdict yet)
     healthy: bool | None = None
@@ -107,16 +84,18 @@ class TaskStatus:
     #: memory high-water mark of the task's cgroup (None: not measured)
     cpu_time_s: float | None = None
     mem_peak_bytes: int | None = None
+    #: the task's labels, as it was launched with them
+    labels: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_proto(cls, s: pb.TaskStatus) -> TaskStatus:
         return cls(
             task_id=s.task_id,
             state=TaskState.from_proto(s.state),
-            reason=pb.TaskStatus.Reason.Name(s.reason).removeprefix("REASON_"),
+            reason=Reason.from_proto(s.reason),
             message=s.message,
             agent_id=s.agent_id,
-            source=pb.TaskStatus.Source.Name(s.source).removeprefix("SOURCE_"),
+            source=Source.from_proto(s.source),
             exit_code=s.exit_code if s.HasField("exit_code") else None,
             signal=s.signal if s.HasField("signal") else None,
             stderr_tail=s.stderr_tail,
@@ -127,6 +106,7 @@ class TaskStatus:
             healthy=s.healthy if s.HasField("healthy") else None,
             cpu_time_s=s.cpu_time_s if s.HasField("cpu_time_s") else None,
             mem_peak_bytes=s.mem_peak_bytes if s.HasField("mem_peak_bytes") else None,
+            labels={label.key: label.value for label in s.labels},
         )
 
 

@@ -33,7 +33,7 @@ from corral.master.audit import AuditLog
 from corral.master.authz import ALLOW_ALL, Authorizer, Decision
 from corral.master.config import MasterConfig
 from corral.master.core.context import Refused
-from corral.master.core.domain import MasterInfo
+from corral.master.core.domain import FrameworkInfo, MasterInfo
 from corral.master.core.effects import (
     AgentLeft,
     AllocateSoon,
@@ -354,6 +354,10 @@ class Master:
 
     def decline(self, framework_id: str, offer_ids: list[str], refuse_s: float | None) -> None:
         self._call(self.core.decline, framework_id, offer_ids, refuse_s)
+
+    def update_framework(self, framework_id: str, info: FrameworkInfo) -> None:
+        """UPDATE_FRAMEWORK: new roles, capabilities, name, failover timeout."""
+        self._call(self.core.update_framework, framework_id, info)
 
     def revive(self, framework_id: str, roles: tuple[str, ...] = ()) -> None:
         """Offers again in ``roles`` (every role when empty); clears decline filters."""

@@ -17,7 +17,7 @@ import structlog
 from kazoo.exceptions import KazooException
 
 from corral import __version__
-from corral.detector import MasterDetector, StaticDetector, ZooKeeperDetector
+from corral.detector import MasterDetector, StaticDetector
 from corral.malformed import MalformedRequests
 from corral.master import metrics as master_metrics
 from corral.master.audit import AuditLog
@@ -37,6 +37,7 @@ from corral.proto import agent_pb2_grpc, operator_pb2_grpc, scheduler_pb2_grpc
 from corral.proto import messages_pb2 as pb
 from corral.transport import Credentials, bind, make_server
 from corral.zk import DEFAULT_SESSION_TIMEOUT_S, ZkCredentials, parse_zk_url
+from corral.zk_detector import ZooKeeperDetector
 
 log = structlog.get_logger(__name__)
 

@@ -8,7 +8,7 @@ the core can hold (tests/unit/test_master_wire.py).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import cast
 
 from corral.codec import quantities_from_proto, quantities_to_proto, resources_from_proto, resources_to_proto
@@ -32,6 +32,14 @@ MasterMessage = agent_pb2.MasterMessage
 _STATUS_OPTIONAL = ("exit_code", "signal", "limit", "peak", "healthy", "cpu_time_s", "mem_peak_bytes")
 
 
+def labels_from_pb(labels: Iterable[pb.Label]) -> tuple[tuple[str, str], ...]:
+    return tuple((x.key, x.value) for x in labels)
+
+
+def labels_to_pb(labels: tuple[tuple[str, str], ...]) -> list[pb.Label]:
+    return [pb.Label(key=k, value=v) for k, v in labels]
+
+
 def status_from_pb(s: pb.TaskStatus) -> d.TaskStatus:
     """An agent's status update (validated: its state and reason are known)."""
     return d.TaskStatus(
@@ -52,6 +60,7 @@ def status_from_pb(s: pb.TaskStatus) -> d.TaskStatus:
         healthy=s.healthy if s.HasField("healthy") else None,
         cpu_time_s=s.cpu_time_s if s.HasField("cpu_time_s") else None,
         mem_peak_bytes=s.mem_peak_bytes if s.HasField("mem_peak_bytes") else None,
+        labels=labels_from_pb(s.labels),
     )
 
 
@@ -68,6 +77,7 @@ def status_to_pb(s: d.TaskStatus) -> pb.TaskStatus:
         timestamp=s.timestamp,
         uuid=s.uuid,
         stderr_tail=s.stderr_tail,
+        labels=labels_to_pb(s.labels),
     )
     for name in _STATUS_OPTIONAL:
         value = getattr(s, name)
@@ -170,6 +180,7 @@ def task_from_pb(task: pb.TaskInfo, resources: Resources | None = None) -> d.Tas
         resources=resources,
         kill_grace_s=task.kill_policy.grace_period_s,
         access=_access(task),
+        labels=labels_from_pb(task.labels),
         payload=task.SerializeToString(),
     )
 
@@ -179,6 +190,9 @@ def task_to_pb(task: d.TaskInfo) -> pb.TaskInfo:
     out.task_id = task.task_id
     out.name = task.name
     out.agent_id = task.agent_id
+    if labels_from_pb(out.labels) != task.labels:  # equal unless built without its payload
+        del out.labels[:]
+        out.labels.extend(labels_to_pb(task.labels))
     return out
 
 

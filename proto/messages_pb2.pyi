@@ -315,7 +315,7 @@ class TaskInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., task_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., resources: _Optional[_Iterable[_Union[Resource, _Mapping]]] = ..., command: _Optional[_Union[CommandInfo, _Mapping]] = ..., container: _Optional[_Union[ContainerInfo, _Mapping]] = ..., kill_policy: _Optional[_Union[KillPolicy, _Mapping]] = ..., labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., health_check: _Optional[_Union[HealthCheck, _Mapping]] = ...) -> None: ...
 
 class TaskStatus(_message.Message):
-    __slots__ = ("task_id", "state", "reason", "message", "source", "agent_id", "framework_id", "timestamp", "uuid", "exit_code", "signal", "stderr_tail", "limit", "peak", "healthy", "cpu_time_s", "mem_peak_bytes")
+    __slots__ = ("task_id", "state", "reason", "message", "source", "agent_id", "framework_id", "timestamp", "uuid", "exit_code", "signal", "stderr_tail", "limit", "peak", "healthy", "cpu_time_s", "mem_peak_bytes", "labels")
     class Source(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         SOURCE_UNSPECIFIED: _ClassVar[TaskStatus.Source]
@@ -389,6 +389,7 @@ class TaskStatus(_message.Message):
     HEALTHY_FIELD_NUMBER: _ClassVar[int]
     CPU_TIME_S_FIELD_NUMBER: _ClassVar[int]
     MEM_PEAK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     state: TaskState
     reason: TaskStatus.Reason
@@ -406,7 +407,8 @@ class TaskStatus(_message.Message):
     healthy: bool
     cpu_time_s: float
     mem_peak_bytes: int
-    def __init__(self, task_id: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., reason: _Optional[_Union[TaskStatus.Reason, str]] = ..., message: _Optional[str] = ..., source: _Optional[_Union[TaskStatus.Source, str]] = ..., agent_id: _Optional[str] = ..., framework_id: _Optional[str] = ..., timestamp: _Optional[float] = ..., uuid: _Optional[bytes] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., stderr_tail: _Optional[str] = ..., limit: _Optional[int] = ..., peak: _Optional[int] = ..., healthy: _Optional[bool] = ..., cpu_time_s: _Optional[float] = ..., mem_peak_bytes: _Optional[int] = ...) -> None: ...
+    labels: _containers.RepeatedCompositeFieldContainer[Label]
+    def __init__(self, task_id: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., reason: _Optional[_Union[TaskStatus.Reason, str]] = ..., message: _Optional[str] = ..., source: _Optional[_Union[TaskStatus.Source, str]] = ..., agent_id: _Optional[str] = ..., framework_id: _Optional[str] = ..., timestamp: _Optional[float] = ..., uuid: _Optional[bytes] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., stderr_tail: _Optional[str] = ..., limit: _Optional[int] = ..., peak: _Optional[int] = ..., healthy: _Optional[bool] = ..., cpu_time_s: _Optional[float] = ..., mem_peak_bytes: _Optional[int] = ..., labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ...) -> None: ...
 
 class TaskUsage(_message.Message):
     __slots__ = ("framework_id", "task_id", "agent_id", "state", "cpu_time_s", "mem_bytes", "mem_peak_bytes", "mem_limit_bytes", "pids", "pids_limit", "disk_bytes", "disk_limit_bytes", "cpus", "timestamp")

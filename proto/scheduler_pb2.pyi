@@ -48,7 +48,7 @@ class Operation(_message.Message):
     def __init__(self, type: _Optional[_Union[Operation.Type, str]] = ..., launch: _Optional[_Union[Operation.Launch, _Mapping]] = ..., reserve: _Optional[_Union[Operation.Reserve, _Mapping]] = ..., unreserve: _Optional[_Union[Operation.Unreserve, _Mapping]] = ...) -> None: ...
 
 class Call(_message.Message):
-    __slots__ = ("framework_id", "type", "subscribe", "accept", "decline", "revive", "suppress", "kill", "acknowledge", "reconcile", "message", "acknowledges")
+    __slots__ = ("framework_id", "type", "subscribe", "accept", "decline", "revive", "suppress", "kill", "acknowledge", "reconcile", "message", "acknowledges", "update_framework")
     class Type(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         TYPE_UNSPECIFIED: _ClassVar[Call.Type]
@@ -62,6 +62,7 @@ class Call(_message.Message):
         ACKNOWLEDGE: _ClassVar[Call.Type]
         RECONCILE: _ClassVar[Call.Type]
         MESSAGE: _ClassVar[Call.Type]
+        UPDATE_FRAMEWORK: _ClassVar[Call.Type]
     TYPE_UNSPECIFIED: Call.Type
     SUBSCRIBE: Call.Type
     TEARDOWN: Call.Type
@@ -73,7 +74,13 @@ class Call(_message.Message):
     ACKNOWLEDGE: Call.Type
     RECONCILE: Call.Type
     MESSAGE: Call.Type
+    UPDATE_FRAMEWORK: Call.Type
     class Subscribe(_message.Message):
+        __slots__ = ("framework_info",)
+        FRAMEWORK_INFO_FIELD_NUMBER: _ClassVar[int]
+        framework_info: _messages_pb2.FrameworkInfo
+        def __init__(self, framework_info: _Optional[_Union[_messages_pb2.FrameworkInfo, _Mapping]] = ...) -> None: ...
+    class UpdateFramework(_message.Message):
         __slots__ = ("framework_info",)
         FRAMEWORK_INFO_FIELD_NUMBER: _ClassVar[int]
         framework_info: _messages_pb2.FrameworkInfo
@@ -151,6 +158,7 @@ class Call(_message.Message):
     RECONCILE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     ACKNOWLEDGES_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_FRAMEWORK_FIELD_NUMBER: _ClassVar[int]
     framework_id: str
     type: Call.Type
     subscribe: Call.Subscribe
@@ -163,7 +171,8 @@ class Call(_message.Message):
     reconcile: Call.Reconcile
     message: Call.Message
     acknowledges: _containers.RepeatedCompositeFieldContainer[Call.Acknowledge]
-    def __init__(self, framework_id: _Optional[str] = ..., type: _Optional[_Union[Call.Type, str]] = ..., subscribe: _Optional[_Union[Call.Subscribe, _Mapping]] = ..., accept: _Optional[_Union[Call.Accept, _Mapping]] = ..., decline: _Optional[_Union[Call.Decline, _Mapping]] = ..., revive: _Optional[_Union[Call.Revive, _Mapping]] = ..., suppress: _Optional[_Union[Call.Suppress, _Mapping]] = ..., kill: _Optional[_Union[Call.Kill, _Mapping]] = ..., acknowledge: _Optional[_Union[Call.Acknowledge, _Mapping]] = ..., reconcile: _Optional[_Union[Call.Reconcile, _Mapping]] = ..., message: _Optional[_Union[Call.Message, _Mapping]] = ..., acknowledges: _Optional[_Iterable[_Union[Call.Acknowledge, _Mapping]]] = ...) -> None: ...
+    update_framework: Call.UpdateFramework
+    def __init__(self, framework_id: _Optional[str] = ..., type: _Optional[_Union[Call.Type, str]] = ..., subscribe: _Optional[_Union[Call.Subscribe, _Mapping]] = ..., accept: _Optional[_Union[Call.Accept, _Mapping]] = ..., decline: _Optional[_Union[Call.Decline, _Mapping]] = ..., revive: _Optional[_Union[Call.Revive, _Mapping]] = ..., suppress: _Optional[_Union[Call.Suppress, _Mapping]] = ..., kill: _Optional[_Union[Call.Kill, _Mapping]] = ..., acknowledge: _Optional[_Union[Call.Acknowledge, _Mapping]] = ..., reconcile: _Optional[_Union[Call.Reconcile, _Mapping]] = ..., message: _Optional[_Union[Call.Message, _Mapping]] = ..., acknowledges: _Optional[_Iterable[_Union[Call.Acknowledge, _Mapping]]] = ..., update_framework: _Optional[_Union[Call.UpdateFramework, _Mapping]] = ...) -> None: ...
 
 class Event(_message.Message):
     __slots__ = ("type", "subscribed", "offers", "rescind", "update", "message", "failure", "error", "updates")

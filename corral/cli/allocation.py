@@ -21,8 +21,10 @@ import structlog
 from corral.cli import ids
 from corral.cli.common import _client_logging, console, fail, handle_errors, master_option
 from corral.cli.discovery import resolve_master
+from corral.cli.operator_client import TIMEOUT_S
+from corral.cli.operator_client import operator_stub as _stub
 from corral.cli.output import MIB, Column, Listing, key, output_option, quantities_json, resources_json, show
-from corral.cli.views import TIMEOUT_S, _stub, resources_text
+from corral.cli.views import resources_text
 from corral.codec import quantities_from_proto, quantities_to_proto, resources_from_proto, resources_to_proto
 from corral.errors import CorralError
 from corral.frameworks.fit_change import quota_change

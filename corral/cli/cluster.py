@@ -24,8 +24,8 @@ def handle_errors(fn: F) -> F:
     registers this group, so importing main here at load time would be circular."""
 
     def not_found(*args: Any, **kwargs: Any) -> Any:
-        from corral.cli.ids import IdLookupError
         from corral.cluster.state import UnknownClusterError
+        from corral.errors import IdLookupError
 
         try:
             return fn(*args, **kwargs)

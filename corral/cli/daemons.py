@@ -11,7 +11,6 @@ import click
 from corral.cli.common import _allowed_host_paths, _daemon_logging, fail, handle_errors, master_option
 from corral.cli.discovery import resolve_master
 from corral.cli.security import daemon_credentials, insecure_option, master_on_loopback, tls_options
-from corral.codec import parse_attributes
 from corral.resources import Resources
 
 if TYPE_CHECKING:
@@ -437,6 +436,8 @@ def agent(
     for d in devices:
         if not d.startswith("/dev/"):
             fail(f"--allowed-devices: {d!r} is not a path under /dev/")
+    from corral.codec import parse_attributes
+
     try:
         attrs = parse_attributes(attributes)
     except ValueError as e:

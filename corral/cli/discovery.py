@@ -7,7 +7,6 @@ or ``corral cluster up`` recorded for its own cluster, then plaintext claiming
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import json
 import os
@@ -16,8 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from corral.detector import ZooKeeperDetector
-from corral.errors import CorralError
+from corral.errors import ClusterNotFoundError
 from corral.zk import is_zk_url, parse_zk_url
 
 if TYPE_CHECKING:
@@ -27,10 +25,6 @@ if TYPE_CHECKING:
 CLUSTER_META_KEY = "corral.cluster"
 #: Where ``--tls-ca``/``--tls-cert``/``--tls-key`` leave theirs (see client_credentials).
 TLS_META_KEY = "corral.tls"
-
-
-class ClusterNotFoundError(CorralError):
-    """No master address was given and no local cluster is running."""
 
 
 def state_dir() -> Path:
@@ -171,6 +165,8 @@ async def leader_of(master: str, timeout: float = 10.0) -> str:
     """The address to call: ``master`` itself, or the leader a ``zk://`` URL names."""
     if not is_zk_url(master):
         return master
+    from corral.zk_detector import ZooKeeperDetector
+
     detector = ZooKeeperDetector(parse_zk_url(master))
     await detector.start()
     try:
@@ -183,7 +179,11 @@ async def leader_of(master: str, timeout: float = 10.0) -> str:
 
 def leader_address(master: str, timeout: float = 10.0) -> str:
     """Blocking form of :func:`leader_of`, for one-shot CLI calls."""
-    return master if not is_zk_url(master) else asyncio.run(leader_of(master, timeout))
+    if not is_zk_url(master):
+        return master
+    import asyncio
+
+    return asyncio.run(leader_of(master, timeout))
 
 
 def operator_name() -> str:
@@ -243,9 +243,29 @@ def client_credentials(master: str, claim: str = "") -> Credentials:
     files = flag_tls_files() or recorded_tls_files(master)
     if files is None:
         return Credentials(claim=claim or f"operator:{operator_name()}")
-    from corral.pki import load_credentials
+    return checked_tls(files)
 
-    return load_credentials(*files)
+
+def tls_store() -> Path:
+    """Where the CLI remembers the TLS files it has checked (corral/tls_files.py)."""
+    return state_dir() / "tls-checked.json"
+
+
+def checked_tls(files: tuple[str, str, str]) -> Credentials:
+    """The credentials in ``files`` (CA, certificate, key), checked by
+    corral.pki; if the same bytes passed that check before and are still
+    valid, read without checking again (no ``cryptography`` import)."""
+    from corral import tls_files
+
+    remembered = tls_files.remembered(files, tls_store())
+    if remembered is not None:
+        return remembered
+    from corral.pki import load_credentials, validity_window
+
+    credentials = load_credentials(*files)
+    start, end = validity_window(files[0], files[1])
+    tls_files.remember(credentials, tls_store(), start.timestamp(), end.timestamp())
+    return credentials
 
 
 def api_credentials(record: dict[str, Any] | None) -> Credentials | None:
@@ -262,9 +282,7 @@ def api_credentials(record: dict[str, Any] | None) -> Credentials | None:
             )
     if files is None:
         return None
-    from corral.pki import load_credentials
-
-    return load_credentials(*files)
+    return checked_tls(files)
 
 
 def framework_credentials(master: str, name: str) -> Credentials:

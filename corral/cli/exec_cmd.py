@@ -34,9 +34,10 @@ import click
 import grpc
 
 from corral.cli import exit as exit_codes
-from corral.cli import ids, views
+from corral.cli import ids
 from corral.cli.common import _client_logging, fail, handle_errors, master_option
 from corral.cli.discovery import client_credentials, leader_address, resolve_master
+from corral.cli.operator_client import operator_stub
 from corral.detector import leader_from_error
 from corral.proto import operator_pb2 as op
 from corral.proto import operator_pb2_grpc
@@ -85,7 +86,7 @@ def exec_task(
     if timeout_s < 0:
         fail(f"--timeout: must be >= 0, got {timeout_s:g}")
     address = resolve_master(master)
-    task_id, framework = ids.task_id(views.operator_stub(address), task_id, framework)
+    task_id, framework = ids.task_id(operator_stub(address), task_id, framework)
     rows = cols = 0
     if use_tty:
         if not sys.stdin.isatty():

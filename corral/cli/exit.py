@@ -20,7 +20,10 @@ stderr instead, which ``corral run`` never does for a task's own status.)
 
 from __future__ import annotations
 
-import grpc
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import grpc
 
 OK = 0
 FAILED = 1
@@ -29,36 +32,37 @@ UNREACHABLE = 3
 REFUSED = 4
 INTERRUPTED = 130  # the shell's 128 + SIGINT
 
+# By status name, so that importing this module (every command does) does not
+# import grpc.
 _GRPC = {
-    grpc.StatusCode.OK: OK,
-    grpc.StatusCode.INVALID_ARGUMENT: USAGE,
-    grpc.StatusCode.OUT_OF_RANGE: USAGE,
-    grpc.StatusCode.UNAVAILABLE: UNREACHABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED: UNREACHABLE,
-    grpc.StatusCode.NOT_FOUND: REFUSED,
-    grpc.StatusCode.PERMISSION_DENIED: REFUSED,
-    grpc.StatusCode.UNAUTHENTICATED: REFUSED,
-    grpc.StatusCode.FAILED_PRECONDITION: REFUSED,
-    grpc.StatusCode.ALREADY_EXISTS: REFUSED,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: REFUSED,  # a rate limit or a size cap: the call was refused
-    grpc.StatusCode.ABORTED: REFUSED,
-    grpc.StatusCode.UNIMPLEMENTED: REFUSED,  # an older master: it refuses the call
-    grpc.StatusCode.CANCELLED: FAILED,
-    grpc.StatusCode.UNKNOWN: FAILED,
-    grpc.StatusCode.INTERNAL: FAILED,
-    grpc.StatusCode.DATA_LOSS: FAILED,
+    "OK": OK,
+    "INVALID_ARGUMENT": USAGE,
+    "OUT_OF_RANGE": USAGE,
+    "UNAVAILABLE": UNREACHABLE,
+    "DEADLINE_EXCEEDED": UNREACHABLE,
+    "NOT_FOUND": REFUSED,
+    "PERMISSION_DENIED": REFUSED,
+    "UNAUTHENTICATED": REFUSED,
+    "FAILED_PRECONDITION": REFUSED,
+    "ALREADY_EXISTS": REFUSED,
+    "RESOURCE_EXHAUSTED": REFUSED,  # a rate limit or a size cap: the call was refused
+    "ABORTED": REFUSED,
+    "UNIMPLEMENTED": REFUSED,  # an older master: it refuses the call
+    "CANCELLED": FAILED,
+    "UNKNOWN": FAILED,
+    "INTERNAL": FAILED,
+    "DATA_LOSS": FAILED,
 }
 
 
 def from_grpc(code: grpc.StatusCode | None) -> int:
     """The exit status for a call that ended with ``code`` (None: no status, 1)."""
-    return FAILED if code is None else _GRPC.get(code, FAILED)
+    return FAILED if code is None else _GRPC.get(code.name, FAILED)
 
 
 def from_grpc_name(name: str) -> int:
     """The same for a status given by name (``CallError.code``)."""
-    code = grpc.StatusCode.__members__.get(name)
-    return from_grpc(code)
+    return _GRPC.get(name, FAILED)
 
 
 def from_http(status: int | None) -> int:

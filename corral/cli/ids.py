@@ -15,14 +15,10 @@ from typing import Any
 
 import grpc
 
-from corral.errors import CorralError
+from corral.errors import IdLookupError
 from corral.proto import operator_pb2 as op
 
 SHOWN = 5  # candidates named in a message
-
-
-class IdLookupError(CorralError):
-    """No object, or more than one, answers to what the user typed."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +60,7 @@ def _names(candidates: Sequence[Candidate]) -> str:
 def _listed(call: Any, request: object) -> Any:
     """A listing, or None when the policy does not let us list (then the id
     goes to the master as typed, and the master answers for it). ``call`` is
-    a method of views.operator_stub, which has its own deadline."""
+    a method of operator_client.operator_stub, which has its own deadline."""
     try:
         return call(request)
     except grpc.RpcError as e:

@@ -16,13 +16,10 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import grpc
 import grpc.aio
-from rich.console import Console
-from rich.live import Live
-from rich.table import Table
-from rich.text import Text
 
 from corral.cli.discovery import client_credentials, leader_of
 from corral.frameworks.batch import BatchScheduler, JobSpec, TaskProgress
@@ -31,6 +28,14 @@ from corral.frameworks.types import TaskState
 from corral.proto import operator_pb2 as op
 from corral.proto import operator_pb2_grpc
 from corral.transport import Credentials, make_channel
+
+if TYPE_CHECKING:
+    # rich's tables and live display are for `corral submit`; `corral run`
+    # streams raw output and need not import them.
+    from rich.console import Console
+    from rich.live import Live
+    from rich.table import Table
+    from rich.text import Text
 
 STATE_STYLE = {
     TaskState.FINISHED: "green",
@@ -55,17 +60,17 @@ class JobResult:
         return not self.interrupted and all(p.state is TaskState.FINISHED for p in self.progress)
 
 
-def never_fits_message(master: str, spec: JobSpec) -> str | None:
+def never_fits_message(master: str, spec: JobSpec, credentials: Credentials | None = None) -> str | None:
     """Why some task of ``spec`` can never run on the cluster as it is (its
     agents' totals, from ``ListAgents``), with the smallest change that would
     let it; None if every task could, or no agent is known yet (they may be
     registering), or the policy does not let us list agents."""
-    from corral.cli.views import TIMEOUT_S, operator_stub
+    from corral.cli.operator_client import TIMEOUT_S, operator_stub
     from corral.frameworks.agents import candidates
     from corral.frameworks.fit_change import explain
 
     try:
-        resp = operator_stub(master).ListAgents(op.ListAgentsRequest(), timeout=TIMEOUT_S)
+        resp = operator_stub(master, credentials).ListAgents(op.ListAgentsRequest(), timeout=TIMEOUT_S)
     except grpc.RpcError as e:
         if e.code() == grpc.StatusCode.PERMISSION_DENIED:
             return None
@@ -176,6 +181,33 @@ AWAY = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED
 AWAY_AFTER_END_S = 10.0
 
 
+#: the sandbox files ``corral run`` streams, in the order they are written out
+FILES = ("stdout", "stderr")
+
+
+async def _nap(scheduler: BatchScheduler, seconds: float) -> None:
+    """Sleep ``seconds``, or less if the job ends meanwhile, so that the last
+    output is read as soon as the task ends instead of at the next poll."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await scheduler.done.wait()
+
+
+async def _read(
+    stub: operator_pb2_grpc.OperatorStub, scheduler: BatchScheduler, task_id: str, name: str, offset: int
+) -> op.ReadFileResponse:
+    return await stub.ReadFile(  # type: ignore[no-any-return]
+        op.ReadFileRequest(
+            task_id=task_id,
+            framework_id=scheduler.framework_id,
+            path=name,
+            offset=offset,
+            length=256 * 1024,
+        ),
+        timeout=5,
+    )
+
+
 async def _stream(master: str, scheduler: BatchScheduler, task_id: str, credentials: Credentials) -> None:
     channel = make_channel(await leader_of(master), credentials)
     stub = operator_pb2_grpc.OperatorStub(channel)
@@ -188,38 +220,34 @@ async def _stream(master: str, scheduler: BatchScheduler, task_id: str, credenti
             if p.state is None or p.state in (TaskState.STAGING, TaskState.STARTING):
                 if scheduler.done.is_set():
                     return
-                await asyncio.sleep(0.05)
+                await _nap(scheduler, 0.05)
                 continue
             finished = p.state.is_terminal
             got = 0
-            for name in ("stdout", "stderr"):
-                try:
-                    resp = await stub.ReadFile(
-                        op.ReadFileRequest(
-                            task_id=task_id,
-                            framework_id=scheduler.framework_id,
-                            path=name,
-                            offset=offsets[name],
-                            length=256 * 1024,
-                        ),
-                        timeout=5,
-                    )
-                except grpc.aio.AioRpcError as e:
-                    if e.code() == grpc.StatusCode.NOT_FOUND:
+            # Both files in one round trip; handled in order, as if read one by one.
+            reads = await asyncio.gather(
+                *(_read(stub, scheduler, task_id, name, offsets[name]) for name in FILES),
+                return_exceptions=True,
+            )
+            for name, resp in zip(FILES, reads, strict=True):
+                if isinstance(resp, grpc.aio.AioRpcError):
+                    if resp.code() == grpc.StatusCode.NOT_FOUND:
                         continue
-                    if e.code() not in AWAY:
-                        raise
+                    if resp.code() not in AWAY:
+                        raise resp
                     # The task's agent is away (restarting, partitioned): its
                     # task runs on, so keep our place and read on when it is back.
                     away_since = away_since or time.monotonic()
                     if finished and time.monotonic() - away_since > AWAY_AFTER_END_S:
                         sys.stderr.write(
                             f"corral: the rest of {task_id}'s output is on its agent, which cannot be "
-                            f"reached ({e.details()}); `corral logs {task_id}` reads it when it is back\n"
+                            f"reached ({resp.details()}); `corral logs {task_id}` reads it when it is back\n"
                         )
                         return
                     got = -1
                     break
+                if isinstance(resp, BaseException):
+                    raise resp
                 away_since = 0.0
                 if resp.data:
                     sinks[name].write(resp.data)
@@ -228,8 +256,10 @@ async def _stream(master: str, scheduler: BatchScheduler, task_id: str, credenti
                     got += len(resp.data)
             if finished and got == 0:
                 return
-            if got <= 0:
-                await asyncio.sleep(0.1 if got == 0 else 0.5)
+            if got == 0:
+                await _nap(scheduler, 0.1)
+            elif got < 0:
+                await asyncio.sleep(0.5)
     finally:
         await channel.close(None)
 
@@ -248,6 +278,8 @@ class ProgressView:
 
     def __enter__(self) -> ProgressView:
         if self.console.is_terminal:
+            from rich.live import Live
+
             self.live = Live(self._render(), console=self.console, refresh_per_second=8)
             self.live.__enter__()
         return self
@@ -277,6 +309,8 @@ class ProgressView:
         return ", ".join(parts)
 
     def _render(self) -> Text:
+        from rich.text import Text
+
         return Text(self._summary(), style="bold")
 
     def _print_line(self, force: bool = False) -> None:
@@ -288,6 +322,9 @@ class ProgressView:
 
 
 def result_table(result: JobResult, outputs: dict[str, str] | None = None) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(title=f"job {result.job_id}", title_justify="left")
     table.add_column("task")
     table.add_column("state")

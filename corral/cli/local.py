@@ -70,6 +70,9 @@ class LocalCluster:
             self.listen, self.master_config, self._issue("master:local"), policy=self._policy_file()
         )
         self.agent_list: list[Agent] = []
+        #: agents stopped by stop_agent (their tasks still run): stop() takes
+        #: them back first, so that their tasks end with the cluster
+        self._stopped_agents: set[int] = set()
         self.metrics: MetricsServer | None = None
         self.master_address = ""
         # Stable across restarts: the agents find the containers a killed
@@ -152,9 +155,61 @@ class LocalCluster:
             await asyncio.gather(*(a.registered.wait() for a in self.agent_list))
         return self.master_address
 
+    # -- faults, for tests (corral.testing) ----------------------------------------
+
+    async def restart_master(self, down_s: float = 0.0, timeout_s: float = 30.0) -> None:
+        """Stop the master and start a new one at the same address after
+        ``down_s``, as a crash and a supervisor's restart would, recovering
+        what the first had registered (agents, frameworks, roles) as a standby
+        taking over from the registry does; returns once every running agent
+        has re-registered with it (bringing back its tasks), while frameworks
+        re-subscribe with their ids."""
+        old = self.server
+        await old.stop()
+        if down_s > 0:
+            await asyncio.sleep(down_s)  # the outage itself: nothing to wait for
+        server = MasterServer(
+            self.master_address, self.master_config, self._issue("master:local"), policy=self._policy_file()
+        )
+        server.registry = old.registry  # (standalone: in memory, handed on)
+        self.server = server
+        await server.start()
+        wanted = {a.agent_id for i, a in enumerate(self.agent_list) if i not in self._stopped_agents}
+        async with asyncio.timeout(timeout_s):
+            while not (server.master is not None and wanted <= set(server.master.state.agents)):
+                await asyncio.sleep(0.02)
+
+    async def stop_agent(self, index: int) -> None:
+        """Stop agent ``index`` as a killed agent process would: its tasks run on,
+        unwatched, and the master soon sees it disconnected."""
+        await self.agent_list[index].stop(kill_tasks=False)
+        self._stopped_agents.add(index)
+
+    async def start_agent(self, index: int, timeout_s: float = 30.0) -> Agent:
+        """Start agent ``index`` again (after :meth:`stop_agent`): it recovers
+        its tasks from its checkpoints and re-registers with the same id."""
+        agent = Agent(self.agent_list[index].config)
+        self.agent_list[index] = agent
+        self._stopped_agents.discard(index)
+        await agent.start()
+        async with asyncio.timeout(timeout_s):
+            await agent.registered.wait()
+        return agent
+
+    async def restart_agent(self, index: int) -> Agent:
+        """:meth:`stop_agent` then :meth:`start_agent`."""
+        await self.stop_agent(index)
+        return await self.start_agent(index)
+
     async def stop(self) -> None:
         if self.metrics is not None:
             await self.metrics.stop()
+        for index in sorted(self._stopped_agents):
+            with contextlib.suppress(Exception):  # it recovers (and so can kill) what it left
+                agent = Agent(self.agent_list[index].config)
+                self.agent_list[index] = agent
+                await agent.start()
+        self._stopped_agents.clear()
         for agent in self.agent_list:
             with contextlib.suppress(Exception):
                 await agent.stop()

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import click
-import yaml
 from rich.table import Table
 from rich.text import Text
 
@@ -108,6 +107,8 @@ def show(fmt: str | None, *listings: Listing, data: Any = None, text: Iterable[s
         if mode == "json":
             sys.stdout.write(json.dumps(payload, indent=2) + "\n")
         else:
+            import yaml  # only here: every listing command imports this module
+
             sys.stdout.write(yaml.safe_dump(payload, sort_keys=False, allow_unicode=True))
         return
     if text is not None:

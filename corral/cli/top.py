@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from rich.table import Table
 from rich.text import Text
 
-from corral.cli import views
+from corral.cli.operator_client import operator_stub
 from corral.proto import messages_pb2 as pb
 from corral.proto import operator_pb2 as op
 
@@ -61,7 +61,7 @@ def wait_or_quit(fd: int | None, interval_s: float) -> bool:
 
 def sample(master: str, agent: str, framework: str, task: str) -> tuple[list[pb.TaskUsage], list[str], str]:
     """One round of usage from every agent asked; returns usages, errors and the master's address."""
-    stub = views.operator_stub(master)
+    stub = operator_stub(master)
     resp = stub.GetUsage(op.GetUsageRequest(agent_id=agent, framework_id=framework, task_id=task))
     return list(resp.usages), list(resp.errors), stub.address
 

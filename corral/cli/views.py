@@ -12,15 +12,11 @@ import grpc
 from rich.text import Text
 
 from corral.cli import ids
-from corral.cli.discovery import client_credentials, leader_address
+from corral.cli.operator_client import TIMEOUT_S, OperatorClient, operator_stub
 from corral.cli.output import MIB, Column, Listing, Record, key, resources_json
 from corral.codec import reason_name, resources_from_proto, state_name
-from corral.detector import leader_from_error
 from corral.proto import operator_pb2 as op
-from corral.proto import operator_pb2_grpc
-from corral.transport import make_sync_channel
 
-TIMEOUT_S = 10.0
 STYLE = {
     "FINISHED": "green",
     "RUNNING": "cyan",
@@ -30,37 +26,6 @@ STYLE = {
     "KILLED": "yellow",
     "DROPPED": "red",
 }
-
-
-class _Operator:
-    """Operator calls that follow a non-leading master's redirect once."""
-
-    def __init__(self, master: str) -> None:
-        self.credentials = client_credentials(master)
-        self.address = leader_address(master)
-
-    def __getattr__(self, method: str) -> Callable[..., Any]:
-        def call(request: object, timeout: float = TIMEOUT_S) -> Any:
-            for _ in range(2):
-                stub = operator_pb2_grpc.OperatorStub(make_sync_channel(self.address, self.credentials))
-                try:
-                    return getattr(stub, method)(request, timeout=timeout)
-                except grpc.RpcError as e:
-                    leader = leader_from_error(e)
-                    if leader is None or leader == self.address:
-                        raise
-                    self.address = leader
-            return getattr(
-                operator_pb2_grpc.OperatorStub(make_sync_channel(self.address, self.credentials)), method
-            )(request, timeout=timeout)
-
-        return call
-
-
-def operator_stub(master: str) -> _Operator:
-    """An Operator API client for ``master`` that follows a redirect to the leader."""
-    return _Operator(master)
-
 
 _stub = operator_stub
 
@@ -277,7 +242,7 @@ TASK_COLUMNS = (
 )
 
 
-def agent_hostnames(stub: _Operator) -> dict[str, str]:
+def agent_hostnames(stub: OperatorClient) -> dict[str, str]:
     """Agent id -> hostname, to show beside ids ({} if we may not list agents)."""
     try:
         resp = stub.ListAgents(op.ListAgentsRequest(), timeout=TIMEOUT_S)

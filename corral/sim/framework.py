@@ -21,9 +21,10 @@ import asyncio
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from corral.errors import SubscribeError
 from corral.frameworks.batch.engine import BatchEngine
 from corral.frameworks.batch.store import Store
-from corral.frameworks.driver import SchedulerDriver, SubscribeError
+from corral.frameworks.driver import SchedulerDriver
 from corral.frameworks.scheduler import Scheduler
 from corral.frameworks.types import TaskStatus
 from corral.proto import scheduler_pb2
@@ -117,7 +118,7 @@ class SimDriver(SchedulerDriver):
             stream.close("CANCELLED", "the framework closed the stream")
         if not subscribed and stream.close_code in _FATAL:
             raise SubscribeError(f"{stream.close_code}: {stream.close_message}")
-        if subscribed:
+        if self.tells_disconnected(subscribed):
             await self.scheduler.disconnected(self)
         return subscribed
 

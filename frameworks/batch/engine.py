@@ -31,13 +31,14 @@ from typing import Any
 
 import structlog
 
+from corral.errors import NotConnectedError
 from corral.frameworks.batch import views
 from corral.frameworks.batch.cron import Cron, parse_cron
 from corral.frameworks.batch.model import FINAL, JOB_FINAL, JobModel
 from corral.frameworks.batch.spec import JobSpec, JobSpecError, parse_job
 from corral.frameworks.batch.store import AttemptRow, JobRow, PeriodicRow, Store, TaskRow, dumps
 from corral.frameworks.batch.views import JobStateError, UnknownJobError
-from corral.frameworks.driver import NotConnectedError, SchedulerDriver
+from corral.frameworks.driver import SchedulerDriver
 from corral.frameworks.fit_change import pending_view
 from corral.frameworks.interest import OfferInterest
 from corral.frameworks.placement import (
@@ -461,7 +462,7 @@ class BatchEngine(JobModel, Scheduler):
             # the arrival: an update held while we were away is on time.
             attempt.finished_at = status.timestamp or now
             attempt.exit_code, attempt.signal = status.exit_code, status.signal
-            attempt.reason = status.reason
+            attempt.reason = status.reason.value  # the name as a plain str, in every store
             attempt.cpu_time_s, attempt.mem_peak_bytes = status.cpu_time_s, status.mem_peak_bytes
             message = status.message
             if status.stderr_tail and state != "FINISHED":

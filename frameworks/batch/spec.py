@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import math
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,6 +132,8 @@ class JobSpec:
 
 
 def load_job(path: Path) -> JobSpec:
+    import tomllib  # here: `corral run` parses a dict and need not import it
+
     try:
         text = path.read_text()
         data = tomllib.loads(text)

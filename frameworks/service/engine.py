@@ -28,7 +28,8 @@ from typing import Any
 
 import structlog
 
-from corral.frameworks.driver import NotConnectedError, SchedulerDriver
+from corral.errors import NotConnectedError
+from corral.frameworks.driver import SchedulerDriver
 from corral.frameworks.fit_change import pending_view
 from corral.frameworks.interest import OfferInterest
 from corral.frameworks.placement import (

@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from corral.errors import CallError
@@ -242,6 +242,7 @@ class Core:
     def send_updates(self, fw: FrameworkRecord, statuses: list[TaskStatus]) -> None:
         if not statuses or not fw.connected or fw.stream is None:
             return  # (none: no empty UPDATE) the agent retries until the framework is back and acknowledges
+        statuses = [_labelled(fw, s) for s in statuses]
         self.to_framework(fw, msg.Updates(tuple(statuses)))
 
     def apply_status(self, task: TaskRecord, status: TaskStatus) -> None:
@@ -285,3 +286,14 @@ class Core:
 
     def acks_message(self, statuses: Iterable[TaskStatus]) -> msg.Acknowledgements:
         return msg.Acknowledgements(tuple(msg.Ack(s.task_id, s.uuid, s.framework_id) for s in statuses))
+
+
+def _labelled(fw: FrameworkRecord, status: TaskStatus) -> TaskStatus:
+    """``status`` as its framework gets it: with the task's labels as launched
+    (Mesos' TaskStatus carries them too), never labels an agent put there.
+    A copy when they differ: the stored status stays as the agent sent it."""
+    task = fw.tasks.get(status.task_id) or next(
+        (t for t in reversed(fw.completed) if t.task_id == status.task_id), None
+    )
+    labels = task.info.labels if task is not None else ()
+    return status if status.labels == labels else replace(status, labels=labels)

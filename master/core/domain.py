@@ -165,8 +165,8 @@ class TaskInfo:
     """A task as the master needs it; the framework's whole TaskInfo rides
     along as ``payload`` (its serialized bytes), which the master forwards
     to the agent and shows operators without reading it. The edge sets
-    ``task_id``, ``name`` and ``agent_id`` over the payload's on the way
-    out (a task the master only heard of from an agent has no payload)."""
+    ``task_id``, ``name``, ``agent_id`` and ``labels`` over the payload's on
+    the way out (a task the master only heard of from an agent has no payload)."""
 
     task_id: str = ""
     name: str = ""
@@ -175,6 +175,8 @@ class TaskInfo:
     resources: Resources = field(default_factory=Resources)
     kill_grace_s: float = 0.0
     access: TaskAccess = TaskAccess()
+    #: (key, value) in the framework's order: its updates carry them (context._labelled)
+    labels: tuple[tuple[str, str], ...] = ()
     payload: bytes = b""
 
 
@@ -270,3 +272,6 @@ class TaskStatus:
     #: terminal updates: what the task's cgroup used, read as it ended
     cpu_time_s: float | None = None
     mem_peak_bytes: int | None = None
+    #: (key, value): the agent's as it sent them; the master puts the task's
+    #: as launched on what it sends the framework (context._labelled)
+    labels: tuple[tuple[str, str], ...] = ()

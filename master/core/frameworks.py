@@ -193,6 +193,33 @@ def maybe_finish_teardown(core: Core, fw: FrameworkRecord) -> None:
     core.log.info("framework.removed", framework_id=fw.framework_id)
 
 
+def update(core: Core, framework_id: str, info: FrameworkInfo) -> None:
+    """UPDATE_FRAMEWORK (Mesos' call of that name): the framework's roles,
+    capabilities, name and failover timeout become ``info``'s, on the same
+    stream. Outstanding offers are rescinded when the roles change: they were
+    made to the old ones. The principal, user and id stay."""
+    fw = core.framework(framework_id)
+    if info.id and info.id != framework_id:
+        raise CallError(
+            "INVALID_ARGUMENT", f"framework_info.id: {info.id!r} is not this framework ({framework_id})"
+        )
+    roles = info.roles or ("*",)
+    if roles != fw.info.roles:
+        for offer_id in sorted(fw.offers):
+            core.rescind(offer_id)
+        core.allocator_call(FrameworkAdded(framework_id, roles))
+    fw.info = dataclasses.replace(
+        fw.info,
+        roles=roles,
+        capabilities=info.capabilities,
+        name=info.name or fw.info.name,
+        failover_timeout_s=info.failover_timeout_s,
+    )
+    core.record(FRAMEWORKS, framework_id, fw.info)
+    core.log.info("framework.updated", framework_id=framework_id, roles=list(roles), name=fw.info.name)
+    core.allocate_soon()
+
+
 def revive(core: Core, framework_id: str, roles: tuple[str, ...] = ()) -> None:
     """Offers again in ``roles`` (every role when empty); clears decline filters."""
     fw = core.framework(framework_id)

@@ -160,6 +160,9 @@ class MasterCore(Core):
     ) -> list[Effect]:
         return self._run(now, offers.decline, self, framework_id, offer_ids, refuse_s)[1]
 
+    def update_framework(self, now: float, framework_id: str, info: FrameworkInfo) -> list[Effect]:
+        return self._run(now, frameworks.update, self, framework_id, info)[1]
+
     def revive(self, now: float, framework_id: str, roles: tuple[str, ...] = ()) -> list[Effect]:
         return self._run(now, frameworks.revive, self, framework_id, roles)[1]
 

@@ -23,6 +23,7 @@ import structlog
 from corral.errors import CallError
 from corral.identity import Principal
 from corral.malformed import Malformed
+from corral.master import wire
 from corral.master.call_validation import validate_call_size
 from corral.master.leadership import Leadership
 from corral.master.master import Master, MasterConfig
@@ -30,6 +31,7 @@ from corral.master.rate_limit import RateLimiter
 from corral.master.services.guard import Guard
 from corral.master.streams import Outbox
 from corral.master.validation import validate_framework_info
+from corral.proto import messages_pb2 as pb
 from corral.proto import scheduler_pb2, scheduler_pb2_grpc
 
 log = structlog.get_logger(__name__)
@@ -148,7 +150,9 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
                 )
             await context.abort(getattr(grpc.StatusCode, e.code), e.message)
         framework_id = fw.framework_id
-        reader = asyncio.create_task(self._read(master, request_iterator, framework_id, outbox, limited_as))
+        reader = asyncio.create_task(
+            self._read(master, request_iterator, framework_id, outbox, limited_as, principal)
+        )
         try:
             while True:
                 batch = await outbox.get_batch()
@@ -174,10 +178,11 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         framework_id: str,
         outbox: Outbox[object],
         principal: str,
+        owner: Principal,
     ) -> None:
         try:
             async for call in calls:
-                event = self._answer(master, framework_id, call, principal)
+                event = self._answer(master, framework_id, call, principal, owner)
                 if event is not None:
                     outbox.send(event)
         except (grpc.aio.AioRpcError, asyncio.CancelledError):
@@ -188,9 +193,10 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             outbox.close()
 
     def _answer(
-        self, master: Master, framework_id: str, call: Call | Malformed, principal: str
+        self, master: Master, framework_id: str, call: Call | Malformed, principal: str, owner: Principal
     ) -> Event | None:
-        """Carry out one call after SUBSCRIBE; an ERROR event if it was refused."""
+        """Carry out one call after SUBSCRIBE; an ERROR event if it was refused.
+        ``principal`` is rate-limited, ``owner`` (the framework's) authorized."""
         if isinstance(call, Malformed):
             return error_event("INVALID_ARGUMENT", str(call))
         name = call_name(call.type)
@@ -205,6 +211,10 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         if errors:
             log.warning("scheduler.call_refused", framework_id=framework_id, call=name, errors=errors[:3])
             return error_event("INVALID_ARGUMENT", f"{name}: {'; '.join(errors)}")
+        if call.type == Call.UPDATE_FRAMEWORK:
+            refused = self._refuse_update(call.update_framework.framework_info, owner)
+            if refused is not None:
+                return refused
         try:
             dispatch_call(master, framework_id, call)
         except CallError as e:
@@ -214,6 +224,17 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             # framework hears about it and keeps its stream.
             log.exception("scheduler.call_failed", framework_id=framework_id, call=name)
             return error_event("INTERNAL", f"{name}: internal error")
+        return None
+
+    def _refuse_update(self, info: pb.FrameworkInfo, owner: Principal) -> Event | None:
+        """UPDATE_FRAMEWORK's info is checked as SUBSCRIBE's is: valid, and its roles allowed."""
+        errors = validate_framework_info(info)
+        if errors:
+            return error_event("INVALID_ARGUMENT", f"UPDATE_FRAMEWORK: {'; '.join(errors)}")
+        roles = [f"role:{r}" for r in (info.roles or ["*"])]
+        decision = self.guard.check(owner, "register_framework", roles, "UpdateFramework")
+        if not decision.allowed:
+            return error_event("PERMISSION_DENIED", f"UPDATE_FRAMEWORK: {decision.message}")
         return None
 
 
@@ -256,6 +277,8 @@ def dispatch_call(m: Master, framework_id: str, call: Call) -> None:
             m.reconcile(framework_id, [(t.task_id, t.agent_id) for t in call.reconcile.tasks])
         case Call.TEARDOWN:
             m.teardown(framework_id)
+        case Call.UPDATE_FRAMEWORK:
+            m.update_framework(framework_id, wire.framework_from_pb(call.update_framework.framework_info))
         case Call.SUBSCRIBE:
             raise CallError("FAILED_PRECONDITION", "already subscribed on this stream")
         case _:

@@ -13,7 +13,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "frameworks.md"
 
 def _examples() -> str:
     blocks = re.findall(r"```python\n# example: \w+\n(.*?)```", DOC.read_text(), re.S)
-    assert len(blocks) == 4, "docs/frameworks.md should hold four runnable examples"
+    assert len(blocks) == 5, "docs/frameworks.md should hold five runnable examples"
     return "\n".join(blocks)
 
 
@@ -24,3 +24,5 @@ async def test_frameworks_guide_runs(tmp_path: Path) -> None:
     await test(tmp_path / "countdown")  # type: ignore[operator]
     plugin_test = namespace["test_plugin"]
     await plugin_test(tmp_path / "plugin")  # type: ignore[operator]
+    failover_test = namespace["test_failover"]
+    await failover_test(tmp_path / "failover")  # type: ignore[operator]

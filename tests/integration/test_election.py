@@ -10,11 +10,12 @@ import pytest
 from kazoo.client import KazooClient
 from kazoo.exceptions import NotEmptyError
 
-from corral.detector import StaticDetector, ZooKeeperDetector, detector_for
+from corral.detector import StaticDetector, detector_for
 from corral.master.election import StandaloneElection, ZooKeeperElection
 from corral.testing import eventually
 from corral.testing_zookeeper import ZooKeeperServer
 from corral.zk import ZkUrlError, parse_zk_url
+from corral.zk_detector import ZooKeeperDetector
 
 
 def _info(name: str) -> dict[str, Any]:

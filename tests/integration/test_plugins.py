@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -117,6 +119,31 @@ async def test_framework_run_runs_the_plugin(
     assert proc.returncode == 0, err.decode()
     assert sorted(out.decode().split("\n"))[1:] == [f"hello-{i} FINISHED" for i in range(3)]
 
+    # The scheduler's driver.stop(exit_code=...) is the command's exit status.
+    failing = tmp_path / "failing.toml"
+    failing.write_text('[framework]\nname = "hello-fails"\n[scheduler]\ncount = 1\ncommand = "exit 3"\n')
+    proc = await asyncio.create_subprocess_exec(
+        *corral_command(),
+        "framework",
+        "run",
+        "hello",
+        "--master",
+        cluster.master_address,
+        "--config",
+        str(failing),
+        env=env_with(plugin_path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 1, err.decode()
+    assert out.decode().split() == ["hello-0", "FAILED"]
+
     bad = tmp_path / "bad.toml"
     bad.write_text("[scheduler]\ncolour = 1\n")
     res = await asyncio.create_subprocess_exec(
@@ -135,6 +162,33 @@ async def test_framework_run_runs_the_plugin(
     assert res.returncode != 0
     assert "config.scheduler: Hello does not take these settings" in err.decode()
     assert "colour" in err.decode()
+
+
+def test_framework_run_gives_up_on_an_unreachable_master_with_exit_3(
+    plugin_path: Path, tmp_path: Path
+) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{s.getsockname()[1]}"  # closed once the block ends: nothing listens
+    config = tmp_path / "hello.toml"
+    config.write_text("[framework]\nconnect_timeout_s = 1\n")
+    started = time.monotonic()
+    res = subprocess.run(
+        [*corral_command(), "framework", "run", "hello", "--master", address, "--config", str(config)],
+        env=env_with(plugin_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert res.returncode == 3, res.stderr  # corral/cli/exit.py: cannot reach the cluster
+    assert time.monotonic() - started < 30
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, res.stderr
+    assert errors[0].startswith(
+        f"error: could not subscribe to the master at {address} within 1 s (last: UNAVAILABLE: "
+    ), res.stderr
+    assert res.stdout == ""
 
 
 @pytest.mark.root

@@ -150,6 +150,63 @@ def test_a_launch_on_a_rescinded_offer_is_dropped_not_sent() -> None:
     assert core.state.task(fw.framework_id, "t1") is None
 
 
+def test_updates_carry_the_labels_the_task_was_launched_with_not_the_agents() -> None:
+    core = _core()
+    agent_id, _ = core.register_agent(
+        1000.0, wire.agent_from_pb(pb.AgentInfo(hostname="a")), TOTAL, [], [], stream=3
+    )
+    fw, _ = core.subscribe(1000.0, wire.framework_from_pb(pb.FrameworkInfo(name="fw")), stream=4)
+    (offer,) = _offers(core.allocate(1001.0)[1])
+    task = _task("t1")
+    task.labels.extend([pb.Label(key="team", value="ml"), pb.Label(key="team", value="infra")])
+    core.accept(1002.0, fw.framework_id, [offer.id], [wire.operation_from_pb(_launch(task), 0)], None)
+    running = pb.TaskStatus(
+        task_id="t1",
+        framework_id=fw.framework_id,
+        agent_id=agent_id,
+        state=pb.TASK_RUNNING,
+        source=pb.TaskStatus.SOURCE_AGENT,
+        uuid=b"u1",
+        labels=[pb.Label(key="agent", value="says")],
+    )
+    (update,) = _events(core.agent_status_updates(1003.0, agent_id, [wire.status_from_pb(running)]), 4)
+    launched = [("team", "ml"), ("team", "infra")]
+    assert [(x.key, x.value) for x in update.update.status.labels] == launched
+    record = core.state.task(fw.framework_id, "t1")
+    assert record is not None
+    assert record.status.labels == (("agent", "says"),)  # stored as the agent sent it
+    (answer,) = _events(core.reconcile(1004.0, fw.framework_id, [("t1", agent_id)]), 4)
+    assert [(x.key, x.value) for x in answer.update.status.labels] == launched
+
+
+def test_update_framework_changes_roles_name_and_timeout_and_rescinds_old_offers() -> None:
+    core = _core()
+    core.register_agent(1000.0, wire.agent_from_pb(pb.AgentInfo(hostname="a")), TOTAL, [], [], stream=3)
+    info = pb.FrameworkInfo(name="fw", user="u")
+    fw, _ = core.subscribe(1000.0, wire.framework_from_pb(info), stream=4, principal="p")
+    (offer,) = _offers(core.allocate(1001.0)[1])
+    new = pb.FrameworkInfo(
+        name="renamed",
+        roles=["ml"],
+        failover_timeout_s=60.0,
+        capabilities=[pb.FrameworkInfo.PARTITION_AWARE],
+    )
+    effects = core.update_framework(1002.0, fw.framework_id, wire.framework_from_pb(new))
+    assert [e.rescind.offer_id for e in _events(effects, 4)] == [offer.id]
+    updated = core.state.frameworks[fw.framework_id].info
+    assert (updated.roles, updated.name, updated.failover_timeout_s) == (("ml",), "renamed", 60.0)
+    assert updated.capabilities == (pb.FrameworkInfo.PARTITION_AWARE,)
+    assert (updated.id, updated.principal, updated.user) == (fw.framework_id, "p", "u")
+    assert WriteRegistry(FRAMEWORKS, fw.framework_id, updated) in effects
+    assert AllocateSoon() in effects
+    # the same roles again: nothing to rescind (the new offers are in role ml)
+    assert _events(core.update_framework(1003.0, fw.framework_id, updated), 4) == []
+    with pytest.raises(Refused) as refused:
+        core.update_framework(1004.0, fw.framework_id, dataclasses.replace(updated, id="fw-other"))
+    assert refused.value.code == "INVALID_ARGUMENT"
+    assert core.state.frameworks[fw.framework_id].info == updated
+
+
 class MasterCoreMachine(RuleBasedStateMachine):
     """Random histories of one master; the invariants hold after every step."""
 

@@ -60,6 +60,7 @@ statuses = st.builds(
     healthy=st.none() | st.booleans(),
     cpu_time_s=st.none() | st.floats(0, 1e9),
     mem_peak_bytes=st.none() | uint64,
+    labels=st.lists(st.tuples(text, text), max_size=3).map(tuple),
 )
 frameworks = st.builds(
     d.FrameworkInfo,
@@ -222,11 +223,23 @@ def test_a_task_goes_out_as_it_came_in(task: pb.TaskInfo) -> None:
     assert info.access.user_namespace == (c.HasField("user_namespace") and c.user_namespace)
     assert info.access.host_paths == tuple((i, v.host_path) for i, v in enumerate(c.volumes) if v.host_path)
     assert info.kill_grace_s == task.kill_policy.grace_period_s
+    assert info.labels == tuple((x.key, x.value) for x in task.labels)
 
 
 def test_a_task_the_master_only_heard_of_goes_out_with_its_ids() -> None:
     stub = d.TaskInfo(task_id="t1", name="t1", agent_id="a1")
     assert wire.task_to_pb(stub) == pb.TaskInfo(task_id="t1", name="t1", agent_id="a1")
+    labelled = d.TaskInfo(task_id="t1", labels=(("k", "v"), ("k", "w")))
+    out = wire.task_to_pb(labelled)
+    assert [(x.key, x.value) for x in out.labels] == [("k", "v"), ("k", "w")]
+    assert wire.task_from_pb(out).labels == labelled.labels
+
+
+def test_the_task_info_has_the_fields_the_master_reads_of_the_wire() -> None:
+    """The rest of a TaskInfo rides in the payload unread; these the core uses."""
+    names = {f.name for f in dataclasses.fields(d.TaskInfo)}
+    assert {"task_id", "name", "agent_id", "labels"} <= names
+    assert {"task_id", "name", "agent_id", "labels"} <= {f.name for f in pb.TaskInfo.DESCRIPTOR.fields}
 
 
 def test_an_operation_keeps_its_field_paths_and_its_parse_error() -> None:

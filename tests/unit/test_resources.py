@@ -8,6 +8,7 @@ allocator's conservation invariant rests on it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -360,3 +361,26 @@ def test_parse_attributes_rejects_duplicates() -> None:
 def test_milli_constant() -> None:
     assert MILLI == 1000
     assert Resources.of(mem=32).scalar("mem") == 32 * MILLI
+
+
+@pytest.mark.parametrize("build", [lambda: Resources.of(cpus=0.0001), lambda: Resources.parse("cpus:0.0004")])
+def test_a_quantity_below_the_resolution_is_refused_not_dropped(build: Callable[[], Resources]) -> None:
+    # 0.0001 cpus would round to 0 milli-cpus and vanish; the author meant something.
+    with pytest.raises(ResourceError, match=r"^cpus: 0\.000[14] is below the resolution of 0\.001$"):
+        build()
+
+
+def test_the_resolution_itself_and_rounding_above_it_are_kept() -> None:
+    assert Resources.of(cpus=0.001).scalar("cpus") == 1
+    assert Resources.of(cpus=0.0015).scalar("cpus") == 2  # three decimals, as Mesos rounds
+    assert Resources.of(cpus=0, mem=32) == Resources.of(mem=32)  # an explicit zero is no quantity
+
+
+def test_the_module_examples_run() -> None:
+    import doctest
+
+    import corral.resources
+
+    result = doctest.testmod(corral.resources)
+    assert result.attempted >= 2
+    assert result.failed == 0

@@ -67,6 +67,12 @@ BAD_TASKS = [
         f"{WHERE}.resources[1] (mem).scalar: must be finite",
     ),
     ("inf cpus", task(resources=[R(name="cpus", scalar=math.inf)]), f"{WHERE}.resources[0] (cpus).scalar"),
+    (
+        # Rounding would make it 0: refused, not silently dropped (corral.resources.to_milli).
+        "cpus below the resolution",
+        task(resources=[R(name="cpus", scalar=0.0001), R(name="mem", scalar=32)]),
+        f"{WHERE}.resources[0] (cpus).scalar: 0.0001 is below the resolution of 0.001",
+    ),
     ("ports as scalar", task(resources=[R(name="ports", scalar=2)]), f"{WHERE}.resources[0] (ports)"),
     ("bad name", task(resources=[R(name="CPUS", scalar=2)]), f"{WHERE}.resources[0].name"),
     (

@@ -1,4 +1,5 @@
-"""Runs COUNT copies of a command, on agents that match the constraints, then stops."""
+"""Runs COUNT copies of a command, on agents that match the constraints, then
+stops: exit status 0 if every copy finished, else 1."""
 
 from __future__ import annotations
 
@@ -39,4 +40,6 @@ class Hello(Scheduler):
             self.ended[status.task_id] = status.state.name
             print(f"{status.task_id} {status.state.name}", flush=True)
             if len(self.ended) == self.count:
-                driver.stop()
+                # `corral framework run hello` exits with this: 1 if any copy failed.
+                failed = any(state != "FINISHED" for state in self.ended.values())
+                driver.stop(exit_code=1 if failed else 0)
