@@ -25,6 +25,7 @@ import structlog
 
 from corral import __version__
 from corral.errors import CallError
+from corral.master import wire
 from corral.master.agent_queries import AgentQueries
 from corral.master.allocator import Allocator, RoleInfo
 from corral.master.allocator import Reason as Why
@@ -32,6 +33,7 @@ from corral.master.audit import AuditLog
 from corral.master.authz import ALLOW_ALL, Authorizer, Decision
 from corral.master.config import MasterConfig
 from corral.master.core.context import Refused
+from corral.master.core.domain import FrameworkInfo, MasterInfo
 from corral.master.core.effects import (
     AgentLeft,
     AllocateSoon,
@@ -43,6 +45,7 @@ from corral.master.core.effects import (
     WriteRegistry,
 )
 from corral.master.core.master_core import MasterCore
+from corral.master.core.messages import RunTasks
 from corral.master.core.records import FrameworkRecord, MasterCounters, StateView, StreamId, TaskRecord
 from corral.master.latency import MasterHistograms
 from corral.master.registry import RegistryState, RegistryWriter
@@ -79,7 +82,7 @@ class Master:
     ) -> None:
         self.config = config or MasterConfig()
         self.clock = clock
-        info = pb.MasterInfo(
+        info = MasterInfo(
             id=master_id or ids(""),
             address=address,
             hostname=socket.gethostname(),
@@ -109,7 +112,7 @@ class Master:
 
     @property
     def info(self) -> pb.MasterInfo:
-        return self.core.info
+        return wire.master_info_to_pb(self.core.info)
 
     @property
     def state(self) -> StateView:
@@ -144,15 +147,19 @@ class Master:
         for effect in effects:
             if isinstance(effect, SendToFramework | SendToAgent):
                 box = self._streams.get(effect.stream)
-                if box is not None:
-                    box.send(effect.event if isinstance(effect, SendToFramework) else effect.message)
-                    if isinstance(effect, SendToAgent) and effect.message.HasField("run_tasks"):
-                        self._launch_sent(effect.message.run_tasks)
+                if box is None:
+                    continue
+                if isinstance(effect, SendToFramework):
+                    box.send(wire.event_to_pb(effect.event))
+                else:
+                    box.send(wire.command_to_pb(effect.message))
+                    if isinstance(effect.message, RunTasks):
+                        self._launch_sent(effect.message)
             elif isinstance(effect, AllocateSoon):
                 self._allocate_now.set()
             elif isinstance(effect, WriteRegistry):
                 if self.registry is not None:
-                    self.registry.put(effect.kind, effect.key, effect.data)
+                    self.registry.put(effect.kind, effect.key, wire.record_bytes(effect.data))
             elif isinstance(effect, CloseStream):
                 self._forget(effect.stream, close=True)
             elif isinstance(effect, AgentLeft):
@@ -162,7 +169,7 @@ class Master:
                 assert isinstance(effect.decision, Decision)
                 self.audit.denied(effect.decision, effect.call, **effect.fields)
 
-    def _launch_sent(self, run: MasterMessage.RunTasks) -> None:
+    def _launch_sent(self, run: RunTasks) -> None:
         fw = run.framework_info.id
         self.histograms.launch_timer.sent(((fw, t.task_id) for t in run.tasks), self.clock())
 
@@ -201,9 +208,7 @@ class Master:
     def recover(self, state: RegistryState) -> None:
         """Before serving as a new leader: learn the agents and frameworks the
         registry lists (see ``master/core/agents.py``)."""
-        self._carry_out(
-            self.core.recover(self.clock(), state.agents, state.frameworks, state.roles, state.maintenance)
-        )
+        self._carry_out(self.core.recover(self.clock(), *wire.from_registry(state, self.log)))
 
     def allocate_soon(self) -> None:
         self._allocate_now.set()
@@ -275,7 +280,15 @@ class Master:
         stream = self._open(outbox)
         try:
             agent_id, effects = self.core.register_agent(
-                self.clock(), info, total, tasks, frameworks, stream, task_infos, principal, authenticated
+                self.clock(),
+                wire.agent_from_pb(info),
+                total,
+                [wire.status_from_pb(s) for s in tasks],
+                [wire.framework_from_pb(f) for f in frameworks],
+                stream,
+                [wire.task_from_pb(t) for t in task_infos or []],
+                principal,
+                authenticated,
             )
         except Refused as e:
             self._forget(stream)
@@ -295,7 +308,7 @@ class Master:
         self._forget(stream)
 
     def agent_status_updates(self, agent_id: str, statuses: list[pb.TaskStatus]) -> None:
-        self._call(self.core.agent_status_updates, agent_id, statuses)
+        self._call(self.core.agent_status_updates, agent_id, [wire.status_from_pb(s) for s in statuses])
         now = self.clock()
         for s in statuses:
             took = self.histograms.launch_timer.status((s.framework_id, s.task_id), s.state, now)
@@ -309,7 +322,7 @@ class Master:
         (see master/core/frameworks.py)."""
         stream = self._open(outbox)
         try:
-            fw, effects = self.core.subscribe(self.clock(), info, stream, principal)
+            fw, effects = self.core.subscribe(self.clock(), wire.framework_from_pb(info), stream, principal)
         except Refused as e:
             self._forget(stream)
             self._carry_out(e.effects)
@@ -336,12 +349,13 @@ class Master:
         refuse_s: float | None,
     ) -> None:
         """Carry out an ACCEPT: launches and reservations (see master/core/launch.py)."""
-        self._call(self.core.accept, framework_id, offer_ids, operations, refuse_s)
+        ops = [wire.operation_from_pb(op, i) for i, op in enumerate(operations)]
+        self._call(self.core.accept, framework_id, offer_ids, ops, refuse_s)
 
     def decline(self, framework_id: str, offer_ids: list[str], refuse_s: float | None) -> None:
         self._call(self.core.decline, framework_id, offer_ids, refuse_s)
 
-    def update_framework(self, framework_id: str, info: pb.FrameworkInfo) -> None:
+    def update_framework(self, framework_id: str, info: FrameworkInfo) -> None:
         """UPDATE_FRAMEWORK: new roles, capabilities, name, failover timeout."""
         self._call(self.core.update_framework, framework_id, info)
 
@@ -407,21 +421,13 @@ class Master:
         length = min(length or self.config.read_file_default_length, self.config.read_file_max_length)
 
         def build(request_id: int) -> MasterMessage:
-            return MasterMessage(
-                read_file=MasterMessage.ReadFile(
-                    request_id=request_id,
-                    task_id=f"{task.framework_id}/{task_id}",
-                    path=path,
-                    offset=offset,
-                    length=length,
-                )
-            )
+            return wire.read_file_message(request_id, f"{task.framework_id}/{task_id}", path, offset, length)
 
         data = await self.queries.ask(agent.agent_id, outbox, build, self.config.read_file_timeout_s)
         assert isinstance(data, agent_pb2.AgentMessage.FileData)
         if data.error:
             raise CallError("NOT_FOUND", data.error)
-        return data.data, data.size, task.status
+        return data.data, data.size, wire.status_to_pb(task.status)
 
     def file_data(self, agent_id: str, data: agent_pb2.AgentMessage.FileData) -> None:
         self.queries.answer(agent_id, data.request_id, data)
@@ -440,18 +446,7 @@ class Master:
         r = request
 
         def build(request_id: int) -> MasterMessage:
-            return MasterMessage(
-                exec=MasterMessage.Exec(
-                    request_id=request_id,
-                    task_id=f"{task.framework_id}/{task.task_id}",
-                    argv=r.argv,
-                    timeout_s=timeout_s,
-                    stdin=r.stdin,
-                    tty=r.tty,
-                    rows=r.rows,
-                    cols=r.cols,
-                )
-            )
+            return wire.exec_message(request_id, f"{task.framework_id}/{task.task_id}", r, timeout_s)
 
         return self.execs.run(task.agent_id, outbox, build, inputs if r.stdin or r.tty else None)
 

@@ -11,6 +11,8 @@ from collections.abc import Collection, Sequence
 
 from corral.codec import resources_from_proto
 from corral.image_refs import ImageRefError, is_remote_ref, parse_remote_ref
+from corral.master.core.domain import TaskCheck
+from corral.master.core.fit import task_fits
 from corral.proto import messages_pb2 as pb
 from corral.resources import ResourceError, Resources, validate_role
 
@@ -329,20 +331,12 @@ def validate_health_check(check: pb.HealthCheck, where: str) -> list[str]:
     return errors
 
 
-def validate_task(
-    task: pb.TaskInfo,
-    where: str,
-    available: Resources,
-    active_task_ids: Collection[str],
-) -> tuple[list[str], Resources]:
-    """Check one task of a LAUNCH against what its offers still hold.
-
-    ``where`` is the field path, e.g. ``accept.operations[0].launch.task_infos[2]``.
-    Returns the errors and the task's resources.
-    """
-    errors = validate_id(task.task_id, f"{where}.task_id")
-    if task.task_id in active_task_ids:
-        errors.append(f"{where}.task_id: {task.task_id!r} is already in use by a live task")
+def check_task(task: pb.TaskInfo, where: str) -> tuple[TaskCheck, Resources]:
+    """What can be said of one task of a LAUNCH without the master's state,
+    and its resources (empty if they do not parse). ``where`` is the field
+    path, e.g. ``accept.operations[0].launch.task_infos[2]``."""
+    ids = validate_id(task.task_id, f"{where}.task_id")
+    errors: list[str] = []
     cmd = task.command
     # With an image, no command means the image's Entrypoint and Cmd.
     if cmd.shell and not cmd.value.strip() and not task.container.image:
@@ -361,42 +355,28 @@ def validate_task(
         errors += validate_health_check(task.health_check, f"{where}.health_check")
     sizes = validate_resource_sizes(task.resources, f"{where}.resources")
     if sizes:
-        return [*errors, *sizes], Resources()
+        return TaskCheck(tuple(ids), tuple(errors), tuple(sizes)), Resources()
     try:
         wanted = resources_from_proto(task.resources, f"{where}.resources")
     except ResourceError as e:
-        return [*errors, str(e)], Resources()
-    if wanted.scalar("cpus") <= 0 and wanted.scalar("mem") <= 0:
-        errors.append(f"{where}.resources: must ask for some cpus or mem")
-    for name, role in wanted:
-        if name not in available.names():
-            errors.append(f"{where}.resources.{name}: unknown resource, the offer has none")
-            continue
-        if (name, role) in wanted.scalars:
-            have = available.scalars.get((name, role), 0)
-            want = wanted.scalars[(name, role)]
-            if want > have:
-                errors.append(
-                    f"{where}.resources.{name}: asks for {want / 1000:g} "
-                    f"but the offer has {have / 1000:g} left"
-                )
-        if (name, role) in wanted.sets:
-            have_set = available.sets.get((name, role), frozenset())
-            missing = wanted.sets[(name, role)] - have_set
-            if missing:
-                errors.append(
-                    f"{where}.resources.{name}: {sorted(missing)} not in the offer "
-                    f"({sorted(have_set) or 'none'} left)"
-                )
-        if (name, role) in wanted.ranges:
-            have_rs = available.ranges.get((name, role))
-            want_rs = wanted.ranges[(name, role)]
-            if have_rs is None or not have_rs.contains(want_rs):
-                errors.append(
-                    f"{where}.resources.{name}: {want_rs.format()} is not in the offer "
-                    f"({have_rs.format() if have_rs else 'none'} left)"
-                )
-    return errors, wanted
+        return TaskCheck(tuple(ids), tuple(errors), (str(e),)), Resources()
+    return TaskCheck(tuple(ids), tuple(errors)), wanted
+
+
+def validate_task(
+    task: pb.TaskInfo,
+    where: str,
+    available: Resources,
+    active_task_ids: Collection[str],
+) -> tuple[list[str], Resources]:
+    """Check one task of a LAUNCH against what its offers still hold.
+
+    ``where`` is the field path, e.g. ``accept.operations[0].launch.task_infos[2]``.
+    Returns the errors and the task's resources. The master checks the two
+    halves apart: :func:`check_task` at the edge, ``task_fits`` in its core.
+    """
+    check, wanted = check_task(task, where)
+    return task_fits(task.task_id, check, wanted, where, available, active_task_ids)
 
 
 def optional_id(value: str, field: str) -> list[str]:

@@ -74,7 +74,9 @@ def sim(
     steps = 0
     sim_s = 0.0
     bad = []
+    digests: dict[str, str] = {}
     for result in run_seeds(seeds, config, jobs):
+        digests[str(result.seed)] = result.digest
         steps += result.steps
         sim_s += result.sim_s
         total_faults.update(result.faults)
@@ -115,6 +117,9 @@ def sim(
         "simulated_hours_per_wall_s": round(sim_s / 3600 / wall, 2),
         "load_average": round(load, 2),
         "reports": reports,
+        # Per seed, the history's sha256: a refactoring that must not change
+        # behaviour compares these before and after, byte for byte.
+        "digests": digests,
     }
     if as_json:
         click.echo(json.dumps(summary, indent=2))

@@ -13,21 +13,23 @@ frameworks that are not partition-aware were told LOST: they are set aside
 
 from __future__ import annotations
 
-from corral.codec import is_terminal, resources_from_proto
+import dataclasses
+
 from corral.master.allocator.events import FrameworkDeactivated
-from corral.master.core.context import Core, MasterMessage
+from corral.master.core import messages as msg
+from corral.master.core.context import Core
+from corral.master.core.domain import FrameworkInfo, TaskInfo, TaskState, TaskStatus, is_terminal
 from corral.master.core.reconciliation import reconciled
 from corral.master.core.records import AgentRecord, FrameworkRecord, TaskRecord, partition_aware
-from corral.proto import messages_pb2 as pb
-from corral.resources import ResourceError, Resources
+from corral.resources import Resources
 
 
 def adopt_tasks(
     core: Core,
     agent: AgentRecord,
-    tasks: list[pb.TaskStatus],
-    frameworks: list[pb.FrameworkInfo],
-    task_infos: list[pb.TaskInfo],
+    tasks: list[TaskStatus],
+    frameworks: list[FrameworkInfo],
+    task_infos: list[TaskInfo],
     unreachable: bool = False,
 ) -> dict[str, Resources]:
     """Take over the reported ``tasks``; returns what they use, by framework.
@@ -83,10 +85,8 @@ def adopt_tasks(
     return {k: v for k, v in used.items() if v}
 
 
-def _recreate_framework(
-    core: Core, status: pb.TaskStatus, infos: dict[str, pb.FrameworkInfo]
-) -> FrameworkRecord:
-    fw_info = infos.get(status.framework_id) or pb.FrameworkInfo(id=status.framework_id, name="(recovered)")
+def _recreate_framework(core: Core, status: TaskStatus, infos: dict[str, FrameworkInfo]) -> FrameworkRecord:
+    fw_info = infos.get(status.framework_id) or FrameworkInfo(id=status.framework_id, name="(recovered)")
     fw = FrameworkRecord(
         status.framework_id, fw_info, core.now, None, connected=False, disconnected_at=core.now
     )
@@ -97,7 +97,7 @@ def _recreate_framework(
 
 
 def _refuse_adoption(
-    core: Core, agent: AgentRecord, status: pb.TaskStatus, info: pb.TaskInfo | None, room: Resources
+    core: Core, agent: AgentRecord, status: TaskStatus, info: TaskInfo | None, room: Resources
 ) -> str | None:
     """Why a reported task this master does not know must not be adopted."""
     if core.state.task(status.framework_id, status.task_id) is not None:
@@ -112,7 +112,7 @@ def _refuse_adoption(
     return None
 
 
-def _kill_unadopted(core: Core, agent: AgentRecord, status: pb.TaskStatus, refusal: str) -> None:
+def _kill_unadopted(core: Core, agent: AgentRecord, status: TaskStatus, refusal: str) -> None:
     core.log.warning(
         "task.adoption_refused",
         agent_id=agent.agent_id,
@@ -131,16 +131,15 @@ def _set_aside(
     core: Core,
     agent: AgentRecord,
     fw: FrameworkRecord,
-    status: pb.TaskStatus,
-    info: pb.TaskInfo | None,
+    status: TaskStatus,
+    info: TaskInfo | None,
     used: dict[str, Resources],
 ) -> None:
     """A task its framework was told was LOST, reported by its returning agent
     to a master that never knew it: held apart until it ends (settle_lost kills it)."""
     task_info, resources = _reported(agent, status, info)
-    shown = pb.TaskStatus()
-    shown.CopyFrom(status)
-    shown.state = pb.TASK_UNREACHABLE  # reconciliation answers LOST, as it was told
+    # reconciliation answers LOST, as it was told
+    shown = dataclasses.replace(status, state=TaskState.TASK_UNREACHABLE)
     record = TaskRecord(
         status.task_id, fw.framework_id, agent.agent_id, task_info, resources, shown, core.now
     )
@@ -149,7 +148,7 @@ def _set_aside(
         used[fw.framework_id] = used.get(fw.framework_id, Resources()) + resources
 
 
-def dead_frameworks(core: Core, tasks: list[pb.TaskStatus]) -> set[str]:
+def dead_frameworks(core: Core, tasks: list[TaskStatus]) -> set[str]:
     """Frameworks of reported tasks that were torn down (or are being):
     an agent that was away during the teardown still runs their tasks."""
     removed = {f.framework_id for f in core.state.completed_frameworks}
@@ -161,27 +160,19 @@ def dead_frameworks(core: Core, tasks: list[pb.TaskStatus]) -> set[str]:
     return dead
 
 
-def shutdown_dead_frameworks(core: Core, agent: AgentRecord, tasks: list[pb.TaskStatus]) -> None:
+def shutdown_dead_frameworks(core: Core, agent: AgentRecord, tasks: list[TaskStatus]) -> None:
     if agent.stream is None:
         return
     for framework_id in sorted(dead_frameworks(core, tasks)):
         core.log.info("framework.shutdown_on_return", framework_id=framework_id, agent_id=agent.agent_id)
-        core.to_agent(
-            agent,
-            MasterMessage(shutdown_framework=MasterMessage.ShutdownFramework(framework_id=framework_id)),
-        )
+        core.to_agent(agent, msg.ShutdownFramework(framework_id))
 
 
-def _reported(
-    agent: AgentRecord, status: pb.TaskStatus, info: pb.TaskInfo | None
-) -> tuple[pb.TaskInfo, Resources]:
+def _reported(agent: AgentRecord, status: TaskStatus, info: TaskInfo | None) -> tuple[TaskInfo, Resources]:
     """The TaskInfo an agent reported for a task (a stub if none) and what the
     task holds there (nothing once it has ended, or if its resources are unreadable)."""
-    info = info or pb.TaskInfo(task_id=status.task_id, name=status.task_id)
-    info.agent_id = agent.agent_id
-    if is_terminal(status.state):
-        return info, Resources()
-    try:
-        return info, resources_from_proto(info.resources)
-    except ResourceError:
-        return info, Resources()
+    info = dataclasses.replace(
+        info or TaskInfo(task_id=status.task_id, name=status.task_id), agent_id=agent.agent_id
+    )
+    # (resources that did not parse are empty: wire.task_from_pb)
+    return info, Resources() if is_terminal(status.state) else info.resources

@@ -7,15 +7,12 @@ unreachable / back / gone model in ``liveness.py``.
 
 from __future__ import annotations
 
-from corral.codec import resources_from_proto
 from corral.master.allocator.events import AgentAdded, AgentDeactivated, AgentRemoved, FrameworkDeactivated
 from corral.master.core import liveness, policy
 from corral.master.core.context import Core
+from corral.master.core.domain import AgentInfo, AgentMaintenance, FrameworkInfo, RolePolicy
 from corral.master.core.effects import AgentLeft
 from corral.master.core.records import AGENTS, MAINTENANCE, AgentRecord, FrameworkRecord, StreamId
-from corral.proto import messages_pb2 as pb
-from corral.proto import operator_pb2
-from corral.resources import ResourceError
 
 
 def heartbeat(core: Core, agent_id: str) -> None:
@@ -82,10 +79,10 @@ def check_reregistration(core: Core) -> None:
 
 def recover(
     core: Core,
-    agents: dict[str, pb.AgentInfo],
-    frameworks: dict[str, pb.FrameworkInfo],
-    roles: dict[str, operator_pb2.RoleSummary],
-    maintenance: dict[str, operator_pb2.AgentMaintenance],
+    agents: dict[str, AgentInfo],
+    frameworks: dict[str, FrameworkInfo],
+    roles: dict[str, RolePolicy],
+    maintenance: dict[str, AgentMaintenance],
 ) -> None:
     """Before serving as a new leader: learn the agents and frameworks the
     registry lists. Agents get ``agent_reregister_timeout_s`` to come back
@@ -93,11 +90,7 @@ def recover(
     now = core.now
     deadline = now + core.config.agent_reregister_timeout_s
     for agent_id, info in agents.items():
-        try:
-            total = resources_from_proto(info.resources)
-        except ResourceError:
-            core.log.warning("registry.bad_agent", agent_id=agent_id)
-            continue
+        total = info.resources
         record = AgentRecord(agent_id, info, total, now, now, None, connected=False, recovered=True)
         record.reregister_deadline = deadline
         core.state.agents[agent_id] = record

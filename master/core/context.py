@@ -16,21 +16,32 @@ from __future__ import annotations
 import itertools
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from corral.codec import Reason, State, is_terminal
 from corral.errors import CallError
 from corral.master.allocator import Allocator, AllocatorError
 from corral.master.allocator.events import Event as AllocatorEvent
 from corral.master.allocator.events import FrameworkAdded, ResourcesRecovered
 from corral.master.config import MasterConfig
+from corral.master.core import messages as msg
+from corral.master.core.domain import (
+    FrameworkInfo,
+    MasterInfo,
+    Reason,
+    Source,
+    TaskInfo,
+    TaskState,
+    TaskStatus,
+    is_terminal,
+)
 from corral.master.core.effects import (
     AllocateSoon,
     AuditDenied,
     CloseStream,
     Decision,
     Effect,
+    RegistryRecord,
     SendToAgent,
     SendToFramework,
     WriteRegistry,
@@ -44,11 +55,6 @@ from corral.master.core.records import (
     StreamId,
     TaskRecord,
 )
-from corral.proto import agent_pb2, scheduler_pb2
-from corral.proto import messages_pb2 as pb
-
-Event = scheduler_pb2.Event
-MasterMessage = agent_pb2.MasterMessage
 
 
 class Log(Protocol):
@@ -101,7 +107,7 @@ class Core:
     """The state and the shared transitions (see the module docstring)."""
 
     def __init__(
-        self, config: MasterConfig, info: pb.MasterInfo, ids: Callable[[str], str], log: Log | None = None
+        self, config: MasterConfig, info: MasterInfo, ids: Callable[[str], str], log: Log | None = None
     ) -> None:
         self.config = config
         self.info = info
@@ -133,18 +139,18 @@ class Core:
         out, self._effects = self._effects, []
         return out
 
-    def to_framework(self, fw: FrameworkRecord, event: scheduler_pb2.Event) -> None:
+    def to_framework(self, fw: FrameworkRecord, event: msg.FrameworkEvent) -> None:
         if fw.stream is not None:
             self.emit(SendToFramework(fw.stream, event))
 
-    def to_agent(self, agent: AgentRecord, message: agent_pb2.MasterMessage) -> None:
+    def to_agent(self, agent: AgentRecord, message: msg.AgentCommand) -> None:
         if agent.stream is not None:
             self.emit(SendToAgent(agent.stream, message))
 
     def close(self, stream: StreamId) -> None:
         self.emit(CloseStream(stream))
 
-    def record(self, kind: str, key: str, data: bytes | None) -> None:
+    def record(self, kind: str, key: str, data: RegistryRecord | None) -> None:
         self.emit(WriteRegistry(kind, key, data))
 
     def allocate_soon(self) -> None:
@@ -179,7 +185,7 @@ class Core:
                 message = f"{what}: {message}"
             raise CallError("INVALID_ARGUMENT", message) from None
 
-    def add_known_framework(self, framework_id: str, info: pb.FrameworkInfo) -> None:
+    def add_known_framework(self, framework_id: str, info: FrameworkInfo) -> None:
         """A framework learnt from the registry or an agent, not from its own
         SUBSCRIBE: roles it cannot have are replaced by '*' rather than refused."""
         try:
@@ -213,43 +219,38 @@ class Core:
         )
         fw = self.state.frameworks.get(offer.framework_id)
         if fw is not None:
-            self.to_framework(fw, Event(type=Event.RESCIND, rescind=Event.Rescind(offer_id=offer_id)))
+            self.to_framework(fw, msg.Rescind(offer_id))
         self.allocate_soon()
 
     # -- task status ------------------------------------------------------------
 
     def status_for(
-        self, framework_id: str, task: pb.TaskInfo, state: State, reason: Reason, message: str
-    ) -> pb.TaskStatus:
+        self, framework_id: str, task: TaskInfo, state: TaskState, reason: Reason, message: str
+    ) -> TaskStatus:
         """A status the master decides itself (no agent involved, no ack needed)."""
-        return pb.TaskStatus(
+        return TaskStatus(
             task_id=task.task_id,
             state=state,
             reason=reason,
             message=message,
-            source=pb.TaskStatus.SOURCE_MASTER,
+            source=Source.SOURCE_MASTER,
             agent_id=task.agent_id,
             framework_id=framework_id,
             timestamp=self.now,
         )
 
-    def send_updates(self, fw: FrameworkRecord, statuses: list[pb.TaskStatus]) -> None:
+    def send_updates(self, fw: FrameworkRecord, statuses: list[TaskStatus]) -> None:
         if not statuses or not fw.connected or fw.stream is None:
             return  # (none: no empty UPDATE) the agent retries until the framework is back and acknowledges
         statuses = [_labelled(fw, s) for s in statuses]
-        if len(statuses) == 1:
-            self.to_framework(fw, Event(type=Event.UPDATE, update=Event.Update(status=statuses[0])))
-        else:
-            self.to_framework(
-                fw, Event(type=Event.UPDATE, updates=[Event.Update(status=s) for s in statuses])
-            )
+        self.to_framework(fw, msg.Updates(tuple(statuses)))
 
-    def apply_status(self, task: TaskRecord, status: pb.TaskStatus) -> None:
+    def apply_status(self, task: TaskRecord, status: TaskStatus) -> None:
         """Record a task's new state; on a terminal one give its resources back."""
         was_terminal = task.terminal
         task.status = status
         if is_terminal(status.state) and not was_terminal:
-            self.counters.tasks_ended[pb.TaskState.Name(status.state)] += 1
+            self.counters.tasks_ended[status.state.name] += 1
             agent = self.state.agents.get(task.agent_id)
             if agent is not None:
                 agent.tasks.discard((task.framework_id, task.task_id))
@@ -270,7 +271,7 @@ class Core:
         if agent is not None:
             agent.tasks.discard((fw.framework_id, task.task_id))
 
-    def master_update(self, task: TaskRecord, state: State, reason: Reason, message: str) -> None:
+    def master_update(self, task: TaskRecord, state: TaskState, reason: Reason, message: str) -> None:
         """A status the master itself decides (no agent involved, no ack needed)."""
         status = self.status_for(task.framework_id, task.info, state, reason, message)
         self.apply_status(task, status)
@@ -280,22 +281,14 @@ class Core:
                 self.complete_task(fw, task)
             self.send_updates(fw, [status])
 
-    def kill_message(self, framework_id: str, task_id: str, grace_s: float = 0.0) -> MasterMessage:
-        return MasterMessage(
-            kill_task=MasterMessage.KillTask(
-                framework_id=framework_id, task_id=task_id, grace_period_s=grace_s
-            )
-        )
+    def kill_message(self, framework_id: str, task_id: str, grace_s: float = 0.0) -> msg.KillTask:
+        return msg.KillTask(framework_id, task_id, grace_s)
 
-    def acks_message(self, statuses: Iterable[pb.TaskStatus]) -> MasterMessage:
-        acks = [
-            MasterMessage.Acknowledgements.Ack(task_id=s.task_id, uuid=s.uuid, framework_id=s.framework_id)
-            for s in statuses
-        ]
-        return MasterMessage(acknowledgements=MasterMessage.Acknowledgements(acks=acks))
+    def acks_message(self, statuses: Iterable[TaskStatus]) -> msg.Acknowledgements:
+        return msg.Acknowledgements(tuple(msg.Ack(s.task_id, s.uuid, s.framework_id) for s in statuses))
 
 
-def _labelled(fw: FrameworkRecord, status: pb.TaskStatus) -> pb.TaskStatus:
+def _labelled(fw: FrameworkRecord, status: TaskStatus) -> TaskStatus:
     """``status`` as its framework gets it: with the task's labels as launched
     (Mesos' TaskStatus carries them too), never labels an agent put there.
     A copy when they differ: the stored status stays as the agent sent it."""
@@ -303,10 +296,4 @@ def _labelled(fw: FrameworkRecord, status: pb.TaskStatus) -> pb.TaskStatus:
         (t for t in reversed(fw.completed) if t.task_id == status.task_id), None
     )
     labels = task.info.labels if task is not None else ()
-    if list(status.labels) == list(labels):
-        return status
-    labelled = pb.TaskStatus()
-    labelled.CopyFrom(status)
-    del labelled.labels[:]
-    labelled.labels.extend(labels)
-    return labelled
+    return status if status.labels == labels else replace(status, labels=labels)

@@ -2,10 +2,8 @@
 
 Transitions never touch a stream, a timer, the registry or a log sink: they
 return these frozen values, in order, and ``master/master.py`` carries them
-out (``Master._carry_out``). The messages are the wire's (``Event`` to a
-framework, ``MasterMessage`` to an agent) because the master builds them
-once and the runtime only writes them; see docs/architecture.md, "Master
-core", for what stays protobuf and why.
+out (``Master._carry_out``). The messages are the core's own values
+(``messages.py``); the runtime turns them into the wire's in ``master/wire.py``.
 """
 
 from __future__ import annotations
@@ -13,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from corral.master.core.domain import AgentInfo, AgentMaintenance, FrameworkInfo, RolePolicy
+from corral.master.core.messages import AgentCommand, FrameworkEvent
 from corral.master.core.records import StreamId
-from corral.proto import agent_pb2, scheduler_pb2
 
 
 @dataclass(frozen=True)
@@ -22,7 +21,7 @@ class SendToFramework:
     """Queue ``event`` on a framework's stream (dropped if it has closed)."""
 
     stream: StreamId
-    event: scheduler_pb2.Event
+    event: FrameworkEvent
 
 
 @dataclass(frozen=True)
@@ -30,7 +29,7 @@ class SendToAgent:
     """Queue ``message`` on an agent's stream (dropped if it has closed)."""
 
     stream: StreamId
-    message: agent_pb2.MasterMessage
+    message: AgentCommand
 
 
 @dataclass(frozen=True)
@@ -40,13 +39,18 @@ class CloseStream:
     stream: StreamId
 
 
+#: what a registry record holds, by kind (records.py: AGENTS, FRAMEWORKS, ROLES, MAINTENANCE)
+RegistryRecord = AgentInfo | FrameworkInfo | RolePolicy | AgentMaintenance
+
+
 @dataclass(frozen=True)
 class WriteRegistry:
-    """Persist (``data``) or delete (None) one registry record, in order."""
+    """Persist (``data``) or delete (None) one registry record, in order; the
+    runtime serializes it (``master/wire.py``)."""
 
     kind: str
     key: str
-    data: bytes | None
+    data: RegistryRecord | None
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ their final updates itself and forgets the framework once none is left.
 
 from __future__ import annotations
 
+import dataclasses
+
 from corral.errors import CallError
 from corral.master.allocator.events import (
     FrameworkActivated,
@@ -18,12 +20,13 @@ from corral.master.allocator.events import (
     Revived,
     Suppressed,
 )
-from corral.master.core.context import Core, Event, MasterMessage
+from corral.master.core import messages as msg
+from corral.master.core.context import Core
+from corral.master.core.domain import FrameworkInfo, TaskState
 from corral.master.core.records import FRAMEWORKS, FrameworkRecord, StreamId
-from corral.proto import messages_pb2 as pb
 
 
-def subscribe(core: Core, info: pb.FrameworkInfo, stream: StreamId, principal: str) -> FrameworkRecord:
+def subscribe(core: Core, info: FrameworkInfo, stream: StreamId, principal: str) -> FrameworkRecord:
     """Register a new framework or re-subscribe a known one by id.
 
     A framework id belongs to the principal that registered it: another
@@ -46,12 +49,8 @@ def subscribe(core: Core, info: pb.FrameworkInfo, stream: StreamId, principal: s
         fw = _register(core, info, stream, principal)
     else:
         _resubscribe(core, fw, info, stream, principal)
-    subscribed = Event.Subscribed(
-        framework_id=fw.framework_id,
-        heartbeat_interval_s=core.config.framework_heartbeat_interval_s,
-        master_info=core.info,
-    )
-    core.to_framework(fw, Event(type=Event.SUBSCRIBED, subscribed=subscribed))
+    subscribed = msg.Subscribed(fw.framework_id, core.config.framework_heartbeat_interval_s, core.info)
+    core.to_framework(fw, subscribed)
     # Updates it missed while away: send them again now rather than waiting
     # for the agents' retry timers.
     pending = [t.status for t in fw.tasks.values() if t.unacked_uuid]
@@ -61,7 +60,7 @@ def subscribe(core: Core, info: pb.FrameworkInfo, stream: StreamId, principal: s
     return fw
 
 
-def _register(core: Core, info: pb.FrameworkInfo, stream: StreamId, principal: str) -> FrameworkRecord:
+def _register(core: Core, info: FrameworkInfo, stream: StreamId, principal: str) -> FrameworkRecord:
     # An unknown id is accepted: after a restart of a standalone master
     # its frameworks come back before their agents re-register.
     limit = core.config.max_frameworks_per_principal
@@ -72,40 +71,34 @@ def _register(core: Core, info: pb.FrameworkInfo, stream: StreamId, principal: s
             "--max-frameworks-per-principal); tear one down or re-subscribe with its id",
         )
     fw_id = info.id or core.new_id("fw-")
-    stored = pb.FrameworkInfo()
-    stored.CopyFrom(info)
-    stored.id = fw_id
-    stored.principal = principal
-    if not stored.roles:
-        stored.roles.append("*")
+    stored = dataclasses.replace(info, id=fw_id, principal=principal, roles=info.roles or ("*",))
     core.allocator_call(FrameworkAdded(fw_id, tuple(stored.roles)))
     fw = FrameworkRecord(fw_id, stored, core.now, stream)
     core.state.frameworks[fw_id] = fw
-    core.record(FRAMEWORKS, fw_id, stored.SerializeToString())
+    core.record(FRAMEWORKS, fw_id, stored)
     core.log.info("framework.subscribed", framework_id=fw_id, name=info.name, roles=list(stored.roles))
     return fw
 
 
 def _resubscribe(
-    core: Core, fw: FrameworkRecord, info: pb.FrameworkInfo, stream: StreamId, principal: str
+    core: Core, fw: FrameworkRecord, info: FrameworkInfo, stream: StreamId, principal: str
 ) -> None:
-    roles = list(info.roles) or ["*"]
-    if roles != list(fw.info.roles):
+    roles = info.roles or ("*",)
+    if roles != fw.info.roles:
         # Re-subscribing with other roles changes them (Mesos' UPDATE_FRAMEWORK).
-        core.allocator_call(FrameworkAdded(fw.framework_id, tuple(roles)))
-        del fw.info.roles[:]
-        fw.info.roles.extend(roles)
-        core.record(FRAMEWORKS, fw.framework_id, fw.info.SerializeToString())
+        core.allocator_call(FrameworkAdded(fw.framework_id, roles))
+        fw.info = dataclasses.replace(fw.info, roles=roles)
+        core.record(FRAMEWORKS, fw.framework_id, fw.info)
     if fw.stream is not None and fw.stream != stream:
         # The old stream loses: one connection per framework, the newest.
-        error = Event.Error(code="ABORTED", message="framework re-subscribed on another connection")
-        core.to_framework(fw, Event(type=Event.ERROR, error=error))
+        core.to_framework(fw, msg.Error("ABORTED", "framework re-subscribed on another connection"))
         core.close(fw.stream)
-    fw.info.name = info.name or fw.info.name
-    fw.info.failover_timeout_s = info.failover_timeout_s
+    fw.info = dataclasses.replace(
+        fw.info, name=info.name or fw.info.name, failover_timeout_s=info.failover_timeout_s
+    )
     if fw.info.principal != principal:  # claimed now (a record from before ACLs)
-        fw.info.principal = principal
-        core.record(FRAMEWORKS, fw.framework_id, fw.info.SerializeToString())
+        fw.info = dataclasses.replace(fw.info, principal=principal)
+        core.record(FRAMEWORKS, fw.framework_id, fw.info)
     fw.stream = stream
     fw.connected = True
     fw.disconnected_at = None
@@ -150,7 +143,7 @@ def heartbeats(core: Core) -> None:
     core.last_framework_heartbeat = core.now
     for fw in core.state.frameworks.values():
         if fw.connected:
-            core.to_framework(fw, Event(type=Event.HEARTBEAT))
+            core.to_framework(fw, msg.Heartbeat())
 
 
 def teardown(core: Core, framework_id: str, reason: str = "teardown requested") -> None:
@@ -165,7 +158,7 @@ def teardown(core: Core, framework_id: str, reason: str = "teardown requested") 
     for offer_id in sorted(fw.offers):
         core.rescind(offer_id)
     core.allocator.handle(FrameworkDeactivated(framework_id))
-    shutdown = MasterMessage(shutdown_framework=MasterMessage.ShutdownFramework(framework_id=framework_id))
+    shutdown = msg.ShutdownFramework(framework_id)
     for agent_id in sorted({t.agent_id for t in fw.tasks.values()}):
         agent = core.state.agents.get(agent_id)
         if agent is not None:
@@ -180,7 +173,7 @@ def teardown(core: Core, framework_id: str, reason: str = "teardown requested") 
 def maybe_finish_teardown(core: Core, fw: FrameworkRecord) -> None:
     for task in list(fw.tasks.values()):
         if task.terminal or (
-            not core.agent_connected(task.agent_id) and task.status.state == pb.TASK_STAGING
+            not core.agent_connected(task.agent_id) and task.status.state == TaskState.TASK_STAGING
         ):
             core.complete_task(fw, task)
     if any(core.agent_connected(t.agent_id) for t in fw.tasks.values()):
@@ -200,7 +193,7 @@ def maybe_finish_teardown(core: Core, fw: FrameworkRecord) -> None:
     core.log.info("framework.removed", framework_id=fw.framework_id)
 
 
-def update(core: Core, framework_id: str, info: pb.FrameworkInfo) -> None:
+def update(core: Core, framework_id: str, info: FrameworkInfo) -> None:
     """UPDATE_FRAMEWORK (Mesos' call of that name): the framework's roles,
     capabilities, name and failover timeout become ``info``'s, on the same
     stream. Outstanding offers are rescinded when the roles change: they were
@@ -210,19 +203,20 @@ def update(core: Core, framework_id: str, info: pb.FrameworkInfo) -> None:
         raise CallError(
             "INVALID_ARGUMENT", f"framework_info.id: {info.id!r} is not this framework ({framework_id})"
         )
-    roles = list(info.roles) or ["*"]
-    if roles != list(fw.info.roles):
+    roles = info.roles or ("*",)
+    if roles != fw.info.roles:
         for offer_id in sorted(fw.offers):
             core.rescind(offer_id)
-        core.allocator_call(FrameworkAdded(framework_id, tuple(roles)))
-        del fw.info.roles[:]
-        fw.info.roles.extend(roles)
-    del fw.info.capabilities[:]
-    fw.info.capabilities.extend(info.capabilities)
-    fw.info.name = info.name or fw.info.name
-    fw.info.failover_timeout_s = info.failover_timeout_s
-    core.record(FRAMEWORKS, framework_id, fw.info.SerializeToString())
-    core.log.info("framework.updated", framework_id=framework_id, roles=roles, name=fw.info.name)
+        core.allocator_call(FrameworkAdded(framework_id, roles))
+    fw.info = dataclasses.replace(
+        fw.info,
+        roles=roles,
+        capabilities=info.capabilities,
+        name=info.name or fw.info.name,
+        failover_timeout_s=info.failover_timeout_s,
+    )
+    core.record(FRAMEWORKS, framework_id, fw.info)
+    core.log.info("framework.updated", framework_id=framework_id, roles=list(roles), name=fw.info.name)
     core.allocate_soon()
 
 

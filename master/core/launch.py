@@ -10,47 +10,48 @@ to the allocator with the framework's refusal filter.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
-from corral.codec import resources_from_proto
 from corral.errors import CallError
 from corral.master.allocator import AllocatorError
 from corral.master.allocator.events import Reserved, ResourcesRecovered, Unreserved
-from corral.master.core.context import Core, Event, MasterMessage
+from corral.master.core import messages as msg
+from corral.master.core.context import Core
+from corral.master.core.domain import (
+    LaunchTask,
+    Operation,
+    OperationType,
+    Reason,
+    Source,
+    TaskInfo,
+    TaskState,
+    TaskStatus,
+)
+from corral.master.core.fit import task_fits
 from corral.master.core.policy import record_maintenance
 from corral.master.core.records import AgentRecord, FrameworkRecord, TaskRecord
-from corral.master.validation import validate_task
-from corral.proto import messages_pb2 as pb
-from corral.proto import scheduler_pb2
-from corral.resources import ResourceError, Resources
+from corral.resources import Resources
 
-_SUPPORTED_OPERATIONS = (
-    scheduler_pb2.Operation.LAUNCH,
-    scheduler_pb2.Operation.LAUNCH_GROUP,
-    scheduler_pb2.Operation.RESERVE,
-    scheduler_pb2.Operation.UNRESERVE,
-)
+_LAUNCHES = (OperationType.LAUNCH, OperationType.LAUNCH_GROUP)
+_RESERVATIONS = (OperationType.RESERVE, OperationType.UNRESERVE)
+_SUPPORTED_OPERATIONS = (*_LAUNCHES, *_RESERVATIONS)
 
 
 def accept(
     core: Core,
     framework_id: str,
     offer_ids: list[str],
-    operations: list[scheduler_pb2.Operation],
+    operations: list[Operation],
     refuse_s: float | None,
 ) -> None:
     """Carry out LAUNCH, RESERVE and UNRESERVE operations on offers. Bad
     offers drop every task (TASK_DROPPED); a bad task gets TASK_ERROR and
     the rest still launch."""
     fw = core.framework(framework_id)
-    tasks = [
-        (f"accept.operations[{i}].launch.task_infos[{j}]", t)
-        for i, op in enumerate(operations)
-        if op.type in (scheduler_pb2.Operation.LAUNCH, scheduler_pb2.Operation.LAUNCH_GROUP)
-        for j, t in enumerate(op.launch.task_infos)
-    ]
+    tasks = [t for op in operations if op.type in _LAUNCHES for t in op.tasks]
     unsupported = [
-        f"accept.operations[{i}].type: {scheduler_pb2.Operation.Type.Name(op.type)} is not supported yet"
+        f"accept.operations[{i}].type: {op.type_name} is not supported yet"
         for i, op in enumerate(operations)
         if op.type not in _SUPPORTED_OPERATIONS
     ]
@@ -59,7 +60,7 @@ def accept(
     if problem is None:
         problem, conversions = _check_reservations(core, fw, offer_ids, operations)
     if problem is not None:
-        _refuse(core, fw, offer_ids, [t for _, t in tasks], problem)
+        _refuse(core, fw, offer_ids, [t.info for t in tasks], problem)
         return
     offers = [o for o in (core.remove_offer(i) for i in offer_ids) if o is not None]
     agent = core.state.agents[offers[0].agent_id]
@@ -78,7 +79,7 @@ def accept(
 
 
 def _refuse(
-    core: Core, fw: FrameworkRecord, offer_ids: list[str], tasks: list[pb.TaskInfo], problem: str
+    core: Core, fw: FrameworkRecord, offer_ids: list[str], tasks: list[TaskInfo], problem: str
 ) -> None:
     """A bad ACCEPT: valid offers among them go back; the tasks are dropped, never launched."""
     for offer_id in offer_ids:
@@ -89,9 +90,9 @@ def _refuse(
                 ResourcesRecovered(fw.framework_id, offer.agent_id, offer.resources, role=offer.role)
             )
     core.allocate_soon()
-    reason = pb.TaskStatus.REASON_INVALID_OFFERS
+    reason = Reason.REASON_INVALID_OFFERS
     core.send_updates(
-        fw, [core.status_for(fw.framework_id, t, pb.TASK_DROPPED, reason, problem) for t in tasks]
+        fw, [core.status_for(fw.framework_id, t, TaskState.TASK_DROPPED, reason, problem) for t in tasks]
     )
     if not tasks:
         raise CallError("INVALID_ARGUMENT", problem)
@@ -114,8 +115,7 @@ def _convert(
         except AllocatorError as e:
             # Offers of two roles in one ACCEPT: the combined offer held
             # it, no single role's part does. Skip it, launch the rest.
-            error = Event.Error(code="INVALID_ARGUMENT", message=f"ACCEPT: {e}")
-            core.to_framework(fw, Event(type=Event.ERROR, error=error))
+            core.to_framework(fw, msg.Error("INVALID_ARGUMENT", f"ACCEPT: {e}"))
             continue
         source, converted = (res, res.unreserved()) if unreserve else (res.unreserved(), res)
         available = available.subtract_clamped(source) + converted
@@ -137,22 +137,25 @@ def _launch(
     fw: FrameworkRecord,
     agent: AgentRecord,
     role: str,
-    tasks: list[tuple[str, pb.TaskInfo]],
+    tasks: list[LaunchTask],
     available: Resources,
 ) -> Resources:
     """Validate each task against what is left, record and send the good
     ones to the agent; returns what they do not use."""
     now = core.now
-    launched: list[pb.TaskInfo] = []
-    errors: list[pb.TaskStatus] = []
+    launched: list[TaskInfo] = []
+    errors: list[TaskStatus] = []
     seen: set[str] = set()
-    for where, task in tasks:
-        problems, wanted = validate_task(task, where, available, {*fw.tasks, *seen})
+    for launch in tasks:
+        task, where = launch.info, launch.where
+        problems, wanted = task_fits(
+            task.task_id, launch.check, task.resources, where, available, {*fw.tasks, *seen}
+        )
         denied = _unauthorized(core, fw, task, where)
         if denied is not None:
             errors.append(
                 core.status_for(
-                    fw.framework_id, task, pb.TASK_ERROR, pb.TaskStatus.REASON_TASK_UNAUTHORIZED, denied
+                    fw.framework_id, task, TaskState.TASK_ERROR, Reason.REASON_TASK_UNAUTHORIZED, denied
                 )
             )
             continue
@@ -162,18 +165,18 @@ def _launch(
                 "still being killed there; launch it elsewhere or later"
             )
         if problems:
-            reason = pb.TaskStatus.REASON_TASK_INVALID
-            errors.append(core.status_for(fw.framework_id, task, pb.TASK_ERROR, reason, "; ".join(problems)))
+            reason = Reason.REASON_TASK_INVALID
+            errors.append(
+                core.status_for(fw.framework_id, task, TaskState.TASK_ERROR, reason, "; ".join(problems))
+            )
             continue
         seen.add(task.task_id)
         available = available - wanted
-        stored = pb.TaskInfo()
-        stored.CopyFrom(task)
-        stored.agent_id = agent.agent_id
-        status = pb.TaskStatus(
+        stored = dataclasses.replace(task, agent_id=agent.agent_id)
+        status = TaskStatus(
             task_id=task.task_id,
-            state=pb.TASK_STAGING,
-            source=pb.TaskStatus.SOURCE_MASTER,
+            state=TaskState.TASK_STAGING,
+            source=Source.SOURCE_MASTER,
             agent_id=agent.agent_id,
             framework_id=fw.framework_id,
             timestamp=now,
@@ -185,9 +188,7 @@ def _launch(
         launched.append(stored)
     core.counters.tasks_launched += len(launched)
     if launched and agent.stream is not None:
-        core.to_agent(
-            agent, MasterMessage(run_tasks=MasterMessage.RunTasks(framework_info=fw.info, tasks=launched))
-        )
+        core.to_agent(agent, msg.RunTasks(fw.info, tuple(launched)))
         core.log.debug(
             "tasks.launched", framework_id=fw.framework_id, agent_id=agent.agent_id, count=len(launched)
         )
@@ -197,8 +198,8 @@ def _launch(
         for stored in launched:
             core.master_update(
                 fw.tasks[stored.task_id],
-                pb.TASK_DROPPED,
-                pb.TaskStatus.REASON_AGENT_DISCONNECTED,
+                TaskState.TASK_DROPPED,
+                Reason.REASON_AGENT_DISCONNECTED,
                 f"agent {agent.agent_id} is disconnected",
             )
     if errors:
@@ -206,39 +207,32 @@ def _launch(
     return available
 
 
-def _unauthorized(core: Core, fw: FrameworkRecord, task: pb.TaskInfo, where: str) -> str | None:
+def _unauthorized(core: Core, fw: FrameworkRecord, task: TaskInfo, where: str) -> str | None:
     """Whether the framework's principal may run this task as its user
     (Mesos' run_tasks ACL; an unset uid runs as root, so it is asked as
     uid 0), without a seccomp filter, and with the host devices it names."""
-    container = task.container
-    uid = container.uid if task.HasField("container") and container.HasField("uid") else 0
+    access = task.access
+    uid = access.uid
     # A task that asks for a user namespace runs as uid N *inside* it, an
     # unprivileged host uid: asked as "uid:N@userns", so that a policy may
     # allow namespaced root without allowing host root ("uid:*" allows both).
     # Relying on an agent's default, it is asked as the host uid it may be.
-    userns = "@userns" if container.HasField("user_namespace") and container.user_namespace else ""
+    userns = "@userns" if access.user_namespace else ""
     questions = [("run_task", f"uid:{uid}{userns}", f"{where}.container.uid")]
     # The group is asked too when it is not the user's own (the agent runs
     # an unset gid as the uid): uid 65534 with gid 0 is root's group.
-    gid = container.gid if container.HasField("gid") else uid
-    if gid != uid:
-        questions.append(("run_task", f"gid:{gid}{userns}", f"{where}.container.gid"))
-    if container.seccomp_profile == "unconfined":
+    if access.gid != uid:
+        questions.append(("run_task", f"gid:{access.gid}{userns}", f"{where}.container.gid"))
+    if access.seccomp_profile == "unconfined":
         questions.append(("run_unconfined", "seccomp:unconfined", f"{where}.container.seccomp_profile"))
     questions += [
-        ("use_device", f"device:{d}", f"{where}.container.devices[{i}]")
-        for i, d in enumerate(container.devices)
+        ("use_device", f"device:{d}", f"{where}.container.devices[{i}]") for i, d in enumerate(access.devices)
     ]
     # A host directory bound in: the agent allows the paths at all
     # (--allowed-host-paths); the policy says which tenant may bind which.
     questions += [
-        (
-            "use_host_path",
-            f"path:{os.path.normpath(v.host_path)}",
-            f"{where}.container.volumes[{i}].host_path",
-        )
-        for i, v in enumerate(container.volumes)
-        if v.host_path
+        ("use_host_path", f"path:{os.path.normpath(path)}", f"{where}.container.volumes[{i}].host_path")
+        for i, path in access.host_paths
     ]
     for action, obj, field_path in questions:
         decision = core.authorizer.decide(fw.info.principal, action, obj)
@@ -249,17 +243,13 @@ def _unauthorized(core: Core, fw: FrameworkRecord, task: pb.TaskInfo, where: str
 
 
 def _check_reservations(
-    core: Core, fw: FrameworkRecord, offer_ids: list[str], operations: list[scheduler_pb2.Operation]
+    core: Core, fw: FrameworkRecord, offer_ids: list[str], operations: list[Operation]
 ) -> tuple[str | None, list[tuple[Resources, bool]]]:
     """RESERVE and UNRESERVE operations, checked in order against the
     offers: ``(problem, [(resources, unreserve)])``. A framework reserves
     for the role its offer was made to, and only what the offer holds."""
     conversions: list[tuple[Resources, bool]] = []
-    ops = [
-        (i, op)
-        for i, op in enumerate(operations)
-        if op.type in (scheduler_pb2.Operation.RESERVE, scheduler_pb2.Operation.UNRESERVE)
-    ]
+    ops = [op for op in operations if op.type in _RESERVATIONS]
     if not ops:
         return None, conversions
     available = Resources()
@@ -270,14 +260,12 @@ def _check_reservations(
         roles.add(offer.role)
     agent = core.state.agents[core.state.offers[offer_ids[0]].agent_id]
     dynamic = agent.dynamic_reserved
-    for i, op in ops:
-        unreserve = op.type == scheduler_pb2.Operation.UNRESERVE
-        where = f"accept.operations[{i}].{'unreserve' if unreserve else 'reserve'}.resources"
-        items = op.unreserve.resources if unreserve else op.reserve.resources
-        try:
-            res = resources_from_proto(items, where)
-        except ResourceError as e:
-            return str(e), []
+    for op in ops:
+        unreserve = op.type == OperationType.UNRESERVE
+        where = op.where
+        if op.problem is not None:  # its resources did not parse (wire.py)
+            return op.problem, []
+        res = op.resources
         if not res:
             return f"{where}: must name at least one resource", []
         targets = res.roles()

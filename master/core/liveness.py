@@ -25,12 +25,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from corral.codec import is_terminal
 from corral.master.core.context import Core
+from corral.master.core.domain import Reason, TaskState, TaskStatus, is_terminal
 from corral.master.core.policy import record_maintenance
 from corral.master.core.reconciliation import reconciled
 from corral.master.core.records import AgentRecord, partition_aware
-from corral.proto import messages_pb2 as pb
 
 
 def unreachable_budget(
@@ -93,16 +92,14 @@ def mark_unreachable(core: Core, agent: AgentRecord, silent_s: float) -> None:
         if task is None or task.terminal:
             continue
         task.status = core.status_for(
-            fw_id, task.info, pb.TASK_UNREACHABLE, pb.TaskStatus.REASON_AGENT_DISCONNECTED, message
+            fw_id, task.info, TaskState.TASK_UNREACHABLE, Reason.REASON_AGENT_DISCONNECTED, message
         )
         fw = core.state.frameworks.get(fw_id)
         if fw is None:
             continue
         shown = task.status
         if not partition_aware(fw):
-            shown = pb.TaskStatus()
-            shown.CopyFrom(task.status)
-            shown.state = pb.TASK_LOST
+            shown = dataclasses.replace(task.status, state=TaskState.TASK_LOST)
             # Told it is lost, the framework may launch a task with the
             # same id: this one steps aside (Mesos keeps them apart too).
             del fw.tasks[task_id]
@@ -113,20 +110,20 @@ def mark_unreachable(core: Core, agent: AgentRecord, silent_s: float) -> None:
     core.log.warning("agent.unreachable", agent_id=agent.agent_id, tasks=len(agent.tasks), reason=message)
 
 
-def returned(core: Core, agent: AgentRecord, reported: list[pb.TaskStatus]) -> None:
+def returned(core: Core, agent: AgentRecord, reported: list[TaskStatus]) -> None:
     """An unreachable agent re-registered with ``reported`` tasks (called after adoption)."""
     by_key = {(s.framework_id, s.task_id): s for s in reported}
     restored = killed = 0
     for fw_id, task_id in sorted(agent.tasks):
         task = core.state.task(fw_id, task_id)
         status = by_key.get((fw_id, task_id))
-        if task is None or status is None or task.status.state != pb.TASK_UNREACHABLE:
+        if task is None or status is None or task.status.state != TaskState.TASK_UNREACHABLE:
             continue
         fw = core.state.frameworks.get(fw_id)
         if not partition_aware(fw):
             # Its framework is gone (the others' tasks were set aside, below).
             killed += 1
-            core.to_agent(agent, core.kill_message(fw_id, task_id, task.info.kill_policy.grace_period_s))
+            core.to_agent(agent, core.kill_message(fw_id, task_id, task.info.kill_grace_s))
             continue
         if is_terminal(status.state):
             continue  # the agent re-sends that update itself, with its uuid
@@ -137,7 +134,7 @@ def returned(core: Core, agent: AgentRecord, reported: list[pb.TaskStatus]) -> N
     core.log.info("agent.reachable_again", agent_id=agent.agent_id, restored=restored, killed=killed)
 
 
-def settle_lost(core: Core, agent: AgentRecord, reported: list[pb.TaskStatus]) -> None:
+def settle_lost(core: Core, agent: AgentRecord, reported: list[TaskStatus]) -> None:
     """At every re-registration (not only the first after the partition: a
     kill can be lost with a dropped stream or an agent restart): the
     set-aside tasks the agent still runs are killed (again), those it no
@@ -152,7 +149,7 @@ def settle_lost(core: Core, agent: AgentRecord, reported: list[pb.TaskStatus]) -
         if is_terminal(status.state):
             continue
         # It was told TASK_LOST and may have been replaced.
-        core.to_agent(agent, core.kill_message(key[0], key[1], task.info.kill_policy.grace_period_s))
+        core.to_agent(agent, core.kill_message(key[0], key[1], task.info.kill_grace_s))
         core.log.info("task.lost_killed", agent_id=agent.agent_id, framework_id=key[0], task_id=key[1])
 
 
@@ -171,8 +168,8 @@ def gone(core: Core, agent: AgentRecord) -> None:
         fw = core.state.frameworks.get(fw_id)
         if task is None or task.terminal or fw is None:
             continue
-        reason = pb.TaskStatus.REASON_AGENT_REMOVED
-        status = core.status_for(fw_id, task.info, pb.TASK_GONE, reason, message)
+        reason = Reason.REASON_AGENT_REMOVED
+        status = core.status_for(fw_id, task.info, TaskState.TASK_GONE, reason, message)
         core.apply_status(task, status)
         core.complete_task(fw, task)
         if partition_aware(fw):

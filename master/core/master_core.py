@@ -24,11 +24,19 @@ from corral.master.allocator import RoleInfo
 from corral.master.config import MasterConfig
 from corral.master.core import agents, frameworks, launch, liveness, offers, policy, reconciliation, tasks
 from corral.master.core.context import Core, Log, Refused
+from corral.master.core.domain import (
+    AgentInfo,
+    AgentMaintenance,
+    FrameworkInfo,
+    MasterInfo,
+    Operation,
+    RolePolicy,
+    TaskInfo,
+    TaskStatus,
+)
 from corral.master.core.effects import Effect
 from corral.master.core.records import FrameworkRecord, StreamId
 from corral.master.core.registration import register_agent
-from corral.proto import messages_pb2 as pb
-from corral.proto import operator_pb2, scheduler_pb2
 from corral.resources import Resources
 
 P = ParamSpec("P")
@@ -39,7 +47,7 @@ class MasterCore(Core):
     """The master's transitions (see the module docstring)."""
 
     def __init__(
-        self, config: MasterConfig, info: pb.MasterInfo, ids: Callable[[str], str], log: Log | None = None
+        self, config: MasterConfig, info: MasterInfo, ids: Callable[[str], str], log: Log | None = None
     ) -> None:
         super().__init__(config, info, ids, log)
 
@@ -61,10 +69,10 @@ class MasterCore(Core):
     def recover(
         self,
         now: float,
-        agents_: dict[str, pb.AgentInfo],
-        frameworks_: dict[str, pb.FrameworkInfo],
-        roles: dict[str, operator_pb2.RoleSummary],
-        maintenance: dict[str, operator_pb2.AgentMaintenance],
+        agents_: dict[str, AgentInfo],
+        frameworks_: dict[str, FrameworkInfo],
+        roles: dict[str, RolePolicy],
+        maintenance: dict[str, AgentMaintenance],
     ) -> list[Effect]:
         """Elected: what the registry holds (before any agent or framework connects)."""
         return self._run(now, agents.recover, self, agents_, frameworks_, roles, maintenance)[1]
@@ -92,12 +100,12 @@ class MasterCore(Core):
     def register_agent(
         self,
         now: float,
-        info: pb.AgentInfo,
+        info: AgentInfo,
         total: Resources,
-        tasks_: list[pb.TaskStatus],
-        frameworks_: list[pb.FrameworkInfo],
+        tasks_: list[TaskStatus],
+        frameworks_: list[FrameworkInfo],
         stream: StreamId,
-        task_infos: list[pb.TaskInfo] | None = None,
+        task_infos: list[TaskInfo] | None = None,
         principal: str = "",
         authenticated: bool = False,
     ) -> tuple[str, list[Effect]]:
@@ -121,13 +129,13 @@ class MasterCore(Core):
     def agent_disconnected(self, now: float, agent_id: str, stream: StreamId) -> list[Effect]:
         return self._run(now, agents.disconnected, self, agent_id, stream)[1]
 
-    def agent_status_updates(self, now: float, agent_id: str, statuses: list[pb.TaskStatus]) -> list[Effect]:
+    def agent_status_updates(self, now: float, agent_id: str, statuses: list[TaskStatus]) -> list[Effect]:
         return self._run(now, tasks.status_updates, self, agent_id, statuses)[1]
 
     # -- frameworks -------------------------------------------------------------------
 
     def subscribe(
-        self, now: float, info: pb.FrameworkInfo, stream: StreamId, principal: str = ""
+        self, now: float, info: FrameworkInfo, stream: StreamId, principal: str = ""
     ) -> tuple[FrameworkRecord, list[Effect]]:
         return self._run(now, frameworks.subscribe, self, info, stream, principal)
 
@@ -142,7 +150,7 @@ class MasterCore(Core):
         now: float,
         framework_id: str,
         offer_ids: list[str],
-        operations: list[scheduler_pb2.Operation],
+        operations: list[Operation],
         refuse_s: float | None,
     ) -> list[Effect]:
         return self._run(now, launch.accept, self, framework_id, offer_ids, operations, refuse_s)[1]
@@ -152,7 +160,7 @@ class MasterCore(Core):
     ) -> list[Effect]:
         return self._run(now, offers.decline, self, framework_id, offer_ids, refuse_s)[1]
 
-    def update_framework(self, now: float, framework_id: str, info: pb.FrameworkInfo) -> list[Effect]:
+    def update_framework(self, now: float, framework_id: str, info: FrameworkInfo) -> list[Effect]:
         return self._run(now, frameworks.update, self, framework_id, info)[1]
 
     def revive(self, now: float, framework_id: str, roles: tuple[str, ...] = ()) -> list[Effect]:

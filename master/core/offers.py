@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import math
 
-from corral.codec import resources_to_proto
 from corral.errors import CallError
 from corral.master.allocator.events import ResourcesRecovered
-from corral.master.core.context import Core, Event
+from corral.master.core import messages as msg
+from corral.master.core.context import Core
+from corral.master.core.domain import Offer
 from corral.master.core.records import OfferRecord
-from corral.proto import messages_pb2 as pb
 
 
 def allocate(core: Core) -> int:
     """One allocation cycle at ``core.now``; returns how many offers were made."""
-    by_framework: dict[str, list[pb.Offer]] = {}
+    by_framework: dict[str, list[Offer]] = {}
     for alloc in core.allocator.allocate(core.now):
         fw = core.state.frameworks.get(alloc.framework_id)
         agent = core.state.agents.get(alloc.agent_id)
@@ -34,19 +34,18 @@ def allocate(core: Core) -> int:
         fw.offers.add(offer_id)
         agent.offers.add(offer_id)
         by_framework.setdefault(fw.framework_id, []).append(
-            pb.Offer(
-                id=offer_id,
-                framework_id=fw.framework_id,
-                agent_id=agent.agent_id,
-                hostname=agent.info.hostname,
-                resources=resources_to_proto(alloc.resources),
-                attributes=agent.info.attributes,
-                role=alloc.role,
+            Offer(
+                offer_id,
+                fw.framework_id,
+                agent.agent_id,
+                agent.info.hostname,
+                alloc.resources,
+                agent.info.attributes,
+                alloc.role,
             )
         )
     for fw_id, offers in by_framework.items():
-        event = Event(type=Event.OFFERS, offers=Event.Offers(offers=offers))
-        core.to_framework(core.state.frameworks[fw_id], event)
+        core.to_framework(core.state.frameworks[fw_id], msg.Offers(tuple(offers)))
     count = sum(len(o) for o in by_framework.values())
     if count:
         core.log.debug("offers.sent", offers=count, frameworks=len(by_framework))

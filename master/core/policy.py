@@ -12,16 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from corral.codec import quantities_from_proto, quantities_to_proto, resources_from_proto, resources_to_proto
 from corral.errors import CallError
 from corral.master.allocator import Allocator, AllocatorError, RoleInfo
 from corral.master.allocator import Reason as Why
 from corral.master.allocator.events import AgentDraining, QuotaSet, Reserved, RoleWeight, Unreserved
 from corral.master.allocator.roles import check_role
 from corral.master.core.context import Core
+from corral.master.core.domain import AgentMaintenance, RolePolicy
 from corral.master.core.records import MAINTENANCE, ROLES, AgentRecord, role_key
-from corral.proto import operator_pb2
-from corral.resources import ResourceError, Resources, limit_text
+from corral.resources import Resources, limit_text
 
 
 def explain(core: Core, framework_id: str) -> list[Why]:
@@ -134,17 +133,15 @@ def drain_agent(core: Core, agent_id: str, draining: bool = True) -> None:
     core.allocate_soon()
 
 
-def restore_role(core: Core, summary: operator_pb2.RoleSummary) -> None:
+def restore_role(core: Core, summary: RolePolicy) -> None:
     """Weights and quota an earlier leader recorded; forced, as they were
     accepted then (the cluster may not have re-registered yet)."""
     try:
-        if summary.weight and summary.weight != 1.0:
+        if summary.weight != 1.0:
             core.allocator.handle(RoleWeight(summary.role, summary.weight))
-        guarantee = resources_from_proto(summary.guarantee)
-        limit = quantities_from_proto(summary.limit) if summary.has_limit else None
-        if guarantee or limit is not None:
-            core.allocator.handle(QuotaSet(summary.role, guarantee, limit, force=True))
-    except (AllocatorError, ResourceError) as e:
+        if summary.guarantee or summary.limit is not None:
+            core.allocator.handle(QuotaSet(summary.role, summary.guarantee, summary.limit, force=True))
+    except AllocatorError as e:
         core.log.warning("registry.bad_role", role=summary.role, error=str(e))
 
 
@@ -156,14 +153,8 @@ def record_role(core: Core, role: str) -> None:
         if info.weight == 1.0 and not info.guarantee and info.limit is None:
             core.record(ROLES, role_key(role), None)
             return
-        summary = operator_pb2.RoleSummary(
-            role=role,
-            weight=info.weight,
-            guarantee=resources_to_proto(info.guarantee),
-            limit=quantities_to_proto(info.limit_quantities or {}),
-            has_limit=info.limit_quantities is not None,
-        )
-        core.record(ROLES, role_key(role), summary.SerializeToString())
+        limit = None if info.limit_quantities is None else dict(info.limit_quantities)
+        core.record(ROLES, role_key(role), RolePolicy(role, info.weight, info.guarantee, limit))
 
 
 def record_maintenance(core: Core, agent: AgentRecord) -> None:
@@ -174,15 +165,10 @@ def record_maintenance(core: Core, agent: AgentRecord) -> None:
     if not draining and not agent.dynamic_reserved and not since:
         core.record(MAINTENANCE, agent.agent_id, None)
         return
-    record = operator_pb2.AgentMaintenance(
-        draining=draining,
-        reservations=resources_to_proto(agent.dynamic_reserved),
-        unreachable_since=since,
-    )
-    core.record(MAINTENANCE, agent.agent_id, record.SerializeToString())
+    core.record(MAINTENANCE, agent.agent_id, AgentMaintenance(draining, agent.dynamic_reserved, since))
 
 
-def restore_maintenance(core: Core, agent: AgentRecord, record: operator_pb2.AgentMaintenance) -> None:
+def restore_maintenance(core: Core, agent: AgentRecord, record: AgentMaintenance) -> None:
     """What an earlier leader recorded about an agent: before its tasks come back,
     so the resources they use are reserved again when they are adopted."""
     if record.unreachable_since > 0:
@@ -193,9 +179,8 @@ def restore_maintenance(core: Core, agent: AgentRecord, record: operator_pb2.Age
     if record.draining:  # first, and on its own: a refused reservation must not undo it
         core.allocator.handle(AgentDraining(agent.agent_id, True))
     try:
-        reserved = resources_from_proto(record.reservations)
-        if reserved:
-            core.allocator.handle(Reserved(agent.agent_id, reserved))
-            agent.dynamic_reserved = reserved
-    except (AllocatorError, ResourceError) as e:
+        if record.reservations:
+            core.allocator.handle(Reserved(agent.agent_id, record.reservations))
+            agent.dynamic_reserved = record.reservations
+    except AllocatorError as e:
         core.log.warning("registry.bad_maintenance", agent_id=agent.agent_id, error=str(e))

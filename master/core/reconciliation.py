@@ -11,10 +11,11 @@ premature ``TASK_UNKNOWN`` would make the framework launch the task twice.
 
 from __future__ import annotations
 
-from corral.codec import Reason, State
+import dataclasses
+
 from corral.master.core.context import Core
+from corral.master.core.domain import Reason, TaskInfo, TaskState, TaskStatus
 from corral.master.core.records import FrameworkRecord, TaskRecord, partition_aware
-from corral.proto import messages_pb2 as pb
 
 #: questions kept for the end of the re-registration window, over all frameworks
 MAX_DEFERRED_RECONCILE = 100_000
@@ -23,7 +24,7 @@ MAX_DEFERRED_RECONCILE = 100_000
 def reconcile(core: Core, framework_id: str, tasks: list[tuple[str, str]]) -> None:
     """Send the latest state of the named tasks (``(task_id, agent_id)``), or of every live task."""
     fw = core.framework(framework_id)
-    out: list[pb.TaskStatus] = []
+    out: list[TaskStatus] = []
     if not tasks:
         records = list(fw.tasks.values())
         # Tasks set aside as lost while their agent is away (master/core/liveness.py)
@@ -63,24 +64,24 @@ def _latest(fw: FrameworkRecord, task_id: str) -> TaskRecord | None:
     return fw.tasks.get(task_id) or next((t for t in reversed(fw.completed) if t.task_id == task_id), None)
 
 
-def _unknown(core: Core, framework_id: str, task_id: str, agent_id: str) -> pb.TaskStatus:
+def _unknown(core: Core, framework_id: str, task_id: str, agent_id: str) -> TaskStatus:
     """The answer about a task this master does not know."""
     agent = core.state.agents.get(agent_id)
     aware = partition_aware(core.state.frameworks.get(framework_id))
-    state: State = pb.TASK_UNKNOWN
-    reason: Reason = pb.TaskStatus.REASON_RECONCILIATION
+    state = TaskState.TASK_UNKNOWN
+    reason = Reason.REASON_RECONCILIATION
     message = "task is not known to the master"
     if agent is not None and agent.gone:
-        state = pb.TASK_GONE if aware else pb.TASK_LOST
-        reason = pb.TaskStatus.REASON_AGENT_REMOVED
+        state = TaskState.TASK_GONE if aware else TaskState.TASK_LOST
+        reason = Reason.REASON_AGENT_REMOVED
         message = f"agent {agent_id} was unreachable for too long and is gone"
     elif agent is not None and agent.unreachable:
         # Its agent was admitted but did not come back after a failover:
         # the task may still run there (Mesos answers the same).
-        state = pb.TASK_UNREACHABLE if aware else pb.TASK_LOST
-        reason = pb.TaskStatus.REASON_AGENT_DISCONNECTED
+        state = TaskState.TASK_UNREACHABLE if aware else TaskState.TASK_LOST
+        reason = Reason.REASON_AGENT_DISCONNECTED
         message = f"agent {agent_id} did not re-register after the master failed over"
-    info = pb.TaskInfo(task_id=task_id, agent_id=agent_id)
+    info = TaskInfo(task_id=task_id, agent_id=agent_id)
     return core.status_for(framework_id, info, state, reason, message)
 
 
@@ -102,14 +103,12 @@ def answer_deferred(core: Core) -> None:
         core.send_updates(fw, [status])
 
 
-def reconciled(core: Core, status: pb.TaskStatus) -> pb.TaskStatus:
+def reconciled(core: Core, status: TaskStatus) -> TaskStatus:
     """A task's latest status as a reconciliation answer."""
-    copy = pb.TaskStatus()
-    copy.CopyFrom(status)
-    if copy.state == pb.TASK_UNREACHABLE and not partition_aware(
-        core.state.frameworks.get(copy.framework_id)
+    state = status.state
+    if state == TaskState.TASK_UNREACHABLE and not partition_aware(
+        core.state.frameworks.get(status.framework_id)
     ):
-        copy.state = pb.TASK_LOST  # what it was told (master/core/liveness.py)
-    copy.reason = pb.TaskStatus.REASON_RECONCILIATION
-    copy.uuid = b""  # reconciliation answers need no acknowledgement
-    return copy
+        state = TaskState.TASK_LOST  # what it was told (master/core/liveness.py)
+    # reconciliation answers need no acknowledgement: no uuid
+    return dataclasses.replace(status, state=state, reason=Reason.REASON_RECONCILIATION, uuid=b"")

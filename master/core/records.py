@@ -1,8 +1,8 @@
 """The master's in-memory model: agents, frameworks, tasks and offers.
 
-Records hold domain values (Resources, ids, times, stream ids) plus the
-protobuf payloads the master forwards unchanged (TaskInfo, FrameworkInfo, the
-latest TaskStatus; see docs/architecture.md, "Master core"). A connection is
+Records hold domain values (``domain.py``: infos, statuses, Resources, ids,
+times, stream ids; a task's full TaskInfo only as the bytes the master
+forwards, see docs/architecture.md, "Master core"). A connection is
 named by a stream id the runtime hands in (``master/master.py`` owns the
 outboxes): the model holds no queue and nothing asyncio. Lookups that can fail
 return None; the transitions decide what that means to the caller
@@ -15,8 +15,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from corral.codec import is_terminal
-from corral.proto import messages_pb2 as pb
+from corral.master.core.domain import AgentInfo, Capability, FrameworkInfo, TaskInfo, TaskStatus, is_terminal
 from corral.resources import Resources
 
 #: Completed tasks and frameworks kept for operators, per framework / overall.
@@ -46,9 +45,9 @@ class TaskRecord:
     task_id: str
     framework_id: str
     agent_id: str
-    info: pb.TaskInfo
+    info: TaskInfo
     resources: Resources
-    status: pb.TaskStatus
+    status: TaskStatus
     launched_at: float
     #: uuid of the latest status the framework has not acknowledged yet
     unacked_uuid: bytes = b""
@@ -73,7 +72,7 @@ class OfferRecord:
 @dataclass
 class AgentRecord:
     agent_id: str
-    info: pb.AgentInfo
+    info: AgentInfo
     total: Resources
     registered_at: float
     last_heartbeat: float
@@ -106,7 +105,7 @@ class AgentRecord:
 @dataclass
 class FrameworkRecord:
     framework_id: str
-    info: pb.FrameworkInfo
+    info: FrameworkInfo
     registered_at: float
     #: its open stream (None: disconnected)
     stream: StreamId | None
@@ -120,7 +119,7 @@ class FrameworkRecord:
 
 
 def partition_aware(fw: FrameworkRecord | None) -> bool:
-    return fw is not None and pb.FrameworkInfo.PARTITION_AWARE in fw.info.capabilities
+    return fw is not None and Capability.PARTITION_AWARE in fw.info.capabilities
 
 
 @dataclass

@@ -10,26 +10,29 @@ an agent that was unreachable is told which of its tasks to kill
 
 from __future__ import annotations
 
+import dataclasses
+
 from corral.errors import CallError
 from corral.master.allocator import AllocatorError
 from corral.master.allocator.events import AgentActivated, AgentAdded, AgentUpdated, Reserved, ResourcesUsed
 from corral.master.core import liveness
+from corral.master.core import messages as msg
 from corral.master.core.adoption import adopt_tasks, shutdown_dead_frameworks
-from corral.master.core.context import Core, MasterMessage
+from corral.master.core.context import Core
+from corral.master.core.domain import AgentInfo, FrameworkInfo, Reason, TaskInfo, TaskState, TaskStatus
 from corral.master.core.policy import record_maintenance
 from corral.master.core.records import AGENTS, AgentRecord, StreamId
-from corral.proto import messages_pb2 as pb
 from corral.resources import Resources
 
 
 def register_agent(
     core: Core,
-    info: pb.AgentInfo,
+    info: AgentInfo,
     total: Resources,
-    tasks: list[pb.TaskStatus],
-    frameworks: list[pb.FrameworkInfo],
+    tasks: list[TaskStatus],
+    frameworks: list[FrameworkInfo],
     stream: StreamId,
-    task_infos: list[pb.TaskInfo] | None = None,
+    task_infos: list[TaskInfo] | None = None,
     principal: str = "",
     authenticated: bool = False,
 ) -> str:
@@ -43,15 +46,14 @@ def register_agent(
     agent_id = info.id
     existing = core.state.agents.get(agent_id) if agent_id else None
     _check_admission(core, existing, agent_id, principal, authenticated)
-    info.principal = principal
+    info = dataclasses.replace(info, principal=principal)
     if existing is not None:
         _reregister(core, existing, info, total, tasks, frameworks, stream, task_infos or [])
         existing.recovered = False
     else:
         if not agent_id:
             agent_id = f"{core.info.id}-S{next(core.agent_seq)}"
-        stored = pb.AgentInfo()
-        stored.CopyFrom(info)
+        stored = dataclasses.replace(info, id=agent_id)
         # Tasks this master did not launch are adopted only from an agent that
         # had an id (it ran under an earlier leader) and only in the
         # re-registration window after this master began: later, a "new"
@@ -59,9 +61,8 @@ def register_agent(
         # injection (security review), and they are killed instead.
         returning = bool(info.id) and core.now < core.recovered_at
         record = AgentRecord(agent_id, stored, total, core.now, core.now, stream, recovered=returning)
-        record.info.id = agent_id
         core.state.agents[agent_id] = record
-        core.record(AGENTS, agent_id, stored.SerializeToString())
+        core.record(AGENTS, agent_id, stored)
         used = adopt_tasks(core, record, tasks, frameworks, task_infos or [])
         record.recovered = False
         core.allocator.handle(AgentAdded(agent_id, total, used))
@@ -73,10 +74,8 @@ def register_agent(
             adopted_tasks=len(record.tasks),
         )
     agent = core.state.agents[agent_id]
-    registered = MasterMessage.Registered(
-        agent_id=agent_id, heartbeat_interval_s=core.config.agent_heartbeat_interval_s, master_info=core.info
-    )
-    core.to_agent(agent, MasterMessage(registered=registered))
+    registered = msg.Registered(agent_id, core.config.agent_heartbeat_interval_s, core.info)
+    core.to_agent(agent, registered)
     shutdown_dead_frameworks(core, agent, tasks)
     core.allocate_soon()
     return agent_id
@@ -118,12 +117,12 @@ def _check_admission(
 def _reregister(
     core: Core,
     agent: AgentRecord,
-    info: pb.AgentInfo,
+    info: AgentInfo,
     total: Resources,
-    tasks: list[pb.TaskStatus],
-    frameworks: list[pb.FrameworkInfo],
+    tasks: list[TaskStatus],
+    frameworks: list[FrameworkInfo],
     stream: StreamId,
-    task_infos: list[pb.TaskInfo],
+    task_infos: list[TaskInfo],
 ) -> None:
     if agent.stream is not None and agent.stream != stream:
         core.close(agent.stream)
@@ -132,9 +131,9 @@ def _reregister(
     agent.last_heartbeat = core.now
     agent.reregister_deadline = None
     was_unreachable, agent.unreachable = agent.unreachable, False
-    if agent.info.SerializeToString() != info.SerializeToString():
-        core.record(AGENTS, agent.agent_id, info.SerializeToString())
-    agent.info.CopyFrom(info)
+    if agent.info != info:
+        core.record(AGENTS, agent.agent_id, info)
+    agent.info = info
     if total != agent.total:
         _resources_changed(core, agent, total)
     reported = {(t.framework_id, t.task_id) for t in tasks}
@@ -145,8 +144,8 @@ def _reregister(
         if task is not None and not task.terminal:
             core.master_update(
                 task,
-                pb.TASK_LOST,
-                pb.TaskStatus.REASON_AGENT_RESTARTED,
+                TaskState.TASK_LOST,
+                Reason.REASON_AGENT_RESTARTED,
                 "the agent re-registered without this task",
             )
     new = [

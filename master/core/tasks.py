@@ -8,20 +8,20 @@ itself, so the agent stops retrying it.
 
 from __future__ import annotations
 
-from corral.codec import is_terminal
 from corral.errors import CallError
-from corral.master.core.context import Core, MasterMessage
+from corral.master.core import messages as msg
+from corral.master.core.context import Core
+from corral.master.core.domain import TaskStatus, is_terminal
 from corral.master.core.frameworks import maybe_finish_teardown
 from corral.master.core.liveness import release_lost
-from corral.proto import messages_pb2 as pb
 
 
-def status_updates(core: Core, agent_id: str, statuses: list[pb.TaskStatus]) -> None:
+def status_updates(core: Core, agent_id: str, statuses: list[TaskStatus]) -> None:
     agent = core.state.agents.get(agent_id)
     if agent is None:
         return
-    forward: dict[str, list[pb.TaskStatus]] = {}
-    self_acks: list[pb.TaskStatus] = []
+    forward: dict[str, list[TaskStatus]] = {}
+    self_acks: list[TaskStatus] = []
     for status in statuses:
         key = (status.framework_id, status.task_id)
         if key in agent.lost_tasks:
@@ -44,7 +44,7 @@ def status_updates(core: Core, agent_id: str, statuses: list[pb.TaskStatus]) -> 
                 "status.ignored",
                 task_id=status.task_id,
                 from_agent=agent_id,
-                state=pb.TaskState.Name(status.state),
+                state=status.state.name,
             )
             self_acks.append(status)
             continue
@@ -81,9 +81,7 @@ def kill(core: Core, framework_id: str, task_id: str, grace_s: float = 0.0) -> N
             f"kill.task_id: the agent of task {task_id!r} is disconnected; "
             "the kill will not reach it now, retry when it is back",
         )
-    core.to_agent(
-        agent, core.kill_message(framework_id, task_id, grace_s or task.info.kill_policy.grace_period_s)
-    )
+    core.to_agent(agent, core.kill_message(framework_id, task_id, grace_s or task.info.kill_grace_s))
 
 
 def operator_kill(core: Core, task_id: str, framework_id: str = "") -> None:
@@ -101,7 +99,7 @@ def operator_kill(core: Core, task_id: str, framework_id: str = "") -> None:
 def acknowledge(core: Core, framework_id: str, acks: list[tuple[str, str, bytes]]) -> None:
     """Forward acknowledgements ``(agent_id, task_id, uuid)`` to their agents."""
     fw = core.framework(framework_id)
-    by_agent: dict[str, list[MasterMessage.Acknowledgements.Ack]] = {}
+    by_agent: dict[str, list[msg.Ack]] = {}
     for named_agent, task_id, ack_uuid in acks:
         task = fw.tasks.get(task_id)
         # The task's own agent, whatever the call says: a framework must
@@ -111,10 +109,8 @@ def acknowledge(core: Core, framework_id: str, acks: list[tuple[str, str, bytes]
             task.unacked_uuid = b""
             if task.terminal:
                 core.complete_task(fw, task)
-        by_agent.setdefault(agent_id, []).append(
-            MasterMessage.Acknowledgements.Ack(task_id=task_id, uuid=ack_uuid, framework_id=framework_id)
-        )
+        by_agent.setdefault(agent_id, []).append(msg.Ack(task_id, ack_uuid, framework_id))
     for agent_id, items in by_agent.items():
         agent = core.state.agents.get(agent_id)
         if agent is not None:
-            core.to_agent(agent, MasterMessage(acknowledgements=MasterMessage.Acknowledgements(acks=items)))
+            core.to_agent(agent, msg.Acknowledgements(tuple(items)))

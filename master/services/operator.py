@@ -19,6 +19,8 @@ from corral.codec import (
 )
 from corral.errors import CallError
 from corral.identity import Principal
+from corral.master import wire
+from corral.master.core.domain import TaskState
 from corral.master.core.records import FrameworkRecord, TaskRecord
 from corral.master.leadership import Leadership
 from corral.master.master import Master
@@ -40,9 +42,9 @@ async def _fail(context: Ctx[object, object], err: CallError) -> None:
 
 def _task_summary(task: TaskRecord) -> op.TaskSummary:
     return op.TaskSummary(
-        task_info=task.info,
+        task_info=wire.task_to_pb(task.info),
         framework_id=task.framework_id,
-        status=task.status,
+        status=wire.status_to_pb(task.status),
         launched_time=task.launched_at,
     )
 
@@ -56,7 +58,7 @@ def _fw_summary(master: Master, fw: FrameworkRecord) -> op.FrameworkSummary:
     for offer_id in fw.offers:
         offered = offered + master.state.offers[offer_id].resources
     return op.FrameworkSummary(
-        framework_info=fw.info,
+        framework_info=wire.framework_to_pb(fw.info),
         connected=fw.connected,
         active=not fw.suppressed,
         allocated=resources_to_proto(used + offered),
@@ -98,8 +100,8 @@ def exec_request_problem(
             f"task_id: {request.task_id!r} names a task in several frameworks ({frameworks}): give one",
         )
     state = tasks[0].status.state
-    if state != pb.TASK_RUNNING:
-        name = pb.TaskState.Name(state)
+    if state != TaskState.TASK_RUNNING:
+        name = state.name
         return grpc.StatusCode.FAILED_PRECONDITION, (
             f"task {request.task_id!r} is {name}: only a running task can be entered"
         )
@@ -162,10 +164,8 @@ class OperatorService(operator_pb2_grpc.OperatorServicer):
         for agent in sorted(state.agents.values(), key=lambda a: a.agent_id):
             used = state.used_on_agent(agent.agent_id)
             offered = state.offered_on_agent(agent.agent_id)
-            info = agent.info
+            info = wire.agent_to_pb(agent.info)
             if not operator:
-                info = pb.AgentInfo()
-                info.CopyFrom(agent.info)
                 info.ClearField("work_dir")
                 info.ClearField("principal")
             out.append(

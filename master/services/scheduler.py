@@ -23,6 +23,7 @@ import structlog
 from corral.errors import CallError
 from corral.identity import Principal
 from corral.malformed import Malformed
+from corral.master import wire
 from corral.master.call_validation import validate_call_size
 from corral.master.leadership import Leadership
 from corral.master.master import Master, MasterConfig
@@ -277,7 +278,7 @@ def dispatch_call(m: Master, framework_id: str, call: Call) -> None:
         case Call.TEARDOWN:
             m.teardown(framework_id)
         case Call.UPDATE_FRAMEWORK:
-            m.update_framework(framework_id, call.update_framework.framework_info)
+            m.update_framework(framework_id, wire.framework_from_pb(call.update_framework.framework_info))
         case Call.SUBSCRIBE:
             raise CallError("FAILED_PRECONDITION", "already subscribed on this stream")
         case _:

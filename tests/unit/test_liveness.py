@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from test_master_core import Clock, _agent, _launch, _offers, _RegistryStub, drain
 
 from corral.codec import resources_from_proto
+from corral.master import wire
 from corral.master.core.liveness import unreachable_budget
 from corral.master.master import Master, MasterConfig
 from corral.master.streams import Outbox
@@ -124,7 +125,7 @@ def test_an_unreachable_agent_that_comes_back(aware: bool) -> None:
     record = master.state.agents[agent_id]
     outbox: Outbox[object] = Outbox()
     running = pb.TaskStatus(task_id="t1", framework_id=fw_id, agent_id=agent_id, state=pb.TASK_RUNNING)
-    master.register_agent(record.info, record.total, [running], [], outbox)
+    master.register_agent(wire.agent_to_pb(record.info), record.total, [running], [], outbox)
     kills = [
         m.kill_task.task_id
         for m in drain(outbox)
@@ -150,7 +151,7 @@ def test_an_agent_unreachable_for_too_long_is_gone(aware: bool) -> None:
     record = master.state.agents[agents[1][0]]
     assert record.gone
     with pytest.raises(Exception, match="is gone"):
-        master.register_agent(record.info, record.total, [], [], Outbox())
+        master.register_agent(wire.agent_to_pb(record.info), record.total, [], [], Outbox())
 
 
 @pytest.mark.parametrize("aware", [True, False])
@@ -181,7 +182,7 @@ def test_a_framework_told_lost_may_reuse_the_task_id_and_the_old_task_is_killed_
     record = master.state.agents[away]
     outbox: Outbox[object] = Outbox()
     running = pb.TaskStatus(task_id="t1", framework_id=fw_id, agent_id=away, state=pb.TASK_RUNNING)
-    master.register_agent(record.info, record.total, [running], [], outbox)
+    master.register_agent(wire.agent_to_pb(record.info), record.total, [running], [], outbox)
     kills = [m for m in drain(outbox) if isinstance(m, agent_pb2.MasterMessage) and m.HasField("kill_task")]
     assert [m.kill_task.task_id for m in kills] == ["t1"]
     others = [m for m in drain(agents[0][1]) if isinstance(m, agent_pb2.MasterMessage)]
@@ -246,14 +247,14 @@ def test_a_set_aside_task_is_killed_again_at_every_return_until_it_ends() -> Non
     running = pb.TaskStatus(task_id="t1", framework_id=fw_id, agent_id=away, state=pb.TASK_RUNNING)
     for _ in range(2):  # the first kill is lost with the stream; it comes back still running
         outbox: Outbox[object] = Outbox()
-        master.register_agent(record.info, record.total, [running], [], outbox)
+        master.register_agent(wire.agent_to_pb(record.info), record.total, [running], [], outbox)
         kills = [
             m for m in drain(outbox) if isinstance(m, agent_pb2.MasterMessage) and m.HasField("kill_task")
         ]
         assert [m.kill_task.task_id for m in kills] == ["t1"]
         master.agent_disconnected(away, outbox)
     # Back once more without it (it ended while away): its resources return.
-    master.register_agent(record.info, record.total, [], [], Outbox())
+    master.register_agent(wire.agent_to_pb(record.info), record.total, [], [], Outbox())
     assert not record.lost_tasks
     assert not master.state.used_on_agent(away)
 

@@ -2,9 +2,11 @@
 
 Three checks, each shown to be able to fail on a planted example:
 * no module of ``master/core/`` imports asyncio, grpc, kazoo, time (or any
-  other clock, socket, thread or log sink) or a module of the runtime;
+  other clock, socket, thread or log sink), protobuf (``google.protobuf``,
+  the generated ``corral.proto`` modules, the ``corral.codec`` conversions)
+  or a module of the runtime or the edge (``master/wire.py``, ``validation.py``);
 * importing the core, transitively, loads none of asyncio, grpc, kazoo,
-  structlog or socket (checked in a fresh interpreter);
+  structlog, socket or protobuf (checked in a fresh interpreter);
 * the graph of imports between ``corral.master`` modules (TYPE_CHECKING
   imports included: a cycle there is still a back-reference) has no cycle.
 """
@@ -32,7 +34,10 @@ FORBIDDEN = {
     "uuid",
     "structlog",
     "datetime",
+    "google",  # google.protobuf: the core's records are dataclasses (master/wire.py converts)
 }
+#: protobuf under corral's name: the generated messages and their conversions
+PROTOBUF = {"corral.proto", "corral.codec"}
 #: runtime modules of the master the core must not reach back into
 RUNTIME = {
     "corral.master.master",
@@ -46,6 +51,10 @@ RUNTIME = {
     "corral.master.audit",
     "corral.master.authz",
     "corral.master.metrics",
+    # the edge: protobuf to and from the core's values
+    "corral.master.wire",
+    "corral.master.validation",
+    "corral.master.call_validation",
 }
 
 
@@ -72,7 +81,7 @@ def impurities(source: str, name: str = "corral.master.core.x") -> list[str]:
     bad = []
     for line, module in _imports(source, package):
         top = module.split(".")[0]
-        if top in FORBIDDEN or any(module == r or module.startswith(r + ".") for r in RUNTIME):
+        if top in FORBIDDEN or any(module == r or module.startswith(r + ".") for r in RUNTIME | PROTOBUF):
             bad.append(f"{name}:{line} imports {module}")
     return sorted(set(bad))
 
@@ -126,6 +135,12 @@ def test_the_purity_check_can_fail() -> None:
     assert impurities("from corral.master.master import Master\n")
     assert impurities("if TYPE_CHECKING:\n    from corral.master.master import Master\n")
     assert impurities("from .. import registry\n")
+    assert impurities("from corral.proto import messages_pb2 as pb\n")
+    assert impurities("import corral.proto.scheduler_pb2\n")
+    assert impurities("from google.protobuf import message\n")
+    assert impurities("from corral.codec import resources_from_proto\n")
+    assert impurities("from corral.master import wire\n")
+    assert impurities("from corral.master.validation import validate_task\n")
     assert not impurities("from corral.master.core.records import AgentRecord\n")
 
 
@@ -140,7 +155,8 @@ def test_importing_the_core_loads_no_io_library() -> None:
     probe = (
         "import sys; import corral.master.core.master_core; "
         "print(' '.join(sorted({m.split('.')[0] for m in sys.modules} "
-        "& {'asyncio', 'grpc', 'kazoo', 'structlog', 'socket'})))"
+        "& {'asyncio', 'grpc', 'kazoo', 'structlog', 'socket', 'google'})), "
+        "' '.join(sorted(m for m in sys.modules if m.startswith(('corral.proto', 'corral.codec')))))"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.split() == [], f"importing the core loaded: {out.stdout}"

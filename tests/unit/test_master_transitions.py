@@ -19,8 +19,10 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from corral.codec import resources_to_proto
 from corral.errors import CallError
+from corral.master import wire
 from corral.master.config import MasterConfig
 from corral.master.core.context import Refused
+from corral.master.core.domain import MasterInfo
 from corral.master.core.effects import (
     AgentLeft,
     AllocateSoon,
@@ -44,15 +46,19 @@ CONFIG = MasterConfig(agent_reregister_timeout_s=0, agent_heartbeat_interval_s=1
 
 def _core() -> MasterCore:
     ids = (f"id{n}" for n in itertools.count(1))
-    return MasterCore(CONFIG, pb.MasterInfo(id="m", start_time=1000.0), lambda prefix: prefix + next(ids))
+    return MasterCore(CONFIG, MasterInfo(id="m", start_time=1000.0), lambda prefix: prefix + next(ids))
 
 
 def _events(effects: list[Effect], stream: int) -> list[Event]:
-    return [e.event for e in effects if isinstance(e, SendToFramework) and e.stream == stream]
+    return [
+        wire.event_to_pb(e.event) for e in effects if isinstance(e, SendToFramework) and e.stream == stream
+    ]
 
 
 def _offers(effects: list[Effect]) -> list[pb.Offer]:
-    return [o for e in effects if isinstance(e, SendToFramework) for o in e.event.offers.offers]
+    return [
+        o for e in effects if isinstance(e, SendToFramework) for o in wire.event_to_pb(e.event).offers.offers
+    ]
 
 
 def _task(task_id: str, cpus: float = 0.5, mem: int = 64) -> pb.TaskInfo:
@@ -70,21 +76,22 @@ def _launch(task: pb.TaskInfo) -> Operation:
 
 def test_subscribe_answers_on_its_stream_and_records_the_framework() -> None:
     core = _core()
-    fw, effects = core.subscribe(1000.0, pb.FrameworkInfo(name="fw"), stream=7)
+    fw, effects = core.subscribe(1000.0, wire.framework_from_pb(pb.FrameworkInfo(name="fw")), stream=7)
     assert [e.type for e in _events(effects, 7)] == [Event.SUBSCRIBED]
-    assert WriteRegistry(FRAMEWORKS, fw.framework_id, fw.info.SerializeToString()) in effects
+    assert WriteRegistry(FRAMEWORKS, fw.framework_id, fw.info) in effects
     assert AllocateSoon() in effects
     assert all(dataclasses.is_dataclass(e) and e.__dataclass_params__.frozen for e in effects)  # type: ignore[attr-defined]
 
 
 def test_a_second_subscription_ends_the_first_stream() -> None:
     core = _core()
-    fw, _ = core.subscribe(1000.0, pb.FrameworkInfo(name="fw"), stream=1)
+    fw, _ = core.subscribe(1000.0, wire.framework_from_pb(pb.FrameworkInfo(name="fw")), stream=1)
     info = pb.FrameworkInfo(name="fw", id=fw.framework_id)
-    _, effects = core.subscribe(1001.0, info, stream=2)
+    _, effects = core.subscribe(1001.0, wire.framework_from_pb(info), stream=2)
     old = _events(effects, 1)
     assert [e.error.code for e in old] == ["ABORTED"]
-    assert effects.index(CloseStream(1)) > effects.index(SendToFramework(1, old[0]))
+    sent = next(i for i, e in enumerate(effects) if isinstance(e, SendToFramework) and e.stream == 1)
+    assert effects.index(CloseStream(1)) > sent
     assert [e.type for e in _events(effects, 2)] == [Event.SUBSCRIBED]
     # the old stream's end, reported later, changes nothing
     assert core.framework_disconnected(1002.0, fw.framework_id, stream=1) == []
@@ -93,12 +100,15 @@ def test_a_second_subscription_ends_the_first_stream() -> None:
 
 def test_offers_are_made_at_now_and_a_lost_agent_rescinds_them() -> None:
     core = _core()
-    agent_id, effects = core.register_agent(1000.0, pb.AgentInfo(hostname="a"), TOTAL, [], [], stream=3)
+    agent_id, effects = core.register_agent(
+        1000.0, wire.agent_from_pb(pb.AgentInfo(hostname="a")), TOTAL, [], [], stream=3
+    )
     assert any(isinstance(e, WriteRegistry) and e.kind == AGENTS and e.key == agent_id for e in effects)
     assert any(
-        isinstance(e, SendToAgent) and e.stream == 3 and e.message.HasField("registered") for e in effects
+        isinstance(e, SendToAgent) and e.stream == 3 and wire.command_to_pb(e.message).HasField("registered")
+        for e in effects
     )
-    core.subscribe(1000.0, pb.FrameworkInfo(name="fw"), stream=4)
+    core.subscribe(1000.0, wire.framework_from_pb(pb.FrameworkInfo(name="fw")), stream=4)
     count, effects = core.allocate(1005.0)
     (offer,) = _offers(effects)
     assert count == 1
@@ -114,7 +124,7 @@ def test_offers_are_made_at_now_and_a_lost_agent_rescinds_them() -> None:
 
 def test_a_refused_call_carries_the_effects_made_before_the_refusal() -> None:
     core = _core()
-    fw, _ = core.subscribe(1000.0, pb.FrameworkInfo(name="fw"), stream=1)
+    fw, _ = core.subscribe(1000.0, wire.framework_from_pb(pb.FrameworkInfo(name="fw")), stream=1)
     with pytest.raises(Refused) as refused:
         core.accept(1001.0, fw.framework_id, ["no-such-offer"], [], None)
     assert isinstance(refused.value, CallError)
@@ -125,15 +135,76 @@ def test_a_refused_call_carries_the_effects_made_before_the_refusal() -> None:
 
 def test_a_launch_on_a_rescinded_offer_is_dropped_not_sent() -> None:
     core = _core()
-    agent_id, _ = core.register_agent(1000.0, pb.AgentInfo(hostname="a"), TOTAL, [], [], stream=3)
-    fw, _ = core.subscribe(1000.0, pb.FrameworkInfo(name="fw"), stream=4)
+    agent_id, _ = core.register_agent(
+        1000.0, wire.agent_from_pb(pb.AgentInfo(hostname="a")), TOTAL, [], [], stream=3
+    )
+    fw, _ = core.subscribe(1000.0, wire.framework_from_pb(pb.FrameworkInfo(name="fw")), stream=4)
     (offer,) = _offers(core.allocate(1001.0)[1])
     core.drain_agent(1002.0, agent_id)  # rescinds the offer
-    effects = core.accept(1003.0, fw.framework_id, [offer.id], [_launch(_task("t1"))], None)
+    effects = core.accept(
+        1003.0, fw.framework_id, [offer.id], [wire.operation_from_pb(_launch(_task("t1")), 0)], None
+    )
     (update,) = _events(effects, 4)
     assert update.update.status.state == pb.TASK_DROPPED
     assert not [e for e in effects if isinstance(e, SendToAgent)]
     assert core.state.task(fw.framework_id, "t1") is None
+
+
+def test_updates_carry_the_labels_the_task_was_launched_with_not_the_agents() -> None:
+    core = _core()
+    agent_id, _ = core.register_agent(
+        1000.0, wire.agent_from_pb(pb.AgentInfo(hostname="a")), TOTAL, [], [], stream=3
+    )
+    fw, _ = core.subscribe(1000.0, wire.framework_from_pb(pb.FrameworkInfo(name="fw")), stream=4)
+    (offer,) = _offers(core.allocate(1001.0)[1])
+    task = _task("t1")
+    task.labels.extend([pb.Label(key="team", value="ml"), pb.Label(key="team", value="infra")])
+    core.accept(1002.0, fw.framework_id, [offer.id], [wire.operation_from_pb(_launch(task), 0)], None)
+    running = pb.TaskStatus(
+        task_id="t1",
+        framework_id=fw.framework_id,
+        agent_id=agent_id,
+        state=pb.TASK_RUNNING,
+        source=pb.TaskStatus.SOURCE_AGENT,
+        uuid=b"u1",
+        labels=[pb.Label(key="agent", value="says")],
+    )
+    (update,) = _events(core.agent_status_updates(1003.0, agent_id, [wire.status_from_pb(running)]), 4)
+    launched = [("team", "ml"), ("team", "infra")]
+    assert [(x.key, x.value) for x in update.update.status.labels] == launched
+    record = core.state.task(fw.framework_id, "t1")
+    assert record is not None
+    assert record.status.labels == (("agent", "says"),)  # stored as the agent sent it
+    (answer,) = _events(core.reconcile(1004.0, fw.framework_id, [("t1", agent_id)]), 4)
+    assert [(x.key, x.value) for x in answer.update.status.labels] == launched
+
+
+def test_update_framework_changes_roles_name_and_timeout_and_rescinds_old_offers() -> None:
+    core = _core()
+    core.register_agent(1000.0, wire.agent_from_pb(pb.AgentInfo(hostname="a")), TOTAL, [], [], stream=3)
+    info = pb.FrameworkInfo(name="fw", user="u")
+    fw, _ = core.subscribe(1000.0, wire.framework_from_pb(info), stream=4, principal="p")
+    (offer,) = _offers(core.allocate(1001.0)[1])
+    new = pb.FrameworkInfo(
+        name="renamed",
+        roles=["ml"],
+        failover_timeout_s=60.0,
+        capabilities=[pb.FrameworkInfo.PARTITION_AWARE],
+    )
+    effects = core.update_framework(1002.0, fw.framework_id, wire.framework_from_pb(new))
+    assert [e.rescind.offer_id for e in _events(effects, 4)] == [offer.id]
+    updated = core.state.frameworks[fw.framework_id].info
+    assert (updated.roles, updated.name, updated.failover_timeout_s) == (("ml",), "renamed", 60.0)
+    assert updated.capabilities == (pb.FrameworkInfo.PARTITION_AWARE,)
+    assert (updated.id, updated.principal, updated.user) == (fw.framework_id, "p", "u")
+    assert WriteRegistry(FRAMEWORKS, fw.framework_id, updated) in effects
+    assert AllocateSoon() in effects
+    # the same roles again: nothing to rescind (the new offers are in role ml)
+    assert _events(core.update_framework(1003.0, fw.framework_id, updated), 4) == []
+    with pytest.raises(Refused) as refused:
+        core.update_framework(1004.0, fw.framework_id, dataclasses.replace(updated, id="fw-other"))
+    assert refused.value.code == "INVALID_ARGUMENT"
+    assert core.state.frameworks[fw.framework_id].info == updated
 
 
 class MasterCoreMachine(RuleBasedStateMachine):
@@ -159,10 +230,10 @@ class MasterCoreMachine(RuleBasedStateMachine):
             if isinstance(e, SendToFramework | SendToAgent):
                 assert e.stream not in self.closed, f"sent on closed stream {e.stream}: {e}"
                 if isinstance(e, SendToFramework):
-                    self.offers += list(e.event.offers.offers)
-                elif e.message.HasField("run_tasks"):
-                    agent_id = e.message.run_tasks.tasks[0].agent_id
-                    self.running += [(agent_id, t.task_id) for t in e.message.run_tasks.tasks]
+                    self.offers += list(wire.event_to_pb(e.event).offers.offers)
+                elif (message := wire.command_to_pb(e.message)).HasField("run_tasks"):
+                    agent_id = message.run_tasks.tasks[0].agent_id
+                    self.running += [(agent_id, t.task_id) for t in message.run_tasks.tasks]
             elif isinstance(e, CloseStream):
                 self.open.discard(e.stream)
                 self.closed.add(e.stream)
@@ -170,7 +241,9 @@ class MasterCoreMachine(RuleBasedStateMachine):
                 if e.data is None:
                     self.registry.pop((e.kind, e.key), None)
                 else:
-                    self.registry[(e.kind, e.key)] = e.data
+                    data = wire.record_bytes(e.data)
+                    assert data is not None
+                    self.registry[(e.kind, e.key)] = data
         return effects
 
     def _stream(self) -> int:
@@ -187,7 +260,12 @@ class MasterCoreMachine(RuleBasedStateMachine):
     @rule()
     def agent_registers(self) -> None:
         agent_id, effects = self.core.register_agent(
-            self.now, pb.AgentInfo(hostname=f"h{len(self.agents)}"), TOTAL, [], [], self._stream()
+            self.now,
+            wire.agent_from_pb(pb.AgentInfo(hostname=f"h{len(self.agents)}")),
+            TOTAL,
+            [],
+            [],
+            self._stream(),
         )
         self._apply(effects)
         self.agents.append(agent_id)
@@ -200,7 +278,9 @@ class MasterCoreMachine(RuleBasedStateMachine):
             self._apply(self.core.agent_disconnected(self.now, agent.agent_id, agent.stream))
         elif not agent.gone:
             reported = [
-                pb.TaskStatus(task_id=t, framework_id=self.fw_id, agent_id=a, state=pb.TASK_RUNNING)
+                wire.status_from_pb(
+                    pb.TaskStatus(task_id=t, framework_id=self.fw_id, agent_id=a, state=pb.TASK_RUNNING)
+                )
                 for a, t in self.running
                 if a == agent.agent_id and self.core.state.task(self.fw_id, t) is not None
             ]
@@ -211,7 +291,7 @@ class MasterCoreMachine(RuleBasedStateMachine):
     def framework_subscribes(self) -> None:
         info = pb.FrameworkInfo(name="fw", id=self.fw_id, failover_timeout_s=30.0)
         try:
-            fw, effects = self.core.subscribe(self.now, info, self._stream())
+            fw, effects = self.core.subscribe(self.now, wire.framework_from_pb(info), self._stream())
         except Refused as e:  # torn down after its failover timeout
             code = e.code
             self.fw_id = ""
@@ -237,7 +317,11 @@ class MasterCoreMachine(RuleBasedStateMachine):
         offer = data.draw(st.sampled_from(self.offers))
         task = _task(f"t{next(self.task_n)}", cpus=cpus)
         try:
-            self._apply(self.core.accept(self.now, self.fw_id, [offer.id], [_launch(task)], None))
+            self._apply(
+                self.core.accept(
+                    self.now, self.fw_id, [offer.id], [wire.operation_from_pb(_launch(task), 0)], None
+                )
+            )
         except Refused as e:  # the framework is not subscribed now
             self._apply(e.effects)
 
@@ -252,7 +336,7 @@ class MasterCoreMachine(RuleBasedStateMachine):
             state=state,
             uuid=b"u",  # type: ignore[arg-type]
         )
-        self._apply(self.core.agent_status_updates(self.now, agent_id, [status]))
+        self._apply(self.core.agent_status_updates(self.now, agent_id, [wire.status_from_pb(status)]))
 
     @precondition(lambda self: bool(self.agents))
     @rule(data=st.data(), draining=st.booleans())
@@ -274,10 +358,13 @@ class MasterCoreMachine(RuleBasedStateMachine):
         successor = _core()
         successor.recover(
             self.now,
-            {k: pb.AgentInfo.FromString(v) for k, v in kind(AGENTS).items()},
-            {k: pb.FrameworkInfo.FromString(v) for k, v in kind(FRAMEWORKS).items()},
+            {k: wire.agent_from_pb(pb.AgentInfo.FromString(v)) for k, v in kind(AGENTS).items()},
+            {k: wire.framework_from_pb(pb.FrameworkInfo.FromString(v)) for k, v in kind(FRAMEWORKS).items()},
             {},
-            {k: operator_pb2.AgentMaintenance.FromString(v) for k, v in kind(MAINTENANCE).items()},
+            {
+                k: wire.maintenance_from_pb(k, operator_pb2.AgentMaintenance.FromString(v), successor.log)
+                for k, v in kind(MAINTENANCE).items()
+            },
         )
         state = self.core.state
         assert set(successor.state.agents) == {a for a, r in state.agents.items() if not r.gone}
