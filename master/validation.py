@@ -360,6 +360,10 @@ def check_task(task: pb.TaskInfo, where: str) -> tuple[TaskCheck, Resources]:
         wanted = resources_from_proto(task.resources, f"{where}.resources")
     except ResourceError as e:
         return TaskCheck(tuple(ids), tuple(errors), (str(e),)), Resources()
+    if wanted.scalar("mem") <= 0 and not wanted.is_empty():
+        # Without it the agent could only give the task its whole memory,
+        # which the allocator never counted: one task could starve the node.
+        errors.append(f"{where}.resources.mem: required (MiB), got none")
     return TaskCheck(tuple(ids), tuple(errors)), wanted
 
 

@@ -222,7 +222,7 @@ def test_errors_accumulate() -> None:
 
 
 def test_ports_with_no_ports_in_offer() -> None:
-    t = task(resources=[R(name="cpus", scalar=1), _ports((1, 1))])
+    t = task(resources=[R(name="cpus", scalar=1), R(name="mem", scalar=10), _ports((1, 1))])
     errors, _ = validate_task(t, "tasks[0]", Resources.parse("cpus:1;mem:10"), ())
     assert errors == ["tasks[0].resources.ports: unknown resource, the offer has none"]
 
@@ -240,8 +240,14 @@ def test_set_item_not_in_offer_is_rejected() -> None:
 
 
 def test_star_role_task_fits_unreserved_offer() -> None:
-    t = task(resources=[R(name="cpus", role="*", scalar=1)])
+    t = task(resources=[R(name="cpus", role="*", scalar=1), R(name="mem", role="*", scalar=10)])
     assert validate_task(t, "tasks[0]", OFFER, ())[0] == []
+
+
+def test_a_task_without_memory_is_refused() -> None:
+    # The agent could only give it its whole memory, which no offer counted.
+    t = task(resources=[R(name="cpus", scalar=1)])
+    assert validate_task(t, "tasks[0]", OFFER, ())[0] == ["tasks[0].resources.mem: required (MiB), got none"]
 
 
 # -- framework ----------------------------------------------------------------
