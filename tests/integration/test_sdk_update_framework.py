@@ -13,7 +13,7 @@ from corral.master.server import MasterServer
 from corral.proto import messages_pb2 as pb
 from corral.proto import operator_pb2, operator_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
 from corral.testing import FAST_MASTER, framework, local_cluster
-from corral.transport import drain
+from corral.transport import Credentials, drain
 
 
 async def _info(address: str, framework_id: str) -> pb.FrameworkInfo:
@@ -86,5 +86,33 @@ async def test_the_master_answers_a_bad_update_with_an_error_and_keeps_the_strea
             assert stream.done() is False
             calls.put_nowait(None)
             stream.cancel()
+    finally:
+        await server.stop()
+
+
+async def test_an_update_to_roles_the_acls_refuse_is_permission_denied_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    # framework:a may register in role ml only: moving to web is refused like
+    # a SUBSCRIBE to web would be, on the same stream, and nothing changes.
+    policy = tmp_path / "acls.toml"
+    policy.write_text(
+        'default = "allow"\n'
+        "[[rules]]\nallow = false\n"
+        'principals = ["framework:a"]\nactions = ["register_framework"]\nobjects = ["role:web"]\n'
+    )
+    server = MasterServer("127.0.0.1:0", FAST_MASTER, policy=str(policy))
+    address = await server.start()
+    try:
+        async with framework(
+            address, name="a", roles=["ml"], credentials=Credentials(claim="framework:a")
+        ) as (driver, rec):
+            framework_id = driver.framework_id
+            driver.update_framework(roles=["web"])
+            code, message = await rec.wait_error()
+            assert code == "PERMISSION_DENIED", message
+            assert message.startswith("UPDATE_FRAMEWORK: ")
+            assert list((await _info(address, framework_id)).roles) == ["ml"]
+            assert rec.subscriptions == 1
     finally:
         await server.stop()
