@@ -165,6 +165,8 @@ def collect(
     """Measure the store, plan, and (unless ``dry_run``) remove what the plan
     names; an image a container leased meanwhile is left alone."""
     images = store.images()
+    if not images:
+        return Plan((), 0, 0, 0)  # (and nothing made on disk for a store never used)
     hexes = {d.removeprefix("sha256:") for image in images for d in image.layers}
     sizes = layer_sizes(store.layers_root, store.sizes_dir, sorted(hexes))
     for stale in store.sizes_dir.iterdir() if store.sizes_dir.is_dir() else []:
