@@ -22,7 +22,7 @@ smallest change that would make a pending task fit.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from corral.frameworks.constraints import Constraint
@@ -351,13 +351,16 @@ def place(
     offers: Sequence[Offer],
     ranker: Ranker = spread,
     constraints: Sequence[Constraint] = (),
+    running_on: Collection[str] = (),
 ) -> dict[str, list[Task]]:
     """Assign tasks to offers, one at a time, each to the best-ranked offer
     where it still fits and whose agent meets ``constraints``: ``spread`` (the
     default) puts each task where no other of these tasks went yet and most is
     left, ``binpack`` fills one agent before the next. Returns offer id ->
     tasks, for ``driver.launch(offer, tasks)``; tasks that fit nowhere are
-    left out (``pack`` is the one-offer first fit).
+    left out (``pack`` is the one-offer first fit). ``running_on``: agent
+    ids where the caller's tasks already run (placed in earlier offer
+    batches), which ``spread`` then counts as taken too.
 
     >>> offers = [Offer(f"o{i}", f"a{i}", f"h{i}", Resources.of(cpus=2, mem=256)) for i in (1, 2)]
     >>> tasks = [Task(f"t{i}", "true", Resources.of(cpus=0.5, mem=32)) for i in range(4)]
@@ -367,7 +370,7 @@ def place(
     {'o1': ['t0', 't1', 't2', 't3']}
     """
     left = {o.id: o.resources for o in offers}
-    used: set[str] = set()
+    used: set[str] = set(running_on)
     chosen: dict[str, list[Task]] = {}
     for task in tasks:
         ask = Ask(task.resources, constraints=tuple(constraints), image=task.image)

@@ -62,6 +62,17 @@ def test_pack_fills_one_offer_and_place_spreads_over_them() -> None:
     assert {o: len(ts) for o, ts in packed.items()} == {"o1": 3}
 
 
+def test_spread_counts_the_agents_earlier_batches_went_to() -> None:
+    # Offers of two agents come in two callbacks: alone, each batch's first
+    # task would go back to a1; told where they already run, it goes to a2.
+    first = place(tasks(1), [offer(1)])
+    assert list(first) == ["o1"]
+    both = [offer(1), offer(2)]
+    assert list(place(tasks(1), both)) == ["o1"]  # (a tie: the first offer)
+    assert list(place(tasks(1), both, running_on={"a1"})) == ["o2"]
+    assert list(place(tasks(1), both, binpack, running_on={"a1"})) == ["o1"]  # binpack ignores it
+
+
 def test_place_skips_what_fits_nowhere_and_honours_constraints() -> None:
     offers = [offer(1, cpus=1), offer(2, cpus=1)]
     big = Task("big", "true", Resources.of(cpus=4, mem=32))
