@@ -25,13 +25,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from corral.cli.local import LocalCluster
 from corral.frameworks.driver import SchedulerDriver, tear_down
@@ -143,6 +146,63 @@ async def elected_cluster(
         await agent.stop()
         for m in servers:
             await m.stop()
+
+
+@dataclass
+class TlsCluster:
+    """A master and one agent (``n1``) over mutual TLS, and credentials of a CA
+    of their own for every principal asked for (``creds["framework:a"]``)."""
+
+    address: str
+    server: MasterServer
+    agent: Agent
+    pki: Path
+    creds: dict[str, Credentials]
+    #: the master's audit log (``--audit-log``), if one was asked for
+    audit_file: Path | None = None
+
+    def audited(self) -> list[dict[str, Any]]:
+        """The audit log's records, read as an operator would."""
+        assert self.audit_file is not None, "tls_cluster(..., audit=True)"
+        return [json.loads(line) for line in self.audit_file.read_text().splitlines()]
+
+
+@contextlib.asynccontextmanager
+async def tls_cluster(
+    work_dir: Path, principals: Iterable[str] = (), audit: bool = False
+) -> AsyncIterator[TlsCluster]:
+    """A :class:`TlsCluster` with certificates for ``master:m1``, ``agent:n1``
+    and ``principals``; stopped on exit (tasks killed), also when the test fails."""
+    from corral.pki import CertificateAuthority, load_credentials
+
+    ca = CertificateAuthority.init(work_dir / "pki")
+    creds = {}
+    for name in dict.fromkeys(["master:m1", "agent:n1", *principals]):
+        issued = ca.issue(name)
+        creds[name] = load_credentials(ca.cert_file, issued.cert, issued.key)
+    audit_file = work_dir / "audit.jsonl" if audit else None
+    server = MasterServer(
+        "127.0.0.1:0", FAST_MASTER, creds["master:m1"], audit_log=str(audit_file) if audit_file else None
+    )
+    address = await server.start()
+    agent = Agent(
+        AgentConfig(
+            master=address,
+            work_dir=work_dir / "agent",
+            resources=Resources.parse("cpus:1;mem:1024"),
+            hostname="n1",
+            cgroup_prefix=f"corral-test-{uuid.uuid4().hex[:8]}",
+            credentials=creds["agent:n1"],
+        )
+    )
+    await agent.start()
+    try:
+        async with asyncio.timeout(20):
+            await agent.registered.wait()
+        yield TlsCluster(address, server, agent, work_dir / "pki", creds, audit_file)
+    finally:
+        await agent.stop()
+        await server.stop(0)
 
 
 def issue_credentials(tls_dir: Path, principal: str) -> Credentials:

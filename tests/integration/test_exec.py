@@ -5,14 +5,9 @@ run is audited; a caller that goes away kills it."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
-import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import grpc
 import grpc.aio
@@ -20,66 +15,29 @@ import pytest
 
 from corral.frameworks import Task, TaskState
 from corral.frameworks.driver import SchedulerDriver
-from corral.master.server import MasterServer
-from corral.pki import CertificateAuthority, load_credentials
 from corral.proto import operator_pb2 as op
 from corral.proto import operator_pb2_grpc
 from corral.resources import Resources
-from corral.slave.agent import Agent, AgentConfig
-from corral.testing import FAST_MASTER, RecordingScheduler, eventually, framework
-from corral.transport import Credentials, make_channel
+from corral.testing import RecordingScheduler, TlsCluster, eventually, framework, tls_cluster
+from corral.transport import make_channel
 
 pytestmark = [pytest.mark.root]
 SMALL = Resources.of(cpus=0.1, mem=32)
 NOBODY = (65534, 65534)
 
 
-@dataclass
-class Cluster:
-    address: str
-    server: MasterServer
-    agent: Agent
-    creds: dict[str, Credentials]
-    #: the master's --audit-log: read as an operator would (structlog's
-    #: capture_logs misses a logger that an earlier test cached at warning)
-    audit_file: Path
-
-    def audited(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.audit_file.read_text().splitlines()]
-
-
 @pytest.fixture
-async def tls(tmp_path: Path) -> AsyncIterator[Cluster]:
-    ca = CertificateAuthority.init(tmp_path / "pki")
-    creds = {}
-    for name in ["master:m1", "agent:n1", "framework:a", "framework:b", "operator:alice"]:
-        issued = ca.issue(name)
-        creds[name] = load_credentials(ca.cert_file, issued.cert, issued.key)
-    audit_file = tmp_path / "audit.jsonl"
-    server = MasterServer("127.0.0.1:0", FAST_MASTER, creds["master:m1"], audit_log=str(audit_file))
-    address = await server.start()
-    agent = Agent(
-        AgentConfig(
-            master=address,
-            work_dir=tmp_path / "agent",
-            resources=Resources.parse("cpus:1;mem:1024"),
-            hostname="n1",
-            cgroup_prefix=f"corral-test-{uuid.uuid4().hex[:8]}",
-            credentials=creds["agent:n1"],
-        )
-    )
-    await agent.start()
-    try:
-        async with asyncio.timeout(20):
-            await agent.registered.wait()
-        yield Cluster(address, server, agent, creds, audit_file)
-    finally:
-        await agent.stop()
-        await server.stop(0)
+async def tls(tmp_path: Path) -> AsyncIterator[TlsCluster]:
+    # The audit log is read as an operator would (structlog's capture_logs
+    # misses a logger that an earlier test cached at warning).
+    async with tls_cluster(tmp_path, ["framework:a", "framework:b", "operator:alice"], audit=True) as c:
+        yield c
 
 
 @contextlib.asynccontextmanager
-async def running_task(c: Cluster, command: str) -> AsyncIterator[tuple[SchedulerDriver, RecordingScheduler]]:
+async def running_task(
+    c: TlsCluster, command: str
+) -> AsyncIterator[tuple[SchedulerDriver, RecordingScheduler]]:
     """framework:a with task ``t`` running ``command`` as nobody."""
     async with framework(c.address, "a", credentials=c.creds["framework:a"]) as (driver, rec):
         offer = await rec.next_offer()
@@ -98,7 +56,7 @@ def _inputs(request: op.ExecTaskRequest, *more: op.ExecTaskInput) -> AsyncIterat
 
 
 async def exec_as(
-    c: Cluster,
+    c: TlsCluster,
     who: str,
     argv: list[str],
     task_id: str = "t",
@@ -118,7 +76,7 @@ async def exec_as(
         return out, code
 
 
-async def test_exec_runs_inside_the_task_as_its_user_and_returns_the_exit_code(tls: Cluster) -> None:
+async def test_exec_runs_inside_the_task_as_its_user_and_returns_the_exit_code(tls: TlsCluster) -> None:
     async with running_task(tls, "echo marker > here; sleep 60"):
         out, code = await exec_as(
             tls,
@@ -139,7 +97,7 @@ async def test_exec_runs_inside_the_task_as_its_user_and_returns_the_exit_code(t
         assert (out, code) == (b"operator here\n", 0)
 
 
-async def test_exec_is_refused_to_another_framework_and_audited(tls: Cluster) -> None:
+async def test_exec_is_refused_to_another_framework_and_audited(tls: TlsCluster) -> None:
     async with running_task(tls, "sleep 60"):
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await exec_as(tls, "framework:b", ["touch", "/tmp/owned"])
@@ -151,7 +109,7 @@ async def test_exec_is_refused_to_another_framework_and_audited(tls: Cluster) ->
         assert (out, code) == (b"1\n", 0)
 
 
-async def test_exec_bad_requests_are_named(tls: Cluster) -> None:
+async def test_exec_bad_requests_are_named(tls: TlsCluster) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await exec_as(tls, "operator:alice", ["true"], task_id="nope")
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
@@ -166,7 +124,7 @@ async def test_exec_bad_requests_are_named(tls: Cluster) -> None:
     assert "timeout_s: must be between 0 and 3600" in (err.value.details() or "")
 
 
-async def test_exec_times_out_with_124_and_a_caller_that_leaves_kills_the_command(tls: Cluster) -> None:
+async def test_exec_times_out_with_124_and_a_caller_that_leaves_kills_the_command(tls: TlsCluster) -> None:
     async with running_task(tls, "sleep 60") as (driver, rec):
         out, code = await exec_as(tls, "framework:a", ["sleep", "30"], timeout_s=0.5)
         assert code == 124
@@ -195,7 +153,7 @@ async def test_exec_times_out_with_124_and_a_caller_that_leaves_kills_the_comman
         await rec.wait_state("t", TaskState.KILLED, timeout=20)
 
 
-async def test_exec_feeds_stdin_and_runs_on_a_terminal(tls: Cluster) -> None:
+async def test_exec_feeds_stdin_and_runs_on_a_terminal(tls: TlsCluster) -> None:
     async with running_task(tls, "sleep 60"):
         data = op.ExecTaskInput(stdin=b"one\ntwo\n")
         eof = op.ExecTaskInput(stdin_eof=True)

@@ -11,9 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -23,7 +21,6 @@ import pytest
 from corral.codec import resources_to_proto
 from corral.frameworks import Task, TaskState
 from corral.master.server import MasterServer
-from corral.pki import CertificateAuthority, load_credentials
 from corral.proto import (
     agent_pb2,
     agent_pb2_grpc,
@@ -34,9 +31,8 @@ from corral.proto import (
 )
 from corral.proto import messages_pb2 as pb
 from corral.resources import Resources
-from corral.slave.agent import Agent, AgentConfig
-from corral.testing import FAST_MASTER, eventually, framework
-from corral.transport import Credentials, make_channel
+from corral.testing import FAST_MASTER, TlsCluster, eventually, framework, tls_cluster
+from corral.transport import make_channel
 
 pytestmark = [pytest.mark.root]
 SMALL = Resources.of(cpus=0.1, mem=32)
@@ -46,46 +42,15 @@ AgentMessage = agent_pb2.AgentMessage
 Call = scheduler_pb2.Call
 
 
-@dataclass
-class Tls:
-    address: str
-    server: MasterServer
-    agent: Agent
-    pki: Path
-    creds: dict[str, Credentials]
-
-
 @pytest.fixture
-async def tls(tmp_path: Path) -> AsyncIterator[Tls]:
-    ca = CertificateAuthority.init(tmp_path / "pki")
-    creds = {}
-    for name in ["master:m1", "agent:n1", "agent:n2", "framework:a", "framework:b", "operator:alice"]:
-        issued = ca.issue(name)
-        creds[name] = load_credentials(ca.cert_file, issued.cert, issued.key)
-    server = MasterServer("127.0.0.1:0", FAST_MASTER, creds["master:m1"])
-    address = await server.start()
-    agent = Agent(
-        AgentConfig(
-            master=address,
-            work_dir=tmp_path / "agent",
-            resources=Resources.parse("cpus:1;mem:1024"),
-            hostname="n1",
-            cgroup_prefix=f"corral-test-{uuid.uuid4().hex[:8]}",
-            credentials=creds["agent:n1"],
-        )
-    )
-    await agent.start()
-    try:
-        async with asyncio.timeout(20):
-            await agent.registered.wait()
-        yield Tls(address, server, agent, tmp_path / "pki", creds)
-    finally:
-        await agent.stop()
-        await server.stop(0)
+async def tls(tmp_path: Path) -> AsyncIterator[TlsCluster]:
+    principals = ["agent:n2", "framework:a", "framework:b", "operator:alice"]
+    async with tls_cluster(tmp_path, principals) as c:
+        yield c
 
 
 @contextlib.asynccontextmanager
-async def running_task(tls: Tls, task_id: str = "victim") -> AsyncIterator[tuple[object, object]]:
+async def running_task(tls: TlsCluster, task_id: str = "victim") -> AsyncIterator[tuple[object, object]]:
     """framework:a with one long task running (as nobody: root needs a policy)."""
     async with framework(tls.address, "a", credentials=tls.creds["framework:a"]) as (driver, rec):
         offer = await rec.next_offer()
@@ -94,11 +59,11 @@ async def running_task(tls: Tls, task_id: str = "victim") -> AsyncIterator[tuple
         yield driver, rec
 
 
-def _operator(tls: Tls, who: str) -> operator_pb2_grpc.OperatorStub:
+def _operator(tls: TlsCluster, who: str) -> operator_pb2_grpc.OperatorStub:
     return operator_pb2_grpc.OperatorStub(make_channel(tls.address, tls.creds[who]))
 
 
-def _task_state(tls: Tls, task_id: str) -> int | None:
+def _task_state(tls: TlsCluster, task_id: str) -> int | None:
     m = tls.server.master
     assert m is not None
     for t in m.state.find_any_task(task_id):
@@ -106,7 +71,7 @@ def _task_state(tls: Tls, task_id: str) -> int | None:
     return None
 
 
-async def test_a_framework_id_cannot_be_taken_over_by_another_principal(tls: Tls) -> None:
+async def test_a_framework_id_cannot_be_taken_over_by_another_principal(tls: TlsCluster) -> None:
     async with running_task(tls) as (driver, _rec):
         fw_id = driver.framework_id  # type: ignore[attr-defined]
         async with make_channel(tls.address, tls.creds["framework:b"]) as channel:
@@ -127,7 +92,7 @@ async def test_a_framework_id_cannot_be_taken_over_by_another_principal(tls: Tls
         assert _task_state(tls, "victim") == pb.TASK_RUNNING
 
 
-async def test_a_certificate_cannot_claim_another_principal(tls: Tls) -> None:
+async def test_a_certificate_cannot_claim_another_principal(tls: TlsCluster) -> None:
     async with make_channel(tls.address, tls.creds["framework:b"]) as channel:
         stub = scheduler_pb2_grpc.SchedulerStub(channel)
         info = pb.FrameworkInfo(name="b", principal="framework:a", failover_timeout_s=60)
@@ -142,7 +107,9 @@ async def test_a_certificate_cannot_claim_another_principal(tls: Tls) -> None:
     assert "is not the principal of the client certificate (framework:b)" in (err.value.details() or "")
 
 
-async def _register(tls: Tls, who: str, info: pb.AgentInfo, **more: object) -> grpc.aio.AioRpcError | str:
+async def _register(
+    tls: TlsCluster, who: str, info: pb.AgentInfo, **more: object
+) -> grpc.aio.AioRpcError | str:
     """One raw Agent.Connect as ``who``: the agent id it got, or the refusal."""
     async with make_channel(tls.address, tls.creds[who]) as channel:
         stub = agent_pb2_grpc.AgentStub(channel)
@@ -167,7 +134,7 @@ def _agent_info(agent_id: str, resources: str, hostname: str = "n1") -> pb.Agent
     )
 
 
-async def test_an_agent_id_cannot_be_registered_by_another_agent_principal(tls: Tls) -> None:
+async def test_an_agent_id_cannot_be_registered_by_another_agent_principal(tls: TlsCluster) -> None:
     victim = tls.agent.agent_id
     m = tls.server.master
     assert m is not None
@@ -180,7 +147,7 @@ async def test_an_agent_id_cannot_be_registered_by_another_agent_principal(tls: 
     assert m.state.agents[victim].connected
 
 
-async def test_an_agent_certificate_cannot_claim_another_nodes_host_name(tls: Tls) -> None:
+async def test_an_agent_certificate_cannot_claim_another_nodes_host_name(tls: TlsCluster) -> None:
     # agent:n2 registering as host n1 would draw placements meant for n1
     # (constraints, unique host) to itself: the built-in policy lets an agent
     # register only under its certificate's name.
@@ -193,7 +160,7 @@ async def test_an_agent_certificate_cannot_claim_another_nodes_host_name(tls: Tl
     assert len(m.state.agents) == 1
 
 
-async def test_a_registration_is_authorized_before_it_is_validated(tls: Tls) -> None:
+async def test_a_registration_is_authorized_before_it_is_validated(tls: TlsCluster) -> None:
     # Validating a big registration costs seconds; a tenant's certificate is
     # refused before any of it is spent. This one is both unauthorized and
     # invalid (a task without an id): the answer is the refusal.
@@ -207,7 +174,7 @@ async def test_a_registration_is_authorized_before_it_is_validated(tls: Tls) -> 
     assert "at most 253 characters" in (answer.details() or "")
 
 
-async def test_one_agent_certificate_cannot_register_a_second_node(tls: Tls) -> None:
+async def test_one_agent_certificate_cannot_register_a_second_node(tls: TlsCluster) -> None:
     m = tls.server.master
     assert m is not None
     # The real agent:n1 is connected; its certificate cannot add another 1-cpu node (over-commit).
@@ -218,7 +185,7 @@ async def test_one_agent_certificate_cannot_register_a_second_node(tls: Tls) -> 
     assert len(m.state.agents) == 1
 
 
-async def test_an_agent_cannot_report_for_a_task_on_another_agent(tls: Tls) -> None:
+async def test_an_agent_cannot_report_for_a_task_on_another_agent(tls: TlsCluster) -> None:
     async with running_task(tls) as (driver, rec):
         fw_id = driver.framework_id  # type: ignore[attr-defined]
         async with make_channel(tls.address, tls.creds["agent:n2"]) as channel:
@@ -247,7 +214,7 @@ async def test_an_agent_cannot_report_for_a_task_on_another_agent(tls: Tls) -> N
         assert latest.state is TaskState.RUNNING
 
 
-async def test_a_fresh_registration_cannot_bring_a_task_bigger_than_the_agent(tls: Tls) -> None:
+async def test_a_fresh_registration_cannot_bring_a_task_bigger_than_the_agent(tls: TlsCluster) -> None:
     big = pb.TaskInfo(
         task_id="big",
         name="big",
@@ -277,7 +244,7 @@ async def test_a_fresh_registration_cannot_bring_a_task_bigger_than_the_agent(tl
     assert _task_state(tls, "big") is None
 
 
-async def test_a_principal_cannot_kill_another_principals_task(tls: Tls) -> None:
+async def test_a_principal_cannot_kill_another_principals_task(tls: TlsCluster) -> None:
     async with running_task(tls):
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await _operator(tls, "framework:b").KillTask(operator_pb2.KillTaskRequest(task_id="victim"))
@@ -298,7 +265,7 @@ async def test_a_principal_cannot_kill_another_principals_task(tls: Tls) -> None
         await eventually(lambda: _task_state(tls, "victim") == pb.TASK_KILLED, 15, "the operator's kill")
 
 
-async def test_a_task_as_root_is_refused_by_the_built_in_policy(tls: Tls) -> None:
+async def test_a_task_as_root_is_refused_by_the_built_in_policy(tls: TlsCluster) -> None:
     async with framework(tls.address, "a", credentials=tls.creds["framework:a"]) as (driver, rec):
         offer = await rec.next_offer()
         driver.launch(offer, [Task("as-root", "true", SMALL)])
@@ -308,7 +275,7 @@ async def test_a_task_as_root_is_refused_by_the_built_in_policy(tls: Tls) -> Non
     assert "principal framework:a may not run_task uid:0" in status.message
 
 
-async def test_a_task_in_roots_group_is_refused_by_the_built_in_policy(tls: Tls) -> None:
+async def test_a_task_in_roots_group_is_refused_by_the_built_in_policy(tls: TlsCluster) -> None:
     # uid 65534 is allowed, but with gid 0 its files and its group access
     # are root's group's: the group is asked too.
     async with framework(tls.address, "a", credentials=tls.creds["framework:a"]) as (driver, rec):
@@ -320,7 +287,7 @@ async def test_a_task_in_roots_group_is_refused_by_the_built_in_policy(tls: Tls)
     assert "principal framework:a may not run_task gid:0" in status.message
 
 
-async def test_no_seccomp_filter_and_host_devices_need_the_acl(tls: Tls) -> None:
+async def test_no_seccomp_filter_and_host_devices_need_the_acl(tls: TlsCluster) -> None:
     """The agent would refuse them too (its flags); the master refuses first, by policy."""
     async with framework(tls.address, "a", credentials=tls.creds["framework:a"]) as (driver, rec):
         offer = await rec.next_offer()
@@ -371,7 +338,9 @@ for f in sys.argv[2:]:
 
 
 @pytest.mark.skipif(not os.path.exists(SYSTEM_PYTHON), reason="needs the system python3 (readable to nobody)")
-async def test_a_task_on_host_networking_cannot_call_the_operator_api(tls: Tls, tmp_path: Path) -> None:
+async def test_a_task_on_host_networking_cannot_call_the_operator_api(
+    tls: TlsCluster, tmp_path: Path
+) -> None:
     """The task runs on the master's host network as nobody: neither plaintext
     nor TLS without a certificate gets an HTTP/2 answer, and the keys are not
     readable. The same probe, run outside against a plaintext master, does get
@@ -403,7 +372,7 @@ async def test_a_task_on_host_networking_cannot_call_the_operator_api(tls: Tls, 
     assert "plaintext h2" in stdout.decode(), stdout
 
 
-async def test_views_leak_nothing_a_tenant_could_use_against_another(tls: Tls) -> None:
+async def test_views_leak_nothing_a_tenant_could_use_against_another(tls: TlsCluster) -> None:
     async with running_task(tls) as (driver, _):
         victim_id = getattr(driver, "framework_id")  # noqa: B009  (the SDK driver's attribute)
         b, alice = _operator(tls, "framework:b"), _operator(tls, "operator:alice")
@@ -430,7 +399,7 @@ async def test_views_leak_nothing_a_tenant_could_use_against_another(tls: Tls) -
         assert full.agent_info.principal == "agent:n1"
 
 
-async def test_a_tenants_operator_calls_are_rate_limited_an_operators_are_not(tls: Tls) -> None:
+async def test_a_tenants_operator_calls_are_rate_limited_an_operators_are_not(tls: TlsCluster) -> None:
     b, alice = _operator(tls, "framework:b"), _operator(tls, "operator:alice")
     codes, details = [], set()
     for _ in range(260):  # the default burst is 200
@@ -448,7 +417,7 @@ async def test_a_tenants_operator_calls_are_rate_limited_an_operators_are_not(tl
         await alice.ListFrameworks(operator_pb2.ListFrameworksRequest())
 
 
-async def test_an_agent_cannot_inject_tasks_into_another_tenants_framework(tls: Tls) -> None:
+async def test_an_agent_cannot_inject_tasks_into_another_tenants_framework(tls: TlsCluster) -> None:
     # Tasks an agent reports that this master did not launch are adopted only
     # in the re-registration window after the master starts leading (a master
     # that lost its state learns them so). After it, a new agent reporting a
@@ -497,7 +466,7 @@ async def test_an_agent_cannot_inject_tasks_into_another_tenants_framework(tls: 
         assert _task_state(tls, "victim") == pb.TASK_RUNNING
 
 
-async def test_an_agent_cannot_make_up_usage_for_another_tenants_task(tls: Tls) -> None:
+async def test_an_agent_cannot_make_up_usage_for_another_tenants_task(tls: TlsCluster) -> None:
     async with running_task(tls) as (driver, _):
         victim_fw = getattr(driver, "framework_id")  # noqa: B009
         outq: asyncio.Queue[AgentMessage | None] = asyncio.Queue()
