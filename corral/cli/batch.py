@@ -65,7 +65,7 @@ def service_for(master_flag: str | None) -> dict[str, Any] | None:
     return found
 
 
-def _client(master_flag: str | None, batch: str | None) -> Any:
+def batch_client(master_flag: str | None, batch: str | None) -> Any:
     from corral.cli.discovery import api_credentials
     from corral.frameworks.batch.api import BatchClient
 
@@ -360,7 +360,7 @@ def submit(
         listed = data.get("after", [])
         data["after"] = [*([listed] if isinstance(listed, str) else listed), *after]
     if not in_process and (batch or service_for(master) is not None):
-        client = _client(master, batch)
+        client = batch_client(master, batch)
         answer = client.submit(data, default_name)
         if "periodic_id" in answer:
             console.print(
@@ -421,7 +421,7 @@ def jobs(
             cutoff = parse_since(since, time.time())
         except ValueError as e:
             fail(str(e))
-    data = _client(master, batch).jobs()
+    data = batch_client(master, batch).jobs()
     if cutoff is not None:
         data["jobs"] = [j for j in data["jobs"] if j["submitted_at"] >= cutoff]
     records = [{"kind": "job", **j} for j in data["jobs"]] + list(data["periodic"])
@@ -497,7 +497,7 @@ def job(
     table; exit 0 if it succeeded, 1 if not, 130 if Ctrl-C detached.
     """
     _client_logging(ctx)
-    client = _client(master, batch)
+    client = batch_client(master, batch)
     job_id = ids.job_id(client.jobs(), job_id)
     if follow:
         sys.exit(_follow(client, job_id, False))
@@ -575,7 +575,7 @@ ATTEMPT_COLUMNS = (
 def cancel(ctx: click.Context, master: str | None, batch: str | None, job_id: str) -> None:
     """Cancel a job (its running tasks are killed) or remove a periodic job."""
     _client_logging(ctx)
-    client = _client(master, batch)
+    client = batch_client(master, batch)
     job_id = ids.job_id(client.jobs(), job_id)
     answer = client.cancel(job_id)
     console.print(f"{job_id}: {answer['result']}", highlight=False)

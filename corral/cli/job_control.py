@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from corral.cli import ids
-from corral.cli.batch import _client, batch_option
+from corral.cli.batch import batch_client, batch_option
 from corral.cli.common import _client_logging, console, handle_errors, master_option
 
 
@@ -24,7 +24,7 @@ def _steer(
 ) -> None:
     """Resolve JOB_ID (a unique prefix will do), make the call, print its answer."""
     _client_logging(ctx)
-    client = _client(master, batch)
+    client = batch_client(master, batch)
     job_id = ids.job_id(client.jobs(), job_id)
     console.print(f"{job_id}: {call(client, job_id)['result']}", highlight=False, markup=False)
 

@@ -104,8 +104,8 @@ def _job(env: dict[str, str], job_id: str) -> dict[str, Any]:
     """The job as the batch service reports it (its HTTP API, through the CLI's client)."""
     code = (
         "import json, sys\n"
-        "from corral.cli.batch import _client\n"
-        "print(json.dumps(_client(None, None).job(sys.argv[1])))"
+        "from corral.cli.batch import batch_client\n"
+        "print(json.dumps(batch_client(None, None).job(sys.argv[1])))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code, job_id], env=env, capture_output=True, text=True, timeout=30, check=False
